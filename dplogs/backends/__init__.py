@@ -1,0 +1,1 @@
+"""backends package (see docs/architecture.md)."""

@@ -1,0 +1,74 @@
+"""The ``dplogs`` command line. Each command lives in its own module and only parses options, calls
+one library function and renders the result; nothing imports ``dplogs.cli``.
+
+Commands are loaded lazily, so ``dplogs --help`` stays fast and a command's heavy imports
+(OpenDP, the detector) are paid only when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from dplogs import __version__
+from dplogs.errors import EXIT_CODES, DplogsError
+
+# command name -> "module:attribute" (module relative to dplogs.cli)
+_COMMANDS: dict[str, str] = {
+    "ingest": "ingest:ingest",
+    "query": "query:query",
+    "explain": "query:explain",
+    "budget": "budget:budget",
+    "train": "detect:train",
+    "score": "detect:score",
+    "audit": "audit:audit",
+    "demo": "demo:demo",
+}
+
+_EPILOG = "Exit codes: 0 ok, 2 bad command line, " + ", ".join(
+    f"{code} {name}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]) if code != 1
+) + ", 1 other error."
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(
+            name for name, target in _COMMANDS.items()
+            if importlib.util.find_spec(f"dplogs.cli.{target.split(':')[0]}") is not None
+        )
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None or cmd_name not in self.list_commands(ctx):
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(f"dplogs.cli.{module}"), attr)
+
+    def invoke(self, ctx: click.Context):  # one place turns DplogsError into message + exit code
+        try:
+            return super().invoke(ctx)
+        except DplogsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_LazyGroup, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dplogs")
+def cli() -> None:
+    """dplogs: differentially private analytics over security logs.
+
+    Ingest logs into a local store, then ask aggregate questions whose answers are differentially
+    private: every release adds calibrated noise and is charged to the store's privacy-budget
+    ledger, per privacy unit (e.g. user.name) per budget window.
+    """
+
+
+def main() -> None:
+    cli(prog_name="dplogs")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

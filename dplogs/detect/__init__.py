@@ -1,0 +1,1 @@
+"""detect package (see docs/architecture.md)."""

@@ -1,0 +1,94 @@
+"""One error hierarchy for the whole package.
+
+Every error a user can cause is a :class:`DplogsError` subclass whose class-level ``exit_code`` the
+CLI returns, and whose message says how to fix the problem (``pass --delta``, ``budget left: 0.2``).
+Exit codes follow sysexits(3) where one fits, so shell scripts and schedulers can branch on them.
+
+>>> from dplogs.errors import BudgetExhausted
+>>> BudgetExhausted("budget left: 0.2").exit_code
+77
+"""
+
+from __future__ import annotations
+
+
+class DplogsError(Exception):
+    """Base class of every error dplogs raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UsageError(DplogsError):
+    """A bad option or argument (mutually exclusive options, a missing required value)."""
+
+    exit_code = 64  # EX_USAGE
+
+
+class QueryError(UsageError):
+    """A query that cannot be planned: unknown column, unsupported SQL, malformed query file."""
+
+    exit_code = 64
+
+
+class PrivacyParameterError(QueryError):
+    """An ε, δ, ρ or bound that is missing, zero, negative, NaN or infinite, or a private key
+    released without δ. Raised during validation, before anything is charged."""
+
+    exit_code = 64
+
+
+class DataError(DplogsError):
+    """Input data that cannot be used: too many malformed lines (``--max-errors``), bad encoding."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class InputNotFound(DplogsError):
+    """A named input path, store or model file does not exist."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
+class StoreError(DplogsError):
+    """The store is missing, unreadable or has an incompatible manifest."""
+
+    exit_code = 66
+
+
+class LedgerError(DplogsError):
+    """The budget ledger is missing, corrupt or fails verification; nothing is released."""
+
+    exit_code = 74  # EX_IOERR
+
+
+class BudgetExhausted(DplogsError):
+    """The release would exceed the budget cap of its window. Nothing was charged."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class InternalError(DplogsError):
+    """An internal invariant failed. This is a bug in dplogs; please report it."""
+
+    exit_code = 70  # EX_SOFTWARE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message} (this is a bug in dplogs)")
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        DplogsError,
+        UsageError,
+        QueryError,
+        PrivacyParameterError,
+        DataError,
+        InputNotFound,
+        StoreError,
+        LedgerError,
+        BudgetExhausted,
+        InternalError,
+    )
+}
+"""Documented exit codes, by error class (the CLI's ``--help`` and the README list these)."""

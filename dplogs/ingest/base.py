@@ -1,0 +1,111 @@
+"""The contract every log format implements, and the registry that auto-detection reads.
+
+A format turns raw input into :class:`ParsedChunk` objects: events conformed to the store schema,
+plus a quarantine frame holding every input record it could not parse, with the reason. The
+invariant every format keeps, and tests check: ``parsed rows + quarantined rows == input records``.
+
+Line-oriented formats (syslog, access logs, JSON lines, CEF, Zeek TSV…) subclass
+:class:`LineFormat` and implement only :meth:`LineFormat.parse_lines`, a vectorised function over a
+frame of lines; the shared reader (``dplogs.ingest.reader``) handles files, gzip, stdin, chunking,
+line numbers and byte offsets. Whole-file formats (binary EVTX, CloudTrail ``{"Records": [...]}``,
+Parquet) subclass :class:`LogFormat` and implement :meth:`LogFormat.parse` themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import polars as pl
+
+from dplogs.schema import STORE_SCHEMA
+
+LINES_SCHEMA = pl.Schema({"line": pl.Int64(), "offset": pl.Int64(), "text": pl.String()})
+"""Input of :meth:`LineFormat.parse_lines`: 1-based line number, byte offset of the line's start in
+its (decompressed) file, and the line without its trailing ``\\n``/``\\r\\n``."""
+
+QUARANTINE_SCHEMA = pl.Schema(
+    {"source": pl.String(), "line": pl.Int64(), "reason": pl.String(), "text": pl.String()}
+)
+"""One row per rejected input record. ``text`` is the raw record: it stays inside the trust
+boundary (the store); summaries shown to people carry only counts per reason."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Per-run parsing options. Public: the CLI maps its flags onto these one to one."""
+
+    year: int | None = None
+    """Year for RFC 3164 timestamps, which carry none. None: the year of ingestion, minus one for
+    dates that would otherwise lie more than a day in the future (the usual rollover rule)."""
+    tz: str = "UTC"
+    """IANA zone of year-less/zone-less timestamps (RFC 3164, IIS local time)."""
+    field_map: dict[str, str] = field(default_factory=dict)
+    """Source column → ECS field, for generic JSON, CSV and Parquet input."""
+    dataset: str | None = None
+    """Overrides ``event.dataset``."""
+    chunk_lines: int = 500_000
+    """Lines per chunk: bounds memory on inputs larger than RAM."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_lines < 1:
+            raise ValueError("chunk_lines must be positive")
+        if self.year is not None and not 1970 <= self.year <= 2200:
+            raise ValueError(f"year {self.year} is out of range 1970..2200")
+
+
+@dataclass(frozen=True)
+class ParsedChunk:
+    """Events (exactly :data:`dplogs.schema.STORE_SCHEMA`) and quarantined records of one chunk."""
+
+    events: pl.DataFrame
+    quarantine: pl.DataFrame
+
+    def __post_init__(self) -> None:
+        if self.events.schema != STORE_SCHEMA:
+            raise ValueError("ParsedChunk.events must be conformed to STORE_SCHEMA (use schema.conform)")
+        if self.quarantine.schema != QUARANTINE_SCHEMA:
+            raise ValueError("ParsedChunk.quarantine must have QUARANTINE_SCHEMA")
+
+
+class LogFormat:
+    """A log format. Subclasses set ``name``/``description`` and implement sniff and parse."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def sniff(self, head: bytes) -> float:
+        """Confidence in [0, 1] that input starting with ``head`` (≤ 64 KiB, decompressed) is this
+        format. Auto-detection picks the highest score; ties and scores below 0.5 are errors."""
+        raise NotImplementedError
+
+    def parse(self, path: Path | None, head: bytes, options: IngestOptions) -> Iterator[ParsedChunk]:
+        """Parse a whole input (``path`` None means stdin, already buffered by the reader)."""
+        raise NotImplementedError
+
+
+class LineFormat(LogFormat):
+    """A line-oriented format: implement :meth:`parse_lines`; the reader does the rest."""
+
+    def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
+        """Parse one chunk of lines (schema :data:`LINES_SCHEMA`), vectorised: no Python loop per
+        line. Every input line ends in exactly one of the two outputs. ``source`` is the file name
+        for ``log.file.path`` and the quarantine."""
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, LogFormat] = {}
+
+
+def register(fmt: type[LogFormat]) -> type[LogFormat]:
+    """Class decorator adding a format to :data:`REGISTRY` under its ``name``."""
+    if fmt.name in REGISTRY:
+        raise ValueError(f"format {fmt.name!r} registered twice")
+    REGISTRY[fmt.name] = fmt()
+    return fmt
+
+
+def empty_quarantine() -> pl.DataFrame:
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)

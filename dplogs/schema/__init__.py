@@ -1,0 +1,17 @@
+"""ECS field catalogue shared by ingest, engine and detector. Imports nothing from dplogs."""
+
+from dplogs.schema.ecs import (
+    DEFAULT_PRIVACY_UNIT,
+    FIELDS,
+    IDENTITY_FIELDS,
+    SCHEMA_VERSION,
+    STORE_SCHEMA,
+    TIMESTAMP,
+    Field,
+    conform,
+)
+
+__all__ = [
+    "DEFAULT_PRIVACY_UNIT", "FIELDS", "IDENTITY_FIELDS", "SCHEMA_VERSION", "STORE_SCHEMA",
+    "TIMESTAMP", "Field", "conform",
+]

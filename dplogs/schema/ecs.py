@@ -1,0 +1,130 @@
+"""The ECS field catalogue: the columns of the store, their dtypes and their public domains.
+
+Every parser emits exactly :data:`STORE_SCHEMA` (missing fields are null), so one Parquet dataset
+holds events from every format. A field with ``allowed`` values has a *public* domain: the engine
+may release it as a group key without partition selection, because its values are known without
+looking at the data (ECS enumerations, HTTP methods). Every other string field is *private*.
+
+>>> FIELDS["event.outcome"].allowed
+('success', 'failure', 'unknown')
+>>> FIELDS["user.name"].is_public_key
+False
+>>> STORE_SCHEMA["@timestamp"]
+Datetime(time_unit='us', time_zone='UTC')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+SCHEMA_VERSION = 1
+"""Bumped whenever :data:`STORE_SCHEMA` changes incompatibly; stored in the store manifest."""
+
+TIMESTAMP = "@timestamp"
+TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One ECS field as dplogs stores it. Public: its name, dtype, description and domain."""
+
+    name: str
+    dtype: pl.DataType
+    description: str
+    allowed: tuple[str, ...] | None = None
+    """The public key domain (ECS allowed values), or None when the domain is private."""
+    identity: bool = False
+    """True for person-like fields that may serve as the privacy unit."""
+
+    def __post_init__(self) -> None:
+        if self.allowed is not None and not self.allowed:
+            raise ValueError(f"{self.name}: an allowed-values list must not be empty")
+
+    @property
+    def is_public_key(self) -> bool:
+        return self.allowed is not None
+
+
+_CATEGORIES = (
+    "api", "authentication", "configuration", "database", "driver", "email", "file", "host",
+    "iam", "intrusion_detection", "library", "malware", "network", "package", "process",
+    "registry", "session", "threat", "vulnerability", "web",
+)
+_TYPES = (
+    "access", "admin", "allowed", "change", "connection", "creation", "deletion", "denied", "end",
+    "error", "group", "indicator", "info", "installation", "protocol", "start", "user",
+)
+_HTTP_METHODS = (
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "PROPFIND",
+)
+
+_S, _I32, _I64, _F64 = pl.String(), pl.Int32(), pl.Int64(), pl.Float64()
+
+_CATALOGUE: tuple[Field, ...] = (
+    Field(TIMESTAMP, TIMESTAMP_DTYPE, "When the event happened, UTC."),
+    Field("event.dataset", _S, "Source log, e.g. system.auth, apache.access, windows.security."),
+    Field("event.module", _S, "Producer family, e.g. system, apache, windows, zeek, aws."),
+    Field("event.kind", _S, "ECS event kind.", allowed=("alert", "event", "metric", "state", "pipeline_error", "signal")),
+    Field("event.category", _S, "ECS category (the primary one when ECS allows several).", allowed=_CATEGORIES),
+    Field("event.type", _S, "ECS type (the primary one).", allowed=_TYPES),
+    Field("event.action", _S, "What happened, e.g. ssh_login, logon-failed, sudo."),
+    Field("event.outcome", _S, "ECS outcome.", allowed=("success", "failure", "unknown")),
+    Field("event.code", _S, "Source event id, e.g. Windows 4625, Sysmon 1."),
+    Field("event.provider", _S, "Source provider or channel."),
+    Field("event.severity", _I64, "Numeric severity as the source gives it."),
+    Field("message", _S, "Free-text message."),
+    Field("user.name", _S, "User the event is about.", identity=True),
+    Field("user.domain", _S, "Domain of user.name."),
+    Field("user.id", _S, "User id or SID."),
+    Field("user.target.name", _S, "User acted upon (useradd, 4720, su target)."),
+    Field("source.ip", _S, "Client / source address.", identity=True),
+    Field("source.port", _I32, "Source port."),
+    Field("source.bytes", _I64, "Bytes sent by the source."),
+    Field("destination.ip", _S, "Destination address."),
+    Field("destination.port", _I32, "Destination port."),
+    Field("destination.bytes", _I64, "Bytes sent by the destination."),
+    Field("host.name", _S, "Host that logged the event.", identity=True),
+    Field("process.name", _S, "Process name (sshd, sudo, powershell.exe)."),
+    Field("process.pid", _I64, "Process id."),
+    Field("process.executable", _S, "Full path of the executable."),
+    Field("process.command_line", _S, "Full command line."),
+    Field("process.parent.executable", _S, "Parent executable."),
+    Field("network.transport", _S, "tcp, udp, icmp…", allowed=("tcp", "udp", "icmp", "ipv6-icmp", "sctp", "gre", "esp")),
+    Field("network.protocol", _S, "Application protocol (dns, http, ssl…)."),
+    Field("http.request.method", _S, "HTTP method.", allowed=_HTTP_METHODS),
+    Field("http.request.referrer", _S, "Referrer."),
+    Field("http.response.status_code", _I32, "HTTP status code."),
+    Field("http.response.body.bytes", _I64, "Response body size in bytes."),
+    Field("url.original", _S, "Request URL as logged."),
+    Field("user_agent.original", _S, "User agent string."),
+    Field("dns.question.name", _S, "Queried name."),
+    Field("winlog.logon.type", _S, "Windows logon type (2, 3, 10…)."),
+    Field("winlog.channel", _S, "Windows event channel."),
+    Field("cloud.provider", _S, "Cloud provider (aws)."),
+    Field("cloud.region", _S, "Cloud region."),
+    Field("log.file.path", _S, "File the event was read from."),
+    Field("log.offset", _I64, "Byte offset of the source line in its file (for golden tests)."),
+    Field("event.hash", _S, "Content hash of the source record; makes re-ingestion idempotent."),
+)
+
+FIELDS: dict[str, Field] = {f.name: f for f in _CATALOGUE}
+STORE_SCHEMA: pl.Schema = pl.Schema({f.name: f.dtype for f in _CATALOGUE})
+IDENTITY_FIELDS: tuple[str, ...] = tuple(f.name for f in _CATALOGUE if f.identity)
+DEFAULT_PRIVACY_UNIT = "user.name"
+
+
+def conform(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+    """Return ``frame`` with exactly the store's columns, in order, cast to the store's dtypes.
+
+    Missing columns become nulls; columns outside the catalogue are dropped.
+
+    >>> conform(pl.DataFrame({"user.name": ["alice"], "extra": [1]})).width == len(STORE_SCHEMA)
+    True
+    """
+    names = set(frame.collect_schema().names())
+    return frame.select(
+        (pl.col(name).cast(dtype, strict=False) if name in names else pl.lit(None, dtype)).alias(name)
+        for name, dtype in STORE_SCHEMA.items()
+    )

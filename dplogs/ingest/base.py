@@ -13,10 +13,9 @@ Parquet) subclass :class:`LogFormat` and implement :meth:`LogFormat.parse` thems
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import polars as pl
 
@@ -57,6 +56,19 @@ class IngestOptions:
 
 
 @dataclass(frozen=True)
+class InputSource:
+    """One input as the reader hands it to a format: its display name, the first ≤ 64 KiB of its
+    decompressed bytes, and a function that opens the whole decompressed byte stream from the
+    start (gzip already undone; for stdin the reader buffers, so ``open`` works once or more)."""
+
+    name: str
+    head: bytes
+    open: Callable[[], BinaryIO]
+    path: str | None = None
+    """Filesystem path when the input is a regular file (native readers such as evtx need it)."""
+
+
+@dataclass(frozen=True)
 class ParsedChunk:
     """Events (exactly :data:`dplogs.schema.STORE_SCHEMA`) and quarantined records of one chunk."""
 
@@ -81,8 +93,9 @@ class LogFormat:
         format. Auto-detection picks the highest score; ties and scores below 0.5 are errors."""
         raise NotImplementedError
 
-    def parse(self, path: Path | None, head: bytes, options: IngestOptions) -> Iterator[ParsedChunk]:
-        """Parse a whole input (``path`` None means stdin, already buffered by the reader)."""
+    def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
+        """Parse a whole input, yielding chunks of bounded size. :class:`LineFormat` implements
+        this through the shared line reader; whole-file formats override it."""
         raise NotImplementedError
 
 

@@ -1,0 +1,55 @@
+"""Contribution bounds and clamping ranges: the inputs from which sensitivities are derived.
+
+>>> ContributionBounds(max_groups=10, max_rows_per_group=5)
+ContributionBounds(max_groups=10, max_rows_per_group=5)
+>>> Clamp(lo=0, hi=1e6).magnitude
+1000000.0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dplogs.errors import PrivacyParameterError
+
+
+@dataclass(frozen=True)
+class ContributionBounds:
+    """Public: each privacy unit contributes to at most ``max_groups`` groups (L0) and at most
+    ``max_rows_per_group`` rows in each (L∞). The engine enforces both on the data."""
+
+    max_groups: int
+    max_rows_per_group: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_groups", "max_rows_per_group"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise PrivacyParameterError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """Public: numeric values are clamped into ``[lo, hi]`` before aggregation."""
+
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        lo, hi = float(self.lo), float(self.hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise PrivacyParameterError(f"clamp bounds must be finite, got [{self.lo}, {self.hi}]")
+        if lo >= hi:
+            raise PrivacyParameterError(f"clamp lower bound must be < upper bound, got [{self.lo}, {self.hi}]")
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+    @property
+    def magnitude(self) -> float:
+        """max(|lo|, |hi|): how much one clamped value can move a sum."""
+        return max(abs(self.lo), abs(self.hi))
+
+    @property
+    def is_integral(self) -> bool:
+        return self.lo.is_integer() and self.hi.is_integer()

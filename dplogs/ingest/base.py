@@ -74,8 +74,14 @@ class ParsedChunk:
 
     events: pl.DataFrame
     quarantine: pl.DataFrame
+    skipped: int = 0
+    """Input records deliberately dropped without being errors: blank lines, ``#`` comment and
+    header lines (IIS ``#Fields:``, Zeek ``#types``), syslog continuation lines. The invariant is
+    ``len(events) + len(quarantine) + skipped == input records``."""
 
     def __post_init__(self) -> None:
+        if self.skipped < 0:
+            raise ValueError("ParsedChunk.skipped must be >= 0")
         if self.events.schema != STORE_SCHEMA:
             raise ValueError("ParsedChunk.events must be conformed to STORE_SCHEMA (use schema.conform)")
         if self.quarantine.schema != QUARANTINE_SCHEMA:
@@ -108,6 +114,13 @@ class LineFormat(LogFormat):
         for ``log.file.path`` and the quarantine."""
         raise NotImplementedError
 
+    def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
+        from dplogs.ingest.reader import iter_lines  # the reader imports this module
+
+        with source.open() as stream:
+            for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
+                yield self.parse_lines(lines, source.name, options)
+
 
 REGISTRY: dict[str, LogFormat] = {}
 
@@ -122,3 +135,23 @@ def register(fmt: type[LogFormat]) -> type[LogFormat]:
 
 def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+def event_hash(*exprs: pl.Expr) -> pl.Expr:
+    """Content hash for ``event.hash``: 128 bits from two seeded polars hashes of the given
+    expressions (for line formats: the raw text and its byte offset, so identical lines at
+    different places stay distinct events while re-reading the same bytes gives the same hash).
+
+    Polars does not promise hash stability across its versions; the store records a canary and
+    falls back to file fingerprints when it changes.
+
+    >>> pl.select(a=event_hash(pl.lit("x"), pl.lit(0)), b=event_hash(pl.lit("x"), pl.lit(1))).row(0)[0] != \
+    ...     pl.select(event_hash(pl.lit("x"), pl.lit(1))).item()
+    True
+    """
+    row = pl.struct(*exprs)
+    return pl.format(
+        "{}{}",
+        row.hash(seed=0x5EED).cast(pl.String).str.zfill(20),
+        row.hash(seed=0xD1CE).cast(pl.String).str.zfill(20),
+    )

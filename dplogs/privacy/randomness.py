@@ -8,7 +8,7 @@ that rounded rate.
 >>> dyadic_rate(0.01) >= 0.01
 True
 >>> mask = bernoulli(0.5, 100_000)
->>> 0.48 < mask.mean() < 0.52
+>>> bool(0.48 < mask.mean() < 0.52)
 True
 >>> len({secret_seed() for _ in range(5)})
 5

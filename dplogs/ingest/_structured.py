@@ -1,0 +1,223 @@
+"""Shared machinery of the structured formats (JSON lines, Windows, Zeek, CloudTrail, tables).
+
+The hard part of JSON lines at speed is that polars' ``str.json_decode`` fails a whole column on one
+bad line. :func:`decode_json` decodes a chunk in one call and, only when that fails, bisects the
+chunk to isolate the failing lines; isolated lines are decoded leniently with ``json_path_match``
+(which yields null instead of raising) and quarantined when they are not JSON objects at all.
+Every format then finishes its frame with :func:`finish`, which adds the bookkeeping columns and
+conforms to the store schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+import polars as pl
+
+from dplogs.ingest.base import QUARANTINE_SCHEMA, ParsedChunk, event_hash
+from dplogs.schema import STORE_SCHEMA, conform
+
+Path = tuple[str, ...]
+"""A key path into a JSON document; segments may themselves contain dots (``("user.name",)``)."""
+
+_LENIENT_BELOW = 32  # a failing slice this small is decoded leniently instead of bisected further
+
+
+def col_name(path: Path) -> str:
+    """Name of the flat column :func:`decode_json` produces for ``path``.
+
+    >>> col_name(("Event", "System", "Computer"))
+    'Event/System/Computer'
+    """
+    return "/".join(path)
+
+
+def _dtype(paths: Iterable[Path]) -> pl.Struct:
+    tree: dict = {}
+    for path in paths:
+        node = tree
+        for seg in path[:-1]:
+            node = node.setdefault(seg, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"path {path} runs through a leaf (this is a bug in dplogs)")
+        node.setdefault(path[-1], None)
+
+    def build(node: dict) -> pl.Struct:
+        return pl.Struct({k: pl.String() if v is None else build(v) for k, v in node.items()})
+
+    return build(tree)
+
+
+def _flatten(paths: Sequence[Path]) -> list[pl.Expr]:
+    out = []
+    for path in paths:
+        expr = pl.col(path[0])
+        for seg in path[1:]:
+            expr = expr.struct.field(seg)
+        out.append(expr.alias(col_name(path)))
+    return out
+
+
+def _json_path(path: Path) -> str:
+    return "$" + "".join(f"[{json.dumps(seg)}]".replace('"', "'") for seg in path)
+
+
+def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Decode JSON-object lines, keeping only ``paths`` (every leaf as a string: numbers keep their
+    JSON text, nested objects where a leaf was expected become their JSON text).
+
+    Returns ``(decoded, rejected, skipped)``: ``decoded`` holds the input columns plus one String
+    column per path (named by :func:`col_name`); ``rejected`` holds the input columns plus
+    ``reason`` for lines that are not a JSON object; ``skipped`` counts blank lines. Every input
+    row is in exactly one of the three.
+
+    >>> lines = pl.DataFrame({"line": [1, 2, 3], "offset": [0, 14, 15], "text": ['{"a":{"b":1}}', '', '{"a":}']})
+    >>> ok, bad, skipped = decode_json(lines, [("a", "b")])
+    >>> ok["a/b"].to_list(), bad["reason"].to_list(), skipped
+    (['1'], ['invalid JSON'], 1)
+    """
+    paths = list(dict.fromkeys(paths))
+    stripped = pl.col("text").str.strip_chars()
+    is_object = stripped.str.starts_with("{") & stripped.str.ends_with("}")
+    blank = (stripped == "").fill_null(True)
+    skipped = int(lines.select(blank.sum()).item())
+    candidates = lines.filter(is_object.fill_null(False))
+    not_objects = lines.filter(~is_object.fill_null(False) & ~blank).with_columns(
+        reason=pl.lit("not a JSON object")
+    )
+    schema = dict(_dtype(paths).to_schema())
+    good: list[pl.DataFrame] = []
+    lenient: list[pl.DataFrame] = []
+
+    valid = pl.col("text").str.json_path_match("$").is_not_null()  # null, not an error, if malformed
+    invalid: list[pl.DataFrame] = []
+
+    def attempt(frame: pl.DataFrame, screened: bool) -> None:
+        if frame.height == 0:
+            return
+        # read_ndjson over the joined chunk is several times faster than str.json_decode and, with
+        # ignore_errors, turns type mismatches into nulls; only malformed JSON makes it raise.
+        joined = frame.select(pl.col("text").str.join("\n")).item().encode()
+        try:
+            doc = pl.read_ndjson(joined, schema=schema, ignore_errors=True)
+        except pl.exceptions.PolarsError:
+            doc = None
+        if doc is not None and doc.height == frame.height:
+            good.append(pl.concat([frame, doc.select(_flatten(paths))], how="horizontal"))
+        elif not screened:  # one validating pass splits off the malformed lines
+            invalid.append(frame.filter(~valid))
+            attempt(frame.filter(valid), screened=True)
+        elif frame.height <= _LENIENT_BELOW:
+            lenient.append(frame)
+        else:  # the two JSON parsers disagree on some line: isolate it
+            half = frame.height // 2
+            attempt(frame.slice(0, half), screened=True)
+            attempt(frame.slice(half), screened=True)
+
+    attempt(candidates, screened=False)
+    rejected = [not_objects, *(f.with_columns(reason=pl.lit("invalid JSON")) for f in invalid)]
+    if lenient:
+        good.append(pl.concat(lenient).with_columns(
+            pl.col("text").str.json_path_match(_json_path(p)).alias(col_name(p)) for p in paths
+        ))
+    empty = lines.clear().with_columns(pl.lit(None, pl.String()).alias(col_name(p)) for p in paths)
+    decoded = pl.concat([empty, *good], how="vertical").sort("line")
+    return decoded, pl.concat(rejected).sort("line"), skipped
+
+
+def parse_timestamp(expr: pl.Expr, tz: str = "UTC") -> pl.Expr:
+    """ISO-8601 / RFC 3339 text (``T`` or space, optional fraction, ``Z``/``+hh:mm``/``+hhmm``) to
+    UTC; text without a zone is read in ``tz``. Unparseable text gives null.
+
+    >>> pl.select(parse_timestamp(pl.lit("2020-10-22T08:29:48.785+02:00"))).item().isoformat()
+    '2020-10-22T06:29:48.785000+00:00'
+    """
+    text = expr.str.strip_chars().str.replace(" ", "T")
+    zoned = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", strict=False, time_unit="us")
+    naive = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
+    local = naive.dt.replace_time_zone(tz, ambiguous="null", non_existent="null")
+    return pl.coalesce(zoned, local.dt.convert_time_zone("UTC"))
+
+
+def epoch_seconds(expr: pl.Expr) -> pl.Expr:
+    """Epoch seconds (Zeek ``ts``, possibly fractional) as text or number to a UTC timestamp.
+
+    >>> pl.select(epoch_seconds(pl.lit("1521911721.255387"))).item().isoformat()
+    '2018-03-24T17:15:21.255387+00:00'
+    """
+    micros = (expr.cast(pl.Float64, strict=False) * 1_000_000).round(0).cast(pl.Int64, strict=False)
+    return micros.cast(pl.Datetime("us", "UTC"))
+
+
+def nonempty(expr: pl.Expr, *nulls: str) -> pl.Expr:
+    """``expr`` with empty strings (and any of ``nulls``, e.g. Zeek's ``-``) turned into null."""
+    bad = expr.str.strip_chars().is_in(["", *nulls])
+    return pl.when(bad).then(None).otherwise(expr)
+
+
+def quarantine(rejected: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Rejected rows (``line``, ``text``, ``reason``) in :data:`QUARANTINE_SCHEMA`."""
+    return rejected.select(
+        pl.lit(source, pl.String()).alias("source"),
+        pl.col("line").cast(pl.Int64),
+        pl.col("reason").cast(pl.String),
+        pl.col("text").cast(pl.String),
+    )
+
+
+def finish(
+    events: pl.DataFrame,
+    columns: Mapping[str, pl.Expr],
+    *,
+    source: str,
+    dataset: str | pl.Expr,
+    module: str | pl.Expr,
+    text: pl.Expr | None = None,
+) -> pl.DataFrame:
+    """Evaluate the ECS ``columns`` over ``events`` and add the bookkeeping every format sets:
+    ``event.dataset``/``event.module``/``event.kind``, ``log.file.path``, ``log.offset`` (from the
+    ``offset`` column when there is one) and ``event.hash`` (of ``text`` and the offset, default
+    the raw line).
+    Returns the frame conformed to the store schema."""
+    unknown = set(columns) - set(STORE_SCHEMA.names())
+    if unknown:
+        raise ValueError(f"not store columns: {sorted(unknown)} (this is a bug in dplogs)")
+    base = {
+        "event.dataset": pl.lit(dataset) if isinstance(dataset, str) else dataset,
+        "event.module": pl.lit(module) if isinstance(module, str) else module,
+        "event.kind": pl.lit("event"),
+        "log.file.path": pl.lit(source),
+        "log.offset": pl.col("offset") if "offset" in events.columns else pl.lit(None, pl.Int64),
+        "event.hash": event_hash(pl.col("text") if text is None else text, pl.col("offset")),
+    }
+    return conform(events.select(e.alias(name) for name, e in (base | dict(columns)).items()))
+
+
+def chunk(events: pl.DataFrame, rejected: pl.DataFrame, source: str, skipped: int = 0) -> ParsedChunk:
+    """Package a parsed chunk; the quarantine keeps only the rejected rows' line, text and reason."""
+    return ParsedChunk(events, quarantine(rejected, source), skipped=skipped)
+
+
+def sample_objects(head: bytes, limit: int = 20) -> list[dict | None]:
+    """The first ``limit`` complete lines of ``head`` decoded as JSON (None for a line that is not a
+    JSON object). Sniffers only: this is a Python loop over at most ``limit`` lines.
+
+    >>> sample_objects(b'{"a": 1}\\nnope\\n{"b"')
+    [{'a': 1}, None]
+    """
+    text = head.decode("utf-8", errors="replace")
+    lines = [ln for ln in text.split("\n")[:-1] if ln.strip()] if "\n" in text else [text]
+    out: list[dict | None] = []
+    for line in lines[:limit]:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            doc = None
+        out.append(doc if isinstance(doc, dict) else None)
+    return out
+
+
+def share(docs: list[dict | None], test) -> float:
+    """Fraction of sampled ``docs`` that are objects passing ``test`` (0 when none were sampled)."""
+    return sum(1 for d in docs if d is not None and test(d)) / len(docs) if docs else 0.0

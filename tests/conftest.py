@@ -1,0 +1,17 @@
+"""Shared fixtures. ``datasets_dir`` is the third-party log collection beside the repo
+(``../shared/datasets``); tests that need it skip, saying so, when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATASETS = (Path(__file__).resolve().parents[1] / "../shared/datasets").resolve()
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    if not DATASETS.is_dir():
+        pytest.skip(f"third-party datasets not found at {DATASETS} (clone shared/ beside the repo)")
+    return DATASETS

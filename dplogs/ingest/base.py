@@ -145,11 +145,11 @@ def event_hash(*exprs: pl.Expr) -> pl.Expr:
     Polars does not promise hash stability across its versions; the store records a canary and
     falls back to file fingerprints when it changes.
 
-    >>> pl.select(a=event_hash(pl.lit("x"), pl.lit(0)), b=event_hash(pl.lit("x"), pl.lit(1))).row(0)[0] != \
-    ...     pl.select(event_hash(pl.lit("x"), pl.lit(1))).item()
-    True
+    >>> h = pl.DataFrame({"text": ["a", "a"], "offset": [0, 2]}).select(event_hash(pl.col("text"), pl.col("offset")))
+    >>> h.n_unique(), len(h.item(0, 0))
+    (2, 40)
     """
-    row = pl.struct(*exprs)
+    row = pl.struct(*(e.alias(f"_{i}") for i, e in enumerate(exprs)))
     return pl.format(
         "{}{}",
         row.hash(seed=0x5EED).cast(pl.String).str.zfill(20),

@@ -1,0 +1,66 @@
+"""Shared plumbing of the text formats (syslog, access, cef): turn a frame of lines plus
+vectorised parse columns into a :class:`ParsedChunk`, keeping every line accounted for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import polars as pl
+
+from dplogs.ingest.base import QUARANTINE_SCHEMA, IngestOptions, ParsedChunk, event_hash
+from dplogs.schema import conform
+
+
+def blank() -> pl.Expr:
+    """Lines holding only whitespace: skipped, not errors."""
+    return pl.col("text").str.strip_chars().str.len_bytes() == 0
+
+
+def finish(
+    frame: pl.DataFrame,
+    *,
+    source: str,
+    options: IngestOptions,
+    reason: pl.Expr,
+    fields: Iterable[pl.Expr],
+    dataset: pl.Expr | str,
+    module: str,
+    skip: pl.Expr | None = None,
+) -> ParsedChunk:
+    """Split ``frame`` (LINES_SCHEMA plus parse columns) into events and quarantine.
+
+    ``reason`` is null for a parsed line and the quarantine reason otherwise; ``skip`` marks lines
+    dropped without error (blank lines always are). ``fields`` are ECS columns, aliased to their
+    ECS names, computed on the parsed lines only.
+    """
+    skip_expr = blank() if skip is None else (blank() | skip.fill_null(False))
+    frame = frame.with_columns(_skip=skip_expr, _reason=reason)
+    quarantine = frame.filter(~pl.col("_skip") & pl.col("_reason").is_not_null()).select(
+        source=pl.lit(source, pl.String),
+        line=pl.col("line"),
+        reason=pl.col("_reason"),
+        text=pl.col("text"),
+    )
+    ok = frame.filter(~pl.col("_skip") & pl.col("_reason").is_null())
+    dataset_expr = pl.lit(options.dataset) if options.dataset else (pl.lit(dataset) if isinstance(dataset, str) else dataset)
+    events = ok.select(
+        *fields,
+        pl.lit(module).alias("event.module"),
+        dataset_expr.alias("event.dataset"),
+        pl.lit(source).alias("log.file.path"),
+        pl.col("offset").alias("log.offset"),
+        event_hash(pl.col("text"), pl.col("offset")).alias("event.hash"),
+    )
+    skipped = frame.height - ok.height - quarantine.height
+    return ParsedChunk(events=conform(events), quarantine=quarantine.cast(QUARANTINE_SCHEMA), skipped=skipped)
+
+
+def localize(naive: pl.Expr, tz: str) -> pl.Expr:
+    """A zone-less datetime read as local time in ``tz``, converted to UTC (ambiguous or
+    non-existent local times at DST changes become the earliest valid instant / null)."""
+    return naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
+
+
+def nonempty(expr: pl.Expr) -> pl.Expr:
+    """Null for empty strings and the conventional ``-`` placeholder."""
+    return pl.when(expr.is_in(["", "-"])).then(None).otherwise(expr)

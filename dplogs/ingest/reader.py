@@ -1,0 +1,213 @@
+"""Opening inputs, detecting their format, and streaming their lines in bounded chunks.
+
+Inputs are paths, directories (walked recursively, hidden files skipped) or ``-`` for stdin (spooled
+to a temporary file so formats may reopen it). Gzip is recognised by its magic bytes, not by the
+file name. A truncated or corrupt gzip stream ends the input early instead of raising: the readable
+part is parsed and the problem is recorded on the source's :class:`Opener` for the summary.
+
+Lines are split without a Python loop per line: bytes are read in blocks, newline positions are
+found with numpy, and the block becomes one Arrow string array whose offsets are those positions.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import sys
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from dplogs.errors import DataError, InputNotFound, UsageError
+from dplogs.ingest.base import LINES_SCHEMA, REGISTRY, InputSource, LogFormat
+
+SNIFF_BYTES = 64 * 1024
+BLOCK_BYTES = 8 * 1024 * 1024
+MIN_SNIFF_SCORE = 0.5
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _GuardedStream(io.RawIOBase):
+    """A read-only stream that turns decompression errors into end-of-input and remembers them."""
+
+    def __init__(self, inner: BinaryIO, errors: list[str]) -> None:
+        self._inner = inner
+        self._errors = errors
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        try:
+            data = self._inner.read(len(buffer))
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+            self._errors.append(f"input ends early ({type(exc).__name__}: {exc}); the readable part was ingested")
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+class Opener:
+    """``InputSource.open`` for one file: opens the decompressed byte stream from the start and
+    collects read problems (truncated gzip) in :attr:`errors`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[str] = []
+        with open(path, "rb") as f:
+            self.gzipped = f.read(2) == _GZIP_MAGIC
+
+    def __call__(self) -> BinaryIO:
+        raw: BinaryIO = gzip.open(self.path, "rb") if self.gzipped else open(self.path, "rb")  # noqa: SIM115
+        return io.BufferedReader(_GuardedStream(raw, self.errors), buffer_size=1 << 20)  # type: ignore[return-value]
+
+
+def _walk(path: Path) -> Iterator[Path]:
+    if path.is_dir():
+        for child in sorted(path.iterdir()):
+            if not child.name.startswith("."):
+                yield from _walk(child)
+    elif path.is_file():
+        yield path
+
+
+@contextmanager
+def open_sources(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[tuple[InputSource, Opener]]]:
+    """Expand ``paths`` into input sources (with their openers); ``-`` spools stdin to a temporary
+    file removed on exit. Raises :class:`InputNotFound` for a missing path.
+
+    >>> with open_sources([]) as sources:
+    ...     sources
+    []
+    """
+    tmpdir: str | None = None
+    try:
+        found: list[tuple[InputSource, Opener]] = []
+        for raw in paths:
+            if str(raw) == "-":
+                tmpdir = tmpdir or tempfile.mkdtemp(prefix="dplogs-stdin-")
+                spooled = os.path.join(tmpdir, f"stdin-{len(found)}")
+                with open(spooled, "wb") as out:
+                    shutil.copyfileobj(sys.stdin.buffer, out, BLOCK_BYTES)
+                found.append(_source(spooled, name="<stdin>"))
+                continue
+            path = Path(raw)
+            if not path.exists():
+                raise InputNotFound(f"input {str(raw)!r} does not exist; check the path")
+            found.extend(_source(str(p), name=str(p)) for p in _walk(path))
+        yield found
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _source(path: str, *, name: str) -> tuple[InputSource, Opener]:
+    opener = Opener(path)
+    with opener() as stream:
+        head = stream.read(SNIFF_BYTES)
+    opener.errors.clear()  # a truncated stream is reported once, when it is parsed
+    return InputSource(name=name, head=head, open=opener, path=path), opener
+
+
+def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = None) -> LogFormat:
+    """The registered format with the highest ``sniff`` score on ``source.head``.
+
+    Raises :class:`DataError` when no score reaches 0.5 or the best score is tied, naming the
+    candidates so the user can pass ``--format``.
+    """
+    registry = REGISTRY if registry is None else registry
+    scores = sorted(((fmt.sniff(source.head), name) for name, fmt in registry.items()), reverse=True)
+    if not scores or scores[0][0] < MIN_SNIFF_SCORE:
+        raise DataError(
+            f"cannot recognise the format of {source.name}; pass --format X "
+            f"(one of: {', '.join(sorted(registry))})"
+        )
+    if len(scores) > 1 and scores[1][0] == scores[0][0]:
+        tied = sorted(name for score, name in scores if score == scores[0][0])
+        raise DataError(f"{source.name} could be any of {', '.join(tied)}; pass --format X to choose")
+    return registry[scores[0][1]]
+
+
+def _decode(block: bytes, ends: np.ndarray) -> pa.Array:
+    """One string per line of ``block`` (``ends`` = index of each line's last byte + 1, without
+    the newline). Invalid UTF-8 is decoded lossily (U+FFFD), only for the lines that need it."""
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    # Keep each line's newline inside the array (contiguous offsets); strip it afterwards.
+    offsets[0] = 0
+    offsets[1:] = np.minimum(ends + 1, len(block))
+    arr = pa.Array.from_buffers(pa.large_binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(block)])
+    try:
+        return arr.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        high = np.frombuffer(block, dtype=np.uint8) >= 0x80
+        bad_lines = np.unique(np.searchsorted(offsets, np.flatnonzero(high), side="right") - 1)
+        texts = arr.to_pylist()
+        for i in bad_lines:  # only lines holding non-ASCII bytes
+            texts[i] = texts[i].decode("utf-8", errors="replace").encode()
+        return pa.array(texts, pa.large_binary()).cast(pa.large_string())
+
+
+def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pl.DataFrame]:
+    """Frames of :data:`LINES_SCHEMA` (at most ``chunk_lines`` rows each) from a byte stream.
+
+    Line numbers are 1-based, offsets are byte offsets of line starts, ``\\n`` and one ``\\r``
+    before it are stripped, and a final line without a newline is kept.
+
+    >>> pl.concat(iter_lines(io.BytesIO(b"a\\r\\nbb\\n\\nc"), chunk_lines=10)).rows()
+    [(1, 0, 'a'), (2, 3, 'bb'), (3, 6, ''), (4, 7, 'c')]
+    """
+    carry = b""
+    base = 0  # stream offset of carry[0]
+    line_no = 1
+    eof = False
+    while not eof:
+        data = stream.read(block_bytes)
+        eof = not data
+        block = carry + data
+        if not block:
+            break
+        nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A)
+        if eof:
+            if not len(nl) or nl[-1] != len(block) - 1:
+                nl = np.append(nl, len(block))  # last line has no newline
+            carry = b""
+        elif len(nl):
+            carry = block[nl[-1] + 1 :]
+        else:
+            carry = block
+            continue
+        used = int(nl[-1]) + 1 if len(nl) else 0
+        starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
+        text = pl.from_arrow(_decode(block[:used] if not eof else block, nl))
+        frame = pl.DataFrame(
+            {
+                "line": np.arange(line_no, line_no + len(nl), dtype=np.int64),
+                "offset": starts + base,
+                "text": text.str.strip_suffix("\n").str.strip_suffix("\r"),
+            },
+            schema=LINES_SCHEMA,
+        )
+        line_no += len(nl)
+        base += used if not eof else len(block)
+        for i in range(0, frame.height, chunk_lines):
+            yield frame.slice(i, chunk_lines)
+
+
+def check_format_name(name: str) -> LogFormat:
+    """The registered format called ``name``, or a :class:`UsageError` listing the valid names."""
+    if name not in REGISTRY:
+        raise UsageError(f"unknown format {name!r}; pass --format with one of: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]

@@ -1,0 +1,236 @@
+"""The Parquet store: events partitioned by day, the quarantine, and a small manifest.
+
+Layout of a store directory ``STORE``::
+
+    STORE/manifest.json                     dataset, privacy unit, budget window, schema version, defaults
+    STORE/ingested.json                     fingerprints of ingested inputs (re-ingestion is a no-op)
+    STORE/events/day=YYYY-MM-DD/*.parquet   events, exactly STORE_SCHEMA (day=unknown: no timestamp)
+    STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id
+    STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy)
+
+Public API used by the engine and the detector::
+
+    store = Store.open(path)
+    store.scan()        # pl.LazyFrame with STORE_SCHEMA
+    store.manifest      # Manifest
+    store.path, store.ledger_path
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dplogs.errors import StoreError, UsageError
+from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
+from dplogs.schema import DEFAULT_PRIVACY_UNIT, FIELDS, SCHEMA_VERSION, STORE_SCHEMA
+
+BUDGET_WINDOWS = ("day", "week", "month")
+STORE_QUARANTINE_SCHEMA = pl.Schema({**QUARANTINE_SCHEMA, "run_id": pl.String()})
+_UNKNOWN_DAY = "unknown"
+
+
+def hash_canary() -> str:
+    """``event_hash`` of a fixed record: if it changes (a polars upgrade), stored hashes are no
+    longer comparable and deduplication falls back to input fingerprints."""
+    return pl.select(event_hash(pl.lit("dplogs hash canary"), pl.lit(0, pl.Int64))).item()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The store's description. Public: the engine reads the privacy unit and budget window here.
+
+    >>> Manifest(dataset="demo").budget_window
+    'month'
+    >>> Manifest(dataset="demo", privacy_unit="nope")
+    Traceback (most recent call last):
+    ...
+    dplogs.errors.UsageError: privacy unit 'nope' is not a store column; pass --privacy-unit with one of: host.name, source.ip, user.name
+    """
+
+    dataset: str
+    privacy_unit: str = DEFAULT_PRIVACY_UNIT
+    budget_window: str = "month"
+    schema_version: int = SCHEMA_VERSION
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Per-query-kind default contribution bounds; written by the engine, never guessed here."""
+    hash_canary: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise UsageError("dataset name must not be empty; pass --dataset NAME")
+        if self.privacy_unit not in FIELDS:
+            from dplogs.schema import IDENTITY_FIELDS
+
+            raise UsageError(
+                f"privacy unit {self.privacy_unit!r} is not a store column; pass --privacy-unit with "
+                f"one of: {', '.join(sorted(IDENTITY_FIELDS))}"
+            )
+        if self.budget_window not in BUDGET_WINDOWS:
+            raise UsageError(f"budget window {self.budget_window!r} is invalid; pass --budget-window day, week or month")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        known = {k: data[k] for k in ("dataset", "privacy_unit", "budget_window", "schema_version", "defaults", "hash_canary") if k in data}
+        return cls(**known)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class Store:
+    """An opened store. Use :meth:`open` for an existing store, :meth:`init` to create or open one.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     s = Store.init(d + "/st", dataset="demo")
+    ...     (s.manifest.privacy_unit, s.scan().collect().height, s.ledger_path.name)
+    ('user.name', 0, 'ledger.sqlite')
+    """
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "ledger.sqlite"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.path / "quarantine"
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Store:
+        """Open an existing store; :class:`StoreError` if it is missing or incompatible."""
+        path = Path(path)
+        manifest_file = path / "manifest.json"
+        if not manifest_file.is_file():
+            raise StoreError(f"no dplogs store at {path} (missing manifest.json); create it with `dplogs ingest ... --store {path}`")
+        try:
+            manifest = Manifest.from_json(json.loads(manifest_file.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"{manifest_file} is unreadable ({exc}); restore it or ingest into a new store") from exc
+        if manifest.schema_version != SCHEMA_VERSION:
+            raise StoreError(
+                f"store {path} has schema version {manifest.schema_version}, this dplogs needs "
+                f"{SCHEMA_VERSION}; re-ingest the logs into a new store"
+            )
+        return cls(path, manifest)
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dataset: str | None = None,
+        privacy_unit: str | None = None,
+        budget_window: str | None = None,
+    ) -> Store:
+        """Open the store at ``path``, creating it when absent. Settings passed for an existing
+        store must match its manifest: the privacy unit and window cannot change under stored data."""
+        path = Path(path)
+        if (path / "manifest.json").is_file():
+            store = cls.open(path)
+            wanted = {"dataset": dataset, "privacy_unit": privacy_unit, "budget_window": budget_window}
+            for key, value in wanted.items():
+                have = getattr(store.manifest, key)
+                if value is not None and value != have:
+                    raise UsageError(
+                        f"store {path} already has {key.replace('_', '-')} {have!r}; drop the option "
+                        f"or ingest into a new --store"
+                    )
+            return store
+        if path.exists() and any(path.iterdir()):
+            raise StoreError(f"{path} exists and is not a dplogs store; choose an empty or new --store directory")
+        manifest = Manifest(
+            dataset=dataset or path.resolve().name,
+            privacy_unit=privacy_unit or DEFAULT_PRIVACY_UNIT,
+            budget_window=budget_window or "month",
+            hash_canary=hash_canary(),
+        )
+        (path / "events").mkdir(parents=True, exist_ok=True)
+        (path / "quarantine").mkdir(exist_ok=True)
+        _write_json_atomic(path / "manifest.json", asdict(manifest))
+        return cls(path, manifest)
+
+    def update_defaults(self, defaults: dict[str, Any]) -> Store:
+        """Persist new per-query default bounds (for the engine); returns the updated store."""
+        manifest = replace(self.manifest, defaults={**self.manifest.defaults, **defaults})
+        _write_json_atomic(self.path / "manifest.json", asdict(manifest))
+        return Store(self.path, manifest)
+
+    def scan(self) -> pl.LazyFrame:
+        """All events as a lazy frame with exactly ``STORE_SCHEMA`` (no rows for an empty store)."""
+        files = sorted(self.events_path.glob("day=*/*.parquet"))
+        if not files:
+            return pl.LazyFrame(schema=STORE_SCHEMA)
+        return pl.scan_parquet(files, schema=STORE_SCHEMA, hive_partitioning=False)
+
+    def scan_quarantine(self) -> pl.LazyFrame:
+        """Quarantined records (raw text: inside the trust boundary only)."""
+        files = sorted(self.quarantine_path.glob("*.parquet"))
+        if not files:
+            return pl.LazyFrame(schema=STORE_QUARANTINE_SCHEMA)
+        return pl.scan_parquet(files, schema=STORE_QUARANTINE_SCHEMA)
+
+    # -- ingestion-side helpers (used by dplogs.ingest.ingest) ------------------------------------
+
+    def fingerprints(self) -> dict[str, dict[str, Any]]:
+        path = self.path / "ingested.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def add_fingerprint(self, fingerprint: str, record: dict[str, Any]) -> None:
+        registry = self.fingerprints()
+        registry[fingerprint] = record
+        _write_json_atomic(self.path / "ingested.json", registry)
+
+    def day_hashes(self, day: str) -> pl.Series:
+        """``event.hash`` of the events already stored for one day partition."""
+        files = sorted((self.events_path / f"day={day}").glob("*.parquet"))
+        if not files:
+            return pl.Series("event.hash", [], pl.String)
+        return pl.scan_parquet(files, hive_partitioning=False).select("event.hash").collect().to_series()
+
+    def write_events(self, events: pl.DataFrame, *, stem: str) -> dict[str, int]:
+        """Write a conformed frame into its day partitions; returns rows written per day."""
+        days = events.with_columns(
+            _day=pl.col("@timestamp").dt.strftime("%Y-%m-%d").fill_null(_UNKNOWN_DAY)
+        )
+        written: dict[str, int] = {}
+        for (day,), part in days.partition_by("_day", as_dict=True, maintain_order=False).items():
+            target = self.events_path / f"day={day}"
+            target.mkdir(parents=True, exist_ok=True)
+            _write_parquet(part.drop("_day"), target / f"{stem}.parquet")
+            written[str(day)] = part.height
+        return written
+
+    def write_quarantine(self, quarantine: pl.DataFrame, *, run_id: str, stem: str) -> None:
+        frame = quarantine.with_columns(run_id=pl.lit(run_id)).select(STORE_QUARANTINE_SCHEMA.names())
+        _write_parquet(frame, self.quarantine_path / f"{stem}.parquet")
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    # Write beside the target and rename, so readers never see a half-written file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
+    os.replace(tmp, path)
+
+
+def new_run_id() -> str:
+    """A sortable, unique ingest run id: UTC time plus random suffix."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)

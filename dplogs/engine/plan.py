@@ -1,0 +1,592 @@
+"""The logical query: what an analyst asked, as frozen, validated value objects.
+
+Every front-end (SQL, query files, the Python builder) produces a :class:`Query`. A query names
+store columns only (:data:`dplogs.schema.FIELDS`); filters, keys and aggregations validate their
+columns and values here, so a bad query fails before anything is computed or charged.
+:mod:`dplogs.engine.planner` then resolves a query against a store (privacy unit, defaults) into a
+:class:`~dplogs.engine.planner.Plan` with bounds, noise plans and the budget split.
+
+>>> q = Query(
+...     aggregations=(Aggregation.count(),),
+...     keys=(KeySpec("@timestamp", bucket="hour"), KeySpec("event.outcome")),
+...     where=Cmp("event.category", "=", "authentication"),
+... )
+>>> [a.label for a in q.aggregations], q.where.describe()
+(['count'], "event.category = 'authentication'")
+>>> Cmp("user.nme", "=", "x")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+dplogs.errors.QueryError: unknown column 'user.nme'; did you mean: user.name, user.target.name, user.id? known columns: @timestamp, ...
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import math
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import polars as pl
+
+from dplogs.errors import QueryError
+from dplogs.privacy.bounds import Clamp
+from dplogs.schema import FIELDS, TIMESTAMP
+
+TIME_BUCKETS: dict[str, str] = {"minute": "1m", "hour": "1h", "day": "1d", "week": "1w"}
+"""Public time-bucket grains and their polars truncation intervals (weeks start on Monday)."""
+
+_NUMERIC = (pl.Int32, pl.Int64, pl.Float64)
+
+
+def check_column(name: str) -> str:
+    """Return ``name`` if it is a store column, else a :class:`QueryError` suggesting the nearest."""
+    if name in FIELDS:
+        return name
+    near = difflib.get_close_matches(name, list(FIELDS), n=3)
+    hint = f"did you mean: {', '.join(near)}? " if near else ""
+    raise QueryError(f"unknown column {name!r}; {hint}known columns: {', '.join(FIELDS)}")
+
+
+def _is_numeric(column: str) -> bool:
+    return isinstance(FIELDS[column].dtype, _NUMERIC)
+
+
+def parse_time(value: str | dt.datetime | dt.date, *, what: str = "time") -> dt.datetime:
+    """An aware UTC datetime from ISO 8601 text, a date (its midnight) or a datetime (naive = UTC).
+
+    >>> parse_time("2026-11-01")
+    datetime.datetime(2026, 11, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise QueryError(f"cannot read {what} {value!r}; use ISO 8601, e.g. 2026-11-01T00:00:00Z") from None
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+def coerce_value(column: str, value: Any) -> Any:
+    """``value`` converted to the column's dtype, or a QueryError saying what was expected."""
+    dtype = FIELDS[column].dtype
+    if value is None:
+        raise QueryError(f"comparison of {column} with NULL; use IS NULL / IS NOT NULL")
+    if column == TIMESTAMP:
+        return parse_time(value, what=f"{column} value")
+    if isinstance(dtype, (pl.Int32, pl.Int64)):
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise QueryError(f"{column} is an integer column; {value!r} is not a number") from None
+        if not f.is_integer():
+            raise QueryError(f"{column} is an integer column; {value!r} is not an integer")
+        return int(f)
+    if isinstance(dtype, pl.Float64):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise QueryError(f"{column} is a numeric column; {value!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise QueryError(f"{column} is a text column; compare it with a string, not {value!r}")
+    return str(value)
+
+
+def _lit(column: str, value: Any) -> pl.Expr:
+    return pl.lit(value, dtype=FIELDS[column].dtype)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return f"'{value.isoformat()}'"
+    return repr(value)
+
+
+# -- filters (WHERE) ------------------------------------------------------------------------------
+
+
+class Filter:
+    """A row predicate over store columns. Public; built by the front-ends."""
+
+    def expr(self) -> pl.Expr:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def columns(self) -> frozenset[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_OPS = {"=", "!=", "<", "<=", ">", ">="}
+
+
+@dataclass(frozen=True)
+class Cmp(Filter):
+    """``column op value`` with op one of = != < <= > >=. Rows where the column is null never match."""
+
+    column: str
+    op: str
+    value: Any
+
+    def __post_init__(self) -> None:
+        check_column(self.column)
+        if self.op not in _OPS:
+            raise QueryError(f"unsupported comparison {self.op!r}; use one of {', '.join(sorted(_OPS))}")
+        object.__setattr__(self, "value", coerce_value(self.column, self.value))
+
+    def expr(self) -> pl.Expr:
+        c, v = pl.col(self.column), _lit(self.column, self.value)
+        return {"=": c == v, "!=": c != v, "<": c < v, "<=": c <= v, ">": c > v, ">=": c >= v}[self.op]
+
+    def describe(self) -> str:
+        return f"{self.column} {self.op} {_show(self.value)}"
+
+    def columns(self) -> frozenset[str]:
+        return frozenset({self.column})
+
+
+@dataclass(frozen=True)
+class In(Filter):
+    """``column IN (values)``."""
+
+    column: str
+    values: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        check_column(self.column)
+        if not self.values:
+            raise QueryError(f"IN list for {self.column} is empty; give at least one value")
+        object.__setattr__(self, "values", tuple(coerce_value(self.column, v) for v in self.values))
+
+    def expr(self) -> pl.Expr:
+        return pl.col(self.column).is_in(pl.Series(list(self.values), dtype=FIELDS[self.column].dtype))
+
+    def describe(self) -> str:
+        return f"{self.column} IN ({', '.join(_show(v) for v in self.values)})"
+
+    def columns(self) -> frozenset[str]:
+        return frozenset({self.column})
+
+
+@dataclass(frozen=True)
+class Prefix(Filter):
+    """``column LIKE 'prefix%'`` (only prefix patterns: a trailing % and no other wildcard)."""
+
+    column: str
+    prefix: str
+
+    def __post_init__(self) -> None:
+        check_column(self.column)
+        if FIELDS[self.column].dtype != pl.String():
+            raise QueryError(f"LIKE needs a text column; {self.column} is numeric")
+
+    def expr(self) -> pl.Expr:
+        return pl.col(self.column).str.starts_with(self.prefix)
+
+    def describe(self) -> str:
+        return f"{self.column} LIKE {self.prefix + '%'!r}"
+
+    def columns(self) -> frozenset[str]:
+        return frozenset({self.column})
+
+
+@dataclass(frozen=True)
+class IsNull(Filter):
+    """``column IS NULL`` (or IS NOT NULL with ``negate``)."""
+
+    column: str
+    negate: bool = False
+
+    def __post_init__(self) -> None:
+        check_column(self.column)
+
+    def expr(self) -> pl.Expr:
+        return pl.col(self.column).is_not_null() if self.negate else pl.col(self.column).is_null()
+
+    def describe(self) -> str:
+        return f"{self.column} IS {'NOT ' if self.negate else ''}NULL"
+
+    def columns(self) -> frozenset[str]:
+        return frozenset({self.column})
+
+
+@dataclass(frozen=True)
+class And(Filter):
+    parts: tuple[Filter, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.parts) < 2:
+            raise QueryError("AND needs at least two parts")
+
+    def expr(self) -> pl.Expr:
+        return pl.all_horizontal([p.expr() for p in self.parts])
+
+    def describe(self) -> str:
+        return " AND ".join(f"({p.describe()})" if isinstance(p, Or) else p.describe() for p in self.parts)
+
+    def columns(self) -> frozenset[str]:
+        return frozenset().union(*(p.columns() for p in self.parts))
+
+
+@dataclass(frozen=True)
+class Or(Filter):
+    parts: tuple[Filter, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.parts) < 2:
+            raise QueryError("OR needs at least two parts")
+
+    def expr(self) -> pl.Expr:
+        return pl.any_horizontal([p.expr() for p in self.parts])
+
+    def describe(self) -> str:
+        return " OR ".join(p.describe() for p in self.parts)
+
+    def columns(self) -> frozenset[str]:
+        return frozenset().union(*(p.columns() for p in self.parts))
+
+
+@dataclass(frozen=True)
+class Not(Filter):
+    part: Filter
+
+    def expr(self) -> pl.Expr:
+        # null comparisons are "no match", so NOT of them must match: fill before negating
+        return ~self.part.expr().fill_null(False)
+
+    def describe(self) -> str:
+        return f"NOT ({self.part.describe()})"
+
+    def columns(self) -> frozenset[str]:
+        return self.part.columns()
+
+
+def conjunction(parts: list[Filter]) -> Filter | None:
+    """AND of ``parts`` (None when empty)."""
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """A group key as asked: a column, or ``@timestamp`` with a time ``bucket`` (minute, hour, day,
+    week). ``name`` is the output column (default: the column, or ``bucket`` for time keys)."""
+
+    column: str
+    bucket: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_column(self.column)
+        if self.column == TIMESTAMP:
+            if self.bucket not in TIME_BUCKETS:
+                raise QueryError(
+                    f"grouping by {TIMESTAMP} needs a time bucket; use one of: {', '.join(TIME_BUCKETS)}"
+                )
+        elif self.bucket is not None:
+            raise QueryError(f"a time bucket applies to {TIMESTAMP} only, not {self.column}")
+        if FIELDS[self.column].dtype == pl.Float64():
+            raise QueryError(f"{self.column} is a float column and cannot be a group key; use HISTOGRAM bins")
+
+    @property
+    def output(self) -> str:
+        return self.name or ("bucket" if self.column == TIMESTAMP else self.column)
+
+
+class KeyKind(str, Enum):
+    TIME = "time"
+    ENUM = "enum"
+    DECLARED = "declared"
+    PRIVATE = "private"
+
+
+@dataclass(frozen=True)
+class Key:
+    """A resolved group key. Public keys (time, ECS enumeration, declared list) have a domain known
+    without the data; private keys are released only through partition selection."""
+
+    name: str
+    column: str
+    kind: KeyKind
+    bucket: str | None = None
+    values: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind in (KeyKind.ENUM, KeyKind.DECLARED)) != (self.values is not None):
+            raise QueryError(f"key {self.name}: only enumerated or declared keys carry a value list")
+
+    @property
+    def public(self) -> bool:
+        return self.kind is not KeyKind.PRIVATE
+
+    def expr(self) -> pl.Expr:
+        if self.kind is KeyKind.TIME:
+            return pl.col(TIMESTAMP).dt.truncate(TIME_BUCKETS[self.bucket]).alias(self.name)
+        return pl.col(self.column).alias(self.name)
+
+    def dtype(self) -> pl.DataType:
+        return FIELDS[self.column].dtype
+
+    def domain(self, start: dt.datetime, end: dt.datetime) -> pl.Series:
+        """Every value this public key can take in ``[start, end)``."""
+        if self.kind is KeyKind.TIME:
+            first = pl.select(pl.lit(start).dt.truncate(TIME_BUCKETS[self.bucket])).item()
+            return pl.datetime_range(
+                first, end, TIME_BUCKETS[self.bucket], closed="left", eager=True, time_unit="us", time_zone="UTC"
+            ).alias(self.name)
+        if self.values is None:
+            raise QueryError(f"key {self.name} is private and has no public domain")
+        return pl.Series(self.name, list(self.values), dtype=self.dtype())
+
+    def handling(self) -> str:
+        return {
+            KeyKind.TIME: f"public: {self.bucket} buckets of the query window",
+            KeyKind.ENUM: f"public: ECS allowed values ({len(self.values or ())})",
+            KeyKind.DECLARED: f"public: declared list ({len(self.values or ())} values)",
+            KeyKind.PRIVATE: "private: DP partition selection",
+        }[self.kind]
+
+
+# -- aggregations ---------------------------------------------------------------------------------
+
+
+class AggKind(str, Enum):
+    COUNT = "count"
+    UNITS = "count_distinct_units"
+    SUM = "sum"
+    MEAN = "mean"
+    QUANTILES = "quantiles"
+    HISTOGRAM = "histogram"
+    RATIO = "ratio"
+
+
+_NEEDS_COLUMN = {AggKind.SUM, AggKind.MEAN, AggKind.QUANTILES, AggKind.HISTOGRAM}
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One released statistic. Use the constructors: ``Aggregation.count()``, ``.units()``,
+    ``.sum(col)``, ``.mean(col)``, ``.quantiles(col, [0.5, 0.95])``, ``.histogram(col)``,
+    ``.ratio(filter)`` (share of rows matching ``filter``)."""
+
+    kind: AggKind
+    column: str | None = None
+    quantiles: tuple[float, ...] = ()
+    where: Filter | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", AggKind(self.kind))
+        if self.kind in _NEEDS_COLUMN:
+            if self.column is None:
+                raise QueryError(f"{self.kind.value} needs a numeric column")
+            check_column(self.column)
+            if not _is_numeric(self.column):
+                raise QueryError(f"{self.kind.value}({self.column}): the column is not numeric")
+        elif self.column is not None:
+            raise QueryError(f"{self.kind.value} takes no column")
+        if self.kind is AggKind.QUANTILES:
+            qs = tuple(float(q) for q in self.quantiles)
+            if not qs or not all(0 < q < 1 for q in qs):
+                raise QueryError(f"quantiles must lie strictly between 0 and 1, got {self.quantiles!r}")
+            object.__setattr__(self, "quantiles", tuple(sorted(set(qs))))
+        elif self.quantiles:
+            raise QueryError("only a quantiles aggregation takes quantile levels")
+        if (self.kind is AggKind.RATIO) != (self.where is not None):
+            raise QueryError("a ratio needs a condition (the numerator), and only a ratio takes one")
+
+    @classmethod
+    def count(cls, *, name: str | None = None) -> Aggregation:
+        return cls(AggKind.COUNT, name=name)
+
+    @classmethod
+    def units(cls, *, name: str | None = None) -> Aggregation:
+        return cls(AggKind.UNITS, name=name)
+
+    @classmethod
+    def sum(cls, column: str, *, name: str | None = None) -> Aggregation:
+        return cls(AggKind.SUM, column, name=name)
+
+    @classmethod
+    def mean(cls, column: str, *, name: str | None = None) -> Aggregation:
+        return cls(AggKind.MEAN, column, name=name)
+
+    @classmethod
+    def quantile_set(cls, column: str, levels: list[float] | tuple[float, ...], *, name: str | None = None) -> Aggregation:
+        return cls(AggKind.QUANTILES, column, quantiles=tuple(levels), name=name)
+
+    @classmethod
+    def histogram(cls, column: str, *, name: str | None = None) -> Aggregation:
+        return cls(AggKind.HISTOGRAM, column, name=name)
+
+    @classmethod
+    def ratio(cls, where: Filter, *, name: str | None = None) -> Aggregation:
+        return cls(AggKind.RATIO, where=where, name=name)
+
+    @property
+    def label(self) -> str:
+        """The released name (the SQL alias when one was given)."""
+        if self.name:
+            return self.name
+        if self.kind is AggKind.COUNT:
+            return "count"
+        if self.kind is AggKind.UNITS:
+            return "distinct_units"
+        if self.kind is AggKind.RATIO:
+            return "ratio"
+        return f"{self.kind.value}({self.column})"
+
+    def quantile_labels(self) -> list[str]:
+        """One released name per quantile level, e.g. ``p95(source.bytes)``."""
+        prefix = f"{self.name}_" if self.name else ""
+        return [f"{prefix}p{_pct(q)}({self.column})" for q in self.quantiles]
+
+
+def _pct(q: float) -> str:
+    p = q * 100
+    return str(int(p)) if p.is_integer() else f"{p:g}"
+
+
+@dataclass(frozen=True)
+class Bins:
+    """Public histogram bins: ascending finite edges; values are clamped into ``[edges[0], edges[-1]]``.
+
+    >>> Bins.spaced(0, 1000, 3, scale="linear").edges
+    (0.0, 333.3333333333333, 666.6666666666666, 1000.0)
+    >>> [round(e) for e in Bins.spaced(0, 10_000, 4, scale="log").edges]
+    [0, 1, 22, 464, 10000]
+    """
+
+    edges: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        edges = tuple(float(e) for e in self.edges)
+        if len(edges) < 2 or not all(math.isfinite(e) for e in edges):
+            raise QueryError("bins need at least two finite edges")
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise QueryError(f"bin edges must be strictly increasing, got {edges}")
+        if len(edges) > 10_001:
+            raise QueryError("at most 10000 bins; use fewer, wider bins")
+        object.__setattr__(self, "edges", edges)
+
+    @classmethod
+    def spaced(cls, lo: float, hi: float, n: int, *, scale: str = "log") -> Bins:
+        """``n`` bins over ``[lo, hi]``. ``log``: for ``lo >= 0``, the first bin is ``[lo, max(lo, 1)]``
+        and the other ``n - 1`` are geometric up to ``hi`` (fine resolution for heavy-tailed sizes);
+        ``linear``: equal widths."""
+        lo, hi = float(lo), float(hi)
+        if not (isinstance(n, int) and n >= 1) or not lo < hi:
+            raise QueryError(f"bins need n >= 1 and lo < hi, got n={n}, [{lo}, {hi}]")
+        if scale not in ("log", "linear"):
+            raise QueryError(f"bin scale must be 'log' or 'linear', got {scale!r}")
+        first = max(lo, 1.0)
+        if scale == "linear" or lo < 0 or n == 1 or first >= hi:
+            return cls(tuple(lo + (hi - lo) * i / n for i in range(n + 1)))
+        if lo >= 1:
+            edges = [lo * (hi / lo) ** (i / n) for i in range(n + 1)]
+        else:  # [lo, 1] then n - 1 geometric bins from 1 to hi
+            edges = [lo] + [(hi) ** (i / (n - 1)) for i in range(n)]
+        edges[-1] = hi
+        return cls(tuple(edges))
+
+    @property
+    def n(self) -> int:
+        return len(self.edges) - 1
+
+
+# -- the query ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query as asked, before it is resolved against a store. Privacy parameters left ``None``
+    come from the store manifest's ``defaults`` or fail resolution; nothing is guessed from data.
+
+    The time window ``[start, end)`` bounds the rows read, is the domain of public time buckets
+    and decides which budget windows are charged.
+    """
+
+    aggregations: tuple[Aggregation, ...]
+    keys: tuple[KeySpec, ...] = ()
+    where: Filter | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    top_k: int | None = None
+    order_by: str | None = None
+    mechanism: str | None = None
+    epsilon: float | None = None
+    rho: float | None = None
+    delta: float | None = None
+    max_groups: int | None = None
+    max_rows_per_group: int | None = None
+    clamps: dict[str, Clamp] = field(default_factory=dict)
+    declared: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    bins: dict[str, Bins] = field(default_factory=dict)
+    name: str = "adhoc"
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.aggregations:
+            raise QueryError("a query needs at least one aggregation (COUNT(*), SUM(col), ...)")
+        labels = [lab for a in self.aggregations for lab in (a.quantile_labels() if a.kind is AggKind.QUANTILES else [a.label])]
+        dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+        if dupes:
+            raise QueryError(f"duplicate output names {dupes}; give each aggregation its own alias (AS name)")
+        names = [k.output for k in self.keys]
+        if len(set(names)) != len(names) or set(names) & set(labels):
+            raise QueryError(f"output names must be unique across keys and aggregations, got keys {names}")
+        if len({k.column for k in self.keys if k.column != TIMESTAMP}) != len([k for k in self.keys if k.column != TIMESTAMP]):
+            raise QueryError("a column appears twice among the group keys")
+        if sum(k.column == TIMESTAMP for k in self.keys) > 1:
+            raise QueryError("at most one time bucket per query")
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, parse_time(v, what=f"--{name}"))
+        if self.start is not None and self.end is not None and not self.start < self.end:
+            raise QueryError(f"the query window is empty: start {self.start} is not before end {self.end}")
+        if self.top_k is not None:
+            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+                raise QueryError(f"top-k must be an integer >= 1, got {self.top_k!r}")
+            if self.order_by is None:
+                raise QueryError("top-k needs an aggregation to rank by (ORDER BY <aggregate> DESC)")
+        if self.order_by is not None and self.order_by not in labels:
+            raise QueryError(f"can only rank by a released aggregate ({', '.join(labels)}), not {self.order_by!r}")
+        for col in list(self.clamps) + list(self.bins) + list(self.declared):
+            check_column(col)
+        object.__setattr__(
+            self, "declared",
+            {c: tuple(coerce_value(c, v) for v in vals) for c, vals in self.declared.items()},
+        )
+        for col, vals in self.declared.items():
+            if not vals or len(set(vals)) != len(vals):
+                raise QueryError(f"declared keys for {col} must be a non-empty list of distinct values")
+
+    def with_options(self, **options: Any) -> Query:
+        """A copy with the given options set; ``None`` values are ignored and mappings are merged,
+        so command-line options override a query file's."""
+        changes: dict[str, Any] = {}
+        for name, value in options.items():
+            if value is None or value == {}:
+                continue
+            if name in ("clamps", "declared", "bins"):
+                changes[name] = {**getattr(self, name), **value}
+            else:
+                changes[name] = value
+        if "bucket" in changes:
+            changes["keys"] = self._with_bucket(changes.pop("bucket"))
+        return replace(self, **changes)
+
+    def _with_bucket(self, bucket: str) -> tuple[KeySpec, ...]:
+        if any(k.column == TIMESTAMP for k in self.keys):
+            return tuple(KeySpec(TIMESTAMP, bucket=bucket, name=k.name) if k.column == TIMESTAMP else k for k in self.keys)
+        return (KeySpec(TIMESTAMP, bucket=bucket), *self.keys)

@@ -134,7 +134,13 @@ def ingest(
             if fingerprint in seen:
                 results.append(FileResult(name=source.name, format=seen[fingerprint].get("format"), duplicate_file=True))
                 continue
-            fmt = forced or detect_format(source)
+            try:
+                fmt = forced or detect_format(source)
+            except DataError:
+                if opener.explicit:
+                    raise
+                results.append(FileResult(name=source.name, format=None, problem="not ingested: format not recognised (name the file itself and pass --format to force one)"))
+                continue
             result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}",
                                  day_cache=day_cache if dedup_hashes else None)
             if opener.errors:

@@ -64,8 +64,10 @@ class Opener:
     """``InputSource.open`` for one file: opens the decompressed byte stream from the start and
     collects read problems (truncated gzip) in :attr:`errors`."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, explicit: bool = True) -> None:
         self.path = path
+        self.explicit = explicit
+        """False for files found by walking a directory (unrecognised ones are skipped, not errors)."""
         self.errors: list[str] = []
         with open(path, "rb") as f:
             self.gzipped = f.read(2) == _GZIP_MAGIC
@@ -102,20 +104,20 @@ def open_sources(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[tuple
                 spooled = os.path.join(tmpdir, f"stdin-{len(found)}")
                 with open(spooled, "wb") as out:
                     shutil.copyfileobj(sys.stdin.buffer, out, BLOCK_BYTES)
-                found.append(_source(spooled, name="<stdin>"))
+                found.append(_source(spooled, name="<stdin>", explicit=True))
                 continue
             path = Path(raw)
             if not path.exists():
                 raise InputNotFound(f"input {str(raw)!r} does not exist; check the path")
-            found.extend(_source(str(p), name=str(p)) for p in _walk(path))
+            found.extend(_source(str(p), name=str(p), explicit=not path.is_dir()) for p in _walk(path))
         yield found
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _source(path: str, *, name: str) -> tuple[InputSource, Opener]:
-    opener = Opener(path)
+def _source(path: str, *, name: str, explicit: bool) -> tuple[InputSource, Opener]:
+    opener = Opener(path, explicit=explicit)
     with opener() as stream:
         head = stream.read(SNIFF_BYTES)
     opener.errors.clear()  # a truncated stream is reported once, when it is parsed

@@ -1,0 +1,233 @@
+"""Composition of the releases charged to one budget window, and what is left of its cap.
+
+Three kinds of loss compose differently (a :class:`~dplogs.privacy.loss.PrivacyLoss` may carry
+several parts at once):
+
+- pure ε (``delta == 0``): ε adds; each ε-DP release is also (ε²/2)-zCDP;
+- ρ-zCDP (Gaussian releases): ρ adds, then converts to (ε, δ) with OpenDP's conversion;
+- approximate (ε, δ) with ``delta > 0`` (partition selection, DP-SGD): basic composition only,
+  it has no zCDP form.
+
+:func:`compose` reports the tighter of two valid bounds, spending the δ the approximate parts
+leave under the window's δ cap on the zCDP conversion:
+
+- ``"pure+zcdp"``: Σε_pure + Σε_approx + ε_zCDP(Σρ, δ_rest)
+- ``"all-zcdp"``: Σε_approx + ε_zCDP(Σρ + Σε_pure²/2, δ_rest)
+
+>>> compose([PrivacyLoss(epsilon=0.1)] * 10, delta_cap=0).epsilon
+1.0
+>>> t = compose([PrivacyLoss(rho=0.5)], delta_cap=1e-6)
+>>> round(t.epsilon, 4), t.delta, t.method
+(5.2215, 1e-06, 'pure+zcdp')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import opendp.prelude as dp
+
+from dplogs.privacy.loss import PrivacyLoss
+
+dp.enable_features("contrib")
+
+_FIELDS = ("eps_pure", "eps_pure_sq", "eps_approx", "delta", "rho")
+
+
+@dataclass(frozen=True)
+class LossSums:
+    """Public: the sufficient statistics of a window's releases for :func:`compose`.
+
+    Adding two sums composes the releases behind them.
+    """
+
+    eps_pure: float = 0.0
+    eps_pure_sq: float = 0.0
+    eps_approx: float = 0.0
+    delta: float = 0.0
+    rho: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        for name in _FIELDS:
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"LossSums.{name} must be finite and >= 0, got {v!r}")
+
+    @classmethod
+    def of(cls, losses: Iterable[PrivacyLoss]) -> LossSums:
+        ones = [cls.one(loss) for loss in losses]
+        # fsum: ten releases at ε=0.1 compose to exactly 1.0, so a cap of 1.0 admits them
+        return cls(*(math.fsum(getattr(o, f) for o in ones) for f in _FIELDS), count=len(ones))
+
+    @classmethod
+    def one(cls, loss: PrivacyLoss) -> LossSums:
+        if loss.delta > 0:
+            return cls(eps_approx=loss.epsilon, delta=loss.delta, rho=loss.rho, count=1)
+        return cls(eps_pure=loss.epsilon, eps_pure_sq=loss.epsilon**2, rho=loss.rho, count=1)
+
+    def __add__(self, other: LossSums) -> LossSums:
+        return LossSums(
+            self.eps_pure + other.eps_pure,
+            self.eps_pure_sq + other.eps_pure_sq,
+            self.eps_approx + other.eps_approx,
+            self.delta + other.delta,
+            self.rho + other.rho,
+            self.count + other.count,
+        )
+
+
+@dataclass(frozen=True)
+class TotalLoss:
+    """Public: the composed guarantee of a window, as one (ε, δ) statement.
+
+    ``epsilon`` is ``inf`` when zCDP releases exist but the δ cap leaves no δ to convert them
+    with; ``rho`` is the zCDP part Σρ (before any conversion); ``method`` names the bound used.
+    """
+
+    epsilon: float
+    delta: float
+    rho: float
+    method: str
+
+    def __post_init__(self) -> None:
+        if self.method not in ("none", "pure", "basic", "pure+zcdp", "all-zcdp"):
+            raise ValueError(f"unknown composition method {self.method!r}")
+
+
+def zcdp_to_epsilon(rho: float, delta: float) -> float:
+    """The ε of ρ-zCDP at ``delta``, by OpenDP's (tight) zCDP→approx-DP conversion.
+
+    >>> round(zcdp_to_epsilon(0.5, 1e-6), 6)
+    5.221534
+    >>> zcdp_to_epsilon(0.0, 1e-6)
+    0.0
+    """
+    if rho < 0 or not math.isfinite(rho):
+        raise ValueError(f"rho must be finite and >= 0, got {rho}")
+    if rho == 0:
+        return 0.0
+    if not 0 < delta < 1:
+        return math.inf
+    # a unit-scale Gaussian's privacy map at sensitivity √(2ρ) is ρ (rounded up), so its
+    # converted profile is OpenDP's ε(ρ, δ)
+    return float(_unit_gaussian_profile().map(math.sqrt(2 * rho)).epsilon(delta))
+
+
+@lru_cache(maxsize=1)
+def _unit_gaussian_profile() -> dp.Measurement:
+    gauss = dp.m.make_gaussian(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=1.0)
+    return dp.c.make_zCDP_to_approxDP(gauss)
+
+
+def compose(losses: Iterable[PrivacyLoss] | LossSums, *, delta_cap: float) -> TotalLoss:
+    """The tightest valid (ε, δ) of all ``losses`` together, with δ at most ``delta_cap``
+    whenever zCDP parts need converting.
+
+    >>> t = compose([PrivacyLoss(epsilon=0.1)] * 100 + [PrivacyLoss(rho=0.01)], delta_cap=1e-6)
+    >>> t.method, t.epsilon < 100 * 0.1
+    ('all-zcdp', True)
+    """
+    s = losses if isinstance(losses, LossSums) else LossSums.of(losses)
+    if not 0 <= delta_cap < 1:
+        raise ValueError(f"delta_cap must lie in [0, 1), got {delta_cap}")
+    if s.count == 0:
+        return TotalLoss(epsilon=0.0, delta=0.0, rho=0.0, method="none")
+    basic = s.eps_pure + s.eps_approx
+    if s.rho == 0:
+        return TotalLoss(epsilon=basic, delta=s.delta, rho=0.0, method="pure" if s.delta == 0 else "basic")
+    delta_rest = delta_cap - s.delta
+    if delta_rest <= 0:
+        return TotalLoss(epsilon=math.inf, delta=s.delta, rho=s.rho, method="pure+zcdp")
+    a = basic + zcdp_to_epsilon(s.rho, delta_rest)
+    b = s.eps_approx + zcdp_to_epsilon(s.rho + s.eps_pure_sq / 2, delta_rest)
+    if b < a:
+        return TotalLoss(epsilon=b, delta=delta_cap, rho=s.rho, method="all-zcdp")
+    return TotalLoss(epsilon=a, delta=delta_cap, rho=s.rho, method="pure+zcdp")
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Public: the budget of every window: ``epsilon`` and ``delta`` bound the composed (ε, δ);
+    ``rho`` (optional) additionally bounds the zCDP part Σρ."""
+
+    epsilon: float
+    delta: float = 0.0
+    rho: float | None = None
+
+    def __post_init__(self) -> None:
+        from dplogs.privacy.params import check_delta, check_epsilon, check_rho
+
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "delta", 0.0 if self.delta == 0 else check_delta(self.delta))
+        if self.rho is not None:
+            object.__setattr__(self, "rho", check_rho(self.rho))
+
+
+_TOL = 1e-9  # float rounding of sums read back from SQLite
+
+
+def fits(sums: LossSums, caps: Caps, *, tol: float = _TOL) -> bool:
+    """True when releases with these ``sums`` stay inside ``caps`` (up to relative ``tol``).
+
+    >>> fits(LossSums.of([PrivacyLoss(epsilon=0.5)] * 2), Caps(epsilon=1.0))
+    True
+    >>> fits(LossSums.of([PrivacyLoss(rho=0.01)]), Caps(epsilon=1.0))  # no δ to convert ρ with
+    False
+    """
+    if caps.rho is not None and sums.rho > caps.rho * (1 + tol):
+        return False
+    if sums.delta > caps.delta * (1 + tol):
+        return False
+    total = compose(sums, delta_cap=caps.delta)
+    return total.epsilon <= caps.epsilon * (1 + tol)
+
+
+@dataclass(frozen=True)
+class Remaining:
+    """Public: what a window can still spend, each figure alone: ``epsilon`` for one more pure-ε
+    release, ``rho`` for one more zCDP release, ``delta`` for the δ of approximate-DP releases."""
+
+    epsilon: float
+    delta: float
+    rho: float
+
+    def __str__(self) -> str:
+        return f"epsilon={self.epsilon:.6g} (pure), rho={self.rho:.6g} (zCDP), delta={self.delta:.3g}"
+
+
+def remaining(sums: LossSums, caps: Caps) -> Remaining:
+    """The largest single further release of each kind that still fits ``caps``.
+
+    >>> r = remaining(LossSums.of([PrivacyLoss(epsilon=0.25)]), Caps(epsilon=1.0))
+    >>> round(r.epsilon, 9), r.rho
+    (0.75, 0.0)
+    """
+    if sums.rho == 0:  # no conversion involved: ε composes linearly
+        eps_left = max(caps.epsilon - sums.eps_pure - sums.eps_approx, 0.0) if fits(sums, caps, tol=0.0) else 0.0
+    else:
+        eps_left = _largest(lambda e: sums + LossSums.one(PrivacyLoss(epsilon=e)), caps, caps.epsilon)
+    rho_left = 0.0
+    if caps.delta > sums.delta:
+        rho_hi = caps.rho if caps.rho is not None else caps.epsilon
+        rho_left = _largest(lambda r: sums + LossSums.one(PrivacyLoss(rho=r)), caps, rho_hi)
+    return Remaining(epsilon=eps_left, delta=max(caps.delta - sums.delta, 0.0), rho=rho_left)
+
+
+def _largest(extend, caps: Caps, hi: float) -> float:
+    """Largest x in [0, hi] with fits(extend(x)), without tolerance; fits is monotone in x."""
+    if not fits(extend(0.0), caps, tol=0.0):
+        return 0.0
+    if fits(extend(hi), caps, tol=0.0):
+        return hi
+    lo = 0.0
+    while hi - lo > 1e-9 * hi:
+        mid = (lo + hi) / 2
+        if fits(extend(mid), caps, tol=0.0):
+            lo = mid
+        else:
+            hi = mid
+    return lo

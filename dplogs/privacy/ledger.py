@@ -1,0 +1,667 @@
+"""The durable privacy-budget ledger of a store (``STORE/ledger.sqlite``).
+
+Every release, from any process (CLI queries, nightly reports, detector training), draws on one
+ledger. Its protocol makes "no release without a committed charge" structural::
+
+    ledger = Ledger.open(store.ledger_path, create=True)
+    with ledger.charge(loss, windows=["2026-11"], caller="cli", query=text) as charge:
+        if charge.replayed_payload is not None:      # same idempotency key already released
+            return charge.replayed_payload
+        noisy = add_noise(values, plan, charge=charge)
+        charge.record({"values": noisy.tolist()})
+    # emit the release only here, after the with-block committed it
+
+1. **validate**: loss, windows and caller are checked before anything is written;
+2. **reserve**: one ``BEGIN IMMEDIATE`` transaction checks the cap of every window the release
+   touches and inserts the entry as ``reserved`` (durable before any noise exists); a release that
+   would exceed a cap raises :class:`~dplogs.errors.BudgetExhausted` ("budget left: ...") and
+   writes nothing;
+3. **draw**: noise is drawn against the yielded :class:`LedgerCharge`;
+4. **commit**: on normal exit the entry becomes ``committed`` with the recorded payload. On an
+   exception it becomes ``refunded`` if no noise was drawn, ``failed-after-noise`` (still spent)
+   otherwise, and the exception propagates.
+
+**Crash safety.** An entry left ``reserved`` by a process that died (SIGKILL, power loss) counts as
+spent forever: we cannot know whether its noisy values were seen, so refunding it could release
+information twice. ``verify()`` and ``budget show`` list such entries. A process that dies before
+the reservation commits leaves nothing (SQLite rolls the transaction back).
+
+**Tamper evidence.** Entries form a hash chain: ``entry_hash`` = SHA-256 over the previous hash
+and the entry's immutable content; ``seal`` covers its mutable part (status, payload); the head
+hash and entry count live in a separate ``meta`` row, so an edited, deleted (even the last),
+inserted or reordered entry fails :meth:`Ledger.verify`. Without an external anchor a chain only
+catches edits that do not recompute it: record ``verify()``'s head hash elsewhere (a SIEM, a
+ticket) to pin history.
+
+**Composition** per window is :func:`dplogs.privacy.accounting.compose`; caps are per window of
+the ledger's window policy (day, week or month).
+
+>>> import tempfile, pathlib
+>>> from dplogs.privacy.loss import PrivacyLoss
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "ledger.sqlite"
+>>> ledger = Ledger.open(path, create=True)
+>>> ledger.set_caps(window_policy="month", epsilon=1.0, delta=1e-6)
+>>> with ledger.charge(PrivacyLoss(epsilon=0.25), windows=["2026-11"], caller="cli", query="q") as c:
+...     c.record({"count": 41})
+>>> ledger.spent("2026-11").epsilon, ledger.remaining("2026-11").epsilon
+(0.25, 0.75)
+>>> ledger.verify().ok
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dplogs.errors import BudgetExhausted, DplogsError, InternalError, LedgerError, UsageError
+from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, fits, remaining
+from dplogs.privacy.charge import Charge
+from dplogs.privacy.loss import PrivacyLoss
+from dplogs.privacy.windows import check_policy, check_window
+
+FORMAT_VERSION = "1"
+STATUSES = ("reserved", "committed", "refunded", "failed-after-noise")
+SPENT_STATUSES = ("reserved", "committed", "failed-after-noise")
+CALLERS_HINT = "cli, report, train, audit"
+_GENESIS = "0" * 64
+_ALL_WINDOWS = "*"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS caps (
+    policy TEXT NOT NULL, window TEXT NOT NULL,
+    epsilon REAL NOT NULL, delta REAL NOT NULL, rho REAL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (policy, window)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    policy TEXT NOT NULL,
+    windows TEXT NOT NULL,
+    epsilon REAL NOT NULL, delta REAL NOT NULL, rho REAL NOT NULL,
+    mechanisms TEXT NOT NULL,
+    query TEXT, query_hash TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    idempotency_key TEXT,
+    pid INTEGER NOT NULL, host TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    payload TEXT,
+    prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL, seal TEXT NOT NULL
+);
+-- a key may be retried after a refund or a failure, but released (committed) only once
+CREATE UNIQUE INDEX IF NOT EXISTS entries_key_committed
+    ON entries (idempotency_key) WHERE status = 'committed';
+CREATE INDEX IF NOT EXISTS entries_key ON entries (idempotency_key);
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Public: one release in the ledger (``budget history`` shows these)."""
+
+    seq: int
+    id: str
+    policy: str
+    windows: tuple[str, ...]
+    loss: PrivacyLoss
+    mechanisms: tuple[str, ...]
+    query: str | None
+    query_hash: str
+    caller: str
+    idempotency_key: str | None
+    pid: int
+    host: str
+    status: str
+    created_at: str
+    updated_at: str
+    payload: Any
+    prev_hash: str
+    entry_hash: str
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise LedgerError(f"entry {self.id} has unknown status {self.status!r}; the ledger was edited, run `dplogs budget verify`")
+
+    @property
+    def spent(self) -> bool:
+        """Whether the entry counts against the budget (everything but a refund)."""
+        return self.status in SPENT_STATUSES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "id": self.id, "policy": self.policy, "windows": list(self.windows),
+            "epsilon": self.loss.epsilon, "delta": self.loss.delta, "rho": self.loss.rho,
+            "mechanisms": list(self.mechanisms), "query": self.query, "query_hash": self.query_hash,
+            "caller": self.caller, "idempotency_key": self.idempotency_key, "pid": self.pid,
+            "host": self.host, "status": self.status, "created_at": self.created_at,
+            "updated_at": self.updated_at, "payload": self.payload, "entry_hash": self.entry_hash,
+        }
+
+
+@dataclass(frozen=True)
+class WindowBudget:
+    """Public: a window's caps, composed spend and what is left (``budget show``)."""
+
+    window: str
+    caps: Caps | None
+    spent: TotalLoss
+    remaining: Remaining
+    entries: int
+    unfinished: int
+    """Entries still ``reserved``: in flight, or left by a dead process (counted as spent)."""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Public: the result of :meth:`Ledger.verify`. ``ok`` is False when ``problems`` is not
+    empty; ``unfinished`` entries (reserved, counted as spent) are reported but are not problems."""
+
+    ok: bool
+    entries: int
+    head_hash: str
+    problems: tuple[str, ...]
+    unfinished: tuple[Entry, ...]
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise LedgerError(
+                "ledger verification failed: " + "; ".join(self.problems)
+                + ". Do not release from this store until the ledger is restored from a backup."
+            )
+
+
+class LedgerCharge(Charge):
+    """A :class:`Charge` backed by a ledger entry. ``record(payload)`` stores the release with
+    the commit so an idempotent rerun can re-emit it; a replayed charge (``replayed_payload`` is
+    not None) spent nothing and refuses draws."""
+
+    def __init__(
+        self, reserved: PrivacyLoss, *, entry_id: str | None, windows: tuple[str, ...],
+        replayed_payload: Any = None,
+    ) -> None:
+        super().__init__(reserved, entry_id=entry_id)
+        self.windows = windows
+        self.replayed_payload = replayed_payload
+        self._payload_text: str | None = None
+
+    def consume(self, loss: PrivacyLoss) -> None:
+        if self.replayed_payload is not None:
+            raise InternalError("noise drawn against a replayed charge; return charge.replayed_payload instead")
+        super().consume(loss)
+
+    def record(self, payload: Any) -> None:
+        """Store ``payload`` (JSON-serialisable released values and metadata) with the commit."""
+        if self.replayed_payload is not None:
+            raise InternalError("record() on a replayed charge; return charge.replayed_payload instead")
+        try:
+            self._payload_text = json.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            raise InternalError(f"release payload is not JSON-serialisable: {exc}") from None
+
+
+class Ledger:
+    """Public: the budget ledger of one store. Open with :meth:`open`; safe to share between
+    threads and processes."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._host = socket.gethostname()
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Ledger:
+        """Open the ledger at ``path``; with ``create``, make a new one if (and only if) no file
+        exists there. A corrupt, foreign or unreadable file raises LedgerError: never reset."""
+        path = Path(path)
+        created = False
+        if not path.exists():
+            if not create:
+                raise LedgerError(
+                    f"no budget ledger at {path}; create one with `dplogs budget set --store "
+                    f"{path.parent} --epsilon E --delta D` (nothing was released)"
+                )
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                created = True
+            except FileExistsError:
+                pass  # another process is creating it: wait for its schema below
+            except OSError as exc:
+                raise LedgerError(f"cannot create the budget ledger at {path}: {exc.strerror}") from None
+        try:
+            conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the budget ledger {path}: {exc}") from None
+        ledger = cls(path, conn)
+        try:
+            ledger._setup(created)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LedgerError(
+                f"the budget ledger {path} is corrupt or unreadable ({exc}); restore it from a "
+                "backup — nothing was released"
+            ) from None
+        except LedgerError:
+            conn.close()
+            raise
+        return ledger
+
+    def _setup(self, created: bool) -> None:
+        c = self._conn
+        c.execute("PRAGMA busy_timeout = 60000")
+        if created:
+            c.execute("PRAGMA journal_mode = WAL")
+            with self._tx():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                for key, value in (("format", FORMAT_VERSION), ("head_hash", _GENESIS),
+                                   ("entry_count", "0"), ("window_policy", "month")):
+                    c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+        else:
+            if c.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
+            deadline = time.monotonic() + 2.0
+            while not self._has_schema():
+                st = self.path.stat()
+                # only a just-created empty file may be a concurrent creator's, still being set up
+                creating = st.st_size == 0 and time.time() - st.st_mtime < 2.0
+                if not creating or time.monotonic() > deadline:
+                    raise LedgerError(
+                        f"{self.path} is not a dplogs budget ledger (no ledger tables); restore the "
+                        "ledger from a backup or point --store at the right store"
+                    )
+                time.sleep(0.05)
+            c.execute("PRAGMA journal_mode = WAL")
+        c.execute("PRAGMA synchronous = FULL")  # a committed reservation survives power loss
+        fmt = self._meta("format")
+        if fmt != FORMAT_VERSION:
+            raise LedgerError(f"ledger format {fmt!r} is not supported (expected {FORMAT_VERSION}); upgrade dplogs")
+
+    def _has_schema(self) -> bool:
+        names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return {"meta", "caps", "entries"} <= names and self._conn.execute(
+            "SELECT 1 FROM meta WHERE key='format'").fetchone() is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken before anything is read,
+        so check-and-spend is atomic across processes."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise LedgerError(f"the budget ledger {self.path} is busy or unwritable ({exc}); retry") from None
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise LedgerError(f"cannot read the budget ledger {self.path}: {exc}") from None
+
+    # -- caps ----------------------------------------------------------------------------
+    @property
+    def window_policy(self) -> str:
+        return self._read("SELECT value FROM meta WHERE key = 'window_policy'")[0][0]
+
+    def set_caps(
+        self, *, window_policy: str, epsilon: float, delta: float = 0.0, rho: float | None = None,
+        window: str | None = None,
+    ) -> None:
+        """Set the caps of every window of ``window_policy`` (or only of ``window``). The policy
+        cannot change once releases are charged: their guarantee is stated per window."""
+        check_policy(window_policy)
+        caps = Caps(epsilon=epsilon, delta=delta, rho=rho)
+        if window is not None:
+            check_window(window, window_policy)
+        with self._tx() as c:
+            current = self._meta("window_policy")
+            if current != window_policy and c.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
+                raise UsageError(
+                    f"this ledger already charges {current} windows; its window policy cannot change "
+                    f"to {window_policy} (ingest into a new store for a different policy)"
+                )
+            c.execute("UPDATE meta SET value = ? WHERE key = 'window_policy'", (window_policy,))
+            c.execute(
+                "INSERT OR REPLACE INTO caps VALUES (?, ?, ?, ?, ?, ?)",
+                (window_policy, window or _ALL_WINDOWS, caps.epsilon, caps.delta, caps.rho, _now()),
+            )
+
+    def caps(self, window: str | None = None) -> Caps | None:
+        """The caps that apply to ``window`` (its own, else the policy-wide ones), or None."""
+        rows = self._read(
+            "SELECT window, epsilon, delta, rho FROM caps WHERE policy = "
+            "(SELECT value FROM meta WHERE key='window_policy') AND window IN (?, ?)",
+            (window or _ALL_WINDOWS, _ALL_WINDOWS),
+        )
+        rows.sort(key=lambda r: r[0] == _ALL_WINDOWS)
+        return Caps(epsilon=rows[0][1], delta=rows[0][2], rho=rows[0][3]) if rows else None
+
+    # -- spend ---------------------------------------------------------------------------
+    def _sums(self, window: str) -> tuple[LossSums, int, int]:
+        rows = self._conn.execute(
+            "SELECT epsilon, delta, rho, status FROM entries WHERE status IN (?, ?, ?) AND EXISTS "
+            "(SELECT 1 FROM json_each(entries.windows) WHERE value = ?)",
+            (*SPENT_STATUSES, window),
+        ).fetchall()
+        sums = LossSums.of(PrivacyLoss(epsilon=e, delta=d, rho=r) for e, d, r, _ in rows)
+        return sums, len(rows), sum(1 for *_, s in rows if s == "reserved")
+
+    def spent(self, window: str) -> TotalLoss:
+        """The composed loss charged to ``window`` (reserved entries included)."""
+        caps = self.caps(window)
+        with self._lock:
+            sums = self._sums(window)[0]
+        return compose(sums, delta_cap=caps.delta if caps else 0.0)
+
+    def remaining(self, window: str) -> Remaining:
+        """What ``window`` can still spend (zero when no cap is set)."""
+        return self.budget(window).remaining
+
+    def budget(self, window: str) -> WindowBudget:
+        caps = self.caps(window)
+        with self._lock:
+            sums, n, unfinished = self._sums(window)
+        left = remaining(sums, caps) if caps else Remaining(epsilon=0.0, delta=0.0, rho=0.0)
+        return WindowBudget(
+            window=window, caps=caps, spent=compose(sums, delta_cap=caps.delta if caps else 0.0),
+            remaining=left, entries=n, unfinished=unfinished,
+        )
+
+    def windows(self) -> list[str]:
+        """Every window some entry was charged to, in order."""
+        rows = self._read("SELECT DISTINCT value FROM entries, json_each(entries.windows) ORDER BY value")
+        return [r[0] for r in rows]
+
+    # -- the release protocol ------------------------------------------------------------
+    @contextlib.contextmanager
+    def charge(
+        self, loss: PrivacyLoss, *, windows: Sequence[str], caller: str, query: str | None = None,
+        idempotency_key: str | None = None, mechanisms: Sequence[str] = (),
+    ) -> Iterator[LedgerCharge]:
+        """Reserve ``loss`` in every window of ``windows``, yield the charge, then commit (or
+        refund if no noise was drawn before an exception). See the module docstring."""
+        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms)
+        if charge.replayed_payload is not None:
+            yield charge
+            return
+        try:
+            yield charge
+        except BaseException as exc:
+            charge.close()
+            status = "failed-after-noise" if charge.noise_drawn else "refunded"
+            try:
+                self._finish(entry_id, status, charge._payload_text)
+            except (sqlite3.Error, DplogsError) as finish_exc:
+                exc.add_note(f"the ledger could not mark entry {entry_id} {status} ({finish_exc}); it stays reserved and counts as spent")
+            raise
+        charge.close()
+        self._finish(entry_id, "committed", charge._payload_text)
+
+    def _reserve(
+        self, loss: PrivacyLoss, windows: Sequence[str], caller: str, query: str | None,
+        idempotency_key: str | None, mechanisms: Sequence[str],
+    ) -> tuple[LedgerCharge, str]:
+        if not isinstance(loss, PrivacyLoss):
+            raise InternalError(f"ledger.charge needs a PrivacyLoss, got {type(loss).__name__}")
+        if isinstance(windows, str) or not windows:
+            raise UsageError("a release must be charged to at least one budget window (a list of keys)")
+        if not caller or not isinstance(caller, str):
+            raise UsageError(f"caller must name who releases ({CALLERS_HINT})")
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+            raise UsageError("an idempotency key must be a non-empty string, e.g. 'report-id/2026-11'")
+        wins = tuple(sorted(set(windows)))
+        try:
+            with self._tx() as c:
+                policy = self._meta("window_policy")
+                for w in wins:
+                    check_window(w, policy)
+                if idempotency_key is not None:
+                    replay = self._replay_or_check(c, idempotency_key)
+                    if replay is not None:
+                        return replay, ""
+                for w in wins:
+                    caps = self.caps(w)
+                    if caps is None:
+                        raise BudgetExhausted(
+                            f"no budget cap is set for window {w}; set one with `dplogs budget set "
+                            f"--epsilon E --delta D` (nothing was charged)"
+                        )
+                    sums = self._sums(w)[0]
+                    if not fits(sums + LossSums.one(loss), caps):
+                        raise BudgetExhausted(
+                            f"release of {_fmt_loss(loss)} exceeds the budget of window {w}; budget "
+                            f"left: {remaining(sums, caps)} (nothing was charged; lower the query's "
+                            "epsilon/rho or wait for the next window)"
+                        )
+                entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot reserve in the budget ledger {self.path}: {exc} (nothing was released)") from None
+        return LedgerCharge(loss, entry_id=entry_id, windows=wins), entry_id
+
+    def _replay_or_check(self, c: sqlite3.Connection, key: str) -> LedgerCharge | None:
+        rows = c.execute(
+            "SELECT id, status, payload, pid, host, windows, epsilon, delta, rho FROM entries "
+            "WHERE idempotency_key = ? AND status IN ('committed', 'reserved') ORDER BY seq", (key,)
+        ).fetchall()
+        for eid, status, payload, pid, host, wins, e, d, r in rows:
+            if status == "committed":
+                if payload is None:
+                    raise LedgerError(
+                        f"entry {eid} with idempotency key {key!r} was committed without a recorded "
+                        "release, so it cannot be re-emitted; use a new idempotency key"
+                    )
+                return LedgerCharge(
+                    PrivacyLoss(epsilon=e, delta=d, rho=r), entry_id=eid,
+                    windows=tuple(json.loads(wins)), replayed_payload=json.loads(payload),
+                )
+            if self._alive(pid, host):
+                raise LedgerError(
+                    f"a release with idempotency key {key!r} is in progress (entry {eid}, pid {pid} "
+                    f"on {host}); wait for it to finish and rerun to get its stored release"
+                )
+        return None  # only refunded, failed or abandoned attempts: a new release may proceed
+
+    def _alive(self, pid: int, host: str) -> bool:
+        if host != self._host:
+            return True  # cannot tell: assume it is still running
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _insert(
+        self, c: sqlite3.Connection, loss: PrivacyLoss, wins: tuple[str, ...], policy: str, caller: str,
+        query: str | None, key: str | None, mechanisms: Sequence[str],
+    ) -> str:
+        head = self._meta("head_hash")
+        count = int(self._meta("entry_count") or 0)
+        last = c.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
+        if last != count:
+            raise LedgerError(
+                f"the ledger's entry count ({count}) does not match its entries ({last}); it was "
+                "edited — run `dplogs budget verify` and restore it from a backup"
+            )
+        now = _now()
+        entry = Entry(
+            seq=count + 1, id=uuid.uuid4().hex, policy=policy, windows=wins, loss=loss,
+            mechanisms=tuple(str(m) for m in mechanisms), query=query, query_hash=_sha(query or ""),
+            caller=caller, idempotency_key=key, pid=os.getpid(), host=self._host, status="reserved",
+            created_at=now, updated_at=now, payload=None, prev_hash=head, entry_hash="",
+        )
+        entry_hash = _sha(head + "\n" + _canonical(_content(entry)))
+        seal = _seal(entry_hash, "reserved", now, None)
+        c.execute(
+            "INSERT INTO entries (seq, id, policy, windows, epsilon, delta, rho, mechanisms, query, "
+            "query_hash, caller, idempotency_key, pid, host, status, created_at, updated_at, payload, "
+            "prev_hash, entry_hash, seal) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (entry.seq, entry.id, policy, json.dumps(list(wins)), loss.epsilon, loss.delta, loss.rho,
+             json.dumps(list(entry.mechanisms)), query, entry.query_hash, caller, key, entry.pid,
+             self._host, "reserved", now, now, None, head, entry_hash, seal),
+        )
+        c.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (entry_hash,))
+        c.execute("UPDATE meta SET value = ? WHERE key = 'entry_count'", (str(count + 1),))
+        return entry.id
+
+    def _finish(self, entry_id: str, status: str, payload_text: str | None) -> None:
+        try:
+            with self._tx() as c:
+                row = c.execute("SELECT entry_hash, status FROM entries WHERE id = ?", (entry_id,)).fetchone()
+                if row is None or row[1] != "reserved":
+                    raise InternalError(f"entry {entry_id} is not reserved (found {row}); cannot mark it {status}")
+                now = _now()
+                c.execute(
+                    "UPDATE entries SET status = ?, updated_at = ?, payload = ?, seal = ? WHERE id = ?",
+                    (status, now, payload_text, _seal(row[0], status, now, payload_text), entry_id),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"cannot commit entry {entry_id} to the budget ledger {self.path}: {exc}; it stays "
+                "reserved and counts as spent — do not use the values of this run"
+            ) from None
+
+    # -- reading and verifying -----------------------------------------------------------
+    def history(self, *, limit: int | None = None, window: str | None = None) -> list[Entry]:
+        """Entries, newest first (all statuses), optionally only those charged to ``window``."""
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries"
+        args: list[Any] = []
+        if window is not None:
+            sql += " WHERE EXISTS (SELECT 1 FROM json_each(entries.windows) WHERE value = ?)"
+            args.append(window)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            if limit < 1:
+                raise UsageError(f"--limit must be >= 1, got {limit}")
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_entry(r) for r in self._read(sql, args)]
+
+    def verify(self) -> VerifyReport:
+        """Recompute the hash chain and seals; compare with the head hash and count in ``meta``."""
+        problems: list[str] = []
+        unfinished: list[Entry] = []
+        with self._lock:
+            try:
+                check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+                rows = self._conn.execute(
+                    f"SELECT {_ENTRY_COLUMNS}, seal FROM entries ORDER BY seq").fetchall()
+                head, count = self._meta("head_hash"), self._meta("entry_count")
+            except sqlite3.DatabaseError as exc:
+                raise LedgerError(f"cannot read the budget ledger {self.path}: {exc}; restore it from a backup") from None
+        if check != "ok":
+            problems.append(f"SQLite integrity check: {check}")
+        running = _GENESIS
+        for i, row in enumerate(rows, start=1):
+            *cols, seal = row
+            try:
+                e = _entry(cols)
+            except (LedgerError, ValueError, json.JSONDecodeError) as exc:
+                problems.append(f"entry #{cols[0]} is unreadable ({exc})")
+                running = cols[-1]
+                continue
+            if e.seq != i:
+                problems.append(f"entry #{e.seq} found where #{i} was expected (an entry was deleted or reordered)")
+            if e.prev_hash != running:
+                problems.append(f"entry #{e.seq} does not link to the previous entry (an entry was deleted, inserted or reordered)")
+            if _sha(e.prev_hash + "\n" + _canonical(_content(e))) != e.entry_hash:
+                problems.append(f"entry #{e.seq} ({e.id}) was edited: its content does not match its hash")
+            payload_text = cols[17]
+            if _seal(e.entry_hash, e.status, e.updated_at, payload_text) != seal:
+                problems.append(f"entry #{e.seq} ({e.id}) was edited: its status or payload does not match its seal")
+            if e.status == "reserved":
+                unfinished.append(e)
+            running = e.entry_hash
+        if str(len(rows)) != count:
+            problems.append(f"the ledger records {count} entries but holds {len(rows)} (entries were deleted or added)")
+        if running != head:
+            problems.append("the last entry is not the recorded head of the chain (the newest entries were deleted or edited)")
+        return VerifyReport(ok=not problems, entries=len(rows), head_hash=head or "", problems=tuple(problems),
+                            unfinished=tuple(unfinished))
+
+
+_ENTRY_COLUMNS = (
+    "seq, id, policy, windows, epsilon, delta, rho, mechanisms, query, query_hash, caller, "
+    "idempotency_key, pid, host, status, created_at, updated_at, payload, prev_hash, entry_hash"
+)
+
+
+def _entry(r: Sequence[Any]) -> Entry:
+    return Entry(
+        seq=r[0], id=r[1], policy=r[2], windows=tuple(json.loads(r[3])),
+        loss=PrivacyLoss(epsilon=r[4], delta=r[5], rho=r[6]), mechanisms=tuple(json.loads(r[7])),
+        query=r[8], query_hash=r[9], caller=r[10], idempotency_key=r[11], pid=r[12], host=r[13],
+        status=r[14], created_at=r[15], updated_at=r[16],
+        payload=None if r[17] is None else json.loads(r[17]), prev_hash=r[18], entry_hash=r[19],
+    )
+
+
+def _content(e: Entry) -> dict[str, Any]:
+    return {
+        "seq": e.seq, "id": e.id, "policy": e.policy, "windows": list(e.windows),
+        "epsilon": e.loss.epsilon, "delta": e.loss.delta, "rho": e.loss.rho,
+        "mechanisms": list(e.mechanisms), "query": e.query, "query_hash": e.query_hash,
+        "caller": e.caller, "idempotency_key": e.idempotency_key, "pid": e.pid, "host": e.host,
+        "created_at": e.created_at,
+    }
+
+
+def _seal(entry_hash: str, status: str, updated_at: str, payload_text: str | None) -> str:
+    return _sha(entry_hash + "\n" + _canonical([status, updated_at, payload_text]))
+
+
+def _fmt_loss(loss: PrivacyLoss) -> str:
+    parts = [f"{n}={getattr(loss, n):.6g}" for n in ("epsilon", "delta", "rho") if getattr(loss, n)]
+    return "(" + ", ".join(parts or ["zero loss"]) + ")"

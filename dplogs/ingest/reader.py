@@ -77,10 +77,14 @@ class Opener:
         return io.BufferedReader(_GuardedStream(raw, self.errors), buffer_size=1 << 20)  # type: ignore[return-value]
 
 
+_NOT_LOGS = (".py", ".md", ".rst")
+
+
 def _walk(path: Path) -> Iterator[Path]:
+    """Files under ``path``; inside directories, hidden files, READMEs and source files are not logs."""
     if path.is_dir():
         for child in sorted(path.iterdir()):
-            if not child.name.startswith("."):
+            if not child.name.startswith(".") and not (child.is_file() and child.suffix in _NOT_LOGS):
                 yield from _walk(child)
     elif path.is_file():
         yield path

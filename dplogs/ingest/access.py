@@ -30,6 +30,8 @@ ACCESS = (
     rf'"(?P<request>{_QUOTED})" (?P<status>\d{{3}}) (?P<bytes>\d+|-)'
     rf'(?: "(?P<referrer>{_QUOTED})" "(?P<agent>{_QUOTED})")?.*$'
 )
+SSL_REQUEST = rf'^\[(?P<time>[^\]]+)\] (?P<client>\S+) (?P<tls>\S+) (?P<cipher>\S+) "(?P<request>{_QUOTED})" (?P<bytes>\d+|-)$'
+"""Apache mod_ssl's ``ssl_request_log`` (CustomLog with %t %h %{SSL_PROTOCOL}x %{SSL_CIPHER}x)."""
 _REQUEST = r"^(?P<method>[A-Za-z]+) (?P<url>\S+)(?: HTTP/(?P<version>[\d.]+))?$"
 _SNIFF_ACCESS = re.compile(r'^\S.* \S+ \S+ \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "')
 _PRIVATE = r"^(?:10\.|127\.|192\.168\.|172\.(?:1[6-9]|2\d|3[01])\.|::1$|f[cd][0-9a-f]{2}:|fe80:)"
@@ -54,7 +56,7 @@ def _unescape(expr: pl.Expr) -> pl.Expr:
 @register
 class Access(LineFormat):
     name = "access"
-    description = "Apache/nginx access logs, common and combined formats"
+    description = "Apache/nginx access logs: common, combined, and mod_ssl request logs"
 
     def sniff(self, head: bytes) -> float:
         lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:200] if ln.strip()]
@@ -66,13 +68,22 @@ class Access(LineFormat):
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
         frame = lines.with_columns(_m=pl.col("text").str.extract_groups(ACCESS)).unnest("_m")
+        if frame.select((pl.col("status").is_null() & pl.col("text").str.starts_with("[")).any()).item():
+            ssl = pl.col("text").str.extract_groups(SSL_REQUEST)
+            is_ssl = pl.col("status").is_null() & ssl.struct.field("time").is_not_null()
+            frame = frame.with_columns(
+                _ssl=is_ssl,
+                **{c: pl.when(is_ssl).then(ssl.struct.field(c)).otherwise(pl.col(c)) for c in ("time", "client", "request", "bytes")},
+            )
+        else:
+            frame = frame.with_columns(_ssl=pl.lit(False))
         req = pl.col("request").str.extract_groups(_REQUEST)
         frame = frame.with_columns(
             _time=pl.col("time").str.strptime(pl.Datetime("us", "UTC"), "%d/%b/%Y:%H:%M:%S %z", strict=False),
             _req=req,
         )
         reason = (
-            pl.when(pl.col("status").is_null()).then(pl.lit("not an access log line"))
+            pl.when(pl.col("status").is_null() & ~pl.col("_ssl")).then(pl.lit("not an access log line"))
             .when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
         )
         fields = [
@@ -88,7 +99,8 @@ class Access(LineFormat):
             pl.lit("event").alias("event.kind"),
             pl.lit("web").alias("event.category"),
             pl.lit("access").alias("event.type"),
-            pl.when(pl.col("status").cast(pl.Int32, strict=False) >= 400).then(pl.lit("failure")).otherwise(pl.lit("success")).alias("event.outcome"),
+            pl.when(pl.col("status").cast(pl.Int32, strict=False) >= 400).then(pl.lit("failure"))
+            .when(pl.col("status").is_not_null()).then(pl.lit("success")).alias("event.outcome"),
         ]
         return finish(frame, source=source, options=options, reason=reason, fields=fields, dataset="web.access", module="web")
 

@@ -1,0 +1,271 @@
+"""Zeek logs: TSV with its ``#fields`` header, and Zeek JSON lines (``_path``, ``@stream`` or none).
+
+TSV header and comment lines (``#separator``, ``#fields``, ``#types``, ``#open``, ``#close``…) and
+blank lines are not records: they are counted in :attr:`ParsedChunk.skipped`. A file may hold several
+header blocks; each data line is split by the ``#fields`` line in force above it, also across chunk
+boundaries (:meth:`Zeek.parse` carries the header from one chunk to the next). ``-`` (unset) and
+``(empty)`` become null. Both shapes go through one mapping: ``id.orig_h`` → ``source.ip``,
+``id.resp_h`` → ``destination.ip``, ports, ``proto`` → ``network.transport``, ``service`` or the log
+type → ``network.protocol``, byte counts, the user of ntlm/rdp/kerberos/ftp/http logs, outcomes where
+the log has one, DNS and HTTP fields; ``event.dataset`` is ``zeek.<log>`` (``zeek.connection`` for
+conn, as Elastic names it).
+
+>>> from dplogs.ingest.base import IngestOptions
+>>> text = ["#separator \\\\x09", "#path\\tntlm", "#fields\\tts\\tid.orig_h\\tusername\\tsuccess",
+...         "1521911721.608646\\t10.0.0.1\\tbob\\tF"]
+>>> lines = pl.DataFrame({"line": [1, 2, 3, 4], "offset": [0, 17, 27, 58], "text": text})
+>>> out = Zeek().parse_lines(lines, "ntlm.log", IngestOptions())
+>>> out.events.select("event.dataset", "source.ip", "user.name", "event.outcome").row(0), out.skipped
+(('zeek.ntlm', '10.0.0.1', 'bob', 'failure'), 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+
+from dplogs.ingest import _structured as st
+from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, InputSource, LineFormat, ParsedChunk, register
+
+FIELDS = (
+    "ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
+    "orig_bytes", "resp_bytes", "username", "domainname", "success", "cookie", "client", "user",
+    "reply_code", "query", "method", "uri", "host", "status_code", "user_agent", "referrer",
+    "response_body_len", "auth_success", "conn_state", "server_name", "note", "src", "fuid",
+    "request_type", "realm", "dst", "p",
+)
+_PATH_KEYS = ("_path", "@stream")
+_TCP_LOGS = ["http", "ssl", "ssh", "smtp", "ftp", "rdp", "ntlm", "smb_mapping", "smb_files", "dce_rpc", "ldap"]
+_AUTH_LOGS = ["ntlm", "kerberos", "ssh", "rdp", "ftp"]
+_TRANSPORTS = ["tcp", "udp", "icmp"]
+
+
+@dataclass(frozen=True)
+class Header:
+    """The TSV header in force: field names and log type (``#path``)."""
+
+    fields: tuple[str, ...]
+    path: str | None = None
+
+
+def _col(name: str) -> str:
+    return f"z:{name}"
+
+
+def _json_paths() -> list[st.Path]:
+    paths: list[st.Path] = [(k,) for k in _PATH_KEYS]
+    for name in FIELDS:
+        paths.append((name,))
+        if "." in name:  # some exporters write id_orig_h, or nest {"id": {"orig_h": ...}}
+            paths += [(name.replace(".", "_"),), tuple(name.split("."))]
+    return paths
+
+
+def _from_json(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    decoded, rejected, _ = st.decode_json(rows, _json_paths())
+
+    def field(name: str) -> pl.Expr:
+        options = [pl.col(st.col_name((name,)))]
+        if "." in name:
+            options += [pl.col(st.col_name((name.replace(".", "_"),))), pl.col(st.col_name(tuple(name.split("."))))]
+        return pl.coalesce(options)
+
+    frame = decoded.select(
+        *LINES_SCHEMA.names(),
+        pl.coalesce(pl.col(st.col_name((k,))) for k in _PATH_KEYS).alias("path"),
+        *(field(name).alias(_col(name)) for name in FIELDS),
+    )
+    return frame, rejected
+
+
+def _from_tsv(rows: pl.DataFrame, header: Header) -> tuple[pl.DataFrame, pl.DataFrame]:
+    n = len(header.fields)
+    width = pl.col("text").str.count_matches("\t", literal=True) + 1
+    good = rows.filter(width == n)
+    bad = rows.filter(width != n).with_columns(reason=pl.lit(f"expected {n} tab-separated Zeek fields"))
+    parts = pl.col("text").str.split_exact("\t", n - 1)
+    index = {name: i for i, name in enumerate(header.fields)}
+    frame = good.select(
+        *LINES_SCHEMA.names(),
+        pl.lit(header.path, pl.String).alias("path"),
+        *(
+            (parts.struct.field(f"field_{index[name]}") if name in index else pl.lit(None, pl.String)).alias(_col(name))
+            for name in FIELDS
+        ),
+    )
+    return frame, bad
+
+
+def _infer_path(z) -> pl.Expr:
+    """The log type of records that do not name it (the Elastic oracle files, plain exports)."""
+    return (
+        pl.when(z("conn_state").is_not_null()).then(pl.lit("conn"))
+        .when(z("query").is_not_null()).then(pl.lit("dns"))
+        .when(z("method").is_not_null() | z("uri").is_not_null()).then(pl.lit("http"))
+        .when(z("server_name").is_not_null()).then(pl.lit("ssl"))
+        .when(z("note").is_not_null()).then(pl.lit("notice"))
+        .when(z("fuid").is_not_null()).then(pl.lit("files"))
+    )
+
+
+def _timestamp(ts: pl.Expr) -> pl.Expr:
+    """Epoch seconds as decimal text, parsed exactly (a float would lose the last microsecond),
+    or ISO-8601 as Zeek's JSON writer may emit."""
+    seconds = ts.str.extract(r"^(\d+)(?:\.\d*)?$", 1).cast(pl.Int64, strict=False)
+    micros = ts.str.extract(r"^\d+\.(\d{1,6})", 1).str.pad_end(6, "0").cast(pl.Int64, strict=False).fill_null(0)
+    epoch = (seconds * 1_000_000 + micros).cast(pl.Datetime("us", "UTC"))
+    return pl.coalesce(epoch, st.parse_timestamp(ts))
+
+
+def _boolean(expr: pl.Expr) -> pl.Expr:
+    low = expr.str.to_lowercase()
+    return pl.when(low.is_in(["t", "true"])).then(pl.lit("success")).when(low.is_in(["f", "false"])).then(pl.lit("failure"))
+
+
+def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFrame:
+    def z(name: str) -> pl.Expr:
+        return st.nonempty(pl.col(_col(name)), "-", "(empty)")
+
+    path = pl.coalesce(st.nonempty(pl.col("path"), "-"), _infer_path(z))
+    proto = z("proto").str.to_lowercase()
+    kerberos_client = z("client").str.extract(r"^([^/@]+)", 1)
+    user = (
+        pl.when(path == "ntlm").then(z("username"))
+        .when(path == "rdp").then(z("cookie"))
+        .when(path == "kerberos").then(kerberos_client)
+        .when(path.is_in(["ftp", "http"])).then(z("user").fill_null(z("username")))
+    )
+    reply = z("reply_code").cast(pl.Int32, strict=False)
+    outcome = (
+        pl.when(path.is_in(["ntlm", "kerberos"])).then(_boolean(z("success")))
+        .when(path == "ssh").then(_boolean(z("auth_success")))
+        .when((path == "ftp") & reply.is_not_null()).then(
+            pl.when(reply < 400).then(pl.lit("success")).otherwise(pl.lit("failure")))
+    )
+    dataset = pl.when(path == "conn").then(pl.lit("zeek.connection")).otherwise(pl.lit("zeek.") + path)
+    columns = {
+        "@timestamp": _timestamp(z("ts")),
+        "event.dataset": pl.coalesce(pl.lit(options.dataset, pl.String), dataset, pl.lit("zeek.unknown")),
+        "event.kind": pl.when(path == "notice").then(pl.lit("alert")).otherwise(pl.lit("event")),
+        "event.category": pl.when(path.is_in(_AUTH_LOGS) & outcome.is_not_null())
+        .then(pl.lit("authentication")).when(path.is_not_null()).then(pl.lit("network")),
+        "event.type": pl.when(path == "conn").then(pl.lit("connection")).when(path.is_not_null()).then(pl.lit("protocol")),
+        "event.action": pl.coalesce(z("note"), z("request_type")),
+        "event.outcome": outcome,
+        "event.provider": path,
+        "user.name": user,
+        "user.domain": pl.when(path == "ntlm").then(z("domainname"))
+        .when(path == "kerberos").then(z("client").str.extract(r"[/@]([^/@]+)$", 1)),
+        "source.ip": pl.coalesce(z("id.orig_h"), z("src")),
+        "source.port": z("id.orig_p"),
+        "destination.ip": pl.coalesce(z("id.resp_h"), z("dst")),
+        "destination.port": pl.coalesce(z("id.resp_p"), pl.when(path == "notice").then(z("p"))),
+        "source.bytes": z("orig_bytes"),
+        "destination.bytes": z("resp_bytes"),
+        "network.transport": pl.coalesce(
+            pl.when(proto.is_in(_TRANSPORTS)).then(proto),
+            pl.when(path.is_in(_TCP_LOGS)).then(pl.lit("tcp")),
+        ),
+        "network.protocol": pl.coalesce(pl.when(path == "conn").then(z("service")), pl.when(path != "conn").then(path)),
+        "dns.question.name": pl.when(path == "dns").then(z("query")),
+        "http.request.method": pl.when(path == "http").then(z("method").str.to_uppercase()),
+        "url.original": pl.when(path == "http").then(z("uri")),
+        "http.response.status_code": pl.when(path == "http").then(z("status_code")),
+        "http.response.body.bytes": pl.when(path == "http").then(z("response_body_len")),
+        "http.request.referrer": pl.when(path == "http").then(z("referrer")),
+        "user_agent.original": pl.when(path == "http").then(z("user_agent")),
+    }
+    dataset_expr = columns.pop("event.dataset")
+    return st.finish(frame, columns, source=source, dataset=dataset_expr, module="zeek")
+
+
+def _header_value(prefix: str) -> pl.Expr:
+    return pl.when(pl.col("text").str.starts_with(prefix)).then(pl.col("text").str.strip_prefix(prefix))
+
+
+def parse_chunk(
+    lines: pl.DataFrame, source: str, options: IngestOptions, header: Header | None = None
+) -> tuple[ParsedChunk, Header | None]:
+    """Parse one chunk given the TSV header in force before it; returns the chunk and the header in
+    force after it (for the next chunk)."""
+    text = pl.col("text")
+    meta = lines.with_columns(
+        fields=_header_value("#fields\t"),
+        path=_header_value("#path\t"),
+        kind=pl.when(text.str.strip_chars() == "").then(pl.lit("blank"))
+        .when(text.str.starts_with("#")).then(pl.lit("header"))
+        .when(text.str.strip_chars_start().str.starts_with("{")).then(pl.lit("json"))
+        .otherwise(pl.lit("tsv")),
+    ).with_columns(
+        block=pl.col("fields").is_not_null().cum_sum(),
+        fields=pl.col("fields").forward_fill(),
+        path=pl.col("path").forward_fill(),
+    )
+    skipped = meta.filter(pl.col("kind").is_in(["blank", "header"])).height
+    frames: list[pl.DataFrame] = []
+    rejected: list[pl.DataFrame] = []
+    json_rows = meta.filter(pl.col("kind") == "json").select(LINES_SCHEMA.names())
+    if json_rows.height:
+        frame, bad = _from_json(json_rows)
+        frames.append(frame)
+        rejected.append(bad)
+    tsv = meta.filter(pl.col("kind") == "tsv")
+    # One iteration per header block (usually one per file), not per line.
+    for (block,), rows in tsv.group_by("block", maintain_order=True):
+        first = rows.row(0, named=True)
+        if block == 0:
+            current = header
+            if current is not None and first["path"] is not None:
+                current = Header(current.fields, first["path"])
+        else:
+            current = Header(tuple(first["fields"].split("\t")), first["path"])
+        rows = rows.select(LINES_SCHEMA.names())
+        if current is None:
+            rejected.append(rows.with_columns(reason=pl.lit("Zeek TSV record before any #fields header")))
+            continue
+        frame, bad = _from_tsv(rows, current)
+        frames.append(frame)
+        rejected.append(bad)
+    last = meta.filter(pl.col("kind") == "header").tail(1)
+    if last.height and last["fields"][0] is not None:
+        header = Header(tuple(last["fields"][0].split("\t")), last["path"][0])
+    elif header is not None and last.height and last["path"][0] is not None:
+        header = Header(header.fields, last["path"][0])
+    parsed = pl.concat(frames, how="vertical").sort("line") if frames else None
+    events = _map(parsed, source, options) if parsed is not None else _map(_empty_frame(), source, options)
+    bad_rows = pl.concat(rejected).sort("line") if rejected else pl.DataFrame(schema={**LINES_SCHEMA, "reason": pl.String})
+    return st.chunk(events, bad_rows, source, skipped), header
+
+
+def _empty_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema={**LINES_SCHEMA, "path": pl.String, **{_col(n): pl.String for n in FIELDS}})
+
+
+def _is_zeek_json(doc: dict) -> bool:
+    keys = set(doc)
+    return "ts" in keys and bool(keys & {"uid", "id.orig_h", "id_orig_h", "_path", "@stream", "fuid", "note"})
+
+
+@register
+class Zeek(LineFormat):
+    name = "zeek"
+    description = "Zeek logs: TSV with #fields/#types headers, or Zeek JSON lines"
+
+    def sniff(self, head: bytes) -> float:
+        if head.startswith(b"#separator") or b"\n#fields\t" in head[:8192]:
+            return 0.98
+        return 0.95 * st.share(st.sample_objects(head), _is_zeek_json)
+
+    def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
+        return parse_chunk(lines, source, options)[0]
+
+    def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
+        from dplogs.ingest.reader import iter_lines
+
+        header: Header | None = None
+        with source.open() as stream:
+            for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
+                chunk, header = parse_chunk(lines, source.name, options, header)
+                yield chunk

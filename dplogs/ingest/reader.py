@@ -48,7 +48,8 @@ class _GuardedStream(io.RawIOBase):
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         try:
-            data = self._inner.read(len(buffer))
+            # read1: one underlying read, so data decoded before a corrupt tail is not lost
+            data = self._inner.read1(len(buffer))
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             self._errors.append(f"input ends early ({type(exc).__name__}: {exc}); the readable part was ingested")
             return 0
@@ -134,7 +135,10 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     Raises :class:`DataError` when no score reaches 0.5 or the best score is tied, naming the
     candidates so the user can pass ``--format``.
     """
-    registry = REGISTRY if registry is None else registry
+    if registry is None:
+        from dplogs.ingest import formats  # noqa: F401  (registers every format; imports this module)
+
+        registry = REGISTRY
     scores = sorted(((fmt.sniff(source.head), name) for name, fmt in registry.items()), reverse=True)
     if not scores or scores[0][0] < MIN_SNIFF_SCORE:
         raise DataError(
@@ -214,6 +218,8 @@ def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_B
 
 def check_format_name(name: str) -> LogFormat:
     """The registered format called ``name``, or a :class:`UsageError` listing the valid names."""
+    from dplogs.ingest import formats  # noqa: F401
+
     if name not in REGISTRY:
         raise UsageError(f"unknown format {name!r}; pass --format with one of: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]

@@ -1,0 +1,138 @@
+"""The shared reader: line splitting, offsets, encodings, gzip, stdin, directories, detection."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dplogs.errors import DataError, InputNotFound
+from dplogs.ingest.base import LogFormat
+from dplogs.ingest.reader import detect_format, iter_lines, open_sources
+
+
+def _reference(data: bytes) -> list[tuple[int, int, str]]:
+    """Line numbers, byte offsets and texts computed the slow, obvious way."""
+    out, offset = [], 0
+    pieces = data.split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()
+    for i, raw in enumerate(pieces, start=1):
+        text = raw[:-1] if raw.endswith(b"\r") else raw
+        out.append((i, offset, text.decode("utf-8", "replace")))
+        offset += len(raw) + 1
+    return out
+
+
+def _read(data: bytes, **kw) -> list[tuple[int, int, str]]:
+    frames = list(iter_lines(io.BytesIO(data), **{"chunk_lines": 1000, **kw}))
+    return pl.concat(frames).rows() if frames else []
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64, 1 << 20])
+def test_lines_offsets_across_block_boundaries(block: int) -> None:
+    data = b"first\r\nsecond line\n\n  indented\nno newline at end"
+    assert _read(data, block_bytes=block) == _reference(data)
+
+
+def test_chunks_are_bounded_and_numbered_continuously() -> None:
+    data = b"".join(b"line %d\n" % i for i in range(1, 1001))
+    frames = list(iter_lines(io.BytesIO(data), chunk_lines=64, block_bytes=500))
+    assert max(f.height for f in frames) <= 64
+    assert pl.concat(frames).get_column("line").to_list() == list(range(1, 1001))
+
+
+def test_invalid_utf8_is_decoded_lossily_on_its_line_only() -> None:
+    data = "ok é\n".encode() + b"bad \xff\xfe here\nfine\n"
+    rows = _read(data)
+    assert rows == [(1, 0, "ok é"), (2, 6, "bad \ufffd\ufffd here"), (3, 18, "fine")]
+
+
+def test_gzip_detected_by_content_and_offsets_are_decompressed(tmp_path: Path) -> None:
+    plain = b"a\nbb\nccc\n"
+    path = tmp_path / "renamed.log"  # no .gz suffix: detection is by magic bytes
+    path.write_bytes(gzip.compress(plain))
+    with open_sources([path]) as sources:
+        ((source, opener),) = sources
+        assert opener.gzipped and source.head == plain
+        with source.open() as stream:
+            assert pl.concat(iter_lines(stream, chunk_lines=10)).rows() == _reference(plain)
+
+
+def test_truncated_gzip_parses_the_readable_part_and_reports(tmp_path: Path) -> None:
+    plain = b"".join(b"Mar  1 10:00:%02d h sshd[1]: line %d\n" % (i % 60, i) for i in range(5000))
+    packed = gzip.compress(plain)
+    path = tmp_path / "cut.gz"
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    with open_sources([path]) as sources:
+        ((source, opener),) = sources
+        with source.open() as stream:
+            rows = pl.concat(iter_lines(stream, chunk_lines=100_000)).rows()
+    assert 0 < len(rows) < 5000
+    assert rows[:-1] == _reference(plain)[: len(rows) - 1]  # the last line may be cut mid-way
+    assert opener.errors and "ends early" in opener.errors[0]
+
+
+def test_stdin_is_spooled_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(gzip.compress(b"x\ny\n"))))
+    with open_sources(["-"]) as sources:
+        ((source, opener),) = sources
+        spooled = Path(opener.path)
+        assert source.name == "<stdin>" and source.head == b"x\ny\n" and spooled.exists()
+        with source.open() as s1, source.open() as s2:  # reopenable
+            assert s1.read() == s2.read() == b"x\ny\n"
+    assert not spooled.exists()
+
+
+def test_directories_recursive_hidden_and_sources_skipped(tmp_path: Path) -> None:
+    (tmp_path / "a/b").mkdir(parents=True)
+    for name in ("a/one.log", "a/b/two.log", "a/.hidden.log", "a/README.md", "a/gen.py"):
+        (tmp_path / name).write_text("x\n")
+    with open_sources([tmp_path]) as sources:
+        names = [Path(s.name).relative_to(tmp_path).as_posix() for s, _ in sources]
+        assert all(not o.explicit for _, o in sources)
+    assert names == ["a/b/two.log", "a/one.log"]
+    with pytest.raises(InputNotFound):
+        with open_sources([tmp_path / "missing.log"]):
+            pass
+
+
+class _Fixed(LogFormat):
+    def __init__(self, name: str, score: float) -> None:
+        self.name, self.description, self._score = name, name, score
+
+    def sniff(self, head: bytes) -> float:
+        return self._score
+
+
+def test_detection_picks_the_best_and_refuses_weak_or_tied(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.write_text("whatever\n")
+    with open_sources([path]) as sources:
+        ((source, _),) = sources
+        assert detect_format(source, {"a": _Fixed("a", 0.6), "b": _Fixed("b", 0.9)}).name == "b"
+        with pytest.raises(DataError, match="pass --format"):
+            detect_format(source, {"a": _Fixed("a", 0.4)})
+        with pytest.raises(DataError, match="could be any of a, b"):
+            detect_format(source, {"a": _Fixed("a", 0.7), "b": _Fixed("b", 0.7)})
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("auth_logs/elastic_examples_suspicious_login_auth.log.gz", "syslog"),
+        ("web_access/apache_logs_elastic_examples.log.gz", "access"),
+        ("evtx_attack_samples/Tunna_rdp_tunnel_IIS.log", "iis"),
+        ("evtx_attack_samples/web_attack_and_isp_webshell_localhost_access_log.txt", "access"),
+        ("cef/fp-ngfw-smc.log", "cef"),
+        ("loghub/Linux/Linux_2k.log", "syslog"),
+    ],
+)
+def test_detection_on_real_logs(name: str, expected: str, datasets_dir: Path) -> None:
+    with open_sources([datasets_dir / name]) as sources:
+        ((source, _),) = sources
+        assert detect_format(source).name == expected

@@ -1,0 +1,225 @@
+"""Feature rows per (privacy unit, time window), bounded so the detector's guarantee is per unit
+per budget window.
+
+Every feature is scaled into [0, 1] with PUBLIC constants (caps declared here, never estimated from
+the data), so no statistic of the data leaks through the standardisation. Then:
+
+- each unit keeps at most ``max_windows_per_unit`` (K) windows per budget window, chosen by a keyed
+  pseudo-random rank with a fresh secret seed (no bias towards busy or quiet windows);
+- each row is clipped to L2 norm ``clip_norm`` (C).
+
+The training loops consume the rows as ``pyarrow.RecordBatch`` es with columns ``unit_id``
+(int64, dense per unit) and ``x`` (fixed-size list of float64), see :func:`feature_batches`.
+
+>>> import polars as pl, datetime as dt
+>>> from dplogs.schema import conform
+>>> t = dt.datetime(2026, 11, 2, 3, tzinfo=dt.timezone.utc)
+>>> lf = conform(pl.DataFrame({"@timestamp": [t, t], "user.name": ["a", "a"],
+...                            "event.outcome": ["failure", "success"]})).lazy()
+>>> ft = extract_features(lf, unit="user.name", spec=FeatureSpec(max_windows_per_unit=2, clip_norm=3.0))
+>>> ft.frame.height, ft.row(0)["failure_ratio"], ft.row(0)["off_hours_share"]
+(1, 0.5, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from dplogs.errors import InternalError, PrivacyParameterError, UsageError
+from dplogs.privacy.randomness import secret_seed
+from dplogs.schema import FIELDS, TIMESTAMP
+
+CATEGORIES: tuple[str, ...] = tuple(FIELDS["event.category"].allowed or ())
+COUNT_CAP = 1_000  # a category count above this saturates the feature at 1
+TOTAL_CAP = 10_000
+DISTINCT_CAP = 16  # distinct hosts / source IPs / destination ports saturate here
+BYTES_CAP = 1e9
+OFF_HOURS = (6, 20)  # UTC hours [6, 20) on weekdays are office hours
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"category.{c}" for c in CATEGORIES),
+    "events_total",
+    "failure_ratio",
+    "distinct_hosts",
+    "distinct_source_ips",
+    "distinct_destination_ports",
+    "bytes_log_mean",
+    "http_error_share",
+    "off_hours_share",
+)
+"""Public feature vocabulary, in column order."""
+
+_WINDOWS = {"hour": "1h", "day": "1d"}
+_BUDGET_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Public: how feature rows are cut and bounded. ``window`` is the feature window (hour|day),
+    ``budget_window`` the ledger window the per-unit bound K applies to (day|week|month)."""
+
+    max_windows_per_unit: int
+    clip_norm: float
+    window: str = "day"
+    budget_window: str = "month"
+
+    def __post_init__(self) -> None:
+        k = self.max_windows_per_unit
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PrivacyParameterError(f"max_windows_per_unit must be an integer >= 1, got {k!r}; pass --max-windows")
+        if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise PrivacyParameterError(f"clip_norm must be finite and > 0, got {self.clip_norm!r}; pass --clip-norm")
+        if self.window not in _WINDOWS:
+            raise UsageError(f"feature window {self.window!r} is invalid; pass --window hour or day")
+        if self.budget_window not in _BUDGET_FORMATS:
+            raise UsageError(f"budget window {self.budget_window!r} is invalid; use day, week or month")
+        object.__setattr__(self, "clip_norm", float(self.clip_norm))
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Bounded feature rows. Inside the trust boundary: never released as such.
+
+    ``frame`` columns: ``unit``, ``budget_window``, ``window_start``, ``unit_id``, then one Float64
+    column per feature name."""
+
+    frame: pl.DataFrame
+    names: tuple[str, ...]
+    spec: FeatureSpec
+
+    def __post_init__(self) -> None:
+        missing = [c for c in ("unit_id", *self.names) if c not in self.frame.columns]
+        if missing:
+            raise InternalError(f"feature table misses columns {missing}")
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def row(self, i: int) -> dict:
+        return self.frame.row(i, named=True)
+
+    def matrix(self) -> np.ndarray:
+        return self.frame.select(self.names).to_numpy().astype(np.float64, copy=False)
+
+    def batches(self, rows_per_batch: int = 65_536) -> list[pa.RecordBatch]:
+        return feature_batches(self.matrix(), self.frame["unit_id"].to_numpy(), rows_per_batch=rows_per_batch)
+
+
+def _scaled_log(expr: pl.Expr, cap: float) -> pl.Expr:
+    return (expr.cast(pl.Float64).clip(0, cap).log1p() / math.log1p(cap))
+
+
+def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: int | None = None) -> FeatureTable:
+    """Bounded, clipped feature rows per (unit, window) from a store LazyFrame.
+
+    ``seed`` keys the rank that picks ≤ K windows per unit per budget window; leave it ``None``
+    (a fresh secret) outside tests.
+    """
+    if unit not in FIELDS:
+        raise UsageError(f"privacy unit {unit!r} is not a store column")
+    seed = secret_seed() if seed is None else seed
+    ts = pl.col(TIMESTAMP)
+    # rows with a null unit are each their own unit (DESIGN §1)
+    unit_key = pl.when(pl.col(unit).is_null()).then(
+        pl.concat_str(pl.lit("\x00null:"), pl.int_range(pl.len()).cast(pl.String))
+    ).otherwise(pl.col(unit)).alias("unit")
+    hour = ts.dt.hour()
+    off = (hour < OFF_HOURS[0]) | (hour >= OFF_HOURS[1]) | (ts.dt.weekday() >= 6)
+    nbytes = (pl.col("source.bytes").fill_null(0) + pl.col("destination.bytes").fill_null(0)
+              + pl.col("http.response.body.bytes").fill_null(0)).cast(pl.Float64)
+    aggs = [
+        *(_scaled_log((pl.col("event.category") == c).sum(), COUNT_CAP).alias(f"category.{c}") for c in CATEGORIES),
+        _scaled_log(pl.len(), TOTAL_CAP).alias("events_total"),
+        ((pl.col("event.outcome") == "failure").sum() / pl.len()).cast(pl.Float64).alias("failure_ratio"),
+        *((pl.col(col).drop_nulls().n_unique().clip(0, DISTINCT_CAP) / DISTINCT_CAP).cast(pl.Float64).alias(name)
+          for col, name in (("host.name", "distinct_hosts"), ("source.ip", "distinct_source_ips"),
+                            ("destination.port", "distinct_destination_ports"))),
+        (nbytes.clip(0, BYTES_CAP).log1p().mean() / math.log1p(BYTES_CAP)).alias("bytes_log_mean"),
+        ((pl.col("http.response.status_code") >= 400).sum() / pl.len()).cast(pl.Float64).alias("http_error_share"),
+        (off.sum() / pl.len()).cast(pl.Float64).alias("off_hours_share"),
+    ]
+    rows = (
+        lf.filter(ts.is_not_null())
+        .with_columns(unit_key)
+        .with_columns(
+            ts.dt.truncate(_WINDOWS[spec.window]).alias("window_start"),
+            ts.dt.strftime(_BUDGET_FORMATS[spec.budget_window]).alias("budget_window"),
+        )
+        .group_by("unit", "budget_window", "window_start")
+        .agg(aggs)
+        .with_columns(pl.col(FEATURE_NAMES).fill_null(0.0))
+        .filter(
+            pl.struct("unit", "window_start").hash(seed=seed).rank("ordinal").over("unit", "budget_window")
+            <= spec.max_windows_per_unit
+        )
+        .with_columns(pl.col("unit").rank("dense").cast(pl.Int64).sub(1).alias("unit_id"))
+        .sort("unit", "window_start")
+        .collect()
+    )
+    x = clip_rows(rows.select(FEATURE_NAMES).to_numpy().astype(np.float64), spec.clip_norm)
+    frame = rows.with_columns(pl.Series(name, x[:, i]) for i, name in enumerate(FEATURE_NAMES))
+    return FeatureTable(frame=frame, names=FEATURE_NAMES, spec=spec)
+
+
+def clip_rows(x: np.ndarray, clip_norm: float) -> np.ndarray:
+    """Scale each row down to L2 norm ≤ ``clip_norm`` (rows already inside are unchanged).
+
+    >>> clip_rows(np.array([[3.0, 4.0], [0.3, 0.4]]), 1.0).round(3).tolist()
+    [[0.6, 0.8], [0.3, 0.4]]
+    """
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    scale = np.minimum(1.0, clip_norm / np.maximum(norms, 1e-300))
+    return x * scale[:, None]
+
+
+def feature_batches(x: np.ndarray, unit_id: np.ndarray, *, rows_per_batch: int = 65_536) -> list[pa.RecordBatch]:
+    """Rows as Arrow record batches (``unit_id`` int64, ``x`` fixed-size list of float64), the
+    input of every training loop (and what Spark's ``mapInArrow`` would hand it).
+
+    >>> b = feature_batches(np.eye(3), np.arange(3), rows_per_batch=2)
+    >>> [x.num_rows for x in b], batch_arrays(b[1])[1].tolist()
+    ([2, 1], [[0.0, 0.0, 1.0]])
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    unit_id = np.asarray(unit_id, dtype=np.int64)
+    if x.ndim != 2 or len(unit_id) != len(x):
+        raise InternalError("feature matrix and unit ids disagree in shape")
+    d = x.shape[1]
+    out = []
+    for s in range(0, len(x), rows_per_batch):
+        xs = x[s:s + rows_per_batch]
+        col = pa.FixedSizeListArray.from_arrays(pa.array(xs.ravel()), d)
+        out.append(pa.RecordBatch.from_arrays([pa.array(unit_id[s:s + rows_per_batch]), col], ["unit_id", "x"]))
+    return out
+
+
+def batch_arrays(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(unit_id, X) numpy views of one feature batch."""
+    col = batch.column("x")
+    d = col.type.list_size
+    x = col.values.to_numpy(zero_copy_only=False).reshape(-1, d)
+    return batch.column("unit_id").to_numpy(zero_copy_only=False), x
+
+
+def check_unit_bound(batches: list[pa.RecordBatch], max_rows_per_unit: int) -> int:
+    """Number of units; raises if any unit has more than K rows (the loop's sensitivity would be
+    wrong, so this is a bug upstream, not a user error)."""
+    counts: np.ndarray = np.zeros(0, dtype=np.int64)
+    for b in batches:
+        u = b.column("unit_id").to_numpy(zero_copy_only=False)
+        if len(u) == 0:
+            continue
+        c = np.bincount(u)
+        if len(c) > len(counts):
+            counts = np.pad(counts, (0, len(c) - len(counts)))
+        counts[: len(c)] += c
+    if len(counts) and counts.max() > max_rows_per_unit:
+        raise InternalError(f"a unit has {counts.max()} feature rows, more than the bound K={max_rows_per_unit}")
+    return len(counts)
+

@@ -33,7 +33,8 @@ def col_name(path: Path) -> str:
     return "/".join(path)
 
 
-def _dtype(paths: Iterable[Path]) -> pl.Struct:
+def struct_dtype(paths: Iterable[Path]) -> pl.Struct:
+    """The struct type holding exactly ``paths`` (every leaf a string), for schema-driven JSON reads."""
     tree: dict = {}
     for path in paths:
         node = tree
@@ -49,7 +50,8 @@ def _dtype(paths: Iterable[Path]) -> pl.Struct:
     return build(tree)
 
 
-def _flatten(paths: Sequence[Path]) -> list[pl.Expr]:
+def flatten(paths: Sequence[Path]) -> list[pl.Expr]:
+    """Expressions pulling each path out of decoded struct columns, named by :func:`col_name`."""
     out = []
     for path in paths:
         expr = pl.col(path[0])
@@ -86,7 +88,7 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
     not_objects = lines.filter(~is_object.fill_null(False) & ~blank).with_columns(
         reason=pl.lit("not a JSON object")
     )
-    schema = dict(_dtype(paths).to_schema())
+    schema = dict(struct_dtype(paths).to_schema())
     good: list[pl.DataFrame] = []
     lenient: list[pl.DataFrame] = []
 
@@ -104,7 +106,7 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
         except pl.exceptions.PolarsError:
             doc = None
         if doc is not None and doc.height == frame.height:
-            good.append(pl.concat([frame, doc.select(_flatten(paths))], how="horizontal"))
+            good.append(pl.concat([frame, doc.select(flatten(paths))], how="horizontal"))
         elif not screened:  # one validating pass splits off the malformed lines
             invalid.append(frame.filter(~valid))
             attempt(frame.filter(valid), screened=True)

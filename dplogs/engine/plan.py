@@ -173,23 +173,38 @@ class In(Filter):
         return frozenset({self.column})
 
 
+_REGEX_META = set("\\.+*?()|[]{}^$#&-~")
+
+
 @dataclass(frozen=True)
-class Prefix(Filter):
-    """``column LIKE 'prefix%'`` (only prefix patterns: a trailing % and no other wildcard)."""
+class Like(Filter):
+    """``column LIKE pattern``: ``%`` matches any run of characters, ``_`` exactly one.
+
+    >>> Like("user.name", "adm_n%").expr().meta.is_column()
+    False
+    """
 
     column: str
-    prefix: str
+    pattern: str
 
     def __post_init__(self) -> None:
         check_column(self.column)
         if FIELDS[self.column].dtype != pl.String():
-            raise QueryError(f"LIKE needs a text column; {self.column} is numeric")
+            raise QueryError(f"LIKE needs a text column; {self.column} is not text")
+        if not isinstance(self.pattern, str):
+            raise QueryError(f"LIKE needs a string pattern, got {self.pattern!r}")
+
+    def regex(self) -> str:
+        out = []
+        for ch in self.pattern:
+            out.append(".*" if ch == "%" else "." if ch == "_" else ("\\" + ch if ch in _REGEX_META else ch))
+        return "(?s)^" + "".join(out) + "$"
 
     def expr(self) -> pl.Expr:
-        return pl.col(self.column).str.starts_with(self.prefix)
+        return pl.col(self.column).str.contains(self.regex())
 
     def describe(self) -> str:
-        return f"{self.column} LIKE {self.prefix + '%'!r}"
+        return f"{self.column} LIKE {self.pattern!r}"
 
     def columns(self) -> frozenset[str]:
         return frozenset({self.column})

@@ -1,0 +1,254 @@
+"""Run a :class:`~dplogs.engine.planner.Plan`: bounded aggregation, key completion, ledger charge,
+noise and selection, then the :class:`~dplogs.engine.release.Release`.
+
+Order of events (DESIGN.md §1): the plan is already validated; the backend computes the bounded
+pre-noise aggregates; public keys are completed onto their full grid (missing cells are 0, so an
+empty bucket is indistinguishable from a quiet one); then the ledger durably reserves the plan's
+whole loss, and only inside that charge are keys selected and noise drawn, one vectorised draw per
+noised column. The release payload is recorded with the ledger entry so an idempotent rerun
+re-emits it without spending.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from dplogs.engine.explain import describe, noise_name
+from dplogs.engine.plan import AggKind, Aggregation, KeyKind
+from dplogs.engine.planner import MAIN, NoisedColumn, Plan
+from dplogs.engine.release import Release
+from dplogs.errors import InternalError
+from dplogs.privacy.charge import Charge
+from dplogs.privacy.mechanisms import add_noise
+from dplogs.privacy.quantiles import bin_level, histogram_quantiles
+from dplogs.privacy.randomness import secret_seed
+from dplogs.privacy.selection import encode_key, select
+from dplogs.schema import TIMESTAMP
+
+ALL = "__all__"  # constant key of a query without keys: one global group
+BIN = "__bin__"
+UNIT = "__unit__"
+
+
+def _key_names(plan: Plan) -> list[str]:
+    return [k.name for k in plan.keys] or [ALL]
+
+
+def prepare(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows in the window that pass WHERE and the public key domains, with key and derived value
+    columns (pre-noise; stays inside the engine)."""
+    start = pl.lit(plan.start).dt.cast_time_unit("us")
+    end = pl.lit(plan.end).dt.cast_time_unit("us")
+    preds = [pl.col(TIMESTAMP) >= start, pl.col(TIMESTAMP) < end]
+    if plan.query.where is not None:
+        preds.append(plan.query.where.expr())
+    for k in plan.keys:
+        if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
+            preds.append(pl.col(k.column).is_in(k.domain(plan.start, plan.end)))
+    exprs = [pl.col(plan.unit).alias(UNIT)]
+    exprs += [k.expr() for k in plan.keys] or [pl.lit(0, pl.Int32).alias(ALL)]
+    for s in plan.sums:
+        if s.kind == "value":
+            c = plan.clamps[s.column]
+            exprs.append(pl.col(s.column).cast(pl.Float64).clip(c.lo, c.hi).fill_null(0.0).alias(s.alias))
+        elif s.kind == "present":
+            exprs.append(pl.col(s.column).is_not_null().cast(pl.Float64).alias(s.alias))
+        else:
+            exprs.append(s.aggregation.where.expr().fill_null(False).cast(pl.Float64).alias(s.alias))
+    for col, bins in plan.bins.items():
+        inner = pl.Series(bins.edges[1:-1], dtype=pl.Float64)
+        value = pl.col(col).cast(pl.Float64).clip(bins.edges[0], bins.edges[-1])
+        exprs.append(pl.lit(inner).search_sorted(value, side="right").cast(pl.Int32).alias(f"{BIN}{col}"))
+    return lf.filter(pl.all_horizontal(preds)).select(exprs)
+
+
+def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The bounded pre-noise aggregates: the main grouping and one (keys, bin) grouping per
+    histogram column, each completed onto the public key grid when all keys are public."""
+    base = prepare(plan, lf)
+    keys = _key_names(plan)
+    main = backend.bounded_aggregate(
+        base, unit=UNIT, keys=keys, bounds=plan.bounds, sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed()
+    )
+    main = main.select(*keys, "rows", "units", *(f"sum_{s.alias}" for s in plan.sums))
+    hists = {}
+    for col in plan.bins:
+        b = f"{BIN}{col}"
+        frame = backend.bounded_aggregate(
+            base.filter(pl.col(b).is_not_null()), unit=UNIT, keys=[*keys, b], bounds=plan.bounds, sums={}, seed=secret_seed()
+        )
+        hists[col] = frame.select(*keys, pl.col(b).cast(pl.Int32).alias(BIN), "rows")
+    if not plan.private:
+        grid = _grid(plan)
+        main = _complete(grid, main, keys)
+        for col, frame in hists.items():
+            bins = pl.DataFrame({BIN: pl.arange(0, plan.bins[col].n, eager=True, dtype=pl.Int32)})
+            hists[col] = _complete(grid.join(bins, how="cross"), frame, [*keys, BIN])
+    return main, hists
+
+
+def _grid(plan: Plan) -> pl.DataFrame:
+    if not plan.keys:
+        return pl.DataFrame({ALL: [0]}, schema={ALL: pl.Int32})
+    grid = None
+    for k in plan.keys:
+        dom = k.domain(plan.start, plan.end).to_frame()
+        grid = dom if grid is None else grid.join(dom, how="cross")
+    return grid
+
+
+def _complete(grid: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    frame = frame.with_columns(pl.col(k).cast(grid.schema[k]) for k in keys)
+    out = grid.join(frame, on=keys, how="left", nulls_equal=True)
+    if out.height != grid.height:
+        raise InternalError("completing public keys changed the grid (duplicate groups from the backend)")
+    return out.with_columns(pl.exclude(keys).fill_null(0))
+
+
+def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str, idempotency_key: str | None = None) -> Release:
+    """Release ``plan`` over ``lf``, charging ``ledger``. Returns the stored release on an
+    idempotent replay."""
+    main, hists = aggregate(plan, lf, backend)
+    mechanisms = sorted({noise_name(c.noise) for c in plan.columns} | ({plan.selection.name} if plan.selection else set()))
+    with ledger.charge(
+        plan.loss, windows=list(plan.budget_windows), caller=caller, query=plan.query.text or plan.query.name,
+        idempotency_key=idempotency_key, mechanisms=mechanisms,
+    ) as charge:
+        if getattr(charge, "replayed_payload", None) is not None:
+            return Release.from_payload(charge.replayed_payload)
+        release = noisy_release(plan, main, hists, charge=charge)
+        release = Release(data=release.data, privacy={**release.privacy, "ledger_entry": charge.entry_id})
+        charge.record(release.to_payload())
+    return release
+
+
+def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame], *, charge: Charge) -> Release:
+    """Selection and noise over the bounded aggregates, then the release cells."""
+    keys = _key_names(plan)
+    selected_units = None
+    if plan.selection is not None:
+        encoded = [encode_key(row) for row in main.select(keys).iter_rows()]
+        kept, noisy_units = select(encoded, main["units"].to_numpy(), plan.selection, charge=charge)
+        main = main[kept]
+        selected_units = noisy_units.astype(np.float64)
+        grid = main.select(keys)
+        for col, frame in hists.items():
+            bins = pl.DataFrame({BIN: pl.arange(0, plan.bins[col].n, eager=True, dtype=pl.Int32)})
+            hists[col] = _complete(grid.join(bins, how="cross"), frame.join(grid, on=keys, how="semi", nulls_equal=True), [*keys, BIN])
+    # group id per main row, so histogram cells line up with their group
+    main = main.with_row_index("__gid")
+    frames = {MAIN: main}
+    for col, frame in hists.items():
+        frames[col] = frame.join(main.select(*keys, "__gid"), on=keys, how="inner", nulls_equal=True).sort("__gid", BIN)
+
+    noisy: dict[tuple[str, str], np.ndarray] = {}
+    for c in plan.columns:
+        values = frames[c.grouping][c.source].to_numpy()
+        if c.noise.integer:
+            values = np.rint(values).astype(np.int64)  # bounded counts (sums of 0/1 indicators are exact)
+        noisy[(c.grouping, c.source)] = add_noise(values, c.noise, charge=charge).astype(np.float64)
+
+    key_frame = main.select(keys)
+    parts = []
+    for agg in plan.query.aggregations:
+        parts.extend(_cells(plan, agg, key_frame, frames, noisy, selected_units))
+    data = pl.concat(parts, how="diagonal_relaxed")
+    ordered = [k for k in keys if k != ALL] + [c for c in ("bin_lo", "bin_hi") if c in data.columns]
+    data = data.select(*ordered, "aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
+    if ordered:
+        data = data.sort(ordered, maintain_order=True, nulls_last=True)
+    if plan.query.top_k is not None:
+        data = _top_k(data, [k for k in keys if k != ALL], plan.query.order_by, plan.query.top_k)
+    return Release(data=data, privacy=describe(plan))
+
+
+def _frame(keys: pl.DataFrame, label: str, value: np.ndarray, mech: str, scale: float | None, lo: np.ndarray, hi: np.ndarray) -> pl.DataFrame:
+    return keys.with_columns(
+        aggregate=pl.lit(label),
+        value=pl.Series(value, dtype=pl.Float64),
+        mechanism=pl.lit(mech),
+        scale=pl.lit(scale, dtype=pl.Float64),
+        ci_low=pl.Series(lo, dtype=pl.Float64),
+        ci_high=pl.Series(hi, dtype=pl.Float64),
+    ).with_columns(pl.col("value", "ci_low", "ci_high").fill_nan(None))
+
+
+def _direct(keys: pl.DataFrame, label: str, col: NoisedColumn, value: np.ndarray) -> pl.DataFrame:
+    h = col.noise.ci_halfwidth(0.95)
+    return _frame(keys, label, value, noise_name(col.noise), col.noise.scale, value - h, value + h)
+
+
+def _quotient(num: np.ndarray, den: np.ndarray, hn: float, hd: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """num/den and a 95% interval: each part's 97.5% interval (union bound), then the extreme
+    quotients over that box (den floored at 1, since a present cell has at least one row)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(den > 0, np.clip(num / np.where(den > 0, den, 1), lo, hi), np.nan)
+        d = [np.maximum(den - hd, 1), np.maximum(den + hd, 1)]
+        corners = np.stack([n / dd for n in (num - hn, num + hn) for dd in d])
+    return value, np.clip(corners.min(axis=0), lo, hi), np.clip(corners.max(axis=0), lo, hi)
+
+
+def _cells(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str, pl.DataFrame],
+           noisy: dict[tuple[str, str], np.ndarray], selected_units: np.ndarray | None) -> list[pl.DataFrame]:
+    lab = agg.label
+    if agg.kind is AggKind.COUNT:
+        return [_direct(keys, lab, plan.column(MAIN, "rows"), noisy[(MAIN, "rows")])]
+    if agg.kind is AggKind.UNITS:
+        if selected_units is not None:
+            h = plan.selection.ci_halfwidth(0.95)
+            return [_frame(keys, lab, selected_units, plan.selection.name, plan.selection.scale, selected_units - h, selected_units + h)]
+        return [_direct(keys, lab, plan.column(MAIN, "units"), noisy[(MAIN, "units")])]
+    if agg.kind is AggKind.SUM:
+        alias = next(s.alias for s in plan.sums if s.kind == "value" and s.column == agg.column)
+        return [_direct(keys, lab, plan.column(MAIN, f"sum_{alias}"), noisy[(MAIN, f"sum_{alias}")])]
+    if agg.kind in (AggKind.MEAN, AggKind.RATIO):
+        if agg.kind is AggKind.MEAN:
+            num_src = "sum_" + next(s.alias for s in plan.sums if s.kind == "value" and s.column == agg.column)
+            den_src = "sum_" + next(s.alias for s in plan.sums if s.kind == "present" and s.column == agg.column)
+            lo, hi, what = plan.clamps[agg.column].lo, plan.clamps[agg.column].hi, "sum/count"
+        else:
+            num_src = "sum_" + next(s.alias for s in plan.sums if s.kind == "match" and s.aggregation == agg)
+            den_src, lo, hi, what = "rows", 0.0, 1.0, "matching rows/rows"
+        num_c, den_c = plan.column(MAIN, num_src), plan.column(MAIN, den_src)
+        value, ci_lo, ci_hi = _quotient(
+            noisy[(MAIN, num_src)], noisy[(MAIN, den_src)],
+            num_c.noise.ci_halfwidth(0.975), den_c.noise.ci_halfwidth(0.975), lo, hi,
+        )
+        return [_frame(keys, lab, value, f"{plan.mechanism.value} (post-processed: {what})", None, ci_lo, ci_hi)]
+    col = plan.column(agg.column, "rows")
+    bins = plan.bins[agg.column]
+    counts = noisy[(agg.column, "rows")].reshape(keys.height, bins.n)
+    edges = np.asarray(bins.edges)
+    if agg.kind is AggKind.HISTOGRAM:
+        h = col.noise.ci_halfwidth(0.95)
+        flat = counts.reshape(-1)
+        rep = (
+            keys.with_row_index("__g").join(pl.DataFrame({"__b": np.arange(bins.n)}), how="cross")
+            .sort("__g", "__b").drop("__g", "__b")
+        )
+        idx = np.tile(np.arange(bins.n), keys.height)
+        frame = _frame(rep, lab, flat, noise_name(col.noise), col.noise.scale, flat - h, flat + h)
+        return [frame.with_columns(bin_lo=pl.Series(edges[idx]), bin_hi=pl.Series(edges[idx + 1]))]
+    est = histogram_quantiles(counts, edges, list(agg.quantiles), halfwidth=col.noise.ci_halfwidth(bin_level(0.95, bins.n)))
+    mech = f"{plan.mechanism.value} (post-processed: histogram CDF)"
+    return [
+        _frame(keys, name, est.value[:, i], mech, None, est.ci_low[:, i], est.ci_high[:, i])
+        for i, name in enumerate(agg.quantile_labels())
+    ]
+
+
+def _top_k(data: pl.DataFrame, keys: list[str], by: str, k: int) -> pl.DataFrame:
+    """Keep the k groups with the largest released ``by`` value, best first (post-processing)."""
+    if not keys:
+        return data
+    top = (
+        data.filter(pl.col("aggregate") == by)
+        .sort("value", descending=True, nulls_last=True, maintain_order=True)
+        .head(k)
+        .select(keys)
+        .with_row_index("__rank")
+    )
+    return data.join(top, on=keys, how="inner", nulls_equal=True, maintain_order="left").sort("__rank", maintain_order=True).drop("__rank")

@@ -1,0 +1,158 @@
+"""A DP release: the released cells plus the privacy metadata that must travel with them.
+
+:class:`Release` is the only thing the engine hands to the CLI, reports and API callers. Its
+``data`` has one row per released cell::
+
+    <key columns...> [bin_lo, bin_hi] aggregate value mechanism scale ci_low ci_high
+
+``value`` is the noisy (or post-processed) number, ``scale`` the noise scale (Laplace b or
+Gaussian σ; null for post-processed cells such as means, ratios and quantiles), ``ci_low``/
+``ci_high`` a 95% interval for the noise. ``privacy`` holds ε, δ, ρ, mechanisms, scales, bounds,
+the privacy unit, the window, the key handling, the bias note and the ledger entry id.
+
+Output formats (:func:`write_release`) and where the metadata goes:
+
+- ``table``: a rich table on stdout; the metadata summary is printed to stderr by the CLI;
+- ``json``: ``{"data": [...cells...], "privacy": {...}}``;
+- ``ndjson``: the first line is ``{"privacy": {...}}``, every further line one cell;
+- ``csv``: the first line is the comment ``# privacy: {...}`` (one line of JSON), then the CSV with
+  a header (read it with ``pl.read_csv(path, comment_prefix="#")``);
+- ``parquet``: the cells, with the metadata as JSON under the key ``dplogs.privacy`` in the
+  schema's key-value metadata.
+
+>>> r = Release(data=pl.DataFrame({"aggregate": ["count"], "value": [3.0], "mechanism": ["laplace"],
+...     "scale": [1.0], "ci_low": [0.0], "ci_high": [6.0]}), privacy={"epsilon": 1.0})
+>>> r.to_dict()
+{'data': [{'aggregate': 'count', 'value': 3.0, 'mechanism': 'laplace', 'scale': 1.0, 'ci_low': 0.0, 'ci_high': 6.0}], 'privacy': {'epsilon': 1.0}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dplogs.errors import InternalError, UsageError
+
+CELL_COLUMNS = ("aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
+FORMATS = ("table", "json", "ndjson", "csv", "parquet")
+METADATA_KEY = "dplogs.privacy"
+
+
+@dataclass(frozen=True)
+class Release:
+    """Public: released cells (``data``) and their privacy metadata (``privacy``)."""
+
+    data: pl.DataFrame
+    privacy: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        missing = [c for c in CELL_COLUMNS if c not in self.data.columns]
+        if missing:
+            raise InternalError(f"release data lacks columns {missing}")
+
+    def to_polars(self) -> pl.DataFrame:
+        return self.data
+
+    def to_arrow(self) -> pa.Table:
+        """The cells as Arrow, with the privacy metadata in the schema (key ``dplogs.privacy``)."""
+        table = self.data.to_arrow()
+        meta = dict(table.schema.metadata or {})
+        meta[METADATA_KEY.encode()] = json.dumps(self.privacy).encode()
+        return table.replace_schema_metadata(meta)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The cells as JSON-ready dicts (times as ISO 8601, NaN as null)."""
+        return [{k: _jsonable(v) for k, v in row.items()} for row in self.data.to_dicts()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.rows(), "privacy": self.privacy}
+
+    def to_payload(self) -> dict[str, Any]:
+        """What the ledger stores so an idempotent rerun re-emits exactly this release."""
+        return {"data": self.rows(), "schema": {c: _kind(t) for c, t in self.data.schema.items()}, "privacy": self.privacy}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Release:
+        schema = {c: _DTYPES[k] for c, k in payload["schema"].items()}
+        frame = pl.DataFrame(payload["data"], schema={c: (pl.String if t == _DT else t) for c, t in schema.items()}, orient="row")
+        frame = frame.with_columns(
+            pl.col(c).str.to_datetime(time_unit="us", time_zone="UTC") for c, t in schema.items() if t == _DT
+        )
+        return cls(data=frame, privacy=payload["privacy"])
+
+
+_DT = pl.Datetime("us", "UTC")
+_DTYPES: dict[str, pl.DataType] = {
+    "datetime": _DT, "int32": pl.Int32(), "int64": pl.Int64(), "float": pl.Float64(), "str": pl.String(),
+}
+
+
+def _kind(dtype: pl.DataType) -> str:
+    for name, t in _DTYPES.items():
+        if dtype == t:
+            return name
+    raise InternalError(f"unexpected release column type {dtype}")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dt.datetime):
+        return v.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_release(release: Release, fmt: str, out: IO[bytes] | IO[str] | Path | str, *, title: str | None = None) -> None:
+    """Write ``release`` as ``fmt`` to a path or an open stream (binary for parquet)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        if isinstance(out, (str, Path)):
+            pq.write_table(release.to_arrow(), out)
+        else:
+            buf = io.BytesIO()
+            pq.write_table(release.to_arrow(), buf)
+            out.write(buf.getvalue())  # type: ignore[arg-type]
+        return
+    text = _render_text(release, fmt, title=title)
+    if isinstance(out, (str, Path)):
+        Path(out).write_text(text)
+    else:
+        out.write(text)  # type: ignore[arg-type]
+
+
+def _render_text(release: Release, fmt: str, *, title: str | None) -> str:
+    if fmt == "json":
+        return json.dumps(release.to_dict(), indent=2) + "\n"
+    if fmt == "ndjson":
+        lines = [json.dumps({"privacy": release.privacy})] + [json.dumps(r) for r in release.rows()]
+        return "\n".join(lines) + "\n"
+    if fmt == "csv":
+        frame = release.data.with_columns(
+            pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%SZ") for c, t in release.data.schema.items() if t == _DT
+        )
+        return "# privacy: " + json.dumps(release.privacy) + "\n" + frame.write_csv()
+    return _table(release, title=title)
+
+
+def _table(release: Release, *, title: str | None) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for c in release.data.columns:
+        table.add_column(c, justify="right" if release.data.schema[c].is_numeric() else "left")
+    for row in release.rows():
+        table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()))
+    buf = io.StringIO()
+    Console(file=buf, width=200, force_terminal=False).print(table)
+    return buf.getvalue()

@@ -1,0 +1,158 @@
+"""The Parquet store and the ingest pipeline: manifest, partitions, quarantine, idempotence,
+--max-errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dplogs.errors import DataError, StoreError, UsageError
+from dplogs.ingest.base import IngestOptions
+from dplogs.ingest.ingest import TooManyErrors, ingest
+from dplogs.ingest.store import STORE_QUARANTINE_SCHEMA, Store
+from dplogs.schema import SCHEMA_VERSION, STORE_SCHEMA
+
+OPTS = IngestOptions(year=2024)
+LINES = [
+    "Mar  1 10:00:00 h sshd[1]: Failed password for root from 10.0.0.9 port 22 ssh2",
+    "Mar  1 23:59:59 h sshd[2]: Accepted password for bob from 10.0.0.8 port 22 ssh2",
+    "Mar  2 00:00:00 h sshd[3]: Failed password for bob from 10.0.0.8 port 22 ssh2",
+]
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_init_writes_manifest_and_open_reads_it(tmp_path: Path) -> None:
+    store = Store.init(tmp_path / "s", dataset="corp", privacy_unit="source.ip", budget_window="week")
+    manifest = json.loads((tmp_path / "s/manifest.json").read_text())
+    assert {k: manifest[k] for k in ("dataset", "privacy_unit", "budget_window", "schema_version", "defaults")} == {
+        "dataset": "corp", "privacy_unit": "source.ip", "budget_window": "week",
+        "schema_version": SCHEMA_VERSION, "defaults": {},
+    }
+    again = Store.open(tmp_path / "s")
+    assert again.manifest == store.manifest
+    assert again.ledger_path == tmp_path / "s/ledger.sqlite"
+    assert again.scan().collect_schema() == STORE_SCHEMA
+
+
+def test_defaults_and_conflicts(tmp_path: Path) -> None:
+    store = Store.init(tmp_path / "s")
+    assert (store.manifest.dataset, store.manifest.privacy_unit, store.manifest.budget_window) == ("s", "user.name", "month")
+    with pytest.raises(UsageError, match="already has privacy-unit 'user.name'"):
+        Store.init(tmp_path / "s", privacy_unit="host.name")
+    Store.init(tmp_path / "s", privacy_unit="user.name")  # same value: fine
+    with pytest.raises(UsageError, match="--budget-window"):
+        Store.init(tmp_path / "t", budget_window="year")
+    updated = store.update_defaults({"count": {"max_groups": 3}})
+    assert Store.open(tmp_path / "s").manifest.defaults == {"count": {"max_groups": 3}} == updated.manifest.defaults
+
+
+def test_open_missing_or_foreign_or_newer(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="create it with `dplogs ingest"):
+        Store.open(tmp_path / "none")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign/file.txt").write_text("x")
+    with pytest.raises(StoreError, match="not a dplogs store"):
+        Store.init(tmp_path / "foreign")
+    Store.init(tmp_path / "s")
+    manifest = json.loads((tmp_path / "s/manifest.json").read_text())
+    (tmp_path / "s/manifest.json").write_text(json.dumps({**manifest, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(StoreError, match="re-ingest"):
+        Store.open(tmp_path / "s")
+
+
+def test_events_partitioned_by_day_and_quarantine_kept(tmp_path: Path) -> None:
+    log = _write(tmp_path / "auth.log", [*LINES, "garbage that is not syslog"])
+    summary = ingest([log], tmp_path / "s", options=OPTS, format="syslog")
+    assert (summary.parsed, summary.written, summary.quarantined) == (3, 3, 1)
+    days = sorted(p.name for p in (tmp_path / "s/events").iterdir())
+    assert days == ["day=2024-03-01", "day=2024-03-02"]
+    store = Store.open(tmp_path / "s")
+    events = store.scan().collect()
+    assert events.schema == STORE_SCHEMA and events.height == 3
+    assert events.get_column("log.file.path").unique().to_list() == [str(log)]
+    quarantine = store.scan_quarantine().collect()
+    assert quarantine.schema == STORE_QUARANTINE_SCHEMA
+    assert quarantine.select("line", "reason", "text", "run_id").rows() == [
+        (4, "no syslog header", "garbage that is not syslog", summary.run_id)
+    ]
+
+
+def test_reingesting_the_same_bytes_adds_nothing(tmp_path: Path) -> None:
+    log = _write(tmp_path / "auth.log", LINES)
+    ingest([log], tmp_path / "s", options=OPTS)
+    second = ingest([log], tmp_path / "s", options=OPTS)
+    assert second.files[0].duplicate_file and second.written == 0
+    # the same content compressed is a different file but the same events
+    gz = tmp_path / "auth.log.gz"
+    gz.write_bytes(gzip.compress(log.read_bytes()))
+    third = ingest([gz], tmp_path / "s", options=OPTS)
+    assert (third.parsed, third.files[0].duplicate_rows, third.written) == (3, 3, 0)
+    assert Store.open(tmp_path / "s").scan().collect().height == 3
+
+
+def test_grown_file_adds_only_new_lines(tmp_path: Path) -> None:
+    log = _write(tmp_path / "auth.log", LINES[:2])
+    ingest([log], tmp_path / "s", options=OPTS)
+    _write(log, LINES)  # logrotate-free append: same first two lines at the same offsets
+    summary = ingest([log], tmp_path / "s", options=OPTS)
+    assert (summary.parsed, summary.files[0].duplicate_rows, summary.written) == (3, 2, 1)
+    events = Store.open(tmp_path / "s").scan().collect()
+    assert sorted(events.get_column("process.pid").to_list()) == [1, 2, 3]
+
+
+def test_identical_lines_at_different_offsets_are_distinct_events(tmp_path: Path) -> None:
+    log = _write(tmp_path / "auth.log", [LINES[0], LINES[0]])
+    ingest([log], tmp_path / "s", options=OPTS)
+    assert Store.open(tmp_path / "s").scan().collect().height == 2
+
+
+def test_max_errors_raises_after_writing_everything(tmp_path: Path) -> None:
+    log = _write(tmp_path / "auth.log", [*LINES, "bad one", "bad two"])
+    with pytest.raises(TooManyErrors) as info:
+        ingest([log], tmp_path / "s", options=OPTS, format="syslog", max_errors=1)
+    assert isinstance(info.value, DataError) and info.value.exit_code == 65
+    assert info.value.summary.quarantined == 2
+    store = Store.open(tmp_path / "s")
+    assert store.scan().collect().height == 3
+    assert store.scan_quarantine().collect().height == 2
+    # at the limit it passes
+    log2 = _write(tmp_path / "b.log", [LINES[0], "bad"])
+    assert ingest([log2], tmp_path / "s", options=OPTS, format="syslog", max_errors=1).quarantined == 1
+
+
+def test_unknown_format_in_explicit_file_is_an_error(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.txt"
+    odd.write_text("hello\nworld\n")
+    with pytest.raises(DataError, match="pass --format"):
+        ingest([odd], tmp_path / "s")
+    with pytest.raises(UsageError, match="one of"):
+        ingest([odd], tmp_path / "s", format="nope")
+
+
+def test_changed_hash_function_falls_back_to_fingerprints(tmp_path: Path) -> None:
+    log = _write(tmp_path / "auth.log", LINES)
+    ingest([log], tmp_path / "s", options=OPTS)
+    manifest_file = tmp_path / "s/manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest_file.write_text(json.dumps({**manifest, "hash_canary": "from-another-polars"}))
+    gz = tmp_path / "auth.log.gz"
+    gz.write_bytes(gzip.compress(log.read_bytes()))
+    summary = ingest([gz], tmp_path / "s", options=OPTS)
+    assert summary.warnings and "only identical files are deduplicated" in summary.warnings[0]
+    assert summary.files[0].duplicate_rows == 0  # hash dedup honestly switched off, not silently wrong
+
+
+def test_scan_is_lazy_and_filters_push_down(tmp_path: Path) -> None:
+    log = _write(tmp_path / "auth.log", LINES)
+    ingest([log], tmp_path / "s", options=OPTS)
+    lf = Store.open(tmp_path / "s").scan()
+    assert isinstance(lf, pl.LazyFrame)
+    assert lf.filter(pl.col("event.outcome") == "failure").select(pl.len()).collect().item() == 2

@@ -27,7 +27,8 @@ from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, ParsedChu
 _QUOTED = r'(?:[^"\\]|\\.)*'
 ACCESS = (
     rf'^(?:"(?P<xff>[^"]*)" )?(?P<client>.+?) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] '
-    rf'"(?P<request>{_QUOTED})" (?P<status>\d{{3}}) (?P<bytes>\d+|-)'
+    # Tomcat and old Apache do not escape quotes inside the request: it ends at `" <status> `.
+    rf'"(?P<request>.*?)" (?P<status>\d{{3}}) (?P<bytes>\d+|-)'
     rf'(?: "(?P<referrer>{_QUOTED})" "(?P<agent>{_QUOTED})")?.*$'
 )
 SSL_REQUEST = rf'^\[(?P<time>[^\]]+)\] (?P<client>\S+) (?P<tls>\S+) (?P<cipher>\S+) "(?P<request>{_QUOTED})" (?P<bytes>\d+|-)$'
@@ -50,7 +51,7 @@ def _client_ip(client: pl.Expr, xff: pl.Expr) -> pl.Expr:
 
 
 def _unescape(expr: pl.Expr) -> pl.Expr:
-    return expr.str.replace_all(r'\\"', '"', literal=True)
+    return expr.str.replace_all('\\"', '"', literal=True)
 
 
 @register

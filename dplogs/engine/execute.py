@@ -148,7 +148,7 @@ def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame]
     for c in plan.columns:
         values = frames[c.grouping][c.source].to_numpy()
         if c.noise.integer:
-            values = np.rint(values).astype(np.int64)  # bounded counts (sums of 0/1 indicators are exact)
+            values = values.astype(np.int64)  # rows / units: Int64 from the backend
         noisy[(c.grouping, c.source)] = add_noise(values, c.noise, charge=charge).astype(np.float64)
 
     key_frame = main.select(keys)

@@ -117,7 +117,12 @@ class Plan:
                 + "; values outside are moved to the nearest bound (sums, means and quantiles are biased toward the range)."
             )
         if self.bins:
-            parts.append("Quantiles are interpolated inside public bins: their error includes up to one bin width.")
+            parts.append(
+                "Histogram values are clamped into the bin range ("
+                + ", ".join(f"{c}∈[{b.edges[0]:g}, {b.edges[-1]:g}]" for c, b in self.bins.items()) + ")"
+                + ("; quantiles are interpolated inside bins, so their error includes up to one bin width."
+                   if any(a.kind is AggKind.QUANTILES for a in self.query.aggregations) else ".")
+            )
         if any(k.kind in (KeyKind.ENUM, KeyKind.DECLARED) for k in self.keys):
             parts.append("Rows whose key is null or outside the public key list are not counted.")
         if self.selection is not None:
@@ -203,6 +208,10 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
             "or constrain \"@timestamp\" >= ... AND < ... in the SQL"
         )
     keys = resolve_keys(query)
+    if query.order_by is not None and any(
+        a.kind is AggKind.HISTOGRAM and a.label == query.order_by for a in query.aggregations
+    ):
+        raise QueryError("cannot rank groups by a histogram (one value per bin); rank by a count, sum or quantile")
     mechanism, epsilon, rho = _mechanism(query)
     bounds = _bounds(query, defaults)
     private = any(not k.public for k in keys)
@@ -254,11 +263,13 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
             present = f"n{list(clamps).index(agg.column)}"
             if not any(s.alias == present for s in sums):
                 sums.append(SumSpec(present, Clamp(lo=0, hi=1), "present", column=agg.column))
-            needs.append((MAIN, f"sum_{present}", "count", None, lab, f"count of non-null {agg.column}"))
+            # the backend rescales sums of a truncated cell (s·rows/n), so indicator sums are not
+            # integers: they are noised as sums clamped to [0, 1], not as counts
+            needs.append((MAIN, f"sum_{present}", "sum", Clamp(lo=0, hi=1), lab, f"count of non-null {agg.column}"))
         elif agg.kind is AggKind.RATIO:
             alias = f"r{sum(s.kind == 'match' for s in sums)}"
             sums.append(SumSpec(alias, Clamp(lo=0, hi=1), "match", aggregation=agg))
-            needs.append((MAIN, f"sum_{alias}", "count", None, lab, f"count of rows where {agg.where.describe()}"))
+            needs.append((MAIN, f"sum_{alias}", "sum", Clamp(lo=0, hi=1), lab, f"count of rows where {agg.where.describe()}"))
             needs.append((MAIN, "rows", "count", None, lab, "count of rows"))
         else:  # histogram / quantiles: a (keys, bin) grouping per column
             if agg.column not in bins:

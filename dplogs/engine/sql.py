@@ -409,3 +409,18 @@ def _is_column(node: exp.Is) -> str:
     if not isinstance(node.expression, exp.Null) or not isinstance(node.this, exp.Column):
         raise QueryError(f"unsupported IS test {node.sql()}; use col IS [NOT] NULL")
     return column_name(node.this)
+
+
+def parse_where(text: str) -> Filter | None:
+    """A WHERE condition given as SQL text (for the Python builder).
+
+    >>> parse_where("event.outcome = 'failure' AND source.port > 1024").describe()
+    "event.outcome = 'failure' AND source.port > 1024"
+    """
+    try:
+        tree = sqlglot.parse_one(f"SELECT 1 FROM logs WHERE {text}")
+    except ParseError as exc:
+        first = exc.errors[0]["description"] if exc.errors else str(exc)
+        raise QueryError(f"cannot parse the condition {text!r}: {first}") from None
+    _refuse(tree)
+    return _predicate(tree.args["where"].this, {})

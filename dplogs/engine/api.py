@@ -1,0 +1,165 @@
+"""The :class:`Engine` facade that CLI commands, reports and pipelines embed.
+
+::
+
+    eng = Engine.open("store/")
+    q = eng.sql("SELECT event.action, COUNT(*) FROM logs WHERE event.outcome = 'failure' "
+                "GROUP BY event.action", epsilon=1.0, max_groups=5, max_rows_per_group=10,
+                start="2026-11-01", end="2026-12-01")
+    print(q.explain().text)                     # spends nothing
+    rel = q.release(caller="cli")               # charged to the store's ledger
+    rel.to_polars(), rel.to_arrow(), rel.privacy
+
+Options accepted by :meth:`Engine.sql`, :meth:`Engine.query_file`, :meth:`Engine.build` (all
+keyword-only; they override a query file's values): ``epsilon``, ``rho``, ``delta``, ``mechanism``,
+``max_groups``, ``max_rows_per_group``, ``clamp={col: (lo, hi)}``, ``keys={col: [values]}``
+(declared public keys), ``bins={col: Bins | {lo, hi, n[, scale]}}``, ``start``, ``end``,
+``bucket`` (time-bucket grain), ``top_k``/``order_by``.
+
+>>> import polars as pl
+>>> from dplogs.schema import conform
+>>> eng = Engine(scan=lambda: conform(pl.LazyFrame({"user.name": ["a"]})), privacy_unit="user.name",
+...              budget_window="month", ledger=None)
+>>> q = eng.build(Aggregation.count(), keys=["event.outcome", time_bucket("day")],
+...               where="event.category = 'authentication'", epsilon=0.5,
+...               max_groups=2, max_rows_per_group=10, start="2026-11-01", end="2026-11-08")
+>>> print(q.explain().text.splitlines()[3])
+where: event.category = 'authentication'
+>>> q.plan.grid_size  # 3 outcomes x 7 days, all released (empty ones too)
+21
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dplogs.engine.execute import run
+from dplogs.engine.explain import Explanation, explain
+from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query
+from dplogs.engine.planner import Plan, plan_query
+from dplogs.engine.queryfile import load_query_file, parse_bins
+from dplogs.engine.release import Release
+from dplogs.engine.sql import parse_sql, parse_where
+from dplogs.errors import UsageError
+from dplogs.privacy.bounds import Clamp
+from dplogs.schema import TIMESTAMP
+
+__all__ = ["Engine", "PreparedQuery", "time_bucket"]
+
+
+def time_bucket(grain: str, *, name: str | None = None) -> KeySpec:
+    """A public time-bucket key (minute, hour, day, week) for :meth:`Engine.build`."""
+    return KeySpec(TIMESTAMP, bucket=grain, name=name)
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """Translate API option names into :class:`Query` fields."""
+    out = dict(options)
+    if "clamp" in out:
+        clamp = out.pop("clamp") or {}
+        out["clamps"] = {c: v if isinstance(v, Clamp) else Clamp(lo=v[0], hi=v[1]) for c, v in clamp.items()}
+    if "keys" in out:
+        out["declared"] = {c: tuple(v) for c, v in (out.pop("keys") or {}).items()}
+    if "bins" in out:
+        out["bins"] = {c: v if isinstance(v, Bins) else parse_bins(v, column=c) for c, v in (out.pop("bins") or {}).items()}
+    allowed = {
+        "epsilon", "rho", "delta", "mechanism", "max_groups", "max_rows_per_group", "clamps", "declared",
+        "bins", "start", "end", "bucket", "top_k", "order_by", "name",
+    }
+    unknown = set(out) - allowed
+    if unknown:
+        raise UsageError(f"unknown query option(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    return out
+
+
+class PreparedQuery:
+    """A validated plan bound to an engine. ``explain()`` spends nothing; ``release()`` charges
+    the ledger and returns a :class:`Release`."""
+
+    def __init__(self, engine: Engine, plan: Plan) -> None:
+        self.engine = engine
+        self.plan = plan
+
+    def explain(self) -> Explanation:
+        return explain(self.plan)
+
+    def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
+        return run(
+            self.plan, self.engine.scan(), backend=self.engine.backend, ledger=self.engine.ledger,
+            caller=caller, idempotency_key=idempotency_key,
+        )
+
+
+class Engine:
+    """Public: queries over one store. Use :meth:`open` for a store directory; the constructor
+    takes the pieces (a scan function, the privacy unit, the budget-window policy, manifest
+    defaults, a ledger and a backend) so tests and embedders can supply their own."""
+
+    def __init__(
+        self, *, scan: Callable[[], pl.LazyFrame], privacy_unit: str, budget_window: str,
+        defaults: dict[str, Any] | None = None, ledger: Any = None, backend: Any = None,
+    ) -> None:
+        self.scan = scan
+        self.privacy_unit = privacy_unit
+        self.budget_window = budget_window
+        self.defaults = dict(defaults or {})
+        self._ledger = ledger
+        self._backend = backend
+        self._ledger_path: Path | None = None
+
+    @classmethod
+    def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars") -> Engine:
+        """An engine over the store at ``store_path`` (its manifest, events and ledger)."""
+        from dplogs.ingest.store import Store  # the store format is owned by ingest
+
+        store = Store.open(store_path)
+        m = store.manifest
+        eng = cls(scan=store.scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults)
+        eng._ledger_path = store.ledger_path
+        eng._backend_name = backend
+        return eng
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            from dplogs.backends.base import get_backend
+
+            self._backend = get_backend(getattr(self, "_backend_name", "polars"))
+        return self._backend
+
+    @property
+    def ledger(self) -> Any:
+        if self._ledger is None:
+            if self._ledger_path is None:
+                raise UsageError("this engine has no budget ledger; open a store with Engine.open(path)")
+            from dplogs.privacy.ledger import Ledger
+
+            self._ledger = Ledger.open(self._ledger_path, create=True)
+        return self._ledger
+
+    def prepare(self, query: Query, **options: Any) -> PreparedQuery:
+        """Resolve ``query`` (with option overrides) against this store."""
+        query = query.with_options(**_options(options))
+        plan = plan_query(query, unit=self.privacy_unit, window_policy=self.budget_window, defaults=self.defaults)
+        return PreparedQuery(self, plan)
+
+    def sql(self, text: str, **options: Any) -> PreparedQuery:
+        return self.prepare(parse_sql(text, unit=self.privacy_unit), **options)
+
+    def query_file(self, path: str | os.PathLike[str], **options: Any) -> PreparedQuery:
+        return self.prepare(load_query_file(path, unit=self.privacy_unit), **options)
+
+    def build(
+        self, *aggregations: Aggregation, keys: list[str | KeySpec] | tuple[str | KeySpec, ...] = (),
+        where: Filter | str | None = None, **options: Any,
+    ) -> PreparedQuery:
+        """The Python builder: aggregations (``Aggregation.count()``, ``.sum(col)``, ...), keys
+        (column names or :func:`time_bucket`), an optional filter (a :class:`Filter` or SQL text)."""
+        specs = tuple(k if isinstance(k, KeySpec) else KeySpec(k) for k in keys)
+        flt = parse_where(where) if isinstance(where, str) else where
+        return self.prepare(Query(aggregations=tuple(aggregations), keys=specs, where=flt), **options)

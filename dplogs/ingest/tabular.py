@@ -1,0 +1,178 @@
+"""CSV (with a header row) and Parquet input, mapped to ECS by ``--map 'Source IP=source.ip'``
+(:attr:`IngestOptions.field_map`, source column → store field).
+
+Tables carry no ECS names, so a mapping is required. Both readers stream: CSV through Arrow's
+incremental reader (every column read as text, so a stray value never fails a whole column),
+Parquet by record batches. A CSV row with the wrong number of fields, or a row in which no mapped
+column has a value, is quarantined; CSV quarantine rows keep their line number and text.
+
+>>> import io
+>>> from dplogs.ingest.base import InputSource
+>>> data = b"Event DateTime,Source IP,Event Name\\n2022-02-18T17:34:57Z,177.131.167.145,ListObjects\\n"
+>>> src = InputSource(name="s3.csv", head=data, open=lambda: io.BytesIO(data))
+>>> opts = IngestOptions(field_map={"Source IP": "source.ip", "Event Name": "event.action", "Event DateTime": "@timestamp"})
+>>> (chunk,) = Csv().parse(src, opts)
+>>> chunk.events.select("source.ip", "event.action").row(0)
+('177.131.167.145', 'ListObjects')
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+
+import polars as pl
+import pyarrow as pa
+
+from dplogs.errors import UsageError
+from dplogs.ingest import _structured as st
+from dplogs.ingest.base import (
+    LINES_SCHEMA,
+    IngestOptions,
+    InputSource,
+    LogFormat,
+    ParsedChunk,
+    empty_quarantine,
+    register,
+)
+from dplogs.ingest.jsonl import check_field_map, timestamp
+from dplogs.schema import STORE_SCHEMA, TIMESTAMP
+
+
+def _check_mapping(options: IngestOptions, columns: list[str], kind: str) -> None:
+    if not options.field_map:
+        raise UsageError(
+            f"{kind} input needs a column mapping: pass --map 'COLUMN=ecs.field' (e.g. --map 'Source IP=source.ip'); "
+            f"columns here: {', '.join(columns)}"
+        )
+    check_field_map(options.field_map)
+    missing = [c for c in options.field_map if c not in columns]
+    if missing:
+        raise UsageError(f"--map names columns this {kind} file lacks: {', '.join(missing)}; columns here: {', '.join(columns)}")
+
+
+def _events(batch: pl.DataFrame, first: int, source: str, options: IngestOptions, *, module: str) -> ParsedChunk:
+    """Map one batch of text columns; ``first`` numbers its records for the content hash."""
+    mapped = list(options.field_map)
+    frame = batch.select(
+        pl.int_range(first, first + pl.len(), dtype=pl.Int64).alias("line"),
+        pl.lit(None, pl.Int64).alias("offset"),
+        pl.struct(pl.all().cast(pl.String)).struct.json_encode().alias("text"),
+        *(pl.col(c).cast(pl.String).alias(f"src:{c}") for c in mapped),
+    )
+    empty = pl.all_horizontal(st.nonempty(pl.col(f"src:{c}")).is_null() for c in mapped)
+    rejected = frame.filter(empty).select(LINES_SCHEMA.names()).with_columns(
+        pl.lit(None, pl.Int64).alias("line"), reason=pl.lit("no mapped column has a value")
+    )
+    columns: dict[str, list[pl.Expr]] = {}
+    for column, target in options.field_map.items():
+        columns.setdefault(target, []).append(st.nonempty(pl.col(f"src:{column}")))
+    exprs = {target: pl.coalesce(values) for target, values in columns.items()}
+    if TIMESTAMP in exprs:
+        exprs[TIMESTAMP] = timestamp(exprs[TIMESTAMP], options.tz)
+    dataset = options.dataset or f"{module}.generic"
+    events = st.finish(frame.filter(~empty), exprs, source=source, dataset=dataset, module=module)
+    return st.chunk(events, rejected, source)
+
+
+def _header(head: bytes) -> list[str]:
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    return next(csv.reader([first]), [])
+
+
+@register
+class Csv(LogFormat):
+    name = "csv"
+    description = "CSV with a header row; map columns with --map 'COLUMN=ecs.field'"
+
+    def sniff(self, head: bytes) -> float:
+        if b"\x00" in head:
+            return 0.0
+        text = head.decode("utf-8", errors="replace")
+        sample = text.split("\n")[:20]
+        if len(sample) > 1 and not text.endswith("\n"):
+            sample = sample[:-1]  # the head may cut the last line
+        try:
+            rows = list(csv.reader(line.rstrip("\r") for line in sample if line.strip()))
+        except csv.Error:
+            return 0.0
+        if len(rows) < 2 or len(rows[0]) < 3 or text.lstrip().startswith(("{", "[", "#")):
+            return 0.0
+        width = len(rows[0])
+        header_ok = all(cell.strip() and not cell.strip().replace(".", "").isdigit() for cell in rows[0])
+        # A generic table: below every format with a recognisable line shape.
+        regular = sum(len(r) == width for r in rows[1:]) / (len(rows) - 1)
+        return 0.55 if header_ok and regular >= 0.75 else 0.0
+
+    def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
+        import pyarrow.csv as pacsv
+
+        columns = _header(source.head)
+        _check_mapping(options, columns, "CSV")
+        bad: list[tuple[int | None, str]] = []
+
+        def invalid(row) -> str:  # called by Arrow only for malformed rows
+            bad.append((row.number, row.text))
+            return "skip"
+
+        with source.open() as stream:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in columns}, strings_can_be_null=False
+                ),
+            )
+            yield from self._chunks(reader, bad, source.name, options)
+
+    @staticmethod
+    def _chunks(batches: Iterable[pa.RecordBatch], bad: list, source: str, options: IngestOptions) -> Iterator[ParsedChunk]:
+        seen = 0
+        for batch in batches:
+            frame = pl.from_arrow(pa.Table.from_batches([batch]))
+            for start in range(0, frame.height, options.chunk_lines):
+                part = frame.slice(start, options.chunk_lines)
+                chunk = _events(part, seen + 1, source, options, module="csv")
+                seen += part.height
+                yield _with_bad_rows(chunk, bad, source)
+                bad.clear()
+        if bad:  # malformed rows after the last good one
+            yield _with_bad_rows(ParsedChunk(pl.DataFrame(schema=STORE_SCHEMA), empty_quarantine()), bad, source)
+
+
+def _with_bad_rows(chunk: ParsedChunk, bad: list[tuple[int | None, str]], source: str) -> ParsedChunk:
+    if not bad:
+        return chunk
+    rows = pl.DataFrame({"line": [n for n, _ in bad], "text": [t for _, t in bad]},
+                        schema={"line": pl.Int64, "text": pl.String})
+    extra = st.quarantine(rows.with_columns(reason=pl.lit("wrong number of CSV fields")), source)
+    return ParsedChunk(chunk.events, pl.concat([chunk.quarantine, extra]), skipped=chunk.skipped)
+
+
+@register
+class Parquet(LogFormat):
+    name = "parquet"
+    description = "Parquet tables; map columns with --map 'COLUMN=ecs.field'"
+
+    def sniff(self, head: bytes) -> float:
+        return 1.0 if head.startswith(b"PAR1") else 0.0
+
+    def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
+        import pyarrow.parquet as pq
+
+        with source.open() as stream:
+            data = source.path if source.path is not None and not _gzipped(source.path) else io.BytesIO(stream.read())
+            table = pq.ParquetFile(data)
+            _check_mapping(options, table.schema_arrow.names, "Parquet")
+            seen = 0
+            for batch in table.iter_batches(batch_size=options.chunk_lines):
+                frame = pl.from_arrow(pa.Table.from_batches([batch]))
+                yield _events(frame, seen + 1, source.name, options, module="parquet")
+                seen += frame.height
+
+
+def _gzipped(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"

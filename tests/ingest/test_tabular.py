@@ -1,0 +1,96 @@
+"""CSV and Parquet with a column mapping."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from datetime import datetime, timezone
+
+import polars as pl
+import pytest
+from structured_helpers import detected, parse
+
+from dplogs.errors import UsageError
+from dplogs.ingest.base import IngestOptions
+from dplogs.ingest.tabular import Csv, Parquet
+
+MAP = {"when": "@timestamp", "client": "source.ip", "who": "user.name", "bytes": "source.bytes"}
+CSV_TEXT = (
+    "when,client,who,bytes\n"
+    "2024-05-01T10:00:00Z,10.0.0.1,ann,100\n"
+    '2024-05-01 12:00:00,10.0.0.2,"doe, john",x\n'
+    "2024-05-01T10:00:00Z,10.0.0.1\n"
+    ",,,\n"
+    "1714557600,10.0.0.3,carl,7\n"
+)
+
+
+def test_csv_mapping_bad_rows_and_types(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(CSV_TEXT)
+    assert detected(path) == "csv"
+    events, quarantine, _ = parse("csv", path, IngestOptions(field_map=MAP, tz="Europe/Paris"))
+    assert events["user.name"].to_list() == ["ann", "doe, john", "carl"]
+    assert events["source.ip"].to_list() == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert events["source.bytes"].to_list() == [100, None, 7]
+    utc = timezone.utc
+    assert events["@timestamp"].to_list() == [datetime(2024, 5, 1, 10, tzinfo=utc), datetime(2024, 5, 1, 10, tzinfo=utc),
+                                              datetime(2024, 5, 1, 10, tzinfo=utc)]
+    assert events["event.dataset"].unique().to_list() == ["csv.generic"]
+    assert events["event.hash"].n_unique() == 3
+    assert sorted(quarantine["reason"].to_list()) == ["no mapped column has a value", "wrong number of CSV fields"]
+    wrong = quarantine.filter(pl.col("reason") == "wrong number of CSV fields").row(0, named=True)
+    assert (wrong["line"], wrong["text"]) == (4, "2024-05-01T10:00:00Z,10.0.0.1")
+
+
+def test_csv_in_small_chunks_and_gzipped(tmp_path):
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress(CSV_TEXT.encode()))
+    whole, _, _ = parse("csv", path, IngestOptions(field_map=MAP))
+    chunked, _, _ = parse("csv", path, IngestOptions(field_map=MAP, chunk_lines=1))
+    assert chunked.equals(whole) and whole.height == 3
+
+
+def test_mapping_is_required_and_checked(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(CSV_TEXT)
+    with pytest.raises(UsageError, match="pass --map 'COLUMN=ecs.field'.*columns here: when, client, who, bytes"):
+        parse("csv", path)
+    with pytest.raises(UsageError, match="lacks: nope"):
+        parse("csv", path, IngestOptions(field_map={"nope": "user.name"}))
+    with pytest.raises(UsageError, match="not a store field"):
+        parse("csv", path, IngestOptions(field_map={"who": "username"}))
+
+
+def test_parquet(tmp_path):
+    path = tmp_path / "t.parquet"
+    pl.DataFrame({"ts": [datetime(2024, 1, 1, tzinfo=timezone.utc), None], "ip": ["1.2.3.4", None],
+                  "n": [5, None]}).write_parquet(path)
+    assert detected(path) == "parquet"
+    events, quarantine, _ = parse("parquet", path, IngestOptions(field_map={"ts": "@timestamp", "ip": "source.ip", "n": "source.port"}))
+    assert events["source.ip"].to_list() == ["1.2.3.4"] and events["source.port"].to_list() == [5]
+    assert events["@timestamp"].to_list() == [datetime(2024, 1, 1, tzinfo=timezone.utc)]
+    assert quarantine["reason"].to_list() == ["no mapped column has a value"]
+
+
+def test_sniffers_do_not_claim_other_formats():
+    assert Csv().sniff(CSV_TEXT.encode()) >= 0.5
+    assert Csv().sniff(b"Feb 21 21:54:44 web1 sshd[3402]: Failed password for root from 1.2.3.4 port 22 ssh2\n" * 3) == 0
+    assert Csv().sniff(b'{"a": 1, "b": 2, "c": 3}\n' * 3) == 0
+    assert Csv().sniff(b'127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 200 2326\n' * 3) == 0
+    assert Csv().sniff(b"#Fields: date,time,c-ip\n2020-01-01,00:00:00,1.2.3.4\n") == 0
+    assert Parquet().sniff(b"PAR1....") == 1.0 and Parquet().sniff(CSV_TEXT.encode()) == 0
+
+
+def test_otrf_s3_honey_bucket(datasets_dir):
+    path = datasets_dir / "otrf_security_datasets/aws/AWS_S3_HoneyBucketLogs.csv"
+    assert detected(path) == "csv"
+    options = IngestOptions(field_map={"Source IP": "source.ip", "Event DateTime": "@timestamp",
+                                       "Event Name": "event.action", "Request User Agent": "user_agent.original"})
+    events, quarantine, _ = parse("csv", path, options)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert events.height == len(rows) == 301 and quarantine.height == 0
+    assert events["source.ip"].to_list() == [r["Source IP"] for r in rows]
+    assert events["event.action"].to_list() == [r["Event Name"] for r in rows]
+    assert events["@timestamp"].null_count() == 0

@@ -85,8 +85,8 @@ class FeatureSpec:
 class FeatureTable:
     """Bounded feature rows. Inside the trust boundary: never released as such.
 
-    ``frame`` columns: ``unit``, ``budget_window``, ``window_start``, ``unit_id``, then one Float64
-    column per feature name."""
+    ``frame`` columns: ``unit``, ``budget_window``, ``window_start``, ``host`` (the unit's most
+    frequent host.name in the window), ``unit_id``, then one Float64 column per feature name."""
 
     frame: pl.DataFrame
     names: tuple[str, ...]
@@ -152,7 +152,7 @@ def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: in
             ts.dt.strftime(_BUDGET_FORMATS[spec.budget_window]).alias("budget_window"),
         )
         .group_by("unit", "budget_window", "window_start")
-        .agg(aggs)
+        .agg(*aggs, pl.col("host.name").drop_nulls().mode().sort().first().alias("host"))
         .with_columns(pl.col(FEATURE_NAMES).fill_null(0.0))
         .filter(
             pl.struct("unit", "window_start").hash(seed=seed).rank("ordinal").over("unit", "budget_window")

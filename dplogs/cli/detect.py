@@ -1,0 +1,66 @@
+"""``dplogs train`` and ``dplogs score``: the DP anomaly detector."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dplogs.detect.model import DETECTORS
+from dplogs.detect.train import TrainRequest, score_store, train_from_store
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+
+@click.command(context_settings=_CTX)
+@click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
+@click.option("--detector", type=click.Choice(DETECTORS), required=True,
+              help="kmeans: DP Lloyd iterations (zCDP); autoencoder: DP-SGD (PLD accountant).")
+@click.option("--epsilon", type=float, required=True, help="Privacy loss ε of the training release, per unit per budget window.")
+@click.option("--delta", type=float, required=True, help="δ of the training release (e.g. 1e-6).")
+@click.option("--start", required=True, help="Start of the training time range (ISO 8601, included).")
+@click.option("--end", required=True, help="End of the training time range (ISO 8601, excluded). Every budget window it touches is charged.")
+@click.option("--max-windows", "max_windows", type=click.IntRange(min=1), required=True,
+              help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random.")
+@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="C: L2 clip of each feature row.")
+@click.option("--window", type=click.Choice(["hour", "day"]), default="day", show_default=True, help="Feature window.")
+@click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="kmeans: clusters.")
+@click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True, help="kmeans: Lloyd iterations.")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="autoencoder: DP-SGD steps.")
+@click.option("--sampling-rate", type=float, default=0.01, show_default=True,
+              help="autoencoder: Poisson sampling rate of units per step.")
+@click.option("--expected-batch-size", type=float, default=100.0, show_default=True,
+              help="autoencoder: PUBLIC constant the noisy gradient sum is divided by; set it to about "
+                   "sampling-rate × number of units (a public estimate, not read off the data).")
+@click.option("--gradient-clip", type=float, default=0.05, show_default=True,
+              help="autoencoder: L2 clip of one unit's gradient per step (noise std = σ × this).")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
+@click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored model and spends nothing.")
+def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_norm, window, k, iterations,
+          steps, sampling_rate, expected_batch_size, gradient_clip, output, idempotency_key) -> None:
+    """Train a DP anomaly detector on a store; the training is a release charged to the store's
+    budget ledger (reserved before any noise). The model file carries its model card (ε, δ,
+    accountant, bounds, features, windows); the model card is also printed to stdout as JSON."""
+    request = TrainRequest(
+        detector=detector, epsilon=epsilon, delta=delta, start=start, end=end, max_windows_per_unit=max_windows,
+        clip_norm=clip_norm, window=window, k=k, iterations=iterations, steps=steps, sampling_rate=sampling_rate,
+        expected_batch_size=expected_batch_size, gradient_clip=gradient_clip,
+    )
+    path, card = train_from_store(store_path, request, output=output, idempotency_key=idempotency_key)
+    click.echo(f"model written to {path}; {card.guarantee}", err=True)
+    click.echo(json.dumps({"model": str(path), "model_card": card.__dict__}, default=list, indent=1))
+
+
+@click.command(context_settings=_CTX)
+@click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file from `dplogs train`.")
+@click.option("--output", default=None, type=click.Path(dir_okay=False),
+              help="Parquet file for the scores (default: STORE/scores/<model>.parquet).")
+def score(store_path, model_path, output) -> None:
+    """Score every (unit, window) of the store with a trained detector.
+
+    The per unit-window scores are NOT differentially private: they stay inside the trust boundary.
+    They are written to a Parquet file inside the store by default, never to stdout; release
+    aggregates of them (counts of anomalous unit-windows) through a DP query instead."""
+    path, n = score_store(store_path, model_path, output=output)
+    click.echo(f"{n} unit-window scores written to {path} (not DP: keep them inside the trust boundary)", err=True)

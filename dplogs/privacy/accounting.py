@@ -224,7 +224,7 @@ def _largest(extend, caps: Caps, hi: float) -> float:
     if fits(extend(hi), caps, tol=0.0):
         return hi
     lo = 0.0
-    while hi - lo > 1e-9 * hi:
+    while hi - lo > 1e-6 * hi:  # lo always fits: the answer errs low
         mid = (lo + hi) / 2
         if fits(extend(mid), caps, tol=0.0):
             lo = mid

@@ -78,6 +78,8 @@ SPENT_STATUSES = ("reserved", "committed", "failed-after-noise")
 CALLERS_HINT = "cli, report, train, audit"
 _GENESIS = "0" * 64
 _ALL_WINDOWS = "*"
+_LOCK_WAIT_S = 60.0
+_BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -276,7 +278,7 @@ class Ledger:
 
     def _setup(self, created: bool) -> None:
         c = self._conn
-        c.execute("PRAGMA busy_timeout = 60000")
+        c.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         if created:
             c.execute("PRAGMA journal_mode = WAL")
             with self._tx():
@@ -326,10 +328,7 @@ class Ledger:
         """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken before anything is read,
         so check-and-spend is atomic across processes."""
         with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise LedgerError(f"the budget ledger {self.path} is busy or unwritable ({exc}); retry") from None
+            self._begin_immediate()
             try:
                 yield self._conn
             except BaseException:
@@ -337,6 +336,28 @@ class Ledger:
                 raise
             else:
                 self._conn.execute("COMMIT")
+
+    def _begin_immediate(self) -> None:
+        # SQLite's own busy handler backs off to 100 ms sleeps, which starves writers under
+        # contention; poll the write lock at a short fixed interval instead
+        self._conn.execute("PRAGMA busy_timeout = 0")
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        try:
+            while True:
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise LedgerError(f"the budget ledger {self.path} is unwritable ({exc})") from None
+                    if time.monotonic() > deadline:
+                        raise LedgerError(
+                            f"the budget ledger {self.path} stayed locked for {_LOCK_WAIT_S:.0f} s; "
+                            "retry, or look for a stuck dplogs process"
+                        ) from None
+                    time.sleep(0.0005)
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -479,14 +500,20 @@ class Ledger:
                         )
                     sums = self._sums(w)[0]
                     if not fits(sums + LossSums.one(loss), caps):
-                        raise BudgetExhausted(
-                            f"release of {_fmt_loss(loss)} exceeds the budget of window {w}; budget "
-                            f"left: {remaining(sums, caps)} (nothing was charged; lower the query's "
-                            "epsilon/rho or wait for the next window)"
-                        )
-                entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
+                        refused = (w, sums, caps)
+                        break
+                else:
+                    refused = None
+                    entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot reserve in the budget ledger {self.path}: {exc} (nothing was released)") from None
+        if refused is not None:  # explained outside the transaction: other writers need not wait
+            w, sums, caps = refused
+            raise BudgetExhausted(
+                f"release of {_fmt_loss(loss)} exceeds the budget of window {w}; budget left: "
+                f"{remaining(sums, caps)} (nothing was charged; lower the query's epsilon/rho or "
+                "wait for the next window)"
+            )
         return LedgerCharge(loss, entry_id=entry_id, windows=wins), entry_id
 
     def _replay_or_check(self, c: sqlite3.Connection, key: str) -> LedgerCharge | None:

@@ -1,0 +1,98 @@
+"""`dplogs ingest` end to end through click: help, summary on stderr only, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dplogs.cli import cli
+from dplogs.ingest.base import REGISTRY
+from dplogs.ingest.store import Store
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
+
+
+def _run(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def test_help_explains_every_option_and_lists_formats() -> None:
+    result = _run("ingest", "--help")
+    assert result.exit_code == 0
+    for option in ("--store", "--format", "--year", "--tz", "--dataset", "--privacy-unit",
+                   "--budget-window", "--map", "--max-errors"):
+        assert option in result.output
+    for name in REGISTRY:
+        assert name in result.output
+    assert "ingest" in _run("--help").output
+
+
+def test_ingest_samples_summary_goes_to_stderr(tmp_path: Path) -> None:
+    result = _run("ingest", str(SAMPLES), "--store", str(tmp_path / "s"), "--year", "2024",
+                  "--privacy-unit", "user.name", "--budget-window", "week", "--dataset", "demo")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    for fmt in ("syslog", "access", "windows"):
+        assert fmt in result.stderr
+    store = Store.open(tmp_path / "s")
+    assert store.manifest.budget_window == "week" and store.manifest.dataset == "demo"
+    n_lines = sum(len(p.read_text().splitlines()) for p in SAMPLES.glob("*.log")) + len(
+        (SAMPLES / "windows_security.json").read_text().splitlines()
+    )
+    assert store.scan().collect().height == n_lines
+    again = _run("ingest", str(SAMPLES), "--store", str(tmp_path / "s"), "--year", "2024")
+    assert again.exit_code == 0 and store.scan().collect().height == n_lines
+
+
+def test_quarantined_text_never_reaches_the_terminal(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    secret = "s3cr3t-password-typed-as-username"
+    log.write_text(f"Mar  1 10:00:00 h sshd[1]: Failed password for root from 10.0.0.9 port 22 ssh2\n{secret}\n")
+    result = _run("ingest", str(log), "--store", str(tmp_path / "s"), "--format", "syslog", "--year", "2024")
+    assert result.exit_code == 0
+    assert secret not in result.stderr + result.stdout
+    assert "no syslog header" in result.stderr  # the reason and its count are shown
+
+
+def test_max_errors_exit_65_after_writing(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("Mar  1 10:00:00 h sshd[1]: ok\nbad\nworse\n")
+    result = _run("ingest", str(log), "--store", str(tmp_path / "s"), "--format", "syslog",
+                  "--year", "2024", "--max-errors", "1")
+    assert result.exit_code == 65
+    assert "--max-errors 1" in result.stderr and "no syslog header" in result.stderr
+    store = Store.open(tmp_path / "s")
+    assert store.scan().collect().height == 1 and store.scan_quarantine().collect().height == 2
+
+
+def test_stdin_input(tmp_path: Path) -> None:
+    data = b'10.0.0.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5\n'
+    result = _run("ingest", "-", "--store", str(tmp_path / "s"), input=data)
+    assert result.exit_code == 0, result.stderr
+    assert Store.open(tmp_path / "s").scan().collect().get_column("source.ip").to_list() == ["10.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--map", "nonsense"], 64, "SRC=ECS"),
+        (["--tz", "Mars/Olympus"], 64, "IANA"),
+        (["--privacy-unit", "nope"], 64, "--privacy-unit"),
+        (["--year", "1066"], 64, "out of range"),
+    ],
+)
+def test_usage_errors(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("Mar  1 10:00:00 h sshd[1]: ok\n")
+    result = _run("ingest", str(log), "--store", str(tmp_path / "s"), *args)
+    assert result.exit_code == code and message in result.stderr
+
+
+def test_missing_input_exit_66_and_unknown_format_65(tmp_path: Path) -> None:
+    assert _run("ingest", str(tmp_path / "nope.log"), "--store", str(tmp_path / "s")).exit_code == 66
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"\x00\x01\x02 binary junk\n")
+    result = _run("ingest", str(odd), "--store", str(tmp_path / "s"))
+    assert result.exit_code == 65 and "--format" in result.stderr

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 import polars as pl
-from structured_helpers import detected, lines_frame, parse
+from tests.ingest.structured_helpers import detected, lines_frame, parse
 
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.cloudtrail import CloudTrail

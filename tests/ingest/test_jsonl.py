@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
-from structured_helpers import detected, lines_frame, parse
+from tests.ingest.structured_helpers import detected, lines_frame, parse
 
 from dplogs.errors import UsageError
 from dplogs.ingest.base import IngestOptions

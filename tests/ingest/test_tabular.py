@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 import pytest
-from structured_helpers import detected, parse
+from tests.ingest.structured_helpers import detected, parse
 
 from dplogs.errors import UsageError
 from dplogs.ingest.base import IngestOptions

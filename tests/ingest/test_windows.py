@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 import pytest
-from structured_helpers import count_lines, detected, lines_frame, parse
+from tests.ingest.structured_helpers import count_lines, detected, lines_frame, parse
 
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.windows import Evtx, WindowsJson

@@ -1,0 +1,188 @@
+"""The default backend: contribution bounding and per-group aggregation in polars.
+
+The bounding rule, exactly (the shared tests check this rule, not just its bounds):
+
+1. **Cells.** One ``group_by([unit, *keys])`` pass gives, per (unit, group) cell, its row count
+   ``n`` and, per value column, ``s`` = the sum of the values clamped into ``[lo, hi]``. Nulls
+   and NaNs contribute 0 to ``s`` (they are dropped from sums but still counted in ``n``); ±inf
+   clamp to ``hi``/``lo``, so nothing non-finite reaches the output.
+2. **L0, groups per unit.** Each unit keeps the ``max_groups`` cells with the smallest keyed rank
+   ``hash(unit, *keys; seed)`` (polars' seeded 64-bit hash of the cell's struct), ties broken by
+   the key values, so a unit's kept groups depend only on its own data and the secret seed.
+3. **L∞, rows per group.** A kept cell contributes ``rows = min(n, max_rows_per_group)`` and, per
+   value column, the *rescaled* clamped sum ``s · rows / n``: the expected clamped sum of
+   ``rows`` of its rows drawn uniformly without replacement. It lies in ``[rows·lo, rows·hi]``
+   (re-clamped there against float rounding), so one unit moves a group's sum by at most
+   ``max_rows_per_group · max(|lo|, |hi|)``, the bound :func:`dplogs.privacy.sum_sensitivity`
+   assumes, without a per-row rank over all rows.
+4. **Null units.** A row whose unit is null is its own unit: one row in one group, always kept.
+5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units.
+
+Performance shape (see ``benchmarks/query.py``): the only pass over all rows is step 1; the L0
+selection runs on the much smaller cell frame, first as a cheap per-unit threshold on the
+hash (``bottom_k(max_groups).max().over(unit)``) and then, on the few cells that survive, as an
+exact rank that enforces the bound even if two 64-bit hashes tie.
+
+>>> import polars as pl
+>>> from dplogs.privacy.bounds import Clamp, ContributionBounds
+>>> lf = pl.LazyFrame({"user": ["a", "a", "a", "b"], "action": ["x", "x", "y", "x"], "b": [5, 7, 1, 100]})
+>>> PolarsBackend().bounded_aggregate(
+...     lf, unit="user", keys=["action"], bounds=ContributionBounds(max_groups=2, max_rows_per_group=1),
+...     sums={"b": Clamp(lo=0, hi=10)}, seed=1)
+shape: (2, 4)
+┌────────┬──────┬───────┬───────┐
+│ action ┆ rows ┆ units ┆ sum_b │
+│ ---    ┆ ---  ┆ ---   ┆ ---   │
+│ str    ┆ i64  ┆ i64   ┆ f64   │
+╞════════╪══════╪═══════╪═══════╡
+│ x      ┆ 2    ┆ 2     ┆ 16.0  │
+│ y      ┆ 1    ┆ 1     ┆ 1.0   │
+└────────┴──────┴───────┴───────┘
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import polars as pl
+
+from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
+from dplogs.errors import InternalError, QueryError, UsageError
+
+if TYPE_CHECKING:
+    from dplogs.privacy.bounds import Clamp, ContributionBounds
+
+_N = "__dplogs_n"
+_HASH = "__dplogs_rank"
+_GLOBAL = "__dplogs_global"
+_U64_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class PolarsBackend:
+    """Public: the embedded polars backend. ``engine`` is the polars collect engine; the
+    streaming engine was faster and leaner on the query benchmark."""
+
+    engine: Literal["streaming", "in-memory"] = "streaming"
+    name: str = "polars"
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("streaming", "in-memory"):
+            raise UsageError(f"polars engine must be 'streaming' or 'in-memory', got {self.engine!r}")
+
+    def bounded_aggregate(
+        self,
+        lf: pl.LazyFrame,
+        *,
+        unit: str,
+        keys: Sequence[str],
+        bounds: ContributionBounds,
+        sums: Mapping[str, Clamp],
+        seed: int,
+    ) -> pl.DataFrame:
+        """Bounded per-group ``rows``, ``units`` and ``sum_<name>``; see the module docstring."""
+        keys = list(keys)
+        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed)
+        by = keys or [_GLOBAL]
+        sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
+        out = (
+            cells.with_columns(pl.lit(0).alias(_GLOBAL)) if not keys else cells
+        ).group_by(by).agg(
+            pl.col(ROWS).sum().cast(pl.Int64),
+            pl.len().cast(pl.Int64).alias(UNITS),
+            *(pl.col(c).sum().cast(pl.Float64) for c in sum_cols),
+        )
+        frame = out.collect(engine=self.engine).sort(by, nulls_last=True)
+        return frame.drop(_GLOBAL) if not keys else frame
+
+    def bounded_units(
+        self,
+        lf: pl.LazyFrame,
+        *,
+        unit: str,
+        keys: Sequence[str],
+        bounds: ContributionBounds,
+        sums: Mapping[str, Clamp],
+        seed: int,
+    ) -> pl.DataFrame:
+        """The kept (unit, group) cells: ``unit``, keys, ``rows`` and ``sum_<name>``. Raw
+        per-unit data for the shared tests and the auditor; never released."""
+        keys = list(keys)
+        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed)
+        return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
+
+    def _cells(
+        self,
+        lf: pl.LazyFrame,
+        *,
+        unit: str,
+        keys: list[str],
+        bounds: ContributionBounds,
+        sums: Mapping[str, Clamp],
+        seed: int,
+    ) -> pl.LazyFrame:
+        if isinstance(lf, pl.DataFrame):
+            lf = lf.lazy()
+        _validate(lf.collect_schema(), unit=unit, keys=keys, sums=sums, seed=seed)
+        l0, linf = bounds.max_groups, bounds.max_rows_per_group
+        names = {name: f"{SUM_PREFIX}{name}" for name in sums}
+        values = [
+            pl.col(name).cast(pl.Float64).fill_nan(None).clip(c.lo, c.hi).alias(names[name])
+            for name, c in sums.items()
+        ]
+        # the unit may itself be a key (top-k user names); it is grouped on once
+        others = [k for k in keys if k != unit]
+        # only the columns the aggregation needs, so scans project them down
+        lf = lf.select(unit, *others, *values)
+
+        cells = lf.filter(pl.col(unit).is_not_null()).group_by([unit, *others]).agg(
+            pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values())
+        )
+        rank = pl.struct(unit, *others).hash(seed)
+        threshold = pl.col(_HASH).bottom_k(l0).max().over(unit)
+        # exact rank by (hash, keys) among the few cells under the threshold: a 64-bit tie
+        # cannot let a unit keep more than l0 groups, and its choice stays a function of its data
+        exact_rank = pl.int_range(pl.len()).sort_by([_HASH, *others]).arg_sort().over(unit)
+        kept = (
+            cells.with_columns(rank.alias(_HASH))
+            .filter(pl.col(_HASH) <= threshold)
+            .filter(exact_rank < l0)
+        )
+        rows = pl.min_horizontal(pl.col(_N), pl.lit(linf, pl.UInt32))
+        bounded = kept.select(
+            unit,
+            *others,
+            rows.cast(pl.Int64).alias(ROWS),
+            *(
+                (pl.col(c) * rows / pl.col(_N)).clip(rows * sums[name].lo, rows * sums[name].hi).alias(c)
+                for name, c in names.items()
+            ),
+        )
+        nulls = lf.filter(pl.col(unit).is_null()).select(
+            unit, *others, pl.lit(1, pl.Int64).alias(ROWS), *(pl.col(c).fill_null(0.0) for c in names.values())
+        )
+        return pl.concat([bounded, nulls], how="vertical_relaxed")
+
+
+def _validate(
+    schema: pl.Schema, *, unit: str, keys: list[str], sums: Mapping[str, Clamp], seed: int
+) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _U64_MAX:
+        raise InternalError(f"the bounding seed must be a 64-bit secret from secret_seed(), got {seed!r}")
+    missing = [c for c in (unit, *keys, *sums) if c not in schema]
+    if missing:
+        raise QueryError(
+            f"unknown column(s) {', '.join(missing)}: use columns of the store "
+            f"(available: {', '.join(schema.names())})"
+        )
+    if len(set(keys)) != len(keys):
+        raise QueryError(f"group keys must be distinct, got {', '.join(keys)}")
+    reserved = {ROWS, UNITS, _GLOBAL, *(f"{SUM_PREFIX}{n}" for n in sums)}
+    clash = sorted(reserved.intersection(keys))
+    if clash:
+        raise QueryError(f"group key(s) {', '.join(clash)} clash with output columns: rename them")
+    for name in sums:
+        if not schema[name].is_numeric():
+            raise QueryError(f"cannot sum {name!r} of type {schema[name]}: sum a numeric column")

@@ -1,0 +1,309 @@
+"""The shared backend suite: every backend must bound exactly the documented rule.
+
+Parametrised over backends (polars with both collect engines; Spark joins when it exists). The
+rule is the one in :mod:`dplogs.backends.polars_backend`; :func:`reference_cells` re-implements it
+in plain Python over dicts, sharing only the keyed-rank primitive (polars' seeded struct hash).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+
+import duckdb
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from dplogs.backends import Backend, get_backend
+from dplogs.backends.polars_backend import PolarsBackend
+from dplogs.errors import InternalError, QueryError, UsageError
+from dplogs.privacy.bounds import Clamp, ContributionBounds
+from dplogs.privacy.randomness import secret_seed
+from dplogs.schema import conform
+
+BACKENDS = [PolarsBackend(engine="streaming"), PolarsBackend(engine="in-memory")]
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: f"{b.name}-{b.engine}")
+def backend(request) -> Backend:
+    return request.param
+
+
+def run(backend, df, *, unit="u", keys=("k",), l0=10, linf=5, sums=None, seed=7):
+    kw = dict(
+        unit=unit,
+        keys=list(keys),
+        bounds=ContributionBounds(max_groups=l0, max_rows_per_group=linf),
+        sums=sums or {},
+        seed=seed,
+    )
+    return backend.bounded_aggregate(df.lazy(), **kw), backend.bounded_units(df.lazy(), **kw)
+
+
+def reference_cells(df: pl.DataFrame, *, unit, keys, l0, linf, sums, seed) -> dict:
+    """The documented rule in plain Python: {(unit or ("null", i), *key values): (rows, {name: sum})}."""
+    others = [k for k in keys if k != unit]
+    cells: dict[tuple, list] = {}
+    rows = df.to_dicts()
+    for i, r in enumerate(rows):
+        u = r[unit]
+        cell = ((u if u is not None else ("null", i)), *(r[k] for k in others))
+        n, s = cells.setdefault(cell, [0, defaultdict(float)])
+        cells[cell][0] = n + 1
+        for name, c in sums.items():
+            v = r[name]
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                s[name] += min(max(float(v), c.lo), c.hi)
+    # the keyed rank of a non-null cell: polars' seeded hash of struct(unit, *keys)
+    distinct = df.filter(pl.col(unit).is_not_null()).select(unit, *others).unique()
+    hashes = distinct.select(pl.struct(unit, *others).hash(seed)).to_series().to_list()
+    rank = {tuple(row): h for row, h in zip(distinct.iter_rows(), hashes)}
+    by_unit: dict = defaultdict(list)
+    for cell in cells:
+        by_unit[cell[0]].append(cell)
+    out = {}
+    for u, unit_cells in by_unit.items():
+        if not isinstance(u, tuple):  # null units keep their single cell
+            unit_cells = sorted(unit_cells, key=lambda c: (rank[c], *_sortable(c[1:])))[:l0]
+        for cell in unit_cells:
+            n, s = cells[cell]
+            k = min(n, linf)
+            out[cell] = (k, {name: s[name] * k / n for name in sums})
+    return out
+
+
+def _sortable(values):
+    return tuple((v is None, v) for v in values)
+
+
+frames = st.integers(min_value=0, max_value=60).flatmap(
+    lambda n: st.fixed_dictionaries(
+        {
+            "u": st.lists(st.sampled_from(["a", "b", "c", "d", None]), min_size=n, max_size=n),
+            "k": st.lists(st.sampled_from(["x", "y", "z", "w", "v", None]), min_size=n, max_size=n),
+            "j": st.lists(st.integers(0, 2), min_size=n, max_size=n),
+            "v": st.lists(
+                st.one_of(
+                    st.none(),
+                    st.floats(allow_nan=True, allow_infinity=True, width=32),
+                ),
+                min_size=n,
+                max_size=n,
+            ),
+        }
+    )
+).map(lambda d: pl.DataFrame(d, schema={"u": pl.String, "k": pl.String, "j": pl.Int64, "v": pl.Float64}))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    df=frames,
+    l0=st.integers(1, 4),
+    linf=st.integers(1, 4),
+    keys=st.sampled_from([["k"], ["k", "j"], [], ["u", "k"]]),
+    seed=st.integers(0, 2**64 - 1),
+)
+def test_bounds_hold_and_match_the_reference_rule(backend, df, l0, linf, keys, seed):
+    clamp = Clamp(lo=-3.0, hi=10.0)
+    agg, units = run(backend, df, keys=keys, l0=l0, linf=linf, sums={"v": clamp}, seed=seed)
+    others = [k for k in keys if k != "u"]
+
+    # the bounds, checked on the kept cells
+    nonnull = units.filter(pl.col("u").is_not_null())
+    assert (units["rows"] <= linf).all() and (units["rows"] >= 1).all()
+    assert (units["sum_v"] >= units["rows"] * clamp.lo).all()
+    assert (units["sum_v"] <= units["rows"] * clamp.hi).all()
+    assert units["sum_v"].is_finite().all()
+    if nonnull.height:
+        assert nonnull.group_by("u").len()["len"].max() <= l0
+
+    # the exact rule, against the plain-Python reference with the same seed
+    ref = reference_cells(df, unit="u", keys=keys, l0=l0, linf=linf, sums={"v": clamp}, seed=seed)
+    null_ref = [c for c in ref if isinstance(c[0], tuple)]
+    assert units.filter(pl.col("u").is_null()).height == len(null_ref)
+    got = {(r["u"], *(r[k] for k in others)): r for r in nonnull.iter_rows(named=True)}
+    want = {c: v for c, v in ref.items() if not isinstance(c[0], tuple)}
+    assert got.keys() == want.keys()
+    for cell, (rows, s) in want.items():
+        assert got[cell]["rows"] == rows
+        assert got[cell]["sum_v"] == pytest.approx(s["v"], rel=1e-9, abs=1e-9)
+
+    # the aggregate is group_by(keys) over the kept cells
+    by_group: dict = defaultdict(lambda: [0, 0, 0.0])
+    for cell, (rows, s) in ref.items():
+        u = None if isinstance(cell[0], tuple) else cell[0]
+        g = tuple(u if k == "u" else cell[1 + others.index(k)] for k in keys)
+        acc = by_group[g]
+        acc[0] += rows
+        acc[1] += 1
+        acc[2] += s["v"]
+    assert agg.height == len(by_group)
+    for r in agg.iter_rows(named=True):
+        rows, n_units, s = by_group[tuple(r[k] for k in keys)]
+        assert (r["rows"], r["units"]) == (rows, n_units)
+        assert r["sum_v"] == pytest.approx(s, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(df=frames, seed=st.integers(0, 2**64 - 1), order=st.randoms(use_true_random=False))
+def test_a_units_cells_depend_only_on_its_own_rows(backend, df, seed, order):
+    """Stability, the fact the sensitivity rests on: shuffling the rows or removing every row of
+    one unit leaves every other unit's kept cells unchanged."""
+    kw = dict(keys=["k", "j"], l0=2, linf=2, sums={"v": Clamp(lo=0, hi=5)}, seed=seed)
+    _, base = run(backend, df, **kw)
+    perm = list(range(df.height))
+    order.shuffle(perm)
+    _, shuffled = run(backend, df[perm], **kw)
+    nonnull = pl.col("u").is_not_null()
+    assert_cells_equal(base.filter(nonnull), shuffled.filter(nonnull))
+    _, without_a = run(backend, df.filter((pl.col("u") != "a") | pl.col("u").is_null()), **kw)
+    assert_cells_equal(base.filter(nonnull & (pl.col("u") != "a")), without_a.filter(nonnull))
+
+
+def assert_cells_equal(a: pl.DataFrame, b: pl.DataFrame) -> None:
+    key = ["u", "k", "j"]
+    a, b = a.sort(key, nulls_last=True), b.sort(key, nulls_last=True)
+    assert a.select(*key, "rows").equals(b.select(*key, "rows"))
+    for x, y in zip(a["sum_v"], b["sum_v"]):
+        assert x == pytest.approx(y, rel=1e-12, abs=1e-12)
+
+
+def test_equals_duckdb_group_by_when_no_bound_binds(backend):
+    """Bounds loose enough never to bind: pre-noise aggregates equal SQL GROUP BY exactly."""
+    us = [f"user{i % 37}" for i in range(3000)]
+    df = conform(
+        pl.DataFrame(
+            {
+                "user.name": [None if i % 101 == 0 else u for i, u in enumerate(us)],
+                "event.action": [["login", "sudo", "logout"][i % 3] for i in range(3000)],
+                "@timestamp": [datetime(2026, 11, 1 + i % 20, tzinfo=timezone.utc) for i in range(3000)],
+                "http.response.body.bytes": [None if i % 13 == 0 else (i * 7919) % 5000 for i in range(3000)],
+            }
+        )
+    ).with_columns(day=pl.col("@timestamp").dt.truncate("1d"))
+    agg = backend.bounded_aggregate(
+        df.lazy(),
+        unit="user.name",
+        keys=["event.action", "day"],
+        bounds=ContributionBounds(max_groups=1000, max_rows_per_group=1000),
+        sums={"http.response.body.bytes": Clamp(lo=0, hi=5000)},
+        seed=secret_seed(),
+    )
+    con = duckdb.connect()
+    con.register("logs", df.select("user.name", "event.action", "day", "http.response.body.bytes").to_arrow())
+    want = con.sql(
+        """SELECT "event.action", day, COUNT(*) AS rows,
+                  COUNT(DISTINCT "user.name") + COUNT(*) FILTER (WHERE "user.name" IS NULL) AS units,
+                  COALESCE(SUM("http.response.body.bytes"), 0)::DOUBLE AS s
+           FROM logs GROUP BY ALL ORDER BY ALL"""
+    ).to_arrow_table()
+    want = pl.from_arrow(want)
+    assert agg.height == want.height == 60
+    assert agg["event.action"].to_list() == want["event.action"].to_list()
+    assert agg["day"].to_list() == want["day"].to_list()
+    assert agg["rows"].to_list() == want["rows"].to_list()
+    assert agg["units"].to_list() == want["units"].to_list()
+    assert agg["sum_http.response.body.bytes"].to_list() == want["s"].to_list()
+
+
+def test_null_units_are_each_their_own_unit(backend):
+    df = pl.DataFrame({"u": [None, None, None, "a", "a"], "k": ["x", "x", "x", "x", "x"], "v": [1.0, 2.0, 3.0, 4.0, 6.0]})
+    agg, _ = run(backend, df, l0=1, linf=1, sums={"v": Clamp(lo=0, hi=10)})
+    # three null-unit rows all kept; unit "a" truncated to 1 row with the rescaled sum 10 * 1/2
+    assert agg.rows() == [("x", 4, 4, 11.0)]
+
+
+def test_empty_input_gives_no_groups_with_the_contract_schema(backend):
+    df = pl.DataFrame(schema={"u": pl.String, "k": pl.String, "v": pl.Int64})
+    agg, units = run(backend, df, sums={"v": Clamp(lo=0, hi=1)})
+    assert agg.height == 0 and units.height == 0
+    assert agg.schema == pl.Schema({"k": pl.String, "rows": pl.Int64, "units": pl.Int64, "sum_v": pl.Float64})
+
+
+def test_no_keys_is_one_global_group(backend):
+    df = pl.DataFrame({"u": ["a", "a", "b", None], "k": ["x", "y", "x", "z"], "v": [1, 2, 3, 4]})
+    agg, _ = run(backend, df, keys=(), l0=1, linf=1, sums={"v": Clamp(lo=0, hi=10)})
+    # "k" is not a key: a is one cell of 2 rows, cut to 1 row with the rescaled sum (1 + 2) / 2
+    assert agg.rows() == [(3, 3, 1.5 + 3 + 4)]
+    assert agg.columns == ["rows", "units", "sum_v"]
+
+
+def test_a_unit_with_1e5_rows_contributes_at_most_the_bounds(backend):
+    n = 100_000
+    df = pl.DataFrame(
+        {
+            "u": ["heavy"] * n + ["light"],
+            "k": [f"g{i % 50}" for i in range(n)] + ["g0"],
+            "v": [float(i % 1000) for i in range(n)] + [3.0],
+        }
+    )
+    agg, units = run(backend, df, l0=10, linf=5, sums={"v": Clamp(lo=0, hi=100)})
+    heavy = units.filter(pl.col("u") == "heavy")
+    assert heavy.height == 10 and heavy["rows"].to_list() == [5] * 10
+    # cell g<j> holds 2000 rows, the values j + 50m (m < 20) 100 times each: rescaled sum = 5 x mean
+    for g, s in zip(heavy["k"], heavy["sum_v"]):
+        j = int(g[1:])
+        assert s == pytest.approx(5 * sum(min(j + 50 * m, 100) for m in range(20)) / 20, rel=1e-12)
+    assert agg["rows"].sum() == 51 and agg["units"].sum() == 11
+
+
+def test_nan_null_and_infinities_never_reach_the_output(backend):
+    df = pl.DataFrame({"u": ["a", "b", "c", "d"], "k": ["x"] * 4, "v": [float("nan"), None, float("inf"), -float("inf")]})
+    agg, _ = run(backend, df, sums={"v": Clamp(lo=-2, hi=5)})
+    # NaN and null contribute 0, +inf clamps to hi, -inf to lo
+    assert agg.rows() == [("x", 4, 4, 3.0)]
+
+
+def test_the_keyed_rank_spreads_the_kept_group_uniformly(backend):
+    """With L0 = 1 among 8 groups, each group should be kept by ~1/8 of the units (chi-square);
+    a rank that followed row or key order would keep the same group every time."""
+    n_units, n_groups = 4000, 8
+    df = pl.DataFrame(
+        {"u": [f"u{i}" for i in range(n_units) for _ in range(n_groups)], "k": [f"g{g}" for _ in range(n_units) for g in range(n_groups)]}
+    )
+    agg, _ = run(backend, df, l0=1, linf=1, seed=secret_seed())
+    assert agg["units"].sum() == n_units
+    assert stats.chisquare(agg["units"].to_list()).pvalue > 1e-4
+
+
+def test_a_fresh_seed_changes_the_selection(backend):
+    df = pl.DataFrame({"u": ["a"] * 64, "k": [f"g{i}" for i in range(64)]})
+    kept = {run(backend, df, l0=1, seed=secret_seed())[1]["k"].item() for _ in range(10)}
+    assert len(kept) > 1
+    assert Counter(run(backend, df, l0=1, seed=5)[1]["k"].item() for _ in range(3)).most_common(1)[0][1] == 3
+
+
+def test_the_unit_may_be_a_key(backend):
+    df = pl.DataFrame({"u": ["a", "a", "a", "b"], "k": ["x", "y", "z", "x"]})
+    agg, _ = run(backend, df, keys=("u",), l0=1, linf=2)
+    assert agg.rows() == [("a", 2, 1), ("b", 1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "fix"),
+    [
+        (dict(unit="nope"), QueryError, "unknown column"),
+        (dict(keys=["k", "k"]), QueryError, "distinct"),
+        (dict(keys=["rows"]), QueryError, "rename"),
+        (dict(sums={"k": Clamp(lo=0, hi=1)}), QueryError, "numeric"),
+        (dict(seed=-1), InternalError, "secret_seed"),
+        (dict(seed=2**64), InternalError, "secret_seed"),
+    ],
+)
+def test_invalid_requests_fail_with_a_fix(backend, kw, error, fix):
+    df = pl.DataFrame({"u": ["a"], "k": ["x"], "rows": [1]})
+    args = dict(unit="u", keys=["k"], bounds=ContributionBounds(max_groups=1, max_rows_per_group=1), sums={}, seed=1) | kw
+    with pytest.raises(error, match=fix):
+        backend.bounded_aggregate(df.lazy(), **args)
+
+
+def test_get_backend():
+    assert isinstance(get_backend(), Backend)
+    with pytest.raises(UsageError, match="use backend 'polars'"):
+        get_backend("spark")
+    with pytest.raises(UsageError, match="polars engine"):
+        PolarsBackend(engine="gpu")

@@ -30,7 +30,7 @@ def test_planted_incidents_are_findable(tmp_path: Path) -> None:
     ev = Store.open(tmp_path / "s").scan()
     users = ev.select(pl.col("user.name").n_unique()).collect().item()
     assert 40 <= users <= 80
-    span = ev.select(pl.col("@timestamp").min(), pl.col("@timestamp").max()).collect().row(0)
+    span = ev.select(pl.col("@timestamp").min().alias("lo"), pl.col("@timestamp").max().alias("hi")).collect().row(0)
     assert 13 <= (span[1] - span[0]).days <= 14
     failures = ev.filter(pl.col("event.outcome") == "failure")
     # brute force: one IP, hundreds of SSH failures within one hour

@@ -1,0 +1,86 @@
+"""DP k-means: exact plan, exact-mode equality with the non-private twin, charge discipline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dplogs.detect.features import clip_rows, feature_batches
+from dplogs.detect.kmeans import (
+    init_centroids, kmeans_batch_stats, plan_kmeans, train_kmeans, train_kmeans_nonprivate,
+)
+from dplogs.errors import InternalError
+from dplogs.privacy import Charge, PrivacyLoss
+from dplogs.privacy.testing import exact_mode
+
+
+def blobs(n_per: int = 300) -> np.ndarray:
+    # three well separated deterministic clusters inside the unit ball
+    t = np.linspace(0, 2 * np.pi, n_per)
+    centres = np.array([[0.6, 0.1, 0.1], [0.1, 0.6, 0.1], [0.1, 0.1, 0.6]])
+    jitter = 0.05 * np.stack([np.sin(t), np.cos(t), np.sin(2 * t)], axis=1)
+    return np.vstack([c + jitter for c in centres])
+
+
+def test_plan_sensitivities_and_loss_are_exact():
+    plan = plan_kmeans(k=4, dim=5, iterations=10, rho=0.5, max_rows_per_unit=3, clip_norm=2.0, count_share=0.25)
+    assert plan.sum_plan.sensitivity == 6.0  # K·C
+    assert plan.count_plan.sensitivity == 3.0  # K (all rows in one cluster)
+    assert plan.sum_plan.scale == pytest.approx(6.0 / math.sqrt(2 * 0.05 * 0.75))
+    assert plan.count_plan.scale == pytest.approx(3.0 / math.sqrt(2 * 0.05 * 0.25))
+    assert plan.loss.rho == pytest.approx(0.5)
+    assert plan.loss.epsilon == 0 and plan.loss.delta == 0
+
+
+def test_exact_mode_equals_the_non_private_twin():
+    x = blobs()
+    batches = feature_batches(x, np.arange(len(x)), rows_per_batch=128)
+    init = init_centroids(3, 3, 1.0)
+    plan = plan_kmeans(k=3, dim=3, iterations=6, rho=1.0, max_rows_per_unit=1, clip_norm=1.0)
+    charge = Charge.for_audit(plan.loss)
+    with exact_mode():
+        dp = train_kmeans(batches, plan=plan, charge=charge, init=init, min_count=1.0)
+    twin = train_kmeans_nonprivate(batches, init=init, iterations=6, clip_norm=1.0)
+    assert np.array_equal(dp.centroids, twin.centroids)
+    assert charge.noise_drawn and charge.left.rho == pytest.approx(0, abs=1e-12)
+
+
+def test_batch_stats_equal_a_direct_computation():
+    x = blobs(50)
+    centroids = np.array([[0.6, 0.1, 0.1], [0.1, 0.6, 0.1], [0.1, 0.1, 0.6]])
+    batches = feature_batches(x, np.arange(len(x)), rows_per_batch=40)
+    sums = sum(kmeans_batch_stats(b, centroids, 1.0)[0] for b in batches)
+    counts = sum(kmeans_batch_stats(b, centroids, 1.0)[1] for b in batches)
+    assign = np.argmin(((x[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert counts.tolist() == np.bincount(assign, minlength=3).tolist() == [50, 50, 50]
+    for j in range(3):
+        assert np.allclose(sums[j], x[assign == j].sum(axis=0))
+
+
+def test_noise_matches_the_plan_statistically():
+    # one iteration from fixed centroids: centroid error · count = sum noise, so it has std σ_sum
+    x = blobs(2000)
+    batches = feature_batches(x, np.arange(len(x)))
+    centres = np.array([[0.6, 0.1, 0.1], [0.1, 0.6, 0.1], [0.1, 0.1, 0.6]])
+    plan = plan_kmeans(k=3, dim=3, iterations=1, rho=2.0, max_rows_per_unit=1, clip_norm=1.0, count_share=0.5)
+    exact = train_kmeans_nonprivate(batches, init=centres, iterations=1, clip_norm=1.0).centroids
+    errs = []
+    for _ in range(60):
+        m = train_kmeans(batches, plan=plan, charge=Charge.for_audit(plan.loss), init=centres)
+        errs.append(((m.centroids - exact) * 2000).ravel())
+    errs = np.concatenate(errs)
+    # counts are noisy too, so the error is approximately (not exactly) N(0, σ_sum²)
+    assert np.std(errs) == pytest.approx(plan.sum_plan.scale, rel=0.15)
+    assert stats.ttest_1samp(errs, 0).pvalue > 1e-4
+
+
+def test_charge_must_cover_the_plan_and_unit_bound_is_enforced():
+    x = clip_rows(blobs(20), 1.0)
+    plan = plan_kmeans(k=3, dim=3, iterations=2, rho=0.5, max_rows_per_unit=1, clip_norm=1.0)
+    with pytest.raises(InternalError, match="does not cover"):
+        train_kmeans(feature_batches(x, np.arange(len(x))), plan=plan, charge=Charge.for_audit(PrivacyLoss(rho=0.1)))
+    with pytest.raises(InternalError, match="more than the bound"):
+        train_kmeans(feature_batches(x, np.zeros(len(x))), plan=plan, charge=Charge.for_audit(plan.loss))

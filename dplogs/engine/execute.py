@@ -118,7 +118,8 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
         idempotency_key=idempotency_key, mechanisms=mechanisms,
     ) as charge:
         if getattr(charge, "replayed_payload", None) is not None:
-            return Release.from_payload(charge.replayed_payload)
+            stored = Release.from_payload(charge.replayed_payload)
+            return Release(data=stored.data, privacy={**stored.privacy, "replayed": True})
         release = noisy_release(plan, main, hists, charge=charge)
         release = Release(data=release.data, privacy={**release.privacy, "ledger_entry": charge.entry_id})
         charge.record(release.to_payload())

@@ -1,0 +1,158 @@
+"""``dplogs query`` and ``dplogs explain``: parse options, call the engine, render.
+
+The library does the work (:class:`dplogs.engine.Engine`); this module only adapts options.
+Data goes to stdout (or ``--output``), notes go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dplogs.errors import UsageError
+
+_FORMATS = ("table", "json", "ndjson", "csv", "parquet")
+_METADATA_NOTE = (
+    "Privacy metadata: json has {data, privacy}; ndjson's first line is {\"privacy\": ...}; csv's "
+    "first line is '# privacy: {...}'; parquet keeps it under 'dplogs.privacy' in the schema "
+    "metadata; table prints it to stderr."
+)
+
+
+def _pairs(values: tuple[str, ...], option: str, example: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        col, sep, rest = v.partition("=")
+        if not sep or not col or not rest:
+            raise UsageError(f"{option} takes {example}, got {v!r}")
+        out.append((col.strip(), rest.strip()))
+    return out
+
+
+def _float(text: str, option: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not a number") from None
+
+
+def _clamps(values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    out = {}
+    for col, rng in _pairs(values, "--clamp", "COL=LO:HI, e.g. source.bytes=0:1000000"):
+        lo, sep, hi = rng.partition(":")
+        if not sep:
+            raise UsageError(f"--clamp takes COL=LO:HI, got {col}={rng}")
+        out[col] = (_float(lo, "--clamp"), _float(hi, "--clamp"))
+    return out
+
+
+def _keys(values: tuple[str, ...]) -> dict[str, list[str]]:
+    return {
+        col: [x.strip() for x in vals.split(",") if x.strip()]
+        for col, vals in _pairs(values, "--keys", "COL=a,b,c, e.g. host.name=web-1,web-2")
+    }
+
+
+def _bins(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for col, spec in _pairs(values, "--bins", "COL=LO:HI:N[:log|linear]"):
+        parts = spec.split(":")
+        if len(parts) not in (3, 4) or not parts[2].isdigit():
+            raise UsageError(f"--bins takes COL=LO:HI:N[:log|linear], got {col}={spec}")
+        out[col] = {"lo": _float(parts[0], "--bins"), "hi": _float(parts[1], "--bins"), "n": int(parts[2]),
+                    "scale": parts[3] if len(parts) == 4 else "log"}
+    return out
+
+
+def _common(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.argument("queryfile", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--sql", "sql_text", metavar="TEXT", help="A SQL query instead of QUERYFILE, e.g. \"SELECT event.action, COUNT(*) FROM logs GROUP BY event.action\"."),
+        click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The store directory (made by `dplogs ingest`)."),
+        click.option("--epsilon", type=float, help="Total privacy budget ε of the query (Laplace mechanism), split equally over its noised columns."),
+        click.option("--rho", type=float, help="Total zCDP budget ρ (Gaussian mechanism) instead of --epsilon."),
+        click.option("--delta", type=float, help="δ for DP partition selection; required when grouping by a private key (IP, user, host...)."),
+        click.option("--mechanism", type=click.Choice(["laplace", "gaussian"]), help="Noise mechanism (default: laplace with --epsilon, gaussian with --rho)."),
+        click.option("--max-groups", type=int, help="L0 bound: groups one privacy unit may contribute to (else the store manifest default)."),
+        click.option("--max-rows-per-group", type=int, help="L∞ bound: rows one privacy unit may contribute to each group (else the manifest default)."),
+        click.option("--clamp", multiple=True, metavar="COL=LO:HI", help="Clamp a summed/averaged/binned column into [LO, HI]; repeatable."),
+        click.option("--keys", "declared", multiple=True, metavar="COL=a,b,c", help="Declare the public values of a key column (no partition selection needed; other values are dropped); repeatable."),
+        click.option("--bins", multiple=True, metavar="COL=LO:HI:N[:log|linear]", help="Public histogram/quantile bins of a column; repeatable (default: from --clamp, log-spaced)."),
+        click.option("--start", metavar="TIME", help="Window start, ISO 8601 (inclusive); sets public time buckets and the budget windows charged."),
+        click.option("--end", metavar="TIME", help="Window end, ISO 8601 (exclusive)."),
+        click.option("--bucket", type=click.Choice(["minute", "hour", "day", "week"]), help="Time-bucket grain (replaces the query's, or adds a time key)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: dict[str, Any]) -> Any:
+    from dplogs.engine import Engine
+
+    if (queryfile is None) == (sql_text is None):
+        raise UsageError("give either a QUERYFILE or --sql TEXT (exactly one)")
+    engine = Engine.open(store)
+    options = {
+        "epsilon": opts["epsilon"], "rho": opts["rho"], "delta": opts["delta"], "mechanism": opts["mechanism"],
+        "max_groups": opts["max_groups"], "max_rows_per_group": opts["max_rows_per_group"],
+        "clamp": _clamps(opts["clamp"]), "keys": _keys(opts["declared"]), "bins": _bins(opts["bins"]),
+        "start": opts["start"], "end": opts["end"], "bucket": opts["bucket"],
+    }
+    if queryfile is not None:
+        return engine.query_file(queryfile, **options)
+    return engine.sql(sql_text, **options)
+
+
+@click.command(epilog=_METADATA_NOTE)
+@_common
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the release to FILE instead of stdout.")
+@click.option("--idempotency-key", metavar="KEY", help="Rerunning with the same key re-emits the stored release and spends nothing.")
+def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, output: Path | None,
+          idempotency_key: str | None, **opts: Any) -> None:
+    """Release a differentially private answer to QUERYFILE (TOML, see queries/) or --sql.
+
+    The release is charged to the store's budget ledger before any noise is drawn. Exit codes:
+    64 bad query or privacy parameter (nothing charged), 66 missing store or query file,
+    74 ledger problem, 77 budget exhausted (nothing charged).
+    """
+    from dplogs.engine import write_release
+
+    prepared = _prepare(queryfile, sql_text, store, opts)
+    release = prepared.release(caller="cli", idempotency_key=idempotency_key)
+    p = release.privacy
+    replay = " (replayed from the ledger; nothing spent now)" if p.get("replayed") else ""
+    loss = ", ".join(f"{k}={p[k]:.6g}" for k in ("epsilon", "delta", "rho") if p.get(k))
+    click.echo(
+        f"released {release.data.height} cells of {p['query']}: {loss} per {p['privacy_unit']} charged to "
+        f"{', '.join(p['budget_windows'])} (ledger entry {p.get('ledger_entry')}){replay}",
+        err=True,
+    )
+    if fmt == "table":
+        click.echo(f"bias: {p['bias_note']}", err=True)
+    if output is not None:
+        write_release(release, fmt, output, title=p["query"])
+    elif fmt == "parquet":
+        write_release(release, fmt, click.get_binary_stream("stdout"))
+    else:
+        write_release(release, fmt, sys.stdout, title=p["query"])
+
+
+@click.command()
+@_common
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Explain as text or JSON.")
+def explain(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, **opts: Any) -> None:
+    """Explain QUERYFILE or --sql without spending anything: key handling, bounds, sensitivities,
+    mechanisms, noise scales, selection thresholds, expected 95% CI half-widths, budget split.
+
+    Exit codes: 64 bad query or privacy parameter, 66 missing store or query file.
+    """
+    prepared = _prepare(queryfile, sql_text, store, opts)
+    e = prepared.explain()
+    click.echo(json.dumps(e.data, indent=2) if fmt == "json" else e.text)

@@ -14,7 +14,7 @@ def synthetic_events(n: int = 3000, users: int = 50, days: int = 20) -> pl.DataF
     """Deterministic events: ``users`` users over ``days`` November days, a mix of categories,
     outcomes, hosts and hours."""
     i = np.arange(n)
-    ts = [dt.datetime(2026, 11, 1 + int(k) % days, int(k * 7) % 24, tzinfo=dt.UTC) for k in i]
+    ts = [dt.datetime(2026, 11, 1 + int(k // users) % days, int(k * 7) % 24, tzinfo=dt.UTC) for k in i]
     return conform(pl.DataFrame({
         "@timestamp": ts,
         "user.name": [f"u{k % users}" for k in i],

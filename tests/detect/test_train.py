@@ -1,0 +1,108 @@
+"""Training is a release: reserved on the ledger before noise, refused over budget, replayed by
+idempotency key; the model file carries the model card; scores stay inside the store."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from detect_helpers import synthetic_events
+
+from dplogs.cli import cli
+from dplogs.detect.model import load_model
+from dplogs.detect.train import TrainRequest, score_store, train_from_store
+from dplogs.errors import BudgetExhausted, UsageError
+from dplogs.privacy.ledger import Ledger, LedgerCharge
+
+KM = dict(detector="kmeans", epsilon=1.0, delta=1e-6, start="2026-11-01", end="2026-12-01",
+          max_windows_per_unit=3, clip_norm=1.0, k=4, iterations=3)
+AE = dict(KM, detector="autoencoder", steps=20, sampling_rate=0.2, expected_batch_size=10.0)
+
+
+@pytest.mark.parametrize("kw", [KM, AE], ids=["kmeans", "autoencoder"])
+def test_training_is_reserved_before_noise_and_the_card_carries_the_loss(store, tmp_path, monkeypatch, kw):
+    seen = []  # the ledger's entries as another process sees them at the first noise draw
+    original = LedgerCharge.consume
+
+    def consume(self, loss):
+        if not seen:
+            with Ledger.open(store.ledger_path) as ledger:
+                seen.append([(e.status, e.caller) for e in ledger.history()])
+        return original(self, loss)
+
+    monkeypatch.setattr(LedgerCharge, "consume", consume)
+    path, card = train_from_store(store.path, TrainRequest(**kw), output=tmp_path / "m.json")
+    assert seen == [[("reserved", "train")]]  # durable reservation existed at the first draw
+    with Ledger.open(store.ledger_path) as ledger:
+        (entry,) = ledger.history()
+        assert entry.status == "committed" and entry.windows == ("2026-11",)
+        spent = ledger.spent("2026-11")
+    _, file_card = load_model(path)
+    assert file_card == card
+    assert card.delta == 1e-6 and 0.95 <= card.epsilon <= 1.0
+    assert card.max_windows_per_unit == 3 and card.clip_norm == 1.0
+    assert card.data_size.startswith("omitted")
+    assert card.ledger_entry == entry.id
+    if kw["detector"] == "kmeans":
+        assert spent.rho == pytest.approx(card.rho)
+    else:
+        assert spent.epsilon == pytest.approx(card.epsilon) and spent.delta == pytest.approx(1e-6)
+
+
+def test_over_budget_training_writes_nothing_and_charges_nothing(store, tmp_path):
+    with pytest.raises(BudgetExhausted):
+        train_from_store(store.path, TrainRequest(**dict(KM, epsilon=5.0)), output=tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+    with Ledger.open(store.ledger_path) as ledger:
+        assert ledger.history() == []
+
+
+def test_validation_fails_before_the_ledger(store, tmp_path):
+    with pytest.raises(UsageError, match="must be after"):
+        TrainRequest(**dict(KM, end="2026-10-01"))
+    with Ledger.open(store.ledger_path) as ledger:
+        assert ledger.history() == []
+
+
+def test_idempotent_rerun_re_emits_the_model_and_spends_nothing(store, tmp_path):
+    p1, c1 = train_from_store(store.path, TrainRequest(**KM), output=tmp_path / "a.json", idempotency_key="m/2026-11")
+    p2, c2 = train_from_store(store.path, TrainRequest(**KM), output=tmp_path / "b.json", idempotency_key="m/2026-11")
+    assert json.loads(p1.read_text()) == json.loads(p2.read_text()) and c1 == c2
+    with Ledger.open(store.ledger_path) as ledger:
+        assert len(ledger.history()) == 1
+
+
+def test_cli_train_then_score_keeps_scores_inside_the_store(store, tmp_path):
+    runner = CliRunner()
+    model = tmp_path / "km.json"
+    res = runner.invoke(cli, ["train", "--store", str(store.path), "--detector", "kmeans", "--epsilon", "1",
+                              "--delta", "1e-6", "--start", "2026-11-01", "--end", "2026-12-01",
+                              "--max-windows", "3", "--k", "3", "--iterations", "2", "--output", str(model)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["model_card"]["epsilon"] <= 1.0
+    res = runner.invoke(cli, ["score", "--store", str(store.path), "--model", str(model)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == ""  # nothing on stdout: scores are not a release
+    out = store.path / "scores" / "km.parquet"
+    scores = pl.read_parquet(out)
+    assert scores.columns == ["user.name", "window_start", "score"]
+    # every unit-window is scored, not only the K per unit kept for training
+    days = synthetic_events().select("user.name", pl.col("@timestamp").dt.date()).unique().height
+    assert scores.height == days > 50 * 3
+    res = runner.invoke(cli, ["score", "--help"])
+    assert "trust boundary" in res.output
+    res = runner.invoke(cli, ["train", "--store", str(store.path), "--detector", "kmeans", "--epsilon", "9",
+                              "--delta", "1e-6", "--start", "2026-11-01", "--end", "2026-12-01",
+                              "--max-windows", "3", "--output", str(tmp_path / "x.json")])
+    assert res.exit_code == 77 and "budget left" in res.output
+
+
+def test_score_refuses_a_model_of_another_unit(store, tmp_path):
+    path, _ = train_from_store(store.path, TrainRequest(**KM), output=tmp_path / "m.json")
+    doc = json.loads(path.read_text())
+    doc["model_card"]["privacy_unit"] = "source.ip"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match="source.ip"):
+        score_store(store.path, path)

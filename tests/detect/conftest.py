@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from detect_helpers import synthetic_events
+from tests.detect.detect_helpers import synthetic_events
 
 
 @pytest.fixture

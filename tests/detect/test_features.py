@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
-from detect_helpers import synthetic_events
+from tests.detect.detect_helpers import synthetic_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -47,7 +47,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
         preds.append(plan.query.where.expr())
     for k in plan.keys:
         if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
-            preds.append(pl.col(k.column).is_in(k.domain(plan.start, plan.end)))
+            preds.append(pl.col(k.column).is_in(pl.lit(k.domain(plan.start, plan.end)).implode()))
     exprs = [pl.col(plan.unit).alias(UNIT)]
     exprs += [k.expr() for k in plan.keys] or [pl.lit(0, pl.Int32).alias(ALL)]
     for s in plan.sums:

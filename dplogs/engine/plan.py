@@ -164,7 +164,7 @@ class In(Filter):
         object.__setattr__(self, "values", tuple(coerce_value(self.column, v) for v in self.values))
 
     def expr(self) -> pl.Expr:
-        return pl.col(self.column).is_in(pl.Series(list(self.values), dtype=FIELDS[self.column].dtype))
+        return pl.col(self.column).is_in(pl.lit(pl.Series(list(self.values), dtype=FIELDS[self.column].dtype)).implode())
 
     def describe(self) -> str:
         return f"{self.column} IN ({', '.join(_show(v) for v in self.values)})"

@@ -303,6 +303,8 @@ def _order(tree: exp.Select, selects: list[exp.Expression], aggs: list[Aggregati
         if label is None:
             if _is_aggregate(target):
                 raise QueryError(f"ORDER BY {o.this.sql()}: only released aggregates (in the SELECT list) can be ranked")
+            if target.sql() not in {_unalias(x).sql() for x in selects}:
+                raise QueryError(f"ORDER BY {o.this.sql()}: only released keys or aggregates can order a release")
             continue  # ordering by a key: the release is sorted by keys anyway
         if by is not None or not o.args.get("desc"):
             raise QueryError("ORDER BY supports one aggregate, DESC, with LIMIT k (top-k)")

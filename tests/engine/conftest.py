@@ -3,7 +3,6 @@ backend, and a store built from sample_logs with `dplogs ingest`."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +17,6 @@ from dplogs.privacy.ledger import Ledger
 from dplogs.schema import conform
 
 REPO = Path(__file__).resolve().parents[2]
-UTC = dt.timezone.utc
-
-
-def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
 
 
 @pytest.fixture

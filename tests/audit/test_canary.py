@@ -38,13 +38,18 @@ def _canary_path(included: np.ndarray, *, epsilon: float, private: bool) -> np.n
     return add_noise(counts, plan, charge=Charge.for_audit(plan.loss)).astype(float)
 
 
-def test_one_run_audit_of_a_private_path_stays_below_the_claim_and_has_power():
+def test_one_run_audit_of_a_private_path_is_tight_and_stays_below_the_claim():
+    """For the discrete Laplace every guess is right with probability exactly e^ε/(1+e^ε), so
+    the audit is tight: at 95% confidence ε_lb exceeds the true ε in ≈ 5% of runs *by design*
+    (measured: 4.7% of 300). CI therefore checks the claim at 99.9% confidence (a false alarm
+    once in 1000 runs) and the power at 95%."""
     m, eps = 5000, 2.0
     inc = canary_inclusion(m)
-    r = one_run_audit(_canary_path(inc, epsilon=eps, private=True), inc, claimed_epsilon=eps, delta=0.0,
-                      k_pos=500, k_neg=500)
-    assert not r.violated, r.summary()
-    assert r.epsilon_lb > 0.5 * eps, r.summary()
+    scores = _canary_path(inc, epsilon=eps, private=True)
+    kw = dict(claimed_epsilon=eps, delta=0.0, k_pos=1000, k_neg=1000)
+    strict = one_run_audit(scores, inc, alpha=1e-3, **kw)
+    assert not strict.violated, strict.summary()
+    assert one_run_audit(scores, inc, **kw).epsilon_lb > 0.75 * eps
 
 
 def test_one_run_audit_catches_a_path_without_noise():

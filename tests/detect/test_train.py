@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from detect_helpers import synthetic_events
+from tests.detect.detect_helpers import synthetic_events
 
 from dplogs.cli import cli
 from dplogs.detect.model import load_model

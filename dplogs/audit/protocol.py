@@ -27,7 +27,13 @@ from typing import Any
 
 from dplogs.privacy.charge import Charge
 
-_SAMPLER_MODULES = ("dplogs.privacy.mechanisms", "dplogs.privacy.dpsgd", "dplogs.privacy.selection")
+# module -> (attribute, kind): a "factory" returns a measurement whose call draws; a "sampler" draws
+_GATES = {
+    "dplogs.privacy.mechanisms": (("_measurement", "factory"),),
+    "dplogs.privacy.dpsgd": (("_measurement", "factory"),),
+    "dplogs.privacy.selection": (("_measurement", "factory"),),
+    "dplogs.privacy.sampler": (("discrete_laplace", "sampler"), ("discrete_gaussian", "sampler")),
+}
 
 
 @dataclass(frozen=True)
@@ -87,25 +93,30 @@ def watch_draws(ledger_path: str | Path) -> Iterator[list[Draw]]:
         entry = None if charge is None else charge.entry_id
         draws.append(Draw(sampler=name, entry_id=entry, status=_status(path, entry)))
 
-    patched: list[tuple[Any, Any]] = []
-    for modname in _SAMPLER_MODULES:
+    patched: list[tuple[Any, str, Any]] = []
+    for modname, gates in _GATES.items():
         mod = sys.modules.get(modname) or _try_import(modname)
-        factory = getattr(mod, "_measurement", None) if mod is not None else None
-        if factory is None:
-            continue
-
-        def wrapped(*args: Any, _f=factory, _n=modname, **kw: Any) -> _Watched:
-            return _Watched(_f(*args, **kw), _n, on_draw)
-
-        patched.append((mod, factory))
-        mod._measurement = wrapped
+        for attr, kind in gates:
+            original = getattr(mod, attr, None) if mod is not None else None
+            if original is None:
+                continue
+            name = f"{modname}.{attr}"
+            if kind == "factory":
+                def wrapped(*args: Any, _f=original, _n=name, **kw: Any) -> _Watched:
+                    return _Watched(_f(*args, **kw), _n, on_draw)
+            else:
+                def wrapped(*args: Any, _f=original, _n=name, **kw: Any) -> Any:
+                    on_draw(_n)
+                    return _f(*args, **kw)
+            patched.append((mod, attr, original))
+            setattr(mod, attr, wrapped)
     Charge.consume = consume  # type: ignore[method-assign]
     try:
         yield draws
     finally:
         Charge.consume = original_consume  # type: ignore[method-assign]
-        for mod, factory in patched:
-            mod._measurement = factory
+        for mod, attr, original in patched:
+            setattr(mod, attr, original)
 
 
 def _try_import(name: str) -> Any:

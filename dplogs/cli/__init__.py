@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+import traceback
 
 import click
 
 from dplogs import __version__
-from dplogs.errors import EXIT_CODES, DplogsError
+from dplogs.errors import EXIT_CODES, DplogsError, InternalError
 
 # command name -> "module:attribute" (module relative to dplogs.cli)
 _COMMANDS: dict[str, str] = {
@@ -47,12 +49,20 @@ class _LazyGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(f"dplogs.cli.{module}"), attr)
 
-    def invoke(self, ctx: click.Context):  # one place turns DplogsError into message + exit code
+    def invoke(self, ctx: click.Context):  # one place turns errors into a message + exit code
         try:
             return super().invoke(ctx)
         except DplogsError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # anything else is a bug: say so, keep the traceback on request
+            if os.environ.get("DPLOGS_DEBUG"):
+                traceback.print_exc()
+            bug = InternalError(f"unexpected {type(exc).__name__}: {exc}")
+            click.echo(f"error: {bug} — rerun with DPLOGS_DEBUG=1 for the traceback", err=True)
+            ctx.exit(bug.exit_code)
 
 
 @click.group(cls=_LazyGroup, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,163 @@
+"""`dplogs query` / `dplogs explain` over a store built from sample_logs, and the shipped query files."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from dplogs.cli import cli
+from dplogs.engine import Engine
+from dplogs.privacy.ledger import Ledger
+from dplogs.privacy.testing import exact_mode
+
+REPO = Path(__file__).resolve().parents[2]
+QUERIES = sorted((REPO / "queries").glob("*.toml"))
+SQL = "SELECT event.outcome, COUNT(*) AS n FROM logs WHERE event.category = 'authentication' GROUP BY event.outcome"
+PRIV = ["--epsilon", "0.5", "--max-groups", "2", "--max-rows-per-group", "5", "--start", "2024-03-04", "--end", "2024-03-18"]
+
+
+def run(*args: str) -> "CliRunner.invoke":
+    return CliRunner().invoke(cli, list(args))
+
+
+def entries(store: Path) -> int:
+    return len(Ledger.open(store / "ledger.sqlite").history())
+
+
+def test_explain_spends_nothing(sample_store):
+    before = entries(sample_store)
+    r = run("explain", "--sql", SQL, "--store", str(sample_store), *PRIV)
+    assert r.exit_code == 0, r.output
+    assert "discrete laplace  sensitivity 10  scale 20" in r.output
+    assert "event.outcome (event.outcome): public: ECS allowed values (3)" in r.output
+    data = json.loads(run("explain", "--sql", SQL, "--store", str(sample_store), *PRIV, "--format", "json").output)
+    assert data["columns"][0]["scale"] == 20.0 and data["epsilon"] == 0.5
+    assert entries(sample_store) == before
+
+
+def test_query_json_and_ledger_charge(sample_store):
+    before = entries(sample_store)
+    r = run("query", "--sql", SQL, "--store", str(sample_store), *PRIV, "--format", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert {c["event.outcome"] for c in out["data"]} == {"success", "failure", "unknown"}
+    assert out["privacy"]["epsilon"] == 0.5 and out["privacy"]["budget_windows"] == ["2024-03"]
+    assert "released 3 cells" in r.stderr and out["privacy"]["ledger_entry"] in r.stderr
+    assert entries(sample_store) == before + 1
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv", "parquet", "table"])
+def test_formats_carry_metadata(sample_store, tmp_path, fmt):
+    target = tmp_path / f"out.{fmt}"
+    r = run("query", "--sql", SQL, "--store", str(sample_store), *PRIV, "--format", fmt, "--output", str(target))
+    assert r.exit_code == 0, r.output
+    if fmt == "ndjson":
+        lines = target.read_text().splitlines()
+        assert json.loads(lines[0])["privacy"]["privacy_unit"] == "user.name"
+        assert len(lines) == 4 and all("ci_low" in json.loads(line) for line in lines[1:])
+    elif fmt == "csv":
+        text = target.read_text()
+        assert text.startswith("# privacy: {")
+        assert json.loads(text.splitlines()[0][len("# privacy: "):])["epsilon"] == 0.5
+        assert pl.read_csv(io.StringIO(text), comment_prefix="#").height == 3
+    elif fmt == "parquet":
+        table = pq.read_table(target)
+        assert json.loads(table.schema.metadata[b"dplogs.privacy"])["bounds"]["max_groups"] == 2
+        assert table.num_rows == 3
+    else:
+        assert "failure" in target.read_text() and "bias:" in r.stderr
+
+
+def test_parquet_to_stdout_is_binary(sample_store):
+    r = run("query", "--sql", SQL, "--store", str(sample_store), *PRIV, "--format", "parquet")
+    assert r.exit_code == 0
+    assert pq.read_table(io.BytesIO(r.stdout_bytes)).num_rows == 3
+
+
+def test_idempotent_rerun_replays_without_spending(sample_store):
+    args = ["query", "--sql", SQL, "--store", str(sample_store), *PRIV, "--format", "json", "--idempotency-key", "nightly/2024-03"]
+    first = run(*args)
+    n = entries(sample_store)
+    second = run(*args)
+    assert first.exit_code == second.exit_code == 0
+    assert json.loads(first.stdout)["data"] == json.loads(second.stdout)["data"]
+    assert "replayed" in second.stderr and entries(sample_store) == n
+
+
+def test_private_key_without_delta_fails_with_fix_and_charges_nothing(sample_store):
+    before = entries(sample_store)
+    r = run("query", "--sql", "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip", "--store", str(sample_store), *PRIV)
+    assert r.exit_code == 64
+    assert "pass --delta" in r.stderr
+    assert entries(sample_store) == before
+
+
+def test_unsupported_sql_exit_64(sample_store):
+    r = run("query", "--sql", "SELECT COUNT(*) FROM logs a JOIN logs b ON a.x = b.x", "--store", str(sample_store), *PRIV)
+    assert r.exit_code == 64 and "JOIN is not supported" in r.stderr
+
+
+def test_budget_exhausted_exit_77_charges_nothing(tmp_path, sample_store):
+    import shutil
+
+    store = tmp_path / "small"
+    shutil.copytree(sample_store, store)
+    (store / "ledger.sqlite").unlink()
+    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=0.7, delta=0.0)
+    assert run("query", "--sql", SQL, "--store", str(store), *PRIV).exit_code == 0
+    r = run("query", "--sql", SQL, "--store", str(store), *PRIV)
+    assert r.exit_code == 77 and "budget left" in r.stderr
+    assert entries(store) == 1
+
+
+def test_cli_options_override_and_declared_keys(sample_store):
+    r = run("explain", "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name", "--store", str(sample_store),
+            *PRIV, "--keys", "host.name=bastion01,DC01.corp.example.com", "--bucket", "day",
+            "--mechanism", "gaussian", "--rho", "0.5", "--epsilon", "0.5")
+    assert r.exit_code == 64 and "not both" in r.stderr
+    r = run("explain", "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name", "--store", str(sample_store),
+            "--rho", "0.5", "--max-groups", "4", "--max-rows-per-group", "5", "--start", "2024-03-04", "--end", "2024-03-18",
+            "--keys", "host.name=bastion01,DC01.corp.example.com", "--bucket", "day", "--format", "json")
+    data = json.loads(r.output)
+    assert [k["handling"] for k in data["keys"]] == ["public: day buckets of the query window", "public: declared list (2 values)"]
+    assert data["mechanism"] == "gaussian" and data["columns"][0]["sensitivity"] == 10.0
+
+
+def test_help_documents_every_option():
+    for command in ("query", "explain"):
+        text = run(command, "--help").output
+        for option in ("--sql", "--store", "--epsilon", "--rho", "--delta", "--mechanism", "--max-groups",
+                       "--max-rows-per-group", "--clamp", "--keys", "--bins", "--start", "--end", "--bucket", "--format"):
+            assert option in text, (command, option)
+    assert "--idempotency-key" in run("query", "--help").output and "77" in run("query", "--help").output
+
+
+def test_ship_at_least_ten_query_files():
+    assert len(QUERIES) >= 10
+
+
+@pytest.mark.parametrize("path", QUERIES, ids=lambda p: p.stem)
+def test_query_files_parse_explain_and_run_on_sample_logs(sample_store, path):
+    eng = Engine.open(sample_store)
+    q = eng.query_file(path)
+    assert q.plan.query.name == path.stem
+    text = q.explain().text
+    assert "noised columns" in text and re.search(r"total loss: epsilon=", text)
+    with exact_mode():
+        rel = q.release(caller="cli")
+    assert set(rel.data.columns) >= {"aggregate", "value", "mechanism", "scale", "ci_low", "ci_high"}
+    assert rel.privacy["query"] == path.stem
+
+
+def test_password_spray_query_finds_the_planted_source(sample_store):
+    with exact_mode():
+        rel = Engine.open(sample_store).query_file(REPO / "queries" / "password_spray_sources.toml").release(caller="cli")
+    accounts = rel.data.filter(pl.col("aggregate") == "accounts")
+    assert accounts["source.ip"].to_list()[0] == "198.51.100.23"  # 45 accounts sprayed (sample_logs/README.md)

@@ -139,7 +139,7 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     if output is not None:
         write_release(release, fmt, output, title=p["query"])
     elif fmt == "parquet":
-        write_release(release, fmt, click.get_binary_stream("stdout"))
+        write_release(release, fmt, sys.stdout.buffer)
     else:
         write_release(release, fmt, sys.stdout, title=p["query"])
 

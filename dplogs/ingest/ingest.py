@@ -15,13 +15,13 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
 from dplogs.errors import DataError, UsageError
 from dplogs.ingest import formats as _formats  # noqa: F401  (registers every format)
-from dplogs.ingest.base import IngestOptions, LogFormat, ParsedChunk
+from dplogs.ingest.base import IngestOptions, InputSource, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, open_sources
 from dplogs.ingest.store import Store, hash_canary, new_run_id
 
@@ -161,7 +161,7 @@ def ingest(
 def _ingest_one(
     store: Store,
     fmt: LogFormat,
-    source,
+    source: InputSource,
     options: IngestOptions,
     *,
     run_id: str,

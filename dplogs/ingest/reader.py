@@ -63,12 +63,12 @@ class _GuardedStream(io.RawIOBase):
 
 class Opener:
     """``InputSource.open`` for one file: opens the decompressed byte stream from the start and
-    collects read problems (truncated gzip) in :attr:`errors`."""
+    collects read problems (truncated gzip) in :attr:`errors`. ``explicit`` is False for files
+    found by walking a directory, whose unrecognised formats are skipped rather than errors."""
 
     def __init__(self, path: str, *, explicit: bool = True) -> None:
         self.path = path
         self.explicit = explicit
-        """False for files found by walking a directory (unrecognised ones are skipped, not errors)."""
         self.errors: list[str] = []
         with open(path, "rb") as f:
             self.gzipped = f.read(2) == _GZIP_MAGIC

@@ -30,7 +30,7 @@ import polars as pl
 
 from dplogs.errors import StoreError, UsageError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
-from dplogs.schema import DEFAULT_PRIVACY_UNIT, FIELDS, SCHEMA_VERSION, STORE_SCHEMA
+from dplogs.schema import DEFAULT_PRIVACY_UNIT, IDENTITY_FIELDS, SCHEMA_VERSION, STORE_SCHEMA
 
 BUDGET_WINDOWS = ("day", "week", "month")
 STORE_QUARANTINE_SCHEMA = pl.Schema({**QUARANTINE_SCHEMA, "run_id": pl.String()})
@@ -52,7 +52,7 @@ class Manifest:
     >>> Manifest(dataset="demo", privacy_unit="nope")
     Traceback (most recent call last):
     ...
-    dplogs.errors.UsageError: privacy unit 'nope' is not a store column; pass --privacy-unit with one of: host.name, source.ip, user.name
+    dplogs.errors.UsageError: privacy unit 'nope' is not a person-like store column; pass --privacy-unit with one of: host.name, source.ip, user.name
     """
 
     dataset: str
@@ -66,11 +66,9 @@ class Manifest:
     def __post_init__(self) -> None:
         if not self.dataset:
             raise UsageError("dataset name must not be empty; pass --dataset NAME")
-        if self.privacy_unit not in FIELDS:
-            from dplogs.schema import IDENTITY_FIELDS
-
+        if self.privacy_unit not in IDENTITY_FIELDS:
             raise UsageError(
-                f"privacy unit {self.privacy_unit!r} is not a store column; pass --privacy-unit with "
+                f"privacy unit {self.privacy_unit!r} is not a person-like store column; pass --privacy-unit with "
                 f"one of: {', '.join(sorted(IDENTITY_FIELDS))}"
             )
         if self.budget_window not in BUDGET_WINDOWS:

@@ -496,7 +496,7 @@ class Ledger:
                     if caps is None:
                         raise BudgetExhausted(
                             f"no budget cap is set for window {w}; set one with `dplogs budget set "
-                            f"--epsilon E --delta D` (nothing was charged)"
+                            f"--store {self.path.parent} --epsilon E --delta D` (nothing was charged)"
                         )
                     sums = self._sums(w)[0]
                     if not fits(sums + LossSums.one(loss), caps):

@@ -1,0 +1,196 @@
+"""``dplogs budget``: show, history, set and verify the store's privacy-budget ledger.
+
+The library does the work (:class:`dplogs.privacy.ledger.Ledger`); this module adapts options and
+renders. Tables and JSON go to stdout, notes and warnings to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dplogs.errors import UsageError
+from dplogs.privacy.ledger import Entry, Ledger, WindowBudget
+
+_STORE_HELP = "The store directory (made by `dplogs ingest`); its ledger is STORE/ledger.sqlite."
+
+
+def _store_option(f):
+    return click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help=_STORE_HELP)(f)
+
+
+def _open(store: Path, *, create: bool = False) -> tuple[Ledger, str]:
+    """The store's ledger and the store's budget window policy (from its manifest)."""
+    from dplogs.ingest.store import Store
+
+    st = Store.open(store)
+    return Ledger.open(st.ledger_path, create=create), st.manifest.budget_window
+
+
+def _num(x: float | None, fmt: str = ".4g") -> str:
+    if x is None:
+        return "-"
+    return "inf" if math.isinf(x) else format(x, fmt)
+
+
+def _json_num(x: float | None) -> float | None:
+    return None if x is None or math.isinf(x) else x  # JSON has no infinity: null means unbounded
+
+
+def _budget_json(b: WindowBudget) -> dict[str, Any]:
+    return {
+        "window": b.window,
+        "caps": None if b.caps is None else {"epsilon": b.caps.epsilon, "delta": b.caps.delta, "rho": b.caps.rho},
+        "spent": {"epsilon": _json_num(b.spent.epsilon), "delta": b.spent.delta, "rho": b.spent.rho,
+                  "method": b.spent.method},
+        "remaining": {"epsilon": b.remaining.epsilon, "delta": b.remaining.delta, "rho": b.remaining.rho},
+        "entries": b.entries,
+        "unfinished": b.unfinished,
+    }
+
+
+@click.group()
+def budget() -> None:
+    """Inspect and manage the store's privacy-budget ledger.
+
+    Every release is charged to each budget window (day, week or month) its time range touches;
+    caps bound the composed (ε, δ) of each window, and optionally its zCDP ρ.
+    """
+
+
+@budget.command()
+@_store_option
+@click.option("--window", "windows", multiple=True, metavar="KEY",
+              help="Only this window (repeatable), e.g. 2026-11, 2026-W47 or 2026-11-22; default: every window with releases.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
+    """Spent and remaining budget per window.
+
+    "spent ε" is the composed guarantee (pure ε adds; Gaussian ρ is converted at the δ cap; the
+    tighter valid bound is shown). "left ε" / "left ρ" are the largest single further pure-ε or
+    zCDP release that still fits. Entries left reserved by a crashed run count as spent.
+    """
+    with _open(store)[0] as ledger:
+        policy, caps = ledger.window_policy, ledger.caps()
+        budgets = [ledger.budget(w) for w in (windows or ledger.windows())]
+    if as_json:
+        click.echo(json.dumps({
+            "window_policy": policy,
+            "caps": None if caps is None else {"epsilon": caps.epsilon, "delta": caps.delta, "rho": caps.rho},
+            "windows": [_budget_json(b) for b in budgets],
+        }, indent=2))
+        return
+    if caps is None:
+        click.echo("no budget caps set; set them with `dplogs budget set --store STORE --epsilon E --delta D`", err=True)
+    else:
+        click.echo(f"caps per {policy}: epsilon={_num(caps.epsilon)} delta={_num(caps.delta)} rho={_num(caps.rho)}", err=True)
+    if not budgets:
+        click.echo("no releases charged yet", err=True)
+        return
+    header = ("window", "spent ε", "spent δ", "spent ρ", "method", "left ε", "left ρ", "entries", "unfinished")
+    rows = [
+        (b.window, _num(b.spent.epsilon), _num(b.spent.delta), _num(b.spent.rho), b.spent.method,
+         _num(b.remaining.epsilon), _num(b.remaining.rho), str(b.entries), str(b.unfinished))
+        for b in budgets
+    ]
+    _table(header, rows)
+    if any(b.unfinished for b in budgets):
+        click.echo("note: unfinished entries are reserved by a running or crashed release; they count as spent", err=True)
+
+
+@budget.command()
+@_store_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Show at most N entries, newest first.")
+@click.option("--all", "show_all", is_flag=True, help="Show every entry (overrides --limit).")
+@click.option("--window", metavar="KEY", help="Only entries charged to this window, e.g. 2026-11.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (entries with their stored payloads).")
+def history(store: Path, limit: int, show_all: bool, window: str | None, as_json: bool) -> None:
+    """Ledger entries, newest first: loss, windows, caller, status and query."""
+    with _open(store)[0] as ledger:
+        entries = ledger.history(limit=None if show_all else limit, window=window)
+    if as_json:
+        click.echo(json.dumps([e.to_json() for e in entries], indent=2))
+        return
+    if not entries:
+        click.echo("no entries", err=True)
+        return
+    header = ("#", "created (UTC)", "status", "caller", "windows", "ε", "δ", "ρ", "key", "query")
+    _table(header, [_history_row(e) for e in entries])
+
+
+def _history_row(e: Entry) -> tuple[str, ...]:
+    query = (e.query or "-").replace("\n", " ")
+    return (str(e.seq), e.created_at[:19].replace("T", " "), e.status, e.caller, ",".join(e.windows),
+            _num(e.loss.epsilon), _num(e.loss.delta), _num(e.loss.rho), e.idempotency_key or "-",
+            query if len(query) <= 60 else query[:57] + "...")
+
+
+@budget.command(name="set")
+@_store_option
+@click.option("--epsilon", type=float, help="Cap on the composed ε of every window (required the first time).")
+@click.option("--delta", type=float,
+              help="Cap on δ per window (default 0 the first time: then Gaussian releases and private-key "
+                   "partition selection are refused; 1e-6 or smaller is typical).")
+@click.option("--rho", type=float, help="Optional extra cap on the zCDP ρ of Gaussian releases per window.")
+@click.option("--window-policy", type=click.Choice(["day", "week", "month"]),
+              help="Budget window; must match the store's (chosen at ingest, default month).")
+@click.option("--window", metavar="KEY", help="Set caps for this one window only, e.g. 2026-12.")
+def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float | None,
+             window_policy: str | None, window: str | None) -> None:
+    """Set the budget caps (creates the ledger if needed). Options left out keep their value."""
+    ledger, store_policy = _open(store, create=True)
+    with ledger:
+        if window_policy is not None and window_policy != store_policy:
+            raise UsageError(
+                f"this store's budget window is {store_policy} (chosen at ingest with --budget-window); "
+                f"pass --window-policy {store_policy} or ingest into a new store"
+            )
+        current = ledger.caps(window)
+        if epsilon is None and current is None:
+            raise UsageError("pass --epsilon: no caps are set yet")
+        ledger.set_caps(
+            window_policy=store_policy,
+            epsilon=epsilon if epsilon is not None else current.epsilon,
+            delta=delta if delta is not None else (current.delta if current else 0.0),
+            rho=rho if rho is not None else (current.rho if current else None),
+            window=window,
+        )
+        caps = ledger.caps(window)
+    where = f"window {window}" if window else f"every {store_policy} window"
+    click.echo(f"caps for {where}: epsilon={_num(caps.epsilon)} delta={_num(caps.delta)} rho={_num(caps.rho)}", err=True)
+
+
+@budget.command()
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+def verify(store: Path, as_json: bool) -> None:
+    """Check the ledger's hash chain, seals and entry count.
+
+    Exits 0 when intact (entries left reserved by a crashed run are listed; they count as spent),
+    74 when an entry was edited, deleted, inserted or reordered, or the file is corrupt. Record the
+    printed head hash elsewhere to pin the history.
+    """
+    with _open(store)[0] as ledger:
+        report = ledger.verify()
+    if as_json:
+        click.echo(json.dumps({
+            "ok": report.ok, "entries": report.entries, "head_hash": report.head_hash,
+            "problems": list(report.problems), "unfinished": [e.id for e in report.unfinished],
+        }, indent=2))
+    else:
+        status = "ok" if report.ok else "FAILED"
+        click.echo(f"{status}: {report.entries} entries, head hash {report.head_hash}")
+    for e in report.unfinished:
+        click.echo(f"note: entry #{e.seq} ({e.id}, {e.caller}, pid {e.pid}) is still reserved: in flight "
+                   "or interrupted; it counts as spent", err=True)
+    report.raise_for_problems()
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, *rows):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -102,7 +102,7 @@ def _grid(plan: Plan) -> pl.DataFrame:
 
 def _complete(grid: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     frame = frame.with_columns(pl.col(k).cast(grid.schema[k]) for k in keys)
-    out = grid.join(frame, on=keys, how="left", nulls_equal=True)
+    out = grid.join(frame, on=keys, how="left", nulls_equal=True, maintain_order="left")
     if out.height != grid.height:
         raise InternalError("completing public keys changed the grid (duplicate groups from the backend)")
     return out.with_columns(pl.exclude(keys).fill_null(0))
@@ -152,15 +152,13 @@ def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame]
             values = values.astype(np.int64)  # rows / units: Int64 from the backend
         noisy[(c.grouping, c.source)] = add_noise(values, c.noise, charge=charge).astype(np.float64)
 
-    key_frame = main.select(keys)
+    key_frame = main.select("__gid", *keys)  # release order: the grid's (time, then domain order)
     parts = []
     for agg in plan.query.aggregations:
         parts.extend(_cells(plan, agg, key_frame, frames, noisy, selected_units))
     data = pl.concat(parts, how="diagonal_relaxed")
     ordered = [k for k in keys if k != ALL] + [c for c in ("bin_lo", "bin_hi") if c in data.columns]
-    data = data.select(*ordered, "aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
-    if ordered:
-        data = data.sort(ordered, maintain_order=True, nulls_last=True)
+    data = data.sort("__gid", maintain_order=True).select(*ordered, "aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
     if plan.query.top_k is not None:
         data = _top_k(data, [k for k in keys if k != ALL], plan.query.order_by, plan.query.top_k)
     return Release(data=data, privacy=describe(plan))

@@ -1,0 +1,126 @@
+"""No release path may draw randomness from numpy.random, random, scipy's .rvs or any other float
+sampler: a static AST scan of dplogs/, and a runtime check that runs a full release and a training
+run with those samplers booby-trapped."""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "dplogs"
+
+# file (relative to dplogs/) -> why it may use `secrets` directly
+SECRETS_ALLOWED = {
+    "privacy/randomness.py": "the CSPRNG helpers everything else must use",
+    "privacy/sampler.py": "the exact discrete sampler is driven by CSPRNG words",
+    "ingest/store.py": "unique temporary/batch file names, not privacy randomness",
+}
+# file -> why it may import scipy.stats (calls of .rvs are refused everywhere)
+SCIPY_STATS_ALLOWED = {"audit/stats.py": "beta.ppf for Clopper–Pearson bounds; draws nothing"}
+OPENDP_OK = "privacy/"
+
+
+def _violations(path: Path) -> list[str]:
+    rel = path.relative_to(PACKAGE).as_posix()
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    out = []
+    for node in ast.walk(tree):
+        where = f"{rel}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                top = a.name.split(".")[0]
+                if a.name in ("random", "numpy.random") or a.name.startswith("numpy.random."):
+                    out.append(f"{where} imports {a.name}")
+                if top == "secrets" and rel not in SECRETS_ALLOWED:
+                    out.append(f"{where} imports secrets (use dplogs.privacy.randomness)")
+                if top in ("opendp", "dp_accounting") and not rel.startswith(OPENDP_OK):
+                    out.append(f"{where} imports {a.name} outside dplogs/privacy")
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            names = {a.name for a in node.names}
+            if mod == "random" or mod.startswith("numpy.random") or (mod == "numpy" and "random" in names):
+                out.append(f"{where} imports from {mod}")
+            if mod == "secrets" and rel not in SECRETS_ALLOWED:
+                out.append(f"{where} imports from secrets (use dplogs.privacy.randomness)")
+            if mod.split(".")[0] in ("opendp", "dp_accounting") and not rel.startswith(OPENDP_OK):
+                out.append(f"{where} imports from {mod} outside dplogs/privacy")
+            if (mod.startswith("scipy.stats") or (mod == "scipy" and "stats" in names)) and rel not in SCIPY_STATS_ALLOWED:
+                out.append(f"{where} imports scipy.stats (a dev dependency with float samplers)")
+        elif isinstance(node, ast.Attribute):
+            # np.random / numpy.random / torch.randn-style access, and any .rvs(...)
+            if node.attr == "random" and isinstance(node.value, ast.Name) and node.value.id in ("np", "numpy"):
+                out.append(f"{where} uses {node.value.id}.random")
+            if node.attr == "rvs":
+                out.append(f"{where} calls a scipy-style .rvs sampler")
+            if node.attr in ("randn", "rand", "normal_", "uniform_") and isinstance(node.value, ast.Name) and node.value.id == "torch":
+                out.append(f"{where} uses torch.{node.attr}")
+        elif isinstance(node, ast.Name) and node.id == "random" and isinstance(node.ctx, ast.Load):
+            out.append(f"{where} uses a name `random`")
+    return out
+
+
+def test_static_scan_finds_no_forbidden_sampler_in_dplogs():
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert len(files) > 20
+    problems = [v for f in files for v in _violations(f)]
+    assert not problems, "forbidden randomness on a release path:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "source,expect",
+    [
+        ("import numpy as np\nx = np.random.laplace(0, 1)\n", "uses np.random"),
+        ("import random\n", "imports random"),
+        ("from numpy.random import default_rng\n", "imports from numpy.random"),
+        ("from scipy import stats\nstats.laplace.rvs(size=3)\n", "rvs"),
+        ("import secrets\n", "imports secrets"),
+        ("import opendp.prelude as dp\n", "outside dplogs/privacy"),
+    ],
+)
+def test_static_scan_catches_each_forbidden_pattern(tmp_path, monkeypatch, source, expect):
+    fake = PACKAGE / "engine" / "_scan_probe.py"  # path only; the source is parsed from memory
+    monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: source)
+    assert any(expect in v for v in _violations(fake))
+
+
+class _Trap(Exception):
+    pass
+
+
+@pytest.fixture
+def booby_trapped(monkeypatch):
+    """numpy.random and random raise on any use."""
+
+    def trap(*a, **k):
+        raise _Trap("forbidden sampler used on a release path")
+
+    for name in dir(np.random):
+        if not name.startswith("_") and callable(getattr(np.random, name)):
+            monkeypatch.setattr(np.random, name, trap)
+    for name in dir(random):
+        if not name.startswith("_") and callable(getattr(random, name)) and name not in ("Random", "SystemRandom"):
+            monkeypatch.setattr(random, name, trap)
+    yield
+
+
+def test_the_trap_works(booby_trapped):
+    with pytest.raises(_Trap):
+        np.random.default_rng()
+    with pytest.raises(_Trap):
+        random.random()
+
+
+def test_reference_release_path_runs_without_float_samplers(booby_trapped):
+    from dplogs.privacy import ContributionBounds
+    from tests.audit.audit_paths import CountPath, SumPath, dataset
+    from dplogs.privacy import Clamp
+
+    d = dataset(victim_keys=["failure"], victim_rows=3)
+    b = ContributionBounds(max_groups=1, max_rows_per_group=2)
+    assert CountPath(b, epsilon=1.0)(d).shape == (3,)
+    assert CountPath(b, mechanism="gaussian", rho=0.5)(d).shape == (3,)
+    assert SumPath(b, Clamp(lo=0, hi=10), epsilon=1.0)(d).shape == (3,)

@@ -124,3 +124,35 @@ def test_reference_release_path_runs_without_float_samplers(booby_trapped):
     assert CountPath(b, epsilon=1.0)(d).shape == (3,)
     assert CountPath(b, mechanism="gaussian", rho=0.5)(d).shape == (3,)
     assert SumPath(b, Clamp(lo=0, hi=10), epsilon=1.0)(d).shape == (3,)
+
+
+def test_engine_release_and_training_run_without_float_samplers_and_keep_the_protocol(booby_trapped, tmp_path):
+    """A full engine release charged to a real ledger and a DP k-means training run, with
+    numpy.random and random booby-trapped; every draw happens under a reserved ledger entry."""
+    from dplogs.audit.detector import canary_batches
+    from dplogs.audit.protocol import watch_draws
+    from dplogs.backends.base import get_backend
+    from dplogs.detect.kmeans import plan_kmeans, train_kmeans
+    from dplogs.engine.api import Engine
+    from dplogs.engine.plan import Aggregation
+    from dplogs.privacy.ledger import Ledger
+    from tests.audit.engine_data import WINDOW, neighbours
+
+    ledger = Ledger.open(tmp_path / "ledger.sqlite", create=True)
+    ledger.set_caps(window_policy="month", epsilon=10.0, delta=1e-5, rho=5.0)
+    d, _ = neighbours(victim_rows=3, host_share=3)
+    eng = Engine(scan=lambda: d, privacy_unit="user.name", budget_window="month", ledger=ledger,
+                 backend=get_backend("polars"))
+    with watch_draws(ledger.path) as draws:
+        rel = eng.build(Aggregation.count(), Aggregation.sum("source.bytes"), keys=["event.outcome"], epsilon=1.0,
+                        max_groups=1, max_rows_per_group=2, clamp={"source.bytes": (0, 100)}, **WINDOW).release(caller="audit")
+        eng.build(Aggregation.count(), keys=["host.name"], epsilon=1.0, delta=1e-6, max_groups=1,
+                  max_rows_per_group=2, **WINDOW).release(caller="audit")
+        plan = plan_kmeans(k=2, dim=8, iterations=2, rho=0.5, max_rows_per_unit=1, clip_norm=1.0)
+        batches = canary_batches(np.ones(8, dtype=bool), clip_norm=1.0, background=20)
+        with ledger.charge(plan.loss, windows=["2026-11"], caller="train", query="kmeans") as charge:
+            train_kmeans(batches, plan=plan, charge=charge)
+            charge.record({"model": "kmeans"})
+    assert rel.data.height == 6
+    assert len(draws) >= 4 and all(dr.ok for dr in draws), draws
+    assert {e.status for e in ledger.history()} == {"committed"} and len(ledger.history()) == 3

@@ -101,7 +101,7 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
     options = {
         "epsilon": opts["epsilon"], "rho": opts["rho"], "delta": opts["delta"], "mechanism": opts["mechanism"],
         "max_groups": opts["max_groups"], "max_rows_per_group": opts["max_rows_per_group"],
-        "clamp": _clamps(opts["clamp"]), "keys": _keys(opts["declared"]), "bins": _bins(opts["bins"]),
+        "clamp": _clamps(opts["clamp"]), "declared": _keys(opts["declared"]), "bins": _bins(opts["bins"]),
         "start": opts["start"], "end": opts["end"], "bucket": opts["bucket"],
     }
     if queryfile is not None:

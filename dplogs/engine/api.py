@@ -12,8 +12,8 @@
 
 Options accepted by :meth:`Engine.sql`, :meth:`Engine.query_file`, :meth:`Engine.build` (all
 keyword-only; they override a query file's values): ``epsilon``, ``rho``, ``delta``, ``mechanism``,
-``max_groups``, ``max_rows_per_group``, ``clamp={col: (lo, hi)}``, ``keys={col: [values]}``
-(declared public keys), ``bins={col: Bins | {lo, hi, n[, scale]}}``, ``start``, ``end``,
+``max_groups``, ``max_rows_per_group``, ``clamp={col: (lo, hi)}``, ``declared={col: [values]}``
+(declared public key lists), ``bins={col: Bins | {lo, hi, n[, scale]}}``, ``start``, ``end``,
 ``bucket`` (time-bucket grain), ``top_k``/``order_by``.
 
 >>> import polars as pl
@@ -63,8 +63,8 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
     if "clamp" in out:
         clamp = out.pop("clamp") or {}
         out["clamps"] = {c: v if isinstance(v, Clamp) else Clamp(lo=v[0], hi=v[1]) for c, v in clamp.items()}
-    if "keys" in out:
-        out["declared"] = {c: tuple(v) for c, v in (out.pop("keys") or {}).items()}
+    if "declared" in out:
+        out["declared"] = {c: tuple(v) for c, v in (out["declared"] or {}).items()}
     if "bins" in out:
         out["bins"] = {c: v if isinstance(v, Bins) else parse_bins(v, column=c) for c, v in (out.pop("bins") or {}).items()}
     allowed = {

@@ -129,6 +129,7 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
 def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame], *, charge: Charge) -> Release:
     """Selection and noise over the bounded aggregates, then the release cells."""
     keys = _key_names(plan)
+    hists = dict(hists)  # completed per selection below; the caller's dict stays as it was
     selected_units = None
     if plan.selection is not None:
         encoded = [encode_key(row) for row in main.select(keys).iter_rows()]

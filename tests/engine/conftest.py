@@ -25,7 +25,7 @@ def make_engine(tmp_path: Path) -> Callable[..., Engine]:
     (conformed to the store schema) with a fresh ledger capped per month."""
     counter = iter(range(10_000))
 
-    def make(frame: pl.DataFrame, *, epsilon_cap: float = 1e6, rho_cap: float | None = None, delta_cap: float = 0.5,
+    def make(frame: pl.DataFrame, *, epsilon_cap: float = 1e6, rho_cap: float | None = None, delta_cap: float = 1e-2,
              unit: str = "user.name", defaults: dict | None = None, policy: str = "month") -> Engine:
         lf = conform(frame.lazy())
         ledger = Ledger.open(tmp_path / f"ledger{next(counter)}.sqlite", create=True)

@@ -40,13 +40,13 @@ import polars as pl
 
 from dplogs.engine.execute import run
 from dplogs.engine.explain import Explanation, explain
-from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query
+from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
 from dplogs.engine.planner import Plan, plan_query
 from dplogs.engine.queryfile import load_query_file, parse_bins
 from dplogs.engine.release import Release
 from dplogs.engine.sql import parse_sql, parse_where
 from dplogs.errors import UsageError
-from dplogs.privacy.bounds import Clamp
+from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.schema import TIMESTAMP
 
 __all__ = ["Engine", "PreparedQuery", "time_bucket"]
@@ -121,6 +121,7 @@ class Engine:
         m = store.manifest
         eng = cls(scan=store.scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults)
         eng._ledger_path = store.ledger_path
+        eng._store = store
         eng._backend_name = backend
         return eng
 
@@ -141,6 +142,26 @@ class Engine:
 
             self._ledger = Ledger.open(self._ledger_path, create=True)
         return self._ledger
+
+    def save_defaults(
+        self, *, max_groups: int | None = None, max_rows_per_group: int | None = None,
+        clamp: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
+        """Validate and store default bounds in the store manifest; queries that give no bound of
+        their own use these (the ``defaults`` format is in :mod:`dplogs.engine.planner`)."""
+        store = getattr(self, "_store", None)
+        if store is None:
+            raise UsageError("defaults live in a store manifest; open the store with Engine.open(path)")
+        new: dict[str, Any] = {}
+        for name, value in (("max_groups", max_groups), ("max_rows_per_group", max_rows_per_group)):
+            if value is not None:
+                ContributionBounds(**{"max_groups": 1, "max_rows_per_group": 1, name: value})
+                new[name] = value
+        if clamp:
+            checked = {check_column(c): Clamp(lo=lo, hi=hi) for c, (lo, hi) in clamp.items()}
+            new["clamp"] = {**self.defaults.get("clamp", {}), **{c: [v.lo, v.hi] for c, v in checked.items()}}
+        self._store = store.update_defaults(new)
+        self.defaults = dict(self._store.manifest.defaults)
 
     def prepare(self, query: Query, **options: Any) -> PreparedQuery:
         """Resolve ``query`` (with option overrides) against this store."""

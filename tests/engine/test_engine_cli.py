@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from dplogs.cli import cli
 from dplogs.engine import Engine
+from dplogs.errors import PrivacyParameterError
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.testing import exact_mode
 
@@ -161,3 +162,20 @@ def test_password_spray_query_finds_the_planted_source(sample_store):
         rel = Engine.open(sample_store).query_file(REPO / "queries" / "password_spray_sources.toml").release(caller="cli")
     accounts = rel.data.filter(pl.col("aggregate") == "accounts")
     assert accounts["source.ip"].to_list()[0] == "198.51.100.23"  # 45 accounts sprayed (sample_logs/README.md)
+
+
+def test_saved_manifest_defaults_supply_missing_bounds(tmp_path, sample_store):
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    eng = Engine.open(store)
+    with pytest.raises(PrivacyParameterError, match="--max-groups"):
+        eng.sql(SQL, epsilon=1.0, start="2024-03-04", end="2024-03-18")
+    eng.save_defaults(max_groups=3, max_rows_per_group=4, clamp={"source.bytes": (0, 10)})
+    reopened = Engine.open(store)  # persisted in the manifest
+    p = reopened.sql(SQL, epsilon=1.0, start="2024-03-04", end="2024-03-18").plan
+    assert (p.bounds.max_groups, p.bounds.max_rows_per_group) == (3, 4)
+    assert reopened.defaults["clamp"] == {"source.bytes": [0.0, 10.0]}
+    with pytest.raises(PrivacyParameterError, match="max_groups must be an integer >= 1"):
+        reopened.save_defaults(max_groups=0)

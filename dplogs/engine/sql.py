@@ -163,7 +163,7 @@ def parse_sql(text: str, *, unit: str = DEFAULT_PRIVACY_UNIT) -> Query:
         name = next((n for n in names if n), None) if len(levels) == 1 else None
         aggs.append(Aggregation.quantile_set(col, levels, name=name))
 
-    top_k, order_by = _order(tree, selects, aggs)
+    top_k, order_by = _order(tree, selects, aggs, unit)
     return Query(
         aggregations=tuple(aggs), keys=tuple(keys), where=where, top_k=top_k, order_by=order_by,
         start=window.get("start"), end=window.get("end"), text=text.strip(),
@@ -284,7 +284,7 @@ def _add_quantiles(quantiles: dict[str, tuple[list[float], list[str | None]]], c
     entry[1].append(alias)
 
 
-def _order(tree: exp.Select, selects: list[exp.Expression], aggs: list[Aggregation]) -> tuple[int | None, str | None]:
+def _order(tree: exp.Select, selects: list[exp.Expression], aggs: list[Aggregation], unit: str) -> tuple[int | None, str | None]:
     order, limit = tree.args.get("order"), tree.args.get("limit")
     k = None
     if limit is not None:
@@ -299,7 +299,7 @@ def _order(tree: exp.Select, selects: list[exp.Expression], aggs: list[Aggregati
     by = None
     for o in order.expressions:
         target = _resolve_ref(o.this, selects)
-        label = _label_of(target, selects, aggs)
+        label = _label_of(target, selects, aggs, unit)
         if label is None:
             if _is_aggregate(target):
                 raise QueryError(f"ORDER BY {o.this.sql()}: only released aggregates (in the SELECT list) can be ranked")
@@ -318,14 +318,15 @@ def _order(tree: exp.Select, selects: list[exp.Expression], aggs: list[Aggregati
     return k, by
 
 
-def _label_of(target: exp.Expression, selects: list[exp.Expression], aggs: list[Aggregation]) -> str | None:
+def _label_of(target: exp.Expression, selects: list[exp.Expression], aggs: list[Aggregation], unit: str) -> str | None:
+    """The released name an ORDER BY entry refers to (alias, or the aggregate's default label)."""
     for s in selects:
         if _unalias(s).sql() == target.sql() and _is_aggregate(_unalias(s)):
             if isinstance(s, exp.Alias):
                 return s.alias
             probe: list[Aggregation] = []
             qs: dict[str, tuple[list[float], list[str | None]]] = {}
-            _aggregate(_unalias(s), None, "\0", probe, qs) if not _is_units(_unalias(s)) else probe.append(Aggregation.units())
+            _aggregate(_unalias(s), None, unit, probe, qs)
             if probe:
                 return probe[0].label
             col, (levels, _) = next(iter(qs.items()))
@@ -335,10 +336,6 @@ def _label_of(target: exp.Expression, selects: list[exp.Expression], aggs: list[
             if a.label == target.name:
                 return a.label
     return None
-
-
-def _is_units(node: exp.Expression) -> bool:
-    return isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct)
 
 
 def _where(node: exp.Expression, window: dict[str, Any]) -> Filter | None:

@@ -97,3 +97,10 @@ def test_count_distinct_of_configured_unit():
 def test_refused(sql, message):
     with pytest.raises(QueryError, match=message):
         parse_sql(sql)
+
+
+def test_order_by_unaliased_aggregates():
+    q = parse_sql("SELECT source.ip, COUNT(DISTINCT user.name) FROM logs GROUP BY 1 ORDER BY COUNT(DISTINCT user.name) DESC LIMIT 2")
+    assert (q.top_k, q.order_by) == (2, "distinct_units")
+    q = parse_sql("SELECT source.ip, QUANTILE(source.bytes, 0.95) FROM logs GROUP BY 1 ORDER BY 2 DESC LIMIT 2")
+    assert q.order_by == "p95(source.bytes)"

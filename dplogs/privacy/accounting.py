@@ -137,9 +137,14 @@ def compose(losses: Iterable[PrivacyLoss] | LossSums, *, delta_cap: float) -> To
     if s.count == 0:
         return TotalLoss(epsilon=0.0, delta=0.0, rho=0.0, method="none")
     basic = s.eps_pure + s.eps_approx
-    if s.rho == 0:
-        return TotalLoss(epsilon=basic, delta=s.delta, rho=0.0, method="pure" if s.delta == 0 else "basic")
     delta_rest = delta_cap - s.delta
+    if s.rho == 0:
+        plain = TotalLoss(epsilon=basic, delta=s.delta, rho=0.0, method="pure" if s.delta == 0 else "basic")
+        if delta_rest <= 0 or s.eps_pure_sq == 0:
+            return plain
+        # many small pure-ε releases can cost less as zCDP, spending the unused δ
+        b = s.eps_approx + zcdp_to_epsilon(s.eps_pure_sq / 2, delta_rest)
+        return TotalLoss(epsilon=b, delta=delta_cap, rho=0.0, method="all-zcdp") if b < basic else plain
     if delta_rest <= 0:
         return TotalLoss(epsilon=math.inf, delta=s.delta, rho=s.rho, method="pure+zcdp")
     a = basic + zcdp_to_epsilon(s.rho, delta_rest)
@@ -147,6 +152,43 @@ def compose(losses: Iterable[PrivacyLoss] | LossSums, *, delta_cap: float) -> To
     if b < a:
         return TotalLoss(epsilon=b, delta=delta_cap, rho=s.rho, method="all-zcdp")
     return TotalLoss(epsilon=a, delta=delta_cap, rho=s.rho, method="pure+zcdp")
+
+
+def rho_for_epsilon(epsilon: float, delta: float) -> float:
+    """The largest ρ whose zCDP→(ε, δ) conversion stays within ``epsilon`` (inverse of
+    :func:`zcdp_to_epsilon`, erring low).
+
+    >>> r = rho_for_epsilon(1.0, 1e-6)
+    >>> zcdp_to_epsilon(r, 1e-6) <= 1.0 < zcdp_to_epsilon(r * 1.0001, 1e-6)
+    True
+    """
+    if epsilon <= 0 or not 0 < delta < 1:
+        return 0.0
+    # bracket: the closed form ρ + 2√(ρ ln 1/δ) bounds the tight ε from above, so its inverse fits
+    log_inv = math.log(1 / delta)
+    lo = (math.sqrt(log_inv + epsilon) - math.sqrt(log_inv)) ** 2
+    f_lo = zcdp_to_epsilon(lo, delta) - epsilon
+    hi = 2 * lo
+    while (f_hi := zcdp_to_epsilon(hi, delta) - epsilon) <= 0:
+        lo, f_lo, hi = hi, f_hi, 2 * hi
+    # Illinois (regula falsi) keeps [lo fits, hi does not] and converges in a few conversions
+    side = 0
+    while hi - lo > 1e-9 * hi:
+        mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if not lo < mid < hi:
+            mid = (lo + hi) / 2
+        f_mid = zcdp_to_epsilon(mid, delta) - epsilon
+        if f_mid <= 0:
+            lo, f_lo = mid, f_mid
+            if side == -1:
+                f_hi /= 2
+            side = -1
+        else:
+            hi, f_hi = mid, f_mid
+            if side == 1:
+                f_lo /= 2
+            side = 1
+    return lo
 
 
 @dataclass(frozen=True)
@@ -206,28 +248,24 @@ def remaining(sums: LossSums, caps: Caps) -> Remaining:
     >>> round(r.epsilon, 9), r.rho
     (0.75, 0.0)
     """
-    if sums.rho == 0:  # no conversion involved: ε composes linearly
-        eps_left = max(caps.epsilon - sums.eps_pure - sums.eps_approx, 0.0) if fits(sums, caps, tol=0.0) else 0.0
+    delta_rest = caps.delta - sums.delta
+    if not fits(sums, caps, tol=0.0):
+        return Remaining(epsilon=0.0, delta=max(delta_rest, 0.0), rho=0.0)
+    ep, q, ea, r = sums.eps_pure, sums.eps_pure_sq, sums.eps_approx, sums.rho
+    # a further pure-ε release e fits under bound A (ε adds) or bound B (e²/2 joins the zCDP part)
+    if r == 0:
+        eps_a = caps.epsilon - ep - ea
     else:
-        eps_left = _largest(lambda e: sums + LossSums.one(PrivacyLoss(epsilon=e)), caps, caps.epsilon)
-    rho_left = 0.0
-    if caps.delta > sums.delta:
-        rho_hi = caps.rho if caps.rho is not None else caps.epsilon
-        rho_left = _largest(lambda r: sums + LossSums.one(PrivacyLoss(rho=r)), caps, rho_hi)
-    return Remaining(epsilon=eps_left, delta=max(caps.delta - sums.delta, 0.0), rho=rho_left)
-
-
-def _largest(extend, caps: Caps, hi: float) -> float:
-    """Largest x in [0, hi] with fits(extend(x)), without tolerance; fits is monotone in x."""
-    if not fits(extend(0.0), caps, tol=0.0):
-        return 0.0
-    if fits(extend(hi), caps, tol=0.0):
-        return hi
-    lo = 0.0
-    while hi - lo > 1e-6 * hi:  # lo always fits: the answer errs low
-        mid = (lo + hi) / 2
-        if fits(extend(mid), caps, tol=0.0):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+        eps_a = caps.epsilon - ep - ea - zcdp_to_epsilon(r, delta_rest)
+    eps_b = rho_b = -math.inf
+    rho_a = -math.inf
+    if delta_rest > 0:
+        rho_star_b = rho_for_epsilon(caps.epsilon - ea, delta_rest)
+        if 2 * (rho_star_b - r) - q >= 0:
+            eps_b = math.sqrt(2 * (rho_star_b - r) - q)
+        rho_b = rho_star_b - r - q / 2
+        rho_a = rho_for_epsilon(caps.epsilon - ep - ea, delta_rest) - r
+    rho_left = max(rho_a, rho_b, 0.0)
+    if caps.rho is not None:
+        rho_left = min(rho_left, max(caps.rho - r, 0.0))
+    return Remaining(epsilon=max(eps_a, eps_b, 0.0), delta=max(delta_rest, 0.0), rho=rho_left)

@@ -1,7 +1,8 @@
 """Child process for the ledger reliability tests (run as a script, not collected by pytest).
 
 Modes:
-  spend PATH SECONDS   charge ε=0.01 releases until SECONDS pass; print a JSON summary
+  spend PATH SECONDS   print ready, wait for a line on stdin, charge ε=0.01 releases until
+                       SECONDS pass; print a JSON summary
   hang PATH STAGE      reserve, get to STAGE (in-reserve | reserved | drawn), print STAGE, sleep
 """
 
@@ -25,6 +26,8 @@ PLAN = calibrate(mechanism="laplace", sensitivity=Sensitivity(l1=1, l2=1), epsil
 
 def spend(path: str, seconds: float) -> None:
     ledger = Ledger.open(path)
+    print("ready", flush=True)
+    sys.stdin.readline()  # start together with the other workers
     ok, refused, ids, i = 0, 0, [], 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -16,18 +16,25 @@ from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.loss import PrivacyLoss
 
 WORKER = str(Path(__file__).with_name("ledger_worker.py"))
-CAP = 3.0  # 300 releases of ε=0.01: reached within the run, so refusals are exercised too
+SECONDS = 6  # of concurrent spending, after every worker has started
+CAP = 2.0  # 200 releases of ε=0.01: reached within the run, so refusals are exercised too
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_eight_processes_never_exceed_the_cap_nor_lose_entries(ledger_path):
     with Ledger.open(ledger_path, create=True) as led:
-        led.set_caps(window_policy="month", epsilon=CAP, delta=1e-6)
+        led.set_caps(window_policy="month", epsilon=CAP, delta=0.0)  # pure ε: spend is exactly linear
     procs = [
-        subprocess.Popen([sys.executable, WORKER, "spend", str(ledger_path), "9"], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, WORKER, "spend", str(ledger_path), str(SECONDS)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for _ in range(8)
     ]
+    for p in procs:  # all imported and connected: start them at once
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     results = []
     for p in procs:
         out, _ = p.communicate(timeout=50)

@@ -93,15 +93,37 @@ def test_rho_cap_binds_in_addition_to_epsilon():
     assert not fits(LossSums.of([PrivacyLoss(rho=0.1), PrivacyLoss(rho=0.01)]), caps)
 
 
-def test_remaining_is_the_largest_release_that_still_fits():
-    caps = Caps(epsilon=2.0, delta=1e-6)
-    sums = LossSums.of([PrivacyLoss(epsilon=0.5), PrivacyLoss(rho=0.02)])
+@pytest.mark.parametrize(
+    "spent, caps",
+    [
+        ([PrivacyLoss(epsilon=0.5), PrivacyLoss(rho=0.02)], Caps(epsilon=2.0, delta=1e-6)),
+        ([PrivacyLoss(epsilon=0.01)] * 90, Caps(epsilon=1.0, delta=1e-6)),  # zCDP bound B helps
+        ([PrivacyLoss(epsilon=0.3, delta=2e-7), PrivacyLoss(rho=0.001)], Caps(epsilon=1.0, delta=1e-6)),
+        ([PrivacyLoss(epsilon=0.25)], Caps(epsilon=1.0, delta=1e-6, rho=0.05)),
+    ],
+)
+def test_remaining_is_the_largest_release_that_still_fits(spent, caps):
+    sums = LossSums.of(spent)
     left = remaining(sums, caps)
-    assert fits(sums + LossSums.one(PrivacyLoss(epsilon=left.epsilon)), caps, tol=0)
-    assert not fits(sums + LossSums.one(PrivacyLoss(epsilon=left.epsilon * 1.001)), caps, tol=0)
-    assert fits(sums + LossSums.one(PrivacyLoss(rho=left.rho)), caps, tol=0)
-    assert not fits(sums + LossSums.one(PrivacyLoss(rho=left.rho * 1.001)), caps, tol=0)
-    assert left.delta == 1e-6
+    assert left.epsilon > 0 and left.rho > 0
+    assert fits(sums + LossSums.one(PrivacyLoss(epsilon=left.epsilon)), caps)
+    assert not fits(sums + LossSums.one(PrivacyLoss(epsilon=left.epsilon * 1.001)), caps)
+    assert fits(sums + LossSums.one(PrivacyLoss(rho=left.rho)), caps)
+    assert not fits(sums + LossSums.one(PrivacyLoss(rho=left.rho * 1.001)), caps)
+    assert left.delta == pytest.approx(caps.delta - sums.delta)
+
+
+def test_many_small_pure_releases_compose_through_zcdp_when_delta_allows():
+    t = compose([PrivacyLoss(epsilon=0.05)] * 400, delta_cap=1e-6)
+    assert t.method == "all-zcdp" and t.delta == 1e-6
+    assert t.epsilon == pytest.approx(_cks_epsilon(400 * 0.05**2 / 2, 1e-6), rel=1e-7)
+    assert t.epsilon < 20.0
+    assert compose([PrivacyLoss(epsilon=0.05)] * 400, delta_cap=0).epsilon == pytest.approx(20.0)
+
+
+def test_remaining_when_over_the_cap_is_zero():
+    left = remaining(LossSums.of([PrivacyLoss(epsilon=1.5)]), Caps(epsilon=1.0))
+    assert (left.epsilon, left.rho) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("bad", [dict(epsilon=0), dict(epsilon=1, delta=1.5), dict(epsilon=1, rho=-1)])

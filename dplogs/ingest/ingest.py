@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
 
 from dplogs.errors import DataError, UsageError
 from dplogs.ingest import formats as _formats  # noqa: F401  (registers every format)
-from dplogs.ingest.base import IngestOptions, InputSource, LogFormat, ParsedChunk
-from dplogs.ingest.reader import check_format_name, detect_format, open_sources
+from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
+from dplogs.ingest.reader import check_format_name, detect_format, iter_lines, open_sources
 from dplogs.ingest.store import Store, hash_canary, new_run_id
 
 
@@ -171,7 +172,7 @@ def _ingest_one(
     parsed = quarantined = skipped = duplicates = 0
     reasons: Counter[str] = Counter()
     chunk: ParsedChunk
-    for i, chunk in enumerate(fmt.parse(source, options)):
+    for i, chunk in enumerate(_parsed_chunks(fmt, source, options)):
         events = chunk.events
         if day_cache is not None and events.height:
             events, dropped = _drop_known(store, events, day_cache)
@@ -188,6 +189,27 @@ def _ingest_one(
         name=source.name, format=fmt.name, parsed=parsed, quarantined=quarantined, skipped=skipped,
         duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())),
     )
+
+
+PARSE_THREADS = 2
+"""Chunks parsed concurrently: polars releases the GIL, and a single string column is processed
+on one core, so two chunks in flight keep both cores busy while the previous chunk is written."""
+
+
+def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
+    """``fmt.parse`` in input order, parsing up to :data:`PARSE_THREADS` line chunks at once when
+    the format is a stateless line format (one that does not override ``parse``)."""
+    if not isinstance(fmt, LineFormat) or type(fmt).parse is not LineFormat.parse:
+        yield from fmt.parse(source, options)
+        return
+    with source.open() as stream, ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
+        pending: deque[Future[ParsedChunk]] = deque()
+        for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
+            pending.append(pool.submit(fmt.parse_lines, lines, source.name, options))
+            if len(pending) >= PARSE_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _drop_known(store: Store, events: pl.DataFrame, day_cache: dict[str, pl.Series]) -> tuple[pl.DataFrame, int]:

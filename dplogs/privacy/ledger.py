@@ -29,7 +29,8 @@ the reservation commits leaves nothing (SQLite rolls the transaction back).
 **Tamper evidence.** Entries form a hash chain: ``entry_hash`` = SHA-256 over the previous hash
 and the entry's immutable content; ``seal`` covers its mutable part (status, payload); the head
 hash and entry count live in a separate ``meta`` row, so an edited, deleted (even the last),
-inserted or reordered entry fails :meth:`Ledger.verify`. Without an external anchor a chain only
+inserted or reordered entry fails :meth:`Ledger.verify`. The caps are hashed into ``meta`` too:
+caps edited outside :meth:`Ledger.set_caps` fail verification and block new reservations. Without an external anchor a chain only
 catches edits that do not recompute it: record ``verify()``'s head hash elsewhere (a SIEM, a
 ticket) to pin history.
 
@@ -286,7 +287,8 @@ class Ledger:
                     if stmt.strip():
                         c.execute(stmt)
                 for key, value in (("format", FORMAT_VERSION), ("head_hash", _GENESIS),
-                                   ("entry_count", "0"), ("window_policy", "month")):
+                                   ("entry_count", "0"), ("window_policy", "month"),
+                                   ("caps_hash", _caps_hash(c))):
                     c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
         else:
             if c.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -386,6 +388,11 @@ class Ledger:
         if window is not None:
             check_window(window, window_policy)
         with self._tx() as c:
+            if _caps_hash(c) != self._meta("caps_hash"):  # never launder forged caps into a new seal
+                raise LedgerError(
+                    "the budget caps were changed outside `dplogs budget set`; restore the ledger "
+                    "from a backup before setting new caps"
+                )
             current = self._meta("window_policy")
             if current != window_policy and c.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
                 raise UsageError(
@@ -397,6 +404,7 @@ class Ledger:
                 "INSERT OR REPLACE INTO caps VALUES (?, ?, ?, ?, ?, ?)",
                 (window_policy, window or _ALL_WINDOWS, caps.epsilon, caps.delta, caps.rho, _now()),
             )
+            c.execute("UPDATE meta SET value = ? WHERE key = 'caps_hash'", (_caps_hash(c),))
 
     def caps(self, window: str | None = None) -> Caps | None:
         """The caps that apply to ``window`` (its own, else the policy-wide ones), or None."""
@@ -485,6 +493,11 @@ class Ledger:
         try:
             with self._tx() as c:
                 policy = self._meta("window_policy")
+                if _caps_hash(c) != self._meta("caps_hash"):
+                    raise LedgerError(
+                        "the budget caps were changed outside `dplogs budget set`; run `dplogs budget "
+                        "verify` and restore the ledger from a backup (nothing was charged)"
+                    )
                 for w in wins:
                     check_window(w, policy)
                 if idempotency_key is not None:
@@ -626,6 +639,7 @@ class Ledger:
                 rows = self._conn.execute(
                     f"SELECT {_ENTRY_COLUMNS}, seal FROM entries ORDER BY seq").fetchall()
                 head, count = self._meta("head_hash"), self._meta("entry_count")
+                caps_hash, stored_caps_hash = _caps_hash(self._conn), self._meta("caps_hash")
             except sqlite3.DatabaseError as exc:
                 raise LedgerError(f"cannot read the budget ledger {self.path}: {exc}; restore it from a backup") from None
         if check != "ok":
@@ -655,6 +669,8 @@ class Ledger:
             problems.append(f"the ledger records {count} entries but holds {len(rows)} (entries were deleted or added)")
         if running != head:
             problems.append("the last entry is not the recorded head of the chain (the newest entries were deleted or edited)")
+        if caps_hash != stored_caps_hash:
+            problems.append("the budget caps were edited outside `dplogs budget set` (their hash does not match)")
         return VerifyReport(ok=not problems, entries=len(rows), head_hash=head or "", problems=tuple(problems),
                             unfinished=tuple(unfinished))
 
@@ -683,6 +699,11 @@ def _content(e: Entry) -> dict[str, Any]:
         "caller": e.caller, "idempotency_key": e.idempotency_key, "pid": e.pid, "host": e.host,
         "created_at": e.created_at,
     }
+
+
+def _caps_hash(c: sqlite3.Connection) -> str:
+    rows = c.execute("SELECT policy, window, epsilon, delta, rho FROM caps ORDER BY policy, window").fetchall()
+    return _sha(_canonical([list(r) for r in rows]))
 
 
 def _seal(entry_hash: str, status: str, updated_at: str, payload_text: str | None) -> str:

@@ -111,3 +111,20 @@ def test_foreign_sqlite_database_is_rejected(tmp_path):
     _edit(path, "CREATE TABLE t (x)")
     with pytest.raises(LedgerError, match="not a dplogs budget ledger"):
         Ledger.open(path)
+
+
+def test_caps_edited_outside_set_caps_are_detected_and_block_spending(filled):
+    _edit(filled, "UPDATE caps SET epsilon = 100")
+    report = _problems(filled)
+    assert not report.ok and any("caps were edited" in p for p in report.problems)
+    with Ledger.open(filled) as led, pytest.raises(LedgerError, match="caps were changed"):
+        with led.charge(PrivacyLoss(epsilon=0.1), windows=["2026-11"], caller="cli"):
+            pytest.fail("must not reserve against forged caps")
+    with Ledger.open(filled) as led, pytest.raises(LedgerError, match="restore the ledger"):
+        led.set_caps(window_policy="month", epsilon=2.0, delta=1e-6)  # would launder the forgery
+
+
+def test_set_caps_reseals(ledger):
+    ledger.set_caps(window_policy="month", epsilon=2.0, delta=1e-6, window="2026-12")
+    ledger.set_caps(window_policy="month", epsilon=3.0, delta=1e-6)
+    assert ledger.verify().ok

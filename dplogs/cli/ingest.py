@@ -65,7 +65,7 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
               help="IANA time zone of timestamps without one (RFC 3164 syslog, IIS, CEF rt).")
 @click.option("--dataset", default=None,
               help="Dataset name recorded in a new store's manifest (default: the store directory "
-                   "name); also overrides event.dataset of the ingested events.")
+                   "name). Events keep their per-source event.dataset (system.auth, web.access...).")
 @click.option("--privacy-unit", default=None,
               help="Column naming the person-like entity whose events DP protects together: "
                    "user.name (default), source.ip or host.name. Fixed when the store is created.")
@@ -85,7 +85,7 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, budget_windo
     file adds nothing. The summary on stderr shows counts only, never log lines.
     """
     try:
-        options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps), dataset=dataset)
+        options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps))
     except ValueError as exc:
         raise UsageError(f"{exc}; fix the option value") from exc
     _check_tz(tz)

@@ -11,7 +11,7 @@ conforms to the store schema.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 
@@ -65,6 +65,42 @@ def _json_path(path: Path) -> str:
     return "$" + "".join(f"[{json.dumps(seg)}]".replace('"', "'") for seg in path)
 
 
+_REGEX_META = set(r".^$*+?()[]{}|\\-#&~")
+
+
+def _literal(text: str) -> str:
+    return "".join("\\" + c if c in _REGEX_META else c for c in text)
+
+
+def _schema_keys(dtype: pl.DataType | None) -> Iterator[str]:
+    if isinstance(dtype, pl.Struct):
+        for f in dtype.fields:
+            yield f.name
+            yield from _schema_keys(f.dtype)
+    elif isinstance(dtype, pl.List):
+        yield from _schema_keys(dtype.inner)
+
+
+def _present_keys(candidates: pl.DataFrame, keys: set[str]) -> set[str]:
+    """The ``keys`` that occur, at any depth, in ``candidates`` (a superset is fine, a miss is not).
+
+    Polars' schema-driven reader pays for every schema field on every row, present or not, so the
+    schema is cut to keys a sample shows plus any other wanted key one regex pass finds anywhere."""
+    sample = candidates.head(256).select(pl.col("text").str.join("\n")).item() or ""
+    try:
+        inferred = pl.read_ndjson(sample.encode()).schema
+        seen = (set(inferred) | set(_schema_keys(pl.Struct(inferred)))) & keys
+    except pl.exceptions.PolarsError:
+        seen = set()
+    others = sorted(keys - seen)
+    if others:
+        pattern = '"(' + "|".join(_literal(k) for k in others) + ')"\\s*:'
+        found = candidates.select(pl.col("text").str.extract_all(pattern).explode().drop_nulls().unique())
+        text = " ".join(found.to_series().to_list())
+        seen |= {k for k in others if f'"{k}"' in text}
+    return seen
+
+
 def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Decode JSON-object lines, keeping only ``paths`` (every leaf as a string: numbers keep their
     JSON text, nested objects where a leaf was expected become their JSON text).
@@ -88,7 +124,10 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
     not_objects = lines.filter(~is_object.fill_null(False) & ~blank).with_columns(
         reason=pl.lit("not a JSON object")
     )
-    schema = dict(struct_dtype(paths).to_schema())
+    present = _present_keys(candidates, {seg for p in paths for seg in p})
+    used = [p for p in paths if all(seg in present for seg in p)]
+    schema = dict(struct_dtype(used).to_schema()) if used else {"_": pl.String()}
+    absent = [pl.lit(None, pl.String()).alias(col_name(p)) for p in paths if p not in used]
     good: list[pl.DataFrame] = []
     lenient: list[pl.DataFrame] = []
 
@@ -106,7 +145,8 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
         except pl.exceptions.PolarsError:
             doc = None
         if doc is not None and doc.height == frame.height:
-            good.append(pl.concat([frame, doc.select(flatten(paths))], how="horizontal"))
+            columns = doc.with_columns(*flatten(used), *absent).select(col_name(p) for p in paths)
+            good.append(pl.concat([frame, columns], how="horizontal"))
         elif not screened:  # one validating pass splits off the malformed lines
             invalid.append(frame.filter(~valid))
             attempt(frame.filter(valid), screened=True)
@@ -124,8 +164,14 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
             pl.col("text").str.json_path_match(_json_path(p)).alias(col_name(p)) for p in paths
         ))
     empty = lines.clear().with_columns(pl.lit(None, pl.String()).alias(col_name(p)) for p in paths)
-    decoded = pl.concat([empty, *good], how="vertical").sort("line")
-    return decoded, pl.concat(rejected).sort("line"), skipped
+    decoded = pl.concat([empty, *good], how="diagonal").select(empty.columns)
+    rejected_frame = pl.concat(rejected)
+    # Sorting a wide frame is costly: only needed when it was assembled from several pieces.
+    return (
+        decoded.sort("line") if len(good) > 1 else decoded,
+        rejected_frame.sort("line") if len(rejected) > 1 else rejected_frame,
+        skipped,
+    )
 
 
 def parse_timestamp(expr: pl.Expr, tz: str = "UTC") -> pl.Expr:

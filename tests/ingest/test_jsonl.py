@@ -137,3 +137,14 @@ def test_suricata_eve_against_elastic_golden(datasets_dir, name):
     print(f"suricata {name} agreement:", rates)
     assert set(rates) >= {"source.ip", "destination.port", "@timestamp", "event.kind"}
     assert all(rate == 1.0 for rate in rates.values()), rates
+
+
+def test_keys_first_seen_after_the_schema_sample_are_still_read():
+    texts = [json.dumps({"user": {"name": f"u{i}"}}) for i in range(600)]
+    texts[450] = json.dumps({"user": {"name": "late", "domain": "CORP"}, "source": {"ip": "10.9.9.9"}})
+    texts[599] = json.dumps({"source.port": 4242, "event": {"code": 7}})
+    ev = run(*texts).events
+    assert ev.row(450, named=True)["source.ip"] == "10.9.9.9"
+    assert ev.row(450, named=True)["user.domain"] == "CORP"
+    assert (ev.row(599, named=True)["source.port"], ev.row(599, named=True)["event.code"]) == (4242, "7")
+    assert ev["source.ip"].null_count() == 599

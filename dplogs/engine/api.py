@@ -98,7 +98,7 @@ class PreparedQuery:
 class Engine:
     """Public: queries over one store. Use :meth:`open` for a store directory; the constructor
     takes the pieces (a scan function, the privacy unit, the budget-window policy, manifest
-    defaults, a ledger and a backend) so tests and embedders can supply their own."""
+    defaults, a ledger and a backend object or name) so tests and embedders can supply their own."""
 
     def __init__(
         self, *, scan: Callable[[], pl.LazyFrame], privacy_unit: str, budget_window: str,
@@ -111,6 +111,7 @@ class Engine:
         self._ledger = ledger
         self._backend = backend
         self._ledger_path: Path | None = None
+        self._store: Any = None
 
     @classmethod
     def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars") -> Engine:
@@ -119,18 +120,18 @@ class Engine:
 
         store = Store.open(store_path)
         m = store.manifest
-        eng = cls(scan=store.scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults)
+        eng = cls(scan=store.scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults,
+                  backend=backend)
         eng._ledger_path = store.ledger_path
         eng._store = store
-        eng._backend_name = backend
         return eng
 
     @property
     def backend(self) -> Any:
-        if self._backend is None:
+        if self._backend is None or isinstance(self._backend, str):
             from dplogs.backends.base import get_backend
 
-            self._backend = get_backend(getattr(self, "_backend_name", "polars"))
+            self._backend = get_backend(self._backend or "polars")
         return self._backend
 
     @property
@@ -149,7 +150,7 @@ class Engine:
     ) -> None:
         """Validate and store default bounds in the store manifest; queries that give no bound of
         their own use these (the ``defaults`` format is in :mod:`dplogs.engine.planner`)."""
-        store = getattr(self, "_store", None)
+        store = self._store
         if store is None:
             raise UsageError("defaults live in a store manifest; open the store with Engine.open(path)")
         new: dict[str, Any] = {}

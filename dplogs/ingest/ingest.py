@@ -111,7 +111,7 @@ def ingest(
 ) -> IngestSummary:
     """Parse ``paths`` (files, directories, ``-`` for stdin) into ``store`` and return counts.
 
-    Inputs whose exact bytes were ingested before are skipped, and parsed events whose
+    Inputs whose exact bytes were ingested before with the same format are skipped, and parsed events whose
     ``event.hash`` is already in their day partition are not written again, so re-ingesting is
     idempotent. With ``max_errors``, :class:`TooManyErrors` (exit 65) is raised after everything
     was written when more records than that were quarantined.
@@ -131,10 +131,6 @@ def ingest(
     day_cache: dict[str, pl.Series] = {}
     with open_sources(paths) as sources:
         for n, (source, opener) in enumerate(sources):
-            fingerprint = _fingerprint(opener.path)
-            if fingerprint in seen:
-                results.append(FileResult(name=source.name, format=seen[fingerprint].get("format"), duplicate_file=True))
-                continue
             try:
                 fmt = forced or detect_format(source)
             except DataError:
@@ -142,13 +138,19 @@ def ingest(
                     raise
                 results.append(FileResult(name=source.name, format=None, problem="not ingested: format not recognised (name the file itself and pass --format to force one)"))
                 continue
+            # Same bytes read the same way: nothing new. Re-reading them with another --format
+            # (e.g. after a bad guess) is allowed; event.hash dedup keeps rows parsed both times once.
+            key = f"{_fingerprint(opener.path)}:{fmt.name}"
+            if key in seen:
+                results.append(FileResult(name=source.name, format=fmt.name, duplicate_file=True))
+                continue
             result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}",
                                  day_cache=day_cache if dedup_hashes else None)
             if opener.errors:
                 result = FileResult(**{**result.__dict__, "problem": "; ".join(opener.errors)})
             results.append(result)
-            seen[fingerprint] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed}
-            store.add_fingerprint(fingerprint, seen[fingerprint])
+            seen[key] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed}
+            store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
     if max_errors is not None and summary.quarantined > max_errors:
         raise TooManyErrors(

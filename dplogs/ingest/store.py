@@ -3,7 +3,7 @@
 Layout of a store directory ``STORE``::
 
     STORE/manifest.json                     dataset, privacy unit, budget window, schema version, defaults
-    STORE/ingested.json                     fingerprints of ingested inputs (re-ingestion is a no-op)
+    STORE/ingested.json                     content fingerprint + format of ingested inputs (re-ingestion is a no-op)
     STORE/events/day=YYYY-MM-DD/*.parquet   events, exactly STORE_SCHEMA (day=unknown: no timestamp)
     STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy)

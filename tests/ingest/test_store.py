@@ -156,3 +156,17 @@ def test_scan_is_lazy_and_filters_push_down(tmp_path: Path) -> None:
     lf = Store.open(tmp_path / "s").scan()
     assert isinstance(lf, pl.LazyFrame)
     assert lf.filter(pl.col("event.outcome") == "failure").select(pl.len()).collect().item() == 2
+
+
+def test_same_bytes_with_another_format_are_reparsed_without_duplicates(tmp_path: Path) -> None:
+    # A wrong --format quarantines everything; re-running with the right one must not be skipped.
+    log = _write(tmp_path / "fw.log", ["CEF:0|V|P|1|9|Deny|5|src=10.0.0.1 suser=eve", *LINES[:1]])
+    first = ingest([log], tmp_path / "s", options=OPTS, format="syslog")
+    assert (first.written, first.quarantined) == (1, 1)
+    assert ingest([log], tmp_path / "s", options=OPTS, format="syslog").files[0].duplicate_file
+    fixed = ingest([log], tmp_path / "s", options=OPTS, format="cef")
+    assert not fixed.files[0].duplicate_file
+    # the CEF line is new; the syslog line (quarantined by cef now) was already stored once
+    assert (fixed.written, fixed.quarantined) == (1, 1)
+    events = Store.open(tmp_path / "s").scan().collect()
+    assert sorted(events.get_column("event.dataset").to_list()) == ["cef.log", "system.auth"]

@@ -107,8 +107,8 @@ class Plan:
         """The plain-words note on what bounding and clamping do to the released values."""
         b = self.bounds
         parts = [
-            f"Each {self.unit} contributes to at most {b.max_groups} group(s) and at most "
-            f"{b.max_rows_per_group} row(s) per group; rows beyond that are dropped (chosen at random), "
+            f"Each {self.unit} contributes to at most {b.max_groups} group(s) (picked by a secret random "
+            f"rank) and at most {b.max_rows_per_group} row(s) per group (its sums scaled to that many rows), "
             f"so counts and sums are biased downward for heavy contributors."
         ]
         if self.clamps:

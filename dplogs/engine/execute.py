@@ -25,7 +25,7 @@ from dplogs.privacy.charge import Charge
 from dplogs.privacy.mechanisms import add_noise
 from dplogs.privacy.quantiles import bin_level, histogram_quantiles
 from dplogs.privacy.randomness import secret_seed
-from dplogs.privacy.selection import encode_key, select
+from dplogs.privacy.selection import select
 from dplogs.schema import TIMESTAMP
 
 ALL = "__all__"  # constant key of a query without keys: one global group
@@ -132,7 +132,8 @@ def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame]
     hists = dict(hists)  # completed per selection below; the caller's dict stays as it was
     selected_units = None
     if plan.selection is not None:
-        encoded = [encode_key(row) for row in main.select(keys).iter_rows()]
+        # one distinct string per group (OpenDP's thresholding takes string keys), vectorised
+        encoded = main.select(pl.struct(keys).struct.json_encode()).to_series().to_list()
         kept, noisy_units = select(encoded, main["units"].to_numpy(), plan.selection, charge=charge)
         main = main[kept]
         selected_units = noisy_units.astype(np.float64)

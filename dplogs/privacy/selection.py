@@ -26,7 +26,6 @@ True
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -148,11 +147,6 @@ def _map(mech: Mechanism, scale: float, threshold: int, l0: int) -> tuple[float,
 def _true_delta(mech: Mechanism, scale: float, threshold: int, l0: int) -> float:
     """δ of keeping counts >= ``threshold``: OpenDP's map at ``threshold - 1`` (see module note)."""
     return max(_map(mech, scale, threshold - 1, l0)[1], _map(mech, scale, threshold, l0)[1])
-
-
-def encode_key(values: tuple[Any, ...]) -> str:
-    """One string per composite key (OpenDP's thresholding takes string keys)."""
-    return json.dumps([v.isoformat() if hasattr(v, "isoformat") else v for v in values])
 
 
 def select(keys: list[str], units: np.ndarray, plan: SelectionPlan, *, charge: Charge) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from dplogs.ingest.base import (
     ParsedChunk,
     register,
 )
+from dplogs.schema import STORE_SCHEMA
 
 # EventID -> (event.action, event.category, event.type, whose account is user.name)
 _SECURITY: dict[str, tuple[str, str, str, str]] = {
@@ -264,8 +265,12 @@ class Evtx(LogFormat):
 
         with source.open() as stream:
             plain = source.path is not None and _starts_with_magic(source.path)
-            parser = evtx.PyEvtxParser(source.path if plain else stream)
-            records = parser.records_json()
+            try:
+                records = evtx.PyEvtxParser(source.path if plain else stream).records_json()
+            except Exception as exc:  # the evtx package raises plain RuntimeErrors
+                bad = pl.DataFrame({"line": [1], "text": [str(exc)], "reason": ["not a readable EVTX file"]})
+                yield ParsedChunk(pl.DataFrame(schema=STORE_SCHEMA), st.quarantine(bad, source.name))
+                return
             number = 0
             while True:
                 texts: list[str | None] = []
@@ -278,7 +283,7 @@ class Evtx(LogFormat):
                         break
                     except Exception as exc:  # a corrupt record: quarantined, the file goes on
                         texts.append(None)
-                        errors.append(f"unreadable EVTX record: {exc}")
+                        errors.append(str(exc) or type(exc).__name__)
                     else:
                         texts.append(record["data"])
                         errors.append(None)
@@ -295,6 +300,7 @@ class Evtx(LogFormat):
                 bad = batch.filter(pl.col("error").is_not_null())
                 chunk = _parse(batch.filter(pl.col("error").is_null()).select(LINES_SCHEMA.names()), source.name, options)
                 if bad.height:
-                    extra = st.quarantine(bad.select("line", pl.col("error").alias("text"), pl.col("error").alias("reason")), source.name)
+                    # reasons are shown in summaries: a fixed category, the error text stays in `text`
+                    extra = st.quarantine(bad.select("line", pl.col("error").alias("text"), reason=pl.lit("unreadable EVTX record")), source.name)
                     chunk = ParsedChunk(chunk.events, pl.concat([chunk.quarantine, extra]), skipped=chunk.skipped)
                 yield chunk

@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 
 from dplogs.ingest import formats  # noqa: F401  (registers every format)
-from dplogs.ingest.base import LINES_SCHEMA, REGISTRY, IngestOptions
+from dplogs.ingest.base import LINES_SCHEMA, QUARANTINE_SCHEMA, REGISTRY, IngestOptions
 from dplogs.ingest.reader import detect_format, iter_lines, open_sources
+from dplogs.schema import STORE_SCHEMA
 
 
 def lines_frame(*texts: str) -> pl.DataFrame:
@@ -25,8 +26,8 @@ def parse(fmt: str, path: str | Path, options: IngestOptions = IngestOptions()):
         ((source, _),) = sources
         chunks = list(REGISTRY[fmt].parse(source, options))
     return (
-        pl.concat([c.events for c in chunks]),
-        pl.concat([c.quarantine for c in chunks]),
+        pl.concat([pl.DataFrame(schema=STORE_SCHEMA), *(c.events for c in chunks)]),
+        pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *(c.quarantine for c in chunks)]),
         sum(c.skipped for c in chunks),
     )
 

@@ -25,6 +25,8 @@ The frame itself is NOT a release: it stays inside the engine/backends like any 
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features  # noqa: F401 (doctest)
@@ -40,8 +42,8 @@ def anomaly_events(
     clip_norm: float, window: str = "day", budget_window: str = "month", seed: int | None = None,
 ) -> pl.LazyFrame:
     """Rows (store schema) of the unit-windows whose score exceeds the PUBLIC ``threshold``."""
-    if not threshold == threshold:  # NaN
-        raise UsageError("threshold must be a number; pass --threshold")
+    if not math.isfinite(threshold):
+        raise UsageError(f"threshold must be a finite number, got {threshold}; pass --threshold")
     spec = FeatureSpec(max_windows_per_unit=max_windows_per_unit, clip_norm=clip_norm, window=window,
                        budget_window=budget_window)
     table = extract_features(lf, unit=unit, spec=spec, seed=seed)

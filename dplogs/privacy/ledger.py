@@ -295,9 +295,8 @@ class Ledger:
                 raise sqlite3.DatabaseError("integrity check failed")
             deadline = time.monotonic() + 2.0
             while not self._has_schema():
-                st = self.path.stat()
-                # only a just-created empty file may be a concurrent creator's, still being set up
-                creating = st.st_size == 0 and time.time() - st.st_mtime < 2.0
+                # only a just-created file may be a concurrent creator's, still being set up
+                creating = time.time() - self.path.stat().st_mtime < 2.0
                 if not creating or time.monotonic() > deadline:
                     raise LedgerError(
                         f"{self.path} is not a dplogs budget ledger (no ledger tables); restore the "

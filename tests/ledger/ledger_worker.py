@@ -3,6 +3,7 @@
 Modes:
   spend PATH SECONDS   print ready, wait for a line on stdin, charge ε=0.01 releases until
                        SECONDS pass; print a JSON summary
+  create PATH -        print ready, wait for a line on stdin, open with create=True, charge once
   hang PATH STAGE      reserve, get to STAGE (in-reserve | reserved | drawn), print STAGE, sleep
 """
 
@@ -70,6 +71,16 @@ def hang(path: str, stage: str) -> None:
             announce(stage)
 
 
+def create(path: str) -> None:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    with Ledger.open(path, create=True) as ledger:
+        ledger.set_caps(window_policy="month", epsilon=1.0)
+        with ledger.charge(PrivacyLoss(epsilon=0.1), windows=["2026-11"], caller="test"):
+            pass
+    print("done", flush=True)
+
+
 if __name__ == "__main__":
     mode, path, arg = sys.argv[1:4]
-    spend(path, float(arg)) if mode == "spend" else hang(path, arg)
+    {"spend": lambda: spend(path, float(arg)), "hang": lambda: hang(path, arg), "create": lambda: create(path)}[mode]()

@@ -107,3 +107,22 @@ def test_sigkill_inside_the_reservation_transaction_leaves_nothing(capped):
         with led.charge(PrivacyLoss(epsilon=1.0), windows=["2026-11"], caller="test"):
             pass  # the whole cap is still available
         assert led.verify().ok
+
+
+@pytest.mark.slow
+def test_concurrent_first_opens_create_one_ledger(ledger_path):
+    procs = [
+        subprocess.Popen([sys.executable, WORKER, "create", str(ledger_path), "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and out.strip() == "done", err
+    with Ledger.open(ledger_path) as led:
+        assert len(led.history()) == 4 and led.verify().ok

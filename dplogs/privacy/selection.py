@@ -3,7 +3,8 @@
 A private key's domain is unknown without the data, so releasing "this key exists" is itself a
 disclosure. After bounding, each unit adds 1 to the distinct-unit count of at most L0 keys
 (``ContributionBounds.max_groups``). OpenDP's thresholded mechanisms (``make_laplace_threshold``,
-``make_gaussian_threshold``; Rogers 2023) add discrete noise to those counts and keep a key only
+``make_gaussian_threshold``; Rogers 2023; the Laplace one is run with the project's exact
+vectorised sampler, :mod:`dplogs.privacy.sampler`) add discrete noise to those counts and keep a key only
 when its noisy count reaches a threshold. The (ε or ρ, δ) charged is OpenDP's own privacy map for
 the input distance (l0=L0, l1=L0, l∞=1), never derived by hand, with one correction: OpenDP 0.16
 keeps counts *equal to* the threshold but its map leaves the probability mass at the threshold out
@@ -35,7 +36,7 @@ import numpy as np
 import opendp.prelude as dp
 
 from dplogs.errors import InternalError, PrivacyParameterError
-from dplogs.privacy import mechanisms
+from dplogs.privacy import mechanisms, sampler
 from dplogs.privacy.bounds import ContributionBounds
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
@@ -162,8 +163,13 @@ def select(keys: list[str], units: np.ndarray, plan: SelectionPlan, *, charge: C
     if mechanisms._EXACT_MODE.get():  # test-only: deterministic threshold on the true counts
         kept = np.flatnonzero(units >= plan.threshold)
         return kept, units[kept].copy()
+    if plan.mechanism is Mechanism.LAPLACE and sampler.supports(plan.scale):
+        # the same rule as OpenDP's make_laplace_threshold (integer counts + discrete Laplace noise,
+        # kept when >= threshold) with the project's exact vectorised sampler, ~10x faster
+        noisy = units + sampler.discrete_laplace(plan.scale, units.size)
+        kept = np.flatnonzero(noisy >= plan.threshold)
+        return kept, noisy[kept]
     index = {k: i for i, k in enumerate(keys)}
-    # keys below 1 cannot be present (a present key has a unit); OpenDP wants non-negative counts
     out = _measurement(plan.mechanism, plan.scale, plan.threshold)(dict(zip(keys, units.tolist())))
     kept = np.fromiter((index[k] for k in out), dtype=np.int64, count=len(out))
     counts = np.fromiter(out.values(), dtype=np.int64, count=len(out))

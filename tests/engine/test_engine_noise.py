@@ -111,3 +111,20 @@ def test_selection_keeps_large_keys_and_releases_noisy_counts():
     kept, counts = select(["a", "b", "c", "d"], units, plan, charge=Charge.for_audit(plan.loss))
     assert kept.tolist() == [2, 3]
     assert np.all(np.abs(counts - units[kept]) < 60)  # scale 2: |noise| < 60 has probability ~1 - 1e-13
+
+
+@pytest.mark.parametrize("use_sampler", [True, False])
+def test_laplace_selection_rule_matches_opendp_either_path(use_sampler, monkeypatch):
+    """Keys at exactly the threshold survive with P(noise >= 0) = 1/(1+e^{-1/b}), whether the
+    project's sampler or OpenDP's make_laplace_threshold draws the noise."""
+    from dplogs.privacy import sampler
+
+    if not use_sampler:
+        monkeypatch.setattr(sampler, "supports", lambda scale: False)
+    plan = plan_selection(mechanism="laplace", bounds=ContributionBounds(max_groups=2, max_rows_per_group=1),
+                          delta=1e-3, epsilon=1.0)
+    n = 20_000
+    kept, counts = select([f"k{i}" for i in range(n)], np.full(n, plan.threshold), plan, charge=Charge.for_audit(plan.loss))
+    p = 1 / (1 + math.exp(-1 / plan.scale))
+    assert stats.binomtest(kept.size, n, p).pvalue > 1e-3
+    assert (counts >= plan.threshold).all()

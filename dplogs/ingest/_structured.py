@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import polars as pl
 
 from dplogs.ingest.base import QUARANTINE_SCHEMA, ParsedChunk, event_hash
-from dplogs.schema import STORE_SCHEMA, conform
+from dplogs.schema import FIELDS, STORE_SCHEMA, conform
 
 Path = tuple[str, ...]
 """A key path into a JSON document; segments may themselves contain dots (``("user.name",)``)."""
@@ -227,7 +227,8 @@ def finish(
     ``event.dataset``/``event.module``/``event.kind``, ``log.file.path``, ``log.offset`` (from the
     ``offset`` column when there is one) and ``event.hash`` (of ``text`` and the offset, default
     the raw line).
-    Returns the frame conformed to the store schema."""
+    Returns the frame conformed to the store schema; a value outside a public field's ECS domain
+    (``event.outcome``, ``network.transport``…) becomes null, so public key domains hold."""
     unknown = set(columns) - set(STORE_SCHEMA.names())
     if unknown:
         raise ValueError(f"not store columns: {sorted(unknown)} (this is a bug in dplogs)")
@@ -239,7 +240,11 @@ def finish(
         "log.offset": pl.col("offset") if "offset" in events.columns else pl.lit(None, pl.Int64),
         "event.hash": event_hash(pl.col("text") if text is None else text, pl.col("offset")),
     }
-    return conform(events.select(e.alias(name) for name, e in (base | dict(columns)).items()))
+    out = conform(events.select(e.alias(name) for name, e in (base | dict(columns)).items()))
+    return out.with_columns(
+        pl.when(pl.col(f.name).is_in(f.allowed)).then(pl.col(f.name)).alias(f.name)
+        for f in FIELDS.values() if f.allowed is not None
+    )
 
 
 def chunk(events: pl.DataFrame, rejected: pl.DataFrame, source: str, skipped: int = 0) -> ParsedChunk:

@@ -105,6 +105,9 @@ class JsonLines(LineFormat):
         for name in _ECS:
             candidates[name] += [get((name,)), get(tuple(name.split(".")))]
         columns = {name: pl.coalesce(exprs) for name, exprs in candidates.items()}
+        for name in ("event.category", "event.type"):  # ECS allows arrays here: keep the first
+            value = columns[name]
+            columns[name] = pl.when(value.str.starts_with("[")).then(value.str.json_path_match("$[0]")).otherwise(value)
         columns[TIMESTAMP] = timestamp(pl.coalesce(columns[TIMESTAMP], get(("timestamp",))), options.tz)
         event_type = get(("event_type",))
         columns |= {

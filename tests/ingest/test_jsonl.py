@@ -148,3 +148,12 @@ def test_keys_first_seen_after_the_schema_sample_are_still_read():
     assert ev.row(450, named=True)["user.domain"] == "CORP"
     assert (ev.row(599, named=True)["source.port"], ev.row(599, named=True)["event.code"]) == (4242, "7")
     assert ev["source.ip"].null_count() == 599
+
+
+def test_public_fields_keep_their_ecs_domain():
+    out = run('{"event": {"outcome": "allowed", "category": ["authentication", "network"], "type": ["start"]}, '
+              '"network": {"transport": "TCP6"}, "http.request.method": "get"}')
+    row = out.events.row(0, named=True)
+    assert row["event.outcome"] is None and row["network.transport"] is None  # outside the ECS domain
+    assert (row["event.category"], row["event.type"]) == ("authentication", "start")
+    assert row["http.request.method"] == "GET"

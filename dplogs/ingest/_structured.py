@@ -116,7 +116,7 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
     (['1'], ['invalid JSON'], 1)
     """
     paths = list(dict.fromkeys(paths))
-    stripped = pl.col("text").str.strip_chars()
+    stripped = pl.col("text").str.strip_chars(" \t\r\n\ufeff")  # Windows exports often start with a BOM
     is_object = stripped.str.starts_with("{") & stripped.str.ends_with("}")
     blank = (stripped == "").fill_null(True)
     skipped = int(lines.select(blank.sum()).item())
@@ -131,7 +131,8 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
     good: list[pl.DataFrame] = []
     lenient: list[pl.DataFrame] = []
 
-    valid = pl.col("text").str.json_path_match("$").is_not_null()  # null, not an error, if malformed
+    # null, not an error, if malformed
+    valid = pl.col("text").str.strip_chars_start("\ufeff").str.json_path_match("$").is_not_null()
     invalid: list[pl.DataFrame] = []
 
     def attempt(frame: pl.DataFrame, screened: bool) -> None:
@@ -139,7 +140,7 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
             return
         # read_ndjson over the joined chunk is several times faster than str.json_decode and, with
         # ignore_errors, turns type mismatches into nulls; only malformed JSON makes it raise.
-        joined = frame.select(pl.col("text").str.join("\n")).item().encode()
+        joined = frame.select(pl.col("text").str.strip_chars_start("\ufeff").str.join("\n")).item().encode()
         try:
             doc = pl.read_ndjson(joined, schema=schema, ignore_errors=True)
         except pl.exceptions.PolarsError:
@@ -161,7 +162,8 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
     rejected = [not_objects, *(f.with_columns(reason=pl.lit("invalid JSON")) for f in invalid)]
     if lenient:
         good.append(pl.concat(lenient).with_columns(
-            pl.col("text").str.json_path_match(_json_path(p)).alias(col_name(p)) for p in paths
+            pl.col("text").str.strip_chars_start("\ufeff").str.json_path_match(_json_path(p)).alias(col_name(p))
+            for p in paths
         ))
     empty = lines.clear().with_columns(pl.lit(None, pl.String()).alias(col_name(p)) for p in paths)
     decoded = pl.concat([empty, *good], how="diagonal").select(empty.columns)
@@ -259,7 +261,7 @@ def sample_objects(head: bytes, limit: int = 20) -> list[dict | None]:
     >>> sample_objects(b'{"a": 1}\\nnope\\n{"b"')
     [{'a': 1}, None]
     """
-    text = head.decode("utf-8", errors="replace")
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     lines = [ln for ln in text.split("\n")[:-1] if ln.strip()] if "\n" in text else [text]
     out: list[dict | None] = []
     for line in lines[:limit]:

@@ -157,3 +157,9 @@ def test_public_fields_keep_their_ecs_domain():
     assert row["event.outcome"] is None and row["network.transport"] is None  # outside the ECS domain
     assert (row["event.category"], row["event.type"]) == ("authentication", "start")
     assert row["http.request.method"] == "GET"
+
+
+def test_byte_order_mark_on_the_first_line():
+    out = run('\ufeff{"user.name": "bom"}', '{"user.name": "x"}')
+    assert out.events["user.name"].to_list() == ["bom", "x"] and out.quarantine.height == 0
+    assert FMT.sniff('\ufeff{"@timestamp": "2024-01-01T00:00:00Z"}\n'.encode()) >= 0.8

@@ -20,6 +20,9 @@ event still ingests with its code, channel, provider, host, time and user. Value
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import polars as pl
@@ -263,10 +266,15 @@ class Evtx(LogFormat):
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
         import evtx  # native reader, loaded only for .evtx input
 
-        with source.open() as stream:
-            plain = source.path is not None and _starts_with_magic(source.path)
+        with source.open() as stream, tempfile.TemporaryDirectory(prefix="dplogs-evtx-") as tmp:
+            path = source.path
+            if path is None or not _starts_with_magic(path):
+                # The native reader seeks, which a gzip stream cannot: spool it to a plain file.
+                path = os.path.join(tmp, "input.evtx")
+                with open(path, "wb") as out:
+                    shutil.copyfileobj(stream, out, 1 << 22)
             try:
-                records = evtx.PyEvtxParser(source.path if plain else stream).records_json()
+                records = evtx.PyEvtxParser(path).records_json()
             except Exception as exc:  # the evtx package raises plain RuntimeErrors
                 bad = pl.DataFrame({"line": [1], "text": [str(exc)], "reason": ["not a readable EVTX file"]})
                 yield ParsedChunk(pl.DataFrame(schema=STORE_SCHEMA), st.quarantine(bad, source.name))

@@ -221,3 +221,15 @@ def test_binary_evtx_against_winlogbeat_golden(datasets_dir):
     assert {"event.code", "event.action", "event.outcome", "user.name", "source.ip", "host.name",
             "process.executable", "process.pid"} <= set(rates)
     assert all(rate >= 0.99 for rate in rates.values()), rates
+
+
+def test_gzipped_evtx_reads_through_the_stream(datasets_dir, tmp_path):
+    plain = datasets_dir / "parser_oracles/elastic_beats_filebeat_2019/winlogbeat/security/security-windows2016-logoff.evtx"
+    packed = tmp_path / "logoff.evtx.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert detected(packed) == "evtx"
+    a, _, _ = parse("evtx", plain)
+    b, _, _ = parse("evtx", packed)
+    assert b.drop("log.file.path").equals(a.drop("log.file.path"))
+    assert b["user.name"].to_list() == ["audittest", "Administrator"]
+    assert b["event.action"].to_list() == ["logged-out", "logged-out"]

@@ -28,6 +28,7 @@ _COMMANDS: dict[str, str] = {
     "score": "detect:score",
     "audit": "audit:audit",
     "demo": "demo:demo",
+    "report": "report:report",
 }
 
 _EPILOG = "Exit codes: 0 ok, 2 bad command line, " + ", ".join(

@@ -1,0 +1,137 @@
+"""Reports: spec validation, idempotent runs, partial failure, and what the renderers disclose."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dplogs.cli import cli
+from dplogs.errors import BudgetExhausted, QueryError
+from dplogs.ingest.ingest import ingest
+from dplogs.ingest.base import IngestOptions
+from dplogs.privacy.ledger import Ledger
+from dplogs.report import load_report_spec, render, run_report
+
+REPO = Path(__file__).resolve().parents[2]
+NIGHTLY = REPO / "queries" / "reports" / "nightly.toml"
+SPRAY_DAY = dt.date(2024, 3, 12)
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("store") / "s"
+    ingest([REPO / "sample_logs"], store, options=IngestOptions(year=2024))
+    return store
+
+
+def _ledger(store: Path, epsilon: float) -> Ledger:
+    ledger = Ledger.open(store / "ledger.sqlite", create=True)
+    ledger.set_caps(window_policy="month", epsilon=epsilon, delta=1e-5)
+    return ledger
+
+
+def _fresh(sample_store: Path, tmp_path: Path, epsilon: float) -> Path:
+    """A copy of the sample store with its own ledger (the events are shared read-only)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for item in sample_store.iterdir():
+        if item.name != "ledger.sqlite" and not item.name.startswith("ledger"):
+            (store / item.name).symlink_to(item)
+    _ledger(store, epsilon)
+    return store
+
+
+def test_spec_validation(tmp_path):
+    spec = load_report_spec(NIGHTLY)
+    assert spec.period == "day" and len(spec.sections) == 4
+    assert all(s.query.is_file() for s in spec.sections)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[[section]]\nquery = "q.toml"\nchart = "pie"\n')
+    with pytest.raises(QueryError, match="chart must be one of"):
+        load_report_spec(bad)
+    bad.write_text('name = "x"\n[[section]]\nquery = "q.toml"\nepsilom = 1\n')
+    with pytest.raises(QueryError, match="unknown section option"):
+        load_report_spec(bad)
+    bad.write_text('name = "x"\nperiod = "year"\n[[section]]\nquery = "q.toml"\n')
+    with pytest.raises(QueryError, match="period must be one of"):
+        load_report_spec(bad)
+
+
+def test_period_bounds():
+    spec = load_report_spec(NIGHTLY)
+    week = type(spec)(name="w", title="w", period="week", sections=spec.sections)
+    month = type(spec)(name="m", title="m", period="month", sections=spec.sections)
+    assert week.period_bounds(dt.date(2024, 3, 14)) == (dt.date(2024, 3, 11), dt.date(2024, 3, 18))
+    assert month.period_bounds(dt.date(2024, 12, 31)) == (dt.date(2024, 12, 1), dt.date(2025, 1, 1))
+
+
+def test_rerun_replays_and_spends_nothing(sample_store, tmp_path):
+    store = _fresh(sample_store, tmp_path, epsilon=10)
+    spec = load_report_spec(NIGHTLY)
+    first = run_report(spec, store, day=SPRAY_DAY)
+    assert first.first_error is None
+    ledger = Ledger.open(store / "ledger.sqlite")
+    spent = ledger.spent("2024-03").epsilon
+    assert spent == pytest.approx(sum(s.options["epsilon"] for s in spec.sections))
+    entries = len(ledger.history())
+
+    second = run_report(spec, store, day=SPRAY_DAY)
+    assert Ledger.open(store / "ledger.sqlite").spent("2024-03").epsilon == pytest.approx(spent)
+    assert len(Ledger.open(store / "ledger.sqlite").history()) == entries
+    for a, b in zip(first.sections, second.sections):
+        assert b.release.privacy.get("replayed") is True
+        assert a.release.data["value"].to_list() == b.release.data["value"].to_list()
+
+    # another day is a new period: it is charged again
+    run_report(spec, store, day=SPRAY_DAY + dt.timedelta(days=1))
+    assert Ledger.open(store / "ledger.sqlite").spent("2024-03").epsilon == pytest.approx(2 * spent)
+
+
+def test_budget_exhaustion_keeps_the_rest_and_exits_77(sample_store, tmp_path):
+    store = _fresh(sample_store, tmp_path, epsilon=1.2)  # room for two sections of 0.5 only
+    run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY)
+    released = [s for s in run.sections if s.release is not None]
+    failed = [s for s in run.sections if s.error is not None]
+    assert len(released) == 2 and len(failed) == 2
+    assert all(isinstance(s.error, BudgetExhausted) for s in failed)
+    assert "budget left" in str(failed[0].error)
+    page = render(run, "html")
+    assert page.count("Not released") == 2 and page.count("<svg") >= 2
+
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", str(NIGHTLY), "--store", str(store),
+                                      "--date", "2024-03-13", "-o", str(out)])
+    assert result.exit_code == 77 and out.is_file()
+
+
+def test_renderers_disclose_privacy(sample_store, tmp_path):
+    store = _fresh(sample_store, tmp_path, epsilon=10)
+    run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY)
+    doc = json.loads(render(run, "json"))
+    assert "user.name" in doc["privacy_model"] and "month" in doc["privacy_model"]
+    for section in doc["sections"]:
+        assert section["privacy"]["epsilon"] == pytest.approx(0.5)
+        assert section["privacy"]["bias_note"]
+        assert all(c["ci_low"] <= c["value"] <= c["ci_high"] for c in section["data"]
+                   if c["ci_low"] is not None and c["value"] is not None)
+    hourly = doc["sections"][0]["data"]
+    assert len(hourly) == 24  # public hour buckets of the day, empty ones included
+    md = render(run, "md")
+    assert md.startswith("# Nightly SOC summary") and "differentially private" in md
+    page = render(run, "html")
+    assert "<svg" in page and "95% interval" in page and "<script" not in page
+
+
+def test_html_escapes_untrusted_text(sample_store, tmp_path):
+    store = _fresh(sample_store, tmp_path, epsilon=10)
+    q = tmp_path / "q.toml"
+    q.write_text((REPO / "queries" / "distinct_users_failing_per_host.toml").read_text()
+                 .replace('"bastion01"', '"<script>alert(1)</script>"'))
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'name = "x"\ntitle = "<b>t</b>"\n[[section]]\nquery = "{q}"\nchart = "bar"\n')
+    page = render(run_report(load_report_spec(spec), store, day=SPRAY_DAY), "html")
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<b>t</b>" not in page

@@ -271,8 +271,7 @@ class Not(Filter):
     part: Filter
 
     def expr(self) -> pl.Expr:
-        # null comparisons are "no match", so NOT of them must match: fill before negating
-        return ~self.part.expr().fill_null(False)
+        return ~self.part.expr()  # SQL three-valued logic: NOT of a null comparison stays null (no match)
 
     def describe(self) -> str:
         return f"NOT ({self.part.describe()})"

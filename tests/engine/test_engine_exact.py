@@ -198,3 +198,28 @@ def test_released_cells_carry_mechanism_scale_and_ci(make_engine):
     assert p["bounds"] == {"max_groups": 2, "max_rows_per_group": 3} and p["ledger_entry"]
     assert "biased downward" in p["bias_note"] and p["keys"][0]["handling"].startswith("public")
     assert p["window"] == {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z"}
+
+
+@pytest.mark.parametrize("where", [
+    "NOT user.name = 'u1'",
+    "user.name != 'u1' OR source.bytes > 50",
+    "NOT (user.name IN ('u1', 'u2') AND source.bytes < 30)",
+    "user.name LIKE 'u1%' OR source.bytes IS NULL",
+    "NOT user.name LIKE 'u_'",
+    "source.bytes BETWEEN 10 AND 60 AND NOT source.bytes = 20",
+])
+def test_where_semantics_match_duckdb_including_nulls(make_engine, where):
+    names = ["u1", "u2", "u10", None, "u3", "x"]
+    byts = [10, None, 20, 60, 70, None]
+    frame = pl.DataFrame({
+        "@timestamp": [utc(2026, 11, 2)] * 36, "user.name": names * 6, "source.bytes": [b for b in byts for _ in range(6)],
+        "event.outcome": ["success"] * 36,
+    })
+    eng = make_engine(frame)
+    q = eng.sql(f"SELECT event.outcome, COUNT(*) AS n FROM logs WHERE {where} GROUP BY event.outcome",
+                epsilon=1.0, max_groups=1, max_rows_per_group=100, start=START, end=END)
+    with exact_mode():
+        got = wide(q.release(caller="cli"), ["event.outcome"])
+    sql_where = where.replace("user.name", '"user.name"').replace("source.bytes", '"source.bytes"')
+    expected = duck(frame, f"SELECT COUNT(*) AS n FROM t WHERE {sql_where}")["n"].item()
+    assert got.filter(pl.col("event.outcome") == "success")["n"].item() == expected

@@ -206,6 +206,8 @@ def test_released_cells_carry_mechanism_scale_and_ci(make_engine):
     "NOT (user.name IN ('u1', 'u2') AND source.bytes < 30)",
     "user.name LIKE 'u1%' OR source.bytes IS NULL",
     "NOT user.name LIKE 'u_'",
+    "NOT user.name IN ('u1', 'x')",
+    "user.name NOT IN ('u1') AND source.bytes NOT IN (10, 70)",
     "source.bytes BETWEEN 10 AND 60 AND NOT source.bytes = 20",
 ])
 def test_where_semantics_match_duckdb_including_nulls(make_engine, where):

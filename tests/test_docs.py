@@ -1,0 +1,52 @@
+"""The README's commands, CI and the CLI's help stay true to each other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from dplogs.cli import _COMMANDS, cli
+from dplogs.errors import EXIT_CODES
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def _readme_commands() -> list[str]:
+    return [line for block in re.findall(r"```sh\n(.*?)```", README, re.S) for line in block.splitlines()
+            if line.startswith("python3 -m venv")]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("python3")]
+    tests = [c for c in _readme_commands() if "pytest" in c]
+    assert len(tests) == 1 and ci == tests
+
+
+def test_readme_main_command_runs_the_demo():
+    main = [c for c in _readme_commands() if "pytest" not in c]
+    assert len(main) == 1 and main[0].endswith("dplogs demo")
+
+
+def test_every_command_has_help_and_every_option_is_explained():
+    runner = CliRunner()
+    top = runner.invoke(cli, ["--help"])
+    assert top.exit_code == 0
+    for name in _COMMANDS:
+        assert name in top.output, f"{name} missing from dplogs --help"
+        command = cli.get_command(None, name)
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help, f"dplogs {name} {param.opts[0]} has no help text"
+        sub = getattr(command, "commands", {})
+        for child in sub.values():
+            for param in child.params:
+                if param.param_type_name == "option":
+                    assert param.help, f"dplogs {name} {child.name} {param.opts[0]} has no help text"
+
+
+def test_readme_lists_every_exit_code():
+    table = re.findall(r"^\| (\d+) \|", README, re.M)
+    assert set(EXIT_CODES.values()) - {1} <= {int(c) for c in table}

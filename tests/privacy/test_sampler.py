@@ -127,3 +127,82 @@ def test_add_noise_uses_the_exact_distribution_of_its_plan():
     expected, _, k = _pmf_bins(plan.scale, n)
     p = stats.chisquare(_observed((noisy - 1000).ravel(), k), expected * n / expected.sum()).pvalue
     assert p > P_MIN
+
+
+# -- discrete Gaussian ------------------------------------------------------------------------
+
+
+def _gauss_bins(sigma: float, n: int) -> tuple[np.ndarray, int]:
+    """Expected counts for x in [-K, K] plus both tails, P(x) ∝ exp(-x²/2σ²), K chosen so every
+    bin expects >= 20 draws (normalised over |x| <= 60σ + 60, beyond which mass is < 1e-700)."""
+    xs = np.arange(-int(60 * sigma) - 60, int(60 * sigma) + 61)
+    w = np.exp(-(xs.astype(float) ** 2) / (2 * sigma**2))
+    p = w / w.sum()
+    k = 0
+    while n * p[xs == k + 1][0] >= 20 and n * p[xs > k + 1].sum() >= 20:
+        k += 1
+    centre = n * p[(xs >= -k) & (xs <= k)]
+    tail = n * p[xs > k].sum()
+    return np.concatenate([[tail], centre, [tail]]), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigma", [0.6, 3.7, 7 * math.sqrt(2)])
+def test_gaussian_matches_exact_pmf_including_tails(sigma):
+    from dplogs.privacy.sampler import discrete_gaussian
+
+    n = 200_000
+    draws = discrete_gaussian(sigma, n)
+    expected, k = _gauss_bins(sigma, n)
+    observed = _observed(draws, k)
+    assert observed[0] > 0 and observed[-1] > 0
+    p = stats.chisquare(observed, expected * n / expected.sum()).pvalue
+    assert p > P_MIN, f"chi-square p={p:.2e} at sigma {sigma}"
+
+
+@pytest.mark.slow
+def test_gaussian_two_sample_against_opendp():
+    import opendp.prelude as dp
+
+    from dplogs.privacy.sampler import discrete_gaussian
+
+    dp.enable_features("contrib")
+    sigma, n = 2.3, 20_000
+    meas = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int), scale=sigma)
+    theirs = np.asarray(meas([0] * n), dtype=np.int64)
+    ours = discrete_gaussian(sigma, n)
+    table = np.vstack([_observed(ours, 6), _observed(theirs, 6)])
+    assert stats.chi2_contingency(table).pvalue > P_MIN
+
+
+def test_big_bernoulli_exp_matches_its_rate():
+    num = np.array([5] * 100_000 + [1] * 100_000, dtype=object)  # exp(-5/2) and exp(-1/2)
+    hits = sampler._bernoulli_exp_big(num, 2)
+    assert stats.binomtest(int(hits[:100_000].sum()), 100_000, math.exp(-2.5)).pvalue > P_MIN
+    assert stats.binomtest(int(hits[100_000:].sum()), 100_000, math.exp(-0.5)).pvalue > P_MIN
+
+
+def test_big_bernoulli_ratio_settles_ties_exactly(monkeypatch):
+    # force the 2⁻⁶⁴-probability tie on every lane: the answer must then be Bernoulli(remainder)
+    den = 3 * 2**70 + 1
+    num = np.array([2**70] * 30_000, dtype=object)
+    top = (2**70 << 64) // den
+    remainder = (2**70 << 64) % den
+    monkeypatch.setattr(sampler, "_random_words", lambda n, width: np.full(n, top, dtype=np.uint64))
+    hits = int(sampler._bernoulli_ratio_big(num, den).sum())
+    assert stats.binomtest(hits, 30_000, remainder / den).pvalue > P_MIN
+
+
+def test_add_noise_gaussian_uses_the_fast_exact_sampler(monkeypatch):
+    from dplogs.privacy.charge import Charge
+    from dplogs.privacy.mechanisms import add_noise, calibrate
+    from dplogs.privacy.sensitivity import Sensitivity
+
+    calls = []
+    real = sampler.discrete_gaussian
+    monkeypatch.setattr(sampler, "discrete_gaussian", lambda s, n: calls.append((s, n)) or real(s, n))
+    plan = calibrate(mechanism="gaussian", sensitivity=Sensitivity(l1=4, l2=2), rho=0.1, integer=True)
+    noisy = add_noise(np.zeros(50_000, dtype=np.int64), plan, charge=Charge.for_audit(plan.loss))
+    assert calls == [(plan.scale, 50_000)]
+    expected, k = _gauss_bins(plan.scale, 50_000)
+    assert stats.chisquare(_observed(noisy, k), expected * 50_000 / expected.sum()).pvalue > P_MIN

@@ -49,7 +49,7 @@ def mutated_lines(draw, fmt: str) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", sorted(SEEDS))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(data=hs.data())
 def test_mutated_lines_are_all_accounted_for(fmt, data):
     texts = data.draw(mutated_lines(fmt))

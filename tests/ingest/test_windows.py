@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import ipaddress
 import json
@@ -115,13 +116,19 @@ def test_sniffers():
 OTRF = "otrf_security_datasets/windows_host"
 
 
+@functools.cache
+def parsed(path):
+    """Each recording is parsed once per test session (they are the slowest inputs here)."""
+    return parse("windows", path)
+
+
 @pytest.mark.slow
 def test_otrf_recordings_ingest_completely(datasets_dir):
     files = sorted((datasets_dir / OTRF).glob("*.json.gz"))
     assert len(files) == 8
     for path in files:
         assert detected(path) == "windows", path.name
-        events, quarantine, skipped = parse("windows", path)
+        events, quarantine, skipped = parsed(path)
         assert quarantine.height == 0 and skipped == 0, path.name
         assert events.height == count_lines(path), path.name
         nulls = events.select(pl.col("@timestamp", "host.name", "event.code").null_count()).row(0)
@@ -130,7 +137,7 @@ def test_otrf_recordings_ingest_completely(datasets_dir):
 
 def test_otrf_password_spray_is_visible(datasets_dir):
     path = datasets_dir / OTRF / "purplesharp_ad_playbook_I_2020-10-22042947.json.gz"
-    events, quarantine, _ = parse("windows", path)
+    events, quarantine, _ = parsed(path)
     assert events.height == 25_993 and quarantine.height == 0
     # Independent oracle: the target accounts of failed logons, read from the raw JSON.
     with gzip.open(path, "rt") as f:
@@ -151,7 +158,7 @@ def test_otrf_password_spray_is_visible(datasets_dir):
 
 def test_psh_recording_uses_timecreated(datasets_dir):
     path = datasets_dir / OTRF / "psh_lsass_memory_dump_comsvcs_2020-10-18T19500924.json.gz"
-    events, quarantine, _ = parse("windows", path)
+    events, quarantine, _ = parsed(path)
     assert events.height == 184 and quarantine.height == 0
     assert events["@timestamp"].min().date().isoformat() == "2020-10-18"
 

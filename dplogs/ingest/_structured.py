@@ -1,11 +1,12 @@
 """Shared machinery of the structured formats (JSON lines, Windows, Zeek, CloudTrail, tables).
 
-The hard part of JSON lines at speed is that polars' ``str.json_decode`` fails a whole column on one
-bad line. :func:`decode_json` decodes a chunk in one call and, only when that fails, bisects the
-chunk to isolate the failing lines; isolated lines are decoded leniently with ``json_path_match``
-(which yields null instead of raising) and quarantined when they are not JSON objects at all.
-Every format then finishes its frame with :func:`finish`, which adds the bookkeeping columns and
-conforms to the store schema.
+JSON lines at speed: :func:`decode_json` joins a chunk's object lines and reads them with polars'
+native NDJSON reader against a schema of just the wanted key paths (cut to the keys present in the
+chunk, because the reader pays per schema field per row). Type mismatches become nulls; only
+malformed JSON makes the read fail, and then one validating pass (``json_path_match``, which yields
+null instead of raising) splits off the malformed lines, which are quarantined. Every format then
+finishes its frame with :func:`finish`, which adds the bookkeeping columns and conforms to the
+store schema.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 
+from dplogs.errors import InternalError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, ParsedChunk, event_hash
 from dplogs.schema import FIELDS, STORE_SCHEMA, conform
 
@@ -41,7 +43,7 @@ def struct_dtype(paths: Iterable[Path]) -> pl.Struct:
         for seg in path[:-1]:
             node = node.setdefault(seg, {})
             if not isinstance(node, dict):
-                raise ValueError(f"path {path} runs through a leaf (this is a bug in dplogs)")
+                raise InternalError(f"JSON path {path} runs through a leaf")
         node.setdefault(path[-1], None)
 
     def build(node: dict) -> pl.Struct:
@@ -233,7 +235,7 @@ def finish(
     (``event.outcome``, ``network.transport``…) becomes null, so public key domains hold."""
     unknown = set(columns) - set(STORE_SCHEMA.names())
     if unknown:
-        raise ValueError(f"not store columns: {sorted(unknown)} (this is a bug in dplogs)")
+        raise InternalError(f"not store columns: {sorted(unknown)}")
     base = {
         "event.dataset": pl.lit(dataset) if isinstance(dataset, str) else dataset,
         "event.module": pl.lit(module) if isinstance(module, str) else module,

@@ -14,6 +14,10 @@ leave under the window's δ cap on the zCDP conversion:
 - ``"pure+zcdp"``: Σε_pure + Σε_approx + ε_zCDP(Σρ, δ_rest)
 - ``"all-zcdp"``: Σε_approx + ε_zCDP(Σρ + Σε_pure²/2, δ_rest)
 
+Without zCDP releases the first is plain addition (``"pure"``, or ``"basic"`` with approximate
+parts); the second still applies whenever the δ cap leaves room, and wins for many small pure-ε
+releases. A window whose δ cap is 0 therefore keeps a pure ε-DP guarantee.
+
 >>> compose([PrivacyLoss(epsilon=0.1)] * 10, delta_cap=0).epsilon
 1.0
 >>> t = compose([PrivacyLoss(rho=0.5)], delta_cap=1e-6)
@@ -31,6 +35,7 @@ from functools import lru_cache
 import opendp.prelude as dp
 
 from dplogs.privacy.loss import PrivacyLoss
+from dplogs.privacy.params import check_delta, check_epsilon, check_rho
 
 dp.enable_features("contrib")
 
@@ -167,7 +172,8 @@ def rho_for_epsilon(epsilon: float, delta: float) -> float:
     # bracket: the closed form ρ + 2√(ρ ln 1/δ) bounds the tight ε from above, so its inverse fits
     log_inv = math.log(1 / delta)
     lo = (math.sqrt(log_inv + epsilon) - math.sqrt(log_inv)) ** 2
-    f_lo = zcdp_to_epsilon(lo, delta) - epsilon
+    while (f_lo := zcdp_to_epsilon(lo, delta) - epsilon) > 0:  # guard the bracket against rounding
+        lo /= 2
     hi = 2 * lo
     while (f_hi := zcdp_to_epsilon(hi, delta) - epsilon) <= 0:
         lo, f_lo, hi = hi, f_hi, 2 * hi
@@ -201,8 +207,6 @@ class Caps:
     rho: float | None = None
 
     def __post_init__(self) -> None:
-        from dplogs.privacy.params import check_delta, check_epsilon, check_rho
-
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
         object.__setattr__(self, "delta", 0.0 if self.delta == 0 else check_delta(self.delta))
         if self.rho is not None:

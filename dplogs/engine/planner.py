@@ -108,8 +108,9 @@ class Plan:
         b = self.bounds
         parts = [
             f"Each {self.unit} contributes to at most {b.max_groups} group(s) (picked by a secret random "
-            f"rank) and at most {b.max_rows_per_group} row(s) per group (its sums scaled to that many rows), "
-            f"so counts and sums are biased downward for heavy contributors."
+            f"rank) and at most {b.max_rows_per_group} row(s) per group"
+            + (" (its sums scaled to that many rows)" if self.sums else "")
+            + ", so released values are biased downward for heavy contributors."
         ]
         if self.clamps:
             parts.append(

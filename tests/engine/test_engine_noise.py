@@ -87,6 +87,7 @@ def test_gaussian_sum_variance_and_coverage_and_ratio_ci(make_engine):
     check_coverage(joined.filter(pl.col("aggregate") == "big"))  # union-bound interval: conservative
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mechanism, budget", [("laplace", {"epsilon": 0.2}), ("gaussian", {"rho": 0.02})])
 def test_selection_keeps_a_single_unit_key_at_most_with_charged_delta(mechanism, budget):
     plan = plan_selection(mechanism=mechanism, bounds=ContributionBounds(max_groups=1, max_rows_per_group=1),

@@ -107,6 +107,9 @@ _OUT = {"_user": pl.String(), "_ip": pl.String(), "_port": pl.String(), "_target
         "_action": pl.String(), "_category": pl.String(), "_type": pl.String(), "_outcome": pl.String()}
 
 
+_CONSTANT = ("_action", "_category", "_type", "_outcome")
+
+
 def _apply(p: _Pattern, frame: pl.DataFrame) -> pl.DataFrame:
     regex = "^(?P<hit>" + p.regex.removeprefix("^") + ")"
     m = pl.col("_msg").str.extract_groups(regex)
@@ -124,8 +127,9 @@ def _apply(p: _Pattern, frame: pl.DataFrame) -> pl.DataFrame:
         "_type": pl.lit(p.type),
         "_outcome": outcome,
     }
+    # Captured groups are null already when the regex fails; only the constants need the guard.
     return frame.select(
-        "_row", **{k: pl.when(hit).then(v.cast(_OUT[k])) for k, v in values.items()}
+        "_row", **{k: (pl.when(hit).then(v) if k in _CONSTANT else v).cast(_OUT[k]) for k, v in values.items()}
     )
 
 
@@ -136,11 +140,13 @@ def with_auth(frame: pl.DataFrame) -> pl.DataFrame:
     Each line is routed by literal gates to the one pattern it can match, and only that pattern's
     regex runs on it (groups of rows per pattern, never a loop over rows); row order is kept."""
     prog = pl.col("_prog").str.replace(r"\(.*$", "")
-    kind = pl.lit(None, pl.Int32)
-    for i in reversed(range(len(_PATTERNS))):  # the first matching gate wins
-        kind = pl.when(_PATTERNS[i].gate(pl.col("_msg"), prog)).then(pl.lit(i, pl.Int32)).otherwise(kind)
+    # All gates as flat boolean columns, then the first true one (a nested when-chain is ~2x slower).
+    gates = frame.select("_msg", _p=prog).with_columns(
+        **{f"_g{i}": p.gate(pl.col("_msg"), pl.col("_p")) for i, p in enumerate(_PATTERNS)}
+    )
+    kind = pl.coalesce([pl.when(pl.col(f"_g{i}")).then(pl.lit(i, pl.Int32)) for i in range(len(_PATTERNS))])
     # Route on a narrow frame and sort only the narrow result back into row order.
-    narrow = frame.select("_msg", _kind=kind, _row=pl.int_range(pl.len(), dtype=pl.UInt32))
+    narrow = gates.select("_msg", _kind=kind, _row=pl.int_range(pl.len(), dtype=pl.UInt32))
     parts = [narrow.filter(pl.col("_kind").is_null()).select("_row", *(pl.lit(None, dtype).alias(k) for k, dtype in _OUT.items()))]
     for i in narrow.get_column("_kind").drop_nulls().unique().sort().to_list():
         parts.append(_apply(_PATTERNS[i], narrow.filter(pl.col("_kind") == i)))

@@ -298,10 +298,6 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
             sens, integer = distinct_units_sensitivity(bounds), True
         else:
             sens, integer = sum_sensitivity(bounds, param), False
-        if integer and mechanism is Mechanism.GAUSSIAN and not sens.l2.is_integer():
-            # dplogs.privacy.mechanisms maps discrete Gaussians with an integer L2 distance, so a
-            # fractional √L0·L∞ cannot be expressed there; OpenDP's float Gaussian takes it exactly
-            integer = False
         noise = calibrate(mechanism=mechanism, sensitivity=sens, integer=integer, **share)
         columns.append(NoisedColumn(grouping, source, noise, tuple(used_by), what))
 

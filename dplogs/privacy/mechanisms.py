@@ -18,6 +18,11 @@ Laplace/Gaussian, which sample exactly on a grid and account for the rounding.
 >>> g = calibrate(mechanism="gaussian", sensitivity=Sensitivity(l1=5, l2=2.0), rho=0.5, integer=True)
 >>> g.scale, g.loss.rho
 (2.0, 0.5)
+>>> from dplogs.privacy.bounds import ContributionBounds
+>>> from dplogs.privacy.sensitivity import count_sensitivity
+>>> s = count_sensitivity(ContributionBounds(max_groups=2, max_rows_per_group=3))  # L2 = 3√2
+>>> round(calibrate(mechanism="gaussian", sensitivity=s, rho=0.5, integer=True).scale, 4)
+4.2426
 """
 
 from __future__ import annotations
@@ -121,24 +126,15 @@ def calibrate(
 
 
 def _opendp_loss(mech: Mechanism, integer: bool, scale: float, sensitivity: float) -> PrivacyLoss:
-    meas = _measurement(mech, integer, scale)
-    d_in = int(math.ceil(sensitivity)) if integer else float(sensitivity)
-    if integer and d_in != sensitivity:
-        # integer sensitivities come from integer bounds; a fractional one would be a bug
-        raise InternalError(f"integer mechanism with fractional sensitivity {sensitivity}")
-    d_out = float(meas.map(d_in))
+    # Distances are float-typed even over integer data: an L2 sensitivity √L0·L∞ is fractional.
+    d_out = float(_measurement(mech, integer, scale).map(float(sensitivity)))
     return PrivacyLoss(epsilon=d_out) if mech is Mechanism.LAPLACE else PrivacyLoss(rho=d_out)
 
 
 @lru_cache(maxsize=256)
 def _measurement(mech: Mechanism, integer: bool, scale: float) -> dp.Measurement:
-    if integer:
-        domain, metric = dp.vector_domain(dp.atom_domain(T=int)), (
-            dp.l1_distance(T=int) if mech is Mechanism.LAPLACE else dp.l2_distance(T=int)
-        )
-    else:
-        domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-        metric = dp.l1_distance(T=float) if mech is Mechanism.LAPLACE else dp.l2_distance(T=float)
+    domain = dp.vector_domain(dp.atom_domain(T=int) if integer else dp.atom_domain(T=float, nan=False))
+    metric = dp.l1_distance(T=float) if mech is Mechanism.LAPLACE else dp.l2_distance(T=float)
     make = dp.m.make_laplace if mech is Mechanism.LAPLACE else dp.m.make_gaussian
     return make(domain, metric, scale=scale)
 

@@ -10,6 +10,8 @@ decoding is not counted for anyone):
 - floor: the issue's straightforward bounded floor in plain polars;
 - dplogs: the polars backend's ``bounded_aggregate`` plus the Laplace noise of both columns via
   ``dplogs.privacy.mechanisms.add_noise`` (ε split evenly, under ``Charge.for_audit``);
+- Engine e2e: the same query as SQL through ``dplogs.engine.api.Engine`` (plan, backend, ledger
+  charge in a temporary ledger, noise, Release), when ENGINE's facade is importable;
 - OpenDP 0.16 polars ``Context`` (own venv, planning + execution) and PipelineDP's local backend
   (own venv; without ``--pipelinedp-large`` it runs at the smallest size only and larger sizes are
   a linear extrapolation, marked ``~``);
@@ -28,6 +30,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,6 +128,25 @@ def dplogs_release(lf: pl.LazyFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarr
     return agg, rows, sums
 
 
+def engine_release(df: pl.DataFrame, ledger_dir: Path):
+    """End to end through ENGINE's facade: SQL text -> plan -> backend -> ledger charge -> noise."""
+    from dplogs.engine.api import Engine
+    from dplogs.privacy.ledger import Ledger
+    from dplogs.schema import conform
+
+    ledger = Ledger.open(ledger_dir / "ledger.sqlite", create=True)
+    ledger.set_caps(window_policy="month", epsilon=1e9)
+    eng = Engine(scan=lambda: conform(df.lazy()), privacy_unit=UNIT, budget_window="month", ledger=ledger)
+    sql = (
+        'SELECT event.action, date_trunc(\'day\', "@timestamp") AS day, COUNT(*), '
+        "SUM(http.response.body.bytes) FROM logs GROUP BY 1, 2"
+    )
+    return lambda: eng.sql(
+        sql, epsilon=EPSILON, max_groups=L0, max_rows_per_group=LINF, clamp={VALUE: (0, HI)},
+        keys={"event.action": ACTIONS}, start="2026-10-01", end="2026-10-31",
+    ).release(caller="benchmark")
+
+
 def best_of(reps: int, fns: dict[str, callable]) -> dict[str, float]:
     """Interleaved best-of timing: the machine is shared, so each rep runs every contender."""
     best = {name: float("inf") for name in fns}
@@ -206,11 +228,19 @@ def main() -> None:
         path = dataset(n)
         df, lf = query_frame(path)
         log(f"{n:,} rows: timing plain / floor / dplogs ({args.reps} reps)")
-        t = best_of(args.reps, {
+        contenders = {
             "plain": lambda: plain(lf),
             "floor": lambda: floor(lf, secret_seed()),
             "dplogs": lambda: dplogs_release(lf),
-        })
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                contenders["engine"] = engine_release(df, Path(tmp))
+                contenders["engine"]()
+            except Exception as e:  # ENGINE's facade is optional here: report why it is missing
+                log(f"end-to-end Engine release skipped: {type(e).__name__}: {e}")
+                contenders.pop("engine", None)
+            t = best_of(args.reps, contenders)
         log(f"{n:,} rows: peak RSS probe")
         probe = subprocess.run([sys.executable, __file__, "--rss-probe", str(path)], check=True, capture_output=True, text=True)
         rss = json.loads(probe.stdout)
@@ -223,8 +253,9 @@ def main() -> None:
         else:
             pdp, pdp_txt = pdp_rate * n, f"~{pdp_rate * n:.0f}"
         d = t["dplogs"]
+        e2e = f"{t['engine']:.3f}" if "engine" in t else "n/a"
         rows.append(
-            f"| {n:.0e} | {t['plain']:.3f} | {t['floor']:.3f} | {d:.3f} | {d / t['floor']:.2f} | {d / t['plain']:.1f} "
+            f"| {n:.0e} | {t['plain']:.3f} | {t['floor']:.3f} | {d:.3f} | {e2e} | {d / t['floor']:.2f} | {d / t['plain']:.1f} "
             f"| {odp['plan_s']:.1f} + {odp['exec_s']:.1f} | {(odp['plan_s'] + odp['exec_s']) / d:.1f}x "
             f"| {pdp_txt} | {pdp / d:.0f}x "
             f"| {rss['peak'] / 2**20:.0f} ({(rss['peak'] - rss['loaded']) / 2**20:.0f}) | {rss['data'] / 2**20:.0f} "
@@ -232,9 +263,9 @@ def main() -> None:
         )
         del df, lf
     rate = draws_per_second()
-    print("| rows | plain s | floor s | dplogs s | dplogs/floor | dplogs/plain | OpenDP plan+exec s "
+    print("| rows | plain s | floor s | dplogs s | Engine e2e s | dplogs/floor | dplogs/plain | OpenDP plan+exec s "
           "| vs OpenDP | PipelineDP s | vs PipelineDP | peak RSS MiB (of it query) | data MiB | peak/data (query/data) |")
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 14)
     print("\n".join(rows))
     print(f"\nnoise draws/s, 1M-group release via add_noise: integer Laplace {rate['integer']:,.0f}, "
           f"float Laplace {rate['float']:,.0f}")

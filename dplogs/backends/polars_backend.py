@@ -21,7 +21,8 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
 Performance shape (see ``benchmarks/query.py``): the only pass over all rows is step 1; the L0
 selection runs on the much smaller cell frame, first as a cheap per-unit threshold on the
 hash (``bottom_k(max_groups).max().over(unit)``) and then, on the few cells that survive, as an
-exact rank that enforces the bound even if two 64-bit hashes tie.
+exact rank that enforces the bound even if two 64-bit hashes tie. Large inputs run in several
+passes, one per hash partition of the units, which bounds the memory of the cell hash table.
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -62,15 +63,21 @@ _U64_MAX = 2**64 - 1
 
 @dataclass(frozen=True)
 class PolarsBackend:
-    """Public: the embedded polars backend. ``engine`` is the polars collect engine; the
-    streaming engine was faster and leaner on the query benchmark."""
+    """Public: the embedded polars backend. ``engine`` is the polars collect engine (streaming was
+    faster and leaner on the query benchmark). Inputs of more than ``rows_per_partition`` rows are
+    bounded in ``ceil(rows / rows_per_partition)`` sequential passes, each over the units whose
+    hash falls in one partition: a unit's rows all land in one pass, so the result is the same,
+    and peak memory (the per-cell hash table) shrinks by the number of passes."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
+    rows_per_partition: int = 1_000_000
     name: str = "polars"
 
     def __post_init__(self) -> None:
         if self.engine not in ("streaming", "in-memory"):
             raise UsageError(f"polars engine must be 'streaming' or 'in-memory', got {self.engine!r}")
+        if isinstance(self.rows_per_partition, bool) or not isinstance(self.rows_per_partition, int) or self.rows_per_partition < 1:
+            raise UsageError(f"rows_per_partition must be an integer >= 1, got {self.rows_per_partition!r}")
 
     def bounded_aggregate(
         self,
@@ -83,18 +90,27 @@ class PolarsBackend:
         seed: int,
     ) -> pl.DataFrame:
         """Bounded per-group ``rows``, ``units`` and ``sum_<name>``; see the module docstring."""
-        keys = list(keys)
-        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed)
+        lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
-        out = (
-            cells.with_columns(pl.lit(0).alias(_GLOBAL)) if not keys else cells
-        ).group_by(by).agg(
-            pl.col(ROWS).sum().cast(pl.Int64),
-            pl.len().cast(pl.Int64).alias(UNITS),
-            *(pl.col(c).sum().cast(pl.Float64) for c in sum_cols),
+        n_rows = lf.select(pl.len()).collect(engine=self.engine).item()
+        passes = max(1, -(-n_rows // self.rows_per_partition))
+        partials = []
+        for part in range(passes):
+            cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(part, passes))
+            partials.append(
+                (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
+                    pl.col(ROWS).sum().cast(pl.Int64),
+                    pl.len().cast(pl.Int64).alias(UNITS),
+                    *(pl.col(c).sum().cast(pl.Float64) for c in sum_cols),
+                ).collect(engine=self.engine)
+            )
+        frame = (
+            pl.concat(partials).group_by(by).agg(pl.col(ROWS, UNITS, *sum_cols).sum())
+            if passes > 1
+            else partials[0]
         )
-        frame = out.collect(engine=self.engine).sort(by, nulls_last=True)
+        frame = frame.select(*by, ROWS, UNITS, *sum_cols).sort(by, nulls_last=True)
         return frame.drop(_GLOBAL) if not keys else frame
 
     def bounded_units(
@@ -109,8 +125,8 @@ class PolarsBackend:
     ) -> pl.DataFrame:
         """The kept (unit, group) cells: ``unit``, keys, ``rows`` and ``sum_<name>``. Raw
         per-unit data for the shared tests and the auditor; never released."""
-        keys = list(keys)
-        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed)
+        lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
+        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(0, 1))
         return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
 
     def _cells(
@@ -122,10 +138,10 @@ class PolarsBackend:
         bounds: ContributionBounds,
         sums: Mapping[str, Clamp],
         seed: int,
+        part: tuple[int, int],
     ) -> pl.LazyFrame:
-        if isinstance(lf, pl.DataFrame):
-            lf = lf.lazy()
-        _validate(lf.collect_schema(), unit=unit, keys=keys, sums=sums, seed=seed)
+        """The kept cells of the units in partition ``part = (index, count)``; null-unit rows
+        belong to partition 0."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
         values = [
@@ -137,7 +153,11 @@ class PolarsBackend:
         # only the columns the aggregation needs, so scans project them down
         lf = lf.select(unit, *others, *values)
 
-        cells = lf.filter(pl.col(unit).is_not_null()).group_by([unit, *others]).agg(
+        index, count = part
+        in_part = pl.col(unit).is_not_null()
+        if count > 1:
+            in_part &= pl.col(unit).hash(seed) % count == index
+        cells = lf.filter(in_part).group_by([unit, *others]).agg(
             pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values())
         )
         rank = pl.struct(unit, *others).hash(seed)
@@ -163,12 +183,15 @@ class PolarsBackend:
         nulls = lf.filter(pl.col(unit).is_null()).select(
             unit, *others, pl.lit(1, pl.Int64).alias(ROWS), *(pl.col(c).fill_null(0.0) for c in names.values())
         )
-        return pl.concat([bounded, nulls], how="vertical_relaxed")
+        return pl.concat([bounded, nulls], how="vertical_relaxed") if index == 0 else bounded
 
 
-def _validate(
-    schema: pl.Schema, *, unit: str, keys: list[str], sums: Mapping[str, Clamp], seed: int
-) -> None:
+def _checked(
+    lf: pl.LazyFrame, *, unit: str, keys: Sequence[str], sums: Mapping[str, Clamp], seed: int
+) -> tuple[pl.LazyFrame, list[str]]:
+    """``lf`` as a LazyFrame and ``keys`` as a list, after checking the request against its schema."""
+    lf, keys = (lf.lazy() if isinstance(lf, pl.DataFrame) else lf), list(keys)
+    schema = lf.collect_schema()
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _U64_MAX:
         raise InternalError(f"the bounding seed must be a 64-bit secret from secret_seed(), got {seed!r}")
     missing = [c for c in (unit, *keys, *sums) if c not in schema]
@@ -186,3 +209,4 @@ def _validate(
     for name in sums:
         if not schema[name].is_numeric():
             raise QueryError(f"cannot sum {name!r} of type {schema[name]}: sum a numeric column")
+    return lf, keys

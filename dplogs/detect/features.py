@@ -9,7 +9,7 @@ the data), so no statistic of the data leaks through the standardisation. Then:
 - each row is clipped to L2 norm ``clip_norm`` (C).
 
 The training loops consume the rows as ``pyarrow.RecordBatch`` es with columns ``unit_id``
-(int64, dense per unit) and ``x`` (fixed-size list of float64), see :func:`feature_batches`.
+(int64, dense per (unit, budget window)) and ``x`` (fixed-size list of float64), see :func:`feature_batches`.
 
 >>> import polars as pl, datetime as dt
 >>> from dplogs.schema import conform
@@ -158,7 +158,9 @@ def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: in
             pl.struct("unit", "window_start").hash(seed=seed).rank("ordinal").over("unit", "budget_window")
             <= spec.max_windows_per_unit
         )
-        .with_columns(pl.col("unit").rank("dense").cast(pl.Int64).sub(1).alias("unit_id"))
+        # the sampling/bounding unit is (unit, budget window): the neighbouring relation changes
+        # one unit inside ONE budget window, i.e. at most the K rows of one unit_id
+        .with_columns(pl.struct("unit", "budget_window").rank("dense").cast(pl.Int64).sub(1).alias("unit_id"))
         .sort("unit", "window_start")
         .collect()
     )

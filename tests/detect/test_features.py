@@ -99,3 +99,12 @@ def test_batches_round_trip_and_unit_bound_check():
     assert check_unit_bound(batches, 3) == 3
     with pytest.raises(InternalError, match="more than the bound K=2"):
         check_unit_bound(batches, 2)
+
+
+def test_unit_ids_are_per_budget_window_so_multi_window_training_keeps_k():
+    t = [dt.datetime(2026, 10, 30, tzinfo=dt.UTC), dt.datetime(2026, 10, 31, tzinfo=dt.UTC),
+         dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 2, tzinfo=dt.UTC)]
+    lf = conform(pl.DataFrame({"@timestamp": t, "user.name": ["a"] * 4})).lazy()
+    ft = extract_features(lf, unit="user.name", spec=FeatureSpec(max_windows_per_unit=2, clip_norm=1.0))
+    assert ft.frame.height == 4 and ft.frame["unit_id"].n_unique() == 2
+    assert check_unit_bound(ft.batches(), 2) == 2

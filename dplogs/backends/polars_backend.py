@@ -11,10 +11,10 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
    the key values, so a unit's kept groups depend only on its own data and the secret seed.
 3. **L∞, rows per group.** A kept cell contributes ``rows = min(n, max_rows_per_group)`` and, per
    value column, the *rescaled* clamped sum ``s · rows / n``: the expected clamped sum of
-   ``rows`` of its rows drawn uniformly without replacement. It lies in ``[rows·lo, rows·hi]``
-   (re-clamped there against float rounding), so one unit moves a group's sum by at most
-   ``max_rows_per_group · max(|lo|, |hi|)``, the bound :func:`dplogs.privacy.sum_sensitivity`
-   assumes, without a per-row rank over all rows.
+   ``rows`` of its rows drawn uniformly without replacement. It lies in
+   ``rows·[min(lo, 0), max(hi, 0)]`` (0 stands for the nulls; re-clamped there against float
+   rounding), so one unit moves a group's sum by at most ``max_rows_per_group · max(|lo|, |hi|)``,
+   the bound :func:`dplogs.privacy.sum_sensitivity` assumes, without a per-row rank over all rows.
 4. **Null units.** A row whose unit is null is its own unit: one row in one group, always kept.
 5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units.
 
@@ -176,7 +176,9 @@ class PolarsBackend:
             *others,
             rows.cast(pl.Int64).alias(ROWS),
             *(
-                (pl.col(c) * rows / pl.col(_N)).clip(rows * sums[name].lo, rows * sums[name].hi).alias(c)
+                (pl.col(c) * rows / pl.col(_N))
+                .clip(rows * min(sums[name].lo, 0.0), rows * max(sums[name].hi, 0.0))
+                .alias(c)
                 for name, c in names.items()
             ),
         )

@@ -129,8 +129,8 @@ def test_bounds_hold_and_match_the_reference_rule(backend, df, l0, linf, keys, s
     # the bounds, checked on the kept cells
     nonnull = units.filter(pl.col("u").is_not_null())
     assert (units["rows"] <= linf).all() and (units["rows"] >= 1).all()
-    assert (units["sum_v"] >= units["rows"] * clamp.lo).all()
-    assert (units["sum_v"] <= units["rows"] * clamp.hi).all()
+    assert (units["sum_v"] >= units["rows"] * min(clamp.lo, 0)).all()
+    assert (units["sum_v"] <= units["rows"] * max(clamp.hi, 0)).all()
     assert units["sum_v"].is_finite().all()
     if nonnull.height:
         assert nonnull.group_by("u").len()["len"].max() <= l0
@@ -229,6 +229,13 @@ def test_null_units_are_each_their_own_unit(backend):
     agg, _ = run(backend, df, l0=1, linf=1, sums={"v": Clamp(lo=0, hi=10)})
     # three null-unit rows all kept; unit "a" truncated to 1 row with the rescaled sum 10 * 1/2
     assert agg.rows() == [("x", 4, 4, 11.0)]
+
+
+def test_nulls_count_as_zero_even_when_zero_is_below_the_clamp(backend):
+    df = pl.DataFrame({"u": ["a", "a", "b", "b", "b"], "k": ["x"] * 5, "v": [None, 15.0, None, 12.0, 30.0]})
+    agg, _ = run(backend, df, linf=2, sums={"v": Clamp(lo=10, hi=20)})
+    # a: 0 + 15 (2 rows, untouched); b: (0 + 12 + 20) * 2/3, not lifted to 2 x lo = 20
+    assert agg.rows() == [("x", 4, 2, pytest.approx(15 + 32 * 2 / 3))]
 
 
 def test_empty_input_gives_no_groups_with_the_contract_schema(backend):

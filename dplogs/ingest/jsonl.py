@@ -3,7 +3,8 @@
 ECS documents may nest (``{"user": {"name": "x"}}``) or use dotted keys (``{"user.name": "x"}``);
 both are read for every store field and the first non-null wins. ``--map key=ecs.field``
 (:attr:`IngestOptions.field_map`) adds source keys (top level, or a dotted path into nested
-objects) and takes precedence over the ECS keys. Suricata EVE lines (``event_type`` + ``src_ip``)
+objects) and takes precedence over the ECS keys; a document with none of these keys is quarantined
+with a reason that says to pass ``--map``. Suricata EVE lines (``event_type`` + ``src_ip``)
 are mapped the way Elastic's suricata module does for the fields the store holds.
 
 >>> from dplogs.ingest.base import IngestOptions
@@ -21,7 +22,7 @@ import polars as pl
 
 from dplogs.errors import UsageError
 from dplogs.ingest import _structured as st
-from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
+from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.schema import STORE_SCHEMA, TIMESTAMP
 
 _OWN = {"log.file.path", "log.offset", "event.hash"}  # set by the ingest itself, never copied
@@ -139,5 +140,13 @@ class JsonLines(LineFormat):
         module = pl.coalesce(
             columns.pop("event.module"), pl.when(eve).then(pl.lit("suricata")), pl.lit("json")
         )
+        # A document carrying no field dplogs knows is not understood: quarantined, and the summary's
+        # reason tells the user how to map it.
+        understood = pl.any_horizontal(pl.col(st.col_name(p)).is_not_null() for p in dict.fromkeys(paths))
+        unknown = decoded.filter(~understood)
+        if unknown.height:
+            decoded = decoded.filter(understood)
+            rejected = pl.concat([rejected, unknown.select(LINES_SCHEMA.names()).with_columns(
+                reason=pl.lit("no known field; pass --map KEY=ecs.field"))]).sort("line")
         events = st.finish(decoded, columns, source=source, dataset=dataset, module=module)
         return st.chunk(events, rejected, source, skipped)

@@ -60,7 +60,7 @@ def test_malformed_lines_are_quarantined_and_the_rest_stays_aligned():
     texts[150] = '{"user.name": "x"} trailing}'
     texts[151] = "[1, 2]"
     texts[152] = ""
-    texts[153] = '{"user": "a plain string where ECS has an object"}'
+    texts[153] = '{"user": "a plain string where ECS has an object", "host.name": "h"}'
     out = run(*texts)
     q = out.quarantine
     assert q["line"].to_list() == [18, 151, 152]
@@ -163,3 +163,11 @@ def test_byte_order_mark_on_the_first_line():
     out = run('\ufeff{"user.name": "bom"}', '{"user.name": "x"}')
     assert out.events["user.name"].to_list() == ["bom", "x"] and out.quarantine.height == 0
     assert FMT.sniff('\ufeff{"@timestamp": "2024-01-01T00:00:00Z"}\n'.encode()) >= 0.8
+
+
+def test_documents_without_any_known_field_ask_for_a_mapping():
+    out = run('{"Computer": "h1", "SyslogMessage": "x"}', '{"user.name": "a"}')
+    assert out.events["user.name"].to_list() == ["a"]
+    assert out.quarantine["reason"].to_list() == ["no known field; pass --map KEY=ecs.field"]
+    mapped = run('{"Computer": "h1", "SyslogMessage": "x"}', field_map={"Computer": "host.name", "SyslogMessage": "message"})
+    assert mapped.events.select("host.name", "message").row(0) == ("h1", "x") and mapped.quarantine.height == 0

@@ -3,7 +3,7 @@ tree, and binary ``.evtx`` files (through the ``evtx`` package, converted to the
 
 Both JSON shapes are read with one set of key paths and coalesced, so a chunk may mix them. Security
 events 4624/4625/4634/4647/4648/4672/4688/4689/4720/4722/4725/4726/4740/4768/4769/4771/4776/
-4778/4779 and Sysmon 1/3/5/22 are mapped to ECS the way Winlogbeat does (``event.action``,
+4778/4779 and Sysmon 1/3/5/7/10/11/12/13/22 are mapped to ECS the way Winlogbeat does (``event.action``,
 ``event.category``, ``event.outcome`` from the audit keywords or the status code, ``user.name`` from
 the target account for logons and from the subject for actions a subject performs); every other
 event still ingests with its code, channel, provider, host, time and user. Values Windows writes for
@@ -65,6 +65,11 @@ _SYSMON: dict[str, tuple[str, str, str]] = {
     "1": ("Process Create (rule: ProcessCreate)", "process", "start"),
     "3": ("Network connection detected (rule: NetworkConnect)", "network", "connection"),
     "5": ("Process terminated (rule: ProcessTerminate)", "process", "end"),
+    "7": ("Image loaded (rule: ImageLoad)", "library", "start"),
+    "10": ("Process accessed (rule: ProcessAccess)", "process", "access"),
+    "11": ("File created (rule: FileCreate)", "file", "creation"),
+    "12": ("Registry object added or deleted (rule: RegistryEvent)", "registry", "change"),
+    "13": ("Registry value set (rule: RegistryEvent)", "registry", "change"),
     "22": ("Dns query (rule: DnsQuery)", "network", "protocol"),
 }
 _STATUS_CODED = ["4768", "4769", "4776"]  # outcome from Status (0x0 = success), as Winlogbeat does
@@ -75,7 +80,8 @@ _EVENT_DATA = (
     "SubjectUserSid", "IpAddress", "IpPort", "LogonType", "ProcessName", "ProcessId",
     "NewProcessName", "NewProcessId", "CommandLine", "ParentProcessName", "Image", "ParentImage",
     "User", "SourceIp", "SourcePort", "DestinationIp", "DestinationPort", "Protocol", "QueryName",
-    "Status", "SourceAddress", "DestAddress", "DestPort", "UtcTime",
+    "Status", "SourceAddress", "DestAddress", "DestPort", "UtcTime", "SourceImage", "SourceProcessId",
+    "SourceUser",
 )
 _SYSTEM = {
     "code": ("EventID",), "channel": ("Channel",), "host": ("Computer",),
@@ -140,7 +146,7 @@ def _columns(options: IngestOptions) -> dict[str, pl.Expr]:
 
     role = table(_SECURITY, 3, security)
     # User: "DOMAIN\\name" in Sysmon's User field.
-    user_field = _data("User")
+    user_field = pl.coalesce(_data("User"), _data("SourceUser"))  # SourceUser: Sysmon 10 (13.x+)
     user_domain_part = user_field.str.extract(r"^(.*)\\[^\\]*$", 1)
     user_name_part = pl.coalesce(user_field.str.extract(r"\\([^\\]*)$", 1), user_field)
     target, subject = _data("TargetUserName"), _data("SubjectUserName")
@@ -178,6 +184,8 @@ def _columns(options: IngestOptions) -> dict[str, pl.Expr]:
         .otherwise(pl.lit("windows.") + channel.str.to_lowercase().str.replace_all(r"[^a-z0-9]+", "_"))
     )
     protocol = _data("Protocol").str.to_lowercase()
+    # Sysmon 10 names the accessing process SourceImage (Winlogbeat maps it to process.executable).
+    executable = pl.coalesce(_data("NewProcessName"), _data("Image"), _data("ProcessName"), _data("SourceImage"))
     time = st.parse_timestamp(pl.coalesce(sys_["time"], flat["time"], flat["time_created"]), options.tz)
     # Sysmon batches its writes; UtcTime is when the event happened (Winlogbeat uses it too).
     utc_time = pl.when(sysmon).then(st.parse_timestamp(_data("UtcTime"), "UTC"))
@@ -201,12 +209,11 @@ def _columns(options: IngestOptions) -> dict[str, pl.Expr]:
         "destination.port": pl.coalesce(_data("DestinationPort"), _data("DestPort")),
         "network.transport": pl.coalesce(protocol.replace_strict(_IANA_PROTOCOLS, default=None), protocol),
         "host.name": pl.coalesce(sys_["host"], flat["host"]),
-        "process.executable": pl.coalesce(_data("NewProcessName"), _data("Image"), _data("ProcessName")),
-        "process.pid": _integer(pl.coalesce(_data("NewProcessId"), _data("ProcessId"))),
+        "process.executable": executable,
+        "process.pid": _integer(pl.coalesce(_data("NewProcessId"), _data("ProcessId"), _data("SourceProcessId"))),
         "process.command_line": _data("CommandLine"),
         "process.parent.executable": pl.coalesce(_data("ParentProcessName"), _data("ParentImage")),
-        "process.name": pl.coalesce(_data("NewProcessName"), _data("Image"), _data("ProcessName"))
-        .str.extract(r"([^\\/]+)$", 1),
+        "process.name": executable.str.extract(r"([^\\/]+)$", 1),
         "dns.question.name": _data("QueryName"),
         "winlog.logon.type": _data("LogonType"),
         "winlog.channel": channel,

@@ -240,3 +240,15 @@ def test_gzipped_evtx_reads_through_the_stream(datasets_dir, tmp_path):
     assert b.drop("log.file.path").equals(a.drop("log.file.path"))
     assert b["user.name"].to_list() == ["audittest", "Administrator"]
     assert b["event.action"].to_list() == ["logged-out", "logged-out"]
+
+
+def test_sysmon_process_access_names_the_accessing_process():
+    out = run({"EventID": 10, "Channel": "Microsoft-Windows-Sysmon/Operational", "Hostname": "WS1",
+               "UtcTime": "2023-08-16 04:55:01.123", "SourceImage": "C:\\Windows\\System32\\rundll32.exe",
+               "SourceProcessId": "4242", "SourceUser": "PANDALAB\\pedro", "TargetImage": "C:\\Windows\\System32\\lsass.exe"})
+    row = out.events.row(0, named=True)
+    assert (row["process.executable"], row["process.name"], row["process.pid"]) == (
+        "C:\\Windows\\System32\\rundll32.exe", "rundll32.exe", 4242)
+    assert (row["user.name"], row["user.domain"]) == ("pedro", "PANDALAB")
+    assert (row["event.category"], row["event.type"]) == ("process", "access")
+    assert row["@timestamp"] == datetime(2023, 8, 16, 4, 55, 1, 123000, tzinfo=timezone.utc)

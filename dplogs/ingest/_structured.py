@@ -122,8 +122,11 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
     is_object = stripped.str.starts_with("{") & stripped.str.ends_with("}")
     blank = (stripped == "").fill_null(True)
     skipped = int(lines.select(blank.sum()).item())
-    candidates = lines.filter(is_object.fill_null(False))
-    not_objects = lines.filter(~is_object.fill_null(False) & ~blank).with_columns(
+    object_mask = lines.select(is_object.fill_null(False)).to_series()
+    all_objects = bool(object_mask.all())
+    # Filtering copies the text column: skip it in the common case of a chunk of objects only.
+    candidates = lines if all_objects else lines.filter(object_mask)
+    not_objects = (lines.clear() if all_objects else lines.filter(~object_mask & ~blank)).with_columns(
         reason=pl.lit("not a JSON object")
     )
     present = _present_keys(candidates, {seg for p in paths for seg in p})
@@ -168,7 +171,7 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path]) -> tuple[pl.DataFram
             for p in paths
         ))
     empty = lines.clear().with_columns(pl.lit(None, pl.String()).alias(col_name(p)) for p in paths)
-    decoded = pl.concat([empty, *good], how="diagonal").select(empty.columns)
+    decoded = good[0] if len(good) == 1 else pl.concat([empty, *good], how="diagonal").select(empty.columns)
     rejected_frame = pl.concat(rejected)
     # Sorting a wide frame is costly: only needed when it was assembled from several pieces.
     return (

@@ -143,7 +143,7 @@ def engine_release(df: pl.DataFrame, ledger_dir: Path):
     )
     return lambda: eng.sql(
         sql, epsilon=EPSILON, max_groups=L0, max_rows_per_group=LINF, clamp={VALUE: (0, HI)},
-        keys={"event.action": ACTIONS}, start="2026-10-01", end="2026-10-31",
+        declared={"event.action": ACTIONS}, start="2026-10-01", end="2026-10-31",
     ).release(caller="benchmark")
 
 

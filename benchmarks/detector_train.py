@@ -17,6 +17,13 @@ Run: ``python benchmarks/detector_train.py [--rows 1000000] [--repeats 5]``.
 
 from __future__ import annotations
 
+import os
+
+# numpy's OpenBLAS threads spin-wait on a busy shared machine and turn the skinny matmuls of these
+# loops into seconds of CPU; one thread per process is faster here and is what Spark executors run.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import json
 import statistics

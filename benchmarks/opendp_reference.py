@@ -1,5 +1,5 @@
 """OpenDP 0.16 reference for benchmarks/query.py. Runs in benchmarks/.venv-opendp (OpenDP pins its
-own polars), never imported by dplogs. Prints one JSON line: planning and execution seconds.
+own polars), never imported by dplogs. Prints one JSON line: planning and execution seconds (wall and CPU).
 
 usage: python opendp_reference.py DATA.parquet MAX_GROUPS MAX_ROWS_PER_GROUP EPSILON HI
 """
@@ -23,7 +23,7 @@ def main() -> None:
         day=pl.col("@timestamp").dt.truncate("1d"), bytes=pl.col("http.response.body.bytes").fill_null(0)
     ).select("user.name", *keys, "bytes")
     public_keys = data.select(keys).unique()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     context = dp.Context.compositor(
         data=data.lazy(),
         privacy_unit=dp.unit_of(
@@ -46,10 +46,10 @@ def main() -> None:
         .join(public_keys.lazy(), on=keys, how="right")
     )
     release = query.release()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     out = release.collect()
-    t2 = time.perf_counter()
-    print(json.dumps({"plan_s": t1 - t0, "exec_s": t2 - t1, "groups": out.height}))
+    t2, c2 = time.perf_counter(), time.process_time()
+    print(json.dumps({"plan_s": t1 - t0, "exec_s": t2 - t1, "plan_cpu": c1 - c0, "exec_cpu": c2 - c1, "groups": out.height}))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ class AuditResult:
     threshold: float
     test: str
     trials: int
+    tp: int
+    n_pos: int
+    fp: int
+    n_neg: int
     alpha: float = 0.05
 
     def __post_init__(self) -> None:
@@ -58,6 +62,11 @@ class AuditResult:
     def violated(self) -> bool:
         """The path leaks more than it claims (at confidence 1 − alpha)."""
         return self.epsilon_lb > self.claimed_epsilon
+
+    def lower_bound(self, alpha: float) -> float:
+        """ε_lb of the same test on the same evaluation runs at another confidence 1 − ``alpha``."""
+        return epsilon_lower_bound(tp=self.tp, n_pos=self.n_pos, fp=self.fp, n_neg=self.n_neg,
+                                   delta=self.delta, alpha=alpha)
 
     @property
     def tightness(self) -> float:
@@ -160,7 +169,8 @@ def audit_outputs(
     return AuditResult(
         name=name, claimed_epsilon=float(claimed_epsilon), delta=float(delta), epsilon_lb=lb,
         tpr=tp / len(a), fpr=fp / len(b), tpr_lo=tpr_lo, fpr_hi=fpr_hi, threshold=t,
-        test=f"{'D′' if swap else 'D'} if s {op}", trials=min(len(pos), len(neg)), alpha=alpha,
+        test=f"{'D′' if swap else 'D'} if s {op}", trials=min(len(pos), len(neg)),
+        tp=tp, n_pos=len(a), fp=fp, n_neg=len(b), alpha=alpha,
     )
 
 

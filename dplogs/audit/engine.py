@@ -104,5 +104,40 @@ def audit_plan(
     eps, dl = claimed_loss(plan.loss, delta=delta)
     return audit(
         engine_path(plan, backend, track=track), d, d_prime, trials=trials, claimed_epsilon=eps, delta=dl,
-        statistic=statistic, name=name or plan.query.text or plan.query.name,
+        statistic=statistic, name=name or _title(plan),
     )
+
+
+def _title(plan: Plan) -> str:
+    return plan.query.name if plan.query.name != "adhoc" else " ".join(plan.query.text.split()) or "adhoc"
+
+
+def heaviest_unit(plan: Plan, lf: pl.LazyFrame) -> Any:
+    """The unit with the most rows the plan reads: the default worst-case neighbour (it is cut
+    hardest by the bounds). Reads raw data: the audit runs inside the trust boundary."""
+    from dplogs.engine.execute import UNIT, prepare
+
+    top = prepare(plan, lf).group_by(UNIT).len().sort("len", descending=True).head(1).collect()
+    if top.height == 0:
+        raise ValueError("the query reads no rows in its window: nothing to audit")
+    return top[UNIT][0]
+
+
+def audit_prepared(prepared: Any, *, trials: int, unit: Any = None, delta: float = 1e-6) -> AuditResult:
+    """Audit a :class:`~dplogs.engine.api.PreparedQuery` on its own store: D is the store, D′ the
+    store without every event of ``unit`` (default: :func:`heaviest_unit`). Spends nothing."""
+    from dplogs.engine.execute import UNIT, prepare
+
+    plan = prepared.plan
+    d = prepared.engine.scan()
+    victim = heaviest_unit(plan, d) if unit is None else unit
+    d_prime = d.filter(pl.col(plan.unit) != victim) if victim is not None else d.filter(pl.col(plan.unit).is_not_null())
+    track = None
+    if plan.private:  # follow the victim's most frequent key: it may appear or vanish
+        keys = _key_names(plan)
+        rows = prepare(plan, d).filter(pl.col(UNIT) == victim).group_by(keys).len().sort("len", descending=True).head(1).collect()
+        if rows.height == 0:
+            raise ValueError(f"unit {victim!r} has no rows in the query window")
+        track = [tuple(rows.row(0)[: len(keys)])]
+    return audit_plan(plan, prepared.engine.backend, d, d_prime, trials=trials, delta=delta, track=track,
+                      name=f"{_title(plan)} (unit {plan.unit}={victim!r} removed)")

@@ -37,6 +37,17 @@ def dataset(*, victim_keys: list[str], victim_rows: int, victim_value: float = 1
     return pl.DataFrame({"unit": units, "key": keys, "value": vals})
 
 
+STRICT_ALPHA = 1e-3
+
+
+def assert_within_claim(result) -> None:
+    """CI's check of "ε_lb never exceeds the claim": the 95% bound of a *tight* audit exceeds the
+    true ε in up to 5% of runs by construction (measured 1.3% for the Laplace count at 30 000
+    runs), so CI checks the same test's bound at 99.9% confidence; reports show the 95% figure."""
+    strict = result.lower_bound(STRICT_ALPHA)
+    assert strict <= result.claimed_epsilon, f"{result.summary()}; at 99.9%: ε_lb={strict:.4g}"
+
+
 def neighbours(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return frame, frame.filter(pl.col("unit") != VICTIM)
 

@@ -1,0 +1,64 @@
+"""``dplogs audit``: empirical lower bound on the ε of a query (on its store) or of the detector
+training loop. Runs inside the trust boundary, spends no budget and releases nothing: every draw
+is audit-only. The result goes to stdout; it exits 70 when the lower bound exceeds the claim."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dplogs.cli.query import _common, _prepare
+from dplogs.errors import UsageError
+
+VIOLATION_EXIT = 70
+
+
+def _emit(result: Any, fmt: str) -> None:
+    click.echo(json.dumps(result.to_dict(), indent=2) if fmt == "json" else result.summary())
+    if result.violated:
+        click.echo("error: the empirical lower bound exceeds the claimed ε: a privacy bug in dplogs; "
+                   "do not release with this query or model until it is fixed", err=True)
+        raise click.exceptions.Exit(VIOLATION_EXIT)
+
+
+@click.command()
+@_common
+@click.option("--trials", type=click.IntRange(min=100), default=4000, show_default=True, help="Runs of the release path on each neighbour.")
+@click.option("--unit", "victim", metavar="VALUE", help="Privacy unit to remove for the neighbour (default: the heaviest contributor).")
+@click.option("--audit-delta", type=float, default=1e-6, show_default=True, help="δ at which a zCDP claim is converted to ε.")
+@click.option("--detector", type=click.Choice(["kmeans"]), help="Audit the detector training loop (one-run canary audit) instead of a query.")
+@click.option("--canaries", type=click.IntRange(min=10), default=2000, show_default=True, help="Canaries for --detector.")
+@click.option("--guesses", type=click.IntRange(min=2), help="Membership guesses for --detector (default: canaries/5).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def audit(queryfile: Path | None, sql_text: str | None, store: Path, trials: int, victim: str | None,
+          audit_delta: float, detector: str | None, canaries: int, guesses: int | None, fmt: str, **opts: Any) -> None:
+    """Audit QUERYFILE or --sql on --store: run the full release path (bounding included) --trials
+    times on the store and on the store without one unit, and report the best distinguishing
+    test's ε lower bound (95% Clopper–Pearson) against the claimed ε.
+
+    With --detector kmeans: a one-run canary audit of DP k-means at --rho (default 0.25).
+
+    Exit codes: 0 bound below the claim, 70 bound above the claim (a bug), 64 bad options,
+    66 missing store or query file.
+    """
+    if detector is not None:
+        from dplogs.audit.detector import kmeans_canary_audit
+
+        if queryfile is not None or sql_text is not None:
+            raise UsageError("--detector audits the training loop: drop QUERYFILE/--sql")
+        rho = opts["rho"] if opts["rho"] is not None else 0.25
+        click.echo(f"training DP k-means once with {canaries} canaries at rho={rho:g} ...", err=True)
+        result = kmeans_canary_audit(canaries=canaries, rho=rho, delta=audit_delta, guesses=guesses)
+    else:
+        from dplogs.audit.engine import audit_prepared
+
+        prepared = _prepare(queryfile, sql_text, store, opts)
+        click.echo(f"running the release path {trials} times on each neighbour (no budget spent) ...", err=True)
+        try:
+            result = audit_prepared(prepared, trials=trials, unit=victim, delta=audit_delta)
+        except ValueError as exc:
+            raise UsageError(f"cannot audit this query: {exc}") from None
+    _emit(result, fmt)

@@ -109,6 +109,7 @@ def test_empty_file_is_not_silently_reinitialised(tmp_path):
 def test_foreign_sqlite_database_is_rejected(tmp_path):
     path = tmp_path / "ledger.sqlite"
     _edit(path, "CREATE TABLE t (x)")
+    os.utime(path, (1e9, 1e9))  # not a ledger another process is creating right now
     with pytest.raises(LedgerError, match="not a dplogs budget ledger"):
         Ledger.open(path)
 

@@ -144,7 +144,8 @@ _losses = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None)
 @given(_losses, _losses)
 def test_composition_is_monotone_and_order_free(xs, ys):
     cap = 1e-6

@@ -497,8 +497,21 @@ class Ledger:
                         "the budget caps were changed outside `dplogs budget set`; run `dplogs budget "
                         "verify` and restore the ledger from a backup (nothing was charged)"
                     )
+                if c.execute("SELECT 1 FROM caps WHERE policy = ?", (policy,)).fetchone() is None:
+                    raise BudgetExhausted(
+                        f"no budget caps are set; set them with `dplogs budget set --store "
+                        f"{self.path.parent} --epsilon E --delta D` (nothing was charged)"
+                    )
                 for w in wins:
-                    check_window(w, policy)
+                    try:
+                        check_window(w, policy)
+                    except UsageError:
+                        raise UsageError(
+                            f"the release is charged to {', '.join(wins)} but this ledger's budget "
+                            f"windows are {policy}s; the store's budget window and its ledger disagree "
+                            f"(run `dplogs budget set --store {self.path.parent}` to align them before "
+                            "any release)"
+                        ) from None
                 if idempotency_key is not None:
                     replay = self._replay_or_check(c, idempotency_key)
                     if replay is not None:

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from dplogs.cli import cli
+from dplogs.errors import BudgetExhausted, UsageError
 from dplogs.ingest.store import Store
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.ledger import Ledger
@@ -121,3 +122,19 @@ def test_help_documents_every_option():
             if param.param_type_name == "option":
                 assert param.help, f"budget {cmd} {param.opts[0]} has no help text"
                 assert param.opts[0] in r.stdout
+
+
+def test_set_aligns_a_ledger_created_before_any_caps_with_the_store_policy(tmp_path):
+    store = Store.init(tmp_path / "daily", dataset="demo", budget_window="day")
+    Ledger.open(store.ledger_path, create=True).close()  # e.g. a first query, refused for lack of caps
+    with Ledger.open(store.ledger_path) as led, pytest.raises(BudgetExhausted, match="dplogs budget set"):
+        with led.charge(PrivacyLoss(epsilon=0.1), windows=["2026-11-22"], caller="cli"):
+            pass
+    r = run("set", "--store", store.path, "--epsilon", 1)
+    assert r.exit_code == 0 and "every day window" in r.stderr
+    _spend(store, PrivacyLoss(epsilon=0.1), windows=("2026-11-22",))
+    with Ledger.open(store.ledger_path) as led:
+        assert led.window_policy == "day" and led.spent("2026-11-22").epsilon == pytest.approx(0.1)
+        with pytest.raises(UsageError, match="budget windows are days"):
+            with led.charge(PrivacyLoss(epsilon=0.1), windows=["2026-11"], caller="cli"):
+                pass

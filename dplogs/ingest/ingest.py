@@ -126,10 +126,10 @@ def ingest(
     dedup_hashes = store.manifest.hash_canary == hash_canary()
     if not dedup_hashes:
         warnings.append("event hashes of this polars version differ from the store's; only identical files are deduplicated")
-    seen = store.fingerprints()
     results: list[FileResult] = []
     day_cache: dict[str, pl.Series] = {}
-    with open_sources(paths) as sources:
+    with store.writer_lock(), open_sources(paths) as sources:
+        seen = store.fingerprints()  # read under the lock: another ingest may just have added files
         for n, (source, opener) in enumerate(sources):
             try:
                 fmt = forced or detect_format(source)

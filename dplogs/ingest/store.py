@@ -19,9 +19,12 @@ Public API used by the engine and the detector::
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -187,6 +190,17 @@ class Store:
         return pl.scan_parquet(files, schema=STORE_QUARANTINE_SCHEMA)
 
     # -- ingestion-side helpers (used by dplogs.ingest.ingest) ------------------------------------
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the store's exclusive writer lock (``STORE/.ingest.lock``): concurrent ingests into
+        one store run one after the other, so no registry update or day-partition dedup is lost."""
+        with open(self.path / ".ingest.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def fingerprints(self) -> dict[str, dict[str, Any]]:
         path = self.path / "ingested.json"

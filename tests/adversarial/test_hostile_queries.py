@@ -29,14 +29,14 @@ CASES = {
     "unknown column in where": (["--sql", "SELECT COUNT(*) FROM logs WHERE nope = 1", "--epsilon", "1", *BOUNDS], 64, "unknown column"),
     "sql syntax": (["--sql", "SELEC COUNT(*) FROM", "--epsilon", "1", *BOUNDS], 64, "SQL"),
     "sql join": (["--sql", "SELECT COUNT(*) FROM logs a JOIN logs b ON a.x = b.x", "--epsilon", "1", *BOUNDS], 64, "JOIN"),
-    "sql two statements": (["--sql", f"{SQL}; DROP TABLE logs", "--epsilon", "1", *BOUNDS], 64, ""),
-    "sql raw rows": (["--sql", "SELECT user.name FROM logs", "--epsilon", "1", *BOUNDS], 64, ""),
+    "sql two statements": (["--sql", f"{SQL}; DROP TABLE logs", "--epsilon", "1", *BOUNDS], 64, "exactly one SELECT"),
+    "sql raw rows": (["--sql", "SELECT user.name FROM logs", "--epsilon", "1", *BOUNDS], 64, "GROUP BY"),
     "empty window": (["--sql", SQL, "--epsilon", "1", "--max-groups", "1", "--max-rows-per-group", "2",
                       "--start", "2024-04-01", "--end", "2024-03-01"], 64, "window"),
     "both file and sql": (["queries/failed_logins_per_hour.toml", "--sql", SQL, "--epsilon", "1"], 64, "exactly one"),
     "missing query file": (["/nonexistent/q.toml", "--epsilon", "1"], 66, "not found"),
     "huge declared key list": (["--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name", "--epsilon", "1",
-                                "--keys", "host.name=" + ",".join(f"h{i}" for i in range(1_100_000)), *BOUNDS], 64, ""),
+                                "--keys", "host.name=" + ",".join(f"h{i}" for i in range(1_100_000)), *BOUNDS], 64, "public key grid"),
 }
 
 

@@ -8,6 +8,10 @@ clipped rows is then the whole release, which is the worst case for a canary —
 score is coordinate ``i`` of the trained centroid. The claim is the plan's ρ converted to (ε, δ).
 The feature-extraction bound (≤ K rows per unit) is checked by the loop itself; the audit feeds
 it feature batches directly.
+
+>>> (batch,) = canary_batches(np.array([True, False, True]), clip_norm=1.0, background=2)
+>>> batch.num_rows, batch.column("x").type.list_size
+(4, 3)
 """
 
 from __future__ import annotations

@@ -33,13 +33,14 @@ def _emit(result: Any, fmt: str) -> None:
 @click.option("--canaries", type=click.IntRange(min=10), default=2000, show_default=True, help="Canaries for --detector.")
 @click.option("--guesses", type=click.IntRange(min=2), help="Membership guesses for --detector (default: canaries/5).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def audit(queryfile: Path | None, sql_text: str | None, store: Path, trials: int, victim: str | None,
+def audit(queryfile: Path | None, sql_text: str | None, store: Path | None, trials: int, victim: str | None,
           audit_delta: float, detector: str | None, canaries: int, guesses: int | None, fmt: str, **opts: Any) -> None:
     """Audit QUERYFILE or --sql on --store: run the full release path (bounding included) --trials
     times on the store and on the store without one unit, and report the best distinguishing
     test's ε lower bound (95% Clopper–Pearson) against the claimed ε.
 
-    With --detector kmeans: a one-run canary audit of DP k-means at --rho (default 0.25).
+    With --detector kmeans (no --store needed): a one-run canary audit of DP k-means at --rho
+    (default 0.25).
 
     Exit codes: 0 bound below the claim, 70 bound above the claim (a bug), 64 bad options,
     66 missing store or query file.
@@ -55,6 +56,8 @@ def audit(queryfile: Path | None, sql_text: str | None, store: Path, trials: int
     else:
         from dplogs.audit.engine import audit_prepared
 
+        if store is None:
+            raise UsageError("auditing a query needs --store DIR (the store it runs on)")
         prepared = _prepare(queryfile, sql_text, store, opts)
         click.echo(f"running the release path {trials} times on each neighbour (no budget spent) ...", err=True)
         try:
@@ -62,3 +65,10 @@ def audit(queryfile: Path | None, sql_text: str | None, store: Path, trials: int
         except ValueError as exc:
             raise UsageError(f"cannot audit this query: {exc}") from None
     _emit(result, fmt)
+
+
+# the query options are shared with `dplogs query`, where --store is required; here only a query
+# audit needs one (the detector audit trains on canaries)
+for _param in audit.params:
+    if _param.name == "store":
+        _param.required = False

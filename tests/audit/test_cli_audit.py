@@ -63,10 +63,15 @@ def test_audit_exits_70_when_the_engine_understates_the_sensitivity(store, monke
     assert "VIOLATION" in res.stdout and "privacy bug" in res.stderr
 
 
-def test_detector_audit(store):
-    res = CliRunner().invoke(cli, ["audit", "--store", str(store), "--detector", "kmeans", "--canaries", "1000"])
+def test_detector_audit():
+    res = CliRunner().invoke(cli, ["audit", "--detector", "kmeans", "--canaries", "1000"])
     assert res.exit_code == 0, res.output
     assert "dp k-means" in res.stdout and "→ ok" in res.stdout
+
+
+def test_query_audit_needs_a_store():
+    res = CliRunner().invoke(cli, ["audit", "--sql", SQL, *OPTS])
+    assert res.exit_code == 64 and "--store" in res.stderr
 
 
 def test_detector_audit_refuses_a_query_too(store):

@@ -65,19 +65,24 @@ _U64_MAX = 2**64 - 1
 class PolarsBackend:
     """Public: the embedded polars backend. ``engine`` is the polars collect engine (streaming was
     faster and leaner on the query benchmark). Inputs of more than ``rows_per_partition`` rows are
-    bounded in ``ceil(rows / rows_per_partition)`` sequential passes, each over the units whose
-    hash falls in one partition: a unit's rows all land in one pass, so the result is the same,
-    and peak memory (the per-cell hash table) shrinks by the number of passes."""
+    bounded in ``min(ceil(rows / rows_per_partition), max_passes)`` sequential passes, each over
+    the units whose hash falls in one partition: a unit's rows all land in one pass, so the result
+    is the same, and peak memory (the per-cell hash table) shrinks by the number of passes. Each
+    pass re-reads the input, so their number is capped (the benchmark's CPU time was flat up to
+    ~10 passes at 10^7 rows and grew beyond)."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
-    rows_per_partition: int = 1_000_000
+    rows_per_partition: int = 250_000
+    max_passes: int = 8
     name: str = "polars"
 
     def __post_init__(self) -> None:
         if self.engine not in ("streaming", "in-memory"):
             raise UsageError(f"polars engine must be 'streaming' or 'in-memory', got {self.engine!r}")
-        if isinstance(self.rows_per_partition, bool) or not isinstance(self.rows_per_partition, int) or self.rows_per_partition < 1:
-            raise UsageError(f"rows_per_partition must be an integer >= 1, got {self.rows_per_partition!r}")
+        for name in ("rows_per_partition", "max_passes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UsageError(f"{name} must be an integer >= 1, got {v!r}")
 
     def bounded_aggregate(
         self,
@@ -94,7 +99,7 @@ class PolarsBackend:
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         n_rows = lf.select(pl.len()).collect(engine=self.engine).item()
-        passes = max(1, -(-n_rows // self.rows_per_partition))
+        passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
         partials = []
         for part in range(passes):
             cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(part, passes))

@@ -8,7 +8,6 @@ in plain Python over dicts, sharing only the keyed-rank primitive (polars' seede
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
@@ -29,17 +28,9 @@ from dplogs.schema import conform
 BACKENDS = [
     PolarsBackend(engine="streaming"),
     PolarsBackend(engine="in-memory"),
-    # several unit-hash partitions even on small inputs: the result must not change
+    # several unit-hash partition passes even on small inputs: the result must not change
     PolarsBackend(rows_per_partition=16),
 ]
-
-
-def at_scale(backend, n_rows: int):
-    """The backend with at most ~4 partition passes over ``n_rows`` (thousands of passes over a
-    large test frame would test nothing more, only slower)."""
-    if isinstance(backend, PolarsBackend):
-        return replace(backend, rows_per_partition=max(backend.rows_per_partition, n_rows // 4))
-    return backend
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: f"{b.name}-{b.engine}-{b.rows_per_partition}")
@@ -262,7 +253,7 @@ def test_a_unit_with_1e5_rows_contributes_at_most_the_bounds(backend):
             "v": [float(i % 1000) for i in range(n)] + [3.0],
         }
     )
-    agg, units = run(at_scale(backend, df.height), df, l0=10, linf=5, sums={"v": Clamp(lo=0, hi=100)})
+    agg, units = run(backend, df, l0=10, linf=5, sums={"v": Clamp(lo=0, hi=100)})
     heavy = units.filter(pl.col("u") == "heavy")
     assert heavy.height == 10 and heavy["rows"].to_list() == [5] * 10
     # cell g<j> holds 2000 rows, the values j + 50m (m < 20) 100 times each: rescaled sum = 5 x mean
@@ -286,7 +277,7 @@ def test_the_keyed_rank_spreads_the_kept_group_uniformly(backend):
     df = pl.DataFrame(
         {"u": [f"u{i}" for i in range(n_units) for _ in range(n_groups)], "k": [f"g{g}" for _ in range(n_units) for g in range(n_groups)]}
     )
-    agg, _ = run(at_scale(backend, df.height), df, l0=1, linf=1, seed=secret_seed())
+    agg, _ = run(backend, df, l0=1, linf=1, seed=secret_seed())
     assert agg["units"].sum() == n_units
     assert stats.chisquare(agg["units"].to_list()).pvalue > 1e-4
 
@@ -330,3 +321,5 @@ def test_get_backend():
         PolarsBackend(engine="gpu")
     with pytest.raises(UsageError, match="rows_per_partition"):
         PolarsBackend(rows_per_partition=0)
+    with pytest.raises(UsageError, match="max_passes"):
+        PolarsBackend(max_passes=True)

@@ -164,13 +164,32 @@ class Parquet(LogFormat):
 
         with source.open() as stream:
             data = source.path if source.path is not None and not _gzipped(source.path) else io.BytesIO(stream.read())
-            table = pq.ParquetFile(data)
+            try:
+                table = pq.ParquetFile(data)
+            except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer
+                yield _unreadable(source.name, f"not a readable Parquet file: {exc}")
+                return
             _check_mapping(options, table.schema_arrow.names, "Parquet")
             seen = 0
-            for batch in table.iter_batches(batch_size=options.chunk_lines):
+            batches = table.iter_batches(batch_size=options.chunk_lines)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except (pa.ArrowException, OSError) as exc:  # a damaged row group ends the file
+                    yield _unreadable(source.name, f"unreadable Parquet data after row {seen}: {exc}")
+                    return
                 frame = pl.from_arrow(pa.Table.from_batches([batch]))
                 yield _events(frame, seen + 1, source.name, options, module="parquet")
                 seen += frame.height
+
+
+def _unreadable(source: str, reason: str) -> ParsedChunk:
+    """The whole (rest of the) input as one quarantined record: nothing is lost silently."""
+    bad = pl.DataFrame({"line": [None], "text": [None], "reason": [reason]},
+                       schema={"line": pl.Int64, "text": pl.String, "reason": pl.String})
+    return ParsedChunk(pl.DataFrame(schema=STORE_SCHEMA), st.quarantine(bad, source))
 
 
 def _gzipped(path: str) -> bool:

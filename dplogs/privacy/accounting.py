@@ -110,6 +110,8 @@ def zcdp_to_epsilon(rho: float, delta: float) -> float:
     5.221534
     >>> zcdp_to_epsilon(0.0, 1e-6)
     0.0
+    >>> zcdp_to_epsilon(5e5, 1e-6) > 5e5   # past OpenDP's range: the classic bound
+    True
     """
     if rho < 0 or not math.isfinite(rho):
         raise ValueError(f"rho must be finite and >= 0, got {rho}")
@@ -119,7 +121,12 @@ def zcdp_to_epsilon(rho: float, delta: float) -> float:
         return math.inf
     # a unit-scale Gaussian's privacy map at sensitivity √(2ρ) is ρ (rounded up), so its
     # converted profile is OpenDP's ε(ρ, δ)
-    return float(_unit_gaussian_profile().map(math.sqrt(2 * rho)).epsilon(delta))
+    try:
+        return float(_unit_gaussian_profile().map(math.sqrt(2 * rho)).epsilon(delta))
+    except dp.OpenDPException:
+        # OpenDP overflows for huge ρ (e.g. ρ = ε²/2 of a pure ε = 1000 release); the classic
+        # bound ρ + 2√(ρ ln 1/δ) is valid and just as vacuous there
+        return rho + 2 * math.sqrt(rho * math.log(1 / delta))
 
 
 @lru_cache(maxsize=1)

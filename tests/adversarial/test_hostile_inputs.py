@@ -25,12 +25,7 @@ from tests.adversarial.conftest import REPO, invoke
 
 FORMATS = sorted(registered())
 LINE_FORMATS = [n for n in FORMATS if isinstance(registered()[n], LineFormat)]
-KNOWN_BUGS = {  # reported to the format's owner; strict xfail flips to a failure once fixed
-    "parquet": "non-Parquet bytes with --format parquet raise pyarrow.ArrowInvalid (CLI: exit 70, \"a bug\") "
-               "instead of a DataError",
-}
-FORMAT_PARAMS = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[n])) if n in KNOWN_BUGS else n
-                 for n in FORMATS]
+FORMAT_PARAMS = FORMATS
 OPTIONS = IngestOptions(year=2024)
 
 _piece = st.one_of(

@@ -81,9 +81,7 @@ def test_budget_exhaustion_charges_nothing(store):
     assert ledger_state(store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (reported to ENGINE/lead): ε=1000 overflows OpenDP's "
-                   "calibration and surfaces as InternalError exit 70 instead of a parameter error")
-def test_absurd_epsilon_is_a_parameter_error(store):
+def test_absurd_epsilon_is_refused_and_charges_nothing(store):
     before = ledger_state(store)
     res = invoke("query", "--store", store, "--sql", SQL, "--epsilon", "1000", *BOUNDS)
     assert ledger_state(store) == before

@@ -94,3 +94,15 @@ def test_otrf_s3_honey_bucket(datasets_dir):
     assert events["source.ip"].to_list() == [r["Source IP"] for r in rows]
     assert events["event.action"].to_list() == [r["Event Name"] for r in rows]
     assert events["@timestamp"].null_count() == 0
+
+
+def test_non_parquet_bytes_are_quarantined_not_a_crash(tmp_path):
+    from dplogs.ingest.ingest import ingest
+
+    bad = tmp_path / "fake.parquet"
+    bad.write_bytes(b"PAR1 this is not really parquet\n")
+    summary = ingest([bad], tmp_path / "store", format="parquet",
+                     options=IngestOptions(field_map={"a": "user.name"}))
+    (f,) = summary.files
+    assert f.parsed == 0 and f.quarantined == 1
+    assert any("not a readable Parquet file" in r for r in summary.reasons)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from dplogs.audit.stats import _cp_bounds_vec, clopper_pearson, epsilon_lower_bound
+from dplogs.audit.stats import _wilson_bounds, clopper_pearson, epsilon_lower_bound
 
 D = TypeVar("D")
 ReleasePath = Callable[[Any, int], np.ndarray]
@@ -128,8 +128,8 @@ def _best_test(pos: np.ndarray, neg: np.ndarray, *, delta: float, alpha: float) 
             else:
                 ka = np.searchsorted(sa, cand, side="right")
                 kb = np.searchsorted(sb, cand, side="right")
-            lo = _cp_bounds_vec(ka, len(sa), alpha, lower=True)
-            hi = _cp_bounds_vec(kb, len(sb), alpha, lower=False)
+            lo = _wilson_bounds(ka, len(sa), alpha, lower=True)
+            hi = _wilson_bounds(kb, len(sb), alpha, lower=False)
             with np.errstate(divide="ignore", invalid="ignore"):
                 lb = np.where(lo - delta > 0, np.log(np.maximum(lo - delta, 1e-300) / hi), 0.0)
             i = int(np.argmax(lb))
@@ -158,8 +158,9 @@ def audit_outputs(
         s_pos, s_neg = pos @ w, neg @ w
     else:
         s_pos, s_neg = np.asarray(statistic(pos), float), np.asarray(statistic(neg), float)
-    # a stricter level when choosing favours thresholds with many hits over lucky tail ones
-    op, t, swap = _best_test(s_pos[:hp], s_neg[:hn], delta=delta, alpha=min(alpha, 1e-3))
+    # a much stricter level when choosing favours thresholds with many hits over lucky tail ones
+    # (measured on the Laplace count: sd of ε_lb 0.017 at 1e-3, 0.008 at 1e-6)
+    op, t, swap = _best_test(s_pos[:hp], s_neg[:hn], delta=delta, alpha=min(alpha, 1e-6))
     a, b = (s_neg[hn:], s_pos[hp:]) if swap else (s_pos[hp:], s_neg[hn:])
     flag = (lambda s: s >= t) if op == ">=" else (lambda s: s <= t)
     tp, fp = int(flag(a).sum()), int(flag(b).sum())

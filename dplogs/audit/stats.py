@@ -20,6 +20,7 @@ otherwise they are found by bisection on the exact binomial tail, computed in lo
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -37,16 +38,16 @@ def _check(k: int, n: int, alpha: float) -> None:
 
 
 def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(Bin(n, p) <= k), summed in log space."""
+    """P(Bin(n, p) <= k), summed in log space (log pmf by its ratio recurrence, vectorised)."""
     if p <= 0.0:
         return 1.0
     if p >= 1.0:
         return 1.0 if k >= n else 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    base = math.lgamma(n + 1)
-    terms = [base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq for i in range(k + 1)]
-    m = max(terms)
-    return min(1.0, math.exp(m) * math.fsum(math.exp(t - m) for t in terms))
+    i = np.arange(k, dtype=np.float64)
+    steps = np.log(n - i) - np.log(i + 1) + math.log(p) - math.log1p(-p)
+    logs = n * math.log1p(-p) + np.concatenate([[0.0], np.cumsum(steps)])
+    m = float(logs.max())
+    return min(1.0, math.exp(m) * float(np.exp(logs - m).sum()))
 
 
 def _bisect(f, target: float, *, increasing: bool) -> float:
@@ -87,13 +88,11 @@ def epsilon_lower_bound(
     return max(0.0, math.log((tpr_lo - delta) / fpr_hi))
 
 
-def _cp_bounds_vec(k: np.ndarray, n: int, alpha: float, *, lower: bool) -> np.ndarray:
-    """Vectorised one end of the interval for many k (used to pick thresholds)."""
-    if _beta is not None:
-        with np.errstate(invalid="ignore"):
-            if lower:
-                out = _beta.ppf(alpha / 2, k, n - k + 1)
-                return np.where(k == 0, 0.0, out)
-            out = _beta.ppf(1 - alpha / 2, k + 1, n - k)
-            return np.where(k == n, 1.0, out)
-    return np.array([clopper_pearson(int(x), n, alpha=alpha)[0 if lower else 1] for x in k])
+def _wilson_bounds(k: np.ndarray, n: int, alpha: float, *, lower: bool) -> np.ndarray:
+    """Vectorised Wilson score bound, only for *choosing* a threshold (fast for hundreds of
+    candidates, with or without scipy); reported bounds are always exact Clopper–Pearson."""
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half if lower else centre + half, 0.0, 1.0)

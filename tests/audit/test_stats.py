@@ -58,3 +58,16 @@ def test_coverage_of_the_lower_bound():
         fp = int(rng.binomial(2000, 1 - p))
         exceed += epsilon_lower_bound(tp=tp, n_pos=2000, fp=fp, n_neg=2000) > 1.0
     assert exceed / reps <= 0.05
+
+
+def test_auditor_gives_the_same_bound_without_scipy(monkeypatch):
+    """scipy is a dev dependency: without it the package's exact fallback gives the same ε_lb."""
+    from dplogs.audit import stats
+
+    pos = np.arange(6000) % 23
+    neg = (np.arange(6000) * 7) % 19
+    with_scipy = audit_outputs(pos, neg, claimed_epsilon=1.0)
+    monkeypatch.setattr(stats, "_beta", None)
+    without = audit_outputs(pos, neg, claimed_epsilon=1.0)
+    assert (without.tp, without.fp, without.threshold) == (with_scipy.tp, with_scipy.fp, with_scipy.threshold)
+    assert without.epsilon_lb == pytest.approx(with_scipy.epsilon_lb, abs=1e-9)

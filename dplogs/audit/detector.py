@@ -61,3 +61,30 @@ def kmeans_canary_audit(
         scores, included, claimed_epsilon=zcdp_to_epsilon(plan.loss.rho, delta), delta=delta,
         k_pos=g // 2, k_neg=g - g // 2, alpha=alpha, name=f"dp k-means (ρ={rho:g})",
     )
+
+
+def dpsgd_canary_audit(
+    *, canaries: int = 1000, epsilon: float = 4.0, delta: float = 1e-5, sampling_rate: float = 0.25,
+    steps: int = 40, guesses: int | None = None, alpha: float = 0.05, noise: bool = True,
+) -> CanaryAuditResult:
+    """One-run audit of the DP-SGD step (gradient-space canaries): canary ``i`` is a unit whose
+    clipped gradient is ``C·e_i``; each step Poisson-samples units with the loop's own exact
+    Bernoulli (:func:`~dplogs.privacy.randomness.bernoulli`) and noises the gradient sum with the
+    loop's own :class:`~dplogs.privacy.dpsgd.GradientNoise`. The score of canary ``i`` is the sum
+    over steps of coordinate ``i``; the claim is the PLD accountant's ε at ``delta``. ``noise=False``
+    is the broken fixture (the same loop without noise)."""
+    from dplogs.privacy.dpsgd import GradientNoise, plan_dpsgd
+    from dplogs.privacy.randomness import bernoulli
+
+    plan = plan_dpsgd(epsilon=epsilon, delta=delta, sampling_rate=sampling_rate, steps=steps, clip_norm=1.0)
+    included = canary_inclusion(canaries)
+    step_noise = GradientNoise(plan, charge=Charge.for_audit(plan.loss))
+    total = np.zeros(canaries)
+    for _ in range(plan.steps):
+        grad = (bernoulli(plan.sampling_rate, canaries) & included) * plan.clip_norm
+        total += step_noise(grad) if noise else grad
+    g = guesses if guesses is not None else max(2, canaries // 5)
+    return one_run_audit(
+        total, included, claimed_epsilon=plan.epsilon, delta=delta, k_pos=g // 2, k_neg=g - g // 2,
+        alpha=alpha, name=f"DP-SGD step (ε={plan.epsilon:.3g}, q={plan.sampling_rate:g}, T={plan.steps})",
+    )

@@ -28,8 +28,8 @@ def _emit(result: Any, fmt: str) -> None:
 @_common
 @click.option("--trials", type=click.IntRange(min=100), default=4000, show_default=True, help="Runs of the release path on each neighbour.")
 @click.option("--unit", "victim", metavar="VALUE", help="Privacy unit to remove for the neighbour (default: the heaviest contributor).")
-@click.option("--audit-delta", type=float, default=1e-6, show_default=True, help="δ at which a zCDP claim is converted to ε.")
-@click.option("--detector", type=click.Choice(["kmeans"]), help="Audit the detector training loop (one-run canary audit) instead of a query.")
+@click.option("--audit-delta", type=float, default=1e-5, show_default=True, help="δ at which a zCDP claim is converted to ε (and the DP-SGD δ).")
+@click.option("--detector", type=click.Choice(["kmeans", "dpsgd"]), help="Audit a detector training loop (one-run canary audit) instead of a query.")
 @click.option("--canaries", type=click.IntRange(min=10), default=2000, show_default=True, help="Canaries for --detector.")
 @click.option("--guesses", type=click.IntRange(min=2), help="Membership guesses for --detector (default: canaries/5).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -39,20 +39,24 @@ def audit(queryfile: Path | None, sql_text: str | None, store: Path | None, tria
     times on the store and on the store without one unit, and report the best distinguishing
     test's ε lower bound (95% Clopper–Pearson) against the claimed ε.
 
-    With --detector kmeans (no --store needed): a one-run canary audit of DP k-means at --rho
-    (default 0.25).
+    With --detector kmeans|dpsgd (no --store needed): a one-run canary audit of DP k-means at
+    --rho (default 0.25), or of the DP-SGD step at --epsilon (default 2) and --audit-delta.
 
     Exit codes: 0 bound below the claim, 70 bound above the claim (a bug), 64 bad options,
     66 missing store or query file.
     """
     if detector is not None:
-        from dplogs.audit.detector import kmeans_canary_audit
+        from dplogs.audit.detector import dpsgd_canary_audit, kmeans_canary_audit
 
         if queryfile is not None or sql_text is not None:
             raise UsageError("--detector audits the training loop: drop QUERYFILE/--sql")
-        rho = opts["rho"] if opts["rho"] is not None else 0.25
-        click.echo(f"training DP k-means once with {canaries} canaries at rho={rho:g} ...", err=True)
-        result = kmeans_canary_audit(canaries=canaries, rho=rho, delta=audit_delta, guesses=guesses)
+        click.echo(f"training {detector} once with {canaries} canaries ...", err=True)
+        if detector == "kmeans":
+            rho = opts["rho"] if opts["rho"] is not None else 0.25
+            result = kmeans_canary_audit(canaries=canaries, rho=rho, delta=audit_delta, guesses=guesses)
+        else:
+            eps = opts["epsilon"] if opts["epsilon"] is not None else 2.0
+            result = dpsgd_canary_audit(canaries=canaries, epsilon=eps, delta=audit_delta, guesses=guesses)
     else:
         from dplogs.audit.engine import audit_prepared
 

@@ -69,6 +69,12 @@ def test_detector_audit():
     assert "dp k-means" in res.stdout and "→ ok" in res.stdout
 
 
+def test_dpsgd_audit():
+    res = CliRunner().invoke(cli, ["audit", "--detector", "dpsgd", "--canaries", "500", "--epsilon", "2"])
+    assert res.exit_code == 0, res.output
+    assert "DP-SGD step" in res.stdout and "→ ok" in res.stdout
+
+
 def test_query_audit_needs_a_store():
     res = CliRunner().invoke(cli, ["audit", "--sql", SQL, *OPTS])
     assert res.exit_code == 64 and "--store" in res.stderr

@@ -33,9 +33,9 @@ def test_kmeans_without_noise_is_caught():
 
 @pytest.mark.slow
 def test_dpsgd_step_stays_below_the_pld_claim_with_power():
-    r = dpsgd_canary_audit(canaries=1000, epsilon=2.0, delta=1e-5, sampling_rate=0.25, steps=40)
+    r = dpsgd_canary_audit(canaries=1000, epsilon=4.0, delta=1e-5, sampling_rate=0.25, steps=40)
     assert not r.violated, r.summary()
-    assert r.epsilon_lb > 0.2, r.summary()
+    assert r.epsilon_lb > 0.5, r.summary()  # measured 1.06–1.43 over 8 runs
 
 
 def test_dpsgd_step_without_noise_is_caught():

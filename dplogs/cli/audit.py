@@ -32,7 +32,7 @@ def _emit(result: Any, fmt: str) -> None:
 @click.option("--detector", type=click.Choice(["kmeans", "dpsgd"]), help="Audit a detector training loop (one-run canary audit) instead of a query.")
 @click.option("--canaries", type=click.IntRange(min=10), default=2000, show_default=True, help="Canaries for --detector.")
 @click.option("--guesses", type=click.IntRange(min=2), help="Membership guesses for --detector (default: canaries/5).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="One summary line, or the full result as JSON (counts, bounds, threshold, verdict).")
 def audit(queryfile: Path | None, sql_text: str | None, store: Path | None, trials: int, victim: str | None,
           audit_delta: float, detector: str | None, canaries: int, guesses: int | None, fmt: str, **opts: Any) -> None:
     """Audit QUERYFILE or --sql on --store: run the full release path (bounding included) --trials

@@ -20,13 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from dplogs.audit.stats import _wilson_bounds, clopper_pearson, epsilon_lower_bound
 
-D = TypeVar("D")
 ReleasePath = Callable[[Any, int], np.ndarray]
 """``run(dataset, trials)``: ``trials`` independent full runs of a release path on ``dataset``."""
 

@@ -50,7 +50,7 @@ def _values(plan: Plan, release: Release, track: Sequence[tuple[Any, ...]] | Non
         if plan.private:
             raise ValueError("a plan with private keys releases a data-dependent set of rows: pass track=[key tuples]")
         return data["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    keys = [k for k in _key_names(plan)]
+    keys = _key_names(plan)
     out = []
     for key in track:
         hit = data.filter(pl.all_horizontal(pl.col(k) == v for k, v in zip(keys, key, strict=True)))

@@ -13,7 +13,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"schema"},
     "privacy": {"schema"},
     "backends": {"schema", "privacy"},
-    "engine": {"schema", "privacy", "backends", "ingest"},
+    "engine": {"schema", "privacy", "backends", "ingest", "detect"},
     "detect": {"schema", "privacy", "backends", "ingest"},
     "report": {"engine", "schema", "privacy"},
     "audit": {"engine", "detect", "backends", "privacy", "schema", "ingest"},

@@ -86,6 +86,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--start", metavar="TIME", help="Window start, ISO 8601 (inclusive); sets public time buckets and the budget windows charged."),
         click.option("--end", metavar="TIME", help="Window end, ISO 8601 (exclusive)."),
         click.option("--bucket", type=click.Choice(["minute", "hour", "day", "week"]), help="Time-bucket grain (replaces the query's, or adds a time key)."),
+        click.option("--anomalies", "model", type=click.Path(dir_okay=False, path_type=Path), help="Query the unit-windows this trained detector (`dplogs train`) flags instead of the raw events: one row per anomalous unit-window (@timestamp = window start, host.name, event.action = dplogs.anomaly); needs --threshold."),
+        click.option("--threshold", type=float, help="With --anomalies: the public score above which a unit-window counts as anomalous."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -98,6 +100,12 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
     if (queryfile is None) == (sql_text is None):
         raise UsageError("give either a QUERYFILE or --sql TEXT (exactly one)")
     engine = Engine.open(store)
+    if opts["model"] is not None:
+        if opts["threshold"] is None:
+            raise UsageError("--anomalies needs --threshold SCORE (a public number, e.g. from the model's validation)")
+        engine = engine.over_anomalies(opts["model"], threshold=opts["threshold"])
+    elif opts["threshold"] is not None:
+        raise UsageError("--threshold only applies with --anomalies MODEL")
     options = {
         "epsilon": opts["epsilon"], "rho": opts["rho"], "delta": opts["delta"], "mechanism": opts["mechanism"],
         "max_groups": opts["max_groups"], "max_rows_per_group": opts["max_rows_per_group"],

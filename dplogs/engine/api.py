@@ -164,6 +164,37 @@ class Engine:
         self._store = store.update_defaults(new)
         self.defaults = dict(self._store.manifest.defaults)
 
+    def over_anomalies(self, model_path: str | os.PathLike[str], *, threshold: float, seed: int | None = None) -> Engine:
+        """The anomaly query type: an engine over the unit-windows that the trained detector at
+        ``model_path`` scores above the PUBLIC ``threshold`` — one row per anomalous unit-window
+        (``@timestamp`` = window start, the unit, ``host.name`` = its busiest host, ``event.action``
+        = ``dplogs.anomaly``), at most K of them per unit per budget window, K from the model card.
+
+        Any query over it is an ordinary DP release charged to this store's ledger, e.g. anomalous
+        unit-windows per day (public buckets) or per host (private key, partition selection).
+        The per-unit scores themselves never leave the engine.
+        """
+        from dplogs.detect.anomaly_counts import anomaly_events
+        from dplogs.detect.model import load_model
+
+        model, card = load_model(model_path)
+        if card.privacy_unit != self.privacy_unit:
+            raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.privacy_unit}")
+        base = self.scan
+
+        def scan() -> pl.LazyFrame:
+            return anomaly_events(
+                base(), model=model, unit=self.privacy_unit, threshold=threshold,
+                max_windows_per_unit=card.max_windows_per_unit, clip_norm=card.clip_norm,
+                window=card.feature_window, budget_window=self.budget_window, seed=seed,
+            )
+
+        eng = Engine(scan=scan, privacy_unit=self.privacy_unit, budget_window=self.budget_window,
+                     defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
+                     ledger=self._ledger, backend=self._backend)
+        eng._ledger_path = self._ledger_path
+        return eng
+
     def prepare(self, query: Query, **options: Any) -> PreparedQuery:
         """Resolve ``query`` (with option overrides) against this store."""
         query = query.with_options(**_options(options))

@@ -19,10 +19,10 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
 5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units.
 
 Performance shape (see ``benchmarks/query.py``): the only pass over all rows is step 1; the L0
-selection runs on the much smaller cell frame, first as a cheap per-unit threshold on the
-hash (``bottom_k(max_groups).max().over(unit)``) and then, on the few cells that survive, as an
-exact rank that enforces the bound even if two 64-bit hashes tie. Large inputs run in several
-passes, one per hash partition of the units, which bounds the memory of the cell hash table.
+selection is one ordinal rank ``over(unit)`` on the much smaller cell frame (a rank over
+(hash, keys) in the astronomically rare case that two cells share a 64-bit hash). Large inputs
+run in several passes, one per hash partition of the units, which bounds the memory of the cell
+hash table.
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -162,19 +162,14 @@ class PolarsBackend:
         in_part = pl.col(unit).is_not_null()
         if count > 1:
             in_part &= pl.col(unit).hash(seed) % count == index
-        cells = lf.filter(in_part).group_by([unit, *others]).agg(
-            pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values())
+        cells = (
+            lf.filter(in_part)
+            .group_by([unit, *others])
+            .agg(pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values()))
+            .with_columns(pl.struct(unit, *others).hash(seed).alias(_HASH))
+            .collect(engine=self.engine)
         )
-        rank = pl.struct(unit, *others).hash(seed)
-        threshold = pl.col(_HASH).bottom_k(l0).max().over(unit)
-        # exact rank by (hash, keys) among the few cells under the threshold: a 64-bit tie
-        # cannot let a unit keep more than l0 groups, and its choice stays a function of its data
-        exact_rank = pl.int_range(pl.len()).sort_by([_HASH, *others]).arg_sort().over(unit)
-        kept = (
-            cells.with_columns(rank.alias(_HASH))
-            .filter(pl.col(_HASH) <= threshold)
-            .filter(exact_rank < l0)
-        )
+        kept = cells.lazy().filter(_keyed_rank(cells, unit=unit, others=others) <= l0)
         rows = pl.min_horizontal(pl.col(_N), pl.lit(linf, pl.UInt32))
         bounded = kept.select(
             unit,
@@ -191,6 +186,15 @@ class PolarsBackend:
             unit, *others, pl.lit(1, pl.Int64).alias(ROWS), *(pl.col(c).fill_null(0.0) for c in names.values())
         )
         return pl.concat([bounded, nulls], how="vertical_relaxed") if index == 0 else bounded
+
+
+def _keyed_rank(cells: pl.DataFrame, *, unit: str, others: list[str]) -> pl.Expr:
+    """1-based rank of each cell among its unit's cells by the keyed hash. When no two cells share
+    a hash (all but certain with 64-bit values) the cheap ordinal rank is exact; otherwise ties are
+    broken by the key values, so a unit's kept groups stay a function of its own data."""
+    if cells[_HASH].n_unique() == cells.height:
+        return pl.col(_HASH).rank("ordinal").over(unit)
+    return pl.struct(_HASH, *others).rank("ordinal").over(unit)
 
 
 def _checked(

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 import polars as pl
 import pyarrow as pa
 
-from dplogs.errors import UsageError
+from dplogs.errors import DataError, UsageError
 from dplogs.ingest import _structured as st
 from dplogs.ingest.base import (
     LINES_SCHEMA,
@@ -76,9 +76,13 @@ def _events(batch: pl.DataFrame, first: int, source: str, options: IngestOptions
     return st.chunk(events, rejected, source)
 
 
-def _header(head: bytes) -> list[str]:
+def _header(head: bytes, name: str) -> list[str]:
     first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
-    return next(csv.reader([first]), [])
+    try:
+        return next(csv.reader([first]), [])
+    except csv.Error as exc:  # e.g. a bare carriage return inside an unquoted header cell
+        raise DataError(f"{name}: the first line is not a CSV header row ({exc}); "
+                        f"pass the right --format, or fix the header") from None
 
 
 @register
@@ -108,7 +112,7 @@ class Csv(LogFormat):
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
         import pyarrow.csv as pacsv
 
-        columns = _header(source.head)
+        columns = _header(source.head, source.name)
         _check_mapping(options, columns, "CSV")
         bad: list[tuple[int | None, str]] = []
 

@@ -106,3 +106,13 @@ def test_non_parquet_bytes_are_quarantined_not_a_crash(tmp_path):
     (f,) = summary.files
     assert f.parsed == 0 and f.quarantined == 1
     assert any("not a readable Parquet file" in r for r in summary.reasons)
+
+
+def test_unparseable_csv_header_is_a_clear_data_error(tmp_path):
+    from dplogs.errors import DataError
+    from dplogs.ingest.ingest import ingest
+
+    bad = tmp_path / "t.csv"
+    bad.write_bytes(b"a,b\rc,d\n1,2,3\n")  # found by hypothesis: a bare CR in the header
+    with pytest.raises(DataError, match="not a CSV header row"):
+        ingest([bad], tmp_path / "store", format="csv", options=IngestOptions(field_map={"a": "user.name"}))

@@ -112,7 +112,9 @@ _CONSTANT = ("_action", "_category", "_type", "_outcome")
 
 def _apply(p: _Pattern, frame: pl.DataFrame) -> pl.DataFrame:
     regex = "^(?P<hit>" + p.regex.removeprefix("^") + ")"
-    m = pl.col("_msg").str.extract_groups(regex)
+    # Materialised once: inside when/then polars would run the regex again per reference.
+    frame = frame.select("_row", _m=pl.col("_msg").str.extract_groups(regex))
+    m = pl.col("_m")
     hit = m.struct.field("hit").is_not_null()
     outcome = pl.lit(p.outcome)
     if p.failure_if_error:
@@ -139,9 +141,10 @@ def with_auth(frame: pl.DataFrame) -> pl.DataFrame:
 
     Each line is routed by literal gates to the one pattern it can match, and only that pattern's
     regex runs on it (groups of rows per pattern, never a loop over rows); row order is kept."""
-    prog = pl.col("_prog").str.replace(r"\(.*$", "")
+    frame = frame.with_columns(_p=pl.col("_prog").str.replace(r"\(.*$", ""))  # computed once, used twice
+    prog = pl.col("_p")
     # All gates as flat boolean columns, then the first true one (a nested when-chain is ~2x slower).
-    gates = frame.select("_msg", _p=prog).with_columns(
+    gates = frame.select("_msg", "_p").with_columns(
         **{f"_g{i}": p.gate(pl.col("_msg"), pl.col("_p")) for i, p in enumerate(_PATTERNS)}
     )
     kind = pl.coalesce([pl.when(pl.col(f"_g{i}")).then(pl.lit(i, pl.Int32)) for i in range(len(_PATTERNS))])
@@ -156,4 +159,4 @@ def with_auth(frame: pl.DataFrame) -> pl.DataFrame:
         _user=pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user")),
         _ip=ip_or_null(pl.col("_ip")),
         _auth=prog.is_in(list(_AUTH_PROGRAMS)) | pl.col("_msg").str.starts_with("pam_") | pl.col("_action").is_not_null(),
-    )
+    ).drop("_p")

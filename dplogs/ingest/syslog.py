@@ -50,17 +50,33 @@ def _nil(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr == "-").then(None).otherwise(expr)
 
 
+def _bsd_in(bsd: pl.Expr, year: int, tz: str) -> pl.Expr:
+    """An RFC 3164 ``Mmm dd hh:mm:ss`` stamp read in ``year`` and zone ``tz``, as UTC."""
+    return localize(pl.format("{} {}", pl.lit(year), bsd).str.strptime(pl.Datetime("us"), "%Y %b %d %H:%M:%S", strict=False), tz)
+
+
+def _with_bsd_time(frame: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
+    """``_time`` from the RFC 3164 stamps in ``_ts_str``, equal to :func:`syslog_time`, but the
+    previous year is parsed only when some stamp would lie in the future (rare: year rollover)."""
+    if options.year is not None:
+        return frame.with_columns(_time=_bsd_in(pl.col("_ts_str"), options.year, options.tz))
+    now = dt.datetime.now(dt.UTC)
+    frame = frame.with_columns(_time=_bsd_in(pl.col("_ts_str"), now.year, options.tz))
+    future = pl.col("_time") > pl.lit(now + dt.timedelta(days=1))
+    if frame.select(future.any()).item():
+        frame = frame.with_columns(_time=pl.when(future).then(_bsd_in(pl.col("_ts_str"), now.year - 1, options.tz)).otherwise(pl.col("_time")))
+    return frame
+
+
 def syslog_time(bsd: pl.Expr, iso: pl.Expr, tz_suffix: pl.Expr, options: IngestOptions) -> pl.Expr:
     """UTC timestamp from an RFC 3164 ``Mmm dd hh:mm:ss`` or an ISO-8601 string (one of the two
     non-null), applying the year and zone rules of :class:`IngestOptions`."""
-    fmt = "%Y %b %d %H:%M:%S"
     if options.year is not None:
-        bsd_ts = localize(pl.format("{} {}", pl.lit(options.year), bsd).str.strptime(pl.Datetime("us"), fmt, strict=False), options.tz)
+        bsd_ts = _bsd_in(bsd, options.year, options.tz)
     else:
         now = dt.datetime.now(dt.UTC)
-        this_year = localize(pl.format("{} {}", pl.lit(now.year), bsd).str.strptime(pl.Datetime("us"), fmt, strict=False), options.tz)
-        last_year = localize(pl.format("{} {}", pl.lit(now.year - 1), bsd).str.strptime(pl.Datetime("us"), fmt, strict=False), options.tz)
-        bsd_ts = pl.when(this_year > pl.lit(now + dt.timedelta(days=1))).then(last_year).otherwise(this_year)
+        this_year = _bsd_in(bsd, now.year, options.tz)
+        bsd_ts = pl.when(this_year > pl.lit(now + dt.timedelta(days=1))).then(_bsd_in(bsd, now.year - 1, options.tz)).otherwise(this_year)
     aware = pl.format("{}{}", iso, tz_suffix.str.replace("Z", "+00:00")).str.strptime(
         pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%z", strict=False
     )
@@ -80,8 +96,7 @@ def _header_fast(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
     tag = tag_msg.struct.field("field_0")
     frame = lines.with_columns(_ts_str=text.str.slice(0, 15), _host=host_rest.struct.field("field_0"), _tag=tag,
                                _msg=tag_msg.struct.field("field_1"))
-    return frame.with_columns(
-        _time=syslog_time(pl.col("_ts_str"), pl.lit(None, pl.String), pl.lit(None, pl.String), options),
+    return _with_bsd_time(frame, options).with_columns(
         _prog=pl.col("_tag").str.replace(r"\[\d+\]$", ""),
         _pid=pl.col("_tag").str.extract(r"\[(\d+)\]$", 1),
         _pri=pl.lit(None, pl.String),

@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI (CI=true) replays a fixed example sequence so a run is reproducible; local runs keep
+# exploring new examples, which is how new parser bugs are found.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 DATASETS = (Path(__file__).resolve().parents[1] / "../shared/datasets").resolve()
 

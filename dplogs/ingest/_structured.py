@@ -67,13 +67,6 @@ def _json_path(path: Path) -> str:
     return "$" + "".join(f"[{json.dumps(seg)}]".replace('"', "'") for seg in path)
 
 
-_REGEX_META = set(r".^$*+?()[]{}|\\-#&~")
-
-
-def _literal(text: str) -> str:
-    return "".join("\\" + c if c in _REGEX_META else c for c in text)
-
-
 def _schema_keys(dtype: pl.DataType | None) -> Iterator[str]:
     if isinstance(dtype, pl.Struct):
         for f in dtype.fields:
@@ -87,7 +80,7 @@ def _present_keys(candidates: pl.DataFrame, keys: set[str]) -> set[str]:
     """The ``keys`` that occur, at any depth, in ``candidates`` (a superset is fine, a miss is not).
 
     Polars' schema-driven reader pays for every schema field on every row, present or not, so the
-    schema is cut to keys a sample shows plus any other wanted key one regex pass finds anywhere."""
+    schema is cut to keys a sample shows plus any other wanted key one literal search pass finds anywhere."""
     sample = candidates.head(256).select(pl.col("text").str.join("\n")).item() or ""
     try:
         inferred = pl.read_ndjson(sample.encode()).schema
@@ -96,10 +89,11 @@ def _present_keys(candidates: pl.DataFrame, keys: set[str]) -> set[str]:
         seen = set()
     others = sorted(keys - seen)
     if others:
-        pattern = '"(' + "|".join(_literal(k) for k in others) + ')"\\s*:'
-        found = candidates.select(pl.col("text").str.extract_all(pattern).explode().drop_nulls().unique())
-        text = " ".join(found.to_series().to_list())
-        seen |= {k for k in others if f'"{k}"' in text}
+        # One Aho-Corasick pass for the quoted keys (values that look like a key only add a
+        # superfluous schema field); overlapping, so no occurrence can hide another.
+        quoted = [f'"{k}"' for k in others]
+        found = candidates.select(pl.col("text").str.extract_many(quoted, overlapping=True).explode().drop_nulls().unique())
+        seen |= {k[1:-1] for k in found.to_series().to_list()}
     return seen
 
 

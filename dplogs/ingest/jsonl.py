@@ -94,8 +94,13 @@ class JsonLines(LineFormat):
         paths += list(_EVE) + _EVE_EXTRA
         decoded, rejected, skipped = st.decode_json(lines, paths)
 
+        # Most wanted paths are absent from a given file: a null literal instead of their all-null
+        # column keeps the ~100 coalesces below cheap (same values).
+        filled = {c for c, n in zip(decoded.columns, decoded.null_count().row(0), strict=True) if n < decoded.height}
+
         def get(path: st.Path) -> pl.Expr:
-            return pl.col(st.col_name(path))
+            name = st.col_name(path)
+            return pl.col(name) if name in filled else pl.lit(None, pl.String)
 
         candidates: dict[str, list[pl.Expr]] = {name: [] for name in _ECS}
         for key, target in options.field_map.items():
@@ -142,7 +147,7 @@ class JsonLines(LineFormat):
         )
         # A document carrying no field dplogs knows is not understood: quarantined, and the summary's
         # reason tells the user how to map it.
-        understood = pl.any_horizontal(pl.col(st.col_name(p)).is_not_null() for p in dict.fromkeys(paths))
+        understood = pl.any_horizontal(pl.lit(False), *(get(p).is_not_null() for p in dict.fromkeys(paths) if st.col_name(p) in filled))
         unknown = decoded.filter(~understood)
         if unknown.height:
             decoded = decoded.filter(understood)

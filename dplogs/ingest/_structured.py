@@ -183,10 +183,19 @@ def parse_timestamp(expr: pl.Expr, tz: str = "UTC") -> pl.Expr:
     '2020-10-22T06:29:48.785000+00:00'
     """
     text = expr.str.strip_chars().str.replace(" ", "T")
-    zoned = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", strict=False, time_unit="us")
     naive = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
     local = naive.dt.replace_time_zone(tz, ambiguous="null", non_existent="null")
-    return pl.coalesce(zoned, local.dt.convert_time_zone("UTC"))
+    return pl.coalesce(zoned_timestamp(expr), local.dt.convert_time_zone("UTC"))
+
+
+def zoned_timestamp(expr: pl.Expr) -> pl.Expr:
+    """The zoned part of :func:`parse_timestamp`: null unless the text carries a zone.
+
+    >>> pl.select(zoned_timestamp(pl.lit("2020-10-22 08:29:48"))).item() is None
+    True
+    """
+    text = expr.str.strip_chars().str.replace(" ", "T")
+    return text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", strict=False, time_unit="us")
 
 
 def epoch_seconds(expr: pl.Expr) -> pl.Expr:

@@ -69,6 +69,16 @@ def timestamp(text: pl.Expr, tz: str) -> pl.Expr:
     return pl.coalesce(st.parse_timestamp(text, tz), st.epoch_seconds(epoch))
 
 
+def _with_timestamp(frame: pl.DataFrame, text: pl.Expr, tz: str) -> pl.DataFrame:
+    """``frame`` plus ``_dplogs:ts`` = :func:`timestamp` of ``text``. Usually every stamp carries a zone,
+    and then the zoned parse alone is the answer: the other readings are computed only otherwise."""
+    frame = frame.with_columns(text.alias("_dplogs:ts_text"))
+    frame = frame.with_columns(st.zoned_timestamp(pl.col("_dplogs:ts_text")).alias("_dplogs:ts"))
+    if frame.get_column("_dplogs:ts").null_count() > frame.get_column("_dplogs:ts_text").null_count():
+        frame = frame.with_columns(timestamp(pl.col("_dplogs:ts_text"), tz).alias("_dplogs:ts"))
+    return frame.drop("_dplogs:ts_text")
+
+
 @register
 class JsonLines(LineFormat):
     name = "jsonl"
@@ -114,7 +124,8 @@ class JsonLines(LineFormat):
         for name in ("event.category", "event.type"):  # ECS allows arrays here: keep the first
             value = columns[name]
             columns[name] = pl.when(value.str.starts_with("[")).then(value.str.json_path_match("$[0]")).otherwise(value)
-        columns[TIMESTAMP] = timestamp(pl.coalesce(columns[TIMESTAMP], get(("timestamp",))), options.tz)
+        decoded = _with_timestamp(decoded, pl.coalesce(columns[TIMESTAMP], get(("timestamp",))), options.tz)
+        columns[TIMESTAMP] = pl.col("_dplogs:ts")
         event_type = get(("event_type",))
         columns |= {
             "event.kind": pl.coalesce(

@@ -87,9 +87,16 @@ class Access(LineFormat):
             pl.when(pl.col("status").is_null() & ~pl.col("_ssl")).then(pl.lit("not an access log line"))
             .when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
         )
+        # Usually no line has an X-Forwarded-For list or a comma in the client: the first public IP
+        # of a one-element list is that element when it is an IP, so the list machinery is skipped.
+        lists = pl.col("xff").is_not_null() | pl.col("client").str.contains(",", literal=True)
+        if frame.select(lists.any()).item():
+            client_ip = _client_ip(pl.col("client"), pl.col("xff"))
+        else:
+            client_ip = ip_or_null(pl.col("client").str.strip_chars())
         fields = [
             pl.col("_time").alias("@timestamp"),
-            _client_ip(pl.col("client"), pl.col("xff")).alias("source.ip"),
+            client_ip.alias("source.ip"),
             nonempty(pl.col("user")).alias("user.name"),
             pl.col("_req").struct.field("method").str.to_uppercase().alias("http.request.method"),
             pl.col("_req").struct.field("url").alias("url.original"),

@@ -273,7 +273,8 @@ def main() -> None:
         del df, lf
     rate = draws_per_second()
     for kind, title in (("wall", "wall-clock seconds"), ("cpu", "CPU seconds, all threads")):
-        print(f"\n{title} (best of {args.reps}; PipelineDP ~ = linear extrapolation from {sizes[0]:.0e})\n")
+        note = "" if args.pipelinedp_large else f"; PipelineDP ~ = linear extrapolation from {sizes[0]:.0e}"
+        print(f"\n{title} (best of {args.reps}{note})\n")
         print("| rows | plain | floor | dplogs | Engine e2e | dplogs/floor | dplogs/plain | OpenDP plan + exec "
               "| vs OpenDP | PipelineDP | vs PipelineDP |")
         print("|" + "---|" * 11)

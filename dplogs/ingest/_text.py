@@ -63,4 +63,4 @@ def localize(naive: pl.Expr, tz: str) -> pl.Expr:
 
 def nonempty(expr: pl.Expr) -> pl.Expr:
     """Null for empty strings and the conventional ``-`` placeholder."""
-    return pl.when(expr.is_in(["", "-"])).then(None).otherwise(expr)
+    return expr.replace(["", "-"], None)  # one reference: under when/then ``expr`` ran twice

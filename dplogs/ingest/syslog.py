@@ -169,7 +169,6 @@ class Syslog(LineFormat):
             pl.when(~pl.col("_header")).then(pl.lit("no syslog header"))
             .when(pl.col("_ts_str").is_not_null() & pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
         )
-        continuation = pl.col("text").str.contains(r"^[ \t]")
         fields = [
             pl.col("_time").alias("@timestamp"),
             pl.col("_host").alias("host.name"),

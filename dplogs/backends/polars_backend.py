@@ -16,7 +16,13 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
    rounding), so one unit moves a group's sum by at most ``max_rows_per_group · max(|lo|, |hi|)``,
    the bound :func:`dplogs.privacy.sum_sensitivity` assumes, without a per-row rank over all rows.
 4. **Null units.** A row whose unit is null is its own unit: one row in one group, always kept.
-5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units.
+5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units. Sums are
+   exact: each kept cell's contribution is truncated toward zero onto the grid ``g = 2^e`` (the
+   smallest power of two with ``rows_in_input · max(|lo|, |hi|) / g < 2^52``) and added in int64,
+   so a group's sum does not depend on the order of additions and converts back to float
+   exactly. Float sums in varying order carry rounding error that the sensitivity does not
+   cover, which attacks on DP libraries exploit (Casacuberta et al., CCS 2022); truncation
+   toward zero keeps every contribution inside its bound, so the sensitivity stands as derived.
 
 Performance shape (see ``benchmarks/query.py``): the only pass over all rows is step 1; the L0
 selection is one ordinal rank ``over(unit)`` on the much smaller cell frame (a rank over
@@ -43,6 +49,7 @@ shape: (2, 4)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -99,15 +106,17 @@ class PolarsBackend:
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         n_rows = lf.select(pl.len()).collect(engine=self.engine).item()
+        grids = _grids(sums, n_rows)
         passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
         partials = []
         for part in range(passes):
-            cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(part, passes))
+            cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(part, passes),
+                                grids=grids)
             partials.append(
                 (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
                     pl.col(ROWS).sum().cast(pl.Int64),
                     pl.len().cast(pl.Int64).alias(UNITS),
-                    *(pl.col(c).sum().cast(pl.Float64) for c in sum_cols),
+                    *(pl.col(c).sum() for c in sum_cols),  # int64 grid units: exact
                 ).collect(engine=self.engine)
             )
         frame = (
@@ -115,7 +124,9 @@ class PolarsBackend:
             if passes > 1
             else partials[0]
         )
-        frame = frame.select(*by, ROWS, UNITS, *sum_cols).sort(by, nulls_last=True)
+        frame = frame.select(
+            *by, ROWS, UNITS, *(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
+        ).sort(by, nulls_last=True)
         return frame.drop(_GLOBAL) if not keys else frame
 
     def bounded_units(
@@ -131,7 +142,9 @@ class PolarsBackend:
         """The kept (unit, group) cells: ``unit``, keys, ``rows`` and ``sum_<name>``. Raw
         per-unit data for the shared tests and the auditor; never released."""
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
-        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(0, 1))
+        grids = _grids(sums, lf.select(pl.len()).collect(engine=self.engine).item())
+        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(0, 1), grids=grids)
+        cells = cells.with_columns(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
         return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
 
     def _cells(
@@ -144,9 +157,10 @@ class PolarsBackend:
         sums: Mapping[str, Clamp],
         seed: int,
         part: tuple[int, int],
+        grids: Mapping[str, float],
     ) -> pl.LazyFrame:
         """The kept cells of the units in partition ``part = (index, count)``; null-unit rows
-        belong to partition 0."""
+        belong to partition 0. Sums are int64 multiples of their grid (truncated toward zero)."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
         values = [
@@ -176,16 +190,31 @@ class PolarsBackend:
             *others,
             rows.cast(pl.Int64).alias(ROWS),
             *(
-                (pl.col(c) * rows / pl.col(_N))
-                .clip(rows * min(sums[name].lo, 0.0), rows * max(sums[name].hi, 0.0))
+                ((pl.col(c) * rows / pl.col(_N))
+                 .clip(rows * min(sums[name].lo, 0.0), rows * max(sums[name].hi, 0.0)) / grids[name])
+                .cast(pl.Int64)
                 .alias(c)
                 for name, c in names.items()
             ),
         )
         nulls = lf.filter(pl.col(unit).is_null()).select(
-            unit, *others, pl.lit(1, pl.Int64).alias(ROWS), *(pl.col(c).fill_null(0.0) for c in names.values())
+            unit, *others, pl.lit(1, pl.Int64).alias(ROWS),
+            *((pl.col(c).fill_null(0.0) / grids[name]).cast(pl.Int64).alias(c) for name, c in names.items()),
         )
         return pl.concat([bounded, nulls], how="vertical_relaxed") if index == 0 else bounded
+
+
+def _grids(sums: Mapping[str, Clamp], n_rows: int) -> dict[str, float]:
+    """Per sum column, the power-of-two grid on which its contributions are added exactly: any
+    sum of at most ``n_rows`` clamped values stays below 2^52 grid units."""
+    return {
+        name: math.ldexp(1.0, math.ceil(math.log2(max(n_rows * c.magnitude, 1.0) / 2.0**52)))
+        for name, c in sums.items()
+    }
+
+
+def _from_grid(column: str, grid: float) -> pl.Expr:
+    return (pl.col(column).cast(pl.Float64) * grid).alias(column)
 
 
 def _keyed_rank(cells: pl.DataFrame, *, unit: str, others: list[str]) -> pl.Expr:

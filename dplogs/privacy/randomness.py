@@ -1,5 +1,5 @@
 """Randomness that is not noise but still matters for privacy: secrets for keyed ranks and
-Poisson subsampling. All of it comes from the OS CSPRNG, never from ``numpy.random``.
+Poisson subsampling. All of it comes from the OS CSPRNG, never from numpy's seeded generators.
 
 Poisson subsampling needs Bernoulli(q) draws; :func:`bernoulli` draws them exactly for the dyadic
 rational ``dyadic_rate(q)`` (q rounded *up* to a multiple of 2⁻⁵³), and accountants must be given

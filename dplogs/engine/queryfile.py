@@ -63,15 +63,20 @@ def parse_bins(spec: Any, *, column: str) -> Bins:
         raise QueryError(f"bins for {column} lack {exc.args[0]!r}; give lo, hi and n (or edges)") from None
 
 
+def read_toml(path: Path, *, what: str, hint: str = "") -> dict[str, Any]:
+    """The TOML document at ``path``; a missing file is InputNotFound, bad TOML a QueryError."""
+    if not path.is_file():
+        raise InputNotFound(f"{what} {path} not found{hint}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise QueryError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_query_file(path: str | os.PathLike[str], *, unit: str = DEFAULT_PRIVACY_UNIT) -> Query:
     """Parse one query file into a :class:`Query`."""
     path = Path(path)
-    if not path.is_file():
-        raise InputNotFound(f"query file {path} not found; the shipped queries are in queries/*.toml")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise QueryError(f"{path} is not valid TOML: {exc}") from None
+    doc = read_toml(path, what="query file", hint="; the shipped queries are in queries/*.toml")
     unknown = set(doc) - _TOP
     if unknown:
         raise QueryError(f"{path}: unknown entries {sorted(unknown)}; allowed: {', '.join(sorted(_TOP))}")

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dplogs.errors import InputNotFound, QueryError
+from dplogs.engine.queryfile import read_toml
+from dplogs.errors import QueryError
 
 PERIODS = ("day", "week", "month")
 CHARTS = ("line", "bar", "table")
@@ -84,12 +84,7 @@ class ReportSpec:
 def load_report_spec(path: str | os.PathLike[str]) -> ReportSpec:
     """Read a report spec; query paths are resolved relative to the spec file."""
     p = Path(path)
-    if not p.is_file():
-        raise InputNotFound(f"report spec {p} does not exist")
-    try:
-        doc = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise QueryError(f"report spec {p} is not valid TOML: {exc}") from None
+    doc = read_toml(p, what="report spec")
     sections = []
     for i, raw in enumerate(doc.get("section", [])):
         if not isinstance(raw, dict) or "query" not in raw:

@@ -2,13 +2,16 @@
 
 The bounding rule, exactly (the shared tests check this rule, not just its bounds):
 
-1. **Cells.** One ``group_by([unit, *keys])`` pass gives, per (unit, group) cell, its row count
+1. **Cells.** One ``group_by`` pass over (unit, group) cells gives, per cell, its row count
    ``n`` and, per value column, ``s`` = the sum of the values clamped into ``[lo, hi]``. Nulls
    and NaNs contribute 0 to ``s`` (they are dropped from sums but still counted in ``n``); ±inf
    clamp to ``hi``/``lo``, so nothing non-finite reaches the output.
 2. **L0, groups per unit.** Each unit keeps the ``max_groups`` cells with the smallest keyed rank
-   ``hash(unit, *keys; seed)`` (polars' seeded 64-bit hash of the cell's struct), ties broken by
-   the key values, so a unit's kept groups depend only on its own data and the secret seed.
+   ``hash(code; seed')``, ties broken by the code and then the key values, so a unit's kept
+   groups depend only on its own data and the secret seed. The cell **code** is a u64: the top
+   ``64 - key_bits`` bits of the unit's seeded hash, then the top ``key_bits`` bits of the keys'
+   seeded hash (polars' seeded 64-bit hashes; ``key_bits`` is fixed, never fitted to the data,
+   so the rank of one unit's cells cannot depend on anyone else's).
 3. **L∞, rows per group.** A kept cell contributes ``rows = min(n, max_rows_per_group)`` and, per
    value column, the *rescaled* clamped sum ``s · rows / n``: the expected clamped sum of
    ``rows`` of its rows drawn uniformly without replacement. It lies in
@@ -24,11 +27,16 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
    cover, which attacks on DP libraries exploit (Casacuberta et al., CCS 2022); truncation
    toward zero keeps every contribution inside its bound, so the sensitivity stands as derived.
 
-Performance shape (see ``benchmarks/query.py``): the only pass over all rows is step 1; the L0
-selection is one ordinal rank ``over(unit)`` on the much smaller cell frame (a rank over
-(hash, keys) in the astronomically rare case that two cells share a 64-bit hash). Large inputs
-run in several passes, one per hash partition of the units, which bounds the memory of the cell
-hash table.
+Performance shape (see ``benchmarks/query.py``): the only passes over all rows are step 1 and,
+before it, ``unique()`` of the unit column and of the key columns. When those show that no two
+units and no two key tuples share a code (and the columns hash by value: no float keys), step 1
+groups on the u64 code alone, which is about twice as fast as grouping on strings, and the unit
+and key values are joined back from the two small tables after the L0 cut. Otherwise step 1
+groups on the values and computes the codes per cell, so the rule, and the result, are the same
+either way; a collision (crafted user names included) costs speed, never privacy. The L0
+selection is one ordinal rank ``over(unit)`` on the much smaller cell frame. Large inputs run in
+several passes, one per partition of the unit codes, which bounds the memory of the cell hash
+table.
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -51,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import polars as pl
@@ -63,7 +71,10 @@ if TYPE_CHECKING:
     from dplogs.privacy.bounds import Clamp, ContributionBounds
 
 _N = "__dplogs_n"
-_HASH = "__dplogs_rank"
+_CODE = "__dplogs_code"
+_RANK = "__dplogs_rank"
+_UNIT_ID = "__dplogs_unit_id"
+_KEY_ID = "__dplogs_key_id"
 _GLOBAL = "__dplogs_global"
 _U64_MAX = 2**64 - 1
 
@@ -71,16 +82,20 @@ _U64_MAX = 2**64 - 1
 @dataclass(frozen=True)
 class PolarsBackend:
     """Public: the embedded polars backend. ``engine`` is the polars collect engine (streaming was
-    faster and leaner on the query benchmark). Inputs of more than ``rows_per_partition`` rows are
-    bounded in ``min(ceil(rows / rows_per_partition), max_passes)`` sequential passes, each over
-    the units whose hash falls in one partition: a unit's rows all land in one pass, so the result
-    is the same, and peak memory (the per-cell hash table) shrinks by the number of passes. Each
-    pass re-reads the input, so their number is capped (the benchmark's CPU time was flat up to
-    ~10 passes at 10^7 rows and grew beyond)."""
+    faster and leaner on the query benchmark). ``cell_codes`` lets step 1 group on the 64-bit cell
+    codes (see the module docstring) whenever they are injective on the data; ``False`` always
+    groups on the values (same result, slower; the contract suite runs both). ``key_bits`` is the
+    share of a code given to the keys. Inputs of more than ``rows_per_partition`` rows are bounded
+    in ``min(ceil(rows / rows_per_partition), max_passes)`` sequential passes, each over the units
+    whose code falls in one partition: a unit's rows all land in one pass, so the result is the
+    same, and peak memory (the per-cell hash table) shrinks by the number of passes at the cost of
+    re-reading the input once per pass."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
-    rows_per_partition: int = 250_000
+    rows_per_partition: int = 2_000_000
     max_passes: int = 8
+    cell_codes: bool = True
+    key_bits: int = 24
     name: str = "polars"
 
     def __post_init__(self) -> None:
@@ -90,6 +105,8 @@ class PolarsBackend:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UsageError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.key_bits, bool) or not isinstance(self.key_bits, int) or not 1 <= self.key_bits <= 63:
+            raise UsageError(f"key_bits must be an integer in [1, 63], got {self.key_bits!r}")
 
     def bounded_aggregate(
         self,
@@ -108,10 +125,11 @@ class PolarsBackend:
         n_rows = lf.select(pl.len()).collect(engine=self.engine).item()
         grids = _grids(sums, n_rows)
         passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
+        coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
         partials = []
         for part in range(passes):
             cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(part, passes),
-                                grids=grids)
+                                grids=grids, coder=coder)
             partials.append(
                 (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
                     pl.col(ROWS).sum().cast(pl.Int64),
@@ -143,9 +161,32 @@ class PolarsBackend:
         per-unit data for the shared tests and the auditor; never released."""
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         grids = _grids(sums, lf.select(pl.len()).collect(engine=self.engine).item())
-        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(0, 1), grids=grids)
+        coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
+        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(0, 1), grids=grids,
+                            coder=coder)
         cells = cells.with_columns(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
         return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
+
+    def _coder(self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int) -> _CellCoder:
+        """The cell code of this query, with its value tables when the codes may stand in for the
+        values in step 1 (``cell_codes`` on, hashable column types, no code shared by two units or
+        two key tuples); otherwise a coder without tables, and step 1 groups on the values."""
+        coder = _CellCoder(unit=unit, others=[k for k in keys if k != unit], seed=seed, key_bits=self.key_bits)
+        schema = lf.collect_schema()
+        if not self.cell_codes or not all(_codable(schema[c]) for c in (unit, *coder.others)):
+            return coder
+        units = (
+            lf.select(pl.col(unit).unique()).filter(pl.col(unit).is_not_null())
+            .with_columns(coder.unit_id().alias(_UNIT_ID)).collect(engine=self.engine)
+        )
+        if units[_UNIT_ID].n_unique() != units.height:
+            return coder
+        values = None
+        if coder.others:
+            values = lf.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID)).collect(engine=self.engine)
+            if values[_KEY_ID].n_unique() != values.height:
+                return coder
+        return replace(coder, units=units, values=values)
 
     def _cells(
         self,
@@ -158,9 +199,11 @@ class PolarsBackend:
         seed: int,
         part: tuple[int, int],
         grids: Mapping[str, float],
+        coder: _CellCoder,
     ) -> pl.LazyFrame:
-        """The kept cells of the units in partition ``part = (index, count)``; null-unit rows
-        belong to partition 0. Sums are int64 multiples of their grid (truncated toward zero)."""
+        """The kept cells (``unit``, keys, ``rows``, sums) of the units in partition
+        ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64 multiples
+        of their grid (truncated toward zero)."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
         values = [
@@ -168,26 +211,28 @@ class PolarsBackend:
             for name, c in sums.items()
         ]
         # the unit may itself be a key (top-k user names); it is grouped on once
-        others = [k for k in keys if k != unit]
+        others = coder.others
         # only the columns the aggregation needs, so scans project them down
         lf = lf.select(unit, *others, *values)
 
         index, count = part
         in_part = pl.col(unit).is_not_null()
         if count > 1:
-            in_part &= pl.col(unit).hash(seed) % count == index
-        cells = (
-            lf.filter(in_part)
-            .group_by([unit, *others])
-            .agg(pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values()))
-            .with_columns(pl.struct(unit, *others).hash(seed).alias(_HASH))
-            .collect(engine=self.engine)
-        )
-        kept = cells.lazy().filter(_keyed_rank(cells, unit=unit, others=others) <= l0)
+            in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
+        per_cell = (pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values()))
+        if coder.units is not None:
+            # step 1 on one u64 column; the values come back from the small tables after the L0 cut
+            cells = lf.filter(in_part).group_by(coder.code().alias(_CODE)).agg(*per_cell)
+        else:
+            cells = lf.filter(in_part).group_by([unit, *others]).agg(*per_cell).with_columns(coder.code().alias(_CODE))
+        cells = cells.with_columns(pl.col(_CODE).hash(coder.rank_seed).alias(_RANK)).collect(engine=self.engine)
+        if coder.units is not None:
+            kept = cells.lazy().filter(_keyed_rank(cells, over=coder.unit_of_code(), ties=[_CODE]) <= l0)
+        else:
+            kept = cells.lazy().filter(_keyed_rank(cells, over=unit, ties=[_CODE, *others]) <= l0)
         rows = pl.min_horizontal(pl.col(_N), pl.lit(linf, pl.UInt32))
         bounded = kept.select(
-            unit,
-            *others,
+            *((unit, *others) if coder.units is None else (_CODE,)),
             rows.cast(pl.Int64).alias(ROWS),
             *(
                 ((pl.col(c) * rows / pl.col(_N))
@@ -197,12 +242,57 @@ class PolarsBackend:
                 for name, c in names.items()
             ),
         )
+        if coder.units is not None:
+            bounded = coder.decode(bounded).select(unit, *others, ROWS, *names.values())
         nulls = lf.filter(pl.col(unit).is_null()).select(
             unit, *others, pl.lit(1, pl.Int64).alias(ROWS),
             *((pl.col(c).fill_null(0.0) / grids[name]).cast(pl.Int64).alias(c) for name, c in names.items()),
         )
         return pl.concat([bounded, nulls], how="vertical_relaxed") if index == 0 else bounded
 
+
+@dataclass(frozen=True)
+class _CellCoder:
+    """The 64-bit code of a (unit, keys) cell: the top ``64 - key_bits`` bits of the unit's
+    seeded hash, then the top ``key_bits`` bits of the keys' seeded hash. The keyed rank of step 2
+    is the seeded hash of this code, so it is a function of the cell and the secret alone, whether
+    or not step 1 grouped on codes. ``units``/``values`` map ids back to values when the codes are
+    injective on this data."""
+
+    unit: str
+    others: list[str]
+    seed: int
+    key_bits: int
+    units: pl.DataFrame | None = None
+    values: pl.DataFrame | None = None
+
+    @property
+    def rank_seed(self) -> int:
+        return self.seed ^ 0xD1B54A32D192ED03
+
+    def unit_id(self) -> pl.Expr:
+        return pl.col(self.unit).hash(self.seed) // pl.lit(2**self.key_bits, pl.UInt64)
+
+    def key_id(self) -> pl.Expr:
+        if not self.others:
+            return pl.lit(0, pl.UInt64)
+        return pl.struct(self.others).hash(self.seed ^ 0x9E3779B97F4A7C15) // pl.lit(2 ** (64 - self.key_bits), pl.UInt64)
+
+    def code(self) -> pl.Expr:
+        return self.unit_id() * pl.lit(2**self.key_bits, pl.UInt64) + self.key_id()
+
+    def unit_of_code(self) -> pl.Expr:
+        return pl.col(_CODE) // pl.lit(2**self.key_bits, pl.UInt64)
+
+    def decode(self, cells: pl.LazyFrame) -> pl.LazyFrame:
+        """Replace ``_CODE`` by the unit and key values it stands for (codes are injective here)."""
+        cells = cells.with_columns(
+            self.unit_of_code().alias(_UNIT_ID),
+            (pl.col(_CODE) % pl.lit(2**self.key_bits, pl.UInt64)).alias(_KEY_ID),
+        ).join(self.units.lazy(), on=_UNIT_ID, how="inner")
+        if self.values is not None:
+            cells = cells.join(self.values.lazy(), on=_KEY_ID, how="inner")
+        return cells
 
 def _grids(sums: Mapping[str, Clamp], n_rows: int) -> dict[str, float]:
     """Per sum column, the power-of-two grid on which its contributions are added exactly: any
@@ -217,13 +307,22 @@ def _from_grid(column: str, grid: float) -> pl.Expr:
     return (pl.col(column).cast(pl.Float64) * grid).alias(column)
 
 
-def _keyed_rank(cells: pl.DataFrame, *, unit: str, others: list[str]) -> pl.Expr:
-    """1-based rank of each cell among its unit's cells by the keyed hash. When no two cells share
-    a hash (all but certain with 64-bit values) the cheap ordinal rank is exact; otherwise ties are
-    broken by the key values, so a unit's kept groups stay a function of its own data."""
-    if cells[_HASH].n_unique() == cells.height:
-        return pl.col(_HASH).rank("ordinal").over(unit)
-    return pl.struct(_HASH, *others).rank("ordinal").over(unit)
+def _keyed_rank(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str]) -> pl.Expr:
+    """1-based rank of each cell among its unit's cells by the keyed hash ``_RANK``. When no two
+    cells share a hash (all but certain with 64-bit values) the cheap ordinal rank is exact;
+    otherwise ties are broken by ``ties`` (the code, then the key values), so a unit's kept groups
+    stay a function of its own data."""
+    if cells[_RANK].n_unique() == cells.height:
+        return pl.col(_RANK).rank("ordinal").over(over)
+    return pl.struct(_RANK, *ties).rank("ordinal").over(over)
+
+
+def _codable(dtype: pl.DataType) -> bool:
+    """Types whose equal values hash equally and whose distinct values ``unique()`` keeps apart;
+    floats are left out (0.0 and -0.0, NaN payloads)."""
+    return dtype.is_integer() or isinstance(
+        dtype, pl.String | pl.Categorical | pl.Enum | pl.Boolean | pl.Date | pl.Datetime | pl.Duration | pl.Time
+    )
 
 
 def _checked(
@@ -242,7 +341,7 @@ def _checked(
         )
     if len(set(keys)) != len(keys):
         raise QueryError(f"group keys must be distinct, got {', '.join(keys)}")
-    reserved = {ROWS, UNITS, _GLOBAL, *(f"{SUM_PREFIX}{n}" for n in sums)}
+    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _RANK, _UNIT_ID, _KEY_ID, _N, *(f"{SUM_PREFIX}{n}" for n in sums)}
     clash = sorted(reserved.intersection(keys))
     if clash:
         raise QueryError(f"group key(s) {', '.join(clash)} clash with output columns: rename them")

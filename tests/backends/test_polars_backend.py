@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import polars as pl
 
-from dplogs.backends.polars_backend import _HASH, _keyed_rank
+from dplogs.backends.polars_backend import _RANK, _keyed_rank
 
 
 def test_hash_ties_are_broken_by_key_values_whatever_the_row_order():
     """Two cells of a unit with the same 64-bit hash never appear in real data tests, so the
     fallback rank is checked on crafted cells: still ≤ L0 per unit, chosen by key, not position."""
     cells = pl.DataFrame(
-        {"u": ["a", "a", "a", "a", "b"], "k": ["z", "y", "x", "w", "v"], _HASH: [5, 5, 5, 9, 5]},
-        schema_overrides={_HASH: pl.UInt64},
+        {"u": ["a", "a", "a", "a", "b"], "k": ["z", "y", "x", "w", "v"], _RANK: [5, 5, 5, 9, 5]},
+        schema_overrides={_RANK: pl.UInt64},
     )
     for order in ([0, 1, 2, 3, 4], [4, 3, 0, 2, 1], [2, 0, 4, 1, 3]):
         shuffled = cells[order]
-        kept = shuffled.filter(_keyed_rank(shuffled, unit="u", others=["k"]) <= 2)
+        kept = shuffled.filter(_keyed_rank(shuffled, over="u", ties=["k"]) <= 2)
         assert sorted(kept.select("u", "k").rows()) == [("a", "x"), ("a", "y"), ("b", "v")]
 
 
 def test_without_ties_the_rank_follows_the_hash():
     cells = pl.DataFrame(
-        {"u": ["a", "a", "a", "b"], "k": ["x", "y", "z", "x"], _HASH: [30, 10, 20, 99]},
-        schema_overrides={_HASH: pl.UInt64},
+        {"u": ["a", "a", "a", "b"], "k": ["x", "y", "z", "x"], _RANK: [30, 10, 20, 99]},
+        schema_overrides={_RANK: pl.UInt64},
     )
-    kept = cells.filter(_keyed_rank(cells, unit="u", others=["k"]) <= 2)
+    kept = cells.filter(_keyed_rank(cells, over="u", ties=["k"]) <= 2)
     assert sorted(kept.select("u", "k").rows()) == [("a", "y"), ("a", "z"), ("b", "x")]
 
 
@@ -53,3 +53,50 @@ def test_sums_are_exact_and_order_independent():
     exact = sum(__import__("fractions").Fraction(v) for v in values)
     grid = 2.0**7  # 400 rows * 1e15 / 2^52 ≈ 89 -> 2^7
     assert abs(results.pop() - float(exact)) <= len(values) * grid  # truncation: under one grid step per row
+
+
+def _frame(n_units=3000, n_keys=40):
+    import numpy as np
+
+    rng = np.random.default_rng(11)  # test data only
+    n = 60_000
+    return pl.DataFrame(
+        {
+            "u": pl.Series([f"user{i}" for i in rng.integers(0, n_units, n)]),
+            "k": pl.Series([f"g{i}" for i in rng.integers(0, n_keys, n)]),
+            "d": pl.Series(rng.integers(0, 3, n)).cast(pl.Date),
+            "v": rng.random(n) * 100,
+            "f": rng.integers(0, 4, n).astype(float),
+        }
+    )
+
+
+def test_step_one_groups_on_cell_codes_when_they_are_injective():
+    """The fast path must actually be taken on ordinary data, and be left whenever a code could
+    merge two units or two key tuples (too few bits) or equality of values is not hashing's
+    (float keys)."""
+    from dplogs.backends.polars_backend import PolarsBackend
+
+    df = _frame().lazy()
+    fast = PolarsBackend()._coder(df, unit="u", keys=["k", "d"], seed=3)
+    assert fast.units is not None and fast.units.height == 3000 and fast.values.height == 120
+    assert PolarsBackend(cell_codes=False)._coder(df, unit="u", keys=["k", "d"], seed=3).units is None
+    assert PolarsBackend(key_bits=2)._coder(df, unit="u", keys=["k", "d"], seed=3).units is None  # 120 keys, 4 ids
+    assert PolarsBackend(key_bits=60)._coder(df, unit="u", keys=["k"], seed=3).units is None  # 3000 units, 16 ids
+    assert PolarsBackend()._coder(df, unit="u", keys=["f"], seed=3).units is None
+
+
+def test_cell_codes_and_values_keep_the_same_cells():
+    """Both ways of grouping step 1 apply one rule, so they keep identical cells and sums."""
+    from dplogs.backends.polars_backend import PolarsBackend
+    from dplogs.privacy.bounds import Clamp, ContributionBounds
+
+    df = _frame().with_columns(pl.when(pl.int_range(pl.len()) % 97 == 0).then(None).otherwise(pl.col("u")).alias("u"))
+    kw = dict(unit="u", keys=["k", "d"], bounds=ContributionBounds(max_groups=3, max_rows_per_group=2),
+              sums={"v": Clamp(lo=0, hi=50)}, seed=123456789)
+    for key_bits in (24, 2):  # injective codes, then colliding key ids (both fall back to values)
+        fast = PolarsBackend(key_bits=key_bits).bounded_units(df.lazy(), **kw)
+        slow = PolarsBackend(key_bits=key_bits, cell_codes=False).bounded_units(df.lazy(), **kw)
+        assert fast.height > 3000 and fast.equals(slow)
+        agg = PolarsBackend(key_bits=key_bits, rows_per_partition=10_000).bounded_aggregate(df.lazy(), **kw)
+        assert agg.equals(PolarsBackend(key_bits=key_bits, cell_codes=False).bounded_aggregate(df.lazy(), **kw))

@@ -92,7 +92,7 @@ class PolarsBackend:
     re-reading the input once per pass."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
-    rows_per_partition: int = 2_000_000
+    rows_per_partition: int = 500_000
     max_passes: int = 8
     cell_codes: bool = True
     key_bits: int = 24

@@ -20,10 +20,11 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
    the bound :func:`dplogs.privacy.sum_sensitivity` assumes, without a per-row rank over all rows.
 4. **Null units.** A row whose unit is null is its own unit: one row in one group, always kept.
 5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units. Sums are
-   exact: each kept cell's contribution is truncated toward zero onto the grid ``g = 2^e`` (the
-   smallest power of two with ``rows_in_input · max(|lo|, |hi|) / g < 2^52``) and added in int64,
-   so a group's sum does not depend on the order of additions and converts back to float
-   exactly. Float sums in varying order carry rounding error that the sensitivity does not
+   exact: each kept cell's contribution is truncated toward zero onto the public grid
+   :attr:`~dplogs.privacy.bounds.Clamp.grid` (``max(|lo|, |hi|) / 2^24`` rounded up to a power
+   of two, from the bounds alone) and added in int64, so a group's sum is an exact function of
+   its kept cells, whatever the order of additions (the conversion to float afterwards is
+   post-processing). Float sums in varying order carry rounding error that the sensitivity does not
    cover, which attacks on DP libraries exploit (Casacuberta et al., CCS 2022); truncation
    toward zero keeps every contribution inside its bound, so the sensitivity stands as derived.
 
@@ -57,7 +58,6 @@ shape: (2, 4)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
@@ -66,6 +66,7 @@ import polars as pl
 
 from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
 from dplogs.errors import InternalError, QueryError, UsageError
+from dplogs.privacy.bounds import MAX_EXACT_SUM_ROWS
 
 if TYPE_CHECKING:
     from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -93,7 +94,7 @@ class PolarsBackend:
 
     engine: Literal["streaming", "in-memory"] = "streaming"
     rows_per_partition: int = 500_000
-    max_passes: int = 8
+    max_passes: int = 4
     cell_codes: bool = True
     key_bits: int = 24
     name: str = "polars"
@@ -295,12 +296,14 @@ class _CellCoder:
         return cells
 
 def _grids(sums: Mapping[str, Clamp], n_rows: int) -> dict[str, float]:
-    """Per sum column, the power-of-two grid on which its contributions are added exactly: any
-    sum of at most ``n_rows`` clamped values stays below 2^52 grid units."""
-    return {
-        name: math.ldexp(1.0, math.ceil(math.log2(max(n_rows * c.magnitude, 1.0) / 2.0**52)))
-        for name, c in sums.items()
-    }
+    """Per sum column, its public grid (:attr:`Clamp.grid`), after checking that ``n_rows``
+    contributions cannot overflow int64 on it."""
+    if sums and n_rows > MAX_EXACT_SUM_ROWS:
+        raise QueryError(
+            f"{n_rows:,} rows are more than one exact sum may add ({MAX_EXACT_SUM_ROWS:,}); "
+            "split the query window into shorter ranges"
+        )
+    return {name: c.grid for name, c in sums.items()}
 
 
 def _from_grid(column: str, grid: float) -> pl.Expr:

@@ -29,6 +29,11 @@ class ContributionBounds:
                 raise PrivacyParameterError(f"{name} must be an integer >= 1, got {v!r}")
 
 
+SUM_GRID_BITS = 24
+MAX_EXACT_SUM_ROWS = 2**39
+"""Rows one exact sum may add: each is below 2^24 grid units, so the total stays below 2^63."""
+
+
 @dataclass(frozen=True)
 class Clamp:
     """Public: numeric values are clamped into ``[lo, hi]`` before aggregation."""
@@ -53,3 +58,16 @@ class Clamp:
     @property
     def is_integral(self) -> bool:
         return self.lo.is_integer() and self.hi.is_integer()
+
+    @property
+    def grid(self) -> float:
+        """The power of two on which sums of these values are computed exactly, as int64
+        multiples (contributions truncated toward zero onto it): ``magnitude / grid`` lies in
+        ``(2^23, 2^24]``, so sums of up to :data:`MAX_EXACT_SUM_ROWS` values cannot overflow. It
+        depends on the bounds alone: a grid fitted to the data would truncate every contribution
+        differently on neighbouring datasets, a change the sensitivity does not cover.
+
+        >>> Clamp(lo=0, hi=1_000_000).grid, Clamp(lo=-0.5, hi=0.25).grid
+        (0.0625, 5.960464477539063e-08)
+        """
+        return math.ldexp(1.0, math.frexp(self.magnitude)[1] - SUM_GRID_BITS)

@@ -51,7 +51,8 @@ def test_sums_are_exact_and_order_independent():
         results.add(out["sum_v"].item())
     assert len(results) == 1, f"row order changed the sum: {sorted(results)}"
     exact = sum(__import__("fractions").Fraction(v) for v in values)
-    grid = 2.0**7  # 400 rows * 1e15 / 2^52 ≈ 89 -> 2^7
+    grid = Clamp(lo=-1e15, hi=1e15).grid  # 2^26: 1e15 < 2^50
+    assert grid == 2.0**26
     assert abs(results.pop() - float(exact)) <= len(values) * grid  # truncation: under one grid step per row
 
 

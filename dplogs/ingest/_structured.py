@@ -91,9 +91,15 @@ def _present_keys(candidates: pl.DataFrame, keys: set[str]) -> set[str]:
     if others:
         # One Aho-Corasick pass for the quoted keys (values that look like a key only add a
         # superfluous schema field); overlapping, so no occurrence can hide another.
-        quoted = [f'"{k}"' for k in others]
-        found = candidates.select(pl.col("text").str.extract_many(quoted, overlapping=True).explode().drop_nulls().unique())
-        seen |= {k[1:-1] for k in found.to_series().to_list()}
+        # A key is a quoted string followed by optional JSON whitespace (never \n inside a line)
+        # and a colon; matching that, not the bare quoted string, keeps values such as "logon"
+        # from looking like keys. Files are usually uniform: a match-only pass finds the few
+        # lines (often none) worth the slower pass that lists which keys they hold.
+        quoted = [f'"{k}"{ws}' for k in others for ws in (":", " ", "\t", "\r")]
+        hits = candidates.filter(pl.col("text").str.contains_any(quoted))
+        if hits.height:
+            found = hits.select(pl.col("text").str.extract_many(quoted, overlapping=True).explode().drop_nulls().unique())
+            seen |= {k[1:k.rindex('"')] for k in found.to_series().to_list()}
     return seen
 
 

@@ -176,6 +176,30 @@ def _decode(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
         return pa.array(texts, pa.large_binary()).cast(pa.large_string())
 
 
+def _texts(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pl.Series:
+    """The lines of ``block`` (as :func:`_decode` cuts them). Polars' CSV reader, with a separator
+    and no quoting, splits a block into lines ~4x faster than building the Arrow array here, so it
+    is tried first and its result is kept only when it provably holds the same text: no ``\r``
+    in the block (CSV line-ending rules differ from ours there), the same number of lines, and
+    the same number of bytes. Anything else (a separator byte inside a line, invalid UTF-8) falls
+    back to :func:`_decode`."""
+    if block.find(b"\r") < 0:
+        try:
+            texts = pl.read_csv(
+                io.BytesIO(block), has_header=False, separator="\x1f", quote_char=None,
+                schema={"text": pl.String}, raise_if_empty=False,
+            ).get_column("text").fill_null("")
+        except pl.exceptions.PolarsError:
+            texts = None
+        if (
+            texts is not None
+            and texts.len() == len(ends)
+            and texts.str.len_bytes().sum() == int((ends - starts).sum())
+        ):
+            return texts
+    return pl.from_arrow(_decode(block, starts, ends))
+
+
 def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pl.DataFrame]:
     """Frames of :data:`LINES_SCHEMA` (at most ``chunk_lines`` rows each) from a byte stream.
 
@@ -211,7 +235,7 @@ def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_B
             {
                 "line": np.arange(line_no, line_no + len(nl), dtype=np.int64),
                 "offset": starts + base,
-                "text": pl.from_arrow(_decode(block, starts, nl.astype(np.int64))),
+                "text": _texts(block, starts, nl.astype(np.int64)),
             },
             schema=LINES_SCHEMA,
         )

@@ -136,3 +136,16 @@ def test_detection_on_real_logs(name: str, expected: str, datasets_dir: Path) ->
     with open_sources([datasets_dir / name]) as sources:
         ((source, _),) = sources
         assert detect_format(source).name == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'"quoted, with comma"\n#not a comment\n\n  \nplain',  # CSV fast path
+        b"unit\x1fseparator inside\nnext\n",  # the CSV reader's separator: falls back
+        b"cr\r\nlf\n",  # CR in the block: falls back
+        b"\xff bad utf-8\nok\n",  # invalid UTF-8: falls back
+    ],
+)
+def test_lines_keep_their_exact_text_whichever_splitter_runs(data: bytes) -> None:
+    assert _read(data) == _reference(data)

@@ -20,6 +20,7 @@ window: [2026-11-01T00:00:00Z, 2026-11-02T00:00:00Z)
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,8 @@ def _iso(t: dt.datetime) -> str:
 
 
 def noise_name(noise: NoisePlan) -> str:
-    return ("discrete " if noise.integer else "") + noise.mechanism.value
+    name = ("discrete " if noise.discrete else "") + noise.mechanism.value
+    return name + (f" (grid 2^{math.frexp(noise.grid)[1] - 1})" if noise.grid is not None else "")
 
 
 def _loss(loss: PrivacyLoss) -> dict[str, float]:

@@ -298,7 +298,9 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
             sens, integer = distinct_units_sensitivity(bounds), True
         else:
             sens, integer = sum_sensitivity(bounds, param), False
-        noise = calibrate(mechanism=mechanism, sensitivity=sens, integer=integer, **share)
+        # sums are exact multiples of the clamp's public grid (backends/polars_backend.py)
+        lattice = None if integer else param.grid
+        noise = calibrate(mechanism=mechanism, sensitivity=sens, integer=integer, grid=lattice, **share)
         columns.append(NoisedColumn(grouping, source, noise, tuple(used_by), what))
 
     selection = None

@@ -83,7 +83,7 @@ def test_gaussian_sum_variance_and_coverage_and_ratio_ci(make_engine):
     lo, hi = stats.chi2.ppf([0.0005, 0.9995], n - 1) / (n - 1)
     assert lo < noise.var(ddof=1) / sigma**2 < hi
     check_coverage(sums)
-    assert set(sums["mechanism"]) == {"gaussian"}
+    assert set(sums["mechanism"]) == {"discrete gaussian (grid 2^-17)"}  # 100 < 2^7: grid 2^(7-24)
     check_coverage(joined.filter(pl.col("aggregate") == "big"))  # union-bound interval: conservative
 
 

@@ -206,3 +206,46 @@ def test_add_noise_gaussian_uses_the_fast_exact_sampler(monkeypatch):
     assert calls == [(plan.scale, 50_000)]
     expected, k = _gauss_bins(plan.scale, 50_000)
     assert stats.chisquare(_observed(noisy, k), expected * 50_000 / expected.sum()).pvalue > P_MIN
+
+
+# -- discrete noise on a power-of-two grid (exact sums) ---------------------------------------
+
+
+def test_grid_noise_is_the_integer_distribution_in_grid_units():
+    """A sum on the grid 2^-3 with sensitivity 3 at ε = 0.9: values stay on the grid, the noise
+    in grid units has the exact discrete Laplace pmf of scale b/g, and the charged loss is the
+    continuous Laplace's Δ/b."""
+    from dplogs.privacy.charge import Charge
+    from dplogs.privacy.mechanisms import add_noise, calibrate
+    from dplogs.privacy.sensitivity import Sensitivity
+
+    grid = 2.0**-3
+    plan = calibrate(mechanism="laplace", sensitivity=Sensitivity(l1=3, l2=3), epsilon=0.9, integer=False, grid=grid)
+    assert plan.loss.epsilon == pytest.approx(0.9) and plan.scale == pytest.approx(3 / 0.9)
+    n = 200_000
+    values = np.full(n, 12.375)  # 99 grid steps
+    noisy = add_noise(values, plan, charge=Charge.for_audit(plan.loss))
+    units = (noisy - 12.375) / grid
+    assert np.array_equal(units, np.trunc(units))
+    expected, _, k = _pmf_bins(plan.scale / grid, n)
+    p = stats.chisquare(_observed(units.astype(np.int64), k), expected * n / expected.sum()).pvalue
+    assert p > P_MIN
+    assert plan.ci_halfwidth() == pytest.approx(math.log(20) * plan.scale, abs=grid)  # the continuous CI, to a step
+
+
+def test_grid_noise_refuses_values_off_its_grid_and_bad_grids():
+    from dplogs.errors import InternalError
+    from dplogs.privacy.charge import Charge
+    from dplogs.privacy.mechanisms import add_noise, calibrate
+    from dplogs.privacy.sensitivity import Sensitivity
+
+    sens = Sensitivity(l1=3, l2=3)
+    plan = calibrate(mechanism="gaussian", sensitivity=sens, rho=0.5, integer=False, grid=0.25)
+    assert plan.loss.rho == pytest.approx(0.5)
+    with pytest.raises(InternalError, match="off its noise grid"):
+        add_noise(np.array([1.0, 0.1]), plan, charge=Charge.for_audit(plan.loss))
+    for grid in (0.3, 0.0, -0.5, float("inf")):
+        with pytest.raises(InternalError, match="power of two"):
+            calibrate(mechanism="laplace", sensitivity=sens, epsilon=1.0, integer=False, grid=grid)
+    with pytest.raises(InternalError, match="power of two"):
+        calibrate(mechanism="laplace", sensitivity=sens, epsilon=1.0, integer=True, grid=0.5)

@@ -129,8 +129,7 @@ class PolarsBackend:
         coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
         partials = []
         for part in range(passes):
-            cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(part, passes),
-                                grids=grids, coder=coder)
+            cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder)
             partials.append(
                 (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
                     pl.col(ROWS).sum().cast(pl.Int64),
@@ -163,8 +162,7 @@ class PolarsBackend:
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         grids = _grids(sums, lf.select(pl.len()).collect(engine=self.engine).item())
         coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
-        cells = self._cells(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed, part=(0, 1), grids=grids,
-                            coder=coder)
+        cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(0, 1), grids=grids, coder=coder)
         cells = cells.with_columns(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
         return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
 
@@ -194,10 +192,8 @@ class PolarsBackend:
         lf: pl.LazyFrame,
         *,
         unit: str,
-        keys: list[str],
         bounds: ContributionBounds,
         sums: Mapping[str, Clamp],
-        seed: int,
         part: tuple[int, int],
         grids: Mapping[str, float],
         coder: _CellCoder,
@@ -219,6 +215,7 @@ class PolarsBackend:
         index, count = part
         in_part = pl.col(unit).is_not_null()
         if count > 1:
+            # the unit hash alone picks the partition: the full code is computed on this pass's rows only
             in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
         per_cell = (pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values()))
         if coder.units is not None:

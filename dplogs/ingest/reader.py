@@ -176,13 +176,16 @@ def _decode(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
         return pa.array(texts, pa.large_binary()).cast(pa.large_string())
 
 
-def _texts(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pl.Series:
-    """The lines of ``block`` (as :func:`_decode` cuts them). Polars' CSV reader, with a separator
-    and no quoting, splits a block into lines ~4x faster than building the Arrow array here, so it
-    is tried first and its result is kept only when it provably holds the same text: no ``\r``
-    in the block (CSV line-ending rules differ from ours there), the same number of lines, and
-    the same number of bytes. Anything else (a separator byte inside a line, invalid UTF-8) falls
-    back to :func:`_decode`."""
+def _split(block: bytes) -> tuple[pl.Series, np.ndarray]:
+    """The lines of ``block`` (as :func:`_decode` cuts them) and their start offsets in it.
+
+    Polars' CSV reader, with a separator and no quoting, splits a block into lines several times
+    faster than numpy can find the newlines, so it is tried first. Its result is kept only when it
+    provably holds the same text: no ``\r`` in the block (CSV line-ending rules differ from ours
+    there), as many lines as the block has newlines (plus an unterminated last line), and every
+    byte of the block accounted for as line text or newline. Anything else (a separator byte inside
+    a line, invalid UTF-8, a BOM) falls back to numpy and :func:`_decode`."""
+    lines = block.count(b"\n") + (not block.endswith(b"\n"))
     if block.find(b"\r") < 0:
         try:
             texts = pl.read_csv(
@@ -191,13 +194,15 @@ def _texts(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pl.Series:
             ).get_column("text").fill_null("")
         except pl.exceptions.PolarsError:
             texts = None
-        if (
-            texts is not None
-            and texts.len() == len(ends)
-            and texts.str.len_bytes().sum() == int((ends - starts).sum())
-        ):
-            return texts
-    return pl.from_arrow(_decode(block, starts, ends))
+        if texts is not None and texts.len() == lines:
+            ends = texts.str.len_bytes().cast(pl.Int64).cum_sum().to_numpy() + np.arange(lines, dtype=np.int64)
+            if lines and int(ends[-1]) + block.endswith(b"\n") == len(block):
+                return texts, np.concatenate(([0], ends[:-1] + 1))
+    nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A)
+    if not block.endswith(b"\n"):
+        nl = np.append(nl, len(block))  # last line has no newline
+    starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
+    return pl.from_arrow(_decode(block, starts, nl.astype(np.int64))), starts
 
 
 def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pl.DataFrame]:
@@ -219,27 +224,20 @@ def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_B
         block = carry + data
         if not block:
             break
-        nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A)
         if eof:
-            if not len(nl) or nl[-1] != len(block) - 1:
-                nl = np.append(nl, len(block))  # last line has no newline
             carry, used = b"", len(block)
-        elif len(nl):
-            used = int(nl[-1]) + 1
-            carry, block = block[used:], block[:used]
         else:
-            carry = block
-            continue
-        starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
+            used = block.rfind(b"\n") + 1
+            if not used:
+                carry = block
+                continue
+            carry, block = block[used:], block[:used]
+        texts, starts = _split(block)
         frame = pl.DataFrame(
-            {
-                "line": np.arange(line_no, line_no + len(nl), dtype=np.int64),
-                "offset": starts + base,
-                "text": _texts(block, starts, nl.astype(np.int64)),
-            },
+            {"line": np.arange(line_no, line_no + len(starts), dtype=np.int64), "offset": starts + base, "text": texts},
             schema=LINES_SCHEMA,
         )
-        line_no += len(nl)
+        line_no += len(starts)
         base += used
         for i in range(0, frame.height, chunk_lines):
             yield frame.slice(i, chunk_lines)

@@ -44,7 +44,7 @@ _UNKNOWN_DAY = "unknown"
 def hash_canary() -> str:
     """``event_hash`` of a fixed record: if it changes (a polars upgrade), stored hashes are no
     longer comparable and deduplication falls back to input fingerprints."""
-    return pl.select(event_hash(pl.lit("dplogs hash canary"), pl.lit(0, pl.Int64))).item()
+    return "-".join(str(w) for w in pl.select(event_hash(pl.lit("dplogs hash canary"), pl.lit(0, pl.Int64))).item())
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class Store:
         """``event.hash`` of the events already stored for one day partition."""
         files = sorted((self.events_path / f"day={day}").glob("*.parquet"))
         if not files:
-            return pl.Series("event.hash", [], pl.String)
+            return pl.Series("event.hash", [], STORE_SCHEMA["event.hash"])
         return pl.scan_parquet(files, hive_partitioning=False).select("event.hash").collect().to_series()
 
     def write_events(self, events: pl.DataFrame, *, stem: str) -> dict[str, int]:

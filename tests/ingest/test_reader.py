@@ -149,3 +149,15 @@ def test_detection_on_real_logs(name: str, expected: str, datasets_dir: Path) ->
 )
 def test_lines_keep_their_exact_text_whichever_splitter_runs(data: bytes) -> None:
     assert _read(data) == _reference(data)
+
+
+def test_plain_text_is_split_without_the_numpy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast splitter is really the one used on ordinary logs (its offsets included)."""
+    from dplogs.ingest import reader
+
+    def fail(*_args: object) -> None:
+        raise AssertionError("fell back to numpy")
+
+    monkeypatch.setattr(reader, "_decode", fail)
+    data = b'a "b", c\n\n  x\nlast'
+    assert _read(data) == _reference(data)

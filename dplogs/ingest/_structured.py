@@ -89,15 +89,16 @@ def _present_keys(candidates: pl.DataFrame, keys: set[str]) -> set[str]:
         seen = set()
     others = sorted(keys - seen)
     if others:
-        # One Aho-Corasick pass for the quoted keys (values that look like a key only add a
-        # superfluous schema field); overlapping, so no occurrence can hide another.
         # A key is a quoted string followed by optional JSON whitespace (never \n inside a line)
         # and a colon; matching that, not the bare quoted string, keeps values such as "logon"
-        # from looking like keys. Files are usually uniform: a match-only pass finds the few
-        # lines (often none) worth the slower pass that lists which keys they hold.
-        quoted = [f'"{k}"{ws}' for k in others for ws in (":", " ", "\t", "\r")]
-        hits = candidates.filter(pl.col("text").str.contains_any(quoted))
+        # from looking like keys. Files are usually uniform and compact: one Aho-Corasick pass
+        # for '"key":' plus any quote followed by whitespace (4x cheaper than every key and
+        # whitespace combination) finds the few lines (often none) worth the slower pass that
+        # lists which keys they hold; overlapping, so no occurrence can hide another.
+        screen = [f'"{k}":' for k in others] + ['" ', '"\t', '"\r']
+        hits = candidates.filter(pl.col("text").str.contains_any(screen))
         if hits.height:
+            quoted = [f'"{k}"{ws}' for k in others for ws in (":", " ", "\t", "\r")]
             found = hits.select(pl.col("text").str.extract_many(quoted, overlapping=True).explode().drop_nulls().unique())
             seen |= {k[1:k.rindex('"')] for k in found.to_series().to_list()}
     return seen
@@ -200,6 +201,14 @@ def parse_timestamp(expr: pl.Expr, tz: str = "UTC") -> pl.Expr:
     return pl.coalesce(zoned_timestamp(expr), local.dt.convert_time_zone("UTC"))
 
 
+_ZULU_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6}|\.[0-9]{9})?Z$"
+_ZULU_FORMATS = {20: "%Y-%m-%dT%H:%M:%SZ", 24: "%Y-%m-%dT%H:%M:%S.%3fZ", 27: "%Y-%m-%dT%H:%M:%S.%6fZ",
+                 30: "%Y-%m-%dT%H:%M:%S.%9fZ"}
+"""The usual UTC stamps by length. Polars parses these fixed layouts ~7x faster than the general
+``%.f%#z`` format, which it hands to chrono row by row; both read them the same
+(``tests/ingest/test_timestamps.py``)."""
+
+
 def zoned_timestamp(expr: pl.Expr) -> pl.Expr:
     """The zoned part of :func:`parse_timestamp`: null unless the text carries a zone.
 
@@ -208,6 +217,25 @@ def zoned_timestamp(expr: pl.Expr) -> pl.Expr:
     """
     text = expr.str.strip_chars().str.replace(" ", "T")
     return text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", strict=False, time_unit="us")
+
+
+def with_zoned_timestamp(frame: pl.DataFrame, text: str, out: str) -> pl.DataFrame:
+    """``frame`` plus ``out`` = :func:`zoned_timestamp` of column ``text``, computed faster: the
+    usual ``YYYY-MM-DDThh:mm:ss[.fff|.ffffff|.fffffffff]Z`` stamps take polars' fixed-layout
+    parser (~7x faster than the general format, which polars hands to chrono row by row).
+
+    >>> f = pl.DataFrame({"t": ["2020-10-22T08:29:48.785Z", " 2020-10-22 08:29:48+02:00", "x"]})
+    >>> [v and v.isoformat() for v in with_zoned_timestamp(f, "t", "ts")["ts"]]
+    ['2020-10-22T08:29:48.785000+00:00', '2020-10-22T06:29:48+00:00', None]
+    """
+    col = pl.col(text)
+    frame = frame.with_columns(pl.when(col.str.contains(_ZULU_SHAPE)).then(col.str.len_bytes()).alias("_dplogs:zulu"))
+    shape = pl.col("_dplogs:zulu")
+    fast = pl.coalesce([
+        pl.when(shape == n).then(col).str.strptime(pl.Datetime("us"), fmt, strict=False) for n, fmt in _ZULU_FORMATS.items()
+    ]).dt.replace_time_zone("UTC")
+    general = zoned_timestamp(pl.when(shape.is_null()).then(col))
+    return frame.with_columns(pl.coalesce(fast, general).alias(out)).drop("_dplogs:zulu")
 
 
 def epoch_seconds(expr: pl.Expr) -> pl.Expr:

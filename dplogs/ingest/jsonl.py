@@ -73,7 +73,7 @@ def _with_timestamp(frame: pl.DataFrame, text: pl.Expr, tz: str) -> pl.DataFrame
     """``frame`` plus ``_dplogs:ts`` = :func:`timestamp` of ``text``. Usually every stamp carries a zone,
     and then the zoned parse alone is the answer: the other readings are computed only otherwise."""
     frame = frame.with_columns(text.alias("_dplogs:ts_text"))
-    frame = frame.with_columns(st.zoned_timestamp(pl.col("_dplogs:ts_text")).alias("_dplogs:ts"))
+    frame = st.with_zoned_timestamp(frame, "_dplogs:ts_text", "_dplogs:ts")
     if frame.get_column("_dplogs:ts").null_count() > frame.get_column("_dplogs:ts_text").null_count():
         frame = frame.with_columns(timestamp(pl.col("_dplogs:ts_text"), tz).alias("_dplogs:ts"))
     return frame.drop("_dplogs:ts_text")

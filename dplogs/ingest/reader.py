@@ -6,7 +6,8 @@ file name. A truncated or corrupt gzip stream ends the input early instead of ra
 part is parsed and the problem is recorded on the source's :class:`Opener` for the summary.
 
 Lines are split without a Python loop per line: bytes are read in blocks, newline positions are
-found with numpy, and the block becomes one Arrow string array whose offsets are those positions.
+found with numpy, and the block becomes one Arrow string-view array pointing into the block's
+bytes (no copy of the text).
 """
 
 from __future__ import annotations
@@ -176,33 +177,51 @@ def _decode(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
         return pa.array(texts, pa.large_binary()).cast(pa.large_string())
 
 
-def _split(block: bytes) -> tuple[pl.Series, np.ndarray]:
-    """The lines of ``block`` (as :func:`_decode` cuts them) and their start offsets in it.
+_VIEW_BYTES = np.arange(12)
 
-    Polars' CSV reader, with a separator and no quoting, splits a block into lines several times
-    faster than numpy can find the newlines, so it is tried first. Its result is kept only when it
-    provably holds the same text: no ``\r`` in the block (CSV line-ending rules differ from ours
-    there), as many lines as the block has newlines (plus an unterminated last line), and every
-    byte of the block accounted for as line text or newline. Anything else (a separator byte inside
-    a line, invalid UTF-8, a BOM) falls back to numpy and :func:`_decode`."""
-    lines = block.count(b"\n") + (not block.endswith(b"\n"))
-    if block.find(b"\r") < 0:
-        try:
-            texts = pl.read_csv(
-                io.BytesIO(block), has_header=False, separator="\x1f", quote_char=None,
-                schema={"text": pl.String}, raise_if_empty=False,
-            ).get_column("text").fill_null("")
-        except pl.exceptions.PolarsError:
-            texts = None
-        if texts is not None and texts.len() == lines:
-            ends = texts.str.len_bytes().cast(pl.Int64).cum_sum().to_numpy() + np.arange(lines, dtype=np.int64)
-            if lines and int(ends[-1]) + block.endswith(b"\n") == len(block):
-                return texts, np.concatenate(([0], ends[:-1] + 1))
-    nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A)
+
+def _views(block: bytes, starts: np.ndarray, lengths: np.ndarray) -> pl.Series | None:
+    """The lines as an Arrow string-view array over ``block`` itself: one 16-byte view per line
+    (length, then the line inline when it fits in 12 bytes, else its first 4 bytes and its offset
+    in the block). Polars' strings are views, so the lines are never copied (copying them was
+    most of the reader's time on long JSON lines). None when a line is not valid UTF-8 or the block
+    is too large for 32-bit offsets."""
+    n = len(starts)
+    if len(block) >= 2**31:
+        return None
+    padded = np.concatenate([np.frombuffer(block, dtype=np.uint8), np.zeros(12, np.uint8)])
+    views = np.zeros((n, 4), dtype=np.int32)
+    views[:, 0] = lengths
+    views[:, 3] = starts  # buffer 0 (views[:, 2]) at this offset
+    as_bytes = views.view(np.uint8)
+    as_bytes[:, 4:8] = padded[starts[:, None] + _VIEW_BYTES[:4]]  # the prefix
+    short = lengths <= 12
+    if short.any():  # inline: the whole line, zero-padded
+        inline = padded[starts[short, None] + _VIEW_BYTES]
+        inline[_VIEW_BYTES[None, :] >= lengths[short, None]] = 0
+        as_bytes[short, 4:16] = inline
+    array = pa.Array.from_buffers(pa.binary_view(), n, [None, pa.py_buffer(views), pa.py_buffer(block)])
+    try:
+        return pl.from_arrow(array.cast(pa.string_view()))  # type: ignore[return-value]
+    except pa.ArrowInvalid:
+        return None
+
+
+def _split(block: bytes) -> tuple[pl.Series, np.ndarray]:
+    """The lines of ``block`` and their start offsets in it. Each line ends at ``\n`` (or the end
+    of the block) and loses one ``\r`` before it. Lines are views into the block
+    (:func:`_views`); a block with invalid UTF-8 is decoded lossily by :func:`_decode`."""
+    raw = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 0x0A)
     if not block.endswith(b"\n"):
-        nl = np.append(nl, len(block))  # last line has no newline
-    starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
-    return pl.from_arrow(_decode(block, starts, nl.astype(np.int64))), starts
+        ends = np.append(ends, len(block))  # last line has no newline
+    starts = np.zeros(len(ends), dtype=np.int64)
+    starts[1:] = ends[:-1] + 1
+    has_cr = (ends > starts) & (raw[np.maximum(ends - 1, 0)] == 0x0D)
+    texts = _views(block, starts, ends - starts - has_cr)
+    if texts is None:
+        texts = pl.from_arrow(_decode(block, starts, ends))
+    return texts, starts
 
 
 def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pl.DataFrame]:

@@ -141,23 +141,23 @@ def test_detection_on_real_logs(name: str, expected: str, datasets_dir: Path) ->
 @pytest.mark.parametrize(
     "data",
     [
-        b'"quoted, with comma"\n#not a comment\n\n  \nplain',  # CSV fast path
-        b"unit\x1fseparator inside\nnext\n",  # the CSV reader's separator: falls back
-        b"cr\r\nlf\n",  # CR in the block: falls back
-        b"\xff bad utf-8\nok\n",  # invalid UTF-8: falls back
+        b'"quoted, with comma"\n#not a comment\n\n  \nplain',  # views, short and long lines
+        b"unit\x1fseparator inside\nnext line longer than twelve\n",
+        b"cr\r\nlf\n\r\n\r\r\nlonger line with cr at the end\r\n",  # views strip one CR
+        b"\xff bad utf-8\r\nok\n",  # invalid UTF-8: lossy fallback, CR stripped there too
     ],
 )
 def test_lines_keep_their_exact_text_whichever_splitter_runs(data: bytes) -> None:
     assert _read(data) == _reference(data)
 
 
-def test_plain_text_is_split_without_the_numpy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fast splitter is really the one used on ordinary logs (its offsets included)."""
+def test_plain_text_is_split_without_the_lossy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zero-copy views are really what ordinary logs get (their offsets included)."""
     from dplogs.ingest import reader
 
     def fail(*_args: object) -> None:
-        raise AssertionError("fell back to numpy")
+        raise AssertionError("fell back to the lossy decoder")
 
     monkeypatch.setattr(reader, "_decode", fail)
-    data = b'a "b", c\n\n  x\nlast'
+    data = b'a "b", c\n\n  x\nthe last line, longer than twelve bytes'
     assert _read(data) == _reference(data)

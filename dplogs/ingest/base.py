@@ -114,12 +114,18 @@ class LineFormat(LogFormat):
         for ``log.file.path`` and the quarantine."""
         raise NotImplementedError
 
+    def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions) -> ParsedChunk:
+        """:meth:`parse_lines`, given also the bytes the lines were cut from when the reader has
+        them (see ``dplogs.ingest.reader.LineBlock``); formats with a native block reader
+        override this to skip re-joining the lines."""
+        return self.parse_lines(lines, source, options)
+
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
-        from dplogs.ingest.reader import iter_lines  # the reader imports this module
+        from dplogs.ingest.reader import iter_blocks  # the reader imports this module
 
         with source.open() as stream:
-            for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
-                yield self.parse_lines(lines, source.name, options)
+            for block in iter_blocks(stream, chunk_lines=options.chunk_lines):
+                yield self.parse_block(block.lines, block.raw, source.name, options)
 
 
 REGISTRY: dict[str, LogFormat] = {}

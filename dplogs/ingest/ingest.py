@@ -23,7 +23,7 @@ import polars as pl
 from dplogs.errors import DataError, UsageError
 from dplogs.ingest import formats as _formats  # noqa: F401  (registers every format)
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
-from dplogs.ingest.reader import check_format_name, detect_format, iter_lines, open_sources
+from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
 from dplogs.ingest.store import Store, hash_canary, new_run_id
 
 
@@ -220,15 +220,15 @@ writes the previous chunk (~5% less wall time than two in flight at 1M lines, sa
 
 
 def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
-    """``fmt.parse`` in input order, parsing up to :data:`PARSE_THREADS` line chunks at once when
+    """``fmt.parse`` in input order, parsing up to :data:`PARSE_THREADS` line blocks at once when
     the format is a stateless line format (one that does not override ``parse``)."""
     if not isinstance(fmt, LineFormat) or type(fmt).parse is not LineFormat.parse:
         yield from fmt.parse(source, options)
         return
     with source.open() as stream, ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
         pending: deque[Future[ParsedChunk]] = deque()
-        for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
-            pending.append(pool.submit(fmt.parse_lines, lines, source.name, options))
+        for block in iter_blocks(stream, chunk_lines=options.chunk_lines):
+            pending.append(pool.submit(fmt.parse_block, block.lines, block.raw, source.name, options))
             if len(pending) > PARSE_THREADS:
                 yield pending.popleft().result()
         while pending:

@@ -95,6 +95,9 @@ class JsonLines(LineFormat):
         return max(0.6, 0.8 * ecs, 0.9 * eve) * objects
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
+        return self.parse_block(lines, None, source, options)
+
+    def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions) -> ParsedChunk:
         check_field_map(options.field_map)
         paths: list[st.Path] = []
         for name in _ECS:
@@ -102,7 +105,7 @@ class JsonLines(LineFormat):
         for key in options.field_map:
             paths += _source_path(key)
         paths += list(_EVE) + _EVE_EXTRA
-        decoded, rejected, skipped = st.decode_json(lines, paths)
+        decoded, rejected, skipped = st.decode_json(lines, paths, raw=raw)
 
         # Most wanted paths are absent from a given file: a null literal instead of their all-null
         # column keeps the ~100 coalesces below cheap (same values).

@@ -21,6 +21,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -152,7 +153,7 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     return registry[scores[0][1]]
 
 
-def _decode(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+def _decode(block: memoryview, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
     """One string per line: ``block[starts[i]:ends[i]]`` without a final ``\r``. The newline and
     ``\r`` bytes are dropped with one numpy mask, so Arrow gets contiguous line texts directly.
     Invalid UTF-8 is decoded lossily (U+FFFD), only for the lines that need it."""
@@ -180,7 +181,7 @@ def _decode(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
 _VIEW_BYTES = np.arange(12)
 
 
-def _views(block: bytes, starts: np.ndarray, lengths: np.ndarray) -> pl.Series | None:
+def _views(block: memoryview, starts: np.ndarray, lengths: np.ndarray) -> pl.Series | None:
     """The lines as an Arrow string-view array over ``block`` itself: one 16-byte view per line
     (length, then the line inline when it fits in 12 bytes, else its first 4 bytes and its offset
     in the block). Polars' strings are views, so the lines are never copied (copying them was
@@ -207,21 +208,70 @@ def _views(block: bytes, starts: np.ndarray, lengths: np.ndarray) -> pl.Series |
         return None
 
 
-def _split(block: bytes) -> tuple[pl.Series, np.ndarray]:
-    """The lines of ``block`` and their start offsets in it. Each line ends at ``\n`` (or the end
-    of the block) and loses one ``\r`` before it. Lines are views into the block
-    (:func:`_views`); a block with invalid UTF-8 is decoded lossily by :func:`_decode`."""
+def _split(block: memoryview) -> tuple[pl.Series, np.ndarray, bool]:
+    """The lines of ``block``, their start offsets in it, and whether they are its exact bytes.
+    Each line ends at ``\n`` (or the end of the block) and loses one ``\r`` before it. Lines are
+    views into the block (:func:`_views`); a block with invalid UTF-8 is decoded lossily by
+    :func:`_decode` (not exact)."""
     raw = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(raw == 0x0A)
-    if not block.endswith(b"\n"):
+    if raw[-1] != 0x0A:
         ends = np.append(ends, len(block))  # last line has no newline
     starts = np.zeros(len(ends), dtype=np.int64)
     starts[1:] = ends[:-1] + 1
     has_cr = (ends > starts) & (raw[np.maximum(ends - 1, 0)] == 0x0D)
     texts = _views(block, starts, ends - starts - has_cr)
     if texts is None:
-        texts = pl.from_arrow(_decode(block, starts, ends))
-    return texts, starts
+        return pl.from_arrow(_decode(block, starts, ends)), starts, False  # type: ignore[return-value]
+    return texts, starts, True
+
+
+@dataclass(frozen=True)
+class LineBlock:
+    """Lines cut from one block of input, with the block's bytes when the frame holds all of its
+    lines unaltered (``raw`` is then exactly the lines, each followed by ``\n`` except perhaps the
+    last, with their ``\r``; None after a lossy UTF-8 repair): formats that hand whole blocks to a native reader use ``raw`` instead of
+    joining the lines again."""
+
+    lines: pl.DataFrame
+    raw: memoryview | None
+
+
+def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
+    """:class:`LineBlock` objects (at most ``chunk_lines`` rows each) from a byte stream; see
+    :func:`iter_lines`. Each block is read into its own buffer, which the line views keep alive."""
+    carry = b""
+    base = 0  # stream offset of carry[0]
+    line_no = 1
+    while True:
+        buffer = bytearray(len(carry) + block_bytes)
+        buffer[: len(carry)] = carry
+        view = memoryview(buffer)
+        got = stream.readinto(view[len(carry):])  # type: ignore[attr-defined]
+        size = len(carry) + (got or 0)
+        if not size:
+            return
+        eof = not got
+        used = size if eof else buffer.rfind(b"\n", 0, size) + 1
+        if not used:  # no newline yet: a line longer than the block, read on
+            carry = bytes(view[:size])
+            continue
+        carry = bytes(view[used:size])
+        block = view[:used]
+        texts, starts, exact = _split(block)
+        frame = pl.DataFrame(
+            {"line": np.arange(line_no, line_no + len(starts), dtype=np.int64), "offset": starts + base, "text": texts},
+            schema=LINES_SCHEMA,
+        )
+        line_no += len(starts)
+        base += used
+        if frame.height <= chunk_lines:
+            yield LineBlock(frame, block if exact else None)
+        else:
+            for i in range(0, frame.height, chunk_lines):
+                yield LineBlock(frame.slice(i, chunk_lines), None)
+        if eof:
+            return
 
 
 def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pl.DataFrame]:
@@ -233,33 +283,8 @@ def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_B
     >>> pl.concat(iter_lines(io.BytesIO(b"a\\r\\nbb\\n\\nc"), chunk_lines=10)).rows()
     [(1, 0, 'a'), (2, 3, 'bb'), (3, 6, ''), (4, 7, 'c')]
     """
-    carry = b""
-    base = 0  # stream offset of carry[0]
-    line_no = 1
-    eof = False
-    while not eof:
-        data = stream.read(block_bytes)
-        eof = not data
-        block = carry + data
-        if not block:
-            break
-        if eof:
-            carry, used = b"", len(block)
-        else:
-            used = block.rfind(b"\n") + 1
-            if not used:
-                carry = block
-                continue
-            carry, block = block[used:], block[:used]
-        texts, starts = _split(block)
-        frame = pl.DataFrame(
-            {"line": np.arange(line_no, line_no + len(starts), dtype=np.int64), "offset": starts + base, "text": texts},
-            schema=LINES_SCHEMA,
-        )
-        line_no += len(starts)
-        base += used
-        for i in range(0, frame.height, chunk_lines):
-            yield frame.slice(i, chunk_lines)
+    for block in iter_blocks(stream, chunk_lines=chunk_lines, block_bytes=block_bytes):
+        yield block.lines
 
 
 def check_format_name(name: str) -> LogFormat:

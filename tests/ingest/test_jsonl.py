@@ -171,3 +171,20 @@ def test_documents_without_any_known_field_ask_for_a_mapping():
     assert out.quarantine["reason"].to_list() == ["no known field; pass --map KEY=ecs.field"]
     mapped = run('{"Computer": "h1", "SyslogMessage": "x"}', field_map={"Computer": "host.name", "SyslogMessage": "message"})
     assert mapped.events.select("host.name", "message").row(0) == ("h1", "x") and mapped.quarantine.height == 0
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_whole_blocks_parse_like_their_lines(tmp_path, newline):
+    """The reader hands JSON its raw block instead of re-joined lines; the events are the same
+    (CRLF files included, whose CR the lines do not keep)."""
+    docs = [
+        '{"@timestamp":"2024-03-01T10:00:00Z","user":{"name":"ann"},"event":{"action":"logon"}}',
+        '{"@timestamp":"2024-03-01T10:00:01.5Z","source":{"ip":"10.0.0.2","port":23},"logon":1}',
+        '{"@timestamp":"2024-03-01T10:00:02Z","user.name":"bob"}',
+    ]
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(newline.join(docs).encode() + newline.encode())
+    events, quarantine, _ = parse("jsonl", path)
+    joined = FMT.parse_lines(lines_frame(*docs), str(path), IngestOptions()).events
+    assert quarantine.height == 0 and events.height == 3
+    assert events.drop("log.offset", "event.hash").equals(joined.drop("log.offset", "event.hash"))

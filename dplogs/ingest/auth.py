@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 _IP = r"(?P<ip>[0-9A-Fa-f:.]+(?:%\w+)?)"
@@ -118,12 +119,37 @@ assert not any(a != b and b.startswith(a) for a in _STARTS for b in _STARTS), "s
 _ROUTE = "^(" + "|".join(re.escape(s) for s in _STARTS) + ")"
 
 
-def _gate(p: _Pattern) -> pl.Expr:
-    """``p``'s literal gate over ``_start`` (the start literal), ``_msg`` and ``_p`` (program)."""
-    cond = pl.col("_start").is_in(list(p.starts)) if p.starts else pl.lit(True)
-    if p.contains:
-        cond = cond & pl.col("_msg").str.contains(p.contains, literal=True)
-    return cond & pl.col("_p").is_in(list(p.programs)) if p.programs else cond
+def _kind_table() -> tuple[dict[str, int], dict[str, int], tuple[str, ...], dict[int, int]]:
+    """The gates as one lookup: codes for start literals and programs, the distinct ``contains``
+    literals (one bit each), and for every (start, program, bits) key the first pattern whose gate
+    is open. Precomputed from the patterns, so :func:`_kinds` is equal to evaluating the gates in
+    order (``tests/ingest/test_syslog_fast.py`` compares them)."""
+    starts = {s: i for i, s in enumerate(_STARTS, start=1)}  # 0: none
+    programs = {name: i for i, name in enumerate(dict.fromkeys(n for p in _PATTERNS for n in p.programs), start=1)}
+    needles = tuple(dict.fromkeys(p.contains for p in _PATTERNS if p.contains))
+    table: dict[int, int] = {}
+    for start in (None, *_STARTS):
+        for program in (None, *programs):
+            for bits in range(1 << len(needles)):
+                for i, p in enumerate(_PATTERNS):
+                    if ((not p.starts or start in p.starts) and (not p.programs or program in p.programs)
+                            and (not p.contains or bits >> needles.index(p.contains) & 1)):
+                        key = starts.get(start, 0) + (len(starts) + 1) * (programs.get(program, 0) + (len(programs) + 1) * bits)
+                        table[key] = i
+                        break
+    return starts, programs, needles, table
+
+
+_STARTS_CODE, _PROGRAMS_CODE, _NEEDLES, _KIND = _kind_table()
+
+
+def _kinds() -> pl.Expr:
+    """The first pattern whose gate is open (null: none), from ``_start``, ``_p`` and ``_msg``."""
+    start = pl.col("_start").replace_strict(_STARTS_CODE, default=0, return_dtype=pl.Int32)
+    program = pl.col("_p").replace_strict(_PROGRAMS_CODE, default=0, return_dtype=pl.Int32)
+    bits = pl.sum_horizontal(pl.col("_msg").str.contains(n, literal=True).cast(pl.Int32) * (1 << j) for j, n in enumerate(_NEEDLES))
+    key = start + (len(_STARTS_CODE) + 1) * (program + (len(_PROGRAMS_CODE) + 1) * bits)
+    return key.replace_strict(_KIND, default=None, return_dtype=pl.Int8)
 
 
 def _hit_regex(regex: str) -> str:
@@ -131,8 +157,31 @@ def _hit_regex(regex: str) -> str:
     return "^(?P<hit>" + regex.removeprefix("^") + ")"
 
 
-def _groups(m: pl.Expr, regex: str, out: str) -> list[pl.Expr]:
-    return [m.struct.field(n) for n in _GROUPS[out] if f"(?P<{n}>" in regex]
+def _extract(p: _Pattern, rows: pl.DataFrame, *, fast: bool) -> pl.DataFrame:
+    """``rows`` (``_row``, ``_msg``) routed to ``p``, as ``_row`` plus the pattern's results in a
+    common layout: ``_hit`` (the regex matched), ``_user _ip _port _target _error``. With ``fast``
+    and a one-pass form, the full regex runs only on the rows that form missed."""
+    regexes = [p.fast, p.regex] if fast and p.fast else [p.regex]
+    parts = []
+    for regex in regexes:
+        groups = rows.select("_row", _m=pl.col("_msg").str.extract_groups(_hit_regex(regex)))
+        m = pl.col("_m")
+        names = {out: [m.struct.field(n) for n in _GROUPS[out] if f"(?P<{n}>" in regex] for out in _GROUPS}
+        part = groups.select(
+            "_row",
+            _hit=m.struct.field("hit").is_not_null(),
+            **{out: pl.coalesce(fields) if fields else pl.lit(None, pl.String) for out, fields in names.items()},
+            _error=m.struct.field("error") if p.failure_if_error and "(?P<error>" in regex else pl.lit(None, pl.String),
+        )
+        if regex is regexes[-1]:
+            parts.append(part)
+            break
+        parts.append(part.filter(pl.col("_hit")))
+        missed = part.filter(~pl.col("_hit")).get_column("_row")
+        if missed.is_empty():
+            break
+        rows = rows.filter(pl.col("_row").is_in(missed.implode()))
+    return pl.concat(parts) if len(parts) > 1 else parts[0]
 
 
 def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
@@ -140,50 +189,30 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     matches) and ``_auth`` (the line belongs to the auth log) from ``_msg`` and ``_prog``.
 
     Each line is routed by literal gates to the one pattern it can match (the first open gate), and
-    only that pattern's regex runs on it: the other rows are masked to null, which the regex skips.
-    With ``fast`` (the default; False only for tests), a pattern's one-pass form runs first and its
-    full regex only on the rows the fast form missed."""
+    only that pattern's regex runs on it (:func:`_extract` on that pattern's rows); the results
+    go back to row order with one gather. With ``fast`` (the default; False only for tests), a
+    pattern's one-pass form runs first and its full regex only on the rows the fast form missed."""
     frame = frame.with_columns(_p=pl.col("_prog").str.replace(r"\(.*$", ""), _start=pl.col("_msg").str.extract(_ROUTE, 1))
-    frame = frame.with_columns(_kind=pl.coalesce([pl.when(_gate(p)).then(pl.lit(i, pl.Int8)) for i, p in enumerate(_PATTERNS)]))
-    kind, msg = pl.col("_kind"), pl.col("_msg")
-    matches: list[str] = []
-    hits: list[pl.Expr] = []
-    errors: list[pl.Expr] = []
-    values: dict[str, list[pl.Expr]] = {k: [] for k in _GROUPS}
-    for i in frame.get_column("_kind").drop_nulls().unique().sort().to_list():
-        p = _PATTERNS[i]
-        regexes = [p.fast, p.regex] if fast and p.fast else [p.regex]
-        for j, regex in enumerate(regexes):
-            # Materialised once: inside when/then polars would run the regex again per reference.
-            name = f"_m{i}_{j}"
-            rows = kind == i
-            if j:  # the full regex runs only where the fast form did not match
-                rows = rows & pl.col(f"_m{i}_0").struct.field("hit").is_null()
-                if not frame.select(rows.any()).item():
-                    break
-            frame = frame.with_columns(pl.when(rows).then(msg).str.extract_groups(_hit_regex(regex)).alias(name))
-            matches.append(name)
-            m = pl.col(name)
-            hits.append(m.struct.field("hit").is_not_null())
-            if p.failure_if_error and "(?P<error>" in regex:
-                errors.append(m.struct.field("error"))
-            for out in _GROUPS:
-                values[out].extend(_groups(m, regex, out))
-    # The pattern that matched each row (null: none did); the constants follow from it.
-    frame = frame.with_columns(_hit=pl.when(pl.any_horizontal(hits)).then(kind) if hits else pl.lit(None, pl.Int8))
-    hit = pl.col("_hit")
+    frame = frame.with_columns(_kind=_kinds())
+    routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
+    kinds = routed.get_column("_kind").unique().sort().to_list()
+    found = pl.concat([_extract(_PATTERNS[i], routed.filter(pl.col("_kind") == i).select("_row", "_msg"), fast=fast) for i in kinds]) \
+        if kinds else pl.DataFrame(schema={"_row": pl.UInt32, "_hit": pl.Boolean, **dict.fromkeys([*_GROUPS, "_error"], pl.String)})
+    # Row r's results are found[where[r]]; rows no pattern took have a null index (null results).
+    where = np.full(frame.height, found.height, dtype=np.uint32)
+    where[found.get_column("_row").to_numpy()] = np.arange(found.height, dtype=np.uint32)
+    index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
+    back = found.drop("_row").select(pl.all().gather(index))
+    frame = frame.with_columns(back.get_columns())
+    hit = pl.when(pl.col("_hit")).then(pl.col("_kind"))
     constant = {k: hit.replace_strict({i: getattr(p, k.removeprefix("_")) for i, p in enumerate(_PATTERNS)}, return_dtype=pl.String)
                 for k in _CONSTANT}
-    if errors:
-        constant["_outcome"] = pl.when(pl.coalesce(errors).is_not_null()).then(pl.lit("failure")).otherwise(constant["_outcome"])
-    found = {k: pl.coalesce(v) if v else pl.lit(None, pl.String) for k, v in values.items()}
+    constant["_outcome"] = pl.when(pl.col("_error").is_not_null()).then(pl.lit("failure")).otherwise(constant["_outcome"])
     out = frame.with_columns(
-        _user=pl.when(found["_user"].is_in(["", "-"])).then(None).otherwise(found["_user"]),
-        _ip=ip_or_null(found["_ip"]),
-        _port=found["_port"],
-        _target=found["_target"],
+        _user=pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user")),
+        _ip=ip_or_null(pl.col("_ip")),
         **constant,
     )
     return out.with_columns(
-        _auth=pl.col("_p").is_in(list(_AUTH_PROGRAMS)) | msg.str.starts_with("pam_") | pl.col("_action").is_not_null(),
-    ).drop("_p", "_start", "_kind", "_hit", *matches)
+        _auth=pl.col("_p").is_in(list(_AUTH_PROGRAMS)) | pl.col("_msg").str.starts_with("pam_") | pl.col("_action").is_not_null(),
+    ).drop("_p", "_start", "_kind", "_hit", "_error")

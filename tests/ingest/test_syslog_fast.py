@@ -109,3 +109,31 @@ def test_lines_the_fast_forms_miss_still_parse(msg: str) -> None:
     row = auth.with_auth(frame).row(0, named=True)
     assert row["_action"] is not None and row["_user"] is not None
     assert row == auth.with_auth(frame, fast=False).row(0, named=True)
+
+
+def _gates_in_order(frame: pl.DataFrame) -> list:
+    """The routing rule written plainly: the first pattern whose literal gates are all open."""
+    out = []
+    for row in frame.iter_rows(named=True):
+        msg, prog = row["_msg"], (row["_prog"] or "").split("(")[0] if row["_prog"] is not None else None
+        kind = None
+        for i, p in enumerate(auth._PATTERNS):
+            if ((not p.starts or any(msg.startswith(s) for s in p.starts)) and (not p.contains or p.contains in msg)
+                    and (not p.programs or prog in p.programs)):
+                kind = i
+                break
+        out.append(kind)
+    return out
+
+
+literals = st.sampled_from([s for p in auth._PATTERNS for s in p.starts] + [p.contains for p in auth._PATTERNS if p.contains]
+                           + ["", " ", "x", "pam_unix(sshd:auth): "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["sshd", "sudo", "su", "sshd(pam_unix)", "useradd", "cron", None]),
+                               st.lists(literals, max_size=4).map("".join)), min_size=1, max_size=10))
+def test_routing_table_equals_the_gates_in_order(rows) -> None:
+    frame = pl.DataFrame({"_prog": [p for p, _ in rows], "_msg": [m for _, m in rows]}, schema={"_prog": pl.String, "_msg": pl.String})
+    routed = frame.with_columns(_p=pl.col("_prog").str.replace(r"\(.*$", ""), _start=pl.col("_msg").str.extract(auth._ROUTE, 1))
+    assert routed.select(auth._kinds()).to_series().to_list() == _gates_in_order(frame)

@@ -3,8 +3,10 @@ Filebeat's ``system/auth`` ingest pipeline: its grok patterns define which value
 (``user.name``, ``source.ip``, ``source.port``) and its event fields the names used here
 (``event.action`` ``ssh_login``, ``event.category`` authentication / iam / session / process).
 
-Every pattern is an anchored regex applied to the whole message column at once; the first one
-that matches a line wins (``pl.coalesce`` in pattern order).
+Every pattern is an anchored regex behind cheap literal gates (start literal, program, a literal
+the message contains). A line goes to the first pattern whose gates are open, and only that
+pattern's regex runs on it, over all such lines at once; a pattern's one-pass form, when it has
+one, runs first and the full regex only where it missed.
 
 >>> df = pl.DataFrame({"_prog": ["sshd", "sudo"], "_msg": [
 ...     "Failed password for invalid user admin from 10.0.0.1 port 22 ssh2",

@@ -16,6 +16,7 @@ store schema.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -165,6 +166,42 @@ def _read_arrow(data: bytes, arrow: pa.Schema, schema: Mapping[str, pl.DataType]
     return pl.from_arrow(table).cast(dict(schema))  # type: ignore[union-attr]
 
 
+_ALLOWED_LEAVES = (pl.String(), pl.Int64(), pl.Boolean(), pl.Null())
+
+
+def _read_inferred(data: bytes, paths: Sequence[Path]) -> pl.DataFrame | None:
+    """One String column per path (named by :func:`col_name`) from pyarrow reading all of
+    ``data`` with its own type inference. It sees every key of the chunk, so no key screening is
+    needed. None whenever the polars reader's strings cannot be had exactly this way: types
+    pyarrow cannot unify (or duplicate keys), or a wanted leaf that is a float, list, object or
+    a string pyarrow turned into a timestamp, or a wanted object that is something else."""
+    if len(data) >= 2**31 - 1:
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(data), read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    frame: pl.DataFrame = pl.from_arrow(table)  # type: ignore[assignment]
+    columns = []
+    for path in paths:
+        dtype: pl.DataType | None = frame.schema.get(path[0])
+        expr = pl.col(path[0])
+        for seg in path[1:]:
+            if dtype is None:
+                break
+            if not isinstance(dtype, pl.Struct):
+                return None
+            dtype = {f.name: f.dtype for f in dtype.fields}.get(seg)
+            expr = expr.struct.field(seg)
+        if dtype is None:
+            columns.append(pl.lit(None, pl.String()).alias(col_name(path)))
+        elif dtype in _ALLOWED_LEAVES:
+            columns.append(expr.cast(pl.String).alias(col_name(path)))
+        else:
+            return None
+    return frame.select(columns)
+
+
 def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Decode JSON-object lines, keeping only ``paths`` (every leaf as a string: numbers keep their
     JSON text, nested objects where a leaf was expected become their JSON text). ``raw``, the
@@ -196,12 +233,16 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview |
     not_objects = (lines.clear() if all_objects else lines.filter(~object_mask & ~blank)).with_columns(
         reason=pl.lit("not a JSON object")
     )
-    inferred = _infer(_sample(candidates))
-    present = _present_keys(candidates, {seg for p in paths for seg in p}, inferred)
-    used = [p for p in paths if all(seg in present for seg in p)]
-    schema = dict(struct_dtype(used).to_schema()) if used else {"_": pl.String()}
-    arrow = _arrow_schema(inferred, schema) if used else None
-    absent = [pl.lit(None, pl.String()).alias(col_name(p)) for p in paths if p not in used]
+    @functools.cache
+    def narrow() -> tuple[list[Path], dict[str, pl.DataType], pa.Schema | None, list[pl.Expr]]:
+        """The wanted paths present in the chunk and the schemas reading just them."""
+        inferred = _infer(_sample(candidates))
+        present = _present_keys(candidates, {seg for p in paths for seg in p}, inferred)
+        used = [p for p in paths if all(seg in present for seg in p)]
+        schema = dict(struct_dtype(used).to_schema()) if used else {"_": pl.String()}
+        absent = [pl.lit(None, pl.String()).alias(col_name(p)) for p in paths if p not in used]
+        return used, schema, _arrow_schema(inferred, schema) if used else None, absent
+
     good: list[pl.DataFrame] = []
     lenient: list[pl.DataFrame] = []
 
@@ -222,6 +263,12 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview |
             joined = bytes(raw)  # the same lines, each ended by its own newline (and CR: JSON whitespace)
         else:
             joined = frame.select(text.str.join("\n")).item().encode()
+        if not screened:  # the whole chunk: pyarrow's inference sees every key at once
+            columns = _read_inferred(joined, paths)
+            if columns is not None and columns.height == frame.height:
+                good.append(pl.concat([frame, columns], how="horizontal"))
+                return
+        used, schema, arrow, absent = narrow()
         doc = _read_arrow(joined, arrow, schema) if arrow is not None else None
         if doc is None:
             try:

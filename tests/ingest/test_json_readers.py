@@ -1,10 +1,11 @@
 """JSON chunks decode the same whichever reader runs.
 
-``decode_json`` is defined by polars' NDJSON reader with every leaf a string; pyarrow's typed
-reader runs first when a sample's types allow it. The two are compared here on generated lines
-that mix the types pyarrow takes (strings, integers, booleans) with everything that must make it
-fail or fall back: floats, big and odd numbers, type changes between lines, objects and arrays
-where a leaf is wanted, duplicate keys, escapes and non-ASCII text.
+``decode_json`` is defined by polars' NDJSON reader with every leaf a string. Two pyarrow reads
+run before it when they can: one with pyarrow's own type inference over the whole chunk, then
+one against the types a sample shows. Each result is compared here with polars' alone, on
+generated lines that mix the types pyarrow takes (strings, integers, booleans) with everything
+that must make it fail or fall back: floats, big and odd numbers, type changes between lines,
+objects and arrays where a leaf is wanted, duplicate keys, escapes and non-ASCII text.
 """
 
 from __future__ import annotations
@@ -48,8 +49,13 @@ tame = st.builds(_doc, text.map(json.dumps), text.map(json.dumps), common, st.in
 wild = st.builds(_doc, value, value, value, value, value, st.one_of(st.none(), value), st.booleans(), st.booleans())
 
 
-def _decode(lines: pl.DataFrame) -> tuple[list, list]:
-    decoded, rejected, _ = _structured.decode_json(lines, PATHS)
+def _decode(lines: pl.DataFrame, *, inferred: bool = True, typed: bool = True) -> tuple[list, list]:
+    with pytest.MonkeyPatch.context() as m:
+        if not inferred:
+            m.setattr(_structured, "_read_inferred", lambda *_: None)
+        if not typed:
+            m.setattr(_structured, "_arrow_schema", lambda *_: None)
+        decoded, rejected, _ = _structured.decode_json(lines, PATHS)
     return decoded.to_dicts(), rejected.to_dicts()
 
 
@@ -57,28 +63,35 @@ def _decode(lines: pl.DataFrame) -> tuple[list, list]:
 @given(docs=st.lists(st.one_of(tame, tame, wild), min_size=1, max_size=12))
 def test_pyarrow_and_polars_readers_agree(docs: list[str]) -> None:
     lines = lines_frame(*docs)
-    fast = _decode(lines)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(_structured, "_arrow_schema", lambda *_: None)
-        reference = _decode(lines)
-    assert fast == reference
+    reference = _decode(lines, inferred=False, typed=False)
+    assert _decode(lines) == reference
+    assert _decode(lines, inferred=False) == reference
 
 
-def test_the_pyarrow_reader_runs_on_tame_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards the comparison above: on typical lines pyarrow's reader is what runs."""
-    calls: list[bool] = []
-    read = _structured._read_arrow
+def test_the_pyarrow_readers_run_on_tame_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the comparison above: on typical lines pyarrow's readers are what runs."""
+    calls: list[tuple[str, bool]] = []
 
-    def spy(*args):
-        out = read(*args)
-        calls.append(out is not None)
-        return out
+    def spy(name: str):
+        read = getattr(_structured, name)
 
-    monkeypatch.setattr(_structured, "_read_arrow", spy)
-    docs = [_doc('"ann"', '"10.0.0.1"', "22", "4625", "true", None, True, False),
-            _doc('"bob"', '"10.0.0.2"', '"x"', "4624", "null", None, False, False)]
-    decoded, _, _ = _structured.decode_json(lines_frame(docs[0]), PATHS)
-    assert calls == [True]
+        def wrapped(*args):
+            out = read(*args)
+            calls.append((name, out is not None))
+            return out
+
+        monkeypatch.setattr(_structured, name, wrapped)
+
+    spy("_read_inferred")
+    spy("_read_arrow")
+    tame_docs = [_doc('"ann"', '"10.0.0.1"', "22", "4625", "true", None, False, False),
+                 _doc('"bob"', '"10.0.0.2"', "23", "4624", "null", '"b"', False, False)]
+    decoded, _, _ = _structured.decode_json(lines_frame(*tame_docs), PATHS)
+    assert calls == [("_read_inferred", True)]
     assert decoded.row(0, named=True)["source/port"] == "22" and decoded.row(0, named=True)["ok"] == "true"
-    _structured.decode_json(lines_frame(*docs), PATHS)  # port changes from number to string: polars decides
-    assert calls == [True, False]
+    calls.clear()  # a mixed list elsewhere defeats inference; the sample's types still read it
+    _structured.decode_json(lines_frame(_doc('"ann"', '"10.0.0.1"', "22", "4625", "true", None, True, False)), PATHS)
+    assert calls == [("_read_inferred", False), ("_read_arrow", True)]
+    calls.clear()  # port changes from number to string: polars decides
+    _structured.decode_json(lines_frame(tame_docs[0], _doc('"b"', '"x"', '"x"', "1", "true", None, True, False)), PATHS)
+    assert calls == [("_read_inferred", False), ("_read_arrow", False)]

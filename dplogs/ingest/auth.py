@@ -194,7 +194,8 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     only that pattern's regex runs on it (:func:`_extract` on that pattern's rows); the results
     go back to row order with one gather. With ``fast`` (the default; False only for tests), a
     pattern's one-pass form runs first and its full regex only on the rows the fast form missed."""
-    frame = frame.with_columns(_p=pl.col("_prog").str.replace(r"\(.*$", ""), _start=pl.col("_msg").str.extract(_ROUTE, 1))
+    frame = frame.with_columns(_p=pl.col("_prog").str.splitn("(", 2).struct.field("field_0"),  # "sshd(pam_unix)" → "sshd"
+                               _start=pl.col("_msg").str.extract(_ROUTE, 1))
     frame = frame.with_columns(_kind=_kinds())
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
     kinds = routed.get_column("_kind").unique().sort().to_list()

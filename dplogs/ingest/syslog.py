@@ -66,7 +66,8 @@ def _bsd_fast_in(bsd: pl.Expr, year: int, tz: str) -> pl.Expr:
         pl.lit(f"{year:04d}-"), bsd.str.slice(0, 3).replace_strict(_MONTH_NUMBERS, default=None, return_dtype=pl.String),
         pl.lit("-"), bsd.str.slice(4, 2).str.replace(" ", "0", literal=True), pl.lit("T"), bsd.str.slice(7),
     )
-    return localize(iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S", strict=False), tz)
+    # cache=False: stamps repeat too little within a block for polars' per-value cache to pay.
+    return localize(iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S", strict=False, cache=False), tz)
 
 
 def _with_bsd_time(frame: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:

@@ -271,7 +271,8 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     written beside the target and renamed, so readers never see a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(
-        frame.to_arrow(), tmp, compression="zstd", compression_level=1,
+        # newest: strings stay Arrow string views, as polars holds them (no copy to offsets)
+        frame.to_arrow(compat_level=pl.CompatLevel.newest()), tmp, compression="zstd", compression_level=1,
         use_dictionary=[c for c in frame.columns if c not in _HIGH_CARDINALITY],
         write_statistics=[c for c in frame.columns if c == TIMESTAMP],
     )

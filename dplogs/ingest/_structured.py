@@ -5,13 +5,12 @@ the lines joined) against a schema of just the wanted key paths, cut to the keys
 chunk because the readers pay per schema field per row. The definition is polars' NDJSON reader
 with every leaf a string: type mismatches become nulls (numbers keep their JSON text), and only
 malformed JSON makes the read fail; then one validating pass (``json_path_match``, which yields
-null instead of raising) splits off the malformed lines, which are quarantined. When pyarrow's
-typed JSON reader can read the chunk with the types a sample shows (strings, integers, booleans),
-it runs first: ~40% cheaper, and strict, so any surprise (a float, a type change, a duplicate key)
-makes it fail and the polars read runs instead (``tests/ingest/test_json_readers.py`` compares
-the two). Every format then
-finishes its frame with :func:`finish`, which adds the bookkeeping columns and conforms to the
-store schema.
+null instead of raising) splits off the malformed lines, which are quarantined. pyarrow's JSON
+reader, ~40% cheaper, runs first: over the whole chunk with its own type inference (it then sees
+every key, so no key screening is needed), else against the types a sample shows. It is strict,
+so any surprise (a float, a type change, a duplicate key) makes it fail and the next reader runs
+(``tests/ingest/test_json_readers.py`` compares them). Every format then finishes its frame with
+:func:`finish`, which adds the bookkeeping columns and conforms to the store schema.
 """
 
 from __future__ import annotations
@@ -150,20 +149,24 @@ def _arrow_schema(inferred: pl.Schema | None, schema: Mapping[str, pl.DataType])
     return None if top is None else pa.schema(list(top))
 
 
+def _pyarrow_json(data: bytes, schema: pa.Schema | None = None) -> pa.Table | None:
+    """``data`` (JSON lines) read by pyarrow in one block, against ``schema`` (other keys ignored)
+    or with its own type inference; None when pyarrow refuses the data."""
+    if len(data) >= 2**31 - 1:  # one block, and block sizes are 32-bit
+        return None
+    parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore") if schema is not None else None
+    try:
+        return pa_json.read_json(pa.BufferReader(data), parse_options=parse,
+                                 read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
 def _read_arrow(data: bytes, arrow: pa.Schema, schema: Mapping[str, pl.DataType]) -> pl.DataFrame | None:
     """``data`` read by pyarrow against ``arrow``, integers and booleans turned into their JSON
     text (the polars reader's strings); None when pyarrow refuses the data."""
-    if len(data) >= 2**31 - 1:
-        return None
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
-            parse_options=pa_json.ParseOptions(explicit_schema=arrow, unexpected_field_behavior="ignore"),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return pl.from_arrow(table).cast(dict(schema))  # type: ignore[union-attr]
+    table = _pyarrow_json(data, arrow)
+    return None if table is None else pl.from_arrow(table).cast(dict(schema))  # type: ignore[union-attr]
 
 
 _ALLOWED_LEAVES = (pl.String(), pl.Int64(), pl.Boolean(), pl.Null())
@@ -175,11 +178,8 @@ def _read_inferred(data: bytes, paths: Sequence[Path]) -> pl.DataFrame | None:
     needed. None whenever the polars reader's strings cannot be had exactly this way: types
     pyarrow cannot unify (or duplicate keys), or a wanted leaf that is a float, list, object or
     a string pyarrow turned into a timestamp, or a wanted object that is something else."""
-    if len(data) >= 2**31 - 1:
-        return None
-    try:
-        table = pa_json.read_json(pa.BufferReader(data), read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    table = _pyarrow_json(data)
+    if table is None:
         return None
     frame: pl.DataFrame = pl.from_arrow(table)  # type: ignore[assignment]
     columns = []
@@ -253,8 +253,8 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview |
     def attempt(frame: pl.DataFrame, screened: bool) -> None:
         if frame.height == 0:
             return
-        # read_ndjson over the joined chunk is several times faster than str.json_decode and, with
-        # ignore_errors, turns type mismatches into nulls; only malformed JSON makes it raise.
+        # Whole-chunk readers are several times faster than str.json_decode. read_ndjson with
+        # ignore_errors turns type mismatches into nulls; only malformed JSON makes it raise.
         text = pl.col("text")
         bom = frame.select(text.str.starts_with("\ufeff").any()).item()
         if bom:

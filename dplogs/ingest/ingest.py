@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +104,15 @@ def _fingerprint(path: str) -> str:
     return "blake3:" + digest.hexdigest()
 
 
+def _registry_key(fingerprint: Future[str], fmt: LogFormat) -> str:
+    """``ingested.json`` key: the same bytes read with the same format."""
+    return f"{fingerprint.result()}:{fmt.name}"
+
+
+def _is_new(seen: dict[str, dict], fingerprint: Future[str], fmt: LogFormat) -> bool:
+    return _registry_key(fingerprint, fmt) not in seen
+
+
 def ingest(
     paths: Sequence[str | os.PathLike[str]],
     store: Store | str | os.PathLike[str],
@@ -145,20 +155,18 @@ def ingest(
             # The file is hashed while its first chunks are parsed; nothing is written before the
             # hash is known.
             fingerprint = hasher.submit(_fingerprint, opener.path)
-
-            def key() -> str:
-                return f"{fingerprint.result()}:{fmt.name}"  # noqa: B023  (called within this iteration)
-
             result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}",
-                                 day_cache=day_cache if dedup_hashes else None, is_new=lambda: key() not in seen)  # noqa: B023
+                                 day_cache=day_cache if dedup_hashes else None,
+                                 is_new=functools.partial(_is_new, seen, fingerprint, fmt))
             if result.duplicate_file:
                 results.append(result)
                 continue
             if opener.errors:
                 result = FileResult(**{**result.__dict__, "problem": "; ".join(opener.errors)})
             results.append(result)
-            seen[key()] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed}
-            store.add_fingerprint(key(), seen[key()])
+            key = _registry_key(fingerprint, fmt)
+            seen[key] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed}
+            store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
     if max_errors is not None and summary.quarantined > max_errors:
         raise TooManyErrors(

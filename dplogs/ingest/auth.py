@@ -154,6 +154,19 @@ def _kinds() -> pl.Expr:
     return key.replace_strict(_KIND, default=None, return_dtype=pl.Int8)
 
 
+# Built once: turning the lookup tables into polars literals cost more per block than using them.
+_KINDS = _kinds()
+_MATCHED = pl.when(pl.col("_hit")).then(pl.col("_kind"))
+_CONSTANTS = {k: _MATCHED.replace_strict({i: getattr(p, k.removeprefix("_")) for i, p in enumerate(_PATTERNS)}, return_dtype=pl.String)
+              for k in _CONSTANT}
+_CONSTANTS["_outcome"] = pl.when(pl.col("_error").is_not_null()).then(pl.lit("failure")).otherwise(_CONSTANTS["_outcome"])
+_FOUND = {
+    "_user": pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user")),
+    "_ip": ip_or_null(pl.col("_ip")),
+}
+_IS_AUTH = pl.col("_p").is_in(list(_AUTH_PROGRAMS)) | pl.col("_msg").str.starts_with("pam_") | pl.col("_action").is_not_null()
+
+
 def _hit_regex(regex: str) -> str:
     """``regex`` with a ``hit`` group around the whole match (groups can be null on a match)."""
     return "^(?P<hit>" + regex.removeprefix("^") + ")"
@@ -196,7 +209,7 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     pattern's one-pass form runs first and its full regex only on the rows the fast form missed."""
     frame = frame.with_columns(_p=pl.col("_prog").str.splitn("(", 2).struct.field("field_0"),  # "sshd(pam_unix)" → "sshd"
                                _start=pl.col("_msg").str.extract(_ROUTE, 1))
-    frame = frame.with_columns(_kind=_kinds())
+    frame = frame.with_columns(_kind=_KINDS)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
     kinds = routed.get_column("_kind").unique().sort().to_list()
     found = pl.concat([_extract(_PATTERNS[i], routed.filter(pl.col("_kind") == i).select("_row", "_msg"), fast=fast) for i in kinds]) \
@@ -207,15 +220,5 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
     back = found.drop("_row").select(pl.all().gather(index))
     frame = frame.with_columns(back.get_columns())
-    hit = pl.when(pl.col("_hit")).then(pl.col("_kind"))
-    constant = {k: hit.replace_strict({i: getattr(p, k.removeprefix("_")) for i, p in enumerate(_PATTERNS)}, return_dtype=pl.String)
-                for k in _CONSTANT}
-    constant["_outcome"] = pl.when(pl.col("_error").is_not_null()).then(pl.lit("failure")).otherwise(constant["_outcome"])
-    out = frame.with_columns(
-        _user=pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user")),
-        _ip=ip_or_null(pl.col("_ip")),
-        **constant,
-    )
-    return out.with_columns(
-        _auth=pl.col("_p").is_in(list(_AUTH_PROGRAMS)) | pl.col("_msg").str.starts_with("pam_") | pl.col("_action").is_not_null(),
-    ).drop("_p", "_start", "_kind", "_hit", "_error")
+    out = frame.with_columns(**_FOUND, **_CONSTANTS)
+    return out.with_columns(_auth=_IS_AUTH).drop("_p", "_start", "_kind", "_hit", "_error")

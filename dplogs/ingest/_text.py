@@ -11,6 +11,14 @@ from dplogs.ingest.base import QUARANTINE_SCHEMA, IngestOptions, ParsedChunk, ev
 from dplogs.schema import conform
 
 
+def run(query: pl.LazyFrame) -> pl.DataFrame:
+    """Execute a chain of steps over one block as a single query, planned the way polars plans an
+    eager call (in memory, no optimiser passes). One query per chain instead of one per step
+    saves ~0.1 ms each; the default lazy collect (optimiser, streaming engine) would cost more
+    than it saves on blocks of this size."""
+    return query.collect(engine="in-memory", optimizations=pl.QueryOptFlags.none())
+
+
 def blank() -> pl.Expr:
     """Lines holding only whitespace: skipped, not errors."""
     return pl.col("text").str.strip_chars().str.len_bytes() == 0
@@ -35,26 +43,26 @@ def finish(
     """
     skip_expr = blank() if skip is None else (blank() | skip.fill_null(False))
     frame = frame.with_columns(_skip=skip_expr, _reason=reason)
-    quarantine = frame.filter(~pl.col("_skip") & pl.col("_reason").is_not_null()).select(
+    quarantine = frame.lazy().filter(~pl.col("_skip") & pl.col("_reason").is_not_null()).select(
         source=pl.lit(source, pl.String),
         line=pl.col("line"),
         reason=pl.col("_reason"),
         text=pl.col("text"),
-    )
+    ).cast(QUARANTINE_SCHEMA).pipe(run)
     # Usually every line parses: then filtering (a copy of every column) is skipped.
     clean = quarantine.is_empty() and not frame.get_column("_skip").any()
     ok = frame if clean else frame.filter(~pl.col("_skip") & pl.col("_reason").is_null())
     dataset_expr = pl.lit(options.dataset) if options.dataset else (pl.lit(dataset) if isinstance(dataset, str) else dataset)
-    events = ok.select(
+    events = conform(ok.lazy().select(
         *fields,
         pl.lit(module).alias("event.module"),
         dataset_expr.alias("event.dataset"),
         pl.lit(source).alias("log.file.path"),
         pl.col("offset").alias("log.offset"),
         event_hash(pl.col("text"), pl.col("offset")).alias("event.hash"),
-    )
+    )).pipe(run)
     skipped = frame.height - ok.height - quarantine.height
-    return ParsedChunk(events=conform(events), quarantine=quarantine.cast(QUARANTINE_SCHEMA), skipped=skipped)
+    return ParsedChunk(events=events, quarantine=quarantine, skipped=skipped)
 
 
 def localize(naive: pl.Expr, tz: str) -> pl.Expr:

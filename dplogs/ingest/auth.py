@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from dplogs.ingest._text import run
+
 _IP = r"(?P<ip>[0-9A-Fa-f:.]+(?:%\w+)?)"
 
 
@@ -179,23 +181,22 @@ def _extract(p: _Pattern, rows: pl.DataFrame, *, fast: bool) -> pl.DataFrame:
     regexes = [p.fast, p.regex] if fast and p.fast else [p.regex]
     parts = []
     for regex in regexes:
-        groups = rows.select("_row", _m=pl.col("_msg").str.extract_groups(_hit_regex(regex)))
         m = pl.col("_m")
         names = {out: [m.struct.field(n) for n in _GROUPS[out] if f"(?P<{n}>" in regex] for out in _GROUPS}
-        part = groups.select(
+        # One query, two steps: the regex runs once, then its groups are read (polars would run it
+        # again for every reference to it within one step).
+        part = rows.lazy().select("_row", _m=pl.col("_msg").str.extract_groups(_hit_regex(regex))).select(
             "_row",
             _hit=m.struct.field("hit").is_not_null(),
             **{out: pl.coalesce(fields) if fields else pl.lit(None, pl.String) for out, fields in names.items()},
             _error=m.struct.field("error") if p.failure_if_error and "(?P<error>" in regex else pl.lit(None, pl.String),
-        )
-        if regex is regexes[-1]:
+        ).pipe(run)
+        hit = part.get_column("_hit")
+        if regex is regexes[-1] or hit.all():  # usually the one-pass form took every row
             parts.append(part)
             break
-        parts.append(part.filter(pl.col("_hit")))
-        missed = part.filter(~pl.col("_hit")).get_column("_row")
-        if missed.is_empty():
-            break
-        rows = rows.filter(pl.col("_row").is_in(missed.implode()))
+        parts.append(part.filter(hit))
+        rows = rows.filter(~hit)  # rows and part are in the same order
     return pl.concat(parts) if len(parts) > 1 else parts[0]
 
 
@@ -207,9 +208,10 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     only that pattern's regex runs on it (:func:`_extract` on that pattern's rows); the results
     go back to row order with one gather. With ``fast`` (the default; False only for tests), a
     pattern's one-pass form runs first and its full regex only on the rows the fast form missed."""
-    frame = frame.with_columns(_p=pl.col("_prog").str.splitn("(", 2).struct.field("field_0"),  # "sshd(pam_unix)" → "sshd"
-                               _start=pl.col("_msg").str.extract(_ROUTE, 1))
-    frame = frame.with_columns(_kind=_KINDS)
+    frame = frame.lazy().with_columns(
+        _p=pl.col("_prog").str.splitn("(", 2).struct.field("field_0"),  # "sshd(pam_unix)" → "sshd"
+        _start=pl.col("_msg").str.extract(_ROUTE, 1),
+    ).with_columns(_kind=_KINDS).pipe(run)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
     kinds = routed.get_column("_kind").unique().sort().to_list()
     found = pl.concat([_extract(_PATTERNS[i], routed.filter(pl.col("_kind") == i).select("_row", "_msg"), fast=fast) for i in kinds]) \
@@ -220,5 +222,5 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
     back = found.drop("_row").select(pl.all().gather(index))
     frame = frame.with_columns(back.get_columns())
-    out = frame.with_columns(**_FOUND, **_CONSTANTS)
-    return out.with_columns(_auth=_IS_AUTH).drop("_p", "_start", "_kind", "_hit", "_error")
+    return frame.lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
+        "_p", "_start", "_kind", "_hit", "_error").pipe(run)

@@ -23,7 +23,7 @@ import re
 
 import polars as pl
 
-from dplogs.ingest._text import finish, localize
+from dplogs.ingest._text import finish, localize, run
 from dplogs.ingest.auth import with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 
@@ -113,26 +113,23 @@ def _header_fast(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
     if lines.select((text.str.len_bytes() == text.str.len_chars()).all()).item():
         # ASCII: str.find's byte offsets are character offsets too, so cut at them (half the
         # cost of the splits below).
-        frame = lines.with_columns(_rest=text.str.slice(16))
-        rest = pl.col("_rest")
-        frame = frame.with_columns(_sp=rest.str.find(" ", literal=True).cast(pl.Int64),
-                                   _colon=rest.str.find(": ", literal=True).cast(pl.Int64))
-        sp, colon = pl.col("_sp"), pl.col("_colon")
-        frame = frame.select(*lines.columns, _ts_str=text.str.slice(0, 15), _host=rest.str.slice(0, sp),
-                             _tag=rest.str.slice(sp + 1, colon - sp - 1), _msg=rest.str.slice(colon + 2))
+        rest, sp, colon = pl.col("_rest"), pl.col("_sp"), pl.col("_colon")
+        frame = lines.lazy().with_columns(_rest=text.str.slice(16)).with_columns(
+            _sp=rest.str.find(" ", literal=True).cast(pl.Int64), _colon=rest.str.find(": ", literal=True).cast(pl.Int64),
+        ).select(*lines.columns, _ts_str=text.str.slice(0, 15), _host=rest.str.slice(0, sp),
+                 _tag=rest.str.slice(sp + 1, colon - sp - 1), _msg=rest.str.slice(colon + 2)).pipe(run)
     else:
         host_rest = text.str.slice(16).str.splitn(" ", 2)
         tag_msg = host_rest.struct.field("field_1").str.splitn(": ", 2)
         frame = lines.with_columns(_ts_str=text.str.slice(0, 15), _host=host_rest.struct.field("field_0"),
                                    _tag=tag_msg.struct.field("field_0"), _msg=tag_msg.struct.field("field_1"))
     # "prog[pid]": the pid once by regex, the program by cutting its known length off the tag.
-    frame = _with_bsd_time(frame, options).with_columns(_pid=pl.col("_tag").str.extract(r"\[(\d+)\]$", 1))
-    return frame.with_columns(
+    return _with_bsd_time(frame, options).lazy().with_columns(_pid=pl.col("_tag").str.extract(r"\[(\d+)\]$", 1)).with_columns(
         _prog=pl.when(pl.col("_pid").is_null()).then(pl.col("_tag"))
         .otherwise(pl.col("_tag").str.head(-(pl.col("_pid").str.len_chars().cast(pl.Int64) + 2))),
         _pri=pl.lit(None, pl.String),
         _header=pl.lit(True),
-    ).select(*lines.columns, *_HEADER_COLUMNS)
+    ).select(*lines.columns, *_HEADER_COLUMNS).pipe(run)
 
 
 def _header_slow(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:

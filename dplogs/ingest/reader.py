@@ -35,7 +35,7 @@ from dplogs.ingest.base import LINES_SCHEMA, REGISTRY, InputSource, LogFormat
 
 SNIFF_BYTES = 64 * 1024
 BLOCK_BYTES = 8 * 1024 * 1024
-FIRST_BLOCK_BYTES = 1024 * 1024
+FIRST_BLOCK_BYTES = 4 * 1024 * 1024
 MIN_SNIFF_SCORE = 0.5
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -245,7 +245,7 @@ def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_
     carry = b""
     base = 0  # stream offset of carry[0]
     line_no = 1
-    # The first blocks are small (1 MiB, doubling up to block_bytes) so that parsing starts, on
+    # The first block is half size (4 MiB, then block_bytes) so that parsing starts, on
     # other threads, while the reader is still getting going.
     size_next = min(block_bytes, FIRST_BLOCK_BYTES)
     while True:

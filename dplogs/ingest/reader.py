@@ -232,8 +232,8 @@ def _split(block: memoryview) -> tuple[pl.Series, np.ndarray, bool]:
 class LineBlock:
     """Lines cut from one block of input, with the block's bytes when the frame holds all of its
     lines unaltered (``raw`` is then exactly the lines, each followed by ``\n`` except perhaps the
-    last, with their ``\r``; None after a lossy UTF-8 repair): formats that hand whole blocks to a native reader use ``raw`` instead of
-    joining the lines again."""
+    last, with their ``\r``; None after a lossy UTF-8 repair). Formats that hand whole blocks to
+    a native reader use ``raw`` instead of joining the lines again."""
 
     lines: pl.DataFrame
     raw: memoryview | None
@@ -245,12 +245,12 @@ def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_
     carry = b""
     base = 0  # stream offset of carry[0]
     line_no = 1
-    # The first block is half size (4 MiB, then block_bytes) so that parsing starts, on
-    # other threads, while the reader is still getting going.
+    # The first block is smaller (FIRST_BLOCK_BYTES) so that parsing starts, on other threads,
+    # while the reader is still getting going; every later one is block_bytes.
     size_next = min(block_bytes, FIRST_BLOCK_BYTES)
     while True:
         buffer = bytearray(len(carry) + size_next)
-        size_next = min(block_bytes, 2 * size_next)
+        size_next = block_bytes
         buffer[: len(carry)] = carry
         view = memoryview(buffer)
         got = stream.readinto(view[len(carry):])  # type: ignore[attr-defined]

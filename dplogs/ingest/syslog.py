@@ -168,8 +168,11 @@ def _header_slow(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
 
 
 # Quarantine reason (null: parsed), ECS fields and dataset of a parsed header + auth frame.
+# Indented header-less lines continue the previous message (multi-line syslog): they are
+# quarantined under their own reason, so nothing is silently merged or lost.
 _REASON = (
-    pl.when(~pl.col("_header")).then(pl.lit("no syslog header"))
+    pl.when(pl.col("text").str.contains(r"^[ \t]") & ~pl.col("_header")).then(pl.lit("continuation line"))
+    .when(~pl.col("_header")).then(pl.lit("no syslog header"))
     .when(pl.col("_ts_str").is_not_null() & pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
 )
 _FIELDS = (
@@ -190,11 +193,6 @@ _FIELDS = (
     pl.lit("event").alias("event.kind"),
 )
 _DATASET = pl.when(pl.col("_auth")).then(pl.lit("system.auth")).otherwise(pl.lit("system.syslog"))
-# Indented header-less lines continue the previous message (multi-line syslog): they are
-# quarantined under their own reason, so nothing is silently merged or lost.
-_REASON = pl.when(pl.col("text").str.contains(r"^[ \t]") & ~pl.col("_header")).then(
-    pl.lit("continuation line")
-).otherwise(_REASON)
 
 
 @register

@@ -170,3 +170,28 @@ def test_same_bytes_with_another_format_are_reparsed_without_duplicates(tmp_path
     assert (fixed.written, fixed.quarantined) == (1, 1)
     events = Store.open(tmp_path / "s").scan().collect()
     assert sorted(events.get_column("event.dataset").to_list()) == ["cef.log", "system.auth"]
+
+
+def test_parquet_encodings_round_trip_exactly(tmp_path: Path) -> None:
+    # Steady integers and the timestamp are delta-encoded, repeating strings dictionary-encoded;
+    # values (nulls, negatives, extremes) come back exactly.
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from dplogs.schema import conform
+
+    stamps = [dt.datetime(2024, 3, 1, 0, 0, s, tzinfo=dt.UTC) for s in (5, 1, 59)]
+    frame = conform(pl.DataFrame({
+        "@timestamp": stamps, "event.action": ["ssh_login", "ssh_login", None], "message": ["a", "b", "c"],
+        "process.pid": [2**62, None, -(2**62)], "source.port": [65535, 0, None], "log.offset": [0, 10, 2**40],
+    }))
+    store = Store.init(tmp_path / "s", dataset="t")
+    store.write_events(frame, stem="x")
+    path = tmp_path / "s/events/day=2024-03-01/x.parquet"
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    for delta in ("@timestamp", "process.pid", "source.port", "log.offset"):
+        assert "DELTA_BINARY_PACKED" in encodings[delta], encodings[delta]
+    assert "RLE_DICTIONARY" in encodings["event.action"] and "RLE_DICTIONARY" not in encodings["message"]
+    assert store.scan().collect().equals(frame)

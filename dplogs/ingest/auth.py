@@ -158,8 +158,9 @@ def _kinds() -> pl.Expr:
 
 # Built once: turning the lookup tables into polars literals cost more per block than using them.
 _KINDS = _kinds()
-_MATCHED = pl.when(pl.col("_hit")).then(pl.col("_kind"))
-_CONSTANTS = {k: _MATCHED.replace_strict({i: getattr(p, k.removeprefix("_")) for i, p in enumerate(_PATTERNS)}, return_dtype=pl.String)
+# A small table gathered by the matched pattern's index (null: no match) costs a quarter of a
+# per-row lookup.
+_CONSTANTS = {k: pl.lit(pl.Series([getattr(p, k.removeprefix("_")) for p in _PATTERNS], dtype=pl.String)).gather(pl.col("_match"))
               for k in _CONSTANT}
 _CONSTANTS["_outcome"] = pl.when(pl.col("_error").is_not_null()).then(pl.lit("failure")).otherwise(_CONSTANTS["_outcome"])
 _FOUND = {
@@ -174,10 +175,12 @@ def _hit_regex(regex: str) -> str:
     return "^(?P<hit>" + regex.removeprefix("^") + ")"
 
 
-def _extract(p: _Pattern, rows: pl.DataFrame, *, fast: bool) -> pl.DataFrame:
-    """``rows`` (``_row``, ``_msg``) routed to ``p``, as ``_row`` plus the pattern's results in a
-    common layout: ``_hit`` (the regex matched), ``_user _ip _port _target _error``. With ``fast``
-    and a one-pass form, the full regex runs only on the rows that form missed."""
+def _extract(kind: int, rows: pl.DataFrame, *, fast: bool) -> pl.DataFrame:
+    """``rows`` (``_row``, ``_msg``) routed to pattern ``kind``, as ``_row`` plus the pattern's
+    results in a common layout: ``_match`` (``kind`` where its regex matched, else null),
+    ``_user _ip _port _target _error``. With ``fast`` and a one-pass form, the full regex runs only
+    on the rows that form missed."""
+    p = _PATTERNS[kind]
     regexes = [p.fast, p.regex] if fast and p.fast else [p.regex]
     parts = []
     for regex in regexes:
@@ -187,17 +190,21 @@ def _extract(p: _Pattern, rows: pl.DataFrame, *, fast: bool) -> pl.DataFrame:
         # again for every reference to it within one step).
         part = rows.lazy().select("_row", _m=pl.col("_msg").str.extract_groups(_hit_regex(regex))).select(
             "_row",
-            _hit=m.struct.field("hit").is_not_null(),
+            _match=pl.when(m.struct.field("hit").is_not_null()).then(pl.lit(kind, pl.Int8)),
             **{out: pl.coalesce(fields) if fields else pl.lit(None, pl.String) for out, fields in names.items()},
             _error=m.struct.field("error") if p.failure_if_error and "(?P<error>" in regex else pl.lit(None, pl.String),
         ).pipe(run)
-        hit = part.get_column("_hit")
+        hit = part.get_column("_match").is_not_null()
         if regex is regexes[-1] or hit.all():  # usually the one-pass form took every row
             parts.append(part)
             break
         parts.append(part.filter(hit))
         rows = rows.filter(~hit)  # rows and part are in the same order
     return pl.concat(parts) if len(parts) > 1 else parts[0]
+
+
+_RESULTS = pl.Schema({"_match": pl.Int8(), **dict.fromkeys([*_GROUPS, "_error"], pl.String())})
+"""What :func:`_extract` finds for each routed row (besides ``_row``)."""
 
 
 def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
@@ -214,13 +221,15 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     ).with_columns(_kind=_KINDS).pipe(run)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
     kinds = routed.get_column("_kind").unique().sort().to_list()
-    found = pl.concat([_extract(_PATTERNS[i], routed.filter(pl.col("_kind") == i).select("_row", "_msg"), fast=fast) for i in kinds]) \
-        if kinds else pl.DataFrame(schema={"_row": pl.UInt32, "_hit": pl.Boolean, **dict.fromkeys([*_GROUPS, "_error"], pl.String)})
+    found = pl.concat([_extract(i, routed.filter(pl.col("_kind") == i).select("_row", "_msg"), fast=fast) for i in kinds]) \
+        if kinds else pl.DataFrame(schema={"_row": pl.UInt32, **_RESULTS})
     # Row r's results are found[where[r]]; rows no pattern took have a null index (null results).
+    # Columns null in every found row (often _error, _target) are not gathered.
     where = np.full(frame.height, found.height, dtype=np.uint32)
     where[found.get_column("_row").to_numpy()] = np.arange(found.height, dtype=np.uint32)
     index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
-    back = found.drop("_row").select(pl.all().gather(index))
-    frame = frame.with_columns(back.get_columns())
-    return frame.lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
-        "_p", "_start", "_kind", "_hit", "_error").pipe(run)
+    nulls = found.null_count().row(0, named=True)
+    back = [found.get_column(c).gather(index) if nulls[c] < found.height else pl.Series(c, dtype=dtype).extend_constant(None, frame.height)
+            for c, dtype in _RESULTS.items()]
+    return frame.with_columns(back).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
+        "_p", "_start", "_kind", "_match", "_error").pipe(run)

@@ -39,7 +39,9 @@ user = st.one_of(
 ip = st.sampled_from(["10.0.0.1", "2001:db8::7", "fe80::1%eth0", "1.2.3.4.5", "host.example"])
 tag = st.one_of(
     st.sampled_from(["sshd[12]", "sshd", "sudo", "su[7]", "sshd(pam_unix)[3]", "useradd[9]", "x[٣]", "cron[]", "a[1]b"]),
-    st.text(st.characters(codec="utf-8", exclude_characters="\n\r: "), min_size=1, max_size=10),
+    # any program text (non-ASCII too), with or without a "[pid]" (ASCII or other digits) after it
+    st.builds(lambda prog, pid: prog + pid, st.text(st.characters(codec="utf-8", exclude_characters="\n\r: "), min_size=1, max_size=10),
+              st.sampled_from(["", "[12]", "[٣]", "[1][2]"])),
 )
 message = st.one_of(
     st.builds(lambda ev, u, i, p, tail: f"{ev} password for {u} from {i} port {p}{tail}",

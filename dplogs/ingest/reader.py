@@ -52,13 +52,13 @@ class _GuardedStream(io.RawIOBase):
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         try:
-            # read1: one underlying read, so data decoded before a corrupt tail is not lost
-            data = self._inner.read1(len(buffer))
+            # readinto1: one underlying read, so data decoded before a corrupt tail is not lost; a
+            # plain file reads straight into ``buffer`` (no intermediate bytes object to allocate,
+            # fault in and copy)
+            return self._inner.readinto1(buffer)
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             self._errors.append(f"input ends early ({type(exc).__name__}: {exc}); the readable part was ingested")
             return 0
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._inner.close()

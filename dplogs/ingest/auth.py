@@ -221,9 +221,9 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
         _start=pl.col("_msg").str.extract(_ROUTE, 1),
     ).with_columns(_kind=_KINDS).pipe(run)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
-    kinds = routed.get_column("_kind").unique().sort().to_list()
-    found = pl.concat([_extract(i, routed.filter(pl.col("_kind") == i).select("_row", "_msg"), fast=fast) for i in kinds]) \
-        if kinds else pl.DataFrame(schema={"_row": pl.UInt32, **_RESULTS})
+    by_kind = routed.partition_by("_kind", as_dict=True, include_key=False)
+    found = pl.concat([_extract(kind, rows, fast=fast) for (kind,), rows in sorted(by_kind.items())]) \
+        if by_kind else pl.DataFrame(schema={"_row": pl.UInt32, **_RESULTS})
     # Row r's results are found[where[r]]; rows no pattern took have a null index (null results).
     # Columns null in every found row (often _error, _target) are not gathered.
     where = np.full(frame.height, found.height, dtype=np.uint32)

@@ -25,7 +25,7 @@ from dplogs.errors import DataError, UsageError
 from dplogs.ingest import formats as _formats  # noqa: F401  (registers every format)
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
-from dplogs.ingest.store import Store, hash_canary, new_run_id
+from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,7 @@ def _ingest_one(
     reasons: Counter[str] = Counter()
     chunk: ParsedChunk
     chunks = _parsed_chunks(fmt, source, options)
+    writer = DayWriter(store, stem)
     checked = False
     for i, chunk in enumerate(chunks):
         if not checked:
@@ -206,7 +207,7 @@ def _ingest_one(
             events, dropped = _drop_known(store, events, day_cache)
             duplicates += dropped
         if events.height:
-            store.write_events(events, stem=f"{stem}-{i:05d}")
+            writer.add(events)
         if chunk.quarantine.height:
             store.write_quarantine(chunk.quarantine, run_id=run_id, stem=f"{stem}-{i:05d}")
             reasons.update(dict(chunk.quarantine.get_column("reason").value_counts().iter_rows()))
@@ -215,6 +216,7 @@ def _ingest_one(
         skipped += chunk.skipped
     if not checked and not is_new():
         return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
+    writer.close()
     return FileResult(
         name=source.name, format=fmt.name, parsed=parsed, quarantined=quarantined, skipped=skipped,
         duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())),

@@ -195,3 +195,45 @@ def test_parquet_encodings_round_trip_exactly(tmp_path: Path) -> None:
         assert "DELTA_BINARY_PACKED" in encodings[delta], encodings[delta]
     assert "RLE_DICTIONARY" in encodings["event.action"] and "RLE_DICTIONARY" not in encodings["message"]
     assert store.scan().collect().equals(frame)
+
+
+def test_interleaved_days_are_written_as_few_files(tmp_path: Path) -> None:
+    # A merged export: consecutive lines belong to different days. Parsed in chunks of 2 lines,
+    # each chunk's day parts wait and are written together, one file per day, nothing lost.
+    days = ["Mar  1", "Mar  2", "Mar  3"]
+    lines = [f"{days[i % 3]} 10:00:{i:02d} h sshd[{i}]: Failed password for u{i} from 10.0.0.{i} port 22 ssh2" for i in range(12)]
+    log = _write(tmp_path / "auth.log", lines)
+    summary = ingest([log], tmp_path / "s", options=IngestOptions(year=2024, chunk_lines=2), format="syslog")
+    assert summary.written == 12
+    files = sorted((tmp_path / "s/events").glob("day=*/*.parquet"))
+    assert [f.parent.name for f in files] == ["day=2024-03-01", "day=2024-03-02", "day=2024-03-03"]
+    events = Store.open(tmp_path / "s").scan().collect()
+    assert sorted(events.get_column("user.name")) == sorted(f"u{i}" for i in range(12))
+
+
+def test_day_writer_bounds_what_waits(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from dplogs.ingest.store import DayWriter
+    from dplogs.schema import conform
+
+    store = Store.init(tmp_path / "s", dataset="t")
+    writer = DayWriter(store, "run", min_rows=5, max_buffered=6)
+
+    def chunk(day: int, n: int) -> pl.DataFrame:
+        return conform(pl.DataFrame({"@timestamp": [dt.datetime(2024, 3, day, tzinfo=dt.UTC)] * n,
+                                     "user.name": [f"d{day}-{i}" for i in range(n)]}))
+
+    def files() -> list[str]:
+        return sorted(f"{f.parent.name}/{f.name}" for f in (tmp_path / "s/events").glob("day=*/*.parquet"))
+
+    writer.add(pl.concat([chunk(1, 2), chunk(2, 2)]))
+    assert files() == []  # both parts wait
+    writer.add(chunk(1, 3))
+    assert files() == ["day=2024-03-01/run-00000.parquet"]  # day 1 reached min_rows: 5 rows in one file
+    writer.add(pl.concat([chunk(3, 3), chunk(4, 2)]))  # 2 + 3 + 2 = 7 rows wait > max_buffered
+    assert len(files()) == 4
+    writer.add(chunk(5, 1))
+    writer.close()
+    assert len(files()) == 5
+    assert store.scan().select(pl.len()).collect().item() == 2 + 2 + 3 + 3 + 2 + 1

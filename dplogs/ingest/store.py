@@ -273,11 +273,12 @@ class Store:
 
 class DayWriter:
     """Day-partitioned writes of one input's chunks. A chunk's part of a day smaller than
-    ``min_rows`` waits and is written together with that day's parts of later chunks: an input
+    ``min_rows`` waits and is written together with that day's parts of the next chunks: an input
     whose lines interleave many days (a merged export) would otherwise become one small file per
-    day per chunk (a 1M-line log spanning 25 days: 350 files, 45% of the ingest time). At most
-    ``max_buffered`` rows wait; past that, every waiting day is written. :meth:`close` writes
-    the rest, and must run before the input counts as ingested."""
+    day per chunk (a 1M-line log spanning 25 days: 350 files, 45% of the ingest time). A day
+    waits only while each chunk brings more of it, and at most ``max_buffered`` rows wait; past
+    that, every waiting day is written. :meth:`close` writes the rest, and must run before the
+    input counts as ingested."""
 
     def __init__(self, store: Store, stem: str, *, min_rows: int = 50_000, max_buffered: int = 250_000) -> None:
         self._store, self._stem = store, stem
@@ -287,12 +288,18 @@ class DayWriter:
         self._files = 0
 
     def add(self, events: pl.DataFrame) -> None:
-        for day, part in self._store.day_parts(events):
+        parts = self._store.day_parts(events)
+        for day, part in parts:
             waiting = self._waiting.setdefault(day, [])
             waiting.append(part)
             self._buffered += part.height
             if sum(p.height for p in waiting) >= self._min_rows:
                 self._write(day)
+        # A day absent from this chunk is likely over (the tail of a day in a time-ordered log):
+        # writing it now keeps stale parts from holding memory until the cap.
+        seen = {day for day, _ in parts}
+        for day in [d for d in self._waiting if d not in seen]:
+            self._write(day)
         if self._buffered > self._max_buffered:
             self.close()
 

@@ -198,12 +198,12 @@ def test_parquet_encodings_round_trip_exactly(tmp_path: Path) -> None:
 
 
 def test_interleaved_days_are_written_as_few_files(tmp_path: Path) -> None:
-    # A merged export: consecutive lines belong to different days. Parsed in chunks of 2 lines,
+    # A merged export: consecutive lines belong to different days. Parsed in chunks of 3 lines,
     # each chunk's day parts wait and are written together, one file per day, nothing lost.
     days = ["Mar  1", "Mar  2", "Mar  3"]
     lines = [f"{days[i % 3]} 10:00:{i:02d} h sshd[{i}]: Failed password for u{i} from 10.0.0.{i} port 22 ssh2" for i in range(12)]
     log = _write(tmp_path / "auth.log", lines)
-    summary = ingest([log], tmp_path / "s", options=IngestOptions(year=2024, chunk_lines=2), format="syslog")
+    summary = ingest([log], tmp_path / "s", options=IngestOptions(year=2024, chunk_lines=3), format="syslog")
     assert summary.written == 12
     files = sorted((tmp_path / "s/events").glob("day=*/*.parquet"))
     assert [f.parent.name for f in files] == ["day=2024-03-01", "day=2024-03-02", "day=2024-03-03"]
@@ -220,20 +220,24 @@ def test_day_writer_bounds_what_waits(tmp_path: Path) -> None:
     store = Store.init(tmp_path / "s", dataset="t")
     writer = DayWriter(store, "run", min_rows=5, max_buffered=6)
 
-    def chunk(day: int, n: int) -> pl.DataFrame:
-        return conform(pl.DataFrame({"@timestamp": [dt.datetime(2024, 3, day, tzinfo=dt.UTC)] * n,
-                                     "user.name": [f"d{day}-{i}" for i in range(n)]}))
+    def chunk(*sizes: tuple[int, int]) -> pl.DataFrame:
+        return pl.concat([conform(pl.DataFrame({"@timestamp": [dt.datetime(2024, 3, day, tzinfo=dt.UTC)] * n,
+                                                "user.name": [f"d{day}-{i}" for i in range(n)]})) for day, n in sizes])
 
     def files() -> list[str]:
         return sorted(f"{f.parent.name}/{f.name}" for f in (tmp_path / "s/events").glob("day=*/*.parquet"))
 
-    writer.add(pl.concat([chunk(1, 2), chunk(2, 2)]))
+    writer.add(chunk((1, 2), (2, 2)))
     assert files() == []  # both parts wait
-    writer.add(chunk(1, 3))
-    assert files() == ["day=2024-03-01/run-00000.parquet"]  # day 1 reached min_rows: 5 rows in one file
-    writer.add(pl.concat([chunk(3, 3), chunk(4, 2)]))  # 2 + 3 + 2 = 7 rows wait > max_buffered
-    assert len(files()) == 4
-    writer.add(chunk(5, 1))
+    writer.add(chunk((1, 3), (2, 1)))
+    assert files() == ["day=2024-03-01/run-00000.parquet"]  # day 1 reached min_rows: its 5 rows in one file
+    writer.add(chunk((2, 1), (3, 2)))
+    assert len(files()) == 1  # day 2 (4 rows) and day 3 still wait
+    writer.add(chunk((3, 1)))
+    assert files()[-1] == "day=2024-03-02/run-00001.parquet"  # day 2 is absent from this chunk: written
+    writer.add(chunk((3, 1), (4, 3), (5, 2)))  # 4 + 3 + 2 rows would wait, more than max_buffered
+    assert len(files()) == 5
     writer.close()
     assert len(files()) == 5
-    assert store.scan().select(pl.len()).collect().item() == 2 + 2 + 3 + 3 + 2 + 1
+    counts = dict(store.scan().group_by(pl.col("@timestamp").dt.day()).len().collect().iter_rows())
+    assert counts == {1: 5, 2: 4, 3: 4, 4: 3, 5: 2}

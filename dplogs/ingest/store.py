@@ -280,7 +280,7 @@ class DayWriter:
     that, every waiting day is written. :meth:`close` writes the rest, and must run before the
     input counts as ingested."""
 
-    def __init__(self, store: Store, stem: str, *, min_rows: int = 50_000, max_buffered: int = 250_000) -> None:
+    def __init__(self, store: Store, stem: str, *, min_rows: int = 20_000, max_buffered: int = 250_000) -> None:
         self._store, self._stem = store, stem
         self._min_rows, self._max_buffered = min_rows, max_buffered
         self._waiting: dict[str, list[pl.DataFrame]] = {}

@@ -34,14 +34,18 @@ def finish(
     dataset: pl.Expr | str,
     module: str,
     skip: pl.Expr | None = None,
+    blank_lines: bool = True,
 ) -> ParsedChunk:
     """Split ``frame`` (LINES_SCHEMA plus parse columns) into events and quarantine.
 
     ``reason`` is null for a parsed line and the quarantine reason otherwise; ``skip`` marks lines
-    dropped without error (blank lines always are). ``fields`` are ECS columns, aliased to their
+    dropped without error, and so are blank lines (``blank_lines=False``: the caller knows there
+    are none). ``fields`` are ECS columns, aliased to their
     ECS names, computed on the parsed lines only.
     """
-    skip_expr = blank() if skip is None else (blank() | skip.fill_null(False))
+    skip_expr = pl.lit(False) if skip is None else skip.fill_null(False)
+    if blank_lines:
+        skip_expr = blank() | skip_expr
     frame = frame.with_columns(_skip=skip_expr, _reason=reason)
     quarantine = frame.lazy().filter(~pl.col("_skip") & pl.col("_reason").is_not_null()).select(
         source=pl.lit(source, pl.String),

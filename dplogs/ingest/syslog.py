@@ -176,6 +176,7 @@ _REASON = (
     .when(~pl.col("_header")).then(pl.lit("no syslog header"))
     .when(pl.col("_ts_str").is_not_null() & pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
 )
+_BAD_STAMP = pl.when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
 _FIELDS = (
     pl.col("_time").alias("@timestamp"),
     pl.col("_host").alias("host.name"),
@@ -216,7 +217,11 @@ class Syslog(LineFormat):
         # Both give the same columns, so results do not depend on the path taken.
         fast = lines.with_columns(_ok=pl.col("text").str.contains(_FAST))
         if fast.get_column("_ok").all():
-            frame = _header_fast(lines, options)
+            # Every line has a header, a stamp and a message, so none is blank and only the stamp
+            # can be bad: _REASON reduces to _BAD_STAMP.
+            frame = with_auth(_header_fast(lines, options))
+            return finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=_FIELDS, dataset=_DATASET,
+                          module="system", blank_lines=False)
         else:
             split = fast.partition_by("_ok", as_dict=True, include_key=False)
             parts = []

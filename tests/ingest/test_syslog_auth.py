@@ -131,6 +131,17 @@ def test_quarantine_reasons_and_accounting() -> None:
     assert chunk.events.height + chunk.quarantine.height + chunk.skipped == frame.height
 
 
+
+def test_a_block_of_fast_lines_parses_as_within_a_mixed_block() -> None:
+    # A block whose every line takes the fast header path skips the blank-line and header checks;
+    # its events and quarantine must equal those of the same lines next to a line that does not.
+    fast = ["Feb 30 10:00:00 h sshd[1]: impossible date", "Mar  1 10:00:00 h sshd[2]: Failed password for bob from 10.0.0.1 port 22 ssh2"]
+    alone = Syslog().parse_lines(lines_frame(*fast), "x", IngestOptions(year=2023))
+    mixed = Syslog().parse_lines(lines_frame(*fast, "not syslog"), "x", IngestOptions(year=2023))
+    assert alone.quarantine.select("line", "reason").rows() == [(1, "bad timestamp")]
+    assert alone.quarantine.equals(mixed.quarantine.filter(pl.col("line") <= 2))
+    assert alone.events.equals(mixed.events) and alone.events.height == 1
+
 def _loghub_rows(path: Path) -> list[dict]:
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))

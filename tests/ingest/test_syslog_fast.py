@@ -133,9 +133,12 @@ literals = st.sampled_from([s for p in auth._PATTERNS for s in p.starts] + [p.co
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=st.lists(st.tuples(st.sampled_from(["sshd", "sudo", "su", "sshd(pam_unix)", "useradd", "cron", None]),
+@given(rows=st.lists(st.tuples(st.sampled_from(["sshd", "sudo", "su", "sshd(pam_unix)", "useradd", "cron", "CRON", "su(x)", None]),
                                st.lists(literals, max_size=4).map("".join)), min_size=1, max_size=10))
 def test_routing_table_equals_the_gates_in_order(rows) -> None:
     frame = pl.DataFrame({"_prog": [p for p, _ in rows], "_msg": [m for _, m in rows]}, schema={"_prog": pl.String, "_msg": pl.String})
-    routed = frame.with_columns(_p=pl.col("_prog").str.replace(r"\(.*$", ""), _start=pl.col("_msg").str.extract(auth._ROUTE, 1))
-    assert routed.select(auth._kinds()).to_series().to_list() == _gates_in_order(frame)
+    routed = auth.with_routing(frame)
+    assert routed.get_column("_kind").to_list() == _gates_in_order(frame)
+    # the program code also says whether the program, without any "(…)", is an auth program
+    assert (routed.get_column("_pcode") >= auth._AUTH_PROGRAM).to_list() == [
+        p is not None and p.split("(")[0] in auth._AUTH_PROGRAMS for p, _ in rows]

@@ -114,24 +114,33 @@ def _header_fast(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
 
     After the 16-byte stamp comes ``host tag: msg``; the host holds no space and no colon, so the
     first space ends it and the first ``": "`` ends the tag."""
-    text = pl.col("text")
+    text, tag = pl.col("text"), pl.col("_tag")
     if lines.select((text.str.len_bytes() == text.str.len_chars()).all()).item():
         # ASCII: str.find's byte offsets are character offsets too, so cut at them (half the
-        # cost of the splits below).
-        rest, sp, colon = pl.col("_rest"), pl.col("_sp"), pl.col("_colon")
+        # cost of splitting). "prog[pid]": where the "[pid]" suffix starts, by a regex search
+        # without captures (half the cost of extracting it), then both parts by cutting there.
+        rest, sp, colon, cut = pl.col("_rest"), pl.col("_sp"), pl.col("_colon"), pl.col("_cut")
         frame = lines.lazy().with_columns(_rest=text.str.slice(16)).with_columns(
             _sp=rest.str.find(" ", literal=True).cast(pl.Int64), _colon=rest.str.find(": ", literal=True).cast(pl.Int64),
         ).select(*lines.columns, _ts_str=text.str.slice(0, 15), _host=rest.str.slice(0, sp),
-                 _tag=rest.str.slice(sp + 1, colon - sp - 1), _msg=rest.str.slice(colon + 2)).pipe(run)
+                 _tag=rest.str.slice(sp + 1, colon - sp - 1), _msg=rest.str.slice(colon + 2),
+        ).with_columns(_cut=tag.str.find(r"\[\d+\]$").cast(pl.Int64)).with_columns(
+            _pid=tag.str.slice(cut + 1, tag.str.len_bytes().cast(pl.Int64) - cut - 2),
+            _prog=pl.when(cut.is_null()).then(tag).otherwise(tag.str.slice(0, cut)),
+        ).pipe(run)
     else:
+        # Split at the first space and the first ": "; the pid by regex, the program by cutting
+        # its length off the tag.
         host_rest = text.str.slice(16).str.splitn(" ", 2)
         tag_msg = host_rest.struct.field("field_1").str.splitn(": ", 2)
-        frame = lines.with_columns(_ts_str=text.str.slice(0, 15), _host=host_rest.struct.field("field_0"),
-                                   _tag=tag_msg.struct.field("field_0"), _msg=tag_msg.struct.field("field_1"))
-    # "prog[pid]": the pid once by regex, the program by cutting its known length off the tag.
-    return _with_bsd_time(frame, options).lazy().with_columns(_pid=pl.col("_tag").str.extract(r"\[(\d+)\]$", 1)).with_columns(
-        _prog=pl.when(pl.col("_pid").is_null()).then(pl.col("_tag"))
-        .otherwise(pl.col("_tag").str.head(-(pl.col("_pid").str.len_chars().cast(pl.Int64) + 2))),
+        pid = pl.col("_pid")
+        frame = lines.lazy().with_columns(
+            _ts_str=text.str.slice(0, 15), _host=host_rest.struct.field("field_0"),
+            _tag=tag_msg.struct.field("field_0"), _msg=tag_msg.struct.field("field_1"),
+        ).with_columns(_pid=tag.str.extract(r"\[(\d+)\]$", 1)).with_columns(
+            _prog=pl.when(pid.is_null()).then(tag).otherwise(tag.str.head(-(pid.str.len_chars().cast(pl.Int64) + 2))),
+        ).pipe(run)
+    return _with_bsd_time(frame, options).lazy().with_columns(
         _pri=pl.lit(None, pl.String),
         _header=pl.lit(True),
     ).select(*lines.columns, *_HEADER_COLUMNS).pipe(run)

@@ -40,8 +40,8 @@ def finish(
 
     ``reason`` is null for a parsed line and the quarantine reason otherwise; ``skip`` marks lines
     dropped without error, and so are blank lines (``blank_lines=False``: the caller knows there
-    are none). ``fields`` are ECS columns, aliased to their
-    ECS names, computed on the parsed lines only.
+    are none). ``fields`` are ECS columns, aliased to their ECS names, computed on the parsed
+    lines only.
     """
     skip_expr = pl.lit(False) if skip is None else skip.fill_null(False)
     if blank_lines:

@@ -231,13 +231,11 @@ class Syslog(LineFormat):
             frame = with_auth(_header_fast(lines, options))
             return finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=_FIELDS, dataset=_DATASET,
                           module="system", blank_lines=False)
-        else:
-            split = fast.partition_by("_ok", as_dict=True, include_key=False)
-            parts = []
-            if (True,) in split:
-                parts.append(_header_fast(split[(True,)], options))
-            if (False,) in split:
-                parts.append(_header_slow(split[(False,)], options))
-            frame = pl.concat(parts).sort("line")
-        frame = with_auth(frame.with_columns(pl.col("_msg").fill_null("")))
+        split = fast.partition_by("_ok", as_dict=True, include_key=False)
+        parts = []
+        if (True,) in split:
+            parts.append(_header_fast(split[(True,)], options))
+        if (False,) in split:
+            parts.append(_header_slow(split[(False,)], options))
+        frame = with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null("")))
         return finish(frame, source=source, options=options, reason=_REASON, fields=_FIELDS, dataset=_DATASET, module="system")

@@ -247,12 +247,9 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     found = pl.concat([_extract(kind, rows, fast=fast) for (kind,), rows in sorted(by_kind.items())]) \
         if by_kind else pl.DataFrame(schema={"_row": pl.UInt32, **_RESULTS})
     # Row r's results are found[where[r]]; rows no pattern took have a null index (null results).
-    # Columns null in every found row (often _error, _target) are not gathered.
     where = np.full(frame.height, found.height, dtype=np.uint32)
     where[found.get_column("_row").to_numpy()] = np.arange(found.height, dtype=np.uint32)
     index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
-    nulls = found.null_count().row(0, named=True)
-    back = [found.get_column(c).gather(index) if nulls[c] < found.height else pl.Series(c, dtype=dtype).extend_constant(None, frame.height)
-            for c, dtype in _RESULTS.items()]
-    return frame.with_columns(back).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
+    back = found.drop("_row").select(pl.all().gather(index))
+    return frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)

@@ -11,6 +11,7 @@ re-emits it without spending.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from dplogs.privacy.mechanisms import add_noise
 from dplogs.privacy.quantiles import bin_level, histogram_quantiles
 from dplogs.privacy.randomness import secret_seed
 from dplogs.privacy.selection import select
+from dplogs.privacy.windows import window_start
 from dplogs.schema import TIMESTAMP
 
 ALL = "__all__"  # constant key of a query without keys: one global group
@@ -37,9 +39,25 @@ def _key_names(plan: Plan) -> list[str]:
     return [k.name for k in plan.keys] or [ALL]
 
 
-def prepare(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
+def bounding_unit(plan: Plan) -> pl.Expr:
+    """What the backend bounds: the privacy unit within one budget window.
+
+    The neighbouring relation removes one unit's events in *one* window, so bounds hold per
+    (unit, window). Bounding a unit over a range spanning windows would let its events in one
+    window decide which of its cells in another are kept (removing its March events frees L0
+    slots for February cells: an L1 change of 2·L0·L∞, twice the sensitivity charged). A query
+    inside one window bounds on the unit column alone (same rule, no per-row struct); a null unit
+    stays null (each such row its own unit)."""
+    if len(plan.budget_windows) <= 1:
+        return pl.col(plan.unit)
+    return pl.when(pl.col(plan.unit).is_not_null()).then(
+        pl.struct(pl.col(plan.unit), window_start(TIMESTAMP, plan.window_policy).alias("window"))
+    )
+
+
+def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = ()) -> pl.LazyFrame:
     """Rows in the window that pass WHERE and the public key domains, with key and derived value
-    columns (pre-noise; stays inside the engine)."""
+    columns (pre-noise; stays inside the engine), plus the ``keep`` expressions (the auditor's)."""
     start = pl.lit(plan.start).dt.cast_time_unit("us")
     end = pl.lit(plan.end).dt.cast_time_unit("us")
     preds = [pl.col(TIMESTAMP) >= start, pl.col(TIMESTAMP) < end]
@@ -48,7 +66,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
     for k in plan.keys:
         if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
             preds.append(pl.col(k.column).is_in(pl.lit(k.domain(plan.start, plan.end)).implode()))
-    exprs = [pl.col(plan.unit).alias(UNIT)]
+    exprs = [bounding_unit(plan).alias(UNIT)]
     exprs += [k.expr() for k in plan.keys] or [pl.lit(0, pl.Int32).alias(ALL)]
     for s in plan.sums:
         if s.kind == "value":
@@ -62,7 +80,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
         inner = pl.Series(bins.edges[1:-1], dtype=pl.Float64)
         value = pl.col(col).cast(pl.Float64).clip(bins.edges[0], bins.edges[-1])
         exprs.append(pl.lit(inner).search_sorted(value, side="right").cast(pl.Int32).alias(f"{BIN}{col}"))
-    return lf.filter(pl.all_horizontal(preds)).select(exprs)
+    return lf.filter(pl.all_horizontal(preds)).select(*exprs, *keep)
 
 
 def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:

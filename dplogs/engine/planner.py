@@ -112,6 +112,12 @@ class Plan:
             + (" (its sums scaled to that many rows)" if self.sums else "")
             + ", so released values are biased downward for heavy contributors."
         ]
+        if len(self.budget_windows) > 1:
+            parts.append(
+                f"The query spans {len(self.budget_windows)} budget windows and bounds hold per {self.unit} per "
+                f"window (the unit of the guarantee): a {self.unit} active in several windows contributes up to "
+                f"those bounds in each, and a group spanning windows counts it once per window in distinct counts."
+            )
         if self.clamps:
             parts.append(
                 "Values are clamped to " + ", ".join(f"{c}∈[{v.lo:g}, {v.hi:g}]" for c, v in self.clamps.items())

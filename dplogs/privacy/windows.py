@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import polars as pl
+
 from dplogs.errors import UsageError
 
 POLICIES = ("day", "week", "month")
@@ -58,6 +60,16 @@ def window_key(ts: dt.datetime | dt.date | str, policy: str) -> str:
         return t.strftime("%Y-%m")
     year, week, _ = t.isocalendar()
     return f"{year:04d}-W{week:02d}"
+
+
+_TRUNCATE = {"day": "1d", "week": "1w", "month": "1mo"}
+
+
+def window_start(column: str, policy: str) -> pl.Expr:
+    """Per row, the start of the ``policy`` window containing UTC timestamp ``column``: the
+    vectorised twin of :func:`window_key` (one value per window; weeks start on ISO Monday).
+    Used to bound each unit per budget window, the unit of the neighbouring relation."""
+    return pl.col(column).dt.convert_time_zone("UTC").dt.truncate(_TRUNCATE[check_policy(policy)])
 
 
 def check_window(key: str, policy: str) -> str:

@@ -34,3 +34,21 @@ def neighbours(
         "source.bytes": sizes, "host.name": hosts,
     }))
     return d, d.filter(pl.col("user.name") != VICTIM)
+
+
+TWO_WINDOWS = {"start": "2026-02-25", "end": "2026-03-06"}
+
+
+def window_neighbours(*, march_days: int = 1) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The per-window neighbour across a month end. D: one background user a day over
+    ``TWO_WINDOWS`` plus a victim with one event on Feb 27 and one on each of the first
+    ``march_days`` days of March; D′ = D without the victim's March events (its February event
+    stays). With L0 = 1, a path that bounds the victim over the whole range keeps its Feb 27 cell
+    in D′ always but in D only sometimes, so the count vector moves by 2 while 1 is charged."""
+    days = [dt.datetime(2026, 2, 25, 9, tzinfo=dt.UTC) + dt.timedelta(days=i) for i in range(9)]
+    march = [dt.datetime(2026, 3, 1 + i, 10, tzinfo=dt.UTC) for i in range(march_days)]
+    d = conform(pl.LazyFrame({
+        "@timestamp": days + [dt.datetime(2026, 2, 27, 10, tzinfo=dt.UTC)] + march,
+        "user.name": [f"u{i}" for i in range(9)] + [VICTIM] * (1 + march_days),
+    }))
+    return d, d.filter(~((pl.col("user.name") == VICTIM) & (pl.col("@timestamp") >= dt.datetime(2026, 3, 1, tzinfo=dt.UTC))))

@@ -89,14 +89,14 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
     base = prepare(plan, lf)
     keys = _key_names(plan)
     main = backend.bounded_aggregate(
-        base, unit=UNIT, keys=keys, bounds=plan.bounds, sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed()
+        base, unit=UNIT, keys=keys, bounds=plan.bounds_for(MAIN), sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed()
     )
     main = main.select(*keys, "rows", "units", *(f"sum_{s.alias}" for s in plan.sums))
     hists = {}
     for col in plan.bins:
         b = f"{BIN}{col}"
         frame = backend.bounded_aggregate(
-            base.filter(pl.col(b).is_not_null()), unit=UNIT, keys=[*keys, b], bounds=plan.bounds, sums={}, seed=secret_seed()
+            base.filter(pl.col(b).is_not_null()), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed()
         )
         hists[col] = frame.select(*keys, pl.col(b).cast(pl.Int32).alias(BIN), "rows")
     if not plan.private:

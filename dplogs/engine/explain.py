@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dplogs.engine.planner import Plan
+from dplogs.engine.planner import MAIN, Plan
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.mechanisms import NoisePlan
 
@@ -62,7 +62,13 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
         "budget_windows": list(plan.budget_windows),
         **_loss(plan.loss),
         "mechanism": plan.mechanism.value,
-        "bounds": {"max_groups": plan.bounds.max_groups, "max_rows_per_group": plan.bounds.max_rows_per_group},
+        "bounds": {
+            "max_groups": plan.bounds.max_groups,
+            "max_rows_per_group": plan.bounds.max_rows_per_group,
+            # per grouping, the L0 enforced and charged: min(max_groups, groups one unit can reach per window)
+            "effective_max_groups": {g: plan.bounds_for(g).max_groups for g in plan.reach},
+            "reachable_groups_per_window": dict(plan.reach),
+        },
         "clamps": {c: [v.lo, v.hi] for c, v in plan.clamps.items()},
         "bins": {c: list(b.edges) for c, b in plan.bins.items()},
         "keys": [{"name": k.name, "column": k.column, "handling": k.handling()} for k in plan.keys],
@@ -116,6 +122,10 @@ def render(data: dict[str, Any]) -> str:
         f"budget split: {data['budget_split']}",
         f"bounds: max_groups={data['bounds']['max_groups']} (L0), max_rows_per_group={data['bounds']['max_rows_per_group']} (L∞)",
     ]
+    for grouping, reach in data["bounds"]["reachable_groups_per_window"].items():
+        if reach is not None and reach < data["bounds"]["max_groups"]:
+            what = "the main grouping" if grouping == MAIN else f"the {grouping} histogram"
+            lines.append(f"  a unit can reach at most {reach} group(s) of {what} per budget window: L0 = {reach} there")
     for c, (lo, hi) in data["clamps"].items():
         lines.append(f"clamp: {c} to [{_fmt(lo)}, {_fmt(hi)}]")
     for c, edges in data["bins"].items():

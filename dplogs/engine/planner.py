@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dplogs.engine.plan import AggKind, Aggregation, Bins, Key, KeyKind, Query
@@ -37,7 +37,9 @@ from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.mechanisms import Mechanism, NoisePlan, calibrate
 from dplogs.privacy.selection import SelectionPlan, plan_selection
-from dplogs.privacy.sensitivity import count_sensitivity, distinct_units_sensitivity, sum_sensitivity
+from dplogs.privacy.sensitivity import (
+    count_sensitivity, distinct_units_sensitivity, reachable_bounds, sum_sensitivity,
+)
 from dplogs.privacy.windows import windows_for
 from dplogs.schema import FIELDS, TIMESTAMP
 
@@ -92,10 +94,17 @@ class Plan:
     shares: int
     loss: PrivacyLoss
     grid_size: int | None
+    reach: dict[str, int | None] = field(default_factory=dict)
+    """Per grouping (MAIN or a histogram column), the most groups one unit can touch in one budget
+    window, known from public key domains alone (None: private keys)."""
 
     @property
     def private(self) -> bool:
         return self.selection is not None
+
+    def bounds_for(self, grouping: str) -> ContributionBounds:
+        """The bounds enforced and charged for ``grouping``: L0 = min(max_groups, reach)."""
+        return reachable_bounds(self.bounds, self.reach.get(grouping))
 
     def column(self, grouping: str, source: str) -> NoisedColumn:
         for c in self.columns:
@@ -105,7 +114,7 @@ class Plan:
 
     def bias_note(self) -> str:
         """The plain-words note on what bounding and clamping do to the released values."""
-        b = self.bounds
+        b = self.bounds_for(MAIN)
         parts = [
             f"Each {self.unit} contributes to at most {b.max_groups} group(s) (picked by a secret random "
             f"rank) and at most {b.max_rows_per_group} row(s) per group"
@@ -140,6 +149,42 @@ class Plan:
             )
         parts.append("Noisy counts may be negative; they are left unbiased rather than clipped.")
         return " ".join(parts)
+
+
+# The most time buckets of a grain that one budget window can intersect (UTC; buckets up to a
+# day and ISO weeks align with the windows; a month meets at most 6 Monday-started weeks).
+_BUCKETS_PER_WINDOW = {
+    ("minute", "day"): 1440, ("minute", "week"): 10080, ("minute", "month"): 44640,
+    ("hour", "day"): 24, ("hour", "week"): 168, ("hour", "month"): 744,
+    ("day", "day"): 1, ("day", "week"): 7, ("day", "month"): 31,
+    ("week", "day"): 1, ("week", "week"): 1, ("week", "month"): 6,
+}
+
+
+def groups_per_window(keys: tuple[Key, ...], start: dt.datetime, end: dt.datetime, policy: str) -> int | None:
+    """How many groups one unit can touch inside one budget window, from the public key domains
+    alone: the product of the enumerated/declared domain sizes and the time buckets of the query
+    window that one budget window can meet; ``None`` when a key is private (its values are not
+    known in advance). Bounding is per (unit, window), so this caps the L0 that can be used.
+
+    >>> from dplogs.engine.plan import Key, KeyKind
+    >>> t = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    >>> hour = Key("bucket", "@timestamp", KeyKind.TIME, bucket="hour")
+    >>> outcome = Key("event.outcome", "event.outcome", KeyKind.ENUM, values=("success", "failure", "unknown"))
+    >>> groups_per_window((), t, t + dt.timedelta(days=3), "month")
+    1
+    >>> groups_per_window((hour, outcome), t, t + dt.timedelta(days=3), "day")
+    72
+    """
+    groups = 1
+    for k in keys:
+        if k.kind is KeyKind.PRIVATE:
+            return None
+        if k.kind is KeyKind.TIME:
+            groups *= min(k.domain(start, end).len(), _BUCKETS_PER_WINDOW[(k.bucket, policy)])
+        else:
+            groups *= len(k.values or ())
+    return groups
 
 
 def resolve_keys(query: Query) -> tuple[Key, ...]:
@@ -296,14 +341,18 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
     shares = len(merged) + (1 if private else 0)
     share = {"epsilon": epsilon / shares} if mechanism is Mechanism.LAPLACE else {"rho": rho / shares}
 
+    reach = {MAIN: groups_per_window(keys, query.start, query.end, window_policy)}
+    for col, b in bins.items():
+        reach[col] = None if reach[MAIN] is None else reach[MAIN] * b.n
     columns = []
     for (grouping, source), (kind, param, used_by, what) in merged.items():
+        reachable = reachable_bounds(bounds, reach[grouping])
         if kind == "count":
-            sens, integer = count_sensitivity(bounds), True
+            sens, integer = count_sensitivity(reachable), True
         elif kind == "units":
-            sens, integer = distinct_units_sensitivity(bounds), True
+            sens, integer = distinct_units_sensitivity(reachable), True
         else:
-            sens, integer = sum_sensitivity(bounds, param), False
+            sens, integer = sum_sensitivity(reachable, param), False
         # sums are exact multiples of the clamp's public grid (backends/polars_backend.py)
         lattice = None if integer else param.grid
         noise = calibrate(mechanism=mechanism, sensitivity=sens, integer=integer, grid=lattice, **share)
@@ -338,4 +387,5 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
         shares=shares,
         loss=loss,
         grid_size=grid,
+        reach=reach,
     )

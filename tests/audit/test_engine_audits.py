@@ -132,3 +132,13 @@ def test_the_shipped_neighbour_removes_one_window_of_the_heaviest_unit():
     left = victim.remove(plan, d).filter(pl.col("user.name") == VICTIM).collect()
     assert left["@timestamp"].to_list() == [dt.datetime(2026, 2, 27, 10, tzinfo=dt.UTC)]
     assert victim.remove(plan, d).collect().height == d.collect().height - 3
+
+
+def test_scalar_count_charged_for_one_group_holds():
+    """A scalar count asks L0 = 5 but one unit can reach one group: sensitivity L∞ = 2, not 10."""
+    d, d_prime = neighbours(victim_rows=5)
+    plan = ENGINE.build(Aggregation.count(), max_groups=5, max_rows_per_group=2, epsilon=1.0, **WINDOW).plan
+    assert plan.columns[0].noise.sensitivity == 2
+    r = audit_plan(plan, BACKEND, d, d_prime, trials=100_000, name="scalar count, reachable L0 = 1")
+    assert_within_claim(r)
+    assert r.epsilon_lb >= 0.9, r.summary()

@@ -195,7 +195,8 @@ def test_released_cells_carry_mechanism_scale_and_ci(make_engine):
     np.testing.assert_allclose((rel.data["value"] - rel.data["ci_low"]).to_numpy(), h)
     p = rel.privacy
     assert p["epsilon"] == pytest.approx(0.5) and p["privacy_unit"] == "user.name"
-    assert p["bounds"] == {"max_groups": 2, "max_rows_per_group": 3} and p["ledger_entry"]
+    assert p["bounds"]["max_groups"] == 2 and p["bounds"]["max_rows_per_group"] == 3 and p["ledger_entry"]
+    assert p["bounds"]["effective_max_groups"] == {"": 2} and p["bounds"]["reachable_groups_per_window"] == {"": 3}
     assert "biased downward" in p["bias_note"] and p["keys"][0]["handling"].startswith("public")
     assert p["window"] == {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z"}
 

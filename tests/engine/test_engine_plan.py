@@ -36,7 +36,8 @@ def test_declared_key_is_public_and_coerced_to_dtype():
 
 
 def test_laplace_count_scale_and_sensitivity_from_bounds():
-    p = plan(Aggregation.count(), epsilon=0.5, max_groups=4, max_rows_per_group=3)
+    p = plan(Aggregation.count(), keys=["event.outcome"], epsilon=0.5, max_groups=4, max_rows_per_group=3,
+             declared={"event.outcome": ["a", "b", "c", "d", "e"]})
     (c,) = p.columns
     assert c.noise.mechanism is Mechanism.LAPLACE and c.noise.integer
     assert c.noise.sensitivity == 12 and c.noise.scale == pytest.approx(24.0)
@@ -44,7 +45,7 @@ def test_laplace_count_scale_and_sensitivity_from_bounds():
 
 
 def test_gaussian_count_uses_l2_and_rho():
-    p = plan(Aggregation.count(), rho=0.5, max_groups=4, max_rows_per_group=3)
+    p = plan(Aggregation.count(), keys=[KeySpec("@timestamp", bucket="day")], rho=0.5, max_groups=4, max_rows_per_group=3)
     (c,) = p.columns
     assert c.noise.sensitivity == pytest.approx(math.sqrt(4) * 3)
     assert c.noise.scale == pytest.approx(6.0 / math.sqrt(2 * 0.5))
@@ -54,7 +55,8 @@ def test_gaussian_count_uses_l2_and_rho():
 def test_budget_split_and_shared_columns():
     # the count and the ratio's denominator are one statistic (one draw): shares = rows, matches, sum
     p = plan(Aggregation.count(), Aggregation.ratio(Cmp("event.outcome", "=", "failure")), Aggregation.sum("source.bytes"),
-             epsilon=1.5, max_groups=2, max_rows_per_group=5, clamps={"source.bytes": Clamp(lo=-10, hi=100)})
+             keys=["event.outcome"], epsilon=1.5, max_groups=2, max_rows_per_group=5,
+             clamps={"source.bytes": Clamp(lo=-10, hi=100)})
     assert p.shares == 3
     sources = {c.source: c for c in p.columns}
     assert set(sources) == {"rows", "sum_r0", "sum_v0"}
@@ -98,7 +100,7 @@ def test_missing_bounds_and_budget_are_errors_not_guesses():
 
 def test_bounds_and_clamps_from_manifest_defaults():
     defaults = {"max_groups": 3, "max_rows_per_group": 2, "clamp": {"source.bytes": [0, 50]}}
-    p = plan(Aggregation.sum("source.bytes"), epsilon=1.0, defaults=defaults)
+    p = plan(Aggregation.sum("source.bytes"), keys=["event.outcome"], epsilon=1.0, defaults=defaults)
     assert (p.bounds.max_groups, p.bounds.max_rows_per_group) == (3, 2)
     assert p.clamps["source.bytes"] == Clamp(lo=0, hi=50)
     assert p.columns[0].noise.sensitivity == 3 * 2 * 50
@@ -149,3 +151,41 @@ def test_invalid_queries_raise_query_errors(make):
 def test_unknown_column_error_names_known_columns():
     with pytest.raises(QueryError, match="did you mean: event.action.*known columns: @timestamp"):
         Cmp("event.acton", "=", "x")
+
+
+# -- L0 is what a unit can reach: min(max_groups, groups per budget window) ----------------------
+
+
+@pytest.mark.parametrize("keys, policy, reach", [
+    ((), "month", 1),                                                   # a scalar: one group
+    (("event.outcome",), "month", 3),                                   # ECS enumeration
+    ((KeySpec("@timestamp", bucket="day"),), "month", 7),               # 7 days of the window
+    ((KeySpec("@timestamp", bucket="day"),), "week", 7),
+    ((KeySpec("@timestamp", bucket="day"),), "day", 1),                # one day per day window
+    ((KeySpec("@timestamp", bucket="hour"), "event.outcome"), "day", 72),
+    ((KeySpec("@timestamp", bucket="week"),), "month", 2),              # Nov 1-8 meets two ISO weeks
+    (("source.ip",), "month", None),                                    # private: unknown
+])
+def test_reachable_groups_per_window(keys, policy, reach):
+    kw = {"delta": 1e-6} if reach is None else {}
+    p = plan(Aggregation.count(), keys=keys, policy=policy, epsilon=1.0, max_groups=10, max_rows_per_group=5, **kw)
+    assert p.reach[""] == reach
+    l0 = 10 if reach is None else min(10, reach)
+    assert p.bounds_for("").max_groups == l0
+    assert p.columns[0].noise.sensitivity == l0 * 5
+
+
+def test_scalar_statistics_have_the_sensitivity_of_one_group():
+    p = plan(Aggregation.count(), Aggregation.units(), Aggregation.sum("source.bytes"), epsilon=3.0, max_groups=10,
+             max_rows_per_group=5, clamps={"source.bytes": Clamp(lo=0, hi=100)})
+    sens = {c.source: c.noise.sensitivity for c in p.columns}
+    assert sens == {"rows": 5, "units": 1, "sum_v0": 500}  # L∞, 1, L∞·max|clamp|
+    g = plan(Aggregation.count(), mechanism="gaussian", rho=0.5, max_groups=9, max_rows_per_group=3)
+    assert g.columns[0].noise.sensitivity == 3  # L2 = √1·L∞
+
+
+def test_histogram_reach_multiplies_by_bins():
+    p = plan(Aggregation.histogram("source.bytes"), keys=["event.outcome"], epsilon=1.0, max_groups=100,
+             max_rows_per_group=2, bins={"source.bytes": Bins.spaced(0, 1000, 8)})
+    assert p.reach == {"": 3, "source.bytes": 24}
+    assert p.column("source.bytes", "rows").noise.sensitivity == 24 * 2

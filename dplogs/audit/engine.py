@@ -131,13 +131,14 @@ def audit_prepared(prepared: Any, *, trials: int, unit: Any = None, delta: float
     plan = prepared.plan
     d = prepared.engine.scan()
     victim = heaviest_unit(plan, d) if unit is None else unit
+    who = "heaviest contributor" if unit is None else "given unit"  # never the raw value: it is personal data
     d_prime = d.filter(pl.col(plan.unit) != victim) if victim is not None else d.filter(pl.col(plan.unit).is_not_null())
     track = None
     if plan.private:  # follow the victim's most frequent key: it may appear or vanish
         keys = _key_names(plan)
         rows = prepare(plan, d).filter(pl.col(UNIT) == victim).group_by(keys).len().sort("len", descending=True).head(1).collect()
         if rows.height == 0:
-            raise ValueError(f"unit {victim!r} has no rows in the query window")
+            raise ValueError(f"the {who} has no rows in the query window")
         track = [tuple(rows.row(0)[: len(keys)])]
     return audit_plan(plan, prepared.engine.backend, d, d_prime, trials=trials, delta=delta, track=track,
-                      name=f"{_title(plan)} (unit {plan.unit}={victim!r} removed)")
+                      name=f"{_title(plan)} ({plan.unit}: the {who} removed)")

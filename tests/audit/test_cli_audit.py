@@ -37,7 +37,8 @@ def _ledger_rows(store: Path) -> list:
 
 def test_audit_of_a_correct_query_passes_and_spends_nothing(store):
     before = _ledger_rows(store)
-    res = CliRunner().invoke(cli, ["audit", "--store", str(store), "--sql", SQL, *OPTS, "--trials", "2000", "--format", "json"])
+    res = CliRunner().invoke(cli, ["audit", "--store", str(store), "--inside-trust-boundary", "--sql", SQL, *OPTS, "--trials", "2000",
+                                   "--format", "json"])
     assert res.exit_code == 0, res.output
     out = res.stdout
     assert '"verdict": "ok"' in out and '"claimed_epsilon": 1.0' in out
@@ -56,7 +57,7 @@ def test_audit_exits_70_when_the_engine_understates_the_sensitivity(store, monke
     monkeypatch.setattr(planner, "count_sensitivity", half)
     # L0 = 2 covers both outcomes of every user, so bounding is seed-independent (fast path);
     # anna.ito has ≥ 2 successes and 2 failures: removing her moves the counts by the full L0·L∞
-    res = CliRunner().invoke(cli, ["audit", "--store", str(store), "--sql", SQL, "--epsilon", "1", "--max-groups", "2",
+    res = CliRunner().invoke(cli, ["audit", "--store", str(store), "--inside-trust-boundary", "--sql", SQL, "--epsilon", "1", "--max-groups", "2",
                                    "--max-rows-per-group", "2", "--start", "2024-03-01", "--end", "2024-04-01",
                                    "--trials", "20000", "--unit", "anna.ito"])
     assert res.exit_code == 70, res.output

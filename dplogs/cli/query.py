@@ -170,10 +170,9 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
 
 
 def _check_output(path: Path) -> None:
-    """Refuse an --output that cannot be written before anything is charged."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UsageError(f"--output {visible(str(path))} is a directory; name a file")
+    """Refuse an --output that cannot be written before anything is charged (click has already
+    refused a directory)."""
+    parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"--output {visible(str(path))}: directory {visible(str(parent))} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):

@@ -174,9 +174,9 @@ def _check_output(path: Path) -> None:
     refused a directory)."""
     parent = path.parent
     if not parent.is_dir():
-        raise UsageError(f"--output {visible(str(path))}: directory {visible(str(parent))} does not exist")
+        raise UsageError(f"--output {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"--output {visible(str(path))} is not writable")
+        raise UsageError(f"--output {path} is not writable")
 
 
 @click.command()

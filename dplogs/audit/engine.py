@@ -164,6 +164,7 @@ def audit_prepared(prepared: Any, *, trials: int, unit: Any = None, delta: float
 
     plan = prepared.plan
     d = prepared.engine.scan()
+    who = "heaviest contributor" if unit is None else "given unit"  # never the raw value: it is personal data
     if unit is not None:
         d = d.filter(pl.col(plan.unit) == unit)  # pick the unit's heaviest window
     victim = heaviest_unit(plan, d)
@@ -175,4 +176,4 @@ def audit_prepared(prepared: Any, *, trials: int, unit: Any = None, delta: float
         rows = prepare(plan, d.filter(victim.rows(plan))).group_by(keys).len().sort("len", descending=True).head(1).collect()
         track = [tuple(rows.row(0)[: len(keys)])]
     return audit_plan(plan, prepared.engine.backend, d, d_prime, trials=trials, delta=delta, track=track,
-                      name=f"{_title(plan)} (heaviest {plan.unit} removed from one budget window)")
+                      name=f"{_title(plan)} ({plan.unit}: the {who} removed from one budget window)")

@@ -17,6 +17,7 @@ import click
 
 from dplogs import __version__
 from dplogs.errors import EXIT_CODES, DplogsError, InternalError
+from dplogs.escape import for_terminal
 
 # command name -> "module:attribute" (module relative to dplogs.cli)
 _COMMANDS: dict[str, str] = {
@@ -54,7 +55,7 @@ class _LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DplogsError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {for_terminal(str(exc))}", err=True)  # messages may quote log text
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -62,7 +63,7 @@ class _LazyGroup(click.Group):
             if os.environ.get("DPLOGS_DEBUG"):
                 traceback.print_exc()
             bug = InternalError(f"unexpected {type(exc).__name__}: {exc}")
-            click.echo(f"error: {bug} — rerun with DPLOGS_DEBUG=1 for the traceback", err=True)
+            click.echo(f"error: {for_terminal(str(bug))} — rerun with DPLOGS_DEBUG=1 for the traceback", err=True)
             ctx.exit(bug.exit_code)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dplogs.errors import UsageError
+from dplogs.escape import visible
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.formats import registered
 from dplogs.ingest.ingest import IngestSummary, TooManyErrors
@@ -44,7 +46,7 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
         reasons.add_column("reason")
         reasons.add_column("records", justify="right")
         for reason, count in summary.reasons.most_common():
-            reasons.add_row(reason, str(count))
+            reasons.add_row(Text(visible(reason)), str(count))  # plain text: never rich markup
         console.print(reasons)
     for f in summary.files:
         if f.problem:

@@ -6,7 +6,9 @@ Data goes to stdout (or ``--output``), notes go to stderr.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +17,15 @@ from typing import Any
 import click
 
 from dplogs.errors import UsageError
+from dplogs.escape import for_terminal, visible
 
 _FORMATS = ("table", "json", "ndjson", "csv", "parquet")
 _METADATA_NOTE = (
     "Privacy metadata: json has {data, privacy}; ndjson's first line is {\"privacy\": ...}; csv's "
     "first line is '# privacy: {...}'; parquet keeps it under 'dplogs.privacy' in the schema "
-    "metadata; table prints it to stderr."
+    "metadata; table prints it to stderr. Log text is shown inert: the table prints control "
+    "characters as escapes and never interprets rich markup; csv prefixes text cells that start with "
+    "= + - @ TAB or CR with ' so spreadsheets do not run them as formulas (--csv-raw turns that off)."
 )
 
 
@@ -122,8 +127,9 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the release to FILE instead of stdout.")
 @click.option("--idempotency-key", metavar="KEY", help="Rerunning with the same key re-emits the stored release and spends nothing.")
+@click.option("--csv-raw", is_flag=True, help="csv: write text cells exactly as released, even those a spreadsheet would run as a formula (default: such cells get a leading ').")
 def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, output: Path | None,
-          idempotency_key: str | None, **opts: Any) -> None:
+          idempotency_key: str | None, csv_raw: bool, **opts: Any) -> None:
     """Release a differentially private answer to QUERYFILE (TOML, see queries/) or --sql.
 
     The release is charged to the store's budget ledger before any noise is drawn. Exit codes:
@@ -132,24 +138,45 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     """
     from dplogs.engine import write_release
 
+    if csv_raw and fmt != "csv":
+        raise UsageError("--csv-raw only applies with --format csv")
+    if output is not None:
+        _check_output(output)
     prepared = _prepare(queryfile, sql_text, store, opts)
     release = prepared.release(caller="cli", idempotency_key=idempotency_key)
     p = release.privacy
     replay = " (replayed from the ledger; nothing spent now)" if p.get("replayed") else ""
     loss = ", ".join(f"{k}={p[k]:.6g}" for k in ("epsilon", "delta", "rho") if p.get(k))
     click.echo(
-        f"released {release.data.height} cells of {p['query']}: {loss} per {p['privacy_unit']} charged to "
+        f"released {release.data.height} cells of {visible(p['query'])}: {loss} per {p['privacy_unit']} charged to "
         f"{', '.join(p['budget_windows'])} (ledger entry {p.get('ledger_entry')}){replay}",
         err=True,
     )
     if fmt == "table":
         click.echo(f"bias: {p['bias_note']}", err=True)
     if output is not None:
-        write_release(release, fmt, output, title=p["query"])
+        write_release(release, fmt, output, title=p["query"], csv_safe=not csv_raw)
     elif fmt == "parquet":
         write_release(release, fmt, sys.stdout.buffer)
     else:
-        write_release(release, fmt, sys.stdout, title=p["query"])
+        if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 terminal must not fail on a key's text
+            sys.stdout.reconfigure(errors="backslashreplace")
+        buf = io.StringIO()
+        write_release(release, fmt, buf, title=p["query"], csv_safe=not csv_raw)
+        text = buf.getvalue()
+        if fmt == "csv" and sys.stdout.isatty():  # CSV cells are raw text: a terminal must not obey them
+            text = for_terminal(text)
+        sys.stdout.write(text)
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an --output that cannot be written before anything is charged (click has already
+    refused a directory)."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"--output {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--output {path} is not writable")
 
 
 @click.command()

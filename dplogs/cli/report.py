@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dplogs.escape import visible
 from dplogs.report import FORMATS, load_report_spec, render, run_report
 
 
@@ -43,6 +44,6 @@ def report(spec: Path, store: Path, day: dt.datetime | None, fmt: str, output: P
     for s in run.sections:
         status = "replayed (nothing spent)" if s.release and s.release.privacy.get("replayed") else (
             "released" if s.release else f"NOT released: {s.error}")
-        click.echo(f"  {s.section.title}: {status}", err=True)
+        click.echo(f"  {visible(s.section.title)}: {visible(status)}", err=True)
     if run.first_error is not None:
         sys.exit(run.first_error.exit_code)

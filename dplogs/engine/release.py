@@ -12,11 +12,15 @@ the privacy unit, the window, the key handling, the bias note and the ledger ent
 
 Output formats (:func:`write_release`) and where the metadata goes:
 
-- ``table``: a rich table on stdout; the metadata summary is printed to stderr by the CLI;
+- ``table``: a rich table on stdout; the metadata summary is printed to stderr by the CLI. Cells
+  are plain text, never rich markup, with control characters shown as escapes (``\\x1b``);
 - ``json``: ``{"data": [...cells...], "privacy": {...}}``;
 - ``ndjson``: the first line is ``{"privacy": {...}}``, every further line one cell;
 - ``csv``: the first line is the comment ``# privacy: {...}`` (one line of JSON), then the CSV with
-  a header (read it with ``pl.read_csv(path, comment_prefix="#")``);
+  a header (read it with ``pl.read_csv(path, comment_prefix="#")``). Text cells are always quoted;
+  those a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) also get a
+  leading ``'`` (OWASP's advice); numbers are never touched. ``csv_safe=False`` (``--csv-raw``)
+  leaves text cells as released;
 - ``parquet``: the cells, with the metadata as JSON under the key ``dplogs.privacy`` in the
   schema's key-value metadata.
 
@@ -41,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dplogs.errors import InternalError, UsageError
+from dplogs.escape import CSV_FORMULA_PATTERN, visible
 
 CELL_COLUMNS = ("aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
 FORMATS = ("table", "json", "ndjson", "csv", "parquet")
@@ -111,8 +116,15 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def write_release(release: Release, fmt: str, out: IO[bytes] | IO[str] | Path | str, *, title: str | None = None) -> None:
-    """Write ``release`` as ``fmt`` to a path or an open stream (binary for parquet)."""
+def write_release(
+    release: Release, fmt: str, out: IO[bytes] | IO[str] | Path | str, *, title: str | None = None,
+    csv_safe: bool = True,
+) -> None:
+    """Write ``release`` as ``fmt`` to a path or an open stream (binary for parquet).
+
+    The whole output is rendered before anything is written, and rendering cannot fail on the
+    released values: keys are log text an attacker may choose, and the release is already charged.
+    """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
     if fmt == "parquet":
@@ -123,36 +135,52 @@ def write_release(release: Release, fmt: str, out: IO[bytes] | IO[str] | Path | 
             pq.write_table(release.to_arrow(), buf)
             out.write(buf.getvalue())  # type: ignore[arg-type]
         return
-    text = _render_text(release, fmt, title=title)
+    text = _render_text(release, fmt, title=title, csv_safe=csv_safe)
     if isinstance(out, (str, Path)):
-        Path(out).write_text(text)
+        Path(out).write_text(text, encoding="utf-8")
     else:
         out.write(text)  # type: ignore[arg-type]
 
 
-def _render_text(release: Release, fmt: str, *, title: str | None) -> str:
+def _render_text(release: Release, fmt: str, *, title: str | None = None, csv_safe: bool = True) -> str:
+    """``release`` as the text of ``fmt`` (every format but parquet)."""
     if fmt == "json":
         return json.dumps(release.to_dict(), indent=2) + "\n"
     if fmt == "ndjson":
         lines = [json.dumps({"privacy": release.privacy})] + [json.dumps(r) for r in release.rows()]
         return "\n".join(lines) + "\n"
     if fmt == "csv":
-        frame = release.data.with_columns(
-            pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%SZ") for c, t in release.data.schema.items() if t == _DT
+        return "# privacy: " + json.dumps(release.privacy) + "\n" + _csv(release.data, safe=csv_safe)
+    if fmt == "table":
+        return _table(release, title=title)
+    raise UsageError(f"unknown text format {fmt!r}; use one of: {', '.join(f for f in FORMATS if f != 'parquet')}")
+
+
+def _csv(data: pl.DataFrame, *, safe: bool) -> str:
+    texts = [c for c, t in data.schema.items() if t == pl.String]
+    frame = data.with_columns(
+        pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%SZ") for c, t in data.schema.items() if t == _DT
+    )
+    if safe:
+        frame = frame.with_columns(
+            pl.when(pl.col(c).str.contains(CSV_FORMULA_PATTERN)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
+            for c in texts
         )
-        return "# privacy: " + json.dumps(release.privacy) + "\n" + frame.write_csv()
-    return _table(release, title=title)
+    # text cells always quoted: a key such as "#x" must not read as a comment line (see above)
+    return frame.write_csv(quote_style="non_numeric")
 
 
 def _table(release: Release, *, title: str | None) -> str:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
+    # Text objects, never markup strings: "[/]" or "[link=...]" in a key is shown, not parsed
+    table = Table(title=None if title is None else Text(visible(title)), show_lines=False)
     for c in release.data.columns:
-        table.add_column(c, justify="right" if release.data.schema[c].is_numeric() else "left")
+        table.add_column(Text(visible(c)), justify="right" if release.data.schema[c].is_numeric() else "left")
     for row in release.rows():
-        table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(Text("" if v is None else f"{v:.6g}" if isinstance(v, float) else visible(str(v))) for v in row.values()))
     buf = io.StringIO()
-    Console(file=buf, width=200, force_terminal=False).print(table)
+    Console(file=buf, width=200, force_terminal=False, highlight=False).print(table)
     return buf.getvalue()

@@ -2,6 +2,10 @@
 
 Renderers see only releases: noisy values, their 95% intervals and the privacy metadata. Every
 format states the privacy model and, per section, ε/δ/ρ, mechanism, noise scale and bias note.
+
+Released keys are log text an attacker may choose, so every text reaches its format inert: control
+characters as visible escapes (:func:`dplogs.escape.visible`), HTML-escaped in HTML, HTML-escaped
+and Markdown-escaped (``|`` too) in Markdown, JSON-escaped in JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from dplogs.engine.release import CELL_COLUMNS
+from dplogs.escape import markdown_text, visible
 from dplogs.report.run import ReportRun, SectionResult
 
 FORMATS = ("html", "md", "json")
@@ -70,27 +75,28 @@ def _fmt(v: Any) -> str:
         return v.strftime("%Y-%m-%d %H:%M") if (v.hour or v.minute) else v.strftime("%Y-%m-%d")
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
-    return str(v)
+    return visible(str(v))
 
 
 def _markdown(run: ReportRun) -> str:
-    out = [f"# {run.spec.title}", "", f"Period: {run.start} to {run.end} (end exclusive).", "",
-           f"> {privacy_statement(run)}", ""]
+    md = markdown_text
+    out = [f"# {md(run.spec.title)}", "", f"Period: {run.start} to {run.end} (end exclusive).", "",
+           f"> {md(privacy_statement(run))}", ""]
     for s in run.sections:
-        out += [f"## {s.section.title}", ""]
+        out += [f"## {md(s.section.title)}", ""]
         if s.release is None:
-            out += [f"**Not released:** {s.error}", ""]
+            out += [f"**Not released:** {md(str(s.error))}", ""]
             continue
         p = s.release.privacy
-        out += [f"Privacy: {_loss_text(p)}; bounds {p.get('bounds', {})}.", ""]
+        out += [f"Privacy: {md(_loss_text(p))}; bounds {md(str(p.get('bounds', {})))}.", ""]
         data = s.release.data
         cols = _key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
-        out.append("| " + " | ".join(cols) + " |")
+        out.append("| " + " | ".join(md(c) for c in cols) + " |")
         out.append("|" + "---|" * len(cols))
         for row in data.select(cols).iter_rows():
-            out.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+            out.append("| " + " | ".join(md(_fmt(v)) for v in row) + " |")
         if p.get("bias_note"):
-            out += ["", f"_Bias: {p['bias_note']}_"]
+            out += ["", f"_Bias: {md(p['bias_note'])}_"]
         out.append("")
     return "\n".join(out)
 
@@ -108,7 +114,7 @@ def _html(run: ReportRun) -> str:
 def _html_section(s: SectionResult) -> str:
     head = f"<section><h2>{html.escape(s.section.title)}</h2>"
     if s.release is None:
-        return head + f"<p class=error>Not released: {html.escape(str(s.error))}</p></section>"
+        return head + f"<p class=error>Not released: {html.escape(visible(str(s.error)))}</p></section>"
     p, data = s.release.privacy, s.release.data
     meta = (f"<p class=meta>{html.escape(_loss_text(p))} · mechanism {html.escape(', '.join(sorted(set(data['mechanism'].drop_nulls()))))}"
             f" · bounds {html.escape(json.dumps(p.get('bounds', {})))}"

@@ -237,7 +237,11 @@ class Store:
         """Hold the store's exclusive writer lock (``STORE/.ingest.lock``): concurrent ingests into
         one store run one after the other, so no registry update or day-partition dedup is lost."""
         # O_NOFOLLOW: a lock file swapped for a symlink must not make us create or lock its target
-        fd = os.open(self.path / ".ingest.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path / ".ingest.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store's lock file {self.path / '.ingest.lock'}: {exc.strerror} "
+                             "(a symbolic link is never followed; remove it)") from None
         with open(fd, "r+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

@@ -52,7 +52,7 @@ every entry and still catches the latter).
 **Store identity.** :meth:`open` with ``store_id`` refuses a ledger bound to another store (copied or
 hard-linked from it) and never follows a symbolic link for the ledger or its ``-wal``/``-shm``
 files. An unbound ledger (made standalone, or before ids existed) is bound by its first write when
-it has no entries yet, otherwise only by ``set_caps(..., bind=True)`` (``dplogs budget set``).
+it has no entries yet, otherwise only by :meth:`Ledger.bind` (``dplogs budget set``).
 
 **I/O trouble is not corruption.** A full disk, a read-only file system or a denied permission
 raises :class:`~dplogs.errors.LedgerIOError` saying so (SQLite rolls the failed write back, the
@@ -453,17 +453,16 @@ class Ledger:
 
     def set_caps(
         self, *, window_policy: str, epsilon: float, delta: float = 0.0, rho: float | None = None,
-        window: str | None = None, bind: bool = False,
+        window: str | None = None,
     ) -> None:
         """Set the caps of every window of ``window_policy`` (or only of ``window``). The policy
-        cannot change once releases are charged: their guarantee is stated per window. ``bind``
-        binds an unbound ledger that already has entries to the opening store (``budget set``)."""
+        cannot change once releases are charged: their guarantee is stated per window."""
         check_policy(window_policy)
         caps = Caps(epsilon=epsilon, delta=delta, rho=rho)
         if window is not None:
             check_window(window, window_policy)
         with self._tx("set caps in") as c:
-            self._guard(c, bind=bind)  # never launder a forgery into a new seal
+            self._guard(c)  # never launder a forgery into a new seal
             current = self._meta("window_policy")
             if current != window_policy and c.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
                 raise UsageError(
@@ -476,6 +475,16 @@ class Ledger:
                 (window_policy, window or _ALL_WINDOWS, caps.epsilon, caps.delta, caps.rho, _now()),
             )
             c.execute("UPDATE meta SET value = ? WHERE key = 'caps_hash'", (_caps_hash(c),))
+            self._seal_state(c)
+
+    def bind(self) -> None:
+        """Bind an unbound ledger, even one holding releases, to the store it was opened for
+        (``store_id``). Only the store's administrator does this (``dplogs budget set``, the demo
+        for its own store); a ledger bound to another store stays refused."""
+        if self._store_id is None:
+            raise InternalError("bind() needs a ledger opened with the store's store_id")
+        with self._tx("bind") as c:
+            self._guard(c, bind=True)
             self._seal_state(c)
 
     def caps(self, window: str | None = None) -> Caps | None:

@@ -9,6 +9,7 @@ Layout of a store directory ``STORE``::
     STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
                                             to the manifest's store_id
+    STORE/locks/                            report-period lock files (dplogs.report.run)
 
 Public API used by the engine and the detector::
 

@@ -780,7 +780,8 @@ class Ledger:
         return [_entry(r) for r in self._read(sql, args)]
 
     def verify(self) -> VerifyReport:
-        """Recompute the hash chain and seals; compare with the head hash and count in ``meta``."""
+        """Recompute the hash chain and seals; compare with the head hash and count in ``meta``;
+        check the caps hash and (format 2) the state seal the per-release check relies on."""
         problems: list[str] = []
         unfinished: list[Entry] = []
         with self._lock:

@@ -61,6 +61,20 @@ class LedgerError(DplogsError):
     exit_code = 74  # EX_IOERR
 
 
+class LedgerIOError(LedgerError):
+    """The ledger (or a store file guarding it) cannot be read or written because of the storage:
+    disk full, read-only file system, permission denied. Not corruption; nothing is released."""
+
+    exit_code = 74
+
+
+class ConcurrentRun(DplogsError):
+    """Another run holds what this one needs (the same report period, the same idempotency key,
+    the ledger's write lock) past the wait. Nothing was charged; retrying later is safe."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
 class BudgetExhausted(DplogsError):
     """The release would exceed the budget cap of its window. Nothing was charged."""
 
@@ -87,6 +101,8 @@ EXIT_CODES: dict[str, int] = {
         InputNotFound,
         StoreError,
         LedgerError,
+        LedgerIOError,
+        ConcurrentRun,
         BudgetExhausted,
         InternalError,
     )

@@ -24,11 +24,14 @@ def _store_option(f):
 
 
 def _open(store: Path, *, create: bool = False) -> tuple[Ledger, str]:
-    """The store's ledger and the store's budget window policy (from its manifest)."""
+    """The store's ledger and the store's budget window policy (from its manifest). With
+    ``create`` (``budget set``, the administrator's command) a store made before store ids gets
+    one; reading commands check the ledger against the id when there is one."""
     from dplogs.ingest.store import Store
 
     st = Store.open(store)
-    return Ledger.open(st.ledger_path, create=create), st.manifest.budget_window
+    store_id = st.assign_identity() if create else (st.manifest.store_id or None)
+    return Ledger.open(st.ledger_path, create=create, store_id=store_id), st.manifest.budget_window
 
 
 def _num(x: float | None, fmt: str = ".4g") -> str:
@@ -141,9 +144,16 @@ def _history_row(e: Entry) -> tuple[str, ...]:
 @click.option("--window", metavar="KEY", help="Set caps for this one window only, e.g. 2026-12.")
 def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float | None,
              window_policy: str | None, window: str | None) -> None:
-    """Set the budget caps (creates the ledger if needed). Options left out keep their value."""
+    """Set the budget caps (creates the ledger if needed). Options left out keep their value.
+
+    Also binds the store's ledger to the store (once, for stores and ledgers made before store
+    ids). Lowering a cap below what a window already spent is allowed: that window simply has no
+    budget left (releases into it exit 77), nothing already released is undone, and a warning
+    names the window and its spend.
+    """
     ledger, store_policy = _open(store, create=True)
     with ledger:
+        ledger.bind()  # the administrator's command: an unbound ledger becomes this store's
         if window_policy is not None and window_policy != store_policy:
             raise UsageError(
                 f"this store's budget window is {store_policy} (chosen at ingest with --budget-window); "
@@ -160,8 +170,16 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
             window=window,
         )
         caps = ledger.caps(window)
+        over = [b for b in (ledger.budget(w) for w in ([window] if window else ledger.windows())) if b.over_cap]
     where = f"window {window}" if window else f"every {store_policy} window"
     click.echo(f"caps for {where}: epsilon={_num(caps.epsilon)} delta={_num(caps.delta)} rho={_num(caps.rho)}", err=True)
+    for b in over:
+        click.echo(
+            f"warning: window {b.window} already spent epsilon={_num(b.spent.epsilon)} delta={_num(b.spent.delta)} "
+            f"rho={_num(b.spent.rho)}, more than its new cap (epsilon={_num(b.caps.epsilon)} "
+            f"delta={_num(b.caps.delta)} rho={_num(b.caps.rho)}); the cap is set and that window has no budget "
+            "left: releases into it are refused (exit 77) until the cap is raised. Nothing already released "
+            "is undone.", err=True)
 
 
 @budget.command()

@@ -13,6 +13,7 @@ from dplogs.engine.api import Engine
 from dplogs.engine.release import write_release
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.ingest import ingest
+from dplogs.ingest.store import Store
 from dplogs.privacy.ledger import Ledger
 from dplogs.report import load_report_spec, render, run_report
 
@@ -39,7 +40,9 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     click.echo(f"1. ingested {logs}: {summary.parsed} events parsed, {summary.quarantined} quarantined "
                f"→ {store}", err=True)
 
-    ledger = Ledger.open(store / "ledger.sqlite", create=True)
+    st = Store.open(store)
+    ledger = Ledger.open(st.ledger_path, create=True, store_id=st.assign_identity())
+    ledger.bind()  # the demo administers its own store
     if ledger.caps() is None:
         ledger.set_caps(window_policy="month", epsilon=DEMO_EPSILON, delta=DEMO_DELTA)
         click.echo(f"2. budget caps set: ε={DEMO_EPSILON:g}, δ={DEMO_DELTA:g} per user.name per month", err=True)

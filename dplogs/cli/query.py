@@ -134,7 +134,8 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
 
     The release is charged to the store's budget ledger before any noise is drawn. Exit codes:
     64 bad query or privacy parameter (nothing charged), 66 missing store or query file,
-    74 ledger problem, 77 budget exhausted (nothing charged).
+    74 ledger problem (failing verification, another store's ledger, or I/O trouble; nothing
+    released), 75 retry later (same idempotency key in flight), 77 budget exhausted (nothing charged).
     """
     from dplogs.engine import write_release
 

@@ -10,6 +10,7 @@ import click
 
 from dplogs.escape import visible
 from dplogs.report import FORMATS, load_report_spec, render, run_report
+from dplogs.report.run import DEFAULT_WAIT_S
 
 
 @click.command()
@@ -23,7 +24,10 @@ from dplogs.report import FORMATS, load_report_spec, render, run_report
               help="html (inline SVG charts), md (Markdown) or json (cells + privacy metadata).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout.")
-def report(spec: Path, store: Path, day: dt.datetime | None, fmt: str, output: Path | None) -> None:
+@click.option("--wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT_S, show_default=True, metavar="SECONDS",
+              help="How long to wait while another run of the same report and period is going; then "
+                   "exit 75 (retryable).")
+def report(spec: Path, store: Path, day: dt.datetime | None, fmt: str, output: Path | None, wait: float) -> None:
     """Release every query of report SPEC (TOML, e.g. queries/reports/nightly.toml) for one period
     and render the result.
 
@@ -32,9 +36,11 @@ def report(spec: Path, store: Path, day: dt.datetime | None, fmt: str, output: P
     stored releases and spends nothing (safe for cron/systemd/Airflow retries). A section that
     cannot be released (e.g. budget exhausted) is shown as such; the report is still written and
     the command then exits with that section's error code (77 budget exhausted, 64 bad query).
+    A second run of the same report and period waits for the first (--wait), then replays its
+    releases; past the wait it exits 75 (EX_TEMPFAIL: retry later), having charged nothing.
     """
     when = day.date() if day else dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-    run = run_report(load_report_spec(spec), store, day=when)
+    run = run_report(load_report_spec(spec), store, day=when, wait=wait)
     text = render(run, fmt)
     if output:
         output.write_text(text)

@@ -105,7 +105,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                  "gradient_clip_per_unit": request.gradient_clip, "noise_multiplier": sgd.noise_multiplier,
                  "epsilon_rdp_crosscheck": sgd.epsilon_rdp}
 
-    ledger = Ledger.open(store.ledger_path, create=True)
+    ledger = Ledger.open(store.ledger_path, create=True, store_id=store.identity)
     query = json.dumps({"train": asdict(request)})
     with ledger.charge(loss, windows=windows, caller="train", query=query, idempotency_key=idempotency_key,
                        mechanisms=["gaussian"]) as charge:

@@ -112,6 +112,7 @@ class Engine:
         self._backend = backend
         self._ledger_path: Path | None = None
         self._store: Any = None
+        self._ledger_store: Any = None  # whose id the ledger must be bound to
 
     @classmethod
     def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars") -> Engine:
@@ -123,7 +124,7 @@ class Engine:
         eng = cls(scan=store.scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults,
                   backend=backend)
         eng._ledger_path = store.ledger_path
-        eng._store = store
+        eng._store = eng._ledger_store = store
         return eng
 
     @property
@@ -141,7 +142,8 @@ class Engine:
                 raise UsageError("this engine has no budget ledger; open a store with Engine.open(path)")
             from dplogs.privacy.ledger import Ledger
 
-            self._ledger = Ledger.open(self._ledger_path, create=True)
+            store_id = self._ledger_store.identity if self._ledger_store is not None else None
+            self._ledger = Ledger.open(self._ledger_path, create=True, store_id=store_id)
         return self._ledger
 
     def save_defaults(
@@ -192,7 +194,7 @@ class Engine:
         eng = Engine(scan=scan, privacy_unit=self.privacy_unit, budget_window=self.budget_window,
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
                      ledger=self._ledger, backend=self._backend)
-        eng._ledger_path = self._ledger_path
+        eng._ledger_path, eng._ledger_store = self._ledger_path, self._ledger_store
         return eng
 
     def prepare(self, query: Query, **options: Any) -> PreparedQuery:

@@ -7,7 +7,9 @@ Layout of a store directory ``STORE``::
     STORE/events/day=YYYY-MM-DD/*.parquet   events: STORE_SCHEMA columns minus those all null in the file
                                             (scan() restores them); day=unknown: no timestamp
     STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id
-    STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy)
+    STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
+                                            to the manifest's store_id
+    STORE/locks/                            report-period lock files (dplogs.report.run)
 
 Public API used by the engine and the detector::
 
@@ -15,6 +17,7 @@ Public API used by the engine and the detector::
     store.scan()        # pl.LazyFrame with STORE_SCHEMA
     store.manifest      # Manifest
     store.path, store.ledger_path
+    store.identity      # the random store id its ledger must record (LedgerError for old stores)
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from dplogs.errors import StoreError, UsageError
+from dplogs.errors import LedgerError, LedgerIOError, StoreError, UsageError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, IDENTITY_FIELDS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
 
@@ -67,6 +70,9 @@ class Manifest:
     defaults: dict[str, Any] = field(default_factory=dict)
     """Per-query-kind default contribution bounds; written by the engine, never guessed here."""
     hash_canary: str = ""
+    store_id: str = ""
+    """Random id made with the store; its ledger records it too, so a ledger copied or linked from
+    another store is refused. Empty in stores made before ids existed (``budget set`` assigns one)."""
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -81,7 +87,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        known = {k: data[k] for k in ("dataset", "privacy_unit", "budget_window", "schema_version", "defaults", "hash_canary") if k in data}
+        known = {k: data[k] for k in ("dataset", "privacy_unit", "budget_window", "schema_version", "defaults", "hash_canary",
+                                            "store_id") if k in data}
         return cls(**known)
 
 
@@ -165,15 +172,47 @@ class Store:
             privacy_unit=privacy_unit or DEFAULT_PRIVACY_UNIT,
             budget_window=budget_window or "month",
             hash_canary=hash_canary(),
+            store_id=secrets.token_hex(16),
         )
         (path / "events").mkdir(parents=True, exist_ok=True)
         (path / "quarantine").mkdir(exist_ok=True)
         _write_json_atomic(path / "manifest.json", asdict(manifest))
         return cls(path, manifest)
 
+    @property
+    def identity(self) -> str:
+        """The store id its ledger must be bound to. A store made before ids existed has none:
+        :class:`LedgerError` says to bind it once with ``dplogs budget set`` (an admin's act, so a
+        ledger copied in from elsewhere is never adopted silently)."""
+        if not self.manifest.store_id:
+            raise LedgerError(
+                f"store {self.path} predates store identities, so its budget ledger cannot be checked "
+                f"against it; run `dplogs budget set --store {self.path}` once to bind them (it keeps "
+                "the caps; nothing was released)"
+            )
+        return self.manifest.store_id
+
+    def assign_identity(self) -> str:
+        """Give a store made before ids existed its id (``budget set`` and the demo do, as the
+        store's administrator); returns the id. Re-reads the manifest so no other change is lost."""
+        current = Store.open(self.path).manifest
+        if not current.store_id:
+            current = replace(current, store_id=secrets.token_hex(16))
+            try:
+                _write_json_atomic(self.path / "manifest.json", asdict(current))
+            except OSError as exc:
+                raise LedgerIOError(
+                    f"cannot record the store id in {self.path / 'manifest.json'}: {exc.strerror} — an "
+                    "I/O problem (disk full, read-only or no permission), not corruption; fix it and retry"
+                ) from None
+        self.manifest = current
+        return current.store_id
+
     def update_defaults(self, defaults: dict[str, Any]) -> Store:
-        """Persist new per-query default bounds (for the engine); returns the updated store."""
-        manifest = replace(self.manifest, defaults={**self.manifest.defaults, **defaults})
+        """Persist new per-query default bounds (for the engine); returns the updated store. The
+        manifest is re-read first so a store id assigned meanwhile is kept."""
+        current = Store.open(self.path).manifest
+        manifest = replace(current, defaults={**current.defaults, **defaults})
         _write_json_atomic(self.path / "manifest.json", asdict(manifest))
         return Store(self.path, manifest)
 
@@ -198,7 +237,13 @@ class Store:
     def writer_lock(self) -> Iterator[None]:
         """Hold the store's exclusive writer lock (``STORE/.ingest.lock``): concurrent ingests into
         one store run one after the other, so no registry update or day-partition dedup is lost."""
-        with open(self.path / ".ingest.lock", "a+b") as handle:
+        # O_NOFOLLOW: a lock file swapped for a symlink must not make us create or lock its target
+        try:
+            fd = os.open(self.path / ".ingest.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store's lock file {self.path / '.ingest.lock'}: {exc.strerror} "
+                             "(a symbolic link is never followed; remove it)") from None
+        with open(fd, "r+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

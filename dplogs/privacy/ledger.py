@@ -34,6 +34,31 @@ caps edited outside :meth:`Ledger.set_caps` fail verification and block new rese
 catches edits that do not recompute it: record ``verify()``'s head hash elsewhere (a SIEM, a
 ticket) to pin history.
 
+**A ledger that fails verification releases nothing.** Re-hashing the whole chain on every
+release would cost ~25 µs per entry, so every write transaction (reserve, commit, ``set_caps``)
+instead checks a *state seal* in O(1): SQLite triggers count every insert, update and delete on
+``entries`` into a ``writes`` row that can only count up (guard triggers refuse anything else), and
+``meta.state_seal`` is the SHA-256 of that count with the entry count, head hash, caps hash,
+window policy and store id, re-sealed by dplogs in the same transaction as each of its own writes.
+An entry edited, deleted or inserted through any SQLite client, or a ``meta`` value changed, no
+longer matches the seal; the newest entry is also re-hashed against the head. Then the reservation
+(or replay) is refused with :class:`~dplogs.errors.LedgerError` and the full ``verify()`` problems,
+and ``verify()`` reports it too. The seal is never renewed over a failing state, so a tampered
+ledger stays refused. A format-1 ledger (made before the seal) is fully verified once, then gets
+the counter. Out of reach of this check, as of any keyless chain: someone who drops the triggers
+or recomputes the hashes, and raw byte edits of the file that bypass SQLite (``verify()`` re-hashes
+every entry and still catches the latter).
+
+**Store identity.** :meth:`open` with ``store_id`` refuses a ledger bound to another store (copied or
+hard-linked from it) and never follows a symbolic link for the ledger or its ``-wal``/``-shm``
+files. An unbound ledger (made standalone, or before ids existed) is bound by its first write when
+it has no entries yet, otherwise only by :meth:`Ledger.bind` (``dplogs budget set``).
+
+**I/O trouble is not corruption.** A full disk, a read-only file system or a denied permission
+raises :class:`~dplogs.errors.LedgerIOError` saying so (SQLite rolls the failed write back, the
+ledger stays intact); corruption raises :class:`~dplogs.errors.LedgerError`. Neither message ever
+suggests an older copy of the ledger: that would undo recorded spend.
+
 **Composition** per window is :func:`dplogs.privacy.accounting.compose`; caps are per window of
 the ledger's window policy (day, week or month).
 
@@ -54,11 +79,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -67,13 +94,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dplogs.errors import BudgetExhausted, DplogsError, InternalError, LedgerError, UsageError
+from dplogs.errors import (
+    BudgetExhausted,
+    ConcurrentRun,
+    DplogsError,
+    InternalError,
+    LedgerError,
+    LedgerIOError,
+    UsageError,
+)
 from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, fits, remaining
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.windows import check_policy, check_window
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+_UNSEALED_FORMAT = "1"  # no write counter or state seal yet: fully verified, then upgraded, by its first write
 STATUSES = ("reserved", "committed", "refunded", "failed-after-noise")
 SPENT_STATUSES = ("reserved", "committed", "failed-after-noise")
 CALLERS_HINT = "cli, report, train, audit"
@@ -111,6 +147,22 @@ CREATE UNIQUE INDEX IF NOT EXISTS entries_key_committed
     ON entries (idempotency_key) WHERE status = 'committed';
 CREATE INDEX IF NOT EXISTS entries_key ON entries (idempotency_key);
 """
+
+_COUNTER_TRIGGERS = ("writes_only_count_up", "writes_never_deleted", "writes_one_row",
+                     "entries_counted_insert", "entries_counted_update", "entries_counted_delete")
+_NOT_COUNTING = "SELECT RAISE(ABORT, 'the ledger write counter only counts up')"
+_GUARD = (
+    # One row counting every write to entries, by any SQLite client; it can only count up.
+    "CREATE TABLE IF NOT EXISTS writes (n INTEGER NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS writes_only_count_up BEFORE UPDATE ON writes "
+    f"WHEN NEW.n IS NOT OLD.n + 1 OR NEW.rowid IS NOT OLD.rowid BEGIN {_NOT_COUNTING}; END",
+    f"CREATE TRIGGER IF NOT EXISTS writes_never_deleted BEFORE DELETE ON writes BEGIN {_NOT_COUNTING}; END",
+    "CREATE TRIGGER IF NOT EXISTS writes_one_row BEFORE INSERT ON writes "
+    f"WHEN EXISTS (SELECT 1 FROM writes) BEGIN {_NOT_COUNTING}; END",
+    *(f"CREATE TRIGGER IF NOT EXISTS entries_counted_{op.lower()} AFTER {op} ON entries "
+      "BEGIN UPDATE writes SET n = n + 1; END" for op in ("INSERT", "UPDATE", "DELETE")),
+    "INSERT INTO writes (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM writes)",
+)
 
 
 def _now() -> str:
@@ -179,6 +231,8 @@ class WindowBudget:
     entries: int
     unfinished: int
     """Entries still ``reserved``: in flight, or left by a dead process (counted as spent)."""
+    over_cap: bool = False
+    """Spent more than the caps allow (caps lowered after the spend): nothing is left to spend."""
 
 
 @dataclass(frozen=True)
@@ -194,10 +248,7 @@ class VerifyReport:
 
     def raise_for_problems(self) -> None:
         if self.problems:
-            raise LedgerError(
-                "ledger verification failed: " + "; ".join(self.problems)
-                + ". Do not release from this store until the ledger is restored from a backup."
-            )
+            raise LedgerError("ledger verification failed: " + "; ".join(self.problems) + ". " + _TAMPERED)
 
 
 class LedgerCharge(Charge):
@@ -233,46 +284,50 @@ class Ledger:
     """Public: the budget ledger of one store. Open with :meth:`open`; safe to share between
     threads and processes."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, store_id: str | None = None) -> None:
         self.path = path
         self._conn = conn
+        self._store_id = store_id
         self._lock = threading.RLock()
         self._host = socket.gethostname()
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Ledger:
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False, store_id: str | None = None) -> Ledger:
         """Open the ledger at ``path``; with ``create``, make a new one if (and only if) no file
-        exists there. A corrupt, foreign or unreadable file raises LedgerError: never reset."""
+        exists there. A corrupt, foreign or unreadable file raises LedgerError: never reset.
+
+        ``store_id`` (the store manifest's id; every store-backed caller passes it) refuses a
+        ledger bound to another store; a symbolic link at ``path`` is always refused."""
         path = Path(path)
         created = False
-        if not path.exists():
+        _refuse_links(path)
+        if not os.path.lexists(path):
             if not create:
                 raise LedgerError(
                     f"no budget ledger at {path}; create one with `dplogs budget set --store "
                     f"{path.parent} --epsilon E --delta D` (nothing was released)"
                 )
             try:
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
                 created = True
             except FileExistsError:
                 pass  # another process is creating it: wait for its schema below
             except OSError as exc:
-                raise LedgerError(f"cannot create the budget ledger at {path}: {exc.strerror}") from None
+                raise _storage_error(exc, path, "create") from None
         try:
             conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the budget ledger {path}: {exc}") from None
-        ledger = cls(path, conn)
+            raise _storage_error(exc, path, "open") from None
+        ledger = cls(path, conn, store_id)
         try:
             ledger._setup(created)
-        except sqlite3.DatabaseError as exc:
+            _refuse_links(path)  # swapped for a link while SQLite opened it
+            ledger._check_owner()
+        except (sqlite3.Error, OSError) as exc:
             conn.close()
-            raise LedgerError(
-                f"the budget ledger {path} is corrupt or unreadable ({exc}); restore it from a "
-                "backup — nothing was released"
-            ) from None
-        except LedgerError:
+            raise _storage_error(exc, path, "open") from None
+        except DplogsError:
             conn.close()
             raise
         return ledger
@@ -282,14 +337,17 @@ class Ledger:
         c.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         if created:
             c.execute("PRAGMA journal_mode = WAL")
-            with self._tx():
-                for stmt in _SCHEMA.split(";"):
+            with self._tx("create"):
+                for stmt in (*_SCHEMA.split(";"), *_GUARD):
                     if stmt.strip():
                         c.execute(stmt)
                 for key, value in (("format", FORMAT_VERSION), ("head_hash", _GENESIS),
                                    ("entry_count", "0"), ("window_policy", "month"),
                                    ("caps_hash", _caps_hash(c))):
                     c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+                if self._store_id is not None:
+                    c.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (self._store_id,))
+                self._seal_state(c)
         else:
             if c.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
@@ -299,15 +357,25 @@ class Ledger:
                 creating = time.time() - self.path.stat().st_mtime < 2.0
                 if not creating or time.monotonic() > deadline:
                     raise LedgerError(
-                        f"{self.path} is not a dplogs budget ledger (no ledger tables); restore the "
-                        "ledger from a backup or point --store at the right store"
+                        f"{self.path} is not a dplogs budget ledger (no ledger tables); point --store "
+                        "at the right store (nothing was released)"
                     )
                 time.sleep(0.05)
             c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = FULL")  # a committed reservation survives power loss
         fmt = self._meta("format")
-        if fmt != FORMAT_VERSION:
+        if fmt not in (FORMAT_VERSION, _UNSEALED_FORMAT):
             raise LedgerError(f"ledger format {fmt!r} is not supported (expected {FORMAT_VERSION}); upgrade dplogs")
+
+    def _check_owner(self) -> None:
+        """Refuse a ledger bound to another store than the one opening it (copied or linked in)."""
+        owner = self._meta("store_id")
+        if self._store_id is not None and owner is not None and owner != self._store_id:
+            raise LedgerError(
+                f"the budget ledger {self.path} belongs to another store (store id {owner}; this store "
+                f"is {self._store_id}): it was copied or linked here. A store's spend is only in its own "
+                "ledger; nothing was released"
+            )
 
     def _has_schema(self) -> bool:
         names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -325,18 +393,24 @@ class Ledger:
         self.close()
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, doing: str, *, after: str = "") -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken before anything is read,
-        so check-and-spend is atomic across processes."""
+        so check-and-spend is atomic across processes. SQLite errors become LedgerIOError (disk
+        full, read-only, permission) or LedgerError (corruption), naming ``doing``; ``after`` is
+        appended to the message (what the failure means for the caller)."""
         with self._lock:
-            self._begin_immediate()
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
+                self._begin_immediate()
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:  # a failed COMMIT may already have rolled back
+                        with contextlib.suppress(sqlite3.Error):
+                            self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self.path, doing, after=after) from None
 
     def _begin_immediate(self) -> None:
         # SQLite's own busy handler backs off to 100 ms sleeps, which starves writers under
@@ -349,12 +423,13 @@ class Ledger:
                     self._conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise LedgerError(f"the budget ledger {self.path} is unwritable ({exc})") from None
+                    if _io_kind(exc) != "busy":
+                        raise
                     if time.monotonic() > deadline:
-                        raise LedgerError(
-                            f"the budget ledger {self.path} stayed locked for {_LOCK_WAIT_S:.0f} s; "
-                            "retry, or look for a stuck dplogs process"
+                        raise ConcurrentRun(
+                            f"the budget ledger {self.path} stayed locked by another process for "
+                            f"{_LOCK_WAIT_S:.0f} s; nothing was charged — retry later, or look for a stuck "
+                            "dplogs process"
                         ) from None
                     time.sleep(0.0005)
         finally:
@@ -368,8 +443,8 @@ class Ledger:
         with self._lock:
             try:
                 return self._conn.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise LedgerError(f"cannot read the budget ledger {self.path}: {exc}") from None
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self.path, "read") from None
 
     # -- caps ----------------------------------------------------------------------------
     @property
@@ -386,12 +461,8 @@ class Ledger:
         caps = Caps(epsilon=epsilon, delta=delta, rho=rho)
         if window is not None:
             check_window(window, window_policy)
-        with self._tx() as c:
-            if _caps_hash(c) != self._meta("caps_hash"):  # never launder forged caps into a new seal
-                raise LedgerError(
-                    "the budget caps were changed outside `dplogs budget set`; restore the ledger "
-                    "from a backup before setting new caps"
-                )
+        with self._tx("set caps in") as c:
+            self._guard(c)  # never launder a forgery into a new seal
             current = self._meta("window_policy")
             if current != window_policy and c.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
                 raise UsageError(
@@ -404,6 +475,17 @@ class Ledger:
                 (window_policy, window or _ALL_WINDOWS, caps.epsilon, caps.delta, caps.rho, _now()),
             )
             c.execute("UPDATE meta SET value = ? WHERE key = 'caps_hash'", (_caps_hash(c),))
+            self._seal_state(c)
+
+    def bind(self) -> None:
+        """Bind an unbound ledger, even one holding releases, to the store it was opened for
+        (``store_id``). Only the store's administrator does this (``dplogs budget set``, the demo
+        for its own store); a ledger bound to another store stays refused."""
+        if self._store_id is None:
+            raise InternalError("bind() needs a ledger opened with the store's store_id")
+        with self._tx("bind") as c:
+            self._guard(c, bind=True)
+            self._seal_state(c)
 
     def caps(self, window: str | None = None) -> Caps | None:
         """The caps that apply to ``window`` (its own, else the policy-wide ones), or None."""
@@ -417,11 +499,11 @@ class Ledger:
 
     # -- spend ---------------------------------------------------------------------------
     def _sums(self, window: str) -> tuple[LossSums, int, int]:
-        rows = self._conn.execute(
+        rows = self._read(
             "SELECT epsilon, delta, rho, status FROM entries WHERE status IN (?, ?, ?) AND EXISTS "
             "(SELECT 1 FROM json_each(entries.windows) WHERE value = ?)",
             (*SPENT_STATUSES, window),
-        ).fetchall()
+        )
         sums = LossSums.of(PrivacyLoss(epsilon=e, delta=d, rho=r) for e, d, r, _ in rows)
         return sums, len(rows), sum(1 for *_, s in rows if s == "reserved")
 
@@ -444,6 +526,7 @@ class Ledger:
         return WindowBudget(
             window=window, caps=caps, spent=compose(sums, delta_cap=caps.delta if caps else 0.0),
             remaining=left, entries=n, unfinished=unfinished,
+            over_cap=caps is not None and not fits(sums, caps),
         )
 
     def windows(self) -> list[str]:
@@ -489,49 +572,43 @@ class Ledger:
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise UsageError("an idempotency key must be a non-empty string, e.g. 'report-id/2026-11'")
         wins = tuple(sorted(set(windows)))
-        try:
-            with self._tx() as c:
-                policy = self._meta("window_policy")
-                if _caps_hash(c) != self._meta("caps_hash"):
-                    raise LedgerError(
-                        "the budget caps were changed outside `dplogs budget set`; run `dplogs budget "
-                        "verify` and restore the ledger from a backup (nothing was charged)"
-                    )
-                if c.execute("SELECT 1 FROM caps WHERE policy = ?", (policy,)).fetchone() is None:
+        with self._tx("reserve in") as c:
+            self._guard(c)  # a ledger that fails verification releases (and replays) nothing
+            policy = self._meta("window_policy")
+            if c.execute("SELECT 1 FROM caps WHERE policy = ?", (policy,)).fetchone() is None:
+                raise BudgetExhausted(
+                    f"no budget caps are set; set them with `dplogs budget set --store "
+                    f"{self.path.parent} --epsilon E --delta D` (nothing was charged)"
+                )
+            for w in wins:
+                try:
+                    check_window(w, policy)
+                except UsageError:
+                    raise UsageError(
+                        f"the release is charged to {', '.join(wins)} but this ledger's budget "
+                        f"windows are {policy}s; the store's budget window and its ledger disagree "
+                        f"(run `dplogs budget set --store {self.path.parent}` to align them before "
+                        "any release)"
+                    ) from None
+            if idempotency_key is not None:
+                replay = self._replay_or_check(c, idempotency_key)
+                if replay is not None:
+                    return replay, ""
+            for w in wins:
+                caps = self.caps(w)
+                if caps is None:
                     raise BudgetExhausted(
-                        f"no budget caps are set; set them with `dplogs budget set --store "
-                        f"{self.path.parent} --epsilon E --delta D` (nothing was charged)"
+                        f"no budget cap is set for window {w}; set one with `dplogs budget set "
+                        f"--store {self.path.parent} --epsilon E --delta D` (nothing was charged)"
                     )
-                for w in wins:
-                    try:
-                        check_window(w, policy)
-                    except UsageError:
-                        raise UsageError(
-                            f"the release is charged to {', '.join(wins)} but this ledger's budget "
-                            f"windows are {policy}s; the store's budget window and its ledger disagree "
-                            f"(run `dplogs budget set --store {self.path.parent}` to align them before "
-                            "any release)"
-                        ) from None
-                if idempotency_key is not None:
-                    replay = self._replay_or_check(c, idempotency_key)
-                    if replay is not None:
-                        return replay, ""
-                for w in wins:
-                    caps = self.caps(w)
-                    if caps is None:
-                        raise BudgetExhausted(
-                            f"no budget cap is set for window {w}; set one with `dplogs budget set "
-                            f"--store {self.path.parent} --epsilon E --delta D` (nothing was charged)"
-                        )
-                    sums = self._sums(w)[0]
-                    if not fits(sums + LossSums.one(loss), caps):
-                        refused = (w, sums, caps)
-                        break
-                else:
-                    refused = None
-                    entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot reserve in the budget ledger {self.path}: {exc} (nothing was released)") from None
+                sums = self._sums(w)[0]
+                if not fits(sums + LossSums.one(loss), caps):
+                    refused = (w, sums, caps)
+                    break
+            else:
+                refused = None
+                entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
+                self._seal_state(c)
         if refused is not None:  # explained outside the transaction: other writers need not wait
             w, sums, caps = refused
             raise BudgetExhausted(
@@ -543,24 +620,25 @@ class Ledger:
 
     def _replay_or_check(self, c: sqlite3.Connection, key: str) -> LedgerCharge | None:
         rows = c.execute(
-            "SELECT id, status, payload, pid, host, windows, epsilon, delta, rho FROM entries "
+            f"SELECT {_ENTRY_COLUMNS}, seal FROM entries "
             "WHERE idempotency_key = ? AND status IN ('committed', 'reserved') ORDER BY seq", (key,)
         ).fetchall()
-        for eid, status, payload, pid, host, wins, e, d, r in rows:
-            if status == "committed":
-                if payload is None:
+        for *cols, seal in rows:
+            e = _entry(cols)
+            if e.status == "committed":
+                if e.payload is None:
                     raise LedgerError(
-                        f"entry {eid} with idempotency key {key!r} was committed without a recorded "
+                        f"entry {e.id} with idempotency key {key!r} was committed without a recorded "
                         "release, so it cannot be re-emitted; use a new idempotency key"
                     )
-                return LedgerCharge(
-                    PrivacyLoss(epsilon=e, delta=d, rho=r), entry_id=eid,
-                    windows=tuple(json.loads(wins)), replayed_payload=json.loads(payload),
-                )
-            if self._alive(pid, host):
-                raise LedgerError(
-                    f"a release with idempotency key {key!r} is in progress (entry {eid}, pid {pid} "
-                    f"on {host}); wait for it to finish and rerun to get its stored release"
+                if _entry_problems(e, cols[17], seal):  # what is re-emitted is what was released
+                    raise LedgerError(f"the stored release of entry #{e.seq} ({e.id}) was edited. {_TAMPERED}")
+                return LedgerCharge(e.loss, entry_id=e.id, windows=e.windows, replayed_payload=e.payload)
+            if self._alive(e.pid, e.host):
+                raise ConcurrentRun(
+                    f"a release with idempotency key {key!r} is in progress (entry {e.id}, pid {e.pid} "
+                    f"on {e.host}); nothing was charged — retry when it has finished to get its stored "
+                    "release"
                 )
         return None  # only refunded, failed or abandoned attempts: a new release may proceed
 
@@ -585,7 +663,7 @@ class Ledger:
         if last != count:
             raise LedgerError(
                 f"the ledger's entry count ({count}) does not match its entries ({last}); it was "
-                "edited — run `dplogs budget verify` and restore it from a backup"
+                f"edited — run `dplogs budget verify`. {_TAMPERED}"
             )
         now = _now()
         entry = Entry(
@@ -609,21 +687,81 @@ class Ledger:
         return entry.id
 
     def _finish(self, entry_id: str, status: str, payload_text: str | None) -> None:
-        try:
-            with self._tx() as c:
-                row = c.execute("SELECT entry_hash, status FROM entries WHERE id = ?", (entry_id,)).fetchone()
-                if row is None or row[1] != "reserved":
-                    raise InternalError(f"entry {entry_id} is not reserved (found {row}); cannot mark it {status}")
-                now = _now()
-                c.execute(
-                    "UPDATE entries SET status = ?, updated_at = ?, payload = ?, seal = ? WHERE id = ?",
-                    (status, now, payload_text, _seal(row[0], status, now, payload_text), entry_id),
-                )
-        except sqlite3.DatabaseError as exc:
+        after = f" Entry {entry_id} stays reserved and counts as spent; do not use the values of this run."
+        with self._tx(f"mark entry {entry_id} {status} in", after=after) as c:
+            # the status is recorded either way; the seal is renewed only over an intact state, so
+            # a tampering that happened meanwhile stays visible
+            intact = self._meta("format") == FORMAT_VERSION and not self._state_problems(c)
+            row = c.execute("SELECT entry_hash, status FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            if row is None or row[1] != "reserved":
+                raise InternalError(f"entry {entry_id} is not reserved (found {row}); cannot mark it {status}")
+            now = _now()
+            c.execute(
+                "UPDATE entries SET status = ?, updated_at = ?, payload = ?, seal = ? WHERE id = ?",
+                (status, now, payload_text, _seal(row[0], status, now, payload_text), entry_id),
+            )
+            if intact:
+                self._seal_state(c)
+
+    # -- integrity enforcement -----------------------------------------------------------
+    def _guard(self, c: sqlite3.Connection, *, bind: bool = False) -> None:
+        """Run first in every write transaction: refuse a ledger that fails verification (O(1)
+        through the state seal), upgrade an unsealed format-1 ledger after one full verification,
+        and bind an unbound ledger to the opening store. The caller re-seals after its write."""
+        if self._meta("format") == _UNSEALED_FORMAT:
+            self.verify().raise_for_problems()
+            for stmt in _GUARD:
+                c.execute(stmt)
+            c.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT_VERSION,))
+        elif problems := self._state_problems(c):
+            found = self.verify().problems  # the full picture, paid only on the way to a refusal
             raise LedgerError(
-                f"cannot commit entry {entry_id} to the budget ledger {self.path}: {exc}; it stays "
-                "reserved and counts as spent — do not use the values of this run"
-            ) from None
+                "ledger verification failed: " + "; ".join(dict.fromkeys([*found, *problems])) + ". "
+                + _TAMPERED
+            )
+        if _caps_hash(c) != self._meta("caps_hash"):
+            raise LedgerError(
+                f"the budget caps were changed outside `dplogs budget set` (run `dplogs budget verify`). {_TAMPERED}"
+            )
+        self._check_owner()
+        if self._store_id is not None and self._meta("store_id") is None:
+            if not bind and c.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
+                raise LedgerError(
+                    f"the budget ledger {self.path} is not bound to any store but already holds releases "
+                    "(made before store ids, or copied from elsewhere); if it is this store's own ledger, "
+                    f"bind it once with `dplogs budget set --store {self.path.parent}` (nothing was released)"
+                )
+            c.execute("INSERT INTO meta VALUES ('store_id', ?)", (self._store_id,))
+
+    def _state_problems(self, c: sqlite3.Connection) -> list[str]:
+        """What the O(1) check finds wrong: a missing write counter or trigger, a state that does
+        not match the seal dplogs last wrote, or a newest entry that does not hash to the head."""
+        triggers = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        if not set(_COUNTER_TRIGGERS) <= triggers or c.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'writes'").fetchone() is None:
+            return ["the ledger's write counter or its triggers were removed"]
+        problems = []
+        if self._meta("state_seal") != _state_seal(c):
+            problems.append("the ledger was changed outside dplogs: its entries, entry count, head hash, "
+                            "caps, window policy or store id no longer match the seal of dplogs' last write")
+        count = int(self._meta("entry_count") or 0)
+        last = c.execute(f"SELECT {_ENTRY_COLUMNS}, seal FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is None:
+            if count != 0 or self._meta("head_hash") != _GENESIS:
+                problems.append("the ledger records entries but holds none (entries were deleted)")
+        else:
+            *cols, seal = last
+            try:
+                e = _entry(cols)
+            except (LedgerError, ValueError, TypeError, json.JSONDecodeError):
+                return [*problems, f"the newest entry #{cols[0]} is unreadable"]
+            if e.seq != count or e.entry_hash != self._meta("head_hash"):
+                problems.append("the newest entry is not the recorded head of the chain")
+            problems += _entry_problems(e, cols[17], seal)
+        return problems
+
+    def _seal_state(self, c: sqlite3.Connection) -> None:
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('state_seal', ?)", (_state_seal(c),))
 
     # -- reading and verifying -----------------------------------------------------------
     def history(self, *, limit: int | None = None, window: str | None = None) -> list[Entry]:
@@ -642,7 +780,8 @@ class Ledger:
         return [_entry(r) for r in self._read(sql, args)]
 
     def verify(self) -> VerifyReport:
-        """Recompute the hash chain and seals; compare with the head hash and count in ``meta``."""
+        """Recompute the hash chain and seals; compare with the head hash and count in ``meta``;
+        check the caps hash and (format 2) the state seal the per-release check relies on."""
         problems: list[str] = []
         unfinished: list[Entry] = []
         with self._lock:
@@ -652,8 +791,10 @@ class Ledger:
                     f"SELECT {_ENTRY_COLUMNS}, seal FROM entries ORDER BY seq").fetchall()
                 head, count = self._meta("head_hash"), self._meta("entry_count")
                 caps_hash, stored_caps_hash = _caps_hash(self._conn), self._meta("caps_hash")
-            except sqlite3.DatabaseError as exc:
-                raise LedgerError(f"cannot read the budget ledger {self.path}: {exc}; restore it from a backup") from None
+                sealed = self._meta("format") == FORMAT_VERSION
+                state = self._state_problems(self._conn) if sealed else []
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self.path, "read") from None
         if check != "ok":
             problems.append(f"SQLite integrity check: {check}")
         running = _GENESIS
@@ -669,11 +810,7 @@ class Ledger:
                 problems.append(f"entry #{e.seq} found where #{i} was expected (an entry was deleted or reordered)")
             if e.prev_hash != running:
                 problems.append(f"entry #{e.seq} does not link to the previous entry (an entry was deleted, inserted or reordered)")
-            if _sha(e.prev_hash + "\n" + _canonical(_content(e))) != e.entry_hash:
-                problems.append(f"entry #{e.seq} ({e.id}) was edited: its content does not match its hash")
-            payload_text = cols[17]
-            if _seal(e.entry_hash, e.status, e.updated_at, payload_text) != seal:
-                problems.append(f"entry #{e.seq} ({e.id}) was edited: its status or payload does not match its seal")
+            problems += _entry_problems(e, cols[17], seal)
             if e.status == "reserved":
                 unfinished.append(e)
             running = e.entry_hash
@@ -683,6 +820,7 @@ class Ledger:
             problems.append("the last entry is not the recorded head of the chain (the newest entries were deleted or edited)")
         if caps_hash != stored_caps_hash:
             problems.append("the budget caps were edited outside `dplogs budget set` (their hash does not match)")
+        problems += [p for p in state if p not in problems]
         return VerifyReport(ok=not problems, entries=len(rows), head_hash=head or "", problems=tuple(problems),
                             unfinished=tuple(unfinished))
 
@@ -713,6 +851,25 @@ def _content(e: Entry) -> dict[str, Any]:
     }
 
 
+def _entry_problems(e: Entry, payload_text: str | None, seal: str) -> list[str]:
+    """An entry whose content does not match its hash, or status and payload their seal."""
+    problems = []
+    if _sha(e.prev_hash + "\n" + _canonical(_content(e))) != e.entry_hash:
+        problems.append(f"entry #{e.seq} ({e.id}) was edited: its content does not match its hash")
+    if _seal(e.entry_hash, e.status, e.updated_at, payload_text) != seal:
+        problems.append(f"entry #{e.seq} ({e.id}) was edited: its status or payload does not match its seal")
+    return problems
+
+
+def _state_seal(c: sqlite3.Connection) -> str:
+    """SHA-256 of everything the O(1) check trusts: the write counter (which triggers bump on every
+    change to entries), entry count, head hash, caps hash, window policy and store id."""
+    writes = c.execute("SELECT n FROM writes").fetchall()
+    meta = dict(c.execute("SELECT key, value FROM meta WHERE key IN "
+                          "('entry_count', 'head_hash', 'caps_hash', 'window_policy', 'store_id')").fetchall())
+    return _sha("dplogs ledger state\n" + _canonical([[w[0] for w in writes], meta]))
+
+
 def _caps_hash(c: sqlite3.Connection) -> str:
     rows = c.execute("SELECT policy, window, epsilon, delta, rho FROM caps ORDER BY policy, window").fetchall()
     return _sha(_canonical([list(r) for r in rows]))
@@ -720,6 +877,77 @@ def _caps_hash(c: sqlite3.Connection) -> str:
 
 def _seal(entry_hash: str, status: str, updated_at: str, payload_text: str | None) -> str:
     return _sha(entry_hash + "\n" + _canonical([status, updated_at, payload_text]))
+
+
+_TAMPERED = (
+    "Nothing was released or charged. Do not release from this store: keep the ledger file as it is "
+    "for investigation (`dplogs budget verify` lists the problems). Never replace it with an older "
+    "copy: that would erase recorded spend"
+)
+
+_IO_HINTS = {
+    "full": "the disk holding it is full (or over quota); free space there and retry",
+    "readonly": "it or its store directory is read-only (a read-only file system or mount); make the store "
+                "writable and retry",
+    "denied": "permission was denied; run dplogs as the store's owner or fix the permissions, then retry",
+    "cantopen": "it cannot be opened (no permission, a read-only store directory, or a missing directory); "
+                "fix that and retry",
+    "io": "the storage reported an I/O error; check the disk and retry",
+}
+
+
+def _io_kind(exc: BaseException) -> str | None:
+    """What kind of storage trouble ``exc`` is ("busy" for a lock held elsewhere), or None when it
+    is not storage trouble (corruption, a foreign file)."""
+    if isinstance(exc, OSError):
+        return {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "readonly", errno.EACCES: "denied",
+                errno.EPERM: "denied"}.get(exc.errno, "io")
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    text = str(exc).lower()
+    for kind, sqlite_code, words in (
+        ("full", 13, ("disk is full",)), ("readonly", 8, ("readonly", "read-only")),
+        ("denied", 3, ("access permission denied",)), ("cantopen", 14, ("unable to open",)),
+        ("io", 10, ("disk i/o error",)), ("busy", 5, ("database is locked", "busy")), ("busy", 6, ("locked",)),
+    ):
+        if primary == sqlite_code or any(w in text for w in words):
+            return kind
+    return None
+
+
+def _storage_error(exc: BaseException, path: Path, doing: str, *, after: str = "") -> DplogsError:
+    """The error to raise for ``exc`` met while ``doing`` (create, open, read, reserve in, ...)."""
+    kind = _io_kind(exc)
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if kind == "busy":
+        return ConcurrentRun(f"cannot {doing} the budget ledger {path}: another process holds it ({detail}); "
+                             f"nothing was charged — retry later.{after}")
+    if kind is not None:
+        return LedgerIOError(
+            f"cannot {doing} the budget ledger {path} ({detail}): {_IO_HINTS[kind]}. This is an I/O "
+            f"problem, not corruption: a failed write is rolled back and the ledger stays intact; "
+            f"nothing was released.{after}"
+        )
+    return LedgerError(f"cannot {doing} the budget ledger {path}: it is corrupt or unreadable ({detail}). "
+                       f"{_TAMPERED}.{after}")
+
+
+def _refuse_links(path: Path) -> None:
+    """A ledger (or its -wal/-shm file) that is a symbolic link, or a ledger with other hard links,
+    may be another store's: never follow it."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise _storage_error(exc, path, "open") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise LedgerError(f"{p} is a symbolic link; a store's budget ledger must be its own file, not a "
+                              "link to another (nothing was released)")
+        if p == path and st.st_nlink > 1:
+            raise LedgerError(f"{p} has other hard links; a store's budget ledger must be its own file, not "
+                              "shared with another store (nothing was released)")
 
 
 def _fmt_loss(loss: PrivacyLoss) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dplogs.errors import BudgetExhausted, InternalError, LedgerError, UsageError
+from dplogs.errors import BudgetExhausted, ConcurrentRun, InternalError, LedgerError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.mechanisms import add_noise, calibrate
@@ -148,11 +148,13 @@ def test_key_can_be_retried_after_refund(ledger):
     assert [e.status for e in ledger.history()] == ["committed", "refunded"]
 
 
-def test_key_in_flight_in_a_live_process_is_refused(ledger):
+def test_key_in_flight_in_a_live_process_is_refused_as_retryable(ledger):
     with ledger.charge(EPS, windows=NOV, caller="report", idempotency_key="k"):
-        with pytest.raises(LedgerError, match="in progress"):
+        with pytest.raises(ConcurrentRun, match="in progress") as info:
             with ledger.charge(EPS, windows=NOV, caller="report", idempotency_key="k"):
                 pass
+    assert info.value.exit_code == 75  # EX_TEMPFAIL: a scheduler retries, it is not a ledger fault
+    assert len(ledger.history()) == 1  # the refused attempt wrote nothing
 
 
 @pytest.mark.parametrize(

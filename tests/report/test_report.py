@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from dplogs.cli import cli
-from dplogs.errors import BudgetExhausted, QueryError
+from dplogs.errors import BudgetExhausted, ConcurrentRun, QueryError
 from dplogs.ingest.ingest import ingest
 from dplogs.ingest.base import IngestOptions
 from dplogs.privacy.ledger import Ledger
@@ -135,3 +138,59 @@ def test_html_escapes_untrusted_text(sample_store, tmp_path):
     spec.write_text(f'name = "x"\ntitle = "<b>t</b>"\n[[section]]\nquery = "{q}"\nchart = "bar"\n')
     page = render(run_report(load_report_spec(spec), store, day=SPRAY_DAY), "html")
     assert "<script>" not in page and "&lt;script&gt;" in page and "<b>t</b>" not in page
+
+
+def _hold_period_lock(store: Path, day: dt.date, seconds: float) -> subprocess.Popen:
+    """Another process holding the lock of the nightly report's period for ``seconds``."""
+    spec = load_report_spec(NIGHTLY)
+    start = spec.period_bounds(day)[0]
+    code = ("import sys, time, datetime as dt; from pathlib import Path; from dplogs.report.run import _period_lock\n"
+            f"with _period_lock(Path({str(store)!r}), {spec.name!r}, dt.date.fromisoformat({start.isoformat()!r}), 0):\n"
+            f"    print('locked', flush=True); time.sleep({seconds})\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_run_of_a_period_exits_75_past_its_wait_and_charges_nothing(sample_store, tmp_path):
+    store = _fresh(sample_store, tmp_path, epsilon=10)
+    holder = _hold_period_lock(store, SPRAY_DAY, 30)
+    try:
+        result = CliRunner().invoke(cli, ["report", str(NIGHTLY), "--store", str(store), "--date",
+                                          SPRAY_DAY.isoformat(), "--wait", "0.3", "-o", str(tmp_path / "r.html")])
+        assert result.exit_code == 75, result.output  # EX_TEMPFAIL: retryable, not a ledger fault (74)
+        assert "still going" in result.stderr and not (tmp_path / "r.html").exists()
+        with pytest.raises(ConcurrentRun):
+            run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY, wait=0)
+        assert Ledger.open(store / "ledger.sqlite").history() == []
+        # another period is not blocked
+        assert run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY + dt.timedelta(days=1)).first_error is None
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_second_run_waits_for_the_first_then_replays(sample_store, tmp_path):
+    store = _fresh(sample_store, tmp_path, epsilon=10)
+    holder = _hold_period_lock(store, SPRAY_DAY, 1.0)
+    try:
+        started = time.monotonic()
+        run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY, wait=30)
+        assert run.first_error is None and time.monotonic() - started >= 0.5  # it waited for the holder
+    finally:
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_two_processes_running_the_same_period_release_once(sample_store, tmp_path):
+    store = _fresh(sample_store, tmp_path, epsilon=10)
+    cmd = [sys.executable, "-c", "from dplogs.cli import main; main()", "report", str(NIGHTLY), "--store", str(store),
+           "--date", SPRAY_DAY.isoformat(), "--format", "json", "--wait", "120"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    entries = Ledger.open(store / "ledger.sqlite").history()
+    assert [e.status for e in entries] == ["committed"] * 4  # one run released, the other replayed
+    assert sorted(err.count("replayed (nothing spent)") for _, err in outs) == [0, 4]
+    first, second = (json.loads(out) for out, _ in outs)
+    assert [s["data"] for s in first["sections"]] == [s["data"] for s in second["sections"]]

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from dplogs.audit.auditor import AuditResult, ReleasePath, audit
-from dplogs.engine.execute import _key_names, aggregate, noisy_release
+from dplogs.engine.execute import _key_names, aggregate, finish, noisy_release, profile
 from dplogs.engine.planner import MAIN, Plan
 from dplogs.engine.release import Release
 from dplogs.privacy.accounting import compose
@@ -79,11 +79,15 @@ def engine_path(
         raise ValueError("checks must be >= 2")
 
     def one(lf: pl.LazyFrame, aggs: tuple[pl.DataFrame, dict[str, pl.DataFrame]] | None = None) -> np.ndarray:
+        if plan.choice is not None:  # the whole release: noisy bound choice, bounding, noise
+            return _values(plan, finish(plan, lf, profile(plan, lf), backend=backend, charge=Charge.for_audit(plan.loss)), track)
         main, hists = aggs if aggs is not None else aggregate(plan, lf, backend)
         rel = noisy_release(plan, main, dict(hists), charge=Charge.for_audit(plan.loss))
         return _values(plan, rel, track)
 
     def run(lf: pl.LazyFrame, trials: int) -> np.ndarray:
+        if plan.choice is not None:  # bounds depend on noise: every trial is a full run
+            return np.stack([one(lf) for _ in range(trials)])
         aggs = [aggregate(plan, lf, backend) for _ in range(checks)]
         if not all(_same(aggs[0], a) for a in aggs[1:]):
             return np.stack([one(lf) for _ in range(trials)])

@@ -22,6 +22,7 @@ from dplogs.engine.plan import AggKind, Aggregation, KeyKind
 from dplogs.engine.planner import MAIN, NoisedColumn, Plan
 from dplogs.engine.release import Release
 from dplogs.errors import InternalError
+from dplogs.privacy.bound_choice import CLAMP_PREFIX, choose
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.mechanisms import add_noise
 from dplogs.privacy.quantiles import bin_level, histogram_quantiles
@@ -129,7 +130,8 @@ def _complete(grid: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.Da
 def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str, idempotency_key: str | None = None) -> Release:
     """Release ``plan`` over ``lf``, charging ``ledger``. Returns the stored release on an
     idempotent replay."""
-    main, hists = aggregate(plan, lf, backend)
+    # pre-noise work before the charge, so a failure there costs nothing
+    pre = aggregate(plan, lf, backend) if plan.choice is None else profile(plan, lf)
     mechanisms = sorted({noise_name(c.noise) for c in plan.columns} | ({plan.selection.name} if plan.selection else set()))
     with ledger.charge(
         plan.loss, windows=list(plan.budget_windows), caller=caller, query=plan.query.text or plan.query.name,
@@ -138,10 +140,68 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
         if getattr(charge, "replayed_payload", None) is not None:
             stored = Release.from_payload(charge.replayed_payload)
             return Release(data=stored.data, privacy={**stored.privacy, "replayed": True})
-        release = noisy_release(plan, main, hists, charge=charge)
+        release = finish(plan, lf, pre, backend=backend, charge=charge)
         release = Release(data=release.data, privacy={**release.privacy, "ledger_entry": charge.entry_id})
         charge.record(release.to_payload())
     return release
+
+
+def finish(plan: Plan, lf: pl.LazyFrame, pre: Any, *, backend: Any, charge: Charge) -> Release:
+    """Everything after the charge: for a plan with bounds to choose, the noisy choice on the
+    profile ``pre``, then bounding with the chosen bounds and the release; otherwise the release
+    of the bounded aggregates ``pre``."""
+    if plan.choice is None:
+        main, hists = pre
+        return noisy_release(plan, main, hists, charge=charge)
+    final = choose_bounds(plan, pre, charge=charge)
+    main, hists = aggregate(final, lf, backend)
+    return noisy_release(final, main, hists, charge=charge)
+
+
+def profile(plan: Plan, lf: pl.LazyFrame) -> dict[str, np.ndarray]:
+    """Exact pre-noise histograms for the bounds ``plan`` chooses: one value per bounding unit
+    ((unit, budget window)) over each step's candidates. A row whose unit is null is its own
+    unit (one group, one row). Stays inside the engine; only its noisy form leaves."""
+    steps = plan.choice.steps
+    raw = {s.name: f"__raw{i}" for i, s in enumerate(steps) if s.name.startswith(CLAMP_PREFIX)}
+    keep = [
+        pl.col(name[len(CLAMP_PREFIX):]).cast(pl.Float64).fill_nan(None).clip(lower_bound=0.0).alias(alias)
+        for name, alias in raw.items()
+    ]
+    base = prepare(plan, lf, keep=keep)
+    keys = _key_names(plan)
+    cells = base.filter(pl.col(UNIT).is_not_null()).group_by(UNIT, *keys).agg(
+        pl.len().alias("__rows"), *(pl.col(a).max() for a in raw.values())
+    )
+    units = cells.group_by(UNIT).agg(
+        pl.len().alias("__groups"), pl.col("__rows").max(), *(pl.col(a).max() for a in raw.values())
+    ).select("__groups", "__rows", *raw.values())
+    nulls = base.filter(pl.col(UNIT).is_null()).select(
+        pl.lit(1, pl.UInt32).alias("__groups"), pl.lit(1, pl.UInt32).alias("__rows"), *raw.values()
+    )
+    per_unit = pl.concat([units, nulls], how="vertical_relaxed").collect()
+    column = {"max_groups": "__groups", "max_rows_per_group": "__rows", **raw}
+    return {
+        s.name: s.bins(per_unit[column[s.name]].cast(pl.Float64).fill_null(0.0).to_numpy()) for s in steps
+    }
+
+
+def choose_bounds(plan: Plan, counts: dict[str, np.ndarray], *, charge: Charge) -> Plan:
+    """Draw each choice histogram's noise against ``charge`` and pick its bound (post-processing
+    from there on); the resolved plan says what was chosen and how."""
+    chosen: dict[str, float] = {}
+    detail: dict[str, Any] = {}
+    for step in plan.choice.steps:
+        cost = plan.noise_cost(step.name, 1.0, chosen)
+        noise_cost = None if cost is None else (lambda tau, name=step.name: plan.noise_cost(name, tau, chosen))
+        # what one unit above a candidate loses per unit of excess: a dropped group about a full
+        # cell of rows; an excess row one row; an excess value on each of the rows it may keep
+        bounds = {"max_groups": plan.bounds.max_groups, "max_rows_per_group": plan.bounds.max_rows_per_group, **chosen}
+        weight = {"max_groups": float(bounds["max_rows_per_group"]), "max_rows_per_group": 1.0}.get(
+            step.name, float(bounds["max_groups"] * bounds["max_rows_per_group"])
+        )
+        chosen[step.name], detail[step.name] = choose(step, counts[step.name], charge=charge, noise_cost=noise_cost, weight=weight)
+    return plan.resolve(chosen, {"detail": detail})
 
 
 def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame], *, charge: Charge) -> Release:

@@ -73,7 +73,9 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
         "bins": {c: list(b.edges) for c, b in plan.bins.items()},
         "keys": [{"name": k.name, "column": k.column, "handling": k.handling()} for k in plan.keys],
         "where": q.where.describe() if q.where else None,
-        "budget_split": f"{plan.shares} equal share(s) of "
+        "budget_split": (f"{plan.choice.share if plan.choice else plan.chosen['share']:.0%} to choosing bounds, the rest in "
+                         if plan.choice or plan.chosen else "")
+        + f"{plan.shares} equal share(s) of "
         + (f"epsilon={q.epsilon:g}" if q.epsilon is not None else f"rho={q.rho:g}")
         + (f"; delta={q.delta:g} to partition selection" if plan.selection else ""),
         "columns": [
@@ -93,6 +95,7 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
         "top_k": {"k": q.top_k, "by": q.order_by, "method": "post-processing: rank released noisy values"} if q.top_k else None,
         "bias_note": plan.bias_note(),
         "ledger_entry": entry_id,
+        "bound_choice": _bound_choice(plan),
     }
     if plan.selection is not None:
         s = plan.selection
@@ -105,6 +108,17 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
             **_loss(s.loss),
         }
     return data
+
+
+def _bound_choice(plan: Plan) -> dict[str, Any] | None:
+    """How the bounds the query left out were (or will be) chosen, and what that costs."""
+    if plan.chosen is not None:
+        return {**plan.chosen, "when": "chosen at release from the data (DP)"}
+    if plan.choice is not None:
+        return {**plan.choice.describe(), "when": "to be chosen at release from the data (DP); "
+                "the bounds, scales and intervals shown are provisional (bound 1, clamp [0, 1]) "
+                "and grow with the chosen bounds"}
+    return None
 
 
 def _fmt(x: float) -> str:
@@ -148,6 +162,13 @@ def render(data: dict[str, Any]) -> str:
             f"scale {_fmt(c['scale'])}  ±{_fmt(c['ci95_halfwidth'])} (95%)  {loss}"
         )
         lines.append(f"      ({c['statistic']})")
+    choice = data.get("bound_choice")
+    if choice:
+        spent = ", ".join(f"{k}={_fmt(choice[k])}" for k in ("epsilon", "rho") if choice[k])
+        lines.append(f"bounds chosen: {', '.join(choice['bounds'])}: {choice['when']}; "
+                     f"{choice['share']:.0%} of the budget ({spent}); {choice['method']}")
+        for name, value in (choice.get("values") or {}).items():
+            lines.append(f"  {name} = {_fmt(value)}")
     if data["top_k"]:
         lines.append(f"top-k: {data['top_k']['k']} by {data['top_k']['by']} ({data['top_k']['method']})")
     lines.append(f"bias: {data['bias_note']}")

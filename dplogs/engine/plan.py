@@ -545,6 +545,8 @@ class Query:
     clamps: dict[str, Clamp] = field(default_factory=dict)
     declared: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     bins: dict[str, Bins] = field(default_factory=dict)
+    bound_share: float | None = None
+    """Share of the budget spent choosing bounds the query leaves out (default 10%)."""
     name: str = "adhoc"
     text: str = ""
 

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dplogs.engine.plan import AggKind, Aggregation, Bins, Key, KeyKind, Query
 from dplogs.errors import InternalError, PrivacyParameterError, QueryError
+from dplogs.privacy.bound_choice import (
+    BOUND_NAMES, CLAMP_PREFIX, DEFAULT_SHARE, ChoicePlan, check_share, expected_abs_noise, plan_choice,
+)
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.mechanisms import Mechanism, NoisePlan, calibrate
@@ -97,10 +100,70 @@ class Plan:
     reach: dict[str, int | None] = field(default_factory=dict)
     """Per grouping (MAIN or a histogram column), the most groups one unit can touch in one budget
     window, known from public key domains alone (None: private keys)."""
+    choice: ChoicePlan | None = None
+    """Bounds to choose from the data at release time; the bounds and clamps named there are
+    provisional (1, [0, 1]) until :meth:`resolve`."""
+    chosen: dict[str, Any] | None = None
+    """On a resolved plan: the bounds that were chosen, how, and at what cost (disclosed)."""
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def private(self) -> bool:
         return self.selection is not None
+
+    def resolve(self, chosen: dict[str, float], detail: dict[str, Any]) -> Plan:
+        """The plan released once the choice picked ``chosen`` (bound name -> value): the same
+        query with those bounds, spending the main share; its loss stays the reserved total."""
+        if self.choice is None:
+            raise InternalError("resolve() on a plan without bounds to choose")
+        q = self.query
+        main = {"epsilon": q.epsilon * (1 - self.choice.share)} if q.epsilon is not None else {"rho": q.rho * (1 - self.choice.share)}
+        clamps = {n[len(CLAMP_PREFIX):]: Clamp(lo=0, hi=v) for n, v in chosen.items() if n.startswith(CLAMP_PREFIX)}
+        explicit = q.with_options(**main, **{n: int(v) for n, v in chosen.items() if n in BOUND_NAMES}, clamps=clamps)
+        for n in BOUND_NAMES:  # bounds fixed without choosing (e.g. one reachable group)
+            if getattr(explicit, n) is None and n not in self.defaults:
+                explicit = explicit.with_options(**{n: getattr(self.bounds, n)})
+        plan = _plan_explicit(explicit, unit=self.unit, window_policy=self.window_policy, defaults=self.defaults)
+        if not self.loss.covers(plan.loss):
+            raise InternalError(f"the resolved plan spends {plan.loss}, more than the reserved {self.loss}")
+        return replace(plan, query=q, loss=self.loss, chosen={**self.choice.describe(), "values": dict(chosen), **detail})
+
+    def noise_cost(self, name: str, tau: float, chosen: dict[str, float]) -> float | None:
+        """The expected absolute noise, summed over the released cells, of the statistic bound
+        ``name`` governs when it is ``tau`` (other bounds: ``chosen`` so far, else provisional).
+        None when the noise does not depend on it (a histogram's range). Public: plan only."""
+        if name.startswith(CLAMP_PREFIX):
+            column = name[len(CLAMP_PREFIX):]
+            value = [s for s in self.sums if s.kind == "value" and s.column == column]
+            if not value:
+                return None
+            target = self.column(MAIN, f"sum_{value[0].alias}")
+        else:
+            target = next((c for c in self.columns if c.source == "rows"), self.columns[0])
+        cells = self.grid_size or 1
+        if target.grouping != MAIN:
+            cells *= self.bins[target.grouping].n
+        b = self.bounds
+        values = {"max_groups": b.max_groups, "max_rows_per_group": b.max_rows_per_group, **chosen}
+        if not name.startswith(CLAMP_PREFIX):
+            values[name] = tau
+        bounds = reachable_bounds(
+            ContributionBounds(max_groups=int(values["max_groups"]), max_rows_per_group=int(values["max_rows_per_group"])),
+            self.reach.get(target.grouping),
+        )
+        noise = target.noise
+        if name.startswith(CLAMP_PREFIX):
+            sens = sum_sensitivity(bounds, Clamp(lo=0, hi=tau))
+        elif target.source == "units":
+            sens = distinct_units_sensitivity(bounds)
+        else:  # rows, or a sum measured in rows (its clamp is fixed while the bounds are chosen)
+            sens = count_sensitivity(bounds)
+        # the column's budget share is fixed; its scale grows with the sensitivity
+        if noise.mechanism is Mechanism.LAPLACE:
+            scale = sens.l1 * noise.scale / noise.sensitivity
+        else:
+            scale = sens.l2 * noise.scale / noise.sensitivity
+        return cells * expected_abs_noise(replace(noise, scale=scale))
 
     def bounds_for(self, grouping: str) -> ContributionBounds:
         """The bounds enforced and charged for ``grouping``: L0 = min(max_groups, reach)."""
@@ -250,8 +313,73 @@ def _mechanism(query: Query) -> tuple[Mechanism, float | None, float | None]:
 
 
 def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[str, Any] | None = None) -> Plan:
-    """Resolve and validate ``query`` for a store whose privacy unit is ``unit``."""
+    """Resolve and validate ``query`` for a store whose privacy unit is ``unit``.
+
+    Bounds and clamps that neither the query nor the store's defaults give are chosen from the
+    data at release time (:mod:`dplogs.privacy.bound_choice`): the plan then reserves the whole
+    budget, spends ``bound_share`` of it on the choice, and carries provisional bounds (1, and
+    clamps [0, 1]) whose noise scales grow with the chosen bounds; :meth:`Plan.resolve` gives
+    the plan that is released."""
     defaults = defaults or {}
+    missing = missing_bounds(query, defaults)
+    if not missing:
+        return _plan_explicit(query, unit=unit, window_policy=window_policy, defaults=defaults)
+    reach = groups_per_window(resolve_keys(query), *_window(query), window_policy)
+    fixed: dict[str, Any] = {}
+    if "max_groups" in missing and reach is not None and reach <= 1:
+        fixed["max_groups"] = 1  # one group: nothing to choose
+    if "max_rows_per_group" in missing and all(a.kind is AggKind.UNITS for a in query.aggregations):
+        fixed["max_rows_per_group"] = 1  # distinct units do not depend on rows per group
+    names = [n for n in missing if n not in fixed]
+    if not names:
+        return _plan_explicit(query.with_options(**fixed), unit=unit, window_policy=window_policy, defaults=defaults)
+    mechanism, epsilon, rho = _mechanism(query)
+    share = check_share(query.bound_share if query.bound_share is not None else defaults.get("bound_share", DEFAULT_SHARE))
+    main_budget = {"epsilon": epsilon * (1 - share)} if epsilon is not None else {"rho": rho * (1 - share)}
+    provisional_query = query.with_options(
+        **main_budget, **fixed,
+        **{n: 1 for n in BOUND_NAMES if n in names},
+        clamps={n[len(CLAMP_PREFIX):]: Clamp(lo=0, hi=1) for n in names if n.startswith(CLAMP_PREFIX)},
+    )
+    provisional = _plan_explicit(provisional_query, unit=unit, window_policy=window_policy, defaults=defaults)
+    candidates = {}
+    if "max_groups" in names and reach is not None:  # a unit cannot touch more than reach groups
+        candidates["max_groups"] = tuple(float(2**i) for i in range(reach.bit_length()) if 2**i < reach) + (float(reach),)
+    choice = plan_choice(
+        names, mechanism=mechanism, candidates=candidates, share=share,
+        **({"epsilon": epsilon * share} if epsilon is not None else {"rho": rho * share}),
+    )
+    # reserve the nominal budget: the resolved plan's columns spend main_budget (up to float
+    # rounding), its partition selection at most the query's delta
+    nominal = choice.loss + PrivacyLoss(**main_budget, delta=query.delta if provisional.private else 0.0)
+    return replace(provisional, choice=choice, loss=nominal, defaults=dict(defaults))
+
+
+def missing_bounds(query: Query, defaults: dict[str, Any]) -> list[str]:
+    """Bounds and clamps the release needs that neither ``query`` nor the store defaults give:
+    ``max_groups``, ``max_rows_per_group`` and ``clamp:<column>``, in that order."""
+    missing = [n for n in BOUND_NAMES if getattr(query, n) is None and defaults.get(n) is None]
+    given = set(query.clamps) | set((defaults.get("clamp") or {}) if isinstance(defaults.get("clamp"), dict) else ())
+    for agg in query.aggregations:
+        needs = agg.kind in (AggKind.SUM, AggKind.MEAN) or (
+            agg.kind in (AggKind.HISTOGRAM, AggKind.QUANTILES) and agg.column not in query.bins
+        )
+        name = f"{CLAMP_PREFIX}{agg.column}"
+        if needs and agg.column not in given and name not in missing:
+            missing.append(name)
+    return missing
+
+
+def _window(query: Query) -> tuple[dt.datetime, dt.datetime]:
+    if query.start is None or query.end is None:
+        raise QueryError(
+            "the query needs a time window: pass --start and --end (ISO 8601; the window is [start, end)), "
+            "or constrain \"@timestamp\" >= ... AND < ... in the SQL"
+        )
+    return query.start, query.end
+
+
+def _plan_explicit(query: Query, *, unit: str, window_policy: str, defaults: dict[str, Any]) -> Plan:
     if unit not in FIELDS:
         raise QueryError(f"privacy unit {unit!r} is not a store column")
     if query.start is None or query.end is None:

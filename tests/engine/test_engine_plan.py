@@ -87,15 +87,17 @@ def test_private_key_without_delta_says_how_to_fix():
         plan(Aggregation.count(), keys=["source.ip"], epsilon=1.0, max_groups=1, max_rows_per_group=1)
 
 
-def test_missing_bounds_and_budget_are_errors_not_guesses():
-    with pytest.raises(PrivacyParameterError, match="--max-groups"):
-        plan(Aggregation.count(), epsilon=1.0, max_rows_per_group=1)
+def test_missing_budget_is_an_error_and_missing_bounds_are_chosen_with_dp():
+    p = plan(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, max_rows_per_group=1)
+    assert p.choice.names() == ["max_groups"] and p.loss.epsilon == pytest.approx(1.0)
+    m = plan(Aggregation.mean("source.bytes"), epsilon=1.0, max_groups=1, max_rows_per_group=1)
+    assert m.choice.names() == ["clamp:source.bytes"]
+    with pytest.raises(PrivacyParameterError, match="between 0 and 1"):
+        plan(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, bound_share=1.5)
     with pytest.raises(PrivacyParameterError, match="--epsilon"):
         plan(Aggregation.count(), max_groups=1, max_rows_per_group=1)
     with pytest.raises(PrivacyParameterError, match="--rho"):
         plan(Aggregation.count(), mechanism="gaussian", epsilon=1.0, max_groups=1, max_rows_per_group=1)
-    with pytest.raises(PrivacyParameterError, match="--clamp source.bytes=LO:HI"):
-        plan(Aggregation.mean("source.bytes"), epsilon=1.0, max_groups=1, max_rows_per_group=1)
 
 
 def test_bounds_and_clamps_from_manifest_defaults():

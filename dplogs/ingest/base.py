@@ -55,7 +55,7 @@ class IngestOptions:
     max_line_bytes: int = 16 * 1024 * 1024
     """Longest accepted line; a longer one makes the input an error (memory stays bounded)."""
     max_gzip_ratio: float = 200
-    """Gzip input expanding more than this many times (after 16 MiB) is refused as a bomb."""
+    """Gzip input expanding more than this many times (past 1 MiB) is refused as a bomb."""
 
     def __post_init__(self) -> None:
         if self.chunk_lines < 1:

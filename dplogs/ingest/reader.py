@@ -44,7 +44,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 MAX_GZIP_RATIO = 200
 """Default limit of decompressed / compressed bytes. Logs compress 5-30x; deflate cannot exceed
 ~1030x, which is what a bomb of zeros or of one repeated line reaches."""
-GZIP_FREE_BYTES = 16 * 1024 * 1024
+GZIP_FREE_BYTES = 1024 * 1024
 """Decompressed bytes allowed at any ratio: small, very repetitive files always pass."""
 
 
@@ -327,6 +327,10 @@ def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_
         carry = bytes(view[used:size])
         block = view[:used]
         texts, starts, exact = _split(block)
+        if used > max_line_bytes and (np.diff(starts, append=used) > max_line_bytes + 1).any():  # + 1: the newline
+            too_long = line_no + int(np.argmax(np.diff(starts, append=used) > max_line_bytes + 1))
+            raise DataError(f"line {too_long} is longer than {max_line_bytes} bytes; pass --max-line-bytes N "
+                            f"to accept longer lines")
         frame = pl.DataFrame(
             {"line": np.arange(line_no, line_no + len(starts), dtype=np.int64), "offset": starts + base, "text": texts},
             schema=LINES_SCHEMA,

@@ -11,8 +11,9 @@ Layout of a store directory ``STORE``::
 
 Every file is written beside its target as ``.NAME.tmp`` and renamed, so a reader sees whole files
 only; an ingest removes the temporary files a killed one left (under the writer lock). The store
-never follows a symbolic link among its own files: a link is refused (:class:`StoreError`), so
-it cannot make dplogs read, or show in an error, a file outside the store. Failed writes (disk
+never follows a symbolic link among its own files: a linked day partition or Parquet file is
+refused (:class:`StoreError`), so it cannot make dplogs read, or show in an error, a file outside
+the store (``events/`` and ``quarantine/`` themselves may be links to another disk). Failed writes (disk
 full, read-only) raise :class:`StoreWriteError`.
 
 Public API used by the engine and the detector::
@@ -127,9 +128,11 @@ def _refuse_link(path: Path) -> None:
     )
 
 
-def _entries(directory: Path) -> list[os.DirEntry[str]]:
-    """Visible entries of a store directory (none when it is missing); a symlinked directory is refused."""
-    if directory.is_symlink():
+def _entries(directory: Path, *, top: bool = False) -> list[os.DirEntry[str]]:
+    """Visible entries of a store directory (none when it is missing). A symlinked directory is
+    refused, except the ``top`` ones (``events``, ``quarantine``), which an operator may place on
+    another disk."""
+    if directory.is_symlink() and not top:
         _refuse_link(directory)
     try:
         with os.scandir(directory) as it:
@@ -138,10 +141,10 @@ def _entries(directory: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-def _parquet_files(directory: Path) -> list[Path]:
+def _parquet_files(directory: Path, *, top: bool = False) -> list[Path]:
     """The ``*.parquet`` files of one store directory; a link among them is refused, not followed."""
     files = []
-    for entry in _entries(directory):
+    for entry in _entries(directory, top=top):
         if entry.name.endswith(".parquet"):
             if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
                 _refuse_link(Path(entry.path))
@@ -253,7 +256,7 @@ class Store:
     def day_paths(self) -> list[Path]:
         """The ``day=*`` partition directories (a symlinked one is refused)."""
         days = []
-        for entry in _entries(self.events_path):
+        for entry in _entries(self.events_path, top=True):
             if entry.name.startswith("day="):
                 if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
                     _refuse_link(Path(entry.path))
@@ -275,7 +278,7 @@ class Store:
 
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""
-        files = _parquet_files(self.quarantine_path)
+        files = _parquet_files(self.quarantine_path, top=True)
         if not files:
             return pl.LazyFrame(schema=STORE_QUARANTINE_SCHEMA)
         return pl.scan_parquet(files, schema=STORE_QUARANTINE_SCHEMA, missing_columns="insert")
@@ -343,7 +346,7 @@ class Store:
 
     def quarantine_hashes(self, files: Iterable[Path] | None = None) -> pl.Series:
         """``hash`` of the quarantined records (of some quarantine ``files``); nulls dropped."""
-        files = _parquet_files(self.quarantine_path) if files is None else list(files)
+        files = _parquet_files(self.quarantine_path, top=True) if files is None else list(files)
         return _read_column(files, "hash").drop_nulls()
 
     def write_events(self, events: pl.DataFrame, *, stem: str) -> dict[str, int]:

@@ -55,6 +55,13 @@ class StoreError(DplogsError):
     exit_code = 66
 
 
+class StoreWriteError(DplogsError):
+    """The store could not be written (disk full, read-only file system, no permission). Nothing
+    half-written counts: rerunning the same ingest once the cause is fixed completes it exactly."""
+
+    exit_code = 74  # EX_IOERR
+
+
 class LedgerError(DplogsError):
     """The budget ledger is missing, corrupt or fails verification; nothing is released."""
 
@@ -100,6 +107,7 @@ EXIT_CODES: dict[str, int] = {
         DataError,
         InputNotFound,
         StoreError,
+        StoreWriteError,
         LedgerError,
         LedgerIOError,
         ConcurrentRun,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -31,9 +34,25 @@ def _parse_map(pairs: tuple[str, ...]) -> dict[str, str]:
     return mapping
 
 
+def _parse_time_range(value: str) -> tuple[dt.datetime, dt.datetime]:
+    start, sep, end = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return tuple(dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC) for t in (start, end))  # type: ignore[return-value]
+    except ValueError:
+        raise UsageError(f"--time-range {value!r} is not START:END; write it like --time-range 2000-01-01:2030-01-01") from None
+
+
+def shown(text: str) -> str:
+    """``text`` (a path, an error) safe to print through rich: markup such as ``[/]`` escaped and
+    control characters made visible, since file names are not trusted."""
+    return escape("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
+
+
 def render_summary(summary: IngestSummary, console: Console) -> None:
     """Counts per format and per quarantine reason; never raw log lines."""
-    table = Table(title=f"ingest run {summary.run_id} → {summary.store}", title_justify="left")
+    table = Table(title=f"ingest run {summary.run_id} → {shown(summary.store)}", title_justify="left")
     for col in ("format", "files", "parsed", "written", "quarantined", "skipped", "dup rows", "dup files"):
         table.add_column(col, justify="left" if col == "format" else "right")
     for fmt, c in sorted(summary.by_format().items()):
@@ -50,9 +69,9 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
         console.print(reasons)
     for f in summary.files:
         if f.problem:
-            console.print(f"[yellow]warning[/]: {f.name}: {f.problem}")
+            console.print(f"[yellow]warning[/]: {shown(f.name)}: {shown(f.problem)}")
     for w in summary.warnings:
-        console.print(f"[yellow]warning[/]: {w}")
+        console.print(f"[yellow]warning[/]: {shown(w)}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,15 +98,26 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.option("--max-errors", type=click.IntRange(min=0), default=None,
               help="Exit with status 65 when more than N records are quarantined (everything is "
                    "still written first).")
-def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, budget_window, maps, max_errors) -> None:
+@click.option("--time-range", default="1970-01-01:2100-01-01", show_default=True, metavar="START:END",
+              help="Plausible event times (UTC, END excluded); records stamped outside are quarantined.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1), default=16 * 1024 * 1024, show_default=True,
+              help="Longest accepted line; a longer one stops the run with status 65 (bounds memory).")
+@click.option("--max-gzip-ratio", type=click.FloatRange(min=1), default=200, show_default=True,
+              help="Gzip input expanding more than this many times (past 1 MiB) is refused as a "
+                   "decompression bomb, status 65.")
+def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, budget_window, maps, max_errors, time_range,
+           max_line_bytes, max_gzip_ratio) -> None:
     """Parse log files into an ECS-normalised Parquet store.
 
     PATHS are files, directories (read recursively) or - for stdin; gzip is detected from content.
     Lines that cannot be parsed go to the store's quarantine with a reason. Re-ingesting the same
-    file adds nothing. The summary on stderr shows counts only, never log lines.
+    file, also grown, renamed or compressed, adds nothing; a killed or failed run (disk full: status
+    74) is completed exactly by running it again. Symbolic links and dplogs stores inside
+    directories are skipped. The summary on stderr shows counts only, never log lines.
     """
     try:
-        options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps))
+        options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps), time_range=_parse_time_range(time_range),
+                                max_line_bytes=max_line_bytes, max_gzip_ratio=max_gzip_ratio)
     except ValueError as exc:
         raise UsageError(f"{exc}; fix the option value") from exc
     _check_tz(tz)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from dplogs.errors import InternalError
-from dplogs.ingest.base import QUARANTINE_SCHEMA, ParsedChunk, event_hash
+from dplogs.ingest.base import QUARANTINE_SCHEMA, IngestOptions, ParsedChunk, event_hash, split_out_of_range
 from dplogs.schema import FIELDS, STORE_SCHEMA, conform
 
 Path = tuple[str, ...]
@@ -413,6 +413,16 @@ def finish(
         pl.when(pl.col(f.name).is_in(f.allowed)).then(pl.col(f.name)).alias(f.name)
         for f in FIELDS.values() if f.allowed is not None
     )
+
+
+def in_time_range(events: pl.DataFrame, rows: pl.DataFrame, rejected: pl.DataFrame,
+                  options: IngestOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``events`` stamped inside ``options.time_range``, and ``rejected`` plus the source ``rows``
+    (aligned with ``events``) of the others (``base.split_out_of_range``)."""
+    events, late = split_out_of_range(events, rows, options)
+    if not late.height:
+        return events, rejected
+    return events, pl.concat([rejected.select("line", "offset", "text", "reason"), late]).sort("line")
 
 
 def chunk(events: pl.DataFrame, rejected: pl.DataFrame, source: str, skipped: int = 0) -> ParsedChunk:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from dplogs.ingest.base import QUARANTINE_SCHEMA, IngestOptions, ParsedChunk, event_hash
+from dplogs.ingest.base import QUARANTINE_SCHEMA, IngestOptions, ParsedChunk, event_hash, split_out_of_range
 from dplogs.schema import conform
 
 
@@ -66,6 +66,10 @@ def finish(
         event_hash(pl.col("text"), pl.col("offset")).alias("event.hash"),
     )).pipe(run)
     skipped = frame.height - ok.height - quarantine.height
+    events, late = split_out_of_range(events, ok, options)
+    if late.height:
+        quarantine = pl.concat([quarantine, late.select(source=pl.lit(source, pl.String), line="line", reason="reason",
+                                                        text="text")]).sort("line")
     return ParsedChunk(events=events, quarantine=quarantine, skipped=skipped)
 
 

@@ -154,7 +154,7 @@ class IIS(LineFormat):
 
         header: str | None = None  # the #Fields line in force, carried across chunks
         with source.open() as stream:
-            for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
+            for lines in iter_lines(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
                 chunk, header = self._parse(lines, source.name, options, header)
                 yield chunk
 

@@ -13,13 +13,14 @@ Parquet) subclass :class:`LogFormat` and implement :meth:`LogFormat.parse` thems
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar
 
 import polars as pl
 
-from dplogs.schema import STORE_SCHEMA
+from dplogs.schema import STORE_SCHEMA, TIMESTAMP
 
 LINES_SCHEMA = pl.Schema({"line": pl.Int64(), "offset": pl.Int64(), "text": pl.String()})
 """Input of :meth:`LineFormat.parse_lines`: 1-based line number, byte offset of the line's start in
@@ -47,12 +48,30 @@ class IngestOptions:
     """Overrides ``event.dataset``."""
     chunk_lines: int = 500_000
     """Lines per chunk: bounds memory on inputs larger than RAM."""
+    time_range: tuple[dt.datetime, dt.datetime] = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+                                                   dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+    """Plausible event times [start, end): a record stamped outside is quarantined, not stored under
+    a nonsense day such as ``day=-2024-01-01``."""
+    max_line_bytes: int = 16 * 1024 * 1024
+    """Longest accepted line; a longer one makes the input an error (memory stays bounded)."""
+    max_gzip_ratio: float = 200
+    """Gzip input expanding more than this many times (past 1 MiB) is refused as a bomb."""
 
     def __post_init__(self) -> None:
         if self.chunk_lines < 1:
             raise ValueError("chunk_lines must be positive")
         if self.year is not None and not 1970 <= self.year <= 2200:
             raise ValueError(f"year {self.year} is out of range 1970..2200")
+        start, end = self.time_range
+        if start.tzinfo is None or end.tzinfo is None or not start < end:
+            raise ValueError(f"time range {start}..{end} must be two zoned times, the start before the end")
+        if self.max_line_bytes < 1 or not self.max_gzip_ratio >= 1:
+            raise ValueError("the line and gzip-ratio limits must be >= 1")
+
+    @property
+    def time_range_reason(self) -> str:
+        start, end = (t.isoformat().removesuffix("T00:00:00+00:00") for t in self.time_range)
+        return f"timestamp outside {start}..{end} (--time-range)"
 
 
 @dataclass(frozen=True)
@@ -124,8 +143,30 @@ class LineFormat(LogFormat):
         from dplogs.ingest.reader import iter_blocks  # the reader imports this module
 
         with source.open() as stream:
-            for block in iter_blocks(stream, chunk_lines=options.chunk_lines):
+            for block in iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
                 yield self.parse_block(block.lines, block.raw, source.name, options)
+
+
+def split_out_of_range(events: pl.DataFrame, rows: pl.DataFrame, options: IngestOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``events`` stamped inside ``options.time_range`` (or not at all), and the source ``rows``
+    (``line``, ``offset``, ``text``; one per event, aligned) of the others with their ``reason``, to
+    be quarantined. Every format calls this on its events, so a nonsense year never makes a day
+    partition.
+
+    >>> import datetime as dt
+    >>> ev = pl.DataFrame({TIMESTAMP: [dt.datetime(2024, 1, 1), dt.datetime(2150, 1, 1), None]}, schema={TIMESTAMP: pl.Datetime("us", "UTC")})
+    >>> rows = pl.DataFrame({"line": [1, 2, 3], "offset": [0, 9, 18], "text": ["a", "b", "c"]})
+    >>> kept, late = split_out_of_range(ev, rows, IngestOptions())
+    >>> kept.height, late.rows()
+    (2, [(2, 9, 'b', 'timestamp outside 1970-01-01..2100-01-01 (--time-range)')])
+    """
+    start, end = options.time_range
+    stamp = events.get_column(TIMESTAMP)
+    bad = (stamp < start) | (stamp >= end)
+    if not bad.any():
+        return events, rows.clear().select("line", "offset", "text").with_columns(reason=pl.lit(None, pl.String))
+    late = rows.filter(bad).select("line", "offset", "text").with_columns(reason=pl.lit(options.time_range_reason))
+    return events.filter(~bad.fill_null(False)), late
 
 
 REGISTRY: dict[str, LogFormat] = {}

@@ -68,8 +68,9 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> tuple[pl.D
         "cloud.region": get("awsRegion"),
     }
     dataset = options.dataset or "aws.cloudtrail"
-    events = st.finish(frame.filter(ok), columns, source=source, dataset=dataset, module="aws")
-    return events, rejected
+    kept = frame.filter(ok)
+    events = st.finish(kept, columns, source=source, dataset=dataset, module="aws")
+    return st.in_time_range(events, kept, rejected, options)
 
 
 def _document_chunk(data: bytes, source: str, options: IngestOptions) -> ParsedChunk:
@@ -117,7 +118,7 @@ class CloudTrail(LogFormat):
             if _RECORDS.match(source.head):
                 yield _document_chunk(stream.read(), source.name, options)
                 return
-            for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
+            for lines in iter_lines(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
                 yield self.parse_lines(lines, source.name, options)
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:

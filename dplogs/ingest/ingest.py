@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import blake3
 import polars as pl
@@ -26,6 +27,7 @@ from dplogs.ingest import formats as _formats  # noqa: F401  (registers every fo
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
 from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id
+from dplogs.ingest.streams import StreamKeys
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,31 @@ def _fingerprint(path: str) -> str:
     return "blake3:" + digest.hexdigest()
 
 
+class _KnownHashes:
+    """Hashes stored per partition (a day of events, or the quarantine) as of before the current
+    input: a partition is read when first needed, and the files earlier inputs of this run wrote to
+    it are added when it is next needed. So each input is checked against exactly what a run of
+    its own would see, and a run of two inputs stores what two runs do."""
+
+    def __init__(self, load: Callable[[str, list[Path] | None], pl.Series]) -> None:
+        self._load = load
+        self._hashes: dict[str, pl.Series] = {}
+        self._pending: dict[str, list[Path]] = {}
+
+    def get(self, part: str) -> pl.Series:
+        if part not in self._hashes:
+            self._hashes[part] = self._load(part, None)
+        elif part in self._pending:
+            self._hashes[part] = pl.concat([self._hashes[part], self._load(part, self._pending.pop(part))])
+        return self._hashes[part]
+
+    def written(self, files: dict[str, list[Path]]) -> None:
+        """Files an input wrote (per partition), now part of what later inputs are checked against."""
+        for part, paths in files.items():
+            if part in self._hashes:
+                self._pending.setdefault(part, []).extend(paths)
+
+
 def _registry_key(fingerprint: Future[str], fmt: LogFormat) -> str:
     """``ingested.json`` key: the same bytes read with the same format."""
     return f"{fingerprint.result()}:{fmt.name}"
@@ -124,9 +151,11 @@ def ingest(
     """Parse ``paths`` (files, directories, ``-`` for stdin) into ``store`` and return counts.
 
     Inputs whose exact bytes were ingested before with the same format are skipped, and parsed events whose
-    ``event.hash`` is already in their day partition are not written again, so re-ingesting is
-    idempotent. With ``max_errors``, :class:`TooManyErrors` (exit 65) is raised after everything
-    was written when more records than that were quarantined.
+    ``event.hash`` is already in their day partition (quarantined records whose ``hash`` is already
+    quarantined) are not written again, so re-ingesting is idempotent, also after a run was killed
+    or failed half-way: an input counts as ingested only once all its rows are written. With
+    ``max_errors``, :class:`TooManyErrors` (exit 65) is raised after everything was written when
+    more records than that were quarantined.
     """
     if max_errors is not None and max_errors < 0:
         raise UsageError("--max-errors must be >= 0")
@@ -137,10 +166,13 @@ def ingest(
     warnings: list[str] = []
     dedup_hashes = store.manifest.hash_canary == hash_canary()
     if not dedup_hashes:
-        warnings.append("event hashes of this polars version differ from the store's; only identical files are deduplicated")
+        warnings.append("event hashes of this dplogs/polars version differ from the store's; only identical files are "
+                        "deduplicated (ingest into a new store to deduplicate rows again)")
     results: list[FileResult] = []
-    day_cache: dict[str, pl.Series] = {}
-    with store.writer_lock(), open_sources(paths) as sources, ThreadPoolExecutor(max_workers=1) as hasher:
+    known = (_KnownHashes(store.day_hashes), _KnownHashes(lambda _, files: store.quarantine_hashes(files))) if dedup_hashes else None
+    with store.writer_lock(), open_sources(paths, max_gzip_ratio=options.max_gzip_ratio, notes=warnings) as sources, \
+            ThreadPoolExecutor(max_workers=1) as hasher:
+        store.remove_stray_files()  # a killed run's temporary files; its whole files are deduplicated below
         seen = store.fingerprints()  # read under the lock: another ingest may just have added files
         for n, (source, opener) in enumerate(sources):
             try:
@@ -155,8 +187,7 @@ def ingest(
             # The file is hashed while its first chunks are parsed; nothing is written before the
             # hash is known.
             fingerprint = hasher.submit(_fingerprint, opener.path)
-            result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}",
-                                 day_cache=day_cache if dedup_hashes else None,
+            result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}", known=known,
                                  is_new=functools.partial(_is_new, seen, fingerprint, fmt))
             if result.duplicate_file:
                 results.append(result)
@@ -185,38 +216,52 @@ def _ingest_one(
     *,
     run_id: str,
     stem: str,
-    day_cache: dict[str, pl.Series] | None,
+    known: tuple[_KnownHashes, _KnownHashes] | None,
     is_new: Callable[[], bool],
 ) -> FileResult:
     """Parse and store one input. ``is_new`` is asked before anything is written: when it says
-    the same bytes were ingested before, parsing stops and nothing is stored."""
+    the same bytes were ingested before, parsing stops and nothing is stored. ``known`` (events,
+    quarantine) holds what is stored already; None turns row deduplication off."""
     parsed = quarantined = skipped = duplicates = 0
     reasons: Counter[str] = Counter()
     chunk: ParsedChunk
     chunks = _parsed_chunks(fmt, source, options)
     writer = DayWriter(store, stem)
+    keys = StreamKeys(source.head)
+    quarantine_files: list[Path] = []
     checked = False
-    for i, chunk in enumerate(chunks):
-        if not checked:
-            checked = True
-            if not is_new():
-                chunks.close()
-                return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
-        events = chunk.events
-        if day_cache is not None and events.height:
-            events, dropped = _drop_known(store, events, day_cache)
-            duplicates += dropped
-        if events.height:
-            writer.add(events)
-        if chunk.quarantine.height:
-            store.write_quarantine(chunk.quarantine, run_id=run_id, stem=f"{stem}-{i:05d}")
-            reasons.update(dict(chunk.quarantine.get_column("reason").value_counts().iter_rows()))
-        parsed += chunk.events.height
-        quarantined += chunk.quarantine.height
-        skipped += chunk.skipped
+    try:
+        for i, chunk in enumerate(chunks):
+            if not checked:
+                checked = True
+                if not is_new():
+                    chunks.close()
+                    return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
+            events = keys.key_events(chunk.events) if chunk.events.height else chunk.events
+            if known is not None and events.height:
+                events, dropped = _drop_known(events, known[0])
+                duplicates += dropped
+            if events.height:
+                writer.add(events)
+            if chunk.quarantine.height:
+                reasons.update(dict(chunk.quarantine.get_column("reason").value_counts().iter_rows()))
+                rejected = keys.hash_quarantine(chunk.quarantine)
+                if known is not None:
+                    rejected = rejected.filter(~pl.col("hash").is_in(known[1].get("").implode(), nulls_equal=False))
+                if rejected.height:
+                    quarantine_files.append(store.write_quarantine(rejected, run_id=run_id, stem=f"{stem}-{i:05d}"))
+            parsed += chunk.events.height
+            quarantined += chunk.quarantine.height
+            skipped += chunk.skipped
+    except DataError as exc:  # the reader's limits (line length, gzip ratio) do not know the input's name
+        message = str(exc)
+        raise DataError(message if message.startswith(source.name) else f"{source.name}: {message}") from exc
     if not checked and not is_new():
         return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
     writer.close()
+    if known is not None:
+        known[0].written(writer.files)
+        known[1].written({"": quarantine_files})
     return FileResult(
         name=source.name, format=fmt.name, parsed=parsed, quarantined=quarantined, skipped=skipped,
         duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())),
@@ -237,7 +282,7 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions) 
         return
     with source.open() as stream, ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
         pending: deque[Future[ParsedChunk]] = deque()
-        for block in iter_blocks(stream, chunk_lines=options.chunk_lines):
+        for block in iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
             pending.append(pool.submit(fmt.parse_block, block.lines, block.raw, source.name, options))
             if len(pending) > PARSE_THREADS:
                 yield pending.popleft().result()
@@ -245,14 +290,11 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions) 
             yield pending.popleft().result()
 
 
-def _drop_known(store: Store, events: pl.DataFrame, day_cache: dict[str, pl.Series]) -> tuple[pl.DataFrame, int]:
-    """Remove events whose hash is already stored in their day (as of before this run)."""
+def _drop_known(events: pl.DataFrame, stored: _KnownHashes) -> tuple[pl.DataFrame, int]:
+    """Remove events whose hash is already stored in their day (as of before this input)."""
     # Format the distinct dates only: strftime on every row cost more than the rest of this check.
     days = events.get_column("@timestamp").dt.date().unique().dt.strftime("%Y-%m-%d").fill_null("unknown").to_list()
-    for day in days:
-        if day not in day_cache:
-            day_cache[day] = store.day_hashes(day)
-    known = pl.concat([day_cache[d] for d in days])
+    known = pl.concat([stored.get(d) for d in days])
     if known.is_empty():
         return events, 0
     keep = ~events.get_column("event.hash").is_in(known.implode(), nulls_equal=False)

@@ -168,4 +168,5 @@ class JsonLines(LineFormat):
             rejected = pl.concat([rejected, unknown.select(LINES_SCHEMA.names()).with_columns(
                 reason=pl.lit("no known field; pass --map KEY=ecs.field"))]).sort("line")
         events = st.finish(decoded, columns, source=source, dataset=dataset, module=module)
+        events, rejected = st.in_time_range(events, decoded, rejected, options)
         return st.chunk(events, rejected, source, skipped)

@@ -1,9 +1,12 @@
 """Opening inputs, detecting their format, and streaming their lines in bounded chunks.
 
-Inputs are paths, directories (walked recursively, hidden files skipped) or ``-`` for stdin (spooled
-to a temporary file so formats may reopen it). Gzip is recognised by its magic bytes, not by the
-file name. A truncated or corrupt gzip stream ends the input early instead of raising: the readable
-part is parsed and the problem is recorded on the source's :class:`Opener` for the summary.
+Inputs are paths, directories (walked recursively; hidden files, symbolic links and dplogs stores
+inside them skipped) or ``-`` for stdin (spooled to a temporary file so formats may reopen it).
+Gzip is recognised by its magic bytes, not by the file name. A truncated or corrupt gzip stream
+ends the input early instead of raising: the readable part is parsed and the problem is recorded
+on the source's :class:`Opener` for the summary. Memory stays bounded on hostile input: a line
+longer than ``max_line_bytes`` and gzip data expanding more than ``max_gzip_ratio`` times are
+refused (:class:`DataError`) as soon as they are seen.
 
 Lines are split without a Python loop per line: bytes are read in blocks, newline positions are
 found with numpy, and the block becomes one Arrow string-view array pointing into the block's
@@ -38,14 +41,23 @@ BLOCK_BYTES = 8 * 1024 * 1024
 FIRST_BLOCK_BYTES = 4 * 1024 * 1024
 MIN_SNIFF_SCORE = 0.5
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_GZIP_RATIO = 200
+"""Default limit of decompressed / compressed bytes. Logs compress 5-30x; deflate cannot exceed
+~1030x, which is what a bomb of zeros or of one repeated line reaches."""
+GZIP_FREE_BYTES = 1024 * 1024
+"""Decompressed bytes allowed at any ratio: small, very repetitive files always pass."""
 
 
 class _GuardedStream(io.RawIOBase):
-    """A read-only stream that turns decompression errors into end-of-input and remembers them."""
+    """A read-only stream that turns decompression errors into end-of-input and remembers them.
+    With ``compressed`` (the file under a gzip stream), it refuses output past the ratio limit."""
 
-    def __init__(self, inner: BinaryIO, errors: list[str]) -> None:
+    def __init__(self, inner: BinaryIO, errors: list[str], *, name: str = "", compressed: BinaryIO | None = None,
+                 max_ratio: float = MAX_GZIP_RATIO) -> None:
         self._inner = inner
         self._errors = errors
+        self._name, self._compressed, self._max_ratio = name, compressed, max_ratio
+        self._out = 0
 
     def readable(self) -> bool:
         return True
@@ -55,13 +67,23 @@ class _GuardedStream(io.RawIOBase):
             # readinto1: one underlying read, so data decoded before a corrupt tail is not lost; a
             # plain file reads straight into ``buffer`` (no intermediate bytes object to allocate,
             # fault in and copy)
-            return self._inner.readinto1(buffer)
+            got = self._inner.readinto1(buffer)
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             self._errors.append(f"input ends early ({type(exc).__name__}: {exc}); the readable part was ingested")
             return 0
+        if self._compressed is not None:
+            self._out += got
+            if self._out > GZIP_FREE_BYTES and self._out > self._max_ratio * max(self._compressed.tell(), 1):
+                raise DataError(
+                    f"{self._name}: gzip data expands more than {self._max_ratio:g}x (a decompression bomb?); "
+                    f"refused after {self._out >> 20} MiB. Pass --max-gzip-ratio N to accept it"
+                )
+        return got
 
     def close(self) -> None:
         self._inner.close()
+        if self._compressed is not None:
+            self._compressed.close()
         super().close()
 
 
@@ -70,41 +92,65 @@ class Opener:
     collects read problems (truncated gzip) in :attr:`errors`. ``explicit`` is False for files
     found by walking a directory, whose unrecognised formats are skipped rather than errors."""
 
-    def __init__(self, path: str, *, explicit: bool = True) -> None:
+    def __init__(self, path: str, *, explicit: bool = True, name: str | None = None,
+                 max_gzip_ratio: float = MAX_GZIP_RATIO) -> None:
         self.path = path
         self.explicit = explicit
+        self.name = name or path
+        self.max_gzip_ratio = max_gzip_ratio
         self.errors: list[str] = []
         with open(path, "rb") as f:
             self.gzipped = f.read(2) == _GZIP_MAGIC
 
     def __call__(self) -> BinaryIO:
-        raw: BinaryIO = gzip.open(self.path, "rb") if self.gzipped else open(self.path, "rb")  # noqa: SIM115
-        return io.BufferedReader(_GuardedStream(raw, self.errors), buffer_size=1 << 20)  # type: ignore[return-value]
+        file = open(self.path, "rb")  # noqa: SIM115  (closed with the stream)
+        if not self.gzipped:
+            stream = _GuardedStream(file, self.errors)
+        else:
+            stream = _GuardedStream(gzip.GzipFile(fileobj=file, mode="rb"), self.errors, name=self.name,
+                                    compressed=file, max_ratio=self.max_gzip_ratio)
+        return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[return-value]
 
 
 _NOT_LOGS = (".py", ".md", ".rst")
 
 
-def _walk(path: Path) -> Iterator[Path]:
-    """Files under ``path``; inside directories, hidden files, READMEs and source files are not logs."""
-    if path.is_dir():
-        for child in sorted(path.iterdir()):
-            if not child.name.startswith(".") and not (child.is_file() and child.suffix in _NOT_LOGS):
-                yield from _walk(child)
-    elif path.is_file():
-        yield path
+def _is_store(path: Path) -> bool:
+    return (path / "manifest.json").is_file() and (path / "events").is_dir()
+
+
+def _walk(path: Path, notes: list[str]) -> Iterator[Path]:
+    """Files under the directory ``path``. Hidden files, READMEs and source files are not logs;
+    symbolic links are not followed (one could lead out of the tree, or round in a loop) and dplogs
+    stores (the target store may lie inside the input directory) are not read as input."""
+    for child in sorted(path.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_symlink():
+            notes.append(f"{child}: symbolic link not followed inside an input directory (name its target to ingest it)")
+        elif child.is_dir():
+            if _is_store(child):
+                notes.append(f"{child}: a dplogs store, not read as input")
+            else:
+                yield from _walk(child, notes)
+        elif child.is_file() and child.suffix not in _NOT_LOGS:
+            yield child
 
 
 @contextmanager
-def open_sources(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[tuple[InputSource, Opener]]]:
+def open_sources(
+    paths: Sequence[str | os.PathLike[str]], *, max_gzip_ratio: float = MAX_GZIP_RATIO, notes: list[str] | None = None,
+) -> Iterator[list[tuple[InputSource, Opener]]]:
     """Expand ``paths`` into input sources (with their openers); ``-`` spools stdin to a temporary
-    file removed on exit. Raises :class:`InputNotFound` for a missing path.
+    file removed on exit. Raises :class:`InputNotFound` for a missing path. What a directory walk
+    skipped (links, stores) is appended to ``notes``.
 
     >>> with open_sources([]) as sources:
     ...     sources
     []
     """
     tmpdir: str | None = None
+    notes = [] if notes is None else notes
     try:
         found: list[tuple[InputSource, Opener]] = []
         for raw in paths:
@@ -113,20 +159,26 @@ def open_sources(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[tuple
                 spooled = os.path.join(tmpdir, f"stdin-{len(found)}")
                 with open(spooled, "wb") as out:
                     shutil.copyfileobj(sys.stdin.buffer, out, BLOCK_BYTES)
-                found.append(_source(spooled, name="<stdin>", explicit=True))
+                found.append(_source(spooled, name="<stdin>", explicit=True, max_gzip_ratio=max_gzip_ratio))
                 continue
             path = Path(raw)
             if not path.exists():
                 raise InputNotFound(f"input {str(raw)!r} does not exist; check the path")
-            found.extend(_source(str(p), name=str(p), explicit=not path.is_dir()) for p in _walk(path))
+            if path.is_dir():
+                if _is_store(path):
+                    raise UsageError(f"{path} is a dplogs store, not an input; name the log files or directories")
+                files = list(_walk(path, notes))
+            else:
+                files = [path]
+            found.extend(_source(str(p), name=str(p), explicit=not path.is_dir(), max_gzip_ratio=max_gzip_ratio) for p in files)
         yield found
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _source(path: str, *, name: str, explicit: bool) -> tuple[InputSource, Opener]:
-    opener = Opener(path, explicit=explicit)
+def _source(path: str, *, name: str, explicit: bool, max_gzip_ratio: float) -> tuple[InputSource, Opener]:
+    opener = Opener(path, explicit=explicit, name=name, max_gzip_ratio=max_gzip_ratio)
     with opener() as stream:
         head = stream.read(SNIFF_BYTES)
     opener.errors.clear()  # a truncated stream is reported once, when it is parsed
@@ -239,9 +291,16 @@ class LineBlock:
     raw: memoryview | None
 
 
-def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""Default longest line: a longer one (one giant line of a bomb) is refused, so a line never holds
+more than this much memory."""
+
+
+def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES,
+                max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[LineBlock]:
     """:class:`LineBlock` objects (at most ``chunk_lines`` rows each) from a byte stream; see
-    :func:`iter_lines`. Each block is read into its own buffer, which the line views keep alive."""
+    :func:`iter_lines`. Each block is read into its own buffer, which the line views keep alive.
+    A line longer than ``max_line_bytes`` raises :class:`DataError`."""
     carry = b""
     base = 0  # stream offset of carry[0]
     line_no = 1
@@ -260,11 +319,18 @@ def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_
         eof = not got
         used = size if eof else buffer.rfind(b"\n", 0, size) + 1
         if not used:  # no newline yet: a line longer than the block, read on
+            if size > max_line_bytes:
+                raise DataError(f"line {line_no} is longer than {max_line_bytes} bytes; pass --max-line-bytes N "
+                                f"to accept longer lines")
             carry = bytes(view[:size])
             continue
         carry = bytes(view[used:size])
         block = view[:used]
         texts, starts, exact = _split(block)
+        if used > max_line_bytes and (np.diff(starts, append=used) > max_line_bytes + 1).any():  # + 1: the newline
+            too_long = line_no + int(np.argmax(np.diff(starts, append=used) > max_line_bytes + 1))
+            raise DataError(f"line {too_long} is longer than {max_line_bytes} bytes; pass --max-line-bytes N "
+                            f"to accept longer lines")
         frame = pl.DataFrame(
             {"line": np.arange(line_no, line_no + len(starts), dtype=np.int64), "offset": starts + base, "text": texts},
             schema=LINES_SCHEMA,
@@ -280,7 +346,8 @@ def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_
             return
 
 
-def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pl.DataFrame]:
+def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES,
+               max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[pl.DataFrame]:
     """Frames of :data:`LINES_SCHEMA` (at most ``chunk_lines`` rows each) from a byte stream.
 
     Line numbers are 1-based, offsets are byte offsets of line starts, ``\\n`` and one ``\\r``
@@ -289,7 +356,7 @@ def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_B
     >>> pl.concat(iter_lines(io.BytesIO(b"a\\r\\nbb\\n\\nc"), chunk_lines=10)).rows()
     [(1, 0, 'a'), (2, 3, 'bb'), (3, 6, ''), (4, 7, 'c')]
     """
-    for block in iter_blocks(stream, chunk_lines=chunk_lines, block_bytes=block_bytes):
+    for block in iter_blocks(stream, chunk_lines=chunk_lines, block_bytes=block_bytes, max_line_bytes=max_line_bytes):
         yield block.lines
 
 

@@ -6,10 +6,17 @@ Layout of a store directory ``STORE``::
     STORE/ingested.json                     content fingerprint + format of ingested inputs (re-ingestion is a no-op)
     STORE/events/day=YYYY-MM-DD/*.parquet   events: STORE_SCHEMA columns minus those all null in the file
                                             (scan() restores them); day=unknown: no timestamp
-    STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id
+    STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id + hash
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
                                             to the manifest's store_id
     STORE/locks/                            report-period lock files (dplogs.report.run)
+
+Every file is written beside its target as ``.NAME.tmp`` and renamed, so a reader sees whole files
+only; an ingest removes the temporary files a killed one left (under the writer lock). The store
+never follows a symbolic link among its own files: a linked day partition or Parquet file is
+refused (:class:`StoreError`), so it cannot make dplogs read, or show in an error, a file outside
+the store (``events/`` and ``quarantine/`` themselves may be links to another disk). Failed writes (disk
+full, read-only) raise :class:`StoreWriteError`.
 
 Public API used by the engine and the detector::
 
@@ -27,7 +34,7 @@ import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,19 +43,26 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from dplogs.errors import LedgerError, LedgerIOError, StoreError, UsageError
+from dplogs.errors import LedgerError, LedgerIOError, StoreError, StoreWriteError, UsageError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, IDENTITY_FIELDS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
 
 BUDGET_WINDOWS = ("day", "week", "month")
-STORE_QUARANTINE_SCHEMA = pl.Schema({**QUARANTINE_SCHEMA, "run_id": pl.String()})
+HASH_DTYPE = STORE_SCHEMA["event.hash"]
+STORE_QUARANTINE_SCHEMA = pl.Schema({**QUARANTINE_SCHEMA, "run_id": pl.String(), "hash": HASH_DTYPE})
+"""``hash`` identifies a quarantined record as ``event.hash`` does an event (see
+``dplogs.ingest.streams``), so re-reading an input does not quarantine its bad lines twice; null in
+files written before it existed."""
 _UNKNOWN_DAY = "unknown"
+_TMP_SUFFIX = ".tmp"
 
 
 def hash_canary() -> str:
-    """``event_hash`` of a fixed record: if it changes (a polars upgrade), stored hashes are no
-    longer comparable and deduplication falls back to input fingerprints."""
-    return "-".join(str(w) for w in pl.select(event_hash(pl.lit("dplogs hash canary"), pl.lit(0, pl.Int64))).item())
+    """``event_hash`` of a fixed record, and the keying scheme (``dplogs.ingest.streams``): if either
+    changes (a polars upgrade, a store made before hashes were keyed by input), stored hashes are
+    no longer comparable and deduplication falls back to input fingerprints."""
+    words = pl.select(event_hash(pl.lit("dplogs hash canary"), pl.lit(0, pl.Int64))).item()
+    return "-".join(str(w) for w in words) + "-keyed-by-prefix"
 
 
 @dataclass(frozen=True)
@@ -92,10 +106,71 @@ class Manifest:
         return cls(**known)
 
 
+@contextmanager
+def _writing(target: Path, tmp: Path | None = None) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only, permissions) into :class:`StoreWriteError`,
+    removing the temporary file ``tmp`` it may have left."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise StoreWriteError(
+            f"cannot write {target}: {exc.strerror or exc}; free space or make the store writable, then rerun "
+            f"the same command (what this run wrote is completed exactly, nothing doubles)"
+        ) from exc
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    with _writing(path, tmp):
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+def _refuse_link(path: Path) -> None:
+    raise StoreError(
+        f"{path} is a symbolic link or not a regular file; a store never follows links among its own files "
+        f"(one could make dplogs read a file outside the store): remove it from the store"
+    )
+
+
+def _entries(directory: Path, *, top: bool = False) -> list[os.DirEntry[str]]:
+    """Visible entries of a store directory (none when it is missing). A symlinked directory is
+    refused, except the ``top`` ones (``events``, ``quarantine``), which an operator may place on
+    another disk."""
+    if directory.is_symlink() and not top:
+        _refuse_link(directory)
+    try:
+        with os.scandir(directory) as it:
+            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+
+
+def _parquet_files(directory: Path, *, top: bool = False) -> list[Path]:
+    """The ``*.parquet`` files of one store directory; a link among them is refused, not followed."""
+    files = []
+    for entry in _entries(directory, top=top):
+        if entry.name.endswith(".parquet"):
+            if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                _refuse_link(Path(entry.path))
+            files.append(Path(entry.path))
+    return files
+
+
+def _read_column(files: list[Path], name: str) -> pl.Series:
+    """One column of store files that may each lack it (read as nulls) or hold other columns."""
+    if not files:
+        return pl.Series(name, [], HASH_DTYPE)
+    try:
+        return pl.scan_parquet(files, schema={name: HASH_DTYPE}, missing_columns="insert", extra_columns="ignore",
+                               hive_partitioning=False).collect().to_series()
+    except pl.exceptions.PolarsError as exc:
+        raise StoreError(
+            f"a Parquet file in {files[0].parent} is damaged ({type(exc).__name__}); restore it from a backup, or "
+            f"move the damaged file out and re-ingest its inputs"
+        ) from exc
 
 
 class Store:
@@ -174,8 +249,9 @@ class Store:
             hash_canary=hash_canary(),
             store_id=secrets.token_hex(16),
         )
-        (path / "events").mkdir(parents=True, exist_ok=True)
-        (path / "quarantine").mkdir(exist_ok=True)
+        with _writing(path):
+            (path / "events").mkdir(parents=True, exist_ok=True)
+            (path / "quarantine").mkdir(exist_ok=True)
         _write_json_atomic(path / "manifest.json", asdict(manifest))
         return cls(path, manifest)
 
@@ -216,9 +292,24 @@ class Store:
         _write_json_atomic(self.path / "manifest.json", asdict(manifest))
         return Store(self.path, manifest)
 
+    def day_paths(self) -> list[Path]:
+        """The ``day=*`` partition directories (a symlinked one is refused)."""
+        days = []
+        for entry in _entries(self.events_path, top=True):
+            if entry.name.startswith("day="):
+                if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                    _refuse_link(Path(entry.path))
+                days.append(Path(entry.path))
+        return days
+
+    def event_files(self, day: str | None = None) -> list[Path]:
+        """The events files of one day partition, or of all of them."""
+        days = self.day_paths() if day is None else [self.events_path / f"day={day}"]
+        return [f for d in days for f in _parquet_files(d)]
+
     def scan(self) -> pl.LazyFrame:
         """All events as a lazy frame with exactly ``STORE_SCHEMA`` (no rows for an empty store)."""
-        files = sorted(self.events_path.glob("day=*/*.parquet"))
+        files = self.event_files()
         if not files:
             return pl.LazyFrame(schema=STORE_SCHEMA)
         # Files leave out their all-null columns (see write_events): "insert" reads those as nulls.
@@ -226,10 +317,10 @@ class Store:
 
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""
-        files = sorted(self.quarantine_path.glob("*.parquet"))
+        files = _parquet_files(self.quarantine_path, top=True)
         if not files:
             return pl.LazyFrame(schema=STORE_QUARANTINE_SCHEMA)
-        return pl.scan_parquet(files, schema=STORE_QUARANTINE_SCHEMA)
+        return pl.scan_parquet(files, schema=STORE_QUARANTINE_SCHEMA, missing_columns="insert")
 
     # -- ingestion-side helpers (used by dplogs.ingest.ingest) ------------------------------------
 
@@ -238,11 +329,11 @@ class Store:
         """Hold the store's exclusive writer lock (``STORE/.ingest.lock``): concurrent ingests into
         one store run one after the other, so no registry update or day-partition dedup is lost."""
         # O_NOFOLLOW: a lock file swapped for a symlink must not make us create or lock its target
-        try:
-            fd = os.open(self.path / ".ingest.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot open the store's lock file {self.path / '.ingest.lock'}: {exc.strerror} "
-                             "(a symbolic link is never followed; remove it)") from None
+        lock = self.path / ".ingest.lock"
+        if lock.is_symlink():
+            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
+        with _writing(lock):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "r+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -250,21 +341,55 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def remove_stray_files(self) -> int:
+        """Remove the temporary files a killed or failed writer left; call under the writer lock
+        (no other writer can be mid-write then). Returns how many were removed."""
+        removed = 0
+        for directory in (self.path, self.quarantine_path, *self.day_paths()):
+            try:
+                with os.scandir(directory) as it:
+                    stray = [Path(e.path) for e in it if e.name.startswith(".") and e.name.endswith(_TMP_SUFFIX)]
+            except FileNotFoundError:
+                continue
+            for path in stray:
+                with _writing(path):
+                    path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def fingerprints(self) -> dict[str, dict[str, Any]]:
+        """``ingested.json``: registry key -> what was ingested. :class:`StoreError` when it is not a
+        JSON object of objects; it is safe to move aside, since re-read inputs are deduplicated."""
         path = self.path / "ingested.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if path.is_symlink():
+            _refuse_link(path)
+        if not path.exists():
+            return {}
+        repair = (f"move it aside (mv {path} {path}.bad) and rerun: it only records which inputs were read, "
+                  f"and re-read inputs add no duplicate events or quarantine rows")
+        try:
+            registry = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path} is unreadable or not JSON ({type(exc).__name__}); {repair}") from exc
+        if not isinstance(registry, dict) or not all(isinstance(v, dict) for v in registry.values()):
+            raise StoreError(f"{path} is not a JSON object of input records; {repair}")
+        return registry
 
     def add_fingerprint(self, fingerprint: str, record: dict[str, Any]) -> None:
         registry = self.fingerprints()
         registry[fingerprint] = record
         _write_json_atomic(self.path / "ingested.json", registry)
 
-    def day_hashes(self, day: str) -> pl.Series:
-        """``event.hash`` of the events already stored for one day partition."""
-        files = sorted((self.events_path / f"day={day}").glob("*.parquet"))
-        if not files:
-            return pl.Series("event.hash", [], STORE_SCHEMA["event.hash"])
-        return pl.scan_parquet(files, hive_partitioning=False).select("event.hash").collect().to_series()
+    def day_hashes(self, day: str, files: Iterable[Path] | None = None) -> pl.Series:
+        """``event.hash`` of the events stored for one day partition (or in some of its ``files``).
+        Files hold different column sets (each leaves out its all-null columns): only this column
+        is read."""
+        return _read_column(self.event_files(day) if files is None else list(files), "event.hash")
+
+    def quarantine_hashes(self, files: Iterable[Path] | None = None) -> pl.Series:
+        """``hash`` of the quarantined records (of some quarantine ``files``); nulls dropped."""
+        files = _parquet_files(self.quarantine_path, top=True) if files is None else list(files)
+        return _read_column(files, "hash").drop_nulls()
 
     def write_events(self, events: pl.DataFrame, *, stem: str) -> dict[str, int]:
         """Write a conformed frame into its day partitions; returns rows written per day. Columns
@@ -302,18 +427,23 @@ class Store:
             parts.append((str(day), part.drop("_day")))
         return parts
 
-    def write_day(self, day: str, events: pl.DataFrame, *, stem: str) -> None:
+    def write_day(self, day: str, events: pl.DataFrame, *, stem: str) -> Path:
         """Write events of one day partition as ``day=DAY/STEM.parquet``, leaving out the columns
-        that are null in every row."""
+        that are null in every row; returns the file."""
         target = self.events_path / f"day={day}"
-        target.mkdir(parents=True, exist_ok=True)
+        with _writing(target):
+            target.mkdir(parents=True, exist_ok=True)
         nulls = events.null_count().row(0)
-        _write_parquet(events.select(c for c, n in zip(events.columns, nulls, strict=True) if n < events.height),
-                       target / f"{stem}.parquet")
+        path = target / f"{stem}.parquet"
+        _write_parquet(events.select(c for c, n in zip(events.columns, nulls, strict=True) if n < events.height), path)
+        return path
 
-    def write_quarantine(self, quarantine: pl.DataFrame, *, run_id: str, stem: str) -> None:
+    def write_quarantine(self, quarantine: pl.DataFrame, *, run_id: str, stem: str) -> Path:
+        """Write quarantined records (``QUARANTINE_SCHEMA`` + ``hash``) as ``quarantine/STEM.parquet``."""
         frame = quarantine.with_columns(run_id=pl.lit(run_id)).select(STORE_QUARANTINE_SCHEMA.names())
-        _write_parquet(frame, self.quarantine_path / f"{stem}.parquet")
+        path = self.quarantine_path / f"{stem}.parquet"
+        _write_parquet(frame, path)
+        return path
 
 
 class DayWriter:
@@ -330,7 +460,8 @@ class DayWriter:
         self._min_rows, self._max_buffered = min_rows, max_buffered
         self._waiting: dict[str, list[pl.DataFrame]] = {}
         self._buffered = 0
-        self._files = 0
+        self.files: dict[str, list[Path]] = {}
+        """The files written so far, per day."""
 
     def add(self, events: pl.DataFrame) -> None:
         parts = self._store.day_parts(events)
@@ -355,8 +486,9 @@ class DayWriter:
     def _write(self, day: str) -> None:
         parts = self._waiting.pop(day)
         self._buffered -= sum(p.height for p in parts)
-        self._store.write_day(day, pl.concat(parts) if len(parts) > 1 else parts[0], stem=f"{self._stem}-{self._files:05d}")
-        self._files += 1
+        n = sum(len(f) for f in self.files.values())
+        path = self._store.write_day(day, pl.concat(parts) if len(parts) > 1 else parts[0], stem=f"{self._stem}-{n:05d}")
+        self.files.setdefault(day, []).append(path)
 
 
 _HIGH_CARDINALITY = frozenset({"message", "event.hash", "source.ip", "destination.ip", "url.original"})
@@ -375,15 +507,16 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     delta-encoded, and min/max statistics are kept for ``@timestamp`` only, the column scans
     prune on. The file is written beside the target and renamed, so readers never see a
     half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(
-        # newest: strings stay Arrow string views, as polars holds them (no copy to offsets)
-        frame.to_arrow(compat_level=pl.CompatLevel.newest()), tmp, compression="zstd", compression_level=1,
-        use_dictionary=[c for c in frame.columns if c not in _HIGH_CARDINALITY and c not in _DELTA],
-        column_encoding={c: "DELTA_BINARY_PACKED" for c in frame.columns if c in _DELTA},
-        write_statistics=[c for c in frame.columns if c == TIMESTAMP],
-    )
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
+    with _writing(path, tmp):
+        pq.write_table(
+            # newest: strings stay Arrow string views, as polars holds them (no copy to offsets)
+            frame.to_arrow(compat_level=pl.CompatLevel.newest()), tmp, compression="zstd", compression_level=1,
+            use_dictionary=[c for c in frame.columns if c not in _HIGH_CARDINALITY and c not in _DELTA],
+            column_encoding={c: "DELTA_BINARY_PACKED" for c in frame.columns if c in _DELTA},
+            write_statistics=[c for c in frame.columns if c == TIMESTAMP],
+        )
+        os.replace(tmp, path)
 
 
 def new_run_id() -> str:

@@ -72,7 +72,9 @@ def _events(batch: pl.DataFrame, first: int, source: str, options: IngestOptions
     if TIMESTAMP in exprs:
         exprs[TIMESTAMP] = timestamp(exprs[TIMESTAMP], options.tz)
     dataset = options.dataset or f"{module}.generic"
-    events = st.finish(frame.filter(~empty), exprs, source=source, dataset=dataset, module=module)
+    kept = frame.filter(~empty)
+    events = st.finish(kept, exprs, source=source, dataset=dataset, module=module)
+    events, rejected = st.in_time_range(events, kept, rejected, options)
     return st.chunk(events, rejected, source)
 
 

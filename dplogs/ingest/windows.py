@@ -231,7 +231,8 @@ def _parse(lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedCh
             rejected,
             decoded.filter(no_id).select(LINES_SCHEMA.names()).with_columns(reason=pl.lit("no EventID")),
         ]).sort("line")
-        events = events.filter(~no_id)
+        events, decoded = events.filter(~no_id), decoded.filter(~no_id)
+    events, rejected = st.in_time_range(events, decoded, rejected, options)
     return st.chunk(events, rejected, source, skipped)
 
 

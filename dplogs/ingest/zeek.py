@@ -234,8 +234,10 @@ def parse_chunk(
     elif header is not None and last.height and last["path"][0] is not None:
         header = Header(header.fields, last["path"][0])
     parsed = pl.concat(frames, how="vertical").sort("line") if frames else None
-    events = _map(parsed, source, options) if parsed is not None else _map(_empty_frame(), source, options)
+    parsed = _empty_frame() if parsed is None else parsed
+    events = _map(parsed, source, options)
     bad_rows = pl.concat(rejected).sort("line") if rejected else pl.DataFrame(schema={**LINES_SCHEMA, "reason": pl.String})
+    events, bad_rows = st.in_time_range(events, parsed, bad_rows, options)
     return st.chunk(events, bad_rows, source, skipped), header
 
 
@@ -266,6 +268,6 @@ class Zeek(LineFormat):
 
         header: Header | None = None
         with source.open() as stream:
-            for lines in iter_lines(stream, chunk_lines=options.chunk_lines):
+            for lines in iter_lines(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
                 chunk, header = parse_chunk(lines, source.name, options, header)
                 yield chunk

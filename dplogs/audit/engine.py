@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from dplogs.audit.auditor import AuditResult, ReleasePath, audit
-from dplogs.engine.execute import _key_names, aggregate, finish, noisy_release, profile
+from dplogs.engine.execute import EXACT, _key_names, aggregate, finish, noisy_release, profile
 from dplogs.engine.planner import MAIN, Plan
 from dplogs.engine.release import Release
 from dplogs.privacy.accounting import compose
@@ -99,7 +99,10 @@ def engine_path(
                 if c.noise.integer:
                     values = np.rint(values).astype(np.int64)
                 noisy = add_noise(np.tile(values, trials), c.noise, charge=Charge.for_audit(c.noise.loss))
-                cols.append(noisy.reshape(trials, len(values)).astype(np.float64))
+                noisy = noisy.reshape(trials, len(values)).astype(np.float64)
+                if f"{EXACT}{c.source}" in main.columns:  # the unprotected rows' exact part
+                    noisy = noisy + main[f"{EXACT}{c.source}"].to_numpy().astype(np.float64)
+                cols.append(noisy)
             return np.concatenate(cols, axis=1)
         return np.stack([one(lf, aggs[0]) for _ in range(trials)])
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ from dplogs.engine.execute import run
 from dplogs.engine.explain import Explanation, explain
 from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
 from dplogs.engine.planner import Plan, plan_query
+from dplogs.engine.policy import Policy
+from dplogs.engine.policy import load as load_policy
 from dplogs.engine.queryfile import load_query_file, parse_bins
 from dplogs.engine.release import Release
 from dplogs.engine.sql import parse_sql, parse_where
@@ -69,7 +72,7 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         out["bins"] = {c: v if isinstance(v, Bins) else parse_bins(v, column=c) for c, v in (out.pop("bins") or {}).items()}
     allowed = {
         "epsilon", "rho", "delta", "mechanism", "max_groups", "max_rows_per_group", "clamps", "declared",
-        "bins", "start", "end", "bucket", "top_k", "order_by", "name",
+        "bins", "start", "end", "bucket", "top_k", "order_by", "name", "bound_share",
     }
     unknown = set(out) - allowed
     if unknown:
@@ -103,8 +106,10 @@ class Engine:
     def __init__(
         self, *, scan: Callable[[], pl.LazyFrame], privacy_unit: str, budget_window: str,
         defaults: dict[str, Any] | None = None, ledger: Any = None, backend: Any = None,
+        policy: Policy | None = None,
     ) -> None:
         self.scan = scan
+        self.policy = policy or Policy()
         self.privacy_unit = privacy_unit
         self.budget_window = budget_window
         self.defaults = dict(defaults or {})
@@ -122,7 +127,7 @@ class Engine:
         store = Store.open(store_path)
         m = store.manifest
         eng = cls(scan=store.scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults,
-                  backend=backend)
+                  backend=backend, policy=load_policy(store.path))
         eng._ledger_path = store.ledger_path
         eng._store = eng._ledger_store = store
         return eng
@@ -201,7 +206,7 @@ class Engine:
         """Resolve ``query`` (with option overrides) against this store."""
         query = query.with_options(**_options(options))
         plan = plan_query(query, unit=self.privacy_unit, window_policy=self.budget_window, defaults=self.defaults)
-        return PreparedQuery(self, plan)
+        return PreparedQuery(self, replace(plan, policy=self.policy))
 
     def sql(self, text: str, **options: Any) -> PreparedQuery:
         return self.prepare(parse_sql(text, unit=self.privacy_unit), **options)

@@ -20,6 +20,7 @@ import polars as pl
 from dplogs.engine.explain import describe, noise_name
 from dplogs.engine.plan import AggKind, Aggregation, KeyKind
 from dplogs.engine.planner import MAIN, NoisedColumn, Plan
+from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import Release
 from dplogs.errors import InternalError
 from dplogs.privacy.bound_choice import CLAMP_PREFIX, choose
@@ -33,6 +34,7 @@ from dplogs.schema import TIMESTAMP
 
 ALL = "__all__"  # constant key of a query without keys: one global group
 BIN = "__bin__"
+EXACT = "exact_"  # prefix of the unprotected rows' exact aggregates beside the bounded ones
 UNIT = "__unit__"
 
 
@@ -59,6 +61,9 @@ def bounding_unit(plan: Plan) -> pl.Expr:
 def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = ()) -> pl.LazyFrame:
     """Rows in the window that pass WHERE and the public key domains, with key and derived value
     columns (pre-noise; stays inside the engine), plus the ``keep`` expressions (the auditor's)."""
+    if guarded(plan):
+        lf = plan.policy.mark(lf, plan.unit)
+        keep = [*keep, pl.col(PROTECTED)]
     start = pl.lit(plan.start).dt.cast_time_unit("us")
     end = pl.lit(plan.end).dt.cast_time_unit("us")
     preds = [pl.col(TIMESTAMP) >= start, pl.col(TIMESTAMP) < end]
@@ -84,11 +89,46 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = ()) -> pl
     return lf.filter(pl.all_horizontal(preds)).select(*exprs, *keep)
 
 
+def guarded(plan: Plan) -> bool:
+    """Whether a protected-population policy leaves some rows unprotected (exactly aggregated)."""
+    return plan.policy is not None and not plan.policy.protects_everything
+
+
+def _exact(plan: Plan, rows: pl.LazyFrame, keys: list[str]) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The exact part: plain per-group aggregates of the unprotected rows (no bounds, no noise;
+    a row whose unit is null counts as its own unit)."""
+    units = pl.col(UNIT).drop_nulls().n_unique() + pl.col(UNIT).null_count()
+    main = rows.group_by(keys).agg(
+        pl.len().cast(pl.Int64).alias(f"{EXACT}rows"), units.cast(pl.Int64).alias(f"{EXACT}units"),
+        *(pl.col(s.alias).sum().alias(f"{EXACT}sum_{s.alias}") for s in plan.sums),
+    ).collect()
+    hists = {}
+    for col in plan.bins:
+        b = f"{BIN}{col}"
+        hists[col] = rows.filter(pl.col(b).is_not_null()).group_by(*keys, b).agg(
+            pl.len().cast(pl.Int64).alias(f"{EXACT}rows")
+        ).rename({b: BIN}).with_columns(pl.col(BIN).cast(pl.Int32)).collect()
+    return main, hists
+
+
+def _with_exact(frame: pl.DataFrame, exact: pl.DataFrame, on: list[str]) -> pl.DataFrame:
+    """Bounded and exact parts of the same groups side by side (a group in either part appears)."""
+    exact = exact.with_columns(pl.col(k).cast(frame.schema[k]) for k in on)
+    out = frame.join(exact, on=on, how="full", coalesce=True, nulls_equal=True)
+    return out.with_columns(pl.exclude(on).fill_null(0))
+
+
 def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """The bounded pre-noise aggregates: the main grouping and one (keys, bin) grouping per
-    histogram column, each completed onto the public key grid when all keys are public."""
+    histogram column, each completed onto the public key grid when all keys are public. Under a
+    protection policy, only protected rows are bounded; the unprotected rows' exact aggregates
+    ride along in ``exact_*`` columns."""
     base = prepare(plan, lf)
     keys = _key_names(plan)
+    exact = None
+    if guarded(plan):
+        exact = _exact(plan, base.filter(~pl.col(PROTECTED)), keys)
+        base = base.filter(pl.col(PROTECTED)).drop(PROTECTED)
     main = backend.bounded_aggregate(
         base, unit=UNIT, keys=keys, bounds=plan.bounds_for(MAIN), sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed()
     )
@@ -100,6 +140,9 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
             base.filter(pl.col(b).is_not_null()), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed()
         )
         hists[col] = frame.select(*keys, pl.col(b).cast(pl.Int32).alias(BIN), "rows")
+    if exact is not None:
+        main = _with_exact(main, exact[0], keys)
+        hists = {col: _with_exact(frame, exact[1][col], [*keys, BIN]) for col, frame in hists.items()}
     if not plan.private:
         grid = _grid(plan)
         main = _complete(grid, main, keys)
@@ -212,9 +255,13 @@ def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame]
     if plan.selection is not None:
         # one distinct string per group (OpenDP's thresholding takes string keys), vectorised
         encoded = main.select(pl.struct(keys).struct.json_encode()).to_series().to_list()
-        kept, noisy_units = select(encoded, main["units"].to_numpy(), plan.selection, charge=charge)
+        # keys that unprotected rows carry are public through those rows: kept, still noised
+        always = (main[f"{EXACT}rows"] > 0).to_numpy() if f"{EXACT}rows" in main.columns else None
+        kept, noisy_units = select(encoded, main["units"].to_numpy(), plan.selection, charge=charge, always=always)
         main = main[kept]
         selected_units = noisy_units.astype(np.float64)
+        if f"{EXACT}units" in main.columns:
+            selected_units = selected_units + main[f"{EXACT}units"].to_numpy()
         grid = main.select(keys)
         for col, frame in hists.items():
             bins = pl.DataFrame({BIN: pl.arange(0, plan.bins[col].n, eager=True, dtype=pl.Int32)})
@@ -226,19 +273,27 @@ def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame]
         frames[col] = frame.join(main.select(*keys, "__gid"), on=keys, how="inner", nulls_equal=True).sort("__gid", BIN)
 
     noisy: dict[tuple[str, str], np.ndarray] = {}
+    exact: dict[tuple[str, str], np.ndarray] = {}
     for c in plan.columns:
         values = frames[c.grouping][c.source].to_numpy()
         if c.noise.integer:
             values = values.astype(np.int64)  # rows / units: Int64 from the backend
         noisy[(c.grouping, c.source)] = add_noise(values, c.noise, charge=charge).astype(np.float64)
+        if f"{EXACT}{c.source}" in frames[c.grouping].columns:  # the unprotected rows, exactly
+            part = frames[c.grouping][f"{EXACT}{c.source}"].to_numpy().astype(np.float64)
+            noisy[(c.grouping, c.source)] += part
+            exact[(c.grouping, c.source)] = part
 
     key_frame = main.select("__gid", *keys)  # release order: the grid's (time, then domain order)
     parts = []
     for agg in plan.query.aggregations:
-        parts.extend(_cells(plan, agg, key_frame, frames, noisy, selected_units))
+        parts.extend(_cells(plan, agg, key_frame, frames, noisy, selected_units, exact))
     data = pl.concat(parts, how="diagonal_relaxed")
     ordered = [k for k in keys if k != ALL] + [c for c in ("bin_lo", "bin_hi") if c in data.columns]
-    data = data.sort("__gid", maintain_order=True).select(*ordered, "aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
+    extra = ["exact"] if guarded(plan) else []
+    if extra and "exact" not in data.columns:
+        data = data.with_columns(exact=pl.lit(None, pl.Float64))
+    data = data.sort("__gid", maintain_order=True).select(*ordered, "aggregate", "value", *extra, "mechanism", "scale", "ci_low", "ci_high")
     if plan.query.top_k is not None:
         data = _top_k(data, [k for k in keys if k != ALL], plan.query.order_by, plan.query.top_k)
     return Release(data=data, privacy=describe(plan))
@@ -271,18 +326,32 @@ def _quotient(num: np.ndarray, den: np.ndarray, hn: float, hd: float, lo: float,
 
 
 def _cells(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str, pl.DataFrame],
-           noisy: dict[tuple[str, str], np.ndarray], selected_units: np.ndarray | None) -> list[pl.DataFrame]:
+           noisy: dict[tuple[str, str], np.ndarray], selected_units: np.ndarray | None,
+           exact: dict[tuple[str, str], np.ndarray]) -> list[pl.DataFrame]:
+    """The released cells of one aggregation; ``exact`` holds the unprotected rows' exact part of
+    the directly noised columns (shown in an ``exact`` column under a protection policy)."""
+    return [
+        f.with_columns(exact=pl.Series(exact[src], dtype=pl.Float64)) if src in exact else f
+        for f, src in _cells_of(plan, agg, keys, frames, noisy, selected_units)
+    ]
+
+
+def _cells_of(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str, pl.DataFrame],
+              noisy: dict[tuple[str, str], np.ndarray], selected_units: np.ndarray | None) -> list[tuple[pl.DataFrame, Any]]:
     lab = agg.label
     if agg.kind is AggKind.COUNT:
-        return [_direct(keys, lab, plan.column(MAIN, "rows"), noisy[(MAIN, "rows")])]
+        return [(_direct(keys, lab, plan.column(MAIN, "rows"), noisy[(MAIN, "rows")]), (MAIN, "rows"))]
     if agg.kind is AggKind.UNITS:
         if selected_units is not None:
             h = plan.selection.ci_halfwidth(0.95)
-            return [_frame(keys, lab, selected_units, plan.selection.name, plan.selection.scale, selected_units - h, selected_units + h)]
-        return [_direct(keys, lab, plan.column(MAIN, "units"), noisy[(MAIN, "units")])]
+            frame = _frame(keys, lab, selected_units, plan.selection.name, plan.selection.scale, selected_units - h, selected_units + h)
+            if f"{EXACT}units" in frames[MAIN].columns:
+                frame = frame.with_columns(exact=frames[MAIN][f"{EXACT}units"].cast(pl.Float64))
+            return [(frame, None)]
+        return [(_direct(keys, lab, plan.column(MAIN, "units"), noisy[(MAIN, "units")]), (MAIN, "units"))]
     if agg.kind is AggKind.SUM:
         alias = next(s.alias for s in plan.sums if s.kind == "value" and s.column == agg.column)
-        return [_direct(keys, lab, plan.column(MAIN, f"sum_{alias}"), noisy[(MAIN, f"sum_{alias}")])]
+        return [(_direct(keys, lab, plan.column(MAIN, f"sum_{alias}"), noisy[(MAIN, f"sum_{alias}")]), (MAIN, f"sum_{alias}"))]
     if agg.kind in (AggKind.MEAN, AggKind.RATIO):
         if agg.kind is AggKind.MEAN:
             num_src = "sum_" + next(s.alias for s in plan.sums if s.kind == "value" and s.column == agg.column)
@@ -296,7 +365,7 @@ def _cells(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str, p
             noisy[(MAIN, num_src)], noisy[(MAIN, den_src)],
             num_c.noise.ci_halfwidth(0.975), den_c.noise.ci_halfwidth(0.975), lo, hi,
         )
-        return [_frame(keys, lab, value, f"{plan.mechanism.value} (post-processed: {what})", None, ci_lo, ci_hi)]
+        return [(_frame(keys, lab, value, f"{plan.mechanism.value} (post-processed: {what})", None, ci_lo, ci_hi), None)]
     col = plan.column(agg.column, "rows")
     bins = plan.bins[agg.column]
     counts = noisy[(agg.column, "rows")].reshape(keys.height, bins.n)
@@ -310,11 +379,11 @@ def _cells(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str, p
         )
         idx = np.tile(np.arange(bins.n), keys.height)
         frame = _frame(rep, lab, flat, noise_name(col.noise), col.noise.scale, flat - h, flat + h)
-        return [frame.with_columns(bin_lo=pl.Series(edges[idx]), bin_hi=pl.Series(edges[idx + 1]))]
+        return [(frame.with_columns(bin_lo=pl.Series(edges[idx]), bin_hi=pl.Series(edges[idx + 1])), (agg.column, "rows"))]
     est = histogram_quantiles(counts, edges, list(agg.quantiles), halfwidth=col.noise.ci_halfwidth(bin_level(0.95, bins.n)))
     mech = f"{plan.mechanism.value} (post-processed: histogram CDF)"
     return [
-        _frame(keys, name, est.value[:, i], mech, None, est.ci_low[:, i], est.ci_high[:, i])
+        (_frame(keys, name, est.value[:, i], mech, None, est.ci_low[:, i], est.ci_high[:, i]), None)
         for i, name in enumerate(agg.quantile_labels())
     ]
 

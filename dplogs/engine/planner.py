@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dplogs.engine.policy import Policy
 from dplogs.engine.plan import AggKind, Aggregation, Bins, Key, KeyKind, Query
 from dplogs.errors import InternalError, PrivacyParameterError, QueryError
 from dplogs.privacy.bound_choice import (
@@ -106,6 +107,8 @@ class Plan:
     chosen: dict[str, Any] | None = None
     """On a resolved plan: the bounds that were chosen, how, and at what cost (disclosed)."""
     defaults: dict[str, Any] = field(default_factory=dict)
+    policy: Policy | None = None
+    """The store's protected-population policy (None or protect-everything: all rows bounded)."""
 
     @property
     def private(self) -> bool:
@@ -126,7 +129,8 @@ class Plan:
         plan = _plan_explicit(explicit, unit=self.unit, window_policy=self.window_policy, defaults=self.defaults)
         if not self.loss.covers(plan.loss):
             raise InternalError(f"the resolved plan spends {plan.loss}, more than the reserved {self.loss}")
-        return replace(plan, query=q, loss=self.loss, chosen={**self.choice.describe(), "values": dict(chosen), **detail})
+        return replace(plan, query=q, loss=self.loss, policy=self.policy,
+                       chosen={**self.choice.describe(), "values": dict(chosen), **detail})
 
     def noise_cost(self, name: str, tau: float, chosen: dict[str, float]) -> float | None:
         """The expected absolute noise, summed over the released cells, of the statistic bound

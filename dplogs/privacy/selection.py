@@ -150,19 +150,39 @@ def _true_delta(mech: Mechanism, scale: float, threshold: int, l0: int) -> float
     return max(_map(mech, scale, threshold - 1, l0)[1], _map(mech, scale, threshold, l0)[1])
 
 
-def select(keys: list[str], units: np.ndarray, plan: SelectionPlan, *, charge: Charge) -> tuple[np.ndarray, np.ndarray]:
+def select(
+    keys: list[str], units: np.ndarray, plan: SelectionPlan, *, charge: Charge, always: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (into ``keys``) of the kept keys, and their noisy distinct-unit counts.
 
     ``units`` are the bounded distinct-unit counts per key (each unit in <= ``plan.max_groups``
-    keys). Consumes ``plan.loss`` from ``charge`` before drawing.
+    keys). Consumes ``plan.loss`` from ``charge`` before drawing. ``always`` marks keys whose
+    existence is already public (they occur in rows a protection policy leaves unprotected, which
+    neighbours share): those are kept whatever their noisy count. Their counts get the same noise,
+    so over all keys one unit still moves the noised vector by at most L0 (the ε part), and only
+    the other keys can appear or vanish (the δ part).
     """
     units = np.asarray(units, dtype=np.int64)
     if len(keys) != units.size or len(set(keys)) != len(keys):
         raise InternalError("selection keys must be distinct and aligned with their counts")
+    forced = np.zeros(units.size, dtype=bool) if always is None else np.asarray(always, dtype=bool)
+    if forced.size != units.size:
+        raise InternalError("selection: 'always' must align with the keys")
     charge.consume(plan.loss)
     if mechanisms._EXACT_MODE.get():  # test-only: deterministic threshold on the true counts
-        kept = np.flatnonzero(units >= plan.threshold)
+        kept = np.flatnonzero((units >= plan.threshold) | forced)
         return kept, units[kept].copy()
+    gaussian = plan.mechanism is Mechanism.GAUSSIAN
+    if forced.any() or (not gaussian and sampler.supports(plan.scale)):
+        # the same rule as OpenDP's make_laplace_threshold / make_gaussian_threshold (integer
+        # counts + discrete noise, kept when >= threshold) with the project's exact vectorised
+        # sampler, ~10x faster; also the one path that can keep public keys below the threshold
+        if not sampler.supports(plan.scale, gaussian=gaussian):
+            raise PrivacyParameterError(f"selection noise scale {plan.scale:g} is too large for the exact sampler")
+        draw = sampler.discrete_gaussian if gaussian else sampler.discrete_laplace
+        noisy = units + draw(plan.scale, units.size)
+        kept = np.flatnonzero((noisy >= plan.threshold) | forced)
+        return kept, noisy[kept]
     if plan.mechanism is Mechanism.LAPLACE and sampler.supports(plan.scale):
         # the same rule as OpenDP's make_laplace_threshold (integer counts + discrete Laplace noise,
         # kept when >= threshold) with the project's exact vectorised sampler, ~10x faster

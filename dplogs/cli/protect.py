@@ -1,0 +1,59 @@
+"""``dplogs protect``: set or show the store's protected-population policy."""
+
+from __future__ import annotations
+
+import click
+
+from dplogs.engine.policy import load, read_roster, save
+from dplogs.errors import UsageError
+from dplogs.ingest.store import Store
+
+
+@click.command()
+@click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="The store.")
+@click.option("--users", "users_file", type=click.Path(dir_okay=False),
+              help="File of the accounts that are people, one per line (e.g. a directory export).")
+@click.option("--networks", help="The organisation's address ranges, comma-separated CIDRs (e.g. 10.0.0.0/8,192.168.0.0/16).")
+@click.option("--show", is_flag=True, help="Print the policy in force (never the roster's names).")
+@click.option("--clear", is_flag=True, help="Go back to protecting every row (a new policy version).")
+def protect(store_path: str, users_file: str | None, networks: str | None, show: bool, clear: bool) -> None:
+    """Say whose activity the store's releases protect.
+
+    By default every row is protected. With a roster (--users), rows whose privacy unit is an
+    account not on it (root, service accounts, names an attacker guessed) are not a person's;
+    with --networks, rows whose source.ip lies outside every range (internet scanners,
+    brute-force sources) are not an employee's. Such rows are aggregated exactly and added to the
+    noisy, bounded part of the protected rows; their keys need no partition selection. Every
+    other row stays protected (when in doubt, protect). An employee logging in from outside the
+    networks is unprotected for those rows.
+
+    The policy is operator input: never build the roster from the store itself, since a roster
+    derived from the data would leak it. Each change is a new version; releases record the
+    version they ran under, and past releases keep their accounting. Spends no budget.
+    """
+    store = Store.open(store_path)
+    if show:
+        if users_file or networks or clear:
+            raise UsageError("--show takes no other option")
+        p = load(store.path)
+        click.echo(f"protection policy version {p.version}")
+        if p.protects_everything:
+            click.echo("every row is protected")
+        if p.users is not None:
+            click.echo(f"roster: {len(p.users)} accounts are people (rows of other accounts are unprotected)")
+        if p.networks is not None:
+            click.echo(f"networks: {', '.join(p.networks)} (rows from other source addresses are unprotected)")
+        return
+    if clear:
+        if users_file or networks:
+            raise UsageError("--clear takes no other option")
+        p = save(store.path, users=None, networks=None)
+    else:
+        if not users_file and not networks:
+            raise UsageError("give --users FILE and/or --networks CIDR,..., or --show / --clear")
+        users = read_roster(users_file) if users_file else None
+        nets = tuple(n.strip() for n in networks.split(",") if n.strip()) if networks else None
+        if networks is not None and not nets:
+            raise UsageError("--networks needs at least one CIDR")
+        p = save(store.path, users=users, networks=nets)
+    click.echo(f"protection policy version {p.version} in force for {store.path}")

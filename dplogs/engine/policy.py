@@ -1,0 +1,170 @@
+"""The protected population: whose activity a store's releases protect.
+
+An operator (never dplogs: a roster derived from the store would itself leak) may say which
+accounts are people (``--users FILE``, e.g. a directory export) and which address ranges are the
+organisation's (``--networks CIDR,...``). A row is **protected** unless a given condition says it
+is not a person's:
+
+- the roster decides for rows whose privacy unit is an account (``user.name``): an account not on
+  the roster (``root``, a service account, a name an attacker guessed) is not a person;
+- the networks decide for rows that carry ``source.ip``: an address outside every range (an
+  internet scanner, a brute-force source) is not an employee's;
+- a row no given condition applies to stays protected, and so does an address that does not parse.
+
+Protection is a function of the row alone. Protected rows are bounded and noised as before;
+unprotected rows are aggregated exactly and added to the noisy part. Removing one unit's
+protected rows in one budget window (the neighbouring relation restricted to the protected
+population) therefore leaves the exact part unchanged, so every release is (ε, δ)-DP for the
+protected rows of every unit: personalised DP with ε = ∞ for what the policy leaves out
+(docs/privacy.md). The default policy (no file) protects everything.
+
+Policies are versioned in ``STORE/policy/``: ``vN.json`` files are never rewritten, ``current``
+names the one in force, and every release records the version and digest it ran under.
+
+>>> p = Policy(version=1, users=frozenset({"anna"}), networks=("10.0.0.0/8",))
+>>> p.address_protected("10.1.2.3"), p.address_protected("24.151.103.17"), p.address_protected("not an ip")
+(True, False, True)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dplogs.errors import DataError, InputNotFound, StoreError, UsageError
+
+PROTECTED = "__protected__"
+_POLICY_DIR = "policy"
+_CURRENT = "current"
+MAX_ROSTER = 10_000_000
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Public: one version of a store's protected-population policy."""
+
+    version: int = 0
+    users: frozenset[str] | None = None
+    networks: tuple[str, ...] | None = None
+    created: str = ""
+    _nets: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.networks is not None:
+            object.__setattr__(self, "_nets", tuple(parse_network(n) for n in self.networks))
+
+    @property
+    def protects_everything(self) -> bool:
+        return self.users is None and self.networks is None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "users": sorted(self.users) if self.users is not None else None,
+            "networks": list(self.networks) if self.networks is not None else None,
+            "created": self.created,
+        }
+
+    def describe(self, unit: str) -> dict[str, Any]:
+        """What a release discloses about the policy it ran under (never the roster itself)."""
+        if self.protects_everything:
+            return {"version": self.version, "rule": "every row is protected"}
+        parts = []
+        if self.users is not None:
+            parts.append(f"rows whose {unit} is an account not on the operator's roster of {len(self.users)} people"
+                         if unit == "user.name" else "the roster does not apply (the unit is not an account)")
+        if self.networks is not None:
+            parts.append(f"rows whose source.ip lies outside {', '.join(self.networks)}")
+        return {"version": self.version, "digest": self.digest,
+                "rule": "unprotected (aggregated exactly, no noise on their part): " + "; ".join(parts)}
+
+    def address_protected(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip.strip())
+        except ValueError:
+            return True  # when in doubt, protect
+        return any(addr.version == n.version and addr in n for n in self._nets)
+
+    def mark(self, lf: pl.LazyFrame, unit: str) -> pl.LazyFrame:
+        """``lf`` with the boolean column :data:`PROTECTED`. The network test runs once per distinct
+        address (a function of each row's own address, so of the row alone)."""
+        protected = pl.lit(True)
+        if self.users is not None and unit == "user.name":
+            roster = pl.Series(sorted(self.users), dtype=pl.String)
+            protected &= pl.col(unit).is_null() | pl.col(unit).is_in(roster.implode())
+        if self.networks is not None:
+            ips = lf.select(pl.col("source.ip").drop_nulls().unique()).collect().to_series()
+            inside = [ip for ip in ips.to_list() if self.address_protected(ip)]
+            protected &= pl.col("source.ip").is_null() | pl.col("source.ip").is_in(pl.Series(inside, dtype=pl.String).implode())
+        return lf.with_columns(protected.alias(PROTECTED))
+
+
+def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(text).strip(), strict=False)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a network in CIDR form (e.g. 10.0.0.0/8, 2001:db8::/32)") from None
+
+
+def read_roster(path: str | os.PathLike[str]) -> frozenset[str]:
+    """Accounts that are people, one per line (blank lines and ``#`` comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFound(f"roster file {p} does not exist (or is not a file)")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"roster file {p} is not UTF-8 text (byte {exc.start}); export it as UTF-8, one account per line") from None
+    users = {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+    if not users:
+        raise DataError(f"roster file {p} names no account; give one account per line")
+    if len(users) > MAX_ROSTER:
+        raise DataError(f"roster file {p} names {len(users):,} accounts, more than {MAX_ROSTER:,}")
+    return frozenset(users)
+
+
+def load(store_path: str | os.PathLike[str]) -> Policy:
+    """The policy in force for the store (the default protects everything)."""
+    folder = Path(store_path) / _POLICY_DIR
+    current = folder / _CURRENT
+    if not current.exists():
+        return Policy()
+    try:
+        version = int(current.read_text().strip())
+        data = json.loads((folder / f"v{version}.json").read_text())
+        return Policy(version=version, users=frozenset(data["users"]) if data["users"] is not None else None,
+                      networks=tuple(data["networks"]) if data["networks"] is not None else None,
+                      created=data.get("created", ""))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"the store's protection policy in {folder} is unreadable ({exc}); set it again with "
+                         "dplogs protect") from None
+
+
+def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
+    """Write a new policy version and make it current (older versions stay for the record)."""
+    for n in networks or ():
+        parse_network(n)
+    folder = Path(store_path) / _POLICY_DIR
+    folder.mkdir(exist_ok=True)
+    version = load(store_path).version + 1
+    while (folder / f"v{version}.json").exists():
+        version += 1
+    policy = Policy(version=version, users=users, networks=networks,
+                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    for name, text in ((f"v{version}.json", json.dumps(policy.to_json(), indent=1)), (_CURRENT, str(version))):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)
+    return policy

@@ -1,0 +1,144 @@
+"""The protected-population policy (engine/policy.py): unprotected rows are aggregated exactly,
+protected rows are bounded and noised as before, and keys of unprotected rows need no selection."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from dplogs.audit.engine import audit_plan
+from dplogs.backends.base import get_backend
+from dplogs.cli import cli
+from dplogs.engine import Aggregation, time_bucket
+from dplogs.engine import execute
+from dplogs.engine.api import Engine
+from dplogs.engine.policy import Policy, load, read_roster, save
+from dplogs.errors import DataError, InputNotFound, UsageError
+from dplogs.privacy.testing import exact_mode
+from dplogs.schema import conform
+from tests.audit.audit_paths import assert_within_claim
+
+T0 = dt.datetime(2026, 11, 3, 10, tzinfo=dt.UTC)
+POLICY = Policy(version=1, users=frozenset({f"emp{i}" for i in range(40)}), networks=("10.0.0.0/8",))
+
+
+def frame() -> pl.DataFrame:
+    """40 employees (on the roster) failing once each from inside; a scanner (24.151.103.17)
+    failing 230 times against 'oracle' (not a person) and 20 times against emp1 from outside;
+    'root' failing 7 times from inside (not on the roster)."""
+    rows = [(T0 + dt.timedelta(minutes=i), f"emp{i}", f"10.0.0.{i}", "failure") for i in range(40)]
+    rows += [(T0 + dt.timedelta(seconds=i), "oracle", "24.151.103.17", "failure") for i in range(230)]
+    rows += [(T0 + dt.timedelta(seconds=i), "emp1", "24.151.103.17", "failure") for i in range(20)]
+    rows += [(T0 + dt.timedelta(seconds=i), "root", "10.9.9.9", "failure") for i in range(7)]
+    return pl.DataFrame(rows, schema=["@timestamp", "user.name", "source.ip", "event.outcome"], orient="row")
+
+
+def protected_mask(df: pl.DataFrame) -> pl.Series:
+    return POLICY.mark(conform(df.lazy()), "user.name").collect()["__protected__"]
+
+
+def test_protection_is_a_function_of_the_row():
+    df = frame()
+    mask = protected_mask(df).to_list()
+    assert sum(mask) == 40  # only the employees' own inside rows
+    # the same row gets the same verdict whatever else is in the store
+    assert protected_mask(df.head(1)).to_list() == [True]
+    assert protected_mask(df.tail(1)).to_list() == [False]
+
+
+def test_exact_part_equals_a_plain_group_by_of_unprotected_rows(make_engine):
+    df = frame()
+    eng = make_engine(df)
+    eng.policy = POLICY
+    q = eng.build(Aggregation.count(), Aggregation.units(), keys=["source.ip"], epsilon=1.0, delta=1e-6,
+                  max_groups=1, max_rows_per_group=1, start="2026-11-01", end="2026-12-01")
+    with exact_mode():
+        rel = q.release(caller="test")
+    got = rel.data.pivot(on="aggregate", index="source.ip", values="exact")
+    unprotected = df.filter(~protected_mask(df))
+    want = unprotected.group_by("source.ip").agg(pl.len().alias("count"), pl.col("user.name").n_unique().alias("distinct_units"))
+    joined = want.join(got, on="source.ip", how="left", suffix="_got")
+    assert (joined["count"] == joined["count_got"]).all() and (joined["distinct_units"] == joined["distinct_units_got"]).all()
+    # the scanner's address is released without selection: exact 250 plus the bounded protected part (none)
+    scanner = rel.data.filter((pl.col("source.ip") == "24.151.103.17") & (pl.col("aggregate") == "count"))
+    assert scanner["value"].item() == 250 and scanner["exact"].item() == 250
+    # inside addresses used by one employee each are not released (below the selection threshold)
+    assert not rel.data["source.ip"].str.starts_with("10.0.0.").any()
+    assert rel.privacy["protection"]["version"] == 1 and "outside 10.0.0.0/8" in rel.privacy["protection"]["rule"]
+
+
+def test_protected_part_matches_the_release_without_a_policy(make_engine):
+    df = frame()
+    eng = make_engine(df.filter(protected_mask(df)))
+    with exact_mode():
+        plain = eng.build(Aggregation.count(), keys=[time_bucket("hour")], epsilon=1.0, max_groups=1,
+                          max_rows_per_group=1, start="2026-11-03", end="2026-11-04").release(caller="t")
+    eng2 = make_engine(df)
+    eng2.policy = POLICY
+    with exact_mode():
+        guarded = eng2.build(Aggregation.count(), keys=[time_bucket("hour")], epsilon=1.0, max_groups=1,
+                             max_rows_per_group=1, start="2026-11-03", end="2026-11-04").release(caller="t")
+    protected_part = guarded.data["value"] - guarded.data["exact"]
+    assert protected_part.to_list() == plain.data["value"].to_list()
+    assert guarded.data["exact"].sum() == df.height - 40
+
+
+@pytest.mark.slow
+def test_audit_neighbours_differ_in_one_units_protected_rows():
+    """D′ removes emp1's protected rows; its unprotected rows (from the scanner's address) stay,
+    and so does everyone else. The planted bug counts every row exactly."""
+    heavy = pl.DataFrame([(T0 + dt.timedelta(hours=1, minutes=i), "emp1", "10.0.0.1", "failure") for i in range(5)],
+                         schema=["@timestamp", "user.name", "source.ip", "event.outcome"], orient="row")
+    d = conform(pl.concat([frame(), heavy]).lazy())  # emp1: 6 protected rows, bounded to 1
+    mask = POLICY.mark(d, "user.name")
+    d_prime = mask.filter(~((pl.col("user.name") == "emp1") & pl.col("__protected__"))).drop("__protected__")
+    eng = Engine(scan=lambda: None, privacy_unit="user.name", budget_window="month", ledger=None, policy=POLICY)
+    plan = eng.build(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, max_groups=1, max_rows_per_group=1,
+                     start="2026-11-01", end="2026-12-01").plan
+    r = audit_plan(plan, get_backend("polars"), d, d_prime, trials=20_000, name="count under a policy")
+    assert_within_claim(r)
+    assert r.epsilon_lb > 0.8, r.summary()
+    everything_exact = Policy(version=9, users=frozenset(), networks=("192.0.2.0/32",))  # BROKEN: nobody protected
+    from dataclasses import replace
+
+    broken = replace(plan, policy=everything_exact)
+    r = audit_plan(broken, get_backend("polars"), d, d_prime, trials=2_000, name="BROKEN: protected rows in the exact part")
+    assert r.violated, r.summary()
+
+
+def test_roster_and_network_errors_are_specific(tmp_path):
+    with pytest.raises(InputNotFound):
+        read_roster(tmp_path / "missing.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DataError, match="UTF-8"):
+        read_roster(tmp_path / "bin.txt")
+    (tmp_path / "empty.txt").write_text("# nobody\n\n")
+    with pytest.raises(DataError, match="names no account"):
+        read_roster(tmp_path / "empty.txt")
+    with pytest.raises(UsageError, match="CIDR"):
+        Policy(networks=("10.0.0.0/33",))
+
+
+def test_protect_cli_versions_the_policy_and_charges_nothing(sample_store, tmp_path):
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    ledger = (store / "ledger.sqlite").read_bytes()
+    roster = tmp_path / "people.txt"
+    roster.write_text("anna.ito\nbob.smith\n")
+    run = CliRunner().invoke
+    assert run(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8,not-a-net"]).exit_code == 64
+    assert run(cli, ["protect", "--store", str(store), "--users", str(tmp_path / "nope.txt")]).exit_code == 66
+    assert load(store).version == 0
+    res = run(cli, ["protect", "--store", str(store), "--users", str(roster), "--networks", "10.0.0.0/8,192.168.0.0/16"])
+    assert res.exit_code == 0, res.output
+    shown = run(cli, ["protect", "--store", str(store), "--show"])
+    assert shown.exit_code == 0 and "version 1" in shown.output and "2 accounts" in shown.output
+    assert "anna.ito" not in shown.output  # the roster is not printed
+    save(store, users=None, networks=("10.0.0.0/8",))
+    assert load(store).version == 2 and (store / "policy" / "v1.json").exists()
+    assert (store / "ledger.sqlite").read_bytes() == ledger

@@ -37,6 +37,13 @@ class PrivacyParameterError(QueryError):
     exit_code = 64
 
 
+class NoDataInWindow(QueryError):
+    """The query window holds no ingested data (per the store's public coverage): nothing to
+    release, nothing charged."""
+
+    exit_code = 64
+
+
 class DataError(DplogsError):
     """Input data that cannot be used: too many malformed lines (``--max-errors``), bad encoding."""
 
@@ -104,6 +111,7 @@ EXIT_CODES: dict[str, int] = {
         UsageError,
         QueryError,
         PrivacyParameterError,
+        NoDataInWindow,
         DataError,
         InputNotFound,
         StoreError,

@@ -39,6 +39,7 @@ from typing import Any
 
 import polars as pl
 
+from dplogs.engine.coverage import check as check_coverage
 from dplogs.engine.execute import run
 from dplogs.engine.explain import Explanation, explain
 from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
@@ -92,10 +93,14 @@ class PreparedQuery:
         return explain(self.plan)
 
     def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
-        return run(
+        covered = check_coverage(self.plan.start, self.plan.end, self.engine.coverage())
+        release = run(
             self.plan, self.engine.scan(), backend=self.engine.backend, ledger=self.engine.ledger,
             caller=caller, idempotency_key=idempotency_key,
         )
+        if covered is not None and not release.privacy.get("replayed"):
+            release = Release(data=release.data, privacy={**release.privacy, "coverage": covered})
+        return release
 
 
 class Engine:
@@ -131,6 +136,10 @@ class Engine:
         eng._ledger_path = store.ledger_path
         eng._store = eng._ledger_store = store
         return eng
+
+    def coverage(self) -> list | None:
+        """The store's coverage spans (public metadata), None when unknown or not a store."""
+        return self._store.coverage() if self._store is not None else None
 
     @property
     def backend(self) -> Any:

@@ -46,6 +46,8 @@ class FileResult:
     problem: str | None = None
     """A read problem such as a truncated gzip stream (the readable part was ingested)."""
     reasons: tuple[tuple[str, int], ...] = ()
+    span: tuple[str, str] | None = None
+    """Coverage: the UTC days of the input's first and last event (ISO dates, both included)."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ def ingest(
                 result = FileResult(**{**result.__dict__, "problem": "; ".join(opener.errors)})
             results.append(result)
             key = _registry_key(fingerprint, fmt)
-            seen[key] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed}
+            seen[key] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed,
+                         **({"first_day": result.span[0], "last_day": result.span[1]} if result.span else {})}
             store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
     if max_errors is not None and summary.quarantined > max_errors:
@@ -223,6 +226,7 @@ def _ingest_one(
     the same bytes were ingested before, parsing stops and nothing is stored. ``known`` (events,
     quarantine) holds what is stored already; None turns row deduplication off."""
     parsed = quarantined = skipped = duplicates = 0
+    first = last = None
     reasons: Counter[str] = Counter()
     chunk: ParsedChunk
     chunks = _parsed_chunks(fmt, source, options)
@@ -250,6 +254,12 @@ def _ingest_one(
                     rejected = rejected.filter(~pl.col("hash").is_in(known[1].get("").implode(), nulls_equal=False))
                 if rejected.height:
                     quarantine_files.append(store.write_quarantine(rejected, run_id=run_id, stem=f"{stem}-{i:05d}"))
+            if chunk.events.height:
+                stamps = chunk.events.get_column("@timestamp")
+                lo, hi = stamps.min(), stamps.max()
+                if lo is not None:
+                    first = lo if first is None else min(first, lo)
+                    last = hi if last is None else max(last, hi)
             parsed += chunk.events.height
             quarantined += chunk.quarantine.height
             skipped += chunk.skipped
@@ -265,6 +275,7 @@ def _ingest_one(
     return FileResult(
         name=source.name, format=fmt.name, parsed=parsed, quarantined=quarantined, skipped=skipped,
         duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())),
+        span=(first.date().isoformat(), last.date().isoformat()) if first is not None else None,
     )
 
 

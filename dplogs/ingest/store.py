@@ -375,6 +375,27 @@ class Store:
             raise StoreError(f"{path} is not a JSON object of input records; {repair}")
         return registry
 
+    def coverage(self) -> list[tuple[dt.date, dt.date]] | None:
+        """The store's coverage: merged day spans ``[first, last]`` (both included) from the first
+        to the last event of each ingested input. Coarse public metadata (docs/privacy.md): days
+        without events inside a span count as covered. None when some input predates coverage
+        records (the store cannot tell)."""
+        spans = []
+        for record in self.fingerprints().values():
+            if record.get("rows", 0) == 0:
+                continue
+            try:
+                spans.append((dt.date.fromisoformat(record["first_day"]), dt.date.fromisoformat(record["last_day"])))
+            except (KeyError, TypeError, ValueError):
+                return None
+        merged: list[tuple[dt.date, dt.date]] = []
+        for lo, hi in sorted(spans):
+            if merged and lo <= merged[-1][1] + dt.timedelta(days=1):
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        return merged
+
     def add_fingerprint(self, fingerprint: str, record: dict[str, Any]) -> None:
         registry = self.fingerprints()
         registry[fingerprint] = record

@@ -179,3 +179,21 @@ def test_saved_manifest_defaults_supply_missing_bounds(tmp_path, sample_store):
     assert reopened.defaults["clamp"] == {"source.bytes": [0.0, 10.0]}
     with pytest.raises(PrivacyParameterError, match="max_groups must be an integer >= 1"):
         reopened.save_defaults(max_groups=0)
+
+
+def test_window_without_ingested_data_is_refused_before_any_charge(sample_store, tmp_path):
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    before = (store / "ledger.sqlite").read_bytes()
+    res = CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
+                                   "--epsilon", "1", "--max-rows-per-group", "5", "--start", "2025-01-01", "--end", "2025-02-01"])
+    assert res.exit_code == 64, res.output
+    assert "holds no ingested data" in res.output and "2024-03-" in res.output  # the covered range is shown
+    assert (store / "ledger.sqlite").read_bytes() == before
+    # a window partly covered is released and says how much of it the store covers
+    rel = Engine.open(store).sql("SELECT COUNT(*) FROM logs", epsilon=1.0, max_rows_per_group=5,
+                                 start="2024-03-15", end="2024-04-15").release(caller="test")
+    cov = rel.privacy["coverage"]
+    assert cov["window_days"] == 31 and 0 < cov["covered_days"] < 31

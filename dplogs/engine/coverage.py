@@ -1,0 +1,41 @@
+"""Coverage: which days of a query window the store holds ingested data for.
+
+The store records, per ingested input, the UTC days of its first and last event
+(:meth:`~dplogs.ingest.store.Store.coverage`): coarse operator metadata that docs/privacy.md
+declares public. Days without events inside a span still count as covered, so coverage never
+reveals one day's activity. A release whose window meets no covered day would spend budget on
+pure noise: it is refused before anything is charged. Partial coverage is disclosed.
+
+>>> spans = [(dt.date(2026, 11, 1), dt.date(2026, 11, 10))]
+>>> check(dt.datetime(2026, 11, 8, tzinfo=dt.UTC), dt.datetime(2026, 11, 15, tzinfo=dt.UTC), spans)
+{'covered_days': 3, 'window_days': 7, 'store_spans': [['2026-11-01', '2026-11-10']]}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dplogs.errors import NoDataInWindow
+
+
+def _days(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
+    """The UTC days a half-open window [start, end) touches (first, last)."""
+    last = (end - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
+    return start.astimezone(dt.UTC).date(), last
+
+
+def check(start: dt.datetime, end: dt.datetime, spans: list[tuple[dt.date, dt.date]] | None) -> dict | None:
+    """How much of ``[start, end)`` the store covers; :class:`NoDataInWindow` when nothing.
+    None when the store cannot tell (inputs ingested before coverage was recorded)."""
+    if spans is None:
+        return None
+    lo, hi = _days(start, end)
+    covered = sum(max(0, (min(hi, b) - max(lo, a)).days + 1) for a, b in spans)
+    shown = [[a.isoformat(), b.isoformat()] for a, b in spans]
+    if covered == 0:
+        have = ", ".join(f"{a} to {b}" for a, b in shown) or "nothing yet (ingest logs first)"
+        raise NoDataInWindow(
+            f"the window {lo} to {hi} holds no ingested data, so a release would spend budget on pure noise; "
+            f"nothing was charged. The store covers: {have}"
+        )
+    return {"covered_days": covered, "window_days": (hi - lo).days + 1, "store_spans": shown}

@@ -29,6 +29,7 @@ from dplogs.privacy.mechanisms import add_noise
 from dplogs.privacy.quantiles import bin_level, histogram_quantiles
 from dplogs.privacy.randomness import secret_seed
 from dplogs.privacy.selection import select
+from dplogs.privacy.testing import in_exact_mode
 from dplogs.privacy.windows import window_start
 from dplogs.schema import TIMESTAMP
 
@@ -315,14 +316,34 @@ def _direct(keys: pl.DataFrame, label: str, col: NoisedColumn, value: np.ndarray
     return _frame(keys, label, value, noise_name(col.noise), col.noise.scale, value - h, value + h)
 
 
-def _quotient(num: np.ndarray, den: np.ndarray, hn: float, hd: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """num/den and a 95% interval: each part's 97.5% interval (union bound), then the extreme
-    quotients over that box (den floored at 1, since a present cell has at least one row)."""
+RATIO_Z = 2.1
+"""z of the ratio intervals: above the normal 1.96 because the noise is Laplace (heavier tails);
+tests/engine/test_ratio_intervals.py checks ≥ 95% coverage by simulation."""
+
+NOT_ENOUGH_DATA = 0.5
+"""A ratio or mean whose interval spans more than this share of its possible range says nothing
+useful: it is released as null, "not enough data" (post-processing, no extra spend)."""
+
+
+def _quotient(num: np.ndarray, den: np.ndarray, sn: float, sd: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """num/den and a 95% Fieller interval from the noisy numerator and denominator together
+    (independent noise of standard deviations ``sn`` and ``sd``): the ratios r with
+    (num − r·den)² ≤ z²(sn² + r²·sd²). Unbounded (den not clearly above 0) or wider than
+    :data:`NOT_ENOUGH_DATA` of ``[lo, hi]``: value and interval null."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    z2 = RATIO_Z**2
+    a = den**2 - z2 * sd**2
+    disc = z2 * (sn**2 * den**2 + sd**2 * num**2 - z2 * sn**2 * sd**2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        value = np.where(den > 0, np.clip(num / np.where(den > 0, den, 1), lo, hi), np.nan)
-        d = [np.maximum(den - hd, 1), np.maximum(den + hd, 1)]
-        corners = np.stack([n / dd for n in (num - hn, num + hn) for dd in d])
-    return value, np.clip(corners.min(axis=0), lo, hi), np.clip(corners.max(axis=0), lo, hi)
+        root = np.sqrt(np.maximum(disc, 0.0))
+        ci_lo = np.clip((num * den - root) / a, lo, hi)
+        ci_hi = np.clip((num * den + root) / a, lo, hi)
+        value = np.clip(num / den, lo, hi)
+    useless = (a <= 0) | (disc < 0) | (den <= 0) | ((ci_hi - ci_lo) > NOT_ENOUGH_DATA * (hi - lo))
+    if in_exact_mode():  # test-only: noise off, so keep every pre-noise quotient
+        useless = den <= 0
+    nan = np.full(num.shape, np.nan)
+    return np.where(useless, nan, value), np.where(useless, nan, ci_lo), np.where(useless, nan, ci_hi)
 
 
 def _cells(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str, pl.DataFrame],
@@ -361,11 +382,12 @@ def _cells_of(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str
             num_src = "sum_" + next(s.alias for s in plan.sums if s.kind == "match" and s.aggregation == agg)
             den_src, lo, hi, what = "rows", 0.0, 1.0, "matching rows/rows"
         num_c, den_c = plan.column(MAIN, num_src), plan.column(MAIN, den_src)
-        value, ci_lo, ci_hi = _quotient(
-            noisy[(MAIN, num_src)], noisy[(MAIN, den_src)],
-            num_c.noise.ci_halfwidth(0.975), den_c.noise.ci_halfwidth(0.975), lo, hi,
-        )
-        return [(_frame(keys, lab, value, f"{plan.mechanism.value} (post-processed: {what})", None, ci_lo, ci_hi), None)]
+        value, ci_lo, ci_hi = _quotient(noisy[(MAIN, num_src)], noisy[(MAIN, den_src)], num_c.noise.std, den_c.noise.std, lo, hi)
+        mech = np.where(np.isnan(value), f"{plan.mechanism.value} (post-processed: {what}; not enough data: "
+                        f"95% interval wider than {NOT_ENOUGH_DATA:.0%} of the range)",
+                        f"{plan.mechanism.value} (post-processed: {what})")
+        frame = _frame(keys, lab, value, "", None, ci_lo, ci_hi).with_columns(mechanism=pl.Series(mech, dtype=pl.String))
+        return [(frame, None)]
     col = plan.column(agg.column, "rows")
     bins = plan.bins[agg.column]
     counts = noisy[(agg.column, "rows")].reshape(keys.height, bins.n)

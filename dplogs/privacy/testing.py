@@ -19,3 +19,9 @@ def exact_mode() -> Iterator[None]:
         yield
     finally:
         mechanisms._EXACT_MODE.reset(token)
+
+
+def in_exact_mode() -> bool:
+    """Whether noise is off (test-only): post-processing that reacts to noise (suppressing a
+    ratio too noisy to read) then stands aside, so exact tests see the pre-noise semantics."""
+    return mechanisms._EXACT_MODE.get()

@@ -88,7 +88,11 @@ def test_gaussian_sum_variance_and_coverage_and_ratio_ci(make_engine):
     assert lo < noise.var(ddof=1) / sigma**2 < hi
     check_coverage(sums)
     assert set(sums["mechanism"]) == {"discrete gaussian (grid 2^-17)"}  # 100 < 2^7: grid 2^(7-24)
-    check_coverage(joined.filter(pl.col("aggregate") == "big"))  # union-bound interval: conservative
+    big = joined.filter(pl.col("aggregate") == "big")
+    quiet = big.filter(pl.col("value").is_null())  # too noisy to read: null, and said so
+    assert quiet["mechanism"].str.contains("not enough data").all() and quiet["ci_low"].is_null().all()
+    if big.height - quiet.height >= 30:
+        check_coverage(big.filter(pl.col("value").is_not_null()))  # Fieller interval
 
 
 @pytest.mark.slow

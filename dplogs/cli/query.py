@@ -21,8 +21,9 @@ from dplogs.escape import for_terminal, visible
 
 _FORMATS = ("table", "json", "ndjson", "csv", "parquet")
 _METADATA_NOTE = (
-    "Privacy metadata: json has {data, privacy}; ndjson's first line is {\"privacy\": ...}; csv's "
-    "first line is '# privacy: {...}'; parquet keeps it under 'dplogs.privacy' in the schema "
+    "Privacy metadata: json has {data, privacy}; ndjson's first line is {\"privacy\": ...}; csv is "
+    "plain CSV with the metadata in a sidecar FILE.privacy.json (with --output) or, with "
+    "--csv-metadata, a first line '# privacy: {...}'; parquet keeps it under 'dplogs.privacy' in the schema "
     "metadata; table prints it to stderr. Log text is shown inert: the table prints control "
     "characters as escapes and never interprets rich markup; csv prefixes text cells that start with "
     "= + - @ TAB or CR with ' so spreadsheets do not run them as formulas (--csv-raw turns that off)."
@@ -128,8 +129,9 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the release to FILE instead of stdout.")
 @click.option("--idempotency-key", metavar="KEY", help="Rerunning with the same key re-emits the stored release and spends nothing.")
 @click.option("--csv-raw", is_flag=True, help="csv: write text cells exactly as released, even those a spreadsheet would run as a formula (default: such cells get a leading ').")
+@click.option("--csv-metadata", is_flag=True, help="csv: put the privacy metadata on a first line '# privacy: {...}' (default: plain CSV; with --output the metadata goes to FILE.privacy.json).")
 def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, output: Path | None,
-          idempotency_key: str | None, csv_raw: bool, **opts: Any) -> None:
+          idempotency_key: str | None, csv_raw: bool, csv_metadata: bool, **opts: Any) -> None:
     """Release a differentially private answer to QUERYFILE (TOML, see queries/) or --sql.
 
     The release is charged to the store's budget ledger before any noise is drawn. Exit codes:
@@ -139,8 +141,8 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     """
     from dplogs.engine import write_release
 
-    if csv_raw and fmt != "csv":
-        raise UsageError("--csv-raw only applies with --format csv")
+    if (csv_raw or csv_metadata) and fmt != "csv":
+        raise UsageError("--csv-raw and --csv-metadata only apply with --format csv")
     if output is not None:
         _check_output(output)
     prepared = _prepare(queryfile, sql_text, store, opts)
@@ -156,14 +158,14 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     if fmt == "table":
         click.echo(f"bias: {p['bias_note']}", err=True)
     if output is not None:
-        write_release(release, fmt, output, title=p["query"], csv_safe=not csv_raw)
+        write_release(release, fmt, output, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
     elif fmt == "parquet":
         write_release(release, fmt, sys.stdout.buffer)
     else:
         if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 terminal must not fail on a key's text
             sys.stdout.reconfigure(errors="backslashreplace")
         buf = io.StringIO()
-        write_release(release, fmt, buf, title=p["query"], csv_safe=not csv_raw)
+        write_release(release, fmt, buf, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
         text = buf.getvalue()
         if fmt == "csv" and sys.stdout.isatty():  # CSV cells are raw text: a terminal must not obey them
             text = for_terminal(text)

@@ -16,8 +16,11 @@ Output formats (:func:`write_release`) and where the metadata goes:
   are plain text, never rich markup, with control characters shown as escapes (``\\x1b``);
 - ``json``: ``{"data": [...cells...], "privacy": {...}}``;
 - ``ndjson``: the first line is ``{"privacy": {...}}``, every further line one cell;
-- ``csv``: the first line is the comment ``# privacy: {...}`` (one line of JSON), then the CSV with
-  a header (read it with ``pl.read_csv(path, comment_prefix="#")``). Text cells are always quoted;
+- ``csv``: plain CSV with a header, so ``pl.read_csv(path)`` and spreadsheets read it as is. The
+  metadata goes to a sidecar ``PATH.privacy.json`` when written to a path, or, with
+  ``csv_metadata=True`` (``--csv-metadata``), to a first comment line ``# privacy: {...}`` (read
+  that with ``comment_prefix="#"``). Value and interval columns whose every cell is a whole
+  number (counts, distinct units) are written as integers. Text cells are always quoted;
   those a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) also get a
   leading ``'`` (OWASP's advice); numbers are never touched. ``csv_safe=False`` (``--csv-raw``)
   leaves text cells as released;
@@ -118,7 +121,7 @@ def _jsonable(v: Any) -> Any:
 
 def write_release(
     release: Release, fmt: str, out: IO[bytes] | IO[str] | Path | str, *, title: str | None = None,
-    csv_safe: bool = True,
+    csv_safe: bool = True, csv_metadata: bool = False,
 ) -> None:
     """Write ``release`` as ``fmt`` to a path or an open stream (binary for parquet).
 
@@ -135,14 +138,17 @@ def write_release(
             pq.write_table(release.to_arrow(), buf)
             out.write(buf.getvalue())  # type: ignore[arg-type]
         return
-    text = _render_text(release, fmt, title=title, csv_safe=csv_safe)
+    text = _render_text(release, fmt, title=title, csv_safe=csv_safe, csv_metadata=csv_metadata)
     if isinstance(out, (str, Path)):
         Path(out).write_text(text, encoding="utf-8")
+        if fmt == "csv" and not csv_metadata:  # plain CSV: the metadata beside it
+            Path(f"{out}.privacy.json").write_text(json.dumps(release.privacy, indent=2) + "\n", encoding="utf-8")
     else:
         out.write(text)  # type: ignore[arg-type]
 
 
-def _render_text(release: Release, fmt: str, *, title: str | None = None, csv_safe: bool = True) -> str:
+def _render_text(release: Release, fmt: str, *, title: str | None = None, csv_safe: bool = True,
+                 csv_metadata: bool = False) -> str:
     """``release`` as the text of ``fmt`` (every format but parquet)."""
     if fmt == "json":
         return json.dumps(release.to_dict(), indent=2) + "\n"
@@ -150,7 +156,8 @@ def _render_text(release: Release, fmt: str, *, title: str | None = None, csv_sa
         lines = [json.dumps({"privacy": release.privacy})] + [json.dumps(r) for r in release.rows()]
         return "\n".join(lines) + "\n"
     if fmt == "csv":
-        return "# privacy: " + json.dumps(release.privacy) + "\n" + _csv(release.data, safe=csv_safe)
+        header = "# privacy: " + json.dumps(release.privacy) + "\n" if csv_metadata else ""
+        return header + _csv(release.data, safe=csv_safe)
     if fmt == "table":
         return _table(release, title=title)
     raise UsageError(f"unknown text format {fmt!r}; use one of: {', '.join(f for f in FORMATS if f != 'parquet')}")
@@ -160,6 +167,8 @@ def _csv(data: pl.DataFrame, *, safe: bool) -> str:
     texts = [c for c, t in data.schema.items() if t == pl.String]
     frame = data.with_columns(
         pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%SZ") for c, t in data.schema.items() if t == _DT
+    ).with_columns(
+        pl.col(c).cast(pl.Int64) for c in ("value", "ci_low", "ci_high", "exact") if c in data.columns and _whole(data[c])
     )
     if safe:
         frame = frame.with_columns(
@@ -168,6 +177,14 @@ def _csv(data: pl.DataFrame, *, safe: bool) -> str:
         )
     # text cells always quoted: a key such as "#x" must not read as a comment line (see above)
     return frame.write_csv(quote_style="non_numeric")
+
+
+def _whole(column: pl.Series) -> bool:
+    """Every non-null cell is a whole number that int64 holds (counts and distinct units)."""
+    values = column.drop_nulls()
+    if not values.dtype.is_float():
+        return False
+    return values.len() > 0 and bool(((values == values.round(0)) & (values.abs() < 2**62)).all())
 
 
 def _table(release: Release, *, title: str | None) -> str:

@@ -55,13 +55,29 @@ def test_arrow_and_parquet_carry_metadata():
     assert json.loads(pq.read_table(io.BytesIO(buf.getvalue())).schema.metadata[b"dplogs.privacy"])["epsilon"] == 1.0
 
 
-def test_csv_comment_header_then_readable_csv():
+def test_csv_is_plain_with_metadata_as_opt_in_header_or_sidecar(tmp_path):
     buf = io.StringIO()
     write_release(release(), "csv", buf)
+    assert not buf.getvalue().startswith("#")
+    back = pl.read_csv(io.StringIO(buf.getvalue()))  # plain read_csv works
+    assert back["bucket"].to_list() == ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"]
+    buf = io.StringIO()
+    write_release(release(), "csv", buf, csv_metadata=True)
     first, *_ = buf.getvalue().splitlines()
     assert json.loads(first.removeprefix("# privacy: "))["bias_note"] == "x"
-    back = pl.read_csv(io.StringIO(buf.getvalue()), comment_prefix="#")
-    assert back["bucket"].to_list() == ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"]
+    assert pl.read_csv(io.StringIO(buf.getvalue()), comment_prefix="#").height == back.height
+    write_release(release(), "csv", tmp_path / "out.csv")
+    assert json.loads((tmp_path / "out.csv.privacy.json").read_text())["epsilon"] == 1.0
+
+
+def test_csv_writes_whole_counts_as_integers():
+    r = Release(data=pl.DataFrame({"aggregate": ["count", "count"], "value": [333.0, -7.0], "mechanism": ["l", "l"],
+                                   "scale": [2.0, 2.0], "ci_low": [320.0, -20.0], "ci_high": [346.0, 6.0]}), privacy={})
+    text = io.StringIO()
+    write_release(r, "csv", text)
+    assert '"count",333,' in text.getvalue() and '"count",-7,' in text.getvalue()
+    back = pl.read_csv(io.StringIO(text.getvalue()))
+    assert back["value"].dtype == pl.Int64 and back["scale"].dtype == pl.Float64
 
 
 def test_bad_format_and_missing_columns():

@@ -145,7 +145,7 @@ def _hold_period_lock(store: Path, day: dt.date, seconds: float) -> subprocess.P
     spec = load_report_spec(NIGHTLY)
     start = spec.period_bounds(day)[0]
     code = ("import sys, time, datetime as dt; from pathlib import Path; from dplogs.report.run import _period_lock\n"
-            f"with _period_lock(Path({str(store)!r}), {spec.name!r}, dt.date.fromisoformat({start.isoformat()!r}), 0):\n"
+            f"with _period_lock(Path({str(store)!r}), {spec.name!r}, {start.isoformat()!r}, 0):\n"
             f"    print('locked', flush=True); time.sleep({seconds})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

@@ -103,7 +103,8 @@ def test_budget_exhaustion_keeps_the_rest_and_exits_77(sample_store, tmp_path):
     assert all(isinstance(s.error, BudgetExhausted) for s in failed)
     assert "budget left" in str(failed[0].error)
     page = render(run, "html")
-    assert page.count("Not released") == 2 and page.count("<svg") >= 2
+    assert page.count("<p class=error>Not released") == 2 and page.count("<svg") >= 2
+    assert "Not released: Distinct accounts with a failed login, per host, Windows logon failures" in page  # the summary
 
     out = tmp_path / "r.html"
     result = CliRunner().invoke(cli, ["report", str(NIGHTLY), "--store", str(store),

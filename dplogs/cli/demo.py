@@ -15,7 +15,11 @@ from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.ingest import ingest
 from dplogs.ingest.store import Store
 from dplogs.privacy.ledger import Ledger
-from dplogs.report import load_report_spec, render, run_report
+from dplogs.escape import visible
+from dplogs.report import load_report_spec
+from dplogs.report.outputs import check_out_dir, write_outputs
+from dplogs.report.run import catch_up
+from dplogs.report.summary import cell_label, summarize
 
 DEMO_EPSILON, DEMO_DELTA = 10.0, 1e-6
 
@@ -30,8 +34,9 @@ DEMO_EPSILON, DEMO_DELTA = 10.0, 1e-6
 def demo(logs: Path, store: Path, queries: Path) -> None:
     """Ingest LOGS into STORE, set a demo budget (ε=10, δ=1e-6 per month, only if the store has no
     caps yet), print the number of distinct accounts failing to log in per day as a DP release
-    (the password spray of 2024-03-12 stands out), and write the nightly report of the spray day
-    to STORE/report-2024-03-12.html.
+    (the password spray of 2024-03-12 stands out), then catch up the nightly report over the spray
+    week (2024-03-11 to 2024-03-14, ε=2 a night) into STORE/reports/ as a scheduler would, and print
+    the spray night's summary of what stands out.
 
     Releases are keyed for idempotency, so running the demo again re-emits the stored results and
     spends no budget.
@@ -56,9 +61,18 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     click.echo(f"4. released ({spent}):", err=True)
     write_release(release, "table", sys.stdout, title="Distinct accounts with a failed login, per day (DP)")
 
-    run = run_report(load_report_spec(queries / "reports" / "nightly.toml"), store, day=dt.date(2024, 3, 12))
-    out = store / "report-2024-03-12.html"
-    out.write_text(render(run, "html"))
-    click.echo(f"5. nightly report of 2024-03-12 → {out}", err=True)
-    if run.first_error is not None:
-        raise run.first_error
+    out_dir = check_out_dir(store / "reports")
+    spec = load_report_spec(queries / "reports" / "nightly.toml")
+    result = catch_up(spec, store, today=dt.date(2024, 3, 15), since=dt.date(2024, 3, 11),
+                      on_run=lambda run: write_outputs(run, out_dir))
+    click.echo(f"5. caught up {len(result.runs)} nights of {spec.name} (`dplogs report --catch-up`) → {out_dir}/",
+               err=True)
+    for run in result.runs:
+        click.echo(f"   {run.start}: {len(summarize(run).standouts)} cell(s) stand out", err=True)
+    if result.error is not None:
+        raise result.error
+    spray = next(r for r in result.runs if r.start == dt.date(2024, 3, 12))
+    click.echo(f"6. what stands out on 2024-03-12 (top of {out_dir / 'nightly-soc-2024-03-12.html'}):", err=True)
+    for x in summarize(spray).standouts:
+        click.echo(f"   - {visible(cell_label(x.cell, spray.tz))} in {visible(x.section)}: {x.aggregate} {x.value:g} "
+                   f"(joint 95% interval from {x.low:.3g}, baseline {x.baseline:g})", err=True)

@@ -14,7 +14,8 @@ Options accepted by :meth:`Engine.sql`, :meth:`Engine.query_file`, :meth:`Engine
 keyword-only; they override a query file's values): ``epsilon``, ``rho``, ``delta``, ``mechanism``,
 ``max_groups``, ``max_rows_per_group``, ``clamp={col: (lo, hi)}``, ``declared={col: [values]}``
 (declared public key lists), ``bins={col: Bins | {lo, hi, n[, scale]}}``, ``start``, ``end``,
-``bucket`` (time-bucket grain), ``top_k``/``order_by``.
+``bucket`` (time-bucket grain), ``time_zone`` (IANA zone whose days/hours the buckets follow),
+``top_k``/``order_by``.
 
 >>> import polars as pl
 >>> from dplogs.schema import conform
@@ -73,7 +74,7 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         out["bins"] = {c: v if isinstance(v, Bins) else parse_bins(v, column=c) for c, v in (out.pop("bins") or {}).items()}
     allowed = {
         "epsilon", "rho", "delta", "mechanism", "max_groups", "max_rows_per_group", "clamps", "declared",
-        "bins", "start", "end", "bucket", "top_k", "order_by", "name", "bound_share",
+        "bins", "start", "end", "bucket", "top_k", "order_by", "name", "bound_share", "time_zone",
     }
     unknown = set(out) - allowed
     if unknown:

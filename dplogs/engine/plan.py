@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
@@ -69,6 +70,21 @@ def parse_time(value: str | dt.datetime | dt.date, *, what: str = "time") -> dt.
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     return value.astimezone(dt.timezone.utc)
+
+
+def check_time_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone (``Europe/Berlin``, ``UTC``), else a QueryError.
+
+    >>> check_time_zone("Mars/Olympus")
+    Traceback (most recent call last):
+    ...
+    dplogs.errors.QueryError: unknown time zone 'Mars/Olympus'; use an IANA name such as Europe/Berlin or UTC
+    """
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise QueryError(f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin or UTC") from None
+    return name
 
 
 def coerce_value(column: str, value: Any) -> Any:
@@ -333,10 +349,18 @@ class Key:
     kind: KeyKind
     bucket: str | None = None
     values: tuple[Any, ...] | None = None
+    time_zone: str = "UTC"
+    """Time buckets start at this zone's midnights and hours (values stay UTC instants)."""
 
     def __post_init__(self) -> None:
         if (self.kind in (KeyKind.ENUM, KeyKind.DECLARED)) != (self.values is not None):
             raise QueryError(f"key {self.name}: only enumerated or declared keys carry a value list")
+
+    def _truncate(self, t: pl.Expr) -> pl.Expr:
+        if self.time_zone == "UTC":
+            return t.dt.truncate(TIME_BUCKETS[self.bucket])
+        local = t.dt.convert_time_zone(self.time_zone).dt.truncate(TIME_BUCKETS[self.bucket])
+        return local.dt.convert_time_zone("UTC")
 
     @property
     def public(self) -> bool:
@@ -344,7 +368,7 @@ class Key:
 
     def expr(self) -> pl.Expr:
         if self.kind is KeyKind.TIME:
-            return pl.col(TIMESTAMP).dt.truncate(TIME_BUCKETS[self.bucket]).alias(self.name)
+            return self._truncate(pl.col(TIMESTAMP)).alias(self.name)
         return pl.col(self.column).alias(self.name)
 
     def dtype(self) -> pl.DataType:
@@ -353,17 +377,21 @@ class Key:
     def domain(self, start: dt.datetime, end: dt.datetime) -> pl.Series:
         """Every value this public key can take in ``[start, end)``."""
         if self.kind is KeyKind.TIME:
-            first = pl.select(pl.lit(start).dt.truncate(TIME_BUCKETS[self.bucket])).item()
-            return pl.datetime_range(
-                first, end, TIME_BUCKETS[self.bucket], closed="left", eager=True, time_unit="us", time_zone="UTC"
-            ).alias(self.name)
+            first = pl.select(self._truncate(pl.lit(start))).item()
+            zone = ZoneInfo(self.time_zone)
+            local = pl.datetime_range(  # stepped in the zone: a local day of a DST change is 23 or 25 h
+                first.astimezone(zone), end.astimezone(zone), TIME_BUCKETS[self.bucket], closed="left",
+                eager=True, time_unit="us", time_zone=self.time_zone,
+            )
+            return local.dt.convert_time_zone("UTC").alias(self.name)
         if self.values is None:
             raise QueryError(f"key {self.name} is private and has no public domain")
         return pl.Series(self.name, list(self.values), dtype=self.dtype())
 
     def handling(self) -> str:
         return {
-            KeyKind.TIME: f"public: {self.bucket} buckets of the query window",
+            KeyKind.TIME: f"public: {self.bucket} buckets of the query window"
+            + ("" if self.time_zone == "UTC" else f" ({self.time_zone})"),
             KeyKind.ENUM: f"public: ECS allowed values ({len(self.values or ())})",
             KeyKind.DECLARED: f"public: declared list ({len(self.values or ())} values)",
             KeyKind.PRIVATE: "private: DP partition selection",
@@ -547,6 +575,8 @@ class Query:
     bins: dict[str, Bins] = field(default_factory=dict)
     bound_share: float | None = None
     """Share of the budget spent choosing bounds the query leaves out (default 10%)."""
+    time_zone: str = "UTC"
+    """IANA zone whose days and hours the time buckets follow (the window stays [start, end))."""
     name: str = "adhoc"
     text: str = ""
 
@@ -564,6 +594,7 @@ class Query:
             raise QueryError("a column appears twice among the group keys")
         if sum(k.column == TIMESTAMP for k in self.keys) > 1:
             raise QueryError("at most one time bucket per query")
+        check_time_zone(self.time_zone)
         for name in ("start", "end"):
             v = getattr(self, name)
             if v is not None:

@@ -248,7 +248,9 @@ def groups_per_window(keys: tuple[Key, ...], start: dt.datetime, end: dt.datetim
         if k.kind is KeyKind.PRIVATE:
             return None
         if k.kind is KeyKind.TIME:
-            groups *= min(k.domain(start, end).len(), _BUCKETS_PER_WINDOW[(k.bucket, policy)])
+            # buckets of another zone need not align with the UTC windows: one more can be cut in two
+            most = _BUCKETS_PER_WINDOW[(k.bucket, policy)] + (k.time_zone != "UTC")
+            groups *= min(k.domain(start, end).len(), most)
         else:
             groups *= len(k.values or ())
     return groups
@@ -258,7 +260,7 @@ def resolve_keys(query: Query) -> tuple[Key, ...]:
     keys = []
     for spec in query.keys:
         if spec.column == TIMESTAMP:
-            keys.append(Key(spec.output, spec.column, KeyKind.TIME, bucket=spec.bucket))
+            keys.append(Key(spec.output, spec.column, KeyKind.TIME, bucket=spec.bucket, time_zone=query.time_zone))
         elif spec.column in query.declared:
             keys.append(Key(spec.output, spec.column, KeyKind.DECLARED, values=query.declared[spec.column]))
         elif FIELDS[spec.column].allowed is not None:

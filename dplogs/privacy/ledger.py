@@ -779,6 +779,15 @@ class Ledger:
             args.append(limit)
         return [_entry(r) for r in self._read(sql, args)]
 
+    def committed_keys(self, prefix: str) -> list[str]:
+        """Idempotency keys starting with ``prefix`` whose release is committed, sorted (how a
+        scheduled report finds the periods it already released)."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._read(
+            "SELECT DISTINCT idempotency_key FROM entries WHERE status = 'committed' "
+            "AND idempotency_key LIKE ? ESCAPE '\\' ORDER BY idempotency_key", (pattern,))
+        return [r[0] for r in rows if r[0].startswith(prefix)]  # LIKE ignores ASCII case
+
     def verify(self) -> VerifyReport:
         """Recompute the hash chain and seals; compare with the head hash and count in ``meta``;
         check the caps hash and (format 2) the state seal the per-release check relies on."""

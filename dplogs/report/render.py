@@ -1,7 +1,11 @@
 """Render a :class:`~dplogs.report.run.ReportRun` as HTML (inline SVG charts), Markdown or JSON.
 
-Renderers see only releases: noisy values, their 95% intervals and the privacy metadata. Every
-format states the privacy model and, per section, ε/δ/ρ, mechanism, noise scale and bias note.
+Renderers see only releases: noisy values, their 95% intervals and the privacy metadata, plus
+public facts (the period, its zone, the budget windows' caps and spend). Every format opens with
+what stands out (:mod:`dplogs.report.summary`), states the privacy model and, per section, ε/δ/ρ,
+mechanism, noise scale and bias note. Times are shown in the report's zone; JSON writes them as
+ISO 8601 with that zone's offset, and validates against ``report.schema.json`` (shipped with the
+package, :data:`SCHEMA_PATH`).
 
 Released keys are log text an attacker may choose, so every text reaches its format inert: control
 characters as visible escapes (:func:`dplogs.escape.visible`), HTML-escaped in HTML, HTML-escaped
@@ -14,15 +18,20 @@ import datetime as dt
 import html
 import json
 import math
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from dplogs.engine.release import CELL_COLUMNS
 from dplogs.escape import markdown_text, visible
 from dplogs.report.run import ReportRun, SectionResult
+from dplogs.report.summary import Summary, cell_label, local_time, summarize
 
 FORMATS = ("html", "md", "json")
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+SCHEMA_ID = "https://dplogs.invalid/report.schema.json"
 _PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2")
 
 
@@ -51,37 +60,124 @@ def _loss_text(privacy: dict[str, Any]) -> str:
 
 
 def _as_dict(run: ReportRun) -> dict[str, Any]:
+    summary = summarize(run)
     return {
+        "$schema": SCHEMA_ID,
         "report": run.spec.name, "title": run.spec.title,
-        "period": {"start": run.start.isoformat(), "end": run.end.isoformat()},
+        "period": {"start": run.start.isoformat(), "end": run.end.isoformat(), "tz": run.tz,
+                   "utc_start": _iso(run.utc_start, "UTC"), "utc_end": _iso(run.utc_end, "UTC")},
         "privacy_model": privacy_statement(run),
+        "summary": {
+            "standouts": [
+                {"section": x.section, "cell": {k: _json_value(v, run.tz) for k, v in x.cell.items()},
+                 "aggregate": x.aggregate, "value": x.value, "joint_ci_low": x.low, "baseline": x.baseline,
+                 "factor": x.factor}
+                for x in summary.standouts
+            ],
+            "anomaly_sections": list(summary.anomaly_sections),
+            "not_released": list(summary.not_released),
+            "spent": {"epsilon": summary.epsilon, "delta": summary.delta},
+            "budget_windows": [
+                {"window": b.window, "cap": None if b.caps is None else {"epsilon": b.caps.epsilon, "delta": b.caps.delta},
+                 "spent": {"epsilon": _num(b.spent.epsilon), "delta": b.spent.delta},
+                 "left": {"epsilon": b.remaining.epsilon, "delta": b.remaining.delta}}
+                for b in run.budgets
+            ],
+            "straddles_budget_windows": summary.straddles,
+            "coverage": {"state": run.coverage.state, "note": run.coverage.note},
+        },
         "sections": [
             {"title": s.section.title, "query": s.section.query.stem, **(
-                s.release.to_dict() if s.release else {"error": str(s.error), "exit_code": s.error.exit_code}
+                {"data": [{k: _json_value(v, run.tz) for k, v in row.items()} for row in s.release.data.to_dicts()],
+                 "privacy": s.release.privacy}
+                if s.release else {"error": str(s.error), "exit_code": s.error.exit_code}
             )}
             for s in run.sections
         ],
     }
 
 
+def _num(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _iso(v: dt.datetime | None, tz: str) -> str | None:
+    return None if v is None else v.astimezone(ZoneInfo(tz)).isoformat()
+
+
+def _json_value(v: Any, tz: str) -> Any:
+    if isinstance(v, dt.datetime):
+        return _iso(v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc), tz)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def _key_columns(data: pl.DataFrame) -> list[str]:
     return [c for c in data.columns if c not in CELL_COLUMNS]
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, tz: str = "UTC") -> str:
     if v is None:
         return ""
     if isinstance(v, dt.datetime):
-        return v.strftime("%Y-%m-%d %H:%M") if (v.hour or v.minute) else v.strftime("%Y-%m-%d")
+        return local_time(v, tz)
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
     return visible(str(v))
 
 
+def _period_text(run: ReportRun) -> str:
+    utc = "" if run.tz == "UTC" or run.utc_start is None else (
+        f" = {_iso(run.utc_start, 'UTC')} to {_iso(run.utc_end, 'UTC')}")
+    return f"{run.start} to {run.end} (end exclusive), time zone {run.tz}{utc}"
+
+
+def _standout_text(x: Any, tz: str) -> str:
+    base = f"baseline {_fmt(x.baseline)}" + (f", ×{x.factor:.3g}" if x.factor is not None else "")
+    return (f"{x.section} — {cell_label(x.cell, tz)}: {x.aggregate} {_fmt(x.value)} "
+            f"(joint 95% interval from {_fmt(x.low)}; {base})")
+
+
+def _summary_lines(run: ReportRun, summary: Summary) -> tuple[str, list[str], list[str]]:
+    """The summary as (headline, items, notes) of plain text, escaped by each format."""
+    if run.coverage.state == "no-data":
+        headline = "No data for this period: the store holds no logs for it."
+    elif summary.standouts:
+        headline = f"{len(summary.standouts)} released cell(s) stand out above their section's baseline:"
+    else:
+        headline = "Nothing stands out: no released cell's joint 95% interval lies above its section's baseline."
+    items = [_standout_text(x, run.tz) for x in summary.standouts]
+    notes = []
+    for title in summary.anomaly_sections:
+        hits = sum(x.section == title for x in summary.standouts)
+        notes.append(f"Anomaly section {title!r}: " + (f"{hits} cell(s) with anomalies above zero (listed above)."
+                                                      if hits else "no cell with anomalies clearly above zero."))
+    if summary.not_released:
+        notes.append("Not released: " + ", ".join(summary.not_released) + " (see the sections below).")
+    notes.append(f"This report's releases spent ε={summary.epsilon:g}, δ={summary.delta:g} "
+                 "(a rerun replays them and spends nothing).")
+    for b in run.budgets:
+        cap = "no cap set" if b.caps is None else f"cap ε={b.caps.epsilon:g}, δ={b.caps.delta:g}"
+        notes.append(f"Budget window {b.window}: spent ε={b.spent.epsilon:g}, δ={b.spent.delta:g} ({cap}); "
+                     f"left ε={b.remaining.epsilon:g}, δ={b.remaining.delta:g}.")
+    if summary.straddles:
+        notes.append(f"This period's local days straddle {len(run.budgets)} budget windows "
+                     f"({', '.join(b.window for b in run.budgets)}): every section was charged to each.")
+    if run.coverage.state != "covered" and run.coverage.note:
+        notes.append(f"Coverage: {run.coverage.note}.")
+    return headline, items, notes
+
+
 def _markdown(run: ReportRun) -> str:
     md = markdown_text
-    out = [f"# {md(run.spec.title)}", "", f"Period: {run.start} to {run.end} (end exclusive).", "",
-           f"> {md(privacy_statement(run))}", ""]
+    tz = run.tz
+    headline, items, notes = _summary_lines(run, summarize(run))
+    out = [f"# {md(run.spec.title)}", "", f"Period: {md(_period_text(run))}.", "",
+           "## What stands out", "", f"**{md(headline)}**", ""]
+    out += [f"- {md(i)}" for i in items] + ([""] if items else [])
+    out += [f"- {md(n)}" for n in notes] + [""]
+    out += [f"> {md(privacy_statement(run))}", ""]
     for s in run.sections:
         out += [f"## {md(s.section.title)}", ""]
         if s.release is None:
@@ -94,7 +190,7 @@ def _markdown(run: ReportRun) -> str:
         out.append("| " + " | ".join(md(c) for c in cols) + " |")
         out.append("|" + "---|" * len(cols))
         for row in data.select(cols).iter_rows():
-            out.append("| " + " | ".join(md(_fmt(v)) for v in row) + " |")
+            out.append("| " + " | ".join(md(_fmt(v, tz)) for v in row) + " |")
         if p.get("bias_note"):
             out += ["", f"_Bias: {md(p['bias_note'])}_"]
         out.append("")
@@ -102,16 +198,21 @@ def _markdown(run: ReportRun) -> str:
 
 
 def _html(run: ReportRun) -> str:
-    body = [f"<h1>{html.escape(run.spec.title)}</h1>",
-            f"<p class=period>Period {run.start} to {run.end} (end exclusive) · report "
-            f"<code>{html.escape(run.spec.name)}</code></p>",
-            f"<p class=privacy>{html.escape(privacy_statement(run))}</p>"]
+    esc = html.escape
+    headline, items, notes = _summary_lines(run, summarize(run))
+    summary = (f"<section class=summary><h2>What stands out</h2><p class=headline>{esc(visible(headline))}</p>"
+               + ("<ul>" + "".join(f"<li>{esc(visible(i))}</li>" for i in items) + "</ul>" if items else "")
+               + "<ul class=notes>" + "".join(f"<li>{esc(visible(n))}</li>" for n in notes) + "</ul></section>")
+    body = [f"<h1>{esc(run.spec.title)}</h1>",
+            f"<p class=period>Period {esc(_period_text(run))} · report "
+            f"<code>{esc(run.spec.name)}</code></p>", summary,
+            f"<p class=privacy>{esc(privacy_statement(run))}</p>"]
     for s in run.sections:
-        body.append(_html_section(s))
-    return _PAGE.replace("{title}", html.escape(run.spec.title)).replace("{body}", "\n".join(body))
+        body.append(_html_section(s, run.tz))
+    return _PAGE.replace("{title}", esc(run.spec.title)).replace("{body}", "\n".join(body))
 
 
-def _html_section(s: SectionResult) -> str:
+def _html_section(s: SectionResult, tz: str) -> str:
     head = f"<section><h2>{html.escape(s.section.title)}</h2>"
     if s.release is None:
         return head + f"<p class=error>Not released: {html.escape(visible(str(s.error)))}</p></section>"
@@ -123,32 +224,35 @@ def _html_section(s: SectionResult) -> str:
     chart = ""
     if s.section.chart != "table" and data.height and len([k for k in keys if k not in ("bin_hi",)]) == 1:
         chart = "".join(
-            _svg(data.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg)
+            _svg(data.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg, tz)
             for agg in data["aggregate"].unique(maintain_order=True)
         )
     bias = f"<p class=bias>Bias: {html.escape(p['bias_note'])}</p>" if p.get("bias_note") else ""
-    return head + meta + chart + _html_table(data, keys) + bias + "</section>"
+    return head + meta + chart + _html_table(data, keys, tz) + bias + "</section>"
 
 
-def _html_table(data: pl.DataFrame, keys: list[str]) -> str:
+def _html_table(data: pl.DataFrame, keys: list[str], tz: str) -> str:
     cols = keys + ["aggregate", "value", "ci_low", "ci_high", "scale"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v, tz))}</td>" for v in row) + "</tr>"
         for row in data.select(cols).head(200).iter_rows()
     )
     more = f"<p class=meta>{data.height - 200} more rows in the JSON output.</p>" if data.height > 200 else ""
     return f"<details><summary>{data.height} released cells</summary><table><tr>{head}</tr>{rows}</table>{more}</details>"
 
 
-def _x_labels(values: list[Any]) -> list[str]:
-    """Short x labels: times of day when all points share a date, dates when all are midnight."""
+def _x_labels(values: list[Any], tz: str) -> list[str]:
+    """Short x labels in the report's zone: times of day when all points share a date, dates when
+    all are midnight."""
     if values and all(isinstance(v, dt.datetime) for v in values):
-        if len({v.date() for v in values}) == 1:
-            return [v.strftime("%H:%M") for v in values]
-        if all(v.hour == 0 and v.minute == 0 for v in values):
-            return [v.strftime("%m-%d") for v in values]
-        return [v.strftime("%m-%d %H:%M") for v in values]
+        zone = ZoneInfo(tz)
+        local = [(v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)).astimezone(zone) for v in values]
+        if len({v.date() for v in local}) == 1:
+            return [v.strftime("%H:%M") for v in local]
+        if all(v.hour == 0 and v.minute == 0 for v in local):
+            return [v.strftime("%m-%d") for v in local]
+        return [v.strftime("%m-%d %H:%M") for v in local]
     return [_fmt(v) for v in values]
 
 
@@ -161,10 +265,10 @@ def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
     return [first + i * step for i in range(int(math.ceil((hi - first) / step)) + 1)]
 
 
-def _svg(data: pl.DataFrame, x: str, kind: str, label: str) -> str:
-    """A line (with a CI band) or bar (with CI whiskers) chart of one aggregate."""
+def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
+    """A line (with a CI band) or bar (with CI whiskers) chart of one aggregate; time axes in ``tz``."""
     w, h, left, bottom, top = 760, 230, 56, 36, 18
-    xs = _x_labels(data[x].to_list())
+    xs = _x_labels(data[x].to_list(), tz)
     val = [float(v) if v is not None else 0.0 for v in data["value"].to_list()]
     lo = [float(v) if v is not None else y for v, y in zip(data["ci_low"].to_list(), val)]
     hi = [float(v) if v is not None else y for v, y in zip(data["ci_high"].to_list(), val)]
@@ -198,7 +302,8 @@ def _svg(data: pl.DataFrame, x: str, kind: str, label: str) -> str:
     step = max(1, n // 8)  # at most ~8 x labels
     for i in range(0, n, step):
         parts.append(f'<text x="{sx(i):.1f}" y="{h - bottom + 16}" class=xtick>{html.escape(xs[i][:16])}</text>')
-    parts.append(f'<text x="{left}" y="12" class=label>{html.escape(label)} (noisy value; shaded/whiskers: 95% interval)</text></svg>')
+    axis = "" if tz == "UTC" or not (data.height and isinstance(data[x][0], dt.datetime)) else f", times {tz}"
+    parts.append(f'<text x="{left}" y="12" class=label>{html.escape(label)} (noisy value; shaded/whiskers: 95% interval{html.escape(axis)})</text></svg>')
     return "".join(parts)
 
 
@@ -209,6 +314,8 @@ body{font:14px/1.45 system-ui,sans-serif;max-width:860px;margin:2em auto;color:#
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #e5e7eb}
 .period,.meta{color:#4b5563;font-size:.9em} .privacy{background:#eff6ff;border-left:4px solid #2563eb;padding:.6em .9em}
 .bias{color:#6b7280;font-size:.85em} .error{color:#b91c1c}
+.summary{background:#fffbeb;border-left:4px solid #d97706;padding:.2em .9em} .summary h2{margin-top:.4em;border:0}
+.headline{font-weight:600} .notes{color:#4b5563;font-size:.9em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{border:1px solid #e5e7eb;padding:2px 8px;text-align:right}
 svg text{font-size:11px;fill:#374151} .ytick{text-anchor:end} .xtick{text-anchor:middle} .label{font-weight:600}
 .grid{stroke:#f3f4f6} .zero{stroke:#9ca3af} .ci{stroke:#111827;stroke-width:1}

@@ -1,8 +1,10 @@
-"""Run a report: release each section for one period, idempotently.
+"""Run a report: release each section for one period, idempotently; catch up on missed periods.
 
-Every section is released with the idempotency key ``report:<name>:<period start>:<section>``, so
-running the same report for the same period again (a retried cron job, a re-render) returns the
-stored releases from the ledger and spends nothing. A section that cannot be released (budget
+Every section is released with the idempotency key ``report:<name>:<period>:<section>`` (the
+period is its start date, followed by ``@<zone>`` unless the report's zone is UTC), so running the
+same report for the same period again (a retried cron job, a re-render) returns the stored
+releases from the ledger and spends nothing. A catch-up reads those keys back from the ledger to
+find the newest period released and releases every period after it, oldest first. A section that cannot be released (budget
 exhausted, a bad query) is kept in the result with its error, so the rest of the report still
 renders and the caller can exit with that error's code.
 
@@ -21,14 +23,18 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dplogs.engine.api import Engine
 from dplogs.engine.release import Release
 from dplogs.errors import ConcurrentRun, DplogsError, LedgerError, LedgerIOError
 from dplogs.report.spec import ReportSpec, Section
+
+if TYPE_CHECKING:
+    from dplogs.privacy.ledger import WindowBudget
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,29 @@ class SectionResult:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """Public: whether the store holds logs for a period: ``covered``, ``no-data`` or ``unknown``,
+    and a sentence for the reader."""
+
+    state: str
+    note: str
+
+
+def period_coverage(store: Path, start: dt.datetime, end: dt.datetime) -> Coverage:
+    """Whether ``store`` holds logs for ``[start, end)``, from public store metadata only.
+
+    The one place a report asks; swap it for the engine's coverage metadata once that exists.
+    Today docs/privacy.md declares no such metadata public: which days have events depends on the
+    data (one unit's events can be a day's only ones), so this cannot say and answers ``unknown``.
+    """
+    return Coverage("unknown", "dplogs cannot yet tell from public store metadata whether logs for this "
+                               "period were ingested: an all-quiet report may also mean missing logs")
+
+
+@dataclass(frozen=True)
 class ReportRun:
-    """Public: everything a renderer needs; holds only releases, never raw data."""
+    """Public: everything a renderer needs; holds only releases and public facts (the period, the
+    zone, the budget windows with their caps and spend), never raw data."""
 
     spec: ReportSpec
     start: dt.date
@@ -50,10 +77,22 @@ class ReportRun:
     privacy_unit: str
     budget_window: str
     sections: tuple[SectionResult, ...]
+    utc_start: dt.datetime | None = None
+    utc_end: dt.datetime | None = None
+    budgets: tuple[WindowBudget, ...] = ()
+    coverage: Coverage = Coverage("unknown", "")
 
     @property
     def first_error(self) -> DplogsError | None:
         return next((s.error for s in self.sections if s.error is not None), None)
+
+    @property
+    def tz(self) -> str:
+        return self.spec.tz
+
+    @property
+    def complete(self) -> bool:
+        return all(s.release is not None for s in self.sections)
 
 
 DEFAULT_WAIT_S = 60.0
@@ -62,34 +101,112 @@ DEFAULT_WAIT_S = 60.0
 def run_report(
     spec: ReportSpec, store: str | os.PathLike[str], *, day: dt.date, wait: float = DEFAULT_WAIT_S,
 ) -> ReportRun:
-    """Release every section of ``spec`` for the period containing ``day``. While another run
-    of the same report and period holds its lock, wait up to ``wait`` seconds, then raise
+    """Release every section of ``spec`` for the period containing ``day`` (local to
+    ``spec.tz``). Every section is planned first, so a bad query charges nothing. While another
+    run of the same report and period holds its lock, wait up to ``wait`` seconds, then raise
     :class:`ConcurrentRun`."""
     engine = Engine.open(store)
     start, end = spec.period_bounds(day)
+    utc_start, utc_end = spec.utc_range(day)
+    window = {"start": utc_start.isoformat(), "end": utc_end.isoformat(), "time_zone": spec.tz}
+    prepared = [
+        (engine if s.model is None else engine.over_anomalies(s.model, threshold=s.threshold))
+        .query_file(s.query, **window, **s.options)
+        for s in spec.sections
+    ]
     results = []
-    with _period_lock(Path(store), spec.name, start, wait):
-        for index, section in enumerate(spec.sections):
-            key = f"report:{spec.name}:{start.isoformat()}:{index}:{section.query.stem}"
+    with _period_lock(Path(store), spec.name, spec.period_token(start), wait):
+        for index, (section, query) in enumerate(zip(spec.sections, prepared)):
             try:
-                prepared = engine.query_file(section.query, start=start.isoformat(), end=end.isoformat(),
-                                             **section.options)
-                results.append(SectionResult(section, prepared.release(caller="report", idempotency_key=key)))
+                release = query.release(caller="report", idempotency_key=spec.section_key(start, index))
+                results.append(SectionResult(section, release))
             except DplogsError as exc:
                 results.append(SectionResult(section, None, exc))
+    budgets = tuple(engine.ledger.budget(w) for w in prepared[0].plan.budget_windows)
     return ReportRun(
-        spec=spec, start=start, end=end, privacy_unit=engine.privacy_unit,
-        budget_window=engine.budget_window, sections=tuple(results),
+        spec=spec, start=start, end=end, privacy_unit=engine.privacy_unit, budget_window=engine.budget_window,
+        sections=tuple(results), utc_start=utc_start, utc_end=utc_end, budgets=budgets,
+        coverage=period_coverage(Path(store), utc_start, utc_end),
     )
 
 
+@dataclass(frozen=True)
+class CatchUp:
+    """Public: the periods a catch-up ran (oldest first), the ones it left, and why it stopped."""
+
+    runs: tuple[ReportRun, ...]
+    left: tuple[dt.date, ...]
+    error: DplogsError | None = None
+
+
+def released_periods(spec: ReportSpec, store: str | os.PathLike[str]) -> dict[dt.date, int]:
+    """Per period start (in ``spec.tz``), how many of the spec's sections the ledger holds as
+    committed releases: read through the ledger's keys, never the ledger file itself."""
+    ledger = Engine.open(store).ledger
+    prefix = f"report:{spec.name}:"
+    wanted = {spec.section_id(i) for i in range(len(spec.sections))}
+    counts: dict[dt.date, int] = {}
+    for key in ledger.committed_keys(prefix):
+        token, _, section = key[len(prefix):].partition(":")
+        try:
+            start = dt.date.fromisoformat(token[:10])
+        except ValueError:
+            continue
+        if spec.period_token(start) == token and section in wanted:
+            counts[start] = counts.get(start, 0) + 1
+    return counts
+
+
+def catch_up_periods(
+    spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date,
+    since: dt.date | None = None, until: dt.date | None = None,
+) -> list[dt.date]:
+    """Start days of the periods a catch-up releases, oldest first: from the period containing
+    ``since`` (default: the oldest period after the newest one fully released, or the newest one
+    itself if some of its sections are missing; with no history, only the last ended period) to the
+    last period that has ended by ``today`` (local), and none starting after ``until``."""
+    last = spec.last_complete_period(today)
+    if until is not None:
+        last = min(last, spec.period_bounds(until)[0])
+    if since is None:
+        done = released_periods(spec, store)
+        if not done:
+            return [last]
+        newest = max(done)
+        since = newest if done[newest] < len(spec.sections) else spec.period_bounds(newest)[1]
+    return spec.periods(since, last) if spec.period_bounds(since)[0] <= last else []
+
+
+def catch_up(
+    spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date, since: dt.date | None = None,
+    until: dt.date | None = None, wait: float = DEFAULT_WAIT_S,
+    on_run: Callable[[ReportRun], None] = lambda run: None,
+) -> CatchUp:
+    """Release every period :func:`catch_up_periods` names, oldest first, each under its own
+    idempotency keys (a period already released replays and spends nothing). ``on_run`` gets each
+    period's run as soon as it is done (to write its outputs). Stops at the first period that is
+    not fully released (budget exhausted, a concurrent run): the rest are returned as ``left``."""
+    periods = catch_up_periods(spec, store, today=today, since=since, until=until)
+    runs: list[ReportRun] = []
+    for i, start in enumerate(periods):
+        try:
+            run = run_report(spec, store, day=start, wait=wait)
+        except ConcurrentRun as exc:
+            return CatchUp(tuple(runs), tuple(periods[i:]), exc)
+        runs.append(run)
+        on_run(run)
+        if run.first_error is not None:
+            return CatchUp(tuple(runs), tuple(periods[i:]), run.first_error)
+    return CatchUp(tuple(runs), ())
+
+
 @contextlib.contextmanager
-def _period_lock(store: Path, name: str, start: dt.date, wait: float) -> Iterator[None]:
+def _period_lock(store: Path, name: str, period: str, wait: float) -> Iterator[None]:
     """Hold ``STORE/locks/report-<hash of name and period>.lock`` exclusively (``flock``: the
     kernel frees it when a run dies). Neither the directory nor the file is followed if it is a
     symbolic link."""
     locks = store / "locks"
-    digest = hashlib.sha256(f"{name}\n{start.isoformat()}".encode()).hexdigest()[:24]
+    digest = hashlib.sha256(f"{name}\n{period}".encode()).hexdigest()[:24]
     try:
         with contextlib.suppress(FileExistsError):
             locks.mkdir(mode=0o700)
@@ -112,7 +229,7 @@ def _period_lock(store: Path, name: str, start: dt.date, wait: float) -> Iterato
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise ConcurrentRun(
-                        f"another run of report {name!r} for the period starting {start} is still going in "
+                        f"another run of report {name!r} for the period starting {period} is still going in "
                         f"{store} (waited {wait:g} s); nothing was charged by this run — retry later and it will "
                         "replay what that run released"
                     ) from None

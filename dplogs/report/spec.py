@@ -5,29 +5,42 @@ A spec is a TOML file (the shipped one is ``queries/reports/nightly.toml``)::
     name = "nightly-soc"
     title = "Nightly SOC privacy-preserving summary"
     period = "day"                      # day | week | month: the span one run covers
+    tz = "Europe/Berlin"                # whose days (and hours) those are; default UTC
 
     [[section]]
     query = "../failed_logins_per_hour.toml"   # relative to the spec file
     chart = "line"                      # line | bar | table
     title = "Failed logins per hour"
 
+    [[section]]                         # an anomaly section: the query runs over the
+    query = "../anomalous_per_hour.toml"  # unit-windows a trained detector flags
+    model = "model.json"
+    threshold = 0.8
+
 Each section is released with the run's period as its query window, so the spec carries no
-dates; privacy options of a section (``epsilon = 0.5``…) override its query file's.
+dates; privacy options of a section (``epsilon = 0.5``…) override its query file's. A period is a
+run of local days of ``tz``: its query window is the UTC instants of its first and last local
+midnights (23 or 25 hours for a day of a DST change), and time buckets follow the zone too.
 
 >>> spec = ReportSpec(name="r", title="R", period="day",
 ...                   sections=(Section(query=Path("q.toml"), chart="bar", title="Q"),))
 >>> spec.period_bounds(dt.date(2026, 11, 21))
 (datetime.date(2026, 11, 21), datetime.date(2026, 11, 22))
+>>> berlin = replace(spec, tz="Europe/Berlin")
+>>> [t.isoformat() for t in berlin.utc_range(dt.date(2026, 3, 29))]
+['2026-03-28T23:00:00+00:00', '2026-03-29T22:00:00+00:00']
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from dplogs.engine.plan import check_time_zone
 from dplogs.engine.queryfile import read_toml
 from dplogs.errors import QueryError
 
@@ -44,8 +57,13 @@ class Section:
     chart: str = "table"
     title: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    model: Path | None = None
+    """A trained detector (``dplogs train``): the query then runs over the unit-windows it flags."""
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
+        if (self.model is None) != (self.threshold is None):
+            raise QueryError("an anomaly section needs both `model = \"model.json\"` and `threshold = 0.8`")
         if self.chart not in CHARTS:
             raise QueryError(f"chart must be one of {', '.join(CHARTS)}, got {self.chart!r}")
         unknown = set(self.options) - set(_OPTION_KEYS)
@@ -61,8 +79,10 @@ class ReportSpec:
     title: str
     period: str
     sections: tuple[Section, ...]
+    tz: str = "UTC"
 
     def __post_init__(self) -> None:
+        check_time_zone(self.tz)
         if not self.name or any(c in self.name for c in ":/ "):
             raise QueryError(f"report name must be non-empty without ':', '/' or spaces, got {self.name!r}")
         if self.period not in PERIODS:
@@ -80,6 +100,44 @@ class ReportSpec:
         start = day.replace(day=1)
         return start, (start + dt.timedelta(days=32)).replace(day=1)
 
+    def utc_range(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """[start, end) of the period containing ``day`` as UTC instants: its first local midnight
+        in ``tz`` and the one after its last day (a midnight a DST gap skips maps to the gap's end)."""
+        zone = ZoneInfo(self.tz)
+        return tuple(  # type: ignore[return-value]
+            dt.datetime.combine(d, dt.time(), tzinfo=zone).astimezone(dt.timezone.utc)
+            for d in self.period_bounds(day)
+        )
+
+    def period_token(self, start: dt.date) -> str:
+        """The period part of an idempotency key: the start date, with the zone unless UTC (a
+        Berlin day and a UTC day are different releases)."""
+        return start.isoformat() if self.tz == "UTC" else f"{start.isoformat()}@{self.tz}"
+
+    def section_id(self, index: int) -> str:
+        return f"{index}:{self.sections[index].query.stem}"
+
+    def section_key(self, start: dt.date, index: int) -> str:
+        """``report:<name>:<period>:<index>:<query stem>``: the idempotency key of one section."""
+        return f"report:{self.name}:{self.period_token(start)}:{self.section_id(index)}"
+
+    def periods(self, first: dt.date, last: dt.date) -> list[dt.date]:
+        """Start days of every period from the one containing ``first`` to the one containing
+        ``last``, oldest first."""
+        out, start = [], self.period_bounds(first)[0]
+        while start <= last:
+            out.append(start)
+            start = self.period_bounds(start)[1]
+        return out
+
+    def last_complete_period(self, today: dt.date) -> dt.date:
+        """Start of the newest period that has ended by ``today`` (a local date): yesterday for a
+        daily report, last week or last month otherwise."""
+        return self.period_bounds(self.period_bounds(today)[0] - dt.timedelta(days=1))[0]
+
+    def with_tz(self, tz: str | None) -> ReportSpec:
+        return self if tz is None else replace(self, tz=tz)
+
 
 def load_report_spec(path: str | os.PathLike[str]) -> ReportSpec:
     """Read a report spec; query paths are resolved relative to the spec file."""
@@ -93,8 +151,10 @@ def load_report_spec(path: str | os.PathLike[str]) -> ReportSpec:
         query = (p.parent / raw.pop("query")).resolve()
         chart = raw.pop("chart", "table")
         title = raw.pop("title", query.stem.replace("_", " "))
-        sections.append(Section(query=query, chart=chart, title=title, options=raw))
+        model = (p.parent / raw.pop("model")).resolve() if "model" in raw else None
+        threshold = raw.pop("threshold", None)
+        sections.append(Section(query=query, chart=chart, title=title, options=raw, model=model, threshold=threshold))
     return ReportSpec(
         name=str(doc.get("name", p.stem)), title=str(doc.get("title", p.stem)),
-        period=str(doc.get("period", "day")), sections=tuple(sections),
+        period=str(doc.get("period", "day")), sections=tuple(sections), tz=str(doc.get("tz", "UTC")),
     )

@@ -106,7 +106,8 @@ def test_budget_exhaustion_keeps_the_rest_and_exits_77(sample_store, tmp_path):
     assert all(isinstance(s.error, BudgetExhausted) for s in failed)
     assert "budget left" in str(failed[0].error)
     page = render(run, "html")
-    assert page.count("Not released") == 2 and page.count("<svg") >= 2
+    assert page.count("<p class=error>Not released") == 2 and page.count("<svg") >= 2
+    assert "Not released: Distinct accounts with a failed login, per host, Windows logon failures" in page  # the summary
 
     out = tmp_path / "r.html"
     result = CliRunner().invoke(cli, ["report", str(NIGHTLY), "--store", str(store),
@@ -148,7 +149,7 @@ def _hold_period_lock(store: Path, day: dt.date, seconds: float) -> subprocess.P
     spec = load_report_spec(NIGHTLY)
     start = spec.period_bounds(day)[0]
     code = ("import sys, time, datetime as dt; from pathlib import Path; from dplogs.report.run import _period_lock\n"
-            f"with _period_lock(Path({str(store)!r}), {spec.name!r}, dt.date.fromisoformat({start.isoformat()!r}), 0):\n"
+            f"with _period_lock(Path({str(store)!r}), {spec.name!r}, {start.isoformat()!r}, 0):\n"
             f"    print('locked', flush=True); time.sleep({seconds})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

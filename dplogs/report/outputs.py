@@ -1,0 +1,86 @@
+"""Report files for unattended runs: written whole or not at all, plus ``latest`` pointers.
+
+``--out-dir DIR`` gets ``NAME-PERIOD.html``, ``.md`` and ``.json`` for each period (PERIOD is its
+first local day). Each file is written to a hidden temporary file in DIR, flushed to disk and
+renamed over the target (``os.replace`` is atomic within a directory), so a reader sees the old
+file or the new one, never half of one. ``NAME-latest.html`` (``.md``, ``.json``) are symbolic
+links to the newest period written, swapped the same way (a new link renamed over the old one).
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> write_atomic(d / "a.txt", "hello")
+>>> (d / "a.txt").read_text(), sorted(p.name for p in d.iterdir())
+('hello', ['a.txt'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from dplogs.errors import StoreWriteError, UsageError
+from dplogs.report.render import FORMATS, render
+from dplogs.report.run import ReportRun
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` if needed and check it is a writable directory, before anything is
+    released (a bad --out-dir charges nothing)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out-dir {out_dir} ({exc.strerror})") from None
+    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--out-dir {out_dir} is not a writable directory")
+    return out_dir
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StoreWriteError(f"cannot write {path} ({exc.strerror}); the releases are in the ledger: "
+                              "rerun the same command to write the report again (it spends nothing)") from None
+
+
+def _link_atomic(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def period_stem(run: ReportRun) -> str:
+    return f"{run.spec.name}-{run.start.isoformat()}"
+
+
+def write_outputs(run: ReportRun, out_dir: Path, *, update_latest: bool = True) -> list[Path]:
+    """Write the run in every format to ``out_dir``; point ``NAME-latest.*`` at it unless a newer
+    period is already there (a catch-up of old periods never moves ``latest`` back)."""
+    paths = []
+    for fmt in FORMATS:
+        path = out_dir / f"{period_stem(run)}.{fmt}"
+        write_atomic(path, render(run, fmt))
+        paths.append(path)
+    if update_latest and run.complete:  # a reader of latest gets a whole report
+        for path, fmt in zip(paths, FORMATS):
+            link = out_dir / f"{run.spec.name}-latest.{fmt}"
+            current = os.readlink(link) if link.is_symlink() else ""
+            if current <= path.name:  # names differ only in the ISO date: text order is time order
+                try:
+                    _link_atomic(link, path.name)
+                except OSError as exc:
+                    raise StoreWriteError(f"cannot update {link} ({exc.strerror})") from None
+    return paths

@@ -1,0 +1,106 @@
+"""What stands out: released values only; the spray day shows, a quiet day does not."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from dplogs.detect.features import FEATURE_NAMES
+from dplogs.detect.kmeans import KMeansModel
+from dplogs.detect.model import ModelCard, model_to_json, save_model
+from dplogs.privacy.ledger import Ledger
+from dplogs.privacy.testing import exact_mode
+from dplogs.report import load_report_spec, render, run_report
+from dplogs.report import run as run_module
+from dplogs.report.run import Coverage
+from dplogs.report.summary import summarize
+from tests.report.conftest import NIGHTLY, REPO
+
+SPRAY, QUIET = dt.date(2024, 3, 12), dt.date(2024, 3, 6)
+
+
+def test_the_planted_spray_stands_out_under_noise(new_store):
+    run = run_report(load_report_spec(NIGHTLY), new_store(), day=SPRAY)
+    hits = [x for x in summarize(run).standouts if x.section == "Failed logins per hour"]
+    assert dt.datetime(2024, 3, 12, 2, tzinfo=dt.timezone.utc) in [x.cell["hour"] for x in hits]
+    spray = next(x for x in hits if x.cell["hour"].hour == 2)
+    assert spray.low > max(spray.baseline, 0) and (spray.factor is None or spray.factor > 5)
+    md = render(run, "md")
+    assert md.index("## What stands out") < md.index("## Failed logins per hour")
+    assert "Failed logins per hour — 2024-03-12 02:00: failures" in md
+
+
+@pytest.mark.parametrize("day, spray", [(SPRAY, True), (QUIET, False), (dt.date(2024, 3, 10), False)])
+def test_the_rule_on_the_true_values(new_store, day, spray):
+    """With noise off (exact mode) the rule sees the data's own shape: only the spray hour clears
+    its joint interval; quiet days, with their ordinary office-hours failures, show nothing."""
+    with exact_mode():
+        run = run_report(load_report_spec(NIGHTLY), new_store(), day=day)
+    found = [(x.section, x.cell) for x in summarize(run).standouts]
+    if spray:
+        assert ("Failed logins per hour", {"hour": dt.datetime(2024, 3, 12, 2, tzinfo=dt.timezone.utc)}) in found
+    else:
+        assert found == []
+        assert "Nothing stands out" in render(run, "md")
+
+
+def test_summary_reports_spend_and_budget_left_per_window(new_store):
+    store = new_store(epsilon=9)
+    spec = load_report_spec(NIGHTLY)
+    run_report(spec, store, day=QUIET)
+    run = run_report(spec, store, day=SPRAY)
+    s = summarize(run)
+    assert s.epsilon == pytest.approx(2.0) and s.straddles is False
+    doc = json.loads(render(run, "json"))["summary"]
+    assert doc["budget_windows"] == [{"window": "2024-03", "cap": {"epsilon": 9.0, "delta": 1e-5},
+                                      "spent": {"epsilon": 4.0, "delta": 0.0}, "left": {"epsilon": 5.0, "delta": 1e-5}}]
+    # replaying spends nothing and shows the same values
+    again = run_report(spec, store, day=SPRAY)
+    assert [x.value for x in summarize(again).standouts] == [x.value for x in s.standouts]
+    assert Ledger.open(store / "ledger.sqlite").spent("2024-03").epsilon == pytest.approx(4.0)
+
+
+def test_no_data_for_the_period_is_said_when_coverage_says_so(new_store, monkeypatch):
+    run = run_report(load_report_spec(NIGHTLY), new_store(), day=SPRAY)
+    assert run.coverage.state == "unknown" and "cannot yet tell" in render(run, "md")  # honest default
+    monkeypatch.setattr(run_module, "period_coverage", lambda *a: Coverage("no-data", "no logs were ingested for it"))
+    run = run_report(load_report_spec(NIGHTLY), new_store(name="s2"), day=dt.date(2024, 5, 1))
+    md, page = render(run, "md"), render(run, "html")
+    assert "No data for this period" in md and "No data for this period" in page
+    assert json.loads(render(run, "json"))["summary"]["coverage"]["state"] == "no-data"
+
+
+def test_only_published_private_keys_are_named(new_store, tmp_path):
+    """A private-key section (source IPs, partition selection): every key the summary names is a
+    row of the release, and the summary is computed from the release rows alone."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'name = "ips"\n[[section]]\nquery = "{REPO / "queries" / "password_spray_sources.toml"}"\n'
+                    'epsilon = 1.0\ndelta = 1e-6\n')
+    run = run_report(load_report_spec(spec), new_store(), day=SPRAY)
+    released = {r["source.ip"] for r in run.sections[0].release.data.iter_rows(named=True)}
+    named = {x.cell["source.ip"] for x in summarize(run).standouts}
+    assert named <= released
+    text = render(run, "md").split("## ips", 1)[0].split("> Every number")[0]
+    for ip in {"203.0.113.77", "198.51.100.23", "10.0.0.1"} - released:
+        assert ip not in text
+
+
+def test_anomaly_section_uses_a_zero_baseline_and_is_listed(new_store, tmp_path):
+    card = ModelCard(detector="kmeans", epsilon=1.0, delta=1e-6, rho=None, accountant="test", privacy_unit="user.name",
+                     budget_windows=("2024-03",), max_windows_per_unit=1, clip_norm=3.0, feature_window="day",
+                     features=tuple(FEATURE_NAMES))
+    model = save_model(model_to_json(KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES)))), card), tmp_path / "m.json")
+    query = tmp_path / "anomalous_per_day.toml"
+    query.write_text('name = "anomalous"\nsql = """SELECT date_trunc(\'hour\', "@timestamp") AS hour, COUNT(*) AS n '
+                     'FROM logs GROUP BY 1"""\n[privacy]\nepsilon = 1.0\nmax_groups = 1\nmax_rows_per_group = 1\n')
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'name = "a"\n[[section]]\nquery = "{query}"\ntitle = "Anomalous user-days"\nmodel = "{model}"\nthreshold = 0.0\n')
+    with exact_mode():
+        run = run_report(load_report_spec(spec), new_store(), day=SPRAY)
+    s = summarize(run)
+    assert s.anomaly_sections == ("Anomalous user-days",)
+    assert all(x.baseline == 0.0 for x in s.standouts)
+    assert "Anomaly section 'Anomalous user-days'" in render(run, "md")

@@ -1,0 +1,96 @@
+"""Time zones: local periods across DST changes, local buckets, and days straddling budget windows."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dplogs.engine.api import Engine
+from dplogs.privacy.ledger import Ledger
+from dplogs.report import load_report_spec, render, run_report
+from tests.report.conftest import NIGHTLY
+
+UTC = dt.timezone.utc
+
+
+def _berlin():
+    return dataclasses.replace(load_report_spec(NIGHTLY), tz="Europe/Berlin")
+
+
+@pytest.mark.parametrize("day, hours", [(dt.date(2026, 3, 29), 23), (dt.date(2026, 10, 25), 25), (dt.date(2026, 3, 30), 24)])
+def test_a_berlin_day_is_its_local_midnights_in_utc(day, hours):
+    start, end = _berlin().utc_range(day)
+    assert (end - start) == dt.timedelta(hours=hours)
+    assert start.astimezone(ZoneInfo("Europe/Berlin")).replace(tzinfo=None) == dt.datetime.combine(day, dt.time())
+
+
+def test_hour_buckets_of_a_dst_day_follow_local_hours(new_store):
+    """A release over the 25-hour Berlin day of 2026-10-25 has 25 hour buckets, starting at local midnight."""
+    eng = Engine.open(new_store())
+    spec = _berlin()
+    start, end = spec.utc_range(dt.date(2026, 10, 25))
+    q = eng.query_file(spec.sections[0].query, start=start.isoformat(), end=end.isoformat(),
+                       time_zone=spec.tz, epsilon=0.5, max_groups=2, max_rows_per_group=2)
+    rel = q.release(caller="test")
+    buckets = rel.data["hour"].to_list()
+    assert len(buckets) == 25 and buckets[0] == dt.datetime(2026, 10, 24, 22, tzinfo=UTC)
+    assert buckets[-1] == dt.datetime(2026, 10, 25, 22, tzinfo=UTC)
+
+
+def test_day_buckets_in_a_zone_start_at_local_midnight_across_dst(new_store):
+    eng = Engine.open(new_store())
+    q = eng.sql('SELECT date_trunc(\'day\', "@timestamp") AS day, COUNT(*) FROM logs GROUP BY 1',
+                start="2026-03-27T23:00:00+00:00", end="2026-03-30T22:00:00+00:00", time_zone="Europe/Berlin",
+                epsilon=0.5, max_groups=3, max_rows_per_group=2)
+    days = q.release(caller="test").data["day"].to_list()
+    assert days == [dt.datetime(2026, 3, 27, 23, tzinfo=UTC), dt.datetime(2026, 3, 28, 23, tzinfo=UTC),
+                    dt.datetime(2026, 3, 29, 22, tzinfo=UTC)]
+    # a zone's day buckets can cut a UTC window in two: one more bucket per window is reachable
+    assert q.plan.reach[next(iter(q.plan.reach))] == 3
+
+
+def test_berlin_report_of_the_spray_day_uses_local_hours(new_store):
+    store = new_store()
+    run = run_report(_berlin(), store, day=dt.date(2024, 3, 12))
+    assert run.first_error is None and run.tz == "Europe/Berlin"
+    assert run.utc_start == dt.datetime(2024, 3, 11, 23, tzinfo=UTC)
+    doc = json.loads(render(run, "json"))
+    assert doc["period"]["tz"] == "Europe/Berlin" and doc["period"]["utc_start"] == "2024-03-11T23:00:00+00:00"
+    hours = [c["hour"] for c in doc["sections"][0]["data"]]
+    assert hours[0] == "2024-03-12T00:00:00+01:00" and len(hours) == 24
+    # the spray (02:10-02:40 UTC) is at 03:00 Berlin time
+    assert "2024-03-12T03:00:00+01:00" in [x["cell"]["hour"] for x in doc["summary"]["standouts"]]
+    page = render(run, "html")
+    assert "time zone Europe/Berlin" in page and "times Europe/Berlin" in page
+    md = render(run, "md")
+    assert "2024-03-12 03:00: failures" in md
+    # the zone is part of the idempotency key: the UTC report of the same date is a new release
+    keys = Ledger.open(store / "ledger.sqlite").committed_keys("report:nightly-soc:2024-03-12@Europe/Berlin:")
+    assert len(keys) == 4
+    utc = run_report(load_report_spec(NIGHTLY), store, day=dt.date(2024, 3, 12))
+    assert not any(s.release.privacy.get("replayed") for s in utc.sections)
+
+
+def test_a_local_day_straddling_two_budget_windows_is_charged_to_both(new_store):
+    store = new_store()
+    run = run_report(_berlin(), store, day=dt.date(2024, 4, 1))  # 2024-03-31T22:00Z .. 2024-04-01T22:00Z
+    assert run.first_error is None
+    ledger = Ledger.open(store / "ledger.sqlite")
+    assert ledger.spent("2024-03").epsilon == pytest.approx(2.0) == ledger.spent("2024-04").epsilon
+    assert [b.window for b in run.budgets] == ["2024-03", "2024-04"]
+    doc = json.loads(render(run, "json"))
+    assert doc["summary"]["straddles_budget_windows"] is True
+    assert "straddle 2 budget windows (2024-03, 2024-04)" in render(run, "md")
+    one = run_report(load_report_spec(NIGHTLY), store, day=dt.date(2024, 4, 1))
+    assert [b.window for b in one.budgets] == ["2024-04"]
+
+
+def test_engine_keeps_utc_buckets_by_default(new_store):
+    eng = Engine.open(new_store())
+    q = eng.sql('SELECT date_trunc(\'hour\', "@timestamp") AS h, COUNT(*) FROM logs GROUP BY 1',
+                start="2024-03-12", end="2024-03-13", epsilon=0.5, max_groups=2, max_rows_per_group=2)
+    assert q.release(caller="test").data["h"][0] == dt.datetime(2024, 3, 12, tzinfo=UTC)

@@ -44,6 +44,14 @@ class NoDataInWindow(QueryError):
     exit_code = 64
 
 
+class NoLogsForPeriod(DplogsError):
+    """A report period the store holds no ingested logs for (per its public coverage): the report
+    says so and nothing is charged. Schedulers: not a failure of dplogs; ingest the logs, then
+    rerun (or let the next catch-up pick the period up)."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
 class DataError(DplogsError):
     """Input data that cannot be used: too many malformed lines (``--max-errors``), bad encoding."""
 
@@ -112,6 +120,7 @@ EXIT_CODES: dict[str, int] = {
         QueryError,
         PrivacyParameterError,
         NoDataInWindow,
+        NoLogsForPeriod,
         DataError,
         InputNotFound,
         StoreError,

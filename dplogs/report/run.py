@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 
 from dplogs.engine.api import Engine
 from dplogs.engine.release import Release
-from dplogs.errors import ConcurrentRun, DplogsError, LedgerError, LedgerIOError
+from dplogs.engine.coverage import check as check_coverage
+from dplogs.errors import ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod
 from dplogs.report.spec import ReportSpec, Section
 
 if TYPE_CHECKING:
@@ -55,15 +56,22 @@ class Coverage:
     note: str
 
 
-def period_coverage(store: Path, start: dt.datetime, end: dt.datetime) -> Coverage:
-    """Whether ``store`` holds logs for ``[start, end)``, from public store metadata only.
-
-    The one place a report asks; swap it for the engine's coverage metadata once that exists.
-    Today docs/privacy.md declares no such metadata public: which days have events depends on the
-    data (one unit's events can be a day's only ones), so this cannot say and answers ``unknown``.
-    """
-    return Coverage("unknown", "dplogs cannot yet tell from public store metadata whether logs for this "
-                               "period were ingested: an all-quiet report may also mean missing logs")
+def period_coverage(engine: Engine, start: dt.datetime, end: dt.datetime) -> Coverage:
+    """Whether the store holds logs for ``[start, end)``, from its public coverage metadata only
+    (the day spans of ingested inputs, docs/privacy.md)."""
+    try:
+        covered = check_coverage(start, end, engine.coverage())
+    except NoDataInWindow:
+        spans = ", ".join(f"{a} to {b}" for a, b in engine.coverage() or []) or "nothing yet"
+        return Coverage("no-data", f"no logs were ingested for this period (the store covers: {spans}); "
+                                   "nothing was released or charged")
+    if covered is None:
+        return Coverage("unknown", "the store cannot tell whether logs for this period were ingested (inputs "
+                                   "ingested before coverage was recorded): an all-quiet report may also mean missing logs")
+    if covered["covered_days"] < covered["window_days"]:
+        return Coverage("partial", f"the store holds logs for {covered['covered_days']} of the period's "
+                                   f"{covered['window_days']} day(s)")
+    return Coverage("covered", "")
 
 
 @dataclass(frozen=True)
@@ -115,18 +123,22 @@ def run_report(
         for s in spec.sections
     ]
     results = []
-    with _period_lock(Path(store), spec.name, spec.period_token(start), wait):
-        for index, (section, query) in enumerate(zip(spec.sections, prepared)):
-            try:
-                release = query.release(caller="report", idempotency_key=spec.section_key(start, index))
-                results.append(SectionResult(section, release))
-            except DplogsError as exc:
-                results.append(SectionResult(section, None, exc))
+    coverage = period_coverage(engine, utc_start, utc_end)
+    if coverage.state == "no-data":  # nothing to release: say so, spend nothing
+        results = [SectionResult(s, None, NoLogsForPeriod(coverage.note)) for s in spec.sections]
+    else:
+        with _period_lock(Path(store), spec.name, spec.period_token(start), wait):
+            for index, (section, query) in enumerate(zip(spec.sections, prepared)):
+                try:
+                    release = query.release(caller="report", idempotency_key=spec.section_key(start, index))
+                    results.append(SectionResult(section, release))
+                except DplogsError as exc:
+                    results.append(SectionResult(section, None, exc))
     budgets = tuple(engine.ledger.budget(w) for w in prepared[0].plan.budget_windows)
     return ReportRun(
         spec=spec, start=start, end=end, privacy_unit=engine.privacy_unit, budget_window=engine.budget_window,
         sections=tuple(results), utc_start=utc_start, utc_end=utc_end, budgets=budgets,
-        coverage=period_coverage(Path(store), utc_start, utc_end),
+        coverage=coverage,
     )
 
 
@@ -195,6 +207,8 @@ def catch_up(
             return CatchUp(tuple(runs), tuple(periods[i:]), exc)
         runs.append(run)
         on_run(run)
+        if isinstance(run.first_error, NoLogsForPeriod):
+            continue  # a period without logs: reported as such, nothing spent, the catch-up goes on
         if run.first_error is not None:
             return CatchUp(tuple(runs), tuple(periods[i:]), run.first_error)
     return CatchUp(tuple(runs), ())

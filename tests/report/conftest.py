@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,8 +32,10 @@ def new_store(ingested_sample, tmp_path) -> Callable[..., Path]:
         store = tmp_path / name
         store.mkdir()
         for item in ingested_sample.iterdir():
-            if not item.name.startswith("ledger"):
+            if item.name in ("events", "quarantine"):  # the store allows these two to be links
                 (store / item.name).symlink_to(item)
+            elif item.is_file() and not item.name.startswith("ledger"):
+                shutil.copy2(item, store / item.name)
         Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=epsilon, delta=1e-5)
         return store
 

@@ -102,3 +102,12 @@ def test_a_bad_section_charges_nothing(new_store, tmp_path):
                     f'[[section]]\nquery = "{NIGHTLY.parent.parent / "failed_logins_per_hour.toml"}"\nbucket = "year"\n')
     res = CliRunner().invoke(cli, ["report", str(spec), "--store", str(store), "--date", "2024-03-12"])
     assert res.exit_code == 64 and Ledger.open(store / "ledger.sqlite").history() == []
+
+
+def test_a_period_without_logs_says_so_spends_nothing_and_exits_66(new_store, tmp_path):
+    store = new_store(epsilon=10)
+    out = tmp_path / "r.md"
+    res = _cli("--store", str(store), "--date", "2025-01-10", "--format", "md", "-o", str(out))
+    assert res.exit_code == 66, res.output
+    assert "No data for this period" in out.read_text() and "2024-03-04 to 2024-03-17" in out.read_text()
+    assert Ledger.open(store / "ledger.sqlite").history() == []  # nothing charged

@@ -65,7 +65,7 @@ def test_summary_reports_spend_and_budget_left_per_window(new_store):
 
 def test_no_data_for_the_period_is_said_when_coverage_says_so(new_store, monkeypatch):
     run = run_report(load_report_spec(NIGHTLY), new_store(), day=SPRAY)
-    assert run.coverage.state == "unknown" and "cannot yet tell" in render(run, "md")  # honest default
+    assert run.coverage.state == "covered" and "Coverage:" not in render(run, "md")
     monkeypatch.setattr(run_module, "period_coverage", lambda *a: Coverage("no-data", "no logs were ingested for it"))
     run = run_report(load_report_spec(NIGHTLY), new_store(name="s2"), day=dt.date(2024, 5, 1))
     md, page = render(run, "md"), render(run, "html")

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from dplogs.engine.api import Engine
+from dplogs.engine.policy import load as load_policy
+from dplogs.engine.policy import save as save_policy
 from dplogs.engine.release import write_release
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.ingest import ingest
@@ -22,6 +24,7 @@ from dplogs.report.run import catch_up
 from dplogs.report.summary import cell_label, summarize
 
 DEMO_EPSILON, DEMO_DELTA = 10.0, 1e-6
+DEMO_NETWORKS = ("10.0.0.0/8", "192.168.0.0/16")  # the sample logs' internal ranges
 
 
 @click.command()
@@ -36,7 +39,8 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     caps yet), print the number of distinct accounts failing to log in per day as a DP release
     (the password spray of 2024-03-12 stands out), then catch up the nightly report over the spray
     week (2024-03-11 to 2024-03-14, ε=2 a night) into STORE/reports/ as a scheduler would, and print
-    the spray night's summary of what stands out.
+    the spray night's summary of what stands out; finally declare the sample's internal networks
+    (dplogs protect) and show the brute force from outside, counted exactly.
 
     Releases are keyed for idempotency, so running the demo again re-emits the stored results and
     spends no budget.
@@ -76,3 +80,15 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     for x in summarize(spray).standouts:
         click.echo(f"   - {visible(cell_label(x.cell, spray.tz))} in {visible(x.section)}: {x.aggregate} {x.value:g} "
                    f"(joint 95% interval from {x.low:.3g}, baseline {x.baseline:g})", err=True)
+
+    # attackers are not the people the budget protects: declare the sample's networks, then the
+    # brute force from outside shows exactly while the employees' own failures keep their noise
+    if load_policy(store).protects_everything:
+        save_policy(store, users=None, networks=DEMO_NETWORKS)
+    brute = Engine.open(store).query_file(queries / "failed_logins_by_source_hour.toml", epsilon=0.5)
+    rel = brute.release(caller="demo", idempotency_key="demo:failed_logins_by_source_hour")
+    click.echo(f"7. with `dplogs protect --networks {','.join(DEMO_NETWORKS)}`, failures from outside are counted "
+               "exactly (top 3 source/hour cells):", err=True)
+    for row in rel.data.sort("value", descending=True).head(3).iter_rows(named=True):
+        click.echo(f"   - {row['hour']:%Y-%m-%d %H:00} {visible(str(row['source.ip']))}: {row['value']:g} failures "
+                   f"({row['exact']:g} of them from outside, exact)", err=True)

@@ -24,7 +24,9 @@ def test_demo_catches_up_and_points_at_the_summary(tmp_path):
     reports = store / "reports"
     assert os.readlink(reports / "nightly-soc-latest.html") == "nightly-soc-2024-03-14.html"
     spent = Ledger.open(store / "ledger.sqlite").spent("2024-03").epsilon
-    assert spent == 9.0  # the first release (1) and four nights (2 each), inside the demo cap of 10
+    # the first release (1), four nights (2 each) and the brute-force query (0.5), inside the demo cap of 10
+    assert spent == 9.5
+    assert "203.0.113.77: " in first.stderr and "499 of them from outside, exact" in first.stderr
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and Ledger.open(store / "ledger.sqlite").spent("2024-03").epsilon == spent
     assert took < 60  # the README promises a quick first run (about 6 s here)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from dplogs.ingest.ingest import ingest
 from dplogs.ingest.base import IngestOptions
 from dplogs.privacy.ledger import Ledger
 from dplogs.report import load_report_spec, render, run_report
+from tests.report.conftest import events_of
 
 REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = REPO / "queries" / "reports" / "nightly.toml"
@@ -40,13 +40,7 @@ def _ledger(store: Path, epsilon: float) -> Ledger:
 
 def _fresh(sample_store: Path, tmp_path: Path, epsilon: float) -> Path:
     """A copy of the sample store with its own ledger (the events are shared read-only)."""
-    store = tmp_path / "store"
-    store.mkdir()
-    for item in sample_store.iterdir():
-        if item.name in ("events", "quarantine"):  # the store allows these two to be links
-            (store / item.name).symlink_to(item)
-        elif item.is_file() and not item.name.startswith("ledger"):
-            shutil.copy2(item, store / item.name)
+    store = events_of(sample_store, tmp_path / "store")
     _ledger(store, epsilon)
     return store
 

@@ -14,8 +14,6 @@ from click.testing import CliRunner
 
 from dplogs.cli import cli
 from dplogs.errors import BudgetExhausted, ConcurrentRun, QueryError
-from dplogs.ingest.ingest import ingest
-from dplogs.ingest.base import IngestOptions
 from dplogs.privacy.ledger import Ledger
 from dplogs.report import load_report_spec, render, run_report
 from tests.report.conftest import events_of
@@ -25,11 +23,9 @@ NIGHTLY = REPO / "queries" / "reports" / "nightly.toml"
 SPRAY_DAY = dt.date(2024, 3, 12)
 
 
-@pytest.fixture(scope="module")
-def sample_store(tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("store") / "s"
-    ingest([REPO / "sample_logs"], store, options=IngestOptions(year=2024))
-    return store
+@pytest.fixture
+def sample_store(ingested_sample) -> Path:
+    return ingested_sample
 
 
 def _ledger(store: Path, epsilon: float) -> Ledger:

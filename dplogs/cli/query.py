@@ -62,8 +62,10 @@ def _bins(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     out = {}
     for col, spec in _pairs(values, "--bins", "COL=LO:HI:N[:log|linear]"):
         parts = spec.split(":")
-        if len(parts) not in (3, 4) or not parts[2].isdigit():
+        if len(parts) not in (3, 4) or not (parts[2].isascii() and parts[2].isdigit()):
             raise UsageError(f"--bins takes COL=LO:HI:N[:log|linear], got {col}={spec}")
+        if len(parts[2]) > 9:  # more than any bin limit; int() of thousands of digits would fail
+            raise UsageError(f"--bins {col}: {parts[2][:20]}... bins are far too many")
         out[col] = {"lo": _float(parts[0], "--bins"), "hi": _float(parts[1], "--bins"), "n": int(parts[2]),
                     "scale": parts[3] if len(parts) == 4 else "log"}
     return out

@@ -85,16 +85,27 @@ def load_report_spec(path: str | os.PathLike[str]) -> ReportSpec:
     """Read a report spec; query paths are resolved relative to the spec file."""
     p = Path(path)
     doc = read_toml(p, what="report spec")
+    unknown = set(doc) - {"name", "title", "period", "section"}
+    if unknown:
+        raise QueryError(f"{p}: unknown entries {sorted(unknown)}; allowed: name, title, period, [[section]]")
+    text = {"name": p.stem, "title": p.stem, "period": "day"}
+    for key in text:
+        value = doc.get(key, text[key])
+        if not isinstance(value, str):
+            raise QueryError(f"{p}: `{key}` must be a string, got {value!r}")
+        text[key] = value
+    raw_sections = doc.get("section", [])
+    if not isinstance(raw_sections, list):
+        raise QueryError(f"{p}: sections are [[section]] tables, got section = {raw_sections!r}")
     sections = []
-    for i, raw in enumerate(doc.get("section", [])):
-        if not isinstance(raw, dict) or "query" not in raw:
+    for i, raw in enumerate(raw_sections):
+        if not isinstance(raw, dict) or not isinstance(raw.get("query"), str):
             raise QueryError(f"{p}: section {i + 1} needs a `query = \"file.toml\"` entry")
         raw = dict(raw)
         query = (p.parent / raw.pop("query")).resolve()
         chart = raw.pop("chart", "table")
         title = raw.pop("title", query.stem.replace("_", " "))
+        if not isinstance(title, str):
+            raise QueryError(f"{p}: section {i + 1} title must be a string, got {title!r}")
         sections.append(Section(query=query, chart=chart, title=title, options=raw))
-    return ReportSpec(
-        name=str(doc.get("name", p.stem)), title=str(doc.get("title", p.stem)),
-        period=str(doc.get("period", "day")), sections=tuple(sections),
-    )
+    return ReportSpec(name=text["name"], title=text["title"], period=text["period"], sections=tuple(sections))

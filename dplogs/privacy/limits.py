@@ -43,6 +43,16 @@ below 2·e^(-2^13) (Laplace; the Gaussian's tail is lighter still), and exact su
 MAX_EXACT_SUM_UNITS = 2**62
 """Exact per-group sums, in grid units, saturate at ± this (see backends/polars_backend.py)."""
 
+MIN_TRAIN_EPSILON = 1e-3
+"""Smallest ε of a training run: below it the accountants' searches take minutes (and the model
+would be noise)."""
+
+MAX_TRAIN_ROUNDS = 100_000
+"""k-means iterations or DP-SGD steps of one training run."""
+
+MAX_MODEL_WIDTH = 1_000
+"""k-means clusters or autoencoder hidden units."""
+
 MAX_FILTER_DEPTH = 100
 """Nesting depth of a WHERE condition (parentheses, NOT, AND inside OR...)."""
 

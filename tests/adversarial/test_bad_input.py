@@ -273,3 +273,21 @@ def test_bad_manifest_defaults_are_a_store_error(store_copy, case):
     (store_copy / "manifest.json").write_text(json.dumps({**manifest, "defaults": defaults}))
     bounds = [] if isinstance(defaults, dict) and "max_groups" in defaults else BOUNDS  # a bound given on the command line wins over the manifest's
     _refused(store_copy, ["query", "--store", store_copy, "--sql", SUM, "--epsilon", "1", *bounds, *WINDOW], 66, words)
+
+
+TRAIN = ["--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6", "--max-windows", "2"]
+TRAIN_CASES = {
+    "end beyond the calendar": (["--start", "2024-03-01", "--end", "9999-12-31"], "outside the supported range"),
+    "three centuries": (["--start", "2024-03-01", "--end", "2325-03-01"], "3,612 month budget windows"),
+    "clip norm 1e308": (["--start", "2024-03-01", "--end", "2024-04-01", "--clip-norm", "1e308"], "clip_norm must be"),
+    "k of 1e11": (["--start", "2024-03-01", "--end", "2024-04-01", "--k", "99999999999"], "k must be an integer"),
+    "iterations of 1e11": (["--start", "2024-03-01", "--end", "2024-04-01", "--iterations", "99999999999"], "iterations must be"),
+    "epsilon 1e-300": (["--start", "2024-03-01", "--end", "2024-04-01", "--epsilon", "1e-300"], "training epsilon must be >= 0.001"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_bad_training_request_is_refused_fast_and_charges_nothing(store, tmp_path, case):
+    args, words = TRAIN_CASES[case]
+    _refused(store, ["train", "--store", store, *TRAIN, *args, "--output", tmp_path / "m.json"], 64, words, within=5.0)
+    assert not (tmp_path / "m.json").exists()

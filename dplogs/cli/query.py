@@ -129,8 +129,9 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     """Release a differentially private answer to QUERYFILE (TOML, see queries/) or --sql.
 
     The release is charged to the store's budget ledger before any noise is drawn. Exit codes:
-    64 bad query or privacy parameter (nothing charged), 66 missing store or query file,
-    74 ledger problem, 77 budget exhausted (nothing charged).
+    64 bad query or privacy parameter, or beyond a limit of docs/privacy.md (nothing charged),
+    65 corrupt --anomalies model, 66 missing store or query file, 74 ledger problem, 77 budget
+    exhausted (nothing charged).
     """
     from dplogs.engine import write_release
 

@@ -28,8 +28,9 @@ MAX_DECLARED_KEYS = 100_000
 MAX_BINS = 10_000
 """Bins of one histogram or quantile column."""
 
-MAX_CLAMP = 1e15
-"""Largest |lo| or |hi| of a clamping range or bin edge: sums, sensitivities and noise stay finite."""
+MAX_CLAMP = 2.0**53
+"""Largest |lo| or |hi| of a clamping range or bin edge (2^53 ≈ 9.007e15, where float64 stops
+holding every integer): sums, sensitivities and noise stay finite."""
 
 MAX_CONTRIBUTION_BOUND = 1_000_000_000
 """Largest max_groups or max_rows_per_group: L0·L∞ stays an exact int64."""

@@ -53,7 +53,7 @@ CLI_CASES = {
                                       *BOUNDS, *WINDOW], "cannot read the number"),
     "where timestamp is a number": (["--sql", "SELECT COUNT(*) FROM logs WHERE \"@timestamp\" > 5", "--epsilon", "1",
                                      *BOUNDS, *WINDOW], "must be a date or time"),
-    "huge clamp": (["--sql", SUM, "--clamp", "source.bytes=-1e308:1e308", "--epsilon", "1", *BOUNDS, *WINDOW], "within ±1e+15"),
+    "huge clamp": (["--sql", SUM, "--clamp", "source.bytes=-1e308:1e308", "--epsilon", "1", *BOUNDS, *WINDOW], "clamp bounds must lie within ±9.0072e+15"),
     "max_groups int64 max": (["--sql", SQL, "--epsilon", "1", "--max-groups", "9223372036854775807",
                               "--max-rows-per-group", "2", *WINDOW], "max_groups must be an integer"),
     "sum noise could overflow int64": (["--sql", SUM, "--clamp", "source.bytes=0:1e15", "--epsilon", "0.001",

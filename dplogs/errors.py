@@ -53,7 +53,8 @@ class NoLogsForPeriod(DplogsError):
 
 
 class DataError(DplogsError):
-    """Input data that cannot be used: too many malformed lines (``--max-errors``), bad encoding."""
+    """Input data that cannot be used: too many malformed lines (``--max-errors``), bad encoding,
+    a corrupt detector model file."""
 
     exit_code = 65  # EX_DATAERR
 

@@ -22,9 +22,10 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
 5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units. Sums are
    exact: each kept cell's contribution is truncated toward zero onto the public grid
    :attr:`~dplogs.privacy.bounds.Clamp.grid` (``max(|lo|, |hi|) / 2^24`` rounded up to a power
-   of two, from the bounds alone) and added in int64, so a group's sum is an exact function of
-   its kept cells, whatever the order of additions (the conversion to float afterwards is
-   post-processing). Float sums in varying order carry rounding error that the sensitivity does not
+   of two, from the bounds alone) and added in Int128, so a group's sum is an exact function of
+   its kept cells, whatever the order of additions; it is then saturated at ±2^62 grid units
+   (1-Lipschitz, so the sensitivity holds, and sum plus noise fits int64) and converted to float
+   (post-processing). Float sums in varying order carry rounding error that the sensitivity does not
    cover, which attacks on DP libraries exploit (Casacuberta et al., CCS 2022); truncation
    toward zero keeps every contribution inside its bound, so the sensitivity stands as derived.
 
@@ -66,7 +67,7 @@ import polars as pl
 
 from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
 from dplogs.errors import InternalError, QueryError, UsageError
-from dplogs.privacy.bounds import MAX_EXACT_SUM_ROWS
+from dplogs.privacy.limits import MAX_EXACT_SUM_UNITS
 
 if TYPE_CHECKING:
     from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -124,7 +125,7 @@ class PolarsBackend:
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         n_rows = lf.select(pl.len()).collect(engine=self.engine).item()
-        grids = _grids(sums, n_rows)
+        grids = _grids(sums)
         passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
         coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
         partials = []
@@ -134,7 +135,7 @@ class PolarsBackend:
                 (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
                     pl.col(ROWS).sum().cast(pl.Int64),
                     pl.len().cast(pl.Int64).alias(UNITS),
-                    *(pl.col(c).sum() for c in sum_cols),  # int64 grid units: exact
+                    *(pl.col(c).cast(pl.Int128).sum() for c in sum_cols),  # grid units: exact, cannot overflow
                 ).collect(engine=self.engine)
             )
         frame = (
@@ -143,7 +144,7 @@ class PolarsBackend:
             else partials[0]
         )
         frame = frame.select(
-            *by, ROWS, UNITS, *(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
+            *by, ROWS, UNITS, *(_from_grid(f"{SUM_PREFIX}{name}", grids[name], saturate=True) for name in sums)
         ).sort(by, nulls_last=True)
         return frame.drop(_GLOBAL) if not keys else frame
 
@@ -160,7 +161,7 @@ class PolarsBackend:
         """The kept (unit, group) cells: ``unit``, keys, ``rows`` and ``sum_<name>``. Raw
         per-unit data for the shared tests and the auditor; never released."""
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
-        grids = _grids(sums, lf.select(pl.len()).collect(engine=self.engine).item())
+        grids = _grids(sums)
         coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
         cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(0, 1), grids=grids, coder=coder)
         cells = cells.with_columns(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
@@ -292,19 +293,19 @@ class _CellCoder:
             cells = cells.join(self.values.lazy(), on=_KEY_ID, how="inner")
         return cells
 
-def _grids(sums: Mapping[str, Clamp], n_rows: int) -> dict[str, float]:
-    """Per sum column, its public grid (:attr:`Clamp.grid`), after checking that ``n_rows``
-    contributions cannot overflow int64 on it."""
-    if sums and n_rows > MAX_EXACT_SUM_ROWS:
-        raise QueryError(
-            f"{n_rows:,} rows are more than one exact sum may add ({MAX_EXACT_SUM_ROWS:,}); "
-            "split the query window into shorter ranges"
-        )
+def _grids(sums: Mapping[str, Clamp]) -> dict[str, float]:
+    """Per sum column, its public grid (:attr:`Clamp.grid`)."""
     return {name: c.grid for name, c in sums.items()}
 
 
-def _from_grid(column: str, grid: float) -> pl.Expr:
-    return (pl.col(column).cast(pl.Float64) * grid).alias(column)
+def _from_grid(column: str, grid: float, *, saturate: bool = False) -> pl.Expr:
+    """Grid units back to values. ``saturate``: a group's exact (Int128) sum is first clipped to
+    ±MAX_EXACT_SUM_UNITS, a 1-Lipschitz map, so the sensitivity holds and sum plus noise fits
+    int64 (dplogs/privacy/limits.py); whether it saturates depends on no one's row count."""
+    units = pl.col(column)
+    if saturate:
+        units = units.clip(-MAX_EXACT_SUM_UNITS, MAX_EXACT_SUM_UNITS)
+    return (units.cast(pl.Int64).cast(pl.Float64) * grid).alias(column)
 
 
 def _keyed_rank(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str]) -> pl.Expr:

@@ -68,8 +68,10 @@ def _bins(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     out = {}
     for col, spec in _pairs(values, "--bins", "COL=LO:HI:N[:log|linear]"):
         parts = spec.split(":")
-        if len(parts) not in (3, 4) or not parts[2].isdigit():
+        if len(parts) not in (3, 4) or not (parts[2].isascii() and parts[2].isdigit()):
             raise UsageError(f"--bins takes COL=LO:HI:N[:log|linear], got {col}={spec}")
+        if len(parts[2]) > 9:  # more than any bin limit; int() of thousands of digits would fail
+            raise UsageError(f"--bins {col}: {parts[2][:20]}... bins are far too many")
         out[col] = {"lo": _float(parts[0], "--bins"), "hi": _float(parts[1], "--bins"), "n": int(parts[2]),
                     "scale": parts[3] if len(parts) == 4 else "log"}
     return out
@@ -135,7 +137,8 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     """Release a differentially private answer to QUERYFILE (TOML, see queries/) or --sql.
 
     The release is charged to the store's budget ledger before any noise is drawn. Exit codes:
-    64 bad query or privacy parameter (nothing charged), 66 missing store or query file,
+    64 bad query or privacy parameter, or beyond a limit of docs/privacy.md, or a window without
+    ingested data (nothing charged), 65 corrupt --anomalies model, 66 missing store or query file,
     74 ledger problem (failing verification, another store's ledger, or I/O trouble; nothing
     released), 75 retry later (same idempotency key in flight), 77 budget exhausted (nothing charged).
     """

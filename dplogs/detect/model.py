@@ -9,8 +9,8 @@ released).
 >>> from dplogs.detect.kmeans import KMeansModel
 >>> card = ModelCard(detector="kmeans", epsilon=1.0, delta=1e-6, rho=0.02, accountant="zCDP",
 ...     privacy_unit="user.name", budget_windows=("2026-11",), max_windows_per_unit=3, clip_norm=1.0,
-...     feature_window="day", features=("a", "b"), hyperparameters={"k": 1})
->>> doc = model_to_json(KMeansModel(centroids=np.zeros((1, 2))), card)
+...     feature_window="day", features=FEATURE_NAMES, hyperparameters={"k": 1})
+>>> doc = model_to_json(KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES)))), card)
 >>> model_from_json(doc)[1] == card
 True
 """
@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dplogs.detect.autoencoder import AutoencoderModel
+from dplogs.detect.features import FEATURE_NAMES
 from dplogs.detect.kmeans import KMeansModel
-from dplogs.errors import InputNotFound, InternalError, UsageError
+from dplogs.errors import DataError, DplogsError, InputNotFound, InternalError, UsageError
+from dplogs.privacy.limits import MAX_CONTRIBUTION_BOUND, MAX_SPEC_BYTES
 
 FORMAT = "dplogs-detector/1"
 DETECTORS = ("kmeans", "autoencoder")
@@ -80,14 +83,76 @@ def model_to_json(model: Model, card: ModelCard) -> dict[str, Any]:
     return {"format": FORMAT, "model_card": asdict(card), "weights": weights}
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, bool)) or _is_number(v)
+
+
+_CARD_CHECKS: dict[str, tuple[str, Any]] = {
+    "detector": ("one of " + ", ".join(DETECTORS), lambda v: v in DETECTORS),
+    "epsilon": ("a finite number > 0", lambda v: _is_number(v) and v > 0),
+    "delta": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "rho": ("null or a finite number > 0", lambda v: v is None or (_is_number(v) and v > 0)),
+    "accountant": ("text", lambda v: isinstance(v, str)),
+    "privacy_unit": ("text", lambda v: isinstance(v, str)),
+    "budget_windows": ("a list of window keys", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+    "max_windows_per_unit": (f"an integer in [1, {MAX_CONTRIBUTION_BOUND}]",
+                             lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CONTRIBUTION_BOUND),
+    "clip_norm": ("a finite number > 0", lambda v: _is_number(v) and v > 0),
+    "feature_window": ("hour or day", lambda v: v in ("hour", "day")),
+    "features": ("the list of feature names", lambda v: isinstance(v, (list, tuple)) and tuple(v) == FEATURE_NAMES),
+    "hyperparameters": ("a table of numbers and text", lambda v: isinstance(v, dict) and all(_is_scalar(x) for x in v.values())),
+    "guarantee": ("text", lambda v: isinstance(v, str)),
+    "data_size": ("text", lambda v: isinstance(v, str)),
+    "ledger_entry": ("null or text", lambda v: v is None or isinstance(v, str)),
+}
+_WEIGHTS = {"kmeans": ("centroids",), "autoencoder": ("w1", "b1", "w2", "b2")}
+
+
+def _checked_card(raw: Any) -> ModelCard:
+    """The model card of a model file, every entry checked (a file may have been edited)."""
+    if not isinstance(raw, dict):
+        raise DataError(f"the model card must be a JSON object, got {type(raw).__name__}")
+    names = {f.name for f in fields(ModelCard)}
+    required = {f.name for f in fields(ModelCard) if f.default is MISSING and f.default_factory is MISSING}
+    if required - set(raw) or set(raw) - names:
+        raise DataError(f"the model card lacks {sorted(required - set(raw))} and has unknown {sorted(set(raw) - names)} entries")
+    for name, value in raw.items():
+        what, ok = _CARD_CHECKS[name]
+        if not ok(value):
+            raise DataError(f"model card entry {name} must be {what}, got {value!r}")
+    return ModelCard(**raw)
+
+
+def _matrix(w: dict[str, Any], name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    try:
+        a = np.asarray(w.get(name), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"model weight {name} must be an array of numbers") from None
+    if a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)) or not np.all(np.isfinite(a)) or a.size == 0:
+        raise DataError(f"model weight {name} must be a finite array of shape {shape} (None: any size), got {a.shape}")
+    return a
+
+
 def model_from_json(doc: dict[str, Any]) -> tuple[Model, ModelCard]:
+    """The model and card of a model file's document; DataError (exit 65) if anything is off."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UsageError(f"not a dplogs detector model (expected format {FORMAT}); train one with `dplogs train`")
-    card = ModelCard(**doc["model_card"])
+        raise DataError(f"not a dplogs detector model (expected format {FORMAT}); train one with `dplogs train`")
+    if set(doc) != {"format", "model_card", "weights"}:
+        raise DataError("a model file has exactly the entries format, model_card and weights")
+    card = _checked_card(doc["model_card"])
     w = doc["weights"]
+    if not isinstance(w, dict) or set(w) != set(_WEIGHTS[card.detector]):
+        raise DataError(f"{card.detector} weights must be {', '.join(_WEIGHTS[card.detector])}")
+    d = len(FEATURE_NAMES)
     if card.detector == "kmeans":
-        return KMeansModel(centroids=np.asarray(w["centroids"], dtype=np.float64)), card
-    params = tuple(np.asarray(w[n], dtype=np.float64) for n in ("w1", "b1", "w2", "b2"))
+        return KMeansModel(centroids=_matrix(w, "centroids", (None, d))), card
+    w1 = _matrix(w, "w1", (d, None))
+    h = w1.shape[1]
+    params = (w1, _matrix(w, "b1", (h,)), _matrix(w, "w2", (h, d)), _matrix(w, "b2", (d,)))
     return AutoencoderModel(params=params), card  # type: ignore[arg-type]
 
 
@@ -103,8 +168,17 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Model, ModelCard]:
     path = Path(path)
     if not path.is_file():
         raise InputNotFound(f"model file {path} does not exist; train one with `dplogs train --output {path}`")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise DataError(f"model file {path} has {path.stat().st_size:,} bytes, more than the limit of {MAX_SPEC_BYTES:,}")
     try:
         doc = json.loads(path.read_text())
-    except ValueError as exc:
-        raise UsageError(f"model file {path} is not JSON ({exc}); retrain it with `dplogs train`") from None
-    return model_from_json(doc)
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise DataError(f"model file {path} is not JSON ({exc}); retrain it with `dplogs train`") from None
+    except RecursionError:
+        raise DataError(f"model file {path} nests too deeply to read; retrain it with `dplogs train`") from None
+    except OSError as exc:
+        raise InputNotFound(f"model file {path} cannot be read: {exc.strerror}") from None
+    try:
+        return model_from_json(doc)
+    except DplogsError as exc:
+        raise type(exc)(f"model file {path}: {exc}") from None

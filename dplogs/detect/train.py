@@ -24,17 +24,23 @@ from dplogs.errors import PrivacyParameterError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.dpsgd import ZCDP_ACCOUNTANT, plan_dpsgd, rho_for_epsilon
 from dplogs.privacy.ledger import Ledger
-from dplogs.privacy.params import check_delta, check_epsilon
-from dplogs.privacy.windows import windows_for
+from dplogs.privacy.limits import (
+    EARLIEST_TIME, LATEST_TIME, MAX_BUDGET_WINDOWS, MAX_CLAMP, MAX_MODEL_WIDTH, MAX_TRAIN_ROUNDS, MIN_TRAIN_EPSILON,
+)
+from dplogs.privacy.params import check_delta, check_epsilon, check_integer, check_number
+from dplogs.privacy.windows import window_count, windows_for
 from dplogs.schema import TIMESTAMP
 
 
 def _utc(text: str) -> dt.datetime:
     try:
         t = dt.datetime.fromisoformat(text)
-    except (TypeError, ValueError):
+        t = t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"cannot read {text!r} as a time; use ISO 8601, e.g. 2026-11-01") from None
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+    if not EARLIEST_TIME <= t <= LATEST_TIME:
+        raise UsageError(f"{text} is outside the supported range {EARLIEST_TIME.date()} .. {LATEST_TIME.date()}")
+    return t
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,18 @@ class TrainRequest:
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
             raise UsageError(f"unknown detector {self.detector!r}; pass --detector {' or '.join(DETECTORS)}")
-        check_epsilon(self.epsilon)
+        if check_epsilon(self.epsilon) < MIN_TRAIN_EPSILON:
+            raise PrivacyParameterError(f"a training epsilon must be >= {MIN_TRAIN_EPSILON:g}, got {self.epsilon!r}")
         check_delta(self.delta)
         if _utc(self.end) <= _utc(self.start):
             raise UsageError(f"--end {self.end} must be after --start {self.start}")
-        if self.k < 1 or self.iterations < 1:
-            raise PrivacyParameterError("k and iterations must be >= 1")
+        for name, hi in (("k", MAX_MODEL_WIDTH), ("hidden", MAX_MODEL_WIDTH), ("iterations", MAX_TRAIN_ROUNDS),
+                         ("steps", MAX_TRAIN_ROUNDS)):
+            check_integer(name, getattr(self, name), lo=1, hi=hi)
+        for name in ("clip_norm", "gradient_clip", "expected_batch_size", "learning_rate", "sampling_rate"):
+            x = check_number(name, getattr(self, name))
+            if not 0 < x <= MAX_CLAMP:
+                raise PrivacyParameterError(f"{name} must be a number > 0 and <= {MAX_CLAMP:g}, got {x!r}")
 
 
 def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, *, output: str | os.PathLike[str],
@@ -80,6 +92,9 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     spec = FeatureSpec(max_windows_per_unit=request.max_windows_per_unit, clip_norm=request.clip_norm,
                        window=request.window, budget_window=policy)
     lo, hi = _utc(request.start), _utc(request.end)
+    if window_count(lo, hi, policy) > MAX_BUDGET_WINDOWS:
+        raise UsageError(f"{request.start} .. {request.end} touches {window_count(lo, hi, policy):,} {policy} budget windows, "
+                         f"more than the limit of {MAX_BUDGET_WINDOWS}; train on a shorter range")
     windows = windows_for(lo, hi, policy)  # datetimes: the half-open range [start, end)
     lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
     dim = len(FEATURE_NAMES)

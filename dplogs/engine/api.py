@@ -44,7 +44,7 @@ from dplogs.engine.coverage import check as check_coverage
 from dplogs.engine.execute import run
 from dplogs.engine.explain import Explanation, explain
 from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
-from dplogs.engine.planner import Plan, plan_query
+from dplogs.engine.planner import Plan, check_defaults, plan_query
 from dplogs.engine.policy import Policy
 from dplogs.engine.policy import load as load_policy
 from dplogs.engine.queryfile import load_query_file, parse_bins
@@ -65,11 +65,18 @@ def time_bucket(grain: str, *, name: str | None = None) -> KeySpec:
 def _options(options: dict[str, Any]) -> dict[str, Any]:
     """Translate API option names into :class:`Query` fields."""
     out = dict(options)
+    for name, example in (("clamp", "{col: (lo, hi)}"), ("declared", "{col: [values]}"), ("bins", "{col: {lo, hi, n}}")):
+        if not isinstance(out.get(name) or {}, dict):
+            raise UsageError(f"option {name} must be a mapping {example}, got {out[name]!r}")
     if "clamp" in out:
-        clamp = out.pop("clamp") or {}
-        out["clamps"] = {c: v if isinstance(v, Clamp) else Clamp(lo=v[0], hi=v[1]) for c, v in clamp.items()}
+        clamps = {}
+        for c, v in (out.pop("clamp") or {}).items():
+            if not isinstance(v, Clamp) and not (isinstance(v, (list, tuple)) and len(v) == 2):
+                raise UsageError(f"clamp for {c} must be (lo, hi), got {v!r}")
+            clamps[c] = v if isinstance(v, Clamp) else Clamp(lo=v[0], hi=v[1])
+        out["clamps"] = clamps
     if "declared" in out:
-        out["declared"] = {c: tuple(v) for c, v in (out["declared"] or {}).items()}
+        out["declared"] = {c: tuple(v) if isinstance(v, (list, tuple)) else v for c, v in (out["declared"] or {}).items()}
     if "bins" in out:
         out["bins"] = {c: v if isinstance(v, Bins) else parse_bins(v, column=c) for c, v in (out.pop("bins") or {}).items()}
     allowed = {
@@ -118,7 +125,7 @@ class Engine:
         self.policy = policy or Policy()
         self.privacy_unit = privacy_unit
         self.budget_window = budget_window
-        self.defaults = dict(defaults or {})
+        self.defaults = dict(check_defaults(defaults))
         self._ledger = ledger
         self._backend = backend
         self._ledger_path: Path | None = None

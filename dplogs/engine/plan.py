@@ -31,14 +31,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from dplogs.errors import QueryError
-from dplogs.privacy.bounds import Clamp
+from dplogs.errors import PrivacyParameterError, QueryError
+from dplogs.privacy.bounds import Clamp, ContributionBounds
+from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME, MAX_BINS, MAX_CLAMP, MAX_DECLARED_KEYS
+from dplogs.privacy.params import check_delta, check_epsilon, check_number, check_rho
 from dplogs.schema import FIELDS, TIMESTAMP
 
 TIME_BUCKETS: dict[str, str] = {"minute": "1m", "hour": "1h", "day": "1d", "week": "1w"}
 """Public time-bucket grains and their polars truncation intervals (weeks start on Monday)."""
+_BUCKET_WIDTH = {"minute": dt.timedelta(minutes=1), "hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1),
+                 "week": dt.timedelta(weeks=1)}
 
 _NUMERIC = (pl.Int32, pl.Int64, pl.Float64)
+_INT_RANGE = {pl.Int32: (-(2**31), 2**31 - 1), pl.Int64: (-(2**63), 2**63 - 1)}
 
 
 def check_column(name: str) -> str:
@@ -65,11 +70,16 @@ def parse_time(value: str | dt.datetime | dt.date, *, what: str = "time") -> dt.
             value = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise QueryError(f"cannot read {what} {value!r}; use ISO 8601, e.g. 2026-11-01T00:00:00Z") from None
+    if not isinstance(value, dt.date):
+        raise QueryError(f"{what} must be a date or time (ISO 8601 text), got {value!r}")
     if not isinstance(value, dt.datetime):
         value = dt.datetime(value.year, value.month, value.day)
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00
+        raise QueryError(f"{what} {value.isoformat()} is outside the calendar in UTC") from None
 
 
 def check_time_zone(name: str) -> str:
@@ -95,21 +105,31 @@ def coerce_value(column: str, value: Any) -> Any:
     if column == TIMESTAMP:
         return parse_time(value, what=f"{column} value")
     if isinstance(dtype, (pl.Int32, pl.Int64)):
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise QueryError(f"{column} is an integer column; {value!r} is not a number") from None
-        if not f.is_integer():
+        f = value if isinstance(value, int) and not isinstance(value, bool) else _number(column, value)
+        if isinstance(f, float) and not f.is_integer():
             raise QueryError(f"{column} is an integer column; {value!r} is not an integer")
+        lo, hi = _INT_RANGE[type(dtype)]
+        if not lo <= f <= hi:
+            raise QueryError(f"{column} is a {dtype} column; {value!r} is outside its range [{lo}, {hi}]")
         return int(f)
     if isinstance(dtype, pl.Float64):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise QueryError(f"{column} is a numeric column; {value!r} is not a number") from None
+        f = _number(column, value)
+        if not math.isfinite(f):
+            raise QueryError(f"{column}: compare with a finite number, not {value!r}")
+        return f
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise QueryError(f"{column} is a text column; compare it with a string, not {value!r}")
     return str(value)
+
+
+def _number(column: str, value: Any) -> float:
+    """A numeric column's comparison value: a number, or text that reads as one (not a bool)."""
+    if isinstance(value, bool):
+        raise QueryError(f"{column} is a numeric column; {value!r} is not a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise QueryError(f"{column} is a numeric column; {value!r} is not a number") from None
 
 
 def _lit(column: str, value: Any) -> pl.Expr:
@@ -318,7 +338,7 @@ class KeySpec:
     def __post_init__(self) -> None:
         check_column(self.column)
         if self.column == TIMESTAMP:
-            if self.bucket not in TIME_BUCKETS:
+            if not isinstance(self.bucket, str) or self.bucket not in TIME_BUCKETS:
                 raise QueryError(
                     f"grouping by {TIMESTAMP} needs a time bucket; use one of: {', '.join(TIME_BUCKETS)}"
                 )
@@ -373,6 +393,17 @@ class Key:
 
     def dtype(self) -> pl.DataType:
         return FIELDS[self.column].dtype
+
+    def domain_size(self, start: dt.datetime, end: dt.datetime) -> int:
+        """``domain(start, end).len()``, by arithmetic (nothing is built)."""
+        if self.kind is not KeyKind.TIME:
+            return len(self.domain(start, end))
+        first = start.replace(second=0, microsecond=0)
+        if self.bucket != "minute":
+            first = first.replace(minute=0)
+        if self.bucket in ("day", "week"):
+            first = first.replace(hour=0) - dt.timedelta(days=first.weekday() if self.bucket == "week" else 0)
+        return -((first - end) // _BUCKET_WIDTH[self.bucket])  # buckets starting in [first, end)
 
     def domain(self, start: dt.datetime, end: dt.datetime) -> pl.Series:
         """Every value this public key can take in ``[start, end)``."""
@@ -511,13 +542,15 @@ class Bins:
     edges: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        edges = tuple(float(e) for e in self.edges)
-        if len(edges) < 2 or not all(math.isfinite(e) for e in edges):
+        if not isinstance(self.edges, (list, tuple)):
+            raise QueryError(f"bin edges must be a list of numbers, got {self.edges!r}")
+        if len(self.edges) > MAX_BINS + 1:  # before any conversion: refusing is cheap
+            raise QueryError(f"at most {MAX_BINS} bins (got {len(self.edges) - 1}); use fewer, wider bins")
+        edges = tuple(_bin_number(e) for e in self.edges)
+        if len(edges) < 2:
             raise QueryError("bins need at least two finite edges")
         if any(b <= a for a, b in zip(edges, edges[1:])):
             raise QueryError(f"bin edges must be strictly increasing, got {edges}")
-        if len(edges) > 10_001:
-            raise QueryError("at most 10000 bins; use fewer, wider bins")
         object.__setattr__(self, "edges", edges)
 
     @classmethod
@@ -525,9 +558,11 @@ class Bins:
         """``n`` bins over ``[lo, hi]``. ``log``: for ``lo >= 0``, the first bin is ``[lo, max(lo, 1)]``
         and the other ``n - 1`` are geometric up to ``hi`` (fine resolution for heavy-tailed sizes);
         ``linear``: equal widths."""
-        lo, hi = float(lo), float(hi)
-        if not (isinstance(n, int) and n >= 1) or not lo < hi:
-            raise QueryError(f"bins need n >= 1 and lo < hi, got n={n}, [{lo}, {hi}]")
+        lo, hi = _bin_number(lo), _bin_number(hi)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BINS:
+            raise QueryError(f"bins need an integer n between 1 and {MAX_BINS}, got n={n!r}")
+        if not lo < hi:
+            raise QueryError(f"bins need lo < hi, got [{lo}, {hi}]")
         if scale not in ("log", "linear"):
             raise QueryError(f"bin scale must be 'log' or 'linear', got {scale!r}")
         first = max(lo, 1.0)
@@ -543,6 +578,16 @@ class Bins:
     @property
     def n(self) -> int:
         return len(self.edges) - 1
+
+
+def _bin_number(value: Any) -> float:
+    try:
+        x = check_number("a bin edge", value)
+    except PrivacyParameterError as exc:
+        raise QueryError(str(exc)) from None
+    if not (math.isfinite(x) and abs(x) <= MAX_CLAMP):
+        raise QueryError(f"bin edges must be finite numbers within ±{MAX_CLAMP:g}, got {value!r}")
+    return x
 
 
 # -- the query ------------------------------------------------------------------------------------
@@ -598,9 +643,16 @@ class Query:
         for name in ("start", "end"):
             v = getattr(self, name)
             if v is not None:
-                object.__setattr__(self, name, parse_time(v, what=f"--{name}"))
+                t = parse_time(v, what=f"--{name}")
+                if not EARLIEST_TIME <= t <= LATEST_TIME:
+                    raise QueryError(
+                        f"--{name} {t.isoformat()} is outside the supported range "
+                        f"{EARLIEST_TIME.date().isoformat()} .. {LATEST_TIME.date().isoformat()}"
+                    )
+                object.__setattr__(self, name, t)
         if self.start is not None and self.end is not None and not self.start < self.end:
             raise QueryError(f"the query window is empty: start {self.start} is not before end {self.end}")
+        self._check_privacy_options()
         if self.top_k is not None:
             if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
                 raise QueryError(f"top-k must be an integer >= 1, got {self.top_k!r}")
@@ -610,6 +662,14 @@ class Query:
             raise QueryError(f"can only rank by a released aggregate ({', '.join(labels)}), not {self.order_by!r}")
         for col in list(self.clamps) + list(self.bins) + list(self.declared):
             check_column(col)
+        for col, vals in self.declared.items():
+            if not isinstance(vals, (list, tuple)):
+                raise QueryError(f"declared keys for {col} must be a list of values, got {vals!r}")
+            if len(vals) > MAX_DECLARED_KEYS:  # before any conversion: refusing is cheap
+                raise QueryError(
+                    f"declared keys for {col}: {len(vals):,} values are more than the limit of "
+                    f"{MAX_DECLARED_KEYS:,}; declare fewer values or group by a coarser column"
+                )
         object.__setattr__(
             self, "declared",
             {c: tuple(coerce_value(c, v) for v in vals) for c, vals in self.declared.items()},
@@ -617,6 +677,24 @@ class Query:
         for col, vals in self.declared.items():
             if not vals or len(set(vals)) != len(vals):
                 raise QueryError(f"declared keys for {col} must be a non-empty list of distinct values")
+
+    def _check_privacy_options(self) -> None:
+        """Privacy options are checked as given (numbers, not bools or text); whether they suffice
+        for this query is the planner's question."""
+        for name, check in (("epsilon", check_epsilon), ("rho", check_rho), ("delta", check_delta)):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check(getattr(self, name)))
+        if self.mechanism is not None and self.mechanism not in ("laplace", "gaussian"):
+            raise PrivacyParameterError(f"unknown mechanism {self.mechanism!r}; use laplace or gaussian")
+        if self.max_groups is not None or self.max_rows_per_group is not None:
+            ContributionBounds(max_groups=1 if self.max_groups is None else self.max_groups,
+                               max_rows_per_group=1 if self.max_rows_per_group is None else self.max_rows_per_group)
+        for col, clamp in self.clamps.items():
+            if not isinstance(clamp, Clamp):
+                raise QueryError(f"the clamp of {col} must be a Clamp(lo, hi), got {clamp!r}")
+        for col, bins in self.bins.items():
+            if not isinstance(bins, Bins):
+                raise QueryError(f"the bins of {col} must be Bins, got {bins!r}")
 
     def with_options(self, **options: Any) -> Query:
         """A copy with the given options set; ``None`` values are ignored and mappings are merged,

@@ -33,21 +33,21 @@ from typing import Any
 
 from dplogs.engine.policy import Policy
 from dplogs.engine.plan import AggKind, Aggregation, Bins, Key, KeyKind, Query
-from dplogs.errors import InternalError, PrivacyParameterError, QueryError
+from dplogs.errors import InternalError, PrivacyParameterError, QueryError, StoreError
 from dplogs.privacy.bound_choice import (
     BOUND_NAMES, CLAMP_PREFIX, DEFAULT_SHARE, ChoicePlan, check_share, expected_abs_noise, plan_choice,
 )
 from dplogs.privacy.bounds import Clamp, ContributionBounds
+from dplogs.privacy.limits import MAX_BUDGET_WINDOWS, MAX_RELEASE_CELLS
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.mechanisms import Mechanism, NoisePlan, calibrate
 from dplogs.privacy.selection import SelectionPlan, plan_selection
 from dplogs.privacy.sensitivity import (
     count_sensitivity, distinct_units_sensitivity, reachable_bounds, sum_sensitivity,
 )
-from dplogs.privacy.windows import windows_for
+from dplogs.privacy.windows import window_count, windows_for
 from dplogs.schema import FIELDS, TIMESTAMP
 
-MAX_PUBLIC_CELLS = 1_000_000
 QUANTILE_BINS = 64
 HISTOGRAM_BINS = 16
 MAIN = ""
@@ -250,7 +250,8 @@ def groups_per_window(keys: tuple[Key, ...], start: dt.datetime, end: dt.datetim
         if k.kind is KeyKind.TIME:
             # buckets of another zone need not align with the UTC windows: one more can be cut in two
             most = _BUCKETS_PER_WINDOW[(k.bucket, policy)] + (k.time_zone != "UTC")
-            groups *= min(k.domain(start, end).len(), most)
+            # counted, not built; a zone's buckets can be cut once more by the UTC arithmetic
+            groups *= min(k.domain_size(start, end) + (k.time_zone != "UTC"), most)
         else:
             groups *= len(k.values or ())
     return groups
@@ -270,12 +271,29 @@ def resolve_keys(query: Query) -> tuple[Key, ...]:
     return tuple(keys)
 
 
+def check_defaults(defaults: Any) -> dict[str, Any]:
+    """``defaults`` if it has the shape above (the entries this module reads); a StoreError
+    naming the manifest otherwise. Other entries are left to whoever wrote them."""
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, dict):
+        raise StoreError(f"the store manifest's defaults must be a table, got {defaults!r}; fix manifest.json")
+    if not isinstance(defaults.get("clamp", {}), dict):
+        raise StoreError(f"the store manifest's defaults.clamp must be a table, got {defaults['clamp']!r}; fix manifest.json")
+    return defaults
+
+
 def _bounds(query: Query, defaults: dict[str, Any]) -> ContributionBounds:
     values = {}
     for name, flag in (("max_groups", "--max-groups"), ("max_rows_per_group", "--max-rows-per-group")):
         v = getattr(query, name)
         if v is None:
             v = defaults.get(name)
+            if v is not None:
+                try:
+                    ContributionBounds(**{"max_groups": 1, "max_rows_per_group": 1, name: v})
+                except PrivacyParameterError as exc:
+                    raise StoreError(f"the store manifest's defaults: {exc}; fix manifest.json") from None
         if v is None:
             raise PrivacyParameterError(
                 f"no {name} bound: pass {flag} N (or set it in the store manifest's defaults); "
@@ -288,16 +306,17 @@ def _bounds(query: Query, defaults: dict[str, Any]) -> ContributionBounds:
 def _clamp(query: Query, defaults: dict[str, Any], column: str) -> Clamp:
     if column in query.clamps:
         return query.clamps[column]
-    given = (defaults.get("clamp") or {}).get(column)
+    given = defaults.get("clamp", {}).get(column)
     if given is None:
         raise PrivacyParameterError(
             f"{column} needs a clamping range: pass --clamp {column}=LO:HI (or set defaults.clamp in the store manifest)"
         )
     try:
-        lo, hi = given
-    except (TypeError, ValueError):
-        raise PrivacyParameterError(f"manifest defaults.clamp[{column!r}] must be [lo, hi], got {given!r}") from None
-    return Clamp(lo=lo, hi=hi)
+        if not isinstance(given, list) or len(given) != 2:
+            raise PrivacyParameterError(f"must be [lo, hi], got {given!r}")
+        return Clamp(lo=given[0], hi=given[1])
+    except PrivacyParameterError as exc:
+        raise StoreError(f"the store manifest's defaults.clamp[{column!r}]: {exc}; fix manifest.json") from None
 
 
 def _mechanism(query: Query) -> tuple[Mechanism, float | None, float | None]:
@@ -326,7 +345,8 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
     budget, spends ``bound_share`` of it on the choice, and carries provisional bounds (1, and
     clamps [0, 1]) whose noise scales grow with the chosen bounds; :meth:`Plan.resolve` gives
     the plan that is released."""
-    defaults = defaults or {}
+    defaults = check_defaults(defaults)
+    _check_window(query, window_policy)
     missing = missing_bounds(query, defaults)
     if not missing:
         return _plan_explicit(query, unit=unit, window_policy=window_policy, defaults=defaults)
@@ -385,14 +405,21 @@ def _window(query: Query) -> tuple[dt.datetime, dt.datetime]:
     return query.start, query.end
 
 
+def _check_window(query: Query, window_policy: str) -> None:
+    """The window is given and touches at most MAX_BUDGET_WINDOWS budget windows (counted, not listed)."""
+    start, end = _window(query)
+    windows = window_count(start, end, window_policy)
+    if windows > MAX_BUDGET_WINDOWS:
+        raise QueryError(
+            f"the query window {start.date()} .. {end.date()} touches {windows:,} {window_policy} budget "
+            f"windows, more than the limit of {MAX_BUDGET_WINDOWS}; query a shorter window"
+        )
+
+
 def _plan_explicit(query: Query, *, unit: str, window_policy: str, defaults: dict[str, Any]) -> Plan:
     if unit not in FIELDS:
         raise QueryError(f"privacy unit {unit!r} is not a store column")
-    if query.start is None or query.end is None:
-        raise QueryError(
-            "the query needs a time window: pass --start and --end (ISO 8601; the window is [start, end)), "
-            "or constrain \"@timestamp\" >= ... AND < ... in the SQL"
-        )
+    _check_window(query, window_policy)
     keys = resolve_keys(query)
     if query.order_by is not None and any(
         a.kind is AggKind.HISTOGRAM and a.label == query.order_by for a in query.aggregations
@@ -407,18 +434,6 @@ def _plan_explicit(query: Query, *, unit: str, window_policy: str, defaults: dic
             + ", ".join(k.column for k in keys if not k.public)
             + " needs DP partition selection: pass --delta (e.g. 1e-6), or declare the values with --keys COL=a,b,c"
         )
-
-    grid = None
-    if not private:
-        grid = 1
-        for k in keys:
-            size = k.domain(query.start, query.end).len() if k.kind is KeyKind.TIME else len(k.values or ())
-            grid *= size
-        if grid > MAX_PUBLIC_CELLS:
-            raise QueryError(
-                f"the public key grid has {grid} cells (> {MAX_PUBLIC_CELLS}); use a coarser --bucket, "
-                "a shorter window or fewer keys"
-            )
 
     clamps: dict[str, Clamp] = {}
     bins: dict[str, Bins] = {}
@@ -466,6 +481,17 @@ def _plan_explicit(query: Query, *, unit: str, window_policy: str, defaults: dic
                     n = QUANTILE_BINS if agg.kind is AggKind.QUANTILES else HISTOGRAM_BINS
                     bins[agg.column] = Bins.spaced(c.lo, c.hi, n, scale="log")
             needs.append((agg.column, "rows", "count", None, lab, f"histogram of {agg.column} ({bins[agg.column].n} bins)"))
+
+    grid = None
+    if not private:  # counted arithmetically: no domain is built before the grid is known to fit
+        grid = math.prod(k.domain_size(query.start, query.end) for k in keys)
+        cells = grid * (1 + sum(b.n for b in bins.values()))
+        if cells > MAX_RELEASE_CELLS:
+            binned = f" with {cells // grid - 1:,} histogram bins per group" if bins else ""
+            raise QueryError(
+                f"the public key grid has {grid:,} groups{binned}: {cells:,} cells, more than the limit of "
+                f"{MAX_RELEASE_CELLS:,}; use a coarser --bucket, a shorter window, fewer keys or fewer bins"
+            )
 
     merged: dict[tuple[str, str], list[Any]] = {}
     for grouping, source, kind, param, used_by, what in needs:

@@ -45,18 +45,22 @@ from dplogs.engine.plan import Bins, Query
 from dplogs.engine.sql import parse_sql
 from dplogs.errors import InputNotFound, QueryError
 from dplogs.privacy.bounds import Clamp
+from dplogs.privacy.limits import MAX_SPEC_BYTES
 from dplogs.schema import DEFAULT_PRIVACY_UNIT
 
 _TOP = {"name", "description", "sql", "privacy", "clamp", "keys", "bins", "window"}
 _PRIVACY = {"mechanism", "epsilon", "rho", "delta", "max_groups", "max_rows_per_group"}
+_BINS = {"edges", "lo", "hi", "n", "scale"}
 
 
 def parse_bins(spec: Any, *, column: str) -> Bins:
     """Bins from ``{edges = [...]}`` or ``{lo, hi, n, scale}`` (also used for ``--bins``)."""
-    if not isinstance(spec, dict):
-        raise QueryError(f"bins for {column} must be a table: {{lo, hi, n[, scale]}} or {{edges = [...]}}")
+    if not isinstance(spec, dict) or set(spec) - _BINS:
+        raise QueryError(f"bins for {column} must be a table: {{lo, hi, n[, scale]}} or {{edges = [...]}}, got {spec!r}")
     if "edges" in spec:
-        return Bins(tuple(spec["edges"]))
+        if set(spec) != {"edges"}:
+            raise QueryError(f"bins for {column}: give either edges or lo, hi, n (and scale), not both")
+        return Bins(spec["edges"])
     try:
         return Bins.spaced(spec["lo"], spec["hi"], spec["n"], scale=spec.get("scale", "log"))
     except KeyError as exc:
@@ -64,13 +68,30 @@ def parse_bins(spec: Any, *, column: str) -> Bins:
 
 
 def read_toml(path: Path, *, what: str, hint: str = "") -> dict[str, Any]:
-    """The TOML document at ``path``; a missing file is InputNotFound, bad TOML a QueryError."""
+    """The TOML document at ``path``; a missing file is InputNotFound; a file over
+    :data:`~dplogs.privacy.limits.MAX_SPEC_BYTES`, bad TOML or nesting too deep for the parser is
+    a QueryError."""
     if not path.is_file():
         raise InputNotFound(f"{what} {path} not found{hint}")
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise QueryError(f"{what} {path} has {size:,} bytes, more than the limit of {MAX_SPEC_BYTES:,}")
     try:
         return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
         raise QueryError(f"{what} {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise QueryError(f"{what} {path} nests arrays or tables too deeply to read") from None
+    except OSError as exc:
+        raise InputNotFound(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
+def table(doc: dict[str, Any], name: str, *, where: str) -> dict[str, Any]:
+    """Entry ``name`` of ``doc`` (a table, empty when absent), or a QueryError saying it is not one."""
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise QueryError(f"{where}: [{name}] must be a table, got {value!r}")
+    return value
 
 
 def load_query_file(path: str | os.PathLike[str], *, unit: str = DEFAULT_PRIVACY_UNIT) -> Query:
@@ -83,22 +104,30 @@ def load_query_file(path: str | os.PathLike[str], *, unit: str = DEFAULT_PRIVACY
     for required in ("name", "sql"):
         if not isinstance(doc.get(required), str) or not doc[required].strip():
             raise QueryError(f"{path}: `{required}` must be a non-empty string")
-    privacy = doc.get("privacy", {})
+    privacy = table(doc, "privacy", where=str(path))
     bad = set(privacy) - _PRIVACY
     if bad:
         raise QueryError(f"{path}: unknown [privacy] entries {sorted(bad)}; allowed: {', '.join(sorted(_PRIVACY))}")
+    window = table(doc, "window", where=str(path))
+    bad = set(window) - {"start", "end"}
+    if bad:
+        raise QueryError(f"{path}: unknown [window] entries {sorted(bad)}; allowed: start, end")
     try:
-        clamps = {c: Clamp(lo=v[0], hi=v[1]) for c, v in doc.get("clamp", {}).items()}
-    except (TypeError, IndexError, KeyError):
-        raise QueryError(f"{path}: [clamp] entries must be [lo, hi] pairs") from None
-    declared = {c: tuple(v) for c, v in doc.get("keys", {}).items()}
-    bins = {c: parse_bins(v, column=c) for c, v in doc.get("bins", {}).items()}
-    window = doc.get("window", {})
-    query = parse_sql(doc["sql"], unit=unit)
-    try:
+        clamps = {}
+        for c, v in table(doc, "clamp", where=str(path)).items():
+            if not isinstance(v, list) or len(v) != 2:
+                raise QueryError(f"[clamp] entries must be [lo, hi] pairs, got {c} = {v!r}")
+            clamps[c] = Clamp(lo=v[0], hi=v[1])
+        declared = {}
+        for c, v in table(doc, "keys", where=str(path)).items():
+            if not isinstance(v, list):
+                raise QueryError(f"[keys] entries must be lists of values, got {c} = {v!r}")
+            declared[c] = tuple(v)
+        bins = {c: parse_bins(v, column=c) for c, v in table(doc, "bins", where=str(path)).items()}
+        query = parse_sql(doc["sql"], unit=unit)
         return query.with_options(
             name=doc["name"], text=doc["sql"].strip(), clamps=clamps, declared=declared, bins=bins,
             start=window.get("start"), end=window.get("end"), **privacy,
         )
-    except QueryError as exc:
-        raise QueryError(f"{path}: {exc}") from None
+    except QueryError as exc:  # PrivacyParameterError too: both name the file
+        raise type(exc)(f"{path}: {exc}") from None

@@ -34,7 +34,7 @@ from typing import Any
 
 import sqlglot
 import sqlglot.expressions as exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, SqlglotError
 
 from dplogs.engine.plan import (
     TIME_BUCKETS,
@@ -54,6 +54,7 @@ from dplogs.engine.plan import (
     conjunction,
 )
 from dplogs.errors import QueryError
+from dplogs.privacy.limits import MAX_FILTER_DEPTH, MAX_SQL_CHARS
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, TIMESTAMP
 
 TABLES = ("logs", "events")
@@ -81,7 +82,10 @@ def _literal(node: exp.Expression) -> Any:
         if node.is_string:
             return node.this
         text = node.this
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        try:
+            return float(text) if any(c in text for c in ".eE") else int(text)
+        except ValueError:  # e.g. an integer of thousands of digits
+            raise QueryError(f"cannot read the number {text[:30]}...") from None
     if isinstance(node, exp.Boolean):
         raise QueryError("boolean literals are not supported; compare a column with a value")
     raise QueryError(f"expected a constant, got {node.sql()}")
@@ -115,13 +119,32 @@ def _refuse(tree: exp.Expression) -> None:
         raise QueryError(f"unknown table {frm.this.sql()}; dplogs queries read FROM logs")
 
 
-def parse_sql(text: str, *, unit: str = DEFAULT_PRIVACY_UNIT) -> Query:
-    """Parse ``text`` into a :class:`Query` (privacy parameters left for options/defaults)."""
+def _parse(text: Any, *, prefix: str = "") -> list[exp.Expression]:
+    """sqlglot's trees for ``prefix + text``; any failure to parse is a QueryError."""
+    if not isinstance(text, str):
+        raise QueryError(f"the SQL must be text, got {text!r}")
+    if len(text) > MAX_SQL_CHARS:
+        raise QueryError(f"the SQL has {len(text):,} characters, more than the limit of {MAX_SQL_CHARS:,}")
     try:
-        trees = [t for t in sqlglot.parse(text) if t is not None]
+        return [t for t in sqlglot.parse(prefix + text) if t is not None]
     except ParseError as exc:
         first = exc.errors[0]["description"] if exc.errors else str(exc)
         raise QueryError(f"cannot parse the SQL: {first}; quote special names like \"@timestamp\"") from None
+    except SqlglotError as exc:
+        raise QueryError(f"cannot parse the SQL: {exc}") from None
+    except RecursionError:
+        raise QueryError("the SQL nests too deeply to parse") from None
+
+
+def parse_sql(text: str, *, unit: str = DEFAULT_PRIVACY_UNIT) -> Query:
+    """Parse ``text`` into a :class:`Query` (privacy parameters left for options/defaults)."""
+    try:
+        return _query(_parse(text), text, unit)
+    except RecursionError:  # sqlglot renders and walks its trees recursively
+        raise QueryError("the SQL nests too deeply to read") from None
+
+
+def _query(trees: list[exp.Expression], text: str, unit: str) -> Query:
     if len(trees) != 1:
         raise QueryError("give exactly one SELECT statement")
     tree = trees[0]
@@ -353,26 +376,38 @@ def _where(node: exp.Expression, window: dict[str, Any]) -> Filter | None:
     return conjunction(parts)
 
 
+def _flatten(node: exp.Expression, op: type[exp.Connector] = exp.And) -> list[exp.Expression]:
+    """The operands of a chain of ``op`` (AND or OR) and parentheses, left to right; iterative,
+    so a long chain (a = 1 OR a = 2 OR ...) costs no recursion depth."""
+    out, todo = [], [node]
+    while todo:
+        n = todo.pop()
+        while isinstance(n, exp.Paren):
+            n = n.this
+        if isinstance(n, op):
+            todo += [n.expression, n.this]
+        else:
+            out.append(n)
+    return out
+
+
 def _flatten_and(node: exp.Expression) -> list[exp.Expression]:
-    if isinstance(node, exp.Paren):
-        return _flatten_and(node.this)
-    if isinstance(node, exp.And):
-        return _flatten_and(node.this) + _flatten_and(node.expression)
-    return [node]
+    return _flatten(node, exp.And)
 
 
-def _predicate(node: exp.Expression, window: dict[str, Any]) -> Filter:
-    if isinstance(node, exp.Paren):
-        return _predicate(node.this, window)
-    if isinstance(node, exp.And):
-        return And(tuple(_predicate(p, window) for p in _flatten_and(node)))
-    if isinstance(node, exp.Or):
-        return Or((_predicate(node.this, window), _predicate(node.expression, window)))
+def _predicate(node: exp.Expression, window: dict[str, Any], depth: int = 0) -> Filter:
+    if depth > MAX_FILTER_DEPTH:
+        raise QueryError(f"the condition nests more than {MAX_FILTER_DEPTH} levels deep; simplify it")
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, (exp.And, exp.Or)):
+        parts = tuple(_predicate(p, window, depth + 1) for p in _flatten(node, type(node)))
+        return And(parts) if isinstance(node, exp.And) else Or(parts)
     if isinstance(node, exp.Not):
         inner = node.this
         if isinstance(inner, exp.Is):
             return IsNull(_is_column(inner), negate=True)
-        return Not(_predicate(inner, window))
+        return Not(_predicate(inner, window, depth + 1))
     if isinstance(node, exp.Is):
         return IsNull(_is_column(node))
     for cls, op in _CMP.items():
@@ -416,10 +451,11 @@ def parse_where(text: str) -> Filter | None:
     >>> parse_where("event.outcome = 'failure' AND source.port > 1024").describe()
     "event.outcome = 'failure' AND source.port > 1024"
     """
+    trees = _parse(text, prefix="SELECT 1 FROM logs WHERE ")
+    if len(trees) != 1 or trees[0].args.get("where") is None:
+        raise QueryError(f"cannot parse the condition {text!r}: give one condition")
     try:
-        tree = sqlglot.parse_one(f"SELECT 1 FROM logs WHERE {text}")
-    except ParseError as exc:
-        first = exc.errors[0]["description"] if exc.errors else str(exc)
-        raise QueryError(f"cannot parse the condition {text!r}: {first}") from None
-    _refuse(tree)
-    return _predicate(tree.args["where"].this, {})
+        _refuse(trees[0])
+        return _predicate(trees[0].args["where"].this, {})
+    except RecursionError:
+        raise QueryError("the condition nests too deeply to read") from None

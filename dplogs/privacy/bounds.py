@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 
 from dplogs.errors import PrivacyParameterError
+from dplogs.privacy.limits import MAX_CLAMP, MAX_CONTRIBUTION_BOUND
+from dplogs.privacy.params import check_integer, check_number
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,10 @@ class ContributionBounds:
 
     def __post_init__(self) -> None:
         for name in ("max_groups", "max_rows_per_group"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise PrivacyParameterError(f"{name} must be an integer >= 1, got {v!r}")
+            object.__setattr__(self, name, check_integer(name, getattr(self, name), lo=1, hi=MAX_CONTRIBUTION_BOUND))
 
 
 SUM_GRID_BITS = 24
-MAX_EXACT_SUM_ROWS = 2**39
-"""Rows one exact sum may add: each is below 2^24 grid units, so the total stays below 2^63."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,14 @@ class Clamp:
     hi: float
 
     def __post_init__(self) -> None:
-        lo, hi = float(self.lo), float(self.hi)
+        lo, hi = check_number("clamp bound", self.lo), check_number("clamp bound", self.hi)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise PrivacyParameterError(f"clamp bounds must be finite, got [{self.lo}, {self.hi}]")
+        if max(abs(lo), abs(hi)) > MAX_CLAMP:
+            raise PrivacyParameterError(
+                f"clamp bounds must lie within ±{MAX_CLAMP:g} (so sums and their noise stay finite), "
+                f"got [{self.lo}, {self.hi}]"
+            )
         if lo >= hi:
             raise PrivacyParameterError(f"clamp lower bound must be < upper bound, got [{self.lo}, {self.hi}]")
         object.__setattr__(self, "lo", lo)
@@ -63,7 +66,7 @@ class Clamp:
     def grid(self) -> float:
         """The power of two on which sums of these values are computed exactly, as int64
         multiples (contributions truncated toward zero onto it): ``magnitude / grid`` lies in
-        ``(2^23, 2^24]``, so sums of up to :data:`MAX_EXACT_SUM_ROWS` values cannot overflow. It
+        ``(2^23, 2^24]``, so one value is at most 2^24 grid units. It
         depends on the bounds alone: a grid fitted to the data would truncate every contribution
         differently on neighbouring datasets, a change the sensitivity does not cover.
 

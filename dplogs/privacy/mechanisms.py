@@ -41,6 +41,7 @@ import opendp.prelude as dp
 from dplogs.errors import InternalError, PrivacyParameterError
 from dplogs.privacy import sampler
 from dplogs.privacy.charge import Charge
+from dplogs.privacy.limits import MAX_EXACT_SUM_UNITS, MAX_NOISE_SCALE_UNITS
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.params import check_epsilon, check_rho
 from dplogs.privacy.sensitivity import Sensitivity
@@ -125,7 +126,10 @@ def calibrate(
     """The plan for releasing a column with this sensitivity at this budget.
 
     Laplace takes ``epsilon`` (scale = L1/ε); Gaussian takes ``rho`` (σ = L2/√(2ρ)). ``grid``:
-    the float values lie on this power-of-two lattice (see :attr:`NoisePlan.grid`).
+    the float values lie on this power-of-two lattice (see :attr:`NoisePlan.grid`). Discrete
+    noise whose scale in its own units (1, or the grid) exceeds
+    :data:`~dplogs.privacy.limits.MAX_NOISE_SCALE_UNITS` is refused here, at planning, from the
+    parameters alone: its draws could leave int64.
 
     >>> p = calibrate(mechanism="laplace", sensitivity=Sensitivity(l1=5e6, l2=5e6), epsilon=0.5, integer=False, grid=0.0625)
     >>> p.scale, p.loss.epsilon, p.discrete
@@ -144,9 +148,16 @@ def calibrate(
         r = check_rho(rho)
         sens = sensitivity.l2
         scale = sens / math.sqrt(2 * r)
+    if grid is not None and (integer or not _is_power_of_two(grid)):
+        raise InternalError(f"a noise grid must be a power of two on a float column, got {grid}")
+    if (integer or grid is not None) and not scale / (grid or 1.0) <= MAX_NOISE_SCALE_UNITS:
+        unit = f" grid units of {grid:g}" if grid is not None else ""
+        raise PrivacyParameterError(
+            f"the noise scale would be {scale / (grid or 1.0):.3g}{unit} (sensitivity {sens:.3g} at this budget share), "
+            f"above the limit of 2^{math.log2(MAX_NOISE_SCALE_UNITS):g}: raise the budget, lower "
+            "--max-groups/--max-rows-per-group or narrow the clamp"
+        )
     if grid is not None:
-        if integer or not _is_power_of_two(grid):
-            raise InternalError(f"a noise grid must be a power of two on a float column, got {grid}")
         # in grid units: sensitivity Δ/g, scale b/g (exact: g is a power of two)
         loss = _opendp_loss(mech, True, scale / grid, sens / grid)
     else:
@@ -192,7 +203,7 @@ def add_noise(values: np.ndarray, plan: NoisePlan, *, charge: Charge) -> np.ndar
         raise InternalError("non-finite value reached the noise step (clamping failed)")
     if plan.grid is not None:
         units = values.astype(np.float64) / plan.grid  # exact: the grid is a power of two
-        if np.any(units != np.trunc(units)) or np.any(np.abs(units) >= 2.0**62):
+        if np.any(units != np.trunc(units)) or np.any(np.abs(units) > MAX_EXACT_SUM_UNITS):
             raise InternalError("a value off its noise grid reached the noise step")
         return _discrete(units.astype(np.int64), plan.mechanism, plan.scale / plan.grid).astype(np.float64) * plan.grid
     out = _measurement(plan.mechanism, False, plan.scale)(values.astype(np.float64).tolist())
@@ -200,11 +211,17 @@ def add_noise(values: np.ndarray, plan: NoisePlan, *, charge: Charge) -> np.ndar
 
 
 def _discrete(values: np.ndarray, mech: Mechanism, scale: float) -> np.ndarray:
-    """``values`` (int64) plus discrete Laplace / Gaussian noise of ``scale``."""
+    """``values`` (int64) plus discrete Laplace / Gaussian noise of ``scale``; the sum cannot
+    wrap: calibrate() bounds the scale and the backend saturates the values (limits.py)."""
+    if not scale <= MAX_NOISE_SCALE_UNITS or np.any(np.abs(values) > MAX_EXACT_SUM_UNITS):
+        raise InternalError(f"a discrete draw at scale {scale} onto values up to 2^62 could overflow int64")
     gaussian = mech is Mechanism.GAUSSIAN
     if sampler.supports(scale, gaussian=gaussian):
         # the same exact distributions as OpenDP's, vectorised (tests/privacy/test_sampler.py)
         draw = sampler.discrete_gaussian if gaussian else sampler.discrete_laplace
-        return values + draw(scale, values.size).reshape(values.shape)
+        noise = draw(scale, values.size).reshape(values.shape)
+        if np.any(np.abs(noise) >= 2**62):  # probability < 2·e^(-2^14) at the largest scale allowed
+            raise InternalError(f"a discrete noise draw at scale {scale} reached 2^62")
+        return values + noise
     out = _measurement(mech, True, scale)(values.tolist())
     return np.asarray(out, dtype=np.int64).reshape(values.shape)

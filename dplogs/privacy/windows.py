@@ -115,6 +115,24 @@ def _next(start: dt.datetime, policy: str) -> dt.datetime:
     return dt.datetime(start.year + start.month // 12, start.month % 12 + 1, 1)
 
 
+def window_count(start: dt.datetime | str, end: dt.datetime | str, policy: str) -> int:
+    """``len(windows_for(start, end, policy))`` for a half-open datetime range, by arithmetic:
+    nothing is enumerated, so a request for too many windows is refused before any work.
+
+    >>> window_count(dt.datetime(2024, 3, 1), dt.datetime(2325, 3, 1), "month")
+    3612
+    """
+    check_policy(policy)
+    lo, hi = _utc(start), _utc(end)
+    if hi < lo:
+        raise UsageError(f"time range ends ({hi.isoformat()}) before it starts ({lo.isoformat()})")
+    last = hi if hi == lo else hi - dt.timedelta(microseconds=1)
+    first, final = _floor(lo, policy), _floor(last, policy)
+    if policy == "month":
+        return (final.year - first.year) * 12 + final.month - first.month + 1
+    return (final - first).days // (7 if policy == "week" else 1) + 1
+
+
 def windows_for(
     start: dt.datetime | dt.date | str, end: dt.datetime | dt.date | str, policy: str
 ) -> list[str]:

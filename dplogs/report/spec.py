@@ -143,18 +143,35 @@ def load_report_spec(path: str | os.PathLike[str]) -> ReportSpec:
     """Read a report spec; query paths are resolved relative to the spec file."""
     p = Path(path)
     doc = read_toml(p, what="report spec")
+    unknown = set(doc) - {"name", "title", "period", "tz", "section"}
+    if unknown:
+        raise QueryError(f"{p}: unknown entries {sorted(unknown)}; allowed: name, title, period, tz, [[section]]")
+    text = {"name": p.stem, "title": p.stem, "period": "day", "tz": "UTC"}
+    for key in text:
+        value = doc.get(key, text[key])
+        if not isinstance(value, str):
+            raise QueryError(f"{p}: `{key}` must be a string, got {value!r}")
+        text[key] = value
+    raw_sections = doc.get("section", [])
+    if not isinstance(raw_sections, list):
+        raise QueryError(f"{p}: sections are [[section]] tables, got section = {raw_sections!r}")
     sections = []
-    for i, raw in enumerate(doc.get("section", [])):
-        if not isinstance(raw, dict) or "query" not in raw:
+    for i, raw in enumerate(raw_sections):
+        if not isinstance(raw, dict) or not isinstance(raw.get("query"), str):
             raise QueryError(f"{p}: section {i + 1} needs a `query = \"file.toml\"` entry")
         raw = dict(raw)
         query = (p.parent / raw.pop("query")).resolve()
         chart = raw.pop("chart", "table")
         title = raw.pop("title", query.stem.replace("_", " "))
-        model = (p.parent / raw.pop("model")).resolve() if "model" in raw else None
+        if not isinstance(title, str):
+            raise QueryError(f"{p}: section {i + 1} title must be a string, got {title!r}")
+        model = raw.pop("model", None)
+        if model is not None and not isinstance(model, str):
+            raise QueryError(f"{p}: section {i + 1} model must be a file path string, got {model!r}")
         threshold = raw.pop("threshold", None)
-        sections.append(Section(query=query, chart=chart, title=title, options=raw, model=model, threshold=threshold))
-    return ReportSpec(
-        name=str(doc.get("name", p.stem)), title=str(doc.get("title", p.stem)),
-        period=str(doc.get("period", "day")), sections=tuple(sections), tz=str(doc.get("tz", "UTC")),
-    )
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, str))):
+            raise QueryError(f"{p}: section {i + 1} threshold must be a number or a percentile like \"p99\", got {threshold!r}")
+        sections.append(Section(query=query, chart=chart, title=title, options=raw,
+                                model=(p.parent / model).resolve() if model is not None else None, threshold=threshold))
+    return ReportSpec(name=text["name"], title=text["title"], period=text["period"], sections=tuple(sections),
+                      tz=text["tz"])

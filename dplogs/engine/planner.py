@@ -250,8 +250,10 @@ def groups_per_window(keys: tuple[Key, ...], start: dt.datetime, end: dt.datetim
         if k.kind is KeyKind.TIME:
             # buckets of another zone need not align with the UTC windows: one more can be cut in two
             most = _BUCKETS_PER_WINDOW[(k.bucket, policy)] + (k.time_zone != "UTC")
-            # counted, not built; a zone's buckets can be cut once more by the UTC arithmetic
-            groups *= min(k.domain_size(start, end) + (k.time_zone != "UTC"), most)
+            size = k.domain_size(start, end)  # counted, not built
+            if k.time_zone != "UTC":  # local buckets: the UTC arithmetic can be off by one
+                size = k.domain(start, end).len() if size <= MAX_RELEASE_CELLS else size + 1
+            groups *= min(size, most)
         else:
             groups *= len(k.values or ())
     return groups

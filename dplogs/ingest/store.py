@@ -378,10 +378,13 @@ class Store:
     def coverage(self) -> list[tuple[dt.date, dt.date]] | None:
         """The store's coverage: merged day spans ``[first, last]`` (both included) from the first
         to the last event of each ingested input. Coarse public metadata (docs/privacy.md): days
-        without events inside a span count as covered. None when some input predates coverage
-        records (the store cannot tell)."""
+        without events inside a span count as covered. None when the store cannot tell: some input
+        predates coverage records, or nothing was ingested through ``dplogs ingest``."""
         spans = []
-        for record in self.fingerprints().values():
+        records = self.fingerprints()
+        if not records:
+            return None  # events written without an ingest (the Python API): the store cannot tell
+        for record in records.values():
             if record.get("rows", 0) == 0:
                 continue
             try:

@@ -11,7 +11,7 @@ re-emits it without spending.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,7 +87,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = ()) -> pl
 def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """The bounded pre-noise aggregates: the main grouping and one (keys, bin) grouping per
     histogram column, each completed onto the public key grid when all keys are public."""
-    base = prepare(plan, lf)
+    base, not_null = _rows(plan, lf, backend)
     keys = _key_names(plan)
     main = backend.bounded_aggregate(
         base, unit=UNIT, keys=keys, bounds=plan.bounds_for(MAIN), sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed()
@@ -97,7 +97,7 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
     for col in plan.bins:
         b = f"{BIN}{col}"
         frame = backend.bounded_aggregate(
-            base.filter(pl.col(b).is_not_null()), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed()
+            not_null(base, b), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed()
         )
         hists[col] = frame.select(*keys, pl.col(b).cast(pl.Int32).alias(BIN), "rows")
     if not plan.private:
@@ -107,6 +107,17 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
             bins = pl.DataFrame({BIN: pl.arange(0, plan.bins[col].n, eager=True, dtype=pl.Int32)})
             hists[col] = _complete(grid.join(bins, how="cross"), frame, [*keys, BIN])
     return main, hists
+
+
+def _rows(plan: Plan, source: Any, backend: Any) -> tuple[Any, Callable[[Any, str], Any]]:
+    """The prepared rows in the backend's own frame type, and how to keep the rows where a column
+    is not null: polars expressions for the polars backend, Spark ones (compiled from the same
+    plan objects) for Spark, so the polars path stays exactly as it was."""
+    if getattr(backend, "name", None) == "spark":
+        from dplogs.engine import spark_rows
+
+        return spark_rows.prepare(plan, backend.frame(source)), spark_rows.not_null
+    return prepare(plan, source), lambda frame, name: frame.filter(pl.col(name).is_not_null())
 
 
 def _grid(plan: Plan) -> pl.DataFrame:
@@ -131,7 +142,7 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
     """Release ``plan`` over ``lf``, charging ``ledger``. Returns the stored release on an
     idempotent replay."""
     # pre-noise work before the charge, so a failure there costs nothing
-    pre = aggregate(plan, lf, backend) if plan.choice is None else profile(plan, lf)
+    pre = aggregate(plan, lf, backend) if plan.choice is None else profile(plan, lf, backend)
     mechanisms = sorted({noise_name(c.noise) for c in plan.columns} | ({plan.selection.name} if plan.selection else set()))
     with ledger.charge(
         plan.loss, windows=list(plan.budget_windows), caller=caller, query=plan.query.text or plan.query.name,
@@ -158,12 +169,18 @@ def finish(plan: Plan, lf: pl.LazyFrame, pre: Any, *, backend: Any, charge: Char
     return noisy_release(final, main, hists, charge=charge)
 
 
-def profile(plan: Plan, lf: pl.LazyFrame) -> dict[str, np.ndarray]:
+def profile(plan: Plan, lf: Any, backend: Any = None) -> dict[str, np.ndarray]:
     """Exact pre-noise histograms for the bounds ``plan`` chooses: one value per bounding unit
     ((unit, budget window)) over each step's candidates. A row whose unit is null is its own
     unit (one group, one row). Stays inside the engine; only its noisy form leaves."""
     steps = plan.choice.steps
     raw = {s.name: f"__raw{i}" for i, s in enumerate(steps) if s.name.startswith(CLAMP_PREFIX)}
+    column = {"max_groups": "__groups", "max_rows_per_group": "__rows", **raw}
+    if getattr(backend, "name", None) == "spark":
+        from dplogs.engine.spark_rows import per_unit_profile
+
+        per_unit = per_unit_profile(plan, backend.frame(lf), {name[len(CLAMP_PREFIX):]: a for name, a in raw.items()})
+        return {s.name: s.bins(per_unit[column[s.name]].cast(pl.Float64).fill_null(0.0).to_numpy()) for s in steps}
     keep = [
         pl.col(name[len(CLAMP_PREFIX):]).cast(pl.Float64).fill_nan(None).clip(lower_bound=0.0).alias(alias)
         for name, alias in raw.items()
@@ -180,7 +197,6 @@ def profile(plan: Plan, lf: pl.LazyFrame) -> dict[str, np.ndarray]:
         pl.lit(1, pl.UInt32).alias("__groups"), pl.lit(1, pl.UInt32).alias("__rows"), *raw.values()
     )
     per_unit = pl.concat([units, nulls], how="vertical_relaxed").collect()
-    column = {"max_groups": "__groups", "max_rows_per_group": "__rows", **raw}
     return {
         s.name: s.bins(per_unit[column[s.name]].cast(pl.Float64).fill_null(0.0).to_numpy()) for s in steps
     }

@@ -80,6 +80,8 @@ def get_backend(name: str = "polars", *, master: str | None = None) -> Backend:
     dplogs.errors.UsageError: unknown backend 'duckdb': choose one of polars, spark
     """
     if name == "polars":
+        if master is not None:
+            raise UsageError("a Spark master applies to the spark backend only: add --engine spark")
         from dplogs.backends.polars_backend import PolarsBackend
 
         return PolarsBackend()
@@ -88,6 +90,4 @@ def get_backend(name: str = "polars", *, master: str | None = None) -> Backend:
 
         require_pyspark()  # a missing extra is told now, not at the first query
         return SparkBackend(master=master)
-    if master is not None:
-        raise UsageError("a Spark master applies to the spark backend only: add --engine spark")
     raise UsageError(f"unknown backend {name!r}: choose one of {', '.join(_BACKENDS)}")

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import click
 
+from dplogs.cli.query import ENGINE_OPTIONS
 from dplogs.escape import visible
 from dplogs.report import FORMATS, load_report_spec, render, run_report
 from dplogs.report.run import DEFAULT_WAIT_S
+
+
+def _engine_options(f):
+    for option in reversed(ENGINE_OPTIONS):
+        f = option(f)
+    return f
 
 
 @click.command()
@@ -27,7 +34,9 @@ from dplogs.report.run import DEFAULT_WAIT_S
 @click.option("--wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT_S, show_default=True, metavar="SECONDS",
               help="How long to wait while another run of the same report and period is going; then "
                    "exit 75 (retryable).")
-def report(spec: Path, store: Path, day: dt.datetime | None, fmt: str, output: Path | None, wait: float) -> None:
+@_engine_options
+def report(spec: Path, store: Path, day: dt.datetime | None, fmt: str, output: Path | None, wait: float,
+           backend: str, spark_master: str | None) -> None:
     """Release every query of report SPEC (TOML, e.g. queries/reports/nightly.toml) for one period
     and render the result.
 
@@ -40,7 +49,7 @@ def report(spec: Path, store: Path, day: dt.datetime | None, fmt: str, output: P
     releases; past the wait it exits 75 (EX_TEMPFAIL: retry later), having charged nothing.
     """
     when = day.date() if day else dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-    run = run_report(load_report_spec(spec), store, day=when, wait=wait)
+    run = run_report(load_report_spec(spec), store, day=when, wait=wait, backend=backend, spark_master=spark_master)
     text = render(run, fmt)
     if output:
         output.write_text(text)

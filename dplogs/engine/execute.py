@@ -193,9 +193,9 @@ def profile(plan: Plan, lf: Any, backend: Any = None) -> dict[str, np.ndarray]:
     units = cells.group_by(UNIT).agg(
         pl.len().alias("__groups"), pl.col("__rows").max(), *(pl.col(a).max() for a in raw.values())
     ).select("__groups", "__rows", *raw.values())
-    nulls = base.filter(pl.col(UNIT).is_null()).select(
-        pl.lit(1, pl.UInt32).alias("__groups"), pl.lit(1, pl.UInt32).alias("__rows"), *raw.values()
-    )
+    # one row per null-unit row (a bare literal would broadcast to a single row when raw is empty)
+    one = pl.col(UNIT).is_null().cast(pl.UInt32)
+    nulls = base.filter(pl.col(UNIT).is_null()).select(one.alias("__groups"), one.alias("__rows"), *raw.values())
     per_unit = pl.concat([units, nulls], how="vertical_relaxed").collect()
     return {
         s.name: s.bins(per_unit[column[s.name]].cast(pl.Float64).fill_null(0.0).to_numpy()) for s in steps

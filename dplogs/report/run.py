@@ -61,11 +61,12 @@ DEFAULT_WAIT_S = 60.0
 
 def run_report(
     spec: ReportSpec, store: str | os.PathLike[str], *, day: dt.date, wait: float = DEFAULT_WAIT_S,
+    backend: str = "polars", spark_master: str | None = None,
 ) -> ReportRun:
     """Release every section of ``spec`` for the period containing ``day``. While another run
     of the same report and period holds its lock, wait up to ``wait`` seconds, then raise
-    :class:`ConcurrentRun`."""
-    engine = Engine.open(store)
+    :class:`ConcurrentRun`. ``backend``/``spark_master`` choose where sections are bounded."""
+    engine = Engine.open(store, backend=backend, spark_master=spark_master)
     start, end = spec.period_bounds(day)
     results = []
     with _period_lock(Path(store), spec.name, start, wait):

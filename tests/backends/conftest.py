@@ -22,6 +22,8 @@ def spark_session():
     # tiny test inputs: few shuffle partitions keep each query to a handful of tasks
     session.conf.set("spark.sql.shuffle.partitions", "2")
     session.conf.set("spark.sql.adaptive.enabled", "false")
+    # compiling whole-stage Java code costs more than it saves on inputs of a few rows
+    session.conf.set("spark.sql.codegen.wholeStage", "false")
     yield session
     if SparkSession.getActiveSession() is session:
         session.stop()

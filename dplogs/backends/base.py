@@ -70,8 +70,9 @@ class Backend(Protocol):
 _BACKENDS = ("polars", "spark")
 
 
-def get_backend(name: str = "polars") -> Backend:
-    """The backend called ``name``; ``"polars"`` is the embedded default.
+def get_backend(name: str = "polars", *, master: str | None = None) -> Backend:
+    """The backend called ``name``; ``"polars"`` is the embedded default. ``master`` is the Spark
+    master URL of the ``"spark"`` backend (default: the active session, else ``local[*]``).
 
     >>> get_backend("duckdb")
     Traceback (most recent call last):
@@ -79,9 +80,14 @@ def get_backend(name: str = "polars") -> Backend:
     dplogs.errors.UsageError: unknown backend 'duckdb': choose one of polars, spark
     """
     if name == "polars":
+        if master is not None:
+            raise UsageError("a Spark master applies to the spark backend only: add --engine spark")
         from dplogs.backends.polars_backend import PolarsBackend
 
         return PolarsBackend()
     if name == "spark":
-        raise UsageError("the spark backend is not available in this build: use backend 'polars'")
+        from dplogs.backends.spark import SparkBackend, require_pyspark
+
+        require_pyspark()  # a missing extra is told now, not at the first query
+        return SparkBackend(master=master)
     raise UsageError(f"unknown backend {name!r}: choose one of {', '.join(_BACKENDS)}")

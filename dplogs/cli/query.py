@@ -77,6 +77,16 @@ def _bins(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
+ENGINE_OPTIONS = [
+    click.option("--engine", "backend", type=click.Choice(["polars", "spark"]), default="polars", show_default=True,
+                 help="Where the bounded aggregation runs: the embedded polars engine, or Apache Spark (needs the spark extra, "
+                      "pip install 'dplogs[spark]', and Java 17+). The ledger and the noise stay on this machine either way."),
+    click.option("--spark-master", metavar="URL", help="With --engine spark: the Spark master (default: the active session, "
+                 "else local[*], this machine's cores), e.g. spark://host:7077 or yarn."),
+]
+"""The options selecting the execution backend, shared by query, explain and report."""
+
+
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.argument("queryfile", required=False, type=click.Path(dir_okay=False, path_type=Path)),
@@ -96,6 +106,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--bucket", type=click.Choice(["minute", "hour", "day", "week"]), help="Time-bucket grain (replaces the query's, or adds a time key)."),
         click.option("--anomalies", "model", type=click.Path(dir_okay=False, path_type=Path), help="Query the unit-windows this trained detector (`dplogs train`) flags instead of the raw events: one row per anomalous unit-window (@timestamp = window start, host.name, event.action = dplogs.anomaly); needs --threshold."),
         click.option("--threshold", type=float, help="With --anomalies: the public score above which a unit-window counts as anomalous."),
+        *ENGINE_OPTIONS,
     ]
     for option in reversed(options):
         f = option(f)
@@ -107,7 +118,7 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
 
     if (queryfile is None) == (sql_text is None):
         raise UsageError("give either a QUERYFILE or --sql TEXT (exactly one)")
-    engine = Engine.open(store)
+    engine = Engine.open(store, backend=opts["backend"], spark_master=opts["spark_master"])
     if opts["model"] is not None:
         if opts["threshold"] is None:
             raise UsageError("--anomalies needs --threshold SCORE (a public number, e.g. from the model's validation)")

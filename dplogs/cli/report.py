@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from dplogs.cli.query import ENGINE_OPTIONS
 from dplogs.errors import BudgetExhausted, UsageError
 from dplogs.escape import visible
 from dplogs.report import FORMATS, load_report_spec, render, run_report
@@ -16,6 +17,12 @@ from dplogs.report.outputs import check_out_dir, write_atomic, write_outputs
 from dplogs.report.run import DEFAULT_WAIT_S, ReportRun, catch_up
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _engine_options(f):
+    for option in reversed(ENGINE_OPTIONS):
+        f = option(f)
+    return f
 
 
 @click.command()
@@ -48,9 +55,10 @@ _DATE = click.DateTime(formats=["%Y-%m-%d"])
 @click.option("--wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT_S, show_default=True, metavar="SECONDS",
               help="How long to wait while another run of the same report and period is going; then "
                    "exit 75 (retryable).")
+@_engine_options
 def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, catch_up_: bool,
            since: dt.datetime | None, until: dt.datetime | None, out_dir: Path | None, fmt: str,
-           output: Path | None, wait: float) -> None:
+           output: Path | None, wait: float, backend: str, spark_master: str | None) -> None:
     """Release every query of report SPEC (TOML, e.g. queries/reports/nightly.toml) for one period
     and render it, opening with what stands out.
 
@@ -81,7 +89,7 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
     if catch_up_:
         assert out_dir is not None
         result = catch_up(parsed, store, today=today, since=since.date() if since else None,
-                          until=until.date() if until else None, wait=wait,
+                          until=until.date() if until else None, wait=wait, backend=backend, spark_master=spark_master,
                           on_run=lambda run: _done(run, write_outputs(run, out_dir)))
         if not result.runs and result.error is None:
             click.echo(f"{parsed.name}: nothing to catch up (every period up to "
@@ -96,7 +104,7 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
         return
 
     when = day.date() if day else today - dt.timedelta(days=1)
-    run = run_report(parsed, store, day=when, wait=wait)
+    run = run_report(parsed, store, day=when, wait=wait, backend=backend, spark_master=spark_master)
     if out_dir is not None:
         _done(run, write_outputs(run, out_dir))
     else:

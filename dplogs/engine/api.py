@@ -133,14 +133,26 @@ class Engine:
         self._ledger_store: Any = None  # whose id the ledger must be bound to
 
     @classmethod
-    def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars") -> Engine:
-        """An engine over the store at ``store_path`` (its manifest, events and ledger)."""
+    def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars", spark_master: str | None = None) -> Engine:
+        """An engine over the store at ``store_path`` (its manifest, events and ledger).
+        ``backend="spark"`` runs the bounded aggregation on Spark (``spark_master``, default the
+        active session or ``local[*]``), reading the same Parquet files; the ledger and the noise
+        stay here, on the driver."""
+        from dplogs.backends.base import get_backend
         from dplogs.ingest.store import Store  # the store format is owned by ingest
 
+        chosen = get_backend(backend, master=spark_master)  # an unknown name or missing extra fails first
         store = Store.open(store_path)
         m = store.manifest
-        eng = cls(scan=store.scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults,
-                  backend=backend, policy=load_policy(store.path))
+        scan = store.scan
+        if chosen.name == "spark":
+            from dplogs.backends.spark import read_events
+
+            def scan() -> Any:
+                return read_events(chosen.session, store.event_files())
+
+        eng = cls(scan=scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults,
+                  backend=chosen, policy=load_policy(store.path))
         eng._ledger_path = store.ledger_path
         eng._store = eng._ledger_store = store
         return eng
@@ -148,6 +160,31 @@ class Engine:
     def coverage(self) -> list | None:
         """The store's coverage spans (public metadata), None when unknown or not a store."""
         return self._store.coverage() if self._store is not None else None
+
+    @classmethod
+    def from_spark(
+        cls, frame: Any, *, privacy_unit: str, ledger: str | os.PathLike[str], budget_window: str = "month",
+        defaults: dict[str, Any] | None = None,
+    ) -> Engine:
+        """An engine over a Spark DataFrame with the store's columns (a table, or the events of a
+        store on a Hadoop-compatible file system: ``read_events(spark, ["s3a://bucket/soc/events"])``
+        or ``spark.table("soc.events")``), bounded on Spark. The budget ledger at ``ledger`` is a
+        local file on the driver, created if absent; every release over ``frame`` is charged to it.
+
+        >>> Engine.from_spark(None, privacy_unit="user.nam", ledger="l.sqlite")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dplogs.errors.QueryError: unknown column 'user.nam'; did you mean: user.name, ...
+        """
+        from dplogs.backends.base import get_backend
+        from dplogs.privacy.windows import check_policy
+
+        check_column(privacy_unit)
+        check_policy(budget_window)
+        eng = cls(scan=lambda: frame, privacy_unit=privacy_unit, budget_window=budget_window, defaults=defaults,
+                  backend=get_backend("spark"))
+        eng._ledger_path = Path(ledger)
+        return eng
 
     @property
     def backend(self) -> Any:
@@ -200,6 +237,9 @@ class Engine:
         """
         from dplogs.detect.anomaly_counts import anomaly_events
         from dplogs.detect.model import load_model
+
+        if getattr(self._backend, "name", self._backend) == "spark":
+            raise UsageError("anomaly queries (--anomalies) score unit-windows in polars: run them with the polars engine")
 
         model, card = load_model(model_path)
         if card.privacy_unit != self.privacy_unit:

@@ -11,7 +11,7 @@ re-emits it without spending.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from dplogs.engine.plan import AggKind, Aggregation, KeyKind
 from dplogs.engine.planner import MAIN, NoisedColumn, Plan
 from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import Release
-from dplogs.errors import InternalError
+from dplogs.errors import InternalError, UsageError
 from dplogs.privacy.bound_choice import CLAMP_PREFIX, choose
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.mechanisms import add_noise
@@ -123,8 +123,11 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
     """The bounded pre-noise aggregates: the main grouping and one (keys, bin) grouping per
     histogram column, each completed onto the public key grid when all keys are public. Under a
     protection policy, only protected rows are bounded; the unprotected rows' exact aggregates
-    ride along in ``exact_*`` columns."""
-    base = prepare(plan, lf)
+    ride along in ``exact_*`` columns (polars backend only, for now)."""
+    if guarded(plan) and getattr(backend, "name", None) == "spark":
+        raise UsageError("this store has a protection policy (dplogs protect), which runs on the polars engine "
+                         "only for now: drop --engine spark")
+    base, not_null = _rows(plan, lf, backend)
     keys = _key_names(plan)
     exact = None
     if guarded(plan):
@@ -138,7 +141,7 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
     for col in plan.bins:
         b = f"{BIN}{col}"
         frame = backend.bounded_aggregate(
-            base.filter(pl.col(b).is_not_null()), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed()
+            not_null(base, b), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed()
         )
         hists[col] = frame.select(*keys, pl.col(b).cast(pl.Int32).alias(BIN), "rows")
     if exact is not None:
@@ -151,6 +154,17 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
             bins = pl.DataFrame({BIN: pl.arange(0, plan.bins[col].n, eager=True, dtype=pl.Int32)})
             hists[col] = _complete(grid.join(bins, how="cross"), frame, [*keys, BIN])
     return main, hists
+
+
+def _rows(plan: Plan, source: Any, backend: Any) -> tuple[Any, Callable[[Any, str], Any]]:
+    """The prepared rows in the backend's own frame type, and how to keep the rows where a column
+    is not null: polars expressions for the polars backend, Spark ones (compiled from the same
+    plan objects) for Spark, so the polars path stays exactly as it was."""
+    if getattr(backend, "name", None) == "spark":
+        from dplogs.engine import spark_rows
+
+        return spark_rows.prepare(plan, backend.frame(source)), spark_rows.not_null
+    return prepare(plan, source), lambda frame, name: frame.filter(pl.col(name).is_not_null())
 
 
 def _grid(plan: Plan) -> pl.DataFrame:
@@ -175,7 +189,7 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
     """Release ``plan`` over ``lf``, charging ``ledger``. Returns the stored release on an
     idempotent replay."""
     # pre-noise work before the charge, so a failure there costs nothing
-    pre = aggregate(plan, lf, backend) if plan.choice is None else profile(plan, lf)
+    pre = aggregate(plan, lf, backend) if plan.choice is None else profile(plan, lf, backend)
     mechanisms = sorted({noise_name(c.noise) for c in plan.columns} | ({plan.selection.name} if plan.selection else set()))
     with ledger.charge(
         plan.loss, windows=list(plan.budget_windows), caller=caller, query=plan.query.text or plan.query.name,
@@ -202,17 +216,27 @@ def finish(plan: Plan, lf: pl.LazyFrame, pre: Any, *, backend: Any, charge: Char
     return noisy_release(final, main, hists, charge=charge)
 
 
-def profile(plan: Plan, lf: pl.LazyFrame) -> dict[str, np.ndarray]:
+def profile(plan: Plan, lf: Any, backend: Any = None) -> dict[str, np.ndarray]:
     """Exact pre-noise histograms for the bounds ``plan`` chooses: one value per bounding unit
     ((unit, budget window)) over each step's candidates. A row whose unit is null is its own
-    unit (one group, one row). Stays inside the engine; only its noisy form leaves."""
+    unit (one group, one row). Under a protection policy only protected rows count (otherwise a
+    unit's unprotected rows would keep its entry, moved between bins by its protected ones: a
+    sensitivity of 2). Stays inside the engine; only its noisy form leaves."""
     steps = plan.choice.steps
     raw = {s.name: f"__raw{i}" for i, s in enumerate(steps) if s.name.startswith(CLAMP_PREFIX)}
+    column = {"max_groups": "__groups", "max_rows_per_group": "__rows", **raw}
+    if getattr(backend, "name", None) == "spark":
+        from dplogs.engine.spark_rows import per_unit_profile
+
+        per_unit = per_unit_profile(plan, backend.frame(lf), {name[len(CLAMP_PREFIX):]: a for name, a in raw.items()})
+        return {s.name: s.bins(per_unit[column[s.name]].cast(pl.Float64).fill_null(0.0).to_numpy()) for s in steps}
     keep = [
         pl.col(name[len(CLAMP_PREFIX):]).cast(pl.Float64).fill_nan(None).clip(lower_bound=0.0).alias(alias)
         for name, alias in raw.items()
     ]
     base = prepare(plan, lf, keep=keep)
+    if guarded(plan):  # only protected rows: a unit's unprotected rows must not move its entry
+        base = base.filter(pl.col(PROTECTED)).drop(PROTECTED)
     keys = _key_names(plan)
     cells = base.filter(pl.col(UNIT).is_not_null()).group_by(UNIT, *keys).agg(
         pl.len().alias("__rows"), *(pl.col(a).max() for a in raw.values())
@@ -220,11 +244,10 @@ def profile(plan: Plan, lf: pl.LazyFrame) -> dict[str, np.ndarray]:
     units = cells.group_by(UNIT).agg(
         pl.len().alias("__groups"), pl.col("__rows").max(), *(pl.col(a).max() for a in raw.values())
     ).select("__groups", "__rows", *raw.values())
-    nulls = base.filter(pl.col(UNIT).is_null()).select(
-        pl.lit(1, pl.UInt32).alias("__groups"), pl.lit(1, pl.UInt32).alias("__rows"), *raw.values()
-    )
+    # one row per null-unit row (a bare literal would broadcast to a single row when raw is empty)
+    one = pl.col(UNIT).is_null().cast(pl.UInt32)
+    nulls = base.filter(pl.col(UNIT).is_null()).select(one.alias("__groups"), one.alias("__rows"), *raw.values())
     per_unit = pl.concat([units, nulls], how="vertical_relaxed").collect()
-    column = {"max_groups": "__groups", "max_rows_per_group": "__rows", **raw}
     return {
         s.name: s.bins(per_unit[column[s.name]].cast(pl.Float64).fill_null(0.0).to_numpy()) for s in steps
     }

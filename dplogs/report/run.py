@@ -108,12 +108,13 @@ DEFAULT_WAIT_S = 60.0
 
 def run_report(
     spec: ReportSpec, store: str | os.PathLike[str], *, day: dt.date, wait: float = DEFAULT_WAIT_S,
+    backend: str = "polars", spark_master: str | None = None,
 ) -> ReportRun:
     """Release every section of ``spec`` for the period containing ``day`` (local to
     ``spec.tz``). Every section is planned first, so a bad query charges nothing. While another
     run of the same report and period holds its lock, wait up to ``wait`` seconds, then raise
-    :class:`ConcurrentRun`."""
-    engine = Engine.open(store)
+    :class:`ConcurrentRun`. ``backend``/``spark_master`` choose where sections are bounded."""
+    engine = Engine.open(store, backend=backend, spark_master=spark_master)
     start, end = spec.period_bounds(day)
     utc_start, utc_end = spec.utc_range(day)
     window = {"start": utc_start.isoformat(), "end": utc_end.isoformat(), "time_zone": spec.tz}
@@ -192,7 +193,7 @@ def catch_up_periods(
 def catch_up(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date, since: dt.date | None = None,
     until: dt.date | None = None, wait: float = DEFAULT_WAIT_S,
-    on_run: Callable[[ReportRun], None] = lambda run: None,
+    on_run: Callable[[ReportRun], None] = lambda run: None, backend: str = "polars", spark_master: str | None = None,
 ) -> CatchUp:
     """Release every period :func:`catch_up_periods` names, oldest first, each under its own
     idempotency keys (a period already released replays and spends nothing). ``on_run`` gets each
@@ -202,7 +203,7 @@ def catch_up(
     runs: list[ReportRun] = []
     for i, start in enumerate(periods):
         try:
-            run = run_report(spec, store, day=start, wait=wait)
+            run = run_report(spec, store, day=start, wait=wait, backend=backend, spark_master=spark_master)
         except ConcurrentRun as exc:
             return CatchUp(tuple(runs), tuple(periods[i:]), exc)
         runs.append(run)

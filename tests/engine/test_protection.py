@@ -142,3 +142,16 @@ def test_protect_cli_versions_the_policy_and_charges_nothing(sample_store, tmp_p
     save(store, users=None, networks=("10.0.0.0/8",))
     assert load(store).version == 2 and (store / "policy" / "v1.json").exists()
     assert (store / "ledger.sqlite").read_bytes() == ledger
+
+
+def test_bound_choice_profiles_only_protected_rows(make_engine):
+    """Removing a unit's protected rows removes its profile entry: it never just moves between bins."""
+    from dplogs.engine.execute import profile
+
+    df = frame()
+    eng = make_engine(df)
+    eng.policy = POLICY
+    plan = eng.build(Aggregation.count(), keys=["source.ip"], epsilon=1.0, delta=1e-6, max_groups=1,
+                     start="2026-11-01", end="2026-12-01").plan
+    counts = profile(plan, eng.scan())["max_rows_per_group"]
+    assert counts.sum() == 40  # the 40 employees' own rows; not oracle, root, nor emp1's outside rows

@@ -1,0 +1,136 @@
+"""A plan's row-level work compiled to Spark: the twin of :func:`dplogs.engine.execute.prepare`.
+
+The Spark backend gets the same rows, with the same derived columns, as the polars backend: the
+query window, the WHERE filter compiled from the plan's :class:`~dplogs.engine.plan.Filter` objects
+(never re-parsed SQL text), the public key domains, the key columns, the clamped / indicator value
+columns, the histogram bins and the bounding unit ((unit, budget-window start) when a query spans
+windows). Everything here is a Spark SQL expression evaluated on the executors; the module imports
+pyspark only when called (the spark extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from dplogs.backends.spark import clamp, col
+from dplogs.engine.plan import And, Cmp, Filter, In, IsNull, KeyKind, Like, Not, Or
+from dplogs.errors import InternalError
+from dplogs.schema import TIMESTAMP
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+    from dplogs.engine.planner import Plan
+
+ALL, BIN, UNIT = "__all__", "__bin__", "__unit__"  # the names execute.prepare gives these columns
+_TRUNC = {"minute": "minute", "hour": "hour", "day": "day", "week": "week", "month": "month"}
+
+
+def filter_column(f: Filter) -> Column:
+    """The Spark predicate of a plan filter, with SQL's three-valued logic like the polars one
+    (a comparison with a null column value is null, and a null row never matches)."""
+    from pyspark.sql import functions as F
+
+    if isinstance(f, Cmp):
+        c, v = col(f.column), F.lit(f.value)
+        return {"=": c == v, "!=": c != v, "<": c < v, "<=": c <= v, ">": c > v, ">=": c >= v}[f.op]
+    if isinstance(f, In):
+        return col(f.column).isin(list(f.values))
+    if isinstance(f, Like):
+        # the same anchored regex as polars'; Java's ``$`` also matches before a final newline,
+        # so the end is anchored with ``\z`` (end of input) in both dialects' sense
+        regex = f.regex()
+        return col(f.column).rlike(regex[:-1] + r"\z")
+    if isinstance(f, IsNull):
+        return col(f.column).isNotNull() if f.negate else col(f.column).isNull()
+    if isinstance(f, And):
+        out = filter_column(f.parts[0])
+        for p in f.parts[1:]:
+            out = out & filter_column(p)
+        return out
+    if isinstance(f, Or):
+        out = filter_column(f.parts[0])
+        for p in f.parts[1:]:
+            out = out | filter_column(p)
+        return out
+    if isinstance(f, Not):
+        return ~filter_column(f.part)
+    raise InternalError(f"no Spark translation for filter {type(f).__name__}")
+
+
+def bounding_unit(plan: Plan) -> Column:
+    """:func:`dplogs.engine.execute.bounding_unit` in Spark: the unit, or (unit, window start)."""
+    from pyspark.sql import functions as F
+
+    if len(plan.budget_windows) <= 1:
+        return col(plan.unit)
+    window = F.date_trunc(_TRUNC[plan.window_policy], col(TIMESTAMP)).alias("window")
+    return F.when(col(plan.unit).isNotNull(), F.struct(col(plan.unit).alias(plan.unit), window))
+
+
+def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = ()) -> DataFrame:
+    """Rows in the window that pass WHERE and the public key domains, with the key and derived
+    value columns of :func:`dplogs.engine.execute.prepare` (pre-noise; stays in the engine)."""
+    from pyspark.sql import functions as F
+
+    preds = [col(TIMESTAMP) >= F.lit(plan.start), col(TIMESTAMP) < F.lit(plan.end)]
+    if plan.query.where is not None:
+        preds.append(filter_column(plan.query.where))
+    for k in plan.keys:
+        if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
+            preds.append(col(k.column).isin(k.domain(plan.start, plan.end).to_list()))
+    exprs = [bounding_unit(plan).alias(UNIT)]
+    for k in plan.keys:
+        if k.kind is KeyKind.TIME:
+            exprs.append(F.date_trunc(_TRUNC[k.bucket], col(TIMESTAMP)).alias(k.name))
+        else:
+            exprs.append(col(k.column).alias(k.name))
+    if not plan.keys:
+        exprs.append(F.lit(0).cast("int").alias(ALL))
+    for s in plan.sums:
+        if s.kind == "value":
+            c = plan.clamps[s.column]
+            exprs.append(F.coalesce(clamp(col(s.column).cast("double"), c.lo, c.hi), F.lit(0.0)).alias(s.alias))
+        elif s.kind == "present":
+            exprs.append(col(s.column).isNotNull().cast("double").alias(s.alias))
+        else:
+            exprs.append(F.coalesce(filter_column(s.aggregation.where), F.lit(False)).cast("double").alias(s.alias))
+    for name, bins in plan.bins.items():
+        edges = [float(e) for e in bins.edges]
+        value = F.least(F.greatest(col(name).cast("double"), F.lit(edges[0])), F.lit(edges[-1]))
+        # polars' search_sorted(side="right") over the inner edges: how many are <= the value
+        index = sum((F.when(value >= F.lit(e), 1).otherwise(0) for e in edges[1:-1]), F.lit(0))
+        exprs.append(F.when(col(name).isNull(), F.lit(None)).otherwise(index).cast("int").alias(f"{BIN}{name}"))
+    where = preds[0]
+    for p in preds[1:]:
+        where = where & p
+    return sdf.where(where).select(*exprs, *keep)
+
+
+def not_null(sdf: DataFrame, name: str) -> DataFrame:
+    return sdf.where(col(name).isNotNull())
+
+
+def per_unit_profile(plan: Plan, sdf: DataFrame, raw: dict[str, str]) -> pl.DataFrame:
+    """The bound-choice profile of :func:`dplogs.engine.execute.profile` computed on Spark: per
+    bounding unit its group count, largest cell row count and the largest clamped-below-at-0 value
+    of each ``raw`` column. Only these numbers come back to the driver, not the units."""
+    from pyspark.sql import functions as F
+
+    keep = [clamp(col(name).cast("double"), 0.0, float("inf")).alias(alias) for name, alias in raw.items()]
+    base = prepare(plan, sdf, keep=keep)
+    keys = [col(k.name) for k in plan.keys] or [col(ALL)]
+    cells = base.where(col(UNIT).isNotNull()).groupBy(col(UNIT), *keys).agg(
+        F.count(F.lit(1)).alias("__rows"), *(F.max(col(a)).alias(a) for a in raw.values())
+    )
+    units = cells.groupBy(col(UNIT)).agg(
+        F.count(F.lit(1)).alias("__groups"), F.max("__rows").alias("__rows"), *(F.max(col(a)).alias(a) for a in raw.values())
+    ).select("__groups", "__rows", *(col(a) for a in raw.values()))
+    nulls = base.where(col(UNIT).isNull()).select(
+        F.lit(1).cast("long").alias("__groups"), F.lit(1).cast("long").alias("__rows"), *(col(a) for a in raw.values())
+    )
+    return pl.from_arrow(units.unionByName(nulls).toArrow())
+

@@ -1,0 +1,155 @@
+"""The engine on Spark: rows compiled from the plan's filter objects, the store read by Spark,
+CLI/API selection and the messages when the extra or Java is missing.
+
+Pre-noise aggregates are compared with the polars engine's under bounds loose enough never to
+bind, where both backends must agree exactly (the bounding rule itself is the contract suite's)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from dplogs.backends.polars_backend import PolarsBackend
+from dplogs.cli import cli
+from dplogs.engine import Aggregation, Engine, time_bucket
+from dplogs.engine.execute import aggregate, profile
+from dplogs.errors import UsageError
+from dplogs.privacy.ledger import Ledger
+
+REPO = Path(__file__).resolve().parents[2]
+LOOSE = dict(max_groups=100_000, max_rows_per_group=10**6)
+WINDOW = dict(start="2024-02-20", end="2024-04-10")  # spans budget windows: struct (unit, window) units
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spark") / "st"
+    r = CliRunner().invoke(cli, ["ingest", str(REPO / "sample_logs"), "--store", str(path), "--year", "2024"])
+    assert r.exit_code == 0, r.output
+    Ledger.open(path / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=1000.0, delta=1e-3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engines(store, spark_session):
+    return Engine.open(store), Engine.open(store, backend="spark")
+
+
+QUERIES = [
+    # Cmp, enum key, time bucket
+    ("SELECT event.outcome, date_trunc('day', \"@timestamp\") AS day, COUNT(*) FROM logs "
+     "WHERE event.category = 'authentication' GROUP BY 1, 2", {}),
+    # IN, LIKE (with a regex meta character), NOT, IS NULL, OR, a private key
+    ("SELECT user.name, COUNT(*) FROM logs WHERE (event.action IN ('ssh_login', 'sudo') OR user.name LIKE 'a%.%') "
+     "AND NOT (event.outcome = 'success') AND source.ip IS NOT NULL GROUP BY user.name", {"delta": 1e-6}),
+    # sums, means, numeric comparison, no keys
+    ("SELECT SUM(http.response.body.bytes), AVG(http.response.body.bytes), COUNT(*) FROM logs "
+     "WHERE http.response.status_code >= 400", {"clamp": {"http.response.body.bytes": (0, 5000)}}),
+    # histogram bins, ratio
+    ("SELECT http.request.method, HISTOGRAM(http.response.body.bytes), COUNT(*) FROM logs GROUP BY 1",
+     {"bins": {"http.response.body.bytes": {"lo": 1, "hi": 1e5, "n": 8}}}),
+]
+
+
+@pytest.mark.parametrize(("sql", "extra"), QUERIES)
+def test_spark_rows_match_polars_rows(engines, sql, extra):
+    local, spark = engines
+    plans = [e.sql(sql, epsilon=1.0, **LOOSE, **WINDOW, **extra).plan for e in engines]
+    want_main, want_hists = aggregate(plans[0], local.scan(), PolarsBackend())
+    got_main, got_hists = aggregate(plans[1], spark.scan(), spark.backend)
+    assert want_main["rows"].sum() > 0
+    key = [c for c in want_main.columns if c not in ("rows", "units") and not c.startswith("sum_")]
+    assert got_main.sort(key, nulls_last=True).equals(want_main.sort(key, nulls_last=True))
+    for col, frame in want_hists.items():
+        assert got_hists[col].sort(frame.columns[:-1]).equals(frame.sort(frame.columns[:-1]))
+
+
+def test_bound_choice_profile_matches(engines):
+    """A query that leaves its bounds to DP choice profiles the units on Spark as in polars."""
+    plans = [e.build(Aggregation.count(), keys=[time_bucket("day")], epsilon=1.0, **WINDOW).plan for e in engines]
+    assert plans[0].choice is not None
+    want = profile(plans[0], engines[0].scan())
+    got = profile(plans[1], engines[1].scan(), engines[1].backend)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert list(got[name]) == list(want[name])
+
+
+def test_cli_query_and_explain_on_spark(store, spark_session):
+    entries = len(Ledger.open(store / "ledger.sqlite").history())
+    args = ["--store", str(store), "--epsilon", "0.5", "--max-groups", "2", "--max-rows-per-group", "5",
+            "--start", "2024-03-04", "--end", "2024-03-18", "--engine", "spark"]
+    sql = "SELECT event.outcome, COUNT(*) FROM logs WHERE event.category = 'authentication' GROUP BY event.outcome"
+    r = CliRunner().invoke(cli, ["explain", "--sql", sql, *args])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["query", "--sql", sql, *args, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert {c["event.outcome"] for c in out["data"]} == {"success", "failure", "unknown"}
+    assert len(Ledger.open(store / "ledger.sqlite").history()) == entries + 1
+    r = CliRunner().invoke(cli, ["report", str(REPO / "queries" / "reports" / "nightly.toml"), "--store", str(store),
+                                 "--date", "2024-03-10", "--format", "json", "--engine", "spark"])
+    assert r.exit_code in (0, 77), r.output  # released (or the nightly budget is spent): no crash on Spark
+
+
+def test_from_spark_charges_its_ledger(tmp_path, store, spark_session):
+    from dplogs.backends.spark import read_events
+
+    frame = read_events(spark_session, [str(p) for p in sorted((store / "events").rglob("*.parquet"))])
+    eng = Engine.from_spark(frame, privacy_unit="user.name", ledger=tmp_path / "ledger.sqlite")
+    eng.ledger.set_caps(window_policy="month", epsilon=10.0, delta=0.0)
+    rel = eng.build(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, max_groups=3, max_rows_per_group=5,
+                    start="2024-03-01", end="2024-04-01").release()
+    assert rel.to_polars()["event.outcome"].to_list() == ["success", "failure", "unknown"]
+    assert len(eng.ledger.history()) == 1
+
+
+def test_missing_pyspark_names_the_extra(monkeypatch, store):
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark now raises ImportError
+    r = CliRunner().invoke(cli, ["explain", "--sql", "SELECT COUNT(*) FROM logs", "--store", str(store),
+                                 "--epsilon", "1", "--engine", "spark"])
+    assert r.exit_code == 64 and "dplogs[spark]" in r.output
+
+
+def test_missing_java_names_the_extra(monkeypatch):
+    from pyspark.sql import SparkSession
+
+    from dplogs.backends import spark
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
+    monkeypatch.setattr(spark.shutil, "which", lambda name: None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(UsageError, match=r"Java runtime.*dplogs\[spark\]"):
+        spark.spark_session("local[1]")
+
+
+def test_a_master_without_spark_is_refused(store):
+    r = CliRunner().invoke(cli, ["explain", "--sql", "SELECT COUNT(*) FROM logs", "--store", str(store),
+                                 "--epsilon", "1", "--spark-master", "local[2]"])
+    assert r.exit_code == 64 and "--engine spark" in r.output
+
+
+def test_anomaly_queries_are_refused_on_spark(store, spark_session, tmp_path):
+    eng = Engine.open(store, backend="spark")
+    with pytest.raises(UsageError, match="polars engine"):
+        eng.over_anomalies(tmp_path / "model.json", threshold=0.5)
+
+
+def test_profile_counts_each_null_unit_row_as_a_unit():
+    """Regression: with no clamp to choose, the polars profile gave all null-unit rows together
+    one entry (a literal-only select broadcasts to one row); each is its own unit."""
+    import datetime as dt
+
+    from dplogs.schema import conform
+
+    ts = [dt.datetime(2024, 3, 1, h, tzinfo=dt.timezone.utc) for h in range(5)]
+    lf = conform(pl.LazyFrame({"@timestamp": ts, "user.name": [None, None, None, "a", "a"]}))
+    eng = Engine(scan=lambda: lf, privacy_unit="user.name", budget_window="month", ledger=None)
+    plan = eng.build(Aggregation.count(), keys=[time_bucket("day")], epsilon=1.0, start="2024-03-01", end="2024-03-02").plan
+    counts = profile(plan, lf)
+    assert counts and all(c.sum() == 4 for c in counts.values())  # three null-unit rows and unit a

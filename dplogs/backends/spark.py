@@ -42,7 +42,7 @@ import polars as pl
 
 from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
 from dplogs.errors import InternalError, QueryError, UsageError
-from dplogs.privacy.bounds import MAX_EXACT_SUM_ROWS
+from dplogs.privacy.limits import MAX_EXACT_SUM_UNITS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -153,12 +153,12 @@ class SparkBackend:
         out = cells.groupBy(*(col(k) for k in by)).agg(
             F.sum(col(ROWS)).cast("long").alias(ROWS),
             F.count(F.lit(1)).alias(UNITS),
-            *(F.sum(col(c)).alias(c) for c in names),  # int64 grid units: exact in any order
+            # grid units summed exactly as decimal(38, 0) (cannot overflow), then saturated at
+            # ±MAX_EXACT_SUM_UNITS as the polars backend does: 1-Lipschitz, no data-dependent refusal
+            *(F.greatest(F.least(F.sum(col(c).cast("decimal(38,0)")), F.lit(MAX_EXACT_SUM_UNITS)),
+                         F.lit(-MAX_EXACT_SUM_UNITS)).cast("bigint").alias(c) for c in names),
         )
         frame = _to_polars(out)
-        if frame[ROWS].sum() > MAX_EXACT_SUM_ROWS:
-            raise QueryError(f"more than {MAX_EXACT_SUM_ROWS:,} bounded rows in one exact sum; "
-                             "split the query window into shorter ranges")
         frame = frame.select(*by, ROWS, UNITS, *(_from_grid(f"{SUM_PREFIX}{n}", c.grid) for n, c in sums.items()))
         frame = frame.sort(by, nulls_last=True)
         return frame.drop(_GLOBAL) if not keys else frame

@@ -6,6 +6,8 @@ Data goes to stdout (or ``--output``), notes go to stderr.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import io
 import json
 import os
@@ -103,6 +105,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--bins", multiple=True, metavar="COL=LO:HI:N[:log|linear]", help="Public histogram/quantile bins of a column; repeatable (default: from --clamp, log-spaced)."),
         click.option("--start", metavar="TIME", help="Window start, ISO 8601 (inclusive); sets public time buckets and the budget windows charged."),
         click.option("--end", metavar="TIME", help="Window end, ISO 8601 (exclusive)."),
+        click.option("--last", metavar="SPAN", help="Window shortcut: the last 24h, 7d, 30d... up to now (UTC; instead of --start/--end)."),
+        click.option("--day", metavar="YYYY-MM-DD", help="Window shortcut: that UTC day (instead of --start/--end)."),
         click.option("--bucket", type=click.Choice(["minute", "hour", "day", "week"]), help="Time-bucket grain (replaces the query's, or adds a time key)."),
         click.option("--anomalies", "model", type=click.Path(dir_okay=False, path_type=Path), help="Query the unit-windows this trained detector (`dplogs train`) flags instead of the raw events: one row per anomalous unit-window (@timestamp = window start, host.name, event.action = dplogs.anomaly); needs --threshold."),
         click.option("--threshold", type=float, help="With --anomalies: the public score above which a unit-window counts as anomalous."),
@@ -111,6 +115,30 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         f = option(f)
     return f
+
+
+_SPAN = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _window(opts: dict[str, Any]) -> dict[str, Any]:
+    """--start/--end, or the --last / --day shortcut for them (at most one way)."""
+    given = [n for n in ("last", "day") if opts[n]] + (["start/end"] if opts["start"] or opts["end"] else [])
+    if len(given) > 1:
+        raise UsageError(f"give one window: {' or '.join('--' + g for g in given)}, not several")
+    if opts["last"]:
+        text = opts["last"].strip().lower()
+        if len(text) < 2 or text[-1] not in _SPAN or not text[:-1].isdigit() or int(text[:-1]) < 1:
+            raise UsageError(f"--last takes a span like 24h, 7d or 30d, got {opts['last']!r}")
+        end = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        start = end - dt.timedelta(**{_SPAN[text[-1]]: int(text[:-1])})
+        return {"start": start.isoformat(), "end": end.isoformat()}
+    if opts["day"]:
+        try:
+            day = dt.date.fromisoformat(opts["day"])
+        except ValueError:
+            raise UsageError(f"--day takes a date like 2026-11-22, got {opts['day']!r}") from None
+        return {"start": day.isoformat(), "end": (day + dt.timedelta(days=1)).isoformat()}
+    return {"start": opts["start"], "end": opts["end"]}
 
 
 def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: dict[str, Any]) -> Any:
@@ -129,7 +157,7 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
         "epsilon": opts["epsilon"], "rho": opts["rho"], "delta": opts["delta"], "mechanism": opts["mechanism"],
         "max_groups": opts["max_groups"], "max_rows_per_group": opts["max_rows_per_group"],
         "clamp": _clamps(opts["clamp"]), "declared": _keys(opts["declared"]), "bins": _bins(opts["bins"]),
-        "start": opts["start"], "end": opts["end"], "bucket": opts["bucket"],
+        "bucket": opts["bucket"], **_window(opts),
     }
     if queryfile is not None:
         return engine.query_file(queryfile, **options)

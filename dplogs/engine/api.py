@@ -52,9 +52,16 @@ from dplogs.engine.release import Release
 from dplogs.engine.sql import parse_sql, parse_where
 from dplogs.errors import UsageError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
-from dplogs.schema import TIMESTAMP
+from dplogs.privacy.windows import window_end_of, window_start_of
+from dplogs.schema import FIELDS, TIMESTAMP
 
 __all__ = ["Engine", "PreparedQuery", "time_bucket"]
+
+DEFAULT_EPSILON = 1.0
+"""ε of a query that names none (and whose store sets none): one release a day at this ε spends a
+month window's typical cap of 30 in a month. Disclosed in the release when used."""
+DEFAULT_DELTA = 1e-6
+"""δ of partition selection when a query groups by private keys and names none."""
 
 
 def time_bucket(grain: str, *, name: str | None = None) -> KeySpec:
@@ -260,10 +267,34 @@ class Engine:
         return eng
 
     def prepare(self, query: Query, **options: Any) -> PreparedQuery:
-        """Resolve ``query`` (with option overrides) against this store."""
+        """Resolve ``query`` (with option overrides) against this store. What neither the query,
+        the options nor the store's defaults give falls back to a documented default (the budget
+        :data:`DEFAULT_EPSILON`, δ :data:`DEFAULT_DELTA` for private keys, the window: the latest
+        budget window the store's coverage reaches); every fallback is disclosed in the plan."""
         query = query.with_options(**_options(options))
+        query, used = self._fallbacks(query)
         plan = plan_query(query, unit=self.privacy_unit, window_policy=self.budget_window, defaults=self.defaults)
-        return PreparedQuery(self, replace(plan, policy=self.policy))
+        return PreparedQuery(self, replace(plan, policy=self.policy, defaults_used=used))
+
+    def _fallbacks(self, query: Query) -> tuple[Query, dict[str, str]]:
+        used: dict[str, str] = {}
+        if query.epsilon is None and query.rho is None and not ({"epsilon", "rho"} & set(self.defaults)):
+            query = query.with_options(epsilon=DEFAULT_EPSILON)
+            used["epsilon"] = f"{DEFAULT_EPSILON:g} (dplogs' default per query)"
+        private = any(k.column != TIMESTAMP and k.column not in query.declared and FIELDS[k.column].allowed is None
+                      for k in query.keys)
+        if private and query.delta is None and "delta" not in self.defaults:
+            query = query.with_options(delta=DEFAULT_DELTA)
+            used["delta"] = f"{DEFAULT_DELTA:g} (dplogs' default for private keys)"
+        if query.start is None and query.end is None:
+            spans = self.coverage()
+            if spans:
+                last = max(b for _, b in spans)
+                start = window_start_of(last, self.budget_window)
+                query = query.with_options(start=start, end=window_end_of(start, self.budget_window))
+                used["window"] = (f"{start.date()} to {query.end.date()}: the latest {self.budget_window} budget window "
+                                  "the store's coverage reaches")
+        return query, used
 
     def sql(self, text: str, **options: Any) -> PreparedQuery:
         return self.prepare(parse_sql(text, unit=self.privacy_unit), **options)

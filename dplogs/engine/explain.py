@@ -96,6 +96,7 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
         "bias_note": plan.bias_note(),
         "ledger_entry": entry_id,
         "bound_choice": _bound_choice(plan),
+        "defaults_used": dict(plan.defaults_used),
         "protection": (plan.policy.describe(plan.unit) if plan.policy is not None
                        else {"version": 0, "rule": "every row is protected"}),
     }
@@ -173,6 +174,8 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"  {name} = {_fmt(value)}")
     if data["top_k"]:
         lines.append(f"top-k: {data['top_k']['k']} by {data['top_k']['by']} ({data['top_k']['method']})")
+    for name, why in (data.get("defaults_used") or {}).items():
+        lines.append(f"default used: {name} = {why}")
     prot = data.get("protection") or {}
     lines.append(f"protection policy v{prot.get('version', 0)}: {prot.get('rule', 'every row is protected')}")
     lines.append(f"bias: {data['bias_note']}")

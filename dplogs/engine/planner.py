@@ -109,6 +109,8 @@ class Plan:
     defaults: dict[str, Any] = field(default_factory=dict)
     policy: Policy | None = None
     """The store's protected-population policy (None or protect-everything: all rows bounded)."""
+    defaults_used: dict[str, str] = field(default_factory=dict)
+    """Parameters the query left out that fell back to dplogs' documented defaults (disclosed)."""
 
     @property
     def private(self) -> bool:
@@ -129,7 +131,7 @@ class Plan:
         plan = _plan_explicit(explicit, unit=self.unit, window_policy=self.window_policy, defaults=self.defaults)
         if not self.loss.covers(plan.loss):
             raise InternalError(f"the resolved plan spends {plan.loss}, more than the reserved {self.loss}")
-        return replace(plan, query=q, loss=self.loss, policy=self.policy,
+        return replace(plan, query=q, loss=self.loss, policy=self.policy, defaults_used=self.defaults_used,
                        chosen={**self.choice.describe(), "values": dict(chosen), **detail})
 
     def noise_cost(self, name: str, tau: float, chosen: dict[str, float]) -> float | None:

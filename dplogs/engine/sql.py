@@ -119,6 +119,26 @@ def _refuse(tree: exp.Expression) -> None:
         raise QueryError(f"unknown table {frm.this.sql()}; dplogs queries read FROM logs")
 
 
+def _backticks_to_quotes(text: str) -> str:
+    """ES|QL / Spark SQL quote names with backticks (`event.action`): the same identifiers in
+    standard double quotes, outside string literals.
+
+    >>> _backticks_to_quotes("SELECT `event.action`, 'a`b' FROM logs")
+    'SELECT "event.action", \'a`b\' FROM logs'
+    """
+    out, in_string, in_tick = [], False, False
+    for ch in text:
+        if ch == "'" and not in_tick:
+            in_string = not in_string
+        elif ch == "`" and not in_string:
+            in_tick = not in_tick
+            ch = '"'
+        elif ch == '"' and in_tick:
+            ch = '""'
+        out.append(ch)
+    return "".join(out)
+
+
 def _parse(text: Any, *, prefix: str = "") -> list[exp.Expression]:
     """sqlglot's trees for ``prefix + text``; any failure to parse is a QueryError."""
     if not isinstance(text, str):
@@ -126,7 +146,7 @@ def _parse(text: Any, *, prefix: str = "") -> list[exp.Expression]:
     if len(text) > MAX_SQL_CHARS:
         raise QueryError(f"the SQL has {len(text):,} characters, more than the limit of {MAX_SQL_CHARS:,}")
     try:
-        return [t for t in sqlglot.parse(prefix + text) if t is not None]
+        return [t for t in sqlglot.parse(prefix + _backticks_to_quotes(text)) if t is not None]
     except ParseError as exc:
         first = exc.errors[0]["description"] if exc.errors else str(exc)
         raise QueryError(f"cannot parse the SQL: {first}; quote special names like \"@timestamp\"") from None

@@ -157,3 +157,14 @@ def windows_for(
         keys.append(window_key(cur, policy))
         cur = _next(cur, policy)
     return keys
+
+
+def window_start_of(day: dt.date, policy: str) -> dt.datetime:
+    """The UTC start of the ``policy`` window containing ``day``."""
+    start = _floor(dt.datetime(day.year, day.month, day.day), check_policy(policy))
+    return start.replace(tzinfo=dt.timezone.utc)
+
+
+def window_end_of(start: dt.datetime, policy: str) -> dt.datetime:
+    """The end of the window starting at ``start`` (the next one's start)."""
+    return _next(start.replace(tzinfo=None), check_policy(policy)).replace(tzinfo=dt.timezone.utc)

@@ -22,7 +22,6 @@ CASES = {
     "delta nan": (["--sql", PRIVATE, "--epsilon", "1", "--delta", "nan", *BOUNDS], 64, "delta must be"),
     "delta inf": (["--sql", PRIVATE, "--epsilon", "1", "--delta", "inf", *BOUNDS], 64, "delta must be"),
     "delta one": (["--sql", PRIVATE, "--epsilon", "1", "--delta", "1", *BOUNDS], 64, "delta must be"),
-    "private key without delta": (["--sql", PRIVATE, "--epsilon", "1", *BOUNDS], 64, "delta"),
     "bound zero": (["--sql", SQL, "--epsilon", "1", "--max-groups", "0", "--max-rows-per-group", "2",
                     "--start", "2024-03-01", "--end", "2024-04-01"], 64, "max_groups"),
     "unknown column": (["--sql", "SELECT foo.bar, COUNT(*) FROM logs GROUP BY foo.bar", "--epsilon", "1", *BOUNDS], 64, "unknown column"),

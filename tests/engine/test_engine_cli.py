@@ -91,12 +91,12 @@ def test_idempotent_rerun_replays_without_spending(sample_store):
     assert "replayed" in second.stderr and entries(sample_store) == n
 
 
-def test_private_key_without_delta_fails_with_fix_and_charges_nothing(sample_store):
-    before = entries(sample_store)
-    r = run("query", "--sql", "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip", "--store", str(sample_store), *PRIV)
-    assert r.exit_code == 64
-    assert "pass --delta" in r.stderr
-    assert entries(sample_store) == before
+def test_private_key_without_delta_uses_the_disclosed_default_delta(sample_store):
+    r = run("query", "--sql", "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip", "--store", str(sample_store),
+            *PRIV, "--format", "json")
+    assert r.exit_code == 0, r.output
+    p = json.loads(r.stdout)["privacy"]
+    assert 0 < p["delta"] <= 1e-6 and p["defaults_used"]["delta"].startswith("1e-06")
 
 
 def test_unsupported_sql_exit_64(sample_store):
@@ -196,3 +196,27 @@ def test_window_without_ingested_data_is_refused_before_any_charge(sample_store,
                                  start="2024-03-15", end="2024-04-15").release(caller="test")
     cov = rel.privacy["coverage"]
     assert cov["window_days"] == 31 and 0 < cov["covered_days"] < 31
+
+
+def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    r = CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    p = json.loads(r.stdout)["privacy"]
+    assert p["epsilon"] == 1.0 and p["window"] == {"start": "2024-03-01T00:00:00Z", "end": "2024-04-01T00:00:00Z"}
+    assert set(p["defaults_used"]) == {"epsilon", "window"} and "coverage" in p["defaults_used"]["window"]
+    assert p["bounds"]["max_groups"] == 1  # a scalar: one reachable group, nothing to choose
+    # backtick names (ES|QL, Spark SQL), the --day shortcut, and a private key's default delta
+    r = CliRunner().invoke(cli, ["query", "--store", str(store), "--day", "2024-03-12", "--format", "json", "--sql",
+                                 "SELECT `source.ip`, COUNT(*) FROM logs WHERE `event.outcome` = 'failure' GROUP BY `source.ip`"])
+    assert r.exit_code == 0, r.output
+    p = json.loads(r.stdout)["privacy"]
+    assert p["window"]["start"] == "2024-03-12T00:00:00Z" and p["defaults_used"]["delta"].startswith("1e-06")
+    bad = CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
+                                   "--day", "2024-03-12", "--last", "7d"])
+    assert bad.exit_code == 64 and "one window" in bad.output
+    assert CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
+                                    "--last", "7x"]).exit_code == 64

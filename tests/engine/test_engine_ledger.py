@@ -69,9 +69,9 @@ def test_failure_after_noise_stays_spent(make_engine, monkeypatch):
 
 def test_invalid_queries_reserve_nothing(make_engine):
     eng = make_engine(frame())
-    with pytest.raises(PrivacyParameterError):
-        eng.sql("SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip", epsilon=1, max_groups=1, max_rows_per_group=1,
-                start=START, end=END)
+    with pytest.raises(PrivacyParameterError):  # a negative δ
+        eng.sql("SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip", epsilon=1, delta=-1e-6, max_groups=1,
+                max_rows_per_group=1, start=START, end=END)
     with pytest.raises(QueryError):
         eng.sql("SELECT COUNT(*) FROM logs WHERE nope = 1", epsilon=1, max_groups=1, max_rows_per_group=1, start=START, end=END)
     assert eng.ledger.history() == []

@@ -51,16 +51,48 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
     click.echo(json.dumps({"model": str(path), "model_card": card.__dict__}, default=list, indent=1))
 
 
+_TOP_LABEL = ("RAW PER-UNIT DATA, NOT DIFFERENTIALLY PRIVATE: keep it inside the trust boundary "
+              "(do not paste it into tickets, reports or chats that leave it)")
+
+
+def _printable(text: object) -> str:
+    """Log-derived text (unit names, hosts) with control and non-ASCII characters escaped, so a
+    crafted name cannot rewrite the analyst's terminal."""
+    return str(text).encode("unicode_escape").decode("ascii")
+
+
 @click.command(context_settings=_CTX)
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file from `dplogs train`.")
 @click.option("--output", default=None, type=click.Path(dir_okay=False),
               help="Parquet file for the scores (default: STORE/scores/<model>.parquet).")
-def score(store_path, model_path, output) -> None:
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="Also print the N most anomalous unit-windows with their percentile and the features that "
+                   "drove each score: raw per-unit data for an analyst inside the trust boundary.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Format of the --top listing.")
+def score(store_path, model_path, output, top, fmt) -> None:
     """Score every (unit, window) of the store with a trained detector.
 
     The per unit-window scores are NOT differentially private: they stay inside the trust boundary.
-    They are written to a Parquet file inside the store by default, never to stdout; release
-    aggregates of them (counts of anomalous unit-windows) through a DP query instead."""
+    They are written to a Parquet file inside the store (with each score's percentile among the
+    training scores, from the model's DP histogram); release aggregates of them (counts of anomalous
+    unit-windows, `dplogs query --anomalies MODEL --threshold p99`) through a DP query instead.
+    `--top N` prints the N most anomalous unit-windows for triage, labelled as raw per-unit data."""
+    from dplogs.detect.train import top_windows
+
     path, n = score_store(store_path, model_path, output=output)
     click.echo(f"{n} unit-window scores written to {path} (not DP: keep them inside the trust boundary)", err=True)
+    if top is None:
+        return
+    rows = top_windows(store_path, model_path, n=top)
+    if fmt == "json":
+        click.echo(json.dumps({"label": _TOP_LABEL, "differentially_private": False, "windows": rows}, indent=1))
+        return
+    click.echo(f"# {_TOP_LABEL}")
+    for r in rows:
+        unit = next(v for k, v in r.items() if k not in ("rank", "window_start", "host", "score", "percentile", "drivers"))
+        pct = "n/a" if r["percentile"] is None else f"p{r['percentile']:.1f}"
+        drivers = ", ".join(f"{d['feature']}={d['value']:g} ({d['share_of_score']:.0%})" for d in r["drivers"])
+        click.echo(f"{r['rank']:>3}. {_printable(unit)} {r['window_start']} host={_printable(r['host'])} "
+                   f"score={r['score']:.4g} {pct}  drivers: {drivers}")

@@ -146,6 +146,12 @@ class KMeansModel:
     def scores(self, x: np.ndarray) -> np.ndarray:
         return _sq_dists(np.asarray(x, dtype=np.float64), self.centroids).min(axis=1)
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-feature parts of the score (rows sum to :meth:`scores`): squared differences to the
+        nearest centroid."""
+        x = np.asarray(x, dtype=np.float64)
+        return (x - self.centroids[nearest(x, self.centroids)]) ** 2
+
 
 def _lloyd(batches, init, iterations, clip_norm, min_count, noise) -> KMeansModel:
     c = np.array(init, dtype=np.float64)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from dplogs.detect.autoencoder import AutoencoderModel
+from dplogs.detect.calibration import Calibration
 from dplogs.detect.kmeans import KMeansModel
 from dplogs.errors import InputNotFound, InternalError, UsageError
 
@@ -54,6 +55,13 @@ class ModelCard:
     guarantee: str = ""
     data_size: str = "omitted (not released)"
     ledger_entry: str | None = None
+    score_calibration: dict[str, Any] | None = None
+    """The DP histogram of training scores (:class:`~dplogs.detect.calibration.Calibration` as a
+    dict), released in the same ledger entry; None in models trained before it existed."""
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return None if self.score_calibration is None else Calibration(**self.score_calibration)
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:

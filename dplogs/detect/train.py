@@ -1,8 +1,10 @@
 """Training and scoring from a store. Training is a release: its loss is reserved on the store's
 budget ledger before any noise is drawn, and the model file carries the model card.
 
-Scores are per (unit, window) and stay INSIDE the trust boundary: :func:`score_store` writes them
-to a Parquet file in the store (``STORE/scores/``), never to stdout, and they are not DP.
+Scores are per (unit, window) and stay INSIDE the trust boundary: they are not DP.
+:func:`score_store` writes them to a Parquet file in the store (``STORE/scores/``);
+:func:`top_windows` hands the N most anomalous, with what drove them, to an analyst (``dplogs score
+--top N``, which labels them as raw per-unit data).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from dplogs.detect.autoencoder import AutoencoderConfig, train_autoencoder
+from dplogs.detect.calibration import CALIBRATION_SHARE, plan_calibration, release_calibration
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
 from dplogs.detect.kmeans import plan_kmeans, train_kmeans
 from dplogs.detect.model import DETECTORS, ModelCard, load_model, model_from_json, model_to_json, save_model
@@ -84,12 +88,16 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
     dim = len(FEATURE_NAMES)
 
-    # every plan (and so every validation error) exists before the ledger is touched
+    # every plan (and so every validation error) exists before the ledger is touched; the score
+    # histogram's loss is composed with training's into ONE reservation
+    K = request.max_windows_per_unit
     if request.detector == "kmeans":
+        rho_total = rho_for_epsilon(request.epsilon, request.delta)
         plan = plan_kmeans(k=request.k, dim=dim, iterations=request.iterations,
-                           rho=rho_for_epsilon(request.epsilon, request.delta),
-                           max_rows_per_unit=request.max_windows_per_unit, clip_norm=request.clip_norm)
-        loss, rho = plan.loss, plan.loss.rho
+                           rho=rho_total * (1 - CALIBRATION_SHARE), max_rows_per_unit=K, clip_norm=request.clip_norm)
+        cal_plan = plan_calibration(max_rows_per_unit=K, rho=rho_total * CALIBRATION_SHARE)
+        loss = plan.loss + cal_plan.loss
+        rho = loss.rho
         eps, accountant = zcdp_to_epsilon(rho, request.delta), ZCDP_ACCOUNTANT
         hyper: dict[str, Any] = {"k": request.k, "iterations": request.iterations,
                                  "sum_noise_std": plan.sum_plan.std, "count_noise_std": plan.count_plan.std}
@@ -97,18 +105,22 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=request.sampling_rate,
                                    expected_batch_size=request.expected_batch_size,
                                    learning_rate=request.learning_rate)
-        sgd = plan_dpsgd(epsilon=request.epsilon, delta=request.delta, sampling_rate=request.sampling_rate,
-                         steps=request.steps, clip_norm=request.gradient_clip)
-        loss, rho, eps, accountant = sgd.loss, None, sgd.epsilon, sgd.accountant
+        sgd = plan_dpsgd(epsilon=request.epsilon * (1 - CALIBRATION_SHARE), delta=request.delta,
+                         sampling_rate=request.sampling_rate, steps=request.steps, clip_norm=request.gradient_clip)
+        cal_plan = plan_calibration(max_rows_per_unit=K, epsilon=request.epsilon * CALIBRATION_SHARE)
+        loss = sgd.loss + cal_plan.loss  # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram
+        rho, eps, accountant = None, loss.epsilon, f"{sgd.accountant} + basic composition with a Laplace histogram"
         hyper = {"hidden": request.hidden, "steps": request.steps, "sampling_rate": sgd.sampling_rate,
                  "expected_batch_size": request.expected_batch_size, "learning_rate": request.learning_rate,
                  "gradient_clip_per_unit": request.gradient_clip, "noise_multiplier": sgd.noise_multiplier,
-                 "epsilon_rdp_crosscheck": sgd.epsilon_rdp}
+                 "epsilon_dpsgd": sgd.epsilon, "epsilon_rdp_crosscheck": sgd.epsilon_rdp}
+    hyper["score_histogram"] = {"share": CALIBRATION_SHARE, "mechanism": cal_plan.mechanism.value,
+                                "noise_std": cal_plan.std}
 
     ledger = Ledger.open(store.ledger_path, create=True)
     query = json.dumps({"train": asdict(request)})
     with ledger.charge(loss, windows=windows, caller="train", query=query, idempotency_key=idempotency_key,
-                       mechanisms=["gaussian"]) as charge:
+                       mechanisms=["gaussian"] if request.detector == "kmeans" else ["gaussian", "laplace"]) as charge:
         if charge.replayed_payload is not None:
             doc = charge.replayed_payload
         else:
@@ -119,11 +131,13 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             else:
                 model = train_autoencoder(batches, dim=dim, config=config, plan=sgd,
                                           max_rows_per_unit=request.max_windows_per_unit, charge=charge)
+            calibration = release_calibration(model.scores(table.matrix()), plan=cal_plan,
+                                              clip_norm=request.clip_norm, charge=charge)
             card = ModelCard(
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,
                 privacy_unit=unit, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
                 clip_norm=request.clip_norm, feature_window=request.window, features=table.names,
-                hyperparameters=hyper, ledger_entry=charge.entry_id,
+                hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
             )
             doc = model_to_json(model, card)
             charge.record(doc)
@@ -131,11 +145,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     return path, model_from_json(doc)[1]
 
 
-def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLike[str], *,
-                output: str | os.PathLike[str] | None = None) -> tuple[Path, int]:
-    """Score every (unit, window) of the store with a trained model. NOT a release: the scores are
-    written inside the store (``STORE/scores/<model>.parquet`` by default) and must stay inside the
-    trust boundary. Returns the output path and the number of rows scored."""
+def _scored_table(store_path, model_path):
     from dplogs.ingest.store import Store
 
     store = Store.open(store_path)
@@ -145,9 +155,49 @@ def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLik
     spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=card.clip_norm, window=card.feature_window,
                        budget_window=store.manifest.budget_window)
     table = extract_features(store.scan(), unit=card.privacy_unit, spec=spec)
+    return store, model, card, table
+
+
+def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLike[str], *,
+                output: str | os.PathLike[str] | None = None) -> tuple[Path, int]:
+    """Score every (unit, window) of the store with a trained model. NOT a release: the scores are
+    written inside the store (``STORE/scores/<model>.parquet`` by default) and must stay inside the
+    trust boundary. Returns the output path and the number of rows scored."""
+    store, model, card, table = _scored_table(store_path, model_path)
     scores = model.scores(table.matrix())
     out = Path(output) if output is not None else store.path / "scores" / f"{Path(model_path).stem}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.frame.select("unit", "window_start").with_columns(pl.Series("score", scores)).rename(
-        {"unit": card.privacy_unit}).write_parquet(out)
+    frame = table.frame.select("unit", "window_start").with_columns(pl.Series("score", scores))
+    if card.calibration is not None:
+        frame = frame.with_columns(pl.Series("percentile", card.calibration.percentile(scores)))
+    frame.rename({"unit": card.privacy_unit}).write_parquet(out)
     return out, len(scores)
+
+
+def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLike[str], *, n: int,
+                features_per_window: int = 3) -> list[dict[str, Any]]:
+    """The ``n`` most anomalous unit-windows of the store, each with its score, its percentile
+    among the training scores (from the model's DP histogram) and the features that drove the score
+    (largest parts of it first, with the feature's scaled value). NOT a release: raw per-unit data,
+    for an analyst inside the trust boundary."""
+    if n < 1:
+        raise UsageError(f"--top must be >= 1, got {n}")
+    _, model, card, table = _scored_table(store_path, model_path)
+    x = table.matrix()
+    scores = model.scores(x)
+    order = np.argsort(-scores, kind="stable")[:n]
+    parts = model.contributions(x[order])
+    pct = card.calibration.percentile(scores[order]) if card.calibration is not None else None
+    out = []
+    for rank, (i, part) in enumerate(zip(order, parts)):
+        row = table.row(int(i))
+        drivers = np.argsort(-part, kind="stable")[:features_per_window]
+        total = float(part.sum()) or 1.0
+        out.append({
+            "rank": rank + 1, card.privacy_unit: row["unit"], "window_start": row["window_start"].isoformat(),
+            "host": row["host"], "score": float(scores[i]),
+            "percentile": None if pct is None else round(float(pct[rank]), 3),
+            "drivers": [{"feature": table.names[j], "value": round(float(x[i, j]), 4),
+                         "share_of_score": round(float(part[j]) / total, 3)} for j in drivers],
+        })
+    return out

@@ -87,7 +87,7 @@ def test_cli_train_then_score_keeps_scores_inside_the_store(store, tmp_path):
     assert res.stdout == ""  # nothing on stdout: scores are not a release
     out = store.path / "scores" / "km.parquet"
     scores = pl.read_parquet(out)
-    assert scores.columns == ["user.name", "window_start", "score"]
+    assert scores.columns == ["user.name", "window_start", "score", "percentile"]
     # every unit-window is scored, not only the K per unit kept for training
     days = synthetic_events().select("user.name", pl.col("@timestamp").dt.date()).unique().height
     assert scores.height == days > 50 * 3

@@ -24,7 +24,8 @@ clipped to C = 1.
 
 Baselines (non-private, same rows and features as the detectors, fitted on the training rows):
 ``dist-to-mean`` (squared distance to the mean row after standardising each feature by the
-training std), ``max-z`` (the largest per-feature |z|), ``raw-count`` (the raw event count of the
+training std), ``dist-to-mean-unscaled`` (the same on the features as the detectors see them,
+already in [0, 1] by public constants), ``max-z`` (the largest per-feature |z|), ``raw-count`` (the raw event count of the
 session, or failure count of the user-day on sample-logs: no model at all) and
 ``isolation-forest`` (scikit-learn, 100 trees; the ``bench`` extra).
 
@@ -83,7 +84,7 @@ THRESHOLD_QUANTILE = 0.995
 HDFS_NORMALS, HDFS_ANOMALIES = 558_223, 16_838
 MIN_POSITIVES = 30  # below this many positives (or negatives) the table flags AUROC/AP as anecdotal
 DETECTORS = ("kmeans", "autoencoder")
-BASELINES = ("dist-to-mean", "max-z", "raw-count", "isolation-forest")
+BASELINES = ("dist-to-mean", "dist-to-mean-unscaled", "max-z", "raw-count", "isolation-forest")
 
 
 @dataclass
@@ -237,6 +238,9 @@ def baselines(s: Split, seed: int):
     # a feature constant in training: any deviation counts as one (large) unit, not 1/0
     sd = np.where(sd > 1e-9, sd, 1.0)
     yield "dist-to-mean", _Scorer(lambda x: (((x - mu) / sd) ** 2).sum(axis=1))
+    # the features are already in [0, 1] by public constants; without the training std, features
+    # that barely vary in training cannot dominate (standardising them made ADFA-LD chance level)
+    yield "dist-to-mean-unscaled", _Scorer(lambda x: ((x - mu) ** 2).sum(axis=1))
     yield "max-z", _Scorer(lambda x: np.abs((x - mu) / sd).max(axis=1))
     raw = {id(s.test): s.raw_count}
     yield "raw-count", _Scorer(lambda x: raw.get(id(x), np.zeros(len(x))))
@@ -287,7 +291,7 @@ def _row(s: Split, detector: str, eps, seed: int, model) -> dict:
     return row
 
 
-def run(seeds: int, partial: Path, names: set[str]) -> list[dict]:
+def run(seeds: int, partial: Path, names: set[str], only_baselines: bool = False) -> list[dict]:
     """All runs; each finished (dataset, detector, seed) is appended to ``partial`` as JSON lines."""
     results = []
 
@@ -302,7 +306,7 @@ def run(seeds: int, partial: Path, names: set[str]) -> list[dict]:
             for name, model in baselines(s, seed):
                 keep(_row(s, name, None, seed, model))
             print(f"seed {seed} {s.name} baselines: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-            for detector, pairs in (("kmeans", kmeans_pair), ("autoencoder", autoencoder_pair)):
+            for detector, pairs in () if only_baselines else (("kmeans", kmeans_pair), ("autoencoder", autoencoder_pair)):
                 t0 = time.perf_counter()
                 for eps, model in pairs(s):
                     keep(_row(s, detector, eps, seed, model))
@@ -373,6 +377,8 @@ def plot(summary: list[dict], path: Path) -> None:
         for det, colour in (("kmeans", "tab:blue"), ("autoencoder", "tab:red")):
             rs = sorted((r for r in summary if r["dataset"] == ds and r["detector"] == det and r["epsilon"] is not None),
                         key=lambda r: r["epsilon"])
+            if not rs:
+                continue
             ax.errorbar([r["epsilon"] for r in rs], [r["auroc_mean"] for r in rs], yerr=[r["auroc_std"] for r in rs],
                         marker="o", color=colour, label=f"DP {det}", capsize=3)
             (np_row,) = [r for r in summary if r["dataset"] == ds and r["detector"] == det and r["epsilon"] is None]
@@ -397,14 +403,20 @@ def main() -> None:
     ap.add_argument("--epsilons", default=",".join(f"{e:g}" for e in EPSILONS))
     ap.add_argument("--datasets", default="hdfs-loglizer,hdfs-deeplog,adfa-ld,sample-logs")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    ap.add_argument("--only-baselines", action="store_true", help="Run the (cheap) baselines only.")
+    ap.add_argument("--from-runs", type=Path, default=None,
+                    help="Rebuild the JSON, table and plot from a detector_eval_runs.jsonl of an earlier run.")
     args = ap.parse_args()
     EPSILONS = tuple(float(e) for e in args.epsilons.split(","))
-    if not DATA.is_dir():
-        sys.exit(f"labelled datasets not found at {DATA}")
     args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "detector_eval_runs.jsonl"
-    partial.unlink(missing_ok=True)
-    results = run(args.seeds, partial, set(args.datasets.split(",")))
+    if args.from_runs is not None:
+        results = [json.loads(line) for line in args.from_runs.read_text().splitlines() if line.strip()]
+    else:
+        if not DATA.is_dir():
+            sys.exit(f"labelled datasets not found at {DATA}")
+        partial = args.out / "detector_eval_runs.jsonl"
+        partial.unlink(missing_ok=True)
+        results = run(args.seeds, partial, set(args.datasets.split(",")), args.only_baselines)
     summary = summarise(results)
     (args.out / "detector_eval.json").write_text(json.dumps({"runs": results, "summary": summary}, indent=1) + "\n")
     table = markdown(summary)

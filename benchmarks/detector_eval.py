@@ -14,7 +14,8 @@ Datasets (read from ../shared/datasets/labeled and ./sample_logs, never copied; 
   validation traces and 746 attacks.
 - ``sample-logs``: the shipped demo logs (``sample_logs/``) ingested into a temporary store, the
   store's own features (:func:`dplogs.detect.features.extract_features`) per user-day, unit
-  ``user.name``; unsupervised: train on every user-day, score the same user-days. Positive: the
+  ``user.name``; unsupervised, as ``dplogs train``/``score`` run: train on K = 5 random days per
+  user (the baselines fit on the same rows), score every user-day. Positive: the
   planted exfiltration (``omar.haddad``, 2024-03-14 23:00 to 03-15 03:00: 2 user-days). Far too
   few positives for AUROC to mean much; the table also gives their ranks.
 
@@ -82,6 +83,7 @@ DELTA = 1e-6
 CLIP = 1.0
 THRESHOLD_QUANTILE = 0.995
 HDFS_NORMALS, HDFS_ANOMALIES = 558_223, 16_838
+SAMPLE_K = 5  # sample-logs: training user-days kept per user per month (--max-windows)
 MIN_POSITIVES = 30  # below this many positives (or negatives) the table flags AUROC/AP as anecdotal
 DETECTORS = ("kmeans", "autoencoder")
 BASELINES = ("dist-to-mean", "dist-to-mean-unscaled", "max-z", "raw-count", "isolation-forest")
@@ -173,9 +175,11 @@ def sample_logs_split() -> Split:
         subprocess.run([sys.executable, "-c", "from dplogs.cli import main; main()", "ingest", str(ROOT / "sample_logs"), "--store",
                         f"{tmp}/s", "--year", "2024"], check=True, capture_output=True)
         store = Store.open(f"{tmp}/s")
-        # K = 31: every day of the month is kept (research: the bound is a property of the release)
-        spec = FeatureSpec(max_windows_per_unit=31, clip_norm=CLIP, window="day", budget_window="month")
-        table = extract_features(store.scan(), unit="user.name", spec=spec, seed=0)
+        # train as `dplogs train` does: K = SAMPLE_K random days per user per month; score every day
+        table = extract_features(store.scan(), unit="user.name", seed=0, spec=FeatureSpec(
+            max_windows_per_unit=31, clip_norm=CLIP, window="day", budget_window="month"))
+        train = extract_features(store.scan(), unit="user.name", seed=1, spec=FeatureSpec(
+            max_windows_per_unit=SAMPLE_K, clip_norm=CLIP, window="day", budget_window="month"))
         failures = (store.scan().filter(pl.col("event.outcome") == "failure")
                     .with_columns(pl.col("@timestamp").dt.truncate("1d").alias("window_start"))
                     .group_by(pl.col("user.name").alias("unit"), "window_start").agg(pl.len().alias("failures"))
@@ -187,18 +191,17 @@ def sample_logs_split() -> Split:
     labels = np.array([float(u == "omar.haddad" and w.date() in exfil_days)
                        for u, w in zip(frame["unit"], frame["window_start"])])
     ids = [f"{u}/{w.date()}" for u, w in zip(frame["unit"], frame["window_start"])]
-    # no store K bound needed per session here: unit_id is per (user, month); K = 31 rows
-    split = Split("sample-logs", x.shape[1], x, x, labels, 1.0, frame["failures"].to_numpy().astype(np.float64),
-                  ae_steps=100, ae_sampling_rate=0.5, test_ids=ids)
-    split.unit_ids = frame["unit_id"].to_numpy()  # type: ignore[attr-defined]
+    split = Split("sample-logs", x.shape[1], train.matrix(), x, labels, 1.0,
+                  frame["failures"].to_numpy().astype(np.float64), ae_steps=100, ae_sampling_rate=0.5, test_ids=ids)
+    split.unit_ids = train.frame["unit_id"].to_numpy()  # type: ignore[attr-defined]
     _SAMPLE_CACHE["split"] = split
     return split
 
 
 def _unit_ids(s: Split) -> tuple[np.ndarray, int]:
-    """Unit ids of the training rows and the bound K (1 per session; ≤ 31 user-days per month)."""
+    """Unit ids of the training rows and the bound K (1 per session; SAMPLE_K user-days per month)."""
     ids = getattr(s, "unit_ids", None)
-    return (np.arange(len(s.train)), 1) if ids is None else (ids, 31)
+    return (np.arange(len(s.train)), 1) if ids is None else (ids, SAMPLE_K)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -291,7 +294,7 @@ def _row(s: Split, detector: str, eps, seed: int, model) -> dict:
     return row
 
 
-def run(seeds: int, partial: Path, names: set[str], only_baselines: bool = False) -> list[dict]:
+def run(seeds: int, partial: Path, names: set[str], only_baselines: bool = False, first_seed: int = 0) -> list[dict]:
     """All runs; each finished (dataset, detector, seed) is appended to ``partial`` as JSON lines."""
     results = []
 
@@ -300,7 +303,7 @@ def run(seeds: int, partial: Path, names: set[str], only_baselines: bool = False
         with partial.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for s in load_splits(seed, names):
             t0 = time.perf_counter()
             for name, model in baselines(s, seed):
@@ -403,6 +406,7 @@ def main() -> None:
     ap.add_argument("--epsilons", default=",".join(f"{e:g}" for e in EPSILONS))
     ap.add_argument("--datasets", default="hdfs-loglizer,hdfs-deeplog,adfa-ld,sample-logs")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    ap.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed .. first-seed+seeds-1.")
     ap.add_argument("--only-baselines", action="store_true", help="Run the (cheap) baselines only.")
     ap.add_argument("--from-runs", type=Path, default=None,
                     help="Rebuild the JSON, table and plot from a detector_eval_runs.jsonl of an earlier run.")
@@ -416,7 +420,8 @@ def main() -> None:
             sys.exit(f"labelled datasets not found at {DATA}")
         partial = args.out / "detector_eval_runs.jsonl"
         partial.unlink(missing_ok=True)
-        results = run(args.seeds, partial, set(args.datasets.split(",")), args.only_baselines)
+        results = run(args.seeds, partial, set(args.datasets.split(",")), args.only_baselines,
+                      args.first_seed)
     summary = summarise(results)
     (args.out / "detector_eval.json").write_text(json.dumps({"runs": results, "summary": summary}, indent=1) + "\n")
     table = markdown(summary)

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from dplogs.detect.features import WINDOWS
 from dplogs.detect.model import DETECTORS
 from dplogs.detect.train import TrainRequest, score_store, train_from_store
 
@@ -23,7 +24,8 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--max-windows", "max_windows", type=click.IntRange(min=1), required=True,
               help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random.")
 @click.option("--clip-norm", type=float, default=1.0, show_default=True, help="C: L2 clip of each feature row.")
-@click.option("--window", type=click.Choice(["hour", "day"]), default="day", show_default=True, help="Feature window.")
+@click.option("--window", type=click.Choice(list(WINDOWS)), default="day", show_default=True,
+              help="Feature window (5min/15min for short recordings).")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="kmeans: clusters.")
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True, help="kmeans: Lloyd iterations.")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="autoencoder: DP-SGD steps.")

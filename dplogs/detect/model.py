@@ -78,6 +78,13 @@ class ModelCard:
             ))
 
 
+def check_features(card: ModelCard, names: tuple[str, ...]) -> None:
+    """A model only scores the feature vocabulary it was trained on."""
+    if tuple(card.features) != tuple(names):
+        raise UsageError(f"the model was trained on {len(card.features)} features that differ from this dplogs "
+                         f"version's {len(names)}; retrain it with `dplogs train`")
+
+
 def model_to_json(model: Model, card: ModelCard) -> dict[str, Any]:
     if isinstance(model, KMeansModel):
         weights = {"centroids": model.centroids.tolist()}

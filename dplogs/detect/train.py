@@ -23,7 +23,9 @@ from dplogs.detect.autoencoder import AutoencoderConfig, train_autoencoder
 from dplogs.detect.calibration import CALIBRATION_SHARE, plan_calibration, release_calibration
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
 from dplogs.detect.kmeans import plan_kmeans, train_kmeans
-from dplogs.detect.model import DETECTORS, ModelCard, load_model, model_from_json, model_to_json, save_model
+from dplogs.detect.model import (
+    DETECTORS, ModelCard, check_features, load_model, model_from_json, model_to_json, save_model,
+)
 from dplogs.errors import PrivacyParameterError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.dpsgd import ZCDP_ACCOUNTANT, plan_dpsgd, rho_for_epsilon
@@ -154,6 +156,7 @@ def _scored_table(store_path, model_path):
         raise UsageError(f"model was trained per {card.privacy_unit}, the store's unit is {store.manifest.privacy_unit}")
     spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=card.clip_norm, window=card.feature_window,
                        budget_window=store.manifest.budget_window)
+    check_features(card, FEATURE_NAMES)
     table = extract_features(store.scan(), unit=card.privacy_unit, spec=spec)
     return store, model, card, table
 

@@ -178,9 +178,11 @@ class Engine:
         """
         from dplogs.detect.anomaly_counts import anomaly_events
         from dplogs.detect.calibration import resolve_threshold
-        from dplogs.detect.model import load_model
+        from dplogs.detect.features import FEATURE_NAMES
+        from dplogs.detect.model import check_features, load_model
 
         model, card = load_model(model_path)
+        check_features(card, FEATURE_NAMES)
         threshold = resolve_threshold(threshold, card.calibration)
         if card.privacy_unit != self.privacy_unit:
             raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.privacy_unit}")

@@ -106,3 +106,13 @@ def test_score_refuses_a_model_of_another_unit(store, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(UsageError, match="source.ip"):
         score_store(store.path, path)
+
+
+def test_a_model_of_another_feature_vocabulary_is_refused_not_crashed(store, tmp_path):
+    path, _ = train_from_store(store.path, TrainRequest(**KM), output=tmp_path / "m.json")
+    doc = json.loads(path.read_text())
+    doc["model_card"]["features"] = doc["model_card"]["features"][:28]  # a model of the 28-feature era
+    doc["weights"]["centroids"] = [c[:28] for c in doc["weights"]["centroids"]]
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(cli, ["score", "--store", str(store.path), "--model", str(path)])
+    assert res.exit_code == 64 and "retrain" in res.output

@@ -98,3 +98,49 @@ def score(store_path, model_path, output, top, fmt) -> None:
         drivers = ", ".join(f"{d['feature']}={d['value']:g} ({d['share_of_score']:.0%})" for d in r["drivers"])
         click.echo(f"{r['rank']:>3}. {_printable(unit)} {r['window_start']} host={_printable(r['host'])} "
                    f"score={r['score']:.4g} {pct}  drivers: {drivers}")
+
+
+def _timeseries_options(f):
+    from dplogs.cli.query import _common
+
+    return _common(f)
+
+
+@click.command(context_settings=_CTX)
+@_timeseries_options
+@click.option("--history", type=click.IntRange(min=2), default=7, show_default=True,
+              help="Previous buckets the baseline is computed from.")
+@click.option("--z", "z_threshold", type=float, default=3.0, show_default=True, help="Flag buckets with z above this.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored release and spends nothing.")
+def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotency_key, **opts) -> None:
+    """DP time-series anomaly scores: release ONE noised aggregate per time bucket (QUERYFILE or
+    --sql with a single time-bucket key, charged like `dplogs query`), then score each bucket's
+    noisy value against the mean and spread of the previous --history noisy buckets. z = (value −
+    baseline) / √(max(spread², σ²)·(1 + 1/history)), σ the release's own noise std, so the noise
+    of the bucket and of its baseline are both in the denominator; scoring is post-processing and
+    costs nothing more. With --anomalies MODEL --threshold p99 the series is the DP count of
+    anomalous unit-windows per bucket."""
+    from dplogs.cli.query import _prepare
+    from dplogs.detect.timeseries import check_series_plan, score_release
+
+    prepared = _prepare(queryfile, sql_text, store, opts)
+    check_series_plan(prepared.plan)
+    release = prepared.release(caller="timeseries", idempotency_key=idempotency_key)
+    scored = score_release(release.data, history=history, threshold=z_threshold)
+    p = release.privacy
+    loss = ", ".join(f"{k}={p[k]:.6g}" for k in ("epsilon", "delta", "rho") if p.get(k))
+    click.echo(f"released {scored.height} buckets: {loss} per {p['privacy_unit']} charged to "
+               f"{', '.join(p['budget_windows'])}; z scores are post-processing", err=True)
+    if fmt == "json":
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                for r in scored.iter_rows(named=True)]
+        click.echo(json.dumps({"history": history, "z_threshold": z_threshold, "buckets": rows, "privacy": p},
+                              default=str, indent=1))
+        return
+    key = scored.columns[0]
+    click.echo(f"{key:<26} {'value':>10} {'baseline':>10} {'z':>7}")
+    for r in scored.iter_rows(named=True):
+        z = "" if r["z"] != r["z"] else f"{r['z']:.2f}"
+        base = "" if r["baseline"] != r["baseline"] else f"{r['baseline']:.1f}"
+        click.echo(f"{str(r[key]):<26} {r['value']:>10.1f} {base:>10} {z:>7}{'  ANOMALOUS' if r['anomalous'] else ''}")

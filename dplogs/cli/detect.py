@@ -8,6 +8,7 @@ import click
 
 from dplogs.detect.features import WINDOWS
 from dplogs.detect.model import DETECTORS
+from dplogs.errors import UsageError
 from dplogs.detect.train import TrainRequest, score_store, train_from_store
 
 _CTX = {"help_option_names": ["-h", "--help"]}
@@ -100,6 +101,20 @@ def score(store_path, model_path, output, top, fmt) -> None:
                    f"score={r['score']:.4g} {pct}  drivers: {drivers}")
 
 
+def _check_series_plan(plan) -> None:
+    """Refuse, BEFORE anything is charged, a query whose release cannot be scored as a series: it
+    needs one time-bucket key and one directly noised count or sum."""
+    from dplogs.engine.plan import AggKind
+
+    keys, aggs = plan.keys, plan.query.aggregations
+    if len(keys) != 1 or keys[0].bucket is None:
+        raise UsageError(f"time-series scores need ONE time-bucket key (GROUP BY date_trunc('day', \"@timestamp\") "
+                         f"or --bucket day), got keys {[k.name for k in keys] or 'none'}; nothing was charged")
+    if len(aggs) != 1 or aggs[0].kind not in (AggKind.COUNT, AggKind.UNITS, AggKind.SUM):
+        raise UsageError("time-series scores need exactly one COUNT(*), COUNT(DISTINCT unit) or SUM per bucket; "
+                         "nothing was charged")
+
+
 def _timeseries_options(f):
     from dplogs.cli.query import _common
 
@@ -111,7 +126,8 @@ def _timeseries_options(f):
 @click.option("--history", type=click.IntRange(min=2), default=7, show_default=True,
               help="Previous buckets the baseline is computed from.")
 @click.option("--z", "z_threshold", type=float, default=3.0, show_default=True, help="Flag buckets with z above this.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: one line per bucket; json: buckets, z and the release's privacy metadata.")
 @click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored release and spends nothing.")
 def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotency_key, **opts) -> None:
     """DP time-series anomaly scores: release ONE noised aggregate per time bucket (QUERYFILE or
@@ -122,10 +138,10 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
     costs nothing more. With --anomalies MODEL --threshold p99 the series is the DP count of
     anomalous unit-windows per bucket."""
     from dplogs.cli.query import _prepare
-    from dplogs.detect.timeseries import check_series_plan, score_release
+    from dplogs.detect.timeseries import score_release
 
     prepared = _prepare(queryfile, sql_text, store, opts)
-    check_series_plan(prepared.plan)
+    _check_series_plan(prepared.plan)
     release = prepared.release(caller="timeseries", idempotency_key=idempotency_key)
     scored = score_release(release.data, history=history, threshold=z_threshold)
     p = release.privacy

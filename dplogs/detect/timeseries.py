@@ -102,16 +102,3 @@ def score_release(data: pl.DataFrame, *, history: int, threshold: float = 3.0) -
         "anomalous": flag_buckets(z, threshold=threshold), "noise_std": np.full(len(values), std),
     })
 
-
-def check_series_plan(plan) -> None:
-    """Refuse, BEFORE anything is charged, a query whose release :func:`score_release` could not
-    score: it needs one time-bucket key and one directly noised count/sum."""
-    from dplogs.engine.plan import AggKind
-
-    keys, aggs = plan.keys, plan.query.aggregations
-    if len(keys) != 1 or keys[0].bucket is None:
-        raise UsageError(f"time-series scores need ONE time-bucket key (GROUP BY date_trunc('day', \"@timestamp\") "
-                         f"or --bucket day), got keys {[k.name for k in keys] or 'none'}; nothing was charged")
-    if len(aggs) != 1 or aggs[0].kind not in (AggKind.COUNT, AggKind.UNITS, AggKind.SUM):
-        raise UsageError("time-series scores need exactly one COUNT(*), COUNT(DISTINCT unit) or SUM per bucket; "
-                         "nothing was charged")

@@ -22,19 +22,21 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--delta", type=float, required=True, help="δ of the training release (e.g. 1e-6).")
 @click.option("--start", required=True, help="Start of the training time range (ISO 8601, included).")
 @click.option("--end", required=True, help="End of the training time range (ISO 8601, excluded). Every budget window it touches is charged.")
-@click.option("--max-windows", "max_windows", type=click.IntRange(min=1), required=True,
-              help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random.")
+@click.option("--max-windows", "max_windows", type=click.IntRange(min=1), default=None,
+              help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random. Default: a "
+                   "public rule per --window (day 7, hour 24, 15min 32, 5min 48). Noise grows with K.")
 @click.option("--clip-norm", type=float, default=1.0, show_default=True, help="C: L2 clip of each feature row.")
 @click.option("--window", type=click.Choice(list(WINDOWS)), default="day", show_default=True,
               help="Feature window (5min/15min for short recordings).")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="kmeans: clusters.")
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True, help="kmeans: Lloyd iterations.")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="autoencoder: DP-SGD steps.")
-@click.option("--sampling-rate", type=float, default=0.01, show_default=True,
-              help="autoencoder: Poisson sampling rate of units per step.")
-@click.option("--expected-batch-size", type=float, default=100.0, show_default=True,
-              help="autoencoder: PUBLIC constant the noisy gradient sum is divided by; set it to about "
-                   "sampling-rate × number of units (a public estimate, not read off the data).")
+@click.option("--sampling-rate", type=float, default=None,
+              help="autoencoder: Poisson sampling rate of units per step. Default: about 256 units per step, "
+                   "from a DP count of the training units (5% of ε, same ledger entry, in the model card).")
+@click.option("--expected-batch-size", type=float, default=None,
+              help="autoencoder: PUBLIC constant the noisy gradient sum is divided by, about sampling-rate × "
+                   "number of units. Default: from the same DP count of units; give both settings to skip it.")
 @click.option("--gradient-clip", type=float, default=0.05, show_default=True,
               help="autoencoder: L2 clip of one unit's gradient per step (noise std = σ × this).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
@@ -44,12 +46,25 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
     """Train a DP anomaly detector on a store; the training is a release charged to the store's
     budget ledger (reserved before any noise). The model file carries its model card (ε, δ,
     accountant, bounds, features, windows); the model card is also printed to stdout as JSON."""
+    from dplogs.detect.train import default_max_windows
+
+    if max_windows is None:
+        max_windows = default_max_windows(window)
+        click.echo(f"--max-windows defaults to K = {max_windows} {window} windows per unit per budget window "
+                   "(a public rule; each unit's noise scales with K, so lower it if units are rarely active)", err=True)
     request = TrainRequest(
         detector=detector, epsilon=epsilon, delta=delta, start=start, end=end, max_windows_per_unit=max_windows,
         clip_norm=clip_norm, window=window, k=k, iterations=iterations, steps=steps, sampling_rate=sampling_rate,
         expected_batch_size=expected_batch_size, gradient_clip=gradient_clip,
     )
     path, card = train_from_store(store_path, request, output=output, idempotency_key=idempotency_key)
+    h = card.hyperparameters
+    if "units_estimate" in h:
+        click.echo(f"batch settings from a DP count of about {h['units_estimate']['noisy_units']:.0f} training units "
+                   f"(ε {h['units_estimate']['epsilon']:.3g} of the total): sampling rate {h['sampling_rate']:g}, "
+                   f"expected batch {h['expected_batch_size']:.4g} units per step", err=True)
+    for warning in h.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"model written to {path}; {card.guarantee}", err=True)
     click.echo(json.dumps({"model": str(path), "model_card": card.__dict__}, default=list, indent=1))
 

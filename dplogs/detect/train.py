@@ -28,7 +28,10 @@ from dplogs.detect.model import (
 )
 from dplogs.errors import PrivacyParameterError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
-from dplogs.privacy.dpsgd import ZCDP_ACCOUNTANT, plan_dpsgd, rho_for_epsilon
+from dplogs.privacy.dpsgd import PLD_ACCOUNTANT, ZCDP_ACCOUNTANT, DpSgdPlan, plan_dpsgd, rho_for_epsilon
+from dplogs.privacy.loss import PrivacyLoss
+from dplogs.privacy.mechanisms import add_noise, calibrate
+from dplogs.privacy.sensitivity import Sensitivity
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.params import check_delta, check_epsilon
 from dplogs.privacy.windows import windows_for
@@ -60,8 +63,8 @@ class TrainRequest:
     iterations: int = 5
     hidden: int = 8
     steps: int = 300
-    sampling_rate: float = 0.01
-    expected_batch_size: float = 100.0
+    sampling_rate: float | None = None
+    expected_batch_size: float | None = None
     gradient_clip: float = 0.05
     learning_rate: float = 0.01
 
@@ -74,6 +77,48 @@ class TrainRequest:
             raise UsageError(f"--end {self.end} must be after --start {self.start}")
         if self.k < 1 or self.iterations < 1:
             raise PrivacyParameterError("k and iterations must be >= 1")
+        if self.sampling_rate is not None and not 0 < self.sampling_rate <= 1:
+            raise PrivacyParameterError(f"sampling rate must be in (0, 1], got {self.sampling_rate}; pass --sampling-rate")
+        if self.expected_batch_size is not None and not self.expected_batch_size > 0:
+            raise PrivacyParameterError(f"expected batch size must be > 0, got {self.expected_batch_size}")
+
+    @property
+    def estimates_units(self) -> bool:
+        """The autoencoder's batch settings come from a DP estimate of the number of units."""
+        return self.detector == "autoencoder" and (self.sampling_rate is None or self.expected_batch_size is None)
+
+
+ESTIMATE_SHARE = 0.05
+"""Share of an autoencoder's ε spent on the DP count of training units its batch settings are
+derived from (only when --sampling-rate or --expected-batch-size is not given)."""
+TARGET_BATCH = 256.0  # units per DP-SGD step the automatic sampling rate aims at
+SMALL_TRAINING = 20  # fewer (noisy) units' worth of training rows than this: a warning
+
+
+def default_max_windows(window: str) -> int:
+    """The public default of K (--max-windows) per feature window: about a week of days, a day of
+    hours, a working day of 15/5-minute windows. A public rule, not read off the data."""
+    return {"day": 7, "hour": 24, "15min": 32, "5min": 48}[window]
+
+
+def batch_settings(units: float, *, sampling_rate: float | None, expected_batch_size: float | None,
+                   ) -> tuple[float, float, list[str]]:
+    """(sampling rate, expected batch size, warnings) from a noisy number of units: the rate aims
+    at TARGET_BATCH units per step; the batch is rate × units. Post-processing of the estimate.
+
+    >>> batch_settings(10_000.0, sampling_rate=None, expected_batch_size=None)[:2]
+    (0.0256, 256.0)
+    >>> batch_settings(30.0, sampling_rate=0.01, expected_batch_size=None)[2]
+    ['a DP-SGD step samples about 0.3 units (sampling rate 0.01 × about 30 units): the noise will dominate every step; raise --sampling-rate or train on more units']
+    """
+    n = max(float(units), 1.0)
+    q = sampling_rate if sampling_rate is not None else min(1.0, TARGET_BATCH / n)
+    batch = expected_batch_size if expected_batch_size is not None else q * n
+    warnings = []
+    if q * n < 10:
+        warnings.append(f"a DP-SGD step samples about {q * n:.2g} units (sampling rate {q:g} × about {n:.0f} "
+                        "units): the noise will dominate every step; raise --sampling-rate or train on more units")
+    return q, batch, warnings
 
 
 def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, *, output: str | os.PathLike[str],
@@ -98,24 +143,30 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         plan = plan_kmeans(k=request.k, dim=dim, iterations=request.iterations,
                            rho=rho_total * (1 - CALIBRATION_SHARE), max_rows_per_unit=K, clip_norm=request.clip_norm)
         cal_plan = plan_calibration(max_rows_per_unit=K, rho=rho_total * CALIBRATION_SHARE)
+        estimate_plan = None
         loss = plan.loss + cal_plan.loss
         rho = loss.rho
         eps, accountant = zcdp_to_epsilon(rho, request.delta), ZCDP_ACCOUNTANT
         hyper: dict[str, Any] = {"k": request.k, "iterations": request.iterations,
                                  "sum_noise_std": plan.sum_plan.std, "count_noise_std": plan.count_plan.std}
     else:
-        config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=request.sampling_rate,
-                                   expected_batch_size=request.expected_batch_size,
-                                   learning_rate=request.learning_rate)
-        sgd = plan_dpsgd(epsilon=request.epsilon * (1 - CALIBRATION_SHARE), delta=request.delta,
-                         sampling_rate=request.sampling_rate, steps=request.steps, clip_norm=request.gradient_clip)
+        eps_estimate = request.epsilon * ESTIMATE_SHARE if request.estimates_units else 0.0
+        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE) - eps_estimate
+        estimate_plan = (calibrate(mechanism="laplace", integer=True, epsilon=eps_estimate,
+                                   sensitivity=Sensitivity(l1=1.0, l2=1.0)) if eps_estimate else None)
+        # without the estimate everything is planned now; with it, σ is calibrated to eps_sgd once the
+        # sampling rate is known (the reserved loss is the same either way)
+        sgd = None if estimate_plan else _plan_sgd(request, eps_sgd, request.sampling_rate)
         cal_plan = plan_calibration(max_rows_per_unit=K, epsilon=request.epsilon * CALIBRATION_SHARE)
-        loss = sgd.loss + cal_plan.loss  # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram
-        rho, eps, accountant = None, loss.epsilon, f"{sgd.accountant} + basic composition with a Laplace histogram"
-        hyper = {"hidden": request.hidden, "steps": request.steps, "sampling_rate": sgd.sampling_rate,
-                 "expected_batch_size": request.expected_batch_size, "learning_rate": request.learning_rate,
-                 "gradient_clip_per_unit": request.gradient_clip, "noise_multiplier": sgd.noise_multiplier,
-                 "epsilon_dpsgd": sgd.epsilon, "epsilon_rdp_crosscheck": sgd.epsilon_rdp}
+        # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram (+ the pure-ε unit count)
+        loss = PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss
+        if estimate_plan:
+            loss = loss + estimate_plan.loss
+        rho, eps = None, loss.epsilon
+        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (score histogram" + (
+            ", unit count)" if estimate_plan else ")")
+        hyper = {"hidden": request.hidden, "steps": request.steps, "learning_rate": request.learning_rate,
+                 "gradient_clip_per_unit": request.gradient_clip}
     hyper["score_histogram"] = {"share": CALIBRATION_SHARE, "mechanism": cal_plan.mechanism.value,
                                 "noise_std": cal_plan.std}
 
@@ -128,13 +179,31 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         else:
             table = extract_features(lf, unit=unit, spec=spec)
             batches = table.batches()
+            warnings: list[str] = []
             if request.detector == "kmeans":
                 model = train_kmeans(batches, plan=plan, charge=charge)
             else:
+                q, batch = request.sampling_rate, request.expected_batch_size
+                if estimate_plan is not None:
+                    n_units = int(table.frame["unit_id"].max() + 1) if table.frame.height else 0
+                    noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
+                    q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
+                    hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
+                                               "mechanism": "discrete laplace", "scale": estimate_plan.scale}
+                    sgd = _plan_sgd(request, eps_sgd, q)
+                config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=sgd.sampling_rate,
+                                           expected_batch_size=batch, learning_rate=request.learning_rate)
+                hyper.update({"sampling_rate": sgd.sampling_rate, "expected_batch_size": batch,
+                              "noise_multiplier": sgd.noise_multiplier, "epsilon_dpsgd": sgd.epsilon,
+                              "epsilon_rdp_crosscheck": sgd.epsilon_rdp})
                 model = train_autoencoder(batches, dim=dim, config=config, plan=sgd,
                                           max_rows_per_unit=request.max_windows_per_unit, charge=charge)
             calibration = release_calibration(model.scores(table.matrix()), plan=cal_plan,
                                               clip_norm=request.clip_norm, charge=charge)
+            if calibration.total < SMALL_TRAINING * K:
+                warnings.append(f"training saw about {calibration.total:.0f} unit-windows (DP histogram total), fewer "
+                                f"than {SMALL_TRAINING} units' worth at K = {K}: the model is mostly noise")
+            hyper["warnings"] = warnings
             card = ModelCard(
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,
                 privacy_unit=unit, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
@@ -145,6 +214,13 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             charge.record(doc)
     path = save_model(doc, output)  # only after the ledger committed the charge
     return path, model_from_json(doc)[1]
+
+
+def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:
+    if sampling_rate is None:
+        raise UsageError("the autoencoder needs --sampling-rate (or leave both batch settings to the DP estimate)")
+    return plan_dpsgd(epsilon=epsilon, delta=request.delta, sampling_rate=sampling_rate, steps=request.steps,
+                      clip_norm=request.gradient_clip)
 
 
 def _scored_table(store_path, model_path):

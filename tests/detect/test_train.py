@@ -116,3 +116,29 @@ def test_a_model_of_another_feature_vocabulary_is_refused_not_crashed(store, tmp
     path.write_text(json.dumps(doc))
     res = CliRunner().invoke(cli, ["score", "--store", str(store.path), "--model", str(path)])
     assert res.exit_code == 64 and "retrain" in res.output
+
+
+def test_autoencoder_batch_settings_from_a_charged_dp_unit_count(store, tmp_path):
+    kw = {k: v for k, v in AE.items() if k not in ("sampling_rate", "expected_batch_size")}
+    path, card = train_from_store(store.path, TrainRequest(**kw), output=tmp_path / "m.json")
+    h = card.hyperparameters
+    est = h["units_estimate"]
+    assert est["epsilon"] == pytest.approx(0.05) and est["mechanism"] == "discrete laplace"
+    # 50 users in one budget window; Laplace scale 1/0.05 = 20
+    assert abs(est["noisy_units"] - 50) < 20 * 12
+    assert h["expected_batch_size"] == pytest.approx(h["sampling_rate"] * max(est["noisy_units"], 1), rel=0.01)
+    with Ledger.open(store.ledger_path) as ledger:
+        (entry,) = ledger.history()  # estimate, DP-SGD and histogram: one entry
+        assert ledger.spent("2026-11").epsilon == pytest.approx(card.epsilon) and card.epsilon <= 1.0
+
+
+def test_train_explains_defaults_and_warns_when_it_samples_almost_nothing(store, tmp_path):
+    res = CliRunner().invoke(cli, [
+        "train", "--store", str(store.path), "--detector", "autoencoder", "--epsilon", "1", "--delta", "1e-6",
+        "--start", "2026-11-01", "--end", "2026-12-01", "--steps", "5", "--sampling-rate", "0.01",
+        "--output", str(tmp_path / "m.json")])
+    assert res.exit_code == 0, res.output
+    assert "--max-windows defaults to K = 7" in res.stderr
+    assert "batch settings from a DP count" in res.stderr
+    # 0.01 × ~50 users ≈ 0.5 units per step
+    assert "warning: a DP-SGD step samples about" in res.stderr

@@ -18,6 +18,11 @@ Datasets (read from ../shared/datasets/labeled and ./sample_logs, never copied; 
   user (the baselines fit on the same rows), score every user-day. Positive: the
   planted exfiltration (``omar.haddad``, 2024-03-14 23:00 to 03-15 03:00: 2 user-days). Far too
   few positives for AUROC to mean much; the table also gives their ranks.
+- ``otrf-purplesharp``: OTRF's PurpleSharp AD playbook I (53 s of Windows Security/Sysmon events
+  from a domain), user 5-minute windows (K = 1; events without a user are each their own unit);
+  positive when the window holds an event of the attack tool's process (``PurpleSharp.exe``),
+  which covers the operator account and the six accounts it sprayed. Unsupervised: train and
+  score the same unit-windows.
 
 The session/trace is the privacy unit for the labelled sets (K = 1 row each). Features are
 event-count vectors (:func:`dplogs.detect.sessions.count_vectors`, public vocabulary and cap),
@@ -155,53 +160,88 @@ def load_splits(seed: int, names: set[str]) -> list[Split]:
                             _lengths(seqs)[test], ae_steps=40, ae_sampling_rate=0.5))
     if "sample-logs" in names:
         splits.append(sample_logs_split())
+    if "otrf-purplesharp" in names:
+        splits.append(otrf_split())
     return splits
 
 
-_SAMPLE_CACHE: dict[str, Split] = {}
+_STORE_CACHE: dict[str, Split] = {}
+OTRF = ROOT / "../shared/datasets/otrf_security_datasets/windows_host/purplesharp_ad_playbook_I_2020-10-22042947.json.gz"
 
 
-def sample_logs_split() -> Split:
-    """User-days of the shipped demo logs with the store's own features; positives are the planted
-    exfiltration's user-days. The same rows for every seed (only model noise differs)."""
-    if "split" in _SAMPLE_CACHE:
-        return _SAMPLE_CACHE["split"]
+def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window: str, k: int, positive,
+                ae_steps: int = 100) -> Split:
+    """Unit-windows of logs ingested into a temporary store, with the store's own features (unit
+    ``user.name``), trained as ``dplogs train`` does (K random windows per unit per month) and scored
+    on every unit-window. ``positive`` is an event-level polars expression: a unit-window is positive
+    when any of its events is. The raw-count baseline is the unit-window's failure count. The same
+    rows for every seed (only model noise differs)."""
+    if name in _STORE_CACHE:
+        return _STORE_CACHE[name]
     import polars as pl
 
-    from dplogs.detect.features import FeatureSpec, extract_features
+    from dplogs.detect.features import WINDOWS, FeatureSpec, extract_features
     from dplogs.ingest.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-c", "from dplogs.cli import main; main()", "ingest", str(ROOT / "sample_logs"), "--store",
-                        f"{tmp}/s", "--year", "2024"], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", "from dplogs.cli import main; main()", "ingest", *inputs, "--store",
+                        f"{tmp}/s", *ingest_args], check=True, capture_output=True)
         store = Store.open(f"{tmp}/s")
-        # train as `dplogs train` does: K = SAMPLE_K random days per user per month; score every day
-        table = extract_features(store.scan(), unit="user.name", seed=0, spec=FeatureSpec(
-            max_windows_per_unit=31, clip_norm=CLIP, window="day", budget_window="month"))
-        train = extract_features(store.scan(), unit="user.name", seed=1, spec=FeatureSpec(
-            max_windows_per_unit=SAMPLE_K, clip_norm=CLIP, window="day", budget_window="month"))
-        failures = (store.scan().filter(pl.col("event.outcome") == "failure")
-                    .with_columns(pl.col("@timestamp").dt.truncate("1d").alias("window_start"))
-                    .group_by(pl.col("user.name").alias("unit"), "window_start").agg(pl.len().alias("failures"))
-                    .collect())
-    frame = table.frame.join(failures, on=["unit", "window_start"], how="left").with_columns(
-        pl.col("failures").fill_null(0))
-    x = frame.select(table.names).to_numpy().astype(np.float64)
-    exfil_days = {dt.date(2024, 3, 14), dt.date(2024, 3, 15)}
-    labels = np.array([float(u == "omar.haddad" and w.date() in exfil_days)
-                       for u, w in zip(frame["unit"], frame["window_start"])])
-    ids = [f"{u}/{w.date()}" for u, w in zip(frame["unit"], frame["window_start"])]
-    split = Split("sample-logs", x.shape[1], train.matrix(), x, labels, 1.0,
-                  frame["failures"].to_numpy().astype(np.float64), ae_steps=100, ae_sampling_rate=0.5, test_ids=ids)
+        spec = dict(clip_norm=CLIP, window=window, budget_window="month")
+        table = extract_features(store.scan(), unit="user.name", seed=0, spec=FeatureSpec(max_windows_per_unit=2**31, **spec))
+        train = extract_features(store.scan(), unit="user.name", seed=1, spec=FeatureSpec(max_windows_per_unit=k, **spec))
+        ts = pl.col("@timestamp")
+        # the same unit key as extract_features (a null unit: each event its own unit)
+        unit = pl.when(pl.col("user.name").is_null()).then(
+            pl.concat_str(pl.lit("\x00null:"), pl.int_range(pl.len()).cast(pl.String))).otherwise(pl.col("user.name"))
+        truth = (store.scan().filter(ts.is_not_null()).with_columns(unit.alias("unit"))
+                 .with_columns(ts.dt.truncate(WINDOWS[window]).alias("window_start"))
+                 .group_by("unit", "window_start")
+                 .agg((pl.col("event.outcome") == "failure").sum().alias("failures"),
+                      positive.fill_null(False).any().alias("positive"))
+                 .collect())
+    frame = table.frame.join(truth, on=["unit", "window_start"], how="left")
+    if frame["positive"].null_count():
+        raise SystemExit(f"{name}: labels do not line up with the feature rows")
+    labels = frame["positive"].cast(pl.Float64).to_numpy()
+    ids = [f"{u if not u.startswith(chr(0)) else '(no user)'}/{w:%Y-%m-%d %H:%M}"
+           for u, w in zip(frame["unit"], frame["window_start"])]
+    split = Split(name, table.dim, train.matrix(), table.matrix(), labels, 1.0,
+                  frame["failures"].cast(pl.Float64).to_numpy(), ae_steps=ae_steps, ae_sampling_rate=0.5,
+                  test_ids=ids if labels.sum() <= 10 else None)
     split.unit_ids = train.frame["unit_id"].to_numpy()  # type: ignore[attr-defined]
-    _SAMPLE_CACHE["split"] = split
+    split.k = k  # type: ignore[attr-defined]
+    _STORE_CACHE[name] = split
     return split
+
+
+def sample_logs_split() -> Split:
+    """User-days of the shipped demo logs; positives: the planted exfiltration (omar.haddad's
+    downloads 2024-03-14 23:00 to 03-15 03:00, i.e. two user-days)."""
+    import polars as pl
+
+    ts = pl.col("@timestamp")
+    exfil = ((pl.col("user.name") == "omar.haddad") & (ts >= dt.datetime(2024, 3, 14, 23, tzinfo=dt.UTC))
+             & (ts < dt.datetime(2024, 3, 15, 3, tzinfo=dt.UTC)) & (pl.col("event.category") == "web"))
+    return store_split("sample-logs", [str(ROOT / "sample_logs")], ["--year", "2024"], window="day", k=SAMPLE_K,
+                       positive=exfil)
+
+
+def otrf_split() -> Split:
+    """OTRF's PurpleSharp AD playbook I (a 53-second Windows recording): user 5-minute windows
+    (events without a user are each their own unit, as in the store); positive when a window holds
+    an event of the attack tool's process (PurpleSharp.exe: its own activity, and the six accounts
+    it sprayed)."""
+    import polars as pl
+
+    tool = pl.col("process.executable").str.contains("(?i)purplesharp")
+    return store_split("otrf-purplesharp", [str(OTRF)], [], window="5min", k=1, positive=tool, ae_steps=40)
 
 
 def _unit_ids(s: Split) -> tuple[np.ndarray, int]:
     """Unit ids of the training rows and the bound K (1 per session; SAMPLE_K user-days per month)."""
     ids = getattr(s, "unit_ids", None)
-    return (np.arange(len(s.train)), 1) if ids is None else (ids, SAMPLE_K)
+    return (np.arange(len(s.train)), 1) if ids is None else (ids, s.k)  # type: ignore[attr-defined]
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -404,7 +444,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epsilons", default=",".join(f"{e:g}" for e in EPSILONS))
-    ap.add_argument("--datasets", default="hdfs-loglizer,hdfs-deeplog,adfa-ld,sample-logs")
+    ap.add_argument("--datasets", default="hdfs-loglizer,hdfs-deeplog,adfa-ld,sample-logs,otrf-purplesharp")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     ap.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed .. first-seed+seeds-1.")
     ap.add_argument("--only-baselines", action="store_true", help="Run the (cheap) baselines only.")

@@ -6,8 +6,9 @@ scores.
 The histogram bins are public (log-spaced edges from ``1e-8·C²`` to ``4·C²``, plus an underflow and
 an overflow bin). Each unit contributes at most K training rows (the feature bound), all possibly
 in one bin, so the counts have L1 = L2 sensitivity K (:func:`assignment_count_sensitivity`). The
-noisy counts are clamped at 0 (post-processing); percentiles interpolate the noisy CDF log-linearly
-inside a bin.
+CDF is the running maximum of the cumulative noisy counts clipped at 0 (post-processing: clamping
+each bin instead would add the positive part of every empty bin's noise); percentiles interpolate
+it log-linearly inside a bin.
 
 >>> cal = Calibration(edges=(0.1, 1.0, 10.0), counts=(0.0, 50.0, 50.0, 0.0))
 >>> cal.percentile(np.array([0.1, 1.0, 10.0, 100.0])).round(1).tolist()
@@ -58,7 +59,8 @@ def plan_calibration(*, max_rows_per_unit: int, rho: float | None = None, epsilo
 @dataclass(frozen=True)
 class Calibration:
     """Public (a DP release): ``counts[i]`` is the noisy number of training rows with score in bin
-    i; bin 0 is [0, edges[0]), bin i is [edges[i-1], edges[i]), the last is [edges[-1], ∞)."""
+    i (it may be negative); bin 0 is [0, edges[0]), bin i is [edges[i-1], edges[i]), the last is
+    [edges[-1], ∞)."""
 
     edges: tuple[float, ...]
     counts: tuple[float, ...]
@@ -69,8 +71,8 @@ class Calibration:
         object.__setattr__(self, "counts", tuple(float(c) for c in self.counts))
         if len(self.counts) != len(self.edges) + 1 or any(b <= a for a, b in zip(self.edges, self.edges[1:])):
             raise InternalError("calibration histogram with inconsistent edges and counts")
-        if self.edges[0] <= 0 or min(self.counts, default=0) < 0:
-            raise InternalError("calibration edges must be > 0 and counts >= 0")
+        if self.edges[0] <= 0:
+            raise InternalError("calibration edges must be > 0")
 
     def to_dict(self) -> dict:
         """JSON-shaped (lists), as stored in the model card."""
@@ -78,16 +80,18 @@ class Calibration:
 
     @property
     def total(self) -> float:
+        """The noisy number of training rows (the sum of the noisy counts, unbiased)."""
         return float(sum(self.counts))
 
     def _cdf_points(self) -> tuple[np.ndarray, np.ndarray]:
-        # CDF at each edge; the underflow bin's mass sits below edges[0]
-        if self.total <= 0:
+        # CDF at each edge (the underflow bin's mass sits below edges[0]): a monotone cumulative
+        # count, so the noise of neighbouring bins cancels instead of piling up
+        cum = np.maximum.accumulate(np.maximum(np.cumsum(self.counts), 0.0))
+        if cum[-1] <= 0:
             raise UsageError("the model's noisy score histogram is empty (too little training data for its "
                              "budget), so percentile thresholds are unavailable; pass a raw score or retrain "
                              "with more data or a larger --epsilon")
-        cum = np.cumsum(self.counts[:-1]) / self.total
-        return np.log(np.asarray(self.edges)), cum
+        return np.log(np.asarray(self.edges)), cum[:-1] / cum[-1]
 
     def percentile(self, scores: np.ndarray) -> np.ndarray:
         """Percent (0-100) of the training rows with a lower score, interpolated."""
@@ -120,7 +124,7 @@ def release_calibration(train_scores: np.ndarray, *, plan: NoisePlan, clip_norm:
     bins = np.searchsorted(np.asarray(edges), np.asarray(train_scores, dtype=np.float64), side="right")
     counts = np.bincount(bins, minlength=len(edges) + 1).astype(np.int64)
     noisy = add_noise(counts, plan, charge=charge)
-    return Calibration(edges=edges, counts=tuple(np.maximum(noisy, 0).tolist()), noise_std=plan.std)
+    return Calibration(edges=edges, counts=tuple(noisy.tolist()), noise_std=plan.std)
 
 
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)", re.IGNORECASE)

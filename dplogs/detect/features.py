@@ -42,6 +42,7 @@ BYTES_CAP = 1e9
 OFF_HOURS = (6, 20)  # UTC hours [6, 20) on weekdays are office hours
 RISE_CAP = 6.0  # log2 rise over the unit's own usual (64x) saturates the history features at 1
 RISE_FLOORS = {"_events": 10.0, "_bytes": 1e6}  # a rise from (near) nothing counts from these floors
+HISTORY_WARMUP = 2  # earlier windows a unit needs before its history features are computed
 NOVELTY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("source.ip", "new_source_ips_share"),
     ("host.name", "new_hosts_share"),
@@ -208,7 +209,8 @@ def _with_own_history(rows: pl.LazyFrame, events: pl.LazyFrame, keys: list[str])
     - ``new_*_share``: the share of the window's distinct source IPs, hosts, processes and parent
       executables that this unit had not shown in an earlier window.
 
-    A unit's first window has no history: all of them are 0 there."""
+    A unit with fewer than HISTORY_WARMUP earlier windows has too little history (on day 2 every
+    host is "new"): all of them are 0 there."""
     unit_bw = ["unit", "budget_window"]
     order = pl.col("window_start").rank("ordinal").over(unit_bw)  # 1 = the unit's first window
     for col, name in NOVELTY_COLUMNS:
@@ -218,7 +220,7 @@ def _with_own_history(rows: pl.LazyFrame, events: pl.LazyFrame, keys: list[str])
     prev_n = order - 1
     usual = {c: (pl.col(c).cum_sum().over(unit_bw, order_by="window_start") - pl.col(c)) / prev_n
              for c in ("_events", "_bytes")}
-    history = order > 1
+    history = order > HISTORY_WARMUP
     return rows.with_columns(
         pl.when(history).then(_rise(pl.col("_events"), usual["_events"], RISE_FLOORS["_events"])).otherwise(0.0)
         .alias("events_rise_vs_own_history"),

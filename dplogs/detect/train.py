@@ -200,9 +200,12 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                                           max_rows_per_unit=request.max_windows_per_unit, charge=charge)
             calibration = release_calibration(model.scores(table.matrix()), plan=cal_plan,
                                               clip_norm=request.clip_norm, charge=charge)
-            if calibration.total < SMALL_TRAINING * K:
-                warnings.append(f"training saw about {calibration.total:.0f} unit-windows (DP histogram total), fewer "
-                                f"than {SMALL_TRAINING} units' worth at K = {K}: the model is mostly noise")
+            total_std = calibration.noise_std * len(calibration.counts) ** 0.5
+            if calibration.total < max(SMALL_TRAINING * K, total_std):
+                warnings.append(f"training saw about {calibration.total:.0f} ± {total_std:.0f} unit-windows (DP "
+                                f"histogram total): fewer than {SMALL_TRAINING} units' worth at K = {K}, or less than "
+                                "the noise; the model is mostly noise (more units, a larger --epsilon or a smaller "
+                                "--max-windows help)")
             hyper["warnings"] = warnings
             card = ModelCard(
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,

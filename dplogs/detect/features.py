@@ -69,7 +69,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 """Public feature vocabulary, in column order."""
 
 WINDOWS = {"5min": "5m", "15min": "15m", "hour": "1h", "day": "1d"}
-_WINDOWS = WINDOWS
+"""Feature windows (public) and their polars truncation periods."""
 _BUDGET_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
 
 
@@ -89,7 +89,7 @@ class FeatureSpec:
             raise PrivacyParameterError(f"max_windows_per_unit must be an integer >= 1, got {k!r}; pass --max-windows")
         if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise PrivacyParameterError(f"clip_norm must be finite and > 0, got {self.clip_norm!r}; pass --clip-norm")
-        if self.window not in _WINDOWS:
+        if self.window not in WINDOWS:
             raise UsageError(f"feature window {self.window!r} is invalid; pass --window {', '.join(WINDOWS)}")
         if self.budget_window not in _BUDGET_FORMATS:
             raise UsageError(f"budget window {self.budget_window!r} is invalid; use day, week or month")
@@ -164,7 +164,7 @@ def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: in
         lf.filter(ts.is_not_null())
         .with_columns(unit_key)
         .with_columns(
-            ts.dt.truncate(_WINDOWS[spec.window]).alias("window_start"),
+            ts.dt.truncate(WINDOWS[spec.window]).alias("window_start"),
             ts.dt.strftime(_BUDGET_FORMATS[spec.budget_window]).alias("budget_window"),
         )
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -150,6 +151,11 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         hyper: dict[str, Any] = {"k": request.k, "iterations": request.iterations,
                                  "sum_noise_std": plan.sum_plan.std, "count_noise_std": plan.count_plan.std}
     else:
+        # options are validated now even when σ is planned after the unit count is drawn
+        AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=request.sampling_rate or 1.0,
+                          expected_batch_size=request.expected_batch_size or 1.0, learning_rate=request.learning_rate)
+        if not (math.isfinite(request.gradient_clip) and request.gradient_clip > 0):
+            raise PrivacyParameterError(f"--gradient-clip must be finite and > 0, got {request.gradient_clip}")
         eps_estimate = request.epsilon * ESTIMATE_SHARE if request.estimates_units else 0.0
         eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE) - eps_estimate
         estimate_plan = (calibrate(mechanism="laplace", integer=True, epsilon=eps_estimate,

@@ -13,7 +13,7 @@ from tests.detect.detect_helpers import synthetic_events
 from dplogs.cli import cli
 from dplogs.detect.model import load_model
 from dplogs.detect.train import TrainRequest, score_store, train_from_store
-from dplogs.errors import BudgetExhausted, UsageError
+from dplogs.errors import BudgetExhausted, PrivacyParameterError, UsageError
 from dplogs.privacy.ledger import Ledger, LedgerCharge
 
 KM = dict(detector="kmeans", epsilon=1.0, delta=1e-6, start="2026-11-01", end="2026-12-01",
@@ -142,3 +142,12 @@ def test_train_explains_defaults_and_warns_when_it_samples_almost_nothing(store,
     assert "batch settings from a DP count" in res.stderr
     # 0.01 × ~50 users ≈ 0.5 units per step
     assert "warning: a DP-SGD step samples about" in res.stderr
+
+
+@pytest.mark.parametrize("bad", [dict(gradient_clip=-1.0), dict(learning_rate=0.0), dict(hidden=0)])
+def test_bad_autoencoder_options_charge_nothing_even_with_automatic_batch_settings(store, tmp_path, bad):
+    kw = {k: v for k, v in AE.items() if k not in ("sampling_rate", "expected_batch_size")}
+    with pytest.raises(PrivacyParameterError):
+        train_from_store(store.path, TrainRequest(**{**kw, **bad}), output=tmp_path / "m.json")
+    with Ledger.open(store.ledger_path) as ledger:
+        assert ledger.history() == []

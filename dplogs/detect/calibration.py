@@ -83,6 +83,11 @@ class Calibration:
         """The noisy number of training rows (the sum of the noisy counts, unbiased)."""
         return float(sum(self.counts))
 
+    @property
+    def usable(self) -> bool:
+        """False when the noisy histogram holds no mass (percentiles are then undefined)."""
+        return float(np.cumsum(self.counts).max(initial=0.0)) > 0
+
     def _cdf_points(self) -> tuple[np.ndarray, np.ndarray]:
         # CDF at each edge (the underflow bin's mass sits below edges[0]): a monotone cumulative
         # count, so the noise of neighbouring bins cancels instead of piling up

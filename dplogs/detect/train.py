@@ -232,6 +232,13 @@ def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None
                       clip_norm=request.gradient_clip)
 
 
+def _percentiles(card: ModelCard, scores: np.ndarray) -> np.ndarray | None:
+    """Percentiles of ``scores`` among the training scores, or None when the model has no usable
+    score histogram (trained before calibration existed, or all noise)."""
+    cal = card.calibration
+    return cal.percentile(scores) if cal is not None and cal.usable else None
+
+
 def _scored_table(store_path, model_path):
     from dplogs.ingest.store import Store
 
@@ -255,9 +262,10 @@ def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLik
     scores = model.scores(table.matrix())
     out = Path(output) if output is not None else store.path / "scores" / f"{Path(model_path).stem}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame = table.frame.select("unit", "window_start").with_columns(pl.Series("score", scores))
-    if card.calibration is not None:
-        frame = frame.with_columns(pl.Series("percentile", card.calibration.percentile(scores)))
+    pct = _percentiles(card, scores)
+    frame = table.frame.select("unit", "window_start").with_columns(
+        pl.Series("score", scores),
+        pl.lit(None, pl.Float64).alias("percentile") if pct is None else pl.Series("percentile", pct))
     frame.rename({"unit": card.privacy_unit}).write_parquet(out)
     return out, len(scores)
 
@@ -275,7 +283,7 @@ def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLik
     scores = model.scores(x)
     order = np.argsort(-scores, kind="stable")[:n]
     parts = model.contributions(x[order])
-    pct = card.calibration.percentile(scores[order]) if card.calibration is not None else None
+    pct = _percentiles(card, scores[order])
     out = []
     for rank, (i, part) in enumerate(zip(order, parts)):
         row = table.row(int(i))

@@ -162,3 +162,18 @@ def test_top_escapes_log_derived_names(tmp_path):
     res = CliRunner().invoke(cli, ["score", "--store", str(s.path), "--model", str(model), "--top", "3"])
     assert res.exit_code == 0, res.output
     assert "\x1b" not in res.stdout and "\r" not in res.stdout and "evil\\x1b[2J" in res.stdout
+
+
+def test_scoring_works_without_a_usable_histogram(store, tmp_path):
+    # regression: a tiny store's noisy histogram can hold no mass; score --top then crashed with
+    # "histogram is empty" instead of listing the windows without percentiles
+    model = tmp_path / "m.json"
+    train_from_store(store.path, TrainRequest(**KM), output=model)
+    doc = json.loads(model.read_text())
+    doc["model_card"]["score_calibration"]["counts"] = [0.0] * len(doc["model_card"]["score_calibration"]["counts"])
+    model.write_text(json.dumps(doc))
+    assert not load_model(model)[1].calibration.usable
+    res = CliRunner().invoke(cli, ["score", "--store", str(store.path), "--model", str(model), "--top", "2"])
+    assert res.exit_code == 0, res.output
+    assert " n/a " in res.stdout
+    assert pl.read_parquet(store.path / "scores" / "m.parquet")["percentile"].null_count() > 0

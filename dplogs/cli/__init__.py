@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "budget": "budget:budget",
     "train": "detect:train",
     "score": "detect:score",
+    "timeseries": "detect:timeseries",
     "audit": "audit:audit",
     "demo": "demo:demo",
     "report": "report:report",

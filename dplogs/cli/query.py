@@ -109,7 +109,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--day", metavar="YYYY-MM-DD", help="Window shortcut: that UTC day (instead of --start/--end)."),
         click.option("--bucket", type=click.Choice(["minute", "hour", "day", "week"]), help="Time-bucket grain (replaces the query's, or adds a time key)."),
         click.option("--anomalies", "model", type=click.Path(dir_okay=False, path_type=Path), help="Query the unit-windows this trained detector (`dplogs train`) flags instead of the raw events: one row per anomalous unit-window (@timestamp = window start, host.name, event.action = dplogs.anomaly); needs --threshold."),
-        click.option("--threshold", type=float, help="With --anomalies: the public score above which a unit-window counts as anomalous."),
+        click.option("--threshold", help="With --anomalies: a percentile of the model's DP training-score histogram (p99: the top 1%), or a raw score; unit-windows above it count as anomalous."),
         *ENGINE_OPTIONS,
     ]
     for option in reversed(options):
@@ -149,7 +149,7 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
     engine = Engine.open(store, backend=opts["backend"], spark_master=opts["spark_master"])
     if opts["model"] is not None:
         if opts["threshold"] is None:
-            raise UsageError("--anomalies needs --threshold SCORE (a public number, e.g. from the model's validation)")
+            raise UsageError("--anomalies needs --threshold, e.g. p99 (a percentile of the model's training scores) or a raw score")
         engine = engine.over_anomalies(opts["model"], threshold=opts["threshold"])
     elif opts["threshold"] is not None:
         raise UsageError("--threshold only applies with --anomalies MODEL")

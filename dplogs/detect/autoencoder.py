@@ -105,6 +105,13 @@ class AutoencoderModel:
     def scores(self, x: np.ndarray) -> np.ndarray:
         return reconstruction_errors(self.params, np.asarray(x, dtype=np.float64))
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-feature parts of the score (rows sum to :meth:`scores`): squared reconstruction
+        errors over the number of features."""
+        x = np.asarray(x, dtype=np.float64)
+        w1, b1, w2, b2 = self.params
+        return (np.tanh(x @ w1 + b1) @ w2 + b2 - x) ** 2 / x.shape[1]
+
 
 def _sgd(batches, dim, config, init, n_units, row_clip, noise) -> AutoencoderModel:
     params = tuple(np.array(p, dtype=np.float64) for p in (init or init_params(dim=dim, hidden=config.hidden)))

@@ -40,6 +40,17 @@ TOTAL_CAP = 10_000
 DISTINCT_CAP = 16  # distinct hosts / source IPs / destination ports saturate here
 BYTES_CAP = 1e9
 OFF_HOURS = (6, 20)  # UTC hours [6, 20) on weekdays are office hours
+RISE_CAP = 6.0  # log2 rise over the unit's own usual (64x) saturates the history features at 1
+RISE_FLOORS = {"_events": 10.0, "_bytes": 1e6}  # a rise from (near) nothing counts from these floors
+HISTORY_WARMUP = 2  # earlier windows a unit needs before its history features are computed
+NOVELTY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("source.ip", "new_source_ips_share"),
+    ("host.name", "new_hosts_share"),
+    ("process.name", "new_processes_share"),
+    ("process.parent.executable", "new_parents_share"),
+)
+"""Columns whose values are tracked per unit: a value is "new" in the first window of the budget
+window where this unit shows it."""
 
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"category.{c}" for c in CATEGORIES),
@@ -51,16 +62,20 @@ FEATURE_NAMES: tuple[str, ...] = (
     "bytes_log_mean",
     "http_error_share",
     "off_hours_share",
+    "events_rise_vs_own_history",
+    "bytes_rise_vs_own_history",
+    *(name for _, name in NOVELTY_COLUMNS),
 )
 """Public feature vocabulary, in column order."""
 
-_WINDOWS = {"hour": "1h", "day": "1d"}
+WINDOWS = {"5min": "5m", "15min": "15m", "hour": "1h", "day": "1d"}
+"""Feature windows (public) and their polars truncation periods."""
 _BUDGET_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Public: how feature rows are cut and bounded. ``window`` is the feature window (hour|day),
+    """Public: how feature rows are cut and bounded. ``window`` is the feature window (5min|15min|hour|day),
     ``budget_window`` the ledger window the per-unit bound K applies to (day|week|month)."""
 
     max_windows_per_unit: int
@@ -74,8 +89,8 @@ class FeatureSpec:
             raise PrivacyParameterError(f"max_windows_per_unit must be an integer >= 1, got {k!r}; pass --max-windows")
         if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise PrivacyParameterError(f"clip_norm must be finite and > 0, got {self.clip_norm!r}; pass --clip-norm")
-        if self.window not in _WINDOWS:
-            raise UsageError(f"feature window {self.window!r} is invalid; pass --window hour or day")
+        if self.window not in WINDOWS:
+            raise UsageError(f"feature window {self.window!r} is invalid; pass --window {', '.join(WINDOWS)}")
         if self.budget_window not in _BUDGET_FORMATS:
             raise UsageError(f"budget window {self.budget_window!r} is invalid; use day, week or month")
         object.__setattr__(self, "clip_norm", float(self.clip_norm))
@@ -144,16 +159,24 @@ def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: in
         ((pl.col("http.response.status_code") >= 400).sum() / pl.len()).cast(pl.Float64).alias("http_error_share"),
         (off.sum() / pl.len()).cast(pl.Float64).alias("off_hours_share"),
     ]
-    rows = (
+    keys = ["unit", "budget_window", "window_start"]
+    events = (
         lf.filter(ts.is_not_null())
         .with_columns(unit_key)
         .with_columns(
-            ts.dt.truncate(_WINDOWS[spec.window]).alias("window_start"),
+            ts.dt.truncate(WINDOWS[spec.window]).alias("window_start"),
             ts.dt.strftime(_BUDGET_FORMATS[spec.budget_window]).alias("budget_window"),
         )
-        .group_by("unit", "budget_window", "window_start")
-        .agg(*aggs, pl.col("host.name").drop_nulls().mode().sort().first().alias("host"))
-        .with_columns(pl.col(FEATURE_NAMES).fill_null(0.0))
+    )
+    rows = (
+        events.group_by(keys)
+        .agg(*aggs, pl.col("host.name").drop_nulls().mode().sort().first().alias("host"),
+             pl.len().alias("_events"), nbytes.clip(0, BYTES_CAP).sum().alias("_bytes"),
+             *(pl.col(col).drop_nulls().n_unique().alias(f"_distinct:{col}") for col, _ in NOVELTY_COLUMNS))
+    )
+    rows = _with_own_history(rows, events, keys)
+    rows = (
+        rows.with_columns(pl.col(FEATURE_NAMES).fill_null(0.0))
         .filter(
             pl.struct("unit", "window_start").hash(seed=seed).rank("ordinal").over("unit", "budget_window")
             <= spec.max_windows_per_unit
@@ -167,6 +190,46 @@ def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: in
     x = clip_rows(rows.select(FEATURE_NAMES).to_numpy().astype(np.float64), spec.clip_norm)
     frame = rows.with_columns(pl.Series(name, x[:, i]) for i, name in enumerate(FEATURE_NAMES))
     return FeatureTable(frame=frame, names=FEATURE_NAMES, spec=spec)
+
+
+def _rise(now: pl.Expr, usual: pl.Expr, floor: float) -> pl.Expr:
+    """How far ``now`` rises above ``usual`` (log2 of (now + floor) / (usual + floor), from 0 = not
+    above to 1 = RISE_CAP doublings); the public floor keeps a first few events or kilobytes after a
+    quiet history from counting as a rise."""
+    return (((now + floor) / (usual + floor)).log(2).clip(0, RISE_CAP) / RISE_CAP).cast(pl.Float64)
+
+
+def _with_own_history(rows: pl.LazyFrame, events: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    """Features comparing a unit-window with the SAME unit's earlier windows of the SAME budget
+    window (the history restarts each budget window, so a row depends only on its unit's data in
+    its budget window, which is what the K bound and the ledger account for):
+
+    - ``events_rise_vs_own_history`` / ``bytes_rise_vs_own_history``: the rise of the window's
+      event count / bytes over the mean of the unit's earlier windows;
+    - ``new_*_share``: the share of the window's distinct source IPs, hosts, processes and parent
+      executables that this unit had not shown in an earlier window.
+
+    A unit with fewer than HISTORY_WARMUP earlier windows has too little history (on day 2 every
+    host is "new"): all of them are 0 there."""
+    unit_bw = ["unit", "budget_window"]
+    order = pl.col("window_start").rank("ordinal").over(unit_bw)  # 1 = the unit's first window
+    for col, name in NOVELTY_COLUMNS:
+        firsts = (events.filter(pl.col(col).is_not_null()).group_by(*unit_bw, col)
+                  .agg(pl.col("window_start").min()).group_by(keys).agg(pl.len().alias(f"_new:{col}")))
+        rows = rows.join(firsts, on=keys, how="left")
+    prev_n = order - 1
+    usual = {c: (pl.col(c).cum_sum().over(unit_bw, order_by="window_start") - pl.col(c)) / prev_n
+             for c in ("_events", "_bytes")}
+    history = order > HISTORY_WARMUP
+    return rows.with_columns(
+        pl.when(history).then(_rise(pl.col("_events"), usual["_events"], RISE_FLOORS["_events"])).otherwise(0.0)
+        .alias("events_rise_vs_own_history"),
+        pl.when(history).then(_rise(pl.col("_bytes"), usual["_bytes"], RISE_FLOORS["_bytes"])).otherwise(0.0)
+        .alias("bytes_rise_vs_own_history"),
+        *(pl.when(history & (pl.col(f"_distinct:{col}") > 0))
+          .then(pl.col(f"_new:{col}").fill_null(0) / pl.col(f"_distinct:{col}")).otherwise(0.0)
+          .cast(pl.Float64).alias(name) for col, name in NOVELTY_COLUMNS),
+    ).drop("_events", "_bytes", *(f"_{kind}:{col}" for col, _ in NOVELTY_COLUMNS for kind in ("new", "distinct")))
 
 
 def clip_rows(x: np.ndarray, clip_norm: float) -> np.ndarray:

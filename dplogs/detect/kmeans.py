@@ -105,10 +105,34 @@ def _sq_dists(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.maximum(d2, 0.0)
 
 
-def _update(prev: np.ndarray, sums: np.ndarray, counts: np.ndarray, min_count: float, clip_norm: float) -> np.ndarray:
+SPLIT_RADIUS = 0.05  # a re-seeded centroid starts this far (× C) from the cluster it splits
+
+
+def split_offsets(init: np.ndarray, clip_norm: float) -> np.ndarray:
+    """Public, data-independent offsets (one per cluster, norm ``SPLIT_RADIUS·C``) by which a dead
+    cluster is re-seeded next to a live one: the directions of the random start around its mean,
+    so the DP loop and its twin share them.
+
+    >>> split_offsets(np.array([[0.0, 0.0], [1.0, 0.0]]), 1.0).tolist()
+    [[-0.05, 0.0], [0.05, 0.0]]
+    """
+    d = init - init.mean(axis=0)
+    norms = np.sqrt(np.einsum("ij,ij->i", d, d))
+    return d / np.maximum(norms, 1e-300)[:, None] * (SPLIT_RADIUS * clip_norm)
+
+
+def _update(prev: np.ndarray, sums: np.ndarray, counts: np.ndarray, min_count: float, clip_norm: float,
+            offsets: np.ndarray) -> np.ndarray:
+    """Noisy means of the clusters with (noisy) count ≥ ``min_count``. Every other cluster is
+    re-seeded next to a live one, largest first (post-processing of the noisy counts): left at its
+    random start it would attract no rows ever again, and DP k-means collapsed to one centroid."""
     ok = counts >= min_count
     new = prev.copy()
     new[ok] = sums[ok] / counts[ok, None].astype(np.float64)
+    live = np.flatnonzero(ok)[np.argsort(-counts[ok], kind="stable")]
+    if len(live):
+        dead = np.flatnonzero(~ok)
+        new[dead] = new[live[np.arange(len(dead)) % len(live)]] + offsets[dead]
     return clip_rows(new, clip_norm)  # a noisy mean may leave the ball the data lives in
 
 
@@ -122,9 +146,16 @@ class KMeansModel:
     def scores(self, x: np.ndarray) -> np.ndarray:
         return _sq_dists(np.asarray(x, dtype=np.float64), self.centroids).min(axis=1)
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-feature parts of the score (rows sum to :meth:`scores`): squared differences to the
+        nearest centroid."""
+        x = np.asarray(x, dtype=np.float64)
+        return (x - self.centroids[nearest(x, self.centroids)]) ** 2
+
 
 def _lloyd(batches, init, iterations, clip_norm, min_count, noise) -> KMeansModel:
     c = np.array(init, dtype=np.float64)
+    offsets = split_offsets(c, clip_norm)
     for _ in range(iterations):
         k, d = c.shape
         sums, counts = np.zeros((k, d)), np.zeros(k, dtype=np.int64)
@@ -134,7 +165,7 @@ def _lloyd(batches, init, iterations, clip_norm, min_count, noise) -> KMeansMode
             counts += n
         if noise is not None:
             sums, counts = noise(sums, counts)
-        c = _update(c, sums, counts, min_count, clip_norm)
+        c = _update(c, sums, counts, min_count, clip_norm, offsets)
     return KMeansModel(centroids=c)
 
 
@@ -144,8 +175,9 @@ def train_kmeans(
 ) -> KMeansModel:
     """DP k-means: ``plan.iterations`` noisy Lloyd steps, consuming ``plan.loss`` from ``charge``.
 
-    A cluster whose noisy count is below ``min_count`` (default: 3 count-noise std) keeps its
-    previous centroid, since its noisy mean would be mostly noise."""
+    A cluster whose noisy count is below ``min_count`` (default: 3 count-noise std) is not moved
+    to its noisy mean (mostly noise) but re-seeded next to the largest live cluster, which the
+    next iteration splits."""
     if not charge.left.covers(plan.loss):
         raise InternalError(f"charge {charge.left} does not cover the k-means plan {plan.loss}")
     check_unit_bound(batches, plan.max_rows_per_unit)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dplogs.detect.autoencoder import AutoencoderModel
+from dplogs.detect.calibration import Calibration
 from dplogs.detect.features import FEATURE_NAMES
 from dplogs.detect.kmeans import KMeansModel
 from dplogs.errors import DataError, DplogsError, InputNotFound, InternalError, UsageError
@@ -57,6 +58,13 @@ class ModelCard:
     guarantee: str = ""
     data_size: str = "omitted (not released)"
     ledger_entry: str | None = None
+    score_calibration: dict[str, Any] | None = None
+    """The DP histogram of training scores (:class:`~dplogs.detect.calibration.Calibration` as a
+    dict), released in the same ledger entry; None in models trained before it existed."""
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return None if self.score_calibration is None else Calibration(**self.score_calibration)
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -71,6 +79,13 @@ class ModelCard:
                 f"({', '.join(self.budget_windows)}); each unit contributes <= {self.max_windows_per_unit} "
                 f"{self.feature_window} feature rows per budget window, each clipped to L2 norm {self.clip_norm:g}"
             ))
+
+
+def check_features(card: ModelCard, names: tuple[str, ...]) -> None:
+    """A model only scores the feature vocabulary it was trained on."""
+    if tuple(card.features) != tuple(names):
+        raise UsageError(f"the model was trained on {len(card.features)} features that differ from this dplogs "
+                         f"version's {len(names)}; retrain it with `dplogs train`")
 
 
 def model_to_json(model: Model, card: ModelCard) -> dict[str, Any]:

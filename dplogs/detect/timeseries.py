@@ -1,4 +1,4 @@
-"""Time-series anomaly scores as POST-PROCESSING of DP counts: a bucket's noisy count against a
+"""Time-series anomaly scores as POST-PROCESSING of DP counts (``dplogs timeseries``): a bucket's noisy count against a
 noisy baseline of the previous buckets. Only released (noisy) counts and the public noise scale go
 in, so the scores cost no extra privacy.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import polars as pl
 
 from dplogs.errors import UsageError
 
@@ -47,3 +48,57 @@ def flag_buckets(scores: np.ndarray, *, threshold: float = 3.0) -> np.ndarray:
     """
     s = np.asarray(scores, dtype=np.float64)
     return np.nan_to_num(s, nan=-np.inf) > threshold
+
+
+_CELL = ("aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
+
+
+def noise_std(mechanism: str, scale: float) -> float:
+    """Standard deviation of a release cell's noise from its ``mechanism`` name (``discrete
+    laplace``, ``gaussian``, ...): σ for Gaussian, b·√2 for Laplace (the continuous value, slightly
+    above the discrete Laplace's, so z is never overstated).
+
+    >>> noise_std("discrete laplace", 2.0) == 2 * math.sqrt(2), noise_std("discrete gaussian", 2.0)
+    (True, 2.0)
+    """
+    if "laplace" not in mechanism and "gaussian" not in mechanism:
+        raise UsageError(f"cannot score a release noised by {mechanism!r}")
+    return float(scale) * (math.sqrt(2) if "laplace" in mechanism else 1.0)
+
+
+def score_release(data: pl.DataFrame, *, history: int, threshold: float = 3.0) -> pl.DataFrame:
+    """Time-series scores of a DP release with ONE time-bucket key and one noised aggregate: per
+    bucket the noisy value, the mean of the previous ``history`` noisy buckets, z
+    (:func:`baseline_scores`, the noise std from the release's own plan) and whether z exceeds
+    ``threshold``. Post-processing of the release: it costs nothing more.
+
+    >>> import datetime as dt
+    >>> days = [dt.datetime(2026, 11, d) for d in range(1, 8)]
+    >>> rel = pl.DataFrame({"day": days, "aggregate": "count", "value": [10.0, 12, 9, 11, 10, 11, 40],
+    ...                     "mechanism": "laplace", "scale": 1.0, "ci_low": 0.0, "ci_high": 0.0})
+    >>> score_release(rel, history=5)["anomalous"].to_list()
+    [False, False, False, False, False, False, True]
+    """
+    keys = [c for c in data.columns if c not in _CELL]
+    if len(keys) != 1 or not (data.schema[keys[0]] == pl.Date or isinstance(data.schema[keys[0]], pl.Datetime)):
+        raise UsageError(f"time-series scores need a release keyed by ONE time bucket (e.g. GROUP BY "
+                         f"date_trunc('day', \"@timestamp\") or --bucket day), got keys {keys}")
+    if data["aggregate"].n_unique() != 1:
+        raise UsageError("time-series scores need exactly one aggregate (e.g. COUNT(*)) per bucket")
+    if data["scale"].null_count():
+        raise UsageError("time-series scores need a directly noised aggregate (count or sum), not a "
+                         "post-processed one (mean, ratio, quantile)")
+    if data["mechanism"].n_unique() != 1 or data["scale"].n_unique() != 1:
+        raise UsageError("time-series scores need one noise scale for every bucket")
+    frame = data.sort(keys[0])
+    std = noise_std(frame["mechanism"][0], frame["scale"][0])
+    values = frame["value"].cast(pl.Float64).to_numpy()
+    z = baseline_scores(values, history=history, noise_std=std)
+    base = np.full(len(values), np.nan)
+    if len(values) > history:
+        base[history:] = np.lib.stride_tricks.sliding_window_view(values[:-1], history).mean(axis=1)
+    return pl.DataFrame({
+        keys[0]: frame[keys[0]], "value": values, "baseline": base, "z": z,
+        "anomalous": flag_buckets(z, threshold=threshold), "noise_std": np.full(len(values), std),
+    })
+

@@ -1,28 +1,38 @@
 """Training and scoring from a store. Training is a release: its loss is reserved on the store's
 budget ledger before any noise is drawn, and the model file carries the model card.
 
-Scores are per (unit, window) and stay INSIDE the trust boundary: :func:`score_store` writes them
-to a Parquet file in the store (``STORE/scores/``), never to stdout, and they are not DP.
+Scores are per (unit, window) and stay INSIDE the trust boundary: they are not DP.
+:func:`score_store` writes them to a Parquet file in the store (``STORE/scores/``);
+:func:`top_windows` hands the N most anomalous, with what drove them, to an analyst (``dplogs score
+--top N``, which labels them as raw per-unit data).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from dplogs.detect.autoencoder import AutoencoderConfig, train_autoencoder
+from dplogs.detect.calibration import CALIBRATION_SHARE, plan_calibration, release_calibration
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
 from dplogs.detect.kmeans import plan_kmeans, train_kmeans
-from dplogs.detect.model import DETECTORS, ModelCard, load_model, model_from_json, model_to_json, save_model
+from dplogs.detect.model import (
+    DETECTORS, ModelCard, check_features, load_model, model_from_json, model_to_json, save_model,
+)
 from dplogs.errors import PrivacyParameterError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
-from dplogs.privacy.dpsgd import ZCDP_ACCOUNTANT, plan_dpsgd, rho_for_epsilon
+from dplogs.privacy.dpsgd import PLD_ACCOUNTANT, ZCDP_ACCOUNTANT, DpSgdPlan, plan_dpsgd, rho_for_epsilon
+from dplogs.privacy.loss import PrivacyLoss
+from dplogs.privacy.mechanisms import add_noise, calibrate
+from dplogs.privacy.sensitivity import Sensitivity
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.limits import (
     EARLIEST_TIME, LATEST_TIME, MAX_BUDGET_WINDOWS, MAX_CLAMP, MAX_MODEL_WIDTH, MAX_TRAIN_ROUNDS, MIN_TRAIN_EPSILON,
@@ -60,8 +70,8 @@ class TrainRequest:
     iterations: int = 5
     hidden: int = 8
     steps: int = 300
-    sampling_rate: float = 0.01
-    expected_batch_size: float = 100.0
+    sampling_rate: float | None = None
+    expected_batch_size: float | None = None
     gradient_clip: float = 0.05
     learning_rate: float = 0.01
 
@@ -77,9 +87,51 @@ class TrainRequest:
                          ("steps", MAX_TRAIN_ROUNDS)):
             check_integer(name, getattr(self, name), lo=1, hi=hi)
         for name in ("clip_norm", "gradient_clip", "expected_batch_size", "learning_rate", "sampling_rate"):
+            if getattr(self, name) is None:  # the autoencoder's batch settings: derived from a DP unit count
+                continue
             x = check_number(name, getattr(self, name))
             if not 0 < x <= MAX_CLAMP:
                 raise PrivacyParameterError(f"{name} must be a number > 0 and <= {MAX_CLAMP:g}, got {x!r}")
+        if self.sampling_rate is not None and not 0 < self.sampling_rate <= 1:
+            raise PrivacyParameterError(f"sampling rate must be in (0, 1], got {self.sampling_rate}; pass --sampling-rate")
+
+    @property
+    def estimates_units(self) -> bool:
+        """The autoencoder's batch settings come from a DP estimate of the number of units."""
+        return self.detector == "autoencoder" and (self.sampling_rate is None or self.expected_batch_size is None)
+
+
+ESTIMATE_SHARE = 0.05
+"""Share of an autoencoder's ε spent on the DP count of training units its batch settings are
+derived from (only when --sampling-rate or --expected-batch-size is not given)."""
+TARGET_BATCH = 256.0  # units per DP-SGD step the automatic sampling rate aims at
+SMALL_TRAINING = 20  # fewer (noisy) units' worth of training rows than this: a warning
+
+
+def default_max_windows(window: str) -> int:
+    """The public default of K (--max-windows) per feature window: about a week of days, a day of
+    hours, a working day of 15/5-minute windows. A public rule, not read off the data."""
+    return {"day": 7, "hour": 24, "15min": 32, "5min": 48}[window]
+
+
+def batch_settings(units: float, *, sampling_rate: float | None, expected_batch_size: float | None,
+                   ) -> tuple[float, float, list[str]]:
+    """(sampling rate, expected batch size, warnings) from a noisy number of units: the rate aims
+    at TARGET_BATCH units per step; the batch is rate × units. Post-processing of the estimate.
+
+    >>> batch_settings(10_000.0, sampling_rate=None, expected_batch_size=None)[:2]
+    (0.0256, 256.0)
+    >>> batch_settings(30.0, sampling_rate=0.01, expected_batch_size=None)[2]
+    ['a DP-SGD step samples about 0.3 units (sampling rate 0.01 × about 30 units): the noise will dominate every step; raise --sampling-rate or train on more units']
+    """
+    n = max(float(units), 1.0)
+    q = sampling_rate if sampling_rate is not None else min(1.0, TARGET_BATCH / n)
+    batch = expected_batch_size if expected_batch_size is not None else q * n
+    warnings = []
+    if q * n < 10:
+        warnings.append(f"a DP-SGD step samples about {q * n:.2g} units (sampling rate {q:g} × about {n:.0f} "
+                        "units): the noise will dominate every step; raise --sampling-rate or train on more units")
+    return q, batch, warnings
 
 
 def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, *, output: str | os.PathLike[str],
@@ -99,46 +151,88 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
     dim = len(FEATURE_NAMES)
 
-    # every plan (and so every validation error) exists before the ledger is touched
+    # every plan (and so every validation error) exists before the ledger is touched; the score
+    # histogram's loss is composed with training's into ONE reservation
+    K = request.max_windows_per_unit
     if request.detector == "kmeans":
+        rho_total = rho_for_epsilon(request.epsilon, request.delta)
         plan = plan_kmeans(k=request.k, dim=dim, iterations=request.iterations,
-                           rho=rho_for_epsilon(request.epsilon, request.delta),
-                           max_rows_per_unit=request.max_windows_per_unit, clip_norm=request.clip_norm)
-        loss, rho = plan.loss, plan.loss.rho
+                           rho=rho_total * (1 - CALIBRATION_SHARE), max_rows_per_unit=K, clip_norm=request.clip_norm)
+        cal_plan = plan_calibration(max_rows_per_unit=K, rho=rho_total * CALIBRATION_SHARE)
+        estimate_plan = None
+        loss = plan.loss + cal_plan.loss
+        rho = loss.rho
         eps, accountant = zcdp_to_epsilon(rho, request.delta), ZCDP_ACCOUNTANT
         hyper: dict[str, Any] = {"k": request.k, "iterations": request.iterations,
                                  "sum_noise_std": plan.sum_plan.std, "count_noise_std": plan.count_plan.std}
     else:
-        config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=request.sampling_rate,
-                                   expected_batch_size=request.expected_batch_size,
-                                   learning_rate=request.learning_rate)
-        sgd = plan_dpsgd(epsilon=request.epsilon, delta=request.delta, sampling_rate=request.sampling_rate,
-                         steps=request.steps, clip_norm=request.gradient_clip)
-        loss, rho, eps, accountant = sgd.loss, None, sgd.epsilon, sgd.accountant
-        hyper = {"hidden": request.hidden, "steps": request.steps, "sampling_rate": sgd.sampling_rate,
-                 "expected_batch_size": request.expected_batch_size, "learning_rate": request.learning_rate,
-                 "gradient_clip_per_unit": request.gradient_clip, "noise_multiplier": sgd.noise_multiplier,
-                 "epsilon_rdp_crosscheck": sgd.epsilon_rdp}
+        # options are validated now even when σ is planned after the unit count is drawn
+        AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=request.sampling_rate or 1.0,
+                          expected_batch_size=request.expected_batch_size or 1.0, learning_rate=request.learning_rate)
+        if not (math.isfinite(request.gradient_clip) and request.gradient_clip > 0):
+            raise PrivacyParameterError(f"--gradient-clip must be finite and > 0, got {request.gradient_clip}")
+        eps_estimate = request.epsilon * ESTIMATE_SHARE if request.estimates_units else 0.0
+        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE) - eps_estimate
+        estimate_plan = (calibrate(mechanism="laplace", integer=True, epsilon=eps_estimate,
+                                   sensitivity=Sensitivity(l1=1.0, l2=1.0)) if eps_estimate else None)
+        # without the estimate everything is planned now; with it, σ is calibrated to eps_sgd once the
+        # sampling rate is known (the reserved loss is the same either way)
+        sgd = None if estimate_plan else _plan_sgd(request, eps_sgd, request.sampling_rate)
+        cal_plan = plan_calibration(max_rows_per_unit=K, epsilon=request.epsilon * CALIBRATION_SHARE)
+        # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram (+ the pure-ε unit count)
+        loss = PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss
+        if estimate_plan:
+            loss = loss + estimate_plan.loss
+        rho, eps = None, loss.epsilon
+        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (score histogram" + (
+            ", unit count)" if estimate_plan else ")")
+        hyper = {"hidden": request.hidden, "steps": request.steps, "learning_rate": request.learning_rate,
+                 "gradient_clip_per_unit": request.gradient_clip}
+    hyper["score_histogram"] = {"share": CALIBRATION_SHARE, "mechanism": cal_plan.mechanism.value,
+                                "noise_std": cal_plan.std}
 
     ledger = Ledger.open(store.ledger_path, create=True, store_id=store.identity)
     query = json.dumps({"train": asdict(request)})
     with ledger.charge(loss, windows=windows, caller="train", query=query, idempotency_key=idempotency_key,
-                       mechanisms=["gaussian"]) as charge:
+                       mechanisms=["gaussian"] if request.detector == "kmeans" else ["gaussian", "laplace"]) as charge:
         if charge.replayed_payload is not None:
             doc = charge.replayed_payload
         else:
             table = extract_features(lf, unit=unit, spec=spec)
             batches = table.batches()
+            warnings: list[str] = []
             if request.detector == "kmeans":
                 model = train_kmeans(batches, plan=plan, charge=charge)
             else:
+                q, batch = request.sampling_rate, request.expected_batch_size
+                if estimate_plan is not None:
+                    n_units = int(table.frame["unit_id"].max() + 1) if table.frame.height else 0
+                    noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
+                    q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
+                    hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
+                                               "mechanism": "discrete laplace", "scale": estimate_plan.scale}
+                    sgd = _plan_sgd(request, eps_sgd, q)
+                config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=sgd.sampling_rate,
+                                           expected_batch_size=batch, learning_rate=request.learning_rate)
+                hyper.update({"sampling_rate": sgd.sampling_rate, "expected_batch_size": batch,
+                              "noise_multiplier": sgd.noise_multiplier, "epsilon_dpsgd": sgd.epsilon,
+                              "epsilon_rdp_crosscheck": sgd.epsilon_rdp})
                 model = train_autoencoder(batches, dim=dim, config=config, plan=sgd,
                                           max_rows_per_unit=request.max_windows_per_unit, charge=charge)
+            calibration = release_calibration(model.scores(table.matrix()), plan=cal_plan,
+                                              clip_norm=request.clip_norm, charge=charge)
+            total_std = calibration.noise_std * len(calibration.counts) ** 0.5
+            if calibration.total < max(SMALL_TRAINING * K, total_std):
+                warnings.append(f"training saw about {calibration.total:.0f} ± {total_std:.0f} unit-windows (DP "
+                                f"histogram total): fewer than {SMALL_TRAINING} units' worth at K = {K}, or less than "
+                                "the noise; the model is mostly noise (more units, a larger --epsilon or a smaller "
+                                "--max-windows help)")
+            hyper["warnings"] = warnings
             card = ModelCard(
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,
                 privacy_unit=unit, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
                 clip_norm=request.clip_norm, feature_window=request.window, features=table.names,
-                hyperparameters=hyper, ledger_entry=charge.entry_id,
+                hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
             )
             doc = model_to_json(model, card)
             charge.record(doc)
@@ -146,11 +240,21 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     return path, model_from_json(doc)[1]
 
 
-def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLike[str], *,
-                output: str | os.PathLike[str] | None = None) -> tuple[Path, int]:
-    """Score every (unit, window) of the store with a trained model. NOT a release: the scores are
-    written inside the store (``STORE/scores/<model>.parquet`` by default) and must stay inside the
-    trust boundary. Returns the output path and the number of rows scored."""
+def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:
+    if sampling_rate is None:
+        raise UsageError("the autoencoder needs --sampling-rate (or leave both batch settings to the DP estimate)")
+    return plan_dpsgd(epsilon=epsilon, delta=request.delta, sampling_rate=sampling_rate, steps=request.steps,
+                      clip_norm=request.gradient_clip)
+
+
+def _percentiles(card: ModelCard, scores: np.ndarray) -> np.ndarray | None:
+    """Percentiles of ``scores`` among the training scores, or None when the model has no usable
+    score histogram (trained before calibration existed, or all noise)."""
+    cal = card.calibration
+    return cal.percentile(scores) if cal is not None and cal.usable else None
+
+
+def _scored_table(store_path, model_path):
     from dplogs.ingest.store import Store
 
     store = Store.open(store_path)
@@ -159,10 +263,52 @@ def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLik
         raise UsageError(f"model was trained per {card.privacy_unit}, the store's unit is {store.manifest.privacy_unit}")
     spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=card.clip_norm, window=card.feature_window,
                        budget_window=store.manifest.budget_window)
+    check_features(card, FEATURE_NAMES)
     table = extract_features(store.scan(), unit=card.privacy_unit, spec=spec)
+    return store, model, card, table
+
+
+def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLike[str], *,
+                output: str | os.PathLike[str] | None = None) -> tuple[Path, int]:
+    """Score every (unit, window) of the store with a trained model. NOT a release: the scores are
+    written inside the store (``STORE/scores/<model>.parquet`` by default) and must stay inside the
+    trust boundary. Returns the output path and the number of rows scored."""
+    store, model, card, table = _scored_table(store_path, model_path)
     scores = model.scores(table.matrix())
     out = Path(output) if output is not None else store.path / "scores" / f"{Path(model_path).stem}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.frame.select("unit", "window_start").with_columns(pl.Series("score", scores)).rename(
-        {"unit": card.privacy_unit}).write_parquet(out)
+    pct = _percentiles(card, scores)
+    frame = table.frame.select("unit", "window_start").with_columns(
+        pl.Series("score", scores),
+        pl.lit(None, pl.Float64).alias("percentile") if pct is None else pl.Series("percentile", pct))
+    frame.rename({"unit": card.privacy_unit}).write_parquet(out)
     return out, len(scores)
+
+
+def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLike[str], *, n: int,
+                features_per_window: int = 3) -> list[dict[str, Any]]:
+    """The ``n`` most anomalous unit-windows of the store, each with its score, its percentile
+    among the training scores (from the model's DP histogram) and the features that drove the score
+    (largest parts of it first, with the feature's scaled value). NOT a release: raw per-unit data,
+    for an analyst inside the trust boundary."""
+    if n < 1:
+        raise UsageError(f"--top must be >= 1, got {n}")
+    _, model, card, table = _scored_table(store_path, model_path)
+    x = table.matrix()
+    scores = model.scores(x)
+    order = np.argsort(-scores, kind="stable")[:n]
+    parts = model.contributions(x[order])
+    pct = _percentiles(card, scores[order])
+    out = []
+    for rank, (i, part) in enumerate(zip(order, parts)):
+        row = table.row(int(i))
+        drivers = np.argsort(-part, kind="stable")[:features_per_window]
+        total = float(part.sum()) or 1.0
+        out.append({
+            "rank": rank + 1, card.privacy_unit: row["unit"], "window_start": row["window_start"].isoformat(),
+            "host": row["host"], "score": float(scores[i]),
+            "percentile": None if pct is None else round(float(pct[rank]), 3),
+            "drivers": [{"feature": table.names[j], "value": round(float(x[i, j]), 4),
+                         "share_of_score": round(float(part[j]) / total, 3)} for j in drivers],
+        })
+    return out

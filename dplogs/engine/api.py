@@ -232,9 +232,11 @@ class Engine:
         self._store = store.update_defaults(new)
         self.defaults = dict(self._store.manifest.defaults)
 
-    def over_anomalies(self, model_path: str | os.PathLike[str], *, threshold: float, seed: int | None = None) -> Engine:
+    def over_anomalies(self, model_path: str | os.PathLike[str], *, threshold: float | str,
+                       seed: int | None = None) -> Engine:
         """The anomaly query type: an engine over the unit-windows that the trained detector at
-        ``model_path`` scores above the PUBLIC ``threshold`` — one row per anomalous unit-window
+        ``model_path`` scores above the PUBLIC ``threshold`` (a raw score, or a percentile such as
+        ``"p99"`` of the model's DP training-score histogram) — one row per anomalous unit-window
         (``@timestamp`` = window start, the unit, ``host.name`` = its busiest host, ``event.action``
         = ``dplogs.anomaly``), at most K of them per unit per budget window, K from the model card.
 
@@ -243,12 +245,16 @@ class Engine:
         The per-unit scores themselves never leave the engine.
         """
         from dplogs.detect.anomaly_counts import anomaly_events
-        from dplogs.detect.model import load_model
+        from dplogs.detect.calibration import resolve_threshold
+        from dplogs.detect.features import FEATURE_NAMES
+        from dplogs.detect.model import check_features, load_model
 
         if getattr(self._backend, "name", self._backend) == "spark":
             raise UsageError("anomaly queries (--anomalies) score unit-windows in polars: run them with the polars engine")
 
         model, card = load_model(model_path)
+        check_features(card, FEATURE_NAMES)
+        threshold = resolve_threshold(threshold, card.calibration)
         if card.privacy_unit != self.privacy_unit:
             raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.privacy_unit}")
         base = self.scan

@@ -108,3 +108,53 @@ def test_unit_ids_are_per_budget_window_so_multi_window_training_keeps_k():
     ft = extract_features(lf, unit="user.name", spec=FeatureSpec(max_windows_per_unit=2, clip_norm=1.0))
     assert ft.frame.height == 4 and ft.frame["unit_id"].n_unique() == 2
     assert check_unit_bound(ft.batches(), 2) == 2
+
+
+def _events(rows):
+    """rows: (user, day of 2026-11 or (month, day), hour, source.ip, source.bytes)."""
+    def ts(d, h):
+        m, d = d if isinstance(d, tuple) else (11, d)
+        return dt.datetime(2026, m, d, h, tzinfo=dt.UTC)
+    return conform(pl.DataFrame({
+        "@timestamp": [ts(d, h) for _, d, h, _, _ in rows], "user.name": [u for u, *_ in rows],
+        "source.ip": [ip for *_, ip, _ in rows], "source.bytes": [b for *_, b in rows],
+    })).lazy()
+
+
+def _row(ft, unit, day):
+    return ft.frame.filter((pl.col("unit") == unit) & (pl.col("window_start").dt.day() == day)).row(0, named=True)
+
+
+def test_history_features_compare_a_unit_with_its_own_earlier_windows():
+    usual = [("a", d, 10, "10.0.0.1", 1_000) for d in (2, 3, 4) for _ in range(20)]
+    burst = [("a", 5, 10, "10.0.0.1", 500_000_000) for _ in range(160)] + [("a", 5, 11, "10.0.0.9", 1_000)]
+    ft = extract_features(_events(usual + burst), unit="user.name",
+                          spec=FeatureSpec(max_windows_per_unit=10, clip_norm=10.0), seed=0)
+    first, quiet, spike = _row(ft, "a", 2), _row(ft, "a", 3), _row(ft, "a", 5)
+    for name in ("events_rise_vs_own_history", "bytes_rise_vs_own_history", "new_source_ips_share"):
+        assert first[name] == 0.0 and quiet[name] == 0.0  # no history / nothing above the usual
+    # 161 events against a usual 20 (floor 10): log2(171/30)/6; bytes saturate (64x cap)
+    assert spike["events_rise_vs_own_history"] == pytest.approx(np.log2(171 / 30) / 6)
+    assert spike["bytes_rise_vs_own_history"] == 1.0
+    assert spike["new_source_ips_share"] == 0.5  # 10.0.0.9 is new, 10.0.0.1 is not
+
+
+def test_history_restarts_each_budget_window():
+    # the guarantee is per unit per budget window: a November row must not depend on October data
+    nov = [("a", d, 10, "10.0.0.1", 1_000) for d in (2, 3) for _ in range(5)]
+    octo = [("a", (10, 30), 10, "10.0.0.7", 9_000_000) for _ in range(50)]
+    spec = FeatureSpec(max_windows_per_unit=10, clip_norm=10.0)
+    a = extract_features(_events(nov), unit="user.name", spec=spec, seed=3).frame
+    b = extract_features(_events(nov + octo), unit="user.name", spec=spec, seed=3).frame
+    b = b.filter(pl.col("budget_window") == "2026-11")
+    assert a.select("window_start", *FEATURE_NAMES).equals(b.select("window_start", *FEATURE_NAMES))
+
+
+@pytest.mark.parametrize("window,rows", [("5min", 3), ("15min", 2)])
+def test_short_feature_windows(window, rows):
+    t0 = dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC)
+    lf = conform(pl.DataFrame({"@timestamp": [t0 + dt.timedelta(minutes=m) for m in (0, 4, 6, 16)],
+                               "user.name": ["a"] * 4})).lazy()
+    ft = extract_features(lf, unit="user.name", spec=FeatureSpec(max_windows_per_unit=10, clip_norm=1.0,
+                                                                  window=window), seed=0)
+    assert ft.frame.height == rows

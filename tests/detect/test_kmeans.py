@@ -87,3 +87,36 @@ def test_charge_must_cover_the_plan_and_unit_bound_is_enforced():
         train_kmeans(feature_batches(x, np.arange(len(x))), plan=plan, charge=Charge.for_audit(PrivacyLoss(rho=0.1)))
     with pytest.raises(InternalError, match="more than the bound"):
         train_kmeans(feature_batches(x, np.zeros(len(x))), plan=plan, charge=Charge.for_audit(plan.loss))
+
+
+def far_blobs(n_per: int = 400) -> np.ndarray:
+    # three clusters far from the random start region [0, C/√d]^d: the rows are all nearer one
+    # random start than any other, the shape on which the old minimum-count rule collapsed
+    t = np.linspace(0, 2 * np.pi, n_per)
+    centres = np.array([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]])
+    jitter = 0.03 * np.stack([np.sin(t), np.cos(t), np.sin(2 * t)], axis=1)
+    return clip_rows(np.vstack([c + jitter for c in centres]), 1.0)
+
+
+def effective_clusters(model, x: np.ndarray, share: float = 0.05) -> int:
+    """Clusters that the nearest-centroid rule gives at least ``share`` of the rows."""
+    d2 = ((x[:, None, :] - model.centroids[None]) ** 2).sum(-1)
+    return int((np.bincount(d2.argmin(axis=1), minlength=len(model.centroids)) >= share * len(x)).sum())
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_kmeans_does_not_collapse_to_one_centroid(private):
+    # regression (issue 17): clusters below the minimum count stayed at their random start, so DP
+    # k-means ended with one effective centroid on every dataset; dead clusters are now re-seeded
+    # next to live ones and split them
+    x = far_blobs()
+    batches = feature_batches(x, np.arange(len(x)))
+    init = np.array([[0.35, 0.35, 0.35], [0.0, 0.0, 0.0], [0.02, 0.0, 0.0], [0.0, 0.0, 0.02]])
+    if private:
+        plan = plan_kmeans(k=4, dim=3, iterations=8, rho=50.0, max_rows_per_unit=1, clip_norm=1.0)
+        model = train_kmeans(batches, plan=plan, charge=Charge.for_audit(plan.loss), init=init)
+    else:
+        model = train_kmeans_nonprivate(batches, init=init, iterations=8, clip_norm=1.0)
+    assert effective_clusters(model, x) >= 3
+    # every blob gets its own centroid: scores of the training rows are small
+    assert model.scores(x).max() < 0.05

@@ -13,7 +13,7 @@ from tests.detect.detect_helpers import synthetic_events
 from dplogs.cli import cli
 from dplogs.detect.model import load_model
 from dplogs.detect.train import TrainRequest, score_store, train_from_store
-from dplogs.errors import BudgetExhausted, UsageError
+from dplogs.errors import BudgetExhausted, PrivacyParameterError, UsageError
 from dplogs.privacy.ledger import Ledger, LedgerCharge
 
 KM = dict(detector="kmeans", epsilon=1.0, delta=1e-6, start="2026-11-01", end="2026-12-01",
@@ -87,7 +87,7 @@ def test_cli_train_then_score_keeps_scores_inside_the_store(store, tmp_path):
     assert res.stdout == ""  # nothing on stdout: scores are not a release
     out = store.path / "scores" / "km.parquet"
     scores = pl.read_parquet(out)
-    assert scores.columns == ["user.name", "window_start", "score"]
+    assert scores.columns == ["user.name", "window_start", "score", "percentile"]
     # every unit-window is scored, not only the K per unit kept for training
     days = synthetic_events().select("user.name", pl.col("@timestamp").dt.date()).unique().height
     assert scores.height == days > 50 * 3
@@ -106,3 +106,48 @@ def test_score_refuses_a_model_of_another_unit(store, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(UsageError, match="source.ip"):
         score_store(store.path, path)
+
+
+def test_a_model_of_another_feature_vocabulary_is_refused_not_crashed(store, tmp_path):
+    path, _ = train_from_store(store.path, TrainRequest(**KM), output=tmp_path / "m.json")
+    doc = json.loads(path.read_text())
+    doc["model_card"]["features"] = doc["model_card"]["features"][:28]  # a model of the 28-feature era
+    doc["weights"]["centroids"] = [c[:28] for c in doc["weights"]["centroids"]]
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(cli, ["score", "--store", str(store.path), "--model", str(path)])
+    assert res.exit_code == 64 and "retrain" in res.output
+
+
+def test_autoencoder_batch_settings_from_a_charged_dp_unit_count(store, tmp_path):
+    kw = {k: v for k, v in AE.items() if k not in ("sampling_rate", "expected_batch_size")}
+    path, card = train_from_store(store.path, TrainRequest(**kw), output=tmp_path / "m.json")
+    h = card.hyperparameters
+    est = h["units_estimate"]
+    assert est["epsilon"] == pytest.approx(0.05) and est["mechanism"] == "discrete laplace"
+    # 50 users in one budget window; Laplace scale 1/0.05 = 20
+    assert abs(est["noisy_units"] - 50) < 20 * 12
+    assert h["expected_batch_size"] == pytest.approx(h["sampling_rate"] * max(est["noisy_units"], 1), rel=0.01)
+    with Ledger.open(store.ledger_path) as ledger:
+        (entry,) = ledger.history()  # estimate, DP-SGD and histogram: one entry
+        assert ledger.spent("2026-11").epsilon == pytest.approx(card.epsilon) and card.epsilon <= 1.0
+
+
+def test_train_explains_defaults_and_warns_when_it_samples_almost_nothing(store, tmp_path):
+    res = CliRunner().invoke(cli, [
+        "train", "--store", str(store.path), "--detector", "autoencoder", "--epsilon", "1", "--delta", "1e-6",
+        "--start", "2026-11-01", "--end", "2026-12-01", "--steps", "5", "--sampling-rate", "0.01",
+        "--output", str(tmp_path / "m.json")])
+    assert res.exit_code == 0, res.output
+    assert "--max-windows defaults to K = 7" in res.stderr
+    assert "batch settings from a DP count" in res.stderr
+    # 0.01 × ~50 users ≈ 0.5 units per step
+    assert "warning: a DP-SGD step samples about" in res.stderr
+
+
+@pytest.mark.parametrize("bad", [dict(gradient_clip=-1.0), dict(learning_rate=0.0), dict(hidden=0)])
+def test_bad_autoencoder_options_charge_nothing_even_with_automatic_batch_settings(store, tmp_path, bad):
+    kw = {k: v for k, v in AE.items() if k not in ("sampling_rate", "expected_batch_size")}
+    with pytest.raises(PrivacyParameterError):
+        train_from_store(store.path, TrainRequest(**{**kw, **bad}), output=tmp_path / "m.json")
+    with Ledger.open(store.ledger_path) as ledger:
+        assert ledger.history() == []

@@ -1,0 +1,75 @@
+"""``dplogs timeseries`` (issue 17): DP time-series anomaly scores from the CLI, one charged release
+plus free post-processing; queries it cannot score are refused before anything is charged."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from dplogs.cli import cli
+from dplogs.detect.timeseries import score_release
+from dplogs.ingest.store import Store
+from dplogs.privacy.ledger import Ledger
+from dplogs.schema import conform
+
+SQL = "SELECT date_trunc('day', \"@timestamp\") AS day, COUNT(*) FROM logs GROUP BY 1"
+
+
+@pytest.fixture
+def spiky_store(tmp_path):
+    # 400 users log in once a day for 20 days; on day 18 each logs 5 more events
+    rows = []
+    for day in range(1, 21):
+        for u in range(400):
+            rows.append((dt.datetime(2026, 11, day, 9, tzinfo=dt.UTC), f"u{u}"))
+            if day == 18:
+                rows += [(dt.datetime(2026, 11, day, 10, m, tzinfo=dt.UTC), f"u{u}") for m in range(5)]
+    s = Store.init(tmp_path / "s", dataset="t")
+    s.write_events(conform(pl.DataFrame({"@timestamp": [t for t, _ in rows], "user.name": [u for _, u in rows]})),
+                   stem="p")
+    with Ledger.open(s.ledger_path, create=True) as ledger:
+        ledger.set_caps(window_policy="month", epsilon=5.0, delta=1e-5)
+    return s
+
+
+def test_timeseries_flags_the_spike_and_charges_once(spiky_store):
+    res = CliRunner().invoke(cli, [
+        "timeseries", "--store", str(spiky_store.path), "--sql", SQL, "--epsilon", "1", "--max-groups", "20",
+        "--max-rows-per-group", "6", "--start", "2026-11-01", "--end", "2026-11-21", "--history", "7",
+        "--z", "4", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    buckets = doc["buckets"]
+    assert len(buckets) == 20 and all(b["z"] is None for b in buckets[:7])
+    flagged = [b["day"][:10] for b in buckets if b["anomalous"]]
+    # 2,400 vs 400 events; Laplace b = L0·L∞ = 20·6, std ≈ 170: z ≈ 11 on day 18, and a flat day
+    # passes z = 4 with probability ≈ 1e-4
+    assert flagged == ["2026-11-18"]
+    with Ledger.open(spiky_store.ledger_path) as ledger:
+        (entry,) = ledger.history()
+        assert entry.caller == "timeseries" and ledger.spent("2026-11").epsilon == pytest.approx(1.0)
+    assert buckets[17]["z"] > 4 and buckets[17]["noise_std"] == pytest.approx(120 * 2**0.5)
+
+
+def test_timeseries_refuses_a_query_it_cannot_score_before_charging(spiky_store):
+    res = CliRunner().invoke(cli, [
+        "timeseries", "--store", str(spiky_store.path), "--epsilon", "1", "--max-groups", "20",
+        "--max-rows-per-group", "6", "--start", "2026-11-01", "--end", "2026-11-21",
+        "--sql", "SELECT COUNT(*) FROM logs"])
+    assert res.exit_code == 64 and "time-bucket key" in res.output
+    with Ledger.open(spiky_store.ledger_path) as ledger:
+        assert ledger.history() == []
+
+
+def test_score_release_uses_the_release_noise_in_z():
+    days = [dt.datetime(2026, 11, d) for d in range(1, 9)]
+    rel = pl.DataFrame({"day": days, "aggregate": "count", "value": [10.0] * 7 + [20.0], "mechanism": "gaussian",
+                        "scale": 2.0, "ci_low": 0.0, "ci_high": 0.0})
+    out = score_release(rel, history=7)
+    # flat history: spread floors at the noise std 2, z = 10 / √(4·(1 + 1/7))
+    assert out["z"][7] == pytest.approx(10 / (2 * (8 / 7) ** 0.5))
+    assert out["baseline"][7] == 10.0 and out["noise_std"][0] == 2.0

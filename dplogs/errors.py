@@ -98,6 +98,13 @@ class ConcurrentRun(DplogsError):
     exit_code = 75  # EX_TEMPFAIL
 
 
+class OutputWriteError(DplogsError):
+    """A charged release could not be written out (disk full, a closed pipe). Its data is stored
+    with its ledger entry; with an idempotency key, a rerun re-emits it without spending."""
+
+    exit_code = 74  # EX_IOERR
+
+
 class BudgetExhausted(DplogsError):
     """The release would exceed the budget cap of its window. Nothing was charged."""
 
@@ -127,6 +134,7 @@ EXIT_CODES: dict[str, int] = {
         StoreError,
         StoreWriteError,
         LedgerError,
+        OutputWriteError,
         LedgerIOError,
         ConcurrentRun,
         BudgetExhausted,

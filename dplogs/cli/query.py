@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from dplogs.errors import UsageError
+from dplogs.errors import OutputWriteError, UsageError
 from dplogs.escape import for_terminal, visible
 
 _FORMATS = ("table", "json", "ndjson", "csv", "parquet")
@@ -199,19 +199,28 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     )
     if fmt == "table":
         click.echo(f"bias: {p['bias_note']}", err=True)
-    if output is not None:
-        write_release(release, fmt, output, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
-    elif fmt == "parquet":
-        write_release(release, fmt, sys.stdout.buffer)
-    else:
-        if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 terminal must not fail on a key's text
-            sys.stdout.reconfigure(errors="backslashreplace")
-        buf = io.StringIO()
-        write_release(release, fmt, buf, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
-        text = buf.getvalue()
-        if fmt == "csv" and sys.stdout.isatty():  # CSV cells are raw text: a terminal must not obey them
-            text = for_terminal(text)
-        sys.stdout.write(text)
+    try:
+        if output is not None:
+            write_release(release, fmt, output, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
+        elif fmt == "parquet":
+            write_release(release, fmt, sys.stdout.buffer)
+        else:
+            if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 terminal must not fail on a key's text
+                sys.stdout.reconfigure(errors="backslashreplace")
+            buf = io.StringIO()
+            write_release(release, fmt, buf, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
+            text = buf.getvalue()
+            if fmt == "csv" and sys.stdout.isatty():  # CSV cells are raw text: a terminal must not obey them
+                text = for_terminal(text)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except OSError as exc:  # disk full, a closed pipe: the release is charged and stored, not lost
+        again = (f"rerun with --idempotency-key {idempotency_key} to write it again without spending"
+                 if idempotency_key else "it cannot be re-emitted without spending (pass --idempotency-key next time)")
+        raise OutputWriteError(
+            f"the release was charged (ledger entry {p.get('ledger_entry')}) and is stored with it, but writing the "
+            f"output failed: {exc.strerror or exc}; {again}"
+        ) from None
 
 
 def _check_output(path: Path) -> None:

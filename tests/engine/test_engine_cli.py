@@ -220,3 +220,25 @@ def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
     assert bad.exit_code == 64 and "one window" in bad.output
     assert CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
                                     "--last", "7x"]).exit_code == 64
+
+
+def test_a_failed_output_write_after_the_charge_is_74_and_replayable(sample_store, tmp_path, monkeypatch):
+    """Disk full while writing: not exit 70; the release is stored and a keyed rerun re-emits it."""
+    import shutil
+
+    from dplogs.engine import release as release_module
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    args = ["query", "--store", str(store), "--sql", SQL, *PRIV, "--format", "json", "--idempotency-key", "k1",
+            "-o", str(tmp_path / "out.json")]
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(release_module.Path, "write_text", full)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 74 and "was charged" in r.output and "--idempotency-key k1" in r.output
+    monkeypatch.undo()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "replayed" in again.stderr and (tmp_path / "out.json").is_file()

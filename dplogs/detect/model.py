@@ -29,7 +29,7 @@ import numpy as np
 
 from dplogs.detect.autoencoder import AutoencoderModel
 from dplogs.detect.calibration import Calibration
-from dplogs.detect.features import FEATURE_NAMES
+from dplogs.detect.features import FEATURE_NAMES, WINDOWS
 from dplogs.detect.kmeans import KMeansModel
 from dplogs.errors import DataError, DplogsError, InputNotFound, InternalError, UsageError
 from dplogs.privacy.limits import MAX_CONTRIBUTION_BOUND, MAX_SPEC_BYTES
@@ -117,13 +117,27 @@ _CARD_CHECKS: dict[str, tuple[str, Any]] = {
     "max_windows_per_unit": (f"an integer in [1, {MAX_CONTRIBUTION_BOUND}]",
                              lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CONTRIBUTION_BOUND),
     "clip_norm": ("a finite number > 0", lambda v: _is_number(v) and v > 0),
-    "feature_window": ("hour or day", lambda v: v in ("hour", "day")),
-    "features": ("the list of feature names", lambda v: isinstance(v, (list, tuple)) and tuple(v) == FEATURE_NAMES),
-    "hyperparameters": ("a table of numbers and text", lambda v: isinstance(v, dict) and all(_is_scalar(x) for x in v.values())),
+    "feature_window": (f"one of {', '.join(WINDOWS)}", lambda v: v in WINDOWS),
+    "features": ("a list of feature names", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+    "hyperparameters": ("a table of numbers, text, and small lists or tables of them", lambda v: _is_plain(v, depth=3)),
     "guarantee": ("text", lambda v: isinstance(v, str)),
     "data_size": ("text", lambda v: isinstance(v, str)),
     "ledger_entry": ("null or text", lambda v: v is None or isinstance(v, str)),
+    "score_calibration": ("null or a table", lambda v: v is None or isinstance(v, dict)),
 }
+def _is_plain(v: Any, *, depth: int) -> bool:
+    """A table whose values are scalars, or lists/tables of them, nested at most ``depth`` deep."""
+    if not isinstance(v, dict) or depth <= 0:
+        return False
+    def ok(x: Any, d: int) -> bool:
+        if _is_scalar(x):
+            return True
+        if isinstance(x, list):
+            return d > 0 and all(ok(y, d - 1) for y in x)
+        return isinstance(x, dict) and d > 0 and all(isinstance(k, str) and ok(y, d - 1) for k, y in x.items())
+    return all(isinstance(k, str) and ok(x, depth - 1) for k, x in v.items())
+
+
 _WEIGHTS = {"kmeans": ("centroids",), "autoencoder": ("w1", "b1", "w2", "b2")}
 
 
@@ -162,7 +176,7 @@ def model_from_json(doc: dict[str, Any]) -> tuple[Model, ModelCard]:
     w = doc["weights"]
     if not isinstance(w, dict) or set(w) != set(_WEIGHTS[card.detector]):
         raise DataError(f"{card.detector} weights must be {', '.join(_WEIGHTS[card.detector])}")
-    d = len(FEATURE_NAMES)
+    d = len(card.features)  # the model's own vocabulary; scoring refuses another one (exit 64)
     if card.detector == "kmeans":
         return KMeansModel(centroids=_matrix(w, "centroids", (None, d))), card
     w1 = _matrix(w, "w1", (d, None))

@@ -18,6 +18,7 @@ import datetime as dt
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -184,7 +185,7 @@ def _markdown(run: ReportRun) -> str:
             out += [f"**Not released:** {md(str(s.error))}", ""]
             continue
         p = s.release.privacy
-        out += [f"Privacy: {md(_loss_text(p))}; bounds {md(str(p.get('bounds', {})))}.", ""]
+        out += [f"Privacy: {md(_loss_text(p))}; bounds: {md(bounds_text(p))}.", ""]
         data = s.release.data
         cols = _key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
         out.append("| " + " | ".join(md(c) for c in cols) + " |")
@@ -217,8 +218,8 @@ def _html_section(s: SectionResult, tz: str) -> str:
     if s.release is None:
         return head + f"<p class=error>Not released: {html.escape(visible(str(s.error)))}</p></section>"
     p, data = s.release.privacy, s.release.data
-    meta = (f"<p class=meta>{html.escape(_loss_text(p))} · mechanism {html.escape(', '.join(sorted(set(data['mechanism'].drop_nulls()))))}"
-            f" · bounds {html.escape(json.dumps(p.get('bounds', {})))}"
+    meta = (f"<p class=meta>{html.escape(_loss_text(p))} · mechanism {html.escape(_mechanisms_text(data))}"
+            f" · bounds: {html.escape(bounds_text(p))}"
             + (" · replayed from the ledger (nothing spent)" if p.get("replayed") else "") + "</p>")
     keys = _key_columns(data)
     chart = ""
@@ -265,15 +266,53 @@ def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
     return [first + i * step for i in range(int(math.ceil((hi - first) / step)) + 1)]
 
 
+def _runs(values: list[float | None]) -> list[list[int]]:
+    """Indices of the consecutive non-null stretches of ``values``."""
+    runs: list[list[int]] = []
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def bounds_text(privacy: dict[str, Any]) -> str:
+    """The release's contribution bounds in words (and how they were chosen)."""
+    b, unit = privacy.get("bounds") or {}, privacy.get("privacy_unit", "unit")
+    if not b:
+        return ""
+    l0 = min((b.get("effective_max_groups") or {"": b["max_groups"]}).values())
+    text = (f"each {unit} counts in at most {l0} group(s) per budget window, with at most "
+            f"{b['max_rows_per_group']} row(s) in each")
+    clamps = privacy.get("clamps") or {}
+    if clamps:
+        text += "; values clamped to " + ", ".join(f"{c} in [{_fmt(lo)}, {_fmt(hi)}]" for c, (lo, hi) in clamps.items())
+    choice = privacy.get("bound_choice")
+    if choice and choice.get("values"):
+        text += f" ({', '.join(choice['bounds'])} chosen from the data with DP, {choice['share']:.0%} of the budget)"
+    return text
+
+
+def _mechanisms_text(data: pl.DataFrame) -> str:
+    names = sorted({re.sub(r"; not enough data[^)]*", "", m) for m in data["mechanism"].drop_nulls()})
+    quiet = data["value"].null_count()
+    return ", ".join(names) + (f"; {quiet} cell(s) not enough data (shown as gaps)" if quiet else "")
+
+
 def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
     """A line (with a CI band) or bar (with CI whiskers) chart of one aggregate; time axes in ``tz``."""
     w, h, left, bottom, top = 760, 230, 56, 36, 18
     xs = _x_labels(data[x].to_list(), tz)
-    val = [float(v) if v is not None else 0.0 for v in data["value"].to_list()]
-    lo = [float(v) if v is not None else y for v, y in zip(data["ci_low"].to_list(), val)]
-    hi = [float(v) if v is not None else y for v, y in zip(data["ci_high"].to_list(), val)]
+    # a null value is "not enough data": drawn as a gap, never as 0
+    val = [None if v is None or v != v else float(v) for v in data["value"].to_list()]
+    lo = [float(v) if v is not None and y is not None else y for v, y in zip(data["ci_low"].to_list(), val)]
+    hi = [float(v) if v is not None and y is not None else y for v, y in zip(data["ci_high"].to_list(), val)]
     n = len(xs)
-    ticks = _nice_ticks(min(0.0, *lo), max(1.0, *hi))
+    shown = [v for v in lo + hi if v is not None]
+    ticks = _nice_ticks(min([0.0, *shown]), max([1.0, *shown]))
     ymin, ymax = ticks[0], ticks[-1]
     pw, ph = w - left - 10, h - top - bottom
 
@@ -289,21 +328,29 @@ def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
                      f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" class=ytick>{html.escape(_fmt(yv))}</text>')
     parts.append(f'<line x1="{left}" x2="{w - 10}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" class=zero />')
     if kind == "line":
-        band = [f"{sx(i):.1f},{sy(hi[i]):.1f}" for i in range(n)] + [f"{sx(i):.1f},{sy(lo[i]):.1f}" for i in reversed(range(n))]
-        parts.append(f'<polygon points="{" ".join(band)}" fill="{_PALETTE[0]}" opacity="0.15" />')
-        pts = " ".join(f"{sx(i):.1f},{sy(v):.1f}" for i, v in enumerate(val))
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="{_PALETTE[0]}" stroke-width="1.6" />')
+        for run_ in _runs(val):  # one band and line per stretch of cells with data
+            band = [f"{sx(i):.1f},{sy(hi[i]):.1f}" for i in run_] + [f"{sx(i):.1f},{sy(lo[i]):.1f}" for i in reversed(run_)]
+            parts.append(f'<polygon points="{" ".join(band)}" fill="{_PALETTE[0]}" opacity="0.15" />')
+            pts = " ".join(f"{sx(i):.1f},{sy(val[i]):.1f}" for i in run_)
+            if len(run_) == 1:
+                parts.append(f'<circle cx="{sx(run_[0]):.1f}" cy="{sy(val[run_[0]]):.1f}" r="2.5" fill="{_PALETTE[0]}" />')
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{_PALETTE[0]}" stroke-width="1.6" />')
     else:
         bw = max(pw / n * 0.7, 1.0)
         for i, v in enumerate(val):
+            if v is None:
+                continue
             y0, y1 = sorted((sy(0), sy(v)))
             parts.append(f'<rect x="{sx(i) - bw / 2:.1f}" y="{y0:.1f}" width="{bw:.1f}" height="{max(y1 - y0, 0.5):.1f}" fill="{_PALETTE[0]}"><title>{html.escape(xs[i])}: {html.escape(_fmt(v))}</title></rect>'
                          f'<line x1="{sx(i):.1f}" x2="{sx(i):.1f}" y1="{sy(lo[i]):.1f}" y2="{sy(hi[i]):.1f}" class=ci />')
     step = max(1, n // 8)  # at most ~8 x labels
     for i in range(0, n, step):
-        parts.append(f'<text x="{sx(i):.1f}" y="{h - bottom + 16}" class=xtick>{html.escape(xs[i][:16])}</text>')
+        room = max(8, int(pw / min(n, 8) / 6.5))  # characters that fit under one label slot
+        text = xs[i] if len(xs[i]) <= room else xs[i][: room - 1] + "…"
+        parts.append(f'<text x="{sx(i):.1f}" y="{h - bottom + 16}" class=xtick><title>{html.escape(xs[i])}</title>{html.escape(text)}</text>')
     axis = "" if tz == "UTC" or not (data.height and isinstance(data[x][0], dt.datetime)) else f", times {tz}"
-    parts.append(f'<text x="{left}" y="12" class=label>{html.escape(label)} (noisy value; shaded/whiskers: 95% interval{html.escape(axis)})</text></svg>')
+    gaps = ("; gaps: not enough data" if any(v is None for v in val) else "")
+    parts.append(f'<text x="{left}" y="12" class=label>{html.escape(label)} (noisy value; shaded/whiskers: 95% interval{html.escape(axis + gaps)})</text></svg>')
     return "".join(parts)
 
 

@@ -99,3 +99,24 @@ def test_a_reader_never_sees_a_partial_file(new_store, tmp_path):
         os.replace = real_replace
     assert seen and all(t.endswith("</html>\n") or t.endswith("}\n") or t.rstrip().endswith("|") or t.endswith("_") or t.endswith("\n") for t in seen)
     assert all(t in {render(run, f) for f in ("html", "md", "json")} for t in seen)
+
+
+def test_charts_draw_cells_without_enough_data_as_gaps():
+    """A ratio too noisy to read is null: the chart leaves a gap (never a 0 or 1 spike), also
+    when no cell has data, and says so."""
+    import datetime as dt
+
+    import polars as pl
+
+    from dplogs.report.render import _svg
+
+    hours = [dt.datetime(2024, 3, 12, h, tzinfo=dt.timezone.utc) for h in range(4)]
+    def frame(values):
+        return pl.DataFrame({"hour": hours, "aggregate": ["r"] * 4, "value": values,
+                             "ci_low": [None if v is None else v - 0.1 for v in values],
+                             "ci_high": [None if v is None else v + 0.1 for v in values]},
+                            schema_overrides={"value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64})
+    some = _svg(frame([0.5, None, None, 0.4]), "hour", "line", "r", "UTC")
+    assert some.count("<polyline") == 2 and "gaps: not enough data" in some  # two stretches, not one line through 0
+    none = _svg(frame([None] * 4), "hour", "line", "r", "UTC")
+    assert "<polyline" not in none and "gaps: not enough data" in none

@@ -54,7 +54,7 @@ class _Pattern:
 
 _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(r"^(?P<ev>Accepted) (?P<method>\S+) for (?:invalid user )?(?P<user>.*?) from " + _IP + r" port (?P<port>\d+)",
-             "ssh_login", "authentication", "info", "success", ("sshd",), starts=("Accepted ",),
+             "ssh_login", "authentication,session", "info", "success", ("sshd",), starts=("Accepted ",),
              fast=r"^Accepted \S+ for (?P<user>\S+) from " + _IP + r" port (?P<port>\d+)"),
     _Pattern(r"^(?P<ev>Failed|Postponed) (?P<method>\S+) for (?:invalid user )?(?P<user>.*?) from " + _IP + r" port (?P<port>\d+)",
              "ssh_login", "authentication", "info", "failure", ("sshd",), starts=("Failed ", "Postponed "),
@@ -64,32 +64,46 @@ _PATTERNS: tuple[_Pattern, ...] = (
              fast=r"^(?:Invalid|Illegal) user (?P<user>\S+) from " + _IP + r"(?: port (?P<port>\d+))?$"),
     _Pattern(r"^Did not receive identification string from " + _IP + r"(?: port (?P<port>\d+))?",
              "ssh_dropped_connection", "network", "connection", "failure", ("sshd",), starts=("Did not receive ",)),
-    _Pattern(r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]*?) ; )?TTY=.*?; PWD=.*?; USER=(?P<target>\S+) ; (?:\S+=\S* ; )*COMMAND=",
-             "sudo", "process", "start", "success", ("sudo",), failure_if_error=True, contains="COMMAND=",
-             fast=r"^\s*(?P<user>\S+) : TTY=[^;]*; PWD=[^;]*; USER=(?P<target>\S+) ; (?:[^C\s]\S*=\S* ; )*COMMAND="),
+    # sudo: the person is user.name, the account whose rights are used (USER=) user.effective.name.
+    # TTY= is absent when sudo runs without a terminal (cron, scripts).
+    _Pattern(r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]*?) ; )?(?:TTY=.*?; )?PWD=.*?; USER=(?P<effective>\S+) ; (?:\S+=\S* ; )*COMMAND=",
+             "sudo", "process", "start", None, ("sudo",), failure_if_error=True, contains="COMMAND=",
+             fast=r"^\s*(?P<user>\S+) : TTY=[^;]*; PWD=[^;]*; USER=(?P<effective>\S+) ; (?:[^C\s]\S*=\S* ; )*COMMAND="),
     _Pattern(r"^(?:pam_unix\([\w-]+:auth\): )?authentication failure;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
              "authentication_failure", "authentication", "info", "failure",
              starts=("pam_unix(", "authentication failure;"), contains="authentication failure;"),
-    _Pattern(r"^pam_unix\([\w-]+:session\): session opened for user (?P<user>[^\s(]+)(?:\(uid=\d+\))?(?: by (?P<by>\S*?)(?:\(uid=\d+\))?)?\s*$",
-             "session_opened", "session", "start", "success", starts=("pam_unix(",), contains="): session opened for user ",
-             fast=r"^pam_unix\([\w-]+:session\): session opened for user (?P<user>[^\s(]+)(?:\(uid=\d+\))?(?: by [^\s(]*(?:\(uid=\d+\))?)?$"),
-    _Pattern(r"^pam_unix\([\w-]+:session\): session closed for user (?P<user>\S+)",
-             "session_closed", "session", "end", "success", starts=("pam_unix(",), contains="): session closed for user "),
-    _Pattern(r"^(?:Successful su|\+ \S+) (?:for (?P<target>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<target2>\S+))",
+    _Pattern(r"^pam_faillock\([\w-]+:\w+\):.*?for user (?P<user>[\w.-]+)",
+             "account-locked", "authentication", "info", "failure", starts=("pam_faillock(",)),
+    _Pattern(r"^password check failed for user \(?(?P<user>[\w.-]+)\)?",
+             "authentication_failure", "authentication", "info", "failure", starts=("password check failed ",)),
+    # PAM sessions: "for user X by Y" is Y acting as X (user.name Y, user.effective.name X).
+    _Pattern(r"^pam_unix\([\w-]+:session\): session opened for user (?P<effective>[^\s(]+)(?:\(uid=\d+\))?(?: by (?P<user>\S*?)(?:\(uid=\d+\))?)?\s*$",
+             "logged-on", "session", "start", "success", starts=("pam_unix(",), contains="): session opened for user ",
+             fast=r"^pam_unix\([\w-]+:session\): session opened for user (?P<effective>[^\s(]+)(?:\(uid=\d+\))?(?: by (?P<user>[^\s(]*)(?:\(uid=\d+\))?)?$"),
+    _Pattern(r"^pam_unix\([\w-]+:session\): session closed for user (?P<effective>\S+)",
+             "logged-off", "session", "end", "success", starts=("pam_unix(",), contains="): session closed for user "),
+    _Pattern(r"^(?:Successful su|\+ \S+) (?:for (?P<effective>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<effective2>\S+))",
              "su", "authentication", "start", "success", ("su",), starts=("Successful su", "+ ")),
-    _Pattern(r"^(?:FAILED su|- \S+) (?:for (?P<target>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<target2>\S+))",
+    _Pattern(r"^(?:FAILED su|- \S+) (?:for (?P<effective>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<effective2>\S+))",
              "su", "authentication", "start", "failure", ("su",), starts=("FAILED su", "- ")),
-    _Pattern(r"^new user: name=(?P<user>[^,]+), UID=", "user-created", "iam", "creation", "success", starts=("new user: ",)),
-    _Pattern(r"^new group: name=(?P<group>[^,]+), GID=", "group-created", "iam", "creation", "success", starts=("new group: ",)),
-    _Pattern(r"^delete user '(?P<user>[^']+)'", "user-deleted", "iam", "deletion", "success", starts=("delete user '",)),
-    _Pattern(r"^(?:group '(?P<group>[^']+)' removed|removed group '(?P<group2>[^']+)')", "group-deleted", "iam",
-             "deletion", "success", starts=("group '", "removed group '")),
-    _Pattern(r"^add '(?P<user>[^']+)' to (?:shadow )?group '(?P<group>[^']+)'", "user-added-to-group", "iam", "change",
+    _Pattern(r"^new user: name=(?P<target>[^,]+), UID=", "user-created", "iam", "user,creation", "success", starts=("new user: ",)),
+    _Pattern(r"^new group: name=(?P<group>[^,]+), GID=", "group-created", "iam", "group,creation", "success", starts=("new group: ",)),
+    _Pattern(r"^delete user '(?P<target>[^']+)'", "user-deleted", "iam", "user,deletion", "success", starts=("delete user '",)),
+    _Pattern(r"^(?:group '(?P<group>[^']+)' removed|removed group '(?P<group2>[^']+)')(?: owned by '(?P<owner>[^']+)')?", "group-deleted", "iam",
+             "group,deletion", "success", starts=("group '", "removed group '")),
+    _Pattern(r"^add '(?P<target>[^']+)' to (?:shadow )?group '(?P<group>[^']+)'", "group-member-added", "iam", "user,change",
              "success", starts=("add '",)),
-    _Pattern(r"^change user '(?P<user>[^']+)' ", "user-changed", "iam", "change", "success", starts=("change user '",)),
-    _Pattern(r"^(?:pam_unix\([\w-]+:chauthtok\): )?password changed for (?P<user>\S+)", "password-changed", "iam",
+    _Pattern(r"^user (?P<target>[\w.-]+) (?:added|removed) by (?P<user>[\w.-]+) (?:to|from) group ", "group-membership-changed", "iam",
+             "change", "success", ("gpasswd",), starts=("user ",)),
+    _Pattern(r"^change user '(?P<target>[^']+)' ", "user-changed", "iam", "user,change", "success", starts=("change user '",)),
+    _Pattern(r"^(?:pam_unix\([\w-]+:chauthtok\): )?password changed for (?P<target>\S+)", "password-changed", "iam",
              "change", "success", contains="password changed for "),
 )
+"""``category``/``type`` are comma-separated ECS arrays, in Elastic's order. Accounts an IAM line
+acts on are ``target`` (``user.target.name``); where Elastic also names them ``user.name`` (the
+line names no actor), :data:`_ACTS_ON_ITSELF` copies them."""
+
+_ACTS_ON_ITSELF = ("user-created", "user-deleted", "group-member-added", "user-changed", "password-changed")
 
 _AUTH_PROGRAMS = (
     "sshd", "sudo", "su", "useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel",
@@ -112,7 +126,7 @@ _CONSTANT = ("_action", "_category", "_type", "_outcome")
 """Output columns set from the matched pattern itself."""
 
 _GROUPS = {"_user": ("user", "user2"), "_ip": ("ip", "rhost"), "_port": ("port",),
-           "_target": ("target", "target2", "group", "group2")}
+           "_target": ("target", "owner"), "_effective": ("effective", "effective2")}
 """Output column → the named groups that fill it, first non-null wins."""
 
 _STARTS = tuple(dict.fromkeys(s for p in _PATTERNS for s in p.starts))
@@ -178,13 +192,65 @@ def _kinds() -> pl.Expr:
 _KINDS = _kinds()
 # A small table gathered by the matched pattern's index (null: no match) costs a quarter of a
 # per-row lookup.
-_CONSTANTS = {k: pl.lit(pl.Series([getattr(p, k.removeprefix("_")) for p in _PATTERNS], dtype=pl.String)).gather(pl.col("_match"))
-              for k in _CONSTANT}
+_ARRAYS = ("_category", "_type")
+
+
+def _table(key: str) -> pl.Series:
+    values = [getattr(p, key.removeprefix("_")) for p in _PATTERNS]
+    if key in _ARRAYS:
+        return pl.Series([v.split(",") for v in values], dtype=pl.List(pl.String))
+    return pl.Series(values, dtype=pl.String)
+
+
+_CONSTANTS = {k: pl.lit(_table(k)).gather(pl.col("_match")) for k in _CONSTANT}
 _CONSTANTS["_outcome"] = pl.when(pl.col("_error").is_not_null()).then(pl.lit("failure")).otherwise(_CONSTANTS["_outcome"])
+_USER = pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user"))
+_ACTS_ON = pl.col("_match").is_in([i for i, p in enumerate(_PATTERNS) if p.action in _ACTS_ON_ITSELF])
 _FOUND = {
-    "_user": pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user")),
+    # No actor named ("session opened for user X", "by (uid=0)"): X is the user, as in Elastic.
+    "_user": pl.coalesce(_USER, pl.col("_effective"), pl.when(_ACTS_ON).then(pl.col("_target"))),
+    "_effective": pl.when(_USER.is_not_null()).then(pl.col("_effective")),
     "_ip": ip_or_null(pl.col("_ip")),
 }
+
+_IAM_PROGRAMS = {"useradd": ("user", "creation"), "userdel": ("user", "deletion"), "usermod": ("user", "change"),
+                 "groupadd": ("group", "creation"), "groupdel": ("group", "deletion"), "groupmod": ("group", "change")}
+_GENERIC_USER = (
+    r"for user ['\"]?(?P<for>[^'\"\s(]+)['\"]?(?:\(uid=\d+\))?(?: by ['\"]?(?P<by>[^'\"\s(]*)['\"]?(?:\(uid=\d+\))?)?\s*$"
+    r"|by user ['\"]?(?P<by2>[^'\"\s]+)['\"]?\s*$"
+    r"|[^ ] user ['\"](?P<quoted>[^'\"]+)['\"]"
+)
+"""Elastic's PAM user patterns, for auth lines no specific pattern took ("failed adding user 'x'")."""
+
+
+def _with_generic(frame: pl.DataFrame) -> pl.DataFrame:
+    """Fill ``_user``/``_effective`` of auth lines no pattern matched from Elastic's generic PAM user
+    patterns, and categorise unmatched lines of the user/group tools (iam; failure when the message
+    says "fail", as Elastic does). Only those lines are searched: usually a few per block."""
+    rest = frame.with_row_index("_row").filter(pl.col("_auth") & pl.col("_action").is_null())
+    if rest.is_empty():
+        return frame
+    g, tool = pl.col("_g"), pl.col("_prog")
+    by = g.struct.field("by").replace("", None)
+    iam = tool.is_in(list(_IAM_PROGRAMS))
+    found = rest.with_columns(_g=pl.col("_msg").str.extract_groups(_GENERIC_USER)).select(
+        "_row",
+        _user=pl.coalesce(by, g.struct.field("by2"), g.struct.field("for"), g.struct.field("quoted")),
+        _effective=pl.when(by.is_not_null()).then(g.struct.field("for")),
+        _category=pl.when(iam).then(pl.lit(pl.Series([["iam"]], dtype=pl.List(pl.String))).first()),
+        _type=pl.when(iam).then(pl.concat_list(
+            tool.replace_strict({k: v[0] for k, v in _IAM_PROGRAMS.items()}, default=None, return_dtype=pl.String),
+            tool.replace_strict({k: v[1] for k, v in _IAM_PROGRAMS.items()}, default=None, return_dtype=pl.String))),
+        _outcome=pl.when(iam).then(
+            pl.when(pl.col("_msg").str.contains("fail", literal=True)).then(pl.lit("failure")).otherwise(pl.lit("success"))),
+    )
+    filled = frame.with_row_index("_row").join(found, on="_row", how="left", suffix="_generic")
+    return filled.select(
+        *(c for c in frame.columns if c not in found.columns),
+        *(pl.coalesce(c, f"{c}_generic").alias(c) for c in found.columns if c != "_row"),
+    ).select(frame.columns)
+
+
 _IS_AUTH = (pl.col("_pcode") >= _AUTH_PROGRAM) | pl.col("_msg").str.starts_with("pam_") | pl.col("_action").is_not_null()
 
 
@@ -234,7 +300,7 @@ def with_routing(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
-    """Add ``_user _ip _port _target _action _category _type _outcome`` (null where no pattern
+    """Add ``_user _ip _port _target _effective _action _category _type _outcome`` (null where no pattern
     matches) and ``_auth`` (the line belongs to the auth log) from ``_msg`` and ``_prog``.
 
     Each line is routed by literal gates to the one pattern it can match (the first open gate), and
@@ -251,5 +317,6 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     where[found.get_column("_row").to_numpy()] = np.arange(found.height, dtype=np.uint32)
     index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
     back = found.drop("_row").select(pl.all().gather(index))
-    return frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
+    frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
+    return _with_generic(frame)

@@ -293,7 +293,7 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions) 
 def _drop_known(events: pl.DataFrame, stored: _KnownHashes) -> tuple[pl.DataFrame, int]:
     """Remove events whose hash is already stored in their day (as of before this input)."""
     # Format the distinct dates only: strftime on every row cost more than the rest of this check.
-    days = events.get_column("@timestamp").dt.date().unique().dt.strftime("%Y-%m-%d").fill_null("unknown").to_list()
+    days = events.get_column("@timestamp").dt.date().unique().dt.strftime("%Y-%m-%d").to_list()
     known = pl.concat([stored.get(d) for d in days])
     if known.is_empty():
         return events, 0

@@ -195,6 +195,7 @@ _FIELDS = (
     (pl.col("_pri").cast(pl.Int64, strict=False) % 8).alias("event.severity"),
     pl.col("_user").alias("user.name"),
     pl.col("_target").alias("user.target.name"),
+    pl.col("_effective").alias("user.effective.name"),
     pl.col("_ip").alias("source.ip"),
     pl.col("_port").cast(pl.Int32, strict=False).alias("source.port"),
     pl.col("_action").alias("event.action"),

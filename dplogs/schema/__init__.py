@@ -4,6 +4,7 @@ from dplogs.schema.ecs import (
     DEFAULT_PRIVACY_UNIT,
     FIELDS,
     IDENTITY_FIELDS,
+    is_list,
     SCHEMA_VERSION,
     STORE_SCHEMA,
     TIMESTAMP,
@@ -12,6 +13,6 @@ from dplogs.schema.ecs import (
 )
 
 __all__ = [
-    "DEFAULT_PRIVACY_UNIT", "FIELDS", "IDENTITY_FIELDS", "SCHEMA_VERSION", "STORE_SCHEMA",
+    "DEFAULT_PRIVACY_UNIT", "is_list", "FIELDS", "IDENTITY_FIELDS", "SCHEMA_VERSION", "STORE_SCHEMA",
     "TIMESTAMP", "Field", "conform",
 ]

@@ -11,8 +11,8 @@ one, runs first and the full regex only where it missed.
 >>> df = pl.DataFrame({"_prog": ["sshd", "sudo"], "_msg": [
 ...     "Failed password for invalid user admin from 10.0.0.1 port 22 ssh2",
 ...     "  bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/ls"]})
->>> with_auth(df).select("_user", "_ip", "_action", "_outcome").rows()
-[('admin', '10.0.0.1', 'ssh_login', 'failure'), ('bob', None, 'sudo', 'success')]
+>>> with_auth(df).select("_user", "_ip", "_action", "_outcome").rows()  # Elastic gives sudo no outcome
+[('admin', '10.0.0.1', 'ssh_login', 'failure'), ('bob', None, 'sudo', None)]
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from dplogs.ingest._text import finish, localize, nonempty
 from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.auth import IPV4, IPV6, ip_or_null
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, ParsedChunk, register
+from dplogs.schema import FIELDS
 
 _QUOTED = r'(?:[^"\\]|\\.)*'
 ACCESS = (
@@ -81,6 +82,7 @@ class Access(LineFormat):
             )
         else:
             frame = frame.with_columns(_ssl=pl.lit(False))
+        ssl_lines = frame.select(pl.col("_ssl").any()).item()
         req = pl.col("request").str.extract_groups(_REQUEST)
         frame = frame.with_columns(
             _time=pl.col("time").str.strptime(pl.Datetime("us", "UTC"), "%d/%b/%Y:%H:%M:%S %z", strict=False),
@@ -125,7 +127,8 @@ class Access(LineFormat):
             nonempty(_unescape(pl.col("referrer"))).alias("http.request.referrer"),
             nonempty(_unescape(pl.col("agent"))).alias("user_agent.original"),
             pl.lit("event").alias("event.kind"),
-            _WEB, _ACCESS,
+            # mod_ssl's request log gets no type, as in Elastic (usually no line of a block is one)
+            _WEB, pl.when(~pl.col("_ssl")).then(_ACCESS).alias("event.type") if ssl_lines else _ACCESS,
             pl.when(pl.col("status").cast(pl.Int32, strict=False) >= 400).then(pl.lit("failure"))
             .when(pl.col("status").is_not_null()).then(pl.lit("success")).alias("event.outcome"),
         ]
@@ -157,10 +160,13 @@ _IIS_DEFAULT_LAYOUTS = (
     "#Fields: date time s-sitename s-computername s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username "
     "c-ip cs-version cs(User-Agent) cs(Cookie) cs(Referer) cs-host sc-status sc-substatus sc-win32-status "
     "sc-bytes cs-bytes time-taken",
+    # IIS FTP's default W3C fields
+    "#Fields: date time c-ip cs-username s-ip s-port cs-method cs-uri-stem sc-status sc-win32-status sc-substatus "
+    "x-session x-fullpath",
 )
 
 
-_SNIFF_IIS = re.compile(rb"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ (?:[A-Z]+ /|\S+ [A-Z]+ /)")
+_SNIFF_IIS = re.compile(rb"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ (?:[A-Z]+ /|\S+ [A-Z]+ /|\S+ \S+ \d+ [A-Za-z]+ )")
 
 
 @register
@@ -240,6 +246,8 @@ class IIS(LineFormat):
         fields = [pl.col("_time").alias("@timestamp"), nonempty(get("_url")).alias("url.original")]
         for w3c, (ecs, dtype) in _IIS_FIELDS.items():
             value = nonempty(get(w3c))
+            if ecs == "http.request.method":  # a public key domain: FTP commands are not HTTP methods
+                value = pl.when(value.is_in(list(FIELDS[ecs].allowed or ()))).then(value)
             if ecs == "user.name":  # a Windows account: DOMAIN\user, case-insensitive
                 fields += [e.alias(k) for k, e in account_columns(value, case_insensitive=True).items()]
                 continue

@@ -72,6 +72,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(r"^(?:pam_unix\([\w-]+:auth\): )?authentication failure;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
              "authentication_failure", "authentication", "info", "failure",
              starts=("pam_unix(", "authentication failure;"), contains="authentication failure;"),
+    _Pattern(r"^PAM \d+ more authentication failures?;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
+             "authentication_failure", "authentication", "info", "failure", starts=("PAM ",)),
     _Pattern(r"^pam_faillock\([\w-]+:\w+\):.*?for user (?P<user>[\w.-]+)",
              "account-locked", "authentication", "info", "failure", starts=("pam_faillock(",)),
     _Pattern(r"^password check failed for user \(?(?P<user>[\w.-]+)\)?",
@@ -88,12 +90,17 @@ _PATTERNS: tuple[_Pattern, ...] = (
              "su", "authentication", "start", "failure", ("su",), starts=("FAILED su", "- ")),
     _Pattern(r"^new user: name=(?P<target>[^,]+), UID=", "user-created", "iam", "user,creation", "success", starts=("new user: ",)),
     _Pattern(r"^new group: name=(?P<group>[^,]+), GID=", "group-created", "iam", "group,creation", "success", starts=("new group: ",)),
+    _Pattern(r"^group added to /etc/\w+: name=(?P<group>[^,\s]+)", "group-created", "iam", "group,creation", "success",
+             starts=("group added to ",)),
     _Pattern(r"^delete user '(?P<target>[^']+)'", "user-deleted", "iam", "user,deletion", "success", starts=("delete user '",)),
     _Pattern(r"^(?:group '(?P<group>[^']+)' removed|removed group '(?P<group2>[^']+)')(?: owned by '(?P<owner>[^']+)')?", "group-deleted", "iam",
              "group,deletion", "success", starts=("group '", "removed group '")),
+    _Pattern(r"^delete '(?P<target>[^']+)' from (?:shadow )?group '(?P<group>[^']+)'", "group-member-removed", "iam",
+             "user,deletion", "success", starts=("delete '",)),
     _Pattern(r"^add '(?P<target>[^']+)' to (?:shadow )?group '(?P<group>[^']+)'", "group-member-added", "iam", "user,change",
              "success", starts=("add '",)),
-    _Pattern(r"^user (?P<target>[\w.-]+) (?:added|removed) by (?P<user>[\w.-]+) (?:to|from) group ", "group-membership-changed", "iam",
+    # "removed by … from group" turns the action into group-user-removed (_with_services)
+    _Pattern(r"^user (?P<target>[\w.-]+) (?:added|removed) by (?P<user>[\w.-]+) (?:to|from) group ", "group-user-added", "iam",
              "change", "success", ("gpasswd",), starts=("user ",)),
     _Pattern(r"^change user '(?P<target>[^']+)' ", "user-changed", "iam", "user,change", "success", starts=("change user '",)),
     _Pattern(r"^(?:pam_unix\([\w-]+:chauthtok\): )?password changed for (?P<target>\S+)", "password-changed", "iam",
@@ -292,6 +299,30 @@ _RESULTS = pl.Schema({"_match": pl.Int8(), **dict.fromkeys([*_GROUPS, "_error"],
 """What :func:`_extract` finds for each routed row (besides ``_row``)."""
 
 
+_SERVICE = {"Started ": ("service-start", "start"), "Stopped ": ("service-stop", "end")}
+
+
+def _with_services(frame: pl.DataFrame) -> pl.DataFrame:
+    """systemd's "Started/Stopped <unit>." as Elastic's system/syslog pipeline reads them: process
+    start/end, actions service-start/service-stop (not for targets); and gpasswd removals. Each
+    runs only when its program or action occurs in the block."""
+    gpasswd = pl.col("_action") == "group-user-added"
+    if frame.select(gpasswd.any()).item():
+        removed = gpasswd & pl.col("_msg").str.contains(" removed by ", literal=True)
+        frame = frame.with_columns(_action=pl.when(removed).then(pl.lit("group-user-removed")).otherwise("_action"))
+    systemd = pl.col("_prog") == "systemd"
+    if not frame.select(systemd.any()).item():
+        return frame
+    msg = pl.col("_msg")
+    verb = pl.when(systemd & ~msg.str.contains(r"^\S+ target ")).then(msg.str.extract(r"^(Started |Stopped )", 1))
+    table = lambda i: verb.replace_strict({k: v[i] for k, v in _SERVICE.items()}, default=None, return_dtype=pl.String)  # noqa: E731
+    return frame.with_columns(
+        _action=pl.coalesce("_action", table(0)),
+        _category=pl.coalesce("_category", pl.when(verb.is_not_null()).then(pl.lit(pl.Series([["process"]], dtype=pl.List(pl.String))).first())),
+        _type=pl.coalesce("_type", pl.when(verb.is_not_null()).then(pl.concat_list(table(1)))),
+    )
+
+
 def with_routing(frame: pl.DataFrame) -> pl.DataFrame:
     """Add ``_pcode``, ``_start`` and ``_kind``: the pattern each message is routed to (null:
     none), from ``_prog`` and ``_msg``."""
@@ -319,4 +350,4 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     back = found.drop("_row").select(pl.all().gather(index))
     frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
-    return _with_generic(frame)
+    return _with_services(_with_generic(frame))

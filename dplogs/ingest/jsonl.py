@@ -128,7 +128,7 @@ class JsonLines(LineFormat):
         for name in ("event.category", "event.type"):  # ECS arrays (a document may give one string)
             value = columns[name]
             columns[name] = pl.when(value.str.starts_with("[")).then(value.str.json_decode(pl.List(pl.String))) \
-                .otherwise(pl.concat_list(value))
+                .when(value.is_not_null()).then(pl.concat_list(value))
         decoded = _with_timestamp(decoded, pl.coalesce(columns[TIMESTAMP], get(("timestamp",))), options.tz)
         columns[TIMESTAMP] = pl.col("_dplogs:ts")
         event_type = get(("event_type",))
@@ -153,7 +153,7 @@ class JsonLines(LineFormat):
                     .otherwise(pl.lit(["allowed"], pl.List(pl.String))))
                 .when(eve & get(("src_ip",)).is_not_null() & (event_type != "stats")).then(pl.lit(["protocol"], pl.List(pl.String))),
             ),
-            "event.action": pl.coalesce(columns["event.action"], pl.when(eve).then(event_type)),
+            "event.action": columns["event.action"],  # Elastic's suricata/eve sets none (event_type is not an action)
             "event.outcome": pl.coalesce(
                 columns["event.outcome"],
                 pl.when(get(("alert", "action")) == "allowed").then(pl.lit("success"))

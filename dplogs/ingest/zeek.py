@@ -24,6 +24,7 @@ the TSV ``#path``, the fields only one log has, or the file name (``ssh.log``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,10 +39,11 @@ FIELDS = (
     "orig_bytes", "resp_bytes", "username", "domainname", "success", "cookie", "client", "user",
     "reply_code", "query", "method", "uri", "host", "status_code", "user_agent", "referrer",
     "response_body_len", "auth_success", "conn_state", "server_name", "note", "src", "fuid",
-    "request_type", "realm", "dst", "p",
+    "request_type", "realm", "dst", "p", "rejected", "security_protocol", "dropped",
 )
 _PATH_KEYS = ("_path", "@stream")
-_TCP_LOGS = ["http", "ssl", "ssh", "smtp", "ftp", "rdp", "ntlm", "smb_mapping", "smb_files", "dce_rpc", "ldap"]
+_TCP_LOGS = ["http", "ssl", "ssh", "smtp", "ftp", "rdp", "ntlm", "smb_mapping", "smb_files", "dce_rpc", "ldap", "kerberos"]
+"""Logs whose records lack ``proto`` but run over TCP (Kerberos: as Elastic's zeek/kerberos sets it)."""
 _AUTH_LOGS = ["ntlm", "kerberos", "ssh", "rdp", "ftp"]
 _TRANSPORTS = ["tcp", "udp", "icmp"]
 
@@ -110,7 +112,7 @@ def _infer_path(z) -> pl.Expr:
         .when(z("auth_success").is_not_null()).then(pl.lit("ssh"))
         .when(z("request_type").is_not_null()).then(pl.lit("kerberos"))
         .when(z("domainname").is_not_null()).then(pl.lit("ntlm"))
-        .when(z("cookie").is_not_null()).then(pl.lit("rdp"))
+        .when(z("cookie").is_not_null() | z("security_protocol").is_not_null()).then(pl.lit("rdp"))
         .when(z("query").is_not_null()).then(pl.lit("dns"))
         .when(z("method").is_not_null() | z("uri").is_not_null()).then(pl.lit("http"))
         .when(z("server_name").is_not_null()).then(pl.lit("ssl"))
@@ -158,7 +160,7 @@ def path_from_name(name: str) -> str | None:
     ('ssh', None)
     """
     base = name.replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0]
-    return base if base in _LOGS else None
+    return next((part for part in re.split(r"[-_]", base) if part in _LOGS), None) if base not in _LOGS else base
 
 
 def _lookup(key: pl.Expr, table: dict[str, list[str]]) -> pl.Expr:
@@ -183,11 +185,17 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFra
         .when(path.is_in(["ftp", "http"])).then(z("user").fill_null(z("username")))
     )
     state = z("conn_state")
+    # a notice about a source that was not dropped: that traffic was allowed (Elastic's zeek/notice)
+    dropped = _boolean(z("dropped"))
+    notice_type = pl.when((path == "notice") & z("src").is_not_null()).then(
+        pl.when(dropped == "success").then(pl.lit(["info", "denied"], pl.List(pl.String)))
+        .when(dropped == "failure").then(pl.lit(["info", "allowed"], pl.List(pl.String))))
     reply = z("reply_code").cast(pl.Int32, strict=False)
     outcome = (
         pl.when(path.is_in(["ntlm", "kerberos"])).then(_boolean(z("success")))
         .when(path == "ssh").then(_boolean(z("auth_success")))
         .when(path == "conn").then(state.replace_strict(_CONN_OUTCOME, default=None, return_dtype=pl.String))
+        .when(path == "dns").then(pl.when(_boolean(z("rejected")) == "success").then(pl.lit("failure")).otherwise(pl.lit("success")))
         .when((path == "ftp") & reply.is_not_null()).then(
             pl.when(reply < 400).then(pl.lit("success")).otherwise(pl.lit("failure")))
     )
@@ -197,9 +205,10 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFra
         "event.dataset": pl.coalesce(pl.lit(options.dataset, pl.String), dataset, pl.lit("zeek.unknown")),
         "event.kind": pl.when(path == "notice").then(pl.lit("alert")).otherwise(pl.lit("event")),
         "event.category": pl.coalesce(_lookup(path, _CATEGORIES), pl.when(path.is_not_null()).then(pl.lit(["network"], pl.List(pl.String)))),
-        "event.type": pl.coalesce(pl.when(path == "conn").then(_lookup(state, _CONN_TYPES)), _lookup(path, _TYPES),
+        "event.type": pl.coalesce(pl.when(path == "conn").then(_lookup(state, _CONN_TYPES)), notice_type, _lookup(path, _TYPES),
                                   pl.when(path.is_not_null()).then(pl.lit(["protocol"], pl.List(pl.String)))),
-        "event.action": pl.coalesce(z("note"), z("request_type")),
+        "event.action": z("request_type"),
+        "rule.name": pl.when(path == "notice").then(z("note")),
         "event.outcome": outcome,
         "event.provider": path,
         "user.name": user,

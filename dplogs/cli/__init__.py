@@ -30,6 +30,7 @@ _COMMANDS: dict[str, str] = {
     "audit": "audit:audit",
     "demo": "demo:demo",
     "report": "report:report",
+    "inspect": "inspect:inspect",
 }
 
 _EPILOG = "Exit codes: 0 ok, 2 bad command line, " + ", ".join(

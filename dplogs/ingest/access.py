@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from dplogs.ingest._text import finish, localize, nonempty
-from dplogs.ingest.accounts import account_columns
+from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import IPV4, IPV6, ip_or_null
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, ParsedChunk, register
 from dplogs.schema import FIELDS
@@ -97,7 +97,7 @@ class Access(LineFormat):
         vhost_cols = [pl.lit(None, pl.String).alias("_dest"), pl.lit(None, pl.String).alias("_dport")]
         # (A client with a comma is nginx's address list, "a, b c": not a vhost.)
         has_vhost = pl.col("client").str.contains(r"^[^\s,]+ [^\s,]+$")
-        if frame.select(has_vhost.any()).item():
+        if frame.select(pl.col("client").str.contains(" ", literal=True).any()).item():  # usually none: skip the regex
             parts = pl.col("client").str.splitn(" ", 2)
             vhost = pl.when(has_vhost).then(parts.struct.field("field_0"))
             host_port = vhost.str.extract_groups(r"^(?P<host>\[[^\]]*\]|[^:]+|[0-9A-Fa-f:]+)(?::(?P<port>\d+))?$")
@@ -114,12 +114,18 @@ class Access(LineFormat):
             client_ip = _client_ip(pl.col("client"), pl.col("xff"))
         else:
             client_ip = ip_or_null(pl.col("client").str.strip_chars())
+        # Qualified web users (bob@example.com) are split; usually a block has none: skip the regex.
+        user = nonempty(pl.col("user"))
+        if is_qualified(frame.get_column("user")):
+            user_columns = [e.alias(k) for k, e in account_columns(user, case_insensitive=False).items()]
+        else:
+            user_columns = [user.alias("user.name")]
         fields = [
             pl.col("_time").alias("@timestamp"),
             client_ip.alias("source.ip"),
             ip_or_null(pl.col("_dest")).alias("destination.ip"),
             pl.col("_dport").cast(pl.Int32, strict=False).alias("destination.port"),
-            *(e.alias(k) for k, e in account_columns(nonempty(pl.col("user")), case_insensitive=False).items()),
+            *user_columns,
             pl.col("_req").struct.field("method").str.to_uppercase().alias("http.request.method"),
             pl.col("_req").struct.field("url").alias("url.original"),
             pl.col("status").cast(pl.Int32).alias("http.response.status_code"),

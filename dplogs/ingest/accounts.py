@@ -45,4 +45,4 @@ def account_columns(name: pl.Expr, domain: pl.Expr | None = None, *, case_insens
 
 def is_qualified(names: pl.Series) -> bool:
     """Whether any of ``names`` carries a qualifier to split (a cheap test: blocks usually have none)."""
-    return bool(names.str.contains(r"[\\@]").any())
+    return bool(names.str.contains_any(["\\", "@"]).any())

@@ -44,12 +44,20 @@ class _Pattern:
     contains: str | None = None
     """Cheap literal gate: the regex runs only on messages starting with one of ``starts`` (or
     containing ``contains``), so each line pays for at most one capturing regex."""
+    auth: bool = True
+    """The line belongs to the auth log (``system.auth``); False for system messages Elastic's
+    system/syslog pipeline categorises (systemd services)."""
     fast: str | None = None
     """Optional one-pass form of ``regex`` for the common shape of the line (user names without
     spaces…). Rust's regex extracts groups from an anchored one-pass regex with its one-pass DFA,
     2-3x faster than ``regex``'s backtracking. It must match only lines ``regex`` matches, with the
     same groups; lines it misses run ``regex``. ``tests/ingest/test_auth_fast.py`` checks this on
     hostile generated messages."""
+
+
+def _not_before(word: str) -> str:
+    """A regex matching any text that does not start with ``word`` (Rust's regex has no lookahead)."""
+    return "(?:" + "|".join(re.escape(word[:i]) + f"[^{re.escape(word[i])}]" for i in range(len(word))) + ")"
 
 
 _PATTERNS: tuple[_Pattern, ...] = (
@@ -99,9 +107,14 @@ _PATTERNS: tuple[_Pattern, ...] = (
              "user,deletion", "success", starts=("delete '",)),
     _Pattern(r"^add '(?P<target>[^']+)' to (?:shadow )?group '(?P<group>[^']+)'", "group-member-added", "iam", "user,change",
              "success", starts=("add '",)),
-    # "removed by … from group" turns the action into group-user-removed (_with_services)
+    # "removed by … from group" turns the action into group-user-removed (_with_removals)
     _Pattern(r"^user (?P<target>[\w.-]+) (?:added|removed) by (?P<user>[\w.-]+) (?:to|from) group ", "group-user-added", "iam",
              "change", "success", ("gpasswd",), starts=("user ",)),
+    # systemd units (not targets), as Elastic's system/syslog pipeline reads them
+    _Pattern(r"^Started " + _not_before("target "), "service-start", "process", "start", None, ("systemd",),
+             starts=("Started ",), auth=False),
+    _Pattern(r"^Stopped " + _not_before("target "), "service-stop", "process", "end", None, ("systemd",),
+             starts=("Stopped ",), auth=False),
     _Pattern(r"^change user '(?P<target>[^']+)' ", "user-changed", "iam", "user,change", "success", starts=("change user '",)),
     _Pattern(r"^(?:pam_unix\([\w-]+:chauthtok\): )?password changed for (?P<target>\S+)", "password-changed", "iam",
              "change", "success", contains="password changed for "),
@@ -258,7 +271,8 @@ def _with_generic(frame: pl.DataFrame) -> pl.DataFrame:
     ).select(frame.columns)
 
 
-_IS_AUTH = (pl.col("_pcode") >= _AUTH_PROGRAM) | pl.col("_msg").str.starts_with("pam_") | pl.col("_action").is_not_null()
+_IS_AUTH = (pl.col("_pcode") >= _AUTH_PROGRAM) | pl.col("_msg").str.starts_with("pam_") \
+    | pl.col("_match").is_in([i for i, p in enumerate(_PATTERNS) if p.auth])
 
 
 def _hit_regex(regex: str) -> str:
@@ -299,28 +313,14 @@ _RESULTS = pl.Schema({"_match": pl.Int8(), **dict.fromkeys([*_GROUPS, "_error"],
 """What :func:`_extract` finds for each routed row (besides ``_row``)."""
 
 
-_SERVICE = {"Started ": ("service-start", "start"), "Stopped ": ("service-stop", "end")}
-
-
-def _with_services(frame: pl.DataFrame) -> pl.DataFrame:
-    """systemd's "Started/Stopped <unit>." as Elastic's system/syslog pipeline reads them: process
-    start/end, actions service-start/service-stop (not for targets); and gpasswd removals. Each
-    runs only when its program or action occurs in the block."""
+def _with_removals(frame: pl.DataFrame) -> pl.DataFrame:
+    """gpasswd's "user X removed by Y from group G": action group-user-removed (one pattern takes
+    both directions; this looks at that pattern's rows only, when a block has any)."""
     gpasswd = pl.col("_action") == "group-user-added"
     if frame.select(gpasswd.any()).item():
         removed = gpasswd & pl.col("_msg").str.contains(" removed by ", literal=True)
         frame = frame.with_columns(_action=pl.when(removed).then(pl.lit("group-user-removed")).otherwise("_action"))
-    systemd = pl.col("_prog") == "systemd"
-    if not frame.select(systemd.any()).item():
-        return frame
-    msg = pl.col("_msg")
-    verb = pl.when(systemd & ~msg.str.contains(r"^\S+ target ")).then(msg.str.extract(r"^(Started |Stopped )", 1))
-    table = lambda i: verb.replace_strict({k: v[i] for k, v in _SERVICE.items()}, default=None, return_dtype=pl.String)  # noqa: E731
-    return frame.with_columns(
-        _action=pl.coalesce("_action", table(0)),
-        _category=pl.coalesce("_category", pl.when(verb.is_not_null()).then(pl.lit(pl.Series([["process"]], dtype=pl.List(pl.String))).first())),
-        _type=pl.coalesce("_type", pl.when(verb.is_not_null()).then(pl.concat_list(table(1)))),
-    )
+    return frame
 
 
 def with_routing(frame: pl.DataFrame) -> pl.DataFrame:
@@ -350,4 +350,4 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     back = found.drop("_row").select(pl.all().gather(index))
     frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
-    return _with_services(_with_generic(frame))
+    return _with_removals(_with_generic(frame))

@@ -4,15 +4,15 @@ from dplogs.schema.ecs import (
     DEFAULT_PRIVACY_UNIT,
     FIELDS,
     IDENTITY_FIELDS,
-    is_list,
     SCHEMA_VERSION,
     STORE_SCHEMA,
     TIMESTAMP,
     Field,
     conform,
+    is_list,
 )
 
 __all__ = [
-    "DEFAULT_PRIVACY_UNIT", "is_list", "FIELDS", "IDENTITY_FIELDS", "SCHEMA_VERSION", "STORE_SCHEMA",
-    "TIMESTAMP", "Field", "conform",
+    "DEFAULT_PRIVACY_UNIT", "FIELDS", "IDENTITY_FIELDS", "SCHEMA_VERSION", "STORE_SCHEMA",
+    "TIMESTAMP", "Field", "conform", "is_list",
 ]

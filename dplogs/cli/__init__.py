@@ -32,6 +32,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "demo:demo",
     "report": "report:report",
     "protect": "protect:protect",
+    "inspect": "inspect:inspect",
 }
 
 _EPILOG = "Exit codes: 0 ok, 2 bad command line, " + ", ".join(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sys
 
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -50,11 +53,50 @@ def shown(text: str) -> str:
     return escape("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
 
 
+def summary_console() -> Console:
+    """stderr, as wide as the terminal; on a pipe or file wide enough that no table is cut."""
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class _Bars:
+    """rich progress bars per input on stderr: bytes (as stored), records, rate, ETA."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TextColumn("{task.fields[records]:,} records"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=True)
+        self._task: TaskID | None = None
+        self._records = 0
+
+    def __enter__(self) -> _Bars:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def begin(self, name: str, total_bytes: int) -> None:
+        self._records = 0
+        self._task = self._progress.add_task(shown(name), total=total_bytes or None, records=0)
+
+    def update(self, bytes_done: int, records: int) -> None:
+        self._records += records
+        if self._task is not None:
+            self._progress.update(self._task, completed=bytes_done, records=self._records)
+
+    def end(self) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+
+
 def render_summary(summary: IngestSummary, console: Console) -> None:
     """Counts per format and per quarantine reason; never raw log lines."""
     table = Table(title=f"ingest run {summary.run_id} → {shown(summary.store)}", title_justify="left")
     for col in ("format", "files", "parsed", "written", "quarantined", "skipped", "dup rows", "dup files"):
-        table.add_column(col, justify="left" if col == "format" else "right")
+        # headers are never cut short: a narrow terminal wraps the table instead
+        table.add_column(col, justify="left" if col == "format" else "right", min_width=len(col), no_wrap=True)
     for fmt, c in sorted(summary.by_format().items()):
         table.add_row(fmt if fmt != "-" else "(unrecognised)", *(str(c.get(k, 0)) for k in ("files", "parsed")),
                       str(c.get("parsed", 0) - c.get("duplicate_rows", 0)),
@@ -105,15 +147,20 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.option("--max-gzip-ratio", type=click.FloatRange(min=1), default=200, show_default=True,
               help="Gzip input expanding more than this many times (past 1 MiB) is refused as a "
                    "decompression bomb, status 65.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress display (there is none anyway when stderr is not a terminal).")
 def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, budget_window, maps, max_errors, time_range,
-           max_line_bytes, max_gzip_ratio) -> None:
+           max_line_bytes, max_gzip_ratio, quiet) -> None:
     """Parse log files into an ECS-normalised Parquet store.
 
     PATHS are files, directories (read recursively) or - for stdin; gzip is detected from content.
     Lines that cannot be parsed go to the store's quarantine with a reason. Re-ingesting the same
     file, also grown, renamed or compressed, adds nothing; a killed or failed run (disk full: status
     74) is completed exactly by running it again. Symbolic links and dplogs stores inside
-    directories are skipped. The summary on stderr shows counts only, never log lines.
+    directories are skipped. On a terminal, progress bars show each input's bytes, records, rate
+    and time left. The summary on stderr shows counts only, never log lines; records without a
+    determinable time are quarantined ("no timestamp") and counted there. See what was stored
+    with `dplogs inspect`.
     """
     try:
         options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps), time_range=_parse_time_range(time_range),
@@ -122,9 +169,11 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, budget_windo
         raise UsageError(f"{exc}; fix the option value") from exc
     _check_tz(tz)
     store = Store.init(store_path, dataset=dataset, privacy_unit=privacy_unit, budget_window=budget_window)
-    console = Console(stderr=True)
+    console = summary_console()
+    bars = _Bars() if sys.stderr.isatty() and not quiet else None
     try:
-        summary = run_ingest(list(paths), store, format=fmt, options=options, max_errors=max_errors)
+        with bars or contextlib.nullcontext():
+            summary = run_ingest(list(paths), store, format=fmt, options=options, max_errors=max_errors, progress=bars)
     except TooManyErrors as exc:
         render_summary(exc.summary, console)
         raise

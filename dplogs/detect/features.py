@@ -149,7 +149,7 @@ def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: in
     nbytes = (pl.col("source.bytes").fill_null(0) + pl.col("destination.bytes").fill_null(0)
               + pl.col("http.response.body.bytes").fill_null(0)).cast(pl.Float64)
     aggs = [
-        *(_scaled_log((pl.col("event.category") == c).sum(), COUNT_CAP).alias(f"category.{c}") for c in CATEGORIES),
+        *(_scaled_log(pl.col("event.category").list.contains(c).sum(), COUNT_CAP).alias(f"category.{c}") for c in CATEGORIES),
         _scaled_log(pl.len(), TOTAL_CAP).alias("events_total"),
         ((pl.col("event.outcome") == "failure").sum() / pl.len()).cast(pl.Float64).alias("failure_ratio"),
         *((pl.col(col).drop_nulls().n_unique().clip(0, DISTINCT_CAP) / DISTINCT_CAP).cast(pl.Float64).alias(name)

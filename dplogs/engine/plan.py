@@ -26,6 +26,7 @@ import difflib
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,7 +36,7 @@ from dplogs.errors import PrivacyParameterError, QueryError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME, MAX_BINS, MAX_CLAMP, MAX_DECLARED_KEYS
 from dplogs.privacy.params import check_delta, check_epsilon, check_number, check_rho
-from dplogs.schema import FIELDS, TIMESTAMP
+from dplogs.schema import FIELDS, TIMESTAMP, is_list
 
 TIME_BUCKETS: dict[str, str] = {"minute": "1m", "hour": "1h", "day": "1d", "week": "1w"}
 """Public time-bucket grains and their polars truncation intervals (weeks start on Monday)."""
@@ -132,8 +133,22 @@ def _number(column: str, value: Any) -> float:
         raise QueryError(f"{column} is a numeric column; {value!r} is not a number") from None
 
 
+def _scalar_dtype(column: str) -> pl.DataType:
+    """The type of one value of ``column`` (the element type of an array column)."""
+    dtype = FIELDS[column].dtype
+    return dtype.inner if isinstance(dtype, pl.List) else dtype
+
+
 def _lit(column: str, value: Any) -> pl.Expr:
-    return pl.lit(value, dtype=FIELDS[column].dtype)
+    return pl.lit(value, dtype=_scalar_dtype(column))
+
+
+def _any_element(column: str, test: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """``test`` of the column, or for an array column (ECS ``event.category``): whether any element
+    passes, so ``event.category = 'authentication'`` means "contains" (null arrays stay null)."""
+    if not is_list(column):
+        return test(pl.col(column))
+    return pl.col(column).list.eval(test(pl.element())).list.any()
 
 
 def _show(value: Any) -> str:
@@ -173,10 +188,16 @@ class Cmp(Filter):
         check_column(self.column)
         if self.op not in _OPS:
             raise QueryError(f"unsupported comparison {self.op!r}; use one of {', '.join(sorted(_OPS))}")
+        if is_list(self.column) and self.op not in ("=", "!="):
+            raise QueryError(f"{self.column} is an array of values; compare it with = (contains), != or IN")
         object.__setattr__(self, "value", coerce_value(self.column, self.value))
 
     def expr(self) -> pl.Expr:
-        c, v = pl.col(self.column), _lit(self.column, self.value)
+        v = _lit(self.column, self.value)
+        if is_list(self.column):  # contains / does not contain
+            contains = _any_element(self.column, lambda e: e == v)
+            return contains if self.op == "=" else ~contains
+        c = pl.col(self.column)
         return {"=": c == v, "!=": c != v, "<": c < v, "<=": c <= v, ">": c > v, ">=": c >= v}[self.op]
 
     def describe(self) -> str:
@@ -200,7 +221,8 @@ class In(Filter):
         object.__setattr__(self, "values", tuple(coerce_value(self.column, v) for v in self.values))
 
     def expr(self) -> pl.Expr:
-        return pl.col(self.column).is_in(pl.lit(pl.Series(list(self.values), dtype=FIELDS[self.column].dtype)).implode())
+        values = pl.lit(pl.Series(list(self.values), dtype=_scalar_dtype(self.column))).implode()
+        return _any_element(self.column, lambda e: e.is_in(values))
 
     def describe(self) -> str:
         return f"{self.column} IN ({', '.join(_show(v) for v in self.values)})"
@@ -225,7 +247,7 @@ class Like(Filter):
 
     def __post_init__(self) -> None:
         check_column(self.column)
-        if FIELDS[self.column].dtype != pl.String():
+        if _scalar_dtype(self.column) != pl.String():
             raise QueryError(f"LIKE needs a text column; {self.column} is not text")
         if not isinstance(self.pattern, str):
             raise QueryError(f"LIKE needs a string pattern, got {self.pattern!r}")
@@ -237,7 +259,8 @@ class Like(Filter):
         return "(?s)^" + "".join(out) + "$"
 
     def expr(self) -> pl.Expr:
-        return pl.col(self.column).str.contains(self.regex())
+        regex = self.regex()
+        return _any_element(self.column, lambda e: e.str.contains(regex))
 
     def describe(self) -> str:
         return f"{self.column} LIKE {self.pattern!r}"
@@ -257,7 +280,9 @@ class IsNull(Filter):
         check_column(self.column)
 
     def expr(self) -> pl.Expr:
-        return pl.col(self.column).is_not_null() if self.negate else pl.col(self.column).is_null()
+        c = pl.col(self.column)
+        null = (c.is_null() | (c.list.len() == 0)) if is_list(self.column) else c.is_null()
+        return ~null if self.negate else null
 
     def describe(self) -> str:
         return f"{self.column} IS {'NOT ' if self.negate else ''}NULL"
@@ -389,10 +414,12 @@ class Key:
     def expr(self) -> pl.Expr:
         if self.kind is KeyKind.TIME:
             return self._truncate(pl.col(TIMESTAMP)).alias(self.name)
+        if is_list(self.column):  # one group per row: its primary (first) value
+            return pl.col(self.column).list.first().alias(self.name)
         return pl.col(self.column).alias(self.name)
 
     def dtype(self) -> pl.DataType:
-        return FIELDS[self.column].dtype
+        return _scalar_dtype(self.column)
 
     def domain_size(self, start: dt.datetime, end: dt.datetime) -> int:
         """``domain(start, end).len()``, by arithmetic (nothing is built)."""

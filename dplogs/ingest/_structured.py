@@ -25,7 +25,7 @@ import pyarrow.json as pa_json
 
 from dplogs.errors import InternalError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, IngestOptions, ParsedChunk, event_hash, split_out_of_range
-from dplogs.schema import FIELDS, STORE_SCHEMA, conform
+from dplogs.schema import FIELDS, STORE_SCHEMA, Field, conform, is_list
 
 Path = tuple[str, ...]
 """A key path into a JSON document; segments may themselves contain dots (``("user.name",)``)."""
@@ -409,10 +409,17 @@ def finish(
         "event.hash": event_hash(pl.col("text") if text is None else text, pl.col("offset")),
     }
     out = conform(events.select(e.alias(name) for name, e in (base | dict(columns)).items()))
-    return out.with_columns(
-        pl.when(pl.col(f.name).is_in(f.allowed)).then(pl.col(f.name)).alias(f.name)
-        for f in FIELDS.values() if f.allowed is not None
-    )
+    return out.with_columns(in_domain(f) for f in FIELDS.values() if f.allowed is not None)
+
+
+def in_domain(f: Field) -> pl.Expr:
+    """Column ``f`` with values outside its ECS domain nulled (for an array: dropped from it, and an
+    array left empty is null)."""
+    allowed = pl.lit(pl.Series(f.allowed, dtype=pl.String)).implode()
+    if is_list(f.name):
+        kept = pl.col(f.name).list.eval(pl.element().filter(pl.element().is_in(allowed)))
+        return pl.when(kept.list.len() > 0).then(kept).alias(f.name)
+    return pl.when(pl.col(f.name).is_in(allowed)).then(pl.col(f.name)).alias(f.name)
 
 
 def in_time_range(events: pl.DataFrame, rows: pl.DataFrame, rejected: pl.DataFrame,

@@ -21,8 +21,10 @@ from collections.abc import Iterator
 import polars as pl
 
 from dplogs.ingest._text import finish, localize, nonempty
+from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import IPV4, IPV6, ip_or_null
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, ParsedChunk, register
+from dplogs.schema import FIELDS
 
 _QUOTED = r'(?:[^"\\]|\\.)*'
 ACCESS = (
@@ -35,6 +37,8 @@ SSL_REQUEST = rf'^\[(?P<time>[^\]]+)\] (?P<client>\S+) (?P<tls>\S+) (?P<cipher>\
 """Apache mod_ssl's ``ssl_request_log`` (CustomLog with %t %h %{SSL_PROTOCOL}x %{SSL_CIPHER}x)."""
 _REQUEST = r"^(?P<method>[A-Za-z]+) (?P<url>\S+)(?: HTTP/(?P<version>[\d.]+))?$"
 _SNIFF_ACCESS = re.compile(r'^\S.* \S+ \S+ \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "')
+_WEB = pl.lit(["web"], pl.List(pl.String)).alias("event.category")  # ECS arrays, as Elastic's access pipelines
+_ACCESS = pl.lit(["access"], pl.List(pl.String)).alias("event.type")
 _PRIVATE = r"^(?:10\.|127\.|192\.168\.|172\.(?:1[6-9]|2\d|3[01])\.|::1$|f[cd][0-9a-f]{2}:|fe80:)"
 
 
@@ -78,6 +82,7 @@ class Access(LineFormat):
             )
         else:
             frame = frame.with_columns(_ssl=pl.lit(False))
+        ssl_lines = frame.select(pl.col("_ssl").any()).item()
         req = pl.col("request").str.extract_groups(_REQUEST)
         frame = frame.with_columns(
             _time=pl.col("time").str.strptime(pl.Datetime("us", "UTC"), "%d/%b/%Y:%H:%M:%S %z", strict=False),
@@ -87,6 +92,21 @@ class Access(LineFormat):
             pl.when(pl.col("status").is_null() & ~pl.col("_ssl")).then(pl.lit("not an access log line"))
             .when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
         )
+        # vhost_combined (Apache "%v:%p %h ...", nginx "$host $remote_addr ..."): a first field before
+        # the client. Elastic reads it as the destination (domain or IP, and port).
+        vhost_cols = [pl.lit(None, pl.String).alias("_dest"), pl.lit(None, pl.String).alias("_dport")]
+        # (A client with a comma is nginx's address list, "a, b c": not a vhost.)
+        has_vhost = pl.col("client").str.contains(r"^[^\s,]+ [^\s,]+$")
+        if frame.select(pl.col("client").str.contains(" ", literal=True).any()).item():  # usually none: skip the regex
+            parts = pl.col("client").str.splitn(" ", 2)
+            vhost = pl.when(has_vhost).then(parts.struct.field("field_0"))
+            host_port = vhost.str.extract_groups(r"^(?P<host>\[[^\]]*\]|[^:]+|[0-9A-Fa-f:]+)(?::(?P<port>\d+))?$")
+            frame = frame.with_columns(
+                _dest=host_port.struct.field("host").str.strip_chars("[]"), _dport=host_port.struct.field("port"),
+                client=pl.when(vhost.is_not_null()).then(parts.struct.field("field_1")).otherwise(pl.col("client")),
+            )
+        else:
+            frame = frame.with_columns(vhost_cols)
         # Usually no line has an X-Forwarded-For list or a comma in the client: the first public IP
         # of a one-element list is that element when it is an IP, so the list machinery is skipped.
         lists = pl.col("xff").is_not_null() | pl.col("client").str.contains(",", literal=True)
@@ -94,10 +114,18 @@ class Access(LineFormat):
             client_ip = _client_ip(pl.col("client"), pl.col("xff"))
         else:
             client_ip = ip_or_null(pl.col("client").str.strip_chars())
+        # Qualified web users (bob@example.com) are split; usually a block has none: skip the regex.
+        user = nonempty(pl.col("user"))
+        if is_qualified(frame.get_column("user")):
+            user_columns = [e.alias(k) for k, e in account_columns(user, case_insensitive=False).items()]
+        else:
+            user_columns = [user.alias("user.name")]
         fields = [
             pl.col("_time").alias("@timestamp"),
             client_ip.alias("source.ip"),
-            nonempty(pl.col("user")).alias("user.name"),
+            ip_or_null(pl.col("_dest")).alias("destination.ip"),
+            pl.col("_dport").cast(pl.Int32, strict=False).alias("destination.port"),
+            *user_columns,
             pl.col("_req").struct.field("method").str.to_uppercase().alias("http.request.method"),
             pl.col("_req").struct.field("url").alias("url.original"),
             pl.col("status").cast(pl.Int32).alias("http.response.status_code"),
@@ -105,8 +133,8 @@ class Access(LineFormat):
             nonempty(_unescape(pl.col("referrer"))).alias("http.request.referrer"),
             nonempty(_unescape(pl.col("agent"))).alias("user_agent.original"),
             pl.lit("event").alias("event.kind"),
-            pl.lit("web").alias("event.category"),
-            pl.lit("access").alias("event.type"),
+            # mod_ssl's request log gets no type, as in Elastic (usually no line of a block is one)
+            _WEB, pl.when(~pl.col("_ssl")).then(_ACCESS).alias("event.type") if ssl_lines else _ACCESS,
             pl.when(pl.col("status").cast(pl.Int32, strict=False) >= 400).then(pl.lit("failure"))
             .when(pl.col("status").is_not_null()).then(pl.lit("success")).alias("event.outcome"),
         ]
@@ -138,7 +166,13 @@ _IIS_DEFAULT_LAYOUTS = (
     "#Fields: date time s-sitename s-computername s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username "
     "c-ip cs-version cs(User-Agent) cs(Cookie) cs(Referer) cs-host sc-status sc-substatus sc-win32-status "
     "sc-bytes cs-bytes time-taken",
+    # IIS FTP's default W3C fields
+    "#Fields: date time c-ip cs-username s-ip s-port cs-method cs-uri-stem sc-status sc-win32-status sc-substatus "
+    "x-session x-fullpath",
 )
+
+
+_SNIFF_IIS = re.compile(rb"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ (?:[A-Z]+ /|\S+ [A-Z]+ /|\S+ \S+ \d+ [A-Za-z]+ )")
 
 
 @register
@@ -147,7 +181,15 @@ class IIS(LineFormat):
     description = "IIS W3C extended logs (#Fields: header, which may change mid-file)"
 
     def sniff(self, head: bytes) -> float:
-        return 0.95 if re.search(rb"(?m)^#Fields: (?:date|time) ", head) else 0.0
+        if re.search(rb"(?m)^#Fields: (?:date|time) ", head):
+            return 0.95
+        # Header-less: "date time s-ip METHOD /stem ..." with a default layout's width.
+        lines = [ln for ln in head.splitlines()[:200] if ln.strip()]
+        if len(lines) > 1 and not head.endswith(b"\n"):
+            lines = lines[:-1]
+        widths = {len(layout.split()) - 1 for layout in _IIS_DEFAULT_LAYOUTS}
+        hits = sum(bool(_SNIFF_IIS.match(ln)) and len(ln.split(b" ")) in widths for ln in lines)
+        return 0.9 * hits / len(lines) if lines else 0.0
 
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
         from dplogs.ingest.reader import iter_lines
@@ -178,8 +220,11 @@ class IIS(LineFormat):
         effective = pl.lit(None, pl.String)
         for hdr in headers:
             effective = pl.when((pl.col("_hdr") == hdr) & (n == len(hdr.split()) - 1)).then(pl.lit(hdr)).otherwise(effective)
+        # Without any #Fields line (IIS was told not to write headers, or the file is a fragment),
+        # the same default layouts apply: IIS's default W3C field list first.
+        data = ~pl.col("_comment")
         for layout in _IIS_DEFAULT_LAYOUTS:
-            effective = pl.when(effective.is_null() & pl.col("_hdr").is_not_null() & (n == len(layout.split()) - 1)).then(pl.lit(layout)).otherwise(effective)
+            effective = pl.when(effective.is_null() & data & (n == len(layout.split()) - 1)).then(pl.lit(layout)).otherwise(effective)
         cols = cols.with_columns(_eff=effective)
         outputs: dict[str, pl.Expr] = {}
         # One branch per distinct layout (a handful per file), not per line.
@@ -199,13 +244,19 @@ class IIS(LineFormat):
         time = localize(get("_datetime").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False), options.tz)
         cols = cols.with_columns(_time=time)
         reason = (
-            pl.when(pl.col("_hdr").is_null()).then(pl.lit("no #Fields header before line"))
+            pl.when(pl.col("_hdr").is_null() & pl.col("_eff").is_null())
+            .then(pl.lit("no #Fields header before line, and its field count is no IIS default layout's"))
             .when(pl.col("_eff").is_null()).then(pl.lit("field count differs from #Fields"))
             .when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
         )
         fields = [pl.col("_time").alias("@timestamp"), nonempty(get("_url")).alias("url.original")]
         for w3c, (ecs, dtype) in _IIS_FIELDS.items():
             value = nonempty(get(w3c))
+            if ecs == "http.request.method":  # a public key domain: FTP commands are not HTTP methods
+                value = pl.when(value.is_in(list(FIELDS[ecs].allowed or ()))).then(value)
+            if ecs == "user.name":  # a Windows account: DOMAIN\user, case-insensitive
+                fields += [e.alias(k) for k, e in account_columns(value, case_insensitive=True).items()]
+                continue
             if w3c == "cs(User-Agent)":
                 value = value.str.replace_all("+", " ", literal=True)
             if ecs.endswith(".ip"):
@@ -215,8 +266,8 @@ class IIS(LineFormat):
         status = get("sc-status").cast(pl.Int32, strict=False)
         fields += [
             pl.lit("event").alias("event.kind"),
-            pl.lit("web").alias("event.category"),
-            pl.lit("access").alias("event.type"),
+            pl.lit(["web", "network"], pl.List(pl.String)).alias("event.category"),  # as Elastic's iis/access
+            pl.lit(["connection"], pl.List(pl.String)).alias("event.type"),
             pl.when(status >= 400).then(pl.lit("failure")).when(status.is_not_null()).then(pl.lit("success")).alias("event.outcome"),
         ]
         chunk = finish(cols, source=source, options=options, reason=reason, fields=fields, dataset="iis.access",

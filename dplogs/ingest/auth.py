@@ -11,8 +11,8 @@ one, runs first and the full regex only where it missed.
 >>> df = pl.DataFrame({"_prog": ["sshd", "sudo"], "_msg": [
 ...     "Failed password for invalid user admin from 10.0.0.1 port 22 ssh2",
 ...     "  bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/ls"]})
->>> with_auth(df).select("_user", "_ip", "_action", "_outcome").rows()
-[('admin', '10.0.0.1', 'ssh_login', 'failure'), ('bob', None, 'sudo', 'success')]
+>>> with_auth(df).select("_user", "_ip", "_action", "_outcome").rows()  # Elastic gives sudo no outcome
+[('admin', '10.0.0.1', 'ssh_login', 'failure'), ('bob', None, 'sudo', None)]
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class _Pattern:
     contains: str | None = None
     """Cheap literal gate: the regex runs only on messages starting with one of ``starts`` (or
     containing ``contains``), so each line pays for at most one capturing regex."""
+    auth: bool = True
+    """The line belongs to the auth log (``system.auth``); False for system messages Elastic's
+    system/syslog pipeline categorises (systemd services)."""
     fast: str | None = None
     """Optional one-pass form of ``regex`` for the common shape of the line (user names without
     spaces…). Rust's regex extracts groups from an anchored one-pass regex with its one-pass DFA,
@@ -52,9 +55,14 @@ class _Pattern:
     hostile generated messages."""
 
 
+def _not_before(word: str) -> str:
+    """A regex matching any text that does not start with ``word`` (Rust's regex has no lookahead)."""
+    return "(?:" + "|".join(re.escape(word[:i]) + f"[^{re.escape(word[i])}]" for i in range(len(word))) + ")"
+
+
 _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(r"^(?P<ev>Accepted) (?P<method>\S+) for (?:invalid user )?(?P<user>.*?) from " + _IP + r" port (?P<port>\d+)",
-             "ssh_login", "authentication", "info", "success", ("sshd",), starts=("Accepted ",),
+             "ssh_login", "authentication,session", "info", "success", ("sshd",), starts=("Accepted ",),
              fast=r"^Accepted \S+ for (?P<user>\S+) from " + _IP + r" port (?P<port>\d+)"),
     _Pattern(r"^(?P<ev>Failed|Postponed) (?P<method>\S+) for (?:invalid user )?(?P<user>.*?) from " + _IP + r" port (?P<port>\d+)",
              "ssh_login", "authentication", "info", "failure", ("sshd",), starts=("Failed ", "Postponed "),
@@ -64,32 +72,58 @@ _PATTERNS: tuple[_Pattern, ...] = (
              fast=r"^(?:Invalid|Illegal) user (?P<user>\S+) from " + _IP + r"(?: port (?P<port>\d+))?$"),
     _Pattern(r"^Did not receive identification string from " + _IP + r"(?: port (?P<port>\d+))?",
              "ssh_dropped_connection", "network", "connection", "failure", ("sshd",), starts=("Did not receive ",)),
-    _Pattern(r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]*?) ; )?TTY=.*?; PWD=.*?; USER=(?P<target>\S+) ; (?:\S+=\S* ; )*COMMAND=",
-             "sudo", "process", "start", "success", ("sudo",), failure_if_error=True, contains="COMMAND=",
-             fast=r"^\s*(?P<user>\S+) : TTY=[^;]*; PWD=[^;]*; USER=(?P<target>\S+) ; (?:[^C\s]\S*=\S* ; )*COMMAND="),
+    # sudo: the person is user.name, the account whose rights are used (USER=) user.effective.name.
+    # TTY= is absent when sudo runs without a terminal (cron, scripts).
+    _Pattern(r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]*?) ; )?(?:TTY=.*?; )?PWD=.*?; USER=(?P<effective>\S+) ; (?:\S+=\S* ; )*COMMAND=",
+             "sudo", "process", "start", None, ("sudo",), failure_if_error=True, contains="COMMAND=",
+             fast=r"^\s*(?P<user>\S+) : TTY=[^;]*; PWD=[^;]*; USER=(?P<effective>\S+) ; (?:[^C\s]\S*=\S* ; )*COMMAND="),
     _Pattern(r"^(?:pam_unix\([\w-]+:auth\): )?authentication failure;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
              "authentication_failure", "authentication", "info", "failure",
              starts=("pam_unix(", "authentication failure;"), contains="authentication failure;"),
-    _Pattern(r"^pam_unix\([\w-]+:session\): session opened for user (?P<user>[^\s(]+)(?:\(uid=\d+\))?(?: by (?P<by>\S*?)(?:\(uid=\d+\))?)?\s*$",
-             "session_opened", "session", "start", "success", starts=("pam_unix(",), contains="): session opened for user ",
-             fast=r"^pam_unix\([\w-]+:session\): session opened for user (?P<user>[^\s(]+)(?:\(uid=\d+\))?(?: by [^\s(]*(?:\(uid=\d+\))?)?$"),
-    _Pattern(r"^pam_unix\([\w-]+:session\): session closed for user (?P<user>\S+)",
-             "session_closed", "session", "end", "success", starts=("pam_unix(",), contains="): session closed for user "),
-    _Pattern(r"^(?:Successful su|\+ \S+) (?:for (?P<target>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<target2>\S+))",
+    _Pattern(r"^PAM \d+ more authentication failures?;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
+             "authentication_failure", "authentication", "info", "failure", starts=("PAM ",)),
+    _Pattern(r"^pam_faillock\([\w-]+:\w+\):.*?for user (?P<user>[\w.-]+)",
+             "account-locked", "authentication", "info", "failure", starts=("pam_faillock(",)),
+    _Pattern(r"^password check failed for user \(?(?P<user>[\w.-]+)\)?",
+             "authentication_failure", "authentication", "info", "failure", starts=("password check failed ",)),
+    # PAM sessions: "for user X by Y" is Y acting as X (user.name Y, user.effective.name X).
+    _Pattern(r"^pam_unix\([\w-]+:session\): session opened for user (?P<effective>[^\s(]+)(?:\(uid=\d+\))?(?: by (?P<user>\S*?)(?:\(uid=\d+\))?)?\s*$",
+             "logged-on", "session", "start", "success", starts=("pam_unix(",), contains="): session opened for user ",
+             fast=r"^pam_unix\([\w-]+:session\): session opened for user (?P<effective>[^\s(]+)(?:\(uid=\d+\))?(?: by (?P<user>[^\s(]*)(?:\(uid=\d+\))?)?$"),
+    _Pattern(r"^pam_unix\([\w-]+:session\): session closed for user (?P<effective>\S+)",
+             "logged-off", "session", "end", "success", starts=("pam_unix(",), contains="): session closed for user "),
+    _Pattern(r"^(?:Successful su|\+ \S+) (?:for (?P<effective>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<effective2>\S+))",
              "su", "authentication", "start", "success", ("su",), starts=("Successful su", "+ ")),
-    _Pattern(r"^(?:FAILED su|- \S+) (?:for (?P<target>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<target2>\S+))",
+    _Pattern(r"^(?:FAILED su|- \S+) (?:for (?P<effective>\S+) by (?P<user>\S+)|(?P<user2>[^:\s]+):(?P<effective2>\S+))",
              "su", "authentication", "start", "failure", ("su",), starts=("FAILED su", "- ")),
-    _Pattern(r"^new user: name=(?P<user>[^,]+), UID=", "user-created", "iam", "creation", "success", starts=("new user: ",)),
-    _Pattern(r"^new group: name=(?P<group>[^,]+), GID=", "group-created", "iam", "creation", "success", starts=("new group: ",)),
-    _Pattern(r"^delete user '(?P<user>[^']+)'", "user-deleted", "iam", "deletion", "success", starts=("delete user '",)),
-    _Pattern(r"^(?:group '(?P<group>[^']+)' removed|removed group '(?P<group2>[^']+)')", "group-deleted", "iam",
-             "deletion", "success", starts=("group '", "removed group '")),
-    _Pattern(r"^add '(?P<user>[^']+)' to (?:shadow )?group '(?P<group>[^']+)'", "user-added-to-group", "iam", "change",
+    _Pattern(r"^new user: name=(?P<target>[^,]+), UID=", "user-created", "iam", "user,creation", "success", starts=("new user: ",)),
+    _Pattern(r"^new group: name=(?P<group>[^,]+), GID=", "group-created", "iam", "group,creation", "success", starts=("new group: ",)),
+    _Pattern(r"^group added to /etc/\w+: name=(?P<group>[^,\s]+)", "group-created", "iam", "group,creation", "success",
+             starts=("group added to ",)),
+    _Pattern(r"^delete user '(?P<target>[^']+)'", "user-deleted", "iam", "user,deletion", "success", starts=("delete user '",)),
+    _Pattern(r"^(?:group '(?P<group>[^']+)' removed|removed group '(?P<group2>[^']+)')(?: owned by '(?P<owner>[^']+)')?", "group-deleted", "iam",
+             "group,deletion", "success", starts=("group '", "removed group '")),
+    _Pattern(r"^delete '(?P<target>[^']+)' from (?:shadow )?group '(?P<group>[^']+)'", "group-member-removed", "iam",
+             "user,deletion", "success", starts=("delete '",)),
+    _Pattern(r"^add '(?P<target>[^']+)' to (?:shadow )?group '(?P<group>[^']+)'", "group-member-added", "iam", "user,change",
              "success", starts=("add '",)),
-    _Pattern(r"^change user '(?P<user>[^']+)' ", "user-changed", "iam", "change", "success", starts=("change user '",)),
-    _Pattern(r"^(?:pam_unix\([\w-]+:chauthtok\): )?password changed for (?P<user>\S+)", "password-changed", "iam",
+    # "removed by … from group" turns the action into group-user-removed (_with_removals)
+    _Pattern(r"^user (?P<target>[\w.-]+) (?:added|removed) by (?P<user>[\w.-]+) (?:to|from) group ", "group-user-added", "iam",
+             "change", "success", ("gpasswd",), starts=("user ",)),
+    # systemd units (not targets), as Elastic's system/syslog pipeline reads them
+    _Pattern(r"^Started " + _not_before("target "), "service-start", "process", "start", None, ("systemd",),
+             starts=("Started ",), auth=False),
+    _Pattern(r"^Stopped " + _not_before("target "), "service-stop", "process", "end", None, ("systemd",),
+             starts=("Stopped ",), auth=False),
+    _Pattern(r"^change user '(?P<target>[^']+)' ", "user-changed", "iam", "user,change", "success", starts=("change user '",)),
+    _Pattern(r"^(?:pam_unix\([\w-]+:chauthtok\): )?password changed for (?P<target>\S+)", "password-changed", "iam",
              "change", "success", contains="password changed for "),
 )
+"""``category``/``type`` are comma-separated ECS arrays, in Elastic's order. Accounts an IAM line
+acts on are ``target`` (``user.target.name``); where Elastic also names them ``user.name`` (the
+line names no actor), :data:`_ACTS_ON_ITSELF` copies them."""
+
+_ACTS_ON_ITSELF = ("user-created", "user-deleted", "group-member-added", "user-changed", "password-changed")
 
 _AUTH_PROGRAMS = (
     "sshd", "sudo", "su", "useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel",
@@ -112,7 +146,7 @@ _CONSTANT = ("_action", "_category", "_type", "_outcome")
 """Output columns set from the matched pattern itself."""
 
 _GROUPS = {"_user": ("user", "user2"), "_ip": ("ip", "rhost"), "_port": ("port",),
-           "_target": ("target", "target2", "group", "group2")}
+           "_target": ("target", "owner"), "_effective": ("effective", "effective2")}
 """Output column → the named groups that fill it, first non-null wins."""
 
 _STARTS = tuple(dict.fromkeys(s for p in _PATTERNS for s in p.starts))
@@ -178,14 +212,67 @@ def _kinds() -> pl.Expr:
 _KINDS = _kinds()
 # A small table gathered by the matched pattern's index (null: no match) costs a quarter of a
 # per-row lookup.
-_CONSTANTS = {k: pl.lit(pl.Series([getattr(p, k.removeprefix("_")) for p in _PATTERNS], dtype=pl.String)).gather(pl.col("_match"))
-              for k in _CONSTANT}
+_ARRAYS = ("_category", "_type")
+
+
+def _table(key: str) -> pl.Series:
+    values = [getattr(p, key.removeprefix("_")) for p in _PATTERNS]
+    if key in _ARRAYS:
+        return pl.Series([v.split(",") for v in values], dtype=pl.List(pl.String))
+    return pl.Series(values, dtype=pl.String)
+
+
+_CONSTANTS = {k: pl.lit(_table(k)).gather(pl.col("_match")) for k in _CONSTANT}
 _CONSTANTS["_outcome"] = pl.when(pl.col("_error").is_not_null()).then(pl.lit("failure")).otherwise(_CONSTANTS["_outcome"])
+_USER = pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user"))
+_ACTS_ON = pl.col("_match").is_in([i for i, p in enumerate(_PATTERNS) if p.action in _ACTS_ON_ITSELF])
 _FOUND = {
-    "_user": pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user")),
+    # No actor named ("session opened for user X", "by (uid=0)"): X is the user, as in Elastic.
+    "_user": pl.coalesce(_USER, pl.col("_effective"), pl.when(_ACTS_ON).then(pl.col("_target"))),
+    "_effective": pl.when(_USER.is_not_null()).then(pl.col("_effective")),
     "_ip": ip_or_null(pl.col("_ip")),
 }
-_IS_AUTH = (pl.col("_pcode") >= _AUTH_PROGRAM) | pl.col("_msg").str.starts_with("pam_") | pl.col("_action").is_not_null()
+
+_IAM_PROGRAMS = {"useradd": ("user", "creation"), "userdel": ("user", "deletion"), "usermod": ("user", "change"),
+                 "groupadd": ("group", "creation"), "groupdel": ("group", "deletion"), "groupmod": ("group", "change")}
+_GENERIC_USER = (
+    r"for user ['\"]?(?P<for>[^'\"\s(]+)['\"]?(?:\(uid=\d+\))?(?: by ['\"]?(?P<by>[^'\"\s(]*)['\"]?(?:\(uid=\d+\))?)?\s*$"
+    r"|by user ['\"]?(?P<by2>[^'\"\s]+)['\"]?\s*$"
+    r"|[^ ] user ['\"](?P<quoted>[^'\"]+)['\"]"
+)
+"""Elastic's PAM user patterns, for auth lines no specific pattern took ("failed adding user 'x'")."""
+
+
+def _with_generic(frame: pl.DataFrame) -> pl.DataFrame:
+    """Fill ``_user``/``_effective`` of auth lines no pattern matched from Elastic's generic PAM user
+    patterns, and categorise unmatched lines of the user/group tools (iam; failure when the message
+    says "fail", as Elastic does). Only those lines are searched: usually a few per block."""
+    rest = frame.with_row_index("_row").filter(pl.col("_auth") & pl.col("_action").is_null())
+    if rest.is_empty():
+        return frame
+    g, tool = pl.col("_g"), pl.col("_prog")
+    by = g.struct.field("by").replace("", None)
+    iam = tool.is_in(list(_IAM_PROGRAMS))
+    found = rest.with_columns(_g=pl.col("_msg").str.extract_groups(_GENERIC_USER)).select(
+        "_row",
+        _user=pl.coalesce(by, g.struct.field("by2"), g.struct.field("for"), g.struct.field("quoted")),
+        _effective=pl.when(by.is_not_null()).then(g.struct.field("for")),
+        _category=pl.when(iam).then(pl.lit(pl.Series([["iam"]], dtype=pl.List(pl.String))).first()),
+        _type=pl.when(iam).then(pl.concat_list(
+            tool.replace_strict({k: v[0] for k, v in _IAM_PROGRAMS.items()}, default=None, return_dtype=pl.String),
+            tool.replace_strict({k: v[1] for k, v in _IAM_PROGRAMS.items()}, default=None, return_dtype=pl.String))),
+        _outcome=pl.when(iam).then(
+            pl.when(pl.col("_msg").str.contains("fail", literal=True)).then(pl.lit("failure")).otherwise(pl.lit("success"))),
+    )
+    filled = frame.with_row_index("_row").join(found, on="_row", how="left", suffix="_generic")
+    return filled.select(
+        *(c for c in frame.columns if c not in found.columns),
+        *(pl.coalesce(c, f"{c}_generic").alias(c) for c in found.columns if c != "_row"),
+    ).select(frame.columns)
+
+
+_IS_AUTH = (pl.col("_pcode") >= _AUTH_PROGRAM) | pl.col("_msg").str.starts_with("pam_") \
+    | pl.col("_match").is_in([i for i, p in enumerate(_PATTERNS) if p.auth])
 
 
 def _hit_regex(regex: str) -> str:
@@ -226,6 +313,16 @@ _RESULTS = pl.Schema({"_match": pl.Int8(), **dict.fromkeys([*_GROUPS, "_error"],
 """What :func:`_extract` finds for each routed row (besides ``_row``)."""
 
 
+def _with_removals(frame: pl.DataFrame) -> pl.DataFrame:
+    """gpasswd's "user X removed by Y from group G": action group-user-removed (one pattern takes
+    both directions; this looks at that pattern's rows only, when a block has any)."""
+    gpasswd = pl.col("_action") == "group-user-added"
+    if frame.select(gpasswd.any()).item():
+        removed = gpasswd & pl.col("_msg").str.contains(" removed by ", literal=True)
+        frame = frame.with_columns(_action=pl.when(removed).then(pl.lit("group-user-removed")).otherwise("_action"))
+    return frame
+
+
 def with_routing(frame: pl.DataFrame) -> pl.DataFrame:
     """Add ``_pcode``, ``_start`` and ``_kind``: the pattern each message is routed to (null:
     none), from ``_prog`` and ``_msg``."""
@@ -234,7 +331,7 @@ def with_routing(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
-    """Add ``_user _ip _port _target _action _category _type _outcome`` (null where no pattern
+    """Add ``_user _ip _port _target _effective _action _category _type _outcome`` (null where no pattern
     matches) and ``_auth`` (the line belongs to the auth log) from ``_msg`` and ``_prog``.
 
     Each line is routed by literal gates to the one pattern it can match (the first open gate), and
@@ -251,5 +348,6 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     where[found.get_column("_row").to_numpy()] = np.arange(found.height, dtype=np.uint32)
     index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
     back = found.drop("_row").select(pl.all().gather(index))
-    return frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
+    frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
+    return _with_removals(_with_generic(frame))

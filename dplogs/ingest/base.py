@@ -147,26 +147,32 @@ class LineFormat(LogFormat):
                 yield self.parse_block(block.lines, block.raw, source.name, options)
 
 
+NO_TIME_REASON = "no timestamp (the event's time cannot be determined)"
+
+
 def split_out_of_range(events: pl.DataFrame, rows: pl.DataFrame, options: IngestOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``events`` stamped inside ``options.time_range`` (or not at all), and the source ``rows``
-    (``line``, ``offset``, ``text``; one per event, aligned) of the others with their ``reason``, to
-    be quarantined. Every format calls this on its events, so a nonsense year never makes a day
-    partition.
+    """``events`` stamped inside ``options.time_range``, and the source ``rows`` (``line``,
+    ``offset``, ``text``; one per event, aligned) of the others with their ``reason``, to be
+    quarantined: stamped outside the range, or not stamped at all. Every format calls this on its
+    events, so a nonsense year never makes a day partition and no event is stored where no
+    time-bounded query can see it.
 
     >>> import datetime as dt
     >>> ev = pl.DataFrame({TIMESTAMP: [dt.datetime(2024, 1, 1), dt.datetime(2150, 1, 1), None]}, schema={TIMESTAMP: pl.Datetime("us", "UTC")})
     >>> rows = pl.DataFrame({"line": [1, 2, 3], "offset": [0, 9, 18], "text": ["a", "b", "c"]})
     >>> kept, late = split_out_of_range(ev, rows, IngestOptions())
-    >>> kept.height, late.rows()
-    (2, [(2, 9, 'b', 'timestamp outside 1970-01-01..2100-01-01 (--time-range)')])
+    >>> kept.height, late.get_column("reason").to_list()
+    (1, ['timestamp outside 1970-01-01..2100-01-01 (--time-range)', "no timestamp (the event's time cannot be determined)"])
     """
     start, end = options.time_range
     stamp = events.get_column(TIMESTAMP)
-    bad = (stamp < start) | (stamp >= end)
+    missing = stamp.is_null()
+    bad = ((stamp < start) | (stamp >= end)).fill_null(False) | missing
     if not bad.any():
         return events, rows.clear().select("line", "offset", "text").with_columns(reason=pl.lit(None, pl.String))
-    late = rows.filter(bad).select("line", "offset", "text").with_columns(reason=pl.lit(options.time_range_reason))
-    return events.filter(~bad.fill_null(False)), late
+    late = rows.filter(bad).select("line", "offset", "text").with_columns(
+        reason=pl.when(missing.filter(bad)).then(pl.lit(NO_TIME_REASON)).otherwise(pl.lit(options.time_range_reason)))
+    return events.filter(~bad), late
 
 
 REGISTRY: dict[str, LogFormat] = {}

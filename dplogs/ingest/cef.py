@@ -6,13 +6,15 @@ CEF escapes: in the header ``\\|`` and ``\\\\``; in extensions ``\\=``, ``\\\\``
 hex such as ``x09``/``^``); LEEF 1.0 uses tab.
 
 ECS mapping: src/dst → source.ip/destination.ip, spt/dpt → ports, suser → user.name,
-duser → user.target.name, act → event.action, rt → @timestamp, in/out → source.bytes /
-destination.bytes, dvchost (else dvc) → host.name, msg → message.
+duser → user.target.name, act → event.action, in/out → source.bytes / destination.bytes,
+dvchost (else dvc) → host.name, msg → message. ``@timestamp`` is the first of ``rt``, ``end``,
+``start`` (LEEF: ``devTime``) and the syslog header's stamp; a record with none of them cannot be
+placed in time and is quarantined ("no timestamp"), like one whose stamp does not parse.
 
 >>> import polars as pl
 >>> from dplogs.ingest.base import IngestOptions
 >>> lines = pl.DataFrame({"line": [1], "offset": [0], "text": [
-...     r"CEF:0|Acme|FW|1.0|100|Deny|5|src=10.0.0.1 suser=bob msg=a\\=b c\\\\d act=drop"]})
+...     r"CEF:0|Acme|FW|1.0|100|Deny|5|src=10.0.0.1 suser=bob msg=a\\=b c\\\\d act=drop rt=1700000000000"]})
 >>> Cef().parse_lines(lines, "fw.log", IngestOptions()).events.select("source.ip", "user.name", "message", "event.action").rows()
 [('10.0.0.1', 'bob', 'a=b c\\\\d', 'drop')]
 """
@@ -24,6 +26,7 @@ import re
 import polars as pl
 
 from dplogs.ingest._text import finish, localize
+from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.auth import ip_or_null
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.ingest.syslog import syslog_time
@@ -98,16 +101,17 @@ class Cef(LineFormat):
         ext = pl.col("ext")
         values = {k: cef_unescape(_ext(ext, k), extension=True) for k in (
             "src", "dst", "spt", "dpt", "suser", "duser", "act", "rt", "in", "out", "dvc", "dvchost", "msg",
-            "proto", "requestMethod", "request", "outcome",
+            "proto", "requestMethod", "request", "outcome", "end", "start",
         )}
         frame = frame.with_columns(**{f"_x_{k}": v for k, v in values.items()})
         x = lambda k: pl.col(f"_x_{k}")  # noqa: E731
         p = pl.col("_p")
         prefix_time = syslog_time(p.struct.field("bsd"), p.struct.field("iso"), p.struct.field("tz"), options)
-        frame = frame.with_columns(_rt=device_time(x("rt"), options.tz), _pt=prefix_time)
+        stamps = ("rt", "end", "start")
+        frame = frame.with_columns(_rt=pl.coalesce(device_time(x(k), options.tz) for k in stamps), _pt=prefix_time)
         reason = (
             pl.when(pl.col("version").is_null()).then(pl.lit("no CEF header"))
-            .when(x("rt").is_not_null() & pl.col("_rt").is_null()).then(pl.lit("bad timestamp"))
+            .when(pl.any_horizontal(x(k).is_not_null() for k in stamps) & pl.col("_rt").is_null()).then(pl.lit("bad timestamp"))
         )
         outcome = x("outcome").str.to_lowercase()
         fields = [
@@ -116,7 +120,7 @@ class Cef(LineFormat):
             ip_or_null(x("dst")).alias("destination.ip"),
             x("spt").cast(pl.Int32, strict=False).alias("source.port"),
             x("dpt").cast(pl.Int32, strict=False).alias("destination.port"),
-            x("suser").alias("user.name"),
+            *(e.alias(k) for k, e in account_columns(x("suser"), case_insensitive=False).items()),
             x("duser").alias("user.target.name"),
             x("act").alias("event.action"),
             x("in").cast(pl.Int64, strict=False).alias("source.bytes"),
@@ -185,7 +189,7 @@ class Leef(LineFormat):
             ip_or_null(x("dst")).alias("destination.ip"),
             x("srcPort").cast(pl.Int32, strict=False).alias("source.port"),
             x("dstPort").cast(pl.Int32, strict=False).alias("destination.port"),
-            x("usrName").alias("user.name"),
+            *(e.alias(k) for k, e in account_columns(x("usrName"), case_insensitive=False).items()),
             x("srcBytes").cast(pl.Int64, strict=False).alias("source.bytes"),
             x("dstBytes").cast(pl.Int64, strict=False).alias("destination.bytes"),
             pl.coalesce(x("identHostName"), pl.col("_host")).alias("host.name"),

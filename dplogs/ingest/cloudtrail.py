@@ -4,11 +4,14 @@ per line (as exported by Logstash and the OTRF datasets).
 A ``Records`` document is one JSON value, so it is read whole (AWS keeps each delivered file small);
 its records are numbered 1, 2… in place of line numbers and carry no byte offset. JSON-lines input
 streams in chunks like any line format. Mapping (as Elastic's aws/cloudtrail pipeline):
-``eventTime`` → ``@timestamp``, ``userIdentity.userName`` (else the last segment of its ARN) →
-``user.name``, ``sourceIPAddress`` → ``source.ip`` (only when it is an address: AWS services appear
-there by name), ``eventName`` → ``event.action``, ``eventSource`` → ``event.provider``, ``errorCode``
-→ ``event.outcome`` failure (success without one), ``awsRegion`` → ``cloud.region``, ``userAgent``
-→ ``user_agent.original``. A record without ``eventName`` is quarantined.
+``eventTime`` → ``@timestamp``, ``userIdentity.userName`` (else the last segment of its ARN, else
+``additionalEventData.UserName``) → ``user.name`` (a UPN split into name and ``user.domain``),
+``sourceIPAddress`` → ``source.ip`` (only when it is an address: AWS services appear there by name),
+``eventName`` → ``event.action``, ``eventSource`` → ``event.provider``, ``awsRegion`` →
+``cloud.region``, ``userAgent`` → ``user_agent.original``. ``event.outcome`` is failure when the
+record has an ``errorCode`` or a sign-in result of ``Failure`` (``responseElements.ConsoleLogin``,
+``serviceEventDetails.UserAuthentication``…: a failed console login carries no error code), else
+success. A record without ``eventName`` is quarantined.
 
 >>> import io
 >>> from dplogs.ingest.base import IngestOptions, InputSource
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from dplogs.ingest import _structured as st
+from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, InputSource, LogFormat, ParsedChunk, register
 from dplogs.schema import STORE_SCHEMA
 
@@ -34,8 +38,10 @@ PATHS: list[st.Path] = [
     ("eventTime",), ("@timestamp",), ("eventName",), ("eventSource",), ("errorCode",), ("errorMessage",),
     ("awsRegion",), ("userAgent",), ("sourceIPAddress",), ("eventID",), ("eventType",),
     ("userIdentity", "userName"), ("userIdentity", "arn"), ("userIdentity", "principalId"),
-    ("userIdentity", "type"), ("userIdentity", "accountId"),
+    ("userIdentity", "type"), ("userIdentity", "accountId"), ("additionalEventData", "UserName"),
+    ("responseElements", "ConsoleLogin"), *(("serviceEventDetails", k) for k in ("UserAuthentication", "CredentialVerification", "CredentialChallenge")),
 ]
+_AUTH_ACTIONS = ["AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity", "GetSessionToken", "GetFederationToken"]
 _IP = r"^(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+)$"
 _RECORDS = re.compile(rb'^\s*\{\s*"Records"\s*:')
 
@@ -52,15 +58,21 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> tuple[pl.D
     )
     address = get("sourceIPAddress")
     provider = get("eventSource")
+    results = [get("responseElements", "ConsoleLogin"), *(get("serviceEventDetails", k) for k in (
+        "UserAuthentication", "CredentialVerification", "CredentialChallenge"))]
+    failed = pl.any_horizontal(r == "Failure" for r in results).fill_null(False)
+    authentication = (provider == "signin.amazonaws.com") | ((provider == "sts.amazonaws.com") & get("eventName").is_in(_AUTH_ACTIONS))
     columns = {
         "@timestamp": st.parse_timestamp(pl.coalesce(get("eventTime"), get("@timestamp"))),
         "event.action": get("eventName"),
         "event.provider": provider,
-        "event.outcome": pl.when(get("errorCode").is_not_null()).then(pl.lit("failure")).otherwise(pl.lit("success")),
-        "event.category": pl.when(provider == "signin.amazonaws.com").then(pl.lit("authentication"))
+        "event.outcome": pl.when(get("errorCode").is_not_null() | failed).then(pl.lit("failure")).otherwise(pl.lit("success")),
+        "event.category": pl.when(authentication).then(pl.lit("authentication"))
         .when(provider.is_in(["iam.amazonaws.com", "sts.amazonaws.com"])).then(pl.lit("iam")),
+        "event.type": pl.when(authentication).then(pl.lit("info")),
         "message": get("errorMessage"),
-        "user.name": pl.coalesce(get("userIdentity", "userName"), get("userIdentity", "arn").str.extract(r"[/:]([^/:]+)$", 1)),
+        **account_columns(pl.coalesce(get("userIdentity", "userName"), get("userIdentity", "arn").str.extract(r"[/:]([^/:]+)$", 1),
+                                      get("additionalEventData", "UserName")), case_insensitive=False),
         "user.id": get("userIdentity", "principalId"),
         "source.ip": pl.when(address.str.contains(_IP)).then(address),
         "user_agent.original": get("userAgent"),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import blake3
 import polars as pl
@@ -142,6 +143,19 @@ def _is_new(seen: dict[str, dict], fingerprint: Future[str], fmt: LogFormat) -> 
     return _registry_key(fingerprint, fmt) not in seen
 
 
+class Progress(Protocol):
+    """Where an ingest reports how far it got (the CLI's progress bars); counts only."""
+
+    def begin(self, name: str, total_bytes: int) -> None:
+        """A new input of ``total_bytes`` (as stored: compressed for gzip) starts."""
+
+    def update(self, bytes_done: int, records: int) -> None:
+        """The input was read up to ``bytes_done``; ``records`` more records were parsed."""
+
+    def end(self) -> None:
+        """The input is done (or skipped)."""
+
+
 def ingest(
     paths: Sequence[str | os.PathLike[str]],
     store: Store | str | os.PathLike[str],
@@ -149,6 +163,7 @@ def ingest(
     format: str | None = None,  # noqa: A002  (mirrors --format)
     options: IngestOptions = IngestOptions(),
     max_errors: int | None = None,
+    progress: Progress | None = None,
 ) -> IngestSummary:
     """Parse ``paths`` (files, directories, ``-`` for stdin) into ``store`` and return counts.
 
@@ -157,7 +172,7 @@ def ingest(
     quarantined) are not written again, so re-ingesting is idempotent, also after a run was killed
     or failed half-way: an input counts as ingested only once all its rows are written. With
     ``max_errors``, :class:`TooManyErrors` (exit 65) is raised after everything was written when
-    more records than that were quarantined.
+    more records than that were quarantined. ``progress`` hears of every input and chunk.
     """
     if max_errors is not None and max_errors < 0:
         raise UsageError("--max-errors must be >= 0")
@@ -189,8 +204,16 @@ def ingest(
             # The file is hashed while its first chunks are parsed; nothing is written before the
             # hash is known.
             fingerprint = hasher.submit(_fingerprint, opener.path)
-            result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}", known=known,
-                                 is_new=functools.partial(_is_new, seen, fingerprint, fmt))
+            if progress is not None:
+                progress.begin(source.name, opener.size)
+            try:
+                result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}", known=known,
+                                     is_new=functools.partial(_is_new, seen, fingerprint, fmt),
+                                     on_chunk=None if progress is None else
+                                     lambda records, o=opener: progress.update(o.position(), records))
+            finally:
+                if progress is not None:
+                    progress.end()
             if result.duplicate_file:
                 results.append(result)
                 continue
@@ -221,6 +244,7 @@ def _ingest_one(
     stem: str,
     known: tuple[_KnownHashes, _KnownHashes] | None,
     is_new: Callable[[], bool],
+    on_chunk: Callable[[int], None] | None = None,
 ) -> FileResult:
     """Parse and store one input. ``is_new`` is asked before anything is written: when it says
     the same bytes were ingested before, parsing stops and nothing is stored. ``known`` (events,
@@ -263,6 +287,8 @@ def _ingest_one(
             parsed += chunk.events.height
             quarantined += chunk.quarantine.height
             skipped += chunk.skipped
+            if on_chunk is not None:
+                on_chunk(chunk.events.height + chunk.quarantine.height + chunk.skipped)
     except DataError as exc:  # the reader's limits (line length, gzip ratio) do not know the input's name
         message = str(exc)
         raise DataError(message if message.startswith(source.name) else f"{source.name}: {message}") from exc
@@ -304,7 +330,7 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions) 
 def _drop_known(events: pl.DataFrame, stored: _KnownHashes) -> tuple[pl.DataFrame, int]:
     """Remove events whose hash is already stored in their day (as of before this input)."""
     # Format the distinct dates only: strftime on every row cost more than the rest of this check.
-    days = events.get_column("@timestamp").dt.date().unique().dt.strftime("%Y-%m-%d").fill_null("unknown").to_list()
+    days = events.get_column("@timestamp").dt.date().unique().dt.strftime("%Y-%m-%d").to_list()
     known = pl.concat([stored.get(d) for d in days])
     if known.is_empty():
         return events, 0

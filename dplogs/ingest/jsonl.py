@@ -33,11 +33,12 @@ _EVE = {
     ("src_ip",): "source.ip", ("src_port",): "source.port", ("dest_ip",): "destination.ip",
     ("dest_port",): "destination.port", ("flow", "bytes_toserver"): "source.bytes",
     ("flow", "bytes_toclient"): "destination.bytes", ("app_proto",): "network.protocol",
-    ("alert", "severity"): "event.severity", ("alert", "category"): "message",
+    ("alert", "severity"): "event.severity", ("alert", "signature"): "rule.name",
+    ("alert", "signature_id"): "rule.id", ("alert", "category"): "rule.category",
     ("http", "http_method"): "http.request.method", ("http", "url"): "url.original",
     ("http", "status"): "http.response.status_code", ("http", "length"): "http.response.body.bytes",
     ("http", "http_user_agent"): "user_agent.original", ("http", "http_refer"): "http.request.referrer",
-    ("dns", "rrname"): "dns.question.name", ("alert", "signature_id"): "event.code",
+    ("dns", "rrname"): "dns.question.name",
 }
 _EVE_EXTRA = [("event_type",), ("timestamp",), ("proto",), ("alert", "action")]
 
@@ -124,9 +125,10 @@ class JsonLines(LineFormat):
         for name in _ECS:
             candidates[name] += [get((name,)), get(tuple(name.split(".")))]
         columns = {name: pl.coalesce(exprs) for name, exprs in candidates.items()}
-        for name in ("event.category", "event.type"):  # ECS allows arrays here: keep the first
+        for name in ("event.category", "event.type"):  # ECS arrays (a document may give one string)
             value = columns[name]
-            columns[name] = pl.when(value.str.starts_with("[")).then(value.str.json_path_match("$[0]")).otherwise(value)
+            columns[name] = pl.when(value.str.starts_with("[")).then(value.str.json_decode(pl.List(pl.String))) \
+                .when(value.is_not_null()).then(pl.concat_list(value))
         decoded = _with_timestamp(decoded, pl.coalesce(columns[TIMESTAMP], get(("timestamp",))), options.tz)
         columns[TIMESTAMP] = pl.col("_dplogs:ts")
         event_type = get(("event_type",))
@@ -137,11 +139,21 @@ class JsonLines(LineFormat):
                 .when(event_type == "stats").then(pl.lit("metric")),
                 pl.lit("event"),
             ),
+            # Suricata, as Elastic's suricata/eve: alerts are network + intrusion_detection, allowed
+            # or denied by the alert's action; app-layer records network/protocol.
             "event.category": pl.coalesce(
                 columns["event.category"],
-                pl.when(eve & get(("src_ip",)).is_not_null()).then(pl.lit("network")),
+                pl.when(eve & (event_type == "alert")).then(pl.lit(["network", "intrusion_detection"], pl.List(pl.String)))
+                .when(eve & get(("src_ip",)).is_not_null()).then(pl.lit(["network"], pl.List(pl.String))),
             ),
-            "event.action": pl.coalesce(columns["event.action"], pl.when(eve).then(event_type)),
+            "event.type": pl.coalesce(
+                columns["event.type"],
+                pl.when(eve & (event_type == "alert")).then(
+                    pl.when(get(("alert", "action")) == "blocked").then(pl.lit(["denied"], pl.List(pl.String)))
+                    .otherwise(pl.lit(["allowed"], pl.List(pl.String))))
+                .when(eve & get(("src_ip",)).is_not_null() & (event_type != "stats")).then(pl.lit(["protocol"], pl.List(pl.String))),
+            ),
+            "event.action": columns["event.action"],  # Elastic's suricata/eve sets none (event_type is not an action)
             "event.outcome": pl.coalesce(
                 columns["event.outcome"],
                 pl.when(get(("alert", "action")) == "allowed").then(pl.lit("success"))

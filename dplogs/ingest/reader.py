@@ -99,11 +99,25 @@ class Opener:
         self.name = name or path
         self.max_gzip_ratio = max_gzip_ratio
         self.errors: list[str] = []
+        self._raw: BinaryIO | None = None
         with open(path, "rb") as f:
             self.gzipped = f.read(2) == _GZIP_MAGIC
 
+    @property
+    def size(self) -> int:
+        """Bytes of the file as stored (compressed when gzipped)."""
+        return os.path.getsize(self.path)
+
+    def position(self) -> int:
+        """How far into the stored file the last opened stream has read (for progress displays)."""
+        try:
+            return self._raw.tell() if self._raw is not None else 0
+        except ValueError:  # closed: read to the end
+            return self.size
+
     def __call__(self) -> BinaryIO:
         file = open(self.path, "rb")  # noqa: SIM115  (closed with the stream)
+        self._raw = file
         if not self.gzipped:
             stream = _GuardedStream(file, self.errors)
         else:

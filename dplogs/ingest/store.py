@@ -5,7 +5,8 @@ Layout of a store directory ``STORE``::
     STORE/manifest.json                     dataset, privacy unit, budget window, schema version, defaults
     STORE/ingested.json                     content fingerprint + format of ingested inputs (re-ingestion is a no-op)
     STORE/events/day=YYYY-MM-DD/*.parquet   events: STORE_SCHEMA columns minus those all null in the file
-                                            (scan() restores them); day=unknown: no timestamp
+                                            (scan() restores them); an event without a time is
+                                            quarantined by its format, never stored
     STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id + hash
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
                                             to the manifest's store_id
@@ -43,7 +44,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from dplogs.errors import LedgerError, LedgerIOError, StoreError, StoreWriteError, UsageError
+from dplogs.errors import InternalError, LedgerError, LedgerIOError, StoreError, StoreWriteError, UsageError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, IDENTITY_FIELDS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
 
@@ -53,7 +54,6 @@ STORE_QUARANTINE_SCHEMA = pl.Schema({**QUARANTINE_SCHEMA, "run_id": pl.String(),
 """``hash`` identifies a quarantined record as ``event.hash`` does an event (see
 ``dplogs.ingest.streams``), so re-reading an input does not quarantine its bad lines twice; null in
 files written before it existed."""
-_UNKNOWN_DAY = "unknown"
 _TMP_SUFFIX = ".tmp"
 
 
@@ -439,7 +439,10 @@ class Store:
 
     @staticmethod
     def day_parts(events: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
-        """``events`` split by the day partition they belong to (``YYYY-MM-DD`` or ``unknown``)."""
+        """``events`` split by the day partition they belong to (``YYYY-MM-DD``). Formats quarantine
+        events without a time (``base.split_out_of_range``), so one here is a bug."""
+        if events.get_column("@timestamp").has_nulls():
+            raise InternalError("an event without @timestamp reached the store; its format should have quarantined it")
         # Partition on the date and format only each partition's name: strftime on every row cost
         # more. A chunk usually holds one day: then it is kept as it is (partition_by copies every
         # column, a fifth of the write time).
@@ -447,7 +450,7 @@ class Store:
         one_day = dated.select(pl.col("_day").n_unique()).item() == 1
         parts = []
         for part in [dated] if one_day else dated.partition_by("_day", maintain_order=False):
-            day = part.select(pl.col("_day").first().dt.strftime("%Y-%m-%d").fill_null(_UNKNOWN_DAY)).item()
+            day = part.select(pl.col("_day").first().dt.strftime("%Y-%m-%d")).item()
             parts.append((str(day), part.drop("_day")))
         return parts
 

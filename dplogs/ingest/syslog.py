@@ -25,6 +25,7 @@ import re
 import polars as pl
 
 from dplogs.ingest._text import finish, localize, run
+from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 
@@ -194,7 +195,9 @@ _FIELDS = (
     pl.col("_msg").alias("message"),
     (pl.col("_pri").cast(pl.Int64, strict=False) % 8).alias("event.severity"),
     pl.col("_user").alias("user.name"),
+    pl.col("_domain").alias("user.domain"),
     pl.col("_target").alias("user.target.name"),
+    pl.col("_effective").alias("user.effective.name"),
     pl.col("_ip").alias("source.ip"),
     pl.col("_port").cast(pl.Int32, strict=False).alias("source.port"),
     pl.col("_action").alias("event.action"),
@@ -203,6 +206,16 @@ _FIELDS = (
     pl.col("_outcome").alias("event.outcome"),
     pl.lit("event").alias("event.kind"),
 )
+def _with_accounts(frame: pl.DataFrame) -> pl.DataFrame:
+    """``_user``/``_domain`` with qualified names split (``CORP\\bob``, ``bob@corp.example`` from
+    sshd/sudo on directory-joined hosts); Unix names keep their case. Usually no name in a block is
+    qualified, and then only the test runs."""
+    if not is_qualified(frame.get_column("_user")):
+        return frame.with_columns(_domain=pl.lit(None, pl.String))
+    split = account_columns(pl.col("_user"), case_insensitive=False)
+    return frame.with_columns(_user=split["user.name"], _domain=split["user.domain"])
+
+
 _DATASET = pl.when(pl.col("_auth")).then(pl.lit("system.auth")).otherwise(pl.lit("system.syslog"))
 
 
@@ -228,7 +241,7 @@ class Syslog(LineFormat):
         if fast.get_column("_ok").all():
             # Every line has a header, a stamp and a message, so none is blank and only the stamp
             # can be bad: _REASON reduces to _BAD_STAMP.
-            frame = with_auth(_header_fast(lines, options))
+            frame = _with_accounts(with_auth(_header_fast(lines, options)))
             return finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=_FIELDS, dataset=_DATASET,
                           module="system", blank_lines=False)
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
@@ -237,5 +250,5 @@ class Syslog(LineFormat):
             parts.append(_header_fast(split[(True,)], options))
         if (False,) in split:
             parts.append(_header_slow(split[(False,)], options))
-        frame = with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null("")))
+        frame = _with_accounts(with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null(""))))
         return finish(frame, source=source, options=options, reason=_REASON, fields=_FIELDS, dataset=_DATASET, module="system")

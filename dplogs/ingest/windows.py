@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from dplogs.ingest import _structured as st
+from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.base import (
     LINES_SCHEMA,
     IngestOptions,
@@ -199,10 +200,11 @@ def _columns(options: IngestOptions) -> dict[str, pl.Expr]:
         "event.type": pl.coalesce(table(_SECURITY, 2, security), table(_SYSMON, 2, sysmon)),
         "event.outcome": outcome,
         "message": flat["message"],
-        "user.name": user_name,
-        "user.domain": user_domain,
+        # Windows account names are case-insensitive, and 4768/4769 write Kerberos principals
+        # (user@REALM): one account, one user.name (dplogs.ingest.accounts).
+        **account_columns(user_name, user_domain, case_insensitive=True),
         "user.id": pl.coalesce(user_id, pl.when(sysmon.not_()).then(sys_["sid"])),
-        "user.target.name": pl.when(role == "subject").then(target),
+        "user.target.name": pl.when(role == "subject").then(account_columns(target, case_insensitive=True)["user.name"]),
         "source.ip": _ip(pl.coalesce(_data("IpAddress"), _data("SourceIp"), _data("SourceAddress"))),
         "source.port": pl.coalesce(_data("IpPort"), _data("SourcePort")),
         "destination.ip": _ip(pl.coalesce(_data("DestinationIp"), _data("DestAddress"))),

@@ -6,9 +6,12 @@ header blocks; each data line is split by the ``#fields`` line in force above it
 boundaries (:meth:`Zeek.parse` carries the header from one chunk to the next). ``-`` (unset) and
 ``(empty)`` become null. Both shapes go through one mapping: ``id.orig_h`` → ``source.ip``,
 ``id.resp_h`` → ``destination.ip``, ports, ``proto`` → ``network.transport``, ``service`` or the log
-type → ``network.protocol``, byte counts, the user of ntlm/rdp/kerberos/ftp/http logs, outcomes where
-the log has one, DNS and HTTP fields; ``event.dataset`` is ``zeek.<log>`` (``zeek.connection`` for
-conn, as Elastic names it).
+type → ``network.protocol``, byte counts, the user of ntlm/rdp/kerberos/ftp/http logs (Windows
+and Kerberos accounts normalised by :mod:`dplogs.ingest.accounts`), outcomes where the log has
+one (ntlm/kerberos ``success``, ssh ``auth_success``, ftp reply codes, conn states), DNS and HTTP
+fields, ECS category/type arrays as Elastic sets them; ``event.dataset`` is ``zeek.<log>``
+(``zeek.connection`` for conn, as Elastic names it), the log type taken from ``_path``/``@stream``,
+the TSV ``#path``, the fields only one log has, or the file name (``ssh.log``).
 
 >>> from dplogs.ingest.base import IngestOptions
 >>> text = ["#separator \\\\x09", "#path\\tntlm", "#fields\\tts\\tid.orig_h\\tusername\\tsuccess",
@@ -21,12 +24,14 @@ conn, as Elastic names it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import polars as pl
 
 from dplogs.ingest import _structured as st
+from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, InputSource, LineFormat, ParsedChunk, register
 
 FIELDS = (
@@ -34,10 +39,11 @@ FIELDS = (
     "orig_bytes", "resp_bytes", "username", "domainname", "success", "cookie", "client", "user",
     "reply_code", "query", "method", "uri", "host", "status_code", "user_agent", "referrer",
     "response_body_len", "auth_success", "conn_state", "server_name", "note", "src", "fuid",
-    "request_type", "realm", "dst", "p",
+    "request_type", "realm", "dst", "p", "rejected", "security_protocol", "dropped",
 )
 _PATH_KEYS = ("_path", "@stream")
-_TCP_LOGS = ["http", "ssl", "ssh", "smtp", "ftp", "rdp", "ntlm", "smb_mapping", "smb_files", "dce_rpc", "ldap"]
+_TCP_LOGS = ["http", "ssl", "ssh", "smtp", "ftp", "rdp", "ntlm", "smb_mapping", "smb_files", "dce_rpc", "ldap", "kerberos"]
+"""Logs whose records lack ``proto`` but run over TCP (Kerberos: as Elastic's zeek/kerberos sets it)."""
 _AUTH_LOGS = ["ntlm", "kerberos", "ssh", "rdp", "ftp"]
 _TRANSPORTS = ["tcp", "udp", "icmp"]
 
@@ -99,9 +105,14 @@ def _from_tsv(rows: pl.DataFrame, header: Header) -> tuple[pl.DataFrame, pl.Data
 
 
 def _infer_path(z) -> pl.Expr:
-    """The log type of records that do not name it (the Elastic oracle files, plain exports)."""
+    """The log type of records that do not name it (the Elastic oracle files, plain exports), from
+    fields only that log has."""
     return (
         pl.when(z("conn_state").is_not_null()).then(pl.lit("conn"))
+        .when(z("auth_success").is_not_null()).then(pl.lit("ssh"))
+        .when(z("request_type").is_not_null()).then(pl.lit("kerberos"))
+        .when(z("domainname").is_not_null()).then(pl.lit("ntlm"))
+        .when(z("cookie").is_not_null() | z("security_protocol").is_not_null()).then(pl.lit("rdp"))
         .when(z("query").is_not_null()).then(pl.lit("dns"))
         .when(z("method").is_not_null() | z("uri").is_not_null()).then(pl.lit("http"))
         .when(z("server_name").is_not_null()).then(pl.lit("ssl"))
@@ -124,23 +135,67 @@ def _boolean(expr: pl.Expr) -> pl.Expr:
     return pl.when(low.is_in(["t", "true"])).then(pl.lit("success")).when(low.is_in(["f", "false"])).then(pl.lit("failure"))
 
 
+# ECS arrays per log, as Elastic's zeek pipelines set them; conn's types follow its state.
+_CATEGORIES = {"conn": ["network"], "dns": ["network"], "kerberos": ["network", "authentication"],
+               "ntlm": ["network", "authentication"], "ssh": ["network", "authentication"], "rdp": ["network"],
+               "notice": ["intrusion_detection"], "http": ["network", "web"], "ssl": ["network"], "files": ["file"]}
+_TYPES = {"dns": ["connection", "protocol", "info"], "kerberos": ["connection", "protocol", "access"],
+          "ntlm": ["connection", "info"], "ssh": ["connection", "protocol"], "rdp": ["protocol", "info"],
+          "notice": ["info"], "http": ["connection", "protocol"], "ssl": ["connection", "protocol"], "files": ["info"]}
+_CONN_TYPES = {"S0": ["connection", "start"], "S1": ["connection", "start"], "SF": ["connection", "start", "end"],
+               "REJ": ["connection", "start", "denied"], **dict.fromkeys(
+                   ["S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"], ["connection", "info"])}
+_CONN_OUTCOME = {**dict.fromkeys(["REJ", "S0", "RSTOS0", "SH"], "failure"),
+                 **dict.fromkeys(["SF", "S1", "S2", "S3", "RSTO", "RSTR"], "success")}
+"""A connection that was never established (rejected, unanswered, reset or closed before the
+responder's SYN-ACK) failed; an established one succeeded. Elastic sets no outcome for conn."""
+_LOGS = ("conn", "dns", "http", "ssl", "ssh", "kerberos", "ntlm", "rdp", "notice", "files", "ftp", "smtp", "dhcp",
+         "smb_mapping", "smb_files", "dce_rpc", "x509", "weird", "ldap", "sip", "snmp", "tunnel", "dpd", "software")
+
+
+def path_from_name(name: str) -> str | None:
+    """The Zeek log type a file name states (``ssh.log``, ``conn.2024-01-01-00-00-00.log.gz``).
+
+    >>> path_from_name("/var/zeek/ssh.log"), path_from_name("x.log")
+    ('ssh', None)
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0]
+    return next((part for part in re.split(r"[-_]", base) if part in _LOGS), None) if base not in _LOGS else base
+
+
+def _lookup(key: pl.Expr, table: dict[str, list[str]]) -> pl.Expr:
+    """The array ``table`` gives ``key`` (null for other keys): a small table gathered by index."""
+    index = key.replace_strict(list(table), list(range(len(table))), default=None, return_dtype=pl.UInt32)
+    return pl.lit(pl.Series(list(table.values()), dtype=pl.List(pl.String))).gather(index)
+
+
 def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFrame:
     def z(name: str) -> pl.Expr:
         return st.nonempty(pl.col(_col(name)), "-", "(empty)")
 
-    path = pl.coalesce(st.nonempty(pl.col("path"), "-"), _infer_path(z))
+    path = pl.coalesce(st.nonempty(pl.col("path"), "-"), _infer_path(z), pl.lit(path_from_name(source), pl.String))
     proto = z("proto").str.to_lowercase()
-    kerberos_client = z("client").str.extract(r"^([^/@]+)", 1)
+    kerberos = account_columns(z("client").str.extract(r"^([^/@]+)", 1), z("client").str.extract(r"[/@]([^/@]+)$", 1),
+                               case_insensitive=True)
+    ntlm = account_columns(z("username"), z("domainname"), case_insensitive=True)
     user = (
-        pl.when(path == "ntlm").then(z("username"))
-        .when(path == "rdp").then(z("cookie"))
-        .when(path == "kerberos").then(kerberos_client)
+        pl.when(path == "ntlm").then(ntlm["user.name"])
+        .when(path == "rdp").then(account_columns(z("cookie"), case_insensitive=True)["user.name"])
+        .when(path == "kerberos").then(kerberos["user.name"])
         .when(path.is_in(["ftp", "http"])).then(z("user").fill_null(z("username")))
     )
+    state = z("conn_state")
+    # a notice about a source that was not dropped: that traffic was allowed (Elastic's zeek/notice)
+    dropped = _boolean(z("dropped"))
+    notice_type = pl.when((path == "notice") & z("src").is_not_null()).then(
+        pl.when(dropped == "success").then(pl.lit(["info", "denied"], pl.List(pl.String)))
+        .when(dropped == "failure").then(pl.lit(["info", "allowed"], pl.List(pl.String))))
     reply = z("reply_code").cast(pl.Int32, strict=False)
     outcome = (
         pl.when(path.is_in(["ntlm", "kerberos"])).then(_boolean(z("success")))
         .when(path == "ssh").then(_boolean(z("auth_success")))
+        .when(path == "conn").then(state.replace_strict(_CONN_OUTCOME, default=None, return_dtype=pl.String))
+        .when(path == "dns").then(pl.when(_boolean(z("rejected")) == "success").then(pl.lit("failure")).otherwise(pl.lit("success")))
         .when((path == "ftp") & reply.is_not_null()).then(
             pl.when(reply < 400).then(pl.lit("success")).otherwise(pl.lit("failure")))
     )
@@ -149,15 +204,15 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFra
         "@timestamp": _timestamp(z("ts")),
         "event.dataset": pl.coalesce(pl.lit(options.dataset, pl.String), dataset, pl.lit("zeek.unknown")),
         "event.kind": pl.when(path == "notice").then(pl.lit("alert")).otherwise(pl.lit("event")),
-        "event.category": pl.when(path.is_in(_AUTH_LOGS) & outcome.is_not_null())
-        .then(pl.lit("authentication")).when(path.is_not_null()).then(pl.lit("network")),
-        "event.type": pl.when(path == "conn").then(pl.lit("connection")).when(path.is_not_null()).then(pl.lit("protocol")),
-        "event.action": pl.coalesce(z("note"), z("request_type")),
+        "event.category": pl.coalesce(_lookup(path, _CATEGORIES), pl.when(path.is_not_null()).then(pl.lit(["network"], pl.List(pl.String)))),
+        "event.type": pl.coalesce(pl.when(path == "conn").then(_lookup(state, _CONN_TYPES)), notice_type, _lookup(path, _TYPES),
+                                  pl.when(path.is_not_null()).then(pl.lit(["protocol"], pl.List(pl.String)))),
+        "event.action": z("request_type"),
+        "rule.name": pl.when(path == "notice").then(z("note")),
         "event.outcome": outcome,
         "event.provider": path,
         "user.name": user,
-        "user.domain": pl.when(path == "ntlm").then(z("domainname"))
-        .when(path == "kerberos").then(z("client").str.extract(r"[/@]([^/@]+)$", 1)),
+        "user.domain": pl.when(path == "ntlm").then(ntlm["user.domain"]).when(path == "kerberos").then(kerberos["user.domain"]),
         "source.ip": pl.coalesce(z("id.orig_h"), z("src")),
         "source.port": z("id.orig_p"),
         "destination.ip": pl.coalesce(z("id.resp_h"), z("dst")),

@@ -9,9 +9,10 @@ from dplogs.schema.ecs import (
     TIMESTAMP,
     Field,
     conform,
+    is_list,
 )
 
 __all__ = [
     "DEFAULT_PRIVACY_UNIT", "FIELDS", "IDENTITY_FIELDS", "SCHEMA_VERSION", "STORE_SCHEMA",
-    "TIMESTAMP", "Field", "conform",
+    "TIMESTAMP", "Field", "conform", "is_list",
 ]

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 
 import polars as pl
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever :data:`STORE_SCHEMA` changes incompatibly; stored in the store manifest.
 2: ``event.hash`` is two u64 words instead of 40 decimal digits (a fifth of the ingest time went
-into formatting and writing the digits)."""
+into formatting and writing the digits).
+3: ``event.category``/``event.type`` are lists (ECS arrays); ``user.effective.name`` and ``rule.*``
+added; account names normalised (``DOMAIN\\user``/``user@REALM`` split, Windows/Kerberos lower-cased).
+Older stores are rebuilt by re-ingesting their logs into a new store."""
 
 TIMESTAMP = "@timestamp"
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
@@ -63,6 +66,9 @@ _HTTP_METHODS = (
 )
 
 _S, _I32, _I64, _F64 = pl.String(), pl.Int32(), pl.Int64(), pl.Float64()
+_LIST = pl.List(pl.String())
+"""ECS arrays of keywords (``event.category``, ``event.type``). A query's ``=``/``IN``/``LIKE`` on
+one means "contains"; grouping by one groups by its first (primary) value."""
 HASH_DTYPE = pl.Array(pl.UInt64(), 2)
 """``event.hash``: 128 bits as two u64 words. ECS calls it a keyword; the store keeps the raw
 bits because the hash is only compared, never shown or grouped on."""
@@ -72,8 +78,8 @@ _CATALOGUE: tuple[Field, ...] = (
     Field("event.dataset", _S, "Source log, e.g. system.auth, apache.access, windows.security."),
     Field("event.module", _S, "Producer family, e.g. system, apache, windows, zeek, aws."),
     Field("event.kind", _S, "ECS event kind.", allowed=("alert", "event", "metric", "state", "pipeline_error", "signal")),
-    Field("event.category", _S, "ECS category (the primary one when ECS allows several).", allowed=_CATEGORIES),
-    Field("event.type", _S, "ECS type (the primary one).", allowed=_TYPES),
+    Field("event.category", _LIST, "ECS categories (an array, the primary one first).", allowed=_CATEGORIES),
+    Field("event.type", _LIST, "ECS types (an array).", allowed=_TYPES),
     Field("event.action", _S, "What happened, e.g. ssh_login, logon-failed, sudo."),
     Field("event.outcome", _S, "ECS outcome.", allowed=("success", "failure", "unknown")),
     Field("event.code", _S, "Source event id, e.g. Windows 4625, Sysmon 1."),
@@ -84,6 +90,7 @@ _CATALOGUE: tuple[Field, ...] = (
     Field("user.domain", _S, "Domain of user.name."),
     Field("user.id", _S, "User id or SID."),
     Field("user.target.name", _S, "User acted upon (useradd, 4720, su target)."),
+    Field("user.effective.name", _S, "User whose rights were used (sudo/su target, PAM 'for user')."),
     Field("source.ip", _S, "Client / source address.", identity=True),
     Field("source.port", _I32, "Source port."),
     Field("source.bytes", _I64, "Bytes sent by the source."),
@@ -107,6 +114,9 @@ _CATALOGUE: tuple[Field, ...] = (
     Field("dns.question.name", _S, "Queried name."),
     Field("winlog.logon.type", _S, "Windows logon type (2, 3, 10…)."),
     Field("winlog.channel", _S, "Windows event channel."),
+    Field("rule.name", _S, "Detection rule / signature name (IDS alerts)."),
+    Field("rule.id", _S, "Detection rule / signature id."),
+    Field("rule.category", _S, "Detection rule category."),
     Field("cloud.provider", _S, "Cloud provider (aws)."),
     Field("cloud.region", _S, "Cloud region."),
     Field("log.file.path", _S, "File the event was read from."),
@@ -128,8 +138,21 @@ def conform(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
     >>> conform(pl.DataFrame({"user.name": ["alice"], "extra": [1]})).width == len(STORE_SCHEMA)
     True
     """
-    names = set(frame.collect_schema().names())
-    return frame.select(
-        (pl.col(name).cast(dtype, strict=False) if name in names else pl.lit(None, dtype)).alias(name)
-        for name, dtype in STORE_SCHEMA.items()
-    )
+    schema = frame.collect_schema()
+    return frame.select(_conformed(name, dtype, schema.get(name)).alias(name) for name, dtype in STORE_SCHEMA.items())
+
+
+def is_list(name: str) -> bool:
+    """True for the store's array columns (``event.category``, ``event.type``)."""
+    return isinstance(STORE_SCHEMA[name], pl.List)
+
+
+def _conformed(name: str, dtype: pl.DataType, have: pl.DataType | None) -> pl.Expr:
+    """Column ``name`` cast to ``dtype``; a single string where the store keeps an array becomes a
+    one-element array (parsers and callers may give one category)."""
+    if have is None:
+        return pl.lit(None, dtype)
+    if isinstance(dtype, pl.List) and not isinstance(have, pl.List):
+        value = pl.col(name).cast(pl.String, strict=False)
+        return pl.when(value.is_not_null()).then(pl.concat_list(value))
+    return pl.col(name).cast(dtype, strict=False)

@@ -48,7 +48,7 @@ def test_anomaly_events_are_store_rows_of_flagged_unit_windows_within_k():
     events = synthetic_events(3000, users=50, days=20)
     odd = pl.DataFrame({"@timestamp": [dt.datetime(2026, 11, 30, 3, tzinfo=dt.UTC)] * 50,
                         "user.name": ["mallory"] * 50, "host.name": ["dc1"] * 50,
-                        "event.category": ["iam"] * 50, "event.outcome": ["failure"] * 50}
+                        "event.category": [["iam"]] * 50, "event.outcome": ["failure"] * 50}
                        ).with_columns(pl.col("@timestamp").dt.cast_time_unit("us"))
     lf = pl.concat([events, odd], how="diagonal_relaxed").lazy()
     normal = np.zeros((1, len(FEATURE_NAMES)))

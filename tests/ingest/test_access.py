@@ -27,7 +27,7 @@ def test_combined_golden_line() -> None:
     assert (row["http.response.status_code"], row["http.response.body.bytes"]) == (200, 203023)
     assert row["http.request.referrer"] == "http://semicomplete.com/presentations/logstash-monitorama-2013/"
     assert row["user_agent.original"].startswith("Mozilla/5.0 (Macintosh")
-    assert (row["event.category"], row["event.outcome"], row["event.dataset"]) == ("web", "success", "web.access")
+    assert (row["event.category"], row["event.outcome"], row["event.dataset"]) == (["web"], "success", "web.access")
 
 
 def test_common_format_escaped_quotes_and_forwarded_for() -> None:
@@ -81,9 +81,10 @@ def test_iis_header_change_mid_file_and_across_chunks() -> None:
     assert sum(c.events.height for c in chunks) == 6 and all(c.quarantine.is_empty() for c in chunks)
 
 
-def test_iis_without_header_is_quarantined() -> None:
+def test_iis_without_header_and_no_default_width_is_quarantined() -> None:
     chunk = IIS().parse_lines(lines_frame("2024-01-02 03:04:05 10.1.1.1 GET /"), "x", IngestOptions())
-    assert chunk.quarantine.get_column("reason").to_list() == ["no #Fields header before line"]
+    assert chunk.quarantine.get_column("reason").to_list() == [
+        "no #Fields header before line, and its field count is no IIS default layout's"]
 
 
 def test_real_apache_log_independent_counts(datasets_dir: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+
 import datetime as dt
 from pathlib import Path
 
 import polars as pl
 
-from dplogs.ingest.base import IngestOptions
+from dplogs.ingest.base import NO_TIME_REASON, IngestOptions
 from dplogs.ingest.cef import Cef, Leef
 from tests.ingest.structured_helpers import detected, lines_frame, parse
 
@@ -20,7 +22,7 @@ def _cef(*lines: str, options: IngestOptions = IngestOptions(year=2024)):
 
 def test_escapes_in_header_and_extension() -> None:
     chunk = _cef(
-        r"CEF:0|Sec\|Corp|Gate\\way|1.0|4\|2|Login \| failed|High|suser=j\=doe msg=line1\nline2 path\\n end=x\\ act=blocked"
+        r"CEF:0|Sec\|Corp|Gate\\way|1.0|4\|2|Login \| failed|High|suser=j\=doe msg=line1\nline2 path\\n cs1=x\\ act=blocked rt=1705481530000"
     )
     row = chunk.events.row(0, named=True)
     assert row["event.provider"] == r"Sec|Corp Gate\way"
@@ -64,13 +66,16 @@ def test_leef_1_and_2_delimiters() -> None:
     )
     chunk = Leef().parse_lines(frame, "leef.log", IngestOptions(year=2020))
     ev = chunk.events
-    assert ev.get_column("user.name").to_list() == ["joe.black", "ann", "zed", "kim"]
-    assert ev.get_column("source.ip").to_list() == ["192.0.2.0", "10.0.1.8", "10.1.1.1", "10.2.2.2"]
-    assert ev.get_column("source.port").to_list() == [81, 41234, None, None]
-    assert ev.get_column("network.transport").to_list()[2] == "udp"
-    assert ev.get_column("@timestamp").to_list()[1] == dt.datetime(2020, 1, 17, 8, 52, 10, tzinfo=UTC)
-    assert ev.get_column("host.name").to_list()[3] == "qradar01"
-    assert chunk.quarantine.select("line", "reason").rows() == [(5, "no LEEF header")]
+    # lines 1 and 3 carry no devTime and no syslog header: no time, so quarantined (issue 16)
+    assert ev.get_column("user.name").to_list() == ["ann", "kim"]
+    assert ev.get_column("source.ip").to_list() == ["10.0.1.8", "10.2.2.2"]
+    assert ev.get_column("source.port").to_list() == [41234, None]
+    assert ev.get_column("@timestamp").to_list() == [dt.datetime(2020, 1, 17, 8, 52, 10, tzinfo=UTC)] * 2
+    assert ev.get_column("host.name").to_list()[1] == "qradar01"
+    assert chunk.quarantine.select("line", "reason").rows() == [(1, NO_TIME_REASON), (3, NO_TIME_REASON), (5, "no LEEF header")]
+    stamped = Leef().parse_lines(frame.with_columns(pl.col("text") + "\tdevTime=1579251130000"), "leef.log", IngestOptions(year=2020))
+    assert stamped.events.get_column("user.name").to_list()[:3] == ["joe.black", "ann", "zed"]
+    assert stamped.events.get_column("network.transport").to_list()[2] == "udp"
 
 
 def test_elastic_cef_samples(datasets_dir: Path) -> None:
@@ -90,8 +95,11 @@ def test_elastic_cef_samples(datasets_dir: Path) -> None:
 
     vapor = datasets_dir / "cef/cef_elastic_vaporware.log"
     events, quarantine, _ = parse("cef", vapor)
-    assert quarantine.is_empty() and events.height == 4
-    rows = events.to_dicts()
+    # no rt/end/start and no syslog header: the time is unknown, so every record is quarantined
+    assert events.is_empty() and quarantine.get_column("reason").to_list() == [NO_TIME_REASON] * 4
+    # the same records with a receipt time map as before
+    lines = gzip.open(vapor, "rt").read().splitlines() if vapor.suffix == ".gz" else vapor.read_text().splitlines()
+    rows = _cef(*(line.rstrip() + " rt=1579251130000" for line in lines)).events.to_dicts()
     assert (rows[0]["source.ip"], rows[0]["source.port"], rows[0]["destination.port"]) == ("1.128.3.4", 33876, 443)
     assert (rows[0]["http.request.method"], rows[0]["url.original"]) == ("POST", "https://www.example.com/cart")
     assert (rows[1]["user.name"], rows[1]["user.target.name"], rows[1]["destination.ip"]) == ("bob", "alice", "81.2.69.143")

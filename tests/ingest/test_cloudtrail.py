@@ -33,7 +33,7 @@ def _check_records(events, quarantine):
     assert events["source.ip"].to_list() == ["198.51.100.7", None, "2001:db8::1"]
     assert events["event.outcome"].to_list() == ["failure", "success", "success"]
     assert events["event.action"].to_list() == ["ConsoleLogin", "GetObject", "AssumeRole"]
-    assert events["event.category"].to_list() == ["authentication", None, "iam"]
+    assert events["event.category"].to_list() == [["authentication"], None, ["authentication"]]
     assert events["cloud.region"].to_list() == ["eu-west-1", "us-east-1", None]
     assert events["@timestamp"][0] == datetime(2021, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
     assert set(events["event.dataset"]) == {"aws.cloudtrail"} and set(events["cloud.provider"]) == {"aws"}

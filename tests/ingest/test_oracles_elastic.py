@@ -49,6 +49,8 @@ def _expected_value(doc: dict, key: str):
 
 def _ours(row: dict, ecs: str):
     value = row[ecs]
+    if isinstance(value, list):  # ECS arrays; Filebeat 2019 gave the primary category as a string
+        value = value[0] if value else None
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     return value

@@ -160,7 +160,7 @@ def test_scan_is_lazy_and_filters_push_down(tmp_path: Path) -> None:
 
 def test_same_bytes_with_another_format_are_reparsed_without_duplicates(tmp_path: Path) -> None:
     # A wrong --format quarantines everything; re-running with the right one must not be skipped.
-    log = _write(tmp_path / "fw.log", ["CEF:0|V|P|1|9|Deny|5|src=10.0.0.1 suser=eve", *LINES[:1]])
+    log = _write(tmp_path / "fw.log", ["CEF:0|V|P|1|9|Deny|5|src=10.0.0.1 suser=eve rt=1700000000000", *LINES[:1]])
     first = ingest([log], tmp_path / "s", options=OPTS, format="syslog")
     assert (first.written, first.quarantined) == (1, 1)
     assert ingest([log], tmp_path / "s", options=OPTS, format="syslog").files[0].duplicate_file

@@ -41,7 +41,7 @@ def test_tree_logon_maps_target_account_and_network_fields():
     assert out.quarantine.height == 0
     assert row["@timestamp"] == datetime(2021, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
     assert (row["event.code"], row["event.action"], row["event.category"], row["event.outcome"]) == (
-        "4624", "logged-in", "authentication", "success")
+        "4624", "logged-in", ["authentication"], "success")
     assert (row["user.name"], row["user.domain"], row["source.ip"], row["source.port"]) == ("ann", "CORP", "10.1.2.3", 50123)
     assert (row["host.name"], row["winlog.logon.type"], row["winlog.channel"]) == ("DC1", "3", "Security")
     assert (row["process.pid"], row["process.name"]) == (0x1FC, "lsass.exe")
@@ -99,7 +99,7 @@ def test_sysmon_user_and_network_fields():
     assert (row["user.name"], row["user.domain"]) == ("gina", "CORP")
     assert (row["source.ip"], row["source.port"], row["destination.ip"], row["destination.port"]) == (
         "10.0.0.1", 5000, "8.8.8.8", 53)
-    assert (row["network.transport"], row["event.category"], row["event.dataset"]) == ("udp", "network", "windows.sysmon")
+    assert (row["network.transport"], row["event.category"], row["event.dataset"]) == ("udp", ["network"], "windows.sysmon")
     assert row["event.outcome"] is None and row["process.pid"] == 42
 
 
@@ -193,6 +193,10 @@ def _same(field, ours, theirs):
         return ipaddress.ip_address(ours) == ipaddress.ip_address(theirs)
     if theirs == "-":  # Winlogbeat keeps Windows' "-" placeholder; dplogs stores null
         return ours is None
+    if field == "event.category":  # an ECS array; 2019's golden has the primary category as a string
+        return ours == (theirs if isinstance(theirs, list) else [theirs])
+    if field == "user.name" and ours is not None:  # one identity per account: Windows names lower-cased
+        return ours == theirs.lower()
     return ours == theirs if not isinstance(ours, int) else ours == int(theirs)
 
 
@@ -238,7 +242,7 @@ def test_gzipped_evtx_reads_through_the_stream(datasets_dir, tmp_path):
     a, _, _ = parse("evtx", plain)
     b, _, _ = parse("evtx", packed)
     assert b.drop("log.file.path").equals(a.drop("log.file.path"))
-    assert b["user.name"].to_list() == ["audittest", "Administrator"]
+    assert b["user.name"].to_list() == ["audittest", "administrator"]  # Windows names are case-insensitive
     assert b["event.action"].to_list() == ["logged-out", "logged-out"]
 
 
@@ -250,5 +254,5 @@ def test_sysmon_process_access_names_the_accessing_process():
     assert (row["process.executable"], row["process.name"], row["process.pid"]) == (
         "C:\\Windows\\System32\\rundll32.exe", "rundll32.exe", 4242)
     assert (row["user.name"], row["user.domain"]) == ("pedro", "PANDALAB")
-    assert (row["event.category"], row["event.type"]) == ("process", "access")
+    assert (row["event.category"], row["event.type"]) == (["process"], ["access"])
     assert row["@timestamp"] == datetime(2023, 8, 16, 4, 55, 1, 123000, tzinfo=timezone.utc)

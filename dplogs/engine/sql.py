@@ -123,8 +123,8 @@ def _backticks_to_quotes(text: str) -> str:
     """ES|QL / Spark SQL quote names with backticks (`event.action`): the same identifiers in
     standard double quotes, outside string literals.
 
-    >>> _backticks_to_quotes("SELECT `event.action`, 'a`b' FROM logs")
-    'SELECT "event.action", \'a`b\' FROM logs'
+    >>> print(_backticks_to_quotes("SELECT `event.action`, 'a`b' FROM logs"))
+    SELECT "event.action", 'a`b' FROM logs
     """
     out, in_string, in_tick = [], False, False
     for ch in text:

@@ -282,6 +282,8 @@ def spark_type(dtype: pl.DataType) -> Any:
 
     if isinstance(dtype, pl.Struct):
         return T.StructType([T.StructField(f.name, spark_type(f.dtype)) for f in dtype.fields])
+    if isinstance(dtype, pl.List):  # ECS arrays (event.category, event.type)
+        return T.ArrayType(spark_type(dtype.inner))
     if dtype == pl.String:
         return T.StringType()
     if dtype == pl.Boolean:

@@ -18,7 +18,7 @@ import polars as pl
 from dplogs.backends.spark import clamp, col
 from dplogs.engine.plan import And, Cmp, Filter, In, IsNull, KeyKind, Like, Not, Or
 from dplogs.errors import InternalError
-from dplogs.schema import TIMESTAMP
+from dplogs.schema import TIMESTAMP, is_list
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -35,17 +35,24 @@ def filter_column(f: Filter) -> Column:
     from pyspark.sql import functions as F
 
     if isinstance(f, Cmp):
-        c, v = col(f.column), F.lit(f.value)
+        v = F.lit(f.value)
+        if is_list(f.column):  # an ECS array: = means "contains", as in polars
+            contains = any_element(f.column, lambda e: e == v)
+            return contains if f.op == "=" else ~contains
+        c = col(f.column)
         return {"=": c == v, "!=": c != v, "<": c < v, "<=": c <= v, ">": c > v, ">=": c >= v}[f.op]
     if isinstance(f, In):
-        return col(f.column).isin(list(f.values))
+        values = list(f.values)
+        return any_element(f.column, lambda e: e.isin(values))
     if isinstance(f, Like):
         # the same anchored regex as polars'; Java's ``$`` also matches before a final newline,
         # so the end is anchored with ``\z`` (end of input) in both dialects' sense
-        regex = f.regex()
-        return col(f.column).rlike(regex[:-1] + r"\z")
+        regex = f.regex()[:-1] + r"\z"
+        return any_element(f.column, lambda e: e.rlike(regex))
     if isinstance(f, IsNull):
-        return col(f.column).isNotNull() if f.negate else col(f.column).isNull()
+        c = col(f.column)
+        null = (c.isNull() | (F.size(c) == 0)) if is_list(f.column) else c.isNull()
+        return ~null if f.negate else null
     if isinstance(f, And):
         out = filter_column(f.parts[0])
         for p in f.parts[1:]:
@@ -59,6 +66,16 @@ def filter_column(f: Filter) -> Column:
     if isinstance(f, Not):
         return ~filter_column(f.part)
     raise InternalError(f"no Spark translation for filter {type(f).__name__}")
+
+
+def any_element(column: str, test: Any) -> Column:
+    """``test`` of the column, or for an ECS array column whether any element passes (a null
+    array stays null), like :func:`dplogs.engine.plan._any_element`."""
+    from pyspark.sql import functions as F
+
+    if not is_list(column):
+        return test(col(column))
+    return F.exists(col(column), test)
 
 
 def bounding_unit(plan: Plan) -> Column:
@@ -81,11 +98,15 @@ def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = ()) -> DataF
         preds.append(filter_column(plan.query.where))
     for k in plan.keys:
         if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
-            preds.append(col(k.column).isin(k.domain(plan.start, plan.end).to_list()))
+            domain = k.domain(plan.start, plan.end).to_list()
+            key = F.element_at(col(k.column), 1) if is_list(k.column) else col(k.column)
+            preds.append(key.isin(domain))
     exprs = [bounding_unit(plan).alias(UNIT)]
     for k in plan.keys:
         if k.kind is KeyKind.TIME:
             exprs.append(F.date_trunc(_TRUNC[k.bucket], col(TIMESTAMP)).alias(k.name))
+        elif is_list(k.column):  # one group per row: its primary (first) value, as in polars
+            exprs.append(F.element_at(col(k.column), 1).alias(k.name))
         else:
             exprs.append(col(k.column).alias(k.name))
     if not plan.keys:

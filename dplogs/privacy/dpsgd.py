@@ -163,8 +163,16 @@ def plan_dpsgd(*, epsilon: float, delta: float, sampling_rate: float, steps: int
         bracket_interval=dp_accounting.LowerEndpointAndGuess(0.05, 1.0), tol=1e-4,
     )) * 1.0001
     got = dpsgd_epsilon_pld(noise_multiplier=hi, sampling_rate=q, steps=steps, delta=d)
+    for _ in range(40):  # the PLD's discretisation can sit just above RDP's σ: grow σ until it fits
+        if got <= eps:
+            break
+        hi *= 1.25
+        got = dpsgd_epsilon_pld(noise_multiplier=hi, sampling_rate=q, steps=steps, delta=d)
     if got > eps:
-        raise InternalError(f"RDP-calibrated sigma {hi} gives PLD epsilon {got} > target {eps}")
+        raise PrivacyParameterError(
+            f"no DP-SGD noise level reaches epsilon={eps:g} with {steps} steps at sampling rate {q:g}: "
+            "raise --epsilon or lower --steps / --sampling-rate"
+        )
     lo = hi * 0.5
     while hi - lo > 0.005 * hi:
         mid = (lo + hi) / 2

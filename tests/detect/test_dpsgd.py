@@ -116,3 +116,12 @@ def test_exact_mode_with_full_sampling_and_loose_clip_equals_the_twin():
     for a, b in zip(dp.params, twin.params):
         assert np.array_equal(a, b)
     assert twin.scores(x).mean() < reconstruction_errors(init, x).mean()  # training did something
+
+
+def test_calibration_where_pld_sits_just_above_rdp_still_meets_the_target():
+    """ε = 0.01 at q = 0.01 over 300 steps: RDP's σ gave a PLD ε slightly above the target and
+    planning raised an internal error (exit 70); now σ grows until the PLD ε fits."""
+    from dplogs.privacy.dpsgd import plan_dpsgd
+
+    plan = plan_dpsgd(epsilon=0.01, delta=1e-6, sampling_rate=0.01, steps=300, clip_norm=1.0)
+    assert plan.epsilon <= 0.01

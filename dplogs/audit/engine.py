@@ -27,7 +27,8 @@ import numpy as np
 import polars as pl
 
 from dplogs.audit.auditor import AuditResult, ReleasePath, audit
-from dplogs.engine.execute import EXACT, _key_names, aggregate, finish, noisy_release, profile
+from dplogs.engine.execute import EXACT, _key_names, aggregate, finish, guarded, noisy_release, profile
+from dplogs.engine.policy import PROTECTED
 from dplogs.engine.planner import MAIN, Plan
 from dplogs.engine.release import Release
 from dplogs.privacy.accounting import compose
@@ -137,13 +138,26 @@ class Victim:
     window: dt.datetime
 
     def rows(self, plan: Plan) -> pl.Expr:
-        """True on the victim's rows (never on rows whose unit is null: each is its own unit)."""
+        """True on the victim's rows (never on rows whose unit is null: each is its own unit).
+        Under a protection policy, only its protected rows: the guarantee covers those alone, and
+        a neighbour that also removed unprotected (exactly counted) rows would report a leak the
+        claim never made."""
         hit = (pl.col(plan.unit) == self.unit) & (window_start(TIMESTAMP, plan.window_policy) == self.window)
+        if guarded(plan):
+            hit &= pl.col(PROTECTED)
         return hit.fill_null(False)
 
     def remove(self, plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
         """D′: ``lf`` without the victim's rows."""
+        if guarded(plan):
+            return plan.policy.mark(lf, plan.unit).filter(~self.rows(plan)).drop(PROTECTED)
         return lf.filter(~self.rows(plan))
+
+    def of(self, plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
+        """The victim's rows of ``lf`` (what D′ leaves out)."""
+        if guarded(plan):
+            return plan.policy.mark(lf, plan.unit).filter(self.rows(plan)).drop(PROTECTED)
+        return lf.filter(self.rows(plan))
 
 
 def heaviest_unit(plan: Plan, lf: pl.LazyFrame) -> Victim:
@@ -153,6 +167,8 @@ def heaviest_unit(plan: Plan, lf: pl.LazyFrame) -> Victim:
     from dplogs.engine.execute import prepare
 
     rows = prepare(plan, lf, keep=[pl.col(plan.unit).alias(_VALUE), window_start(TIMESTAMP, plan.window_policy).alias(_WINDOW)])
+    if guarded(plan):  # the heaviest contributor of protected rows: the only ones the claim covers
+        rows = rows.filter(pl.col(PROTECTED))
     top = (
         rows.filter(pl.col(_VALUE).is_not_null()).group_by(_VALUE, _WINDOW).len()
         .sort("len", _WINDOW, descending=[True, False]).head(1).collect()
@@ -180,7 +196,7 @@ def audit_prepared(prepared: Any, *, trials: int, unit: Any = None, delta: float
     track = None
     if plan.private:  # follow the victim's most frequent key: it may appear or vanish
         keys = _key_names(plan)
-        rows = prepare(plan, d.filter(victim.rows(plan))).group_by(keys).len().sort("len", descending=True).head(1).collect()
+        rows = prepare(plan, victim.of(plan, d)).group_by(keys).len().sort("len", descending=True).head(1).collect()
         track = [tuple(rows.row(0)[: len(keys)])]
     return audit_plan(plan, prepared.engine.backend, d, d_prime, trials=trials, delta=delta, track=track,
                       name=f"{_title(plan)} ({plan.unit}: the {who} removed from one budget window)")

@@ -50,7 +50,7 @@ def flag_buckets(scores: np.ndarray, *, threshold: float = 3.0) -> np.ndarray:
     return np.nan_to_num(s, nan=-np.inf) > threshold
 
 
-_CELL = ("aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
+_CELL = ("aggregate", "value", "mechanism", "scale", "ci_low", "ci_high", "exact")  # "exact": under a protection policy
 
 
 def noise_std(mechanism: str, scale: float) -> float:

@@ -51,6 +51,13 @@ from dplogs.errors import InternalError, UsageError
 from dplogs.escape import CSV_FORMULA_PATTERN, visible
 
 CELL_COLUMNS = ("aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
+EXACT_COLUMN = "exact"
+"""Under a protection policy: the exactly counted (unprotected) part of each direct value."""
+
+
+def key_columns(data: pl.DataFrame) -> list[str]:
+    """The group-key columns of a release's cells (everything but the cell columns)."""
+    return [c for c in data.columns if c not in CELL_COLUMNS and c != EXACT_COLUMN]
 FORMATS = ("table", "json", "ndjson", "csv", "parquet")
 METADATA_KEY = "dplogs.privacy"
 

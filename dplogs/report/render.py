@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from dplogs.engine.release import CELL_COLUMNS
+from dplogs.engine.release import key_columns
 from dplogs.escape import markdown_text, visible
 from dplogs.report.run import ReportRun, SectionResult
 from dplogs.report.summary import Summary, cell_label, local_time, summarize
@@ -114,10 +114,6 @@ def _json_value(v: Any, tz: str) -> Any:
     return v
 
 
-def _key_columns(data: pl.DataFrame) -> list[str]:
-    return [c for c in data.columns if c not in CELL_COLUMNS]
-
-
 def _fmt(v: Any, tz: str = "UTC") -> str:
     if v is None:
         return ""
@@ -187,7 +183,7 @@ def _markdown(run: ReportRun) -> str:
         p = s.release.privacy
         out += [f"Privacy: {md(_loss_text(p))}; bounds: {md(bounds_text(p))}.", ""]
         data = s.release.data
-        cols = _key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
+        cols = key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
         out.append("| " + " | ".join(md(c) for c in cols) + " |")
         out.append("|" + "---|" * len(cols))
         for row in data.select(cols).iter_rows():
@@ -221,7 +217,7 @@ def _html_section(s: SectionResult, tz: str) -> str:
     meta = (f"<p class=meta>{html.escape(_loss_text(p))} · mechanism {html.escape(_mechanisms_text(data))}"
             f" · bounds: {html.escape(bounds_text(p))}"
             + (" · replayed from the ledger (nothing spent)" if p.get("replayed") else "") + "</p>")
-    keys = _key_columns(data)
+    keys = key_columns(data)
     chart = ""
     if s.section.chart != "table" and data.height and len([k for k in keys if k not in ("bin_hi",)]) == 1:
         chart = "".join(

@@ -59,10 +59,11 @@ class Coverage:
 def period_coverage(engine: Engine, start: dt.datetime, end: dt.datetime) -> Coverage:
     """Whether the store holds logs for ``[start, end)``, from its public coverage metadata only
     (the day spans of ingested inputs, docs/privacy.md)."""
+    store_spans = engine.coverage()  # read once: ingested.json
     try:
-        covered = check_coverage(start, end, engine.coverage())
+        covered = check_coverage(start, end, store_spans)
     except NoDataInWindow:
-        spans = ", ".join(f"{a} to {b}" for a, b in engine.coverage() or []) or "nothing yet"
+        spans = ", ".join(f"{a} to {b}" for a, b in store_spans or []) or "nothing yet"
         return Coverage("no-data", f"no logs were ingested for this period (the store covers: {spans}); "
                                    "nothing was released or charged")
     if covered is None:

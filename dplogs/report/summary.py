@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dplogs.engine.release import CELL_COLUMNS
+from dplogs.engine.release import key_columns
 from dplogs.report.run import ReportRun, SectionResult
 
 ALPHA = 0.05
@@ -80,7 +80,7 @@ def summarize(run: ReportRun) -> Summary:
 
 def _section_standouts(s: SectionResult) -> list[Standout]:
     data = s.release.data  # type: ignore[union-attr]
-    keys = [c for c in data.columns if c not in CELL_COLUMNS]
+    keys = key_columns(data)
     anomaly = s.section.model is not None
     found: list[Standout] = []
     for agg in data["aggregate"].unique(maintain_order=True).to_list():

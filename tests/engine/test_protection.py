@@ -155,3 +155,31 @@ def test_bound_choice_profiles_only_protected_rows(make_engine):
                      start="2026-11-01", end="2026-12-01").plan
     counts = profile(plan, eng.scan())["max_rows_per_group"]
     assert counts.sum() == 40  # the 40 employees' own rows; not oracle, root, nor emp1's outside rows
+
+
+def test_shipped_audit_neighbour_removes_only_protected_rows(make_engine):
+    """On a store with a policy, `dplogs audit`'s neighbour is the heaviest contributor of
+    protected rows, minus those rows only: 'oracle' (230 unprotected rows) is not it, and the
+    release is within its claim (removing unprotected, exact rows would 'violate' a claim never made)."""
+    from dplogs.audit.engine import audit_prepared, heaviest_unit
+
+    eng = make_engine(frame())
+    eng.policy = POLICY
+    prepared = eng.build(Aggregation.count(), keys=[time_bucket("hour")], epsilon=1.0, max_groups=1,
+                         max_rows_per_group=1, start="2026-11-03", end="2026-11-04")
+    victim = heaviest_unit(prepared.plan, eng.scan())
+    assert victim.unit.startswith("emp")
+    assert victim.of(prepared.plan, eng.scan()).collect().height == 1  # its one protected row, not its outside ones
+    r = audit_prepared(prepared, trials=2_000)
+    assert not r.violated, r.summary()
+
+
+def test_time_series_scores_accept_a_release_with_an_exact_part():
+    import datetime as dt
+
+    from dplogs.detect.timeseries import score_release
+
+    days = [dt.datetime(2026, 11, d, tzinfo=dt.timezone.utc) for d in range(1, 8)]
+    rel = pl.DataFrame({"day": days, "aggregate": "count", "value": [10.0, 12, 9, 11, 10, 11, 240], "exact": [0.0] * 6 + [230.0],
+                        "mechanism": "laplace", "scale": 1.0, "ci_low": 0.0, "ci_high": 0.0})
+    assert score_release(rel, history=5)["anomalous"].to_list()[-1]

@@ -23,12 +23,18 @@ SPRAY, QUIET = dt.date(2024, 3, 12), dt.date(2024, 3, 6)
 
 
 def test_the_planted_spray_stands_out_under_noise(new_store):
-    run = run_report(load_report_spec(NIGHTLY), new_store(), day=SPRAY)
-    hits = [x for x in summarize(run).standouts if x.section == "Failed logins per hour"]
-    assert dt.datetime(2024, 3, 12, 2, tzinfo=dt.timezone.utc) in [x.cell["hour"] for x in hits]
-    spray = next(x for x in hits if x.cell["hour"].hour == 2)
-    assert spray.low > max(spray.baseline, 0) and (spray.factor is None or spray.factor > 5)
-    md = render(run, "md")
+    """The spray hour's bounded count is 94 under Laplace noise of scale 8, and its joint interval
+    is 2.06 × 24 wide below the value, so one run misses it with probability about 0.2%
+    (noise below -44). Two of three independent runs must show it: a false failure is about 1e-5."""
+    shown = []
+    for attempt in range(3):
+        run = run_report(load_report_spec(NIGHTLY), new_store(name=f"store{attempt}"), day=SPRAY)
+        hits = [x for x in summarize(run).standouts if x.section == "Failed logins per hour"]
+        spray = [x for x in hits if x.cell["hour"] == dt.datetime(2024, 3, 12, 2, tzinfo=dt.timezone.utc)]
+        if spray and spray[0].low > max(spray[0].baseline, 0) and (spray[0].factor is None or spray[0].factor > 5):
+            shown.append(run)
+    assert len(shown) >= 2
+    md = render(shown[0], "md")
     assert md.index("## What stands out") < md.index("## Failed logins per hour")
     assert "Failed logins per hour — 2024-03-12 02:00: failures" in md
 

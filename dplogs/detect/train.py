@@ -40,6 +40,7 @@ from dplogs.privacy.limits import (
 from dplogs.privacy.params import check_delta, check_epsilon, check_integer, check_number
 from dplogs.privacy.windows import window_count, windows_for
 from dplogs.schema import TIMESTAMP
+from dplogs.schema.units import UnitRule
 
 
 def _utc(text: str) -> dt.datetime:
@@ -140,7 +141,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     from dplogs.ingest.store import Store
 
     store = Store.open(store_path)
-    unit, policy = store.manifest.privacy_unit, store.manifest.budget_window
+    unit, policy = store.manifest.unit_rule, store.manifest.budget_window
     spec = FeatureSpec(max_windows_per_unit=request.max_windows_per_unit, clip_norm=request.clip_norm,
                        window=request.window, budget_window=policy)
     lo, hi = _utc(request.start), _utc(request.end)
@@ -230,7 +231,8 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             hyper["warnings"] = warnings
             card = ModelCard(
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,
-                privacy_unit=unit, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
+                privacy_unit=unit.label, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
+                guarantee=training_guarantee(eps, request.delta, unit, tuple(windows), request),
                 clip_norm=request.clip_norm, feature_window=request.window, features=table.names,
                 hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
             )
@@ -238,6 +240,16 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             charge.record(doc)
     path = save_model(doc, output)  # only after the ledger committed the charge
     return path, model_from_json(doc)[1]
+
+
+def training_guarantee(epsilon: float, delta: float, unit: UnitRule, windows: tuple[str, ...], request: TrainRequest) -> str:
+    """The model card's guarantee: per unit of the store's rule, with every row counted as
+    protected (a protection policy's exact part has no analogue in a trained model; bounding all
+    rows is the conservative reading and still (ε, δ)-DP for the protected rows)."""
+    return (f"({epsilon:.4g}, {delta:.3g})-DP per privacy unit ({unit.describe()}) per budget window "
+            f"({', '.join(windows)}); every row is treated as protected in training (a store's protection "
+            f"policy is not applied); each unit contributes <= {request.max_windows_per_unit} {request.window} "
+            f"feature rows per budget window, each clipped to L2 norm {request.clip_norm:g}")
 
 
 def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:
@@ -264,7 +276,7 @@ def _scored_table(store_path, model_path):
     spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=card.clip_norm, window=card.feature_window,
                        budget_window=store.manifest.budget_window)
     check_features(card, FEATURE_NAMES)
-    table = extract_features(store.scan(), unit=card.privacy_unit, spec=spec)
+    table = extract_features(store.scan(), unit=store.manifest.unit_rule, spec=spec)
     return store, model, card, table
 
 

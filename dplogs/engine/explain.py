@@ -56,7 +56,8 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "query": q.name,
         "text": q.text,
-        "privacy_unit": plan.unit,
+        "privacy_unit": plan.unit.label,
+        "unit_rule": plan.unit.to_json(),
         "guarantee": f"per {plan.unit} per {plan.window_policy} budget window",
         "window": {"start": _iso(plan.start), "end": _iso(plan.end)},
         "budget_windows": list(plan.budget_windows),
@@ -133,6 +134,7 @@ def render(data: dict[str, Any]) -> str:
     lines = [
         f"query: {data['query']}",
         f"privacy unit: {data['privacy_unit']}; guarantee {data['guarantee']}; charged to: {', '.join(data['budget_windows'])}",
+        f"unit rule: {data['unit_rule']['rule']}",
         f"window: [{data['window']['start']}, {data['window']['end']})",
         f"where: {data['where'] or '(all rows)'}",
         "total loss: " + ", ".join(f"{k}={_fmt(data[k])}" for k in ("epsilon", "delta", "rho") if data[k]),

@@ -290,9 +290,12 @@ def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLik
     out = Path(output) if output is not None else store.path / "scores" / f"{Path(model_path).stem}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     pct = _percentiles(card, scores)
-    frame = table.frame.select("unit", "window_start").with_columns(
+    rule = store.manifest.unit_rule
+    units = pl.Series("unit", [rule.text(u) for u in table.frame["unit"].to_list()], dtype=pl.String)
+    frame = table.frame.select("window_start").with_columns(units,
         pl.Series("score", scores),
-        pl.lit(None, pl.Float64).alias("percentile") if pct is None else pl.Series("percentile", pct))
+        pl.lit(None, pl.Float64).alias("percentile") if pct is None else pl.Series("percentile", pct)
+    ).select("unit", "window_start", "score", "percentile")
     frame.rename({"unit": card.privacy_unit}).write_parquet(out)
     return out, len(scores)
 
@@ -305,7 +308,8 @@ def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLik
     for an analyst inside the trust boundary."""
     if n < 1:
         raise UsageError(f"--top must be >= 1, got {n}")
-    _, model, card, table = _scored_table(store_path, model_path)
+    store, model, card, table = _scored_table(store_path, model_path)
+    rule = store.manifest.unit_rule
     x = table.matrix()
     scores = model.scores(x)
     order = np.argsort(-scores, kind="stable")[:n]
@@ -317,7 +321,7 @@ def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLik
         drivers = np.argsort(-part, kind="stable")[:features_per_window]
         total = float(part.sum()) or 1.0
         out.append({
-            "rank": rank + 1, card.privacy_unit: row["unit"], "window_start": row["window_start"].isoformat(),
+            "rank": rank + 1, card.privacy_unit: rule.text(row["unit"]), "window_start": row["window_start"].isoformat(),
             "host": row["host"], "score": float(scores[i]),
             "percentile": None if pct is None else round(float(pct[rank]), 3),
             "drivers": [{"feature": table.names[j], "value": round(float(x[i, j]), 4),

@@ -135,6 +135,16 @@ class UnitRule:
             return (pl.col(self.fields[0]) == pl.lit(value)).fill_null(False)
         return (self.expr() == pl.lit(value, dtype=UNIT_DTYPE)).fill_null(False)
 
+    def text(self, value: Any) -> str | None:
+        """A unit value as text for people inside the trust boundary (``host.name=x``; the shared
+        unit as ``(no identity: shared unit)``); escape it before showing it, as any log text."""
+        if not isinstance(value, dict):
+            return value
+        i = value.get("field")
+        if isinstance(i, int) and i < len(self.fields):
+            return value.get("value") if len(self.fields) == 1 else f"{self.fields[i]}={value.get('value')}"
+        return "(no identity: shared unit)" if i == len(self.fields) else "(no identity: one row)"
+
     def describe(self) -> str:
         """The rule in words (manifest, ``explain``, releases, reports)."""
         if len(self.fields) == 1:

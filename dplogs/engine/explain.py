@@ -134,7 +134,6 @@ def render(data: dict[str, Any]) -> str:
     lines = [
         f"query: {data['query']}",
         f"privacy unit: {data['privacy_unit']}; guarantee {data['guarantee']}; charged to: {', '.join(data['budget_windows'])}",
-        f"unit rule: {data['unit_rule']['rule']}",
         f"window: [{data['window']['start']}, {data['window']['end']})",
         f"where: {data['where'] or '(all rows)'}",
         "total loss: " + ", ".join(f"{k}={_fmt(data[k])}" for k in ("epsilon", "delta", "rho") if data[k]),
@@ -178,6 +177,8 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"top-k: {data['top_k']['k']} by {data['top_k']['by']} ({data['top_k']['method']})")
     for name, why in (data.get("defaults_used") or {}).items():
         lines.append(f"default used: {name} = {why}")
+    if data.get("unit_rule"):
+        lines.append(f"unit rule: {data['unit_rule']['rule']}")
     prot = data.get("protection") or {}
     lines.append(f"protection policy v{prot.get('version', 0)}: {prot.get('rule', 'every row is protected')}")
     lines.append(f"bias: {data['bias_note']}")

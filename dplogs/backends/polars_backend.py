@@ -321,11 +321,12 @@ def _keyed_rank(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str]) ->
 def _codable(dtype: pl.DataType) -> bool:
     """Types whose equal values hash equally and whose distinct values ``unique()`` keeps apart;
     floats are left out (0.0 and -0.0, NaN payloads). Structs (the engine's (unit, budget window)
-    units) qualify when every field does."""
+    units) qualify when every field does; Binary is the engine's single-field unit with its shared
+    unattributed unit (dplogs/schema/units.py)."""
     if isinstance(dtype, pl.Struct):
         return all(_codable(f.dtype) for f in dtype.fields)
     return dtype.is_integer() or isinstance(
-        dtype, pl.String | pl.Categorical | pl.Enum | pl.Boolean | pl.Date | pl.Datetime | pl.Duration | pl.Time
+        dtype, pl.String | pl.Binary | pl.Categorical | pl.Enum | pl.Boolean | pl.Date | pl.Datetime | pl.Duration | pl.Time
     )
 
 

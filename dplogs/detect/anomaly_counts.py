@@ -36,7 +36,7 @@ from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features 
 from dplogs.detect.model import Model
 from dplogs.errors import UsageError
 from dplogs.schema import TIMESTAMP, conform
-from dplogs.schema.units import UnitRule
+from dplogs.schema.units import SHARED_UNIT, UnitRule
 
 ACTION = "dplogs.anomaly"
 
@@ -54,6 +54,9 @@ def anomaly_events(
     table = extract_features(lf, unit=rule, spec=spec, seed=seed)
     scores = model.scores(table.matrix()) if table.frame.height else []
     flagged = table.frame.with_columns(pl.Series("score", scores, pl.Float64)).filter(pl.col("score") > threshold)
+    if len(rule.fields) == 1 and not rule.plain:  # Binary units back to text; the shared unit has no user
+        texts = [None if v == SHARED_UNIT else v.decode() for v in flagged["unit"].to_list()]
+        flagged = flagged.with_columns(pl.Series("unit", texts, dtype=pl.String))
     rows = flagged.select(
         pl.col("window_start").alias(TIMESTAMP),
         *_identity(rule),
@@ -69,7 +72,7 @@ def _identity(rule: UnitRule) -> list[pl.Expr]:
     """The chain fields of an anomaly row: its unit's value in the field it came from, null in
     the fields before (and after, except host.name, which carries the busiest host wherever the
     chain reads it only after the unit's field); a shared or per-row unit leaves the chain null."""
-    if rule.plain:
+    if len(rule.fields) == 1:
         field = rule.fields[0]
         return [pl.col("unit").alias(field), *([pl.col("host").alias("host.name")] if field != "host.name" else [])]
     index, value = pl.col("unit").struct.field("field"), pl.col("unit").struct.field("value")

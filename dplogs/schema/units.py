@@ -9,10 +9,13 @@ it counts unbounded heavy activity without identity (89% of Windows events have 
 in full, which the shared unit does not.
 
 Representation (:meth:`UnitRule.expr`): a single-field ``per-row`` rule is the plain column (null:
-each row its own unit, the backends' rule for null units). Every other rule is a Struct
+each row its own unit, the backends' rule for null units). A single-field ``shared`` rule is the
+column as Binary with the shared unit :data:`SHARED_UNIT` = ``b"\\xff"``: a String is valid UTF-8
+and can never be that byte, so no value merges with it, and the backends keep their fast path
+(grouping on the column's 64-bit codes costs the same as on the plain column). A chain is a Struct
 ``{field: UInt8, value: String}``: ``field`` is the chain index of the field the value came from,
-and the shared unit is ``{len(fields), ""}``, an index no field has, so it never merges with a real
-value; a ``per-row`` chain leaves rows without identity null. Lives in ``schema`` because ingest
+and the shared unit is ``{len(fields), ""}``, an index no field has; a ``per-row`` chain leaves rows
+without identity null. Lives in ``schema`` because ingest
 (the manifest), the engine, the backends' callers, the auditor and the detector all apply it.
 
 >>> import polars as pl
@@ -20,6 +23,8 @@ value; a ``per-row`` chain leaves rows without identity null. Lives in ``schema`
 >>> lf = pl.LazyFrame({"user.name": ["x", None, None], "host.name": ["h", "x", None]})
 >>> lf.select(rule.expr().alias("u")).collect()["u"].to_list()
 [{'field': 0, 'value': 'x'}, {'field': 1, 'value': 'x'}, {'field': 2, 'value': ''}]
+>>> lf.select(UnitRule.parse("user.name").expr().alias("u")).collect()["u"].to_list()
+[b'x', b'\\xff', b'\\xff']
 >>> rule.describe()
 'the first non-null of user.name, host.name (namespaced by field); rows with none of them form one shared unit'
 >>> UnitRule.parse("user.name,user.name")
@@ -43,7 +48,9 @@ SHARED = "shared"
 PER_ROW = "per-row"
 UNATTRIBUTED = (SHARED, PER_ROW)
 UNIT_DTYPE = pl.Struct({"field": pl.UInt8, "value": pl.String})
-"""The unit value of every rule but a single-field ``per-row`` one (the plain column)."""
+"""The unit value of a chain (two or more fields)."""
+SHARED_UNIT = b"\xff"
+"""The shared unattributed unit of a single-field rule (never valid UTF-8, so never a value)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class UnitRule:
         """The unit of each row (see the module docstring). A function of the row alone."""
         if self.plain:
             return pl.col(self.fields[0])
+        if len(self.fields) == 1:
+            return pl.col(self.fields[0]).cast(pl.Binary).fill_null(pl.lit(SHARED_UNIT, pl.Binary))
         index = pl.lit(len(self.fields), pl.UInt8)  # no field: the shared unit's index
         for i in reversed(range(len(self.fields))):
             index = pl.when(pl.col(self.fields[i]).is_not_null()).then(pl.lit(i, pl.UInt8)).otherwise(index)
@@ -122,22 +131,29 @@ class UnitRule:
         """The unit value of ``text`` taken from ``field`` (for the auditor's ``--unit``)."""
         if field not in self.fields:
             raise UsageError(f"{field} is not in this store's privacy-unit chain {self.label}")
-        return text if self.plain else {"field": self.fields.index(field), "value": text}
+        if self.plain:
+            return text
+        return text.encode() if len(self.fields) == 1 else {"field": self.fields.index(field), "value": text}
 
     @property
     def shared_value(self) -> Any:
         """The shared unattributed unit's value (None under ``per-row``: no such unit)."""
-        return None if self.unattributed == PER_ROW else {"field": len(self.fields), "value": ""}
+        if self.unattributed == PER_ROW:
+            return None
+        return SHARED_UNIT if len(self.fields) == 1 else {"field": len(self.fields), "value": ""}
 
     def matches(self, value: Any) -> pl.Expr:
         """True on the rows whose unit is ``value`` (never on a null unit)."""
         if self.plain:
             return (pl.col(self.fields[0]) == pl.lit(value)).fill_null(False)
-        return (self.expr() == pl.lit(value, dtype=UNIT_DTYPE)).fill_null(False)
+        dtype = pl.Binary if len(self.fields) == 1 else UNIT_DTYPE
+        return (self.expr() == pl.lit(value, dtype=dtype)).fill_null(False)
 
     def text(self, value: Any) -> str | None:
         """A unit value as text for people inside the trust boundary (``host.name=x``; the shared
         unit as ``(no identity: shared unit)``); escape it before showing it, as any log text."""
+        if isinstance(value, bytes):
+            return "(no identity: shared unit)" if value == SHARED_UNIT else value.decode()
         if not isinstance(value, dict):
             return value
         i = value.get("field")

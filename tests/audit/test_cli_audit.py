@@ -48,9 +48,9 @@ def _unit_values(store: Path) -> list[str]:
     names = [n for n in names if "." in n]
     assert "anna.ito" in names and len(names) >= 10
     plan = engine.sql(SQL, epsilon=1.0, max_groups=3, max_rows_per_group=5, start="2024-03-01", end="2024-04-01").plan
-    victim = heaviest_unit(plan, engine.scan()).unit  # {field, value}; the shared unit's value is ""
-    value = victim["value"] if isinstance(victim, dict) else victim
-    return [*([value] if value else []), *names]
+    victim = heaviest_unit(plan, engine.scan()).unit  # Binary; the shared unit is b"\xff"
+    value = engine.unit.text(victim)
+    return [*([value] if victim != engine.unit.shared_value else []), *names]
 
 
 def _names_no_unit(text: str, units: list[str]) -> None:

@@ -47,7 +47,10 @@ def test_per_row_opt_in_and_plain_single_field():
     df = pl.DataFrame({"user.name": ["a", None], "host.name": ["h", None]})
     assert units_of(UnitRule(("user.name",), PER_ROW), df) == ["a", None]  # today's plain column
     assert units_of(UnitRule(("user.name", "host.name"), PER_ROW), df) == [{"field": 0, "value": "a"}, None]
-    assert units_of(UnitRule(("user.name",)), df) == [{"field": 0, "value": "a"}, {"field": 1, "value": ""}]
+    # one field, shared: Binary, the shared unit b"\xff" (never valid UTF-8, so never a user name)
+    assert units_of(UnitRule(("user.name",)), df) == [b"a", b"\xff"]
+    assert units_of(UnitRule(("user.name",)), pl.DataFrame({"user.name": ["\u00ff", "\x7f", ""]})) == [
+        "\u00ff".encode(), b"\x7f", b""]
     assert conform(df.lazy()).select(CHAIN.expr()).collect_schema().dtypes() == [UNIT_DTYPE]
 
 

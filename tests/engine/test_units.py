@@ -195,3 +195,26 @@ def test_policy_exact_part_under_a_chain(make_engine):
         rel = q.release(caller="t")
     row = rel.data.filter(pl.col("event.outcome") == "failure")
     assert row["exact"].item() == 7 and row["value"].item() == 7 + 2 + 2
+
+
+def test_chain_attributes_unattributed_windows_events_to_their_host(datasets_dir, make_engine):
+    """On the OTRF PurpleSharp recording 89% of events carry no user name: with user.name,host.name
+    they are attributed to their host (4 units) instead of each being its own unit, and nothing is
+    left for the shared unit; a count over them is bounded per host."""
+    from tests.ingest.structured_helpers import parse
+
+    path = datasets_dir / "otrf_security_datasets/windows_host/purplesharp_ad_playbook_I_2020-10-22042947.json.gz"
+    events, _, _ = parse("windows", path)
+    lf = conform(events.lazy())
+    share = lf.select(CHAIN.source("user.name").mean().alias("user"), CHAIN.source("host.name").mean().alias("host")).collect()
+    assert share["user"].item() == pytest.approx(0.1106, abs=1e-3) and share["host"].item() == pytest.approx(0.8894, abs=1e-3)
+    units = lf.select(CHAIN.expr().alias("u")).collect()["u"]
+    assert {u["field"] for u in units.to_list()} == {0, 1}  # no row without identity
+    eng = make_engine(events, unit=CHAIN)
+    q = eng.build(Aggregation.count(), Aggregation.units(), epsilon=1.0, max_groups=1, max_rows_per_group=10,
+                  start="2020-10-01", end="2020-11-01")
+    with exact_mode():
+        got = {r["aggregate"]: r["value"] for r in q.release(caller="t").data.iter_rows(named=True)}
+    per_unit = units.value_counts()["count"]
+    assert got == {"count": per_unit.clip(upper_bound=10).sum(), "distinct_units": per_unit.len()}
+    assert per_unit.len() == 19 and per_unit.max() > 10_000  # 15 users and 4 hosts; the busiest host is cut to 10

@@ -130,8 +130,9 @@ def _title(plan: Plan) -> str:
 @dataclass(frozen=True)
 class Victim:
     """The neighbour's difference: every event of ``unit`` (a value of the plan's privacy-unit
-    rule, :meth:`~dplogs.schema.units.UnitRule.expr`: the plain value, or ``{"field": i, "value": v}``
-    for a chain; ``rule.shared_value`` is the shared unattributed unit) inside the budget window
+    rule, :meth:`~dplogs.schema.units.UnitRule.expr`: the plain value under per-row, its bytes for a
+    single field, ``{"field": i, "value": v}`` for a chain; ``rule.shared_value`` is the shared
+    unattributed unit) inside the budget window
     starting at ``window``, the neighbouring relation of
     docs/privacy.md. The unit's events in other windows stay: a path that bounds a unit over the
     whole query range instead of per window is caught by exactly this neighbour."""

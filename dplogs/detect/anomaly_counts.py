@@ -67,7 +67,6 @@ def anomaly_events(
     return conform(rows.lazy())
 
 
-
 def _identity(rule: UnitRule) -> list[pl.Expr]:
     """The chain fields of an anomaly row: its unit's value in the field it came from, null in
     the fields before (and after, except host.name, which carries the busiest host wherever the

@@ -69,6 +69,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """Public feature vocabulary, in column order."""
 
+ALONE_PREFIX = "\x00null:"
+"""Unit key of a row without identity under a plain per-row rule (its row number follows)."""
 WINDOWS = {"5min": "5m", "15min": "15m", "hour": "1h", "day": "1d"}
 """Feature windows (public) and their polars truncation periods."""
 _BUDGET_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
@@ -145,7 +147,7 @@ def extract_features(lf: pl.LazyFrame, *, unit: str | UnitRule, spec: FeatureSpe
     unit_key = rule.expr()
     if rule.unattributed == PER_ROW:  # opted in: each row without identity is its own unit
         row = pl.int_range(pl.len()).cast(pl.String)
-        alone = (pl.concat_str(pl.lit("\x00null:"), row) if rule.plain
+        alone = (pl.concat_str(pl.lit(ALONE_PREFIX), row) if rule.plain
                  else pl.struct(pl.lit(len(rule.fields) + 1, pl.UInt8).alias("field"), row.alias("value")))
         unit_key = pl.when(unit_key.is_null()).then(alone).otherwise(unit_key)
     unit_key = unit_key.alias("unit")

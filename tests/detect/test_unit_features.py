@@ -8,6 +8,7 @@ import datetime as dt
 
 import numpy as np
 import polars as pl
+import pytest
 
 from dplogs.detect.anomaly_counts import anomaly_events
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
@@ -15,6 +16,7 @@ from dplogs.detect.kmeans import KMeansModel
 from dplogs.detect.model import ModelCard, model_to_json, save_model
 from dplogs.engine.api import Engine
 from dplogs.engine.policy import PROTECTED, Policy
+from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.testing import exact_mode
 from dplogs.schema import conform
 from dplogs.schema.units import PER_ROW, UnitRule
@@ -54,21 +56,26 @@ def test_anomaly_rows_read_back_as_their_unit_with_the_same_protection():
     assert unprotected["user.name"].to_list() == ["root"]  # host units and the shared unit stay protected
 
 
-def test_anomaly_count_release_uses_the_policys_exact_part(tmp_path):
-    card = ModelCard(detector="kmeans", epsilon=1.0, delta=1e-6, rho=None, accountant="test", privacy_unit=CHAIN.label,
+@pytest.mark.parametrize("rule, total", [
+    (CHAIN, 5),  # x, root, host x, host web1, the shared unit
+    (UnitRule(("user.name",)), 3),  # x, root, the shared unit
+    (UnitRule(("user.name",), PER_ROW), 13),  # x, root, and 11 rows each their own unit
+])
+def test_anomaly_count_release_uses_the_policys_exact_part(tmp_path, rule, total):
+    """Only root's unit-window (an account off the roster, all of whose rows are unprotected) is
+    counted exactly; under per-row, the unattributed rows' own units stay protected (their anomaly
+    rows carry no user name, which the roster would otherwise call an account off the roster)."""
+    card = ModelCard(detector="kmeans", epsilon=1.0, delta=1e-6, rho=None, accountant="test", privacy_unit=rule.label,
                      budget_windows=("2026-11",), max_windows_per_unit=1, clip_norm=3.0, feature_window="day",
                      features=tuple(FEATURE_NAMES))
     path = save_model(model_to_json(KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES)))), card), tmp_path / "m.json")
-    eng = Engine(scan=_store, privacy_unit=CHAIN, budget_window="month", ledger=None,
+    ledger = Ledger.open(tmp_path / "ledger.sqlite", create=True)
+    ledger.set_caps(window_policy="month", epsilon=10.0, delta=1e-6)
+    eng = Engine(scan=_store, privacy_unit=rule, budget_window="month", ledger=ledger,
                  policy=Policy(version=1, users=frozenset({"x"}), networks=None))
-    from dplogs.privacy.ledger import Ledger
-
-    eng._ledger = Ledger.open(tmp_path / "ledger.sqlite", create=True)
-    eng._ledger.set_caps(window_policy="month", epsilon=10.0, delta=1e-6)
-    anomalies = eng.over_anomalies(path, threshold=0.0, seed=1)
-    q = anomalies.sql("SELECT COUNT(*) FROM logs", epsilon=1.0, start="2026-11-01", end="2026-12-01")
+    q = eng.over_anomalies(path, threshold=0.0, seed=1).sql("SELECT COUNT(*) FROM logs", epsilon=1.0,
+                                                             start="2026-11-01", end="2026-12-01")
     with exact_mode():
         rel = q.release(caller="t")
-    assert rel.data["exact"].item() == 1  # root's unit-window, exactly; the four others bounded (1 row each)
-    assert rel.data["value"].item() == 5
+    assert rel.data["exact"].item() == 1 and rel.data["value"].item() == total
     assert rel.privacy["protection"]["version"] == 1

@@ -130,7 +130,10 @@ def _title(plan: Plan) -> str:
 @dataclass(frozen=True)
 class Victim:
     """The neighbour's difference: every event of ``unit`` (a value of the plan's privacy-unit
-    column) inside the budget window starting at ``window``, the neighbouring relation of
+    rule, :meth:`~dplogs.schema.units.UnitRule.expr`: the plain value under per-row, its bytes for a
+    single field, ``{"field": i, "value": v}`` for a chain; ``rule.shared_value`` is the shared
+    unattributed unit) inside the budget window
+    starting at ``window``, the neighbouring relation of
     docs/privacy.md. The unit's events in other windows stay: a path that bounds a unit over the
     whole query range instead of per window is caught by exactly this neighbour."""
 
@@ -138,11 +141,11 @@ class Victim:
     window: dt.datetime
 
     def rows(self, plan: Plan) -> pl.Expr:
-        """True on the victim's rows (never on rows whose unit is null: each is its own unit).
+        """True on the victim's rows (never on rows whose unit is null: under ``per-row`` each is its own unit).
         Under a protection policy, only its protected rows: the guarantee covers those alone, and
         a neighbour that also removed unprotected (exactly counted) rows would report a leak the
         claim never made."""
-        hit = (pl.col(plan.unit) == self.unit) & (window_start(TIMESTAMP, plan.window_policy) == self.window)
+        hit = plan.unit.matches(self.unit) & (window_start(TIMESTAMP, plan.window_policy) == self.window)
         if guarded(plan):
             hit &= pl.col(PROTECTED)
         return hit.fill_null(False)
@@ -166,7 +169,7 @@ def heaviest_unit(plan: Plan, lf: pl.LazyFrame) -> Victim:
     boundary."""
     from dplogs.engine.execute import prepare
 
-    rows = prepare(plan, lf, keep=[pl.col(plan.unit).alias(_VALUE), window_start(TIMESTAMP, plan.window_policy).alias(_WINDOW)])
+    rows = prepare(plan, lf, keep=[plan.unit.expr().alias(_VALUE), window_start(TIMESTAMP, plan.window_policy).alias(_WINDOW)])
     if guarded(plan):  # the heaviest contributor of protected rows: the only ones the claim covers
         rows = rows.filter(pl.col(PROTECTED))
     top = (
@@ -178,10 +181,21 @@ def heaviest_unit(plan: Plan, lf: pl.LazyFrame) -> Victim:
     return Victim(unit=top[_VALUE][0], window=top[_WINDOW][0])
 
 
+def _unit_value(plan: Plan, unit: Any) -> Any:
+    """The rule's value for the auditor's ``unit`` (text ``FIELD=VALUE`` for a chain)."""
+    if not isinstance(unit, str) or plan.unit.plain:
+        return unit
+    field, sep, value = unit.partition("=")
+    if sep and field in plan.unit.fields:
+        return plan.unit.value(field, value)
+    return plan.unit.value(plan.unit.fields[0], unit)
+
+
 def audit_prepared(prepared: Any, *, trials: int, unit: Any = None, delta: float = 1e-6) -> AuditResult:
     """Audit a :class:`~dplogs.engine.api.PreparedQuery` on its own store: D is the store, D′ the
     store without every event of one unit in one budget window (default: :func:`heaviest_unit`;
-    ``unit`` picks the unit, and its heaviest window). Spends nothing. The result's name never
+    ``unit`` picks the unit, and its heaviest window: a value of the rule, or text, which for a
+    unit chain reads ``FIELD=VALUE`` (a bare value: the chain's first field)). Spends nothing. The result's name never
     shows the unit's value (audit output leaves the trust boundary in CI logs and tickets)."""
     from dplogs.engine.execute import prepare
 
@@ -189,7 +203,7 @@ def audit_prepared(prepared: Any, *, trials: int, unit: Any = None, delta: float
     d = prepared.engine.scan()
     who = "heaviest contributor" if unit is None else "given unit"  # never the raw value: it is personal data
     if unit is not None:
-        d = d.filter(pl.col(plan.unit) == unit)  # pick the unit's heaviest window
+        d = d.filter(plan.unit.matches(_unit_value(plan, unit)))  # pick the unit's heaviest window
     victim = heaviest_unit(plan, d)
     d = prepared.engine.scan()
     d_prime = victim.remove(plan, d)

@@ -19,6 +19,7 @@ The bounding rule, exactly (the shared tests check this rule, not just its bound
    rounding), so one unit moves a group's sum by at most ``max_rows_per_group · max(|lo|, |hi|)``,
    the bound :func:`dplogs.privacy.sum_sensitivity` assumes, without a per-row rank over all rows.
 4. **Null units.** A row whose unit is null is its own unit: one row in one group, always kept.
+   (The engine's units are null only under a store's ``per-row`` opt-in: ``dplogs/schema/units.py``.)
 5. **Groups.** ``group_by(keys)`` sums ``rows`` and sums and counts the kept units. Sums are
    exact: each kept cell's contribution is truncated toward zero onto the public grid
    :attr:`~dplogs.privacy.bounds.Clamp.grid` (``max(|lo|, |hi|) / 2^24`` rounded up to a power
@@ -321,11 +322,12 @@ def _keyed_rank(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str]) ->
 def _codable(dtype: pl.DataType) -> bool:
     """Types whose equal values hash equally and whose distinct values ``unique()`` keeps apart;
     floats are left out (0.0 and -0.0, NaN payloads). Structs (the engine's (unit, budget window)
-    units) qualify when every field does."""
+    units) qualify when every field does; Binary is the engine's single-field unit with its shared
+    unattributed unit (dplogs/schema/units.py)."""
     if isinstance(dtype, pl.Struct):
         return all(_codable(f.dtype) for f in dtype.fields)
     return dtype.is_integer() or isinstance(
-        dtype, pl.String | pl.Categorical | pl.Enum | pl.Boolean | pl.Date | pl.Datetime | pl.Duration | pl.Time
+        dtype, pl.String | pl.Binary | pl.Categorical | pl.Enum | pl.Boolean | pl.Date | pl.Datetime | pl.Duration | pl.Time
     )
 
 

@@ -129,9 +129,15 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.option("--dataset", default=None,
               help="Dataset name recorded in a new store's manifest (default: the store directory "
                    "name). Events keep their per-source event.dataset (system.auth, web.access...).")
-@click.option("--privacy-unit", default=None,
-              help="Column naming the person-like entity whose events DP protects together: "
-                   "user.name (default), source.ip or host.name. Fixed when the store is created.")
+@click.option("--privacy-unit", default=None, metavar="FIELD[,FIELD...]",
+              help="Identity field(s) naming the person-like entity whose events DP protects together: "
+                   "user.name (default), source.ip or host.name, or a fallback chain such as "
+                   "user.name,host.name (a row's unit is the first non-null field, namespaced by "
+                   "field). Fixed when the store is created.")
+@click.option("--unattributed", type=click.Choice(["shared", "per-row"]), default=None,
+              help="Rows with no field of the unit: 'shared' (default) makes them ONE unit, bounded "
+                   "like any other; 'per-row' makes each its own unit (opt-in, disclosed: heavy "
+                   "activity without identity then counts in full). Fixed when the store is created.")
 @click.option("--budget-window", type=click.Choice(BUDGET_WINDOWS), default=None,
               help="Calendar window per which the privacy budget is accounted (default month). "
                    "Fixed when the store is created.")
@@ -149,7 +155,7 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
                    "decompression bomb, status 65.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress display (there is none anyway when stderr is not a terminal).")
-def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, budget_window, maps, max_errors, time_range,
+def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed, budget_window, maps, max_errors, time_range,
            max_line_bytes, max_gzip_ratio, quiet) -> None:
     """Parse log files into an ECS-normalised Parquet store.
 
@@ -168,7 +174,8 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, budget_windo
     except ValueError as exc:
         raise UsageError(f"{exc}; fix the option value") from exc
     _check_tz(tz)
-    store = Store.init(store_path, dataset=dataset, privacy_unit=privacy_unit, budget_window=budget_window)
+    store = Store.init(store_path, dataset=dataset, privacy_unit=privacy_unit, budget_window=budget_window,
+                       unattributed=unattributed)
     console = summary_console()
     bars = _Bars() if sys.stderr.isatty() and not quiet else None
     try:

@@ -20,7 +20,9 @@ def protect(store_path: str, users_file: str | None, networks: str | None, show:
     """Say whose activity the store's releases protect.
 
     By default every row is protected. With a roster (--users), rows whose privacy unit is an
-    account not on it (root, service accounts, names an attacker guessed) are not a person's;
+    account (user.name; with a unit chain, rows whose unit came from user.name) not on it (root,
+    service accounts, names an attacker guessed) are not a person's; a unit from another field
+    (a host) and the shared unit of rows without identity stay protected;
     with --networks, rows whose source.ip lies outside every range (internet scanners,
     brute-force sources) are not an employee's. Such rows are aggregated exactly and added to the
     noisy, bounded part of the protected rows; their keys need no partition selection. Every
@@ -37,6 +39,7 @@ def protect(store_path: str, users_file: str | None, networks: str | None, show:
             raise UsageError("--show takes no other option")
         p = load(store.path)
         click.echo(f"protection policy version {p.version}")
+        click.echo(f"privacy unit: {store.manifest.unit_rule.describe()}")
         if p.protects_everything:
             click.echo("every row is protected")
         if p.users is not None:

@@ -33,6 +33,7 @@ import pyarrow as pa
 from dplogs.errors import InternalError, PrivacyParameterError, UsageError
 from dplogs.privacy.randomness import secret_seed
 from dplogs.schema import FIELDS, TIMESTAMP
+from dplogs.schema.units import PER_ROW, UnitRule
 
 CATEGORIES: tuple[str, ...] = tuple(FIELDS["event.category"].allowed or ())
 COUNT_CAP = 1_000  # a category count above this saturates the feature at 1
@@ -68,6 +69,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """Public feature vocabulary, in column order."""
 
+ALONE_PREFIX = "\x00null:"
+"""Unit key of a row without identity under a plain per-row rule (its row number follows)."""
 WINDOWS = {"5min": "5m", "15min": "15m", "hour": "1h", "day": "1d"}
 """Feature windows (public) and their polars truncation periods."""
 _BUDGET_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
@@ -130,20 +133,24 @@ def _scaled_log(expr: pl.Expr, cap: float) -> pl.Expr:
     return (expr.cast(pl.Float64).clip(0, cap).log1p() / math.log1p(cap))
 
 
-def extract_features(lf: pl.LazyFrame, *, unit: str, spec: FeatureSpec, seed: int | None = None) -> FeatureTable:
-    """Bounded, clipped feature rows per (unit, window) from a store LazyFrame.
+def extract_features(lf: pl.LazyFrame, *, unit: str | UnitRule, spec: FeatureSpec, seed: int | None = None) -> FeatureTable:
+    """Bounded, clipped feature rows per (unit, window) from a store LazyFrame; ``unit`` is the
+    store's :class:`~dplogs.schema.units.UnitRule` (or its spelling: rows without identity then
+    form one shared unit).
 
     ``seed`` keys the rank that picks ≤ K windows per unit per budget window; leave it ``None``
     (a fresh secret) outside tests.
     """
-    if unit not in FIELDS:
-        raise UsageError(f"privacy unit {unit!r} is not a store column")
+    rule = UnitRule.parse(unit)
     seed = secret_seed() if seed is None else seed
     ts = pl.col(TIMESTAMP)
-    # rows with a null unit are each their own unit (DESIGN §1)
-    unit_key = pl.when(pl.col(unit).is_null()).then(
-        pl.concat_str(pl.lit("\x00null:"), pl.int_range(pl.len()).cast(pl.String))
-    ).otherwise(pl.col(unit)).alias("unit")
+    unit_key = rule.expr()
+    if rule.unattributed == PER_ROW:  # opted in: each row without identity is its own unit
+        row = pl.int_range(pl.len()).cast(pl.String)
+        alone = (pl.concat_str(pl.lit(ALONE_PREFIX), row) if rule.plain
+                 else pl.struct(pl.lit(len(rule.fields) + 1, pl.UInt8).alias("field"), row.alias("value")))
+        unit_key = pl.when(unit_key.is_null()).then(alone).otherwise(unit_key)
+    unit_key = unit_key.alias("unit")
     hour = ts.dt.hour()
     off = (hour < OFF_HOURS[0]) | (hour >= OFF_HOURS[1]) | (ts.dt.weekday() >= 6)
     nbytes = (pl.col("source.bytes").fill_null(0) + pl.col("destination.bytes").fill_null(0)

@@ -40,6 +40,7 @@ from dplogs.privacy.limits import (
 from dplogs.privacy.params import check_delta, check_epsilon, check_integer, check_number
 from dplogs.privacy.windows import window_count, windows_for
 from dplogs.schema import TIMESTAMP
+from dplogs.schema.units import UnitRule
 
 
 def _utc(text: str) -> dt.datetime:
@@ -140,7 +141,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     from dplogs.ingest.store import Store
 
     store = Store.open(store_path)
-    unit, policy = store.manifest.privacy_unit, store.manifest.budget_window
+    unit, policy = store.manifest.unit_rule, store.manifest.budget_window
     spec = FeatureSpec(max_windows_per_unit=request.max_windows_per_unit, clip_norm=request.clip_norm,
                        window=request.window, budget_window=policy)
     lo, hi = _utc(request.start), _utc(request.end)
@@ -230,7 +231,8 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             hyper["warnings"] = warnings
             card = ModelCard(
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,
-                privacy_unit=unit, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
+                privacy_unit=unit.label, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
+                guarantee=training_guarantee(eps, request.delta, unit, tuple(windows), request),
                 clip_norm=request.clip_norm, feature_window=request.window, features=table.names,
                 hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
             )
@@ -238,6 +240,16 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             charge.record(doc)
     path = save_model(doc, output)  # only after the ledger committed the charge
     return path, model_from_json(doc)[1]
+
+
+def training_guarantee(epsilon: float, delta: float, unit: UnitRule, windows: tuple[str, ...], request: TrainRequest) -> str:
+    """The model card's guarantee: per unit of the store's rule, with every row counted as
+    protected (a protection policy's exact part has no analogue in a trained model; bounding all
+    rows is the conservative reading and still (ε, δ)-DP for the protected rows)."""
+    return (f"({epsilon:.4g}, {delta:.3g})-DP per privacy unit ({unit.describe()}) per budget window "
+            f"({', '.join(windows)}); every row is treated as protected in training (a store's protection "
+            f"policy is not applied); each unit contributes <= {request.max_windows_per_unit} {request.window} "
+            f"feature rows per budget window, each clipped to L2 norm {request.clip_norm:g}")
 
 
 def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:
@@ -264,7 +276,7 @@ def _scored_table(store_path, model_path):
     spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=card.clip_norm, window=card.feature_window,
                        budget_window=store.manifest.budget_window)
     check_features(card, FEATURE_NAMES)
-    table = extract_features(store.scan(), unit=card.privacy_unit, spec=spec)
+    table = extract_features(store.scan(), unit=store.manifest.unit_rule, spec=spec)
     return store, model, card, table
 
 
@@ -278,9 +290,12 @@ def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLik
     out = Path(output) if output is not None else store.path / "scores" / f"{Path(model_path).stem}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     pct = _percentiles(card, scores)
-    frame = table.frame.select("unit", "window_start").with_columns(
+    rule = store.manifest.unit_rule
+    units = pl.Series("unit", [rule.text(u) for u in table.frame["unit"].to_list()], dtype=pl.String)
+    frame = table.frame.select("window_start").with_columns(units,
         pl.Series("score", scores),
-        pl.lit(None, pl.Float64).alias("percentile") if pct is None else pl.Series("percentile", pct))
+        pl.lit(None, pl.Float64).alias("percentile") if pct is None else pl.Series("percentile", pct)
+    ).select("unit", "window_start", "score", "percentile")
     frame.rename({"unit": card.privacy_unit}).write_parquet(out)
     return out, len(scores)
 
@@ -293,7 +308,8 @@ def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLik
     for an analyst inside the trust boundary."""
     if n < 1:
         raise UsageError(f"--top must be >= 1, got {n}")
-    _, model, card, table = _scored_table(store_path, model_path)
+    store, model, card, table = _scored_table(store_path, model_path)
+    rule = store.manifest.unit_rule
     x = table.matrix()
     scores = model.scores(x)
     order = np.argsort(-scores, kind="stable")[:n]
@@ -305,7 +321,7 @@ def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLik
         drivers = np.argsort(-part, kind="stable")[:features_per_window]
         total = float(part.sum()) or 1.0
         out.append({
-            "rank": rank + 1, card.privacy_unit: row["unit"], "window_start": row["window_start"].isoformat(),
+            "rank": rank + 1, card.privacy_unit: rule.text(row["unit"]), "window_start": row["window_start"].isoformat(),
             "host": row["host"], "score": float(scores[i]),
             "percentile": None if pct is None else round(float(pct[rank]), 3),
             "drivers": [{"feature": table.names[j], "value": round(float(x[i, j]), 4),

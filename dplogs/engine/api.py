@@ -54,6 +54,7 @@ from dplogs.errors import UsageError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.windows import window_end_of, window_start_of
 from dplogs.schema import FIELDS, TIMESTAMP
+from dplogs.schema.units import UnitRule
 
 __all__ = ["Engine", "PreparedQuery", "time_bucket"]
 
@@ -120,17 +121,20 @@ class PreparedQuery:
 
 class Engine:
     """Public: queries over one store. Use :meth:`open` for a store directory; the constructor
-    takes the pieces (a scan function, the privacy unit, the budget-window policy, manifest
-    defaults, a ledger and a backend object or name) so tests and embedders can supply their own."""
+    takes the pieces (a scan function, the privacy-unit rule, the budget-window policy, manifest
+    defaults, a ledger and a backend object or name) so tests and embedders can supply their own.
+    ``privacy_unit`` is a :class:`~dplogs.schema.units.UnitRule` or its spelling (``"user.name"``,
+    ``"user.name,host.name"``; rows without any field then form one shared unit)."""
 
     def __init__(
-        self, *, scan: Callable[[], pl.LazyFrame], privacy_unit: str, budget_window: str,
+        self, *, scan: Callable[[], pl.LazyFrame], privacy_unit: str | UnitRule, budget_window: str,
         defaults: dict[str, Any] | None = None, ledger: Any = None, backend: Any = None,
         policy: Policy | None = None,
     ) -> None:
         self.scan = scan
         self.policy = policy or Policy()
-        self.privacy_unit = privacy_unit
+        self.unit = UnitRule.parse(privacy_unit)
+        self.privacy_unit = self.unit.label
         self.budget_window = budget_window
         self.defaults = dict(check_defaults(defaults))
         self._ledger = ledger
@@ -158,7 +162,7 @@ class Engine:
             def scan() -> Any:
                 return read_events(chosen.session, store.event_files())
 
-        eng = cls(scan=scan, privacy_unit=m.privacy_unit, budget_window=m.budget_window, defaults=m.defaults,
+        eng = cls(scan=scan, privacy_unit=m.unit_rule, budget_window=m.budget_window, defaults=m.defaults,
                   backend=chosen, policy=load_policy(store.path))
         eng._ledger_path = store.ledger_path
         eng._store = eng._ledger_store = store
@@ -170,7 +174,7 @@ class Engine:
 
     @classmethod
     def from_spark(
-        cls, frame: Any, *, privacy_unit: str, ledger: str | os.PathLike[str], budget_window: str = "month",
+        cls, frame: Any, *, privacy_unit: str | UnitRule, ledger: str | os.PathLike[str], budget_window: str = "month",
         defaults: dict[str, Any] | None = None,
     ) -> Engine:
         """An engine over a Spark DataFrame with the store's columns (a table, or the events of a
@@ -186,7 +190,9 @@ class Engine:
         from dplogs.backends.base import get_backend
         from dplogs.privacy.windows import check_policy
 
-        check_column(privacy_unit)
+        if isinstance(privacy_unit, str):
+            for name in privacy_unit.split(","):
+                check_column(name.strip())
         check_policy(budget_window)
         eng = cls(scan=lambda: frame, privacy_unit=privacy_unit, budget_window=budget_window, defaults=defaults,
                   backend=get_backend("spark"))
@@ -255,20 +261,22 @@ class Engine:
         model, card = load_model(model_path)
         check_features(card, FEATURE_NAMES)
         threshold = resolve_threshold(threshold, card.calibration)
-        if card.privacy_unit != self.privacy_unit:
-            raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.privacy_unit}")
+        if card.privacy_unit != self.unit.label:
+            raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.unit.label}")
         base = self.scan
 
         def scan() -> pl.LazyFrame:
             return anomaly_events(
-                base(), model=model, unit=self.privacy_unit, threshold=threshold,
+                base(), model=model, unit=self.unit, threshold=threshold,
                 max_windows_per_unit=card.max_windows_per_unit, clip_norm=card.clip_norm,
                 window=card.feature_window, budget_window=self.budget_window, seed=seed,
             )
 
-        eng = Engine(scan=scan, privacy_unit=self.privacy_unit, budget_window=self.budget_window,
+        # the store's policy applies to the anomaly rows too: a unit-window's row carries its unit in
+        # the field it came from, so it is unprotected only when every row of that unit is
+        eng = Engine(scan=scan, privacy_unit=self.unit, budget_window=self.budget_window,
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
-                     ledger=self._ledger, backend=self._backend)
+                     ledger=self._ledger, backend=self._backend, policy=self.policy)
         eng._ledger_path, eng._ledger_store = self._ledger_path, self._ledger_store
         return eng
 
@@ -279,7 +287,7 @@ class Engine:
         budget window the store's coverage reaches); every fallback is disclosed in the plan."""
         query = query.with_options(**_options(options))
         query, used = self._fallbacks(query)
-        plan = plan_query(query, unit=self.privacy_unit, window_policy=self.budget_window, defaults=self.defaults)
+        plan = plan_query(query, unit=self.unit, window_policy=self.budget_window, defaults=self.defaults)
         return PreparedQuery(self, replace(plan, policy=self.policy, defaults_used=used))
 
     def _fallbacks(self, query: Query) -> tuple[Query, dict[str, str]]:
@@ -303,10 +311,10 @@ class Engine:
         return query, used
 
     def sql(self, text: str, **options: Any) -> PreparedQuery:
-        return self.prepare(parse_sql(text, unit=self.privacy_unit), **options)
+        return self.prepare(parse_sql(text, unit=self.unit.fields[0]), **options)
 
     def query_file(self, path: str | os.PathLike[str], **options: Any) -> PreparedQuery:
-        return self.prepare(load_query_file(path, unit=self.privacy_unit), **options)
+        return self.prepare(load_query_file(path, unit=self.unit.fields[0]), **options)
 
     def build(
         self, *aggregations: Aggregation, keys: list[str | KeySpec] | tuple[str | KeySpec, ...] = (),

@@ -44,18 +44,21 @@ def _key_names(plan: Plan) -> list[str]:
 
 
 def bounding_unit(plan: Plan) -> pl.Expr:
-    """What the backend bounds: the privacy unit within one budget window.
+    """What the backend bounds: the privacy unit (the store's :class:`~dplogs.schema.units.UnitRule`:
+    first non-null field of its chain, namespaced by field; rows without identity one shared unit,
+    or null under the ``per-row`` opt-in, each such row its own unit) within one budget window.
 
     The neighbouring relation removes one unit's events in *one* window, so bounds hold per
     (unit, window). Bounding a unit over a range spanning windows would let its events in one
     window decide which of its cells in another are kept (removing its March events frees L0
     slots for February cells: an L1 change of 2·L0·L∞, twice the sensitivity charged). A query
-    inside one window bounds on the unit column alone (same rule, no per-row struct); a null unit
+    inside one window bounds on the unit alone (same rule, no per-row struct); a null unit
     stays null (each such row its own unit)."""
+    unit = plan.unit.expr()
     if len(plan.budget_windows) <= 1:
-        return pl.col(plan.unit)
-    return pl.when(pl.col(plan.unit).is_not_null()).then(
-        pl.struct(pl.col(plan.unit), window_start(TIMESTAMP, plan.window_policy).alias("window"))
+        return unit
+    return pl.when(unit.is_not_null()).then(
+        pl.struct(unit.alias("unit"), window_start(TIMESTAMP, plan.window_policy).alias("window"))
     )
 
 
@@ -63,7 +66,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = ()) -> pl
     """Rows in the window that pass WHERE and the public key domains, with key and derived value
     columns (pre-noise; stays inside the engine), plus the ``keep`` expressions (the auditor's)."""
     if guarded(plan):
-        lf = plan.policy.mark(lf, plan.unit)
+        lf = plan.policy.mark(lf, plan.unit)  # the rule: which rows' unit came from the account field
         keep = [*keep, pl.col(PROTECTED)]
     start = pl.lit(plan.start).dt.cast_time_unit("us")
     end = pl.lit(plan.end).dt.cast_time_unit("us")

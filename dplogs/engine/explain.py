@@ -56,7 +56,8 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "query": q.name,
         "text": q.text,
-        "privacy_unit": plan.unit,
+        "privacy_unit": plan.unit.label,
+        "unit_rule": plan.unit.to_json(),
         "guarantee": f"per {plan.unit} per {plan.window_policy} budget window",
         "window": {"start": _iso(plan.start), "end": _iso(plan.end)},
         "budget_windows": list(plan.budget_windows),
@@ -176,6 +177,8 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"top-k: {data['top_k']['k']} by {data['top_k']['by']} ({data['top_k']['method']})")
     for name, why in (data.get("defaults_used") or {}).items():
         lines.append(f"default used: {name} = {why}")
+    if data.get("unit_rule"):
+        lines.append(f"unit rule: {data['unit_rule']['rule']}")
     prot = data.get("protection") or {}
     lines.append(f"protection policy v{prot.get('version', 0)}: {prot.get('rule', 'every row is protected')}")
     lines.append(f"bias: {data['bias_note']}")

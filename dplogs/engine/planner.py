@@ -47,6 +47,7 @@ from dplogs.privacy.sensitivity import (
 )
 from dplogs.privacy.windows import window_count, windows_for
 from dplogs.schema import FIELDS, TIMESTAMP
+from dplogs.schema.units import UnitRule
 
 QUANTILE_BINS = 64
 HISTOGRAM_BINS = 16
@@ -82,7 +83,8 @@ class Plan:
     """Public: a fully resolved query. Nothing in it depends on the data."""
 
     query: Query
-    unit: str
+    unit: UnitRule
+    """The store's privacy-unit rule (its ``label`` in prose, its ``expr()`` for the rows)."""
     window_policy: str
     budget_windows: tuple[str, ...]
     start: dt.datetime
@@ -341,8 +343,9 @@ def _mechanism(query: Query) -> tuple[Mechanism, float | None, float | None]:
     return mechanism, query.epsilon, query.rho
 
 
-def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[str, Any] | None = None) -> Plan:
-    """Resolve and validate ``query`` for a store whose privacy unit is ``unit``.
+def plan_query(query: Query, *, unit: str | UnitRule, window_policy: str, defaults: dict[str, Any] | None = None) -> Plan:
+    """Resolve and validate ``query`` for a store whose privacy-unit rule is ``unit`` (a
+    :class:`~dplogs.schema.units.UnitRule` or its spelling, e.g. ``"user.name"``).
 
     Bounds and clamps that neither the query nor the store's defaults give are chosen from the
     data at release time (:mod:`dplogs.privacy.bound_choice`): the plan then reserves the whole
@@ -420,9 +423,8 @@ def _check_window(query: Query, window_policy: str) -> None:
         )
 
 
-def _plan_explicit(query: Query, *, unit: str, window_policy: str, defaults: dict[str, Any]) -> Plan:
-    if unit not in FIELDS:
-        raise QueryError(f"privacy unit {unit!r} is not a store column")
+def _plan_explicit(query: Query, *, unit: str | UnitRule, window_policy: str, defaults: dict[str, Any]) -> Plan:
+    unit = UnitRule.parse(unit)
     _check_window(query, window_policy)
     keys = resolve_keys(query)
     if query.order_by is not None and any(

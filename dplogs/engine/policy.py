@@ -5,8 +5,11 @@ accounts are people (``--users FILE``, e.g. a directory export) and which addres
 organisation's (``--networks CIDR,...``). A row is **protected** unless a given condition says it
 is not a person's:
 
-- the roster decides for rows whose privacy unit is an account (``user.name``): an account not on
-  the roster (``root``, a service account, a name an attacker guessed) is not a person;
+- the roster decides for rows whose privacy unit came from the account field (``user.name``; with
+  a unit chain such as ``user.name,host.name``, the rows where ``user.name`` is the first non-null
+  field): an account not on the roster (``root``, a service account, a name an attacker guessed)
+  is not a person. A unit taken from another field (a host) or the shared unattributed unit is
+  not an account, so the roster leaves those rows protected;
 - the networks decide for rows that carry ``source.ip``: an address outside every range (an
   internet scanner, a brute-force source) is not an employee's;
 - a row no given condition applies to stays protected, and so does an address that does not parse.
@@ -40,6 +43,9 @@ from typing import Any
 import polars as pl
 
 from dplogs.errors import DataError, InputNotFound, StoreError, UsageError
+from dplogs.schema.units import UnitRule
+
+ACCOUNT = "user.name"  # the identity field the roster's accounts are values of
 
 PROTECTED = "__protected__"
 _POLICY_DIR = "policy"
@@ -77,14 +83,20 @@ class Policy:
             "created": self.created,
         }
 
-    def describe(self, unit: str) -> dict[str, Any]:
+    def describe(self, unit: str | UnitRule) -> dict[str, Any]:
         """What a release discloses about the policy it ran under (never the roster itself)."""
         if self.protects_everything:
             return {"version": self.version, "rule": "every row is protected"}
+        rule = UnitRule.parse(unit)
         parts = []
         if self.users is not None:
-            parts.append(f"rows whose {unit} is an account not on the operator's roster of {len(self.users)} people"
-                         if unit == "user.name" else "the roster does not apply (the unit is not an account)")
+            if ACCOUNT not in rule.fields:
+                parts.append("the roster does not apply (the unit is not an account)")
+            elif len(rule.fields) == 1:
+                parts.append(f"rows whose {ACCOUNT} is an account not on the operator's roster of {len(self.users)} people")
+            else:
+                parts.append(f"rows whose unit came from {ACCOUNT} and is an account not on the operator's roster of "
+                             f"{len(self.users)} people (units from other fields and the shared unit stay protected)")
         if self.networks is not None:
             parts.append(f"rows whose source.ip lies outside {', '.join(self.networks)}")
         return {"version": self.version, "digest": self.digest,
@@ -97,13 +109,14 @@ class Policy:
             return True  # when in doubt, protect
         return any(addr.version == n.version and addr in n for n in self._nets)
 
-    def mark(self, lf: pl.LazyFrame, unit: str) -> pl.LazyFrame:
+    def mark(self, lf: pl.LazyFrame, unit: str | UnitRule) -> pl.LazyFrame:
         """``lf`` with the boolean column :data:`PROTECTED`. The network test runs once per distinct
         address (a function of each row's own address, so of the row alone)."""
+        rule = UnitRule.parse(unit)
         protected = pl.lit(True)
-        if self.users is not None and unit == "user.name":
+        if self.users is not None and ACCOUNT in rule.fields:
             roster = pl.Series(sorted(self.users), dtype=pl.String)
-            protected &= pl.col(unit).is_null() | pl.col(unit).is_in(roster.implode())
+            protected &= ~rule.source(ACCOUNT) | pl.col(ACCOUNT).is_in(roster.implode())
         if self.networks is not None:
             ips = lf.select(pl.col("source.ip").drop_nulls().unique()).collect().to_series()
             inside = [ip for ip in ips.to_list() if self.address_protected(ip)]

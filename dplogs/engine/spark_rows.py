@@ -19,6 +19,7 @@ from dplogs.backends.spark import clamp, col
 from dplogs.engine.plan import And, Cmp, Filter, In, IsNull, KeyKind, Like, Not, Or
 from dplogs.errors import InternalError
 from dplogs.schema import TIMESTAMP, is_list
+from dplogs.schema.units import PER_ROW, UnitRule
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -78,14 +79,32 @@ def any_element(column: str, test: Any) -> Column:
     return F.exists(col(column), test)
 
 
+def unit_column(rule: UnitRule) -> Column:
+    """:meth:`dplogs.schema.units.UnitRule.expr` in Spark: the plain column for a single-field
+    ``per-row`` rule, otherwise the struct (chain index of the first non-null field, its value),
+    the shared unit being (len(fields), "") and a ``per-row`` chain leaving rows without identity
+    null (each its own unit)."""
+    from pyspark.sql import functions as F
+
+    if rule.plain:
+        return col(rule.fields[0])
+    index = F.lit(len(rule.fields))
+    for i in reversed(range(len(rule.fields))):
+        index = F.when(col(rule.fields[i]).isNotNull(), F.lit(i)).otherwise(index)
+    value = F.coalesce(*(col(f) for f in rule.fields))
+    unit = F.struct(index.cast("int").alias("field"), F.coalesce(value, F.lit("")).alias("value"))
+    return F.when(value.isNotNull(), unit) if rule.unattributed == PER_ROW else unit
+
+
 def bounding_unit(plan: Plan) -> Column:
     """:func:`dplogs.engine.execute.bounding_unit` in Spark: the unit, or (unit, window start)."""
     from pyspark.sql import functions as F
 
+    unit = unit_column(plan.unit)
     if len(plan.budget_windows) <= 1:
-        return col(plan.unit)
+        return unit
     window = F.date_trunc(_TRUNC[plan.window_policy], col(TIMESTAMP)).alias("window")
-    return F.when(col(plan.unit).isNotNull(), F.struct(col(plan.unit).alias(plan.unit), window))
+    return F.when(unit.isNotNull(), F.struct(unit.alias("unit"), window))
 
 
 def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = ()) -> DataFrame:

@@ -2,7 +2,8 @@
 
 Layout of a store directory ``STORE``::
 
-    STORE/manifest.json                     dataset, privacy unit, budget window, schema version, defaults
+    STORE/manifest.json                     dataset, privacy-unit rule (chain + unattributed), budget window,
+                                            schema version, defaults
     STORE/ingested.json                     content fingerprint + format of ingested inputs (re-ingestion is a no-op)
     STORE/events/day=YYYY-MM-DD/*.parquet   events: STORE_SCHEMA columns minus those all null in the file
                                             (scan() restores them); an event without a time is
@@ -46,7 +47,8 @@ import pyarrow.parquet as pq
 
 from dplogs.errors import InternalError, LedgerError, LedgerIOError, StoreError, StoreWriteError, UsageError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
-from dplogs.schema import DEFAULT_PRIVACY_UNIT, IDENTITY_FIELDS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
+from dplogs.schema import DEFAULT_PRIVACY_UNIT, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
+from dplogs.schema.units import SHARED, UnitRule
 
 BUDGET_WINDOWS = ("day", "week", "month")
 HASH_DTYPE = STORE_SCHEMA["event.hash"]
@@ -74,11 +76,17 @@ class Manifest:
     >>> Manifest(dataset="demo", privacy_unit="nope")
     Traceback (most recent call last):
     ...
-    dplogs.errors.UsageError: privacy unit 'nope' is not a person-like store column; pass --privacy-unit with one of: host.name, source.ip, user.name
+    dplogs.errors.UsageError: privacy unit 'nope' is not a person-like store column; pass --privacy-unit with one or more (comma-separated, in fallback order) of: host.name, source.ip, user.name
+    >>> Manifest(dataset="demo", privacy_unit="user.name, host.name").unit_rule.describe()
+    'the first non-null of user.name, host.name (namespaced by field); rows with none of them form one shared unit'
     """
 
     dataset: str
     privacy_unit: str = DEFAULT_PRIVACY_UNIT
+    """The unit chain, comma-separated in fallback order (:class:`~dplogs.schema.units.UnitRule`)."""
+    unattributed: str = SHARED
+    """Rows with no field of the chain: ``shared`` (one unit) or ``per-row`` (each its own unit,
+    opt-in). Manifests written before this field existed read as ``shared``, the conservative rule."""
     budget_window: str = "month"
     schema_version: int = SCHEMA_VERSION
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -91,19 +99,19 @@ class Manifest:
     def __post_init__(self) -> None:
         if not self.dataset:
             raise UsageError("dataset name must not be empty; pass --dataset NAME")
-        if self.privacy_unit not in IDENTITY_FIELDS:
-            raise UsageError(
-                f"privacy unit {self.privacy_unit!r} is not a person-like store column; pass --privacy-unit with "
-                f"one of: {', '.join(sorted(IDENTITY_FIELDS))}"
-            )
+        object.__setattr__(self, "privacy_unit", UnitRule.parse(self.privacy_unit, self.unattributed).label)
         if self.budget_window not in BUDGET_WINDOWS:
             raise UsageError(f"budget window {self.budget_window!r} is invalid; pass --budget-window day, week or month")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        known = {k: data[k] for k in ("dataset", "privacy_unit", "budget_window", "schema_version", "defaults", "hash_canary",
-                                            "store_id") if k in data}
+        known = {k: data[k] for k in ("dataset", "privacy_unit", "unattributed", "budget_window", "schema_version", "defaults",
+                                      "hash_canary", "store_id") if k in data}
         return cls(**known)
+
+    @property
+    def unit_rule(self) -> UnitRule:
+        return UnitRule.parse(self.privacy_unit, self.unattributed)
 
 
 @contextmanager
@@ -225,13 +233,18 @@ class Store:
         dataset: str | None = None,
         privacy_unit: str | None = None,
         budget_window: str | None = None,
+        unattributed: str | None = None,
     ) -> Store:
         """Open the store at ``path``, creating it when absent. Settings passed for an existing
-        store must match its manifest: the privacy unit and window cannot change under stored data."""
+        store must match its manifest: the privacy-unit rule and window cannot change under stored
+        data. A bad rule is refused before anything is written."""
         path = Path(path)
+        rule = UnitRule.parse(privacy_unit or DEFAULT_PRIVACY_UNIT, unattributed or SHARED)  # refused before any write
+        privacy_unit = rule.label if privacy_unit is not None else None
         if (path / "manifest.json").is_file():
             store = cls.open(path)
-            wanted = {"dataset": dataset, "privacy_unit": privacy_unit, "budget_window": budget_window}
+            wanted = {"dataset": dataset, "privacy_unit": privacy_unit, "unattributed": unattributed,
+                      "budget_window": budget_window}
             for key, value in wanted.items():
                 have = getattr(store.manifest, key)
                 if value is not None and value != have:
@@ -245,6 +258,7 @@ class Store:
         manifest = Manifest(
             dataset=dataset or path.resolve().name,
             privacy_unit=privacy_unit or DEFAULT_PRIVACY_UNIT,
+            unattributed=unattributed or SHARED,
             budget_window=budget_window or "month",
             hash_canary=hash_canary(),
             store_id=secrets.token_hex(16),

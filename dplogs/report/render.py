@@ -42,6 +42,7 @@ def privacy_statement(run: ReportRun) -> str:
         f"all events of one {run.privacy_unit} within one {run.budget_window} budget window. Values "
         f"carry calibrated noise (shown with 95% intervals); counts are also biased downward where "
         f"contribution bounds truncate heavy contributors, as each section notes."
+        + (f" Privacy unit: {run.unit_rule}." if run.unit_rule else "")
     )
 
 

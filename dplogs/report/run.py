@@ -90,6 +90,8 @@ class ReportRun:
     utc_end: dt.datetime | None = None
     budgets: tuple[WindowBudget, ...] = ()
     coverage: Coverage = Coverage("unknown", "")
+    unit_rule: str = ""
+    """The store's privacy-unit rule in words (chain, shared or per-row unattributed rows)."""
 
     @property
     def first_error(self) -> DplogsError | None:
@@ -140,7 +142,7 @@ def run_report(
     return ReportRun(
         spec=spec, start=start, end=end, privacy_unit=engine.privacy_unit, budget_window=engine.budget_window,
         sections=tuple(results), utc_start=utc_start, utc_end=utc_end, budgets=budgets,
-        coverage=coverage,
+        coverage=coverage, unit_rule=engine.unit.describe() if hasattr(engine, "unit") else "",
     )
 
 

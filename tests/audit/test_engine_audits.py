@@ -117,7 +117,7 @@ def test_count_across_a_month_end_holds_for_the_window_neighbour():
 @pytest.mark.slow
 def test_whole_range_bounding_is_caught_by_the_window_neighbour(monkeypatch):
     """The planted bug: the engine as it was, bounding each unit over the whole query range."""
-    monkeypatch.setattr(execute, "bounding_unit", lambda plan: pl.col(plan.unit))
+    monkeypatch.setattr(execute, "bounding_unit", lambda plan: plan.unit.expr())
     d, d_prime = window_neighbours()
     r = audit_plan(_across_month_end(), PolarsBackend(engine="in-memory"), d.collect().lazy(), d_prime.collect().lazy(),
                    trials=5_000, statistic=_quadrant, name="BROKEN: whole-range bounding")
@@ -128,7 +128,7 @@ def test_the_shipped_neighbour_removes_one_window_of_the_heaviest_unit():
     d, _ = window_neighbours(march_days=3)
     plan = _across_month_end()
     victim = heaviest_unit(plan, d)
-    assert victim == Victim(unit=VICTIM, window=dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    assert victim == Victim(unit=plan.unit.value("user.name", VICTIM), window=dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
     left = victim.remove(plan, d).filter(pl.col("user.name") == VICTIM).collect()
     assert left["@timestamp"].to_list() == [dt.datetime(2026, 2, 27, 10, tzinfo=dt.UTC)]
     assert victim.remove(plan, d).collect().height == d.collect().height - 3

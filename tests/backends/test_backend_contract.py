@@ -27,7 +27,9 @@ from dplogs.backends.polars_backend import PolarsBackend, _CellCoder
 from dplogs.errors import InternalError, QueryError, UsageError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.randomness import secret_seed
+from dplogs.engine.plan import Aggregation
 from dplogs.schema import conform
+from dplogs.schema.units import PER_ROW, UnitRule
 
 BACKENDS = [
     PolarsBackend(engine="streaming"),
@@ -433,3 +435,30 @@ def test_spark_rank_is_a_keyed_64_bit_hash_of_the_cell(spark_session):
     assert codes[0] % 256 == codes[2] % 256 != codes[1] % 256 or codes[0] % 256 == codes[2] % 256
     two = b.cell_ranks(cells, unit="u", others=["k"], seed=2)
     assert set(one["__dplogs_rank"]).isdisjoint(two["__dplogs_rank"])
+
+
+@pytest.mark.parametrize("rule, want", [
+    # user x (3 rows), host x (2 rows), the shared unit (10,000 rows), user y: four units, L∞ = 2 each
+    (UnitRule(("user.name", "host.name")), {"failure": (6, 3), "success": (1, 1)}),
+    # the per-row opt-in: each unattributed row its own unit, so the flood counts in full
+    (UnitRule(("user.name", "host.name"), PER_ROW), {"failure": (10_004, 10_002), "success": (1, 1)}),
+    # one field, shared: host x's rows join the unattributed unit, which is bounded like any unit
+    (UnitRule(("user.name",)), {"failure": (4, 2), "success": (1, 1)}),
+])
+def test_unit_rules_bound_the_same_on_every_backend(backend, rule, want):
+    """The engine's rows (prepare / spark_rows.prepare) with a unit rule, through the backend's
+    bounding: chains namespace by field, rows without identity are one shared unit (or each its
+    own under per-row)."""
+    from dplogs.engine.api import Engine
+    from dplogs.engine.execute import aggregate
+
+    t = datetime(2026, 11, 3, tzinfo=timezone.utc)
+    rows = ([(t, "x", "h1", "failure")] * 3 + [(t, None, "x", "failure")] * 2 + [(t, None, None, "failure")] * 10_000
+            + [(t, "y", None, "success")])
+    df = conform(pl.DataFrame(rows, schema=["@timestamp", "user.name", "host.name", "event.outcome"], orient="row").lazy())
+    plan = Engine(scan=lambda: df, privacy_unit=rule, budget_window="month", ledger=None).build(
+        Aggregation.count(), Aggregation.units(), keys=["event.outcome"], epsilon=1.0, max_groups=1,
+        max_rows_per_group=2, start="2026-11-01", end="2026-12-01").plan
+    main, _ = aggregate(plan, df, backend)
+    got = {r["event.outcome"]: (r["rows"], r["units"]) for r in main.iter_rows(named=True) if r["rows"]}
+    assert got == want

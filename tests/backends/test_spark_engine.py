@@ -20,6 +20,7 @@ from dplogs.engine import Aggregation, Engine, time_bucket
 from dplogs.engine.execute import aggregate, profile
 from dplogs.errors import UsageError
 from dplogs.privacy.ledger import Ledger
+from dplogs.schema.units import PER_ROW, UnitRule
 
 REPO = Path(__file__).resolve().parents[2]
 LOOSE = dict(max_groups=100_000, max_rows_per_group=10**6)
@@ -142,14 +143,19 @@ def test_anomaly_queries_are_refused_on_spark(store, spark_session, tmp_path):
 
 def test_profile_counts_each_null_unit_row_as_a_unit():
     """Regression: with no clamp to choose, the polars profile gave all null-unit rows together
-    one entry (a literal-only select broadcasts to one row); each is its own unit."""
+    one entry (a literal-only select broadcasts to one row); each is its own unit under the per-row
+    opt-in (by default they are one shared unit)."""
     import datetime as dt
 
     from dplogs.schema import conform
 
     ts = [dt.datetime(2024, 3, 1, h, tzinfo=dt.timezone.utc) for h in range(5)]
     lf = conform(pl.LazyFrame({"@timestamp": ts, "user.name": [None, None, None, "a", "a"]}))
-    eng = Engine(scan=lambda: lf, privacy_unit="user.name", budget_window="month", ledger=None)
+    eng = Engine(scan=lambda: lf, privacy_unit=UnitRule(("user.name",), PER_ROW), budget_window="month", ledger=None)
     plan = eng.build(Aggregation.count(), keys=[time_bucket("day")], epsilon=1.0, start="2024-03-01", end="2024-03-02").plan
     counts = profile(plan, lf)
-    assert counts and all(c.sum() == 4 for c in counts.values())  # three null-unit rows and unit a
+    assert counts and all(c.sum() == 4 for c in counts.values())  # per-row opt-in: three null-unit rows and unit a
+    shared = Engine(scan=lambda: lf, privacy_unit="user.name", budget_window="month", ledger=None)
+    plan = shared.build(Aggregation.count(), keys=[time_bucket("day")], epsilon=1.0, start="2024-03-01", end="2024-03-02").plan
+    counts = profile(plan, lf)
+    assert counts and all(c.sum() == 2 for c in counts.values())  # the default: one shared unit and unit a

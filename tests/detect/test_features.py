@@ -17,6 +17,7 @@ from dplogs.detect.features import (
 )
 from dplogs.errors import InternalError, PrivacyParameterError
 from dplogs.schema import conform
+from dplogs.schema.units import PER_ROW, UnitRule
 
 
 events = st.lists(
@@ -37,13 +38,17 @@ def test_no_unit_exceeds_k_rows_per_budget_window_and_rows_are_clipped(rows, k, 
         "event.category": [cat for *_, cat, _ in rows],
         "event.outcome": [o for *_, o in rows],
     }, schema_overrides={"user.name": pl.String, "event.category": pl.String, "event.outcome": pl.String})).lazy()
-    ft = extract_features(lf, unit="user.name", spec=FeatureSpec(max_windows_per_unit=k, clip_norm=c), seed=seed)
+    spec = FeatureSpec(max_windows_per_unit=k, clip_norm=c)
+    # the default rule: rows without user.name are one shared unit, bounded to K rows like any unit
+    shared = extract_features(lf, unit="user.name", spec=spec, seed=seed).frame
+    assert shared.group_by("unit", "budget_window").len()["len"].max() <= k
+    ft = extract_features(lf, unit=UnitRule(("user.name",), PER_ROW), spec=spec, seed=seed)
     per_unit = ft.frame.group_by("unit", "budget_window").len()
     assert per_unit["len"].max() <= k
     x = ft.matrix()
     assert np.all(np.linalg.norm(x, axis=1) <= c * (1 + 1e-12))
     assert np.all(x >= 0)
-    # null units are each their own unit: one event, so one row each at most
+    # under the per-row opt-in null units are each their own unit: one event, so one row each at most
     nulls = ft.frame.filter(pl.col("unit").str.starts_with("\x00null:"))
     assert nulls.height == sum(1 for u, *_ in rows if u is None)
 
@@ -55,7 +60,7 @@ def test_scaling_uses_public_constants_not_other_units():
     spec = FeatureSpec(max_windows_per_unit=10, clip_norm=100.0)
     a = extract_features(base.lazy(), unit="user.name", spec=spec, seed=1).frame
     b = extract_features(pl.concat([base, extra]).lazy(), unit="user.name", spec=spec, seed=1).frame
-    b = b.filter(~pl.col("unit").str.ends_with("-other"))
+    b = b.filter(~pl.col("unit").bin.ends_with(b"-other"))
     assert a.select("unit", "window_start", *FEATURE_NAMES).equals(b.select("unit", "window_start", *FEATURE_NAMES))
 
 
@@ -122,7 +127,7 @@ def _events(rows):
 
 
 def _row(ft, unit, day):
-    return ft.frame.filter((pl.col("unit") == unit) & (pl.col("window_start").dt.day() == day)).row(0, named=True)
+    return ft.frame.filter((pl.col("unit") == pl.lit(unit.encode(), pl.Binary)) & (pl.col("window_start").dt.day() == day)).row(0, named=True)
 
 
 def test_history_features_compare_a_unit_with_its_own_earlier_windows():

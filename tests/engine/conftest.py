@@ -15,6 +15,7 @@ from dplogs.cli import cli
 from dplogs.engine import Engine
 from dplogs.privacy.ledger import Ledger
 from dplogs.schema import conform
+from dplogs.schema.units import UnitRule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,11 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def make_engine(tmp_path: Path) -> Callable[..., Engine]:
     """``make_engine(frame, epsilon_cap=..., unit=..., defaults=...)``: an engine over ``frame``
+    (``unit``: a UnitRule or its spelling, rows without identity then one shared unit)
     (conformed to the store schema) with a fresh ledger capped per month."""
     counter = iter(range(10_000))
 
     def make(frame: pl.DataFrame, *, epsilon_cap: float = 1e6, rho_cap: float | None = None, delta_cap: float = 1e-2,
-             unit: str = "user.name", defaults: dict | None = None, policy: str = "month") -> Engine:
+             unit: str | UnitRule = "user.name", defaults: dict | None = None, policy: str = "month") -> Engine:
         lf = conform(frame.lazy())
         ledger = Ledger.open(tmp_path / f"ledger{next(counter)}.sqlite", create=True)
         ledger.set_caps(window_policy=policy, epsilon=epsilon_cap, delta=delta_cap, rho=rho_cap)

@@ -13,6 +13,7 @@ import pytest
 from dplogs.engine import Aggregation, time_bucket
 from dplogs.engine.plan import Cmp
 from dplogs.privacy.testing import exact_mode
+from dplogs.schema.units import PER_ROW, UnitRule
 
 START, END = "2026-11-01", "2026-11-08"
 
@@ -109,15 +110,30 @@ def test_groups_per_unit_bound_binds(make_engine):
     assert got.filter(pl.col("bucket") >= utc(2026, 11, 5))["count"].sum() == 0
 
 
-def test_null_units_are_each_their_own_unit(make_engine):
+def test_null_units_are_each_their_own_unit_only_when_opted_in(make_engine):
     frame = pl.DataFrame({"@timestamp": [utc(2026, 11, 3)] * 6, "user.name": [None] * 5 + ["a"],
                           "event.outcome": ["failure"] * 6})
-    eng = make_engine(frame)
+    eng = make_engine(frame, unit=UnitRule(("user.name",), PER_ROW))
     q = eng.build(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, max_groups=1, max_rows_per_group=1,
                   start=START, end=END)
     with exact_mode():
         got = wide(q.release(caller="cli"), ["event.outcome"])
     assert got.filter(pl.col("event.outcome") == "failure")["count"].item() == 6
+
+
+def test_rows_without_identity_form_one_shared_unit_by_default(make_engine):
+    # the five unattributed rows are ONE unit, bounded to L∞ = 1 like user "a"
+    frame = pl.DataFrame({"@timestamp": [utc(2026, 11, 3)] * 6, "user.name": [None] * 5 + ["a"],
+                          "event.outcome": ["failure"] * 6})
+    eng = make_engine(frame)
+    q = eng.build(Aggregation.count(), Aggregation.units(), keys=["event.outcome"], epsilon=1.0, max_groups=1,
+                  max_rows_per_group=1, start=START, end=END)
+    with exact_mode():
+        rel = q.release(caller="cli")
+    got = wide(rel, ["event.outcome"]).filter(pl.col("event.outcome") == "failure")
+    assert got["count"].item() == 2 and got["distinct_units"].item() == 2
+    assert rel.privacy["unit_rule"] == {"fields": ["user.name"], "unattributed": "shared",
+                                        "rule": "user.name; rows without user.name form one shared unit"}
 
 
 def test_rows_outside_window_or_public_domain_are_not_counted(make_engine):

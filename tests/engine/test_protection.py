@@ -168,7 +168,7 @@ def test_shipped_audit_neighbour_removes_only_protected_rows(make_engine):
     prepared = eng.build(Aggregation.count(), keys=[time_bucket("hour")], epsilon=1.0, max_groups=1,
                          max_rows_per_group=1, start="2026-11-03", end="2026-11-04")
     victim = heaviest_unit(prepared.plan, eng.scan())
-    assert victim.unit.startswith("emp")
+    assert victim.unit.startswith(b"emp")  # the user name as the unit's Binary value
     assert victim.of(prepared.plan, eng.scan()).collect().height == 1  # its one protected row, not its outside ones
     r = audit_prepared(prepared, trials=2_000)
     assert not r.violated, r.summary()

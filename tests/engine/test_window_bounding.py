@@ -15,6 +15,7 @@ from dplogs.backends.polars_backend import PolarsBackend
 from dplogs.engine import Aggregation, time_bucket
 from dplogs.engine.execute import UNIT, aggregate, prepare
 from dplogs.privacy.windows import window_key, window_start
+from dplogs.schema.units import PER_ROW, UNIT_DTYPE, UnitRule
 from dplogs.privacy.testing import exact_mode
 
 
@@ -45,11 +46,15 @@ def test_each_unit_is_bounded_once_per_window(make_engine, policy, windows, back
         assert main["rows"].max() <= 2 and main["units"].equals(main["rows"])
 
 
-def test_one_window_bounds_the_plain_unit(make_engine):
-    """Inside one window the bounding unit is the unit column itself (no per-row struct)."""
-    eng = make_engine(frame())
+@pytest.mark.parametrize("rule, dtype", [(UnitRule(("user.name",), PER_ROW), pl.String), (UnitRule(("user.name",)), pl.Binary),
+                                        (UnitRule(("user.name", "host.name")), UNIT_DTYPE)])
+def test_one_window_bounds_the_unit_alone(make_engine, rule, dtype):
+    """Inside one window the bounding unit is the rule's unit itself (no per-(unit, window) struct):
+    the plain column under the per-row opt-in, Binary with the shared unit, a {field, value} struct
+    for a chain."""
+    eng = make_engine(frame(), unit=rule)
     q = eng.build(Aggregation.count(), epsilon=1.0, max_groups=1, max_rows_per_group=1, start="2026-03-01", end="2026-03-06")
-    assert prepare(q.plan, eng.scan()).collect_schema()[UNIT] == pl.String
+    assert prepare(q.plan, eng.scan()).collect_schema()[UNIT] == dtype
 
 
 def test_window_neighbour_changes_only_its_window(make_engine):

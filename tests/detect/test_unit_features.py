@@ -1,0 +1,81 @@
+"""The detector follows the store's unit rule: feature rows per unit of the chain (namespaced by
+field, one shared unit for rows without identity), anomaly rows that read back as the same unit
+with the same protection, and the anomaly-count release's exact part under a policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dplogs.detect.anomaly_counts import anomaly_events
+from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
+from dplogs.detect.kmeans import KMeansModel
+from dplogs.detect.model import ModelCard, model_to_json, save_model
+from dplogs.engine.api import Engine
+from dplogs.engine.policy import PROTECTED, Policy
+from dplogs.privacy.ledger import Ledger
+from dplogs.privacy.testing import exact_mode
+from dplogs.schema import conform
+from dplogs.schema.units import PER_ROW, UnitRule
+
+T = dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC)
+CHAIN = UnitRule(("user.name", "host.name"))
+SPEC = FeatureSpec(max_windows_per_unit=3, clip_norm=3.0)
+
+
+def _store() -> pl.LazyFrame:
+    rows = ([("x", "laptop-1")] * 3 + [("root", "srv")] * 2 + [(None, "x")] * 2 + [(None, "web1")] * 4
+            + [(None, None)] * 5)
+    return conform(pl.DataFrame({"@timestamp": [T] * len(rows), "user.name": [u for u, _ in rows],
+                                 "host.name": [h for _, h in rows], "event.outcome": ["failure"] * len(rows)}).lazy())
+
+
+def test_features_are_per_unit_of_the_chain():
+    units = extract_features(_store(), unit=CHAIN, spec=SPEC, seed=1).frame["unit"].to_list()
+    assert sorted((u["field"], u["value"]) for u in units) == [(0, "root"), (0, "x"), (1, "web1"), (1, "x"), (2, "")]
+    per_row = extract_features(_store(), unit=UnitRule(CHAIN.fields, PER_ROW), spec=SPEC, seed=1).frame
+    assert per_row.height == 4 + 5  # each unattributed row its own unit
+    plain = extract_features(_store(), unit=UnitRule(("user.name",), PER_ROW), spec=SPEC, seed=1).frame
+    assert plain.height == 2 + 11  # today's rule: every row without user.name alone
+
+
+def test_anomaly_rows_read_back_as_their_unit_with_the_same_protection():
+    model = KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES))))
+    rows = anomaly_events(_store(), model=model, unit=CHAIN, threshold=0.0, max_windows_per_unit=3, clip_norm=3.0, seed=1)
+    table = extract_features(_store(), unit=CHAIN, spec=SPEC, seed=1).frame
+    back = rows.select(CHAIN.expr().alias("u")).collect()["u"].to_list()
+    assert sorted(map(str, back)) == sorted(map(str, table["unit"].to_list()))
+    got = rows.collect()
+    assert got.filter(pl.col("user.name") == "x")["host.name"].to_list() == ["laptop-1"]  # its busiest host
+    policy = Policy(version=1, users=frozenset({"x"}), networks=None)
+    marked = policy.mark(rows, CHAIN).collect()
+    unprotected = marked.filter(~pl.col(PROTECTED))
+    assert unprotected["user.name"].to_list() == ["root"]  # host units and the shared unit stay protected
+
+
+@pytest.mark.parametrize("rule, total", [
+    (CHAIN, 5),  # x, root, host x, host web1, the shared unit
+    (UnitRule(("user.name",)), 3),  # x, root, the shared unit
+    (UnitRule(("user.name",), PER_ROW), 13),  # x, root, and 11 rows each their own unit
+])
+def test_anomaly_count_release_uses_the_policys_exact_part(tmp_path, rule, total):
+    """Only root's unit-window (an account off the roster, all of whose rows are unprotected) is
+    counted exactly; under per-row, the unattributed rows' own units stay protected (their anomaly
+    rows carry no user name, which the roster would otherwise call an account off the roster)."""
+    card = ModelCard(detector="kmeans", epsilon=1.0, delta=1e-6, rho=None, accountant="test", privacy_unit=rule.label,
+                     budget_windows=("2026-11",), max_windows_per_unit=1, clip_norm=3.0, feature_window="day",
+                     features=tuple(FEATURE_NAMES))
+    path = save_model(model_to_json(KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES)))), card), tmp_path / "m.json")
+    ledger = Ledger.open(tmp_path / "ledger.sqlite", create=True)
+    ledger.set_caps(window_policy="month", epsilon=10.0, delta=1e-6)
+    eng = Engine(scan=_store, privacy_unit=rule, budget_window="month", ledger=ledger,
+                 policy=Policy(version=1, users=frozenset({"x"}), networks=None))
+    q = eng.over_anomalies(path, threshold=0.0, seed=1).sql("SELECT COUNT(*) FROM logs", epsilon=1.0,
+                                                             start="2026-11-01", end="2026-12-01")
+    with exact_mode():
+        rel = q.release(caller="t")
+    assert rel.data["exact"].item() == 1 and rel.data["value"].item() == total
+    assert rel.privacy["protection"]["version"] == 1

@@ -361,7 +361,7 @@ def main() -> None:
             return fn(probe)
     from dplogs.privacy.randomness import secret_seed
 
-    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
     tables: dict[str, list[str]] = {"wall": [], "cpu": []}
     stored: dict[str, list[str]] = {"wall": [], "cpu": []}
     memory, pdp_rate, pdp_store_rate = [], {}, {}
@@ -430,7 +430,7 @@ def main() -> None:
         for kind, table in stored.items():
             table.append(f"| {n:.0e} | {st['api'][kind]:.3f} | {st['cli'][kind]:.3f} | n/a | | | n/a | "
                          f"| {st['api']['peak'] / 2**20:.0f} | {st['cli']['peak'] / 2**20:.0f} |")
-    note = "" if args.pipelinedp_large else f"; PipelineDP ~ = linear extrapolation from {sizes[0]:.0e}"
+    note = "" if args.pipelinedp_large or not sizes else f"; PipelineDP ~ = linear extrapolation from {sizes[0]:.0e}"
     if not args.store_only:
         for kind, title in (("wall", "wall-clock seconds"), ("cpu", "CPU seconds, all threads")):
             print(f"\n{title}, in-memory frame (best of {args.reps}{note})\n")

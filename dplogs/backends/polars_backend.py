@@ -36,10 +36,15 @@ units and no two key tuples share a code (and the columns hash by value: no floa
 groups on the u64 code alone, which is about twice as fast as grouping on strings, and the unit
 and key values are joined back from the two small tables after the L0 cut. Otherwise step 1
 groups on the values and computes the codes per cell, so the rule, and the result, are the same
-either way; a collision (crafted user names included) costs speed, never privacy. The L0
-selection is one ordinal rank ``over(unit)`` on the much smaller cell frame. Large inputs run in
-several passes, one per partition of the unit codes, which bounds the memory of the cell hash
-table.
+either way; a collision (crafted user names included) costs speed, never privacy. The unit pass
+also counts the rows and sees whether any unit is null, so neither costs a pass of its own (no
+null unit: the null-unit rows are never looked for). The L0 selection is one ordinal rank
+``over(unit)`` on the much smaller cell frame. Large inputs run in several passes, one per
+partition of the unit codes, which bounds the memory of the cell hash table; with injective codes
+the input is read (from a store: decoded) once, as u64 codes and clamped values, and the passes
+partition that in memory. Measured from a store of 1e7 rows (``benchmarks/query.py``): the unit
+pass is ~20% of the CPU, Parquet decoding of the four columns ~15%, the cell ``group_by`` (3.8M
+cells: a hash table far larger than the caches) ~40%, the L0 cut and the per-group sums ~20%.
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -91,12 +96,14 @@ class PolarsBackend:
     share of a code given to the keys. Inputs of more than ``rows_per_partition`` rows are bounded
     in ``min(ceil(rows / rows_per_partition), max_passes)`` sequential passes, each over the units
     whose code falls in one partition: a unit's rows all land in one pass, so the result is the
-    same, and peak memory (the per-cell hash table) shrinks by the number of passes at the cost of
-    re-reading the input once per pass."""
+    same, and peak memory (the per-cell hash table) shrinks by the number of passes. With
+    injective codes the input is read once (16 bytes a row with one sum) and each pass filters
+    that; otherwise each pass re-reads the input (1e7 rows from a store: peak RSS 416 MiB in 8
+    passes, 478 in 4, 668 in 1, at the same CPU)."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
     rows_per_partition: int = 500_000
-    max_passes: int = 4
+    max_passes: int = 8
     cell_codes: bool = True
     key_bits: int = 24
     name: str = "polars"
@@ -125,13 +132,19 @@ class PolarsBackend:
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
-        n_rows = lf.select(pl.len()).collect(engine=self.engine).item()
         grids = _grids(sums)
-        passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
         coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
+        n_rows = coder.rows if coder.rows is not None else lf.select(pl.len()).collect(engine=self.engine).item()
+        passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
+        coded = None
+        if coder.units is not None and passes > 1:
+            # read the input once: the passes then partition its codes in memory instead of
+            # re-reading (and re-decoding, from a store) every row once per pass
+            coded = _coded_rows(lf, coder=coder, sums=sums).collect(engine=self.engine).lazy()
         partials = []
         for part in range(passes):
-            cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder)
+            cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
+                                coded=coded)
             partials.append(
                 (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
                     pl.col(ROWS).sum().cast(pl.Int64),
@@ -176,10 +189,13 @@ class PolarsBackend:
         schema = lf.collect_schema()
         if not self.cell_codes or not all(_codable(schema[c]) for c in (unit, *coder.others)):
             return coder
-        units = (
-            lf.select(pl.col(unit).unique()).filter(pl.col(unit).is_not_null())
-            .with_columns(coder.unit_id().alias(_UNIT_ID)).collect(engine=self.engine)
-        )
+        # the units with their row counts: the same pass gives the input's size and whether any
+        # unit is null, so neither needs a pass of its own
+        units = lf.group_by(unit).agg(pl.len().alias(_N)).collect(engine=self.engine)
+        null_units = units[unit].has_nulls()
+        coder = replace(coder, rows=int(units[_N].sum()), null_units=null_units)
+        units = units.drop(_N).filter(pl.col(unit).is_not_null()) if null_units else units.drop(_N)
+        units = units.with_columns(coder.unit_id().alias(_UNIT_ID))
         if units[_UNIT_ID].n_unique() != units.height:
             return coder
         values = None
@@ -199,31 +215,33 @@ class PolarsBackend:
         part: tuple[int, int],
         grids: Mapping[str, float],
         coder: _CellCoder,
+        coded: pl.LazyFrame | None = None,
     ) -> pl.LazyFrame:
         """The kept cells (``unit``, keys, ``rows``, sums) of the units in partition
         ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64 multiples
-        of their grid (truncated toward zero)."""
+        of their grid (truncated toward zero). ``coded``: the input's :func:`_coded_rows`, already
+        read, when the codes are injective."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
-        values = [
-            pl.col(name).cast(pl.Float64).fill_nan(None).clip(c.lo, c.hi).alias(names[name])
-            for name, c in sums.items()
-        ]
         # the unit may itself be a key (top-k user names); it is grouped on once
         others = coder.others
+        source = lf
         # only the columns the aggregation needs, so scans project them down
-        lf = lf.select(unit, *others, *values)
+        lf = lf.select(unit, *others, *_clamped(sums))
 
         index, count = part
-        in_part = pl.col(unit).is_not_null()
-        if count > 1:
-            # the unit hash alone picks the partition: the full code is computed on this pass's rows only
-            in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
         per_cell = (pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values()))
         if coder.units is not None:
             # step 1 on one u64 column; the values come back from the small tables after the L0 cut
-            cells = lf.filter(in_part).group_by(coder.code().alias(_CODE)).agg(*per_cell)
+            coded = _coded_rows(source, coder=coder, sums=sums) if coded is None else coded
+            if count > 1:  # the unit's bits of the code pick the partition
+                coded = coded.filter(coder.unit_of_code() % pl.lit(count, pl.UInt64) == index)
+            cells = coded.group_by(_CODE).agg(*per_cell)
         else:
+            in_part = pl.col(unit).is_not_null()
+            if count > 1:
+                # the unit hash alone picks the partition: the full code is computed on this pass's rows only
+                in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
             cells = lf.filter(in_part).group_by([unit, *others]).agg(*per_cell).with_columns(coder.code().alias(_CODE))
         cells = cells.with_columns(pl.col(_CODE).hash(coder.rank_seed).alias(_RANK)).collect(engine=self.engine)
         if coder.units is not None:
@@ -244,11 +262,13 @@ class PolarsBackend:
         )
         if coder.units is not None:
             bounded = coder.decode(bounded).select(unit, *others, ROWS, *names.values())
+        if index != 0 or not coder.null_units:  # the units pass found no null unit: nothing to read
+            return bounded
         nulls = lf.filter(pl.col(unit).is_null()).select(
             unit, *others, pl.lit(1, pl.Int64).alias(ROWS),
             *((pl.col(c).fill_null(0.0) / grids[name]).cast(pl.Int64).alias(c) for name, c in names.items()),
         )
-        return pl.concat([bounded, nulls], how="vertical_relaxed") if index == 0 else bounded
+        return pl.concat([bounded, nulls], how="vertical_relaxed")
 
 
 @dataclass(frozen=True)
@@ -265,6 +285,10 @@ class _CellCoder:
     key_bits: int
     units: pl.DataFrame | None = None
     values: pl.DataFrame | None = None
+    rows: int | None = None
+    """The input's row count, when the units pass counted it."""
+    null_units: bool = True
+    """False when the units pass found no null unit (then no pass looks for them)."""
 
     @property
     def rank_seed(self) -> int:
@@ -293,6 +317,20 @@ class _CellCoder:
         if self.values is not None:
             cells = cells.join(self.values.lazy(), on=_KEY_ID, how="inner")
         return cells
+
+def _clamped(sums: Mapping[str, Clamp]) -> list[pl.Expr]:
+    """Step 1's values: each sum column clamped into its bounds, NaN as null (named ``sum_<name>``)."""
+    return [
+        pl.col(name).cast(pl.Float64).fill_nan(None).clip(c.lo, c.hi).alias(f"{SUM_PREFIX}{name}")
+        for name, c in sums.items()
+    ]
+
+
+def _coded_rows(lf: pl.LazyFrame, *, coder: _CellCoder, sums: Mapping[str, Clamp]) -> pl.LazyFrame:
+    """The rows with a unit as their cell code and clamped values: all step 1 reads when the
+    codes are injective (16 bytes a row with one sum, against the unit and key values)."""
+    return lf.filter(pl.col(coder.unit).is_not_null()).select(coder.code().alias(_CODE), *_clamped(sums))
+
 
 def _grids(sums: Mapping[str, Clamp]) -> dict[str, float]:
     """Per sum column, its public grid (:attr:`Clamp.grid`)."""

@@ -408,8 +408,27 @@ def finish(
         "log.offset": pl.col("offset") if "offset" in events.columns else pl.lit(None, pl.Int64),
         "event.hash": event_hash(pl.col("text") if text is None else text, pl.col("offset")),
     }
-    out = conform(events.select(e.alias(name) for name, e in (base | dict(columns)).items()))
-    return out.with_columns(in_domain(f) for f in FIELDS.values() if f.allowed is not None)
+    return within_domains(conform(events.select(e.alias(name) for name, e in (base | dict(columns)).items())))
+
+
+def within_domains(out: pl.DataFrame) -> pl.DataFrame:
+    """``out`` with :func:`in_domain` applied to every public field, skipping the columns where it
+    would change nothing: all null (most enumerated fields of a format), or arrays that are all
+    non-empty and allowed (a per-row list evaluation cost ~30 ms per 1M events)."""
+    checks = []
+    for f in FIELDS.values():
+        if f.allowed is None:
+            continue
+        column = out.get_column(f.name)
+        if column.null_count() == column.len():
+            continue
+        if is_list(f.name):
+            arrays = column.drop_nulls()
+            values = arrays.explode()
+            if (arrays.list.len() > 0).all() and values.null_count() == 0 and values.is_in(f.allowed).all():
+                continue
+        checks.append(in_domain(f))
+    return out.with_columns(checks) if checks else out
 
 
 def in_domain(f: Field) -> pl.Expr:

@@ -225,11 +225,12 @@ def _table(key: str) -> pl.Series:
 _CONSTANTS = {k: pl.lit(_table(k)).gather(pl.col("_match")) for k in _CONSTANT}
 _CONSTANTS["_outcome"] = pl.when(pl.col("_error").is_not_null()).then(pl.lit("failure")).otherwise(_CONSTANTS["_outcome"])
 _USER = pl.when(pl.col("_user").is_in(["", "-"])).then(None).otherwise(pl.col("_user"))
+"""A user name the pattern found ("" and "-" are none); applied to the found rows only, once."""
 _ACTS_ON = pl.col("_match").is_in([i for i, p in enumerate(_PATTERNS) if p.action in _ACTS_ON_ITSELF])
 _FOUND = {
     # No actor named ("session opened for user X", "by (uid=0)"): X is the user, as in Elastic.
-    "_user": pl.coalesce(_USER, pl.col("_effective"), pl.when(_ACTS_ON).then(pl.col("_target"))),
-    "_effective": pl.when(_USER.is_not_null()).then(pl.col("_effective")),
+    "_user": pl.coalesce(pl.col("_user"), pl.col("_effective"), pl.when(_ACTS_ON).then(pl.col("_target"))),
+    "_effective": pl.when(pl.col("_user").is_not_null()).then(pl.col("_effective")),
     "_ip": ip_or_null(pl.col("_ip")),
 }
 
@@ -289,6 +290,12 @@ def _extract(kind: int, rows: pl.DataFrame, *, fast: bool) -> pl.DataFrame:
     p = _PATTERNS[kind]
     regexes = [p.fast, p.regex] if fast and p.fast else [p.regex]
     parts = []
+    if "(?P<" not in p.regex:
+        # nothing to extract (systemd's Started/Stopped): a match test, without building groups
+        return rows.lazy().select(
+            "_row", _match=pl.when(pl.col("_msg").str.contains(p.regex)).then(pl.lit(kind, pl.Int8)),
+            **dict.fromkeys([*_GROUPS, "_error"], pl.lit(None, pl.String)),
+        ).pipe(run)
     for regex in regexes:
         m = pl.col("_m")
         names = {out: [m.struct.field(n) for n in _GROUPS[out] if f"(?P<{n}>" in regex] for out in _GROUPS}
@@ -347,7 +354,7 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     where = np.full(frame.height, found.height, dtype=np.uint32)
     where[found.get_column("_row").to_numpy()] = np.arange(found.height, dtype=np.uint32)
     index = pl.select(pl.when(pl.lit(where) < found.height).then(pl.lit(where))).to_series()
-    back = found.drop("_row").select(pl.all().gather(index))
+    back = found.drop("_row").with_columns(_user=_USER).select(pl.all().gather(index))
     frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
     return _with_removals(_with_generic(frame))

@@ -101,3 +101,37 @@ def test_cell_codes_and_values_keep_the_same_cells():
         assert fast.height > 3000 and fast.equals(slow)
         agg = PolarsBackend(key_bits=key_bits, rows_per_partition=10_000).bounded_aggregate(df.lazy(), **kw)
         assert agg.equals(PolarsBackend(key_bits=key_bits, cell_codes=False).bounded_aggregate(df.lazy(), **kw))
+
+
+def test_the_unit_pass_counts_rows_and_null_units():
+    """The pass that checks the unit codes also gives the row count and whether any unit is null,
+    which the backend used to read the whole input once more for each."""
+    from dplogs.backends.polars_backend import PolarsBackend
+
+    df = _frame()
+    coder = PolarsBackend()._coder(df.lazy(), unit="u", keys=["k", "d"], seed=3)
+    assert (coder.rows, coder.null_units) == (df.height, False)
+    with_nulls = df.with_columns(pl.when(pl.int_range(pl.len()) < 5).then(None).otherwise(pl.col("u")).alias("u"))
+    coder = PolarsBackend()._coder(with_nulls.lazy(), unit="u", keys=["k", "d"], seed=3)
+    assert (coder.rows, coder.null_units, coder.units.height) == (df.height, True, 3000)
+
+
+def test_passes_over_a_parquet_scan_read_it_once_and_keep_the_same_cells(tmp_path):
+    """Multi-pass bounding of a scan (a store) partitions the codes read once: same aggregates as
+    one pass and as grouping on the values, with and without null units."""
+    from dplogs.backends.polars_backend import PolarsBackend
+    from dplogs.privacy.bounds import Clamp, ContributionBounds
+
+    kw = dict(unit="u", keys=["k", "d"], bounds=ContributionBounds(max_groups=3, max_rows_per_group=2),
+              sums={"v": Clamp(lo=0, hi=50)}, seed=987654321)
+    for nulls in (False, True):
+        df = _frame()
+        if nulls:
+            df = df.with_columns(pl.when(pl.int_range(pl.len()) % 89 == 0).then(None).otherwise(pl.col("u")).alias("u"))
+        df.write_parquet(tmp_path / f"{nulls}.parquet", row_group_size=7_000)
+        scan = pl.scan_parquet(tmp_path / f"{nulls}.parquet")
+        one = PolarsBackend().bounded_aggregate(scan, **kw)
+        many = PolarsBackend(rows_per_partition=5_000, max_passes=7).bounded_aggregate(scan, **kw)
+        slow = PolarsBackend(cell_codes=False, rows_per_partition=5_000).bounded_aggregate(scan, **kw)
+        assert one.equals(many) and one.equals(slow)
+        assert one["units"].sum() > 3000 + (df["u"].null_count() if nulls else 0) - 1

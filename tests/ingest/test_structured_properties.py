@@ -69,3 +69,25 @@ def test_damaged_evtx_never_raises(datasets_dir, tmp_path, cut):
     assert events.height + quarantine.height <= 32
     if cut == 0.0:  # a damaged file header: the whole file is one quarantined record
         assert quarantine["reason"].to_list() == ["not a readable EVTX file"]
+
+
+_DOMAIN_VALUES = hs.sampled_from(["authentication", "network", "web", "success", "failure", "bogus", "", None])
+
+
+@settings(max_examples=150, deadline=None)
+@given(categories=hs.lists(hs.none() | hs.lists(_DOMAIN_VALUES, max_size=3), min_size=1, max_size=6),
+       outcomes=hs.lists(_DOMAIN_VALUES, min_size=6, max_size=6))
+def test_domain_checks_skip_only_columns_they_would_not_change(categories, outcomes):
+    """``within_domains`` skips all-null columns and arrays that are all allowed: its result is
+    that of applying ``in_domain`` to every public field, on any mix of nulls, empty arrays,
+    null elements and values outside the domains."""
+    import polars as pl
+
+    from dplogs.ingest._structured import in_domain, within_domains
+    from dplogs.schema import FIELDS, conform
+
+    n = len(categories)
+    out = conform(pl.DataFrame({"event.category": categories, "event.outcome": outcomes[:n]},
+                               schema={"event.category": pl.List(pl.String), "event.outcome": pl.String}))
+    expected = out.with_columns(in_domain(f) for f in FIELDS.values() if f.allowed is not None)
+    assert within_domains(out).equals(expected)

@@ -222,7 +222,7 @@ def sample_logs_split() -> Split:
 
     ts = pl.col("@timestamp")
     exfil = ((pl.col("user.name") == "omar.haddad") & (ts >= dt.datetime(2024, 3, 14, 23, tzinfo=dt.UTC))
-             & (ts < dt.datetime(2024, 3, 15, 3, tzinfo=dt.UTC)) & (pl.col("event.category") == "web"))
+             & (ts < dt.datetime(2024, 3, 15, 3, tzinfo=dt.UTC)) & pl.col("event.category").list.contains("web"))
     return store_split("sample-logs", [str(ROOT / "sample_logs")], ["--year", "2024"], window="day", k=SAMPLE_K,
                        positive=exfil)
 

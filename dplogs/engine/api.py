@@ -246,14 +246,14 @@ class Engine:
         """
         from dplogs.detect.anomaly_counts import anomaly_events
         from dplogs.detect.calibration import resolve_threshold
-        from dplogs.detect.features import FEATURE_NAMES
-        from dplogs.detect.model import check_features, load_model
+        from dplogs.detect.model import check_features, expected_features, load_model
 
         if getattr(self._backend, "name", self._backend) == "spark":
             raise UsageError("anomaly queries (--anomalies) score unit-windows in polars: run them with the polars engine")
 
         model, card = load_model(model_path)
-        check_features(card, FEATURE_NAMES)
+        check_features(card, expected_features(card))
+        peers = card.peers
         threshold = resolve_threshold(threshold, card.calibration)
         if card.privacy_unit != self.privacy_unit:
             raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.privacy_unit}")
@@ -263,7 +263,7 @@ class Engine:
             return anomaly_events(
                 base(), model=model, unit=self.privacy_unit, threshold=threshold,
                 max_windows_per_unit=card.max_windows_per_unit, clip_norm=card.clip_norm,
-                window=card.feature_window, budget_window=self.budget_window, seed=seed,
+                window=card.feature_window, budget_window=self.budget_window, seed=seed, peers=peers,
             )
 
         eng = Engine(scan=scan, privacy_unit=self.privacy_unit, budget_window=self.budget_window,

@@ -96,6 +96,15 @@ def expected_features(card: ModelCard) -> tuple[str, ...]:
     return (*FEATURE_NAMES, *(PEER_FEATURE_NAMES if card.peer_baseline is not None else ()))
 
 
+def scoring_clip_norm(card: ModelCard) -> float:
+    """The clip norm rows are SCORED with: √(number of features), the largest norm a row of
+    features in [0, 1] can have, so nothing is clipped. Clipping to C bounds a training row's
+    influence on the release; scoring releases nothing, and clipping there would shrink exactly
+    the rows that stand out most (the planted exfiltration of sample_logs fell from the top 5 to
+    rank ~10–180 at ε = 1 with clipped scoring)."""
+    return math.sqrt(len(card.features))
+
+
 def check_features(card: ModelCard, names: tuple[str, ...]) -> None:
     """A model only scores the feature vocabulary it was trained on."""
     if tuple(card.features) != tuple(names):

@@ -26,6 +26,7 @@ from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
 from dplogs.detect.kmeans import plan_kmeans, train_kmeans
 from dplogs.detect.model import (
     DETECTORS, ModelCard, check_features, expected_features, load_model, model_from_json, model_to_json, save_model,
+    scoring_clip_norm,
 )
 from dplogs.detect.peers import PEER_FEATURE_NAMES, PEER_SHARE, plan_peers, release_peers, with_peer_features
 from dplogs.errors import PrivacyParameterError, UsageError
@@ -273,7 +274,7 @@ def _scored_table(store_path, model_path):
     model, card = load_model(model_path)
     if card.privacy_unit != store.manifest.privacy_unit:
         raise UsageError(f"model was trained per {card.privacy_unit}, the store's unit is {store.manifest.privacy_unit}")
-    spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=card.clip_norm, window=card.feature_window,
+    spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=scoring_clip_norm(card), window=card.feature_window,
                        budget_window=store.manifest.budget_window)
     check_features(card, expected_features(card))
     table = extract_features(store.scan(), unit=card.privacy_unit, spec=spec)

@@ -246,7 +246,7 @@ class Engine:
         """
         from dplogs.detect.anomaly_counts import anomaly_events
         from dplogs.detect.calibration import resolve_threshold
-        from dplogs.detect.model import check_features, expected_features, load_model
+        from dplogs.detect.model import check_features, expected_features, load_model, scoring_clip_norm
 
         if getattr(self._backend, "name", self._backend) == "spark":
             raise UsageError("anomaly queries (--anomalies) score unit-windows in polars: run them with the polars engine")
@@ -262,7 +262,7 @@ class Engine:
         def scan() -> pl.LazyFrame:
             return anomaly_events(
                 base(), model=model, unit=self.privacy_unit, threshold=threshold,
-                max_windows_per_unit=card.max_windows_per_unit, clip_norm=card.clip_norm,
+                max_windows_per_unit=card.max_windows_per_unit, clip_norm=scoring_clip_norm(card),
                 window=card.feature_window, budget_window=self.budget_window, seed=seed, peers=peers,
             )
 

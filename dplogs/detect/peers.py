@@ -30,8 +30,8 @@ baseline shifts every row of the group alike, so the order of the group's rows i
 until it saturates.
 
 >>> b = PeerBaseline(counts=(0.0,) * len(GROUP_NAMES), sums=((0.0, 0.0),) * len(GROUP_NAMES), min_count=1.0)
->>> b.mean_doublings("web") is None  # nothing released for the group, nor pooled: no baseline
-True
+>>> b.mean_doublings("web") is None, b.usable  # nothing released for the group, nor pooled
+(True, False)
 """
 
 from __future__ import annotations
@@ -138,6 +138,11 @@ class PeerBaseline:
             return cls(counts=d["counts"], sums=d["sums"], min_count=float(d["min_count"]))
         except (KeyError, TypeError, ValueError, InternalError):
             raise DataError("the model's peer baseline is malformed; retrain it with `dplogs train`") from None
+
+    @property
+    def usable(self) -> bool:
+        """Whether any group has a mean (otherwise every peer feature is 0)."""
+        return any(self.mean_doublings(g) is not None for g in GROUP_NAMES)
 
     def mean_doublings(self, group: str) -> np.ndarray | None:
         """The group's mean volumes in doublings, the pooled mean when the group's noisy count is

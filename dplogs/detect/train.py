@@ -213,6 +213,9 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             table = with_peer_features(table, peers)
             batches = table.batches()
             warnings: list[str] = []
+            if not peers.usable:
+                warnings.append(f"the DP peer baseline is too noisy to use (a role group needs about {peers.min_count:.0f} "
+                                "noisy training rows at this budget and K): the peer features are 0 in this model")
             if request.detector == "kmeans":
                 model = train_kmeans(batches, plan=plan, charge=charge)
             else:

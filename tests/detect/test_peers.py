@@ -158,6 +158,9 @@ def test_training_releases_the_baseline_in_its_ledger_entry_and_scoring_uses_it(
     path, card = train_from_store(store.path, req, output=tmp_path / "m.json")
     assert card.features == (*FEATURE_NAMES, *PEER_FEATURE_NAMES)
     assert card.peers is not None and card.hyperparameters["peer_baseline"]["share"] == 0.1
+    # 50 users at ε = 1 are far too few for a usable baseline, and train says so
+    assert not card.peers.usable
+    assert any("peer baseline is too noisy" in w for w in card.hyperparameters["warnings"])
     with Ledger.open(store.ledger_path) as ledger:
         (entry,) = ledger.history()
     # ONE entry holds the model, the score histogram and the peer baseline: ρ of the whole ε

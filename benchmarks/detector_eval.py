@@ -26,7 +26,10 @@ Datasets (read from ../shared/datasets/labeled and ./sample_logs, never copied; 
 
 The session/trace is the privacy unit for the labelled sets (K = 1 row each). Features are
 event-count vectors (:func:`dplogs.detect.sessions.count_vectors`, public vocabulary and cap),
-clipped to C = 1.
+clipped to C = 1 (training and test rows). The store datasets add the peer features
+(:mod:`dplogs.detect.peers`): each DP detector at ε gets a baseline released with PEER_SHARE of ε
+and trains on the rest; twins and baselines use the exact baseline. Their training rows are
+clipped to C = 1 and their test rows are scored unclipped, as ``dplogs score`` does.
 
 Baselines (non-private, same rows and features as the detectors, fitted on the training rows):
 ``dist-to-mean`` (squared distance to the mean row after standardising each feature by the

@@ -26,7 +26,10 @@ Datasets (read from ../shared/datasets/labeled and ./sample_logs, never copied; 
 
 The session/trace is the privacy unit for the labelled sets (K = 1 row each). Features are
 event-count vectors (:func:`dplogs.detect.sessions.count_vectors`, public vocabulary and cap),
-clipped to C = 1.
+clipped to C = 1 (training and test rows). The store datasets add the peer features
+(:mod:`dplogs.detect.peers`): each DP detector at ε gets a baseline released with PEER_SHARE of ε
+and trains on the rest; twins and baselines use the exact baseline. Their training rows are
+clipped to C = 1 and their test rows are scored unclipped, as ``dplogs score`` does.
 
 Baselines (non-private, same rows and features as the detectors, fitted on the training rows):
 ``dist-to-mean`` (squared distance to the mean row after standardising each feature by the
@@ -62,6 +65,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -77,6 +81,7 @@ from dplogs.detect.autoencoder import (
 )
 from dplogs.detect.features import clip_rows, feature_batches
 from dplogs.detect.kmeans import init_centroids, plan_kmeans, train_kmeans, train_kmeans_nonprivate
+from dplogs.detect.peers import PEER_FEATURE_NAMES, PEER_SHARE, PeerBaseline, plan_peers, release_peers, with_peer_features
 from dplogs.detect.sessions import count_vectors
 from dplogs.privacy import Charge
 from dplogs.privacy.dpsgd import plan_dpsgd, rho_for_epsilon
@@ -86,6 +91,7 @@ DATA = ROOT / "../shared/datasets/labeled"
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
 DELTA = 1e-6
 CLIP = 1.0
+SCORE_CLIP = os.environ.get("CLIPPED_SCORING") is None  # store test rows unclipped (set it to compare)
 THRESHOLD_QUANTILE = 0.995
 HDFS_NORMALS, HDFS_ANOMALIES = 558_223, 16_838
 SAMPLE_K = 5  # sample-logs: training user-days kept per user per month (--max-windows)
@@ -107,6 +113,16 @@ class Split:
     ae_steps: int = 100
     ae_sampling_rate: float = 0.2
     test_ids: list[str] | None = None  # names of the test rows (sample-logs: user/day), for ranks
+    unclipped_scoring: bool = False  # test rows scored as they are (store datasets, as `dplogs score`)
+
+    def __post_init__(self) -> None:
+        # training rows are clipped to C (the DP loops' sensitivity). Test rows of the session
+        # datasets too: nearly all of them lie outside the clip ball, and a model of clipped rows
+        # scores unclipped ones by their length (ADFA-LD fell to AUROC 0.59). The store datasets
+        # score unclipped rows, as `dplogs score` does (see store_split)
+        self.train = clip_rows(self.train, CLIP)
+        if not self.unclipped_scoring:
+            self.test = clip_rows(self.test, CLIP)
 
 
 def _hdfs(path: Path) -> list[list[int]]:
@@ -115,7 +131,7 @@ def _hdfs(path: Path) -> list[list[int]]:
 
 
 def _features(seqs, vocab: int, cap: float) -> np.ndarray:
-    return clip_rows(count_vectors(seqs, vocab_size=vocab, cap=cap), CLIP)
+    return count_vectors(seqs, vocab_size=vocab, cap=cap)
 
 
 def _lengths(seqs) -> np.ndarray:
@@ -180,7 +196,7 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
         return _STORE_CACHE[name]
     import polars as pl
 
-    from dplogs.detect.features import WINDOWS, FeatureSpec, extract_features
+    from dplogs.detect.features import FEATURE_NAMES, WINDOWS, FeatureSpec, extract_features
     from dplogs.ingest.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +204,9 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
                         f"{tmp}/s", *ingest_args], check=True, capture_output=True)
         store = Store.open(f"{tmp}/s")
         spec = dict(clip_norm=CLIP, window=window, budget_window="month")
-        table = extract_features(store.scan(), unit="user.name", seed=0, spec=FeatureSpec(max_windows_per_unit=2**31, **spec))
+        score_spec = dict(spec, clip_norm=math.sqrt(len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)) if SCORE_CLIP else CLIP)
+        table = extract_features(store.scan(), unit="user.name", seed=0,
+                                 spec=FeatureSpec(max_windows_per_unit=2**31, **score_spec))
         train = extract_features(store.scan(), unit="user.name", seed=1, spec=FeatureSpec(max_windows_per_unit=k, **spec))
         ts = pl.col("@timestamp")
         # the same unit key as extract_features (a null unit: each event its own unit)
@@ -200,17 +218,20 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
                  .agg((pl.col("event.outcome") == "failure").sum().alias("failures"),
                       positive.fill_null(False).any().alias("positive"))
                  .collect())
-    frame = table.frame.join(truth, on=["unit", "window_start"], how="left")
+    frame = table.frame.join(truth, on=["unit", "window_start"], how="left", maintain_order="left")
     if frame["positive"].null_count():
         raise SystemExit(f"{name}: labels do not line up with the feature rows")
     labels = frame["positive"].cast(pl.Float64).to_numpy()
     ids = [f"{u if not u.startswith(chr(0)) else '(no user)'}/{w:%Y-%m-%d %H:%M}"
            for u, w in zip(frame["unit"], frame["window_start"])]
-    split = Split(name, table.dim, train.matrix(), table.matrix(), labels, 1.0,
+    peers = _peer_baseline(train, k, None)  # twins and baselines: the exact (non-private) baseline
+    x_train, x_test = with_peer_features(train, peers).matrix(), with_peer_features(table, peers).matrix()
+    split = Split(name, x_train.shape[1], x_train, x_test, labels, 1.0,
                   frame["failures"].cast(pl.Float64).to_numpy(), ae_steps=ae_steps, ae_sampling_rate=0.5,
-                  test_ids=ids if labels.sum() <= 10 else None)
+                  test_ids=ids if labels.sum() <= 10 else None, unclipped_scoring=SCORE_CLIP)
     split.unit_ids = train.frame["unit_id"].to_numpy()  # type: ignore[attr-defined]
     split.k = k  # type: ignore[attr-defined]
+    split.tables = (train, table)  # type: ignore[attr-defined]
     _STORE_CACHE[name] = split
     return split
 
@@ -222,7 +243,7 @@ def sample_logs_split() -> Split:
 
     ts = pl.col("@timestamp")
     exfil = ((pl.col("user.name") == "omar.haddad") & (ts >= dt.datetime(2024, 3, 14, 23, tzinfo=dt.UTC))
-             & (ts < dt.datetime(2024, 3, 15, 3, tzinfo=dt.UTC)) & (pl.col("event.category") == "web"))
+             & (ts < dt.datetime(2024, 3, 15, 3, tzinfo=dt.UTC)) & pl.col("event.category").list.contains("web"))
     return store_split("sample-logs", [str(ROOT / "sample_logs")], ["--year", "2024"], window="day", k=SAMPLE_K,
                        positive=exfil)
 
@@ -236,6 +257,38 @@ def otrf_split() -> Split:
 
     tool = pl.col("process.executable").str.contains("(?i)purplesharp")
     return store_split("otrf-purplesharp", [str(OTRF)], [], window="5min", k=1, positive=tool, ae_steps=40)
+
+
+def _peer_baseline(train, k: int, eps: float | None, detector: str = "kmeans"):
+    """The peer baseline of the bounded training rows, released as `dplogs train` does with
+    PEER_SHARE of ε (``eps`` None: exact, for the twins and baselines)."""
+    from dplogs.privacy.testing import exact_mode
+
+    if eps is None:  # exact counts need no minimum: every group with a row has its own mean
+        plan = plan_peers(max_rows_per_unit=k, rho=1.0)
+        with exact_mode():
+            exact = release_peers(train.frame, plan=plan, charge=Charge.for_audit(plan.loss))
+        return PeerBaseline(counts=exact.counts, sums=exact.sums, min_count=1.0)
+    if detector == "kmeans":
+        plan = plan_peers(max_rows_per_unit=k, rho=rho_for_epsilon(eps, DELTA) * PEER_SHARE)
+    else:
+        plan = plan_peers(max_rows_per_unit=k, epsilon=eps * PEER_SHARE)
+    return release_peers(train.frame, plan=plan, charge=Charge.for_audit(plan.loss))
+
+
+def _at(s: Split, eps: float | None, detector: str) -> tuple[Split, float]:
+    """The split a DP detector at ``eps`` sees and the share of ε left for training: on the store
+    datasets, the peer features against a DP baseline released with PEER_SHARE of ε (the rest
+    trains, as in `dplogs train`); the session datasets have no peer features."""
+    tables = getattr(s, "tables", None)
+    if tables is None or eps is None:
+        return s, 1.0
+    train, table = tables
+    peers = _peer_baseline(train, s.k, eps, detector)  # type: ignore[attr-defined]
+    out = Split(**{f: getattr(s, f) for f in s.__dataclass_fields__})
+    out.train, out.test = with_peer_features(train, peers).matrix(), with_peer_features(table, peers).matrix()
+    out.unit_ids, out.k = s.unit_ids, s.k  # type: ignore[attr-defined]
+    return out, 1.0 - PEER_SHARE
 
 
 def _unit_ids(s: Split) -> tuple[np.ndarray, int]:
@@ -295,11 +348,13 @@ def kmeans_pair(s: Split, k: int = 8, iterations: int = 5):
     init = init_centroids(k, s.vocab, CLIP)
     ids, bound = _unit_ids(s)
     batches = feature_batches(s.train, ids)
-    yield None, train_kmeans_nonprivate(batches, init=init, iterations=iterations, clip_norm=CLIP)
+    yield None, s, train_kmeans_nonprivate(batches, init=init, iterations=iterations, clip_norm=CLIP)
     for eps in EPSILONS:
-        plan = plan_kmeans(k=k, dim=s.vocab, iterations=iterations, rho=rho_for_epsilon(eps, DELTA),
+        s_eps, share = _at(s, eps, "kmeans")
+        plan = plan_kmeans(k=k, dim=s.vocab, iterations=iterations, rho=rho_for_epsilon(eps, DELTA) * share,
                            max_rows_per_unit=bound, clip_norm=CLIP)
-        yield eps, train_kmeans(batches, plan=plan, charge=Charge.for_audit(plan.loss), init=init)
+        model = train_kmeans(feature_batches(s_eps.train, ids), plan=plan, charge=Charge.for_audit(plan.loss), init=init)
+        yield eps, s_eps, model
 
 
 def autoencoder_pair(s: Split, grad_clip: float = 0.02):
@@ -310,11 +365,12 @@ def autoencoder_pair(s: Split, grad_clip: float = 0.02):
     n_units = len(np.unique(ids))
     # research: the public normaliser is set from the known training size
     config = AutoencoderConfig(hidden=8, steps=steps, sampling_rate=q, expected_batch_size=q * n_units)
-    yield None, train_autoencoder_nonprivate(batches, dim=s.vocab, config=config, init=init)
+    yield None, s, train_autoencoder_nonprivate(batches, dim=s.vocab, config=config, init=init)
     for eps in EPSILONS:
-        plan = plan_dpsgd(epsilon=eps, delta=DELTA, sampling_rate=q, steps=steps, clip_norm=grad_clip)
-        yield eps, train_autoencoder(batches, dim=s.vocab, config=config, plan=plan, max_rows_per_unit=bound,
-                                     charge=Charge.for_audit(plan.loss), init=init)
+        s_eps, share = _at(s, eps, "autoencoder")
+        plan = plan_dpsgd(epsilon=eps * share, delta=DELTA, sampling_rate=q, steps=steps, clip_norm=grad_clip)
+        yield eps, s_eps, train_autoencoder(feature_batches(s_eps.train, ids), dim=s.vocab, config=config, plan=plan,
+                                            max_rows_per_unit=bound, charge=Charge.for_audit(plan.loss), init=init)
 
 
 def _row(s: Split, detector: str, eps, seed: int, model) -> dict:
@@ -351,8 +407,8 @@ def run(seeds: int, partial: Path, names: set[str], only_baselines: bool = False
             print(f"seed {seed} {s.name} baselines: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             for detector, pairs in () if only_baselines else (("kmeans", kmeans_pair), ("autoencoder", autoencoder_pair)):
                 t0 = time.perf_counter()
-                for eps, model in pairs(s):
-                    keep(_row(s, detector, eps, seed, model))
+                for eps, s_eps, model in pairs(s):
+                    keep(_row(s_eps, detector, eps, seed, model))
                 print(f"seed {seed} {s.name} {detector}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return results
 

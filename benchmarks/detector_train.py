@@ -1,5 +1,5 @@
 """Training throughput of each DP loop next to its non-private twin, in the same run, at 1e6
-feature rows (28 store features, 16 Arrow batches of 65,536 rows).
+feature rows (the 36 store and peer features a model sees, 16 Arrow batches of 65,536 rows).
 
 - k-means: one Lloyd iteration reads every batch; the DP iteration adds one Gaussian draw for the
   k×d sums and one integer Gaussian draw for the k counts.
@@ -36,6 +36,7 @@ import numpy as np
 from dplogs.detect.autoencoder import AutoencoderConfig, init_params, train_autoencoder, train_autoencoder_nonprivate
 from dplogs.detect.features import FEATURE_NAMES, clip_rows, feature_batches
 from dplogs.detect.kmeans import init_centroids, plan_kmeans, train_kmeans, train_kmeans_nonprivate
+from dplogs.detect.peers import PEER_FEATURE_NAMES
 from dplogs.privacy import Charge
 from dplogs.privacy.dpsgd import GradientNoise, plan_dpsgd
 from dplogs.privacy.randomness import random_uint64
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    d, n = len(FEATURE_NAMES), args.rows
+    d, n = len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES), args.rows  # the model's row: store + peer features
     x = _rows(n, d)
     batches = feature_batches(x, np.arange(n))
     report = {"rows": n, "dim": d, "batches": len(batches)}

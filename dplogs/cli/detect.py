@@ -25,7 +25,7 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--max-windows", "max_windows", type=click.IntRange(min=1), default=None,
               help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random. Default: a "
                    "public rule per --window (day 7, hour 24, 15min 32, 5min 48). Noise grows with K.")
-@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="C: L2 clip of each feature row.")
+@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="C: L2 clip of each training feature row (scoring does not clip).")
 @click.option("--window", type=click.Choice(list(WINDOWS)), default="day", show_default=True,
               help="Feature window (5min/15min for short recordings).")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="kmeans: clusters.")

@@ -34,6 +34,7 @@ import polars as pl
 
 from dplogs.detect.features import ALONE_PREFIX, FEATURE_NAMES, FeatureSpec, extract_features  # noqa: F401 (doctest)
 from dplogs.detect.model import Model
+from dplogs.detect.peers import PeerBaseline, with_peer_features
 from dplogs.errors import UsageError
 from dplogs.schema import TIMESTAMP, conform
 from dplogs.schema.units import SHARED_UNIT, UnitRule
@@ -44,14 +45,18 @@ ACTION = "dplogs.anomaly"
 def anomaly_events(
     lf: pl.LazyFrame, *, model: Model, unit: str | UnitRule, threshold: float, max_windows_per_unit: int,
     clip_norm: float, window: str = "day", budget_window: str = "month", seed: int | None = None,
+    peers: PeerBaseline | None = None,
 ) -> pl.LazyFrame:
-    """Rows (store schema) of the unit-windows whose score exceeds the PUBLIC ``threshold``."""
+    """Rows (store schema) of the unit-windows whose score exceeds the PUBLIC ``threshold``;
+    ``peers``: the model's released peer baseline (its peer features are appended)."""
     if not math.isfinite(threshold):
         raise UsageError(f"threshold must be a finite number, got {threshold}; pass --threshold")
     spec = FeatureSpec(max_windows_per_unit=max_windows_per_unit, clip_norm=clip_norm, window=window,
                        budget_window=budget_window)
     rule = UnitRule.parse(unit)
     table = extract_features(lf, unit=rule, spec=spec, seed=seed)
+    if peers is not None:
+        table = with_peer_features(table, peers)
     scores = model.scores(table.matrix()) if table.frame.height else []
     flagged = table.frame.with_columns(pl.Series("score", scores, pl.Float64)).filter(pl.col("score") > threshold)
     if len(rule.fields) == 1 and not rule.plain:  # Binary units back to text; the shared unit has no user

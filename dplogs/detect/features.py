@@ -104,7 +104,9 @@ class FeatureTable:
     """Bounded feature rows. Inside the trust boundary: never released as such.
 
     ``frame`` columns: ``unit``, ``budget_window``, ``window_start``, ``host`` (the unit's most
-    frequent host.name in the window), ``unit_id``, then one Float64 column per feature name."""
+    frequent host.name in the window), ``module`` (its most frequent event.module: the peer group
+    of :mod:`dplogs.detect.peers`), ``events`` and ``bytes`` (the window's raw volumes),
+    ``unit_id``, then one Float64 column per feature name."""
 
     frame: pl.DataFrame
     names: tuple[str, ...]
@@ -178,6 +180,7 @@ def extract_features(lf: pl.LazyFrame, *, unit: str | UnitRule, spec: FeatureSpe
     rows = (
         events.group_by(keys)
         .agg(*aggs, pl.col("host.name").drop_nulls().mode().sort().first().alias("host"),
+             pl.col("event.module").drop_nulls().mode().sort().first().alias("module"),
              pl.len().alias("_events"), nbytes.clip(0, BYTES_CAP).sum().alias("_bytes"),
              *(pl.col(col).drop_nulls().n_unique().alias(f"_distinct:{col}") for col, _ in NOVELTY_COLUMNS))
     )
@@ -236,7 +239,8 @@ def _with_own_history(rows: pl.LazyFrame, events: pl.LazyFrame, keys: list[str])
         *(pl.when(history & (pl.col(f"_distinct:{col}") > 0))
           .then(pl.col(f"_new:{col}").fill_null(0) / pl.col(f"_distinct:{col}")).otherwise(0.0)
           .cast(pl.Float64).alias(name) for col, name in NOVELTY_COLUMNS),
-    ).drop("_events", "_bytes", *(f"_{kind}:{col}" for col, _ in NOVELTY_COLUMNS for kind in ("new", "distinct")))
+    ).drop(*(f"_{kind}:{col}" for col, _ in NOVELTY_COLUMNS for kind in ("new", "distinct"))).rename(
+        {"_events": "events", "_bytes": "bytes"})
 
 
 def clip_rows(x: np.ndarray, clip_norm: float) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 from dplogs.detect.autoencoder import AutoencoderModel
 from dplogs.detect.calibration import Calibration
 from dplogs.detect.features import FEATURE_NAMES, WINDOWS
+from dplogs.detect.peers import PEER_FEATURE_NAMES, PeerBaseline
 from dplogs.detect.kmeans import KMeansModel
 from dplogs.errors import DataError, DplogsError, InputNotFound, InternalError, UsageError
 from dplogs.privacy.limits import MAX_CONTRIBUTION_BOUND, MAX_SPEC_BYTES
@@ -62,6 +63,14 @@ class ModelCard:
     """The DP histogram of training scores (:class:`~dplogs.detect.calibration.Calibration` as a
     dict), released in the same ledger entry; None in models trained before it existed."""
 
+    peer_baseline: dict[str, Any] | None = None
+    """The DP peer baseline (:class:`~dplogs.detect.peers.PeerBaseline` as a dict), released in the
+    same ledger entry; None in models trained before peer features existed (they score without)."""
+
+    @property
+    def peers(self) -> PeerBaseline | None:
+        return None if self.peer_baseline is None else PeerBaseline.from_dict(self.peer_baseline)
+
     @property
     def calibration(self) -> Calibration | None:
         return None if self.score_calibration is None else Calibration(**self.score_calibration)
@@ -79,6 +88,21 @@ class ModelCard:
                 f"({', '.join(self.budget_windows)}); each unit contributes <= {self.max_windows_per_unit} "
                 f"{self.feature_window} feature rows per budget window, each clipped to L2 norm {self.clip_norm:g}"
             ))
+
+
+def expected_features(card: ModelCard) -> tuple[str, ...]:
+    """The feature vocabulary this dplogs version computes for the model: the store features, and
+    the peer features when the card carries a peer baseline."""
+    return (*FEATURE_NAMES, *(PEER_FEATURE_NAMES if card.peer_baseline is not None else ()))
+
+
+def scoring_clip_norm(card: ModelCard) -> float:
+    """The clip norm rows are SCORED with: √(number of features), the largest norm a row of
+    features in [0, 1] can have, so nothing is clipped. Clipping to C bounds a training row's
+    influence on the release; scoring releases nothing, and clipping there would shrink exactly
+    the rows that stand out most (the planted exfiltration of sample_logs fell from the top 5 to
+    rank ~10–180 at ε = 1 with clipped scoring)."""
+    return math.sqrt(len(card.features))
 
 
 def check_features(card: ModelCard, names: tuple[str, ...]) -> None:
@@ -124,6 +148,7 @@ _CARD_CHECKS: dict[str, tuple[str, Any]] = {
     "data_size": ("text", lambda v: isinstance(v, str)),
     "ledger_entry": ("null or text", lambda v: v is None or isinstance(v, str)),
     "score_calibration": ("null or a table", lambda v: v is None or isinstance(v, dict)),
+    "peer_baseline": ("null or a table", lambda v: v is None or isinstance(v, dict)),
 }
 def _is_plain(v: Any, *, depth: int) -> bool:
     """A table whose values are scalars, or lists/tables of them, nested at most ``depth`` deep."""

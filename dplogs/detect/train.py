@@ -25,8 +25,10 @@ from dplogs.detect.calibration import CALIBRATION_SHARE, plan_calibration, relea
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
 from dplogs.detect.kmeans import plan_kmeans, train_kmeans
 from dplogs.detect.model import (
-    DETECTORS, ModelCard, check_features, load_model, model_from_json, model_to_json, save_model,
+    DETECTORS, ModelCard, check_features, expected_features, load_model, model_from_json, model_to_json, save_model,
+    scoring_clip_norm,
 )
+from dplogs.detect.peers import PEER_FEATURE_NAMES, PEER_SHARE, plan_peers, release_peers, with_peer_features
 from dplogs.errors import PrivacyParameterError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.dpsgd import PLD_ACCOUNTANT, ZCDP_ACCOUNTANT, DpSgdPlan, plan_dpsgd, rho_for_epsilon
@@ -150,18 +152,20 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                          f"more than the limit of {MAX_BUDGET_WINDOWS}; train on a shorter range")
     windows = windows_for(lo, hi, policy)  # datetimes: the half-open range [start, end)
     lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
-    dim = len(FEATURE_NAMES)
+    dim = len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)
 
-    # every plan (and so every validation error) exists before the ledger is touched; the score
-    # histogram's loss is composed with training's into ONE reservation
+    # every plan (and so every validation error) exists before the ledger is touched; the peer
+    # baseline's and the score histogram's losses are composed with training's into ONE reservation
     K = request.max_windows_per_unit
     if request.detector == "kmeans":
         rho_total = rho_for_epsilon(request.epsilon, request.delta)
         plan = plan_kmeans(k=request.k, dim=dim, iterations=request.iterations,
-                           rho=rho_total * (1 - CALIBRATION_SHARE), max_rows_per_unit=K, clip_norm=request.clip_norm)
+                           rho=rho_total * (1 - CALIBRATION_SHARE - PEER_SHARE), max_rows_per_unit=K,
+                           clip_norm=request.clip_norm)
         cal_plan = plan_calibration(max_rows_per_unit=K, rho=rho_total * CALIBRATION_SHARE)
+        peer_plan = plan_peers(max_rows_per_unit=K, rho=rho_total * PEER_SHARE)
         estimate_plan = None
-        loss = plan.loss + cal_plan.loss
+        loss = plan.loss + cal_plan.loss + peer_plan.loss
         rho = loss.rho
         eps, accountant = zcdp_to_epsilon(rho, request.delta), ZCDP_ACCOUNTANT
         hyper: dict[str, Any] = {"k": request.k, "iterations": request.iterations,
@@ -173,24 +177,30 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         if not (math.isfinite(request.gradient_clip) and request.gradient_clip > 0):
             raise PrivacyParameterError(f"--gradient-clip must be finite and > 0, got {request.gradient_clip}")
         eps_estimate = request.epsilon * ESTIMATE_SHARE if request.estimates_units else 0.0
-        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE) - eps_estimate
+        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE - PEER_SHARE) - eps_estimate
         estimate_plan = (calibrate(mechanism="laplace", integer=True, epsilon=eps_estimate,
                                    sensitivity=Sensitivity(l1=1.0, l2=1.0)) if eps_estimate else None)
         # without the estimate everything is planned now; with it, σ is calibrated to eps_sgd once the
         # sampling rate is known (the reserved loss is the same either way)
         sgd = None if estimate_plan else _plan_sgd(request, eps_sgd, request.sampling_rate)
         cal_plan = plan_calibration(max_rows_per_unit=K, epsilon=request.epsilon * CALIBRATION_SHARE)
-        # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram (+ the pure-ε unit count)
-        loss = PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss
+        peer_plan = plan_peers(max_rows_per_unit=K, epsilon=request.epsilon * PEER_SHARE)
+        # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram and peer baseline (+ the
+        # pure-ε unit count)
+        loss = (PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss
+                + peer_plan.loss)
         if estimate_plan:
             loss = loss + estimate_plan.loss
         rho, eps = None, loss.epsilon
-        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (score histogram" + (
+        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (peer baseline, score histogram" + (
             ", unit count)" if estimate_plan else ")")
         hyper = {"hidden": request.hidden, "steps": request.steps, "learning_rate": request.learning_rate,
                  "gradient_clip_per_unit": request.gradient_clip}
     hyper["score_histogram"] = {"share": CALIBRATION_SHARE, "mechanism": cal_plan.mechanism.value,
                                 "noise_std": cal_plan.std}
+    hyper["peer_baseline"] = {"share": PEER_SHARE, "mechanism": peer_plan.sum_plan.mechanism.value,
+                              "sum_noise_std": peer_plan.sum_plan.std, "count_noise_std": peer_plan.count_plan.std,
+                              "min_count": peer_plan.min_count}
 
     ledger = Ledger.open(store.ledger_path, create=True, store_id=store.identity)
     query = json.dumps({"train": asdict(request)})
@@ -200,8 +210,13 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             doc = charge.replayed_payload
         else:
             table = extract_features(lf, unit=unit, spec=spec)
+            peers = release_peers(table.frame, plan=peer_plan, charge=charge)
+            table = with_peer_features(table, peers)
             batches = table.batches()
             warnings: list[str] = []
+            if not peers.usable:
+                warnings.append(f"the DP peer baseline is too noisy to use (a role group needs about {peers.min_count:.0f} "
+                                "noisy training rows at this budget and K): the peer features are 0 in this model")
             if request.detector == "kmeans":
                 model = train_kmeans(batches, plan=plan, charge=charge)
             else:
@@ -235,6 +250,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                 guarantee=training_guarantee(eps, request.delta, unit, tuple(windows), request),
                 clip_norm=request.clip_norm, feature_window=request.window, features=table.names,
                 hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
+                peer_baseline=peers.to_dict(),
             )
             doc = model_to_json(model, card)
             charge.record(doc)
@@ -273,10 +289,12 @@ def _scored_table(store_path, model_path):
     model, card = load_model(model_path)
     if card.privacy_unit != store.manifest.privacy_unit:
         raise UsageError(f"model was trained per {card.privacy_unit}, the store's unit is {store.manifest.privacy_unit}")
-    spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=card.clip_norm, window=card.feature_window,
+    spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=scoring_clip_norm(card), window=card.feature_window,
                        budget_window=store.manifest.budget_window)
-    check_features(card, FEATURE_NAMES)
+    check_features(card, expected_features(card))
     table = extract_features(store.scan(), unit=store.manifest.unit_rule, spec=spec)
+    if card.peers is not None:  # the peer features against the model's released baseline
+        table = with_peer_features(table, card.peers)
     return store, model, card, table
 
 

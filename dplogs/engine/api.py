@@ -252,14 +252,14 @@ class Engine:
         """
         from dplogs.detect.anomaly_counts import anomaly_events
         from dplogs.detect.calibration import resolve_threshold
-        from dplogs.detect.features import FEATURE_NAMES
-        from dplogs.detect.model import check_features, load_model
+        from dplogs.detect.model import check_features, expected_features, load_model, scoring_clip_norm
 
         if getattr(self._backend, "name", self._backend) == "spark":
             raise UsageError("anomaly queries (--anomalies) score unit-windows in polars: run them with the polars engine")
 
         model, card = load_model(model_path)
-        check_features(card, FEATURE_NAMES)
+        check_features(card, expected_features(card))
+        peers = card.peers
         threshold = resolve_threshold(threshold, card.calibration)
         if card.privacy_unit != self.unit.label:
             raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.unit.label}")
@@ -268,8 +268,8 @@ class Engine:
         def scan() -> pl.LazyFrame:
             return anomaly_events(
                 base(), model=model, unit=self.unit, threshold=threshold,
-                max_windows_per_unit=card.max_windows_per_unit, clip_norm=card.clip_norm,
-                window=card.feature_window, budget_window=self.budget_window, seed=seed,
+                max_windows_per_unit=card.max_windows_per_unit, clip_norm=scoring_clip_norm(card),
+                window=card.feature_window, budget_window=self.budget_window, seed=seed, peers=peers,
             )
 
         # the store's policy applies to the anomaly rows too: a unit-window's row carries its unit in

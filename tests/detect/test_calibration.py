@@ -123,7 +123,10 @@ def test_threshold_p99_in_the_anomaly_query(store, tmp_path):
 def test_score_top_lists_the_most_anomalous_windows_with_their_drivers(store, tmp_path):
     runner = CliRunner()
     model = tmp_path / "km.json"
-    train_from_store(store.path, TrainRequest(**KM), output=model)
+    # noise-free: on these 50 users the noisy score histogram holds no mass in ~5-10 % of runs
+    # (then percentiles are n/a by design), which made this listing test fail at random
+    with exact_mode():
+        train_from_store(store.path, TrainRequest(**KM), output=model)
     res = runner.invoke(cli, ["score", "--store", str(store.path), "--model", str(model), "--top", "4",
                               "--format", "json"])
     assert res.exit_code == 0, res.output

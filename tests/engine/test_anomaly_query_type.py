@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dplogs.cli import cli
 from dplogs.detect.anomaly_counts import anomaly_events
-from dplogs.detect.model import load_model
+from dplogs.detect.model import load_model, scoring_clip_norm
 from dplogs.detect.train import TrainRequest, train_from_store
 from dplogs.engine.api import Engine
 from dplogs.errors import UsageError
@@ -45,8 +45,8 @@ def test_exact_counts_equal_a_group_by_of_the_flagged_windows(trained):
     assert got.height == 14  # every public day bucket, empty ones too
     m, card = load_model(model)
     flagged = anomaly_events(Engine.open(store).scan(), model=m, unit="user.name", threshold=0.5,
-                             max_windows_per_unit=card.max_windows_per_unit, clip_norm=card.clip_norm,
-                             window=card.feature_window, seed=11).collect()
+                             max_windows_per_unit=card.max_windows_per_unit, clip_norm=scoring_clip_norm(card),
+                             window=card.feature_window, seed=11, peers=card.peers).collect()
     want = flagged.group_by(pl.col("@timestamp").dt.truncate("1d").alias("day")).agg(pl.len().alias("n"))
     joined = got.join(want, on="day", how="left").with_columns(pl.col("n").fill_null(0))
     assert flagged.height > 0

@@ -382,7 +382,9 @@ def plan_query(query: Query, *, unit: str, window_policy: str, defaults: dict[st
     # reserve the nominal budget: the resolved plan's columns spend main_budget (up to float
     # rounding), its partition selection at most the query's delta
     nominal = choice.loss + PrivacyLoss(**main_budget, delta=query.delta if provisional.private else 0.0)
-    return replace(provisional, choice=choice, loss=nominal, defaults=dict(defaults))
+    # the plan keeps the query as asked: resolve() takes the main share of its budget once (the
+    # provisional query's already reduced budget spent 81% instead of 90% of ε on the release)
+    return replace(provisional, query=query, choice=choice, loss=nominal, defaults=dict(defaults))
 
 
 def missing_bounds(query: Query, defaults: dict[str, Any]) -> list[str]:

@@ -55,6 +55,19 @@ def test_plan_reserves_the_whole_budget_and_explains_the_choice(make_engine):
     assert "to be chosen at release" in text and "10% of the budget" in text
 
 
+def test_the_release_spends_the_main_share_in_full(make_engine):
+    """Regression (issue 13): the resolved plan spends the 90% left after the choice on its
+    columns (it spent 81%: the share was taken twice, from the provisional query's budget)."""
+    eng = make_engine(frame(units=30))
+    for options in ({"epsilon": 1.0}, {"rho": 0.5, "mechanism": "gaussian"}):
+        plan = eng.build(Aggregation.count(), keys=[time_bucket("day")], start="2026-11-01", end="2026-11-08", **options).plan
+        resolved = plan.resolve({"max_groups": 2.0, "max_rows_per_group": 4.0}, {})
+        spent = sum(c.noise.loss.epsilon + c.noise.loss.rho for c in resolved.columns)
+        assert spent == pytest.approx(0.9 * next(iter(options.values())))
+        assert resolved.bounds.max_groups == 2 and resolved.bounds.max_rows_per_group == 4
+        assert resolved.loss == plan.loss
+
+
 def test_one_reachable_group_needs_no_choice(make_engine):
     eng = make_engine(frame(units=30))
     plan = eng.build(Aggregation.count(), epsilon=1.0, max_rows_per_group=2, **WINDOW).plan

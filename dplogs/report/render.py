@@ -245,7 +245,7 @@ def _html_section(s: SectionResult, tz: str) -> str:
     chart = ""
     if s.section.chart != "table" and data.height and len([k for k in keys if k not in ("bin_hi",)]) == 1:
         chart = "".join(
-            _svg(data.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg, tz)
+            _chart(data.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg, tz)
             for agg in data["aggregate"].unique(maintain_order=True)
         )
     bias = f"<p class=bias>Bias: {html.escape(p['bias_note'])}</p>" if p.get("bias_note") else ""
@@ -322,6 +322,15 @@ def _mechanisms_text(data: pl.DataFrame) -> str:
     return ", ".join(names) + (f"; {quiet} cell(s) not enough data (shown as gaps)" if quiet else "")
 
 
+def _chart(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
+    """The aggregate's chart, or a sentence when no cell has a value (an empty frame of axes
+    would look like a chart with nothing to see, not like a question the data cannot answer)."""
+    if data["value"].drop_nulls().drop_nans().len() == 0:
+        return (f"<p class=meta>{html.escape(label)}: not enough data in any cell (every 95% interval spans more "
+                "than half the possible range), so no chart; a coarser bucket or a larger ε can answer it.</p>")
+    return _svg(data, x, kind, label, tz)
+
+
 def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
     """A line (with a CI band) or bar (with CI whiskers) chart of one aggregate; time axes in ``tz``."""
     w, h, left, bottom, top = 760, 230, 56, 36, 18
@@ -368,7 +377,7 @@ def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
         room = max(8, int(pw / min(n, 8) / 6.5))  # characters that fit under one label slot
         text = xs[i] if len(xs[i]) <= room else xs[i][: room - 1] + "…"
         parts.append(f'<text x="{sx(i):.1f}" y="{h - bottom + 16}" class=xtick><title>{html.escape(xs[i])}</title>{html.escape(text)}</text>')
-    axis = "" if tz == "UTC" or not (data.height and isinstance(data[x][0], dt.datetime)) else f", times {tz}"
+    axis = f", times {tz}" if data.height and isinstance(data[x][0], dt.datetime) else ""
     gaps = ("; gaps: not enough data" if any(v is None for v in val) else "")
     parts.append(f'<text x="{left}" y="12" class=label>{html.escape(label)} (noisy value; shaded/whiskers: 95% interval{html.escape(axis + gaps)})</text></svg>')
     return "".join(parts)

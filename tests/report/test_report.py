@@ -210,3 +210,18 @@ def test_time_axes_name_their_zone_and_empty_charts_say_why(new_store):
     some = _chart(frame.with_columns(value=pl.Series([0.2, None, None]), ci_low=pl.Series([0.1, None, None]),
                                      ci_high=pl.Series([0.3, None, None])), "hour", "line", "failure_rate", "Europe/Berlin")
     assert "<svg" in some and "times Europe/Berlin; gaps: not enough data" in some
+
+
+def test_output_suffix_picks_the_format(new_store, tmp_path):
+    """Issue 13: `-o nightly.md` wrote HTML into a .md file; the suffix now names the format
+    (explicit --format still wins)."""
+    store = new_store()
+    base = ["report", str(NIGHTLY), "--store", str(store), "--date", "2024-03-12"]
+    for name, check in (("n.md", lambda t: t.startswith("# Nightly SOC summary")),
+                        ("n.json", lambda t: json.loads(t)["report"] == "nightly-soc"),
+                        ("n.html", lambda t: t.startswith("<!doctype html>"))):
+        res = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        assert check((tmp_path / name).read_text()), name
+    res = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "x.txt"), "--format", "md"])
+    assert res.exit_code == 0 and (tmp_path / "x.txt").read_text().startswith("# ")

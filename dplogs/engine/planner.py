@@ -216,6 +216,13 @@ class Plan:
                 f"{self.selection.threshold}; rare keys are suppressed and the released counts of kept keys "
                 "near the threshold are biased upward."
             )
+        if self.chosen:
+            parts.append(
+                f"{', '.join(self.chosen['bounds'])} chosen from the data with DP: that choice sees {self.unit}s above "
+                f"a bound only once at least about {self.chosen['sees_tails_of']} of them share one power-of-two bin, so fewer "
+                f"heavy {self.unit}s are cut unseen and the values may be far below the truth; give the bound "
+                "if you know it."
+            )
         parts.append("Noisy counts may be negative; they are left unbiased rather than clipped.")
         return " ".join(parts)
 

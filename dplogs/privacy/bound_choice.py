@@ -78,6 +78,12 @@ class ChoicePlan:
     def names(self) -> list[str]:
         return [s.name for s in self.steps]
 
+    def visible_tail(self) -> int:
+        """About how many units must share one bin above a bound before the choice sees them
+        (the lowest single-bin level of :func:`noisy_tails`, over the steps): fewer heavy units
+        are truncated unseen. Public: from the plan alone."""
+        return math.ceil(min(tail_levels(s.noise, s.candidates)[0].min() for s in self.steps))
+
     def describe(self) -> dict:
         return {
             "bounds": self.names(),
@@ -88,6 +94,7 @@ class ChoicePlan:
             "scale": self.steps[0].noise.scale,
             "epsilon": self.loss.epsilon,
             "rho": self.loss.rho,
+            "sees_tails_of": self.visible_tail(),
         }
 
 
@@ -156,6 +163,18 @@ def noise_level(noise: NoisePlan, n: int, beta: float) -> float:
     return noise.scale * hi + (n if noise.integer else 0)
 
 
+def tail_levels(noise: NoisePlan, candidates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The levels of :func:`noisy_tails`: ``single[m-1]`` for bin m alone, ``sums[j]`` for the sum
+    of the bins above candidate j. Public: from the plan alone."""
+    c = np.asarray(candidates, dtype=np.float64)
+    k = len(c)  # bins 1..k lie above some candidate: bin m's units need a bound of c[m] (the last: 2·c[-1])
+    reach = np.append(c[1:], 2 * c[-1])  # reach[m-1]: the bound that bin m, or any tail from it, pushes to
+    share = (c[0] / reach) / (2 * np.sum(c[0] / reach))  # per test; both kinds together sum to 1
+    single = np.array([noise_level(noise, 1, FALSE_TAIL * w) for w in share])
+    sums = np.array([noise_level(noise, k - j, FALSE_TAIL * share[j]) for j in range(k)])
+    return single, sums
+
+
 def noisy_tails(noisy: np.ndarray, noise: NoisePlan, candidates: Sequence[float]) -> np.ndarray:
     """From a noisy histogram over ``candidates``, the number of units above each candidate,
     denoised by post-processing. A tail counts only where the evidence passes a level that pure
@@ -174,15 +193,10 @@ def noisy_tails(noisy: np.ndarray, noise: NoisePlan, candidates: Sequence[float]
     (with one level for all, noise in bins up to 2^52 decided choices once in a thousand).
     A tail is then at least every tail above it (it cannot grow with the bound)."""
     counts = np.asarray(noisy, dtype=np.float64)
-    c = np.asarray(candidates, dtype=np.float64)
-    k = len(c)  # bins 1..k lie above some candidate: bin m's units need a bound of c[m] (the last: 2·c[-1])
-    reach = np.append(c[1:], 2 * c[-1])  # reach[m-1]: the bound that bin m, or any tail from it, pushes to
-    share = (c[0] / reach) / (2 * np.sum(c[0] / reach))  # per test; both kinds together sum to 1
-    single = np.array([noise_level(noise, 1, FALSE_TAIL * w) for w in share])
+    single, levels = tail_levels(noise, candidates)
     kept = np.where(counts[1:] > single, counts[1:], 0.0)
     tails = kept[::-1].cumsum()[::-1]  # tails[j]: kept units above candidate j
     sums = counts[::-1].cumsum()[::-1][1:]
-    levels = np.array([noise_level(noise, k - j, FALSE_TAIL * share[j]) for j in range(k)])
     tails = np.maximum(tails, np.where(sums > levels, sums, 0.0))
     return np.maximum.accumulate(tails[::-1])[::-1]  # a tail is at least the tails above it
 

@@ -101,6 +101,9 @@ def test_release_charges_one_composed_loss_and_discloses_the_choice(make_engine)
     # every user has 1 day, 4 rows, 1000 bytes: the choice finds bounds that keep all of it
     assert choice["values"] == {"max_groups": 1.0, "max_rows_per_group": 4.0, "clamp:source.bytes": 1024.0}
     assert rel.privacy["bounds"]["max_rows_per_group"] == 4
+    # what the choice cannot see is said with the release: tails of fewer units than its noise level
+    assert choice["sees_tails_of"] == plan_choice(choice["bounds"], mechanism="laplace", epsilon=0.1).visible_tail() > 50
+    assert f"at least about {choice['sees_tails_of']} of them share one power-of-two bin" in rel.privacy["bias_note"]
     json.dumps(rel.privacy)  # the disclosure is JSON-ready
 
 

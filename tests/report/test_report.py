@@ -98,7 +98,9 @@ def test_budget_exhaustion_keeps_the_rest_and_exits_77(sample_store, tmp_path):
     assert all(isinstance(s.error, BudgetExhausted) for s in failed)
     assert "budget left" in str(failed[0].error)
     page = render(run, "html")
-    assert page.count("<p class=error>Not released") == 2 and page.count("<svg") >= 2
+    assert page.count("<p class=error>Not released") == 2
+    # each released section draws its chart, or says no cell had enough data for one
+    assert page.count("<svg") + page.count("not enough data in any cell") >= 2 and page.count("<svg") >= 1
     assert "Not released: Distinct accounts with a failed login, per host, Windows logon failures" in page  # the summary
 
     out = tmp_path / "r.html"

@@ -47,9 +47,10 @@ def _engine_options(f):
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write NAME-PERIOD.html, .md and .json here atomically, and point NAME-latest.* "
                    "(symbolic links) at the newest period.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="html", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Without --out-dir: html (inline SVG charts), md (Markdown) or json (cells + "
-                   "privacy metadata; schema dplogs/report/report.schema.json).")
+                   "privacy metadata; schema dplogs/report/report.schema.json). Default: from the "
+                   "--output suffix (.md, .json, .html), else html.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Without --out-dir: write to this file (atomically) instead of stdout.")
 @click.option("--wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT_S, show_default=True, metavar="SECONDS",
@@ -57,7 +58,7 @@ def _engine_options(f):
                    "exit 75 (retryable).")
 @_engine_options
 def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, catch_up_: bool,
-           since: dt.datetime | None, until: dt.datetime | None, out_dir: Path | None, fmt: str,
+           since: dt.datetime | None, until: dt.datetime | None, out_dir: Path | None, fmt: str | None,
            output: Path | None, wait: float, backend: str, spark_master: str | None) -> None:
     """Release every query of report SPEC (TOML, e.g. queries/reports/nightly.toml) for one period
     and render it, opening with what stands out.
@@ -108,7 +109,7 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
     if out_dir is not None:
         _done(run, write_outputs(run, out_dir))
     else:
-        text = render(run, fmt)
+        text = render(run, fmt or _format_of(output))
         if output:
             write_atomic(output, text)
             _done(run, [output])
@@ -126,3 +127,9 @@ def _done(run: ReportRun, paths: list[Path]) -> None:
         status = "replayed (nothing spent)" if s.release and s.release.privacy.get("replayed") else (
             "released" if s.release else f"NOT released: {s.error}")
         click.echo(f"  {visible(s.section.title)}: {visible(status)}", err=True)
+
+
+def _format_of(output: Path | None) -> str:
+    """The format an --output file's suffix names (``-o nightly.md`` writes Markdown), else html."""
+    suffix = output.suffix.lower().lstrip(".") if output else ""
+    return {"markdown": "md", "htm": "html"}.get(suffix, suffix) if suffix in (*FORMATS, "markdown", "htm") else "html"

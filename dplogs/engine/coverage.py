@@ -34,8 +34,9 @@ def check(start: dt.datetime, end: dt.datetime, spans: list[tuple[dt.date, dt.da
     shown = [[a.isoformat(), b.isoformat()] for a, b in spans]
     if covered == 0:
         have = ", ".join(f"{a} to {b}" for a, b in shown) or "nothing yet (ingest logs first)"
+        days = f"UTC day {lo}" if lo == hi else f"UTC days {lo} to {hi} (inclusive)"
         raise NoDataInWindow(
-            f"the window {lo} to {hi} holds no ingested data, so a release would spend budget on pure noise; "
+            f"the window ({days}) holds no ingested data, so a release would spend budget on pure noise; "
             f"nothing was charged. The store covers: {have}"
         )
     return {"covered_days": covered, "window_days": (hi - lo).days + 1, "store_spans": shown}

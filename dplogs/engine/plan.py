@@ -740,5 +740,9 @@ class Query:
 
     def _with_bucket(self, bucket: str) -> tuple[KeySpec, ...]:
         if any(k.column == TIMESTAMP for k in self.keys):
-            return tuple(KeySpec(TIMESTAMP, bucket=bucket, name=k.name) if k.column == TIMESTAMP else k for k in self.keys)
+            # a time key named after its grain ("day") is renamed with it: hours under "day" mislead
+            return tuple(
+                KeySpec(TIMESTAMP, bucket=bucket, name=bucket if k.name in TIME_BUCKETS else k.name)
+                if k.column == TIMESTAMP else k for k in self.keys
+            )
         return (KeySpec(TIMESTAMP, bucket=bucket), *self.keys)

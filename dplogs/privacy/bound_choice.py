@@ -78,6 +78,12 @@ class ChoicePlan:
     def names(self) -> list[str]:
         return [s.name for s in self.steps]
 
+    def visible_tail(self) -> int:
+        """About how many units must share one bin above a bound before the choice sees them
+        (the lowest single-bin level of :func:`noisy_tails`, over the steps): fewer heavy units
+        are truncated unseen. Public: from the plan alone."""
+        return math.ceil(min(tail_levels(s.noise, s.candidates)[0].min() for s in self.steps))
+
     def describe(self) -> dict:
         return {
             "bounds": self.names(),
@@ -88,6 +94,7 @@ class ChoicePlan:
             "scale": self.steps[0].noise.scale,
             "epsilon": self.loss.epsilon,
             "rho": self.loss.rho,
+            "sees_tails_of": self.visible_tail(),
         }
 
 
@@ -120,42 +127,108 @@ TAIL = 0.01
 """Without a noise cost (histogram bins), the bound leaves at most this share of units above it."""
 
 FALSE_TAIL = 1e-3
-"""Chance (union bound over the candidates) that pure noise passes for a non-empty tail."""
+"""Chance (union bound over every test of :func:`noisy_tails`) that pure noise passes for a
+non-empty tail."""
 
 
-def noisy_tails(noisy: np.ndarray, noise: NoisePlan) -> np.ndarray:
-    """From a noisy histogram, the number of units above each candidate, denoised by
-    post-processing: tails summed from the top, made non-increasing, and zero where pure noise
-    could reach them (a union bound over the candidates at :data:`FALSE_TAIL`: ``b·√n·ln(k/β)``
-    for a Laplace sum of n bins, ``σ·√n·√(2 ln(k/β))`` for a Gaussian one). Without that, noise in
-    the far bins (weighted by bounds up to 2^52) would decide every choice."""
+def laplace_sum_tail(n: int, x: float) -> float:
+    """P(S > x·b) for S the sum of n independent continuous Laplace(b): S/b is the difference of
+    two Gamma(n, 1) variables, so ``e^{-x} Σ_{j<n} Σ_{i≤j} x^{j-i}/(j-i)! · C(n-1+i, i) / 2^{n+i}``.
+
+    >>> round(laplace_sum_tail(1, math.log(50)), 6)  # one draw: e^{-x} / 2
+    0.01
+    """
+    total = 0.0
+    for j in range(n):
+        for i in range(j + 1):
+            total += x ** (j - i) / math.factorial(j - i) * math.comb(n - 1 + i, i) / 2 ** (n + i)
+    return math.exp(-x) * total
+
+
+def noise_level(noise: NoisePlan, n: int, beta: float) -> float:
+    """A level that the sum of ``n`` independent draws of ``noise`` exceeds with probability at
+    most ``beta``. Laplace: the exact tail of the continuous sum (:func:`laplace_sum_tail`),
+    plus n for integer noise (a discrete Laplace draw is stochastically below a continuous one
+    of the same scale plus 1, and sums keep that order). Gaussian: ``σ·√(2n·ln(1/β))``, the
+    Chernoff bound of a σ²-subgaussian sum (the discrete Gaussian is one: Canonne, Kamath &
+    Steinke 2020)."""
+    if noise.mechanism is Mechanism.GAUSSIAN:
+        return noise.scale * math.sqrt(2 * n * math.log(1 / beta))
+    lo, hi = 0.0, 1.0
+    while laplace_sum_tail(n, hi) > beta:
+        hi *= 2
+    for _ in range(60):  # bisection on the decreasing tail; ends on the safe side (hi)
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if laplace_sum_tail(n, mid) > beta else (lo, mid)
+    return noise.scale * hi + (n if noise.integer else 0)
+
+
+def tail_levels(noise: NoisePlan, candidates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The levels of :func:`noisy_tails`: ``single[m-1]`` for bin m alone, ``sums[j]`` for the sum
+    of the bins above candidate j. Public: from the plan alone."""
+    c = np.asarray(candidates, dtype=np.float64)
+    k = len(c)  # bins 1..k lie above some candidate: bin m's units need a bound of c[m] (the last: 2·c[-1])
+    reach = np.append(c[1:], 2 * c[-1])  # reach[m-1]: the bound that bin m, or any tail from it, pushes to
+    share = (c[0] / reach) / (2 * np.sum(c[0] / reach))  # per test; both kinds together sum to 1
+    single = np.array([noise_level(noise, 1, FALSE_TAIL * w) for w in share])
+    sums = np.array([noise_level(noise, k - j, FALSE_TAIL * share[j]) for j in range(k)])
+    return single, sums
+
+
+def noisy_tails(noisy: np.ndarray, noise: NoisePlan, candidates: Sequence[float]) -> np.ndarray:
+    """From a noisy histogram over ``candidates``, the number of units above each candidate,
+    denoised by post-processing. A tail counts only where the evidence passes a level that pure
+    noise reaches with small probability (:func:`noise_level`):
+
+    - single bins: a noisy bin above the level of one draw is kept, and the kept bins above a
+      candidate bound its tail from below, so units bunched in one or two bins are seen through
+      the noise of those bins alone, not of every far, empty bin summed with them;
+    - tail sums: the noisy sum of the n bins above a candidate, if it passes the level of n
+      draws, so units spread thinly over many bins are seen too.
+
+    Pure noise passes any of these 2k tests with probability at most :data:`FALSE_TAIL`, shared
+    out in proportion to 1/(the smallest bound the test could push the choice to): a false tail
+    at bound c raises the release's noise about c-fold, so the expected extra noise from false
+    tails stays below FALSE_TAIL times the noise at the first candidate, whatever the range
+    (with one level for all, noise in bins up to 2^52 decided choices once in a thousand).
+    A tail is then at least every tail above it (it cannot grow with the bound)."""
     counts = np.asarray(noisy, dtype=np.float64)
-    tails = counts[::-1].cumsum()[::-1][1:]  # tails[j]: units above candidate j
-    tails = np.minimum.accumulate(tails)  # a tail cannot grow with the bound
-    summed = np.arange(len(tails), 0, -1)  # bins in each tail
-    log_k = math.log(len(tails) / FALSE_TAIL)
-    per_bin = noise.scale * (log_k if noise.mechanism is Mechanism.LAPLACE else math.sqrt(2 * log_k))
-    tails[tails < per_bin * np.sqrt(summed)] = 0.0
-    return np.maximum(tails, 0.0)
+    single, levels = tail_levels(noise, candidates)
+    kept = np.where(counts[1:] > single, counts[1:], 0.0)
+    tails = kept[::-1].cumsum()[::-1]  # tails[j]: kept units above candidate j
+    sums = counts[::-1].cumsum()[::-1][1:]
+    tails = np.maximum(tails, np.where(sums > levels, sums, 0.0))
+    return np.maximum.accumulate(tails[::-1])[::-1]  # a tail is at least the tails above it
 
 
 def choose(
     step: ChoiceStep, counts: np.ndarray, *, charge: Charge, noise_cost: Callable[[float], float] | None,
     weight: float = 1.0,
 ) -> tuple[float, dict]:
-    """Draw ``step``'s histogram noise against ``charge`` and pick the bound.
+    """Draw ``step``'s histogram noise against ``charge`` and pick the bound from the noisy
+    histogram (:func:`pick`: post-processing of a DP release). Returns the bound and the detail
+    disclosed with the release."""
+    noisy = add_noise(np.asarray(counts, dtype=np.int64), step.noise, charge=charge)
+    return pick(step, noisy, noise_cost=noise_cost, weight=weight)
+
+
+def pick(
+    step: ChoiceStep, noisy: np.ndarray, *, noise_cost: Callable[[float], float] | None, weight: float = 1.0,
+) -> tuple[float, dict]:
+    """The bound for ``step`` from its noisy histogram.
 
     ``noise_cost(τ)``: the release's expected absolute noise summed over its cells at bound τ
-    (public: from the plan alone). The truncation bias at candidate ``c[j]`` is estimated from
-    the denoised tails T (:func:`noisy_tails`) as ``weight · Σ_{m ≥ j} (c[m+1] − c[m]) · T[m]``
-    (units above the last candidate count as twice it); the bound minimises bias + noise. Where
-    the noise does not grow with the bound (the range of histogram bins), ``noise_cost`` is None
-    and the bound is the smallest candidate that leaves at most :data:`TAIL` of the (noisy)
-    units above it: a DP 99th percentile, rounded up to a candidate. Returns the chosen bound
-    and the noisy histogram (post-processing of a DP release)."""
-    noisy = add_noise(np.asarray(counts, dtype=np.int64), step.noise, charge=charge)
+    (public: from the plan alone). The truncation bias at candidate ``c[j]`` is
+    ``weight · ∫_{c[j]}^∞ T(x) dx`` for T(x) the units above x, read off the denoised tails T
+    (:func:`noisy_tails`) by the trapezoid rule between candidates (units spread evenly in their
+    bin; the upper sum, every unit at the top of its bin, overstated the bias about twofold and
+    chose bounds one step too high), units above the last candidate counting as twice it; the
+    bound minimises bias + noise. Where the noise does not grow with the bound (the range of
+    histogram bins), ``noise_cost`` is None and the bound is the smallest candidate that leaves
+    at most :data:`TAIL` of the (noisy) units above it: a DP 99th percentile, rounded up to a
+    candidate."""
     c = np.asarray(step.candidates, dtype=np.float64)
-    tails = noisy_tails(noisy, step.noise)
+    tails = noisy_tails(noisy, step.noise, c)
     detail = {"histogram": [int(x) for x in noisy], "candidates": [float(x) for x in c]}
     if noise_cost is None:
         total = max(float(np.sum(noisy)), 1.0)
@@ -163,7 +236,9 @@ def choose(
         best = int(ok[0]) if ok.size else len(c) - 1
         return float(c[best]), {**detail, "rule": f"at most {TAIL:.0%} of units above"}
     steps = np.diff(np.append(c, 2 * c[-1]))
-    bias = weight * (steps * tails)[::-1].cumsum()[::-1]  # bias[j] = Σ_{m ≥ j} step_m · T_m
+    # area under T(x) from c[m] to the next candidate; above the last, T[-1] units at twice it
+    area = steps * (tails + np.append(tails[1:], tails[-1])) / 2
+    bias = weight * area[::-1].cumsum()[::-1]  # bias[j] = weight · ∫_{c[j]}^∞ T
     errors = [float(bias[j]) + noise_cost(float(c[j])) for j in range(len(c))]
     best = int(np.argmin(errors))  # ties: the smaller bound
     return float(c[best]), {**detail, "rule": "least truncation bias + expected noise", "estimated_error": errors[best]}

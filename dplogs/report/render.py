@@ -56,6 +56,28 @@ def render(run: ReportRun, fmt: str) -> str:
     raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
+def section_budget_text(s: SectionResult) -> str:
+    """The section's own spend and what its budget windows have left after it, in words."""
+    if s.release is None:
+        spent = "spent nothing (not released)"
+    elif s.release.privacy.get("replayed"):
+        spent = f"spent {_loss_text(s.release.privacy)} when first released (replayed now: nothing spent)"
+    else:
+        spent = f"spent {_loss_text(s.release.privacy)}"
+    left = "; ".join(f"left in budget window {b.window}: ε={b.remaining.epsilon:g}, δ={b.remaining.delta:g}"
+                     for b in s.left)
+    return f"this section {spent}" + (f"; {left}" if left else "")
+
+
+def _section_budget(s: SectionResult) -> dict[str, Any]:
+    p = s.release.privacy if s.release is not None else {}
+    return {
+        "spent": {"epsilon": float(p.get("epsilon") or 0.0), "delta": float(p.get("delta") or 0.0)},
+        "replayed": bool(p.get("replayed")),
+        "left": [{"window": b.window, "epsilon": _num(b.remaining.epsilon), "delta": b.remaining.delta} for b in s.left],
+    }
+
+
 def _loss_text(privacy: dict[str, Any]) -> str:
     parts = [f"{name}={privacy[name]:g}" for name in ("epsilon", "delta", "rho") if privacy.get(name)]
     return ", ".join(parts) or "no loss recorded"
@@ -89,7 +111,7 @@ def _as_dict(run: ReportRun) -> dict[str, Any]:
             "coverage": {"state": run.coverage.state, "note": run.coverage.note},
         },
         "sections": [
-            {"title": s.section.title, "query": s.section.query.stem, **(
+            {"title": s.section.title, "query": s.section.query.stem, "budget": _section_budget(s), **(
                 {"data": [{k: _json_value(v, run.tz) for k, v in row.items()} for row in s.release.data.to_dicts()],
                  "privacy": s.release.privacy}
                 if s.release else {"error": str(s.error), "exit_code": s.error.exit_code}
@@ -179,10 +201,11 @@ def _markdown(run: ReportRun) -> str:
     for s in run.sections:
         out += [f"## {md(s.section.title)}", ""]
         if s.release is None:
-            out += [f"**Not released:** {md(str(s.error))}", ""]
+            out += [f"**Not released:** {md(str(s.error))}", "", f"Budget: {md(section_budget_text(s))}.", ""]
             continue
         p = s.release.privacy
-        out += [f"Privacy: {md(_loss_text(p))}; bounds: {md(bounds_text(p))}.", ""]
+        out += [f"Privacy: {md(_loss_text(p))}; bounds: {md(bounds_text(p))}.", "",
+                f"Budget: {md(section_budget_text(s))}.", ""]
         data = s.release.data
         cols = key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
         out.append("| " + " | ".join(md(c) for c in cols) + " |")
@@ -212,17 +235,18 @@ def _html(run: ReportRun) -> str:
 
 def _html_section(s: SectionResult, tz: str) -> str:
     head = f"<section><h2>{html.escape(s.section.title)}</h2>"
+    budget = f"<p class=meta>Budget: {html.escape(section_budget_text(s))}.</p>"
     if s.release is None:
-        return head + f"<p class=error>Not released: {html.escape(visible(str(s.error)))}</p></section>"
+        return head + f"<p class=error>Not released: {html.escape(visible(str(s.error)))}</p>{budget}</section>"
     p, data = s.release.privacy, s.release.data
     meta = (f"<p class=meta>{html.escape(_loss_text(p))} · mechanism {html.escape(_mechanisms_text(data))}"
             f" · bounds: {html.escape(bounds_text(p))}"
-            + (" · replayed from the ledger (nothing spent)" if p.get("replayed") else "") + "</p>")
+            + (" · replayed from the ledger (nothing spent)" if p.get("replayed") else "") + "</p>" + budget)
     keys = key_columns(data)
     chart = ""
     if s.section.chart != "table" and data.height and len([k for k in keys if k not in ("bin_hi",)]) == 1:
         chart = "".join(
-            _svg(data.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg, tz)
+            _chart(data.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg, tz)
             for agg in data["aggregate"].unique(maintain_order=True)
         )
     bias = f"<p class=bias>Bias: {html.escape(p['bias_note'])}</p>" if p.get("bias_note") else ""
@@ -299,6 +323,15 @@ def _mechanisms_text(data: pl.DataFrame) -> str:
     return ", ".join(names) + (f"; {quiet} cell(s) not enough data (shown as gaps)" if quiet else "")
 
 
+def _chart(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
+    """The aggregate's chart, or a sentence when no cell has a value (an empty frame of axes
+    would look like a chart with nothing to see, not like a question the data cannot answer)."""
+    if data["value"].drop_nulls().drop_nans().len() == 0:
+        return (f"<p class=meta>{html.escape(label)}: not enough data in any cell (every 95% interval spans more "
+                "than half the possible range), so no chart; a coarser bucket or a larger ε can answer it.</p>")
+    return _svg(data, x, kind, label, tz)
+
+
 def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
     """A line (with a CI band) or bar (with CI whiskers) chart of one aggregate; time axes in ``tz``."""
     w, h, left, bottom, top = 760, 230, 56, 36, 18
@@ -345,7 +378,7 @@ def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
         room = max(8, int(pw / min(n, 8) / 6.5))  # characters that fit under one label slot
         text = xs[i] if len(xs[i]) <= room else xs[i][: room - 1] + "…"
         parts.append(f'<text x="{sx(i):.1f}" y="{h - bottom + 16}" class=xtick><title>{html.escape(xs[i])}</title>{html.escape(text)}</text>')
-    axis = "" if tz == "UTC" or not (data.height and isinstance(data[x][0], dt.datetime)) else f", times {tz}"
+    axis = f", times {tz}" if data.height and isinstance(data[x][0], dt.datetime) else ""
     gaps = ("; gaps: not enough data" if any(v is None for v in val) else "")
     parts.append(f'<text x="{left}" y="12" class=label>{html.escape(label)} (noisy value; shaded/whiskers: 95% interval{html.escape(axis + gaps)})</text></svg>')
     return "".join(parts)

@@ -24,7 +24,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,9 @@ class SectionResult:
     section: Section
     release: Release | None
     error: DplogsError | None = None
+    left: tuple[WindowBudget, ...] = ()
+    """The budget windows the section is charged to, read from the ledger right after it: what
+    they have left once it was released (or refused)."""
 
 
 @dataclass(frozen=True)
@@ -127,18 +130,22 @@ def run_report(
         for s in spec.sections
     ]
     results = []
+    windows = prepared[0].plan.budget_windows
     coverage = period_coverage(engine, utc_start, utc_end)
     if coverage.state == "no-data":  # nothing to release: say so, spend nothing
-        results = [SectionResult(s, None, NoLogsForPeriod(coverage.note)) for s in spec.sections]
+        left = tuple(engine.ledger.budget(w) for w in windows)
+        results = [SectionResult(s, None, NoLogsForPeriod(coverage.note), left) for s in spec.sections]
     else:
         with _period_lock(Path(store), spec.name, spec.period_token(start), wait):
             for index, (section, query) in enumerate(zip(spec.sections, prepared)):
                 try:
                     release = query.release(caller="report", idempotency_key=spec.section_key(start, index))
-                    results.append(SectionResult(section, release))
+                    result = SectionResult(section, release)
                 except DplogsError as exc:
-                    results.append(SectionResult(section, None, exc))
-    budgets = tuple(engine.ledger.budget(w) for w in prepared[0].plan.budget_windows)
+                    result = SectionResult(section, None, exc)
+                left = tuple(engine.ledger.budget(w) for w in query.plan.budget_windows)
+                results.append(replace(result, left=left))
+    budgets = tuple(engine.ledger.budget(w) for w in windows)
     return ReportRun(
         spec=spec, start=start, end=end, privacy_unit=engine.privacy_unit, budget_window=engine.budget_window,
         sections=tuple(results), utc_start=utc_start, utc_end=utc_end, budgets=budgets,

@@ -16,7 +16,11 @@ from dplogs.backends.base import get_backend
 from dplogs.engine import Aggregation, time_bucket
 from dplogs.engine.api import Engine
 from dplogs.engine.execute import profile
-from dplogs.privacy.bound_choice import VALUE_CANDIDATES, ChoiceStep, choose, noisy_tails, plan_choice
+from dplogs.privacy.bound_choice import (
+    COUNT_CANDIDATES, FALSE_TAIL, VALUE_CANDIDATES, ChoiceStep, choose, laplace_sum_tail, noise_level, noisy_tails,
+    pick, plan_choice,
+)
+from dplogs.privacy.mechanisms import add_noise
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
 from tests.audit.audit_paths import assert_within_claim
@@ -49,6 +53,19 @@ def test_plan_reserves_the_whole_budget_and_explains_the_choice(make_engine):
     assert plan.choice.steps[0].candidates == (1.0, 2.0, 4.0, 7.0)  # a unit reaches at most 7 days
     text = q.explain().text
     assert "to be chosen at release" in text and "10% of the budget" in text
+
+
+def test_the_release_spends_the_main_share_in_full(make_engine):
+    """Regression (issue 13): the resolved plan spends the 90% left after the choice on its
+    columns (it spent 81%: the share was taken twice, from the provisional query's budget)."""
+    eng = make_engine(frame(units=30))
+    for options in ({"epsilon": 1.0}, {"rho": 0.5, "mechanism": "gaussian"}):
+        plan = eng.build(Aggregation.count(), keys=[time_bucket("day")], start="2026-11-01", end="2026-11-08", **options).plan
+        resolved = plan.resolve({"max_groups": 2.0, "max_rows_per_group": 4.0}, {})
+        spent = sum(c.noise.loss.epsilon + c.noise.loss.rho for c in resolved.columns)
+        assert spent == pytest.approx(0.9 * next(iter(options.values())))
+        assert resolved.bounds.max_groups == 2 and resolved.bounds.max_rows_per_group == 4
+        assert resolved.loss == plan.loss
 
 
 def test_one_reachable_group_needs_no_choice(make_engine):
@@ -84,6 +101,9 @@ def test_release_charges_one_composed_loss_and_discloses_the_choice(make_engine)
     # every user has 1 day, 4 rows, 1000 bytes: the choice finds bounds that keep all of it
     assert choice["values"] == {"max_groups": 1.0, "max_rows_per_group": 4.0, "clamp:source.bytes": 1024.0}
     assert rel.privacy["bounds"]["max_rows_per_group"] == 4
+    # what the choice cannot see is said with the release: tails of fewer units than its noise level
+    assert choice["sees_tails_of"] == plan_choice(choice["bounds"], mechanism="laplace", epsilon=0.1).visible_tail() > 50
+    assert f"at least about {choice['sees_tails_of']} of them share one power-of-two bin" in rel.privacy["bias_note"]
     json.dumps(rel.privacy)  # the disclosure is JSON-ready
 
 
@@ -107,7 +127,7 @@ def test_noisy_tails_read_pure_noise_as_empty():
         chosen.append(tau)
     # the one real tail (500 units above 1024) is found; noise never pushes the clamp far out
     assert max(chosen) <= 4096.0 and sum(t == 4096.0 for t in chosen) >= 195, sorted(set(chosen))
-    assert noisy_tails(np.zeros(len(VALUE_CANDIDATES) + 1), step.noise).sum() == 0
+    assert noisy_tails(np.zeros(len(VALUE_CANDIDATES) + 1), step.noise, step.candidates).sum() == 0
 
 
 @pytest.mark.slow
@@ -118,3 +138,76 @@ def test_audit_of_a_release_with_chosen_bounds():
     assert plan.choice is not None
     r = audit_plan(plan, get_backend("polars"), d, d_prime, trials=1_000, name="count with chosen bounds")
     assert_within_claim(r)
+
+
+def heavy_outcomes(light: int, heavy: int, heavy_rows: int) -> pl.DataFrame:
+    """``light`` users with one success each, ``heavy`` users with ``heavy_rows`` failures each."""
+    ts, users, outcomes = [], [], []
+    for i in range(light):
+        ts.append(utc(2026, 11, 2, 10, i % 60))
+        users.append(f"light{i}")
+        outcomes.append("success")
+    for i in range(heavy):
+        for j in range(heavy_rows):
+            ts.append(utc(2026, 11, 3, j % 24, i % 60))
+            users.append(f"heavy{i}")
+            outcomes.append("failure")
+    return pl.DataFrame({"@timestamp": ts, "user.name": users, "event.outcome": outcomes})
+
+
+@pytest.mark.slow
+def test_heavy_users_bunched_in_one_bin_are_seen(make_engine):
+    """Regression (issue 13): 200 users with 100 failures each among 3000 light ones. Their one
+    noisy bin (Laplace scale 10 at 10% of ε = 1) stands out, but summed with the eleven empty
+    bins above it the tail stayed under the old level b·√n·ln(k/β) = 323: the choice read no
+    tail, kept 1 row per user and released ~200 failures for 20,000. Per-bin evidence finds
+    them: the bound keeps all 100 rows (128) and the released failures are about 20,000 (noise
+    scale ~474)."""
+    eng = make_engine(heavy_outcomes(3000, 200, 100))
+    q = eng.build(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, max_groups=3, **WINDOW)
+    assert q.plan.choice.names() == ["max_rows_per_group"]
+    got, failures = [], []
+    for _ in range(20):
+        rel = q.release(caller="test")
+        got.append(rel.privacy["bound_choice"]["values"]["max_rows_per_group"])
+        failures.append(rel.data.filter(pl.col("event.outcome") == "failure")["value"][0])
+    assert sum(v == 128.0 for v in got) >= 18, got
+    assert abs(np.median(failures) - 20_000) < 1_000, failures
+
+
+def test_bias_model_does_not_choose_a_step_too_high():
+    """Regression (issue 13): 53 users with 48 rows, 11 with 96, 1 with 200, noise cost 10 per row
+    of bound (3 cells at L0 = 3, ε = 0.9). The expected error Σ(x − τ)⁺ + 10τ is 1128 at τ = 64
+    and 1352 at 128; the old upper-sum bias (every user at the top of its bin: 1536 vs 1408)
+    chose 128, twice the noise for nothing. Read without noise (a huge ε): the choice is 64."""
+    step = plan_choice(["max_rows_per_group"], mechanism="laplace", epsilon=1e6).steps[0]
+    values = np.array([1.0] * 169 + [48.0] * 53 + [96.0] * 11 + [200.0])
+    exact = {tau: float(np.maximum(values - tau, 0).sum()) + 10 * tau for tau in COUNT_CANDIDATES}
+    assert min(exact, key=exact.get) == 64.0
+    tau, _ = pick(step, step.bins(values), noise_cost=lambda t: 10 * t)
+    assert tau == 64.0
+
+
+def test_noise_levels_bound_the_noise_they_claim_to():
+    """The level a sum of n draws exceeds with probability β: the continuous formula against a
+    simulation, and the discrete draws (the exact sampler) stay under it."""
+    assert laplace_sum_tail(1, 3.0) == pytest.approx(0.5 * np.exp(-3.0))
+    rng = np.random.default_rng(7)
+    assert (rng.laplace(0, 1, (200_000, 4)).sum(axis=1) > 6.0).mean() == pytest.approx(laplace_sum_tail(4, 6.0), abs=2e-3)
+    step = plan_choice(["max_rows_per_group"], mechanism="laplace", epsilon=0.5).steps[0]
+    charge = Charge.for_audit(PrivacyLoss(epsilon=1e9))
+    for n in (1, 5):
+        level = noise_level(step.noise, n, 0.02)
+        draws = add_noise(np.zeros((40_000, n), dtype=np.int64), step.noise, charge=charge).sum(axis=1)
+        assert (draws > level).mean() <= 0.02 + 0.004, n
+
+
+@pytest.mark.slow
+def test_pure_noise_passes_for_a_tail_rarely():
+    """On an empty histogram (only the light bin filled) false tails stay under FALSE_TAIL: none
+    in 3000 draws at ε = 0.05 (expected < 3)."""
+    step = plan_choice(["max_rows_per_group"], mechanism="laplace", epsilon=0.05).steps[0]
+    counts = step.bins(np.ones(1000))
+    charge = Charge.for_audit(PrivacyLoss(epsilon=1e9))
+    false = sum(noisy_tails(add_noise(counts, step.noise, charge=charge), step.noise, step.candidates).any() for _ in range(3000))
+    assert false <= 3 * FALSE_TAIL * 3000 + 2, false

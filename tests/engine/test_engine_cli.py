@@ -190,6 +190,7 @@ def test_window_without_ingested_data_is_refused_before_any_charge(sample_store,
                                    "--epsilon", "1", "--max-rows-per-group", "5", "--start", "2025-01-01", "--end", "2025-02-01"])
     assert res.exit_code == 64, res.output
     assert "holds no ingested data" in res.output and "2024-03-" in res.output  # the covered range is shown
+    assert "(UTC days 2025-01-01 to 2025-01-31 (inclusive))" in res.output  # read as days, not as [start, end)
     assert (store / "ledger.sqlite").read_bytes() == before
     # a window partly covered is released and says how much of it the store covers
     rel = Engine.open(store).sql("SELECT COUNT(*) FROM logs", epsilon=1.0, max_rows_per_group=5,

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -16,6 +17,7 @@ from dplogs.cli import cli
 from dplogs.errors import BudgetExhausted, ConcurrentRun, QueryError
 from dplogs.privacy.ledger import Ledger
 from dplogs.report import load_report_spec, render, run_report
+from dplogs.report.render import _chart
 from tests.report.conftest import events_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +98,9 @@ def test_budget_exhaustion_keeps_the_rest_and_exits_77(sample_store, tmp_path):
     assert all(isinstance(s.error, BudgetExhausted) for s in failed)
     assert "budget left" in str(failed[0].error)
     page = render(run, "html")
-    assert page.count("<p class=error>Not released") == 2 and page.count("<svg") >= 2
+    assert page.count("<p class=error>Not released") == 2
+    # each released section draws its chart, or says no cell had enough data for one
+    assert page.count("<svg") + page.count("not enough data in any cell") >= 2 and page.count("<svg") >= 1
     assert "Not released: Distinct accounts with a failed login, per host, Windows logon failures" in page  # the summary
 
     out = tmp_path / "r.html"
@@ -188,3 +192,38 @@ def test_two_processes_running_the_same_period_release_once(sample_store, tmp_pa
     assert sorted(err.count("replayed (nothing spent)") for _, err in outs) == [0, 4]
     first, second = (json.loads(out) for out, _ in outs)
     assert [s["data"] for s in first["sections"]] == [s["data"] for s in second["sections"]]
+
+
+def test_time_axes_name_their_zone_and_empty_charts_say_why(new_store):
+    """Issue 13: a chart's time axis names its zone, UTC too (it said nothing in UTC reports); an
+    aggregate with no cell worth a value gets a sentence, not an empty frame of axes; a time key
+    named after its grain follows a bucket override (the nightly's hourly rates sat under "day")."""
+    run = run_report(load_report_spec(NIGHTLY), new_store(), day=SPRAY_DAY)
+    rates = next(s for s in run.sections if s.section.title.startswith("Authentication failure rate"))
+    assert "hour" in rates.release.data.columns and "day" not in rates.release.data.columns
+    page = render(run, "html")
+    assert "failures (noisy value; shaded/whiskers: 95% interval, times UTC)" in page
+    hours = [dt.datetime(2024, 3, 12, h, tzinfo=dt.timezone.utc) for h in range(3)]
+    frame = pl.DataFrame({"hour": hours, "aggregate": ["failure_rate"] * 3, "value": [None, None, None],
+                          "ci_low": [None] * 3, "ci_high": [None] * 3}, schema_overrides={"value": pl.Float64,
+                          "ci_low": pl.Float64, "ci_high": pl.Float64})
+    empty = _chart(frame, "hour", "line", "failure_rate", "Europe/Berlin")
+    assert "<svg" not in empty and "not enough data in any cell" in empty
+    some = _chart(frame.with_columns(value=pl.Series([0.2, None, None]), ci_low=pl.Series([0.1, None, None]),
+                                     ci_high=pl.Series([0.3, None, None])), "hour", "line", "failure_rate", "Europe/Berlin")
+    assert "<svg" in some and "times Europe/Berlin; gaps: not enough data" in some
+
+
+def test_output_suffix_picks_the_format(new_store, tmp_path):
+    """Issue 13: `-o nightly.md` wrote HTML into a .md file; the suffix now names the format
+    (explicit --format still wins)."""
+    store = new_store()
+    base = ["report", str(NIGHTLY), "--store", str(store), "--date", "2024-03-12"]
+    for name, check in (("n.md", lambda t: t.startswith("# Nightly SOC summary")),
+                        ("n.json", lambda t: json.loads(t)["report"] == "nightly-soc"),
+                        ("n.html", lambda t: t.startswith("<!doctype html>"))):
+        res = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        assert check((tmp_path / name).read_text()), name
+    res = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "x.txt"), "--format", "md"])
+    assert res.exit_code == 0 and (tmp_path / "x.txt").read_text().startswith("# ")

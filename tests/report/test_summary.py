@@ -110,3 +110,28 @@ def test_anomaly_section_uses_a_zero_baseline_and_is_listed(new_store, tmp_path)
     assert s.anomaly_sections == ("Anomalous user-days",)
     assert all(x.baseline == 0.0 for x in s.standouts)
     assert "Anomaly section 'Anomalous user-days'" in render(run, "md")
+
+
+def test_each_section_states_its_spend_and_what_is_left(new_store):
+    """Issue 13: per section, in every format, the ε/δ it spent and what its budget window has
+    left right after it; a refused section spent nothing; a replayed one says so."""
+    store = new_store(epsilon=3.2)  # room for six of the eight ε = 0.5 sections of two nights
+    spec = load_report_spec(NIGHTLY)
+    run_report(spec, store, day=QUIET)  # four sections: ε 2.0, 1.2 left
+    run = run_report(spec, store, day=SPRAY)
+    assert [s.release is not None for s in run.sections] == [True, True, False, False]
+    lefts = [s.left[0].remaining.epsilon for s in run.sections]
+    assert lefts == pytest.approx([0.7, 0.2, 0.2, 0.2])
+    doc = json.loads(render(run, "json"))
+    budgets = [s["budget"] for s in doc["sections"]]
+    assert [b["spent"]["epsilon"] for b in budgets] == pytest.approx([0.5, 0.5, 0.0, 0.0])
+    assert [b["left"][0]["window"] for b in budgets] == ["2024-03"] * 4
+    assert [b["left"][0]["epsilon"] for b in budgets] == pytest.approx(lefts)
+    md, page = render(run, "md"), render(run, "html")
+    for text in (md, page):
+        assert text.count("this section spent epsilon=0.5; left in budget window 2024-03: ε=0.7, δ=1e-05") == 1
+        assert text.count("this section spent nothing (not released); left in budget window 2024-03: ε=0.2") == 2
+    again = run_report(spec, store, day=QUIET)  # replayed: the same spend, nothing new
+    doc = json.loads(render(again, "json"))
+    assert all(s["budget"]["replayed"] for s in doc["sections"])
+    assert "when first released (replayed now: nothing spent)" in render(again, "md")

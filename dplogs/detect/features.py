@@ -293,6 +293,9 @@ class FeatureBatches:
     def unit_count(self, max_rows_per_unit: int) -> int:
         return check_unit_bound(self.batches, max_rows_per_unit)
 
+    def close(self) -> None:
+        """Nothing to release here (the Spark source unpersists its rows)."""
+
 
 def as_source(batches: Any, dim: int) -> Any:
     """A list of feature batches as a :class:`FeatureBatches`; a source as it is."""

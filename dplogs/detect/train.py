@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import os
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ import numpy as np
 import polars as pl
 
 from dplogs.detect.autoencoder import AutoencoderConfig, train_autoencoder
-from dplogs.detect.calibration import CALIBRATION_SHARE, plan_calibration, release_calibration
-from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
+from dplogs.detect.calibration import CALIBRATION_SHARE, batch_score_counts, plan_calibration, release_counts
+from dplogs.detect.features import FEATURE_NAMES, FeatureBatches, FeatureSpec, extract_features
 from dplogs.detect.kmeans import plan_kmeans, train_kmeans
 from dplogs.detect.model import (
     DETECTORS, ModelCard, check_features, load_model, model_from_json, model_to_json, save_model,
@@ -135,10 +136,17 @@ def batch_settings(units: float, *, sampling_rate: float | None, expected_batch_
 
 
 def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, *, output: str | os.PathLike[str],
-                     idempotency_key: str | None = None) -> tuple[Path, ModelCard]:
-    """Extract bounded features from the store, reserve the loss, train, write the model file."""
+                     idempotency_key: str | None = None, backend: str = "polars",
+                     spark_master: str | None = None) -> tuple[Path, ModelCard]:
+    """Extract bounded features from the store, reserve the loss, train, write the model file.
+
+    ``backend="spark"`` computes the feature rows and every iteration's clipped sums on Spark
+    (``spark_master``, default the active session or ``local[*]``; see
+    :mod:`dplogs.detect.spark_loop`); the ledger, the noise and the model file stay here."""
+    from dplogs.backends.base import get_backend
     from dplogs.ingest.store import Store
 
+    engine = get_backend(backend, master=spark_master)  # an unknown name or a missing extra fails first
     store = Store.open(store_path)
     unit, policy = store.manifest.privacy_unit, store.manifest.budget_window
     spec = FeatureSpec(max_windows_per_unit=request.max_windows_per_unit, clip_norm=request.clip_norm,
@@ -148,7 +156,6 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         raise UsageError(f"{request.start} .. {request.end} touches {window_count(lo, hi, policy):,} {policy} budget windows, "
                          f"more than the limit of {MAX_BUDGET_WINDOWS}; train on a shorter range")
     windows = windows_for(lo, hi, policy)  # datetimes: the half-open range [start, end)
-    lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
     dim = len(FEATURE_NAMES)
 
     # every plan (and so every validation error) exists before the ledger is touched; the score
@@ -198,29 +205,29 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         if charge.replayed_payload is not None:
             doc = charge.replayed_payload
         else:
-            table = extract_features(lf, unit=unit, spec=spec)
-            batches = table.batches()
-            warnings: list[str] = []
-            if request.detector == "kmeans":
-                model = train_kmeans(batches, plan=plan, charge=charge)
-            else:
-                q, batch = request.sampling_rate, request.expected_batch_size
-                if estimate_plan is not None:
-                    n_units = int(table.frame["unit_id"].max() + 1) if table.frame.height else 0
-                    noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
-                    q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
-                    hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
-                                               "mechanism": "discrete laplace", "scale": estimate_plan.scale}
-                    sgd = _plan_sgd(request, eps_sgd, q)
-                config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=sgd.sampling_rate,
-                                           expected_batch_size=batch, learning_rate=request.learning_rate)
-                hyper.update({"sampling_rate": sgd.sampling_rate, "expected_batch_size": batch,
-                              "noise_multiplier": sgd.noise_multiplier, "epsilon_dpsgd": sgd.epsilon,
-                              "epsilon_rdp_crosscheck": sgd.epsilon_rdp})
-                model = train_autoencoder(batches, dim=dim, config=config, plan=sgd,
-                                          max_rows_per_unit=request.max_windows_per_unit, charge=charge)
-            calibration = release_calibration(model.scores(table.matrix()), plan=cal_plan,
-                                              clip_norm=request.clip_norm, charge=charge)
+            # the feature rows are released (on Spark: unpersisted) however training ends
+            with closing(_feature_source(store, engine, lo, hi, unit=unit, spec=spec)) as source:
+                warnings: list[str] = []
+                if request.detector == "kmeans":
+                    model = train_kmeans(source, plan=plan, charge=charge)
+                else:
+                    q, batch = request.sampling_rate, request.expected_batch_size
+                    if estimate_plan is not None:
+                        n_units = source.unit_count(K)
+                        noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
+                        q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
+                        hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
+                                                   "mechanism": "discrete laplace", "scale": estimate_plan.scale}
+                        sgd = _plan_sgd(request, eps_sgd, q)
+                    config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=sgd.sampling_rate,
+                                               expected_batch_size=batch, learning_rate=request.learning_rate)
+                    hyper.update({"sampling_rate": sgd.sampling_rate, "expected_batch_size": batch,
+                                  "noise_multiplier": sgd.noise_multiplier, "epsilon_dpsgd": sgd.epsilon,
+                                  "epsilon_rdp_crosscheck": sgd.epsilon_rdp})
+                    model = train_autoencoder(source, dim=dim, config=config, plan=sgd,
+                                              max_rows_per_unit=request.max_windows_per_unit, charge=charge)
+                (counts,) = source.total(batch_score_counts, model, request.clip_norm)
+            calibration = release_counts(counts, plan=cal_plan, clip_norm=request.clip_norm, charge=charge)
             total_std = calibration.noise_std * len(calibration.counts) ** 0.5
             if calibration.total < max(SMALL_TRAINING * K, total_std):
                 warnings.append(f"training saw about {calibration.total:.0f} ± {total_std:.0f} unit-windows (DP "
@@ -231,13 +238,28 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             card = ModelCard(
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,
                 privacy_unit=unit, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
-                clip_norm=request.clip_norm, feature_window=request.window, features=table.names,
+                clip_norm=request.clip_norm, feature_window=request.window, features=FEATURE_NAMES,
                 hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
             )
             doc = model_to_json(model, card)
             charge.record(doc)
     path = save_model(doc, output)  # only after the ledger committed the charge
     return path, model_from_json(doc)[1]
+
+
+def _feature_source(store: Any, engine: Any, lo: dt.datetime, hi: dt.datetime, *, unit: str, spec: FeatureSpec) -> Any:
+    """The bounded feature rows of the store's events in [lo, hi), as the loops' source: Arrow
+    batches here (polars), or rows persisted on the Spark executors (spark)."""
+    if engine.name == "spark":
+        from dplogs.backends.spark import col, read_events
+        from dplogs.detect.spark_loop import spark_feature_batches
+
+        events = read_events(engine.session, store.event_files())
+        ts = col(TIMESTAMP)
+        return spark_feature_batches(events.where((ts >= lo) & (ts < hi)), unit=unit, spec=spec)
+    lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
+    table = extract_features(lf, unit=unit, spec=spec)
+    return FeatureBatches(table.batches(), table.dim)
 
 
 def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:

@@ -128,7 +128,8 @@ class Policy:
             protected = protected & (col(unit).isNull() | F.coalesce(F.col("__on_roster"), F.lit(False)))
         if self.networks is not None:
             ips = sdf.select(col("source.ip").alias("__ip")).where(F.col("__ip").isNotNull()).distinct()
-            tested = ips.mapInArrow(_inside(self), "__ip string, __inside boolean")
+            # the executors get the networks only, never the roster
+            tested = ips.mapInArrow(_inside(Policy(networks=self.networks)), "__ip string, __inside boolean")
             sdf = sdf.join(tested, col("source.ip") == F.col("__ip"), "left")
             protected = protected & (col("source.ip").isNull() | F.coalesce(F.col("__inside"), F.lit(False)))
         return sdf.withColumn(PROTECTED, protected).drop("__roster", "__on_roster", "__ip", "__inside")

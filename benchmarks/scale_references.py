@@ -30,7 +30,12 @@ def session(master):
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local Python workers need this venv
 
+    import tempfile
+
+    # Tumult keeps temporary tables in the warehouse directory (the working directory by default)
+    warehouse = tempfile.mkdtemp(prefix="scale-reference-warehouse-")
     s = (SparkSession.builder.master(master).appName("scale-reference").config("spark.ui.enabled", "false")
+         .config("spark.sql.warehouse.dir", warehouse)
          .config("spark.ui.showConsoleProgress", "false").config("spark.sql.session.timeZone", "UTC")
          .config("spark.driver.memory", "6g").getOrCreate())
     s.sparkContext.setLogLevel("ERROR")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,10 @@ def spark_session(master: str | None = None) -> SparkSession:
     else:
         if active is None and not (os.environ.get("JAVA_HOME") or shutil.which("java")):
             raise UsageError(f"the spark backend needs a Java runtime (17 or newer) on PATH or in JAVA_HOME; {INSTALL_HINT}")
+        if (master or DEFAULT_MASTER).startswith("local"):
+            # local Python workers (the detector's mapInArrow loop) run this interpreter, whose
+            # environment has dplogs, numpy and pyarrow; pyspark would otherwise start `python3`
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.appName("dplogs").master(master or DEFAULT_MASTER)
         # no web UI or console progress bars (stderr belongs to dplogs' messages)
         builder = builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
@@ -188,7 +193,7 @@ class SparkBackend:
         sdf = self.frame(cells)
         code = _code(unit, list(others), seed, self.key_bits)
         out = sdf.select(col(unit), *(col(k) for k in others), code.alias(_CODE))
-        return _to_polars(out.withColumn(_RANK, _hash(_RANK_SALT ^ seed, col(_CODE))))
+        return _to_polars(out.withColumn(_RANK, seeded_hash(_RANK_SALT ^ seed, col(_CODE))))
 
     def _cells(
         self, sdf: DataFrame, *, unit: str, keys: list[str], bounds: ContributionBounds,
@@ -211,7 +216,7 @@ class SparkBackend:
             F.count(F.lit(1)).alias(_N), *(F.coalesce(F.sum(col(c)), F.lit(0.0)).alias(c) for c in names.values())
         )
         cells = cells.withColumn(_CODE, _code(unit, others, seed, self.key_bits))
-        cells = cells.withColumn(_RANK, _hash(_RANK_SALT ^ seed, col(_CODE)))
+        cells = cells.withColumn(_RANK, seeded_hash(_RANK_SALT ^ seed, col(_CODE)))
         order = Window.partitionBy(col(unit)).orderBy(col(_RANK), col(_CODE), *(col(k).asc_nulls_first() for k in others))
         kept = cells.withColumn(_KEEP, F.row_number().over(order)).where(col(_KEEP) <= l0)
         rows = F.least(col(_N), F.lit(linf).cast("long"))
@@ -244,7 +249,7 @@ def _signed(x: int) -> int:
     return x - 2**64 if x >= 2**63 else x
 
 
-def _hash(seed: int, *cols: Column) -> Column:
+def seeded_hash(seed: int, *cols: Column) -> Column:
     """Spark's seeded xxhash64: the secret hashed first, so it seeds the hash of the columns."""
     from pyspark.sql import functions as F
 
@@ -256,10 +261,10 @@ def _code(unit: str, others: list[str], seed: int, key_bits: int) -> Column:
     ``key_bits`` bits (a signed long holding the same bits as the polars backend's u64 layout)."""
     from pyspark.sql import functions as F
 
-    unit_id = F.shiftrightunsigned(_hash(seed, col(unit)), key_bits)
+    unit_id = F.shiftrightunsigned(seeded_hash(seed, col(unit)), key_bits)
     if not others:
         return F.shiftleft(unit_id, key_bits)
-    key_id = F.shiftrightunsigned(_hash(seed ^ _KEY_SALT, *(col(k) for k in others)), 64 - key_bits)
+    key_id = F.shiftrightunsigned(seeded_hash(seed ^ _KEY_SALT, *(col(k) for k in others)), 64 - key_bits)
     return F.shiftleft(unit_id, key_bits).bitwiseOR(key_id)
 
 

@@ -41,8 +41,15 @@ _CTX = {"help_option_names": ["-h", "--help"]}
               help="autoencoder: L2 clip of one unit's gradient per step (noise std = σ × this).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
 @click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored model and spends nothing.")
+@click.option("--engine", "backend", type=click.Choice(["polars", "spark"]), default="polars", show_default=True,
+              help="Where the feature rows and each iteration's clipped sums are computed: the embedded polars engine, "
+                   "or Apache Spark (needs the spark extra, pip install 'dplogs[spark]', and Java 17+). The ledger "
+                   "and the noise stay on this machine either way.")
+@click.option("--spark-master", metavar="URL", help="With --engine spark: the Spark master (default: the active "
+              "session, else local[*], this machine's cores), e.g. spark://host:7077 or yarn.")
 def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_norm, window, k, iterations,
-          steps, sampling_rate, expected_batch_size, gradient_clip, output, idempotency_key) -> None:
+          steps, sampling_rate, expected_batch_size, gradient_clip, output, idempotency_key, backend,
+          spark_master) -> None:
     """Train a DP anomaly detector on a store; the training is a release charged to the store's
     budget ledger (reserved before any noise). The model file carries its model card (ε, δ,
     accountant, bounds, features, windows); the model card is also printed to stdout as JSON."""
@@ -57,7 +64,8 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
         clip_norm=clip_norm, window=window, k=k, iterations=iterations, steps=steps, sampling_rate=sampling_rate,
         expected_batch_size=expected_batch_size, gradient_clip=gradient_clip,
     )
-    path, card = train_from_store(store_path, request, output=output, idempotency_key=idempotency_key)
+    path, card = train_from_store(store_path, request, output=output, idempotency_key=idempotency_key,
+                                  backend=backend, spark_master=spark_master)
     h = card.hyperparameters
     if "units_estimate" in h:
         click.echo(f"batch settings from a DP count of about {h['units_estimate']['noisy_units']:.0f} training units "

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from dplogs.detect.features import batch_arrays, check_unit_bound
+from dplogs.detect.features import FeatureBatches, as_source, batch_arrays
 from dplogs.errors import InternalError, PrivacyParameterError
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.dpsgd import DpSgdPlan, GradientNoise
@@ -113,17 +114,16 @@ class AutoencoderModel:
         return (np.tanh(x @ w1 + b1) @ w2 + b2 - x) ** 2 / x.shape[1]
 
 
-def _sgd(batches, dim, config, init, n_units, row_clip, noise) -> AutoencoderModel:
-    params = tuple(np.array(p, dtype=np.float64) for p in (init or init_params(dim=dim, hidden=config.hidden)))
+def _sgd(source, config, init, n_units, row_clip, noise) -> AutoencoderModel:
+    params = tuple(np.array(p, dtype=np.float64) for p in (init or init_params(dim=source.dim, hidden=config.hidden)))
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     b1, b2, lr = 0.9, 0.999, config.learning_rate
     for t in range(1, config.steps + 1):
         sampled = bernoulli(config.sampling_rate, n_units)
-        total = [np.zeros_like(p) for p in params]
-        for b in batches:
-            for acc, gsum in zip(total, autoencoder_batch_grads(b, params, sampled, row_clip)):
-                acc += gsum
+        # exact clipped gradient sums over all batches (on Spark: per partition on the executors,
+        # added here); noise is drawn once per step, here on the driver
+        total = [np.asarray(g, dtype=np.float64) for g in source.total(autoencoder_batch_grads, params, sampled, row_clip)]
         if noise is not None:
             flat = noise(np.concatenate([g.ravel() for g in total]))
             total = np.split(flat, np.cumsum([p.size for p in params])[:-1])
@@ -138,20 +138,21 @@ def _sgd(batches, dim, config, init, n_units, row_clip, noise) -> AutoencoderMod
 
 
 def train_autoencoder(
-    batches: list[pa.RecordBatch], *, dim: int, config: AutoencoderConfig, plan: DpSgdPlan,
+    batches: list[pa.RecordBatch] | FeatureBatches | Any, *, dim: int, config: AutoencoderConfig, plan: DpSgdPlan,
     max_rows_per_unit: int, charge: Charge, init: Params | None = None,
 ) -> AutoencoderModel:
     """DP-SGD training; consumes ``plan.loss`` from ``charge`` before the first noise draw."""
     if plan.steps != config.steps or plan.sampling_rate != dyadic_rate(config.sampling_rate):
         raise InternalError("DP-SGD plan and training config disagree on steps or sampling rate")
-    n_units = check_unit_bound(batches, max_rows_per_unit)
+    source = as_source(batches, dim)
+    n_units = source.unit_count(max_rows_per_unit)
     noise = GradientNoise(plan, charge=charge)
-    return _sgd(batches, dim, config, init, n_units, plan.clip_norm / max_rows_per_unit, noise)
+    return _sgd(source, config, init, n_units, plan.clip_norm / max_rows_per_unit, noise)
 
 
 def train_autoencoder_nonprivate(
-    batches: list[pa.RecordBatch], *, dim: int, config: AutoencoderConfig, init: Params | None = None,
+    batches: list[pa.RecordBatch] | FeatureBatches | Any, *, dim: int, config: AutoencoderConfig, init: Params | None = None,
 ) -> AutoencoderModel:
     """The non-private twin: same sampling, loop and optimiser, no clipping and no noise."""
-    n_units = check_unit_bound(batches, 2**62)
-    return _sgd(batches, dim, config, init, n_units, None, None)
+    source = as_source(batches, dim)
+    return _sgd(source, config, init, source.unit_count(2**62), None, None)

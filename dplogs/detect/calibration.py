@@ -24,9 +24,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from dplogs.detect.features import batch_arrays
 from dplogs.errors import InternalError, UsageError
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.dpsgd import assignment_count_sensitivity
@@ -122,14 +125,30 @@ class Calibration:
         return float(math.exp(logx[i - 1] + frac * (logx[i] - logx[i - 1])))
 
 
+def score_counts(train_scores: np.ndarray, clip_norm: float) -> np.ndarray:
+    """The exact per-bin counts of ``train_scores`` over the public edges (int64)."""
+    edges = score_edges(clip_norm)
+    bins = np.searchsorted(np.asarray(edges), np.asarray(train_scores, dtype=np.float64), side="right")
+    return np.bincount(bins, minlength=len(edges) + 1).astype(np.int64)
+
+
+def batch_score_counts(batch: pa.RecordBatch, model: Any, clip_norm: float) -> tuple[np.ndarray]:
+    """The per-batch function: the score counts of one feature batch's rows."""
+    _, x = batch_arrays(batch)
+    return (score_counts(model.scores(x), clip_norm),)
+
+
 def release_calibration(train_scores: np.ndarray, *, plan: NoisePlan, clip_norm: float, charge: Charge) -> Calibration:
     """The DP histogram of ``train_scores`` (scores of the bounded training rows). Consumes
     ``plan.loss`` from ``charge`` before the noise is drawn."""
-    edges = score_edges(clip_norm)
-    bins = np.searchsorted(np.asarray(edges), np.asarray(train_scores, dtype=np.float64), side="right")
-    counts = np.bincount(bins, minlength=len(edges) + 1).astype(np.int64)
-    noisy = add_noise(counts, plan, charge=charge)
-    return Calibration(edges=edges, counts=tuple(noisy.tolist()), noise_std=plan.std)
+    return release_counts(score_counts(train_scores, clip_norm), plan=plan, clip_norm=clip_norm, charge=charge)
+
+
+def release_counts(counts: np.ndarray, *, plan: NoisePlan, clip_norm: float, charge: Charge) -> Calibration:
+    """The DP histogram from exact per-bin ``counts`` (:func:`score_counts`, or their sum over
+    batches); the noise is drawn here, once."""
+    noisy = add_noise(np.asarray(counts, dtype=np.int64), plan, charge=charge)
+    return Calibration(edges=score_edges(clip_norm), counts=tuple(noisy.tolist()), noise_std=plan.std)
 
 
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)", re.IGNORECASE)

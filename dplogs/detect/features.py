@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -256,7 +257,8 @@ def clip_rows(x: np.ndarray, clip_norm: float) -> np.ndarray:
 
 def feature_batches(x: np.ndarray, unit_id: np.ndarray, *, rows_per_batch: int = 65_536) -> list[pa.RecordBatch]:
     """Rows as Arrow record batches (``unit_id`` int64, ``x`` fixed-size list of float64), the
-    input of every training loop (and what Spark's ``mapInArrow`` would hand it).
+    input of every training loop (and what Spark's ``mapInArrow`` hands it, see
+    :mod:`dplogs.detect.spark_loop`).
 
     >>> b = feature_batches(np.eye(3), np.arange(3), rows_per_batch=2)
     >>> [x.num_rows for x in b], batch_arrays(b[1])[1].tolist()
@@ -273,6 +275,42 @@ def feature_batches(x: np.ndarray, unit_id: np.ndarray, *, rows_per_batch: int =
         col = pa.FixedSizeListArray.from_arrays(pa.array(xs.ravel()), d)
         out.append(pa.RecordBatch.from_arrays([pa.array(unit_id[s:s + rows_per_batch]), col], ["unit_id", "x"]))
     return out
+
+
+def empty_batch(dim: int) -> pa.RecordBatch:
+    """A feature batch of no rows and ``dim`` features (what a per-batch function sees of no data)."""
+    col = pa.FixedSizeListArray.from_arrays(pa.array([], pa.float64()), dim)
+    return pa.RecordBatch.from_arrays([pa.array([], pa.int64()), col], ["unit_id", "x"])
+
+
+class FeatureBatches:
+    """Bounded feature rows held on this machine as Arrow batches: the source the training loops
+    read. :meth:`total` runs a per-batch function (clipped sums, counts, gradient sums) over every
+    batch and adds the results; :class:`dplogs.detect.spark_loop.SparkFeatureBatches` is the same
+    source with the batches on Spark executors."""
+
+    def __init__(self, batches: list[pa.RecordBatch], dim: int) -> None:
+        self.batches = list(batches)
+        self.dim = dim
+
+    def total(self, fn: Any, *args: Any) -> tuple[np.ndarray, ...]:
+        """The element-wise sum over batches of ``fn(batch, *args)`` (a tuple of arrays)."""
+        out = None
+        for b in self.batches:
+            part = fn(b, *args)
+            out = part if out is None else tuple(a + p for a, p in zip(out, part))
+        return fn(empty_batch(self.dim), *args) if out is None else out
+
+    def unit_count(self, max_rows_per_unit: int) -> int:
+        return check_unit_bound(self.batches, max_rows_per_unit)
+
+    def close(self) -> None:
+        """Nothing to release here (the Spark source unpersists its rows)."""
+
+
+def as_source(batches: Any, dim: int) -> Any:
+    """A list of feature batches as a :class:`FeatureBatches`; a source as it is."""
+    return FeatureBatches(batches, dim) if isinstance(batches, list) else batches
 
 
 def batch_arrays(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:

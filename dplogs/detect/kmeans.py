@@ -1,7 +1,7 @@
 """DP k-means (noisy Lloyd iterations) and its non-private twin: the same loop without noise.
 
 Each iteration reads the feature record batches once; :func:`kmeans_batch_stats` (the per-batch
-function, the one Spark's ``mapInArrow`` would run) assigns rows to the nearest centroid and returns
+function, the one Spark's ``mapInArrow`` runs on the executors) assigns rows to the nearest centroid and returns
 per-cluster sums and counts. The sums are added over batches, then noised ONCE per iteration:
 Gaussian on the sums (L2 sensitivity K·C) and integer Gaussian on the counts (L2 sensitivity K),
 both in zCDP, so the run costs ``iterations × (ρ_sums + ρ_counts)``.
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from dplogs.detect.features import batch_arrays, check_unit_bound, clip_rows
+from dplogs.detect.features import FeatureBatches, as_source, batch_arrays, clip_rows
 from dplogs.errors import InternalError, PrivacyParameterError
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
@@ -153,16 +154,13 @@ class KMeansModel:
         return (x - self.centroids[nearest(x, self.centroids)]) ** 2
 
 
-def _lloyd(batches, init, iterations, clip_norm, min_count, noise) -> KMeansModel:
+def _lloyd(source, init, iterations, clip_norm, min_count, noise) -> KMeansModel:
     c = np.array(init, dtype=np.float64)
     offsets = split_offsets(c, clip_norm)
     for _ in range(iterations):
-        k, d = c.shape
-        sums, counts = np.zeros((k, d)), np.zeros(k, dtype=np.int64)
-        for b in batches:
-            s, n = kmeans_batch_stats(b, c, clip_norm)
-            sums += s
-            counts += n
+        # exact clipped sums over all batches (on Spark: per partition on the executors, added
+        # here); noise is drawn once per iteration, here on the driver
+        sums, counts = source.total(kmeans_batch_stats, c, clip_norm)
         if noise is not None:
             sums, counts = noise(sums, counts)
         c = _update(c, sums, counts, min_count, clip_norm, offsets)
@@ -170,7 +168,7 @@ def _lloyd(batches, init, iterations, clip_norm, min_count, noise) -> KMeansMode
 
 
 def train_kmeans(
-    batches: list[pa.RecordBatch], *, plan: KMeansPlan, charge: Charge, init: np.ndarray | None = None,
+    batches: list[pa.RecordBatch] | FeatureBatches | Any, *, plan: KMeansPlan, charge: Charge, init: np.ndarray | None = None,
     min_count: float | None = None,
 ) -> KMeansModel:
     """DP k-means: ``plan.iterations`` noisy Lloyd steps, consuming ``plan.loss`` from ``charge``.
@@ -180,7 +178,8 @@ def train_kmeans(
     next iteration splits."""
     if not charge.left.covers(plan.loss):
         raise InternalError(f"charge {charge.left} does not cover the k-means plan {plan.loss}")
-    check_unit_bound(batches, plan.max_rows_per_unit)
+    source = as_source(batches, plan.dim)
+    source.unit_count(plan.max_rows_per_unit)
     init = init_centroids(plan.k, plan.dim, plan.clip_norm) if init is None else init
     if init.shape != (plan.k, plan.dim):
         raise InternalError(f"init centroids of shape {init.shape}, plan needs {(plan.k, plan.dim)}")
@@ -190,11 +189,11 @@ def train_kmeans(
         noisy_sums = add_noise(sums.ravel(), plan.sum_plan, charge=charge).reshape(sums.shape)
         return noisy_sums, add_noise(counts, plan.count_plan, charge=charge)
 
-    return _lloyd(batches, init, plan.iterations, plan.clip_norm, floor, noise)
+    return _lloyd(source, init, plan.iterations, plan.clip_norm, floor, noise)
 
 
 def train_kmeans_nonprivate(
     batches: list[pa.RecordBatch], *, init: np.ndarray, iterations: int, clip_norm: float, min_count: float = 1.0,
 ) -> KMeansModel:
     """The non-private twin: the same loop, same clipping and update rule, no noise."""
-    return _lloyd(batches, init, iterations, clip_norm, min_count, None)
+    return _lloyd(as_source(batches, init.shape[1]), init, iterations, clip_norm, min_count, None)

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import os
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ import numpy as np
 import polars as pl
 
 from dplogs.detect.autoencoder import AutoencoderConfig, train_autoencoder
-from dplogs.detect.calibration import CALIBRATION_SHARE, plan_calibration, release_calibration
-from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
+from dplogs.detect.calibration import CALIBRATION_SHARE, batch_score_counts, plan_calibration, release_counts
+from dplogs.detect.features import FEATURE_NAMES, FeatureBatches, FeatureSpec, extract_features
 from dplogs.detect.kmeans import plan_kmeans, train_kmeans
 from dplogs.detect.model import (
     DETECTORS, ModelCard, check_features, expected_features, load_model, model_from_json, model_to_json, save_model,
@@ -138,10 +139,17 @@ def batch_settings(units: float, *, sampling_rate: float | None, expected_batch_
 
 
 def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, *, output: str | os.PathLike[str],
-                     idempotency_key: str | None = None) -> tuple[Path, ModelCard]:
-    """Extract bounded features from the store, reserve the loss, train, write the model file."""
+                     idempotency_key: str | None = None, backend: str = "polars",
+                     spark_master: str | None = None) -> tuple[Path, ModelCard]:
+    """Extract bounded features from the store, reserve the loss, train, write the model file.
+
+    ``backend="spark"`` computes the feature rows and every iteration's clipped sums on Spark
+    (``spark_master``, default the active session or ``local[*]``; see
+    :mod:`dplogs.detect.spark_loop`); the ledger, the noise and the model file stay here."""
+    from dplogs.backends.base import get_backend
     from dplogs.ingest.store import Store
 
+    engine = get_backend(backend, master=spark_master)  # an unknown name or a missing extra fails first
     store = Store.open(store_path)
     unit, policy = store.manifest.unit_rule, store.manifest.budget_window
     spec = FeatureSpec(max_windows_per_unit=request.max_windows_per_unit, clip_norm=request.clip_norm,
@@ -151,8 +159,9 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         raise UsageError(f"{request.start} .. {request.end} touches {window_count(lo, hi, policy):,} {policy} budget windows, "
                          f"more than the limit of {MAX_BUDGET_WINDOWS}; train on a shorter range")
     windows = windows_for(lo, hi, policy)  # datetimes: the half-open range [start, end)
-    lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
-    dim = len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)
+    peers_on = engine.name != "spark"  # the peer baseline is computed on polars only (docs/spark.md)
+    peer_share = PEER_SHARE if peers_on else 0.0
+    dim = len(FEATURE_NAMES) + (len(PEER_FEATURE_NAMES) if peers_on else 0)
 
     # every plan (and so every validation error) exists before the ledger is touched; the peer
     # baseline's and the score histogram's losses are composed with training's into ONE reservation
@@ -160,12 +169,14 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     if request.detector == "kmeans":
         rho_total = rho_for_epsilon(request.epsilon, request.delta)
         plan = plan_kmeans(k=request.k, dim=dim, iterations=request.iterations,
-                           rho=rho_total * (1 - CALIBRATION_SHARE - PEER_SHARE), max_rows_per_unit=K,
+                           rho=rho_total * (1 - CALIBRATION_SHARE - peer_share), max_rows_per_unit=K,
                            clip_norm=request.clip_norm)
         cal_plan = plan_calibration(max_rows_per_unit=K, rho=rho_total * CALIBRATION_SHARE)
-        peer_plan = plan_peers(max_rows_per_unit=K, rho=rho_total * PEER_SHARE)
+        peer_plan = plan_peers(max_rows_per_unit=K, rho=rho_total * PEER_SHARE) if peers_on else None
         estimate_plan = None
-        loss = plan.loss + cal_plan.loss + peer_plan.loss
+        loss = plan.loss + cal_plan.loss
+        if peer_plan is not None:
+            loss = loss + peer_plan.loss
         rho = loss.rho
         eps, accountant = zcdp_to_epsilon(rho, request.delta), ZCDP_ACCOUNTANT
         hyper: dict[str, Any] = {"k": request.k, "iterations": request.iterations,
@@ -177,30 +188,33 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         if not (math.isfinite(request.gradient_clip) and request.gradient_clip > 0):
             raise PrivacyParameterError(f"--gradient-clip must be finite and > 0, got {request.gradient_clip}")
         eps_estimate = request.epsilon * ESTIMATE_SHARE if request.estimates_units else 0.0
-        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE - PEER_SHARE) - eps_estimate
+        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE - peer_share) - eps_estimate
         estimate_plan = (calibrate(mechanism="laplace", integer=True, epsilon=eps_estimate,
                                    sensitivity=Sensitivity(l1=1.0, l2=1.0)) if eps_estimate else None)
         # without the estimate everything is planned now; with it, σ is calibrated to eps_sgd once the
         # sampling rate is known (the reserved loss is the same either way)
         sgd = None if estimate_plan else _plan_sgd(request, eps_sgd, request.sampling_rate)
         cal_plan = plan_calibration(max_rows_per_unit=K, epsilon=request.epsilon * CALIBRATION_SHARE)
-        peer_plan = plan_peers(max_rows_per_unit=K, epsilon=request.epsilon * PEER_SHARE)
+        peer_plan = plan_peers(max_rows_per_unit=K, epsilon=request.epsilon * PEER_SHARE) if peers_on else None
         # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram and peer baseline (+ the
         # pure-ε unit count)
-        loss = (PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss
-                + peer_plan.loss)
+        loss = PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss
+        if peer_plan is not None:
+            loss = loss + peer_plan.loss
         if estimate_plan:
             loss = loss + estimate_plan.loss
         rho, eps = None, loss.epsilon
-        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (peer baseline, score histogram" + (
+        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (" + (
+            "peer baseline, " if peer_plan is not None else "") + "score histogram" + (
             ", unit count)" if estimate_plan else ")")
         hyper = {"hidden": request.hidden, "steps": request.steps, "learning_rate": request.learning_rate,
                  "gradient_clip_per_unit": request.gradient_clip}
     hyper["score_histogram"] = {"share": CALIBRATION_SHARE, "mechanism": cal_plan.mechanism.value,
                                 "noise_std": cal_plan.std}
-    hyper["peer_baseline"] = {"share": PEER_SHARE, "mechanism": peer_plan.sum_plan.mechanism.value,
-                              "sum_noise_std": peer_plan.sum_plan.std, "count_noise_std": peer_plan.count_plan.std,
-                              "min_count": peer_plan.min_count}
+    if peer_plan is not None:
+        hyper["peer_baseline"] = {"share": PEER_SHARE, "mechanism": peer_plan.sum_plan.mechanism.value,
+                                  "sum_noise_std": peer_plan.sum_plan.std, "count_noise_std": peer_plan.count_plan.std,
+                                  "min_count": peer_plan.min_count}
 
     ledger = Ledger.open(store.ledger_path, create=True, store_id=store.identity)
     query = json.dumps({"train": asdict(request)})
@@ -209,34 +223,37 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         if charge.replayed_payload is not None:
             doc = charge.replayed_payload
         else:
-            table = extract_features(lf, unit=unit, spec=spec)
-            peers = release_peers(table.frame, plan=peer_plan, charge=charge)
-            table = with_peer_features(table, peers)
-            batches = table.batches()
-            warnings: list[str] = []
-            if not peers.usable:
-                warnings.append(f"the DP peer baseline is too noisy to use (a role group needs about {peers.min_count:.0f} "
-                                "noisy training rows at this budget and K): the peer features are 0 in this model")
-            if request.detector == "kmeans":
-                model = train_kmeans(batches, plan=plan, charge=charge)
-            else:
-                q, batch = request.sampling_rate, request.expected_batch_size
-                if estimate_plan is not None:
-                    n_units = int(table.frame["unit_id"].max() + 1) if table.frame.height else 0
-                    noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
-                    q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
-                    hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
-                                               "mechanism": "discrete laplace", "scale": estimate_plan.scale}
-                    sgd = _plan_sgd(request, eps_sgd, q)
-                config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=sgd.sampling_rate,
-                                           expected_batch_size=batch, learning_rate=request.learning_rate)
-                hyper.update({"sampling_rate": sgd.sampling_rate, "expected_batch_size": batch,
-                              "noise_multiplier": sgd.noise_multiplier, "epsilon_dpsgd": sgd.epsilon,
-                              "epsilon_rdp_crosscheck": sgd.epsilon_rdp})
-                model = train_autoencoder(batches, dim=dim, config=config, plan=sgd,
-                                          max_rows_per_unit=request.max_windows_per_unit, charge=charge)
-            calibration = release_calibration(model.scores(table.matrix()), plan=cal_plan,
-                                              clip_norm=request.clip_norm, charge=charge)
+            # the feature rows are released (on Spark: unpersisted) however training ends
+            with closing(_feature_source(store, engine, lo, hi, unit=unit, spec=spec)) as source:
+                warnings: list[str] = []
+                peers = None
+                if peer_plan is not None:
+                    peers = release_peers(source.frame, plan=peer_plan, charge=charge)
+                    source = source.with_peers(peers)
+                    if not peers.usable:
+                        warnings.append(f"the DP peer baseline is too noisy to use (a role group needs about "
+                                        f"{peers.min_count:.0f} noisy training rows at this budget and K): the peer "
+                                        "features are 0 in this model")
+                if request.detector == "kmeans":
+                    model = train_kmeans(source, plan=plan, charge=charge)
+                else:
+                    q, batch = request.sampling_rate, request.expected_batch_size
+                    if estimate_plan is not None:
+                        n_units = source.unit_count(K)
+                        noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
+                        q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
+                        hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
+                                                   "mechanism": "discrete laplace", "scale": estimate_plan.scale}
+                        sgd = _plan_sgd(request, eps_sgd, q)
+                    config = AutoencoderConfig(hidden=request.hidden, steps=request.steps, sampling_rate=sgd.sampling_rate,
+                                               expected_batch_size=batch, learning_rate=request.learning_rate)
+                    hyper.update({"sampling_rate": sgd.sampling_rate, "expected_batch_size": batch,
+                                  "noise_multiplier": sgd.noise_multiplier, "epsilon_dpsgd": sgd.epsilon,
+                                  "epsilon_rdp_crosscheck": sgd.epsilon_rdp})
+                    model = train_autoencoder(source, dim=dim, config=config, plan=sgd,
+                                              max_rows_per_unit=request.max_windows_per_unit, charge=charge)
+                (counts,) = source.total(batch_score_counts, model, request.clip_norm)
+            calibration = release_counts(counts, plan=cal_plan, clip_norm=request.clip_norm, charge=charge)
             total_std = calibration.noise_std * len(calibration.counts) ** 0.5
             if calibration.total < max(SMALL_TRAINING * K, total_std):
                 warnings.append(f"training saw about {calibration.total:.0f} ± {total_std:.0f} unit-windows (DP "
@@ -248,9 +265,10 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                 detector=request.detector, epsilon=eps, delta=request.delta, rho=rho, accountant=accountant,
                 privacy_unit=unit.label, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
                 guarantee=training_guarantee(eps, request.delta, unit, tuple(windows), request),
-                clip_norm=request.clip_norm, feature_window=request.window, features=table.names,
+                clip_norm=request.clip_norm, feature_window=request.window,
+                features=(*FEATURE_NAMES, *(PEER_FEATURE_NAMES if peers is not None else ())),
                 hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
-                peer_baseline=peers.to_dict(),
+                peer_baseline=None if peers is None else peers.to_dict(),
             )
             doc = model_to_json(model, card)
             charge.record(doc)
@@ -266,6 +284,20 @@ def training_guarantee(epsilon: float, delta: float, unit: UnitRule, windows: tu
             f"({', '.join(windows)}); every row is treated as protected in training (a store's protection "
             f"policy is not applied); each unit contributes <= {request.max_windows_per_unit} {request.window} "
             f"feature rows per budget window, each clipped to L2 norm {request.clip_norm:g}")
+
+
+def _feature_source(store: Any, engine: Any, lo: dt.datetime, hi: dt.datetime, *, unit: UnitRule, spec: FeatureSpec) -> Any:
+    """The bounded feature rows of the store's events in [lo, hi), as the loops' source: Arrow
+    batches here (polars), or rows persisted on the Spark executors (spark)."""
+    if engine.name == "spark":
+        from dplogs.backends.spark import col, read_events
+        from dplogs.detect.spark_loop import spark_feature_batches
+
+        events = read_events(engine.session, store.event_files())
+        ts = col(TIMESTAMP)
+        return spark_feature_batches(events.where((ts >= lo) & (ts < hi)), unit=unit, spec=spec)
+    lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
+    return LocalFeatures(extract_features(lf, unit=unit, spec=spec))
 
 
 def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:
@@ -346,3 +378,19 @@ def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLik
                          "share_of_score": round(float(part[j]) / total, 3)} for j in drivers],
         })
     return out
+
+
+class LocalFeatures(FeatureBatches):
+    """The polars feature table as the loops' source, kept whole so the peer baseline can be
+    released from its rows (``frame``) and appended (:meth:`with_peers`) before training."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(table.batches(), table.dim)
+        self.table = table
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        return self.table.frame
+
+    def with_peers(self, peers: Any) -> LocalFeatures:
+        return LocalFeatures(with_peer_features(self.table, peers))

@@ -22,7 +22,7 @@ from dplogs.engine.plan import AggKind, Aggregation, KeyKind
 from dplogs.engine.planner import MAIN, NoisedColumn, Plan
 from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import Release
-from dplogs.errors import InternalError, UsageError
+from dplogs.errors import InternalError
 from dplogs.privacy.bound_choice import CLAMP_PREFIX, choose
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.mechanisms import add_noise
@@ -126,14 +126,16 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
     """The bounded pre-noise aggregates: the main grouping and one (keys, bin) grouping per
     histogram column, each completed onto the public key grid when all keys are public. Under a
     protection policy, only protected rows are bounded; the unprotected rows' exact aggregates
-    ride along in ``exact_*`` columns (polars backend only, for now)."""
-    if guarded(plan) and getattr(backend, "name", None) == "spark":
-        raise UsageError("this store has a protection policy (dplogs protect), which runs on the polars engine "
-                         "only for now: drop --engine spark")
+    ride along in ``exact_*`` columns (on either backend)."""
     base, not_null = _rows(plan, lf, backend)
     keys = _key_names(plan)
     exact = None
-    if guarded(plan):
+    if guarded(plan) and _on_spark(backend):
+        from dplogs.engine import spark_rows
+
+        unprotected, base = spark_rows.split_protected(base)
+        exact = spark_rows.exact_part(plan, unprotected, keys)
+    elif guarded(plan):
         exact = _exact(plan, base.filter(~pl.col(PROTECTED)), keys)
         base = base.filter(pl.col(PROTECTED)).drop(PROTECTED)
     main = backend.bounded_aggregate(
@@ -163,11 +165,16 @@ def _rows(plan: Plan, source: Any, backend: Any) -> tuple[Any, Callable[[Any, st
     """The prepared rows in the backend's own frame type, and how to keep the rows where a column
     is not null: polars expressions for the polars backend, Spark ones (compiled from the same
     plan objects) for Spark, so the polars path stays exactly as it was."""
-    if getattr(backend, "name", None) == "spark":
+    if _on_spark(backend):
         from dplogs.engine import spark_rows
 
-        return spark_rows.prepare(plan, backend.frame(source)), spark_rows.not_null
+        policy = plan.policy if guarded(plan) else None
+        return spark_rows.prepare(plan, backend.frame(source), policy=policy), spark_rows.not_null
     return prepare(plan, source), lambda frame, name: frame.filter(pl.col(name).is_not_null())
+
+
+def _on_spark(backend: Any) -> bool:
+    return getattr(backend, "name", None) == "spark"
 
 
 def _grid(plan: Plan) -> pl.DataFrame:
@@ -228,10 +235,11 @@ def profile(plan: Plan, lf: Any, backend: Any = None) -> dict[str, np.ndarray]:
     steps = plan.choice.steps
     raw = {s.name: f"__raw{i}" for i, s in enumerate(steps) if s.name.startswith(CLAMP_PREFIX)}
     column = {"max_groups": "__groups", "max_rows_per_group": "__rows", **raw}
-    if getattr(backend, "name", None) == "spark":
+    if _on_spark(backend):
         from dplogs.engine.spark_rows import per_unit_profile
 
-        per_unit = per_unit_profile(plan, backend.frame(lf), {name[len(CLAMP_PREFIX):]: a for name, a in raw.items()})
+        per_unit = per_unit_profile(plan, backend.frame(lf), {name[len(CLAMP_PREFIX):]: a for name, a in raw.items()},
+                                    policy=plan.policy if guarded(plan) else None)
         return {s.name: s.bins(per_unit[column[s.name]].cast(pl.Float64).fill_null(0.0).to_numpy()) for s in steps}
     keep = [
         pl.col(name[len(CLAMP_PREFIX):]).cast(pl.Float64).fill_nan(None).clip(lower_bound=0.0).alias(alias)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, StoreError, UsageError
 from dplogs.schema.units import UnitRule
@@ -122,6 +123,43 @@ class Policy:
             inside = [ip for ip in ips.to_list() if self.address_protected(ip)]
             protected &= pl.col("source.ip").is_null() | pl.col("source.ip").is_in(pl.Series(inside, dtype=pl.String).implode())
         return lf.with_columns(protected.alias(PROTECTED))
+
+    def mark_spark(self, sdf: Any, unit: str) -> Any:
+        """:meth:`mark` for a Spark DataFrame, on the executors: the roster is joined as a table
+        (it is the operator's input, not data), and the network test runs once per distinct
+        address in ``mapInArrow`` (``ipaddress`` has no Spark SQL twin), joined back; no address
+        reaches the driver."""
+        from pyspark.sql import functions as F
+
+        from dplogs.backends.spark import col
+
+        protected = F.lit(True)
+        if self.users is not None and unit == "user.name":
+            roster = sdf.sparkSession.createDataFrame(
+                pa.table({"__roster": pa.array(sorted(self.users), pa.string())}))
+            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), col(unit) == F.col("__roster"), "left")
+            protected = protected & (col(unit).isNull() | F.coalesce(F.col("__on_roster"), F.lit(False)))
+        if self.networks is not None:
+            ips = sdf.select(col("source.ip").alias("__ip")).where(F.col("__ip").isNotNull()).distinct()
+            # the executors get the networks only, never the roster
+            tested = ips.mapInArrow(_inside(Policy(networks=self.networks)), "__ip string, __inside boolean")
+            sdf = sdf.join(tested, col("source.ip") == F.col("__ip"), "left")
+            protected = protected & (col("source.ip").isNull() | F.coalesce(F.col("__inside"), F.lit(False)))
+        return sdf.withColumn(PROTECTED, protected).drop("__roster", "__on_roster", "__ip", "__inside")
+
+
+def _inside(policy: Policy) -> Any:
+    """The per-partition function of :meth:`Policy.mark_spark`: each distinct address with
+    whether it lies in the policy's networks."""
+
+    def run(batches: Any) -> Any:
+        for b in batches:
+            ips = b.column("__ip").to_pylist()
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(ips, pa.string()), pa.array([policy.address_protected(ip) for ip in ips], pa.bool_())],
+                ["__ip", "__inside"])
+
+    return run
 
 
 def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

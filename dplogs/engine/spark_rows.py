@@ -17,6 +17,7 @@ import polars as pl
 
 from dplogs.backends.spark import clamp, col
 from dplogs.engine.plan import And, Cmp, Filter, In, IsNull, KeyKind, Like, Not, Or
+from dplogs.engine.policy import PROTECTED, Policy
 from dplogs.errors import InternalError
 from dplogs.schema import TIMESTAMP, is_list
 from dplogs.schema.units import PER_ROW, UnitRule
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from dplogs.engine.planner import Plan
 
 ALL, BIN, UNIT = "__all__", "__bin__", "__unit__"  # the names execute.prepare gives these columns
+EXACT = "exact_"  # execute's prefix of the unprotected rows' exact aggregates
 _TRUNC = {"minute": "minute", "hour": "hour", "day": "day", "week": "week", "month": "month"}
 
 
@@ -107,9 +109,12 @@ def bounding_unit(plan: Plan) -> Column:
     return F.when(unit.isNotNull(), F.struct(unit.alias("unit"), window))
 
 
-def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = ()) -> DataFrame:
+def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = (), policy: Policy | None = None) -> DataFrame:
     """Rows in the window that pass WHERE and the public key domains, with the key and derived
-    value columns of :func:`dplogs.engine.execute.prepare` (pre-noise; stays in the engine)."""
+    value columns of :func:`dplogs.engine.execute.prepare` (pre-noise; stays in the engine).
+    Under a ``policy`` that leaves rows unprotected, each row also carries the boolean
+    :data:`~dplogs.engine.policy.PROTECTED` (a function of the row alone, marked after the
+    filters, which does not change it)."""
     from pyspark.sql import functions as F
 
     preds = [col(TIMESTAMP) >= F.lit(plan.start), col(TIMESTAMP) < F.lit(plan.end)]
@@ -147,21 +152,53 @@ def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = ()) -> DataF
     where = preds[0]
     for p in preds[1:]:
         where = where & p
-    return sdf.where(where).select(*exprs, *keep)
+    rows = sdf.where(where)
+    if policy is not None:
+        rows = policy.mark_spark(rows, plan.unit)
+        keep = [*keep, col(PROTECTED)]
+    return rows.select(*exprs, *keep)
+
+
+def exact_part(plan: Plan, rows: DataFrame, keys: list[str]) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """:func:`dplogs.engine.execute._exact` on Spark: plain per-group aggregates of the unprotected
+    ``rows`` (no bounds, no noise; a row whose unit is null counts as its own unit)."""
+    from pyspark.sql import functions as F
+
+    units = F.count_distinct(col(UNIT)) + F.coalesce(F.sum(col(UNIT).isNull().cast("long")), F.lit(0))
+    main = rows.groupBy(*(col(k) for k in keys)).agg(
+        F.count(F.lit(1)).alias(f"{EXACT}rows"), units.cast("long").alias(f"{EXACT}units"),
+        *(F.sum(col(s.alias)).alias(f"{EXACT}sum_{s.alias}") for s in plan.sums),
+    )
+    hists = {}
+    for name in plan.bins:
+        b = f"{BIN}{name}"
+        frame = rows.where(col(b).isNotNull()).groupBy(*(col(k) for k in keys), col(b).alias(BIN)).agg(
+            F.count(F.lit(1)).alias(f"{EXACT}rows"))
+        hists[name] = pl.from_arrow(frame.toArrow()).with_columns(pl.col(BIN).cast(pl.Int32), pl.col(f"{EXACT}rows").cast(pl.Int64))
+    out = pl.from_arrow(main.toArrow())
+    return out.with_columns(pl.col(f"{EXACT}rows", f"{EXACT}units").cast(pl.Int64)), hists
+
+
+def split_protected(rows: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(unprotected rows, protected rows without the mark) of rows from :func:`prepare`."""
+    return rows.where(~col(PROTECTED)), rows.where(col(PROTECTED)).drop(PROTECTED)
 
 
 def not_null(sdf: DataFrame, name: str) -> DataFrame:
     return sdf.where(col(name).isNotNull())
 
 
-def per_unit_profile(plan: Plan, sdf: DataFrame, raw: dict[str, str]) -> pl.DataFrame:
+def per_unit_profile(plan: Plan, sdf: DataFrame, raw: dict[str, str], *, policy: Policy | None = None) -> pl.DataFrame:
     """The bound-choice profile of :func:`dplogs.engine.execute.profile` computed on Spark: per
     bounding unit its group count, largest cell row count and the largest clamped-below-at-0 value
-    of each ``raw`` column. Only these numbers come back to the driver, not the units."""
+    of each ``raw`` column, over the protected rows only under a ``policy``. Only these numbers
+    come back to the driver, not the units."""
     from pyspark.sql import functions as F
 
     keep = [clamp(col(name).cast("double"), 0.0, float("inf")).alias(alias) for name, alias in raw.items()]
-    base = prepare(plan, sdf, keep=keep)
+    base = prepare(plan, sdf, keep=keep, policy=policy)
+    if policy is not None:
+        base = split_protected(base)[1]
     keys = [col(k.name) for k in plan.keys] or [col(ALL)]
     cells = base.where(col(UNIT).isNotNull()).groupBy(col(UNIT), *keys).agg(
         F.count(F.lit(1)).alias("__rows"), *(F.max(col(a)).alias(a) for a in raw.values())

@@ -7,7 +7,9 @@ bind, where both backends must agree exactly (the bounding rule itself is the co
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +20,7 @@ from dplogs.backends.polars_backend import PolarsBackend
 from dplogs.cli import cli
 from dplogs.engine import Aggregation, Engine, time_bucket
 from dplogs.engine.execute import aggregate, profile
+from dplogs.engine.policy import Policy, read_roster
 from dplogs.errors import UsageError
 from dplogs.privacy.ledger import Ledger
 from dplogs.schema.units import PER_ROW, UnitRule
@@ -159,3 +162,64 @@ def test_profile_counts_each_null_unit_row_as_a_unit():
     plan = shared.build(Aggregation.count(), keys=[time_bucket("day")], epsilon=1.0, start="2024-03-01", end="2024-03-02").plan
     counts = profile(plan, lf)
     assert counts and all(c.sum() == 2 for c in counts.values())  # the default: one shared unit and unit a
+
+
+# The protected-population policy on Spark: the same rows are unprotected, the exact part of the
+# unprotected rows is identical, and the protected rows are bounded by the same rule (identical
+# wherever no L0 bound binds; L∞ binds in the second setting).
+POLICY = Policy(version=1, users=frozenset({"omar.haddad", "mia.khan", "eli.berg", "jade.costa", "nils.jensen"}),
+                networks=("10.0.0.0/8", "2001:db8::/32"))
+
+
+def test_spark_marks_the_same_rows_protected():
+    """Roster and networks, hostile addresses included (spaces, IPv6, garbage: protected when in
+    doubt), against the polars mark row by row."""
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.engine.policy import PROTECTED
+    from dplogs.schema import conform
+
+    ips = ["10.1.2.3", " 10.1.2.3 ", "203.0.113.77", "2001:db8::1", "2001:db9::1", "not an ip", None, "10.0.0.256"]
+    users = ["omar.haddad", "root", None, "mia.khan", "Omar.Haddad", "admin", "eli.berg", None]
+    df = conform(pl.DataFrame({"user.name": users, "source.ip": ips, "event.action": [str(i) for i in range(8)]}))
+    want = POLICY.mark(df.lazy(), "user.name").collect().sort("event.action")[PROTECTED]
+    got = pl.from_arrow(POLICY.mark_spark(SparkBackend().frame(df), "user.name").select("`event.action`", PROTECTED)
+                        .toArrow()).sort("event.action")[PROTECTED]
+    assert got.to_list() == want.to_list() == [True, False, False, True, False, False, True, True]
+
+
+@pytest.mark.parametrize("bounds", [LOOSE, dict(max_groups=100_000, max_rows_per_group=3)], ids=["loose", "linf-binds"])
+@pytest.mark.parametrize(("sql", "extra"), [QUERIES[0], QUERIES[2]])
+def test_policy_gives_identical_exact_and_protected_parts(engines, bounds, sql, extra):
+    local, spark = engines
+    plans = [replace(e.sql(sql, epsilon=1.0, **bounds, **WINDOW, **extra).plan, policy=POLICY) for e in engines]
+    want_main, want_hists = aggregate(plans[0], local.scan(), PolarsBackend())
+    got_main, got_hists = aggregate(plans[1], spark.scan(), spark.backend)
+    assert want_main["exact_rows"].sum() > 0 and want_main["rows"].sum() > 0  # both parts hold rows
+    key = [c for c in want_main.columns if c not in ("rows", "units") and not c.startswith(("sum_", "exact_"))]
+    assert got_main.columns == want_main.columns
+    assert got_main.sort(key, nulls_last=True).equals(want_main.sort(key, nulls_last=True))
+    for col, frame in want_hists.items():
+        assert got_hists[col].sort(frame.columns[:2]).equals(frame.sort(frame.columns[:2]))
+
+
+def test_a_release_under_a_policy_runs_on_spark(store, tmp_path, spark_session):
+    """Formerly refused (exit 64): `dplogs query --engine spark` on a store with a policy releases,
+    with the same exact part as on polars."""
+    from dplogs.engine.policy import save
+
+    protected = tmp_path / "st"
+    shutil.copytree(store, protected)
+    roster = tmp_path / "people.txt"
+    roster.write_text("\n".join(sorted(POLICY.users)))
+    save(protected, users=read_roster(roster), networks=POLICY.networks)
+    args = ["query", "--store", str(protected), "--epsilon", "1", "--max-groups", "3", "--max-rows-per-group", "5",
+            "--start", "2024-03-01", "--end", "2024-04-01", "--format", "json",
+            "--sql", "SELECT event.outcome, COUNT(*) FROM logs WHERE event.category = 'authentication' GROUP BY 1"]
+    out = {}
+    for engine in ("polars", "spark"):
+        r = CliRunner().invoke(cli, [*args, "--engine", engine])
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        out[engine] = {c["event.outcome"]: c["exact"] for c in doc["data"]}
+        assert doc["privacy"]["protection"]["version"] == 1
+    assert out["spark"] == out["polars"] and sum(out["polars"].values()) > 0

@@ -1,0 +1,239 @@
+"""The detector's loop on Spark: feature rows in Spark SQL under the same bounds, per-batch clipped
+sums through ``mapInArrow`` reduced on the driver, noise once per iteration on the driver, and the
+same ledger entry as the polars loop.
+
+With the same seed the two backends pick windows by different keyed hashes (xxhash64 vs polars'),
+so the loops are compared where K does not bind (all windows kept on both) and, where it binds, on
+the windows Spark kept: the same rows must give the same clipped sums."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from tests.detect.detect_helpers import synthetic_events
+
+from dplogs.backends.spark import SparkBackend
+from dplogs.cli import cli
+from dplogs.detect import kmeans
+from dplogs.detect.calibration import batch_score_counts, score_counts
+from dplogs.detect.features import FEATURE_NAMES, FeatureBatches, FeatureSpec, extract_features, feature_batches
+from dplogs.detect.kmeans import init_centroids, kmeans_batch_stats, plan_kmeans, train_kmeans
+from dplogs.detect.model import load_model
+from dplogs.detect.spark_features import feature_rows
+from dplogs.detect.spark_loop import SparkFeatureBatches, spark_feature_batches
+from dplogs.detect.train import TrainRequest, train_from_store
+from dplogs.privacy.charge import Charge
+from dplogs.privacy.ledger import Ledger
+from dplogs.privacy.testing import exact_mode
+from dplogs.schema.units import PER_ROW, UnitRule
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_WINDOWS = 10_000  # K that never binds
+KEYS = ["unit", "window_start"]
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory) -> Path:
+    """The shipped sample logs: every feature column (HTTP, ports, processes, null units) occurs."""
+    path = tmp_path_factory.mktemp("spark_detect") / "st"
+    r = CliRunner().invoke(cli, ["ingest", str(REPO / "sample_logs"), "--store", str(path), "--year", "2024"])
+    assert r.exit_code == 0, r.output
+    return path
+
+
+@pytest.fixture
+def synthetic_store(tmp_path):
+    from dplogs.ingest.store import Store
+
+    s = Store.init(tmp_path / "store", dataset="synthetic")
+    s.write_events(synthetic_events(), stem="part0")
+    Ledger.open(s.ledger_path, create=True).set_caps(window_policy="month", epsilon=10.0, delta=1e-5)
+    return s
+
+
+PER_ROW_RULE = UnitRule(("user.name",), PER_ROW)
+
+
+def _both(events: pl.DataFrame, spec: FeatureSpec, seed: int, unit: UnitRule = PER_ROW_RULE) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(polars, Spark) feature rows of ``events`` under one seed, sorted by (unit, window)."""
+    want = extract_features(events.lazy(), unit=unit, spec=spec, seed=seed).frame
+    got = pl.from_arrow(feature_rows(SparkBackend().frame(events), unit=unit, spec=spec, seed=seed).toArrow())
+    return want.sort(KEYS), got.sort(KEYS)
+
+
+def _sample_events(store: Path) -> pl.DataFrame:
+    from dplogs.ingest.store import Store
+
+    return Store.open(store).scan().collect()
+
+
+@pytest.mark.parametrize("window,budget", [("day", "month"), ("15min", "week")])
+def test_spark_features_equal_polars_features(spark_session, sample_store, window, budget):
+    """Same rows, unit ids and features (within float rounding) under the per-row opt-in (each
+    null-unit row its own unit)."""
+    events = _sample_events(sample_store)
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=2.0, window=window, budget_window=budget)
+    want, got = _both(events, spec, seed=11)
+    null = pl.col("unit").str.starts_with("\x00null:")
+    assert got.filter(null).height == want.filter(null).height == events["user.name"].null_count() > 0
+    want, got = want.filter(~null), got.filter(~null)
+    assert want.height > 20
+    assert got.select(*KEYS, "budget_window").equals(want.select(*KEYS, "budget_window"))
+    assert got["unit_id"].rank("dense").equals(want["unit_id"].rank("dense"))  # same order (null units aside)
+    for name in FEATURE_NAMES:
+        np.testing.assert_allclose(got[name].to_numpy(), want[name].to_numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    # history and novelty features move on this store, so they are compared on real values
+    assert all(want[name].max() > 0 for name in ("events_rise_vs_own_history", "new_source_ips_share", "distinct_hosts"))
+
+
+@pytest.mark.parametrize("rule", [UnitRule(("user.name",)), UnitRule(("user.name", "source.ip"))], ids=str)
+def test_spark_features_follow_the_shared_and_chain_rules(spark_session, sample_store, rule):
+    """Under the default shared unit and a chain, Spark groups rows into the same units as polars
+    (units are spelled differently, so rows are compared by window and feature values)."""
+    events = _sample_events(sample_store)
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=2.0, window="day", budget_window="month")
+    want, got = _both(events, spec, seed=11, unit=rule)
+    assert want.height == got.height > 20
+    assert want["unit"].n_unique() == got["unit"].n_unique() < _per_row_units(events)
+    order = ["budget_window", "window_start", *FEATURE_NAMES]
+    want, got = want.select(order).sort(order), got.select(order).sort(order)
+    for name in FEATURE_NAMES:
+        np.testing.assert_allclose(got[name].to_numpy(), want[name].to_numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def _per_row_units(events: pl.DataFrame) -> int:
+    """The units of the per-row opt-in: each named user, and each row without one."""
+    return events["user.name"].n_unique() - 1 + events["user.name"].null_count()
+
+
+def _recorded_kmeans(monkeypatch, source, plan, init) -> list[np.ndarray]:
+    """Per iteration, the clipped sums and counts handed to the noise (exact mode: noise off)."""
+    seen: list[np.ndarray] = []
+    original = kmeans.add_noise
+
+    def record(values, noise_plan, *, charge):
+        seen.append(np.array(values, dtype=np.float64))
+        return original(values, noise_plan, charge=charge)
+
+    monkeypatch.setattr(kmeans, "add_noise", record)
+    with exact_mode():
+        train_kmeans(source, plan=plan, charge=Charge.for_audit(plan.loss), init=init, min_count=1.0)
+    monkeypatch.setattr(kmeans, "add_noise", original)
+    return seen
+
+
+@pytest.mark.parametrize("k_windows", [ALL_WINDOWS, 3], ids=["K-does-not-bind", "K-binds"])
+def test_spark_loop_sums_equal_polars_loop_sums(spark_session, monkeypatch, k_windows):
+    """Exact mode, same store, seed and initial centroids: every iteration's clipped sums and
+    counts from the Spark loop equal the polars loop's over the same kept windows."""
+    events = synthetic_events()
+    spec = FeatureSpec(max_windows_per_unit=k_windows, clip_norm=1.0)
+    plan = plan_kmeans(k=4, dim=len(FEATURE_NAMES), iterations=3, rho=1.0, max_rows_per_unit=k_windows, clip_norm=1.0)
+    init = init_centroids(4, len(FEATURE_NAMES), 1.0)
+    sdf = SparkBackend().frame(events)
+    with spark_feature_batches(sdf, unit=PER_ROW_RULE, spec=spec, seed=9) as spark_rows:
+        got = _recorded_kmeans(monkeypatch, spark_rows, plan, init)
+    # the same windows on the polars side: all of them (K never binds), or the ones Spark keeps
+    # under that seed
+    full = extract_features(events.lazy(), unit=PER_ROW_RULE, spec=FeatureSpec(ALL_WINDOWS, 1.0), seed=9).frame
+    kept = pl.from_arrow(feature_rows(sdf, unit=PER_ROW_RULE, spec=spec, seed=9).select(*KEYS).toArrow())
+    table = full.join(kept, on=KEYS, how="semi").sort(KEYS)
+    # every one of the 50 units has 20 windows: it keeps min(20, K), all of them real windows
+    assert table.height == kept.height == 50 * min(20, k_windows)
+    x, unit_id = table.select(FEATURE_NAMES).to_numpy(), table["unit_id"].to_numpy()
+    want = _recorded_kmeans(monkeypatch, FeatureBatches(feature_batches(x, unit_id, rows_per_batch=97), x.shape[1]),
+                            plan, init)
+    assert len(got) == len(want) == 2 * plan.iterations  # sums, counts per iteration
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+    assert sum(want[1]) == len(x)  # the counts add up to the kept rows
+
+
+def test_noise_is_drawn_on_the_driver_only(spark_session, monkeypatch):
+    """Executors return exact sums (the same on every run, equal to the sums computed here), and
+    every noise draw of the run happens in this process, once per iteration."""
+    events = synthetic_events()
+    spec = FeatureSpec(max_windows_per_unit=5, clip_norm=1.0)
+    c = init_centroids(3, len(FEATURE_NAMES), 1.0)
+    draws: list[int] = []
+    original = kmeans.add_noise
+
+    def record(values, noise_plan, *, charge):
+        draws.append(os.getpid())
+        return original(values, noise_plan, charge=charge)
+
+    with spark_feature_batches(SparkBackend().frame(events), unit=PER_ROW_RULE, spec=spec) as rows:
+        first = rows.total(kmeans_batch_stats, c, 1.0)
+        second = rows.total(kmeans_batch_stats, c, 1.0)
+        kept = pl.from_arrow(rows.frame.toArrow())
+        x = np.array(kept["x"].to_list())
+        local = FeatureBatches([pa_batch(x, kept["unit_id"].to_numpy())], x.shape[1]).total(kmeans_batch_stats, c, 1.0)
+        for a, b, want in zip(first, second, local):
+            assert np.array_equal(a, b)
+            np.testing.assert_allclose(a, want, rtol=1e-12, atol=1e-12)
+        assert rows.total(batch_score_counts, kmeans.KMeansModel(c), 1.0)[0].tolist() == score_counts(
+            kmeans.KMeansModel(c).scores(x), 1.0).tolist()
+        plan = plan_kmeans(k=3, dim=x.shape[1], iterations=4, rho=1.0, max_rows_per_unit=5, clip_norm=1.0)
+        monkeypatch.setattr(kmeans, "add_noise", record)
+        train_kmeans(rows, plan=plan, charge=Charge.for_audit(plan.loss), init=c)
+    assert draws == [os.getpid()] * (2 * plan.iterations)
+
+
+def pa_batch(x: np.ndarray, unit_id: np.ndarray):
+    (batch,) = feature_batches(x, unit_id, rows_per_batch=len(x))
+    return batch
+
+
+def test_an_empty_source_gives_zero_sums(spark_session):
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField("unit_id", T.LongType()),
+                           *(T.StructField(f, T.DoubleType()) for f in FEATURE_NAMES)])
+    with SparkFeatureBatches(spark_session.createDataFrame([], schema), len(FEATURE_NAMES)) as rows:
+        sums, counts = rows.total(kmeans_batch_stats, np.zeros((2, len(FEATURE_NAMES))), 1.0)
+        assert rows.unit_count(2) == 0
+    assert sums.shape == (2, len(FEATURE_NAMES)) and not sums.any() and counts.tolist() == [0, 0]
+
+
+def test_train_on_spark_charges_the_same_entry_as_polars(spark_session, synthetic_store, tmp_path):
+    """`dplogs train --engine spark` (k-means) and the API (autoencoder): one committed ledger entry
+    each, with the windows and mechanisms of the same training on polars. The loss: k-means' zCDP
+    total is the same (Spark spends the peer baseline's share, computed on polars only, on
+    training); the autoencoder composes one Laplace release fewer, so its ε differs in the fourth
+    digit, within the request either way."""
+    args = ["train", "--store", str(synthetic_store.path), "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
+            "--start", "2026-11-01", "--end", "2026-12-01", "--max-windows", "3", "--k", "4", "--iterations", "2"]
+    for engine in ("polars", "spark"):
+        r = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / f"{engine}.json"), "--engine", engine])
+        assert r.exit_code == 0, r.output
+    ae = dict(detector="autoencoder", epsilon=1.0, delta=1e-6, start="2026-11-01", end="2026-12-01",
+              max_windows_per_unit=3, clip_norm=1.0, steps=3, sampling_rate=0.5, expected_batch_size=25.0)
+    for engine in ("polars", "spark"):
+        train_from_store(synthetic_store.path, TrainRequest(**ae), output=tmp_path / f"ae-{engine}.json", backend=engine)
+    with Ledger.open(synthetic_store.ledger_path) as ledger:
+        km_polars, km_spark, ae_polars, ae_spark = reversed(ledger.history())
+    for a, b in ((km_polars, km_spark), (ae_polars, ae_spark)):
+        assert b.status == a.status == "committed"
+        assert (b.windows, b.mechanisms, b.caller) == (a.windows, a.mechanisms, a.caller)
+        assert b.loss.delta == a.loss.delta and a.loss.epsilon <= 1.0 and b.loss.epsilon <= 1.0
+    assert km_spark.loss == km_polars.loss
+    assert abs(ae_spark.loss.epsilon - ae_polars.loss.epsilon) < 1e-3
+    for name in ("spark.json", "ae-spark.json"):
+        model, card = load_model(tmp_path / name)
+        assert card.features == FEATURE_NAMES
+        # the score histogram saw every kept row: 50 units x 3 windows, up to its noise
+        assert abs(card.calibration.total - 150) < 8 * card.calibration.noise_std * len(card.calibration.counts) ** 0.5
+
+
+def test_a_spark_master_without_the_spark_engine_is_refused_before_anything(synthetic_store, tmp_path):
+    r = CliRunner().invoke(cli, ["train", "--store", str(synthetic_store.path), "--detector", "kmeans", "--epsilon", "1",
+                                 "--delta", "1e-6", "--start", "2026-11-01", "--end", "2026-12-01",
+                                 "--output", str(tmp_path / "m.json"), "--spark-master", "local[1]"])
+    assert r.exit_code == 64 and "--engine spark" in r.output
+    with Ledger.open(synthetic_store.ledger_path) as ledger:
+        assert ledger.history() == []

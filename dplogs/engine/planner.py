@@ -239,11 +239,17 @@ _BUCKETS_PER_WINDOW = {
 }
 
 
-def groups_per_window(keys: tuple[Key, ...], start: dt.datetime, end: dt.datetime, policy: str) -> int | None:
+def groups_per_window(keys: tuple[Key, ...], start: dt.datetime, end: dt.datetime, policy: str,
+                      unit: UnitRule | None = None) -> int | None:
     """How many groups one unit can touch inside one budget window, from the public key domains
     alone: the product of the enumerated/declared domain sizes and the time buckets of the query
     window that one budget window can meet; ``None`` when a key is private (its values are not
     known in advance). Bounding is per (unit, window), so this caps the L0 that can be used.
+
+    A key on the first field of the unit rule (``GROUP BY user.name`` on a ``user.name`` store)
+    takes ONE value per unit, whatever its domain: a unit from that field has its own value there,
+    and every other unit (a later chain field, the shared or a per-row unit) has null there, by the
+    first-non-null rule. It contributes a factor 1, public or private.
 
     >>> from dplogs.engine.plan import Key, KeyKind
     >>> t = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
@@ -253,9 +259,14 @@ def groups_per_window(keys: tuple[Key, ...], start: dt.datetime, end: dt.datetim
     1
     >>> groups_per_window((hour, outcome), t, t + dt.timedelta(days=3), "day")
     72
+    >>> account = Key("user.name", "user.name", KeyKind.PRIVATE)
+    >>> groups_per_window((account, outcome), t, t + dt.timedelta(days=3), "day", UnitRule(("user.name",)))
+    3
     """
     groups = 1
     for k in keys:
+        if unit is not None and k.column == unit.fields[0]:
+            continue  # constant within each unit
         if k.kind is KeyKind.PRIVATE:
             return None
         if k.kind is KeyKind.TIME:
@@ -364,7 +375,7 @@ def plan_query(query: Query, *, unit: str | UnitRule, window_policy: str, defaul
     missing = missing_bounds(query, defaults)
     if not missing:
         return _plan_explicit(query, unit=unit, window_policy=window_policy, defaults=defaults)
-    reach = groups_per_window(resolve_keys(query), *_window(query), window_policy)
+    reach = groups_per_window(resolve_keys(query), *_window(query), window_policy, UnitRule.parse(unit))
     fixed: dict[str, Any] = {}
     if "max_groups" in missing and reach is not None and reach <= 1:
         fixed["max_groups"] = 1  # one group: nothing to choose
@@ -516,7 +527,7 @@ def _plan_explicit(query: Query, *, unit: str | UnitRule, window_policy: str, de
     shares = len(merged) + (1 if private else 0)
     share = {"epsilon": epsilon / shares} if mechanism is Mechanism.LAPLACE else {"rho": rho / shares}
 
-    reach = {MAIN: groups_per_window(keys, query.start, query.end, window_policy)}
+    reach = {MAIN: groups_per_window(keys, query.start, query.end, window_policy, unit)}
     for col, b in bins.items():
         reach[col] = None if reach[MAIN] is None else reach[MAIN] * b.n
     columns = []
@@ -535,7 +546,9 @@ def _plan_explicit(query: Query, *, unit: str | UnitRule, window_policy: str, de
 
     selection = None
     if private:
-        selection = plan_selection(mechanism=mechanism, bounds=bounds, delta=query.delta, **share)
+        # one unit moves at most L0 keys' unit counts: the reachable L0 (1 when grouping by the unit)
+        selection = plan_selection(mechanism=mechanism, bounds=reachable_bounds(bounds, reach[MAIN]),
+                                   delta=query.delta, **share)
     loss = PrivacyLoss()
     for c in columns:
         loss = loss + c.noise.loss

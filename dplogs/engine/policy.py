@@ -124,21 +124,25 @@ class Policy:
             protected &= pl.col("source.ip").is_null() | pl.col("source.ip").is_in(pl.Series(inside, dtype=pl.String).implode())
         return lf.with_columns(protected.alias(PROTECTED))
 
-    def mark_spark(self, sdf: Any, unit: str) -> Any:
+    def mark_spark(self, sdf: Any, unit: str | UnitRule) -> Any:
         """:meth:`mark` for a Spark DataFrame, on the executors: the roster is joined as a table
         (it is the operator's input, not data), and the network test runs once per distinct
         address in ``mapInArrow`` (``ipaddress`` has no Spark SQL twin), joined back; no address
-        reaches the driver."""
+        reaches the driver. The roster decides only rows whose unit came from ``user.name``."""
         from pyspark.sql import functions as F
 
         from dplogs.backends.spark import col
 
+        rule = UnitRule.parse(unit)
         protected = F.lit(True)
-        if self.users is not None and unit == "user.name":
+        if self.users is not None and ACCOUNT in rule.fields:
             roster = sdf.sparkSession.createDataFrame(
                 pa.table({"__roster": pa.array(sorted(self.users), pa.string())}))
-            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), col(unit) == F.col("__roster"), "left")
-            protected = protected & (col(unit).isNull() | F.coalesce(F.col("__on_roster"), F.lit(False)))
+            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), col(ACCOUNT) == F.col("__roster"), "left")
+            came = col(ACCOUNT).isNotNull()
+            for earlier in rule.fields[:rule.fields.index(ACCOUNT)]:
+                came = came & col(earlier).isNull()
+            protected = protected & (~came | F.coalesce(F.col("__on_roster"), F.lit(False)))
         if self.networks is not None:
             ips = sdf.select(col("source.ip").alias("__ip")).where(F.col("__ip").isNotNull()).distinct()
             # the executors get the networks only, never the roster

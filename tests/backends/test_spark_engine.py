@@ -187,6 +187,24 @@ def test_spark_marks_the_same_rows_protected():
     assert got.to_list() == want.to_list() == [True, False, False, True, False, False, True, True]
 
 
+@pytest.mark.parametrize("rule", ["user.name,host.name", "host.name,user.name"])
+def test_spark_marks_follow_the_unit_chain(rule):
+    """With a chain, the roster decides only rows whose unit came from user.name, on both backends."""
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.engine.policy import PROTECTED
+    from dplogs.schema import conform
+
+    users = ["omar.haddad", "root", None, "root", None, "admin"]
+    hosts = ["ws1", "ws2", "ws3", None, None, "ws4"]
+    df = conform(pl.DataFrame({"user.name": users, "host.name": hosts, "event.action": [str(i) for i in range(6)]}))
+    roster_only = Policy(version=1, users=POLICY.users)
+    want = roster_only.mark(df.lazy(), UnitRule.parse(rule)).collect().sort("event.action")[PROTECTED]
+    got = pl.from_arrow(roster_only.mark_spark(SparkBackend().frame(df), UnitRule.parse(rule))
+                        .select("`event.action`", PROTECTED).toArrow()).sort("event.action")[PROTECTED]
+    expected = [True, False, True, False, True, False] if rule.startswith("user") else [True] * 3 + [False, True, True]
+    assert got.to_list() == want.to_list() == expected
+
+
 @pytest.mark.parametrize("bounds", [LOOSE, dict(max_groups=100_000, max_rows_per_group=3)], ids=["loose", "linf-binds"])
 @pytest.mark.parametrize(("sql", "extra"), [QUERIES[0], QUERIES[2]])
 def test_policy_gives_identical_exact_and_protected_parts(engines, bounds, sql, extra):

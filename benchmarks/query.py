@@ -285,8 +285,10 @@ def best_of(reps: int, fns: dict[str, callable]) -> dict[str, dict[str, float]]:
     return best
 
 
-def ensure_venv(name: str) -> Path:
-    venv, packages = VENVS[name]
+def ensure_venv(name: str, venvs: dict | None = None) -> Path:
+    """The python of the reference venv ``name`` (from ``venvs``, default :data:`VENVS`), created
+    with its packages on first use."""
+    venv, packages = (VENVS if venvs is None else venvs)[name]
     python = venv / "bin" / "python"
     if not python.exists():
         log(f"creating {venv} ({', '.join(packages)})")

@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from query import ACTIONS, DATA, EPSILON, HI, L0, LINF, VALUE, dataset, log  # noqa: E402
+from query import ACTIONS, DATA, EPSILON, HI, L0, LINF, VALUE, dataset, ensure_venv, log  # noqa: E402
 
 SQL = ('SELECT event.action, date_trunc(\'day\', "@timestamp") AS day, COUNT(*), '
        "SUM(http.response.body.bytes) FROM logs GROUP BY 1, 2")
@@ -103,16 +103,6 @@ def run_worker(args: list[str], python: str = sys.executable, script: Path = Pat
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def ensure_venv(name: str) -> Path:
-    venv, packages = REFERENCE_VENVS[name]
-    python = venv / "bin" / "python"
-    if not python.exists():
-        log(f"creating {venv} ({', '.join(packages)})")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
-    return python
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="1e7")
@@ -142,7 +132,7 @@ def main() -> None:
         label = {"tumult": "Tumult Analytics (Spark local[2])", "pipelinedp": "PipelineDP SparkRDDBackend (local[2])"}[name]
         log(f"{label} ...")
         try:
-            rows[label] = run_worker([name, str(parquet), str(args.reps), "local[2]"], python=str(ensure_venv(name)),
+            rows[label] = run_worker([name, str(parquet), str(args.reps), "local[2]"], python=str(ensure_venv(name, REFERENCE_VENVS)),
                                      script=HERE / "scale_references.py")
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             rows[label] = {"error": str(exc).splitlines()[-1][:200]}

@@ -10,6 +10,7 @@ Scores are per (unit, window) and stay INSIDE the trust boundary: they are not D
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -382,11 +383,16 @@ def top_windows(store_path: str | os.PathLike[str], model_path: str | os.PathLik
 
 class LocalFeatures(FeatureBatches):
     """The polars feature table as the loops' source, kept whole so the peer baseline can be
-    released from its rows (``frame``) and appended (:meth:`with_peers`) before training."""
+    released from its rows (``frame``) and appended (:meth:`with_peers`) before training. Its
+    Arrow batches are built once, on first use (after the peer features are appended)."""
 
-    def __init__(self, table: Any) -> None:
-        super().__init__(table.batches(), table.dim)
+    def __init__(self, table: Any) -> None:  # noqa: D107 (no batches yet: see ``batches``)
         self.table = table
+        self.dim = table.dim
+
+    @functools.cached_property
+    def batches(self) -> list:  # type: ignore[override]
+        return list(self.table.batches())
 
     @property
     def frame(self) -> pl.DataFrame:

@@ -10,7 +10,9 @@ the real brute force in ``../shared/datasets/auth_logs/``:
    cell's z-score against the other cells (mean over runs, using each release's own values), and
    the detection rate over ``--runs`` releases at ε = 1 (the incident cell is the top released
    cell). With and without the protection policy (the private ranges declared as the
-   organisation's networks), so the effect of ``dplogs protect`` is visible.
+   organisation's networks; on the sample also its roster of people, written by its generator),
+   so the effect of ``dplogs protect`` is visible; and on the sample, how often the names the
+   brute force guessed (not on the roster) are among the released top attacked accounts.
 2. **Chosen bounds vs hindsight.** For two queries on the sample and the real auth.log, the RMSE
    over released cells when dplogs chooses the missing bounds with DP (10% of ε): first
    ``max_rows_per_group`` alone (``max_groups`` = every reachable group), then both bounds (what a
@@ -54,13 +56,19 @@ SAMPLE = {"start": "2024-03-04", "end": "2024-03-18"}
 REAL = {"start": "2017-03-27", "end": "2017-04-21"}
 
 
-def store_from(inputs: list[Path], root: Path, name: str, year: str, *, protect: bool) -> Path:
+ROSTER = REPO / "sample_logs" / ".organisation" / "people.txt"
+GUESSED = ("root", "admin", "oracle", "test", "ubuntu")  # the sample brute force's guesses
+POLICY_OF: dict[str, str] = {}  # store name -> how it was protected, for the tables
+
+
+def store_from(inputs: list[Path], root: Path, name: str, year: str, *, protect: list[str] | None) -> Path:
     store = root / name
     res = CliRunner().invoke(cli, ["ingest", *map(str, inputs), "--store", str(store), "--year", year])
     assert res.exit_code == 0, res.output
     Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=1e6, delta=0.5)
     if protect:
-        assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", PRIVATE]).exit_code == 0
+        assert CliRunner().invoke(cli, ["protect", "--store", str(store), *protect]).exit_code == 0
+    POLICY_OF[name] = " + ".join(a.removeprefix("--") for a in (protect or []) if a.startswith("--")) or "none"
     return store
 
 
@@ -114,8 +122,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="dplogs-utility-"))
     try:
         sample = sorted((REPO / "sample_logs").glob("*.log")) + sorted((REPO / "sample_logs").glob("*.json"))
-        plain = store_from(sample, root, "sample", "2024", protect=False)
-        guarded = store_from(sample, root, "sample-protected", "2024", protect=True)
+        plain = store_from(sample, root, "sample", "2024", protect=None)
+        guarded = store_from(sample, root, "sample-protected", "2024",
+                             protect=["--networks", PRIVATE, "--users", str(ROSTER)])
         cases = [
             ("brute force 203.0.113.77, 2024-03-08 14:00", "failed_logins_by_source_hour.toml", ["hour", "source.ip"],
              ("2024-03-08 14:00:00+00:00", "203.0.113.77"), "failures", SAMPLE, [plain, guarded]),
@@ -128,8 +137,8 @@ def main() -> None:
         ]
         real_log = DATASETS / "auth_logs" / "elastic_examples_suspicious_login_auth.log.gz"
         if real_log.is_file():
-            real_plain = store_from([real_log], root, "real", "2017", protect=False)
-            real_guarded = store_from([real_log], root, "real-protected", "2017", protect=True)
+            real_plain = store_from([real_log], root, "real", "2017", protect=None)
+            real_guarded = store_from([real_log], root, "real-protected", "2017", protect=["--networks", PRIVATE])
             cases.append(("real brute force 24.151.103.17, 2017-03-30 15:00", "failed_logins_by_source_hour.toml",
                           ["hour", "source.ip"], ("2017-03-30 15:00:00+00:00", "24.151.103.17"), "failures", REAL,
                           [real_plain, real_guarded]))
@@ -137,6 +146,7 @@ def main() -> None:
             print(f"(the real auth.log is not at {real_log}: its row is left out)\n", file=sys.stderr)
         if "incidents" in tables:
             incidents(cases, args.runs)
+            guessed_names(plain, guarded, args.runs)
         if "bounds" in tables:
             chosen_bounds([("sample", plain, SAMPLE)] + ([("real auth.log", real_plain, REAL)] if real_log.is_file() else []),
                           args.runs)
@@ -153,12 +163,29 @@ def incidents(cases: list, runs: int) -> None:
     for title, query, keys, target, agg, window, stores in cases:
         for store in stores:
             row = incident_row(store, query, keys, target, agg, runs, window)
-            policy = "networks" if store.name.endswith("protected") else "none"
+            policy = POLICY_OF[store.name]
             fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
             print(f"| {title} | {query} | {policy} | {fmt(row['true'])} | {fmt(row['released (mean)'])} | "
                   f"{fmt(row['z (mean)'])} | {row['detection']:.2f} |")
     print("| exfiltration omar.haddad (one person) | — | — | — | — | — | not a DP aggregate's job: "
           "the detector's per-unit scores inside the trust boundary |")
+
+
+def guessed_names(plain: Path, guarded: Path, runs: int) -> None:
+    """top_attacked_accounts at its own ε: how many of the five guessed names are released (a name
+    is one unit's data, so only the roster can make it public), and how many released names of
+    people have no unprotected row (must be 0: those are released only through selection)."""
+    roster = frozenset(line for line in ROSTER.read_text().splitlines() if line and not line.startswith("#"))
+    print("\n| store policy | guessed names released (mean of 5) | people's names released with no unprotected row |")
+    print("|---|---|---|")
+    for store in (plain, guarded):
+        found, leaked = [], 0
+        for _ in range(runs):
+            data = Engine.open(store).query_file(QUERIES / "top_attacked_accounts.toml").release(caller="bench").data
+            rows = data.drop_nulls("value").to_dicts()
+            found.append(sum(r["user.name"] in GUESSED for r in rows))
+            leaked += sum(r["user.name"] in roster and not r["exact"] for r in rows)
+        print(f"| {POLICY_OF[store.name]} | {np.mean(found):.2f} | {leaked} |")
 
 
 def chosen_bounds(datasets: list[tuple[str, Path, dict]], runs: int) -> None:

@@ -2,7 +2,9 @@
 
     python sample_logs/generate.py sample_logs/
 
-rewrites ``auth.log``, ``access.log`` and ``windows_security.json`` byte for byte. It lives outside
+rewrites ``auth.log``, ``access.log`` and ``windows_security.json`` byte for byte, and the sample
+company's directory export ``.organisation/people.txt`` (the roster for ``dplogs protect --users``;
+a hidden folder, so ``dplogs ingest sample_logs`` never reads it as a log). It lives outside
 the ``dplogs`` package and uses ``random.Random(seed)`` because nothing generated here is ever
 released: these are synthetic inputs, not DP noise.
 
@@ -33,6 +35,8 @@ LAST = ["adams", "berg", "costa", "haddad", "ito", "jensen", "khan", "lopez", "m
 EXFIL_USER = "omar.haddad"
 BRUTE_IP = "203.0.113.77"
 SPRAY_IP = "198.51.100.23"
+INTERNAL_NETWORKS = "10.0.0.0/8"  # workstations 10.20.0.0/16, servers 10.9.0.0/16
+ROSTER = Path(".organisation") / "people.txt"
 
 
 def _users(rng: random.Random) -> list[str]:
@@ -193,6 +197,10 @@ def main(target: str) -> None:
     for name, make in (("auth.log", auth_log), ("access.log", access_log), ("windows_security.json", windows_log)):
         records = sorted(make(rng, users, ips), key=lambda r: (r[0], r[1]))
         (outdir / name).write_text("".join(line + "\n" for _, line in records))
+    roster = outdir / ROSTER
+    roster.parent.mkdir(exist_ok=True)
+    roster.write_text(f"# the sample company's people (its directory export), for `dplogs protect --users`;\n"
+                      f"# its internal network is {INTERNAL_NETWORKS}\n" + "".join(u + "\n" for u in users))
 
 
 if __name__ == "__main__":

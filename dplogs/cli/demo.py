@@ -11,6 +11,7 @@ import click
 
 from dplogs.engine.api import Engine
 from dplogs.engine.policy import load as load_policy
+from dplogs.engine.policy import read_roster
 from dplogs.engine.policy import save as save_policy
 from dplogs.engine.release import write_release
 from dplogs.ingest.base import IngestOptions
@@ -23,8 +24,9 @@ from dplogs.report.outputs import check_out_dir, write_outputs
 from dplogs.report.run import catch_up
 from dplogs.report.summary import cell_label, summarize
 
-DEMO_EPSILON, DEMO_DELTA = 10.0, 1e-6
+DEMO_EPSILON, DEMO_DELTA = 12.0, 1e-5
 DEMO_NETWORKS = ("10.0.0.0/8", "192.168.0.0/16")  # the sample logs' internal ranges
+DEMO_ROSTER = Path(".organisation") / "people.txt"  # written by sample_logs/generate.py beside the logs
 
 
 @click.command()
@@ -35,12 +37,14 @@ DEMO_NETWORKS = ("10.0.0.0/8", "192.168.0.0/16")  # the sample logs' internal ra
 @click.option("--queries", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("queries"),
               show_default=True, help="Folder of the shipped query files and reports/.")
 def demo(logs: Path, store: Path, queries: Path) -> None:
-    """Ingest LOGS into STORE, set a demo budget (ε=10, δ=1e-6 per month, only if the store has no
+    """Ingest LOGS into STORE, set a demo budget (ε=12, δ=1e-5 per month, only if the store has no
     caps yet), print the number of distinct accounts failing to log in per day as a DP release
     (the password spray of 2024-03-12 stands out), then catch up the nightly report over the spray
     week (2024-03-11 to 2024-03-14, ε=2 a night) into STORE/reports/ as a scheduler would, and print
-    the spray night's summary of what stands out; finally declare the sample's internal networks
-    (dplogs protect) and show the brute force from outside, counted exactly.
+    the spray night's summary of what stands out; finally declare who the people are (dplogs
+    protect: the sample company's roster LOGS/.organisation/people.txt and its internal networks)
+    and show the brute force from outside and the account names it guessed, counted exactly, while
+    the people's own rows keep their noise.
 
     Releases are keyed for idempotency, so running the demo again re-emits the stored results and
     spends no budget.
@@ -81,14 +85,28 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
         click.echo(f"   - {visible(cell_label(x.cell, spray.tz))} in {visible(x.section)}: {x.aggregate} {x.value:g} "
                    f"(joint 95% interval from {x.low:.3g}, baseline {x.baseline:g})", err=True)
 
-    # attackers are not the people the budget protects: declare the sample's networks, then the
-    # brute force from outside shows exactly while the employees' own failures keep their noise
+    # attackers are not the people the budget protects: declare the sample's people and networks,
+    # then the brute force from outside and the names it guessed show exactly while the employees'
+    # own failures keep their noise
+    roster = logs / DEMO_ROSTER
     if load_policy(store).protects_everything:
-        save_policy(store, users=None, networks=DEMO_NETWORKS)
+        save_policy(store, users=read_roster(roster) if roster.is_file() else None, networks=DEMO_NETWORKS)
+    policy = load_policy(store)
+    declared = (f"--users {roster} " if policy.users else "") + f"--networks {','.join(policy.networks)}"
     brute = Engine.open(store).query_file(queries / "failed_logins_by_source_hour.toml", epsilon=0.5)
     rel = brute.release(caller="demo", idempotency_key="demo:failed_logins_by_source_hour")
-    click.echo(f"7. with `dplogs protect --networks {','.join(DEMO_NETWORKS)}`, failures from outside are counted "
-               "exactly (top 3 source/hour cells):", err=True)
+    click.echo(f"7. with `dplogs protect {visible(declared)}`, failures from outside are counted exactly "
+               "(top 3 source/hour cells):", err=True)
     for row in rel.data.sort("value", descending=True).head(3).iter_rows(named=True):
         click.echo(f"   - {row['hour']:%Y-%m-%d %H:00} {visible(str(row['source.ip']))}: {row['value']:g} failures "
                    f"({row['exact']:g} of them from outside, exact)", err=True)
+    if not policy.users:
+        return
+    names = Engine.open(store).query_file(queries / "top_attacked_accounts.toml", epsilon=1.0)
+    rel = names.release(caller="demo", idempotency_key="demo:top_attacked_accounts")
+    click.echo("8. most-attacked account names (top_attacked_accounts): a name is released only where it occurs in "
+               "unprotected rows, i.e. it is no one's (not on the roster) or was attacked from outside the networks "
+               "(the spray's victims); their failures from inside keep their noise:", err=True)
+    for row in rel.data.sort("value", descending=True).iter_rows(named=True):
+        click.echo(f"   - {visible(str(row['user.name']))}: {row['value']:g} failures ({row['exact']:g} of them "
+                   "unprotected, exact)", err=True)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import polars as pl
 
+from dplogs.engine.policy import read_roster
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.ingest import ingest
 from dplogs.ingest.store import Store
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
 FILES = ("auth.log", "access.log", "windows_security.json")
+ROSTER = Path(".organisation") / "people.txt"
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
@@ -21,6 +23,19 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     for name in FILES:
         assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes(), name
     assert sum((SAMPLES / n).stat().st_size for n in FILES) < 1_000_000
+    assert (tmp_path / ROSTER).read_bytes() == (SAMPLES / ROSTER).read_bytes()
+
+
+def test_the_roster_names_exactly_the_people_who_log_in(tmp_path: Path) -> None:
+    """The sample company's directory export: every account of the generated users and none of the
+    names the brute force guessed, kept out of ingestion by its hidden folder."""
+    roster = read_roster(SAMPLES / ROSTER)
+    ingest([SAMPLES], tmp_path / "s", options=IngestOptions(year=2024))
+    ev = Store.open(tmp_path / "s").scan()
+    insiders = set(ev.filter(pl.col("source.ip").str.starts_with("10.") & (pl.col("event.outcome") == "success"))
+                   .select(pl.col("user.name").drop_nulls().unique()).collect().to_series())
+    assert len(roster) == 60 and insiders <= roster
+    assert not roster & {"root", "admin", "oracle", "test", "ubuntu"}
 
 
 def test_planted_incidents_are_findable(tmp_path: Path) -> None:

@@ -203,6 +203,7 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
 
     from dplogs.detect.features import FEATURE_NAMES, WINDOWS, FeatureSpec, extract_features
     from dplogs.ingest.store import Store
+    from dplogs.schema.units import PER_ROW, UnitRule
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-c", "from dplogs.cli import main; main()", "ingest", *inputs, "--store",
@@ -210,9 +211,12 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
         store = Store.open(f"{tmp}/s")
         spec = dict(clip_norm=CLIP, window=window, budget_window="month")
         score_spec = dict(spec, clip_norm=math.sqrt(len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)) if SCORE_CLIP else CLIP)
-        table = extract_features(store.scan(), unit="user.name", seed=0,
+        # each user-less event its own unit (the `per-row` opt-in): the protocol of the earlier
+        # tables, and the only one under which the tool's user-less events are rows of their own
+        rule = UnitRule.parse("user.name", unattributed=PER_ROW)
+        table = extract_features(store.scan(), unit=rule, seed=0,
                                  spec=FeatureSpec(max_windows_per_unit=2**31, **score_spec))
-        train = extract_features(store.scan(), unit="user.name", seed=1, spec=FeatureSpec(max_windows_per_unit=k, **spec))
+        train = extract_features(store.scan(), unit=rule, seed=1, spec=FeatureSpec(max_windows_per_unit=k, **spec))
         ts = pl.col("@timestamp")
         # the same unit key as extract_features (a null unit: each event its own unit)
         unit = pl.when(pl.col("user.name").is_null()).then(

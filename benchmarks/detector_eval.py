@@ -277,7 +277,7 @@ def _peer_baseline(train, k: int, eps: float | None, detector: str = "kmeans"):
         plan = plan_peers(max_rows_per_unit=k, rho=1.0)
         with exact_mode():
             exact = release_peers(train.frame, plan=plan, charge=Charge.for_audit(plan.loss))
-        return PeerBaseline(counts=exact.counts, sums=exact.sums, min_count=1.0)
+        return PeerBaseline(counts=exact.counts, sums=exact.sums, min_count=1.0, processes=exact.processes)
     if detector == "kmeans":
         plan = plan_peers(max_rows_per_unit=k, rho=rho_for_epsilon(eps, DELTA) * PEER_SHARE)
     else:

@@ -5,7 +5,7 @@ feature rows (the 36 store and peer features a model sees, 16 Arrow batches of 6
   k×d sums and one integer Gaussian draw for the k counts.
 - DP-SGD autoencoder: one step Poisson-samples units (exact Bernoulli over all 1e6 units) and
   scans every batch for the sampled rows; the DP step adds per-example clipping and one exact
-  Gaussian draw per parameter (OpenDP). The twin samples the same way, without clip and noise.
+  discrete Gaussian draw for all parameters (the vectorised sampler). The twin samples the same way, without clip and noise.
 
 Reports feature rows/s (rows read per iteration ÷ CPU time per iteration; a DP-SGD step reads all
 rows to apply the unit sample, and computes gradients only for the ≈ q·n sampled ones), CPU time per iteration

@@ -8,5 +8,5 @@
 - :mod:`~dplogs.detect.train`: training (a ledger-charged release) and scoring from a store;
 - :mod:`~dplogs.detect.anomaly_counts`, :mod:`~dplogs.detect.timeseries`: inputs and post-processing
   for the engine's DP anomaly queries and ``dplogs timeseries``;
-- :mod:`~dplogs.detect.sessions`: event-count vectors for session-shaped logs.
+- :mod:`~dplogs.detect.sessions`: event-count and presence vectors for session-shaped logs.
 """

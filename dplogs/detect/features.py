@@ -107,7 +107,8 @@ class FeatureTable:
     ``frame`` columns: ``unit``, ``budget_window``, ``window_start``, ``host`` (the unit's most
     frequent host.name in the window), ``module`` (its most frequent event.module: the peer group
     of :mod:`dplogs.detect.peers`), ``events`` and ``bytes`` (the window's raw volumes),
-    ``unit_id``, then one Float64 column per feature name."""
+    ``processes`` (the window's distinct process executables, lower-cased: the peers' process
+    table), ``unit_id``, then one Float64 column per feature name."""
 
     frame: pl.DataFrame
     names: tuple[str, ...]
@@ -182,6 +183,7 @@ def extract_features(lf: pl.LazyFrame, *, unit: str | UnitRule, spec: FeatureSpe
         events.group_by(keys)
         .agg(*aggs, pl.col("host.name").drop_nulls().mode().sort().first().alias("host"),
              pl.col("event.module").drop_nulls().mode().sort().first().alias("module"),
+             pl.col("process.executable").drop_nulls().str.to_lowercase().unique().sort().alias("processes"),
              pl.len().alias("_events"), nbytes.clip(0, BYTES_CAP).sum().alias("_bytes"),
              *(pl.col(col).drop_nulls().n_unique().alias(f"_distinct:{col}") for col, _ in NOVELTY_COLUMNS))
     )

@@ -215,7 +215,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     if peer_plan is not None:
         hyper["peer_baseline"] = {"share": PEER_SHARE, "mechanism": peer_plan.sum_plan.mechanism.value,
                                   "sum_noise_std": peer_plan.sum_plan.std, "count_noise_std": peer_plan.count_plan.std,
-                                  "min_count": peer_plan.min_count}
+                                  "process_noise_std": peer_plan.process_plan.std, "min_count": peer_plan.min_count}
 
     ledger = Ledger.open(store.ledger_path, create=True, store_id=store.identity)
     query = json.dumps({"train": asdict(request)})

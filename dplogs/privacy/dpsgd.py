@@ -34,9 +34,11 @@ from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.bounds import ContributionBounds
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
-from dplogs.privacy.mechanisms import _EXACT_MODE, Mechanism, _measurement
+from dplogs.privacy.limits import MAX_EXACT_SUM_UNITS
+from dplogs.privacy.mechanisms import _EXACT_MODE
 from dplogs.privacy.params import check_delta, check_epsilon
 from dplogs.privacy.randomness import dyadic_rate
+from dplogs.privacy.sampler import discrete_gaussian
 from dplogs.privacy.sensitivity import Sensitivity, count_sensitivity
 
 # RDP orders near 1 that fail to converge are dropped by dp_accounting (safe: fewer orders only
@@ -187,18 +189,36 @@ def plan_dpsgd(*, epsilon: float, delta: float, sampling_rate: float, steps: int
                      delta=d, epsilon=got, epsilon_rdp=rdp_eps)
 
 
+# The gradient noise lives on the lattice grid·Z with grid = 2^-30 of the noise std (a power of two):
+# the noise in lattice units has a scale of 2^30..2^31, well inside the vectorised exact sampler's
+# range, and rounding the sum to the lattice costs at most 2^-30·√d of the noise std in sensitivity.
+_LATTICE_BITS = 30
+
+
 class GradientNoise:
     """Draws the Gaussian noise of a DP-SGD run against a ledger charge.
 
     The whole (ε, δ) of the run is consumed from ``charge`` before the first draw (the PLD bound
-    is for the whole run, not additive per step); at most ``plan.steps`` draws follow. Noise is
-    OpenDP's exact floating-point Gaussian with σ·C.
+    is for the whole run, not additive per step); at most ``plan.steps`` draws follow.
+
+    The mechanism is the one OpenDP's float Gaussian uses — the sum rounded to a power-of-two
+    lattice, plus discrete Gaussian noise on that lattice — drawn for all coordinates at once by
+    the exact vectorised sampler (:func:`dplogs.privacy.sampler.discrete_gaussian`) on a coarser
+    lattice (:data:`_LATTICE_BITS`). OpenDP's per-element draw cost ≈ 49 µs per parameter per step
+    (6.7× the non-private step at 2e5 rows). Rounding moves each coordinate by ≤ grid/2, so one
+    unit moves the rounded sum by ≤ C + grid·√d in L2; the noise std is σ·(C + grid·√d), so the
+    accountant's noise multiplier σ holds for that sensitivity.
     """
 
     def __init__(self, plan: DpSgdPlan, *, charge: Charge) -> None:
         self.plan = plan
         self._charge = charge
         self.steps_drawn = 0
+        self.grid = 2.0 ** (math.floor(math.log2(plan.noise_std)) - _LATTICE_BITS)
+
+    def std(self, dim: int) -> float:
+        """The noise std per coordinate for a ``dim``-vector: σ times the rounded sum's sensitivity."""
+        return self.plan.noise_multiplier * (self.plan.clip_norm + self.grid * math.sqrt(dim))
 
     def __call__(self, gradient_sum: np.ndarray) -> np.ndarray:
         if self.steps_drawn >= self.plan.steps:
@@ -211,5 +231,8 @@ class GradientNoise:
             return values.copy()
         if not np.all(np.isfinite(values)):
             raise InternalError("non-finite gradient reached the noise step (clipping failed)")
-        flat = _measurement(Mechanism.GAUSSIAN, False, self.plan.noise_std)(values.ravel().tolist())
-        return np.asarray(flat, dtype=np.float64).reshape(values.shape)
+        units = np.rint(values.ravel() / self.grid)  # exact: the grid is a power of two
+        if np.any(np.abs(units) > MAX_EXACT_SUM_UNITS):
+            raise InternalError("a gradient sum too large for the noise lattice reached the noise step")
+        noise = discrete_gaussian(self.std(values.size) / self.grid, values.size)
+        return ((units.astype(np.int64) + noise).astype(np.float64) * self.grid).reshape(values.shape)

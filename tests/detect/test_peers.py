@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
 from dplogs.detect.peers import (
-    GROUP_NAMES, PEER_FEATURE_NAMES, VOLUMES, PeerBaseline, peer_features, peer_inputs, plan_peers, release_peers,
-    with_peer_features,
+    GROUP_NAMES, PEER_FEATURE_NAMES, PROCESS_BUCKETS, PROCESS_CAP, VOLUMES, PeerBaseline, peer_features, peer_inputs,
+    plan_peers, process_bucket, release_peers, with_peer_features,
 )
 from dplogs.errors import DataError, InternalError
 from dplogs.privacy.charge import Charge
@@ -66,7 +66,7 @@ def test_exact_baseline_and_features_on_a_small_store():
     assert b.sums[web] == pytest.approx([(2 + 1) / caps[0], (math.log2(3070) + 20) / caps[1]])
     # with this plan's noise no group is precise enough: every mean falls back to None -> 0
     assert b.min_count > 3 and b.mean_doublings("web") is None
-    assert peer_features(t.frame, b).tolist() == [[0.0, 0.0]] * 3
+    assert peer_features(t.frame, b).tolist() == [[0.0, 0.0, 0.0]] * 3  # no process named: rarity 0
     # the same release with a public minimum of 1 row: each group's own mean, rises above it
     b1 = PeerBaseline(counts=b.counts, sums=b.sums, min_count=1.0)
     web_mean = np.array([1.5, (math.log2(3070) + 20) / 2])
@@ -75,13 +75,56 @@ def test_exact_baseline_and_features_on_a_small_store():
     rises = peer_features(f, b1)
     expect_day0 = np.clip((np.array([2.0, math.log2(3070)]) - web_mean) / 6, 0, 1)
     expect_day1 = np.clip((np.array([1.0, 20.0]) - web_mean) / 6, 0, 1)
-    np.testing.assert_allclose(rises, [expect_day0, expect_day1, [0.0, 0.0]])
+    np.testing.assert_allclose(rises, np.column_stack([[expect_day0, expect_day1, [0.0, 0.0]], [0.0, 0.0, 0.0]]))
     assert rises[1, 1] > 0.7  # the 1 MB day rises ~4.2 doublings above the web peers
     # appended as named features, every row clipped again to C
     t2 = with_peer_features(t, b1)
     assert t2.names == (*FEATURE_NAMES, *PEER_FEATURE_NAMES)
     assert np.all(np.linalg.norm(t2.matrix(), axis=1) <= 10.0 * (1 + 1e-12))
     assert t2.frame.sort("unit", "window_start")["bytes_rise_vs_peers"].to_list() == pytest.approx(rises[:, 1].tolist())
+
+
+def _process_events(rows):
+    """rows: (user, hour offset, executable or None)."""
+    return conform(pl.DataFrame({
+        "@timestamp": [T0 + dt.timedelta(hours=h) for _, h, _ in rows],
+        "user.name": [u for u, *_ in rows],
+        "process.executable": [e for *_, e in rows],
+    }, schema_overrides={"process.executable": pl.String})).lazy()
+
+
+PROCS = [
+    # carol runs svchost twice and cmd once in one hour, svchost again the next hour; dave runs
+    # svchost and a tool nobody else runs; erin's hour names no process
+    ("carol", 0, "C:\\Windows\\System32\\svchost.exe"), ("carol", 0, "c:\\windows\\system32\\SVCHOST.EXE"),
+    ("carol", 0, "C:\\Windows\\System32\\cmd.exe"), ("carol", 1, "C:\\Windows\\System32\\svchost.exe"),
+    ("dave", 0, "C:\\Windows\\System32\\svchost.exe"), ("dave", 0, "C:\\Temp\\Tool.exe"),
+    ("erin", 0, None),
+]
+
+
+def test_process_table_and_rarity_exact_values():
+    spec = FeatureSpec(max_windows_per_unit=5, clip_norm=10.0, window="hour")
+    t = extract_features(_process_events(PROCS), unit="user.name", spec=spec, seed=0)
+    f = t.frame.sort("unit", "window_start")
+    svc, cmd, tool = (process_bucket(p) for p in ("c:\\windows\\system32\\svchost.exe",
+                                                   "c:\\windows\\system32\\cmd.exe", "c:\\temp\\tool.exe"))
+    assert len({svc, cmd, tool}) == 3 and f["processes"].to_list() == [
+        ["c:\\windows\\system32\\cmd.exe", "c:\\windows\\system32\\svchost.exe"],
+        ["c:\\windows\\system32\\svchost.exe"], ["c:\\temp\\tool.exe", "c:\\windows\\system32\\svchost.exe"], []]
+    plan = plan_peers(max_rows_per_unit=5, rho=0.5)
+    with exact_mode():
+        b = release_peers(f, plan=plan, charge=Charge.for_audit(plan.loss))
+    table = np.array(b.processes)
+    # each window's executables share a weight of 1: carol 1/2 + 1 + dave 1/2 for svchost
+    assert table[svc] == 2.0 and table[cmd] == 0.5 and table[tool] == 0.5 and table.sum() == 3.0
+    rarity = {k: 1 - math.log1p(w) / math.log1p(PROCESS_CAP) for k, w in ((svc, 2.0), (cmd, 0.5), (tool, 0.5))}
+    got = peer_features(f, b)[:, -1]
+    np.testing.assert_allclose(got, [(rarity[cmd] + rarity[svc]) / 2, rarity[svc], (rarity[tool] + rarity[svc]) / 2, 0.0])
+    # noisy weights below 0 count as 0 (never seen: rarity 1)
+    neg = PeerBaseline(counts=b.counts, sums=b.sums, min_count=b.min_count, processes=-table)
+    assert peer_features(f, neg)[:, -1].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert PeerBaseline.from_dict(b.to_dict()) == b and len(b.processes) == PROCESS_BUCKETS
 
 
 def test_pooled_mean_when_a_group_is_too_small():
@@ -115,14 +158,17 @@ def test_one_unit_moves_the_baseline_by_at_most_the_planned_sensitivity(rows, k,
         t = extract_features(lf, unit="user.name", spec=spec, seed=7)
         with exact_mode():
             b = release_peers(t.frame, plan=plan, charge=Charge.for_audit(plan.loss))
-        return np.array(b.sums), np.array(b.counts)
+        return np.array(b.sums), np.array(b.counts), np.array(b.processes)
 
-    full = _events(rows)
-    s1, c1 = exact(full)
-    s0, c0 = exact(full.filter(pl.col("user.name") != victim))
+    # executables from a small public pool, so units share and collide in buckets
+    pool = ["a.exe", "b.exe", "c.exe", None]
+    full = _events(rows).with_columns(pl.Series("process.executable", [pool[r[3] % 4] for r in rows], dtype=pl.String))
+    s1, c1, p1 = exact(full)
+    s0, c0, p0 = exact(full.filter(pl.col("user.name") != victim))
     assert np.linalg.norm(s1 - s0) <= plan.sum_plan.sensitivity + 1e-9
     assert np.abs(s1 - s0).sum() <= plan_l.sum_plan.sensitivity + 1e-9
     assert np.abs(c1 - c0).sum() <= k and plan.count_plan.sensitivity == k
+    assert np.abs(p1 - p0).sum() <= k + 1e-9 and plan.process_plan.sensitivity == plan_l.process_plan.sensitivity == k
 
 
 def test_release_consumes_its_loss_before_noise():

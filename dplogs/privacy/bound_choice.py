@@ -102,7 +102,7 @@ class ChoicePlan:
             "method": "DP histogram of one value per (unit, budget window) over power-of-two candidates, "
             "then the candidate minimising truncation bias + expected noise (Amin et al. 2019)",
             "mechanism": self.steps[0].noise.mechanism.value,
-            "scale": self.steps[0].noise.scale,
+            "scale": {s.name: s.noise.scale for s in self.steps},
             "epsilon": self.loss.epsilon,
             "rho": self.loss.rho,
             "sees_tails_of": self.visible_tail(),
@@ -136,16 +136,25 @@ def plan_choice(
     candidates: dict[str, tuple[float, ...]] | None = None, share: float = DEFAULT_SHARE,
 ) -> ChoicePlan:
     """Plan the choice of ``names`` with ``epsilon`` (Laplace) or ``rho`` (Gaussian): the budget
-    given here is the part spent on choosing, split equally over the bounds."""
+    given here is the part spent on choosing, split over the bounds in proportion to ln(2k) for k
+    candidates (equally when they search as many)."""
     if not names:
         raise ValueError("nothing to choose")
     candidates = candidates or {}
-    per = {"epsilon": epsilon / len(names)} if epsilon is not None else {"rho": rho / len(names)}
+    grids = {
+        name: tuple(candidates.get(name, VALUE_CANDIDATES if name.startswith(CLAMP_PREFIX) else COUNT_CANDIDATES))
+        for name in names
+    }
+    # the levels a tail must pass grow with the log of the candidates searched (b·(1.6 + ln c)):
+    # a bound over 3 candidates needs less budget to see the same tail than one over 17
+    weights = {name: math.log(2 * len(grid)) for name, grid in grids.items()}
+    total = sum(weights.values())
     steps, loss = [], PrivacyLoss()
     for name in names:
+        part = weights[name] / total
+        per = {"epsilon": epsilon * part} if epsilon is not None else {"rho": rho * part}
         noise = calibrate(mechanism=mechanism, sensitivity=Sensitivity(l1=1.0, l2=1.0), integer=True, **per)
-        default = VALUE_CANDIDATES if name.startswith(CLAMP_PREFIX) else COUNT_CANDIDATES
-        steps.append(ChoiceStep(name, tuple(candidates.get(name, default)), noise))
+        steps.append(ChoiceStep(name, grids[name], noise))
         loss = loss + noise.loss
     return ChoicePlan(tuple(steps), check_share(share), loss)
 

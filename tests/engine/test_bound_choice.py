@@ -105,7 +105,9 @@ def test_release_charges_one_composed_loss_and_discloses_the_choice(make_engine)
     assert choice["values"] == {"max_groups": 1.0, "max_rows_per_group": 4.0, "clamp:source.bytes": 1024.0}
     assert rel.privacy["bounds"]["max_rows_per_group"] == 4
     # what the choice cannot see is said with the release: tails of fewer units than its noise level
-    assert choice["sees_tails_of"] == plan_choice(choice["bounds"], mechanism="laplace", epsilon=0.3).visible_tail() > 10
+    days = {"max_groups": (1.0, 2.0, 4.0, 7.0)}  # a unit reaches at most 7 days
+    assert choice["sees_tails_of"] == plan_choice(choice["bounds"], mechanism="laplace", epsilon=0.3,
+                                                  candidates=days).visible_tail() > 10
     assert f"at least about {choice['sees_tails_of']} of them share one power-of-two bin" in rel.privacy["bias_note"]
     json.dumps(rel.privacy)  # the disclosure is JSON-ready
 
@@ -258,3 +260,14 @@ def test_tens_of_heavy_users_are_seen_when_both_bounds_are_chosen(make_engine):
         failures.append(rel.data.filter(pl.col("event.outcome") == "failure")["value"][0])
     assert sum(v == (2.0, 64.0) for v in got) >= 16, got
     assert abs(np.median(failures) - 2_400) < 400, failures
+
+
+def test_the_choice_budget_follows_the_log_of_each_search():
+    """The levels a tail must pass grow with ln(candidates): a bound over 3 candidates gets
+    ln 6 / (ln 6 + ln 34) of the choice, one over 17 the rest, and the parts add up to it."""
+    choice = plan_choice(["max_groups", "max_rows_per_group"], mechanism="laplace", epsilon=0.3,
+                         candidates={"max_groups": (1.0, 2.0, 3.0)})
+    groups, rows = (s.noise.loss.epsilon for s in choice.steps)
+    assert groups == pytest.approx(0.3 * np.log(6) / (np.log(6) + np.log(34)))
+    assert groups + rows == pytest.approx(0.3) == choice.loss.epsilon
+    assert choice.describe()["scale"] == {"max_groups": pytest.approx(1 / groups), "max_rows_per_group": pytest.approx(1 / rows)}

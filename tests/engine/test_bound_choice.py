@@ -236,7 +236,9 @@ def test_the_share_adapts_to_the_cells_and_a_given_share_wins(make_engine):
     assert many.choice.share == 0.1 and many.choice.adaptive
     given = eng.build(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, max_groups=3, bound_share=0.2, **WINDOW)
     assert given.plan.choice.share == 0.2 and not given.plan.choice.adaptive
-    assert "20% of the budget" in given.explain().text
+    assert "20% of the budget" in given.explain().text and "share given (bound_share)" in given.explain().text
+    assert "share adaptive: the least of 10-30%" in eng.build(
+        Aggregation.count(), keys=["event.outcome"], epsilon=1.0, max_groups=3, **WINDOW).explain().text
     rule = given.release(caller="test").privacy["bound_choice"]["share_rule"]
     assert rule.startswith("given")
 

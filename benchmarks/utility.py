@@ -14,7 +14,8 @@ the real brute force in ``../shared/datasets/auth_logs/``:
    so the effect of ``dplogs protect`` is visible; and on the sample, how often the names the
    brute force guessed (not on the roster) are among the released top attacked accounts.
 2. **Chosen bounds vs hindsight.** For two queries on the sample and the real auth.log, the RMSE
-   over released cells when dplogs chooses the missing bounds with DP (10% of ε): first
+   over released cells when dplogs chooses the missing bounds with DP (its adaptive share of ε,
+   10-30%): first
    ``max_rows_per_group`` alone (``max_groups`` = every reachable group), then both bounds (what a
    one-line query does), against the best fixed bounds of a grid in hindsight (each measured over
    the same number of runs; the minimum over the grid is itself a little optimistic); target
@@ -192,7 +193,7 @@ def chosen_bounds(datasets: list[tuple[str, Path, dict]], runs: int) -> None:
     """Each query on each dataset twice: DP choosing ``max_rows_per_group`` alone (``max_groups``
     fixed at every group a unit can reach), then both bounds (the one-line query's case), against
     the best fixed bounds of the grid in hindsight."""
-    print("\n## Chosen bounds (10% of ε) vs the best fixed bounds in hindsight (RMSE over released cells)\n")
+    print("\n## Chosen bounds (adaptive share of ε) vs the best fixed bounds in hindsight (RMSE over released cells)\n")
     print("| query | data | chosen by DP | chosen: RMSE | best fixed (bounds) | RMSE | ratio |")
     print("|---|---|---|---|---|---|---|")
     rows_grid = [1, 2, 4, 8, 16, 32, 64, 128, 256]

@@ -170,7 +170,7 @@ def render(data: dict[str, Any]) -> str:
     if choice:
         spent = ", ".join(f"{k}={_fmt(choice[k])}" for k in ("epsilon", "rho") if choice[k])
         lines.append(f"bounds chosen: {', '.join(choice['bounds'])}: {choice['when']}; "
-                     f"{choice['share']:.0%} of the budget ({spent}); {choice['method']}")
+                     f"{choice['share']:.0%} of the budget ({spent}; share {choice['share_rule']}); {choice['method']}")
         for name, value in (choice.get("values") or {}).items():
             lines.append(f"  {name} = {_fmt(value)}")
     if data["top_k"]:

@@ -27,6 +27,7 @@ Manifest ``defaults`` (all optional)::
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,7 +36,7 @@ from dplogs.engine.policy import Policy
 from dplogs.engine.plan import AggKind, Aggregation, Bins, Key, KeyKind, Query
 from dplogs.errors import InternalError, PrivacyParameterError, QueryError, StoreError
 from dplogs.privacy.bound_choice import (
-    BOUND_NAMES, CLAMP_PREFIX, DEFAULT_SHARE, ChoicePlan, check_share, expected_abs_noise, plan_choice,
+    BOUND_NAMES, CLAMP_PREFIX, ChoicePlan, adaptive_share, check_share, expected_abs_noise, plan_choice,
 )
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.limits import MAX_BUDGET_WINDOWS, MAX_RELEASE_CELLS
@@ -361,13 +362,24 @@ def _mechanism(query: Query) -> tuple[Mechanism, float | None, float | None]:
     return mechanism, query.epsilon, query.rho
 
 
+def tail_at_best(provisional: Plan, names: list[str]) -> float:
+    """About how many units the best bound leaves above it (Amin et al. 2019): the release's
+    expected noise per unit of bound, at the provisional bounds of 1 where one unit above a bound
+    loses one unit of bias per unit of bound, the fewest over the bounds to choose; infinite when
+    no bound moves the noise (a histogram's range). Public: from the plan alone."""
+    slopes = [provisional.noise_cost(n, 2.0, {}) - provisional.noise_cost(n, 1.0, {})
+              for n in names if provisional.noise_cost(n, 1.0, {}) is not None]
+    return min(slopes, default=math.inf)
+
+
 def plan_query(query: Query, *, unit: str | UnitRule, window_policy: str, defaults: dict[str, Any] | None = None) -> Plan:
     """Resolve and validate ``query`` for a store whose privacy-unit rule is ``unit`` (a
     :class:`~dplogs.schema.units.UnitRule` or its spelling, e.g. ``"user.name"``).
 
     Bounds and clamps that neither the query nor the store's defaults give are chosen from the
     data at release time (:mod:`dplogs.privacy.bound_choice`): the plan then reserves the whole
-    budget, spends ``bound_share`` of it on the choice, and carries provisional bounds (1, and
+    budget, spends ``bound_share`` of it on the choice (when neither the query nor the store gives
+    it, :func:`~dplogs.privacy.bound_choice.adaptive_share` of 10–30%), and carries provisional bounds (1, and
     clamps [0, 1]) whose noise scales grow with the chosen bounds; :meth:`Plan.resolve` gives
     the plan that is released."""
     defaults = check_defaults(defaults)
@@ -385,21 +397,32 @@ def plan_query(query: Query, *, unit: str | UnitRule, window_policy: str, defaul
     if not names:
         return _plan_explicit(query.with_options(**fixed), unit=unit, window_policy=window_policy, defaults=defaults)
     mechanism, epsilon, rho = _mechanism(query)
-    share = check_share(query.bound_share if query.bound_share is not None else defaults.get("bound_share", DEFAULT_SHARE))
-    main_budget = {"epsilon": epsilon * (1 - share)} if epsilon is not None else {"rho": rho * (1 - share)}
-    provisional_query = query.with_options(
-        **main_budget, **fixed,
-        **{n: 1 for n in BOUND_NAMES if n in names},
-        clamps={n[len(CLAMP_PREFIX):]: Clamp(lo=0, hi=1) for n in names if n.startswith(CLAMP_PREFIX)},
-    )
-    provisional = _plan_explicit(provisional_query, unit=unit, window_policy=window_policy, defaults=defaults)
     candidates = {}
     if "max_groups" in names and reach is not None:  # a unit cannot touch more than reach groups
         candidates["max_groups"] = tuple(float(2**i) for i in range(reach.bit_length()) if 2**i < reach) + (float(reach),)
-    choice = plan_choice(
-        names, mechanism=mechanism, candidates=candidates, share=share,
-        **({"epsilon": epsilon * share} if epsilon is not None else {"rho": rho * share}),
+
+    def at(share: float) -> tuple[Plan, ChoicePlan]:
+        """The provisional plan (bounds 1, clamps [0, 1], the main budget) and the choice at ``share``."""
+        main = {"epsilon": epsilon * (1 - share)} if epsilon is not None else {"rho": rho * (1 - share)}
+        provisional_query = query.with_options(
+            **main, **fixed,
+            **{n: 1 for n in BOUND_NAMES if n in names},
+            clamps={n[len(CLAMP_PREFIX):]: Clamp(lo=0, hi=1) for n in names if n.startswith(CLAMP_PREFIX)},
+        )
+        provisional = _plan_explicit(provisional_query, unit=unit, window_policy=window_policy, defaults=defaults)
+        return provisional, plan_choice(
+            names, mechanism=mechanism, candidates=candidates, share=share,
+            **({"epsilon": epsilon * share} if epsilon is not None else {"rho": rho * share}),
+        )
+
+    at = functools.cache(at)
+    given = query.bound_share if query.bound_share is not None else defaults.get("bound_share")
+    share = check_share(given) if given is not None else adaptive_share(
+        lambda s: at(s)[1].visible_tail(), lambda s: tail_at_best(at(s)[0], names),
     )
+    provisional, choice = at(share)
+    choice = replace(choice, adaptive=given is None)
+    main_budget = {"epsilon": epsilon * (1 - share)} if epsilon is not None else {"rho": rho * (1 - share)}
     # reserve the nominal budget: the resolved plan's columns spend main_budget (up to float
     # rounding), its partition selection at most the query's delta
     nominal = choice.loss + PrivacyLoss(**main_budget, delta=query.delta if provisional.private else 0.0)

@@ -1,0 +1,58 @@
+"""Every shipped query answers something on the shipped sample at its own ε (issue 13): a query
+that releases only "not enough data" or nothing at all teaches a new user that dplogs is useless.
+Regressions: login_failure_rate_per_day was "not enough data" in all 14 cells, and
+bytes_out_per_client released no row (every client address is one person: below the selection
+threshold) with a sum noise scale of 3e10 (a 500 MB clamp)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dplogs.engine.api import Engine
+from dplogs.privacy.testing import exact_mode
+
+QUERIES = Path(__file__).resolve().parents[2] / "queries"
+# documented in queries/README.md: its private account names need a roster or a source.ip store
+NEEDS_ANOTHER_STORE = {"top_attacked_accounts"}
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(QUERIES.glob("*.toml")) if p.stem not in NEEDS_ANOTHER_STORE],
+                         ids=lambda p: p.stem)
+def test_shipped_query_releases_values_on_the_sample(sample_store, path):
+    eng = Engine.open(sample_store)
+    for _ in range(3):
+        data = eng.query_file(path).release(caller="test").data
+        assert data["value"].is_not_null().sum() >= 1, f"{path.stem} released no value:\n{data}"
+
+
+def test_failure_rate_intervals_say_something(sample_store):
+    """Both weekly rates released in (nearly) every run, their 95% intervals narrower than half
+    of [0, 1] and covering the bounded exact rate."""
+    eng = Engine.open(sample_store)
+    path = QUERIES / "login_failure_rate_per_week.toml"
+    with exact_mode():
+        exact = eng.query_file(path).release(caller="test").data.select("week", pl.col("value").alias("exact"))
+    released = covered = cells = 0
+    for _ in range(10):
+        data = eng.query_file(path).release(caller="test").data.join(exact, on="week")
+        cells += data.height
+        ok = data.drop_nulls("value")
+        released += ok.height
+        assert ((ok["ci_high"] - ok["ci_low"]) <= 0.5).all()
+        covered += ok.filter((pl.col("ci_low") <= pl.col("exact")) & (pl.col("exact") <= pl.col("ci_high"))).height
+    assert released >= 0.9 * cells and covered >= 0.8 * released, (released, covered, cells)
+
+
+def test_bytes_served_noise_is_below_the_totals(sample_store):
+    eng = Engine.open(sample_store)
+    path = QUERIES / "bytes_out_per_week.toml"
+    with exact_mode():
+        exact = eng.query_file(path).release(caller="test").data
+    data = eng.query_file(path).release(caller="test").data
+    assert data.height == exact.height == 4  # requests and bytes for the two weeks
+    for agg in ("requests", "bytes"):
+        smallest = exact.filter(pl.col("aggregate") == agg)["value"].min()
+        assert data.filter(pl.col("aggregate") == agg)["scale"].max() < smallest / 2, agg

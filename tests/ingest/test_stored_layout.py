@@ -108,3 +108,21 @@ def test_ecs_arrays_are_dictionary_encoded_and_round_trip(tmp_path: Path) -> Non
     assert "RLE_DICTIONARY" in encodings["event.type.list.element"]
     assert pl.read_parquet_schema(path)["event.category"] == pl.List(pl.String)
     assert store.scan().collect().equals(frame)
+
+
+@pytest.mark.parametrize("arrays", [
+    [["authentication"], None, ["authentication", "session"]],  # all allowed: the check is skipped
+    [["authentication"], []],  # an empty array becomes null
+    [["authentication", None]],  # a null value is dropped
+    [["nope", "iam"], None],  # a value outside the ECS domain is dropped
+    [["nope"]],  # and an array left empty is null
+])
+def test_domain_shortcut_equals_the_full_check(arrays: list) -> None:
+    # within_domains skips the per-row list evaluation only where it would change nothing.
+    from dplogs.ingest._structured import in_domain, within_domains
+    from dplogs.schema import FIELDS
+
+    frame = conform(pl.DataFrame({"event.category": pl.Series(arrays, dtype=pl.List(pl.String)),
+                                  "event.outcome": ["success"] + [None] * (len(arrays) - 1)}))
+    full = frame.with_columns(in_domain(f) for f in FIELDS.values() if f.allowed is not None)
+    assert within_domains(frame).equals(full)

@@ -155,7 +155,7 @@ def compare(trees: list[str], lines: int, reps: int, kinds: list[str]) -> None:
         if not (Path(tree) / "dplogs" / "__init__.py").is_file():
             raise SystemExit(f"{tree} is not a dplogs source tree")
     print("| input | tree | wall s median | wall s best | CPU s median | CPU s best | lines/s (median wall) "
-          "| wall ratio (median) | CPU ratio (median) |")
+          "| wall median / first tree's | CPU median / first tree's |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind in kinds:
         path = generate(kind, lines)

@@ -3,6 +3,13 @@
     python benchmarks/ingest.py                 # 1M lines each: syslog/auth, combined access, ECS JSON
     python benchmarks/ingest.py --lines 200000  # quicker
     python benchmarks/ingest.py --big           # also a ~2 GB auth.log: peak RSS must stay <= 1.5 GB
+    python benchmarks/ingest.py --compare /tmp/old . --reps 8   # source trees, alternating runs
+
+``--compare`` runs only the dplogs ingest, from each source tree in turn (``git worktree add
+/tmp/old <commit>`` makes one; it must import as ``dplogs``), rep after rep, so every tree sees
+the same machine load, and reports the median and best wall and CPU seconds per tree with the
+ratio to the first tree. CPU seconds there are the worker's whole process (start-up and imports
+included: they are part of the command).
 
 Inputs are generated deterministically into benchmarks/.data/ (gitignored). Every measurement runs
 in its own worker process; a small monitor process starts the worker and reads the worker's peak
@@ -21,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,15 +141,49 @@ def measure(kind: str, path: str) -> None:
     print(json.dumps(result))
 
 
-def _run(kind: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--measure", kind, str(path)], check=True, capture_output=True, text=True)
+def _run(kind: str, path: Path, tree: str | None = None) -> dict:
+    """One measurement in a fresh monitor process; ``tree``: import dplogs from that source tree."""
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+    out = subprocess.run([sys.executable, __file__, "--measure", kind, str(path)], check=True, capture_output=True, text=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare(trees: list[str], lines: int, reps: int, kinds: list[str]) -> None:
+    """Alternating runs of each tree's ingest; the order of trees rotates every rep."""
+    for tree in trees:
+        if not (Path(tree) / "dplogs" / "__init__.py").is_file():
+            raise SystemExit(f"{tree} is not a dplogs source tree")
+    print("| input | tree | wall s median | wall s best | CPU s median | CPU s best | lines/s (median wall) "
+          "| wall median / first tree's | CPU median / first tree's |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind in kinds:
+        path = generate(kind, lines)
+        runs: dict[str, list[dict]] = {tree: [] for tree in trees}
+        for rep in range(reps):
+            print(f"{kind}: rep {rep + 1}/{reps}", file=sys.stderr)
+            for tree in trees[rep % len(trees):] + trees[:rep % len(trees)]:
+                result = _run(f"dplogs_{kind}", path, tree)
+                assert result["rows"] == lines, result
+                runs[tree].append(result)
+        first = None
+        for tree in trees:
+            wall = sorted(r["seconds"] for r in runs[tree])
+            cpu = sorted(r["cpu_seconds"] for r in runs[tree])
+            medians = statistics.median(wall), statistics.median(cpu)
+            first = first or medians
+            print(f"| {kind} | {tree} | {medians[0]:.2f} | {wall[0]:.2f} | {medians[1]:.2f} | {cpu[0]:.2f} "
+                  f"| {lines / medians[0]:,.0f} | {medians[0] / first[0]:.3f} | {medians[1] / first[1]:.3f} |")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (after the runs); {reps} reps per tree")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--big", action="store_true", help="also ingest a ~2 GB auth.log and check peak RSS <= 1.5 GB")
+    parser.add_argument("--compare", nargs="+", metavar="TREE", help="dplogs source trees to time against each other")
+    parser.add_argument("--reps", type=int, default=8, help="repetitions per tree with --compare")
+    parser.add_argument("--kinds", default="syslog,access,jsonl", help="inputs measured with --compare")
     parser.add_argument("--work", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,6 +191,8 @@ def main() -> None:
         return work(*args.work)
     if args.measure:
         return measure(*args.measure)
+    if args.compare:
+        return compare(args.compare, args.lines, args.reps, args.kinds.split(","))
 
     startup = _run("startup", Path(__file__))["cpu_seconds"]
     rows = []

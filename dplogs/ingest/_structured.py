@@ -423,9 +423,9 @@ def within_domains(out: pl.DataFrame) -> pl.DataFrame:
         if column.null_count() == column.len():
             continue
         if is_list(f.name):
-            arrays = column.drop_nulls()
-            values = arrays.explode()
-            if (arrays.list.len() > 0).all() and values.null_count() == 0 and values.is_in(f.allowed).all():
+            # the values of the non-null arrays, read in place (drop_nulls + explode copied them first: 2x the cost)
+            values = column.list.explode(keep_nulls=False, empty_as_null=False)
+            if column.list.len().min() > 0 and values.null_count() == 0 and values.is_in(f.allowed).all():
                 continue
         checks.append(in_domain(f))
     return out.with_columns(checks) if checks else out

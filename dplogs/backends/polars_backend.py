@@ -127,17 +127,34 @@ class PolarsBackend:
         bounds: ContributionBounds,
         sums: Mapping[str, Clamp],
         seed: int,
+        unit_values: pl.DataFrame | None = None,
     ) -> pl.DataFrame:
-        """Bounded per-group ``rows``, ``units`` and ``sum_<name>``; see the module docstring."""
+        """Bounded per-group ``rows``, ``units`` and ``sum_<name>``; see the module docstring.
+        ``unit_values``: the ``unit`` column holds dense UInt32 codes, code ``i`` standing for the
+        distinct unit value in row ``i`` of this one-column frame (a store's unit dictionary); the
+        result is the one the values would give."""
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         grids = _grids(sums)
-        coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
+        coder = None if unit_values is None else self._dictionary_coder(lf, unit=unit, keys=keys, seed=seed,
+                                                                         unit_values=unit_values)
+        if coder is None:
+            if unit_values is not None:  # the codes cannot serve: bound on the values they stand for
+                lf = lf.with_columns(pl.lit(unit_values.get_column(unit)).gather(pl.col(unit)).alias(unit))
+            coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
+        coded = None
+        if coder.units is not None and coder.rows is None:
+            # unit codes: one read gives the coded rows, their count and whether any unit is null
+            # (its code is null), so no pass over the units is needed
+            coded = _coded_rows(lf, coder=coder, sums=sums, nulls=True).collect(engine=self.engine)
+            null_units = coded[_CODE].has_nulls()
+            coded = coded.drop_nulls(_CODE) if null_units else coded
+            coder = replace(coder, rows=coded.height, null_units=null_units)
+            coded = coded.lazy()
         n_rows = coder.rows if coder.rows is not None else lf.select(pl.len()).collect(engine=self.engine).item()
         passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
-        coded = None
-        if coder.units is not None and passes > 1:
+        if coded is None and coder.units is not None and passes > 1:
             # read the input once: the passes then partition its codes in memory instead of
             # re-reading (and re-decoding, from a store) every row once per pass
             coded = _coded_rows(lf, coder=coder, sums=sums).collect(engine=self.engine).lazy()
@@ -181,6 +198,24 @@ class PolarsBackend:
         cells = cells.with_columns(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
         return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
 
+    def _dictionary_coder(
+        self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int, unit_values: pl.DataFrame
+    ) -> _CellCoder | None:
+        """:meth:`_coder` for a ``unit`` column of dense codes into ``unit_values`` (a store's
+        unit dictionary): the units table is the dictionary, each unit hashed once instead of once
+        per row, and no pass over the units is needed (codes of distinct values are distinct by
+        construction). None when the codes cannot stand in for the values (a shared id, a type
+        that does not hash by value, ``cell_codes`` off): the caller then bounds on the values."""
+        coder = _CellCoder(unit=unit, others=[k for k in keys if k != unit], seed=seed, key_bits=self.key_bits)
+        schema = lf.collect_schema()
+        if not self.cell_codes or not all(_codable(t) for t in (unit_values.schema[unit], *(schema[c] for c in coder.others))):
+            return None
+        units = unit_values.select(unit, coder.unit_id().alias(_UNIT_ID))
+        if units[_UNIT_ID].n_unique() != units.height:
+            return None
+        coder = self._key_values(lf, replace(coder, units=units, unit_ids=units[_UNIT_ID]))
+        return coder if coder.units is not None else None
+
     def _coder(self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int) -> _CellCoder:
         """The cell code of this query, with its value tables when the codes may stand in for the
         values in step 1 (``cell_codes`` on, hashable column types, no code shared by two units or
@@ -198,12 +233,16 @@ class PolarsBackend:
         units = units.with_columns(coder.unit_id().alias(_UNIT_ID))
         if units[_UNIT_ID].n_unique() != units.height:
             return coder
-        values = None
-        if coder.others:
-            values = lf.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID)).collect(engine=self.engine)
-            if values[_KEY_ID].n_unique() != values.height:
-                return coder
-        return replace(coder, units=units, values=values)
+        return self._key_values(lf, replace(coder, units=units))
+
+    def _key_values(self, lf: pl.LazyFrame, coder: _CellCoder) -> _CellCoder:
+        """``coder`` with its key-values table, or without any tables when two key tuples share an id."""
+        if not coder.others:
+            return coder
+        values = lf.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID)).collect(engine=self.engine)
+        if values[_KEY_ID].n_unique() != values.height:
+            return replace(coder, units=None, unit_ids=None)
+        return replace(coder, values=values)
 
     def _cells(
         self,
@@ -264,8 +303,10 @@ class PolarsBackend:
             bounded = coder.decode(bounded).select(unit, *others, ROWS, *names.values())
         if index != 0 or not coder.null_units:  # the units pass found no null unit: nothing to read
             return bounded
+        # a null unit code stands for a null unit value
+        null_unit = pl.col(unit) if coder.unit_ids is None else pl.lit(None, coder.units.schema[unit]).alias(unit)
         nulls = lf.filter(pl.col(unit).is_null()).select(
-            unit, *others, pl.lit(1, pl.Int64).alias(ROWS),
+            null_unit, *others, pl.lit(1, pl.Int64).alias(ROWS),
             *((pl.col(c).fill_null(0.0) / grids[name]).cast(pl.Int64).alias(c) for name, c in names.items()),
         )
         return pl.concat([bounded, nulls], how="vertical_relaxed")
@@ -285,6 +326,8 @@ class _CellCoder:
     key_bits: int
     units: pl.DataFrame | None = None
     values: pl.DataFrame | None = None
+    unit_ids: pl.Series | None = None
+    """The unit id of each unit code, when the unit column holds a store's dense unit codes."""
     rows: int | None = None
     """The input's row count, when the units pass counted it."""
     null_units: bool = True
@@ -295,6 +338,8 @@ class _CellCoder:
         return self.seed ^ 0xD1B54A32D192ED03
 
     def unit_id(self) -> pl.Expr:
+        if self.unit_ids is not None:  # the unit column holds codes: look their ids up
+            return pl.lit(self.unit_ids).gather(pl.col(self.unit))
         return pl.col(self.unit).hash(self.seed) // pl.lit(2**self.key_bits, pl.UInt64)
 
     def key_id(self) -> pl.Expr:
@@ -326,10 +371,13 @@ def _clamped(sums: Mapping[str, Clamp]) -> list[pl.Expr]:
     ]
 
 
-def _coded_rows(lf: pl.LazyFrame, *, coder: _CellCoder, sums: Mapping[str, Clamp]) -> pl.LazyFrame:
+def _coded_rows(lf: pl.LazyFrame, *, coder: _CellCoder, sums: Mapping[str, Clamp], nulls: bool = False) -> pl.LazyFrame:
     """The rows with a unit as their cell code and clamped values: all step 1 reads when the
-    codes are injective (16 bytes a row with one sum, against the unit and key values)."""
-    return lf.filter(pl.col(coder.unit).is_not_null()).select(coder.code().alias(_CODE), *_clamped(sums))
+    codes are injective (16 bytes a row with one sum, against the unit and key values).
+    ``nulls``: keep the rows of null units too, with a null code."""
+    if not nulls:
+        lf = lf.filter(pl.col(coder.unit).is_not_null())
+    return lf.select(coder.code().alias(_CODE), *_clamped(sums))
 
 
 def _grids(sums: Mapping[str, Clamp]) -> dict[str, float]:

@@ -9,6 +9,9 @@ Layout of a store directory ``STORE``::
                                             (scan() restores them); an event without a time is
                                             quarantined by its format, never stored
     STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id + hash
+    STORE/units/CODE.parquet                the unit dictionary (stores made with unit codes): the unit
+                                            value of each code, appended in segments named by their
+                                            first code; events carry the code as UNIT_CODE
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
                                             to the manifest's store_id
     STORE/locks/                            report-period lock files (dplogs.report.run)
@@ -24,6 +27,7 @@ Public API used by the engine and the detector::
 
     store = Store.open(path)
     store.scan()        # pl.LazyFrame with STORE_SCHEMA
+    store.unit_codes()  # the unit dictionary, when the store's events carry unit codes
     store.manifest      # Manifest
     store.path, store.ledger_path
     store.identity      # the random store id its ledger must record (LedgerError for old stores)
@@ -57,6 +61,17 @@ STORE_QUARANTINE_SCHEMA = pl.Schema({**QUARANTINE_SCHEMA, "run_id": pl.String(),
 ``dplogs.ingest.streams``), so re-reading an input does not quarantine its bad lines twice; null in
 files written before it existed."""
 _TMP_SUFFIX = ".tmp"
+UNIT_CODE = "dplogs.unit_code"
+"""Events column of stores made with unit codes: the row's privacy unit (the manifest's rule,
+:meth:`UnitRule.expr`) as a dense UInt32 code into the store's unit dictionary; null where the
+unit is null (``per-row`` rule). Not in ``STORE_SCHEMA``: :meth:`Store.scan` leaves it out."""
+UNIT = "unit"
+"""The value column of the unit dictionary (:meth:`Store.unit_codes`)."""
+
+
+def codes_rule(rule: UnitRule) -> str:
+    """The manifest's spelling of the rule unit codes follow: fields and what unattributed rows are."""
+    return f"{rule.label};{rule.unattributed}"
 
 
 def hash_canary() -> str:
@@ -95,6 +110,10 @@ class Manifest:
     store_id: str = ""
     """Random id made with the store; its ledger records it too, so a ledger copied or linked from
     another store is refused. Empty in stores made before ids existed (``budget set`` assigns one)."""
+    unit_codes: str = ""
+    """The unit rule (:func:`codes_rule`) whose codes every events file carries as
+    :data:`UNIT_CODE`, set when the store is made; empty in stores made before unit codes, which
+    are read by value (never given codes part-way: their older files have none)."""
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -106,7 +125,7 @@ class Manifest:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         known = {k: data[k] for k in ("dataset", "privacy_unit", "unattributed", "budget_window", "schema_version", "defaults",
-                                      "hash_canary", "store_id") if k in data}
+                                      "hash_canary", "store_id", "unit_codes") if k in data}
         return cls(**known)
 
     @property
@@ -194,6 +213,7 @@ class Store:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
+        self._dictionary: pl.DataFrame | None = None  # the writer's copy: unit values and their codes
 
     @property
     def ledger_path(self) -> Path:
@@ -262,10 +282,12 @@ class Store:
             budget_window=budget_window or "month",
             hash_canary=hash_canary(),
             store_id=secrets.token_hex(16),
+            unit_codes=codes_rule(rule),
         )
         with _writing(path):
             (path / "events").mkdir(parents=True, exist_ok=True)
             (path / "quarantine").mkdir(exist_ok=True)
+            (path / "units").mkdir(exist_ok=True)
         _write_json_atomic(path / "manifest.json", asdict(manifest))
         return cls(path, manifest)
 
@@ -327,7 +349,45 @@ class Store:
         if not files:
             return pl.LazyFrame(schema=STORE_SCHEMA)
         # Files leave out their all-null columns (see write_events): "insert" reads those as nulls.
-        return pl.scan_parquet(files, schema=STORE_SCHEMA, hive_partitioning=False, missing_columns="insert")
+        return pl.scan_parquet(files, schema=STORE_SCHEMA, hive_partitioning=False, missing_columns="insert",
+                               extra_columns="ignore")
+
+    def scan_coded(self) -> pl.LazyFrame:
+        """:meth:`scan` plus the :data:`UNIT_CODE` column; only for stores with unit codes
+        (:meth:`unit_codes`), whose every events file carries it (or leaves it out as all null)."""
+        if not self.manifest.unit_codes:
+            raise InternalError(f"store {self.path} was made without unit codes; read it with scan()")
+        schema = pl.Schema({**STORE_SCHEMA, UNIT_CODE: pl.UInt32()})
+        files = self.event_files()
+        if not files:
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(files, schema=schema, hive_partitioning=False, missing_columns="insert")
+
+    def unit_codes(self, rule: UnitRule) -> pl.DataFrame | None:
+        """The unit dictionary, when the events carry codes of ``rule`` (else None: the store
+        predates unit codes, or was coded under another rule): one column :data:`UNIT`, the unit
+        value of code ``i`` in row ``i``, distinct by construction."""
+        if self.manifest.unit_codes != codes_rule(rule):
+            return None
+        return self._read_dictionary(rule).drop("code")
+
+    def _read_dictionary(self, rule: UnitRule) -> pl.DataFrame:
+        """The dictionary's segments in code order, checked to be contiguous from 0 (a gap or an
+        overlap would let two units share a code)."""
+        files = _parquet_files(self.path / "units")
+        schema = {UNIT: _unit_dtype(rule), "code": pl.UInt32()}
+        if not files:
+            return pl.DataFrame(schema=schema)
+        try:
+            frame = pl.read_parquet(sorted(files, key=lambda f: f.name), schema=schema, hive_partitioning=False)
+        except pl.exceptions.PolarsError as exc:
+            raise StoreError(f"the unit dictionary in {self.path / 'units'} is damaged ({type(exc).__name__}); "
+                             "re-ingest the logs into a new store") from exc
+        if not frame["code"].equals(pl.Series("code", range(frame.height), dtype=pl.UInt32)) \
+                or frame[UNIT].n_unique() != frame.height:
+            raise StoreError(f"the unit dictionary in {self.path / 'units'} has a gap, an overlap or a repeated unit; "
+                             "re-ingest the logs into a new store")
+        return frame
 
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""
@@ -350,6 +410,7 @@ class Store:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "r+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            self._dictionary = None  # another writer may have added units: re-read under the lock
             try:
                 yield
             finally:
@@ -474,10 +535,34 @@ class Store:
         target = self.events_path / f"day={day}"
         with _writing(target):
             target.mkdir(parents=True, exist_ok=True)
+        if self.manifest.unit_codes:
+            events = events.with_columns(self._codes(events))
         nulls = events.null_count().row(0)
         path = target / f"{stem}.parquet"
         _write_parquet(events.select(c for c, n in zip(events.columns, nulls, strict=True) if n < events.height), path)
         return path
+
+    def _codes(self, events: pl.DataFrame) -> pl.Series:
+        """The :data:`UNIT_CODE` of each event: its unit's code, new units getting the next codes.
+        New units are added to the dictionary (a segment file) before any event refers to them,
+        so a killed write leaves at most unused codes. Call under the writer lock (ingest does)."""
+        rule = self.manifest.unit_rule
+        if self._dictionary is None:
+            self._dictionary = self._read_dictionary(rule)
+        units = events.select(rule.expr().alias(UNIT))
+        new = units.unique(maintain_order=True).drop_nulls().join(self._dictionary, on=UNIT, how="anti",
+                                                                  nulls_equal=False)
+        if new.height:
+            first = self._dictionary.height
+            if first + new.height > 2**32:
+                raise StoreError(f"store {self.path} has more than 2^32 distinct units; split it into several stores")
+            new = new.with_columns(pl.int_range(first, first + new.height, dtype=pl.UInt32).alias("code"))
+            segment = self.path / "units" / f"{first:010d}.parquet"
+            with _writing(segment):
+                segment.parent.mkdir(exist_ok=True)
+            _write_parquet(new, segment)
+            self._dictionary = pl.concat([self._dictionary, new]).rechunk()
+        return units.join(self._dictionary, on=UNIT, how="left", maintain_order="left")["code"].alias(UNIT_CODE)
 
     def write_quarantine(self, quarantine: pl.DataFrame, *, run_id: str, stem: str) -> Path:
         """Write quarantined records (``QUARANTINE_SCHEMA`` + ``hash``) as ``quarantine/STEM.parquet``."""
@@ -558,6 +643,11 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
             write_statistics=[c for c in frame.columns if c == TIMESTAMP],
         )
         os.replace(tmp, path)
+
+
+def _unit_dtype(rule: UnitRule) -> pl.DataType:
+    """The type of ``rule``'s unit values (Binary, String or the chain's Struct)."""
+    return pl.LazyFrame(schema=STORE_SCHEMA).select(rule.expr().alias(UNIT)).collect_schema()[UNIT]
 
 
 def new_run_id() -> str:

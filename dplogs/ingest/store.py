@@ -420,7 +420,7 @@ class Store:
         """Remove the temporary files a killed or failed writer left; call under the writer lock
         (no other writer can be mid-write then). Returns how many were removed."""
         removed = 0
-        for directory in (self.path, self.quarantine_path, *self.day_paths()):
+        for directory in (self.path, self.quarantine_path, self.path / "units", *self.day_paths()):
             try:
                 with os.scandir(directory) as it:
                     stray = [Path(e.path) for e in it if e.name.startswith(".") and e.name.endswith(_TMP_SUFFIX)]
@@ -638,7 +638,8 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
         pq.write_table(
             # newest: strings stay Arrow string views, as polars holds them (no copy to offsets)
             frame.to_arrow(compat_level=pl.CompatLevel.newest()), tmp, compression="zstd", compression_level=1,
-            use_dictionary=[c for c in frame.columns if c not in _HIGH_CARDINALITY and c not in _DELTA],
+            # unit codes: plain pages are smaller than dictionary ones and decode as fast
+            use_dictionary=[c for c in frame.columns if c not in _HIGH_CARDINALITY and c not in _DELTA and c != UNIT_CODE],
             column_encoding={c: "DELTA_BINARY_PACKED" for c in frame.columns if c in _DELTA},
             write_statistics=[c for c in frame.columns if c == TIMESTAMP],
         )

@@ -128,21 +128,43 @@ class PolarsBackend:
         sums: Mapping[str, Clamp],
         seed: int,
         unit_values: pl.DataFrame | None = None,
+        key_values: pl.DataFrame | None = None,
     ) -> pl.DataFrame:
         """Bounded per-group ``rows``, ``units`` and ``sum_<name>``; see the module docstring.
         ``unit_values``: the ``unit`` column holds dense UInt32 codes, code ``i`` standing for the
-        distinct unit value in row ``i`` of this one-column frame (a store's unit dictionary); the
-        result is the one the values would give."""
+        distinct unit value in row ``i`` of this one-column frame (a store's unit dictionary).
+        ``key_values``: key tuples that include every tuple of ``lf`` (a public key grid), which
+        spares the pass that finds them; should a tuple be missing, that pass runs after all.
+        Either way the result is the one the values alone give."""
+        try:
+            return self._bounded_aggregate(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed,
+                                           unit_values=unit_values, key_values=key_values)
+        except _OutsideKeyValues:
+            return self._bounded_aggregate(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed,
+                                           unit_values=unit_values, key_values=None)
+
+    def _bounded_aggregate(
+        self,
+        lf: pl.LazyFrame,
+        *,
+        unit: str,
+        keys: Sequence[str],
+        bounds: ContributionBounds,
+        sums: Mapping[str, Clamp],
+        seed: int,
+        unit_values: pl.DataFrame | None,
+        key_values: pl.DataFrame | None,
+    ) -> pl.DataFrame:
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         grids = _grids(sums)
         coder = None if unit_values is None else self._dictionary_coder(lf, unit=unit, keys=keys, seed=seed,
-                                                                         unit_values=unit_values)
+                                                                         unit_values=unit_values, key_values=key_values)
         if coder is None:
             if unit_values is not None:  # the codes cannot serve: bound on the values they stand for
                 lf = lf.with_columns(pl.lit(unit_values.get_column(unit)).gather(pl.col(unit)).alias(unit))
-            coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
+            coder = self._coder(lf, unit=unit, keys=keys, seed=seed, key_values=key_values)
         coded = None
         if coder.units is not None and coder.rows is None:
             # unit codes: one read gives the coded rows, their count and whether any unit is null
@@ -199,7 +221,8 @@ class PolarsBackend:
         return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
 
     def _dictionary_coder(
-        self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int, unit_values: pl.DataFrame
+        self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int, unit_values: pl.DataFrame,
+        key_values: pl.DataFrame | None = None,
     ) -> _CellCoder | None:
         """:meth:`_coder` for a ``unit`` column of dense codes into ``unit_values`` (a store's
         unit dictionary): the units table is the dictionary, each unit hashed once instead of once
@@ -213,10 +236,11 @@ class PolarsBackend:
         units = unit_values.select(unit, coder.unit_id().alias(_UNIT_ID))
         if units[_UNIT_ID].n_unique() != units.height:
             return None
-        coder = self._key_values(lf, replace(coder, units=units, unit_ids=units[_UNIT_ID]))
+        coder = self._key_values(lf, replace(coder, units=units, unit_ids=units[_UNIT_ID]), key_values)
         return coder if coder.units is not None else None
 
-    def _coder(self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int) -> _CellCoder:
+    def _coder(self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int,
+               key_values: pl.DataFrame | None = None) -> _CellCoder:
         """The cell code of this query, with its value tables when the codes may stand in for the
         values in step 1 (``cell_codes`` on, hashable column types, no code shared by two units or
         two key tuples); otherwise a coder without tables, and step 1 groups on the values."""
@@ -233,13 +257,18 @@ class PolarsBackend:
         units = units.with_columns(coder.unit_id().alias(_UNIT_ID))
         if units[_UNIT_ID].n_unique() != units.height:
             return coder
-        return self._key_values(lf, replace(coder, units=units))
+        return self._key_values(lf, replace(coder, units=units), key_values)
 
-    def _key_values(self, lf: pl.LazyFrame, coder: _CellCoder) -> _CellCoder:
-        """``coder`` with its key-values table, or without any tables when two key tuples share an id."""
+    def _key_values(self, lf: pl.LazyFrame, coder: _CellCoder, given: pl.DataFrame | None = None) -> _CellCoder:
+        """``coder`` with its key-values table (the ``given`` tuples, else a pass over ``lf``), or
+        without any tables when two key tuples share an id."""
         if not coder.others:
             return coder
-        values = lf.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID)).collect(engine=self.engine)
+        if given is not None:
+            values = given.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID))
+            coder = replace(coder, values_given=True)
+        else:
+            values = lf.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID)).collect(engine=self.engine)
         if values[_KEY_ID].n_unique() != values.height:
             return replace(coder, units=None, unit_ids=None)
         return replace(coder, values=values)
@@ -283,6 +312,10 @@ class PolarsBackend:
                 in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
             cells = lf.filter(in_part).group_by([unit, *others]).agg(*per_cell).with_columns(coder.code().alias(_CODE))
         cells = cells.with_columns(pl.col(_CODE).hash(coder.rank_seed).alias(_RANK)).collect(engine=self.engine)
+        if coder.values_given and coder.units is not None:
+            key_ids = pl.col(_CODE) % pl.lit(2**coder.key_bits, pl.UInt64)
+            if not cells.select(key_ids.is_in(coder.values[_KEY_ID].implode()).all()).item():
+                raise _OutsideKeyValues  # decoding would drop the cell: find the key tuples in the data
         if coder.units is not None:
             kept = cells.lazy().filter(_keyed_rank(cells, over=coder.unit_of_code(), ties=[_CODE]) <= l0)
         else:
@@ -312,6 +345,10 @@ class PolarsBackend:
         return pl.concat([bounded, nulls], how="vertical_relaxed")
 
 
+class _OutsideKeyValues(Exception):
+    """A cell's key tuple is not among the key values the caller gave."""
+
+
 @dataclass(frozen=True)
 class _CellCoder:
     """The 64-bit code of a (unit, keys) cell: the top ``64 - key_bits`` bits of the unit's
@@ -332,6 +369,8 @@ class _CellCoder:
     """The input's row count, when the units pass counted it."""
     null_units: bool = True
     """False when the units pass found no null unit (then no pass looks for them)."""
+    values_given: bool = False
+    """Whether ``values`` came from the caller (a key grid), not from the data."""
 
     @property
     def rank_seed(self) -> int:

@@ -154,9 +154,13 @@ def aggregate(
     elif guarded(plan):
         exact = _exact(plan, base.filter(~pl.col(PROTECTED)), keys)
         base = base.filter(pl.col(PROTECTED)).drop(PROTECTED)
+    grid = {}
+    if unit_code and not plan.private:  # public keys: their grid holds every key tuple, no pass finds them
+        schema = base.collect_schema()
+        grid["key_values"] = _grid(plan).select(pl.col(k).cast(schema[k], strict=False) for k in keys)
     main = backend.bounded_aggregate(
         base, unit=UNIT, keys=keys, bounds=plan.bounds_for(MAIN), sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed(),
-        **codes,
+        **codes, **grid,
     )
     main = main.select(*keys, "rows", "units", *(f"sum_{s.alias}" for s in plan.sums))
     hists = {}

@@ -170,3 +170,32 @@ def test_codes_of_another_rule_are_not_used(tmp_path):
     assert store.unit_codes(UnitRule.parse("user.name", "per-row")) is None
     assert store.unit_codes(UnitRule.parse("user.name,host.name")) is None
     assert store.unit_codes(UnitRule.parse("user.name")) is not None
+
+
+def test_a_key_grid_spares_the_key_pass_and_a_tuple_outside_it_is_found_in_the_data(monkeypatch):
+    """Given key tuples (a public grid) stand in for the pass that finds them; a grid that misses
+    a tuple present in the data must not drop its cells: the backend then finds the tuples in
+    the data, and every variant gives the result of the values alone."""
+    import dplogs.backends.polars_backend as pb
+
+    units = pl.DataFrame({"u": [f"user{i}".encode() for i in range(50)]}, schema={"u": pl.Binary})
+    rows = pl.DataFrame({
+        "u": pl.Series([i * 7 % 50 for i in range(3000)], dtype=pl.UInt32),
+        "k": [f"k{i % 5}" for i in range(3000)],
+        "v": [float(i % 13) for i in range(3000)],
+    })
+    kw = dict(unit="u", keys=["k"], bounds=ContributionBounds(max_groups=2, max_rows_per_group=4),
+              sums={"v": Clamp(lo=0, hi=10)}, seed=5)
+    want = PolarsBackend(cell_codes=False).bounded_aggregate(rows.with_columns(units["u"].gather(rows["u"])).lazy(), **kw)
+    full = pl.DataFrame({"k": [f"k{i}" for i in range(8)]})  # a grid may hold tuples the data lacks
+    assert PolarsBackend().bounded_aggregate(rows.lazy(), unit_values=units, key_values=full, **kw).equals(want)
+    outside = []
+    real = pb.PolarsBackend._bounded_aggregate
+
+    def spy(self, *args, **kwargs):
+        outside.append(kwargs["key_values"] is not None)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pb.PolarsBackend, "_bounded_aggregate", spy)
+    got = PolarsBackend().bounded_aggregate(rows.lazy(), unit_values=units, key_values=full.head(3), **kw)
+    assert got.equals(want) and outside == [True, False]  # k3, k4 outside: retried with the data's tuples

@@ -83,6 +83,7 @@ _CODE = "__dplogs_code"
 _RANK = "__dplogs_rank"
 _UNIT_ID = "__dplogs_unit_id"
 _KEY_ID = "__dplogs_key_id"
+_PART = "__dplogs_part"
 _GLOBAL = "__dplogs_global"
 _U64_MAX = 2**64 - 1
 
@@ -180,6 +181,10 @@ class PolarsBackend:
             # read the input once: the passes then partition its codes in memory instead of
             # re-reading (and re-decoding, from a store) every row once per pass
             coded = _coded_rows(lf, coder=coder, sums=sums).collect(engine=self.engine).lazy()
+        if coded is not None and passes > 1:  # each row's partition, once (not one % per row per pass)
+            part = (coder.unit_of_code() % pl.lit(passes, pl.UInt64)).cast(pl.UInt8 if passes <= 256 else pl.UInt32)
+            coded = coded.with_columns(part.alias(_PART))
+            coded = coded.collect().lazy()
         partials = []
         for part in range(passes):
             cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
@@ -302,8 +307,8 @@ class PolarsBackend:
         if coder.units is not None:
             # step 1 on one u64 column; the values come back from the small tables after the L0 cut
             coded = _coded_rows(source, coder=coder, sums=sums) if coded is None else coded
-            if count > 1:  # the unit's bits of the code pick the partition
-                coded = coded.filter(coder.unit_of_code() % pl.lit(count, pl.UInt64) == index)
+            if count > 1:  # the unit's bits of the code pick the partition (_PART)
+                coded = coded.filter(pl.col(_PART) == index).drop(_PART)
             cells = coded.group_by(_CODE).agg(*per_cell)
         else:
             in_part = pl.col(unit).is_not_null()
@@ -472,7 +477,7 @@ def _checked(
         )
     if len(set(keys)) != len(keys):
         raise QueryError(f"group keys must be distinct, got {', '.join(keys)}")
-    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _RANK, _UNIT_ID, _KEY_ID, _N, *(f"{SUM_PREFIX}{n}" for n in sums)}
+    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _RANK, _UNIT_ID, _KEY_ID, _N, _PART, *(f"{SUM_PREFIX}{n}" for n in sums)}
     clash = sorted(reserved.intersection(keys))
     if clash:
         raise QueryError(f"group key(s) {', '.join(clash)} clash with output columns: rename them")

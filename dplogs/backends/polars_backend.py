@@ -42,9 +42,20 @@ null unit: the null-unit rows are never looked for). The L0 selection is one ord
 ``over(unit)`` on the much smaller cell frame. Large inputs run in several passes, one per
 partition of the unit codes, which bounds the memory of the cell hash table; with injective codes
 the input is read (from a store: decoded) once, as u64 codes and clamped values, and the passes
-partition that in memory. Measured from a store of 1e7 rows (``benchmarks/query.py``): the unit
-pass is ~20% of the CPU, Parquet decoding of the four columns ~15%, the cell ``group_by`` (3.8M
-cells: a hash table far larger than the caches) ~40%, the L0 cut and the per-group sums ~20%.
+partition that in memory.
+
+From a store with unit codes (``unit_values``: the unit column holds a store's dense codes, see
+``dplogs/ingest/store.py``) there is no unit pass at all: the units table is the store's unit
+dictionary, each unit hashed once (not once per row), and the codes of distinct units are
+distinct by construction, so only the units' hash ids are checked (a collision falls back to the
+values, as above). A query whose keys are all public also hands in their grid (``key_values``),
+which replaces the key pass (a tuple outside it is detected and the pass runs after all). Step 1
+then reads each row once, as its unit code, key columns and values. Measured from a store of 1e7
+rows (``benchmarks/query.py``, 1.8 CPU s in all): that read, Parquet decoding and the per-row
+key hash included, ~35% of the CPU, the cell ``group_by`` (3.8M cells: a hash table far larger
+than the caches) with its partition filters ~35%, the L0 cut and the per-group sums ~20%,
+planning, noise and the ledger the rest. Before unit codes the unit pass alone was ~20% and the
+key pass ~10% of 2.8 CPU s.
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -188,7 +199,7 @@ class PolarsBackend:
         partials = []
         for part in range(passes):
             cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
-                                coded=coded)
+                                coded=coded, with_unit=unit in keys)  # the unit's values only as a key
             partials.append(
                 (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
                     pl.col(ROWS).sum().cast(pl.Int64),
@@ -289,11 +300,12 @@ class PolarsBackend:
         grids: Mapping[str, float],
         coder: _CellCoder,
         coded: pl.LazyFrame | None = None,
+        with_unit: bool = True,
     ) -> pl.LazyFrame:
-        """The kept cells (``unit``, keys, ``rows``, sums) of the units in partition
-        ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64 multiples
-        of their grid (truncated toward zero). ``coded``: the input's :func:`_coded_rows`, already
-        read, when the codes are injective."""
+        """The kept cells (``unit`` unless not ``with_unit``, keys, ``rows``, sums) of the units in
+        partition ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64
+        multiples of their grid (truncated toward zero). ``coded``: the input's
+        :func:`_coded_rows`, already read, when the codes are injective."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
         # the unit may itself be a key (top-k user names); it is grouped on once
@@ -337,14 +349,17 @@ class PolarsBackend:
                 for name, c in names.items()
             ),
         )
+        kept_unit = [unit] if with_unit else []
         if coder.units is not None:
-            bounded = coder.decode(bounded).select(unit, *others, ROWS, *names.values())
+            bounded = coder.decode(bounded, units=with_unit).select(*kept_unit, *others, ROWS, *names.values())
+        elif not with_unit:
+            bounded = bounded.drop(unit)
         if index != 0 or not coder.null_units:  # the units pass found no null unit: nothing to read
             return bounded
         # a null unit code stands for a null unit value
         null_unit = pl.col(unit) if coder.unit_ids is None else pl.lit(None, coder.units.schema[unit]).alias(unit)
         nulls = lf.filter(pl.col(unit).is_null()).select(
-            null_unit, *others, pl.lit(1, pl.Int64).alias(ROWS),
+            *([null_unit] if with_unit else []), *others, pl.lit(1, pl.Int64).alias(ROWS),
             *((pl.col(c).fill_null(0.0) / grids[name]).cast(pl.Int64).alias(c) for name, c in names.items()),
         )
         return pl.concat([bounded, nulls], how="vertical_relaxed")
@@ -397,12 +412,12 @@ class _CellCoder:
     def unit_of_code(self) -> pl.Expr:
         return pl.col(_CODE) // pl.lit(2**self.key_bits, pl.UInt64)
 
-    def decode(self, cells: pl.LazyFrame) -> pl.LazyFrame:
-        """Replace ``_CODE`` by the unit and key values it stands for (codes are injective here)."""
-        cells = cells.with_columns(
-            self.unit_of_code().alias(_UNIT_ID),
-            (pl.col(_CODE) % pl.lit(2**self.key_bits, pl.UInt64)).alias(_KEY_ID),
-        ).join(self.units.lazy(), on=_UNIT_ID, how="inner")
+    def decode(self, cells: pl.LazyFrame, *, units: bool = True) -> pl.LazyFrame:
+        """Replace ``_CODE`` by the unit (unless not ``units``) and key values it stands for
+        (codes are injective here)."""
+        cells = cells.with_columns((pl.col(_CODE) % pl.lit(2**self.key_bits, pl.UInt64)).alias(_KEY_ID))
+        if units:
+            cells = cells.with_columns(self.unit_of_code().alias(_UNIT_ID)).join(self.units.lazy(), on=_UNIT_ID, how="inner")
         if self.values is not None:
             cells = cells.join(self.values.lazy(), on=_KEY_ID, how="inner")
         return cells

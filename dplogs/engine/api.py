@@ -168,7 +168,7 @@ class Engine:
                   backend=chosen, policy=load_policy(store.path))
         eng._ledger_path = store.ledger_path
         eng._store = eng._ledger_store = store
-        if chosen.name == "polars" and m.unit_codes:
+        if chosen.name == "polars" and store.unit_codes_kept:
             eng._coded_store = store
         return eng
 
@@ -176,8 +176,13 @@ class Engine:
         """The rows to query and, when they carry unit codes of this engine's rule, the unit
         dictionary (the polars backend then bounds on the codes); otherwise ``(scan(), None)``."""
         store = self._coded_store
-        values = store.unit_codes(self.unit) if store is not None else None
-        return (store.scan_coded(), values) if values is not None else (self.scan(), None)
+        if store is None:
+            return self.scan(), None
+        # files first, then the dictionary: it only grows, and a writer adds a unit to it before
+        # any file refers to it, so every code in these files is in the dictionary read after
+        rows = store.scan_coded()
+        values = store.unit_codes(self.unit)
+        return (rows, values) if values is not None else (self.scan(), None)
 
     def coverage(self) -> list | None:
         """The store's coverage spans (public metadata), None when unknown or not a store."""

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 from dplogs.errors import InternalError, LedgerError, LedgerIOError, StoreError, StoreWriteError, UsageError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
-from dplogs.schema import DEFAULT_PRIVACY_UNIT, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
+from dplogs.schema import DEFAULT_PRIVACY_UNIT, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
 from dplogs.schema.units import SHARED, UnitRule
 
 BUDGET_WINDOWS = ("day", "week", "month")
@@ -112,8 +112,9 @@ class Manifest:
     another store is refused. Empty in stores made before ids existed (``budget set`` assigns one)."""
     unit_codes: str = ""
     """The unit rule (:func:`codes_rule`) whose codes every events file carries as
-    :data:`UNIT_CODE`, set when the store is made; empty in stores made before unit codes, which
-    are read by value (never given codes part-way: their older files have none)."""
+    :data:`UNIT_CODE`, set when the store is made (schema version 4); empty in stores made before
+    unit codes (version 3), which are read by value and never given codes part-way (their older
+    files have none)."""
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -238,10 +239,10 @@ class Store:
             manifest = Manifest.from_json(json.loads(manifest_file.read_text()))
         except (ValueError, TypeError) as exc:
             raise StoreError(f"{manifest_file} is unreadable ({exc}); restore it or ingest into a new store") from exc
-        if manifest.schema_version != SCHEMA_VERSION:
+        if manifest.schema_version not in READABLE_SCHEMA_VERSIONS:
             raise StoreError(
-                f"store {path} has schema version {manifest.schema_version}, this dplogs needs "
-                f"{SCHEMA_VERSION}; re-ingest the logs into a new store"
+                f"store {path} has schema version {manifest.schema_version}, this dplogs reads "
+                f"{' and '.join(map(str, READABLE_SCHEMA_VERSIONS))}; re-ingest the logs into a new store"
             )
         return cls(path, manifest)
 
@@ -355,7 +356,7 @@ class Store:
     def scan_coded(self) -> pl.LazyFrame:
         """:meth:`scan` plus the :data:`UNIT_CODE` column; only for stores with unit codes
         (:meth:`unit_codes`), whose every events file carries it (or leaves it out as all null)."""
-        if not self.manifest.unit_codes:
+        if not self.unit_codes_kept:
             raise InternalError(f"store {self.path} was made without unit codes; read it with scan()")
         schema = pl.Schema({**STORE_SCHEMA, UNIT_CODE: pl.UInt32()})
         files = self.event_files()
@@ -363,11 +364,16 @@ class Store:
             return pl.LazyFrame(schema=schema)
         return pl.scan_parquet(files, schema=schema, hive_partitioning=False, missing_columns="insert")
 
+    @property
+    def unit_codes_kept(self) -> bool:
+        """Whether the events carry unit codes (a version 4 store made with them)."""
+        return bool(self.manifest.unit_codes) and self.manifest.schema_version >= 4
+
     def unit_codes(self, rule: UnitRule) -> pl.DataFrame | None:
         """The unit dictionary, when the events carry codes of ``rule`` (else None: the store
         predates unit codes, or was coded under another rule): one column :data:`UNIT`, the unit
         value of code ``i`` in row ``i``, distinct by construction."""
-        if self.manifest.unit_codes != codes_rule(rule):
+        if not self.unit_codes_kept or self.manifest.unit_codes != codes_rule(rule):
             return None
         return self._read_dictionary(rule).drop("code")
 
@@ -535,7 +541,7 @@ class Store:
         target = self.events_path / f"day={day}"
         with _writing(target):
             target.mkdir(parents=True, exist_ok=True)
-        if self.manifest.unit_codes:
+        if self.unit_codes_kept:
             events = events.with_columns(self._codes(events))
         nulls = events.null_count().row(0)
         path = target / f"{stem}.parquet"

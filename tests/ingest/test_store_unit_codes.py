@@ -39,12 +39,14 @@ def _events(n: int, *, seed: int, users: int = 40, hosts: int = 7, days: int = 3
 
 def _store(path, rule: str, unattributed: str, chunks: list[pl.DataFrame], *, codes: bool = True) -> Store:
     """A store of ``chunks`` written as ingest writes (``DayWriter``). ``codes=False`` makes a
-    store as dplogs wrote them before unit codes (no ``unit_codes`` in the manifest, no column)."""
+    store as dplogs wrote them before unit codes (schema version 3: no ``unit_codes`` in the
+    manifest, no code column, no dictionary)."""
     store = Store.init(path, dataset="t", privacy_unit=rule, unattributed=unattributed)
     if not codes:
         manifest = json.loads((path / "manifest.json").read_text())
         del manifest["unit_codes"]
-        (path / "manifest.json").write_text(json.dumps(manifest))
+        (path / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 3}))
+        (path / "units").rmdir()
         store = Store.open(path)
     with store.writer_lock():
         writer = DayWriter(store, "in", min_rows=50)
@@ -108,6 +110,7 @@ def test_bounding_on_codes_gives_the_release_of_the_values(tmp_path, monkeypatch
     old = _store(tmp_path / "old", rule, unattributed, chunks, codes=False)
     assert old.unit_codes(old.manifest.unit_rule) is None and Engine.open(old.path).source()[1] is None
     assert not any(UNIT_CODE in pl.read_parquet_schema(f) for f in old.event_files())
+    assert (coded.manifest.schema_version, old.manifest.schema_version) == (4, 3)
     for seed in (1, 2**63 + 5):
         kw = dict(seed=seed, monkeypatch=monkeypatch, sql=SQL, start="2026-03-01", end="2026-03-04")
         by_codes = _release_frames(coded, values=False, **kw)
@@ -199,3 +202,16 @@ def test_a_key_grid_spares_the_key_pass_and_a_tuple_outside_it_is_found_in_the_d
     monkeypatch.setattr(pb.PolarsBackend, "_bounded_aggregate", spy)
     got = PolarsBackend().bounded_aggregate(rows.lazy(), unit_values=units, key_values=full.head(3), **kw)
     assert got.equals(want) and outside == [True, False]  # k3, k4 outside: retried with the data's tuples
+
+
+def test_a_version_3_store_stays_version_3_without_codes_when_ingested_into(tmp_path):
+    """No codes part-way: its older files have none, so a code column in newer files alone would
+    leave rows without a code (read as null: each its own unit, unbounded under a shared rule)."""
+    old = _store(tmp_path / "old", "user.name", "shared", [_events(300, seed=1)], codes=False)
+    again = Store.init(old.path)
+    with again.writer_lock():
+        again.write_events(_events(300, seed=2), stem="later")
+    reopened = Store.open(old.path)
+    assert reopened.manifest.schema_version == 3 and not reopened.unit_codes_kept
+    assert not any(UNIT_CODE in pl.read_parquet_schema(f) for f in reopened.event_files())
+    assert not (old.path / "units").exists()

@@ -67,6 +67,8 @@ UNIT_CODE = "dplogs.unit_code"
 unit is null (``per-row`` rule). Not in ``STORE_SCHEMA``: :meth:`Store.scan` leaves it out."""
 UNIT = "unit"
 """The value column of the unit dictionary (:meth:`Store.unit_codes`)."""
+_MAX_UNIT_SEGMENTS = 64
+"""Dictionary segments (one per write that meets new units) before the writer compacts them."""
 
 
 def codes_rule(rule: UnitRule) -> str:
@@ -379,16 +381,21 @@ class Store:
 
     def _read_dictionary(self, rule: UnitRule) -> pl.DataFrame:
         """The dictionary's segments in code order, checked to be contiguous from 0 (a gap or an
-        overlap would let two units share a code)."""
-        files = _parquet_files(self.path / "units")
+        overlap would let two units share a code). A segment whose codes a compacted one already
+        holds is what a compaction killed before its clean-up left: skipped."""
         schema = {UNIT: _unit_dtype(rule), "code": pl.UInt32()}
-        if not files:
-            return pl.DataFrame(schema=schema)
+        parts, next_code = [], 0
         try:
-            frame = pl.read_parquet(sorted(files, key=lambda f: f.name), schema=schema, hive_partitioning=False)
-        except pl.exceptions.PolarsError as exc:
+            for file in _parquet_files(self.path / "units"):
+                first = int(file.stem)
+                if first < next_code:
+                    continue
+                parts.append(pl.read_parquet(file, schema=schema, hive_partitioning=False))
+                next_code = first + parts[-1].height
+        except (ValueError, pl.exceptions.PolarsError) as exc:
             raise StoreError(f"the unit dictionary in {self.path / 'units'} is damaged ({type(exc).__name__}); "
                              "re-ingest the logs into a new store") from exc
+        frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
         if not frame["code"].equals(pl.Series("code", range(frame.height), dtype=pl.UInt32)) \
                 or frame[UNIT].n_unique() != frame.height:
             raise StoreError(f"the unit dictionary in {self.path / 'units'} has a gap, an overlap or a repeated unit; "
@@ -568,6 +575,12 @@ class Store:
                 segment.parent.mkdir(exist_ok=True)
             _write_parquet(new, segment)
             self._dictionary = pl.concat([self._dictionary, new]).rechunk()
+            segments = _parquet_files(segment.parent)
+            if len(segments) > _MAX_UNIT_SEGMENTS:  # one file again, so a query reads a few files, not thousands
+                _write_parquet(self._dictionary, segment.parent / f"{0:010d}.parquet")  # atomic: the rest is now covered
+                for covered in segments[1:]:
+                    with _writing(covered):
+                        covered.unlink(missing_ok=True)
         return units.join(self._dictionary, on=UNIT, how="left", maintain_order="left")["code"].alias(UNIT_CODE)
 
     def write_quarantine(self, quarantine: pl.DataFrame, *, run_id: str, stem: str) -> Path:

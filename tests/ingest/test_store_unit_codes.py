@@ -215,3 +215,24 @@ def test_a_version_3_store_stays_version_3_without_codes_when_ingested_into(tmp_
     assert reopened.manifest.schema_version == 3 and not reopened.unit_codes_kept
     assert not any(UNIT_CODE in pl.read_parquet_schema(f) for f in reopened.event_files())
     assert not (old.path / "units").exists()
+
+
+def test_the_dictionary_is_compacted_and_a_compaction_killed_midway_still_reads(tmp_path, monkeypatch):
+    import dplogs.ingest.store as store_module
+
+    monkeypatch.setattr(store_module, "_MAX_UNIT_SEGMENTS", 3)
+    store = Store.init(tmp_path / "s", dataset="t")
+    kept = []
+    with store.writer_lock():
+        for i in range(5):  # each write meets new units: a segment each, compacted past 3
+            store.write_events(_events(200, seed=i, users=10 * (i + 1), days=1), stem=f"w{i}")
+            kept.append(sorted(p.name for p in (store.path / "units").iterdir()))
+    assert [len(k) for k in kept] == [1, 2, 3, 1, 2]
+    rule = store.manifest.unit_rule
+    values = store.unit_codes(rule)
+    rows = store.scan_coded().select(rule.expr().alias("want"), pl.col(UNIT_CODE)).collect()
+    assert values[UNIT].gather(rows[UNIT_CODE]).equals(rows["want"], check_names=False)
+    # a compaction killed after its rename, before removing the segments it covers
+    first = pl.read_parquet(store.path / "units" / "0000000000.parquet")
+    first.slice(3, 4).write_parquet(store.path / "units" / "0000000003.parquet")
+    assert store.unit_codes(rule).equals(values)

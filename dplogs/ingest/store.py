@@ -11,7 +11,8 @@ Layout of a store directory ``STORE``::
     STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id + hash
     STORE/units/CODE.parquet                the unit dictionary (stores made with unit codes): the unit
                                             value of each code, appended in segments named by their
-                                            first code; events carry the code as UNIT_CODE
+                                            first code (compacted past 64); events carry the code
+                                            as UNIT_CODE (schema version 4)
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
                                             to the manifest's store_id
     STORE/locks/                            report-period lock files (dplogs.report.run)

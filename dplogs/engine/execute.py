@@ -140,7 +140,20 @@ def aggregate(
     protection policy, only protected rows are bounded; the unprotected rows' exact aggregates
     ride along in ``exact_*`` columns (on either backend). ``unit_values``: ``lf`` is a coded
     store's scan and this its unit dictionary (polars backend only)."""
-    unit_code = coded(plan, unit_values) and not _on_spark(backend)
+    if coded(plan, unit_values) and not _on_spark(backend):
+        try:
+            return _aggregate(plan, lf, backend, unit_values)
+        except pl.exceptions.OutOfBoundsError:
+            # codes its dictionary lacks (a store whose units/ was not copied with its events):
+            # the values are in the rows, so bound on them
+            pass
+    return _aggregate(plan, lf, backend, None)
+
+
+def _aggregate(
+    plan: Plan, lf: pl.LazyFrame, backend: Any, unit_values: pl.DataFrame | None
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    unit_code = unit_values is not None
     # the polars backend bounds on the codes and hashes each unit's value once, from the dictionary
     codes = {"unit_values": unit_values.rename({STORE_UNIT: UNIT})} if unit_code else {}
     base, not_null = _rows(plan, lf, backend, unit_code=unit_code)

@@ -518,7 +518,7 @@ class Store:
         ...     stored = pl.read_parquet_schema(s.events_path / "day=2024-03-01" / "x.parquet")
         ...     (list(stored), s.scan().collect_schema() == STORE_SCHEMA, s.scan().collect().height)
         {'2024-03-01': 1}
-        (['@timestamp', 'user.name'], True, 1)
+        (['@timestamp', 'user.name', 'dplogs.unit_code'], True, 1)
         """
         written: dict[str, int] = {}
         for day, part in self.day_parts(events):

@@ -236,3 +236,20 @@ def test_the_dictionary_is_compacted_and_a_compaction_killed_midway_still_reads(
     first = pl.read_parquet(store.path / "units" / "0000000000.parquet")
     first.slice(3, 4).write_parquet(store.path / "units" / "0000000003.parquet")
     assert store.unit_codes(rule).equals(values)
+
+
+def test_a_store_whose_dictionary_lacks_codes_is_read_by_value(tmp_path, monkeypatch):
+    """A store copied without units/ (events linked or copied alone) must not fail or mis-bound:
+    the values are in the rows, so the release is the one they give."""
+    store = _store(tmp_path / "s", "user.name", "shared", [_events(1500, seed=4)])
+    kw = dict(seed=3, monkeypatch=monkeypatch, sql=SQL, start="2026-03-01", end="2026-03-04")
+    want = _release_frames(store, values=True, **kw)
+    for segment in (store.path / "units").iterdir():
+        segment.unlink()
+    assert Store.open(store.path).unit_codes(store.manifest.unit_rule).height == 0
+    monkeypatch.setattr(execute, "secret_seed", lambda: 3)
+    eng = Engine.open(store.path)
+    plan = eng.sql(SQL, epsilon=1.0, max_groups=2, max_rows_per_group=3, clamp={"source.bytes": (0, 500)},
+                   declared={"event.action": ["a0", "a1", "a2", "a3"]}, start="2026-03-01", end="2026-03-04").plan
+    rows, unit_values = eng.source()
+    assert execute.aggregate(plan, rows, eng.backend, unit_values)[0].equals(want)

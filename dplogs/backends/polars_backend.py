@@ -42,9 +42,20 @@ null unit: the null-unit rows are never looked for). The L0 selection is one ord
 ``over(unit)`` on the much smaller cell frame. Large inputs run in several passes, one per
 partition of the unit codes, which bounds the memory of the cell hash table; with injective codes
 the input is read (from a store: decoded) once, as u64 codes and clamped values, and the passes
-partition that in memory. Measured from a store of 1e7 rows (``benchmarks/query.py``): the unit
-pass is ~20% of the CPU, Parquet decoding of the four columns ~15%, the cell ``group_by`` (3.8M
-cells: a hash table far larger than the caches) ~40%, the L0 cut and the per-group sums ~20%.
+partition that in memory.
+
+From a store with unit codes (``unit_values``: the unit column holds a store's dense codes, see
+``dplogs/ingest/store.py``) there is no unit pass at all: the units table is the store's unit
+dictionary, each unit hashed once (not once per row), and the codes of distinct units are
+distinct by construction, so only the units' hash ids are checked (a collision falls back to the
+values, as above). A query whose keys are all public also hands in their grid (``key_values``),
+which replaces the key pass (a tuple outside it is detected and the pass runs after all). Step 1
+then reads each row once, as its unit code, key columns and values. Measured from a store of 1e7
+rows (``benchmarks/query.py``, 1.8 CPU s in all): that read, Parquet decoding and the per-row
+key hash included, ~35% of the CPU, the cell ``group_by`` (3.8M cells: a hash table far larger
+than the caches) with its partition filters ~35%, the L0 cut and the per-group sums ~20%,
+planning, noise and the ledger the rest. Before unit codes the unit pass alone was ~20% and the
+key pass ~10% of 2.8 CPU s.
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -83,6 +94,7 @@ _CODE = "__dplogs_code"
 _RANK = "__dplogs_rank"
 _UNIT_ID = "__dplogs_unit_id"
 _KEY_ID = "__dplogs_key_id"
+_PART = "__dplogs_part"
 _GLOBAL = "__dplogs_global"
 _U64_MAX = 2**64 - 1
 
@@ -127,24 +139,67 @@ class PolarsBackend:
         bounds: ContributionBounds,
         sums: Mapping[str, Clamp],
         seed: int,
+        unit_values: pl.DataFrame | None = None,
+        key_values: pl.DataFrame | None = None,
     ) -> pl.DataFrame:
-        """Bounded per-group ``rows``, ``units`` and ``sum_<name>``; see the module docstring."""
+        """Bounded per-group ``rows``, ``units`` and ``sum_<name>``; see the module docstring.
+        ``unit_values``: the ``unit`` column holds dense UInt32 codes, code ``i`` standing for the
+        distinct unit value in row ``i`` of this one-column frame (a store's unit dictionary).
+        ``key_values``: key tuples that include every tuple of ``lf`` (a public key grid), which
+        spares the pass that finds them; should a tuple be missing, that pass runs after all.
+        Either way the result is the one the values alone give."""
+        try:
+            return self._bounded_aggregate(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed,
+                                           unit_values=unit_values, key_values=key_values)
+        except _OutsideKeyValues:
+            return self._bounded_aggregate(lf, unit=unit, keys=keys, bounds=bounds, sums=sums, seed=seed,
+                                           unit_values=unit_values, key_values=None)
+
+    def _bounded_aggregate(
+        self,
+        lf: pl.LazyFrame,
+        *,
+        unit: str,
+        keys: Sequence[str],
+        bounds: ContributionBounds,
+        sums: Mapping[str, Clamp],
+        seed: int,
+        unit_values: pl.DataFrame | None,
+        key_values: pl.DataFrame | None,
+    ) -> pl.DataFrame:
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         by = keys or [_GLOBAL]
         sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         grids = _grids(sums)
-        coder = self._coder(lf, unit=unit, keys=keys, seed=seed)
+        coder = None if unit_values is None else self._dictionary_coder(lf, unit=unit, keys=keys, seed=seed,
+                                                                         unit_values=unit_values, key_values=key_values)
+        if coder is None:
+            if unit_values is not None:  # the codes cannot serve: bound on the values they stand for
+                lf = lf.with_columns(pl.lit(unit_values.get_column(unit)).gather(pl.col(unit)).alias(unit))
+            coder = self._coder(lf, unit=unit, keys=keys, seed=seed, key_values=key_values)
+        coded = None
+        if coder.units is not None and coder.rows is None:
+            # unit codes: one read gives the coded rows, their count and whether any unit is null
+            # (its code is null), so no pass over the units is needed
+            coded = _coded_rows(lf, coder=coder, sums=sums, nulls=True).collect(engine=self.engine)
+            null_units = coded[_CODE].has_nulls()
+            coded = coded.drop_nulls(_CODE) if null_units else coded
+            coder = replace(coder, rows=coded.height, null_units=null_units)
+            coded = coded.lazy()
         n_rows = coder.rows if coder.rows is not None else lf.select(pl.len()).collect(engine=self.engine).item()
         passes = min(max(1, -(-n_rows // self.rows_per_partition)), self.max_passes)
-        coded = None
-        if coder.units is not None and passes > 1:
+        if coded is None and coder.units is not None and passes > 1:
             # read the input once: the passes then partition its codes in memory instead of
             # re-reading (and re-decoding, from a store) every row once per pass
             coded = _coded_rows(lf, coder=coder, sums=sums).collect(engine=self.engine).lazy()
+        if coded is not None and passes > 1:  # each row's partition, once (not one % per row per pass)
+            part = (coder.unit_of_code() % pl.lit(passes, pl.UInt64)).cast(pl.UInt8 if passes <= 256 else pl.UInt32)
+            coded = coded.with_columns(part.alias(_PART))
+            coded = coded.collect().lazy()
         partials = []
         for part in range(passes):
             cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
-                                coded=coded)
+                                coded=coded, with_unit=unit in keys)  # the unit's values only as a key
             partials.append(
                 (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
                     pl.col(ROWS).sum().cast(pl.Int64),
@@ -181,7 +236,27 @@ class PolarsBackend:
         cells = cells.with_columns(_from_grid(f"{SUM_PREFIX}{name}", grids[name]) for name in sums)
         return cells.collect(engine=self.engine).sort([unit, *(k for k in keys if k != unit)], nulls_last=True)
 
-    def _coder(self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int) -> _CellCoder:
+    def _dictionary_coder(
+        self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int, unit_values: pl.DataFrame,
+        key_values: pl.DataFrame | None = None,
+    ) -> _CellCoder | None:
+        """:meth:`_coder` for a ``unit`` column of dense codes into ``unit_values`` (a store's
+        unit dictionary): the units table is the dictionary, each unit hashed once instead of once
+        per row, and no pass over the units is needed (codes of distinct values are distinct by
+        construction). None when the codes cannot stand in for the values (a shared id, a type
+        that does not hash by value, ``cell_codes`` off): the caller then bounds on the values."""
+        coder = _CellCoder(unit=unit, others=[k for k in keys if k != unit], seed=seed, key_bits=self.key_bits)
+        schema = lf.collect_schema()
+        if not self.cell_codes or not all(_codable(t) for t in (unit_values.schema[unit], *(schema[c] for c in coder.others))):
+            return None
+        units = unit_values.select(unit, coder.unit_id().alias(_UNIT_ID))
+        if units[_UNIT_ID].n_unique() != units.height:
+            return None
+        coder = self._key_values(lf, replace(coder, units=units, unit_ids=units[_UNIT_ID]), key_values)
+        return coder if coder.units is not None else None
+
+    def _coder(self, lf: pl.LazyFrame, *, unit: str, keys: list[str], seed: int,
+               key_values: pl.DataFrame | None = None) -> _CellCoder:
         """The cell code of this query, with its value tables when the codes may stand in for the
         values in step 1 (``cell_codes`` on, hashable column types, no code shared by two units or
         two key tuples); otherwise a coder without tables, and step 1 groups on the values."""
@@ -198,12 +273,21 @@ class PolarsBackend:
         units = units.with_columns(coder.unit_id().alias(_UNIT_ID))
         if units[_UNIT_ID].n_unique() != units.height:
             return coder
-        values = None
-        if coder.others:
+        return self._key_values(lf, replace(coder, units=units), key_values)
+
+    def _key_values(self, lf: pl.LazyFrame, coder: _CellCoder, given: pl.DataFrame | None = None) -> _CellCoder:
+        """``coder`` with its key-values table (the ``given`` tuples, else a pass over ``lf``), or
+        without any tables when two key tuples share an id."""
+        if not coder.others:
+            return coder
+        if given is not None:
+            values = given.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID))
+            coder = replace(coder, values_given=True)
+        else:
             values = lf.select(coder.others).unique().with_columns(coder.key_id().alias(_KEY_ID)).collect(engine=self.engine)
-            if values[_KEY_ID].n_unique() != values.height:
-                return coder
-        return replace(coder, units=units, values=values)
+        if values[_KEY_ID].n_unique() != values.height:
+            return replace(coder, units=None, unit_ids=None)
+        return replace(coder, values=values)
 
     def _cells(
         self,
@@ -216,11 +300,12 @@ class PolarsBackend:
         grids: Mapping[str, float],
         coder: _CellCoder,
         coded: pl.LazyFrame | None = None,
+        with_unit: bool = True,
     ) -> pl.LazyFrame:
-        """The kept cells (``unit``, keys, ``rows``, sums) of the units in partition
-        ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64 multiples
-        of their grid (truncated toward zero). ``coded``: the input's :func:`_coded_rows`, already
-        read, when the codes are injective."""
+        """The kept cells (``unit`` unless not ``with_unit``, keys, ``rows``, sums) of the units in
+        partition ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64
+        multiples of their grid (truncated toward zero). ``coded``: the input's
+        :func:`_coded_rows`, already read, when the codes are injective."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
         # the unit may itself be a key (top-k user names); it is grouped on once
@@ -234,8 +319,8 @@ class PolarsBackend:
         if coder.units is not None:
             # step 1 on one u64 column; the values come back from the small tables after the L0 cut
             coded = _coded_rows(source, coder=coder, sums=sums) if coded is None else coded
-            if count > 1:  # the unit's bits of the code pick the partition
-                coded = coded.filter(coder.unit_of_code() % pl.lit(count, pl.UInt64) == index)
+            if count > 1:  # the unit's bits of the code pick the partition (_PART)
+                coded = coded.filter(pl.col(_PART) == index).drop(_PART)
             cells = coded.group_by(_CODE).agg(*per_cell)
         else:
             in_part = pl.col(unit).is_not_null()
@@ -244,6 +329,10 @@ class PolarsBackend:
                 in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
             cells = lf.filter(in_part).group_by([unit, *others]).agg(*per_cell).with_columns(coder.code().alias(_CODE))
         cells = cells.with_columns(pl.col(_CODE).hash(coder.rank_seed).alias(_RANK)).collect(engine=self.engine)
+        if coder.values_given and coder.units is not None:
+            key_ids = pl.col(_CODE) % pl.lit(2**coder.key_bits, pl.UInt64)
+            if not cells.select(key_ids.is_in(coder.values[_KEY_ID].implode()).all()).item():
+                raise _OutsideKeyValues  # decoding would drop the cell: find the key tuples in the data
         if coder.units is not None:
             kept = cells.lazy().filter(_keyed_rank(cells, over=coder.unit_of_code(), ties=[_CODE]) <= l0)
         else:
@@ -260,15 +349,24 @@ class PolarsBackend:
                 for name, c in names.items()
             ),
         )
+        kept_unit = [unit] if with_unit else []
         if coder.units is not None:
-            bounded = coder.decode(bounded).select(unit, *others, ROWS, *names.values())
+            bounded = coder.decode(bounded, units=with_unit).select(*kept_unit, *others, ROWS, *names.values())
+        elif not with_unit:
+            bounded = bounded.drop(unit)
         if index != 0 or not coder.null_units:  # the units pass found no null unit: nothing to read
             return bounded
+        # a null unit code stands for a null unit value
+        null_unit = pl.col(unit) if coder.unit_ids is None else pl.lit(None, coder.units.schema[unit]).alias(unit)
         nulls = lf.filter(pl.col(unit).is_null()).select(
-            unit, *others, pl.lit(1, pl.Int64).alias(ROWS),
+            *([null_unit] if with_unit else []), *others, pl.lit(1, pl.Int64).alias(ROWS),
             *((pl.col(c).fill_null(0.0) / grids[name]).cast(pl.Int64).alias(c) for name, c in names.items()),
         )
         return pl.concat([bounded, nulls], how="vertical_relaxed")
+
+
+class _OutsideKeyValues(Exception):
+    """A cell's key tuple is not among the key values the caller gave."""
 
 
 @dataclass(frozen=True)
@@ -285,16 +383,22 @@ class _CellCoder:
     key_bits: int
     units: pl.DataFrame | None = None
     values: pl.DataFrame | None = None
+    unit_ids: pl.Series | None = None
+    """The unit id of each unit code, when the unit column holds a store's dense unit codes."""
     rows: int | None = None
     """The input's row count, when the units pass counted it."""
     null_units: bool = True
     """False when the units pass found no null unit (then no pass looks for them)."""
+    values_given: bool = False
+    """Whether ``values`` came from the caller (a key grid), not from the data."""
 
     @property
     def rank_seed(self) -> int:
         return self.seed ^ 0xD1B54A32D192ED03
 
     def unit_id(self) -> pl.Expr:
+        if self.unit_ids is not None:  # the unit column holds codes: look their ids up
+            return pl.lit(self.unit_ids).gather(pl.col(self.unit))
         return pl.col(self.unit).hash(self.seed) // pl.lit(2**self.key_bits, pl.UInt64)
 
     def key_id(self) -> pl.Expr:
@@ -308,12 +412,12 @@ class _CellCoder:
     def unit_of_code(self) -> pl.Expr:
         return pl.col(_CODE) // pl.lit(2**self.key_bits, pl.UInt64)
 
-    def decode(self, cells: pl.LazyFrame) -> pl.LazyFrame:
-        """Replace ``_CODE`` by the unit and key values it stands for (codes are injective here)."""
-        cells = cells.with_columns(
-            self.unit_of_code().alias(_UNIT_ID),
-            (pl.col(_CODE) % pl.lit(2**self.key_bits, pl.UInt64)).alias(_KEY_ID),
-        ).join(self.units.lazy(), on=_UNIT_ID, how="inner")
+    def decode(self, cells: pl.LazyFrame, *, units: bool = True) -> pl.LazyFrame:
+        """Replace ``_CODE`` by the unit (unless not ``units``) and key values it stands for
+        (codes are injective here)."""
+        cells = cells.with_columns((pl.col(_CODE) % pl.lit(2**self.key_bits, pl.UInt64)).alias(_KEY_ID))
+        if units:
+            cells = cells.with_columns(self.unit_of_code().alias(_UNIT_ID)).join(self.units.lazy(), on=_UNIT_ID, how="inner")
         if self.values is not None:
             cells = cells.join(self.values.lazy(), on=_KEY_ID, how="inner")
         return cells
@@ -326,10 +430,13 @@ def _clamped(sums: Mapping[str, Clamp]) -> list[pl.Expr]:
     ]
 
 
-def _coded_rows(lf: pl.LazyFrame, *, coder: _CellCoder, sums: Mapping[str, Clamp]) -> pl.LazyFrame:
+def _coded_rows(lf: pl.LazyFrame, *, coder: _CellCoder, sums: Mapping[str, Clamp], nulls: bool = False) -> pl.LazyFrame:
     """The rows with a unit as their cell code and clamped values: all step 1 reads when the
-    codes are injective (16 bytes a row with one sum, against the unit and key values)."""
-    return lf.filter(pl.col(coder.unit).is_not_null()).select(coder.code().alias(_CODE), *_clamped(sums))
+    codes are injective (16 bytes a row with one sum, against the unit and key values).
+    ``nulls``: keep the rows of null units too, with a null code."""
+    if not nulls:
+        lf = lf.filter(pl.col(coder.unit).is_not_null())
+    return lf.select(coder.code().alias(_CODE), *_clamped(sums))
 
 
 def _grids(sums: Mapping[str, Clamp]) -> dict[str, float]:
@@ -385,7 +492,7 @@ def _checked(
         )
     if len(set(keys)) != len(keys):
         raise QueryError(f"group keys must be distinct, got {', '.join(keys)}")
-    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _RANK, _UNIT_ID, _KEY_ID, _N, *(f"{SUM_PREFIX}{n}" for n in sums)}
+    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _RANK, _UNIT_ID, _KEY_ID, _N, _PART, *(f"{SUM_PREFIX}{n}" for n in sums)}
     clash = sorted(reserved.intersection(keys))
     if clash:
         raise QueryError(f"group key(s) {', '.join(clash)} clash with output columns: rename them")

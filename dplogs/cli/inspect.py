@@ -75,7 +75,8 @@ def inspect(store_path: Path, head, where, columns, show_quarantine, reason, fmt
 
     Outside dplogs, read a store with `dplogs.ingest.store.Store.open(S).scan()`, or with plain
     polars: pl.scan_parquet("S/events/**/*.parquet", schema=STORE_SCHEMA, missing_columns="insert",
-    hive_partitioning=False) (files leave out their all-null columns).
+    extra_columns="ignore", hive_partitioning=False) (files leave out their all-null columns and
+    carry dplogs' unit code).
     """
     store = Store.open(store_path)
     click.echo(_NOTICE, err=True)

@@ -110,9 +110,10 @@ class PreparedQuery:
 
     def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
         covered = check_coverage(self.plan.start, self.plan.end, self.engine.coverage())
+        rows, unit_values = self.engine.source()
         release = run(
-            self.plan, self.engine.scan(), backend=self.engine.backend, ledger=self.engine.ledger,
-            caller=caller, idempotency_key=idempotency_key,
+            self.plan, rows, backend=self.engine.backend, ledger=self.engine.ledger,
+            caller=caller, idempotency_key=idempotency_key, unit_values=unit_values,
         )
         if covered is not None and not release.privacy.get("replayed"):
             release = Release(data=release.data, privacy={**release.privacy, "coverage": covered})
@@ -142,6 +143,7 @@ class Engine:
         self._ledger_path: Path | None = None
         self._store: Any = None
         self._ledger_store: Any = None  # whose id the ledger must be bound to
+        self._coded_store: Any = None  # a store whose events carry unit codes, read by the polars backend
 
     @classmethod
     def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars", spark_master: str | None = None) -> Engine:
@@ -166,7 +168,21 @@ class Engine:
                   backend=chosen, policy=load_policy(store.path))
         eng._ledger_path = store.ledger_path
         eng._store = eng._ledger_store = store
+        if chosen.name == "polars" and store.unit_codes_kept:
+            eng._coded_store = store
         return eng
+
+    def source(self) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+        """The rows to query and, when they carry unit codes of this engine's rule, the unit
+        dictionary (the polars backend then bounds on the codes); otherwise ``(scan(), None)``."""
+        store = self._coded_store
+        if store is None:
+            return self.scan(), None
+        # files first, then the dictionary: it only grows, and a writer adds a unit to it before
+        # any file refers to it, so every code in these files is in the dictionary read after
+        rows = store.scan_coded()
+        values = store.unit_codes(self.unit)
+        return (rows, values) if values is not None else (self.scan(), None)
 
     def coverage(self) -> list | None:
         """The store's coverage spans (public metadata), None when unknown or not a store."""

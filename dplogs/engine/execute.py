@@ -23,6 +23,8 @@ from dplogs.engine.planner import MAIN, NoisedColumn, Plan
 from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import Release
 from dplogs.errors import InternalError
+from dplogs.ingest.store import UNIT as STORE_UNIT
+from dplogs.ingest.store import UNIT_CODE
 from dplogs.privacy.bound_choice import CLAMP_PREFIX, choose
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.mechanisms import add_noise
@@ -62,9 +64,17 @@ def bounding_unit(plan: Plan) -> pl.Expr:
     )
 
 
-def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = ()) -> pl.LazyFrame:
+def coded(plan: Plan, unit_values: pl.DataFrame | None) -> bool:
+    """Whether the bounding unit is the store's unit code (``lf`` carries ``UNIT_CODE`` and
+    ``unit_values`` is its dictionary, :meth:`~dplogs.ingest.store.Store.unit_codes`): within one
+    budget window the bounding unit is the unit itself, which the code stands for one to one."""
+    return unit_values is not None and len(plan.budget_windows) <= 1
+
+
+def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_code: bool = False) -> pl.LazyFrame:
     """Rows in the window that pass WHERE and the public key domains, with key and derived value
-    columns (pre-noise; stays inside the engine), plus the ``keep`` expressions (the auditor's)."""
+    columns (pre-noise; stays inside the engine), plus the ``keep`` expressions (the auditor's).
+    ``unit_code``: the unit is the store's code column (see :func:`coded`), not the rule's value."""
     if guarded(plan):
         lf = plan.policy.mark(lf, plan.unit)  # the rule: which rows' unit came from the account field
         keep = [*keep, pl.col(PROTECTED)]
@@ -76,7 +86,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = ()) -> pl
     for k in plan.keys:
         if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
             preds.append(pl.col(k.column).is_in(pl.lit(k.domain(plan.start, plan.end)).implode()))
-    exprs = [bounding_unit(plan).alias(UNIT)]
+    exprs = [(pl.col(UNIT_CODE) if unit_code else bounding_unit(plan)).alias(UNIT)]
     exprs += [k.expr() for k in plan.keys] or [pl.lit(0, pl.Int32).alias(ALL)]
     for s in plan.sums:
         if s.kind == "value":
@@ -122,12 +132,31 @@ def _with_exact(frame: pl.DataFrame, exact: pl.DataFrame, on: list[str]) -> pl.D
     return out.with_columns(pl.exclude(on).fill_null(0))
 
 
-def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+def aggregate(
+    plan: Plan, lf: pl.LazyFrame, backend: Any, unit_values: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """The bounded pre-noise aggregates: the main grouping and one (keys, bin) grouping per
     histogram column, each completed onto the public key grid when all keys are public. Under a
     protection policy, only protected rows are bounded; the unprotected rows' exact aggregates
-    ride along in ``exact_*`` columns (on either backend)."""
-    base, not_null = _rows(plan, lf, backend)
+    ride along in ``exact_*`` columns (on either backend). ``unit_values``: ``lf`` is a coded
+    store's scan and this its unit dictionary (polars backend only)."""
+    if coded(plan, unit_values) and not _on_spark(backend):
+        try:
+            return _aggregate(plan, lf, backend, unit_values)
+        except pl.exceptions.OutOfBoundsError:
+            # codes its dictionary lacks (a store whose units/ was not copied with its events):
+            # the values are in the rows, so bound on them
+            pass
+    return _aggregate(plan, lf, backend, None)
+
+
+def _aggregate(
+    plan: Plan, lf: pl.LazyFrame, backend: Any, unit_values: pl.DataFrame | None
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    unit_code = unit_values is not None
+    # the polars backend bounds on the codes and hashes each unit's value once, from the dictionary
+    codes = {"unit_values": unit_values.rename({STORE_UNIT: UNIT})} if unit_code else {}
+    base, not_null = _rows(plan, lf, backend, unit_code=unit_code)
     keys = _key_names(plan)
     exact = None
     if guarded(plan) and _on_spark(backend):
@@ -138,15 +167,20 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
     elif guarded(plan):
         exact = _exact(plan, base.filter(~pl.col(PROTECTED)), keys)
         base = base.filter(pl.col(PROTECTED)).drop(PROTECTED)
+    grid = {}
+    if unit_code and not plan.private:  # public keys: their grid holds every key tuple, no pass finds them
+        schema = base.collect_schema()
+        grid["key_values"] = _grid(plan).select(pl.col(k).cast(schema[k], strict=False) for k in keys)
     main = backend.bounded_aggregate(
-        base, unit=UNIT, keys=keys, bounds=plan.bounds_for(MAIN), sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed()
+        base, unit=UNIT, keys=keys, bounds=plan.bounds_for(MAIN), sums={s.alias: s.clamp for s in plan.sums}, seed=secret_seed(),
+        **codes, **grid,
     )
     main = main.select(*keys, "rows", "units", *(f"sum_{s.alias}" for s in plan.sums))
     hists = {}
     for col in plan.bins:
         b = f"{BIN}{col}"
         frame = backend.bounded_aggregate(
-            not_null(base, b), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed()
+            not_null(base, b), unit=UNIT, keys=[*keys, b], bounds=plan.bounds_for(col), sums={}, seed=secret_seed(), **codes
         )
         hists[col] = frame.select(*keys, pl.col(b).cast(pl.Int32).alias(BIN), "rows")
     if exact is not None:
@@ -161,7 +195,7 @@ def aggregate(plan: Plan, lf: pl.LazyFrame, backend: Any) -> tuple[pl.DataFrame,
     return main, hists
 
 
-def _rows(plan: Plan, source: Any, backend: Any) -> tuple[Any, Callable[[Any, str], Any]]:
+def _rows(plan: Plan, source: Any, backend: Any, *, unit_code: bool = False) -> tuple[Any, Callable[[Any, str], Any]]:
     """The prepared rows in the backend's own frame type, and how to keep the rows where a column
     is not null: polars expressions for the polars backend, Spark ones (compiled from the same
     plan objects) for Spark, so the polars path stays exactly as it was."""
@@ -170,7 +204,7 @@ def _rows(plan: Plan, source: Any, backend: Any) -> tuple[Any, Callable[[Any, st
 
         policy = plan.policy if guarded(plan) else None
         return spark_rows.prepare(plan, backend.frame(source), policy=policy), spark_rows.not_null
-    return prepare(plan, source), lambda frame, name: frame.filter(pl.col(name).is_not_null())
+    return prepare(plan, source, unit_code=unit_code), lambda frame, name: frame.filter(pl.col(name).is_not_null())
 
 
 def _on_spark(backend: Any) -> bool:
@@ -195,11 +229,12 @@ def _complete(grid: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.Da
     return out.with_columns(pl.exclude(keys).fill_null(0))
 
 
-def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str, idempotency_key: str | None = None) -> Release:
+def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str, idempotency_key: str | None = None,
+        unit_values: pl.DataFrame | None = None) -> Release:
     """Release ``plan`` over ``lf``, charging ``ledger``. Returns the stored release on an
-    idempotent replay."""
+    idempotent replay. ``unit_values``: see :func:`aggregate`."""
     # pre-noise work before the charge, so a failure there costs nothing
-    pre = aggregate(plan, lf, backend) if plan.choice is None else profile(plan, lf, backend)
+    pre = aggregate(plan, lf, backend, unit_values) if plan.choice is None else profile(plan, lf, backend)
     mechanisms = sorted({noise_name(c.noise) for c in plan.columns} | ({plan.selection.name} if plan.selection else set()))
     with ledger.charge(
         plan.loss, windows=list(plan.budget_windows), caller=caller, query=plan.query.text or plan.query.name,
@@ -208,13 +243,14 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
         if getattr(charge, "replayed_payload", None) is not None:
             stored = Release.from_payload(charge.replayed_payload)
             return Release(data=stored.data, privacy={**stored.privacy, "replayed": True})
-        release = finish(plan, lf, pre, backend=backend, charge=charge)
+        release = finish(plan, lf, pre, backend=backend, charge=charge, unit_values=unit_values)
         release = Release(data=release.data, privacy={**release.privacy, "ledger_entry": charge.entry_id})
         charge.record(release.to_payload())
     return release
 
 
-def finish(plan: Plan, lf: pl.LazyFrame, pre: Any, *, backend: Any, charge: Charge) -> Release:
+def finish(plan: Plan, lf: pl.LazyFrame, pre: Any, *, backend: Any, charge: Charge,
+           unit_values: pl.DataFrame | None = None) -> Release:
     """Everything after the charge: for a plan with bounds to choose, the noisy choice on the
     profile ``pre``, then bounding with the chosen bounds and the release; otherwise the release
     of the bounded aggregates ``pre``."""
@@ -222,7 +258,7 @@ def finish(plan: Plan, lf: pl.LazyFrame, pre: Any, *, backend: Any, charge: Char
         main, hists = pre
         return noisy_release(plan, main, hists, charge=charge)
     final = choose_bounds(plan, pre, charge=charge)
-    main, hists = aggregate(final, lf, backend)
+    main, hists = aggregate(final, lf, backend, unit_values)
     return noisy_release(final, main, hists, charge=charge)
 
 

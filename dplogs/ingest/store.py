@@ -9,6 +9,10 @@ Layout of a store directory ``STORE``::
                                             (scan() restores them); an event without a time is
                                             quarantined by its format, never stored
     STORE/quarantine/*.parquet              rejected records: QUARANTINE_SCHEMA + run_id + hash
+    STORE/units/CODE.parquet                the unit dictionary (stores made with unit codes): the unit
+                                            value of each code, appended in segments named by their
+                                            first code (compacted past 64); events carry the code
+                                            as UNIT_CODE (schema version 4)
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
                                             to the manifest's store_id
     STORE/locks/                            report-period lock files (dplogs.report.run)
@@ -24,6 +28,7 @@ Public API used by the engine and the detector::
 
     store = Store.open(path)
     store.scan()        # pl.LazyFrame with STORE_SCHEMA
+    store.unit_codes()  # the unit dictionary, when the store's events carry unit codes
     store.manifest      # Manifest
     store.path, store.ledger_path
     store.identity      # the random store id its ledger must record (LedgerError for old stores)
@@ -47,7 +52,7 @@ import pyarrow.parquet as pq
 
 from dplogs.errors import InternalError, LedgerError, LedgerIOError, StoreError, StoreWriteError, UsageError
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
-from dplogs.schema import DEFAULT_PRIVACY_UNIT, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
+from dplogs.schema import DEFAULT_PRIVACY_UNIT, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
 from dplogs.schema.units import SHARED, UnitRule
 
 BUDGET_WINDOWS = ("day", "week", "month")
@@ -57,6 +62,19 @@ STORE_QUARANTINE_SCHEMA = pl.Schema({**QUARANTINE_SCHEMA, "run_id": pl.String(),
 ``dplogs.ingest.streams``), so re-reading an input does not quarantine its bad lines twice; null in
 files written before it existed."""
 _TMP_SUFFIX = ".tmp"
+UNIT_CODE = "dplogs.unit_code"
+"""Events column of stores made with unit codes: the row's privacy unit (the manifest's rule,
+:meth:`UnitRule.expr`) as a dense UInt32 code into the store's unit dictionary; null where the
+unit is null (``per-row`` rule). Not in ``STORE_SCHEMA``: :meth:`Store.scan` leaves it out."""
+UNIT = "unit"
+"""The value column of the unit dictionary (:meth:`Store.unit_codes`)."""
+_MAX_UNIT_SEGMENTS = 64
+"""Dictionary segments (one per write that meets new units) before the writer compacts them."""
+
+
+def codes_rule(rule: UnitRule) -> str:
+    """The manifest's spelling of the rule unit codes follow: fields and what unattributed rows are."""
+    return f"{rule.label};{rule.unattributed}"
 
 
 def hash_canary() -> str:
@@ -95,6 +113,11 @@ class Manifest:
     store_id: str = ""
     """Random id made with the store; its ledger records it too, so a ledger copied or linked from
     another store is refused. Empty in stores made before ids existed (``budget set`` assigns one)."""
+    unit_codes: str = ""
+    """The unit rule (:func:`codes_rule`) whose codes every events file carries as
+    :data:`UNIT_CODE`, set when the store is made (schema version 4); empty in stores made before
+    unit codes (version 3), which are read by value and never given codes part-way (their older
+    files have none)."""
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -106,7 +129,7 @@ class Manifest:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         known = {k: data[k] for k in ("dataset", "privacy_unit", "unattributed", "budget_window", "schema_version", "defaults",
-                                      "hash_canary", "store_id") if k in data}
+                                      "hash_canary", "store_id", "unit_codes") if k in data}
         return cls(**known)
 
     @property
@@ -194,6 +217,7 @@ class Store:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
+        self._dictionary: pl.DataFrame | None = None  # the writer's copy: unit values and their codes
 
     @property
     def ledger_path(self) -> Path:
@@ -218,10 +242,10 @@ class Store:
             manifest = Manifest.from_json(json.loads(manifest_file.read_text()))
         except (ValueError, TypeError) as exc:
             raise StoreError(f"{manifest_file} is unreadable ({exc}); restore it or ingest into a new store") from exc
-        if manifest.schema_version != SCHEMA_VERSION:
+        if manifest.schema_version not in READABLE_SCHEMA_VERSIONS:
             raise StoreError(
-                f"store {path} has schema version {manifest.schema_version}, this dplogs needs "
-                f"{SCHEMA_VERSION}; re-ingest the logs into a new store"
+                f"store {path} has schema version {manifest.schema_version}, this dplogs reads "
+                f"{' and '.join(map(str, READABLE_SCHEMA_VERSIONS))}; re-ingest the logs into a new store"
             )
         return cls(path, manifest)
 
@@ -262,10 +286,12 @@ class Store:
             budget_window=budget_window or "month",
             hash_canary=hash_canary(),
             store_id=secrets.token_hex(16),
+            unit_codes=codes_rule(rule),
         )
         with _writing(path):
             (path / "events").mkdir(parents=True, exist_ok=True)
             (path / "quarantine").mkdir(exist_ok=True)
+            (path / "units").mkdir(exist_ok=True)
         _write_json_atomic(path / "manifest.json", asdict(manifest))
         return cls(path, manifest)
 
@@ -327,7 +353,55 @@ class Store:
         if not files:
             return pl.LazyFrame(schema=STORE_SCHEMA)
         # Files leave out their all-null columns (see write_events): "insert" reads those as nulls.
-        return pl.scan_parquet(files, schema=STORE_SCHEMA, hive_partitioning=False, missing_columns="insert")
+        return pl.scan_parquet(files, schema=STORE_SCHEMA, hive_partitioning=False, missing_columns="insert",
+                               extra_columns="ignore")
+
+    def scan_coded(self) -> pl.LazyFrame:
+        """:meth:`scan` plus the :data:`UNIT_CODE` column; only for stores with unit codes
+        (:meth:`unit_codes`), whose every events file carries it (or leaves it out as all null)."""
+        if not self.unit_codes_kept:
+            raise InternalError(f"store {self.path} was made without unit codes; read it with scan()")
+        schema = pl.Schema({**STORE_SCHEMA, UNIT_CODE: pl.UInt32()})
+        files = self.event_files()
+        if not files:
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(files, schema=schema, hive_partitioning=False, missing_columns="insert")
+
+    @property
+    def unit_codes_kept(self) -> bool:
+        """Whether the events carry unit codes (a version 4 store made with them)."""
+        return bool(self.manifest.unit_codes) and self.manifest.schema_version >= 4
+
+    def unit_codes(self, rule: UnitRule) -> pl.DataFrame | None:
+        """The unit dictionary, when the events carry codes of ``rule`` (else None: the store
+        predates unit codes, or was coded under another rule): one column :data:`UNIT`, the unit
+        value of code ``i`` in row ``i``, distinct by construction."""
+        if not self.unit_codes_kept or self.manifest.unit_codes != codes_rule(rule):
+            return None
+        return self._read_dictionary(rule).drop("code")
+
+    def _read_dictionary(self, rule: UnitRule) -> pl.DataFrame:
+        """The dictionary's segments in code order, checked to be contiguous from 0 (a gap or an
+        overlap would let two units share a code). A segment whose codes a compacted one already
+        holds is what a compaction killed before its clean-up left: skipped."""
+        schema = {UNIT: _unit_dtype(rule), "code": pl.UInt32()}
+        parts, next_code = [], 0
+        try:
+            for file in _parquet_files(self.path / "units"):
+                first = int(file.stem)
+                if first < next_code:
+                    continue
+                parts.append(pl.read_parquet(file, schema=schema, hive_partitioning=False))
+                next_code = first + parts[-1].height
+        except (ValueError, pl.exceptions.PolarsError) as exc:
+            raise StoreError(f"the unit dictionary in {self.path / 'units'} is damaged ({type(exc).__name__}); "
+                             "re-ingest the logs into a new store") from exc
+        frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+        if not frame["code"].equals(pl.Series("code", range(frame.height), dtype=pl.UInt32)) \
+                or frame[UNIT].n_unique() != frame.height:
+            raise StoreError(f"the unit dictionary in {self.path / 'units'} has a gap, an overlap or a repeated unit; "
+                             "re-ingest the logs into a new store")
+        return frame
 
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""
@@ -350,6 +424,7 @@ class Store:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "r+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            self._dictionary = None  # another writer may have added units: re-read under the lock
             try:
                 yield
             finally:
@@ -359,7 +434,7 @@ class Store:
         """Remove the temporary files a killed or failed writer left; call under the writer lock
         (no other writer can be mid-write then). Returns how many were removed."""
         removed = 0
-        for directory in (self.path, self.quarantine_path, *self.day_paths()):
+        for directory in (self.path, self.quarantine_path, self.path / "units", *self.day_paths()):
             try:
                 with os.scandir(directory) as it:
                     stray = [Path(e.path) for e in it if e.name.startswith(".") and e.name.endswith(_TMP_SUFFIX)]
@@ -443,7 +518,7 @@ class Store:
         ...     stored = pl.read_parquet_schema(s.events_path / "day=2024-03-01" / "x.parquet")
         ...     (list(stored), s.scan().collect_schema() == STORE_SCHEMA, s.scan().collect().height)
         {'2024-03-01': 1}
-        (['@timestamp', 'user.name'], True, 1)
+        (['@timestamp', 'user.name', 'dplogs.unit_code'], True, 1)
         """
         written: dict[str, int] = {}
         for day, part in self.day_parts(events):
@@ -474,10 +549,40 @@ class Store:
         target = self.events_path / f"day={day}"
         with _writing(target):
             target.mkdir(parents=True, exist_ok=True)
+        if self.unit_codes_kept:
+            events = events.with_columns(self._codes(events))
         nulls = events.null_count().row(0)
         path = target / f"{stem}.parquet"
         _write_parquet(events.select(c for c, n in zip(events.columns, nulls, strict=True) if n < events.height), path)
         return path
+
+    def _codes(self, events: pl.DataFrame) -> pl.Series:
+        """The :data:`UNIT_CODE` of each event: its unit's code, new units getting the next codes.
+        New units are added to the dictionary (a segment file) before any event refers to them,
+        so a killed write leaves at most unused codes. Call under the writer lock (ingest does)."""
+        rule = self.manifest.unit_rule
+        if self._dictionary is None:
+            self._dictionary = self._read_dictionary(rule)
+        units = events.select(rule.expr().alias(UNIT))
+        new = units.unique(maintain_order=True).drop_nulls().join(self._dictionary, on=UNIT, how="anti",
+                                                                  nulls_equal=False)
+        if new.height:
+            first = self._dictionary.height
+            if first + new.height > 2**32:
+                raise StoreError(f"store {self.path} has more than 2^32 distinct units; split it into several stores")
+            new = new.with_columns(pl.int_range(first, first + new.height, dtype=pl.UInt32).alias("code"))
+            segment = self.path / "units" / f"{first:010d}.parquet"
+            with _writing(segment):
+                segment.parent.mkdir(exist_ok=True)
+            _write_parquet(new, segment)
+            self._dictionary = pl.concat([self._dictionary, new]).rechunk()
+            segments = _parquet_files(segment.parent)
+            if len(segments) > _MAX_UNIT_SEGMENTS:  # one file again, so a query reads a few files, not thousands
+                _write_parquet(self._dictionary, segment.parent / f"{0:010d}.parquet")  # atomic: the rest is now covered
+                for covered in segments[1:]:
+                    with _writing(covered):
+                        covered.unlink(missing_ok=True)
+        return units.join(self._dictionary, on=UNIT, how="left", maintain_order="left")["code"].alias(UNIT_CODE)
 
     def write_quarantine(self, quarantine: pl.DataFrame, *, run_id: str, stem: str) -> Path:
         """Write quarantined records (``QUARANTINE_SCHEMA`` + ``hash``) as ``quarantine/STEM.parquet``."""
@@ -560,11 +665,18 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
         pq.write_table(
             # newest: strings stay Arrow string views, as polars holds them (no copy to offsets)
             frame.to_arrow(compat_level=pl.CompatLevel.newest()), tmp, compression="zstd", compression_level=1,
-            use_dictionary=[_leaf(c, t) for c, t in frame.schema.items() if c not in _HIGH_CARDINALITY and c not in _DELTA],
+            # unit codes: plain pages are smaller than dictionary ones and decode as fast
+            use_dictionary=[_leaf(c, t) for c, t in frame.schema.items()
+                            if c not in _HIGH_CARDINALITY and c not in _DELTA and c != UNIT_CODE],
             column_encoding={c: "DELTA_BINARY_PACKED" for c in frame.columns if c in _DELTA},
             write_statistics=[c for c in frame.columns if c == TIMESTAMP],
         )
         os.replace(tmp, path)
+
+
+def _unit_dtype(rule: UnitRule) -> pl.DataType:
+    """The type of ``rule``'s unit values (Binary, String or the chain's Struct)."""
+    return pl.LazyFrame(schema=STORE_SCHEMA).select(rule.expr().alias(UNIT)).collect_schema()[UNIT]
 
 
 def new_run_id() -> str:

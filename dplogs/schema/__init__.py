@@ -4,6 +4,7 @@ from dplogs.schema.ecs import (
     DEFAULT_PRIVACY_UNIT,
     FIELDS,
     IDENTITY_FIELDS,
+    READABLE_SCHEMA_VERSIONS,
     SCHEMA_VERSION,
     STORE_SCHEMA,
     TIMESTAMP,
@@ -13,6 +14,6 @@ from dplogs.schema.ecs import (
 )
 
 __all__ = [
-    "DEFAULT_PRIVACY_UNIT", "FIELDS", "IDENTITY_FIELDS", "SCHEMA_VERSION", "STORE_SCHEMA",
+    "DEFAULT_PRIVACY_UNIT", "FIELDS", "IDENTITY_FIELDS", "READABLE_SCHEMA_VERSIONS", "SCHEMA_VERSION", "STORE_SCHEMA",
     "TIMESTAMP", "Field", "conform", "is_list",
 ]

@@ -19,13 +19,18 @@ from dataclasses import dataclass
 
 import polars as pl
 
-SCHEMA_VERSION = 3
-"""Bumped whenever :data:`STORE_SCHEMA` changes incompatibly; stored in the store manifest.
+SCHEMA_VERSION = 4
+"""Bumped whenever :data:`STORE_SCHEMA` or the store layout changes; stored in the store manifest.
 2: ``event.hash`` is two u64 words instead of 40 decimal digits (a fifth of the ingest time went
 into formatting and writing the digits).
 3: ``event.category``/``event.type`` are lists (ECS arrays); ``user.effective.name`` and ``rule.*``
 added; account names normalised (``DOMAIN\\user``/``user@REALM`` split, Windows/Kerberos lower-cased).
-Older stores are rebuilt by re-ingesting their logs into a new store."""
+4: events carry their privacy unit as a code into the store's unit dictionary (``dplogs.ingest.store``);
+version 3 stores still read (by value) and stay version 3 when ingested into (no codes part-way).
+Older stores are rebuilt by re-ingesting their logs into a new store; dplogs before 4 refuses 4,
+so no older version writes into a store with codes."""
+READABLE_SCHEMA_VERSIONS = (3, 4)
+"""Store versions this dplogs opens."""
 
 TIMESTAMP = "@timestamp"
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")

@@ -16,7 +16,7 @@ from tests.ingest.structured_helpers import parse
 
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.ingest import ingest
-from dplogs.ingest.store import Store
+from dplogs.ingest.store import UNIT_CODE, Store
 from dplogs.schema import conform
 
 OPTS = IngestOptions(year=2024)
@@ -66,6 +66,8 @@ EXPECTED = {
         "log.file.path": STRING, "log.offset": "int64", "event.hash": HASH,
     },
 }
+for columns in EXPECTED.values():  # every file of a store made with unit codes (format 4)
+    columns[UNIT_CODE] = "uint32"
 SAMPLES = {"syslog": ("auth.log", SYSLOG), "access": ("access.log", ACCESS), "jsonl": ("ecs.jsonl", JSONL)}
 
 

@@ -85,7 +85,9 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_
         preds.append(plan.query.where.expr())
     for k in plan.keys:
         if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
-            preds.append(pl.col(k.column).is_in(pl.lit(k.domain(plan.start, plan.end)).implode()))
+            # the key's own value: an ECS array's first element (is_in on the list itself matched
+            # no row, so a GROUP BY event.category released pure noise)
+            preds.append(k.expr().is_in(pl.lit(k.domain(plan.start, plan.end)).implode()))
     exprs = [(pl.col(UNIT_CODE) if unit_code else bounding_unit(plan)).alias(UNIT)]
     exprs += [k.expr() for k in plan.keys] or [pl.lit(0, pl.Int32).alias(ALL)]
     for s in plan.sums:

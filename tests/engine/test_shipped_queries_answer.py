@@ -23,9 +23,16 @@ NEEDS_ANOTHER_STORE = {"top_attacked_accounts"}
                          ids=lambda p: p.stem)
 def test_shipped_query_releases_values_on_the_sample(sample_store, path):
     eng = Engine.open(sample_store)
-    for _ in range(3):
-        data = eng.query_file(path).release(caller="test").data
-        assert data["value"].is_not_null().sum() >= 1, f"{path.stem} released no value:\n{data}"
+    # in at least one of three runs: a private key's partition selection may keep nothing in one
+    # run (failed_logins_by_source_hour on this unprotected store: 7 of 300 runs), never in three
+    # but with probability ~1e-5
+    runs = [eng.query_file(path).release(caller="test").data for _ in range(3)]
+    assert any(data["value"].is_not_null().any() for data in runs), f"{path.stem} released no value:\n{runs[0]}"
+    # and what it releases is not pure noise: the pre-noise answer counts some rows (an array key
+    # that matched no row once made events_per_category_per_day all noise)
+    with exact_mode():
+        exact = eng.query_file(path).release(caller="test").data
+    assert (exact["value"].fill_null(0) != 0).any(), f"{path.stem} counts nothing before the noise:\n{exact}"
 
 
 def test_failure_rate_intervals_say_something(sample_store):

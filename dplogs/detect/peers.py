@@ -42,7 +42,7 @@ with); so is any rare benign binary.
 >>> b = PeerBaseline(counts=(0.0,) * len(GROUP_NAMES), sums=((0.0, 0.0),) * len(GROUP_NAMES), min_count=1.0)
 >>> b.mean_doublings("web") is None, b.usable  # nothing released for the group, nor pooled
 (True, False)
->>> process_bucket("c:\\windows\\system32\\svchost.exe")
+>>> process_bucket(r"c:\\windows\\system32\\svchost.exe")
 3169
 """
 

@@ -564,8 +564,10 @@ class Store:
         if self._dictionary is None:
             self._dictionary = self._read_dictionary(rule)
         units = events.select(rule.expr().alias(UNIT))
-        new = units.unique(maintain_order=True).drop_nulls().join(self._dictionary, on=UNIT, how="anti",
-                                                                  nulls_equal=False)
+        # one join finds the codes; only units it leaves without one (new units, rare once a store
+        # has seen its population) need the unique pass and a second join
+        codes = units.join(self._dictionary, on=UNIT, how="left", maintain_order="left")["code"]
+        new = units.filter(codes.is_null() & pl.col(UNIT).is_not_null()).unique(maintain_order=True)
         if new.height:
             first = self._dictionary.height
             if first + new.height > 2**32:
@@ -582,7 +584,8 @@ class Store:
                 for covered in segments[1:]:
                     with _writing(covered):
                         covered.unlink(missing_ok=True)
-        return units.join(self._dictionary, on=UNIT, how="left", maintain_order="left")["code"].alias(UNIT_CODE)
+            codes = units.join(self._dictionary, on=UNIT, how="left", maintain_order="left")["code"]
+        return codes.alias(UNIT_CODE)
 
     def write_quarantine(self, quarantine: pl.DataFrame, *, run_id: str, stem: str) -> Path:
         """Write quarantined records (``QUARANTINE_SCHEMA`` + ``hash``) as ``quarantine/STEM.parquet``."""

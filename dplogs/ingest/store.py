@@ -567,7 +567,8 @@ class Store:
         # one join finds the codes; only units it leaves without one (new units, rare once a store
         # has seen its population) need the unique pass and a second join
         codes = units.join(self._dictionary, on=UNIT, how="left", maintain_order="left")["code"]
-        new = units.filter(codes.is_null() & pl.col(UNIT).is_not_null()).unique(maintain_order=True)
+        new = (units.filter(codes.is_null() & pl.col(UNIT).is_not_null()).unique(maintain_order=True)
+               if codes.null_count() > units.get_column(UNIT).null_count() else units.clear())
         if new.height:
             first = self._dictionary.height
             if first + new.height > 2**32:

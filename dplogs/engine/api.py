@@ -144,6 +144,7 @@ class Engine:
         self._store: Any = None
         self._ledger_store: Any = None  # whose id the ledger must be bound to
         self._coded_store: Any = None  # a store whose events carry unit codes, read by the polars backend
+        self._coverage_store: Any = None  # whose coverage (public metadata) the rows come from
 
     @classmethod
     def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars", spark_master: str | None = None) -> Engine:
@@ -167,7 +168,7 @@ class Engine:
         eng = cls(scan=scan, privacy_unit=m.unit_rule, budget_window=m.budget_window, defaults=m.defaults,
                   backend=chosen, policy=load_policy(store.path))
         eng._ledger_path = store.ledger_path
-        eng._store = eng._ledger_store = store
+        eng._store = eng._ledger_store = eng._coverage_store = store
         if chosen.name == "polars" and store.unit_codes_kept:
             eng._coded_store = store
         return eng
@@ -186,7 +187,7 @@ class Engine:
 
     def coverage(self) -> list | None:
         """The store's coverage spans (public metadata), None when unknown or not a store."""
-        return self._store.coverage() if self._store is not None else None
+        return self._coverage_store.coverage() if self._coverage_store is not None else None
 
     @classmethod
     def from_spark(
@@ -294,6 +295,9 @@ class Engine:
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
                      ledger=self._ledger, backend=self._backend, policy=self.policy)
         eng._ledger_path, eng._ledger_store = self._ledger_path, self._ledger_store
+        # the unit-windows come from the store's rows: its coverage gives the default window and
+        # refuses windows without data, as for any query
+        eng._coverage_store = self._coverage_store
         return eng
 
     def prepare(self, query: Query, **options: Any) -> PreparedQuery:

@@ -204,9 +204,11 @@ class PeerBaseline:
         return None
 
 
-def release_peers(frame: pl.DataFrame, *, plan: PeerPlan, charge: Charge) -> PeerBaseline:
-    """The DP peer baseline of the bounded training rows ``frame`` (≤ K rows per unit per budget
-    window). Consumes ``plan.loss`` from ``charge`` before any noise is drawn."""
+def peer_totals(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact (pre-noise) peer statistics of bounded training rows: row counts per group,
+    volume sums per group (each volume / its cap, so a row adds ≤ √2 in L2) and the process table.
+    Sums over disjoint row sets add up, so Spark computes them per partition on the executors
+    (:meth:`dplogs.detect.spark_loop.SparkFeatureBatches.peer_totals`) and adds them on the driver."""
     groups, vols = peer_inputs(frame)
     caps = np.array([c for _, c in VOLUMES])
     scaled = np.minimum(vols, caps) / caps  # each entry in [0, 1]: a row's vector has L2 ≤ √2
@@ -217,11 +219,27 @@ def release_peers(frame: pl.DataFrame, *, plan: PeerPlan, charge: Charge) -> Pee
     for row in process_weights(frame):
         for b, w in row.items():
             table[b] += w
+    return counts, sums, table
+
+
+def release_peer_totals(totals: tuple[np.ndarray, np.ndarray, np.ndarray], *, plan: PeerPlan, charge: Charge) -> PeerBaseline:
+    """The DP peer baseline from :func:`peer_totals` of the bounded training rows (≤ K rows per
+    unit per budget window). Consumes ``plan.loss`` from ``charge`` before any noise is drawn."""
+    counts, sums, table = totals
+    if counts.shape != (len(GROUP_NAMES),) or sums.shape != (len(GROUP_NAMES), len(VOLUMES)) \
+            or table.shape != (PROCESS_BUCKETS,):
+        raise InternalError("peer totals with a shape other than groups × volumes and the process buckets")
     noisy_sums = add_noise(sums.ravel(), plan.sum_plan, charge=charge).reshape(sums.shape)
     noisy_counts = add_noise(counts, plan.count_plan, charge=charge)
     noisy_table = add_noise(table, plan.process_plan, charge=charge)
     return PeerBaseline(counts=tuple(noisy_counts.tolist()), sums=tuple(map(tuple, noisy_sums.tolist())),
                         min_count=plan.min_count, processes=tuple(noisy_table.tolist()))
+
+
+def release_peers(frame: pl.DataFrame, *, plan: PeerPlan, charge: Charge) -> PeerBaseline:
+    """The DP peer baseline of the bounded training rows ``frame`` (≤ K rows per unit per budget
+    window). Consumes ``plan.loss`` from ``charge`` before any noise is drawn."""
+    return release_peer_totals(peer_totals(frame), plan=plan, charge=charge)
 
 
 def peer_features(frame: pl.DataFrame, baseline: PeerBaseline) -> np.ndarray:

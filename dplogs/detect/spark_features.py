@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 WINDOW_MICROS = {"5min": 300_000_000, "15min": 900_000_000, "hour": 3_600_000_000, "day": 86_400_000_000}
 """Feature windows in microseconds: epoch-aligned in UTC, as polars' ``dt.truncate`` of UTC times."""
 _KEYS = ["unit", "budget_window", "window_start"]
+PEER_INPUTS = ("module", "events", "bytes", "processes")
+"""The window's own data the peer baseline reads (:func:`dplogs.detect.peers.peer_totals`): its
+most frequent event.module, raw volumes and distinct executables, as in polars."""
 
 
 def _unit(rule: UnitRule) -> Column:
@@ -102,7 +105,8 @@ def feature_rows(sdf: DataFrame, *, unit: str | UnitRule, spec: FeatureSpec, see
         (F.coalesce(col("source.bytes"), F.lit(0)) + F.coalesce(col("destination.bytes"), F.lit(0))
          + F.coalesce(col("http.response.body.bytes"), F.lit(0))).cast("double").alias("_nbytes"),
         *(col(c) for c in ("event.category", "event.outcome", "http.response.status_code", "host.name", "source.ip",
-                           "destination.port", "process.name", "process.parent.executable")),
+                           "destination.port", "process.name", "process.parent.executable", "event.module")),
+        F.lower(col("process.executable")).alias("_executable"),
     )
     n = F.count(F.lit(1))
     share = lambda cond: F.coalesce(F.sum(cond.cast("int")), F.lit(0)) / n  # noqa: E731 (nulls count as false)
@@ -121,9 +125,11 @@ def feature_rows(sdf: DataFrame, *, unit: str | UnitRule, spec: FeatureSpec, see
         share(off).alias("off_hours_share"),
         n.alias("_events"), F.sum(clipped_bytes).alias("_bytes"),
         *(F.count_distinct(col(c)).alias(f"_distinct:{c}") for c, _ in NOVELTY_COLUMNS),
-    )
+        F.array_sort(F.collect_set(col("_executable"))).alias("processes"),
+    ).join(_modules(events), on=_KEYS, how="left")
     rows = _with_own_history(rows, events)
-    rows = rows.select(*_KEYS, *(F.coalesce(col(f), F.lit(0.0)).cast("double").alias(f) for f in FEATURE_NAMES))
+    rows = rows.select(*_KEYS, *(F.coalesce(col(f), F.lit(0.0)).cast("double").alias(f) for f in FEATURE_NAMES),
+                       "module", col("_events").alias("events"), col("_bytes").alias("bytes"), "processes")
     rank = Window.partitionBy(*_UNIT_BW).orderBy(seeded_hash(seed, col("unit"), col("window_start")), col("window_start"))
     rows = rows.withColumn("_rank", F.row_number().over(rank)).where(col("_rank") <= spec.max_windows_per_unit).drop("_rank")
     # the bounding unit is (unit, budget window): dense ids in sorted order, over the distinct
@@ -132,6 +138,16 @@ def feature_rows(sdf: DataFrame, *, unit: str | UnitRule, spec: FeatureSpec, see
         "unit_id", (F.row_number().over(Window.orderBy(*_UNIT_BW)) - 1).cast("long"))
     rows = rows.join(ids, on=_UNIT_BW)
     return _clipped(rows, spec.clip_norm)
+
+
+def _modules(events: DataFrame) -> DataFrame:
+    """Per (unit, budget window, window) the most frequent event.module, the smallest name on a
+    tie (polars' ``mode().sort().first()``); windows without one get no row (a null module)."""
+    from pyspark.sql import functions as F
+
+    counts = events.where(col("event.module").isNotNull()).groupBy(*_KEYS, col("event.module").alias("_m")).count()
+    best = F.min(F.struct((-col("count")).alias("rank"), col("_m").alias("module")))
+    return counts.groupBy(*_KEYS).agg(best.getField("module").alias("module"))
 
 
 def _with_own_history(rows: DataFrame, events: DataFrame) -> DataFrame:
@@ -175,4 +191,5 @@ def _clipped(rows: DataFrame, clip_norm: float) -> DataFrame:
     norm = F.sqrt(sum((col(f) * col(f) for f in FEATURE_NAMES), F.lit(0.0)))
     scale = F.least(F.lit(1.0), F.lit(float(clip_norm)) / F.greatest(norm, F.lit(1e-300)))
     rows = rows.withColumn("_scale", scale)
-    return rows.select(*_KEYS, "unit_id", *((col(f) * col("_scale")).alias(f) for f in FEATURE_NAMES))
+    return rows.select(*_KEYS, "unit_id", *((col(f) * col("_scale")).alias(f) for f in FEATURE_NAMES),
+                       *PEER_INPUTS)

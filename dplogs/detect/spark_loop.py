@@ -13,7 +13,9 @@ pre-noise) and never leave the driver: the loop adds noise ONCE per iteration, o
 through :mod:`dplogs.privacy`, against the run's ledger charge, exactly as in polars. Executors
 receive the per-batch function (by reference: they need dplogs installed, see docs/spark.md), the
 public state of the iteration (centroids, weights, the step's sampled unit ids) and never a sampler
-or a secret but the feature rank's per-run seed.
+or a secret but the feature rank's per-run seed. The peer baseline is counted the same way
+(:meth:`~SparkFeatureBatches.peer_totals`), and its features are appended on the executors against
+the released, public baseline (:meth:`~SparkFeatureBatches.with_peers`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from dplogs.backends.spark import col
 from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, empty_batch
+from dplogs.detect.spark_features import PEER_INPUTS
 from dplogs.errors import InternalError
 
 if TYPE_CHECKING:
@@ -67,32 +71,115 @@ def _partition_sums(fn: Any, args: tuple, dim: int) -> Any:
     return run
 
 
+def _collect_sums(parts: pa.Table) -> dict[int, np.ndarray]:
+    """The driver's sum of the partitions' encoded arrays (:func:`_encode`), by index."""
+    sums: dict[int, np.ndarray] = {}
+    for r in parts.to_pylist():
+        values = np.asarray(r["n"], dtype=np.int64) if r["n"] is not None else np.asarray(r["f"], dtype=np.float64)
+        a = values.reshape(r["shape"])
+        sums[r["i"]] = a if r["i"] not in sums else sums[r["i"]] + a
+    return sums
+
+
+def _peer_partition_totals(batches: Any) -> Any:
+    """On an executor: :func:`~dplogs.detect.peers.peer_totals` of the partition's rows (their
+    role, volumes and executables), added up; the executables never leave the partition."""
+    import polars as pl
+
+    from dplogs.detect.peers import peer_totals
+
+    total = None
+    for b in batches:
+        if b.num_rows:
+            part = peer_totals(pl.from_arrow(b))
+            total = part if total is None else tuple(a + p for a, p in zip(total, part))
+    if total is not None:
+        yield _encode(total)
+
+
+def _with_peer_columns(baseline: Any, clip_norm: float) -> Any:
+    """On an executor: each row's features with the peer features against the public ``baseline``
+    appended, clipped again to L2 norm ``clip_norm`` (:func:`~dplogs.detect.peers.with_peer_features`)."""
+
+    def run(batches: Any) -> Any:
+        import polars as pl
+
+        from dplogs.detect.features import clip_rows
+        from dplogs.detect.peers import peer_features
+
+        for b in batches:
+            if b.num_rows == 0:
+                continue
+            own = b.column("x").flatten().to_numpy(zero_copy_only=False).reshape(b.num_rows, -1)
+            peers = peer_features(pl.from_arrow(b.select(list(PEER_INPUTS))), baseline)
+            x = clip_rows(np.hstack([own.astype(np.float64), peers]), clip_norm)
+            offsets = pa.array(np.arange(0, x.size + 1, x.shape[1], dtype=np.int32))
+            yield pa.RecordBatch.from_arrays([b.column("unit_id"), pa.ListArray.from_arrays(offsets, pa.array(x.ravel()))],
+                                             ["unit_id", "x"])
+
+    return run
+
+
 class SparkFeatureBatches:
     """Bounded feature rows persisted on Spark executors, read by the training loops. Close it
-    (or use it as a context manager) to release the cached rows."""
+    (or use it as a context manager) to release the cached rows.
 
-    def __init__(self, rows: DataFrame, dim: int) -> None:
+    ``rows`` (:func:`dplogs.detect.spark_features.feature_rows`) keep each window's peer inputs
+    beside its features; ``frame`` is what the loops read: ``unit_id`` and the feature vector
+    ``x``, with the peer features once :meth:`with_peers` has appended them."""
+
+    def __init__(self, rows: DataFrame, dim: int, *, clip_norm: float) -> None:
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
-        self.dim = dim
+        self.dim, self.clip_norm = dim, clip_norm
+        self.rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
         self.frame = rows.select(col("unit_id"), F.array(*(col(f) for f in FEATURE_NAMES)).alias("x"))
-        self.frame.persist(StorageLevel.MEMORY_AND_DISK)
+
+    def _job(self, frame: DataFrame, run: Any) -> pa.Table:
+        with warnings.catch_warnings():  # pyspark's notice about pandas versions: dplogs passes Arrow only
+            warnings.simplefilter("ignore", FutureWarning)
+            return frame.mapInArrow(run, _PARTS).toArrow()
 
     def total(self, fn: Any, *args: Any) -> tuple[np.ndarray, ...]:
         """The element-wise sum over all feature batches of ``fn(batch, *args)``: partition sums
         on the executors, their sum here."""
-        with warnings.catch_warnings():  # pyspark's notice about pandas versions: dplogs passes Arrow only
-            warnings.simplefilter("ignore", FutureWarning)
-            parts = self.frame.mapInArrow(_partition_sums(fn, args, self.dim), _PARTS).toArrow()
+        parts = self._job(self.frame, _partition_sums(fn, args, self.dim))
         if parts.num_rows == 0:
             return fn(empty_batch(self.dim), *args)
-        sums: dict[int, np.ndarray] = {}
-        for r in parts.to_pylist():
-            values = np.asarray(r["n"], dtype=np.int64) if r["n"] is not None else np.asarray(r["f"], dtype=np.float64)
-            a = values.reshape(r["shape"])
-            sums[r["i"]] = a if r["i"] not in sums else sums[r["i"]] + a
+        sums = _collect_sums(parts)
         return tuple(sums[i] for i in range(len(sums)))
+
+    def peer_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The exact peer statistics of the bounded rows (:func:`~dplogs.detect.peers.peer_totals`):
+        per-partition sums on the executors, added here."""
+        from dplogs.detect.peers import peer_totals
+
+        inputs = self.rows.select(*(col(c) for c in PEER_INPUTS))
+        sums = _collect_sums(self._job(inputs, _peer_partition_totals))
+        if not sums:
+            return peer_totals(pl.DataFrame(schema={"module": pl.String, "events": pl.Int64, "bytes": pl.Float64,
+                                                   "processes": pl.List(pl.String)}))
+        return sums[0], sums[1], sums[2]
+
+    def with_peers(self, baseline: Any) -> SparkFeatureBatches:
+        """Append the peer features against the released ``baseline`` (on the executors) and clip
+        again; the loops then read the longer rows. Returns this source (closing it releases
+        both)."""
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        from dplogs.detect.peers import PEER_FEATURE_NAMES
+
+        # the features as one array column: mapInArrow does not resolve dotted column names
+        inputs = self.rows.select(col("unit_id"), F.array(*(col(f) for f in FEATURE_NAMES)).alias("x"),
+                                  *(col(c) for c in PEER_INPUTS))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            frame = inputs.mapInArrow(_with_peer_columns(baseline, self.clip_norm), "unit_id long, x array<double>")
+        self.frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        self.dim = len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)
+        return self
 
     def unit_count(self, max_rows_per_unit: int) -> int:
         """Number of units ((unit, budget window) pairs); raises if one has more than K rows (a
@@ -107,6 +194,7 @@ class SparkFeatureBatches:
 
     def close(self) -> None:
         self.frame.unpersist()
+        self.rows.unpersist()
 
     def __enter__(self) -> SparkFeatureBatches:
         return self
@@ -120,4 +208,5 @@ def spark_feature_batches(sdf: DataFrame, *, unit: Any, spec: FeatureSpec, seed:
     persisted on the executors as the training loops' source."""
     from dplogs.detect.spark_features import feature_rows
 
-    return SparkFeatureBatches(feature_rows(sdf, unit=unit, spec=spec, seed=seed), len(FEATURE_NAMES))
+    return SparkFeatureBatches(feature_rows(sdf, unit=unit, spec=spec, seed=seed), len(FEATURE_NAMES),
+                               clip_norm=spec.clip_norm)

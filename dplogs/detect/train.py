@@ -30,7 +30,9 @@ from dplogs.detect.model import (
     DETECTORS, ModelCard, check_features, expected_features, load_model, model_from_json, model_to_json, save_model,
     scoring_clip_norm,
 )
-from dplogs.detect.peers import PEER_FEATURE_NAMES, PEER_SHARE, plan_peers, release_peers, with_peer_features
+from dplogs.detect.peers import (
+    PEER_FEATURE_NAMES, PEER_SHARE, peer_totals, plan_peers, release_peer_totals, with_peer_features,
+)
 from dplogs.errors import PrivacyParameterError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.dpsgd import PLD_ACCOUNTANT, ZCDP_ACCOUNTANT, DpSgdPlan, plan_dpsgd, rho_for_epsilon
@@ -160,9 +162,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         raise UsageError(f"{request.start} .. {request.end} touches {window_count(lo, hi, policy):,} {policy} budget windows, "
                          f"more than the limit of {MAX_BUDGET_WINDOWS}; train on a shorter range")
     windows = windows_for(lo, hi, policy)  # datetimes: the half-open range [start, end)
-    peers_on = engine.name != "spark"  # the peer baseline is computed on polars only (docs/spark.md)
-    peer_share = PEER_SHARE if peers_on else 0.0
-    dim = len(FEATURE_NAMES) + (len(PEER_FEATURE_NAMES) if peers_on else 0)
+    dim = len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)
 
     # every plan (and so every validation error) exists before the ledger is touched; the peer
     # baseline's and the score histogram's losses are composed with training's into ONE reservation
@@ -170,14 +170,12 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
     if request.detector == "kmeans":
         rho_total = rho_for_epsilon(request.epsilon, request.delta)
         plan = plan_kmeans(k=request.k, dim=dim, iterations=request.iterations,
-                           rho=rho_total * (1 - CALIBRATION_SHARE - peer_share), max_rows_per_unit=K,
+                           rho=rho_total * (1 - CALIBRATION_SHARE - PEER_SHARE), max_rows_per_unit=K,
                            clip_norm=request.clip_norm)
         cal_plan = plan_calibration(max_rows_per_unit=K, rho=rho_total * CALIBRATION_SHARE)
-        peer_plan = plan_peers(max_rows_per_unit=K, rho=rho_total * PEER_SHARE) if peers_on else None
+        peer_plan = plan_peers(max_rows_per_unit=K, rho=rho_total * PEER_SHARE)
         estimate_plan = None
-        loss = plan.loss + cal_plan.loss
-        if peer_plan is not None:
-            loss = loss + peer_plan.loss
+        loss = plan.loss + cal_plan.loss + peer_plan.loss
         rho = loss.rho
         eps, accountant = zcdp_to_epsilon(rho, request.delta), ZCDP_ACCOUNTANT
         hyper: dict[str, Any] = {"k": request.k, "iterations": request.iterations,
@@ -189,33 +187,29 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         if not (math.isfinite(request.gradient_clip) and request.gradient_clip > 0):
             raise PrivacyParameterError(f"--gradient-clip must be finite and > 0, got {request.gradient_clip}")
         eps_estimate = request.epsilon * ESTIMATE_SHARE if request.estimates_units else 0.0
-        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE - peer_share) - eps_estimate
+        eps_sgd = request.epsilon * (1 - CALIBRATION_SHARE - PEER_SHARE) - eps_estimate
         estimate_plan = (calibrate(mechanism="laplace", integer=True, epsilon=eps_estimate,
                                    sensitivity=Sensitivity(l1=1.0, l2=1.0)) if eps_estimate else None)
         # without the estimate everything is planned now; with it, σ is calibrated to eps_sgd once the
         # sampling rate is known (the reserved loss is the same either way)
         sgd = None if estimate_plan else _plan_sgd(request, eps_sgd, request.sampling_rate)
         cal_plan = plan_calibration(max_rows_per_unit=K, epsilon=request.epsilon * CALIBRATION_SHARE)
-        peer_plan = plan_peers(max_rows_per_unit=K, epsilon=request.epsilon * PEER_SHARE) if peers_on else None
+        peer_plan = plan_peers(max_rows_per_unit=K, epsilon=request.epsilon * PEER_SHARE)
         # basic composition: DP-SGD's PLD (ε, δ) + the pure-ε histogram and peer baseline (+ the
         # pure-ε unit count)
-        loss = PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss
-        if peer_plan is not None:
-            loss = loss + peer_plan.loss
+        loss = PrivacyLoss(epsilon=sgd.epsilon if sgd else eps_sgd, delta=request.delta) + cal_plan.loss + peer_plan.loss
         if estimate_plan:
             loss = loss + estimate_plan.loss
         rho, eps = None, loss.epsilon
-        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (" + (
-            "peer baseline, " if peer_plan is not None else "") + "score histogram" + (
+        accountant = f"{PLD_ACCOUNTANT} + basic composition with Laplace releases (peer baseline, score histogram" + (
             ", unit count)" if estimate_plan else ")")
         hyper = {"hidden": request.hidden, "steps": request.steps, "learning_rate": request.learning_rate,
                  "gradient_clip_per_unit": request.gradient_clip}
     hyper["score_histogram"] = {"share": CALIBRATION_SHARE, "mechanism": cal_plan.mechanism.value,
                                 "noise_std": cal_plan.std}
-    if peer_plan is not None:
-        hyper["peer_baseline"] = {"share": PEER_SHARE, "mechanism": peer_plan.sum_plan.mechanism.value,
-                                  "sum_noise_std": peer_plan.sum_plan.std, "count_noise_std": peer_plan.count_plan.std,
-                                  "process_noise_std": peer_plan.process_plan.std, "min_count": peer_plan.min_count}
+    hyper["peer_baseline"] = {"share": PEER_SHARE, "mechanism": peer_plan.sum_plan.mechanism.value,
+                              "sum_noise_std": peer_plan.sum_plan.std, "count_noise_std": peer_plan.count_plan.std,
+                              "process_noise_std": peer_plan.process_plan.std, "min_count": peer_plan.min_count}
 
     ledger = Ledger.open(store.ledger_path, create=True, store_id=store.identity)
     query = json.dumps({"train": asdict(request)})
@@ -227,14 +221,13 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             # the feature rows are released (on Spark: unpersisted) however training ends
             with closing(_feature_source(store, engine, lo, hi, unit=unit, spec=spec)) as source:
                 warnings: list[str] = []
-                peers = None
-                if peer_plan is not None:
-                    peers = release_peers(source.frame, plan=peer_plan, charge=charge)
-                    source = source.with_peers(peers)
-                    if not peers.usable:
-                        warnings.append(f"the DP peer baseline is too noisy to use (a role group needs about "
-                                        f"{peers.min_count:.0f} noisy training rows at this budget and K): the peer "
-                                        "features are 0 in this model")
+                # released from exact per-group sums (on Spark: per-partition sums from the executors)
+                peers = release_peer_totals(source.peer_totals(), plan=peer_plan, charge=charge)
+                source = source.with_peers(peers)
+                if not peers.usable:
+                    warnings.append(f"the DP peer baseline is too noisy to use (a role group needs about "
+                                    f"{peers.min_count:.0f} noisy training rows at this budget and K): the peer "
+                                    "features are 0 in this model")
                 if request.detector == "kmeans":
                     model = train_kmeans(source, plan=plan, charge=charge)
                 else:
@@ -267,9 +260,9 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                 privacy_unit=unit.label, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
                 guarantee=training_guarantee(eps, request.delta, unit, tuple(windows), request),
                 clip_norm=request.clip_norm, feature_window=request.window,
-                features=(*FEATURE_NAMES, *(PEER_FEATURE_NAMES if peers is not None else ())),
+                features=(*FEATURE_NAMES, *PEER_FEATURE_NAMES),
                 hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
-                peer_baseline=None if peers is None else peers.to_dict(),
+                peer_baseline=peers.to_dict(),
             )
             doc = model_to_json(model, card)
             charge.record(doc)
@@ -397,6 +390,9 @@ class LocalFeatures(FeatureBatches):
     @property
     def frame(self) -> pl.DataFrame:
         return self.table.frame
+
+    def peer_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return peer_totals(self.table.frame)
 
     def with_peers(self, peers: Any) -> LocalFeatures:
         return LocalFeatures(with_peer_features(self.table, peers))

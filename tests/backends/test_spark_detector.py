@@ -24,6 +24,9 @@ from dplogs.detect.calibration import batch_score_counts, score_counts
 from dplogs.detect.features import FEATURE_NAMES, FeatureBatches, FeatureSpec, extract_features, feature_batches
 from dplogs.detect.kmeans import init_centroids, kmeans_batch_stats, plan_kmeans, train_kmeans
 from dplogs.detect.model import load_model
+from dplogs.detect.peers import (
+    PEER_FEATURE_NAMES, PROCESS_BUCKETS, PeerBaseline, peer_totals, plan_peers, release_peer_totals, with_peer_features,
+)
 from dplogs.detect.spark_features import feature_rows
 from dplogs.detect.spark_loop import SparkFeatureBatches, spark_feature_batches
 from dplogs.detect.train import TrainRequest, train_from_store
@@ -67,9 +70,13 @@ def _both(events: pl.DataFrame, spec: FeatureSpec, seed: int, unit: UnitRule = P
 
 
 def _sample_events(store: Path) -> pl.DataFrame:
+    """The sample store's events, with an executable per action (the sample logs name none; mixed
+    case, since both backends lower-case it) so the peers' process table has something to count."""
     from dplogs.ingest.store import Store
 
-    return Store.open(store).scan().collect()
+    events = Store.open(store).scan().collect()
+    exe = pl.concat_str(pl.lit("C:\\Tools\\"), pl.col("event.action"), pl.lit(".EXE"))
+    return events.with_columns(pl.when(pl.col("event.action").is_not_null()).then(exe).alias("process.executable"))
 
 
 @pytest.mark.parametrize("window,budget", [("day", "month"), ("15min", "week")])
@@ -89,6 +96,11 @@ def test_spark_features_equal_polars_features(spark_session, sample_store, windo
         np.testing.assert_allclose(got[name].to_numpy(), want[name].to_numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
     # history and novelty features move on this store, so they are compared on real values
     assert all(want[name].max() > 0 for name in ("events_rise_vs_own_history", "new_source_ips_share", "distinct_hosts"))
+    # the peer baseline's inputs: the window's role (mode, smallest on a tie), volumes, executables
+    assert got["module"].equals(want["module"]) and got["module"].n_unique() > 1
+    assert (got["events"].cast(pl.Int64) == want["events"].cast(pl.Int64)).all()
+    np.testing.assert_allclose(got["bytes"].to_numpy(), want["bytes"].to_numpy(), rtol=1e-12)
+    assert got["processes"].to_list() == want["processes"].to_list() and want["processes"].list.len().max() > 1
 
 
 @pytest.mark.parametrize("rule", [UnitRule(("user.name",)), UnitRule(("user.name", "source.ip"))], ids=str)
@@ -193,19 +205,53 @@ def test_an_empty_source_gives_zero_sums(spark_session):
     from pyspark.sql import types as T
 
     schema = T.StructType([T.StructField("unit_id", T.LongType()),
-                           *(T.StructField(f, T.DoubleType()) for f in FEATURE_NAMES)])
-    with SparkFeatureBatches(spark_session.createDataFrame([], schema), len(FEATURE_NAMES)) as rows:
+                           *(T.StructField(f, T.DoubleType()) for f in FEATURE_NAMES),
+                           T.StructField("module", T.StringType()), T.StructField("events", T.LongType()),
+                           T.StructField("bytes", T.DoubleType()), T.StructField("processes", T.ArrayType(T.StringType()))])
+    with SparkFeatureBatches(spark_session.createDataFrame([], schema), len(FEATURE_NAMES), clip_norm=1.0) as rows:
         sums, counts = rows.total(kmeans_batch_stats, np.zeros((2, len(FEATURE_NAMES))), 1.0)
         assert rows.unit_count(2) == 0
+        group_counts, volume_sums, table = rows.peer_totals()
     assert sums.shape == (2, len(FEATURE_NAMES)) and not sums.any() and counts.tolist() == [0, 0]
+    assert not group_counts.any() and not volume_sums.any() and not table.any() and table.shape == (PROCESS_BUCKETS,)
+
+
+def test_peer_baseline_and_features_on_spark_equal_polars(spark_session, sample_store):
+    """The peer baseline's exact totals (per-partition sums from the executors) and the peer
+    features appended on the executors equal polars' on the same kept windows, so a model trained
+    on Spark has the same features as one trained on polars."""
+    events = _sample_events(sample_store)
+    rule = UnitRule(("user.name",))  # the shared unattributed unit: the same units on both backends
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=2.0, window="day", budget_window="month")
+    table = extract_features(events.lazy(), unit=rule, spec=spec, seed=5)
+    sdf = SparkBackend().frame(events).repartition(3)  # several partitions: their sums are added
+    with spark_feature_batches(sdf, unit=rule, spec=spec, seed=5) as rows:
+        got = rows.peer_totals()
+        want = peer_totals(table.frame)
+        assert got[0].tolist() == want[0].tolist() and (want[0] > 0).sum() > 1  # several role groups
+        for g, w in zip(got[1:], want[1:]):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+        assert (want[2] > 0).sum() > 3  # executables in several buckets
+        plan = plan_peers(max_rows_per_unit=ALL_WINDOWS, rho=1.0)
+        with exact_mode():
+            baseline = release_peer_totals(want, plan=plan, charge=Charge.for_audit(plan.loss))
+        baseline = PeerBaseline(counts=baseline.counts, sums=baseline.sums, min_count=1.0, processes=baseline.processes)
+        rows.with_peers(baseline)
+        assert rows.dim == len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)
+        gx = np.array(pl.from_arrow(rows.frame.toArrow())["x"].to_list())
+    expected = with_peer_features(table, baseline)
+    wx = expected.frame.select(expected.names).to_numpy()
+    # units are spelled differently on the two backends: compare the rows as sorted multisets
+    gx, wx = gx[np.lexsort(gx.T[::-1])], wx[np.lexsort(wx.T[::-1])]
+    assert gx.shape == wx.shape and len(wx) > 20
+    np.testing.assert_allclose(gx, wx, rtol=1e-9, atol=1e-12)
+    assert wx[:, len(FEATURE_NAMES):].max() > 0  # the peer features move on this store
 
 
 def test_train_on_spark_charges_the_same_entry_as_polars(spark_session, synthetic_store, tmp_path):
     """`dplogs train --engine spark` (k-means) and the API (autoencoder): one committed ledger entry
-    each, with the windows and mechanisms of the same training on polars. The loss: k-means' zCDP
-    total is the same (Spark spends the peer baseline's share, computed on polars only, on
-    training); the autoencoder composes one Laplace release fewer, so its ε differs in the fourth
-    digit, within the request either way."""
+    each, with the windows, mechanisms, loss and features (the peer features included) of the same
+    training on polars."""
     args = ["train", "--store", str(synthetic_store.path), "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
             "--start", "2026-11-01", "--end", "2026-12-01", "--max-windows", "3", "--k", "4", "--iterations", "2"]
     for engine in ("polars", "spark"):
@@ -221,14 +267,10 @@ def test_train_on_spark_charges_the_same_entry_as_polars(spark_session, syntheti
         assert b.status == a.status == "committed"
         assert (b.windows, b.mechanisms, b.caller) == (a.windows, a.mechanisms, a.caller)
         assert b.loss.delta == a.loss.delta and a.loss.epsilon <= 1.0 and b.loss.epsilon <= 1.0
-    # the same total, summed in another order (polars adds the peer baseline's three parts): equal
-    # up to float rounding
-    assert km_spark.loss.rho == pytest.approx(km_polars.loss.rho, rel=1e-12)
-    assert (km_spark.loss.epsilon, km_spark.loss.delta) == pytest.approx((km_polars.loss.epsilon, km_polars.loss.delta), rel=1e-12)
-    assert abs(ae_spark.loss.epsilon - ae_polars.loss.epsilon) < 1e-3
+        assert (b.loss.rho, b.loss.epsilon, b.loss.delta) == (a.loss.rho, a.loss.epsilon, a.loss.delta)
     for name in ("spark.json", "ae-spark.json"):
         model, card = load_model(tmp_path / name)
-        assert card.features == FEATURE_NAMES
+        assert card.features == (*FEATURE_NAMES, *PEER_FEATURE_NAMES) and card.peers is not None
         # the score histogram saw every kept row: 50 units x 3 windows, up to its noise
         assert abs(card.calibration.total - 150) < 8 * card.calibration.noise_std * len(card.calibration.counts) ** 0.5
 

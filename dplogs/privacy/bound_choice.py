@@ -203,13 +203,20 @@ def noise_level(noise: NoisePlan, n: int, beta: float) -> float:
     return noise.scale * hi + (n if noise.integer else 0)
 
 
+def test_shares(candidates: Sequence[float]) -> np.ndarray:
+    """The share of :data:`FALSE_TAIL` that each of the two tests on bin ``m`` (alone, and the sum
+    from it up) may spend: ``share[m-1]`` in proportion to 1/(the bound the test pushes to),
+    ``c[m]`` (the last bin: 2·c[-1]); both kinds over every bin sum to 1. Public."""
+    c = np.asarray(candidates, dtype=np.float64)
+    reach = np.append(c[1:], 2 * c[-1])  # reach[m-1]: the bound that bin m, or any tail from it, pushes to
+    return (c[0] / reach) / (2 * np.sum(c[0] / reach))
+
+
 def tail_levels(noise: NoisePlan, candidates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """The levels of :func:`noisy_tails`: ``single[m-1]`` for bin m alone, ``sums[j]`` for the sum
     of the bins above candidate j. Public: from the plan alone."""
-    c = np.asarray(candidates, dtype=np.float64)
-    k = len(c)  # bins 1..k lie above some candidate: bin m's units need a bound of c[m] (the last: 2·c[-1])
-    reach = np.append(c[1:], 2 * c[-1])  # reach[m-1]: the bound that bin m, or any tail from it, pushes to
-    share = (c[0] / reach) / (2 * np.sum(c[0] / reach))  # per test; both kinds together sum to 1
+    k = len(candidates)
+    share = test_shares(candidates)
     single = np.array([noise_level(noise, 1, FALSE_TAIL * w) for w in share])
     sums = np.array([noise_level(noise, k - j, FALSE_TAIL * share[j]) for j in range(k)])
     return single, sums

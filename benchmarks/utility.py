@@ -135,7 +135,8 @@ def rmse(store: Path, sql: str, runs: int, window: dict, **options) -> tuple[flo
         with exact_mode():
             bounded = eng.sql(sql, **window, epsilon=1.0, **bounds).release(caller="bench").data
         bias = exact.join(bounded, on=[*keys, "aggregate"], how="left", suffix="_got")
-        variance = [0.0 if m is None else noise_variance(m, b) for m, b in zip(joined["mechanism"], joined["scale"])]
+        # the release's own noise (the exact-mode truth carries columns of the same names)
+        variance = [0.0 if m is None else noise_variance(m, b) for m, b in zip(joined["mechanism_got"], joined["scale_got"])]
         expected.append(((bias["value_got"].fill_null(0.0) - bias["value"]) ** 2).to_numpy() + np.array(variance))
     return float(np.sqrt(np.mean(np.concatenate(measured)))), float(np.sqrt(np.mean(np.concatenate(expected))))
 

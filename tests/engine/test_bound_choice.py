@@ -102,9 +102,15 @@ def test_release_charges_one_composed_loss_and_discloses_the_choice(make_engine)
     # 7 cells: the best bounds leave a handful of users above them, so the share is the most
     assert choice["share"] == 0.3 and choice["share_rule"].startswith("adaptive")
     assert choice["epsilon"] == pytest.approx(0.3) and choice["when"].startswith("chosen at release")
-    # every user has 1 day, 4 rows, 1000 bytes: the choice finds bounds that keep all of it
-    assert choice["values"] == {"max_groups": 1.0, "max_rows_per_group": 4.0, "clamp:source.bytes": 1024.0}
-    assert rel.privacy["bounds"]["max_rows_per_group"] == 4
+    # every user has 1 day, 4 rows, 1000 bytes: the choice keeps all of it (the tails are seen).
+    # A bound above it is a false tail, which each of the three bounds draws at its documented
+    # rate (false_push_rate: up to 20%; in 300 choices 30 had max_groups 2-7, 3 a larger L∞): the
+    # exact values are the common case, pinned by the statistical tests, not a single release
+    values = choice["values"]
+    assert set(values) == {"max_groups", "max_rows_per_group", "clamp:source.bytes"}
+    assert values["max_rows_per_group"] >= 4.0 and values["clamp:source.bytes"] >= 1024.0, values
+    assert values["max_rows_per_group"] in COUNT_CANDIDATES and values["max_groups"] in (1.0, 2.0, 4.0, 7.0)
+    assert rel.privacy["bounds"]["max_rows_per_group"] == values["max_rows_per_group"]
     # what the choice cannot see is said with the release: tails of fewer units than its noise level
     days = {"max_groups": (1.0, 2.0, 4.0, 7.0)}  # a unit reaches at most 7 days
     assert choice["sees_tails_of"] == plan_choice(choice["bounds"], mechanism="laplace", epsilon=0.3,

@@ -50,7 +50,7 @@ from dplogs.engine import Engine  # noqa: E402
 from dplogs.privacy.ledger import Ledger  # noqa: E402
 from dplogs.privacy.loss import PrivacyLoss  # noqa: E402
 from dplogs.engine.execute import choose_bounds, profile  # noqa: E402
-from dplogs.privacy.bound_choice import FALSE_TAIL, expected_abs_noise, test_shares  # noqa: E402
+from dplogs.privacy.bound_choice import FALSE_TAIL, expected_abs_noise, false_tail_shares  # noqa: E402
 from dplogs.privacy.charge import Charge  # noqa: E402
 from dplogs.privacy.mechanisms import add_noise  # noqa: E402
 from dplogs.privacy.testing import exact_mode  # noqa: E402
@@ -327,7 +327,7 @@ def tail_evidence(store: Path, window: dict, draws: int) -> None:
     (step,) = plan.choice.steps
     hist = profile(plan, eng.scan())[step.name].astype(np.int64)
     charge = Charge.for_audit(PrivacyLoss(epsilon=1e9))
-    shares = test_shares(step.candidates)
+    shares = false_tail_shares(step.candidates)
     print(f"\n## Tail evidence on the real auth.log (rows per unit, noise scale {step.noise.scale:g}, {draws} draws)\n")
     print("| tail above | units | allowed false rate | power there | at 0.01 | at 0.05 | at 0.2 |")
     print("|---|---|---|---|---|---|---|")

@@ -25,6 +25,7 @@ contributions: a bias–variance trade-off in differential privacy" (ICML 2019),
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -164,11 +165,15 @@ TAIL = 0.01
 
 FALSE_TAIL = 0.2
 """Chance (union bound over every test of :func:`noisy_tails`) that pure noise passes for a
-non-empty tail. Shared out in proportion to 1/(the bound a false tail pushes to), it keeps the
-expected extra noise from false tails below 20% of the noise at the first candidate, while a
-missed tail cut the answer to a fraction of the truth: at 10⁻³ the single-bin levels were b·(6.9 + ln c)
-instead of b·(1.6 + ln c), 1.8x higher at c = 128, and 53 heavy users in one bin went unseen at a 30%
-share (benchmarks/utility.py, sample logs)."""
+non-empty tail, per bound chosen. Shared out in proportion to 1/(the bound a false tail pushes
+to), it makes far false tails the rarest: pure noise pushes a bound to c or beyond with
+probability at most :func:`false_push_rate` (≈ 2·FALSE_TAIL/c on powers of two from 1). Each
+power-of-two range of bounds then adds about the same expected extra noise, so the expected
+noise of a pure-noise release grows with the number of candidates, not with the largest: in the
+worst case by FALSE_TAIL per candidate, measured ~1 noise of the first candidate over the 17 of
+L∞ (benchmarks/utility.py, false-tail table). Lower rates hide real tails: at 10⁻³ the
+single-bin levels were b·(6.9 + ln c) instead of b·(1.6 + ln c), 1.8x higher at c = 128, and 53
+heavy users in one bin went unseen at a 30% share (benchmarks/utility.py, sample logs)."""
 
 
 def laplace_sum_tail(n: int, x: float) -> float:
@@ -203,15 +208,40 @@ def noise_level(noise: NoisePlan, n: int, beta: float) -> float:
     return noise.scale * hi + (n if noise.integer else 0)
 
 
+def false_tail_shares(candidates: Sequence[float]) -> np.ndarray:
+    """The share of :data:`FALSE_TAIL` that each of the two tests on bin ``m`` (alone, and the sum
+    from it up) may spend: ``share[m-1]`` in proportion to 1/(the bound the test pushes to),
+    ``c[m]`` (the last bin: 2·c[-1]); both kinds over every bin sum to 1. Public."""
+    c = np.asarray(candidates, dtype=np.float64)
+    reach = np.append(c[1:], 2 * c[-1])  # reach[m-1]: the bound that bin m, or any tail from it, pushes to
+    return (c[0] / reach) / (2 * np.sum(c[0] / reach))
+
+
+def false_push_rate(candidates: Sequence[float], bound: float) -> float:
+    """The most often that pure noise (nothing above ``candidates[0]``) makes the choice pick
+    ``bound`` or more: the false-tail chances of every test that could push it that far (a false
+    tail in bin m supports bounds up to ``c[m]``, no further). For powers of two from 1 this is
+    about ``2·FALSE_TAIL / bound``: 0.2 for 2, 0.05 for 8, 0.003 for 128. Public."""
+    c = np.asarray(candidates, dtype=np.float64)
+    reach = np.append(c[1:], 2 * c[-1])
+    return float(FALSE_TAIL * 2 * false_tail_shares(c)[reach >= bound].sum())
+
+
 def tail_levels(noise: NoisePlan, candidates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """The levels of :func:`noisy_tails`: ``single[m-1]`` for bin m alone, ``sums[j]`` for the sum
-    of the bins above candidate j. Public: from the plan alone."""
-    c = np.asarray(candidates, dtype=np.float64)
-    k = len(c)  # bins 1..k lie above some candidate: bin m's units need a bound of c[m] (the last: 2·c[-1])
-    reach = np.append(c[1:], 2 * c[-1])  # reach[m-1]: the bound that bin m, or any tail from it, pushes to
-    share = (c[0] / reach) / (2 * np.sum(c[0] / reach))  # per test; both kinds together sum to 1
+    of the bins above candidate j. Public: from the plan alone (cached: each costs ~35 ms of
+    bisection over the exact Laplace-sum tail, and every choice reads them)."""
+    return _tail_levels(noise, tuple(float(x) for x in candidates))
+
+
+@functools.lru_cache(maxsize=256)
+def _tail_levels(noise: NoisePlan, candidates: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    k = len(candidates)
+    share = false_tail_shares(candidates)
     single = np.array([noise_level(noise, 1, FALSE_TAIL * w) for w in share])
     sums = np.array([noise_level(noise, k - j, FALSE_TAIL * share[j]) for j in range(k)])
+    single.setflags(write=False)  # shared by every caller of the cache
+    sums.setflags(write=False)
     return single, sums
 
 
@@ -228,9 +258,9 @@ def noisy_tails(noisy: np.ndarray, noise: NoisePlan, candidates: Sequence[float]
 
     Pure noise passes any of these 2k tests with probability at most :data:`FALSE_TAIL`, shared
     out in proportion to 1/(the smallest bound the test could push the choice to): a false tail
-    at bound c raises the release's noise about c-fold, so the expected extra noise from false
-    tails stays below FALSE_TAIL times the noise at the first candidate, whatever the range
-    (with one level for all, noise in bins up to 2^52 decided choices once in a thousand).
+    at bound c raises the release's noise about c-fold, so the farther the push the rarer it is
+    (:func:`false_push_rate`; with one level for all, noise in bins up to 2^52 decided choices
+    once in a thousand).
     A tail is then at least every tail above it (it cannot grow with the bound)."""
     counts = np.asarray(noisy, dtype=np.float64)
     single, levels = tail_levels(noise, candidates)

@@ -17,7 +17,8 @@ from dplogs.engine import Aggregation, time_bucket
 from dplogs.engine.api import Engine
 from dplogs.engine.execute import profile
 from dplogs.privacy.bound_choice import (
-    COUNT_CANDIDATES, FALSE_TAIL, VALUE_CANDIDATES, ChoiceStep, choose, laplace_sum_tail, noise_level, noisy_tails,
+    COUNT_CANDIDATES, FALSE_TAIL, VALUE_CANDIDATES, ChoiceStep, choose, false_push_rate, laplace_sum_tail, noise_level,
+    noisy_tails,
     pick, plan_choice,
 )
 from dplogs.privacy.mechanisms import add_noise
@@ -101,9 +102,15 @@ def test_release_charges_one_composed_loss_and_discloses_the_choice(make_engine)
     # 7 cells: the best bounds leave a handful of users above them, so the share is the most
     assert choice["share"] == 0.3 and choice["share_rule"].startswith("adaptive")
     assert choice["epsilon"] == pytest.approx(0.3) and choice["when"].startswith("chosen at release")
-    # every user has 1 day, 4 rows, 1000 bytes: the choice finds bounds that keep all of it
-    assert choice["values"] == {"max_groups": 1.0, "max_rows_per_group": 4.0, "clamp:source.bytes": 1024.0}
-    assert rel.privacy["bounds"]["max_rows_per_group"] == 4
+    # every user has 1 day, 4 rows, 1000 bytes: the choice keeps all of it (the tails are seen).
+    # A bound above it is a false tail, which each of the three bounds draws at its documented
+    # rate (false_push_rate: up to 20%; in 300 choices 30 had max_groups 2-7, 3 a larger L∞): the
+    # exact values are the common case, pinned by the statistical tests, not a single release
+    values = choice["values"]
+    assert set(values) == {"max_groups", "max_rows_per_group", "clamp:source.bytes"}
+    assert values["max_rows_per_group"] >= 4.0 and values["clamp:source.bytes"] >= 1024.0, values
+    assert values["max_rows_per_group"] in COUNT_CANDIDATES and values["max_groups"] in (1.0, 2.0, 4.0, 7.0)
+    assert rel.privacy["bounds"]["max_rows_per_group"] == values["max_rows_per_group"]
     # what the choice cannot see is said with the release: tails of fewer units than its noise level
     days = {"max_groups": (1.0, 2.0, 4.0, 7.0)}  # a unit reaches at most 7 days
     assert choice["sees_tails_of"] == plan_choice(choice["bounds"], mechanism="laplace", epsilon=0.3,
@@ -273,3 +280,32 @@ def test_the_choice_budget_follows_the_log_of_each_search():
     assert groups == pytest.approx(0.3 * np.log(6) / (np.log(6) + np.log(34)))
     assert groups + rows == pytest.approx(0.3) == choice.loss.epsilon
     assert choice.describe()["scale"] == {"max_groups": pytest.approx(1 / groups), "max_rows_per_group": pytest.approx(1 / rows)}
+
+
+def test_the_false_push_rate_is_the_tests_chances_above_the_bound():
+    """Public arithmetic of the documented rate: the false-tail chances of the tests whose tail
+    could push the choice to ``bound`` or beyond (about 2·FALSE_TAIL/bound on powers of two)."""
+    assert false_push_rate(COUNT_CANDIDATES, 2.0) == pytest.approx(FALSE_TAIL)
+    assert false_push_rate(COUNT_CANDIDATES, 8.0) == pytest.approx(FALSE_TAIL / 4, rel=1e-3)
+    assert false_push_rate(COUNT_CANDIDATES, 128.0) == pytest.approx(2 * FALSE_TAIL / 128, rel=1e-3)
+    assert false_push_rate(COUNT_CANDIDATES, 4 * COUNT_CANDIDATES[-1]) == 0.0
+
+
+@pytest.mark.slow
+def test_an_empty_tail_pushes_the_bound_out_no_more_than_documented():
+    """A store whose tail is empty (every unit one row in one group): over 4000 choices with the
+    exact samplers, each bound reaches c or more no more often than false_push_rate(c) allows,
+    for the one-bound and the two-bound choice (each bound has its own FALSE_TAIL)."""
+    groups = (1.0, 2.0, 3.0)  # three outcomes
+    choice = plan_choice(["max_groups", "max_rows_per_group"], mechanism="laplace", epsilon=0.3,
+                         candidates={"max_groups": groups})
+    charge = Charge.for_audit(PrivacyLoss(epsilon=1e9))
+    draws = 4000
+    for step in choice.steps:
+        counts = step.bins(np.ones(500))
+        chosen = np.array([choose(step, counts, charge=charge, noise_cost=lambda t: 12.0 * t)[0] for _ in range(draws)])
+        for bound in step.candidates[1:]:
+            rate = false_push_rate(step.candidates, bound)
+            # the rate is a bound (union + Chernoff): the frequency may sit well under it, never
+            # over it beyond sampling error (3 standard errors)
+            assert np.mean(chosen >= bound) <= rate + 3 * np.sqrt(rate * (1 - rate) / draws) + 1e-9, (step.name, bound)

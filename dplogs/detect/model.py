@@ -218,8 +218,8 @@ def _rising(card: ModelCard) -> np.ndarray | None:
     names = card.hyperparameters.get("one_sided_features")
     if names is None:
         return None
-    if not isinstance(names, list) or not set(names) <= set(card.features):
-        raise DataError("model card entry hyperparameters.one_sided_features must list some of the model's features")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError("model card entry hyperparameters.one_sided_features must be a list of feature names")
     return np.array([n in names for n in card.features], dtype=bool)
 
 

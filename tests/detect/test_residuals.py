@@ -78,8 +78,8 @@ def _asdict(card):
     return asdict(card)
 
 
-def test_a_card_listing_unknown_one_sided_features_is_refused():
-    card = _card("kmeans", one_sided_features=["no_such_feature"])
+def test_a_card_whose_one_sided_features_are_not_names_is_refused():
+    card = _card("kmeans", one_sided_features="failure_ratio")
     doc = {"format": "dplogs-detector/1", "model_card": _asdict(card), "weights": {"centroids": [[0.0] * len(NAMES)]}}
     with pytest.raises(DataError, match="one_sided_features"):
         model_from_json(doc)

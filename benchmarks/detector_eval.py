@@ -31,7 +31,9 @@ cap), syscall presence vectors on ADFA-LD,
 clipped to C = 1 (training and test rows). The store datasets add the peer features
 (:mod:`dplogs.detect.peers`): each DP detector at ε gets a baseline released with PEER_SHARE of ε
 and trains on the rest; twins and baselines use the exact baseline. Their training rows are
-clipped to C = 1 and their test rows are scored unclipped, as ``dplogs score`` does.
+clipped to C = 1 and their test rows are scored unclipped, as ``dplogs score`` does, and every detector
+(DP and twin) scores their directional features one-sided (:mod:`dplogs.detect.residuals`), as
+``dplogs train`` records it; set TWO_SIDED_SCORING=1 to compare with two-sided scores.
 
 Baselines (non-private, same rows and features as the detectors, fitted on the training rows):
 ``dist-to-mean`` (squared distance to the mean row after standardising each feature by the

@@ -31,7 +31,9 @@ cap), syscall presence vectors on ADFA-LD,
 clipped to C = 1 (training and test rows). The store datasets add the peer features
 (:mod:`dplogs.detect.peers`): each DP detector at ε gets a baseline released with PEER_SHARE of ε
 and trains on the rest; twins and baselines use the exact baseline. Their training rows are
-clipped to C = 1 and their test rows are scored unclipped, as ``dplogs score`` does.
+clipped to C = 1 and their test rows are scored unclipped, as ``dplogs score`` does, and every detector
+(DP and twin) scores their directional features one-sided (:mod:`dplogs.detect.residuals`), as
+``dplogs train`` records it; set TWO_SIDED_SCORING=1 to compare with two-sided scores.
 
 Baselines (non-private, same rows and features as the detectors, fitted on the training rows):
 ``dist-to-mean`` (squared distance to the mean row after standardising each feature by the
@@ -72,7 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,7 @@ from dplogs.detect.autoencoder import (
 from dplogs.detect.features import clip_rows, feature_batches
 from dplogs.detect.kmeans import init_centroids, plan_kmeans, train_kmeans, train_kmeans_nonprivate
 from dplogs.detect.peers import PEER_FEATURE_NAMES, PEER_SHARE, PeerBaseline, plan_peers, release_peers, with_peer_features
+from dplogs.detect.residuals import rising_mask
 from dplogs.detect.sessions import count_vectors, presence_vectors
 from dplogs.privacy import Charge
 from dplogs.privacy.dpsgd import plan_dpsgd, rho_for_epsilon
@@ -94,6 +97,7 @@ EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
 DELTA = 1e-6
 CLIP = 1.0
 SCORE_CLIP = os.environ.get("CLIPPED_SCORING") is None  # store test rows unclipped (set it to compare)
+TWO_SIDED = os.environ.get("TWO_SIDED_SCORING") is not None  # store datasets: no one-sided residuals (to compare)
 THRESHOLD_QUANTILE = 0.995
 HDFS_NORMALS, HDFS_ANOMALIES = 558_223, 16_838
 SAMPLE_K = 5  # sample-logs: training user-days kept per user per month (--max-windows)
@@ -116,6 +120,7 @@ class Split:
     ae_sampling_rate: float = 0.2
     test_ids: list[str] | None = None  # names of the test rows (sample-logs: user/day), for ranks
     unclipped_scoring: bool = False  # test rows scored as they are (store datasets, as `dplogs score`)
+    rising: np.ndarray | None = None  # directional features, scored one-sided (store datasets, as `dplogs train`)
 
     def __post_init__(self) -> None:
         # training rows are clipped to C (the DP loops' sensitivity). Test rows of the session
@@ -237,7 +242,8 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
     x_train, x_test = with_peer_features(train, peers).matrix(), with_peer_features(table, peers).matrix()
     split = Split(name, x_train.shape[1], x_train, x_test, labels, 1.0,
                   frame["failures"].cast(pl.Float64).to_numpy(), ae_steps=ae_steps, ae_sampling_rate=0.5,
-                  test_ids=ids if labels.sum() <= 10 else None, unclipped_scoring=SCORE_CLIP)
+                  test_ids=ids if labels.sum() <= 10 else None, unclipped_scoring=SCORE_CLIP,
+                  rising=None if TWO_SIDED else rising_mask((*FEATURE_NAMES, *PEER_FEATURE_NAMES)))
     split.unit_ids = train.frame["unit_id"].to_numpy()  # type: ignore[attr-defined]
     split.k = k  # type: ignore[attr-defined]
     split.tables = (train, table)  # type: ignore[attr-defined]
@@ -357,13 +363,13 @@ def kmeans_pair(s: Split, k: int = 8, iterations: int = 5):
     init = init_centroids(k, s.vocab, CLIP)
     ids, bound = _unit_ids(s)
     batches = feature_batches(s.train, ids)
-    yield None, s, train_kmeans_nonprivate(batches, init=init, iterations=iterations, clip_norm=CLIP)
+    yield None, s, replace(train_kmeans_nonprivate(batches, init=init, iterations=iterations, clip_norm=CLIP), rising=s.rising)
     for eps in EPSILONS:
         s_eps, share = _at(s, eps, "kmeans")
         plan = plan_kmeans(k=k, dim=s.vocab, iterations=iterations, rho=rho_for_epsilon(eps, DELTA) * share,
                            max_rows_per_unit=bound, clip_norm=CLIP)
         model = train_kmeans(feature_batches(s_eps.train, ids), plan=plan, charge=Charge.for_audit(plan.loss), init=init)
-        yield eps, s_eps, model
+        yield eps, s_eps, replace(model, rising=s.rising)
 
 
 def autoencoder_pair(s: Split, grad_clip: float = 0.02):
@@ -374,12 +380,13 @@ def autoencoder_pair(s: Split, grad_clip: float = 0.02):
     n_units = len(np.unique(ids))
     # research: the public normaliser is set from the known training size
     config = AutoencoderConfig(hidden=8, steps=steps, sampling_rate=q, expected_batch_size=q * n_units)
-    yield None, s, train_autoencoder_nonprivate(batches, dim=s.vocab, config=config, init=init)
+    yield None, s, replace(train_autoencoder_nonprivate(batches, dim=s.vocab, config=config, init=init), rising=s.rising)
     for eps in EPSILONS:
         s_eps, share = _at(s, eps, "autoencoder")
         plan = plan_dpsgd(epsilon=eps * share, delta=DELTA, sampling_rate=q, steps=steps, clip_norm=grad_clip)
-        yield eps, s_eps, train_autoencoder(feature_batches(s_eps.train, ids), dim=s.vocab, config=config, plan=plan,
-                                            max_rows_per_unit=bound, charge=Charge.for_audit(plan.loss), init=init)
+        model = train_autoencoder(feature_batches(s_eps.train, ids), dim=s.vocab, config=config, plan=plan,
+                                  max_rows_per_unit=bound, charge=Charge.for_audit(plan.loss), init=init)
+        yield eps, s_eps, replace(model, rising=s.rising)
 
 
 def _row(s: Split, detector: str, eps, seed: int, model) -> dict:

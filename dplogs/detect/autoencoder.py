@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from dplogs.detect.features import FeatureBatches, as_source, batch_arrays
+from dplogs.detect.residuals import squared_parts
 from dplogs.errors import InternalError, PrivacyParameterError
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.dpsgd import DpSgdPlan, GradientNoise
@@ -99,19 +100,24 @@ def autoencoder_batch_grads(batch: pa.RecordBatch, params: Params, sampled_units
 
 @dataclass(frozen=True)
 class AutoencoderModel:
-    """Public once trained under a charge: the weights. Scores are reconstruction errors."""
+    """Public once trained under a charge: the weights. Scores are reconstruction errors; with
+    ``rising`` (a mask of directional features, :mod:`~dplogs.detect.residuals`) a directional
+    feature counts only where the row lies above its reconstruction."""
 
     params: Params
+    rising: np.ndarray | None = None
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return reconstruction_errors(self.params, np.asarray(x, dtype=np.float64))
+        if self.rising is None:
+            return reconstruction_errors(self.params, np.asarray(x, dtype=np.float64))
+        return self.contributions(x).sum(axis=1)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Per-feature parts of the score (rows sum to :meth:`scores`): squared reconstruction
         errors over the number of features."""
         x = np.asarray(x, dtype=np.float64)
         w1, b1, w2, b2 = self.params
-        return (np.tanh(x @ w1 + b1) @ w2 + b2 - x) ** 2 / x.shape[1]
+        return squared_parts(x - (np.tanh(x @ w1 + b1) @ w2 + b2), self.rising) / x.shape[1]
 
 
 def _sgd(source, config, init, n_units, row_clip, noise) -> AutoencoderModel:

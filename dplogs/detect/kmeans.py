@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from dplogs.detect.features import FeatureBatches, as_source, batch_arrays, clip_rows
+from dplogs.detect.residuals import squared_parts
 from dplogs.errors import InternalError, PrivacyParameterError
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
@@ -140,18 +141,29 @@ def _update(prev: np.ndarray, sums: np.ndarray, counts: np.ndarray, min_count: f
 @dataclass(frozen=True)
 class KMeansModel:
     """Public once trained under a charge: the centroids (k×d). Scores are squared distances to
-    the nearest centroid."""
+    the nearest centroid; with ``rising`` (a mask of directional features,
+    :mod:`~dplogs.detect.residuals`) a directional feature counts only above the centroid, and the
+    score is the smallest such distance over the centroids."""
 
     centroids: np.ndarray
+    rising: np.ndarray | None = None
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return _sq_dists(np.asarray(x, dtype=np.float64), self.centroids).min(axis=1)
+        x = np.asarray(x, dtype=np.float64)
+        if self.rising is None:
+            return _sq_dists(x, self.centroids).min(axis=1)
+        # one centroid at a time: a rows × k × d residual would not fit for a million rows
+        return np.min([squared_parts(x - c, self.rising).sum(axis=1) for c in self.centroids], axis=0)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Per-feature parts of the score (rows sum to :meth:`scores`): squared differences to the
-        nearest centroid."""
+        nearest centroid (under the score's own distance)."""
         x = np.asarray(x, dtype=np.float64)
-        return (x - self.centroids[nearest(x, self.centroids)]) ** 2
+        if self.rising is None:
+            return (x - self.centroids[nearest(x, self.centroids)]) ** 2
+        parts = np.stack([squared_parts(x - c, self.rising) for c in self.centroids])  # k × rows × d
+        best = parts.sum(axis=2).argmin(axis=0)
+        return parts[best, np.arange(len(x))]
 
 
 def _lloyd(source, init, iterations, clip_norm, min_count, noise) -> KMeansModel:

@@ -202,12 +202,25 @@ def model_from_json(doc: dict[str, Any]) -> tuple[Model, ModelCard]:
     if not isinstance(w, dict) or set(w) != set(_WEIGHTS[card.detector]):
         raise DataError(f"{card.detector} weights must be {', '.join(_WEIGHTS[card.detector])}")
     d = len(card.features)  # the model's own vocabulary; scoring refuses another one (exit 64)
+    rising = _rising(card)
     if card.detector == "kmeans":
-        return KMeansModel(centroids=_matrix(w, "centroids", (None, d))), card
+        return KMeansModel(centroids=_matrix(w, "centroids", (None, d)), rising=rising), card
     w1 = _matrix(w, "w1", (d, None))
     h = w1.shape[1]
     params = (w1, _matrix(w, "b1", (h,)), _matrix(w, "w2", (h, d)), _matrix(w, "b2", (d,)))
-    return AutoencoderModel(params=params), card  # type: ignore[arg-type]
+    return AutoencoderModel(params=params, rising=rising), card  # type: ignore[arg-type]
+
+
+def _rising(card: ModelCard) -> np.ndarray | None:
+    """The mask of the features the model scores one-sided (hyper-parameter
+    ``one_sided_features``, :mod:`~dplogs.detect.residuals`); None for models trained before the
+    rule, whose score histogram was drawn from two-sided scores."""
+    names = card.hyperparameters.get("one_sided_features")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError("model card entry hyperparameters.one_sided_features must be a list of feature names")
+    return np.array([n in names for n in card.features], dtype=bool)
 
 
 def save_model(doc: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -9,6 +9,7 @@ Scores are per (unit, window) and stay INSIDE the trust boundary: they are not D
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -33,6 +34,7 @@ from dplogs.detect.model import (
 from dplogs.detect.peers import (
     PEER_FEATURE_NAMES, PEER_SHARE, peer_totals, plan_peers, release_peer_totals, with_peer_features,
 )
+from dplogs.detect.residuals import rising_mask
 from dplogs.errors import PrivacyParameterError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.dpsgd import PLD_ACCOUNTANT, ZCDP_ACCOUNTANT, DpSgdPlan, plan_dpsgd, rho_for_epsilon
@@ -162,7 +164,8 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         raise UsageError(f"{request.start} .. {request.end} touches {window_count(lo, hi, policy):,} {policy} budget windows, "
                          f"more than the limit of {MAX_BUDGET_WINDOWS}; train on a shorter range")
     windows = windows_for(lo, hi, policy)  # datetimes: the half-open range [start, end)
-    dim = len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)
+    names = (*FEATURE_NAMES, *PEER_FEATURE_NAMES)
+    dim = len(names)
 
     # every plan (and so every validation error) exists before the ledger is touched; the peer
     # baseline's and the score histogram's losses are composed with training's into ONE reservation
@@ -246,6 +249,9 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                                   "epsilon_rdp_crosscheck": sgd.epsilon_rdp})
                     model = train_autoencoder(source, dim=dim, config=config, plan=sgd,
                                               max_rows_per_unit=request.max_windows_per_unit, charge=charge)
+                # directional features count only above the model, in the histogram as in scoring
+                model = dataclasses.replace(model, rising=rising_mask(names))
+                hyper["one_sided_features"] = [n for n, r in zip(names, model.rising) if r]
                 (counts,) = source.total(batch_score_counts, model, request.clip_norm)
             calibration = release_counts(counts, plan=cal_plan, clip_norm=request.clip_norm, charge=charge)
             total_std = calibration.noise_std * len(calibration.counts) ** 0.5
@@ -260,7 +266,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                 privacy_unit=unit.label, budget_windows=tuple(windows), max_windows_per_unit=request.max_windows_per_unit,
                 guarantee=training_guarantee(eps, request.delta, unit, tuple(windows), request),
                 clip_norm=request.clip_norm, feature_window=request.window,
-                features=(*FEATURE_NAMES, *PEER_FEATURE_NAMES),
+                features=names,
                 hyperparameters=hyper, ledger_entry=charge.entry_id, score_calibration=calibration.to_dict(),
                 peer_baseline=peers.to_dict(),
             )

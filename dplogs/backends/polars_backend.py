@@ -76,10 +76,11 @@ shape: (2, 4)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import polars as pl
 
 from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
@@ -91,12 +92,21 @@ if TYPE_CHECKING:
 
 _N = "__dplogs_n"
 _CODE = "__dplogs_code"
+_CELL = "__dplogs_cell"
 _RANK = "__dplogs_rank"
 _UNIT_ID = "__dplogs_unit_id"
 _KEY_ID = "__dplogs_key_id"
 _PART = "__dplogs_part"
 _GLOBAL = "__dplogs_global"
 _U64_MAX = 2**64 - 1
+_CELLS_PER_ROW = 4
+"""Counters a dense pass may hold per ``rows_per_partition`` row (the default: 2M cells, 32 MiB
+with one sum): the dense path's memory bound, in place of the hash table's."""
+_DENSE_PASSES = 8
+"""Dense passes per ``max_passes`` hash pass: one read feeds them all, so they cost little more
+than their counters (beyond that the counters would outnumber any input's rows by far)."""
+_LOOKUP_BITS = 24
+"""Key ids up to this many bits map to dense key indexes through one table (2^24 entries)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,6 @@ class PolarsBackend:
     ) -> pl.DataFrame:
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         by = keys or [_GLOBAL]
-        sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         grids = _grids(sums)
         coder = None if unit_values is None else self._dictionary_coder(lf, unit=unit, keys=keys, seed=seed,
                                                                          unit_values=unit_values, key_values=key_values)
@@ -177,6 +186,13 @@ class PolarsBackend:
             if unit_values is not None:  # the codes cannot serve: bound on the values they stand for
                 lf = lf.with_columns(pl.lit(unit_values.get_column(unit)).gather(pl.col(unit)).alias(unit))
             coder = self._coder(lf, unit=unit, keys=keys, seed=seed, key_values=key_values)
+        dense = self._dense_rows(lf, coder=coder, sums=sums)
+        if dense is not None:
+            return self._finish(
+                (self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(index, dense.passes), grids=grids,
+                             coder=dense.coder, counted=counted, with_unit=unit in keys)
+                 for index, counted in enumerate(dense.cells())),
+                by=by, keys=keys, sums=sums, grids=grids)
         coded = None
         if coder.units is not None and coder.rows is None:
             # unit codes: one read gives the coded rows, their count and whether any unit is null
@@ -196,26 +212,80 @@ class PolarsBackend:
             part = (coder.unit_of_code() % pl.lit(passes, pl.UInt64)).cast(pl.UInt8 if passes <= 256 else pl.UInt32)
             coded = coded.with_columns(part.alias(_PART))
             coded = coded.collect().lazy()
-        partials = []
-        for part in range(passes):
-            cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
-                                coded=coded, with_unit=unit in keys)  # the unit's values only as a key
-            partials.append(
-                (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
-                    pl.col(ROWS).sum().cast(pl.Int64),
-                    pl.len().cast(pl.Int64).alias(UNITS),
-                    *(pl.col(c).cast(pl.Int128).sum() for c in sum_cols),  # grid units: exact, cannot overflow
-                ).collect(engine=self.engine)
-            )
+        return self._finish(
+            (self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
+                         coded=coded, with_unit=unit in keys)  # the unit's values only as a key
+             for part in range(passes)),
+            by=by, keys=keys, sums=sums, grids=grids)
+
+    def _finish(self, passes: Iterable[pl.LazyFrame], *, by: list[str], keys: list[str], sums: Mapping[str, Clamp],
+                grids: Mapping[str, float]) -> pl.DataFrame:
+        """Step 5 over the kept cells of every pass (each pass collected before the next runs)."""
+        sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
+        partials = [
+            (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
+                pl.col(ROWS).sum().cast(pl.Int64),
+                pl.len().cast(pl.Int64).alias(UNITS),
+                *(pl.col(c).cast(pl.Int128).sum() for c in sum_cols),  # grid units: exact, cannot overflow
+            ).collect(engine=self.engine)
+            for cells in passes
+        ]
         frame = (
             pl.concat(partials).group_by(by).agg(pl.col(ROWS, UNITS, *sum_cols).sum())
-            if passes > 1
+            if len(partials) > 1
             else partials[0]
         )
         frame = frame.select(
             *by, ROWS, UNITS, *(_from_grid(f"{SUM_PREFIX}{name}", grids[name], saturate=True) for name in sums)
         ).sort(by, nulls_last=True)
         return frame.drop(_GLOBAL) if not keys else frame
+
+    def _dense_rows(self, lf: pl.LazyFrame, *, coder: _CellCoder, sums: Mapping[str, Clamp]) -> _DenseRows | None:
+        """Step 1 by counting instead of hashing, when the unit column holds a store's dense unit
+        codes and the key tuples are known (``coder`` with a dictionary and key values). A row's
+        cell is ``unit code · (K + 1) + key index`` (K key tuples; index K for a tuple outside
+        them) in a dense array of counters, filled by ``np.bincount`` in passes over ranges of unit
+        codes of at most ``_CELLS_PER_ROW · rows_per_partition`` counters each; one read gives every
+        pass its rows. The cells are the hash path's (same codes, counts and sums), so the rest of
+        the rule runs unchanged. None when this does not apply or would take more than
+        ``max_passes`` passes: the hash path runs then."""
+        if coder.unit_ids is None or coder.units is None or self.key_bits > _LOOKUP_BITS:
+            return None
+        n_keys = coder.values.height if coder.others else 1
+        width = n_keys + 1  # counters per unit
+        per_pass = self.rows_per_partition * _CELLS_PER_ROW // width  # units per pass
+        n_units = coder.unit_ids.len()
+        passes = max(1, -(-n_units // per_pass)) if per_pass else None
+        if passes is None or passes > self.max_passes * _DENSE_PASSES:
+            return None
+        if coder.others:
+            # a row's key index: one table lookup of its key id (a tuple outside the key values,
+            # whose id is not among theirs, finds n_keys)
+            dtype = np.uint16 if n_keys < 2**16 else np.uint32
+            index = np.full(2**self.key_bits, n_keys, dtype=dtype)
+            index[coder.values[_KEY_ID].to_numpy()] = np.arange(n_keys, dtype=dtype)
+            key = pl.lit(pl.Series(index)).gather(coder.key_id())
+        else:
+            key = pl.lit(0, pl.UInt16)
+        # u64 cells cannot wrap (codes < 2^32), so the largest shows a code outside the dictionary;
+        # a pass keeps its cells less its first one, which fit its counters' u32 indexes
+        rows = lf.select((pl.col(coder.unit).cast(pl.UInt64) * width + key).alias(_CELL),
+                         *(c.fill_null(0.0) for c in _clamped(sums)))
+        cell, span = pl.col(_CELL), per_pass * width
+        *parts, facts = pl.collect_all(
+            [*(rows.filter((cell >= i * span) & (cell < (i + 1) * span)).with_columns((cell - i * span).cast(pl.UInt32))
+               for i in range(passes)),
+             rows.select(pl.len().alias("rows"), cell.null_count().alias("nulls"), cell.max().alias("last"),
+                         (cell % width == n_keys).any().alias("outside"))],
+            engine=self.engine,
+        )
+        if facts["outside"].item():
+            raise _OutsideKeyValues
+        if (facts["last"].item() or 0) >= n_units * width:  # as the hash path's gather of its id fails
+            raise pl.exceptions.OutOfBoundsError("a unit code outside the unit dictionary")
+        nulls = facts["nulls"].item()
+        coder = replace(coder, rows=facts["rows"].item() - nulls, null_units=nulls > 0)
+        return _DenseRows(coder=coder, parts=parts, width=width, per_pass=per_pass)
 
     def bounded_units(
         self,
@@ -300,12 +370,14 @@ class PolarsBackend:
         grids: Mapping[str, float],
         coder: _CellCoder,
         coded: pl.LazyFrame | None = None,
+        counted: pl.DataFrame | None = None,
         with_unit: bool = True,
     ) -> pl.LazyFrame:
         """The kept cells (``unit`` unless not ``with_unit``, keys, ``rows``, sums) of the units in
         partition ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64
         multiples of their grid (truncated toward zero). ``coded``: the input's
-        :func:`_coded_rows`, already read, when the codes are injective."""
+        :func:`_coded_rows`, already read, when the codes are injective. ``counted``: step 1's cells
+        of this pass (``_CODE``, ``_N``, sums), counted densely (:meth:`_dense_rows`)."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
         # the unit may itself be a key (top-k user names); it is grouped on once
@@ -316,7 +388,9 @@ class PolarsBackend:
 
         index, count = part
         per_cell = (pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values()))
-        if coder.units is not None:
+        if counted is not None:
+            cells = counted.lazy()
+        elif coder.units is not None:
             # step 1 on one u64 column; the values come back from the small tables after the L0 cut
             coded = _coded_rows(source, coder=coder, sums=sums) if coded is None else coded
             if count > 1:  # the unit's bits of the code pick the partition (_PART)
@@ -367,6 +441,48 @@ class PolarsBackend:
 
 class _OutsideKeyValues(Exception):
     """A cell's key tuple is not among the key values the caller gave."""
+
+
+@dataclass
+class _DenseRows:
+    """The rows of :meth:`PolarsBackend._dense_rows`, one frame per pass (``_CELL``, the dense
+    cell, then the sums, nulls as 0), with the coder whose codes the cells get."""
+
+    coder: _CellCoder
+    parts: list[pl.DataFrame]
+    width: int
+    per_pass: int
+
+    @property
+    def passes(self) -> int:
+        return len(self.parts)
+
+    def cells(self) -> Iterator[pl.DataFrame]:
+        """Per pass, its non-empty cells: ``_CODE``, ``_N`` and the per-cell sums (added in row
+        order). A pass's rows are dropped once counted; the counters are allocated once and
+        cleared where used (fresh arrays per pass cost more in page faults than in counting)."""
+        unit_ids = self.coder.unit_ids.to_numpy()
+        key_ids = self.coder.values[_KEY_ID].to_numpy() if self.coder.others else np.zeros(1, dtype=np.uint64)
+        counts = np.zeros(self.per_pass * self.width, dtype=np.uint32)
+        totals = {c: np.zeros(counts.size) for c in self.parts[0].columns[1:]}
+        for index in range(self.passes):
+            rows, self.parts[index] = self.parts[index].to_arrow(), None  # its chunks, without copies
+            cell = rows.column(0).chunks
+            for chunk in cell:
+                np.add.at(counts, chunk.to_numpy(), np.uint32(1))
+            for c, total in totals.items():
+                for chunk, values in zip(cell, rows.column(c).chunks, strict=True):
+                    np.add.at(total, chunk.to_numpy(), values.to_numpy())
+            filled = np.flatnonzero(counts)
+            first = index * self.per_pass
+            code = unit_ids[first + filled // self.width] * np.uint64(2**self.coder.key_bits) \
+                + key_ids[filled % self.width]
+            yield pl.DataFrame({
+                _CODE: code, _N: counts[filled], **{c: total[filled] for c, total in totals.items()},
+            })
+            counts[filled] = 0
+            for total in totals.values():
+                total[filled] = 0
 
 
 @dataclass(frozen=True)
@@ -492,7 +608,7 @@ def _checked(
         )
     if len(set(keys)) != len(keys):
         raise QueryError(f"group keys must be distinct, got {', '.join(keys)}")
-    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _RANK, _UNIT_ID, _KEY_ID, _N, _PART, *(f"{SUM_PREFIX}{n}" for n in sums)}
+    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _CELL, _RANK, _UNIT_ID, _KEY_ID, _N, _PART, *(f"{SUM_PREFIX}{n}" for n in sums)}
     clash = sorted(reserved.intersection(keys))
     if clash:
         raise QueryError(f"group key(s) {', '.join(clash)} clash with output columns: rename them")

@@ -99,9 +99,11 @@ _KEY_ID = "__dplogs_key_id"
 _PART = "__dplogs_part"
 _GLOBAL = "__dplogs_global"
 _U64_MAX = 2**64 - 1
-_CELLS_PER_ROW = 4
-"""Counters a dense pass may hold per ``rows_per_partition`` row (the default: 2M cells, 32 MiB
+_CELLS_PER_ROW = 16
+"""Counters a dense pass may hold per ``rows_per_partition`` row (the default: 8M counters, 96 MiB
 with one sum): the dense path's memory bound, in place of the hash table's."""
+_CELLS_PER_SLICE = 2**21
+"""Counters whose cells go through the L0 cut at a time (its frames grow with the cells)."""
 _DENSE_PASSES = 8
 """Dense passes per ``max_passes`` hash pass: one read feeds them all, so they cost little more
 than their counters (beyond that the counters would outnumber any input's rows by far)."""
@@ -189,7 +191,7 @@ class PolarsBackend:
         dense = self._dense_rows(lf, coder=coder, sums=sums)
         if dense is not None:
             return self._finish(
-                (self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(index, dense.passes), grids=grids,
+                (self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(index, dense.slices), grids=grids,
                              coder=dense.coder, counted=counted, with_unit=unit in keys)
                  for index, counted in enumerate(dense.cells())),
                 by=by, keys=keys, sums=sums, grids=grids)
@@ -457,15 +459,27 @@ class _DenseRows:
     def passes(self) -> int:
         return len(self.parts)
 
+    @property
+    def slices(self) -> int:
+        """How many frames :meth:`cells` gives."""
+        n = self.coder.unit_ids.len()
+        return sum(-(-min(self.per_pass, n - p * self.per_pass) // self.per_slice) for p in range(self.passes))
+
+    @property
+    def per_slice(self) -> int:
+        """Units per slice."""
+        return min(self.per_pass, max(1, _CELLS_PER_SLICE // self.width))
+
     def cells(self) -> Iterator[pl.DataFrame]:
-        """Per pass, its non-empty cells: ``_CODE``, ``_N`` and the per-cell sums (added in row
-        order). A pass's rows are dropped once counted; the counters are allocated once and
-        cleared where used (fresh arrays per pass cost more in page faults than in counting)."""
+        """Per slice of the unit codes, its non-empty cells: ``_CODE``, ``_N`` and the per-cell sums
+        (added in row order); empty slices included. A pass's rows are dropped once counted; the
+        counters are allocated once and cleared where used (fresh arrays per pass cost more in
+        page faults than the counting)."""
         unit_ids = self.coder.unit_ids.to_numpy()
         key_ids = self.coder.values[_KEY_ID].to_numpy() if self.coder.others else np.zeros(1, dtype=np.uint64)
         counts = np.zeros(self.per_pass * self.width, dtype=np.uint32)
         totals = {c: np.zeros(counts.size) for c in self.parts[0].columns[1:]}
-        for index in range(self.passes):
+        for index in range(len(self.parts)):
             rows, self.parts[index] = self.parts[index].to_arrow(), None  # its chunks, without copies
             cell = rows.column(0).chunks
             for chunk in cell:
@@ -473,16 +487,19 @@ class _DenseRows:
             for c, total in totals.items():
                 for chunk, values in zip(cell, rows.column(c).chunks, strict=True):
                     np.add.at(total, chunk.to_numpy(), values.to_numpy())
-            filled = np.flatnonzero(counts)
+            del rows, cell
             first = index * self.per_pass
-            code = unit_ids[first + filled // self.width] * np.uint64(2**self.coder.key_bits) \
-                + key_ids[filled % self.width]
-            yield pl.DataFrame({
-                _CODE: code, _N: counts[filled], **{c: total[filled] for c, total in totals.items()},
-            })
-            counts[filled] = 0
-            for total in totals.values():
-                total[filled] = 0
+            for start in range(0, min(self.per_pass, unit_ids.size - first), self.per_slice):
+                span = slice(start * self.width, (start + min(self.per_slice, self.per_pass - start)) * self.width)
+                filled = np.flatnonzero(counts[span]) + span.start
+                code = unit_ids[first + filled // self.width] * np.uint64(2**self.coder.key_bits) \
+                    + key_ids[filled % self.width]
+                yield pl.DataFrame({
+                    _CODE: code, _N: counts[filled], **{c: total[filled] for c, total in totals.items()},
+                })
+                counts[filled] = 0
+                for total in totals.values():
+                    total[filled] = 0
 
 
 @dataclass(frozen=True)

@@ -480,13 +480,14 @@ class _DenseRows:
         counts = np.zeros(self.per_pass * self.width, dtype=np.uint32)
         totals = {c: np.zeros(counts.size) for c in self.parts[0].columns[1:]}
         for index in range(len(self.parts)):
-            rows, self.parts[index] = self.parts[index].to_arrow(), None  # its chunks, without copies
-            cell = rows.column(0).chunks
+            rows, self.parts[index] = self.parts[index], None
+            # chunk by chunk: one array of each would be a copy
+            cell = [chunk.to_numpy() for chunk in rows[_CELL].get_chunks()]
             for chunk in cell:
-                np.add.at(counts, chunk.to_numpy(), np.uint32(1))
+                np.add.at(counts, chunk, np.uint32(1))
             for c, total in totals.items():
-                for chunk, values in zip(cell, rows.column(c).chunks, strict=True):
-                    np.add.at(total, chunk.to_numpy(), values.to_numpy())
+                for chunk, values in zip(cell, rows[c].get_chunks(), strict=True):
+                    np.add.at(total, chunk, values.to_numpy())
             del rows, cell
             first = index * self.per_pass
             for start in range(0, min(self.per_pass, unit_ids.size - first), self.per_slice):

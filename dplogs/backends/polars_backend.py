@@ -405,14 +405,14 @@ class PolarsBackend:
                 in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
             cells = lf.filter(in_part).group_by([unit, *others]).agg(*per_cell).with_columns(coder.code().alias(_CODE))
         cells = cells.with_columns(pl.col(_CODE).hash(coder.rank_seed).alias(_RANK)).collect(engine=self.engine)
-        if coder.values_given and coder.units is not None:
+        if coder.values_given and coder.units is not None and counted is None:  # counting checked them
             key_ids = pl.col(_CODE) % pl.lit(2**coder.key_bits, pl.UInt64)
             if not cells.select(key_ids.is_in(coder.values[_KEY_ID].implode()).all()).item():
                 raise _OutsideKeyValues  # decoding would drop the cell: find the key tuples in the data
         if coder.units is not None:
-            kept = cells.lazy().filter(_keyed_rank(cells, over=coder.unit_of_code(), ties=[_CODE]) <= l0)
+            kept = _kept(cells, over=coder.unit_of_code(), ties=[_CODE], l0=l0).lazy()
         else:
-            kept = cells.lazy().filter(_keyed_rank(cells, over=unit, ties=[_CODE, *others]) <= l0)
+            kept = _kept(cells, over=unit, ties=[_CODE, *others], l0=l0).lazy()
         rows = pl.min_horizontal(pl.col(_N), pl.lit(linf, pl.UInt32))
         bounded = kept.select(
             *((unit, *others) if coder.units is None else (_CODE,)),
@@ -586,6 +586,18 @@ def _from_grid(column: str, grid: float, *, saturate: bool = False) -> pl.Expr:
     if saturate:
         units = units.clip(-MAX_EXACT_SUM_UNITS, MAX_EXACT_SUM_UNITS)
     return (units.cast(pl.Int64).cast(pl.Float64) * grid).alias(column)
+
+
+def _kept(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str], l0: int) -> pl.DataFrame:
+    """The cells whose :func:`_keyed_rank` is at most ``l0``. Ranked first by the hash alone,
+    ties sharing the lowest rank: that keeps exactly those cells unless two cells of a unit tie
+    across the cut, when their unit keeps more than ``l0`` (all but impossible with 64-bit
+    hashes; then ranked again with the ties broken). Cheaper than asking first whether any two
+    cells share a hash."""
+    kept = cells.filter(pl.col(_RANK).rank("min").over(over) <= l0)
+    if kept.is_empty() or kept.group_by(over).len().get_column("len").max() <= l0:
+        return kept
+    return cells.filter(_keyed_rank(cells, over=over, ties=ties) <= l0)
 
 
 def _keyed_rank(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str]) -> pl.Expr:

@@ -223,3 +223,20 @@ def test_dense_counting_refuses_codes_outside_the_dictionary():
     with pytest.raises(pl.exceptions.OutOfBoundsError):
         PolarsBackend().bounded_aggregate(rows.lazy(), unit="u", keys=["k"], bounds=ContributionBounds(max_groups=3, max_rows_per_group=2),
                                           sums={}, seed=1, unit_values=units.head(2999))
+
+
+def test_the_l0_cut_by_the_hash_alone_is_redone_with_ties_broken_when_a_tie_crosses_it():
+    """The cut ranks by the hash alone first; cells of one unit tied across the cut would all be
+    kept, so the unit would keep more than L0: then the cut is redone with the ties broken.
+    Ties below the cut change nothing."""
+    from dplogs.backends.polars_backend import _kept
+
+    cells = pl.DataFrame(
+        {"u": ["a", "a", "a", "a", "b", "b"], "k": ["z", "y", "x", "w", "v", "t"], _RANK: [5, 5, 5, 9, 1, 1]},
+        schema_overrides={_RANK: pl.UInt64},
+    )
+    for order in ([0, 1, 2, 3, 4, 5], [5, 3, 0, 2, 1, 4]):
+        kept = _kept(cells[order], over="u", ties=["k"], l0=2)  # a: three cells tie at 5 across the cut
+        assert sorted(kept.select("u", "k").rows()) == [("a", "x"), ("a", "y"), ("b", "t"), ("b", "v")]
+    kept = _kept(cells, over="u", ties=["k"], l0=3)  # a's tie fits under the cut: no second ranking needed
+    assert sorted(kept.select("u", "k").rows()) == [("a", "x"), ("a", "y"), ("a", "z"), ("b", "t"), ("b", "v")]

@@ -38,8 +38,9 @@ and key values are joined back from the two small tables after the L0 cut. Other
 groups on the values and computes the codes per cell, so the rule, and the result, are the same
 either way; a collision (crafted user names included) costs speed, never privacy. The unit pass
 also counts the rows and sees whether any unit is null, so neither costs a pass of its own (no
-null unit: the null-unit rows are never looked for). The L0 selection is one ordinal rank
-``over(unit)`` on the much smaller cell frame. Large inputs run in several passes, one per
+null unit: the null-unit rows are never looked for). The L0 selection is one rank of the hash
+``over(unit)`` on the much smaller cell frame (ranked again with ties broken only if a tie
+crosses the cut: :func:`_kept`). Large inputs run in several passes, one per
 partition of the unit codes, which bounds the memory of the cell hash table; with injective codes
 the input is read (from a store: decoded) once, as u64 codes and clamped values, and the passes
 partition that in memory.
@@ -49,13 +50,21 @@ From a store with unit codes (``unit_values``: the unit column holds a store's d
 dictionary, each unit hashed once (not once per row), and the codes of distinct units are
 distinct by construction, so only the units' hash ids are checked (a collision falls back to the
 values, as above). A query whose keys are all public also hands in their grid (``key_values``),
-which replaces the key pass (a tuple outside it is detected and the pass runs after all). Step 1
-then reads each row once, as its unit code, key columns and values. Measured from a store of 1e7
-rows (``benchmarks/query.py``, 1.8 CPU s in all): that read, Parquet decoding and the per-row
-key hash included, ~35% of the CPU, the cell ``group_by`` (3.8M cells: a hash table far larger
-than the caches) with its partition filters ~35%, the L0 cut and the per-group sums ~20%,
-planning, noise and the ledger the rest. Before unit codes the unit pass alone was ~20% and the
-key pass ~10% of 2.8 CPU s.
+which replaces the key pass (a tuple outside it is detected and the pass runs after all). With
+dense unit codes and known key tuples (K of them), step 1 then **counts instead of hashing**: a
+row's cell is ``unit code · (K + 1) + key index`` (the key index from one table lookup of the
+keys' hash id; index K, a counter of its own, catches a tuple outside the grid) and
+``np.add.at`` adds it into arrays of counters and sums, so no hash table of cells is built. One
+read hands each pass the rows of a range of unit codes (``_CELLS_PER_ROW · rows_per_partition``
+counters a pass, 8M by default, reused across passes), and the L0 cut runs over slices of 2M
+counters, so memory stays bounded. The cells, their codes and sums are the hash path's, so the
+rest of the rule, and the release, are unchanged; counters that would need more than
+``8 · max_passes`` passes (a huge dictionary times a large grid) go to the hash path.
+
+Measured from a store of 1e7 rows (``benchmarks/query.py``; single-thread CPU, alternating with
+the hash path): counting cut the user CPU of a release from 1.56–1.92 s to 1.25–1.40 s; the read
+(Parquet decoding, filters, the per-row key hash) is now about half of it, counting ~20%, the L0
+cut and per-group sums ~20% (docs/architecture.md, "Bounding").
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -123,7 +132,9 @@ class PolarsBackend:
     same, and peak memory (the per-cell hash table) shrinks by the number of passes. With
     injective codes the input is read once (16 bytes a row with one sum) and each pass filters
     that; otherwise each pass re-reads the input (1e7 rows from a store: peak RSS 416 MiB in 8
-    passes, 478 in 4, 668 in 1, at the same CPU)."""
+    passes, 478 in 4, 668 in 1, at the same CPU). From a store's dense unit codes with known key
+    tuples, cells are counted, not hashed (module docstring): ``rows_per_partition`` then sizes
+    a pass's counters (16 a row), and up to ``8 · max_passes`` passes share one read."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
     rows_per_partition: int = 500_000
@@ -246,11 +257,11 @@ class PolarsBackend:
         """Step 1 by counting instead of hashing, when the unit column holds a store's dense unit
         codes and the key tuples are known (``coder`` with a dictionary and key values). A row's
         cell is ``unit code · (K + 1) + key index`` (K key tuples; index K for a tuple outside
-        them) in a dense array of counters, filled by ``np.bincount`` in passes over ranges of unit
+        them) in dense arrays of counters, filled by ``np.add.at`` in passes over ranges of unit
         codes of at most ``_CELLS_PER_ROW · rows_per_partition`` counters each; one read gives every
         pass its rows. The cells are the hash path's (same codes, counts and sums), so the rest of
         the rule runs unchanged. None when this does not apply or would take more than
-        ``max_passes`` passes: the hash path runs then."""
+        ``_DENSE_PASSES · max_passes`` passes: the hash path runs then."""
         if coder.unit_ids is None or coder.units is None or self.key_bits > _LOOKUP_BITS:
             return None
         n_keys = coder.values.height if coder.others else 1

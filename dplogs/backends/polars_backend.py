@@ -281,7 +281,7 @@ class PolarsBackend:
         else:
             key = pl.lit(0, pl.UInt16)
         # u64 cells cannot wrap (codes < 2^32), so the largest shows a code outside the dictionary;
-        # a pass keeps its cells less its first one, which fit its counters' u32 indexes
+        # a pass keeps its rows' cells as u32 offsets from its first counter
         rows = lf.select((pl.col(coder.unit).cast(pl.UInt64) * width + key).alias(_CELL),
                          *(c.fill_null(0.0) for c in _clamped(sums)))
         cell, span = pl.col(_CELL), per_pass * width
@@ -482,8 +482,8 @@ class _DenseRows:
         return min(self.per_pass, max(1, _CELLS_PER_SLICE // self.width))
 
     def cells(self) -> Iterator[pl.DataFrame]:
-        """Per slice of the unit codes, its non-empty cells: ``_CODE``, ``_N`` and the per-cell sums
-        (added in row order); empty slices included. A pass's rows are dropped once counted; the
+        """Per slice of the unit codes, its non-empty cells (possibly none): ``_CODE``, ``_N`` and
+        the per-cell sums (added in row order). A pass's rows are dropped once counted; the
         counters are allocated once and cleared where used (fresh arrays per pass cost more in
         page faults than the counting)."""
         unit_ids = self.coder.unit_ids.to_numpy()

@@ -56,7 +56,7 @@ row's cell is ``unit code · (K + 1) + key index`` (the key index from one table
 keys' hash id; index K, a counter of its own, catches a tuple outside the grid) and
 ``np.add.at`` adds it into arrays of counters and sums, so no hash table of cells is built. One
 read hands each pass the rows of a range of unit codes (``_CELLS_PER_ROW · rows_per_partition``
-counters a pass, 8M by default, reused across passes), and the L0 cut runs over slices of 2M
+counters a pass, 4M by default, reused across passes), and the L0 cut runs over slices of 2M
 counters, so memory stays bounded. The cells, their codes and sums are the hash path's, so the
 rest of the rule, and the release, are unchanged; counters that would need more than
 ``8 · max_passes`` passes (a huge dictionary times a large grid) go to the hash path.
@@ -108,8 +108,8 @@ _KEY_ID = "__dplogs_key_id"
 _PART = "__dplogs_part"
 _GLOBAL = "__dplogs_global"
 _U64_MAX = 2**64 - 1
-_CELLS_PER_ROW = 16
-"""Counters a dense pass may hold per ``rows_per_partition`` row (the default: 8M counters, 96 MiB
+_CELLS_PER_ROW = 8
+"""Counters a dense pass may hold per ``rows_per_partition`` row (the default: 4M counters, 48 MiB
 with one sum): the dense path's memory bound, in place of the hash table's."""
 _CELLS_PER_SLICE = 2**21
 """Counters whose cells go through the L0 cut at a time (its frames grow with the cells)."""
@@ -134,7 +134,7 @@ class PolarsBackend:
     that; otherwise each pass re-reads the input (1e7 rows from a store: peak RSS 416 MiB in 8
     passes, 478 in 4, 668 in 1, at the same CPU). From a store's dense unit codes with known key
     tuples, cells are counted, not hashed (module docstring): ``rows_per_partition`` then sizes
-    a pass's counters (16 a row), and up to ``8 · max_passes`` passes share one read."""
+    a pass's counters (8 a row), and up to ``8 · max_passes`` passes share one read."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
     rows_per_partition: int = 500_000

@@ -42,7 +42,8 @@ cpu, wall = time.process_time(), time.perf_counter()
 query.store_release(path)
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-print(json.dumps({"cpu": cpu, "wall": wall, "peak": peak / 1024}))
+import dplogs
+print(json.dumps({"cpu": cpu, "wall": wall, "peak": peak / 1024, "dplogs": dplogs.__file__}))
 """
 _STORE = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import query; "
           "query.DATA = Path(sys.argv[2]); query.store({n}, data=query.DATA)")  # nothing written into the base
@@ -54,15 +55,19 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def _run(args: list[str], root: Path) -> str:
-    out = subprocess.run(args, env=_env(root), capture_output=True, text=True)
+    # run in root: ``python -c`` puts the working directory first on sys.path, ahead of
+    # PYTHONPATH, so from another checkout's directory it would import that checkout's dplogs
+    out = subprocess.run(args, env=_env(root), cwd=root, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{args[2:4]} with {root} failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
     return out.stdout
 
 
 def api(root: Path, store: Path) -> dict[str, float]:
-    out = _run([sys.executable, "-c", _API, str(store), str(HERE)], root)
-    return json.loads(out.strip().splitlines()[-1])
+    out = json.loads(_run([sys.executable, "-c", _API, str(store), str(HERE)], root).strip().splitlines()[-1])
+    if not Path(out.pop("dplogs")).is_relative_to(root):
+        raise SystemExit(f"the run for {root} imported another checkout's dplogs")
+    return out
 
 
 def cli(root: Path, store: Path) -> dict[str, float]:
@@ -86,7 +91,7 @@ def main() -> None:
     ours = query.store(n)
     base_data = query.DATA / "base"
     subprocess.run([sys.executable, "-c", _STORE.format(n=n), str(base / "benchmarks"), str(base_data)],
-                   env=_env(base), check=True)
+                   env=_env(base), cwd=base, check=True)
     theirs = base_data / f"store_{n}"
     contenders = {
         "base API (its store)": (api, base, theirs),

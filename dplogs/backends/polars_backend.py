@@ -38,8 +38,9 @@ and key values are joined back from the two small tables after the L0 cut. Other
 groups on the values and computes the codes per cell, so the rule, and the result, are the same
 either way; a collision (crafted user names included) costs speed, never privacy. The unit pass
 also counts the rows and sees whether any unit is null, so neither costs a pass of its own (no
-null unit: the null-unit rows are never looked for). The L0 selection is one ordinal rank
-``over(unit)`` on the much smaller cell frame. Large inputs run in several passes, one per
+null unit: the null-unit rows are never looked for). The L0 selection is one rank of the hash
+``over(unit)`` on the much smaller cell frame (ranked again with ties broken only if a tie
+crosses the cut: :func:`_kept`). Large inputs run in several passes, one per
 partition of the unit codes, which bounds the memory of the cell hash table; with injective codes
 the input is read (from a store: decoded) once, as u64 codes and clamped values, and the passes
 partition that in memory.
@@ -49,13 +50,21 @@ From a store with unit codes (``unit_values``: the unit column holds a store's d
 dictionary, each unit hashed once (not once per row), and the codes of distinct units are
 distinct by construction, so only the units' hash ids are checked (a collision falls back to the
 values, as above). A query whose keys are all public also hands in their grid (``key_values``),
-which replaces the key pass (a tuple outside it is detected and the pass runs after all). Step 1
-then reads each row once, as its unit code, key columns and values. Measured from a store of 1e7
-rows (``benchmarks/query.py``, 1.8 CPU s in all): that read, Parquet decoding and the per-row
-key hash included, ~35% of the CPU, the cell ``group_by`` (3.8M cells: a hash table far larger
-than the caches) with its partition filters ~35%, the L0 cut and the per-group sums ~20%,
-planning, noise and the ledger the rest. Before unit codes the unit pass alone was ~20% and the
-key pass ~10% of 2.8 CPU s.
+which replaces the key pass (a tuple outside it is detected and the pass runs after all). With
+dense unit codes and known key tuples (K of them), step 1 then **counts instead of hashing**: a
+row's cell is ``unit code · (K + 1) + key index`` (the key index from one table lookup of the
+keys' hash id; index K, a counter of its own, catches a tuple outside the grid) and
+``np.add.at`` adds it into arrays of counters and sums, so no hash table of cells is built. One
+read hands each pass the rows of a range of unit codes (``_CELLS_PER_ROW · rows_per_partition``
+counters a pass, 4M by default, reused across passes), and the L0 cut runs over slices of 2M
+counters, so memory stays bounded. The cells, their codes and sums are the hash path's, so the
+rest of the rule, and the release, are unchanged; counters that would need more than
+``8 · max_passes`` passes (a huge dictionary times a large grid) go to the hash path.
+
+Measured from a store of 1e7 rows (``benchmarks/query.py``; single-thread CPU, alternating with
+the hash path): counting cut the user CPU of a release from 1.56–1.92 s to 1.25–1.40 s; the read
+(Parquet decoding, filters, the per-row key hash) is now about half of it, counting ~20%, the L0
+cut and per-group sums ~20% (docs/architecture.md, "Bounding").
 
 >>> import polars as pl
 >>> from dplogs.privacy.bounds import Clamp, ContributionBounds
@@ -76,10 +85,11 @@ shape: (2, 4)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import polars as pl
 
 from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
@@ -91,12 +101,23 @@ if TYPE_CHECKING:
 
 _N = "__dplogs_n"
 _CODE = "__dplogs_code"
+_CELL = "__dplogs_cell"
 _RANK = "__dplogs_rank"
 _UNIT_ID = "__dplogs_unit_id"
 _KEY_ID = "__dplogs_key_id"
 _PART = "__dplogs_part"
 _GLOBAL = "__dplogs_global"
 _U64_MAX = 2**64 - 1
+_CELLS_PER_ROW = 8
+"""Counters a dense pass may hold per ``rows_per_partition`` row (the default: 4M counters, 48 MiB
+with one sum): the dense path's memory bound, in place of the hash table's."""
+_CELLS_PER_SLICE = 2**21
+"""Counters whose cells go through the L0 cut at a time (its frames grow with the cells)."""
+_DENSE_PASSES = 8
+"""Dense passes per ``max_passes`` hash pass: one read feeds them all, so they cost little more
+than their counters (beyond that the counters would outnumber any input's rows by far)."""
+_LOOKUP_BITS = 24
+"""Key ids up to this many bits map to dense key indexes through one table (2^24 entries)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +132,9 @@ class PolarsBackend:
     same, and peak memory (the per-cell hash table) shrinks by the number of passes. With
     injective codes the input is read once (16 bytes a row with one sum) and each pass filters
     that; otherwise each pass re-reads the input (1e7 rows from a store: peak RSS 416 MiB in 8
-    passes, 478 in 4, 668 in 1, at the same CPU)."""
+    passes, 478 in 4, 668 in 1, at the same CPU). From a store's dense unit codes with known key
+    tuples, cells are counted, not hashed (module docstring): ``rows_per_partition`` then sizes
+    a pass's counters (8 a row), and up to ``8 · max_passes`` passes share one read."""
 
     engine: Literal["streaming", "in-memory"] = "streaming"
     rows_per_partition: int = 500_000
@@ -169,7 +192,6 @@ class PolarsBackend:
     ) -> pl.DataFrame:
         lf, keys = _checked(lf, unit=unit, keys=keys, sums=sums, seed=seed)
         by = keys or [_GLOBAL]
-        sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
         grids = _grids(sums)
         coder = None if unit_values is None else self._dictionary_coder(lf, unit=unit, keys=keys, seed=seed,
                                                                          unit_values=unit_values, key_values=key_values)
@@ -177,6 +199,13 @@ class PolarsBackend:
             if unit_values is not None:  # the codes cannot serve: bound on the values they stand for
                 lf = lf.with_columns(pl.lit(unit_values.get_column(unit)).gather(pl.col(unit)).alias(unit))
             coder = self._coder(lf, unit=unit, keys=keys, seed=seed, key_values=key_values)
+        dense = self._dense_rows(lf, coder=coder, sums=sums)
+        if dense is not None:
+            return self._finish(
+                (self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(index, dense.slices), grids=grids,
+                             coder=dense.coder, counted=counted, with_unit=unit in keys)
+                 for index, counted in enumerate(dense.cells())),
+                by=by, keys=keys, sums=sums, grids=grids)
         coded = None
         if coder.units is not None and coder.rows is None:
             # unit codes: one read gives the coded rows, their count and whether any unit is null
@@ -196,26 +225,80 @@ class PolarsBackend:
             part = (coder.unit_of_code() % pl.lit(passes, pl.UInt64)).cast(pl.UInt8 if passes <= 256 else pl.UInt32)
             coded = coded.with_columns(part.alias(_PART))
             coded = coded.collect().lazy()
-        partials = []
-        for part in range(passes):
-            cells = self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
-                                coded=coded, with_unit=unit in keys)  # the unit's values only as a key
-            partials.append(
-                (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
-                    pl.col(ROWS).sum().cast(pl.Int64),
-                    pl.len().cast(pl.Int64).alias(UNITS),
-                    *(pl.col(c).cast(pl.Int128).sum() for c in sum_cols),  # grid units: exact, cannot overflow
-                ).collect(engine=self.engine)
-            )
+        return self._finish(
+            (self._cells(lf, unit=unit, bounds=bounds, sums=sums, part=(part, passes), grids=grids, coder=coder,
+                         coded=coded, with_unit=unit in keys)  # the unit's values only as a key
+             for part in range(passes)),
+            by=by, keys=keys, sums=sums, grids=grids)
+
+    def _finish(self, passes: Iterable[pl.LazyFrame], *, by: list[str], keys: list[str], sums: Mapping[str, Clamp],
+                grids: Mapping[str, float]) -> pl.DataFrame:
+        """Step 5 over the kept cells of every pass (each pass collected before the next runs)."""
+        sum_cols = [f"{SUM_PREFIX}{name}" for name in sums]
+        partials = [
+            (cells if keys else cells.with_columns(pl.lit(0).alias(_GLOBAL))).group_by(by).agg(
+                pl.col(ROWS).sum().cast(pl.Int64),
+                pl.len().cast(pl.Int64).alias(UNITS),
+                *(pl.col(c).cast(pl.Int128).sum() for c in sum_cols),  # grid units: exact, cannot overflow
+            ).collect(engine=self.engine)
+            for cells in passes
+        ]
         frame = (
             pl.concat(partials).group_by(by).agg(pl.col(ROWS, UNITS, *sum_cols).sum())
-            if passes > 1
+            if len(partials) > 1
             else partials[0]
         )
         frame = frame.select(
             *by, ROWS, UNITS, *(_from_grid(f"{SUM_PREFIX}{name}", grids[name], saturate=True) for name in sums)
         ).sort(by, nulls_last=True)
         return frame.drop(_GLOBAL) if not keys else frame
+
+    def _dense_rows(self, lf: pl.LazyFrame, *, coder: _CellCoder, sums: Mapping[str, Clamp]) -> _DenseRows | None:
+        """Step 1 by counting instead of hashing, when the unit column holds a store's dense unit
+        codes and the key tuples are known (``coder`` with a dictionary and key values). A row's
+        cell is ``unit code · (K + 1) + key index`` (K key tuples; index K for a tuple outside
+        them) in dense arrays of counters, filled by ``np.add.at`` in passes over ranges of unit
+        codes of at most ``_CELLS_PER_ROW · rows_per_partition`` counters each; one read gives every
+        pass its rows. The cells are the hash path's (same codes, counts and sums), so the rest of
+        the rule runs unchanged. None when this does not apply or would take more than
+        ``_DENSE_PASSES · max_passes`` passes: the hash path runs then."""
+        if coder.unit_ids is None or coder.units is None or self.key_bits > _LOOKUP_BITS:
+            return None
+        n_keys = coder.values.height if coder.others else 1
+        width = n_keys + 1  # counters per unit
+        per_pass = self.rows_per_partition * _CELLS_PER_ROW // width  # units per pass
+        n_units = coder.unit_ids.len()
+        passes = max(1, -(-n_units // per_pass)) if per_pass else None
+        if passes is None or passes > self.max_passes * _DENSE_PASSES:
+            return None
+        if coder.others:
+            # a row's key index: one table lookup of its key id (a tuple outside the key values,
+            # whose id is not among theirs, finds n_keys)
+            dtype = np.uint16 if n_keys < 2**16 else np.uint32
+            index = np.full(2**self.key_bits, n_keys, dtype=dtype)
+            index[coder.values[_KEY_ID].to_numpy()] = np.arange(n_keys, dtype=dtype)
+            key = pl.lit(pl.Series(index)).gather(coder.key_id())
+        else:
+            key = pl.lit(0, pl.UInt16)
+        # u64 cells cannot wrap (codes < 2^32), so the largest shows a code outside the dictionary;
+        # a pass keeps its rows' cells as u32 offsets from its first counter
+        rows = lf.select((pl.col(coder.unit).cast(pl.UInt64) * width + key).alias(_CELL),
+                         *(c.fill_null(0.0) for c in _clamped(sums)))
+        cell, span = pl.col(_CELL), per_pass * width
+        *parts, facts = pl.collect_all(
+            [*(rows.filter((cell >= i * span) & (cell < (i + 1) * span)).with_columns((cell - i * span).cast(pl.UInt32))
+               for i in range(passes)),
+             rows.select(pl.len().alias("rows"), cell.null_count().alias("nulls"), cell.max().alias("last"),
+                         (cell % width == n_keys).any().alias("outside"))],
+            engine=self.engine,
+        )
+        if facts["outside"].item():
+            raise _OutsideKeyValues
+        if (facts["last"].item() or 0) >= n_units * width:  # as the hash path's gather of its id fails
+            raise pl.exceptions.OutOfBoundsError("a unit code outside the unit dictionary")
+        nulls = facts["nulls"].item()
+        coder = replace(coder, rows=facts["rows"].item() - nulls, null_units=nulls > 0)
+        return _DenseRows(coder=coder, parts=parts, width=width, per_pass=per_pass)
 
     def bounded_units(
         self,
@@ -300,12 +383,14 @@ class PolarsBackend:
         grids: Mapping[str, float],
         coder: _CellCoder,
         coded: pl.LazyFrame | None = None,
+        counted: pl.DataFrame | None = None,
         with_unit: bool = True,
     ) -> pl.LazyFrame:
         """The kept cells (``unit`` unless not ``with_unit``, keys, ``rows``, sums) of the units in
         partition ``part = (index, count)``; null-unit rows belong to partition 0. Sums are int64
         multiples of their grid (truncated toward zero). ``coded``: the input's
-        :func:`_coded_rows`, already read, when the codes are injective."""
+        :func:`_coded_rows`, already read, when the codes are injective. ``counted``: step 1's cells
+        of this pass (``_CODE``, ``_N``, sums), counted densely (:meth:`_dense_rows`)."""
         l0, linf = bounds.max_groups, bounds.max_rows_per_group
         names = {name: f"{SUM_PREFIX}{name}" for name in sums}
         # the unit may itself be a key (top-k user names); it is grouped on once
@@ -316,7 +401,9 @@ class PolarsBackend:
 
         index, count = part
         per_cell = (pl.len().alias(_N), *(pl.col(c).sum().fill_null(0.0) for c in names.values()))
-        if coder.units is not None:
+        if counted is not None:
+            cells = counted.lazy()
+        elif coder.units is not None:
             # step 1 on one u64 column; the values come back from the small tables after the L0 cut
             coded = _coded_rows(source, coder=coder, sums=sums) if coded is None else coded
             if count > 1:  # the unit's bits of the code pick the partition (_PART)
@@ -329,14 +416,14 @@ class PolarsBackend:
                 in_part &= coder.unit_id() % pl.lit(count, pl.UInt64) == index
             cells = lf.filter(in_part).group_by([unit, *others]).agg(*per_cell).with_columns(coder.code().alias(_CODE))
         cells = cells.with_columns(pl.col(_CODE).hash(coder.rank_seed).alias(_RANK)).collect(engine=self.engine)
-        if coder.values_given and coder.units is not None:
+        if coder.values_given and coder.units is not None and counted is None:  # counting checked them
             key_ids = pl.col(_CODE) % pl.lit(2**coder.key_bits, pl.UInt64)
             if not cells.select(key_ids.is_in(coder.values[_KEY_ID].implode()).all()).item():
                 raise _OutsideKeyValues  # decoding would drop the cell: find the key tuples in the data
         if coder.units is not None:
-            kept = cells.lazy().filter(_keyed_rank(cells, over=coder.unit_of_code(), ties=[_CODE]) <= l0)
+            kept = _kept(cells, over=coder.unit_of_code(), ties=[_CODE], l0=l0).lazy()
         else:
-            kept = cells.lazy().filter(_keyed_rank(cells, over=unit, ties=[_CODE, *others]) <= l0)
+            kept = _kept(cells, over=unit, ties=[_CODE, *others], l0=l0).lazy()
         rows = pl.min_horizontal(pl.col(_N), pl.lit(linf, pl.UInt32))
         bounded = kept.select(
             *((unit, *others) if coder.units is None else (_CODE,)),
@@ -367,6 +454,66 @@ class PolarsBackend:
 
 class _OutsideKeyValues(Exception):
     """A cell's key tuple is not among the key values the caller gave."""
+
+
+@dataclass
+class _DenseRows:
+    """The rows of :meth:`PolarsBackend._dense_rows`, one frame per pass (``_CELL``, the dense
+    cell, then the sums, nulls as 0), with the coder whose codes the cells get."""
+
+    coder: _CellCoder
+    parts: list[pl.DataFrame]
+    width: int
+    per_pass: int
+
+    @property
+    def passes(self) -> int:
+        return len(self.parts)
+
+    @property
+    def slices(self) -> int:
+        """How many frames :meth:`cells` gives."""
+        n = self.coder.unit_ids.len()
+        return sum(-(-min(self.per_pass, n - p * self.per_pass) // self.per_slice) for p in range(self.passes))
+
+    @property
+    def per_slice(self) -> int:
+        """Units per slice."""
+        return min(self.per_pass, max(1, _CELLS_PER_SLICE // self.width))
+
+    def cells(self) -> Iterator[pl.DataFrame]:
+        """Per slice of the unit codes, its non-empty cells (possibly none): ``_CODE``, ``_N`` and
+        the per-cell sums (added in row order). A pass's rows are dropped once counted; the
+        counters are allocated once and cleared where used (fresh arrays per pass cost more in
+        page faults than the counting)."""
+        unit_ids = self.coder.unit_ids.to_numpy()
+        key_ids = self.coder.values[_KEY_ID].to_numpy() if self.coder.others else np.zeros(1, dtype=np.uint64)
+        # u32 counts, unless a cell could hold 2^32 rows
+        counts = np.zeros(self.per_pass * self.width, dtype=np.uint32 if self.coder.rows < 2**32 else np.uint64)
+        one = counts.dtype.type(1)  # of the counters' type: a Python int takes ufunc.at's slow path (20x)
+        totals = {c: np.zeros(counts.size) for c in self.parts[0].columns[1:]}
+        for index in range(len(self.parts)):
+            rows, self.parts[index] = self.parts[index], None
+            # chunk by chunk: one array of each would be a copy
+            cell = [chunk.to_numpy() for chunk in rows[_CELL].get_chunks()]
+            for chunk in cell:
+                np.add.at(counts, chunk, one)
+            for c, total in totals.items():
+                for chunk, values in zip(cell, rows[c].get_chunks(), strict=True):
+                    np.add.at(total, chunk, values.to_numpy())
+            del rows, cell
+            first = index * self.per_pass
+            for start in range(0, min(self.per_pass, unit_ids.size - first), self.per_slice):
+                span = slice(start * self.width, (start + min(self.per_slice, self.per_pass - start)) * self.width)
+                filled = np.flatnonzero(counts[span]) + span.start
+                code = unit_ids[first + filled // self.width] * np.uint64(2**self.coder.key_bits) \
+                    + key_ids[filled % self.width]
+                yield pl.DataFrame({
+                    _CODE: code, _N: counts[filled], **{c: total[filled] for c, total in totals.items()},
+                })
+                counts[filled] = 0
+                for total in totals.values():
+                    total[filled] = 0
 
 
 @dataclass(frozen=True)
@@ -454,6 +601,18 @@ def _from_grid(column: str, grid: float, *, saturate: bool = False) -> pl.Expr:
     return (units.cast(pl.Int64).cast(pl.Float64) * grid).alias(column)
 
 
+def _kept(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str], l0: int) -> pl.DataFrame:
+    """The cells whose :func:`_keyed_rank` is at most ``l0``. Ranked first by the hash alone,
+    ties sharing the lowest rank: that keeps exactly those cells unless two cells of a unit tie
+    across the cut, when their unit keeps more than ``l0`` (all but impossible with 64-bit
+    hashes; then ranked again with the ties broken). Cheaper than asking first whether any two
+    cells share a hash."""
+    kept = cells.filter(pl.col(_RANK).rank("min").over(over) <= l0)
+    if kept.is_empty() or kept.group_by(over).len().get_column("len").max() <= l0:
+        return kept
+    return cells.filter(_keyed_rank(cells, over=over, ties=ties) <= l0)
+
+
 def _keyed_rank(cells: pl.DataFrame, *, over: str | pl.Expr, ties: list[str]) -> pl.Expr:
     """1-based rank of each cell among its unit's cells by the keyed hash ``_RANK``. When no two
     cells share a hash (all but certain with 64-bit values) the cheap ordinal rank is exact;
@@ -492,7 +651,7 @@ def _checked(
         )
     if len(set(keys)) != len(keys):
         raise QueryError(f"group keys must be distinct, got {', '.join(keys)}")
-    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _RANK, _UNIT_ID, _KEY_ID, _N, _PART, *(f"{SUM_PREFIX}{n}" for n in sums)}
+    reserved = {ROWS, UNITS, _GLOBAL, _CODE, _CELL, _RANK, _UNIT_ID, _KEY_ID, _N, _PART, *(f"{SUM_PREFIX}{n}" for n in sums)}
     clash = sorted(reserved.intersection(keys))
     if clash:
         raise QueryError(f"group key(s) {', '.join(clash)} clash with output columns: rename them")

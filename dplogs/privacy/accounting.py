@@ -32,8 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-import opendp.prelude as dp
-
+from dplogs.privacy import _opendp as dp
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.params import check_delta, check_epsilon, check_rho
 

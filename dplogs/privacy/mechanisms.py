@@ -36,10 +36,9 @@ from enum import Enum
 from functools import lru_cache
 
 import numpy as np
-import opendp.prelude as dp
 
 from dplogs.errors import InternalError, PrivacyParameterError
-from dplogs.privacy import sampler
+from dplogs.privacy import _opendp as dp, sampler
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.limits import MAX_EXACT_SUM_UNITS, MAX_NOISE_SCALE_UNITS
 from dplogs.privacy.loss import PrivacyLoss

@@ -33,10 +33,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import opendp.prelude as dp
 
 from dplogs.errors import InternalError, PrivacyParameterError
-from dplogs.privacy import mechanisms, sampler
+from dplogs.privacy import _opendp as dp, mechanisms, sampler
 from dplogs.privacy.bounds import ContributionBounds
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss

@@ -135,3 +135,108 @@ def test_passes_over_a_parquet_scan_read_it_once_and_keep_the_same_cells(tmp_pat
         slow = PolarsBackend(cell_codes=False, rows_per_partition=5_000).bounded_aggregate(scan, **kw)
         assert one.equals(many) and one.equals(slow)
         assert one["units"].sum() > 3000 + (df["u"].null_count() if nulls else 0) - 1
+
+
+def _coded(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``df`` as a coded store hands it over: ``u`` as dense UInt32 codes (null stays null) into a
+    one-column dictionary of Binary unit values, in order of first appearance."""
+    units = df.select(pl.col("u").drop_nulls().unique(maintain_order=True).cast(pl.Binary))
+    codes = units.with_row_index("code").with_columns(pl.col("code").cast(pl.UInt32))
+    rows = df.with_columns(pl.col("u").cast(pl.Binary)).join(codes, on="u", how="left", maintain_order="left")
+    return rows.with_columns(pl.col("code").alias("u")).drop("code"), units
+
+
+def test_dense_counting_keeps_the_cells_of_the_values_in_any_number_of_passes(monkeypatch):
+    """From dictionary codes with known key tuples, step 1 counts cells in dense arrays instead
+    of hashing them. It must be taken, and in one pass or many (units split by code range), with
+    null units, NaN and null values, no keys or the unit as a key, give exactly the result of
+    bounding on the values."""
+    import numpy as np
+
+    import dplogs.backends.polars_backend as pb
+    from dplogs.backends.polars_backend import PolarsBackend
+    from dplogs.privacy.bounds import Clamp, ContributionBounds
+
+    taken = []
+    real = PolarsBackend._dense_rows
+
+    def spy(self, *args, **kwargs):
+        taken.append(real(self, *args, **kwargs))
+        return taken[-1]
+
+    monkeypatch.setattr(PolarsBackend, "_dense_rows", spy)
+    df = _frame().with_columns(
+        pl.when(pl.int_range(pl.len()) % 89 == 0).then(None).otherwise(pl.col("u")).alias("u"),
+        pl.when(pl.int_range(pl.len()) % 31 == 0).then(np.nan).otherwise(pl.col("v")).alias("v"),
+        pl.when(pl.int_range(pl.len()) % 37 == 0).then(None).otherwise(pl.col("f")).alias("f"),
+    )
+    rows, units = _coded(df)
+    by_value = df.with_columns(pl.col("u").cast(pl.Binary))
+    grid = df.select("k").unique().join(df.select("d").unique(), how="cross")
+    for keys, given in ((["k", "d"], grid), (["k", "d"], None), ([], None), (["u", "k"], None)):
+        kw = dict(unit="u", keys=keys, bounds=ContributionBounds(max_groups=3, max_rows_per_group=2),
+                  sums={"v": Clamp(lo=0, hi=50), "f": Clamp(lo=-1, hi=2)}, seed=424242)
+        want = PolarsBackend(cell_codes=False).bounded_aggregate(by_value.lazy(), **kw)
+        for rows_per_partition, per_slice in ((1_000_000, 2**21), (5_000, 2**21), (5_000, 2_000), (300, 2**21)):
+            taken.clear()
+            monkeypatch.setattr(pb, "_CELLS_PER_SLICE", per_slice)  # the L0 cut over slices of the counters
+            backend = PolarsBackend(rows_per_partition=rows_per_partition, max_passes=40)
+            got = backend.bounded_aggregate(rows.lazy(), unit_values=units, key_values=given, **kw)
+            dense = taken[-1]
+            assert dense is not None and dense.passes == {1_000_000: 1}.get(rows_per_partition, dense.passes)
+            assert dense.passes > 1 or rows_per_partition != 300
+            assert dense.slices > dense.passes or per_slice != 2_000
+            assert dense.coder.null_units
+            assert got.equals(want), (keys, rows_per_partition)
+
+
+def test_dense_counting_is_left_for_the_hash_path_when_its_counters_would_be_too_many(monkeypatch):
+    """Units x key tuples beyond ``max_passes · _DENSE_PASSES`` passes of counters: grouping by
+    hash instead (fewer cells than counters), with the same result."""
+    from dplogs.backends.polars_backend import PolarsBackend
+    from dplogs.privacy.bounds import Clamp, ContributionBounds
+
+    df = _frame()
+    rows, units = _coded(df)
+    kw = dict(unit="u", keys=["k", "d"], bounds=ContributionBounds(max_groups=3, max_rows_per_group=2),
+              sums={"v": Clamp(lo=0, hi=50)}, seed=7)
+    coder = PolarsBackend()._dictionary_coder(rows.lazy(), unit="u", keys=["k", "d"], seed=7, unit_values=units)
+    assert PolarsBackend()._dense_rows(rows.lazy(), coder=coder, sums={}) is not None
+    # 3000 units x 121 counters: passes of 4 counters a row (one unit per 121 counters)
+    assert PolarsBackend(rows_per_partition=30, max_passes=2)._dense_rows(rows.lazy(), coder=coder, sums={}) is None
+    assert PolarsBackend(key_bits=25)._dense_rows(rows.lazy(), coder=coder, sums={}) is None  # no lookup table
+    want = PolarsBackend(cell_codes=False).bounded_aggregate(df.with_columns(pl.col("u").cast(pl.Binary)).lazy(), **kw)
+    assert PolarsBackend(rows_per_partition=30, max_passes=2).bounded_aggregate(
+        rows.lazy(), unit_values=units, **kw).equals(want)
+
+
+def test_dense_counting_refuses_codes_outside_the_dictionary():
+    """A code the dictionary lacks (a store whose units/ was not copied with its events) must not
+    be counted as another unit: it fails as the hash path's lookup does, and the engine then
+    bounds on the values."""
+    import pytest
+
+    from dplogs.backends.polars_backend import PolarsBackend
+    from dplogs.privacy.bounds import ContributionBounds
+
+    rows, units = _coded(_frame())
+    with pytest.raises(pl.exceptions.OutOfBoundsError):
+        PolarsBackend().bounded_aggregate(rows.lazy(), unit="u", keys=["k"], bounds=ContributionBounds(max_groups=3, max_rows_per_group=2),
+                                          sums={}, seed=1, unit_values=units.head(2999))
+
+
+def test_the_l0_cut_by_the_hash_alone_is_redone_with_ties_broken_when_a_tie_crosses_it():
+    """The cut ranks by the hash alone first; cells of one unit tied across the cut would all be
+    kept, so the unit would keep more than L0: then the cut is redone with the ties broken.
+    Ties below the cut change nothing."""
+    from dplogs.backends.polars_backend import _kept
+
+    cells = pl.DataFrame(
+        {"u": ["a", "a", "a", "a", "b", "b"], "k": ["z", "y", "x", "w", "v", "t"], _RANK: [5, 5, 5, 9, 1, 1]},
+        schema_overrides={_RANK: pl.UInt64},
+    )
+    for order in ([0, 1, 2, 3, 4, 5], [5, 3, 0, 2, 1, 4]):
+        kept = _kept(cells[order], over="u", ties=["k"], l0=2)  # a: three cells tie at 5 across the cut
+        assert sorted(kept.select("u", "k").rows()) == [("a", "x"), ("a", "y"), ("b", "t"), ("b", "v")]
+    kept = _kept(cells, over="u", ties=["k"], l0=3)  # a's tie fits under the cut: no second ranking needed
+    assert sorted(kept.select("u", "k").rows()) == [("a", "x"), ("a", "y"), ("a", "z"), ("b", "t"), ("b", "v")]

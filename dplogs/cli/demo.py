@@ -98,8 +98,8 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     click.echo(f"7. with `dplogs protect {visible(declared)}`, failures from outside are counted exactly "
                "(top 3 source/hour cells):", err=True)
     for row in rel.data.sort("value", descending=True).head(3).iter_rows(named=True):
-        click.echo(f"   - {row['hour']:%Y-%m-%d %H:00} {visible(str(row['source.ip']))}: {row['value']:g} failures "
-                   f"({row['exact']:g} of them from outside, exact)", err=True)
+        click.echo(f"   - {row['hour']:%Y-%m-%d %H:00} {visible(str(row['source.ip']))}: "
+                   f"{_parts(row['value'], row['exact'], 'from outside', 'from inside')}", err=True)
     if not policy.users:
         return
     names = Engine.open(store).query_file(queries / "top_attacked_accounts.toml", epsilon=1.0)
@@ -108,5 +108,13 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
                "unprotected rows, i.e. it is no one's (not on the roster) or was attacked from outside the networks "
                "(the spray's victims); their failures from inside keep their noise:", err=True)
     for row in rel.data.sort("value", descending=True).iter_rows(named=True):
-        click.echo(f"   - {visible(str(row['user.name']))}: {row['value']:g} failures ({row['exact']:g} of them "
-                   "unprotected, exact)", err=True)
+        click.echo(f"   - {visible(str(row['user.name']))}: {_parts(row['value'], row['exact'], 'unprotected', 'protected')}",
+                   err=True)
+
+
+def _parts(value: float, exact: float, exact_label: str, noisy_label: str) -> str:
+    """A released total as its exact part plus the noisy rest, which may be negative: noise on the
+    protected rows is unbiased, so a total can read below its exact part."""
+    rest = value - exact
+    return (f"{value:g} failures = {exact:g} {exact_label} (exact) {'-' if rest < 0 else '+'} {abs(rest):g} "
+            f"{noisy_label} (noisy)")

@@ -20,7 +20,9 @@ the released, public baseline (:meth:`~SparkFeatureBatches.with_peers`).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -120,6 +122,14 @@ def _with_peer_columns(baseline: Any, clip_norm: float) -> Any:
     return run
 
 
+@contextlib.contextmanager
+def _without_pandas_notice() -> Iterator[None]:
+    """Silence pyspark's notice about pandas versions around ``mapInArrow``: dplogs passes Arrow only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 class SparkFeatureBatches:
     """Bounded feature rows persisted on Spark executors, read by the training loops. Close it
     (or use it as a context manager) to release the cached rows.
@@ -137,8 +147,7 @@ class SparkFeatureBatches:
         self.frame = rows.select(col("unit_id"), F.array(*(col(f) for f in FEATURE_NAMES)).alias("x"))
 
     def _job(self, frame: DataFrame, run: Any) -> pa.Table:
-        with warnings.catch_warnings():  # pyspark's notice about pandas versions: dplogs passes Arrow only
-            warnings.simplefilter("ignore", FutureWarning)
+        with _without_pandas_notice():
             return frame.mapInArrow(run, _PARTS).toArrow()
 
     def total(self, fn: Any, *args: Any) -> tuple[np.ndarray, ...]:
@@ -174,8 +183,7 @@ class SparkFeatureBatches:
         # the features as one array column: mapInArrow does not resolve dotted column names
         inputs = self.rows.select(col("unit_id"), F.array(*(col(f) for f in FEATURE_NAMES)).alias("x"),
                                   *(col(c) for c in PEER_INPUTS))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+        with _without_pandas_notice():
             frame = inputs.mapInArrow(_with_peer_columns(baseline, self.clip_norm), "unit_id long, x array<double>")
         self.frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         self.dim = len(FEATURE_NAMES) + len(PEER_FEATURE_NAMES)

@@ -11,7 +11,7 @@ import importlib.util
 
 from dplogs.ingest.base import REGISTRY, LogFormat
 
-FORMAT_MODULES = ("syslog", "access", "cef", "jsonl", "windows", "zeek", "cloudtrail", "tabular")
+FORMAT_MODULES = ("syslog", "access", "cef", "jsonl", "windows", "zeek", "cloudtrail", "tabular", "sentinel")
 
 for _module in FORMAT_MODULES:
     if importlib.util.find_spec(f"dplogs.ingest.{_module}") is not None:

@@ -3,7 +3,7 @@ tree, and binary ``.evtx`` files (through the ``evtx`` package, converted to the
 
 Both JSON shapes are read with one set of key paths and coalesced, so a chunk may mix them. Security
 events 4624/4625/4634/4647/4648/4672/4688/4689/4720/4722/4725/4726/4740/4768/4769/4771/4776/
-4778/4779 and Sysmon 1/3/5/7/10/11/12/13/22 are mapped to ECS the way Winlogbeat does (``event.action``,
+4778/4779 and Sysmon 1/3/5/7/10/11/12/13/22/23/26 are mapped to ECS the way Winlogbeat does (``event.action``,
 ``event.category``, ``event.outcome`` from the audit keywords or the status code, ``user.name`` from
 the target account for logons and from the subject for actions a subject performs); every other
 event still ingests with its code, channel, provider, host, time and user. Values Windows writes for
@@ -72,11 +72,13 @@ _SYSMON: dict[str, tuple[str, str, str]] = {
     "12": ("Registry object added or deleted (rule: RegistryEvent)", "registry", "change"),
     "13": ("Registry value set (rule: RegistryEvent)", "registry", "change"),
     "22": ("Dns query (rule: DnsQuery)", "network", "protocol"),
+    "23": ("File Delete archived (rule: FileDelete)", "file", "deletion"),
+    "26": ("File Delete logged (rule: FileDeleteDetected)", "file", "deletion"),
 }
 _STATUS_CODED = ["4768", "4769", "4776"]  # outcome from Status (0x0 = success), as Winlogbeat does
 _IANA_PROTOCOLS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp"}
 
-_EVENT_DATA = (
+EVENT_DATA = (
     "TargetUserName", "TargetDomainName", "TargetUserSid", "SubjectUserName", "SubjectDomainName",
     "SubjectUserSid", "IpAddress", "IpPort", "LogonType", "ProcessName", "ProcessId",
     "NewProcessName", "NewProcessId", "CommandLine", "ParentProcessName", "Image", "ParentImage",
@@ -96,9 +98,9 @@ _FLAT = {
 }
 PATHS: list[st.Path] = (
     [("Event", "System", *p) for p in _SYSTEM.values()]
-    + [("Event", "EventData", f) for f in _EVENT_DATA]
+    + [("Event", "EventData", f) for f in EVENT_DATA]
     + list(_FLAT.values())
-    + [(f,) for f in _EVENT_DATA if (f,) not in _FLAT.values()]
+    + [(f,) for f in EVENT_DATA if (f,) not in _FLAT.values()]
 )
 
 
@@ -125,7 +127,7 @@ def _ip(expr: pl.Expr) -> pl.Expr:
     return expr.str.strip_prefix("::ffff:")
 
 
-def _columns(options: IngestOptions) -> dict[str, pl.Expr]:
+def event_columns(options: IngestOptions) -> dict[str, pl.Expr]:
     sys_ = {k: _get(("Event", "System", *p)) for k, p in _SYSTEM.items()}
     flat = {k: _get(p) for k, p in _FLAT.items()}
     raw_code = pl.coalesce(sys_["code"], flat["code"])
@@ -139,7 +141,8 @@ def _columns(options: IngestOptions) -> dict[str, pl.Expr]:
     channel = pl.when(channel_raw.str.to_lowercase() == "security").then(pl.lit("Security")).otherwise(channel_raw)
     provider = pl.coalesce(sys_["provider"], flat["provider"])
     security = (channel == "Security") | (provider == "Microsoft-Windows-Security-Auditing")
-    sysmon = (channel == "Microsoft-Windows-Sysmon/Operational") | (provider == "Microsoft-Windows-Sysmon")
+    # Sysmon for Linux writes the same event ids and fields (dplogs.ingest.sentinel reads its XML)
+    sysmon = (channel == "Microsoft-Windows-Sysmon/Operational") | provider.is_in(["Microsoft-Windows-Sysmon", "Linux-Sysmon"])
 
     def table(mapping: dict, index: int, family: pl.Expr) -> pl.Expr:
         lookup = {k: v[index] for k, v in mapping.items()}
@@ -224,7 +227,7 @@ def _columns(options: IngestOptions) -> dict[str, pl.Expr]:
 
 def _parse(lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
     decoded, rejected, skipped = st.decode_json(lines, PATHS)
-    columns = _columns(options)
+    columns = event_columns(options)
     dataset = columns.pop("event.dataset")
     events = st.finish(decoded, columns, source=source, dataset=dataset, module="windows")
     no_id = events["event.code"].is_null()

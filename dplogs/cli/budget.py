@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from dplogs.errors import UsageError
-from dplogs.privacy.ledger import Entry, Ledger, WindowBudget
+from dplogs.privacy.ledger import Entry, Ledger, WindowBudget, open_store_ledger
 
 _STORE_HELP = "The store directory (made by `dplogs ingest`); its ledger is STORE/ledger.sqlite."
 
@@ -23,7 +23,7 @@ def _store_option(f):
     return click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help=_STORE_HELP)(f)
 
 
-def _open(store: Path, *, create: bool = False) -> tuple[Ledger, str]:
+def _open(store: Path, *, create: bool = False, replace_lost: bool = False) -> tuple[Ledger, str]:
     """The store's ledger and the store's budget window policy (from its manifest). With
     ``create`` (``budget set``, the administrator's command) a store made before store ids gets
     one; reading commands check the ledger against the id when there is one."""
@@ -31,7 +31,7 @@ def _open(store: Path, *, create: bool = False) -> tuple[Ledger, str]:
 
     st = Store.open(store)
     store_id = st.assign_identity() if create else (st.manifest.store_id or None)
-    return Ledger.open(st.ledger_path, create=create, store_id=store_id), st.manifest.budget_window
+    return open_store_ledger(st, create=create, store_id=store_id, replace_lost=replace_lost), st.manifest.budget_window
 
 
 def _num(x: float | None, fmt: str = ".4g") -> str:
@@ -142,8 +142,11 @@ def _history_row(e: Entry) -> tuple[str, ...]:
 @click.option("--window-policy", type=click.Choice(["day", "week", "month"]),
               help="Budget window; must match the store's (chosen at ingest, default month).")
 @click.option("--window", metavar="KEY", help="Set caps for this one window only, e.g. 2026-12.")
+@click.option("--replace-lost-ledger", is_flag=True,
+              help="The store's ledger file is gone: start a new one that records the loss (what was spent "
+                   "before cannot be known). Refused while the store's own ledger is there.")
 def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float | None,
-             window_policy: str | None, window: str | None) -> None:
+             window_policy: str | None, window: str | None, replace_lost_ledger: bool) -> None:
     """Set the budget caps (creates the ledger if needed). Options left out keep their value.
 
     Also binds the store's ledger to the store (once, for stores and ledgers made before store
@@ -151,7 +154,7 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
     budget left (releases into it exit 77), nothing already released is undone, and a warning
     names the window and its spend.
     """
-    ledger, store_policy = _open(store, create=True)
+    ledger, store_policy = _open(store, create=True, replace_lost=replace_lost_ledger)
     with ledger:
         ledger.bind()  # the administrator's command: an unbound ledger becomes this store's
         if window_policy is not None and window_policy != store_policy:
@@ -194,6 +197,7 @@ def verify(store: Path, as_json: bool) -> None:
     """
     with _open(store)[0] as ledger:
         report = ledger.verify()
+        replaced = ledger.replaced_lost()
     if as_json:
         click.echo(json.dumps({
             "ok": report.ok, "entries": report.entries, "head_hash": report.head_hash,
@@ -202,6 +206,9 @@ def verify(store: Path, as_json: bool) -> None:
     else:
         status = "ok" if report.ok else "FAILED"
         click.echo(f"{status}: {report.entries} entries, head hash {report.head_hash}")
+    if replaced:
+        click.echo(f"note: this ledger replaced ledger {replaced}: spend before that is not "
+                   "in it", err=True)
     for e in report.unfinished:
         click.echo(f"note: entry #{e.seq} ({e.id}, {e.caller}, pid {e.pid}) is still reserved: in flight "
                    "or interrupted; it counts as spent", err=True)

@@ -17,7 +17,7 @@ from dplogs.engine.release import write_release
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.ingest import ingest
 from dplogs.ingest.store import Store
-from dplogs.privacy.ledger import Ledger
+from dplogs.privacy.ledger import open_store_ledger
 from dplogs.escape import visible
 from dplogs.report import load_report_spec
 from dplogs.report.outputs import check_out_dir, write_outputs
@@ -54,7 +54,7 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
                f"→ {store}", err=True)
 
     st = Store.open(store)
-    ledger = Ledger.open(st.ledger_path, create=True, store_id=st.assign_identity())
+    ledger = open_store_ledger(st, create=True, store_id=st.assign_identity())
     ledger.bind()  # the demo administers its own store
     if ledger.caps() is None:
         ledger.set_caps(window_policy="month", epsilon=DEMO_EPSILON, delta=DEMO_DELTA)

@@ -41,7 +41,7 @@ from dplogs.privacy.dpsgd import PLD_ACCOUNTANT, ZCDP_ACCOUNTANT, DpSgdPlan, pla
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.mechanisms import add_noise, calibrate
 from dplogs.privacy.sensitivity import Sensitivity
-from dplogs.privacy.ledger import Ledger
+from dplogs.privacy.ledger import open_store_ledger
 from dplogs.privacy.limits import (
     EARLIEST_TIME, LATEST_TIME, MAX_BUDGET_WINDOWS, MAX_CLAMP, MAX_MODEL_WIDTH, MAX_TRAIN_ROUNDS, MIN_TRAIN_EPSILON,
 )
@@ -214,7 +214,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                               "sum_noise_std": peer_plan.sum_plan.std, "count_noise_std": peer_plan.count_plan.std,
                               "process_noise_std": peer_plan.process_plan.std, "min_count": peer_plan.min_count}
 
-    ledger = Ledger.open(store.ledger_path, create=True, store_id=store.identity)
+    ledger = open_store_ledger(store, create=True, store_id=store.identity)
     query = json.dumps({"train": asdict(request)})
     with ledger.charge(loss, windows=windows, caller="train", query=query, idempotency_key=idempotency_key,
                        mechanisms=["gaussian"] if request.detector == "kmeans" else ["gaussian", "laplace"]) as charge:

@@ -229,10 +229,12 @@ class Engine:
         if self._ledger is None:
             if self._ledger_path is None:
                 raise UsageError("this engine has no budget ledger; open a store with Engine.open(path)")
-            from dplogs.privacy.ledger import Ledger
+            from dplogs.privacy.ledger import Ledger, open_store_ledger
 
-            store_id = self._ledger_store.identity if self._ledger_store is not None else None
-            self._ledger = Ledger.open(self._ledger_path, create=True, store_id=store_id)
+            if self._ledger_store is not None:
+                self._ledger = open_store_ledger(self._ledger_store, create=True, store_id=self._ledger_store.identity)
+            else:  # a standalone ledger file (Engine.from_spark(..., ledger=PATH))
+                self._ledger = Ledger.open(self._ledger_path, create=True)
         return self._ledger
 
     def save_defaults(

@@ -113,6 +113,10 @@ class Manifest:
     store_id: str = ""
     """Random id made with the store; its ledger records it too, so a ledger copied or linked from
     another store is refused. Empty in stores made before ids existed (``budget set`` assigns one)."""
+    ledger_id: str = ""
+    """The id of the store's budget ledger, recorded when it is first opened
+    (:func:`dplogs.privacy.ledger.open_store_ledger`), so a ledger deleted or swapped later is
+    refused rather than replaced by a fresh, unspent one. Empty until then."""
     unit_codes: str = ""
     """The unit rule (:func:`codes_rule`) whose codes every events file carries as
     :data:`UNIT_CODE`, set when the store is made (schema version 4); empty in stores made before
@@ -129,7 +133,7 @@ class Manifest:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         known = {k: data[k] for k in ("dataset", "privacy_unit", "unattributed", "budget_window", "schema_version", "defaults",
-                                      "hash_canary", "store_id", "unit_codes") if k in data}
+                                      "hash_canary", "store_id", "ledger_id", "unit_codes") if k in data}
         return cls(**known)
 
     @property
@@ -323,6 +327,23 @@ class Store:
                 ) from None
         self.manifest = current
         return current.store_id
+
+    def recorded_ledger_id(self) -> str:
+        """The ledger id this store's manifest recorded ("" before its ledger was first opened),
+        read afresh: another process may have recorded it since this store was opened."""
+        return Store.open(self.path).manifest.ledger_id
+
+    def record_ledger_id(self, ledger_id: str) -> None:
+        """Record the id of the store's ledger (re-reads the manifest so no other change is lost)."""
+        current = replace(Store.open(self.path).manifest, ledger_id=ledger_id)
+        try:
+            _write_json_atomic(self.path / "manifest.json", asdict(current))
+        except OSError as exc:
+            raise LedgerIOError(
+                f"cannot record the ledger id in {self.path / 'manifest.json'}: {exc.strerror} — an I/O problem "
+                "(disk full, read-only or no permission), not corruption; fix it and retry"
+            ) from None
+        self.manifest = current
 
     def update_defaults(self, defaults: dict[str, Any]) -> Store:
         """Persist new per-query default bounds (for the engine); returns the updated store. The

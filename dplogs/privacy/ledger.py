@@ -92,7 +92,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dplogs.errors import (
     BudgetExhausted,
@@ -341,7 +341,7 @@ class Ledger:
                 for stmt in (*_SCHEMA.split(";"), *_GUARD):
                     if stmt.strip():
                         c.execute(stmt)
-                for key, value in (("format", FORMAT_VERSION), ("head_hash", _GENESIS),
+                for key, value in (("format", FORMAT_VERSION), ("head_hash", _GENESIS), ("ledger_id", uuid.uuid4().hex),
                                    ("entry_count", "0"), ("window_policy", "month"),
                                    ("caps_hash", _caps_hash(c))):
                     c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
@@ -376,6 +376,22 @@ class Ledger:
                 f"is {self._store_id}): it was copied or linked here. A store's spend is only in its own "
                 "ledger; nothing was released"
             )
+
+    def identity(self) -> str:
+        """This ledger's random id (``meta.ledger_id``), which its store's manifest records so a
+        ledger deleted and re-created, or swapped for another, is seen. A ledger made before ids
+        gets one here."""
+        own = self._meta("ledger_id")
+        if own is None:
+            with self._tx("give an id to"):
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('ledger_id', ?)", (uuid.uuid4().hex,))
+            own = self._meta("ledger_id")
+        return own
+
+    def replaced_lost(self) -> str | None:
+        """When this ledger was started in place of a lost one (``budget set --replace-lost-ledger``):
+        the lost ledger's id and the time, or None."""
+        return self._meta("replaces_lost_ledger")
 
     def _has_schema(self) -> bool:
         names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -962,3 +978,59 @@ def _refuse_links(path: Path) -> None:
 def _fmt_loss(loss: PrivacyLoss) -> str:
     parts = [f"{n}={getattr(loss, n):.6g}" for n in ("epsilon", "delta", "rho") if getattr(loss, n)]
     return "(" + ", ".join(parts or ["zero loss"]) + ")"
+
+
+class LedgerOfStore(Protocol):
+    """What :func:`open_store_ledger` needs of a store (``dplogs.ingest.store.Store``)."""
+
+    path: Path
+    ledger_path: Path
+
+    def recorded_ledger_id(self) -> str: ...
+
+    def record_ledger_id(self, ledger_id: str) -> None: ...
+
+
+def open_store_ledger(store: LedgerOfStore, *, create: bool, store_id: str | None,
+                      replace_lost: bool = False) -> Ledger:
+    """The ledger of ``store``: :meth:`Ledger.open`, checked against the ledger id the store's
+    manifest recorded when its ledger was first opened. A recorded ledger that is missing, or a
+    different one in its place (deleted and re-created, or swapped), raises :class:`LedgerError`
+    (74): what the store spent cannot be known, and a fresh ledger would hand out the whole budget
+    again. ``replace_lost`` (``dplogs budget set --replace-lost-ledger``, the administrator's
+    explicit act) starts a new ledger in place of a missing one and records the loss in it."""
+    recorded = store.recorded_ledger_id()
+    missing = not os.path.lexists(store.ledger_path)
+    if replace_lost and not (recorded and missing):
+        raise UsageError(f"--replace-lost-ledger starts a new ledger only where the store's recorded ledger is "
+                         f"missing; {store.ledger_path} is {'there' if not missing else 'not recorded yet'} "
+                         "(nothing was changed)")
+    if recorded and missing and not replace_lost:
+        raise LedgerError(
+            f"the budget ledger of store {store.path} is missing: the store recorded ledger {recorded}, and "
+            f"{store.ledger_path.name} is gone. What this store already spent cannot be known, so nothing is "
+            f"released. Put that same file back (a different or older copy is refused: it would undo recorded "
+            f"spend), or, as the store's administrator, start a new ledger that records the loss: `dplogs budget "
+            f"set --store {store.path} --replace-lost-ledger --epsilon E --delta D`"
+        )
+    ledger = Ledger.open(store.ledger_path, create=create or replace_lost, store_id=store_id)
+    try:
+        if replace_lost:
+            with ledger._tx("record the lost ledger in"):
+                ledger._conn.execute("INSERT OR IGNORE INTO meta VALUES ('replaces_lost_ledger', ?)",
+                                     (f"{recorded} (lost; replaced {_now()})",))
+        # Reading commands (create=False) write nothing: they compare ids when both exist.
+        own = ledger.identity() if create or replace_lost else ledger._meta("ledger_id")
+        if recorded and own is not None and own != recorded and not replace_lost:
+            raise LedgerError(
+                f"{store.ledger_path} is not the budget ledger of store {store.path}: the store recorded ledger "
+                f"{recorded}, this file is ledger {own} (the ledger was deleted and re-created, or swapped). What "
+                "the store already spent cannot be known from it, so nothing is released; put the store's own "
+                "ledger back"
+            )
+        if own is not None and own != recorded and (create or replace_lost):
+            store.record_ledger_id(own)
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger

@@ -109,8 +109,12 @@ def test_budget_exhausted_exit_77_charges_nothing(tmp_path, sample_store):
 
     store = tmp_path / "small"
     shutil.copytree(sample_store, store)
-    (store / "ledger.sqlite").unlink()
-    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=0.7, delta=0.0)
+    # a fresh budget for the copy: a new store id and no ledger yet (a store keeps the ledger it recorded)
+    manifest = json.loads((store / "manifest.json").read_text())
+    (store / "manifest.json").write_text(json.dumps({**manifest, "store_id": "", "ledger_id": ""}))
+    for f in store.glob("ledger.sqlite*"):
+        f.unlink()
+    assert run("budget", "set", "--store", str(store), "--epsilon", "0.7", "--delta", "0").exit_code == 0
     assert run("query", "--sql", SQL, "--store", str(store), *PRIV).exit_code == 0
     r = run("query", "--sql", SQL, "--store", str(store), *PRIV)
     assert r.exit_code == 77 and "budget left" in r.stderr

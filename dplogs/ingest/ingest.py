@@ -25,6 +25,7 @@ import polars as pl
 
 from dplogs.errors import DataError, UsageError
 from dplogs.ingest import formats as _formats  # noqa: F401  (registers every format)
+from dplogs.ingest import tails
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
 from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id
@@ -253,9 +254,12 @@ def _ingest_one(
     first = last = None
     reasons: Counter[str] = Counter()
     chunk: ParsedChunk
-    chunks = _parsed_chunks(fmt, source, options)
+    unterminated: list[tuple[int, bytes]] = []  # the input's last line, when it has no newline
+    chunks = _parsed_chunks(fmt, source, options, on_unterminated=lambda offset, raw: unterminated.append((offset, raw)))
     writer = DayWriter(store, stem)
     keys = StreamKeys(source.head)
+    appendable = tails.is_plain_file(source.path)
+    last_events = None
     quarantine_files: list[Path] = []
     checked = False
     try:
@@ -265,7 +269,10 @@ def _ingest_one(
                 if not is_new():
                     chunks.close()
                     return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
+                if appendable:  # a line torn by an earlier read is removed before it is written whole
+                    tails.settle(store, source.path, keys)
             events = keys.key_events(chunk.events) if chunk.events.height else chunk.events
+            last_events = events
             if known is not None and events.height:
                 events, dropped = _drop_known(events, known[0])
                 duplicates += dropped
@@ -295,6 +302,8 @@ def _ingest_one(
     if not checked and not is_new():
         return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
     writer.close()
+    if unterminated and appendable and last_events is not None:
+        tails.remember(store, keys, *unterminated[0], last_events)
     if known is not None:
         known[0].written(writer.files)
         known[1].written({"": quarantine_files})
@@ -311,15 +320,18 @@ on one core. One more chunk than that is queued, so both parsers stay busy while
 writes the previous chunk (~5% less wall time than two in flight at 1M lines, same CPU)."""
 
 
-def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
+def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions, *,
+                   on_unterminated: Callable[[int, bytes], None] | None = None) -> Iterator[ParsedChunk]:
     """``fmt.parse`` in input order, parsing up to :data:`PARSE_THREADS` line blocks at once when
-    the format is a stateless line format (one that does not override ``parse``)."""
+    the format is a stateless line format (one that does not override ``parse``; only these report
+    an unterminated last line to ``on_unterminated``)."""
     if not isinstance(fmt, LineFormat) or type(fmt).parse is not LineFormat.parse:
         yield from fmt.parse(source, options)
         return
     with source.open() as stream, ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
         pending: deque[Future[ParsedChunk]] = deque()
-        for block in iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
+        for block in iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes,
+                                 on_unterminated=on_unterminated):
             pending.append(pool.submit(fmt.parse_block, block.lines, block.raw, source.name, options))
             if len(pending) > PARSE_THREADS:
                 yield pending.popleft().result()

@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,10 +311,13 @@ more than this much memory."""
 
 
 def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES,
-                max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[LineBlock]:
+                max_line_bytes: int = MAX_LINE_BYTES,
+                on_unterminated: Callable[[int, bytes], None] | None = None) -> Iterator[LineBlock]:
     """:class:`LineBlock` objects (at most ``chunk_lines`` rows each) from a byte stream; see
     :func:`iter_lines`. Each block is read into its own buffer, which the line views keep alive.
-    A line longer than ``max_line_bytes`` raises :class:`DataError`."""
+    A line longer than ``max_line_bytes`` raises :class:`DataError`. When the stream's last line
+    has no newline, ``on_unterminated(offset, raw bytes)`` hears of it (before it is yielded): a
+    writer may still be in the middle of it (``dplogs.ingest.tails``)."""
     carry = b""
     base = 0  # stream offset of carry[0]
     line_no = 1
@@ -341,6 +344,8 @@ def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_
         carry = bytes(view[used:size])
         block = view[:used]
         texts, starts, exact = _split(block)
+        if eof and on_unterminated is not None and block[used - 1] != 0x0A:
+            on_unterminated(base + int(starts[-1]), bytes(block[int(starts[-1]):]))
         if used > max_line_bytes and (np.diff(starts, append=used) > max_line_bytes + 1).any():  # + 1: the newline
             too_long = line_no + int(np.argmax(np.diff(starts, append=used) > max_line_bytes + 1))
             raise DataError(f"line {too_long} is longer than {max_line_bytes} bytes; pass --max-line-bytes N "

@@ -5,6 +5,8 @@ Layout of a store directory ``STORE``::
     STORE/manifest.json                     dataset, privacy-unit rule (chain + unattributed), budget window,
                                             schema version, defaults
     STORE/ingested.json                     content fingerprint + format of ingested inputs (re-ingestion is a no-op)
+    STORE/open_tails.json                   last lines stored while they had no newline, in case a writer
+                                            was mid-line (dplogs.ingest.tails)
     STORE/events/day=YYYY-MM-DD/*.parquet   events: STORE_SCHEMA columns minus those all null in the file
                                             (scan() restores them); an event without a time is
                                             quarantined by its format, never stored
@@ -14,7 +16,7 @@ Layout of a store directory ``STORE``::
                                             first code (compacted past 64); events carry the code
                                             as UNIT_CODE (schema version 4)
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
-                                            to the manifest's store_id
+                                            to the manifest's store_id; the manifest records its ledger_id
     STORE/locks/                            report-period lock files (dplogs.report.run)
 
 Every file is written beside its target as ``.NAME.tmp`` and renamed, so a reader sees whole files
@@ -508,6 +510,44 @@ class Store:
             else:
                 merged.append((lo, hi))
         return merged
+
+    def open_tails(self) -> list[dict[str, Any]]:
+        """``open_tails.json``: last lines stored while they had no newline (``dplogs.ingest.tails``);
+        an unreadable file is reported, never guessed at."""
+        path = self.path / "open_tails.json"
+        if path.is_symlink():
+            _refuse_link(path)
+        if not path.exists():
+            return []
+        try:
+            records = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path} is unreadable or not JSON ({type(exc).__name__}); move it aside "
+                             f"(mv {path} {path}.bad): it only lists last lines that may be completed later") from exc
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise StoreError(f"{path} is not a JSON list of records; move it aside (mv {path} {path}.bad)")
+        return records
+
+    def set_open_tails(self, records: list[dict[str, Any]]) -> None:
+        _write_json_atomic(self.path / "open_tails.json", records)
+
+    def remove_events(self, day: str, hashes: pl.Series) -> int:
+        """Remove the events of one day partition whose ``event.hash`` is in ``hashes`` (each file
+        holding one is rewritten without it, atomically; an emptied file is deleted). Returns how
+        many were removed. Call under the writer lock (ingest does)."""
+        removed = 0
+        for f in self.event_files(day):
+            hit = _read_column([f], "event.hash").is_in(hashes.implode(), nulls_equal=False)
+            if not hit.any():
+                continue
+            kept = pl.read_parquet(f, hive_partitioning=False).filter(~hit)
+            removed += hit.sum()
+            if kept.height:
+                _write_parquet(kept, f)
+            else:
+                with _writing(f):
+                    f.unlink()
+        return removed
 
     def add_fingerprint(self, fingerprint: str, record: dict[str, Any]) -> None:
         registry = self.fingerprints()

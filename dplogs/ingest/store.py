@@ -319,14 +319,7 @@ class Store:
         store's administrator); returns the id. Re-reads the manifest so no other change is lost."""
         current = Store.open(self.path).manifest
         if not current.store_id:
-            current = replace(current, store_id=secrets.token_hex(16))
-            try:
-                _write_json_atomic(self.path / "manifest.json", asdict(current))
-            except OSError as exc:
-                raise LedgerIOError(
-                    f"cannot record the store id in {self.path / 'manifest.json'}: {exc.strerror} — an "
-                    "I/O problem (disk full, read-only or no permission), not corruption; fix it and retry"
-                ) from None
+            current = self._record_for_ledger(replace(current, store_id=secrets.token_hex(16)), "store id")
         self.manifest = current
         return current.store_id
 
@@ -337,15 +330,19 @@ class Store:
 
     def record_ledger_id(self, ledger_id: str) -> None:
         """Record the id of the store's ledger (re-reads the manifest so no other change is lost)."""
-        current = replace(Store.open(self.path).manifest, ledger_id=ledger_id)
+        self.manifest = self._record_for_ledger(replace(Store.open(self.path).manifest, ledger_id=ledger_id), "ledger id")
+
+    def _record_for_ledger(self, manifest: Manifest, what: str) -> Manifest:
+        """Write ``manifest``, which records ``what`` the ledger checks; a failed write is an I/O
+        problem of the budget (:class:`LedgerIOError`, 74)."""
         try:
-            _write_json_atomic(self.path / "manifest.json", asdict(current))
+            _write_json_atomic(self.path / "manifest.json", asdict(manifest))
         except OSError as exc:
             raise LedgerIOError(
-                f"cannot record the ledger id in {self.path / 'manifest.json'}: {exc.strerror} — an I/O problem "
+                f"cannot record the {what} in {self.path / 'manifest.json'}: {exc.strerror} — an I/O problem "
                 "(disk full, read-only or no permission), not corruption; fix it and retry"
             ) from None
-        self.manifest = current
+        return manifest
 
     def update_defaults(self, defaults: dict[str, Any]) -> Store:
         """Persist new per-query default bounds (for the engine); returns the updated store. The

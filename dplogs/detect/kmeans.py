@@ -7,6 +7,9 @@ Gaussian on the sums (L2 sensitivity K·C) and integer Gaussian on the counts (L
 both in zCDP, so the run costs ``iterations × (ρ_sums + ρ_counts)``.
 
 Initial centroids are data-independent (CSPRNG points in the clip ball), so they cost nothing.
+The model is the last iteration's live clusters with their shares of its noisy counts
+(post-processing); scores cap a centroid's directional features at the share-weighted mean
+(:class:`KMeansModel`).
 
 >>> from dplogs.privacy import Charge
 >>> plan = plan_kmeans(k=2, dim=3, iterations=4, rho=0.5, max_rows_per_unit=1, clip_norm=1.0)
@@ -211,10 +214,10 @@ def _released(centroids: np.ndarray, counts: np.ndarray, live: np.ndarray) -> KM
     """The model of the last iteration: its live clusters, weighted by their noisy counts. A
     cluster re-seeded in the last iteration is a copy of a live one that no iteration moved, so it
     is left out; if no cluster was live, every centroid is kept, equally weighted."""
-    if not live.any():
-        return KMeansModel(centroids=centroids, shares=np.full(len(centroids), 1 / len(centroids)))
-    n = np.maximum(counts[live].astype(np.float64), 0.0)  # >= min_count, >= 1 unless a caller set it lower
-    return KMeansModel(centroids=centroids[live], shares=n / n.sum() if n.sum() > 0 else np.full(len(n), 1 / len(n)))
+    kept = centroids[live] if live.any() else centroids
+    n = np.maximum(counts[live], 0).astype(np.float64) if live.any() else np.zeros(len(kept))
+    # live counts are >= min_count (>= 1 by default); equal weights only if a caller set it to <= 0
+    return KMeansModel(centroids=kept, shares=n / n.sum() if n.sum() > 0 else np.full(len(kept), 1 / len(kept)))
 
 
 def train_kmeans(

@@ -169,3 +169,6 @@ def test_model_keeps_the_live_clusters_with_their_count_shares():
     assert model.shares.tolist() == pytest.approx([1 / 3] * 3)
     # the share-weighted centroid mean is the mean of the (clipped) training rows
     assert model.shares @ model.centroids == pytest.approx(x.mean(axis=0))
+    # no cluster reaches the floor: every centroid stays where it was, equally weighted
+    stuck = train_kmeans_nonprivate(batches, init=init, iterations=2, clip_norm=1.0, min_count=1e9)
+    assert np.array_equal(stuck.centroids, clip_rows(init, 1.0)) and stuck.shares.tolist() == [0.25] * 4

@@ -115,6 +115,8 @@ def check_features(card: ModelCard, names: tuple[str, ...]) -> None:
 def model_to_json(model: Model, card: ModelCard) -> dict[str, Any]:
     if isinstance(model, KMeansModel):
         weights = {"centroids": model.centroids.tolist()}
+        if model.shares is not None:
+            weights["cluster_shares"] = model.shares.tolist()
     elif isinstance(model, AutoencoderModel):
         weights = {n: p.tolist() for n, p in zip(("w1", "b1", "w2", "b2"), model.params)}
     else:
@@ -164,6 +166,7 @@ def _is_plain(v: Any, *, depth: int) -> bool:
 
 
 _WEIGHTS = {"kmeans": ("centroids",), "autoencoder": ("w1", "b1", "w2", "b2")}
+_OPTIONAL_WEIGHTS = {"kmeans": ("cluster_shares",), "autoencoder": ()}  # absent in older model files
 
 
 def _checked_card(raw: Any) -> ModelCard:
@@ -199,12 +202,20 @@ def model_from_json(doc: dict[str, Any]) -> tuple[Model, ModelCard]:
         raise DataError("a model file has exactly the entries format, model_card and weights")
     card = _checked_card(doc["model_card"])
     w = doc["weights"]
-    if not isinstance(w, dict) or set(w) != set(_WEIGHTS[card.detector]):
-        raise DataError(f"{card.detector} weights must be {', '.join(_WEIGHTS[card.detector])}")
+    required, optional = set(_WEIGHTS[card.detector]), set(_OPTIONAL_WEIGHTS[card.detector])
+    if not isinstance(w, dict) or not required <= set(w) <= required | optional:
+        raise DataError(f"{card.detector} weights must be {', '.join(_WEIGHTS[card.detector])}"
+                        + (f" (and optionally {', '.join(sorted(optional))})" if optional else ""))
     d = len(card.features)  # the model's own vocabulary; scoring refuses another one (exit 64)
     rising = _rising(card)
     if card.detector == "kmeans":
-        return KMeansModel(centroids=_matrix(w, "centroids", (None, d)), rising=rising), card
+        centroids = _matrix(w, "centroids", (None, d))
+        shares = None
+        if "cluster_shares" in w:
+            shares = _matrix(w, "cluster_shares", (len(centroids),))
+            if (shares < 0).any() or not math.isclose(shares.sum(), 1.0, rel_tol=1e-9):
+                raise DataError("model weight cluster_shares must be non-negative and sum to 1")
+        return KMeansModel(centroids=centroids, rising=rising, shares=shares), card
     w1 = _matrix(w, "w1", (d, None))
     h = w1.shape[1]
     params = (w1, _matrix(w, "b1", (h,)), _matrix(w, "w2", (h, d)), _matrix(w, "b2", (d,)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -120,3 +121,54 @@ def test_kmeans_does_not_collapse_to_one_centroid(private):
     assert effective_clusters(model, x) >= 3
     # every blob gets its own centroid: scores of the training rows are small
     assert model.scores(x).max() < 0.05
+
+
+def attack_fixture() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # the OTRF collapse in miniature: two normal behaviours and a small tight group of alike
+    # attack windows, high on a directional feature (column 2, "process rarity"); the start puts
+    # a centroid on each group, as exact k-means did in one seed of five (twin and ε >= 2)
+    t = np.linspace(0, 2 * np.pi, 600)
+    jitter = 0.03 * np.stack([np.sin(t), np.cos(t), np.sin(3 * t)], axis=1)
+    normal = np.vstack([np.array([0.5, 0.2, 0.3]) + jitter, np.array([0.2, 0.5, 0.3]) + jitter[:300]])
+    attack = np.array([0.3, 0.3, 0.7]) + 0.005 * jitter[:40] / 0.03
+    init = np.array([[0.45, 0.25, 0.3], [0.25, 0.45, 0.3], [0.3, 0.3, 0.65]])
+    return np.vstack([normal, attack]), np.r_[np.zeros(len(normal)), np.ones(len(attack))], init
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_a_centroid_on_the_attack_windows_does_not_excuse_them(private):
+    # regression (issue 17): on OTRF PurpleSharp, exact k-means (the twin, and DP k-means at
+    # ε >= 2) sometimes fits a centroid to the 159 attack-tool windows; scored one-sided, that
+    # centroid excused every row up to its own process rarity, the attack included, and AUROC
+    # fell to 0.73-0.79. A centroid's directional coordinates now count only up to the
+    # population level, so the attack windows score above every normal one
+    x, labels, init = attack_fixture()
+    batches = feature_batches(x, np.arange(len(x)))
+    if private:  # large ρ: the low-noise regime in which the collapse showed
+        plan = plan_kmeans(k=3, dim=3, iterations=5, rho=50.0, max_rows_per_unit=1, clip_norm=1.0)
+        model = train_kmeans(batches, plan=plan, charge=Charge.for_audit(plan.loss), init=init)
+    else:
+        model = train_kmeans_nonprivate(batches, init=init, iterations=5, clip_norm=1.0)
+    # the fixture does reproduce the pattern: a centroid sits on the attack group
+    assert np.abs(model.centroids - [0.3, 0.3, 0.7]).max(axis=1).min() < 0.02
+    model = replace(model, rising=np.array([False, False, True]))
+    scores = model.scores(x)
+    assert scores[labels == 1].min() > 10 * scores[labels == 0].max()
+    # each attack window's score is its rise above the population level of column 2 (≈ 0.31)
+    assert np.median(scores[labels == 1]) == pytest.approx((0.7 - x[:, 2].mean()) ** 2, rel=0.05)
+
+
+def test_model_keeps_the_live_clusters_with_their_count_shares():
+    x = far_blobs(100)
+    batches = feature_batches(x, np.arange(len(x)))
+    # the last centroid starts far from every row: no row is ever nearer to it
+    init = np.array([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [-0.5, -0.5, -0.5]])
+    model = train_kmeans_nonprivate(batches, init=init, iterations=1, clip_norm=1.0)
+    # the dead cluster was re-seeded next to a live one; a copy no iteration moved is not released
+    assert model.centroids.shape == (3, 3)
+    assert model.shares.tolist() == pytest.approx([1 / 3] * 3)
+    # the share-weighted centroid mean is the mean of the (clipped) training rows
+    assert model.shares @ model.centroids == pytest.approx(x.mean(axis=0))
+    # no cluster reaches the floor: every centroid stays where it was, equally weighted
+    stuck = train_kmeans_nonprivate(batches, init=init, iterations=2, clip_norm=1.0, min_count=1e9)
+    assert np.array_equal(stuck.centroids, clip_rows(init, 1.0)) and stuck.shares.tolist() == [0.25] * 4

@@ -103,3 +103,31 @@ def test_training_records_the_directional_features_and_scores_with_them(store, t
     assert {"failure_ratio", "process_rarity_vs_peers", "new_processes_share"} <= set(listed)
     model, _ = load_model(path)
     assert model.rising.tolist() == rising_mask(card.features).tolist()
+    if detector == "kmeans":  # the live clusters' shares of the last noisy counts travel with them
+        assert len(model.shares) == len(model.centroids) and model.shares.sum() == pytest.approx(1.0)
+
+
+def test_kmeans_caps_directional_coordinates_at_the_population_level():
+    # level of column 1 = 0.75·0.2 + 0.25·0.9 = 0.375: centroid 1 excuses column 1 only up to it
+    model = KMeansModel(centroids=np.array([[0.5, 0.2], [0.1, 0.9]]), rising=np.array([False, True]),
+                        shares=np.array([0.75, 0.25]))
+    x = np.array([[0.1, 0.9], [0.5, 0.1]])
+    # row 0: centroid 1 gives 0 + (0.9 − 0.375)² = 0.275625 (centroid 0: 0.16 + 0.49)
+    assert model.scores(x).tolist() == pytest.approx([0.275625, 0.0])
+    assert np.allclose(model.contributions(x), [[0.0, 0.275625], [0.0, 0.0]])
+    # a model file without shares (trained before the cap) scores as its histogram was drawn
+    assert KMeansModel(centroids=model.centroids, rising=model.rising).scores(x).tolist() == pytest.approx([0.0, 0.0])
+
+
+def test_cluster_shares_round_trip_and_bad_shares_are_refused():
+    card = _card("kmeans", one_sided_features=["failure_ratio"])
+    model = KMeansModel(centroids=np.zeros((2, len(NAMES))), shares=np.array([0.25, 0.75]))
+    loaded, _ = model_from_json(json.loads(json.dumps(model_to_json(model, card))))
+    assert loaded.shares.tolist() == [0.25, 0.75]
+    old = model_to_json(KMeansModel(centroids=np.zeros((2, len(NAMES)))), card)
+    assert "cluster_shares" not in old["weights"] and model_from_json(old)[0].shares is None
+    for bad in ([0.5], [1.5, -0.5], [0.5, 0.6], ["a", "b"]):
+        doc = model_to_json(model, card)
+        doc["weights"]["cluster_shares"] = bad
+        with pytest.raises(DataError, match="cluster_shares"):
+            model_from_json(doc)

@@ -406,7 +406,8 @@ def finish(
         "event.kind": pl.lit("event"),
         "log.file.path": pl.lit(source),
         "log.offset": pl.col("offset") if "offset" in events.columns else pl.lit(None, pl.Int64),
-        "event.hash": event_hash(pl.col("text") if text is None else text, pl.col("offset")),
+        "event.hash": event_hash(pl.col("text") if text is None else text, pl.col("offset"),
+                                 offsets_complete="offset" in events.columns and not events.get_column("offset").has_nulls()),
     }
     return within_domains(conform(events.select(e.alias(name) for name, e in (base | dict(columns)).items())))
 

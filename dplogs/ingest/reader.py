@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, UsageError
-from dplogs.ingest.base import LINES_SCHEMA, REGISTRY, InputSource, LogFormat
+from dplogs.ingest.base import LINES_SCHEMA, InputSource, LogFormat
 
 SNIFF_BYTES = 64 * 1024
 BLOCK_BYTES = 8 * 1024 * 1024
@@ -205,9 +205,9 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     candidates so the user can pass ``--format``.
     """
     if registry is None:
-        from dplogs.ingest import formats  # noqa: F401  (registers every format; imports this module)
+        from dplogs.ingest.formats import registered  # (imports every format; they import this module)
 
-        registry = REGISTRY
+        registry = registered()
     scores = sorted(((fmt.sniff(source.head), name) for name, fmt in registry.items()), reverse=True)
     if not scores or scores[0][0] < MIN_SNIFF_SCORE:
         raise DataError(
@@ -400,8 +400,9 @@ def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_B
 
 def check_format_name(name: str) -> LogFormat:
     """The registered format called ``name``, or a :class:`UsageError` listing the valid names."""
-    from dplogs.ingest import formats  # noqa: F401
+    from dplogs.ingest.formats import named, registered  # (they import this module)
 
-    if name not in REGISTRY:
-        raise UsageError(f"unknown format {name!r}; pass --format with one of: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    fmt = named(name)
+    if fmt is None:
+        raise UsageError(f"unknown format {name!r}; pass --format with one of: {', '.join(sorted(registered()))}")
+    return fmt

@@ -348,7 +348,7 @@ def with_routing(frame: pl.DataFrame) -> pl.DataFrame:
         .with_columns(_key=_BASE).pipe(run)
     searched = frame.get_column("_key").is_in(_NEEDS_BITS)
     if searched.any():
-        bits = frame.filter(searched).select(_BITS).to_series()
+        bits = frame.select("_msg").filter(searched).select(_BITS).to_series()  # filtering _msg alone: no copy of the rest
         key = frame.get_column("_key").scatter(searched.arg_true(), frame.get_column("_key").filter(searched) + bits)
         frame = frame.with_columns(key)
     return frame.lazy().with_columns(_kind=_KIND_OF).drop("_key").pipe(run)

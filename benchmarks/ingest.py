@@ -112,6 +112,10 @@ def work(kind: str, path: str) -> None:
     import polars as pl
 
     from dplogs.ingest.ingest import ingest  # imported before the clock starts, like polars
+    from dplogs.ingest.reader import check_format_name
+
+    if kind.startswith("dplogs_"):  # and the format's module, which ingest() imports on first use of it
+        check_format_name(kind.removeprefix("dplogs_"))
 
     start = time.perf_counter()
     if kind == "startup":  # interpreter + imports only: subtracted from the CPU figures

@@ -63,7 +63,7 @@ def finish(
         dataset_expr.alias("event.dataset"),
         pl.lit(source).alias("log.file.path"),
         pl.col("offset").alias("log.offset"),
-        event_hash(pl.col("text"), pl.col("offset")).alias("event.hash"),
+        event_hash(pl.col("text"), pl.col("offset"), offsets_complete=not ok.get_column("offset").has_nulls()).alias("event.hash"),
     )).pipe(run)
     skipped = frame.height - ok.height - quarantine.height
     events, late = split_out_of_range(events, ok, options)

@@ -190,7 +190,7 @@ def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
 
-def event_hash(text: pl.Expr, offset: pl.Expr) -> pl.Expr:
+def event_hash(text: pl.Expr, offset: pl.Expr, *, offsets_complete: bool = False) -> pl.Expr:
     """Content hash for ``event.hash``, two u64 words (the store's ``Array(UInt64, 2)``): a seeded
     polars hash of the record's raw text, then its byte offset in the file, or for records
     without one (EVTX, CloudTrail, tables) a second, differently seeded hash of the text.
@@ -200,10 +200,13 @@ def event_hash(text: pl.Expr, offset: pl.Expr) -> pl.Expr:
     at the same offset. (Hashing the text alone is 4x cheaper than hashing (text, offset) twice.)
 
     Polars does not promise hash stability across its versions; the store records a canary and
-    falls back to file fingerprints when it changes.
+    falls back to file fingerprints when it changes. ``offsets_complete`` (no offset is null) gives
+    the same hashes without computing the second one, which the coalesce would compute for every row.
 
     >>> h = pl.DataFrame({"text": ["a", "a"], "offset": [0, 2]}).select(event_hash(pl.col("text"), pl.col("offset")))
     >>> h.n_unique(), h.dtypes, h.item(1, 0)[1]
     (2, [Array(UInt64, shape=(2,))], 2)
     """
+    if offsets_complete:  # the caller knows no offset is null: polars would hash every text again for the coalesce
+        return pl.concat_arr(text.hash(seed=0x5EED), offset.cast(pl.UInt64))
     return pl.concat_arr(text.hash(seed=0x5EED), pl.coalesce(offset.cast(pl.UInt64), text.hash(seed=0xD1CE)))

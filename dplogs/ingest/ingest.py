@@ -24,7 +24,6 @@ import blake3
 import polars as pl
 
 from dplogs.errors import DataError, UsageError
-from dplogs.ingest import formats as _formats  # noqa: F401  (registers every format)
 from dplogs.ingest import tails
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources

@@ -31,10 +31,9 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (polars.from_arrow imports it on first use: ~60 ms, paid here at import)
 
 from dplogs.errors import DataError, InputNotFound, UsageError
-from dplogs.ingest.base import LINES_SCHEMA, REGISTRY, InputSource, LogFormat
+from dplogs.ingest.base import LINES_SCHEMA, InputSource, LogFormat
 
 SNIFF_BYTES = 64 * 1024
 BLOCK_BYTES = 8 * 1024 * 1024
@@ -206,9 +205,9 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     candidates so the user can pass ``--format``.
     """
     if registry is None:
-        from dplogs.ingest import formats  # noqa: F401  (registers every format; imports this module)
+        from dplogs.ingest.formats import registered  # (imports every format; they import this module)
 
-        registry = REGISTRY
+        registry = registered()
     scores = sorted(((fmt.sniff(source.head), name) for name, fmt in registry.items()), reverse=True)
     if not scores or scores[0][0] < MIN_SNIFF_SCORE:
         raise DataError(
@@ -249,6 +248,31 @@ def _decode(block: memoryview, starts: np.ndarray, ends: np.ndarray) -> pa.Array
 _VIEW_BYTES = np.arange(12)
 
 
+def _bytes_at(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """``raw[s:s + width]`` for each of the sorted ``starts``, one row each, zero past the end of
+    ``raw``. Only the few rows that reach past the end read from a padded copy of the tail
+    (padding a copy of the whole block cost a copy of every block)."""
+    inside = int(np.searchsorted(starts, len(raw) - width, side="right"))
+    out = np.empty((len(starts), width), dtype=np.uint8)
+    out[:inside] = raw[starts[:inside, None] + _VIEW_BYTES[:width]]
+    if inside < len(starts):
+        first = starts[inside]
+        tail = np.concatenate([raw[first:], np.zeros(width, np.uint8)])
+        out[inside:] = tail[starts[inside:, None] - first + _VIEW_BYTES[:width]]
+    return out
+
+
+class _ArrowArray:
+    """An Arrow array handed to polars through the Arrow C data interface only: ``pl.from_arrow``
+    would import ``pyarrow.compute`` (~35 ms of CPU in every ingest) for a cast this never needs."""
+
+    def __init__(self, array: pa.Array) -> None:
+        self._array = array
+
+    def __arrow_c_array__(self, requested_schema: object | None = None) -> object:
+        return self._array.__arrow_c_array__(requested_schema)
+
+
 def _views(block: memoryview, starts: np.ndarray, lengths: np.ndarray) -> pl.Series | None:
     """The lines as an Arrow string-view array over ``block`` itself: one 16-byte view per line
     (length, then the line inline when it fits in 12 bytes, else its first 4 bytes and its offset
@@ -258,20 +282,20 @@ def _views(block: memoryview, starts: np.ndarray, lengths: np.ndarray) -> pl.Ser
     n = len(starts)
     if len(block) >= 2**31:
         return None
-    padded = np.concatenate([np.frombuffer(block, dtype=np.uint8), np.zeros(12, np.uint8)])
+    raw = np.frombuffer(block, dtype=np.uint8)
     views = np.zeros((n, 4), dtype=np.int32)
     views[:, 0] = lengths
     views[:, 3] = starts  # buffer 0 (views[:, 2]) at this offset
     as_bytes = views.view(np.uint8)
-    as_bytes[:, 4:8] = padded[starts[:, None] + _VIEW_BYTES[:4]]  # the prefix
+    as_bytes[:, 4:8] = _bytes_at(raw, starts, 4)  # the prefix
     short = lengths <= 12
     if short.any():  # inline: the whole line, zero-padded
-        inline = padded[starts[short, None] + _VIEW_BYTES]
+        inline = _bytes_at(raw, starts[short], 12)
         inline[_VIEW_BYTES[None, :] >= lengths[short, None]] = 0
         as_bytes[short, 4:16] = inline
     array = pa.Array.from_buffers(pa.binary_view(), n, [None, pa.py_buffer(views), pa.py_buffer(block)])
     try:  # polars validates the UTF-8 (pyarrow's cast would too, after a ~20 ms first-call set-up)
-        return pl.from_arrow(array).cast(pl.String)  # type: ignore[union-attr]
+        return pl.Series(_ArrowArray(array)).cast(pl.String)
     except pl.exceptions.PolarsError:
         return None
 
@@ -290,7 +314,7 @@ def _split(block: memoryview) -> tuple[pl.Series, np.ndarray, bool]:
     has_cr = (ends > starts) & (raw[np.maximum(ends - 1, 0)] == 0x0D)
     texts = _views(block, starts, ends - starts - has_cr)
     if texts is None:
-        return pl.from_arrow(_decode(block, starts, ends)), starts, False  # type: ignore[return-value]
+        return pl.Series(_ArrowArray(_decode(block, starts, ends))), starts, False
     return texts, starts, True
 
 
@@ -381,8 +405,9 @@ def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_B
 
 def check_format_name(name: str) -> LogFormat:
     """The registered format called ``name``, or a :class:`UsageError` listing the valid names."""
-    from dplogs.ingest import formats  # noqa: F401
+    from dplogs.ingest.formats import named, registered  # (they import this module)
 
-    if name not in REGISTRY:
-        raise UsageError(f"unknown format {name!r}; pass --format with one of: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    fmt = named(name)
+    if fmt is None:
+        raise UsageError(f"unknown format {name!r}; pass --format with one of: {', '.join(sorted(registered()))}")
+    return fmt

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import polars as pl
 
-from dplogs.ingest import formats  # noqa: F401  (registers every format)
-from dplogs.ingest.base import LINES_SCHEMA, QUARANTINE_SCHEMA, REGISTRY, IngestOptions
+from dplogs.ingest.base import LINES_SCHEMA, QUARANTINE_SCHEMA, IngestOptions
 from dplogs.ingest.reader import detect_format, iter_lines, open_sources
 from dplogs.schema import STORE_SCHEMA
+from dplogs.ingest.formats import registered
 
 
 def lines_frame(*texts: str) -> pl.DataFrame:
@@ -24,7 +24,7 @@ def parse(fmt: str, path: str | Path, options: IngestOptions = IngestOptions()):
     """(events, quarantine, skipped) of one input parsed end to end through the reader."""
     with open_sources([path]) as sources:
         ((source, _),) = sources
-        chunks = list(REGISTRY[fmt].parse(source, options))
+        chunks = list(registered()[fmt].parse(source, options))
     return (
         pl.concat([pl.DataFrame(schema=STORE_SCHEMA), *(c.events for c in chunks)]),
         pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *(c.quarantine for c in chunks)]),

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dplogs.cli import cli
-from dplogs.ingest.base import REGISTRY
 from dplogs.ingest.store import Store
+from dplogs.ingest.formats import registered
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
 
@@ -24,7 +24,7 @@ def test_help_explains_every_option_and_lists_formats() -> None:
     for option in ("--store", "--format", "--year", "--tz", "--dataset", "--privacy-unit",
                    "--budget-window", "--map", "--max-errors"):
         assert option in result.output
-    for name in REGISTRY:
+    for name in registered():
         assert name in result.output
     assert "ingest" in _run("--help").output
 

@@ -241,3 +241,17 @@ def test_day_writer_bounds_what_waits(tmp_path: Path) -> None:
     assert len(files()) == 5
     counts = dict(store.scan().group_by(pl.col("@timestamp").dt.day()).len().collect().iter_rows())
     assert counts == {1: 5, 2: 4, 3: 4, 4: 3, 5: 2}
+
+
+def test_event_hash_without_the_fallback_hash_is_the_same_when_every_offset_is_set() -> None:
+    """Line formats know every record has an offset and skip the second text hash (which polars'
+    coalesce computed for every row); the stored hashes must not change by it."""
+    from dplogs.ingest.base import event_hash
+
+    frame = pl.DataFrame({"text": ["a", "a", "b", ""], "offset": [0, 2, 4, 6]})
+    full = frame.select(event_hash(pl.col("text"), pl.col("offset"))).to_series()
+    quick = frame.select(event_hash(pl.col("text"), pl.col("offset"), offsets_complete=True)).to_series()
+    assert quick.dtype == full.dtype and quick.to_list() == full.to_list()
+    # a record without an offset still gets the second hash (the default)
+    missing = pl.DataFrame({"text": ["a"], "offset": [None]}, schema={"text": pl.String, "offset": pl.Int64})
+    assert missing.select(event_hash(pl.col("text"), pl.col("offset"))).item()[1] is not None

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from dplogs.ingest.base import REGISTRY, IngestOptions
+from dplogs.ingest.base import IngestOptions
+from dplogs.ingest.formats import registered
 from tests.ingest.structured_helpers import lines_frame, parse
 
 # Hand-written lines in each shape (the datasets themselves stay outside the repository).
@@ -54,7 +55,7 @@ def mutated_lines(draw, fmt: str) -> list[str]:
 def test_mutated_lines_are_all_accounted_for(fmt, data):
     texts = data.draw(mutated_lines(fmt))
     frame = lines_frame(*texts)
-    out = REGISTRY[fmt].parse_lines(frame, "fuzz", IngestOptions())
+    out = registered()[fmt].parse_lines(frame, "fuzz", IngestOptions())
     assert out.events.height + out.quarantine.height + out.skipped == frame.height
     assert out.quarantine["line"].is_unique().all()
 

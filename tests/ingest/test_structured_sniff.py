@@ -7,8 +7,10 @@ import gzip
 
 import pytest
 
-from dplogs.ingest.base import REGISTRY
+from dplogs.ingest.formats import registered
 from tests.ingest.structured_helpers import detected
+
+REGISTRY = registered()
 
 STRUCTURED = ("jsonl", "windows", "evtx", "zeek", "cloudtrail", "csv", "parquet")
 TEXT_FILES = [

@@ -58,6 +58,9 @@ GOLDEN = [
      {"user.name": "elastic_user_9", "user.target.name": "elastic_user_9", "event.action": "group-member-added"}),
     ("Apr 18 17:03:02 h chpasswd[3]: pam_unix(chpasswd:chauthtok): password changed for elastic_user_9",
      {"user.name": "elastic_user_9", "event.action": "password-changed", "event.category": ["iam"]}),
+    # the pattern is anchored: its literal at the start (bare or after pam_unix(…)) routes a line to it
+    ("Apr 18 17:03:02 h passwd[3]: password changed for bob", {"user.name": "bob", "event.action": "password-changed"}),
+    ("Apr 18 17:03:02 h passwd[3]: note: password changed for bob", {"user.name": None, "event.action": None}),
     ("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4  user=root",
      {"process.name": "sshd(pam_unix)", "process.pid": 19939, "source.ip": "218.188.2.4", "user.name": "root",
       "event.action": "authentication_failure", "event.outcome": "failure"}),

@@ -20,6 +20,7 @@ import click
 
 from dplogs.errors import OutputWriteError, UsageError
 from dplogs.escape import for_terminal, visible
+from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME
 
 _FORMATS = ("table", "json", "ndjson", "csv", "parquet")
 _METADATA_NOTE = (
@@ -127,16 +128,23 @@ def _window(opts: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(f"give one window: {' or '.join('--' + g for g in given)}, not several")
     if opts["last"]:
         text = opts["last"].strip().lower()
-        if len(text) < 2 or text[-1] not in _SPAN or not text[:-1].isdigit() or int(text[:-1]) < 1:
+        digits = text[:-1]
+        if len(text) < 2 or text[-1] not in _SPAN or not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
             raise UsageError(f"--last takes a span like 24h, 7d or 30d, got {opts['last']!r}")
         end = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        start = end - dt.timedelta(**{_SPAN[text[-1]]: int(text[:-1])})
+        try:  # a span reaching before year 1 overflows; the engine refuses any start before EARLIEST_TIME
+            start = end - dt.timedelta(**{_SPAN[text[-1]]: int(digits)})
+        except OverflowError:
+            raise UsageError(f"--last {opts['last']} reaches outside the supported range "
+                             f"{EARLIEST_TIME.date()} .. {LATEST_TIME.date()}") from None
         return {"start": start.isoformat(), "end": end.isoformat()}
     if opts["day"]:
         try:
             day = dt.date.fromisoformat(opts["day"])
         except ValueError:
             raise UsageError(f"--day takes a date like 2026-11-22, got {opts['day']!r}") from None
+        if day >= LATEST_TIME.date():  # 9999-12-31 has no next day to end on
+            raise UsageError(f"--day {day} is outside the supported range {EARLIEST_TIME.date()} .. {LATEST_TIME.date()}")
         return {"start": day.isoformat(), "end": (day + dt.timedelta(days=1)).isoformat()}
     return {"start": opts["start"], "end": opts["end"]}
 

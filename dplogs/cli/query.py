@@ -20,7 +20,6 @@ import click
 
 from dplogs.errors import OutputWriteError, UsageError
 from dplogs.escape import for_terminal, visible
-from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME
 
 _FORMATS = ("table", "json", "ndjson", "csv", "parquet")
 _METADATA_NOTE = (
@@ -123,6 +122,8 @@ _SPAN = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 def _window(opts: dict[str, Any]) -> dict[str, Any]:
     """--start/--end, or the --last / --day shortcut for them (at most one way)."""
+    from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME  # dplogs.privacy loads OpenDP: not for --help
+
     given = [n for n in ("last", "day") if opts[n]] + (["start/end"] if opts["start"] or opts["end"] else [])
     if len(given) > 1:
         raise UsageError(f"give one window: {' or '.join('--' + g for g in given)}, not several")

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from dplogs.errors import UsageError
+from dplogs.escape import visible
 from dplogs.privacy.ledger import Entry, Ledger, WindowBudget
 
 _STORE_HELP = "The store directory (made by `dplogs ingest`); its ledger is STORE/ledger.sqlite."
@@ -126,9 +127,10 @@ def history(store: Path, limit: int, show_all: bool, window: str | None, as_json
 
 
 def _history_row(e: Entry) -> tuple[str, ...]:
-    query = (e.query or "-").replace("\n", " ")
-    return (str(e.seq), e.created_at[:19].replace("T", " "), e.status, e.caller, ",".join(e.windows),
-            _num(e.loss.epsilon), _num(e.loss.delta), _num(e.loss.rho), e.idempotency_key or "-",
+    # query text may quote log values and keys come from schedulers: shown inert (escaped controls)
+    query = visible((e.query or "-").replace("\n", " "))
+    return (str(e.seq), e.created_at[:19].replace("T", " "), e.status, visible(e.caller), ",".join(e.windows),
+            _num(e.loss.epsilon), _num(e.loss.delta), _num(e.loss.rho), visible(e.idempotency_key or "-"),
             query if len(query) <= 60 else query[:57] + "...")
 
 
@@ -203,7 +205,7 @@ def verify(store: Path, as_json: bool) -> None:
         status = "ok" if report.ok else "FAILED"
         click.echo(f"{status}: {report.entries} entries, head hash {report.head_hash}")
     for e in report.unfinished:
-        click.echo(f"note: entry #{e.seq} ({e.id}, {e.caller}, pid {e.pid}) is still reserved: in flight "
+        click.echo(f"note: entry #{e.seq} ({e.id}, {visible(e.caller)}, pid {e.pid}) is still reserved: in flight "
                    "or interrupted; it counts as spent", err=True)
     report.raise_for_problems()
 

@@ -1,0 +1,25 @@
+"""Operator commands that print text first written by someone else (an idempotency key from a
+scheduler, SQL quoting a log value) show it inert on the terminal."""
+
+from __future__ import annotations
+
+import re
+
+from tests.adversarial.conftest import invoke
+
+# characters a terminal or viewer would obey rather than show
+RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200b-\u200f]")
+KEY = "nightly\x1b]8;;https://evil\x07click\x1b]8;;\x07\u202e"
+LITERAL = "a\x1b[2J\u202egpj.exe\u200b"
+
+
+def test_budget_history_shows_keys_and_query_text_escaped(store):
+    res = invoke("query", "--store", store, "--idempotency-key", KEY, "--epsilon", "0.01", "--max-rows-per-group", "1",
+                 "--start", "2024-03-01", "--end", "2024-04-01",
+                 "--sql", f"SELECT COUNT(*) FROM logs WHERE host.name = '{LITERAL}'")
+    assert res.exit_code == 0, res.output
+    shown = invoke("budget", "history", "--store", store)
+    assert shown.exit_code == 0, shown.output
+    assert not RAW_CONTROLS.search(shown.output), ascii(shown.output)
+    assert "nightly\\x1b]8;;https://evil\\x07click" in shown.output
+    assert "'a\\x1b[2J" in shown.output  # the query column (cut at 60 characters)

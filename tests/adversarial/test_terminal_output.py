@@ -23,3 +23,19 @@ def test_budget_history_shows_keys_and_query_text_escaped(store):
     assert not RAW_CONTROLS.search(shown.output), ascii(shown.output)
     assert "nightly\\x1b]8;;https://evil\\x07click" in shown.output
     assert "'a\\x1b[2J" in shown.output  # the query column (cut at 60 characters)
+
+
+def test_report_name_with_control_characters_is_refused_before_any_charge(store, tmp_path):
+    # the name becomes file names, idempotency keys and the line `dplogs report` prints
+    from tests.adversarial.conftest import REPO, ledger_state
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'name = "nightly\\u001b]0;owned\\u0007"\n[[section]]\n'
+                    f'query = "{REPO / "queries" / "failed_logins_per_hour.toml"}"\n')
+    before = ledger_state(store)
+    res = invoke("report", spec, "--store", store, "--date", "2024-03-12", "--out-dir", tmp_path / "out")
+    assert res.exit_code == 64, res.output
+    assert "report name must be non-empty printable text" in res.output
+    assert not RAW_CONTROLS.search(res.output), ascii(res.output)
+    assert ledger_state(store) == before
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -163,6 +164,8 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
     from dplogs.cli.query import _prepare
     from dplogs.detect.timeseries import score_release
 
+    if not math.isfinite(z_threshold):  # nan or ±inf flags nothing or everything: refused before the charge
+        raise UsageError(f"--z must be a finite number, got {z_threshold}; nothing was charged")
     prepared = _prepare(queryfile, sql_text, store, opts)
     _check_series_plan(prepared.plan)
     release = prepared.release(caller="timeseries", idempotency_key=idempotency_key)

@@ -1,0 +1,40 @@
+"""Options of the operator commands (inspect, timeseries) at their edges: a clear refusal with a
+documented exit code (2 bad command line, 64 bad option), never an internal error (70), and
+nothing charged."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.adversarial.conftest import invoke, ledger_state
+
+
+@pytest.mark.parametrize("mode", [[], ["--quarantine"]])
+@pytest.mark.parametrize("n", ["9223372036854775807", "99999999999999999999"])
+def test_inspect_head_beyond_what_can_be_shown_is_a_command_line_error(store, mode, n):
+    res = invoke("inspect", "--store", store, "--head", n, *mode)
+    assert res.exit_code == 2, res.output  # was an OverflowError reported as a bug (70)
+    assert "--head" in res.output
+
+
+@pytest.mark.parametrize("columns", [",,", " ", " , "])
+def test_inspect_columns_without_a_name_says_so(store, columns):
+    res = invoke("inspect", "--store", store, "--head", "1", "--columns", columns)
+    assert res.exit_code == 64, res.output
+    assert "--columns takes column names" in res.output  # was "not store columns: " naming nothing
+
+
+def test_inspect_columns_ignores_empty_names_between_commas(store):
+    res = invoke("inspect", "--store", store, "--head", "1", "--columns", "@timestamp,,host.name,", "--format", "json")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("z", ["nan", "inf", "-inf"])
+def test_timeseries_z_threshold_must_be_finite(store, z):
+    before = ledger_state(store)
+    res = invoke("timeseries", "--store", store, "--sql", "SELECT COUNT(*) FROM logs", "--bucket", "day",
+                 "--epsilon", "0.1", "--max-rows-per-group", "1", "--start", "2024-03-01", "--end", "2024-04-01",
+                 "--z", z)
+    assert res.exit_code == 64, res.output  # nan was released and charged, flagging nothing
+    assert "--z must be a finite number" in res.output
+    assert ledger_state(store) == before

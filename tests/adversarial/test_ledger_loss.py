@@ -17,5 +17,5 @@ def test_a_store_whose_ledger_vanished_is_refused_as_a_ledger_problem(store, tmp
     for f in copy.glob("ledger.sqlite*"):
         f.unlink()
     res = invoke("query", "--store", copy, *GOOD)
-    assert res.exit_code == 74, res.output  # today: 64 "no budget caps are set; set them with `dplogs budget set`"
+    assert res.exit_code == 74, res.output  # today: 77 "no budget caps are set; set them with `dplogs budget set`"
     assert not (copy / "ledger.sqlite").exists()

@@ -65,6 +65,7 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
         clip_norm=clip_norm, window=window, k=k, iterations=iterations, steps=steps, sampling_rate=sampling_rate,
         expected_batch_size=expected_batch_size, gradient_clip=gradient_clip,
     )
+    _refuse_uncovered_range(store_path, start, end)
     path, card = train_from_store(store_path, request, output=output, idempotency_key=idempotency_key,
                                   backend=backend, spark_master=spark_master)
     h = card.hyperparameters
@@ -76,6 +77,24 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"model written to {path}; {card.guarantee}", err=True)
     click.echo(json.dumps({"model": str(path), "model_card": card.__dict__}, default=list, indent=1))
+
+
+def _refuse_uncovered_range(store_path, start: str, end: str) -> None:
+    """Refuse, before anything is charged, a training range that holds no ingested data (the model
+    would be pure noise), as queries do: the store's coverage is public metadata. Done here because
+    the coverage rule lives in the engine, which the detector does not import; times train cannot
+    read are left to its own messages."""
+    from dplogs.engine.coverage import check as check_coverage
+    from dplogs.engine.plan import parse_time
+    from dplogs.errors import DplogsError
+    from dplogs.ingest.store import Store
+
+    try:
+        lo, hi = parse_time(start, what="--start"), parse_time(end, what="--end")
+    except DplogsError:
+        return
+    if lo < hi:
+        check_coverage(lo, hi, Store.open(store_path).coverage())
 
 
 _TOP_LABEL = ("RAW PER-UNIT DATA, NOT DIFFERENTIALLY PRIVATE: keep it inside the trust boundary "

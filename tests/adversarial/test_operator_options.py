@@ -38,3 +38,14 @@ def test_timeseries_z_threshold_must_be_finite(store, z):
     assert res.exit_code == 64, res.output  # nan was released and charged, flagging nothing
     assert "--z must be a finite number" in res.output
     assert ledger_state(store) == before
+
+
+def test_training_on_a_range_without_ingested_data_is_refused_before_the_charge(store, tmp_path):
+    # it trained on pure noise and charged the 2025-03 window (queries refuse such a window)
+    before = ledger_state(store)
+    res = invoke("train", "--store", store, "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
+                 "--start", "2025-03-01", "--end", "2025-04-01", "--output", tmp_path / "m.json")
+    assert res.exit_code == 64, res.output
+    assert "holds no ingested data" in res.output and "nothing was charged" in res.output
+    assert ledger_state(store) == before
+    assert not (tmp_path / "m.json").exists()

@@ -195,7 +195,7 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     if (csv_raw or csv_metadata) and fmt != "csv":
         raise UsageError("--csv-raw and --csv-metadata only apply with --format csv")
     if output is not None:
-        _check_output(output)
+        check_output(output, store)
     prepared = _prepare(queryfile, sql_text, store, opts)
     release = prepared.release(caller="cli", idempotency_key=idempotency_key)
     p = release.privacy
@@ -232,9 +232,14 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
         ) from None
 
 
-def _check_output(path: Path) -> None:
-    """Refuse an --output that cannot be written before anything is charged (click has already
-    refused a directory)."""
+def check_output(path: Path, store: Path) -> None:
+    """Refuse an --output that cannot be written, or that lies inside the store (``-o
+    STORE/ledger.sqlite`` overwrote the ledger, erasing its recorded spend; a Parquet file under
+    STORE/events would be read as events), before anything is charged (click has already refused
+    a directory)."""
+    if path.resolve().is_relative_to(store.resolve()):
+        raise UsageError(f"--output {path} is inside the store {store}: its ledger and events must not be "
+                         "overwritten; write the output elsewhere")
     parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"--output {path}: directory {parent} does not exist")

@@ -70,3 +70,29 @@ def test_inspect_table_of_a_huge_line_is_bounded(tmp_path):
         assert "morecharacters;--formatjsonshowsall" in flat
     res = invoke("inspect", "--store", tmp_path / "s", "--quarantine", "--format", "json")
     assert "B" * 1_000_000 in res.output
+
+
+@pytest.mark.parametrize("target", ["ledger.sqlite", "manifest.json", "events/day=2024-03-12/x.parquet", "x.csv"])
+def test_output_inside_the_store_is_refused_before_the_charge(store, tmp_path, target):
+    # `-o STORE/ledger.sqlite` overwrote the ledger with the CSV (its recorded spend erased, the
+    # store unusable); a Parquet file under STORE/events would be read back as events
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    before = ledger_state(copy)
+    ledger_bytes = (copy / "ledger.sqlite").read_bytes()
+    fmt = "parquet" if target.endswith(".parquet") else "csv"
+    (copy / target).parent.mkdir(parents=True, exist_ok=True)
+    res = invoke("query", "--store", copy, "--sql", "SELECT COUNT(*) FROM logs", "--epsilon", "0.1",
+                 "--max-rows-per-group", "1", "--day", "2024-03-12", "--format", fmt, "--output", copy / target)
+    assert res.exit_code == 64, res.output
+    assert "is inside the store" in res.output
+    assert ledger_state(copy) == before and (copy / "ledger.sqlite").read_bytes() == ledger_bytes
+    spec = tmp_path / "spec.toml"
+    from tests.adversarial.conftest import REPO
+
+    spec.write_text(f'name = "r"\n[[section]]\nquery = "{REPO / "queries" / "failed_logins_per_hour.toml"}"\n')
+    res = invoke("report", spec, "--store", copy, "--date", "2024-03-12", "--output", copy / "ledger.sqlite")
+    assert res.exit_code == 64, res.output
+    assert ledger_state(copy) == before and (copy / "ledger.sqlite").read_bytes() == ledger_bytes

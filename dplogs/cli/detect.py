@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import click
 
@@ -54,8 +55,10 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
     """Train a DP anomaly detector on a store; the training is a release charged to the store's
     budget ledger (reserved before any noise). The model file carries its model card (ε, δ,
     accountant, bounds, features, windows); the model card is also printed to stdout as JSON."""
+    from dplogs.cli.query import refuse_store_file
     from dplogs.detect.train import default_max_windows
 
+    refuse_store_file(Path(output), Path(store_path), "--output")
     if max_windows is None:
         max_windows = default_max_windows(window)
         click.echo(f"--max-windows defaults to K = {max_windows} {window} windows per unit per budget window "
@@ -125,8 +128,11 @@ def score(store_path, model_path, output, top, fmt) -> None:
     training scores, from the model's DP histogram); release aggregates of them (counts of anomalous
     unit-windows, `dplogs query --anomalies MODEL --threshold p99`) through a DP query instead.
     `--top N` prints the N most anomalous unit-windows for triage, labelled as raw per-unit data."""
+    from dplogs.cli.query import refuse_store_file
     from dplogs.detect.train import top_windows
 
+    if output is not None:
+        refuse_store_file(Path(output), Path(store_path), "--output")
     path, n = score_store(store_path, model_path, output=output)
     click.echo(f"{n} unit-window scores written to {path} (not DP: keep them inside the trust boundary)", err=True)
     if top is None:

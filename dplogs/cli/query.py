@@ -233,18 +233,24 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
 
 
 def check_output(path: Path, store: Path) -> None:
-    """Refuse an --output that cannot be written, or that lies inside the store (``-o
-    STORE/ledger.sqlite`` overwrote the ledger, erasing its recorded spend; a Parquet file under
-    STORE/events would be read as events), before anything is charged (click has already refused
-    a directory)."""
-    if path.resolve().is_relative_to(store.resolve()):
-        raise UsageError(f"--output {path} is inside the store {store}: its ledger and events must not be "
-                         "overwritten; write the output elsewhere")
+    """Refuse, before anything is charged, an --output that cannot be written (click has already
+    refused a directory) or that would overwrite the store's own data (``-o STORE/ledger.sqlite``
+    erased the recorded spend; a Parquet file under STORE/events would be read as events)."""
+    refuse_store_file(path, store, "--output")
     parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"--output {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"--output {path} is not writable")
+
+
+def refuse_store_file(path: Path, store: Path, option: str) -> None:
+    """A usage error when ``path`` is one of the store's own files (see ``Store.holds``)."""
+    from dplogs.ingest.store import Store
+
+    if (store / "manifest.json").is_file() and Store.open(store).holds(path):
+        raise UsageError(f"{option} {path} would overwrite the store's own data (ledger, manifest, events...); "
+                         "write it outside those files")
 
 
 @click.command()

@@ -231,6 +231,20 @@ class Store:
     def quarantine_path(self) -> Path:
         return self.path / "quarantine"
 
+    def holds(self, path: str | os.PathLike[str]) -> bool:
+        """Whether writing ``path`` would overwrite the store's own data: its manifest, registry,
+        ledger (and SQLite's side files), events, quarantine, unit codes or policy versions. Output
+        options check this before anything is charged (``-o STORE/ledger.sqlite`` erased the spend)."""
+        try:
+            relative = Path(path).resolve().relative_to(self.path.resolve())
+        except ValueError:
+            return False
+        if not relative.parts:
+            return True
+        first = relative.parts[0]
+        return (first in ("manifest.json", "ingested.json", "events", "quarantine", "units", "policy")
+                or first.startswith(self.ledger_path.name))
+
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Store:
         """Open an existing store; :class:`StoreError` if it is missing or incompatible."""

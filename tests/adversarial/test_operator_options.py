@@ -72,8 +72,8 @@ def test_inspect_table_of_a_huge_line_is_bounded(tmp_path):
     assert "B" * 1_000_000 in res.output
 
 
-@pytest.mark.parametrize("target", ["ledger.sqlite", "manifest.json", "events/day=2024-03-12/x.parquet", "x.csv"])
-def test_output_inside_the_store_is_refused_before_the_charge(store, tmp_path, target):
+@pytest.mark.parametrize("target", ["ledger.sqlite", "ledger.sqlite-wal", "manifest.json", "events/day=2024-03-12/x.parquet"])
+def test_output_over_the_stores_own_files_is_refused_before_the_charge(store, tmp_path, target):
     # `-o STORE/ledger.sqlite` overwrote the ledger with the CSV (its recorded spend erased, the
     # store unusable); a Parquet file under STORE/events would be read back as events
     import shutil
@@ -87,7 +87,7 @@ def test_output_inside_the_store_is_refused_before_the_charge(store, tmp_path, t
     res = invoke("query", "--store", copy, "--sql", "SELECT COUNT(*) FROM logs", "--epsilon", "0.1",
                  "--max-rows-per-group", "1", "--day", "2024-03-12", "--format", fmt, "--output", copy / target)
     assert res.exit_code == 64, res.output
-    assert "is inside the store" in res.output
+    assert "would overwrite the store's own data" in res.output
     assert ledger_state(copy) == before and (copy / "ledger.sqlite").read_bytes() == ledger_bytes
     spec = tmp_path / "spec.toml"
     from tests.adversarial.conftest import REPO
@@ -96,3 +96,27 @@ def test_output_inside_the_store_is_refused_before_the_charge(store, tmp_path, t
     res = invoke("report", spec, "--store", copy, "--date", "2024-03-12", "--output", copy / "ledger.sqlite")
     assert res.exit_code == 64, res.output
     assert ledger_state(copy) == before and (copy / "ledger.sqlite").read_bytes() == ledger_bytes
+
+
+def test_model_and_scores_cannot_overwrite_the_store(store, tmp_path):
+    # train -o STORE/ledger.sqlite replaced the ledger by the model after charging; score -o
+    # STORE/manifest.json replaced the manifest by Parquet (the store no longer opened)
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    before = ledger_state(copy)
+    res = invoke("train", "--store", copy, "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
+                 "--start", "2024-03-01", "--end", "2024-04-01", "--output", copy / "ledger.sqlite")
+    assert res.exit_code == 64, res.output
+    assert ledger_state(copy) == before
+    model = tmp_path / "m.json"
+    res = invoke("train", "--store", copy, "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
+                 "--start", "2024-03-01", "--end", "2024-04-01", "--output", model)
+    assert res.exit_code == 0, res.output
+    manifest = (copy / "manifest.json").read_bytes()
+    res = invoke("score", "--store", copy, "--model", model, "--output", copy / "manifest.json")
+    assert res.exit_code == 64, res.output
+    assert (copy / "manifest.json").read_bytes() == manifest
+    res = invoke("score", "--store", copy, "--model", model)  # the default, STORE/scores/, stays allowed
+    assert res.exit_code == 0, res.output

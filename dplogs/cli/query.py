@@ -196,6 +196,8 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
         raise UsageError("--csv-raw and --csv-metadata only apply with --format csv")
     if output is not None:
         check_output(output, store)
+    elif fmt == "parquet" and sys.stdout.isatty():  # raw bytes of released keys: a terminal would obey them
+        raise UsageError("--format parquet is binary: pass --output FILE or redirect stdout; nothing was charged")
     prepared = _prepare(queryfile, sql_text, store, opts)
     release = prepared.release(caller="cli", idempotency_key=idempotency_key)
     p = release.privacy

@@ -120,3 +120,20 @@ def test_model_and_scores_cannot_overwrite_the_store(store, tmp_path):
     assert (copy / "manifest.json").read_bytes() == manifest
     res = invoke("score", "--store", copy, "--model", model)  # the default, STORE/scores/, stays allowed
     assert res.exit_code == 0, res.output
+
+
+def test_catch_up_over_centuries_is_refused_before_anything_is_written(store, tmp_path):
+    # `--catch-up --since 1000-01-01` set out to write report files for 372,000 nights
+    import time
+
+    from tests.adversarial.conftest import REPO
+
+    before = ledger_state(store)
+    started = time.monotonic()
+    res = invoke("report", REPO / "queries" / "reports" / "nightly.toml", "--store", store, "--catch-up",
+                 "--since", "1000-01-01", "--out-dir", tmp_path / "out")
+    assert res.exit_code == 64, res.output[-500:]
+    assert "more than the limit of 1,000" in res.output
+    assert time.monotonic() - started < 20
+    assert ledger_state(store) == before
+    assert not any((tmp_path / "out").glob("nightly-*"))

@@ -482,11 +482,14 @@ class Store:
         """The store's coverage: merged day spans ``[first, last]`` (both included) from the first
         to the last event of each ingested input. Coarse public metadata (docs/privacy.md): days
         without events inside a span count as covered. None when the store cannot tell: some input
-        predates coverage records, or nothing was ingested through ``dplogs ingest``."""
+        predates coverage records, or events were written without ``dplogs ingest``. A store with
+        no events at all covers nothing (``[]``)."""
         spans = []
         records = self.fingerprints()
         if not records:
-            return None  # events written without an ingest (the Python API): the store cannot tell
+            # events written without an ingest (the Python API): the store cannot tell; no events
+            # at all (a first ingest that recognised nothing) is known to cover nothing
+            return [] if not self.event_files() else None
         for record in records.values():
             if record.get("rows", 0) == 0:
                 continue

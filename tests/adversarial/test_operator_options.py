@@ -137,3 +137,20 @@ def test_catch_up_over_centuries_is_refused_before_anything_is_written(store, tm
     assert time.monotonic() - started < 20
     assert ledger_state(store) == before
     assert not any((tmp_path / "out").glob("nightly-*"))
+
+
+def test_a_store_without_any_events_refuses_releases_before_the_charge(tmp_path):
+    # a first ingest that recognised nothing leaves a store with no events and no input records;
+    # its coverage read "unknown", so queries were charged for pure noise
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 4)
+    store = tmp_path / "s"
+    invoke("ingest", "--store", store, junk)
+    assert (store / "manifest.json").is_file()
+    assert invoke("budget", "set", "--store", store, "--epsilon", "10", "--delta", "1e-6").exit_code == 0
+    before = ledger_state(store)
+    res = invoke("query", "--store", store, "--sql", "SELECT COUNT(*) FROM logs", "--epsilon", "1",
+                 "--max-rows-per-group", "1", "--start", "2024-03-01", "--end", "2024-04-01")
+    assert res.exit_code == 64, res.output
+    assert "holds no ingested data" in res.output and "nothing yet" in res.output
+    assert ledger_state(store) == before

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from dplogs.errors import UsageError
 from dplogs.escape import visible
+from dplogs.errors import UsageError
 from dplogs.privacy.ledger import Entry, Ledger, WindowBudget
 
 _STORE_HELP = "The store directory (made by `dplogs ingest`); its ledger is STORE/ledger.sqlite."

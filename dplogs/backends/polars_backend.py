@@ -499,8 +499,12 @@ class _DenseRows:
             for chunk in cell:
                 np.add.at(counts, chunk, one)
             for c, total in totals.items():
-                for chunk, values in zip(cell, rows[c].get_chunks(), strict=True):
-                    np.add.at(total, chunk, values.to_numpy())
+                # sliced at the cells' chunk bounds: a sum column's own chunks may differ (a column
+                # of nulls, filled with 0, is one constant chunk)
+                values, offset = rows[c], 0
+                for chunk in cell:
+                    np.add.at(total, chunk, values.slice(offset, chunk.size).to_numpy())
+                    offset += chunk.size
             del rows, cell
             first = index * self.per_pass
             for start in range(0, min(self.per_pass, unit_ids.size - first), self.per_slice):

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from dplogs.escape import visible
 from dplogs.errors import UsageError
 from dplogs.privacy.ledger import Entry, Ledger, WindowBudget, open_store_ledger
 
@@ -126,9 +127,10 @@ def history(store: Path, limit: int, show_all: bool, window: str | None, as_json
 
 
 def _history_row(e: Entry) -> tuple[str, ...]:
-    query = (e.query or "-").replace("\n", " ")
-    return (str(e.seq), e.created_at[:19].replace("T", " "), e.status, e.caller, ",".join(e.windows),
-            _num(e.loss.epsilon), _num(e.loss.delta), _num(e.loss.rho), e.idempotency_key or "-",
+    # query text may quote log values and keys come from schedulers: shown inert (escaped controls)
+    query = visible((e.query or "-").replace("\n", " "))
+    return (str(e.seq), e.created_at[:19].replace("T", " "), e.status, visible(e.caller), ",".join(e.windows),
+            _num(e.loss.epsilon), _num(e.loss.delta), _num(e.loss.rho), visible(e.idempotency_key or "-"),
             query if len(query) <= 60 else query[:57] + "...")
 
 
@@ -210,7 +212,7 @@ def verify(store: Path, as_json: bool) -> None:
         click.echo(f"note: this ledger replaced ledger {replaced}: spend before that is not "
                    "in it", err=True)
     for e in report.unfinished:
-        click.echo(f"note: entry #{e.seq} ({e.id}, {e.caller}, pid {e.pid}) is still reserved: in flight "
+        click.echo(f"note: entry #{e.seq} ({e.id}, {visible(e.caller)}, pid {e.pid}) is still reserved: in flight "
                    "or interrupted; it counts as spent", err=True)
     report.raise_for_problems()
 

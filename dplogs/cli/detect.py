@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import click
 
@@ -53,8 +55,10 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
     """Train a DP anomaly detector on a store; the training is a release charged to the store's
     budget ledger (reserved before any noise). The model file carries its model card (ε, δ,
     accountant, bounds, features, windows); the model card is also printed to stdout as JSON."""
+    from dplogs.cli.query import refuse_store_file
     from dplogs.detect.train import default_max_windows
 
+    refuse_store_file(Path(output), Path(store_path), "--output")
     if max_windows is None:
         max_windows = default_max_windows(window)
         click.echo(f"--max-windows defaults to K = {max_windows} {window} windows per unit per budget window "
@@ -64,6 +68,7 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
         clip_norm=clip_norm, window=window, k=k, iterations=iterations, steps=steps, sampling_rate=sampling_rate,
         expected_batch_size=expected_batch_size, gradient_clip=gradient_clip,
     )
+    _refuse_uncovered_range(store_path, start, end)
     path, card = train_from_store(store_path, request, output=output, idempotency_key=idempotency_key,
                                   backend=backend, spark_master=spark_master)
     h = card.hyperparameters
@@ -75,6 +80,24 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"model written to {path}; {card.guarantee}", err=True)
     click.echo(json.dumps({"model": str(path), "model_card": card.__dict__}, default=list, indent=1))
+
+
+def _refuse_uncovered_range(store_path, start: str, end: str) -> None:
+    """Refuse, before anything is charged, a training range that holds no ingested data (the model
+    would be pure noise), as queries do: the store's coverage is public metadata. Done here because
+    the coverage rule lives in the engine, which the detector does not import; times train cannot
+    read are left to its own messages."""
+    from dplogs.engine.coverage import check as check_coverage
+    from dplogs.engine.plan import parse_time
+    from dplogs.errors import DplogsError
+    from dplogs.ingest.store import Store
+
+    try:
+        lo, hi = parse_time(start, what="--start"), parse_time(end, what="--end")
+    except DplogsError:
+        return
+    if lo < hi:
+        check_coverage(lo, hi, Store.open(store_path).coverage())
 
 
 _TOP_LABEL = ("RAW PER-UNIT DATA, NOT DIFFERENTIALLY PRIVATE: keep it inside the trust boundary "
@@ -105,8 +128,11 @@ def score(store_path, model_path, output, top, fmt) -> None:
     training scores, from the model's DP histogram); release aggregates of them (counts of anomalous
     unit-windows, `dplogs query --anomalies MODEL --threshold p99`) through a DP query instead.
     `--top N` prints the N most anomalous unit-windows for triage, labelled as raw per-unit data."""
+    from dplogs.cli.query import refuse_store_file
     from dplogs.detect.train import top_windows
 
+    if output is not None:
+        refuse_store_file(Path(output), Path(store_path), "--output")
     path, n = score_store(store_path, model_path, output=output)
     click.echo(f"{n} unit-window scores written to {path} (not DP: keep them inside the trust boundary)", err=True)
     if top is None:
@@ -163,6 +189,8 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
     from dplogs.cli.query import _prepare
     from dplogs.detect.timeseries import score_release
 
+    if not math.isfinite(z_threshold):  # nan or ±inf flags nothing or everything: refused before the charge
+        raise UsageError(f"--z must be a finite number, got {z_threshold}; nothing was charged")
     prepared = _prepare(queryfile, sql_text, store, opts)
     _check_series_plan(prepared.plan)
     release = prepared.release(caller="timeseries", idempotency_key=idempotency_key)

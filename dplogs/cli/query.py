@@ -122,21 +122,30 @@ _SPAN = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 def _window(opts: dict[str, Any]) -> dict[str, Any]:
     """--start/--end, or the --last / --day shortcut for them (at most one way)."""
+    from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME  # dplogs.privacy loads OpenDP: not for --help
+
     given = [n for n in ("last", "day") if opts[n]] + (["start/end"] if opts["start"] or opts["end"] else [])
     if len(given) > 1:
         raise UsageError(f"give one window: {' or '.join('--' + g for g in given)}, not several")
     if opts["last"]:
         text = opts["last"].strip().lower()
-        if len(text) < 2 or text[-1] not in _SPAN or not text[:-1].isdigit() or int(text[:-1]) < 1:
+        digits = text[:-1]
+        if len(text) < 2 or text[-1] not in _SPAN or not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
             raise UsageError(f"--last takes a span like 24h, 7d or 30d, got {opts['last']!r}")
         end = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        start = end - dt.timedelta(**{_SPAN[text[-1]]: int(text[:-1])})
+        try:  # a span reaching before year 1 overflows; the engine refuses any start before EARLIEST_TIME
+            start = end - dt.timedelta(**{_SPAN[text[-1]]: int(digits)})
+        except OverflowError:
+            raise UsageError(f"--last {opts['last']} reaches outside the supported range "
+                             f"{EARLIEST_TIME.date()} .. {LATEST_TIME.date()}") from None
         return {"start": start.isoformat(), "end": end.isoformat()}
     if opts["day"]:
         try:
             day = dt.date.fromisoformat(opts["day"])
         except ValueError:
             raise UsageError(f"--day takes a date like 2026-11-22, got {opts['day']!r}") from None
+        if day >= LATEST_TIME.date():  # 9999-12-31 has no next day to end on
+            raise UsageError(f"--day {day} is outside the supported range {EARLIEST_TIME.date()} .. {LATEST_TIME.date()}")
         return {"start": day.isoformat(), "end": (day + dt.timedelta(days=1)).isoformat()}
     return {"start": opts["start"], "end": opts["end"]}
 
@@ -186,7 +195,9 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     if (csv_raw or csv_metadata) and fmt != "csv":
         raise UsageError("--csv-raw and --csv-metadata only apply with --format csv")
     if output is not None:
-        _check_output(output)
+        check_output(output, store)
+    elif fmt == "parquet" and sys.stdout.isatty():  # raw bytes of released keys: a terminal would obey them
+        raise UsageError("--format parquet is binary: pass --output FILE or redirect stdout; nothing was charged")
     prepared = _prepare(queryfile, sql_text, store, opts)
     release = prepared.release(caller="cli", idempotency_key=idempotency_key)
     p = release.privacy
@@ -223,14 +234,25 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
         ) from None
 
 
-def _check_output(path: Path) -> None:
-    """Refuse an --output that cannot be written before anything is charged (click has already
-    refused a directory)."""
+def check_output(path: Path, store: Path) -> None:
+    """Refuse, before anything is charged, an --output that cannot be written (click has already
+    refused a directory) or that would overwrite the store's own data (``-o STORE/ledger.sqlite``
+    erased the recorded spend; a Parquet file under STORE/events would be read as events)."""
+    refuse_store_file(path, store, "--output")
     parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"--output {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"--output {path} is not writable")
+
+
+def refuse_store_file(path: Path, store: Path, option: str) -> None:
+    """A usage error when ``path`` is one of the store's own files (see ``Store.holds``)."""
+    from dplogs.ingest.store import Store
+
+    if (store / "manifest.json").is_file() and Store.open(store).holds(path):
+        raise UsageError(f"{option} {path} would overwrite the store's own data (ledger, manifest, events...); "
+                         "write it outside those files")
 
 
 @click.command()

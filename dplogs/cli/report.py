@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from dplogs.cli.query import ENGINE_OPTIONS
+from dplogs.cli.query import ENGINE_OPTIONS, check_output
 from dplogs.errors import BudgetExhausted, UsageError
 from dplogs.escape import visible
 from dplogs.report import FORMATS, load_report_spec, render, run_report
@@ -78,6 +78,8 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
         raise UsageError("--since/--until bound a --catch-up; pass --catch-up too (or --date for one period)")
     if out_dir is not None and output is not None:
         raise UsageError("--out-dir writes every format itself; drop --output")
+    if output is not None:
+        check_output(output, store)
     if catch_up_ and out_dir is None:
         raise UsageError("--catch-up writes one report per period: pass --out-dir DIR")
     if since and until and until < since:

@@ -121,21 +121,34 @@ def _refuse(tree: exp.Expression) -> None:
 
 def _backticks_to_quotes(text: str) -> str:
     """ES|QL / Spark SQL quote names with backticks (`event.action`): the same identifiers in
-    standard double quotes, outside string literals.
+    standard double quotes. String literals and double-quoted names are copied as they are (SQL
+    doubles a quote inside them, which toggles twice); inside backticks a doubled backtick is one
+    backtick and a double quote is doubled.
 
-    >>> print(_backticks_to_quotes("SELECT `event.action`, 'a`b' FROM logs"))
-    SELECT "event.action", 'a`b' FROM logs
+    >>> print(_backticks_to_quotes("SELECT `event.action`, 'a`b', `x``y` AS \\"it's\\" FROM logs"))
+    SELECT "event.action", 'a`b', "x`y" AS "it's" FROM logs
     """
-    out, in_string, in_tick = [], False, False
-    for ch in text:
-        if ch == "'" and not in_tick:
-            in_string = not in_string
-        elif ch == "`" and not in_string:
-            in_tick = not in_tick
-            ch = '"'
-        elif ch == '"' and in_tick:
-            ch = '""'
-        out.append(ch)
+    out, i, quote = [], 0, None  # quote: the character that opened the literal or name we are in
+    while i < len(text):
+        ch = text[i]
+        if quote is None:
+            if ch in "'\"`":
+                quote = ch
+            out.append('"' if ch == "`" else ch)
+        elif quote == "`":
+            if text.startswith("``", i):
+                out.append("`")
+                i += 1
+            elif ch == "`":
+                quote = None
+                out.append('"')
+            else:
+                out.append('""' if ch == '"' else ch)
+        else:
+            if ch == quote:
+                quote = None
+            out.append(ch)
+        i += 1
     return "".join(out)
 
 

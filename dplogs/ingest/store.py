@@ -237,6 +237,20 @@ class Store:
     def quarantine_path(self) -> Path:
         return self.path / "quarantine"
 
+    def holds(self, path: str | os.PathLike[str]) -> bool:
+        """Whether writing ``path`` would overwrite the store's own data: its manifest, registry,
+        ledger (and SQLite's side files), events, quarantine, unit codes or policy versions. Output
+        options check this before anything is charged (``-o STORE/ledger.sqlite`` erased the spend)."""
+        try:
+            relative = Path(path).resolve().relative_to(self.path.resolve())
+        except ValueError:
+            return False
+        if not relative.parts:
+            return True
+        first = relative.parts[0]
+        return (first in ("manifest.json", "ingested.json", "events", "quarantine", "units", "policy")
+                or first.startswith(self.ledger_path.name))
+
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Store:
         """Open an existing store; :class:`StoreError` if it is missing or incompatible."""
@@ -488,11 +502,14 @@ class Store:
         """The store's coverage: merged day spans ``[first, last]`` (both included) from the first
         to the last event of each ingested input. Coarse public metadata (docs/privacy.md): days
         without events inside a span count as covered. None when the store cannot tell: some input
-        predates coverage records, or nothing was ingested through ``dplogs ingest``."""
+        predates coverage records, or events were written without ``dplogs ingest``. A store with
+        no events at all covers nothing (``[]``)."""
         spans = []
         records = self.fingerprints()
         if not records:
-            return None  # events written without an ingest (the Python API): the store cannot tell
+            # events written without an ingest (the Python API): the store cannot tell; no events
+            # at all (a first ingest that recognised nothing) is known to cover nothing
+            return [] if not self.event_files() else None
         for record in records.values():
             if record.get("rows", 0) == 0:
                 continue

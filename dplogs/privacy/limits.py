@@ -18,6 +18,10 @@ MAX_BUDGET_WINDOWS = 400
 """Budget windows one release may be charged to (a year of day windows, 33 years of months):
 the ledger writes one charge row per window."""
 
+MAX_CATCH_UP_PERIODS = 1000
+"""Report periods one ``dplogs report --catch-up`` may cover (2.7 years of nights): each writes its
+report files (``--since 1000-01-01`` set out to write 372,000 periods of them)."""
+
 MAX_RELEASE_CELLS = 1_000_000
 """Cells of a release over public keys: groups of the public key grid (time buckets × key lists)
 times (1 + the histogram bins of each binned column), counted before any grid is built."""

@@ -45,7 +45,11 @@ from dplogs.privacy.sensitivity import distinct_units_sensitivity
 
 dp.enable_features("contrib")
 
-_MAX_THRESHOLD = 2**40
+# OpenDP's threshold is of the count type (i32): a larger one cannot be built
+_MAX_THRESHOLD = 2**30
+# OpenDP's threshold maps round δ up to at least 2^-53, whatever the threshold: a smaller target
+# cannot be met by any threshold
+SMALLEST_SELECTION_DELTA = 2.0**-53
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,11 @@ def plan_selection(
             "or declare the key's values with --keys COL=a,b,c"
         )
     target = check_delta(delta)
+    if target < SMALLEST_SELECTION_DELTA:
+        raise PrivacyParameterError(
+            f"delta={delta:g} is below what partition selection can certify (OpenDP's threshold maps give no "
+            f"delta under 2^-53 = {SMALLEST_SELECTION_DELTA:.3g}); raise --delta"
+        )
     sens = distinct_units_sensitivity(bounds)
     if mech is Mechanism.LAPLACE:
         if rho is not None:

@@ -31,7 +31,10 @@ from typing import TYPE_CHECKING
 from dplogs.engine.api import Engine
 from dplogs.engine.release import Release
 from dplogs.engine.coverage import check as check_coverage
-from dplogs.errors import ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod
+from dplogs.errors import (
+    ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, UsageError,
+)
+from dplogs.privacy.limits import MAX_CATCH_UP_PERIODS
 from dplogs.report.spec import ReportSpec, Section
 
 if TYPE_CHECKING:
@@ -197,7 +200,12 @@ def catch_up_periods(
             return [last]
         newest = max(done)
         since = newest if done[newest] < len(spec.sections) else spec.period_bounds(newest)[1]
-    return spec.periods(since, last) if spec.period_bounds(since)[0] <= last else []
+    periods = spec.periods(since, last) if spec.period_bounds(since)[0] <= last else []
+    if len(periods) > MAX_CATCH_UP_PERIODS:
+        raise UsageError(f"the catch-up from {periods[0]} to {periods[-1]} covers {len(periods):,} {spec.period} periods, "
+                         f"more than the limit of {MAX_CATCH_UP_PERIODS:,}; bound it with --since/--until (nothing "
+                         "was charged)")
+    return periods
 
 
 def catch_up(

@@ -83,8 +83,10 @@ class ReportSpec:
 
     def __post_init__(self) -> None:
         check_time_zone(self.tz)
-        if not self.name or any(c in self.name for c in ":/ "):
-            raise QueryError(f"report name must be non-empty without ':', '/' or spaces, got {self.name!r}")
+        # the name is part of file names, idempotency keys and terminal lines: printable text only
+        if not self.name or any(c in self.name for c in ":/ \\") or not self.name.isprintable():
+            raise QueryError(f"report name must be non-empty printable text without ':', '/', '\\' or spaces, "
+                             f"got {self.name!r}")
         if self.period not in PERIODS:
             raise QueryError(f"period must be one of {', '.join(PERIODS)}, got {self.period!r}")
         if not self.sections:

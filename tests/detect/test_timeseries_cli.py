@@ -38,21 +38,22 @@ def spiky_store(tmp_path):
 
 def test_timeseries_flags_the_spike_and_charges_once(spiky_store):
     res = CliRunner().invoke(cli, [
-        "timeseries", "--store", str(spiky_store.path), "--sql", SQL, "--epsilon", "1", "--max-groups", "20",
+        "timeseries", "--store", str(spiky_store.path), "--sql", SQL, "--epsilon", "3", "--max-groups", "20",
         "--max-rows-per-group", "6", "--start", "2026-11-01", "--end", "2026-11-21", "--history", "7",
-        "--z", "4", "--format", "json"])
+        "--z", "8", "--format", "json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     buckets = doc["buckets"]
     assert len(buckets) == 20 and all(b["z"] is None for b in buckets[:7])
     flagged = [b["day"][:10] for b in buckets if b["anomalous"]]
-    # 2,400 vs 400 events; Laplace b = L0·L∞ = 20·6, std ≈ 170: z ≈ 11 on day 18, and a flat day
-    # passes z = 4 with probability ≈ 1e-4
+    # 2,400 vs 400 events; Laplace b = L0·L∞/ε = 20·6/3, std ≈ 57: z ≈ 30 on day 18 (below 8 with
+    # probability < 1e-9), and one of the 12 flat scored days passes z = 8 with probability
+    # ≈ 12·exp(-8√2) ≈ 2e-4 (at ε = 1 and z = 4 a false flag came about once in 50-100 runs)
     assert flagged == ["2026-11-18"]
     with Ledger.open(spiky_store.ledger_path) as ledger:
         (entry,) = ledger.history()
-        assert entry.caller == "timeseries" and ledger.spent("2026-11").epsilon == pytest.approx(1.0)
-    assert buckets[17]["z"] > 4 and buckets[17]["noise_std"] == pytest.approx(120 * 2**0.5)
+        assert entry.caller == "timeseries" and ledger.spent("2026-11").epsilon == pytest.approx(3.0)
+    assert buckets[17]["z"] > 8 and buckets[17]["noise_std"] == pytest.approx(40 * 2**0.5)
 
 
 def test_timeseries_refuses_a_query_it_cannot_score_before_charging(spiky_store):

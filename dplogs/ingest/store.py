@@ -238,7 +238,7 @@ class Store:
         return self.path / "quarantine"
 
     def holds(self, path: str | os.PathLike[str]) -> bool:
-        """Whether writing ``path`` would overwrite the store's own data: its manifest, registry,
+        """Whether writing ``path`` would overwrite the store's own data: its manifest, registries,
         ledger (and SQLite's side files), events, quarantine, unit codes or policy versions. Output
         options check this before anything is charged (``-o STORE/ledger.sqlite`` erased the spend)."""
         try:
@@ -248,7 +248,7 @@ class Store:
         if not relative.parts:
             return True
         first = relative.parts[0]
-        return (first in ("manifest.json", "ingested.json", "events", "quarantine", "units", "policy")
+        return (first in ("manifest.json", "ingested.json", "open_tails.json", "events", "quarantine", "units", "policy")
                 or first.startswith(self.ledger_path.name))
 
     @classmethod

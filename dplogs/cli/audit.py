@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.numbers import NUMBER
 from dplogs.cli.query import _common, _prepare
 from dplogs.errors import UsageError
 from dplogs.escape import visible
@@ -33,7 +34,7 @@ def _emit(result: Any, fmt: str) -> None:
 @click.option("--trials", type=click.IntRange(min=100), default=4000, show_default=True, help="Runs of the release path on each neighbour.")
 @click.option("--unit", "victim", metavar="VALUE", help="Privacy unit to remove for the neighbour (default: the heaviest contributor). The output never names it.")
 @click.option("--inside-trust-boundary", "inside", is_flag=True, help="Required to audit a query on a store: states that this runs inside the trust boundary, where the raw events may be read. The audit's figures are computed from raw data, are NOT differentially private and spend no budget; keep them there.")
-@click.option("--audit-delta", type=float, default=1e-5, show_default=True, help="δ at which a zCDP claim is converted to ε (and the DP-SGD δ).")
+@click.option("--audit-delta", type=NUMBER, default=1e-5, show_default=True, help="δ at which a zCDP claim is converted to ε (and the DP-SGD δ).")
 @click.option("--detector", type=click.Choice(["kmeans", "dpsgd"]), help="Audit a detector training loop (one-run canary audit) instead of a query.")
 @click.option("--canaries", type=click.IntRange(min=10), default=2000, show_default=True, help="Canaries for --detector.")
 @click.option("--guesses", type=click.IntRange(min=2), help="Membership guesses for --detector (default: canaries/5).")

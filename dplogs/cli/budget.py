@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.numbers import NUMBER
 from dplogs.escape import visible
 from dplogs.errors import UsageError
 from dplogs.privacy.ledger import Entry, Ledger, WindowBudget, open_store_ledger
@@ -136,11 +137,11 @@ def _history_row(e: Entry) -> tuple[str, ...]:
 
 @budget.command(name="set")
 @_store_option
-@click.option("--epsilon", type=float, help="Cap on the composed ε of every window (required the first time).")
-@click.option("--delta", type=float,
+@click.option("--epsilon", type=NUMBER, help="Cap on the composed ε of every window (required the first time).")
+@click.option("--delta", type=NUMBER,
               help="Cap on δ per window (default 0 the first time: then Gaussian releases and private-key "
                    "partition selection are refused; 1e-6 or smaller is typical).")
-@click.option("--rho", type=float, help="Optional extra cap on the zCDP ρ of Gaussian releases per window.")
+@click.option("--rho", type=NUMBER, help="Optional extra cap on the zCDP ρ of Gaussian releases per window.")
 @click.option("--window-policy", type=click.Choice(["day", "week", "month"]),
               help="Budget window; must match the store's (chosen at ingest, default month).")
 @click.option("--window", metavar="KEY", help="Set caps for this one window only, e.g. 2026-12.")

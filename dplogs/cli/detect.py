@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dplogs.cli.numbers import NUMBER
 from dplogs.detect.features import WINDOWS
 from dplogs.detect.model import DETECTORS
 from dplogs.errors import UsageError
@@ -20,26 +21,26 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--detector", type=click.Choice(DETECTORS), required=True,
               help="kmeans: DP Lloyd iterations (zCDP); autoencoder: DP-SGD (PLD accountant).")
-@click.option("--epsilon", type=float, required=True, help="Privacy loss ε of the training release, per unit per budget window.")
-@click.option("--delta", type=float, required=True, help="δ of the training release (e.g. 1e-6).")
+@click.option("--epsilon", type=NUMBER, required=True, help="Privacy loss ε of the training release, per unit per budget window.")
+@click.option("--delta", type=NUMBER, required=True, help="δ of the training release (e.g. 1e-6).")
 @click.option("--start", required=True, help="Start of the training time range (ISO 8601, included).")
 @click.option("--end", required=True, help="End of the training time range (ISO 8601, excluded). Every budget window it touches is charged.")
 @click.option("--max-windows", "max_windows", type=click.IntRange(min=1), default=None,
               help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random. Default: a "
                    "public rule per --window (day 7, hour 24, 15min 32, 5min 48). Noise grows with K.")
-@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="C: L2 clip of each training feature row (scoring does not clip).")
+@click.option("--clip-norm", type=NUMBER, default=1.0, show_default=True, help="C: L2 clip of each training feature row (scoring does not clip).")
 @click.option("--window", type=click.Choice(list(WINDOWS)), default="day", show_default=True,
               help="Feature window (5min/15min for short recordings).")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="kmeans: clusters.")
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True, help="kmeans: Lloyd iterations.")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="autoencoder: DP-SGD steps.")
-@click.option("--sampling-rate", type=float, default=None,
+@click.option("--sampling-rate", type=NUMBER, default=None,
               help="autoencoder: Poisson sampling rate of units per step. Default: about 256 units per step, "
                    "from a DP count of the training units (5% of ε, same ledger entry, in the model card).")
-@click.option("--expected-batch-size", type=float, default=None,
+@click.option("--expected-batch-size", type=NUMBER, default=None,
               help="autoencoder: PUBLIC constant the noisy gradient sum is divided by, about sampling-rate × "
                    "number of units. Default: from the same DP count of units; give both settings to skip it.")
-@click.option("--gradient-clip", type=float, default=0.05, show_default=True,
+@click.option("--gradient-clip", type=NUMBER, default=0.05, show_default=True,
               help="autoencoder: L2 clip of one unit's gradient per step (noise std = σ × this).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
 @click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored model and spends nothing.")
@@ -174,7 +175,7 @@ def _timeseries_options(f):
 @_timeseries_options
 @click.option("--history", type=click.IntRange(min=2), default=7, show_default=True,
               help="Previous buckets the baseline is computed from.")
-@click.option("--z", "z_threshold", type=float, default=3.0, show_default=True, help="Flag buckets with z above this.")
+@click.option("--z", "z_threshold", type=NUMBER, default=3.0, show_default=True, help="Flag buckets with z above this.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one line per bucket; json: buckets, z and the release's privacy metadata.")
 @click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored release and spends nothing.")

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.numbers import NUMBER
 from dplogs.errors import OutputWriteError, UsageError
 from dplogs.escape import for_terminal, visible
 
@@ -94,9 +95,9 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.argument("queryfile", required=False, type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--sql", "sql_text", metavar="TEXT", help="A SQL query instead of QUERYFILE, e.g. \"SELECT event.action, COUNT(*) FROM logs GROUP BY event.action\"."),
         click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The store directory (made by `dplogs ingest`)."),
-        click.option("--epsilon", type=float, help="Total privacy budget ε of the query (Laplace mechanism), split equally over its noised columns."),
-        click.option("--rho", type=float, help="Total zCDP budget ρ (Gaussian mechanism) instead of --epsilon."),
-        click.option("--delta", type=float, help="δ for DP partition selection; required when grouping by a private key (IP, user, host...)."),
+        click.option("--epsilon", type=NUMBER, help="Total privacy budget ε of the query (Laplace mechanism), split equally over its noised columns."),
+        click.option("--rho", type=NUMBER, help="Total zCDP budget ρ (Gaussian mechanism) instead of --epsilon."),
+        click.option("--delta", type=NUMBER, help="δ for DP partition selection; required when grouping by a private key (IP, user, host...)."),
         click.option("--mechanism", type=click.Choice(["laplace", "gaussian"]), help="Noise mechanism (default: laplace with --epsilon, gaussian with --rho)."),
         click.option("--max-groups", type=int, help="L0 bound: groups one privacy unit may contribute to (else the store manifest default)."),
         click.option("--max-rows-per-group", type=int, help="L∞ bound: rows one privacy unit may contribute to each group (else the manifest default)."),

@@ -283,6 +283,9 @@ class Store:
         store must match its manifest: the privacy-unit rule and window cannot change under stored
         data. A bad rule is refused before anything is written."""
         path = Path(path)
+        if privacy_unit is not None and not privacy_unit.strip(" ,"):  # '' must not mean "the default"
+            raise UsageError("--privacy-unit names no field; leave it out for the default (user.name) or name "
+                             "the fields in fallback order, e.g. user.name,source.ip")
         rule = UnitRule.parse(privacy_unit or DEFAULT_PRIVACY_UNIT, unattributed or SHARED)  # refused before any write
         privacy_unit = rule.label if privacy_unit is not None else None
         if (path / "manifest.json").is_file():

@@ -149,8 +149,10 @@ def test_a_centroid_on_the_attack_windows_does_not_excuse_them(private):
         model = train_kmeans(batches, plan=plan, charge=Charge.for_audit(plan.loss), init=init)
     else:
         model = train_kmeans_nonprivate(batches, init=init, iterations=5, clip_norm=1.0)
-    # the fixture does reproduce the pattern: a centroid sits on the attack group
-    assert np.abs(model.centroids - [0.3, 0.3, 0.7]).max(axis=1).min() < 0.02
+    # the fixture does reproduce the pattern: a centroid sits on the attack group (the other groups
+    # are >= 0.4 away; at ρ = 50 the attack centroid's noise has std ≈ 0.008 per coordinate, and a
+    # 0.02 tolerance failed about once in 30 runs)
+    assert np.abs(model.centroids - [0.3, 0.3, 0.7]).max(axis=1).min() < 0.06
     model = replace(model, rising=np.array([False, False, True]))
     scores = model.scores(x)
     assert scores[labels == 1].min() > 10 * scores[labels == 0].max()

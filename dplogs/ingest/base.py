@@ -85,6 +85,8 @@ class InputSource:
     open: Callable[[], BinaryIO]
     path: str | None = None
     """Filesystem path when the input is a regular file (native readers such as evtx need it)."""
+    compressed: bool = False
+    """The file at ``path`` is gzip (``open`` decompresses it)."""
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ def _ingest_one(
     chunks = _parsed_chunks(fmt, source, options, on_unterminated=lambda offset, raw: unterminated.append((offset, raw)))
     writer = DayWriter(store, stem)
     keys = StreamKeys(source.head)
-    appendable = tails.is_plain_file(source.path)
+    appendable = tails.appendable(source)
     last_events = None
     quarantine_files: list[Path] = []
     checked = False

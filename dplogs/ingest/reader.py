@@ -195,7 +195,7 @@ def _source(path: str, *, name: str, explicit: bool, max_gzip_ratio: float) -> t
     with opener() as stream:
         head = stream.read(SNIFF_BYTES)
     opener.errors.clear()  # a truncated stream is reported once, when it is parsed
-    return InputSource(name=name, head=head, open=opener, path=path), opener
+    return InputSource(name=name, head=head, open=opener, path=path, compressed=opener.gzipped), opener
 
 
 def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = None) -> LogFormat:

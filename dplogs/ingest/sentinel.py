@@ -33,7 +33,7 @@ from __future__ import annotations
 import polars as pl
 
 from dplogs.ingest import _structured as st
-from dplogs.ingest import windows
+from dplogs.ingest import syslog, windows
 from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.auth import with_auth
 from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, LineFormat, ParsedChunk, register
@@ -45,8 +45,8 @@ _COLUMNS = {
     "severity": ("SeverityLevel",), "message": ("SyslogMessage",),
 }
 PATHS: list[st.Path] = list(_COLUMNS.values())
-_SEVERITY = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "error": 3, "warning": 4, "warn": 4,
-             "notice": 5, "info": 6, "debug": 7}
+_SEVERITY = {"emerg": "0", "alert": "1", "crit": "2", "err": "3", "error": "3", "warning": "4", "warn": "4",
+             "notice": "5", "info": "6", "debug": "7"}
 # The auoms fields mapped (``key=value`` or ``key="value"``).
 _AUOMS_KEYS = ("type", "syscall", "success", "pid", "comm", "exe", "cmdline", "user", "effective_user")
 _AUOMS_OUTCOME = {"yes": "success", "no": "failure"}
@@ -125,32 +125,17 @@ def _auoms_events(rows: pl.DataFrame, source: str, options: IngestOptions, time:
 
 
 def _syslog_events(rows: pl.DataFrame, source: str, options: IngestOptions, time: pl.Expr) -> pl.DataFrame:
-    """Plain syslog messages, categorised as auth.log lines are."""
-    frame = with_auth(rows.with_columns(
-        _prog=pl.coalesce(_col("program"), pl.lit("")),
-        _msg=pl.coalesce(pl.col(st.col_name(_COLUMNS["message"])), pl.lit("")),
-    ))
-    severity = _col("severity").str.to_lowercase()
-    columns = {
-        "@timestamp": time,
-        **account_columns(pl.col("_user"), case_insensitive=False),
-        "user.target.name": pl.col("_target"),
-        "user.effective.name": pl.col("_effective"),
-        "source.ip": pl.col("_ip"),
-        "source.port": pl.col("_port").cast(pl.Int32, strict=False),
-        "event.action": pl.col("_action"),
-        "event.category": pl.col("_category"),
-        "event.type": pl.col("_type"),
-        "event.outcome": pl.col("_outcome"),
-        "event.severity": severity.replace_strict(_SEVERITY, default=None, return_dtype=pl.Int64),
-        "host.name": pl.coalesce(_col("host"), _col("computer")),
-        "process.name": _col("program"),
-        "process.pid": _col("pid").cast(pl.Int64, strict=False),
-        "message": pl.col(st.col_name(_COLUMNS["message"])),
-    }
-    dataset = pl.lit(options.dataset, pl.String) if options.dataset else \
-        pl.when(pl.col("_auth")).then(pl.lit("system.auth")).otherwise(pl.lit("system.syslog"))
-    return st.finish(frame, columns, source=source, dataset=dataset, module="system")
+    """Plain syslog messages: the syslog format's header columns from the table's, then its auth
+    categorisation and ECS fields."""
+    severity = _col("severity").str.to_lowercase().replace_strict(_SEVERITY, default=None, return_dtype=pl.String)
+    frame = syslog.with_accounts(with_auth(rows.with_columns(
+        _time=time, _host=pl.coalesce(_col("host"), _col("computer")), _prog=pl.coalesce(_col("program"), pl.lit("")),
+        _pid=_col("pid"), _msg=pl.col(st.col_name(_COLUMNS["message"])),
+        _pri=severity,  # the severity alone (facility 0): event.severity is the priority mod 8
+    )))
+    dataset = pl.lit(options.dataset, pl.String) if options.dataset else syslog.DATASET
+    return st.finish(frame, {e.meta.output_name(): e for e in syslog.FIELDS}, source=source, dataset=dataset,
+                     module="system")
 
 
 def _is_sentinel_syslog(doc: dict) -> bool:

@@ -182,7 +182,8 @@ def _header_slow(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
     )
 
 
-# Quarantine reason (null: parsed), ECS fields and dataset of a parsed header + auth frame.
+# Quarantine reason (null: parsed), ECS fields and dataset of a parsed header + auth frame (the
+# header columns _time _host _prog _pid _msg _pri; dplogs.ingest.sentinel builds them too).
 # Indented header-less lines continue the previous message (multi-line syslog): they are
 # quarantined under their own reason, so nothing is silently merged or lost.
 _REASON = (
@@ -191,7 +192,7 @@ _REASON = (
     .when(pl.col("_ts_str").is_not_null() & pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
 )
 _BAD_STAMP = pl.when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
-_FIELDS = (
+FIELDS = (
     pl.col("_time").alias("@timestamp"),
     pl.col("_host").alias("host.name"),
     pl.col("_prog").alias("process.name"),
@@ -210,7 +211,7 @@ _FIELDS = (
     pl.col("_outcome").alias("event.outcome"),
     pl.lit("event").alias("event.kind"),
 )
-def _with_accounts(frame: pl.DataFrame) -> pl.DataFrame:
+def with_accounts(frame: pl.DataFrame) -> pl.DataFrame:
     """``_user``/``_domain`` with qualified names split (``CORP\\bob``, ``bob@corp.example`` from
     sshd/sudo on directory-joined hosts); Unix names keep their case. Usually no name in a block is
     qualified, and then only the test runs."""
@@ -220,7 +221,7 @@ def _with_accounts(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(_user=split["user.name"], _domain=split["user.domain"])
 
 
-_DATASET = pl.when(pl.col("_auth")).then(pl.lit("system.auth")).otherwise(pl.lit("system.syslog"))
+DATASET = pl.when(pl.col("_auth")).then(pl.lit("system.auth")).otherwise(pl.lit("system.syslog"))
 
 
 @register
@@ -245,8 +246,8 @@ class Syslog(LineFormat):
         if fast.get_column("_ok").all():
             # Every line has a header, a stamp and a message, so none is blank and only the stamp
             # can be bad: _REASON reduces to _BAD_STAMP.
-            frame = _with_accounts(with_auth(_header_fast(lines, options)))
-            return finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=_FIELDS, dataset=_DATASET,
+            frame = with_accounts(with_auth(_header_fast(lines, options)))
+            return finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=FIELDS, dataset=DATASET,
                           module="system", blank_lines=False)
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
         parts = []
@@ -254,5 +255,5 @@ class Syslog(LineFormat):
             parts.append(_header_fast(split[(True,)], options))
         if (False,) in split:
             parts.append(_header_slow(split[(False,)], options))
-        frame = _with_accounts(with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null(""))))
-        return finish(frame, source=source, options=options, reason=_REASON, fields=_FIELDS, dataset=_DATASET, module="system")
+        frame = with_accounts(with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null(""))))
+        return finish(frame, source=source, options=options, reason=_REASON, fields=FIELDS, dataset=DATASET, module="system")

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 import blake3
 import polars as pl
 
+from dplogs.ingest.base import InputSource
 from dplogs.ingest.store import Store
 from dplogs.ingest.streams import StreamKeys
 from dplogs.schema.ecs import HASH_DTYPE
 
 MAX_OPEN_TAILS = 1000
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,9 @@ class OpenTail:
     event_hash: tuple[int, int]
 
 
-def is_plain_file(path: str | None) -> bool:
-    """A regular file that is not gzip: the kind a writer appends lines to."""
-    if path is None:
-        return False
-    try:
-        with open(path, "rb") as f:
-            return f.read(2) != _GZIP_MAGIC
-    except OSError:
-        return False
+def appendable(source: InputSource) -> bool:
+    """A plain (not gzip) file: the kind a writer appends lines to."""
+    return source.path is not None and not source.compressed
 
 
 def remember(store: Store, keys: StreamKeys, offset: int, raw: bytes, events: pl.DataFrame) -> None:

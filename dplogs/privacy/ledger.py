@@ -388,6 +388,12 @@ class Ledger:
             own = self._meta("ledger_id")
         return own
 
+    def record_replacement(self, lost_id: str) -> None:
+        """Note in this new ledger that it replaces the lost ledger ``lost_id`` (shown by ``verify``)."""
+        with self._tx("record the lost ledger in"):
+            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('replaces_lost_ledger', ?)",
+                               (f"{lost_id} (lost; replaced {_now()})",))
+
     def replaced_lost(self) -> str | None:
         """When this ledger was started in place of a lost one (``budget set --replace-lost-ledger``):
         the lost ledger's id and the time, or None."""
@@ -1016,9 +1022,7 @@ def open_store_ledger(store: LedgerOfStore, *, create: bool, store_id: str | Non
     ledger = Ledger.open(store.ledger_path, create=create or replace_lost, store_id=store_id)
     try:
         if replace_lost:
-            with ledger._tx("record the lost ledger in"):
-                ledger._conn.execute("INSERT OR IGNORE INTO meta VALUES ('replaces_lost_ledger', ?)",
-                                     (f"{recorded} (lost; replaced {_now()})",))
+            ledger.record_replacement(recorded)
         # Reading commands (create=False) write nothing: they compare ids when both exist.
         own = ledger.identity() if create or replace_lost else ledger._meta("ledger_id")
         if recorded and own is not None and own != recorded and not replace_lost:

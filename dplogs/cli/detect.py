@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -165,6 +166,22 @@ def _check_series_plan(plan) -> None:
                          "nothing was charged")
 
 
+def _buckets_covered(release, prepared) -> list[bool]:
+    """Per released bucket, in time order: whether the store's coverage (public metadata; the
+    coverage the release disclosed, else the store's current one for a replayed release) reaches it."""
+    from dplogs.engine.coverage import buckets_covered
+    from dplogs.engine.plan import bucket_width
+
+    disclosed = release.privacy.get("coverage")
+    if disclosed is not None:
+        spans = [(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in disclosed["store_spans"]]
+    else:
+        spans = prepared.engine.coverage()
+    key = prepared.plan.keys[0]
+    starts = release.data.sort(key.name)[key.name].to_list()
+    return buckets_covered(starts, bucket_width(key.bucket), spans)
+
+
 def _timeseries_options(f):
     from dplogs.cli.query import _common
 
@@ -195,11 +212,16 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
     prepared = _prepare(queryfile, sql_text, store, opts)
     _check_series_plan(prepared.plan)
     release = prepared.release(caller="timeseries", idempotency_key=idempotency_key)
-    scored = score_release(release.data, history=history, threshold=z_threshold)
+    covered = _buckets_covered(release, prepared)
+    scored = score_release(release.data, history=history, threshold=z_threshold, covered=covered)
     p = release.privacy
     loss = ", ".join(f"{k}={p[k]:.6g}" for k in ("epsilon", "delta", "rho") if p.get(k))
     click.echo(f"released {scored.height} buckets: {loss} per {p['privacy_unit']} charged to "
                f"{', '.join(p['budget_windows'])}; z scores are post-processing", err=True)
+    if not all(covered):
+        click.echo(f"{covered.count(False)} buckets lie outside the store's coverage (no logs ingested for them; "
+                   "public metadata): their values are pure noise, so they are not scored and stay out of "
+                   "the baselines", err=True)
     if fmt == "json":
         rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
                 for r in scored.iter_rows(named=True)]
@@ -211,4 +233,5 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
     for r in scored.iter_rows(named=True):
         z = "" if r["z"] != r["z"] else f"{r['z']:.2f}"
         base = "" if r["baseline"] != r["baseline"] else f"{r['baseline']:.1f}"
-        click.echo(f"{str(r[key]):<26} {r['value']:>10.1f} {base:>10} {z:>7}{'  ANOMALOUS' if r['anomalous'] else ''}")
+        flag = "  ANOMALOUS" if r["anomalous"] else "" if r["covered"] else "  (no logs ingested)"
+        click.echo(f"{str(r[key]):<26} {r['value']:>10.1f} {base:>10} {z:>7}{flag}")

@@ -66,11 +66,17 @@ def noise_std(mechanism: str, scale: float) -> float:
     return float(scale) * (math.sqrt(2) if "laplace" in mechanism else 1.0)
 
 
-def score_release(data: pl.DataFrame, *, history: int, threshold: float = 3.0) -> pl.DataFrame:
+def score_release(data: pl.DataFrame, *, history: int, threshold: float = 3.0,
+                  covered: list[bool] | None = None) -> pl.DataFrame:
     """Time-series scores of a DP release with ONE time-bucket key and one noised aggregate: per
     bucket the noisy value, the mean of the previous ``history`` noisy buckets, z
     (:func:`baseline_scores`, the noise std from the release's own plan) and whether z exceeds
     ``threshold``. Post-processing of the release: it costs nothing more.
+
+    ``covered`` (per bucket, in time order; from the store's public coverage) marks buckets with
+    ingested logs; the others hold pure noise, so they get no score and stay out of the baselines
+    of later buckets (a run of empty days would otherwise drag the baseline down and make the
+    next real day look like a spike, or flag noise itself).
 
     >>> import datetime as dt
     >>> days = [dt.datetime(2026, 11, d) for d in range(1, 8)]
@@ -93,12 +99,18 @@ def score_release(data: pl.DataFrame, *, history: int, threshold: float = 3.0) -
     frame = data.sort(keys[0])
     std = noise_std(frame["mechanism"][0], frame["scale"][0])
     values = frame["value"].cast(pl.Float64).to_numpy()
-    z = baseline_scores(values, history=history, noise_std=std)
-    base = np.full(len(values), np.nan)
-    if len(values) > history:
-        base[history:] = np.lib.stride_tricks.sliding_window_view(values[:-1], history).mean(axis=1)
+    mask = np.ones(len(values), dtype=bool) if covered is None else np.asarray(covered, dtype=bool)
+    if mask.shape != values.shape:
+        raise UsageError(f"covered has {mask.size} entries for {values.size} buckets")
+    kept = values[mask]  # scored as if the uncovered buckets were not there
+    z, base = np.full(len(values), np.nan), np.full(len(values), np.nan)
+    z[mask] = baseline_scores(kept, history=history, noise_std=std)
+    if len(kept) > history:
+        kept_base = np.full(len(kept), np.nan)
+        kept_base[history:] = np.lib.stride_tricks.sliding_window_view(kept[:-1], history).mean(axis=1)
+        base[mask] = kept_base
     return pl.DataFrame({
-        keys[0]: frame[keys[0]], "value": values, "baseline": base, "z": z,
+        keys[0]: frame[keys[0]], "value": values, "covered": mask, "baseline": base, "z": z,
         "anomalous": flag_buckets(z, threshold=threshold), "noise_std": np.full(len(values), std),
     })
 

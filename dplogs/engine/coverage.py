@@ -40,3 +40,27 @@ def check(start: dt.datetime, end: dt.datetime, spans: list[tuple[dt.date, dt.da
             f"nothing was charged. The store covers: {have}"
         )
     return {"covered_days": covered, "window_days": (hi - lo).days + 1, "store_spans": shown}
+
+
+def buckets_covered(starts: list[dt.datetime], width: dt.timedelta,
+                    spans: list[tuple[dt.date, dt.date]] | None) -> list[bool]:
+    """Per time bucket ``[start, start + width)``: whether it touches a covered day (all True when
+    the store cannot tell). A bucket that touches none holds pure noise: a series must not score it
+    or put it in a baseline.
+
+    >>> spans = [(dt.date(2026, 11, 1), dt.date(2026, 11, 2))]
+    >>> days = [dt.datetime(2026, 11, d, tzinfo=dt.UTC) for d in (1, 2, 3)]
+    >>> buckets_covered(days, dt.timedelta(days=1), spans)
+    [True, True, False]
+    """
+    if spans is None:
+        return [True] * len(starts)
+    out = []
+    for start in starts:
+        if not isinstance(start, dt.datetime):  # a date bucket
+            start = dt.datetime.combine(start, dt.time(), dt.UTC)
+        elif start.tzinfo is None:  # the store's instants are UTC
+            start = start.replace(tzinfo=dt.UTC)
+        lo, hi = _days(start, start + width)
+        out.append(any(a <= hi and lo <= b for a, b in spans))
+    return out

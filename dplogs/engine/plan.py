@@ -43,6 +43,12 @@ TIME_BUCKETS: dict[str, str] = {"minute": "1m", "hour": "1h", "day": "1d", "week
 _BUCKET_WIDTH = {"minute": dt.timedelta(minutes=1), "hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1),
                  "week": dt.timedelta(weeks=1)}
 
+
+def bucket_width(bucket: str) -> dt.timedelta:
+    """The nominal width of a time bucket (a day bucket in a zone with DST may be an hour off)."""
+    return _BUCKET_WIDTH[bucket]
+
+
 _NUMERIC = (pl.Int32, pl.Int64, pl.Float64)
 _INT_RANGE = {pl.Int32: (-(2**31), 2**31 - 1), pl.Int64: (-(2**63), 2**63 - 1)}
 

@@ -74,3 +74,52 @@ def test_score_release_uses_the_release_noise_in_z():
     # flat history: spread floors at the noise std 2, z = 10 / √(4·(1 + 1/7))
     assert out["z"][7] == pytest.approx(10 / (2 * (8 / 7) ** 0.5))
     assert out["baseline"][7] == 10.0 and out["noise_std"][0] == 2.0
+
+
+@pytest.fixture
+def store_with_a_gap(tmp_path):
+    # 300 users, one event a day on 11-01..11-10 and again on 11-21..11-25, ingested from two
+    # files: nothing was ingested for 11-11..11-20, so the store's coverage has a hole
+    for stem, days in (("a", range(1, 11)), ("b", range(21, 26))):
+        lines = [json.dumps({"@timestamp": f"2026-11-{d:02d}T09:00:00Z", "user": {"name": f"u{u}"},
+                             "event": {"action": "logon"}}) for d in days for u in range(300)]
+        (tmp_path / f"{stem}.json").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "g"
+    res = CliRunner().invoke(cli, ["ingest", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    with Ledger.open(store / "ledger.sqlite", create=True) as ledger:
+        ledger.set_caps(window_policy="month", epsilon=5.0, delta=1e-5)
+    return Store.open(store)
+
+
+def test_buckets_outside_the_coverage_are_neither_scored_nor_in_baselines(store_with_a_gap):
+    spans = store_with_a_gap.coverage()
+    assert [(a.day, b.day) for a, b in spans] == [(1, 10), (21, 25)]
+    res = CliRunner().invoke(cli, [
+        "timeseries", "--store", str(store_with_a_gap.path), "--sql", SQL, "--epsilon", "1", "--max-groups", "30",
+        "--max-rows-per-group", "1", "--start", "2026-11-01", "--end", "2026-11-26", "--history", "5",
+        "--format", "json"])
+    assert res.exit_code == 0, res.output
+    buckets = json.loads(res.stdout)["buckets"]
+    covered = [b["covered"] for b in buckets]
+    assert covered == [True] * 10 + [False] * 10 + [True] * 5
+    gap = buckets[10:20]
+    assert all(b["z"] is None and not b["anomalous"] and b["baseline"] is None for b in gap)
+    # 11-21's baseline is the five covered days before the gap (~300 each), not the gap's noise
+    # around 0 (Laplace b = 30: the mean of five draws stays within ±100 of 300 but for ~1e-6)
+    assert abs(buckets[20]["baseline"] - 300) < 100 and abs(buckets[20]["z"]) < 6
+    assert "10 buckets lie outside the store's coverage" in res.stderr
+
+
+def test_score_release_skips_uncovered_buckets_in_the_baseline():
+    days = [dt.datetime(2026, 11, d) for d in range(1, 10)]
+    values = [10.0, 10, 10, 0, 0, 0, 10, 10, 10]
+    rel = pl.DataFrame({"day": days, "aggregate": "count", "value": values, "mechanism": "gaussian",
+                        "scale": 1.0, "ci_low": 0.0, "ci_high": 0.0})
+    mask = [True, True, True, False, False, False, True, True, True]
+    out = score_release(rel, history=3, covered=mask)
+    assert out["z"].to_list()[:6] == [None] * 6 or all(z != z for z in out["z"].to_list()[:6])
+    assert out["baseline"][6] == 10.0 and out["z"][6] == pytest.approx(0.0)
+    assert not out["anomalous"].any()
+    plain = score_release(rel, history=3)  # without the mask the return from the gap is a spike
+    assert plain["z"][6] > 5

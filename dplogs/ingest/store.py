@@ -17,6 +17,8 @@ Layout of a store directory ``STORE``::
                                             as UNIT_CODE (schema version 4)
     STORE/ledger.sqlite                     the privacy-budget ledger (owned by dplogs.privacy), bound
                                             to the manifest's store_id; the manifest records its ledger_id
+    STORE/ledger.sqlite.head                the ledger's head record (dplogs.privacy.ledger_anchor): an
+                                            older copy of the ledger put back no longer extends it
     STORE/locks/                            report-period lock files (dplogs.report.run)
 
 Every file is written beside its target as ``.NAME.tmp`` and renamed, so a reader sees whole files

@@ -103,6 +103,7 @@ from dplogs.errors import (
     LedgerIOError,
     UsageError,
 )
+from dplogs.privacy import ledger_anchor
 from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, fits, remaining
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
@@ -348,6 +349,8 @@ class Ledger:
                 if self._store_id is not None:
                     c.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (self._store_id,))
                 self._seal_state(c)
+            if ledger_anchor.read(self.path) is None:  # a record of a lost ledger stays: it is evidence
+                ledger_anchor.write(self.path, ledger_anchor.HeadRecord(self._meta("ledger_id"), 0, _GENESIS))
         else:
             if c.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
@@ -393,6 +396,7 @@ class Ledger:
         with self._tx("record the lost ledger in"):
             self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('replaces_lost_ledger', ?)",
                                (f"{lost_id} (lost; replaced {_now()})",))
+        self._write_head_record()
 
     def replaced_lost(self) -> str | None:
         """When this ledger was started in place of a lost one (``budget set --replace-lost-ledger``):
@@ -630,7 +634,11 @@ class Ledger:
             else:
                 refused = None
                 entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
+                if not self._meta("anchored") and isinstance(ledger_anchor.read(self.path), ledger_anchor.HeadRecord):
+                    c.execute("INSERT INTO meta VALUES ('anchored', '1')")  # the record is now required
                 self._seal_state(c)
+        if refused is None:
+            self._write_head_record()  # after the commit: the record never runs ahead of the ledger
         if refused is not None:  # explained outside the transaction: other writers need not wait
             w, sums, caps = refused
             raise BudgetExhausted(
@@ -745,6 +753,8 @@ class Ledger:
             raise LedgerError(
                 f"the budget caps were changed outside `dplogs budget set` (run `dplogs budget verify`). {_TAMPERED}"
             )
+        if problems := self._head_record_problems(c):
+            raise LedgerError("ledger verification failed: " + "; ".join(problems) + ". " + _ROLLED_BACK)
         self._check_owner()
         if self._store_id is not None and self._meta("store_id") is None:
             if not bind and c.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
@@ -781,6 +791,24 @@ class Ledger:
                 problems.append("the newest entry is not the recorded head of the chain")
             problems += _entry_problems(e, cols[17], seal)
         return problems
+
+    def _head_record_problems(self, c: sqlite3.Connection) -> list[str]:
+        """Whether the ledger extends its head record (:mod:`~dplogs.privacy.ledger_anchor`)."""
+        record = ledger_anchor.read(self.path)
+        hash_at: dict[int, str] = {0: _GENESIS}
+        if isinstance(record, ledger_anchor.HeadRecord) and record.entries > 0:
+            row = c.execute("SELECT entry_hash FROM entries WHERE seq = ?", (record.entries,)).fetchone()
+            if row is not None:
+                hash_at[record.entries] = row[0]
+        return ledger_anchor.problems(
+            record, ledger_id=self._meta("ledger_id"), entries=int(self._meta("entry_count") or 0), hash_at=hash_at,
+            anchored=self._meta("anchored") == "1", record_name=ledger_anchor.record_path(self.path).name)
+
+    def _write_head_record(self) -> None:
+        with self._lock:
+            own, count, head = self._meta("ledger_id"), self._meta("entry_count"), self._meta("head_hash")
+        if own is not None:
+            ledger_anchor.write(self.path, ledger_anchor.HeadRecord(own, int(count or 0), head or _GENESIS))
 
     def _seal_state(self, c: sqlite3.Connection) -> None:
         c.execute("INSERT OR REPLACE INTO meta VALUES ('state_seal', ?)", (_state_seal(c),))
@@ -824,6 +852,7 @@ class Ledger:
                 caps_hash, stored_caps_hash = _caps_hash(self._conn), self._meta("caps_hash")
                 sealed = self._meta("format") == FORMAT_VERSION
                 state = self._state_problems(self._conn) if sealed else []
+                state += self._head_record_problems(self._conn)
             except sqlite3.Error as exc:
                 raise _storage_error(exc, self.path, "read") from None
         if check != "ok":
@@ -897,7 +926,7 @@ def _state_seal(c: sqlite3.Connection) -> str:
     change to entries), entry count, head hash, caps hash, window policy and store id."""
     writes = c.execute("SELECT n FROM writes").fetchall()
     meta = dict(c.execute("SELECT key, value FROM meta WHERE key IN "
-                          "('entry_count', 'head_hash', 'caps_hash', 'window_policy', 'store_id')").fetchall())
+                          "('entry_count', 'head_hash', 'caps_hash', 'window_policy', 'store_id', 'anchored')").fetchall())
     return _sha("dplogs ledger state\n" + _canonical([[w[0] for w in writes], meta]))
 
 
@@ -914,6 +943,11 @@ _TAMPERED = (
     "Nothing was released or charged. Do not release from this store: keep the ledger file as it is "
     "for investigation (`dplogs budget verify` lists the problems). Never replace it with an older "
     "copy: that would erase recorded spend"
+)
+
+_ROLLED_BACK = (
+    "Nothing was released or charged. Put the store's current ledger back (what it spent since the copy "
+    "was made is recorded only there); `dplogs budget verify` lists the problems"
 )
 
 _IO_HINTS = {

@@ -92,8 +92,10 @@ def test_a_store_and_ledger_made_before_ledger_ids_get_one_on_the_next_release(s
     manifest = _manifest(spent_store)
     del manifest["ledger_id"]
     (spent_store / "manifest.json").write_text(json.dumps(manifest))
-    with Ledger.open(spent_store / "ledger.sqlite") as ledger:
-        ledger._conn.execute("DELETE FROM meta WHERE key = 'ledger_id'")
+    with Ledger.open(spent_store / "ledger.sqlite") as ledger:  # as made before ids and head records
+        ledger._conn.execute("DELETE FROM meta WHERE key IN ('ledger_id', 'anchored')")
+        ledger._seal_state(ledger._conn)
+    (spent_store / "ledger.sqlite.head").unlink()
     res = invoke("budget", "show", "--store", spent_store)  # reading writes nothing
     assert res.exit_code == 0 and "ledger_id" not in _manifest(spent_store)
     assert invoke("query", "--store", spent_store, *GOOD).exit_code == 0

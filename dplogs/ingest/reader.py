@@ -36,6 +36,9 @@ from dplogs.errors import DataError, InputNotFound, UsageError
 from dplogs.ingest.base import LINES_SCHEMA, InputSource, LogFormat
 
 SNIFF_BYTES = 64 * 1024
+SNIFF_MAX_BYTES = 4 * 1024 * 1024
+"""A first line longer than SNIFF_BYTES (an event with a long message) is read on up to this, so
+the sniffers see at least one whole line."""
 BLOCK_BYTES = 8 * 1024 * 1024
 FIRST_BLOCK_BYTES = 4 * 1024 * 1024
 MIN_SNIFF_SCORE = 0.5
@@ -194,6 +197,11 @@ def _source(path: str, *, name: str, explicit: bool, max_gzip_ratio: float) -> t
     opener = Opener(path, explicit=explicit, name=name, max_gzip_ratio=max_gzip_ratio)
     with opener() as stream:
         head = stream.read(SNIFF_BYTES)
+        while b"\n" not in head and len(head) < SNIFF_MAX_BYTES:
+            more = stream.read(SNIFF_BYTES)
+            if not more:
+                break
+            head += more
     opener.errors.clear()  # a truncated stream is reported once, when it is parsed
     return InputSource(name=name, head=head, open=opener, path=path, compressed=opener.gzipped), opener
 

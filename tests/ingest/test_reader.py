@@ -185,3 +185,19 @@ def test_reading_lines_does_not_load_pyarrow_compute(tmp_path: Path) -> None:
             "'pyarrow.compute' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["2", "False"]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_first_line_longer_than_the_sniff_window_is_still_recognised(tmp_path, compress):
+    # an ECS event with a 100 KB message first: the 64 KiB head held no whole line, so every
+    # sniffer scored 0 and ingest asked for --format
+    import json
+
+    lines = [json.dumps({"@timestamp": "2026-11-01T00:00:00Z", "user": {"name": "a"}, "message": "x" * 100_000})]
+    lines += [json.dumps({"@timestamp": f"2026-11-01T00:00:0{i}Z", "message": "hi"}) for i in range(5)]
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / ("big.json.gz" if compress else "big.json")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    with open_sources([path]) as sources:
+        (source, _), = sources
+        assert detect_format(source).name == "jsonl"

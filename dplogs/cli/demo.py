@@ -116,5 +116,6 @@ def _parts(value: float, exact: float, exact_label: str, noisy_label: str) -> st
     """A released total as its exact part plus the noisy rest, which may be negative: noise on the
     protected rows is unbiased, so a total can read below its exact part."""
     rest = value - exact
+    noisy = "noisy: their count plus noise, which took it below 0" if rest < 0 else "noisy"
     return (f"{value:g} failures = {exact:g} {exact_label} (exact) {'-' if rest < 0 else '+'} {abs(rest):g} "
-            f"{noisy_label} (noisy)")
+            f"{noisy_label} ({noisy})")

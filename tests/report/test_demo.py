@@ -42,3 +42,12 @@ def test_demo_catches_up_and_points_at_the_summary(tmp_path):
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and Ledger.open(store / "ledger.sqlite").spent("2024-03").epsilon == spent
     assert took < 60  # the README promises a quick first run (about 6 s here)
+
+
+def test_a_negative_noisy_part_is_explained():
+    from dplogs.cli.demo import _parts
+
+    # the exact part counts the unprotected rows; the rest is the protected rows' count plus noise
+    assert _parts(229, 240, "from outside", "from inside").endswith(
+        "- 11 from inside (noisy: their count plus noise, which took it below 0)")
+    assert _parts(245, 240, "from outside", "from inside").endswith("+ 5 from inside (noisy)")

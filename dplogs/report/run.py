@@ -51,6 +51,8 @@ class SectionResult:
     left: tuple[WindowBudget, ...] = ()
     """The budget windows the section is charged to, read from the ledger right after it: what
     they have left once it was released (or refused)."""
+    bucket: str | None = None
+    """The section's time bucket (hour, day, ...), when it has one."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,15 @@ class Coverage:
 
     state: str
     note: str
+    spans: tuple[tuple[dt.date, dt.date], ...] | None = None
+    """The store's covered day spans (public metadata), None when it cannot tell."""
 
 
 def period_coverage(engine: Engine, start: dt.datetime, end: dt.datetime) -> Coverage:
     """Whether the store holds logs for ``[start, end)``, from its public coverage metadata only
     (the day spans of ingested inputs, docs/privacy.md)."""
     store_spans = engine.coverage()  # read once: ingested.json
+    spans = None if store_spans is None else tuple(store_spans)
     try:
         covered = check_coverage(start, end, store_spans)
     except NoDataInWindow:
@@ -77,8 +82,9 @@ def period_coverage(engine: Engine, start: dt.datetime, end: dt.datetime) -> Cov
                                    "ingested before coverage was recorded): an all-quiet report may also mean missing logs")
     if covered["covered_days"] < covered["window_days"]:
         return Coverage("partial", f"the store holds logs for {covered['covered_days']} of the period's "
-                                   f"{covered['window_days']} day(s)")
-    return Coverage("covered", "")
+                                   f"{covered['window_days']} day(s); cells of the days without logs hold noise "
+                                   "only and are left out of what stands out", spans)
+    return Coverage("covered", "", spans)
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,8 @@ def run_report(
                 except DplogsError as exc:
                     result = SectionResult(section, None, exc)
                 left = tuple(engine.ledger.budget(w) for w in query.plan.budget_windows)
-                results.append(replace(result, left=left))
+                bucket = next((k.bucket for k in query.plan.keys if k.bucket is not None), None)
+                results.append(replace(result, left=left, bucket=bucket))
     budgets = tuple(engine.ledger.budget(w) for w in windows)
     return ReportRun(
         spec=spec, start=start, end=end, privacy_unit=engine.privacy_unit, budget_window=engine.budget_window,

@@ -6,6 +6,9 @@ A section of m cells asks m questions at once, so a bare 95% interval would flag
 cell in twenty; each cell's interval is therefore widened to hold for all m together (Bonferroni
 with Laplace tails: the half-width below the value times ln(m/0.05)/ln(1/0.05)), and it must clear
 zero as well as the baseline. The factor is value / baseline when the baseline is positive.
+In a period the store covers only in part, cells whose time bucket meets no covered day hold
+noise only: they are neither baseline nor standout (a week with two days of logs would otherwise
+compare those days with five near-zero cells and flag both).
 
 Only rows of the releases are read, so a private key appears here only if its release published
 it (partition selection); nothing else about the data is looked at.
@@ -23,6 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import polars as pl
+
+from dplogs.engine.coverage import buckets_covered
+from dplogs.engine.plan import bucket_width
 from dplogs.engine.release import key_columns
 from dplogs.report.run import ReportRun, SectionResult
 
@@ -64,9 +71,10 @@ def _widen(m: int) -> float:
 
 def summarize(run: ReportRun) -> Summary:
     standouts: list[Standout] = []
+    spans = run.coverage.spans if run.coverage.state == "partial" else None
     for s in run.sections:
         if s.release is not None:
-            standouts += _section_standouts(s)
+            standouts += _section_standouts(s, spans)
     released = [s.release for s in run.sections if s.release is not None]
     return Summary(
         standouts=tuple(standouts),
@@ -78,11 +86,15 @@ def summarize(run: ReportRun) -> Summary:
     )
 
 
-def _section_standouts(s: SectionResult) -> list[Standout]:
+def _section_standouts(s: SectionResult, spans: tuple | None = None) -> list[Standout]:
     data = s.release.data  # type: ignore[union-attr]
     keys = key_columns(data)
     anomaly = s.section.model is not None
     found: list[Standout] = []
+    time_key = next((k for k in keys if isinstance(data.schema[k], pl.Datetime)), None)
+    if spans is not None and s.bucket is not None and time_key is not None:
+        covered = buckets_covered(data[time_key].to_list(), bucket_width(s.bucket), list(spans))
+        data = data.filter(pl.Series(covered, dtype=pl.Boolean))
     for agg in data["aggregate"].unique(maintain_order=True).to_list():
         rows = [r for r in data.filter(data["aggregate"] == agg).iter_rows(named=True)
                 if _finite(r["value"]) and _finite(r["ci_low"])]

@@ -135,3 +135,30 @@ def test_each_section_states_its_spend_and_what_is_left(new_store):
     doc = json.loads(render(again, "json"))
     assert all(s["budget"]["replayed"] for s in doc["sections"])
     assert "when first released (replayed now: nothing spent)" in render(again, "md")
+
+
+def test_days_without_logs_in_a_partly_covered_period_do_not_make_the_others_stand_out(tmp_path):
+    """A weekly report over a store that holds logs for two of the week's days: the five other
+    daily cells are noise around 0. Used as baseline (median ~0) they made both real days "stand
+    out"; now they are neither baseline nor standout, and the report says so."""
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+
+    lines = [json.dumps({"@timestamp": f"2026-11-{d:02d}T09:00:00Z", "user": {"name": f"u{u}"},
+                         "event": {"action": "logon"}}) for d in (2, 3) for u in range(300)]
+    (tmp_path / "logs.json").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "s"
+    assert CliRunner().invoke(cli, ["ingest", str(tmp_path / "logs.json"), "--store", str(store)]).exit_code == 0
+    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=10, delta=1e-5)
+    (tmp_path / "per_day.toml").write_text(
+        "name = \"per_day\"\nsql = '''SELECT date_trunc('day', \"@timestamp\") AS day, COUNT(*) AS events FROM logs "
+        "GROUP BY 1'''\n[privacy]\nepsilon = 1.0\nmax_groups = 7\nmax_rows_per_group = 1\n")
+    (tmp_path / "weekly.toml").write_text(
+        "name = \"weekly\"\ntitle = \"Weekly\"\nperiod = \"week\"\n[[section]]\nquery = \"per_day.toml\"\n"
+        "title = \"Events per day\"\n")
+    with exact_mode():  # the rule on the true values: 300, 300 and five zeros
+        run = run_report(load_report_spec(tmp_path / "weekly.toml"), store, day=dt.date(2026, 11, 4))
+    assert run.coverage.state == "partial" and "left out of what stands out" in run.coverage.note
+    assert summarize(run).standouts == ()
+    assert "left out of what stands out" in render(run, "md")

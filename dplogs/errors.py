@@ -78,6 +78,13 @@ class StoreWriteError(DplogsError):
     exit_code = 74  # EX_IOERR
 
 
+class StoreDamaged(DplogsError):
+    """A file of the store cannot be read as what it should be (truncated, overwritten, bit rot).
+    Nothing is released from such a store: a release over part of the events would be silently wrong."""
+
+    exit_code = 74  # EX_IOERR
+
+
 class LedgerError(DplogsError):
     """The budget ledger is missing, corrupt or fails verification; nothing is released."""
 
@@ -133,6 +140,7 @@ EXIT_CODES: dict[str, int] = {
         InputNotFound,
         StoreError,
         StoreWriteError,
+        StoreDamaged,
         LedgerError,
         OutputWriteError,
         LedgerIOError,

@@ -16,7 +16,7 @@ import traceback
 import click
 
 from dplogs import __version__
-from dplogs.errors import EXIT_CODES, DplogsError, InternalError
+from dplogs.errors import EXIT_CODES, DplogsError, InternalError, StoreDamaged
 from dplogs.escape import for_terminal
 
 # command name -> "module:attribute" (module relative to dplogs.cli)
@@ -65,9 +65,22 @@ class _LazyGroup(click.Group):
         except Exception as exc:  # anything else is a bug: say so, keep the traceback on request
             if os.environ.get("DPLOGS_DEBUG"):
                 traceback.print_exc()
+            if _unreadable_parquet(exc):  # a damaged store file, not a bug
+                damaged = StoreDamaged(f"a Parquet file could not be read ({type(exc).__name__}: {exc}): a file of "
+                                       "the store (or a Parquet input) is damaged; nothing was released from it")
+                click.echo(f"error: {for_terminal(str(damaged))}", err=True)
+                ctx.exit(damaged.exit_code)
             bug = InternalError(f"unexpected {type(exc).__name__}: {exc}")
             click.echo(f"error: {for_terminal(str(bug))} — rerun with DPLOGS_DEBUG=1 for the traceback", err=True)
             ctx.exit(bug.exit_code)
+
+
+def _unreadable_parquet(exc: Exception) -> bool:
+    """A read error polars or pyarrow raise for a Parquet file that is not what it should be."""
+    text = str(exc).lower()
+    return type(exc).__module__.split(".")[0] in ("polars", "pyarrow") and "parquet" in text and any(
+        w in text for w in ("out of specification", "magic", "corrupt", "invalid", "decompress", "thrift",
+                            "eof", "unexpected end", "couldn't deserialize"))
 
 
 @click.group(cls=_LazyGroup, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

@@ -54,7 +54,9 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from dplogs.errors import InternalError, LedgerError, LedgerIOError, StoreError, StoreWriteError, UsageError
+from dplogs.errors import (
+    InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
+)
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
 from dplogs.schema.units import SHARED, UnitRule
@@ -386,9 +388,32 @@ class Store:
         days = self.day_paths() if day is None else [self.events_path / f"day={day}"]
         return [f for d in days for f in _parquet_files(d)]
 
+    def readable_event_files(self) -> list[Path]:
+        """:meth:`event_files`, each checked to end in Parquet's footer magic (one 4-byte read per
+        file): a truncated or overwritten file raises :class:`StoreDamaged` naming it, before any
+        release reads (and charges for) a store missing part of its events."""
+        files = self.event_files()
+        damaged = []
+        for f in files:
+            try:
+                with open(f, "rb") as fh:
+                    fh.seek(-4, os.SEEK_END)
+                    ok = fh.read(4) == b"PAR1"
+            except OSError:
+                ok = False
+            if not ok:
+                damaged.append(f)
+        if damaged:
+            shown = ", ".join(str(f) for f in damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+            raise StoreDamaged(
+                f"store {self.path} is damaged: {len(damaged)} events file(s) are not whole Parquet files ({shown}); "
+                "nothing was released or charged. Restore them from a backup of the store; moving them aside "
+                "leaves their events out of every release")
+        return files
+
     def scan(self) -> pl.LazyFrame:
         """All events as a lazy frame with exactly ``STORE_SCHEMA`` (no rows for an empty store)."""
-        files = self.event_files()
+        files = self.readable_event_files()
         if not files:
             return pl.LazyFrame(schema=STORE_SCHEMA)
         # Files leave out their all-null columns (see write_events): "insert" reads those as nulls.
@@ -401,7 +426,7 @@ class Store:
         if not self.unit_codes_kept:
             raise InternalError(f"store {self.path} was made without unit codes; read it with scan()")
         schema = pl.Schema({**STORE_SCHEMA, UNIT_CODE: pl.UInt32()})
-        files = self.event_files()
+        files = self.readable_event_files()
         if not files:
             return pl.LazyFrame(schema=schema)
         return pl.scan_parquet(files, schema=schema, hive_partitioning=False, missing_columns="insert")

@@ -1,0 +1,55 @@
+"""A store whose events files were truncated or overwritten (a partial copy, a full disk, bit rot)
+releases nothing and says which file is damaged (74), instead of exiting 70 as a bug; nothing is
+charged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.adversarial.conftest import GOOD, invoke
+
+from dplogs.privacy.ledger import Ledger
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def store(tmp_path) -> Path:
+    path = tmp_path / "store"
+    assert invoke("ingest", "--store", path, "--year", "2024", REPO / "sample_logs" / "auth.log").exit_code == 0
+    assert invoke("budget", "set", "--store", path, "--epsilon", "5", "--delta", "1e-5").exit_code == 0
+    return path
+
+
+def _ledger_bytes(store: Path) -> list:
+    """What the ledger holds (a refunded reservation would show; its bytes move on a checkpoint)."""
+    with Ledger.open(store / "ledger.sqlite") as ledger:
+        return [(e.seq, e.status, e.loss) for e in ledger.history()]
+
+
+def _largest_events_file(store: Path) -> Path:
+    return max((store / "events").rglob("*.parquet"), key=lambda f: f.stat().st_size)
+
+
+def test_a_truncated_events_file_is_named_and_nothing_is_charged(store):
+    victim = _largest_events_file(store)
+    victim.write_bytes(victim.read_bytes()[:500])
+    before = _ledger_bytes(store)
+    for args in (("query", "--store", store, *GOOD), ("inspect", "--store", store, "--head", "3")):
+        res = invoke(*args)
+        assert res.exit_code == 74, res.output
+        assert "is damaged" in res.output and victim.name in res.output and "this is a bug" not in res.output
+    assert _ledger_bytes(store) == before
+
+
+def test_an_events_file_overwritten_inside_is_a_damaged_store_not_a_bug(store):
+    victim = _largest_events_file(store)
+    data = bytearray(victim.read_bytes())
+    data[8:len(data) - 2000] = bytes(len(data) - 2008)  # footer magic intact, contents zeroed
+    victim.write_bytes(bytes(data))
+    before = _ledger_bytes(store)
+    res = invoke("query", "--store", store, *GOOD)
+    assert res.exit_code == 74, res.output
+    assert "is damaged" in res.output and "this is a bug" not in res.output
+    assert _ledger_bytes(store) == before

@@ -90,7 +90,9 @@ def problems(record: HeadRecord | None | str, *, ledger_id: str | None, entries:
         return [f"the ledger's head record is unusable: {record}"]
     if ledger_id is not None and record.ledger_id != ledger_id:
         return [f"the head record {record_name} is of ledger {record.ledger_id}, not of this ledger {ledger_id}: "
-                "the ledger was replaced by another one"]
+                "the ledger was replaced by another one (for a store, `dplogs budget set --replace-lost-ledger` "
+                "records that; for a standalone ledger, only its administrator may remove the record, which "
+                "forgets what the lost ledger spent)"]
     if entries < record.entries:
         return [f"the ledger holds {entries} entries but already held {record.entries} ({record_name}): it is an "
                 "older copy put back, which erases recorded spend"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.adversarial.conftest import GOOD, invoke
 
+from dplogs.errors import LedgerError
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.loss import PrivacyLoss
 
@@ -112,7 +113,24 @@ def test_a_standalone_ledger_restored_from_a_copy_refuses_to_charge(tmp_path):
     _put_back(tmp_path / "copy.sqlite", path)
     with Ledger.open(path) as ledger:
         assert not ledger.verify().ok
-        with pytest.raises(Exception, match="older copy put back"):
+        with pytest.raises(LedgerError, match="older copy put back"):
             with ledger.charge(PrivacyLoss(epsilon=0.5), windows=["2026-11"], caller="api"):
                 pass
         assert ledger.spent("2026-11").epsilon == pytest.approx(0.4)  # nothing charged on the copy
+
+
+def test_a_standalone_ledger_deleted_and_recreated_is_refused(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with Ledger.open(path, create=True) as ledger:
+        ledger.set_caps(window_policy="month", epsilon=1.0, delta=1e-6)
+        with ledger.charge(PrivacyLoss(epsilon=0.9), windows=["2026-11"], caller="api"):
+            pass
+    for f in tmp_path.glob("ledger.sqlite*"):
+        if not f.name.endswith(".head"):
+            f.unlink()
+    with Ledger.open(path, create=True) as ledger:  # a fresh ledger would hand out the whole budget again
+        with pytest.raises(LedgerError, match="the ledger was replaced by another one"):
+            ledger.set_caps(window_policy="month", epsilon=1.0, delta=1e-6)
+        with pytest.raises(LedgerError, match="the ledger was replaced by another one"):
+            with ledger.charge(PrivacyLoss(epsilon=0.9), windows=["2026-11"], caller="api"):
+                pass

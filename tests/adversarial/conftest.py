@@ -19,11 +19,16 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def auth_store(path: Path, *, epsilon: float = 50) -> Path:
+    """The sample auth.log ingested into a new store at ``path`` with caps of ``epsilon`` (δ 1e-5)."""
+    assert invoke("ingest", "--store", path, "--year", "2024", REPO / "sample_logs" / "auth.log").exit_code == 0
+    assert invoke("budget", "set", "--store", path, "--epsilon", epsilon, "--delta", "1e-5").exit_code == 0
+    return path
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("adv") / "store"
-    assert invoke("ingest", "--store", path, "--year", "2024", REPO / "sample_logs" / "auth.log").exit_code == 0
-    assert invoke("budget", "set", "--store", path, "--epsilon", "50", "--delta", "1e-5").exit_code == 0
+    path = auth_store(tmp_path_factory.mktemp("adv") / "store")
     res = invoke("query", "--store", path, *GOOD, "--format", "json")
     assert res.exit_code == 0, res.output
     return path

@@ -7,19 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.adversarial.conftest import GOOD, invoke
+from tests.adversarial.conftest import GOOD, auth_store, invoke
 
 from dplogs.privacy.ledger import Ledger
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture()
 def store(tmp_path) -> Path:
-    path = tmp_path / "store"
-    assert invoke("ingest", "--store", path, "--year", "2024", REPO / "sample_logs" / "auth.log").exit_code == 0
-    assert invoke("budget", "set", "--store", path, "--epsilon", "5", "--delta", "1e-5").exit_code == 0
-    return path
+    return auth_store(tmp_path / "store", epsilon=5)
 
 
 def _ledger_bytes(store: Path) -> list:

@@ -9,19 +9,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.adversarial.conftest import GOOD, invoke
+from tests.adversarial.conftest import GOOD, auth_store, invoke
 
 from dplogs.privacy.ledger import Ledger
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
 def spent_store(tmp_path) -> Path:
     """A store whose ledger holds one release."""
-    path = tmp_path / "store"
-    assert invoke("ingest", "--store", path, "--year", "2024", REPO / "sample_logs" / "auth.log").exit_code == 0
-    assert invoke("budget", "set", "--store", path, "--epsilon", "1", "--delta", "1e-5").exit_code == 0
+    path = auth_store(tmp_path / "store", epsilon=1)
     res = invoke("query", "--store", path, *GOOD)
     assert res.exit_code == 0, res.output
     return path

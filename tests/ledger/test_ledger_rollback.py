@@ -10,14 +10,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from tests.adversarial.conftest import GOOD, invoke
+from tests.adversarial.conftest import GOOD, auth_store, invoke
 
 from dplogs.errors import LedgerError
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.loss import PrivacyLoss
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _copy_ledger(src: Path, dst: Path) -> None:
     """A consistent copy of a live WAL-mode ledger, as a backup tool would take it."""
@@ -39,9 +36,16 @@ def _put_back(copy: Path, ledger: Path) -> None:
 
 @pytest.fixture()
 def store(tmp_path) -> Path:
-    path = tmp_path / "store"
-    assert invoke("ingest", "--store", path, "--year", "2024", REPO / "sample_logs" / "auth.log").exit_code == 0
-    assert invoke("budget", "set", "--store", path, "--epsilon", "1", "--delta", "1e-5").exit_code == 0
+    return auth_store(tmp_path / "store", epsilon=1)
+
+
+def _standalone_ledger(directory: Path, *, spend: float) -> Path:
+    """A ledger made without a store (the Python API), with one release of ε = ``spend``."""
+    path = directory / "ledger.sqlite"
+    with Ledger.open(path, create=True) as ledger:
+        ledger.set_caps(window_policy="month", epsilon=1.0, delta=1e-6)
+        with ledger.charge(PrivacyLoss(epsilon=spend), windows=["2026-11"], caller="api"):
+            pass
     return path
 
 
@@ -101,11 +105,7 @@ def test_a_rewritten_history_of_the_same_length_is_refused(store, tmp_path):
 
 
 def test_a_standalone_ledger_restored_from_a_copy_refuses_to_charge(tmp_path):
-    path = tmp_path / "ledger.sqlite"
-    with Ledger.open(path, create=True) as ledger:
-        ledger.set_caps(window_policy="month", epsilon=1.0, delta=1e-6)
-        with ledger.charge(PrivacyLoss(epsilon=0.4), windows=["2026-11"], caller="api"):
-            pass
+    path = _standalone_ledger(tmp_path, spend=0.4)
     _copy_ledger(path, tmp_path / "copy.sqlite")
     with Ledger.open(path) as ledger:
         with ledger.charge(PrivacyLoss(epsilon=0.5), windows=["2026-11"], caller="api"):
@@ -120,11 +120,7 @@ def test_a_standalone_ledger_restored_from_a_copy_refuses_to_charge(tmp_path):
 
 
 def test_a_standalone_ledger_deleted_and_recreated_is_refused(tmp_path):
-    path = tmp_path / "ledger.sqlite"
-    with Ledger.open(path, create=True) as ledger:
-        ledger.set_caps(window_policy="month", epsilon=1.0, delta=1e-6)
-        with ledger.charge(PrivacyLoss(epsilon=0.9), windows=["2026-11"], caller="api"):
-            pass
+    path = _standalone_ledger(tmp_path, spend=0.9)
     for f in tmp_path.glob("ledger.sqlite*"):
         if not f.name.endswith(".head"):
             f.unlink()

@@ -148,8 +148,13 @@ def _history_row(e: Entry) -> tuple[str, ...]:
 @click.option("--replace-lost-ledger", is_flag=True,
               help="The store's ledger file is gone: start a new one that records the loss (what was spent "
                    "before cannot be known). Refused while the store's own ledger is there.")
+@click.option("--reset-head-record", is_flag=True,
+              help="The ledger's head record (ledger.sqlite.head) is missing or unreadable, and you have checked "
+                   "that ledger.sqlite is the store's current ledger: write a new record from it (noted in the "
+                   "ledger). Refused while the record is readable.")
 def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float | None,
-             window_policy: str | None, window: str | None, replace_lost_ledger: bool) -> None:
+             window_policy: str | None, window: str | None, replace_lost_ledger: bool,
+             reset_head_record: bool) -> None:
     """Set the budget caps (creates the ledger if needed). Options left out keep their value.
 
     Also binds the store's ledger to the store (once, for stores and ledgers made before store
@@ -159,6 +164,8 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
     """
     ledger, store_policy = _open(store, create=True, replace_lost=replace_lost_ledger)
     with ledger:
+        if reset_head_record:
+            ledger.reset_head_record()
         ledger.bind()  # the administrator's command: an unbound ledger becomes this store's
         if window_policy is not None and window_policy != store_policy:
             raise UsageError(
@@ -200,7 +207,7 @@ def verify(store: Path, as_json: bool) -> None:
     """
     with _open(store)[0] as ledger:
         report = ledger.verify()
-        replaced = ledger.replaced_lost()
+        replaced, reset = ledger.replaced_lost(), ledger.head_record_reset()
     if as_json:
         click.echo(json.dumps({
             "ok": report.ok, "entries": report.entries, "head_hash": report.head_hash,
@@ -212,6 +219,8 @@ def verify(store: Path, as_json: bool) -> None:
     if replaced:
         click.echo(f"note: this ledger replaced ledger {replaced}: spend before that is not "
                    "in it", err=True)
+    if reset:
+        click.echo(f"note: the ledger's head record was reset by its administrator at {reset}", err=True)
     for e in report.unfinished:
         click.echo(f"note: entry #{e.seq} ({e.id}, {visible(e.caller)}, pid {e.pid}) is still reserved: in flight "
                    "or interrupted; it counts as spent", err=True)

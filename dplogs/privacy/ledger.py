@@ -398,6 +398,31 @@ class Ledger:
                                (f"{lost_id} (lost; replaced {_now()})",))
         self._write_head_record()
 
+    def reset_head_record(self) -> None:
+        """Write a new head record from this ledger where the old one is missing or unreadable
+        (``dplogs budget set --reset-head-record``, the administrator's act after checking that this
+        is the store's current ledger), and note it in the ledger (shown by ``verify``). Refused
+        where the record is readable: a ledger that does not extend a readable record is an older
+        copy or another ledger, and a new record would erase the spend recorded since."""
+        record = ledger_anchor.read(self.path)
+        if isinstance(record, ledger_anchor.HeadRecord):
+            raise UsageError(f"--reset-head-record rewrites only a missing or unreadable head record; "
+                             f"{ledger_anchor.record_path(self.path)} is readable (nothing was changed)")
+        chain = [p for p in self.verify().problems if "head record" not in p]
+        if chain:
+            raise LedgerError("the ledger itself fails verification, so no head record is written for it: "
+                              + "; ".join(chain))
+        with self._tx("note the reset head record in"):
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('head_record_reset', ?)",
+                               (f"{_now()} (the record was {record or 'missing'})",))
+        ledger_anchor.write(self.path, ledger_anchor.HeadRecord(
+            self._meta("ledger_id"), int(self._meta("entry_count") or 0), self._meta("head_hash") or _GENESIS),
+            replace_unreadable=True)
+
+    def head_record_reset(self) -> str | None:
+        """When the head record was last rewritten by :meth:`reset_head_record` (and what it was)."""
+        return self._meta("head_record_reset")
+
     def replaced_lost(self) -> str | None:
         """When this ledger was started in place of a lost one (``budget set --replace-lost-ledger``):
         the lost ledger's id and the time, or None."""

@@ -58,12 +58,15 @@ def read(ledger_path: Path) -> HeadRecord | None | str:
     return record if record.entries >= 0 else f"{path} is not a ledger head record"
 
 
-def write(ledger_path: Path, record: HeadRecord) -> None:
+def write(ledger_path: Path, record: HeadRecord, *, replace_unreadable: bool = False) -> None:
     """Replace the record atomically (a reader sees the old or the new one, never half of one).
     Best effort: a record that cannot be written (full disk) stays behind the ledger, which is
-    still consistent with it; the ledger's own commit is what counts."""
+    still consistent with it; the ledger's own commit is what counts. An unreadable record is
+    evidence and stays unless ``replace_unreadable`` (the administrator's reset)."""
     path = record_path(ledger_path)
     current = read(ledger_path)
+    if isinstance(current, str) and not replace_unreadable:
+        return
     if isinstance(current, HeadRecord) and current.ledger_id == record.ledger_id and current.entries > record.entries:
         return  # a concurrent writer already recorded a later head
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # one per writer: threads and processes
@@ -83,11 +86,13 @@ def problems(record: HeadRecord | None | str, *, ledger_id: str | None, entries:
              anchored: bool, record_name: str) -> list[str]:
     """What is wrong between the ledger (its id, entry count, and the entry hash at the recorded
     position in ``hash_at``) and its head record."""
+    reset = ("; if only the record was lost and this is the store's current ledger, its administrator can "
+             "write a new one with `dplogs budget set --reset-head-record`")
     if record is None:
         return [f"the ledger's head record {record_name} is missing, though the ledger has used one: it was "
-                "deleted, or the ledger is an older copy put back"] if anchored else []
+                f"deleted, or the ledger is an older copy put back{reset}"] if anchored else []
     if isinstance(record, str):
-        return [f"the ledger's head record is unusable: {record}"]
+        return [f"the ledger's head record is unusable: {record}{reset}"]
     if ledger_id is not None and record.ledger_id != ledger_id:
         return [f"the head record {record_name} is of ledger {record.ledger_id}, not of this ledger {ledger_id}: "
                 "the ledger was replaced by another one (for a store, `dplogs budget set --replace-lost-ledger` "

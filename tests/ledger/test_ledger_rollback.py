@@ -130,3 +130,20 @@ def test_a_standalone_ledger_deleted_and_recreated_is_refused(tmp_path):
         with pytest.raises(LedgerError, match="the ledger was replaced by another one"):
             with ledger.charge(PrivacyLoss(epsilon=0.9), windows=["2026-11"], caller="api"):
                 pass
+
+
+def test_a_lost_head_record_is_reset_only_by_the_administrator_and_noted(store):
+    for _ in range(2):
+        assert invoke("query", "--store", store, *GOOD).exit_code == 0
+    record = store / "ledger.sqlite.head"
+    record.write_text("{half a rec")  # e.g. damaged by the disk
+    res = invoke("query", "--store", store, *GOOD)
+    assert res.exit_code == 74 and "--reset-head-record" in res.output, res.output
+    res = invoke("budget", "set", "--store", store, "--reset-head-record")
+    assert res.exit_code == 0, res.output
+    assert invoke("query", "--store", store, *GOOD).exit_code == 0
+    res = invoke("budget", "verify", "--store", store)
+    assert res.exit_code == 0 and "head record was reset by its administrator" in res.output
+    # a readable record is never rewritten: a ledger that does not extend it is an older copy
+    res = invoke("budget", "set", "--store", store, "--reset-head-record")
+    assert res.exit_code == 64 and "is readable (nothing was changed)" in res.output

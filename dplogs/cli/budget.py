@@ -198,15 +198,22 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
 @budget.command()
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
-def verify(store: Path, as_json: bool) -> None:
+@click.option("--pinned", "pinned", metavar="HASH", multiple=True,
+              help="A head hash recorded outside the store earlier (e.g. in the SIEM after each nightly run): "
+                   "also check that the ledger's chain still contains it, i.e. extends that history. Repeatable.")
+def verify(store: Path, as_json: bool, pinned: tuple[str, ...]) -> None:
     """Check the ledger's hash chain, seals and entry count.
 
     Exits 0 when intact (entries left reserved by a crashed run are listed; they count as spent),
-    74 when an entry was edited, deleted, inserted or reordered, or the file is corrupt. Record the
-    printed head hash elsewhere to pin the history.
+    74 when an entry was edited, deleted, inserted or reordered, the file is corrupt, or a --pinned
+    head is not in the chain (the ledger, or the whole store, was restored from an older copy).
+    Record the printed head hash elsewhere to pin the history.
     """
+    for h in pinned:
+        if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+            raise UsageError(f"--pinned takes a head hash as `budget verify` prints it (64 hex digits), got {visible(h)!r}")
     with _open(store)[0] as ledger:
-        report = ledger.verify()
+        report = ledger.verify(pinned=pinned)
         replaced, reset = ledger.replaced_lost(), ledger.head_record_reset()
     if as_json:
         click.echo(json.dumps({

@@ -863,9 +863,11 @@ class Ledger:
             "AND idempotency_key LIKE ? ESCAPE '\\' ORDER BY idempotency_key", (pattern,))
         return [r[0] for r in rows if r[0].startswith(prefix)]  # LIKE ignores ASCII case
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, pinned: Sequence[str] = ()) -> VerifyReport:
         """Recompute the hash chain and seals; compare with the head hash and count in ``meta``;
-        check the caps hash and (format 2) the state seal the per-release check relies on."""
+        check the caps hash and (format 2) the state seal the per-release check relies on.
+        ``pinned``: head hashes recorded outside the store earlier, each of which the chain must
+        contain (it extends that history)."""
         problems: list[str] = []
         unfinished: list[Entry] = []
         with self._lock:
@@ -906,6 +908,9 @@ class Ledger:
         if caps_hash != stored_caps_hash:
             problems.append("the budget caps were edited outside `dplogs budget set` (their hash does not match)")
         problems += [p for p in state if p not in problems]
+        chain = {_GENESIS} | {r[-2] for r in rows}  # every entry hash (r[-1] is the seal)
+        problems += [f"the pinned head {h} is not in the chain: the ledger (or the whole store) was put back "
+                     "from an older copy, or rewritten" for h in pinned if h not in chain]
         return VerifyReport(ok=not problems, entries=len(rows), head_hash=head or "", problems=tuple(problems),
                             unfinished=tuple(unfinished))
 

@@ -6,6 +6,7 @@ no longer extends the record, so nothing is released from it."""
 from __future__ import annotations
 
 import gc
+import json
 import sqlite3
 from pathlib import Path
 
@@ -147,3 +148,20 @@ def test_a_lost_head_record_is_reset_only_by_the_administrator_and_noted(store):
     # a readable record is never rewritten: a ledger that does not extend it is an older copy
     res = invoke("budget", "set", "--store", store, "--reset-head-record")
     assert res.exit_code == 64 and "is readable (nothing was changed)" in res.output
+
+
+def test_a_whole_store_restore_is_caught_by_a_head_pinned_outside_the_store(store, tmp_path):
+    assert invoke("query", "--store", store, *GOOD).exit_code == 0
+    _copy_ledger(store / "ledger.sqlite", tmp_path / "backup.sqlite")  # the ledger and its record together
+    old_record = (store / "ledger.sqlite.head").read_bytes()
+    assert invoke("query", "--store", store, *GOOD).exit_code == 0
+    res = invoke("budget", "verify", "--store", store, "--json")
+    pinned = json.loads(res.stdout)["head_hash"]  # what a scheduler files in the SIEM after its run
+    assert invoke("budget", "verify", "--store", store, "--pinned", pinned).exit_code == 0
+    _put_back(tmp_path / "backup.sqlite", store / "ledger.sqlite")
+    (store / "ledger.sqlite.head").write_bytes(old_record)
+    assert invoke("query", "--store", store, *GOOD).exit_code == 0  # consistent with itself: not seen here
+    res = invoke("budget", "verify", "--store", store, "--pinned", pinned)
+    assert res.exit_code == 74 and f"the pinned head {pinned} is not in the chain" in res.output, res.output
+    res = invoke("budget", "verify", "--store", store, "--pinned", "abc")
+    assert res.exit_code == 64 and "64 hex digits" in res.output

@@ -50,3 +50,22 @@ def test_every_command_has_help_and_every_option_is_explained():
 def test_readme_lists_every_exit_code():
     table = re.findall(r"^\| (\d+) \|", README, re.M)
     assert set(EXIT_CODES.values()) - {1} <= {int(c) for c in table}
+
+
+def test_the_readme_tour_runs_as_written_on_the_sample_logs(tmp_path):
+    """Every command of the tour, as printed (continuation lines joined), in a fresh directory
+    holding the repository's sample_logs/ and queries/: each exits 0 and the tour's outputs exist."""
+    import os
+    import subprocess
+    import sys
+
+    block = README.split("## A tour", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = re.sub(r"\\\n\s*", " ", block).strip().splitlines()
+    assert len(commands) >= 15 and all(c.startswith("dplogs ") for c in commands)
+    for name in ("sample_logs", "queries"):
+        (tmp_path / name).symlink_to(REPO / name)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in commands:
+        res = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"{command}\n{res.stderr[-2000:]}"
+    assert (tmp_path / "nightly.html").stat().st_size > 0 and (tmp_path / "model.json").is_file()

@@ -145,6 +145,7 @@ class Engine:
         self._ledger_store: Any = None  # whose id the ledger must be bound to
         self._coded_store: Any = None  # a store whose events carry unit codes, read by the polars backend
         self._coverage_store: Any = None  # whose coverage (public metadata) the rows come from
+        self._opened_ledger: Any = None  # the ledger this engine opened itself (close() closes it)
 
     @classmethod
     def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars", spark_master: str | None = None) -> Engine:
@@ -235,7 +236,24 @@ class Engine:
                 self._ledger = open_store_ledger(self._ledger_store, create=True, store_id=self._ledger_store.identity)
             else:  # a standalone ledger file (Engine.from_spark(..., ledger=PATH))
                 self._ledger = Ledger.open(self._ledger_path, create=True)
+            self._opened_ledger = self._ledger
         return self._ledger
+
+    def close(self) -> None:
+        """Close the ledger connection this engine opened (on first use); a ledger passed in is the
+        caller's to close. The engine reopens it if used again. ``with Engine.open(s) as eng:``
+        closes on leaving the block, so a long-running pipeline keeps no file handle per engine."""
+        if self._opened_ledger is not None:
+            self._opened_ledger.close()
+            if self._ledger is self._opened_ledger:
+                self._ledger = None
+            self._opened_ledger = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def save_defaults(
         self, *, max_groups: int | None = None, max_rows_per_group: int | None = None,

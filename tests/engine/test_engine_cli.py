@@ -247,3 +247,21 @@ def test_a_failed_output_write_after_the_charge_is_74_and_replayable(sample_stor
     monkeypatch.undo()
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and "replayed" in again.stderr and (tmp_path / "out.json").is_file()
+
+
+def test_an_engine_closes_the_ledger_it_opened_and_reopens_it_when_used_again(sample_store, tmp_path):
+    import shutil
+    import sqlite3
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    with Engine.open(store) as eng:
+        q = eng.sql("SELECT COUNT(*) FROM logs", epsilon=0.5, max_rows_per_group=2,
+                    start="2024-03-01", end="2024-04-01")
+        q.release(caller="api")
+        ledger = eng.ledger
+    with pytest.raises(sqlite3.ProgrammingError):  # the connection is closed
+        ledger._conn.execute("SELECT 1")
+    again = q.release(caller="api")  # the engine reopens its ledger
+    assert again.privacy["epsilon"] == 0.5 and eng.ledger is not ledger
+    eng.close()

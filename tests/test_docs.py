@@ -69,3 +69,13 @@ def test_the_readme_tour_runs_as_written_on_the_sample_logs(tmp_path):
         res = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, f"{command}\n{res.stderr[-2000:]}"
     assert (tmp_path / "nightly.html").stat().st_size > 0 and (tmp_path / "model.json").is_file()
+    # then the README's Python API example, on the tour's store
+    code = README.split("Embedding it:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    names: dict = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, "README.md", "exec"), names)
+    finally:
+        os.chdir(cwd)
+    assert names["release"].privacy["epsilon"] == 1.0 and names["release"].to_polars().height >= 1

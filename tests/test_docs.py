@@ -53,15 +53,16 @@ def test_readme_lists_every_exit_code():
 
 
 def test_the_readme_tour_runs_as_written_on_the_sample_logs(tmp_path):
-    """Every command of the tour, as printed (continuation lines joined), in a fresh directory
-    holding the repository's sample_logs/ and queries/: each exits 0 and the tour's outputs exist."""
+    """Every dplogs command of the README (the tour, then inspecting the store), as printed
+    (continuation lines joined), in a fresh directory holding the repository's sample_logs/ and
+    queries/: each exits 0 and the tour's outputs exist."""
     import os
     import subprocess
     import sys
 
-    block = README.split("## A tour", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    commands = re.sub(r"\\\n\s*", " ", block).strip().splitlines()
-    assert len(commands) >= 15 and all(c.startswith("dplogs ") for c in commands)
+    blocks = [b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if b.startswith("dplogs ")]
+    commands = [c for b in blocks for c in re.sub(r"\\\n\s*", " ", b).strip().splitlines()]
+    assert len(commands) >= 18 and all(c.startswith("dplogs ") for c in commands)
     for name in ("sample_logs", "queries"):
         (tmp_path / name).symlink_to(REPO / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -96,3 +96,20 @@ def test_missing_input_exit_66_and_unknown_format_65(tmp_path: Path) -> None:
     odd.write_bytes(b"\x00\x01\x02 binary junk\n")
     result = _run("ingest", str(odd), "--store", str(tmp_path / "s"))
     assert result.exit_code == 65 and "--format" in result.stderr
+
+
+def test_warns_when_most_rows_fall_into_the_shared_unit(tmp_path: Path) -> None:
+    """Access logs carry no user.name: in a user.name store every request is the ONE shared unit,
+    so every answer about them is noise; the ingest says so and names the option that helps."""
+    access = tmp_path / "access.log"
+    access.write_text("".join(f'203.0.113.{i % 200} - - [17/May/2015:10:{i % 60:02d}:00 +0000] "GET /p{i} HTTP/1.1" '
+                              f'200 {i} "-" "curl/8"\n' for i in range(1200)))
+    shared = _run("ingest", str(access), "--store", str(tmp_path / "by_user"))
+    assert shared.exit_code == 0, shared.stderr
+    assert "1,200 of 1,200 events written carry no user.name" in " ".join(shared.stderr.split())
+    assert "--privacy-unit source.ip" in " ".join(shared.stderr.split())
+    for args in (["--privacy-unit", "source.ip"], ["--privacy-unit", "user.name", "--unattributed", "per-row"]):
+        own = _run("ingest", str(access), "--store", str(tmp_path / args[-1]), *args)
+        assert own.exit_code == 0 and "shared unit" not in own.stderr, own.stderr
+    auth = _run("ingest", str(SAMPLES / "auth.log"), "--store", str(tmp_path / "auth"), "--year", "2024")
+    assert auth.exit_code == 0 and "shared unit" not in auth.stderr, auth.stderr

@@ -203,6 +203,23 @@ def test_window_without_ingested_data_is_refused_before_any_charge(sample_store,
     assert cov["window_days"] == 31 and 0 < cov["covered_days"] < 31
 
 
+def test_shipped_query_on_other_days_says_which_window_to_ask_for(tmp_path):
+    """The shipped query files default to the sample logs' fortnight: on a real store that window
+    is empty, and the refusal names a window the store covers (public coverage) to ask instead."""
+    log = tmp_path / "auth.log"
+    log.write_text("".join(f"Mar {d} 10:00:0{i} host sshd[1]: Failed password for invalid user u{i} from 198.51.100.{i} "
+                           "port 22 ssh2\n" for d in (27, 29) for i in range(5)))
+    store = tmp_path / "st"
+    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(store), "--year", "2026"]).exit_code == 0
+    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=10.0, delta=1e-6)
+    query = str(REPO / "queries" / "failed_logins_per_hour.toml")
+    res = CliRunner().invoke(cli, ["query", query, "--store", str(store)])
+    assert res.exit_code == 64, res.output
+    assert "--start 2026-03-27 --end 2026-03-30" in res.output
+    res = CliRunner().invoke(cli, ["query", query, "--store", str(store), "--start", "2026-03-27", "--end", "2026-03-30"])
+    assert res.exit_code == 0, res.output
+
+
 def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
     import shutil
 

@@ -238,6 +238,21 @@ def fits(sums: LossSums, caps: Caps, *, tol: float = _TOL) -> bool:
     return total.epsilon <= caps.epsilon * (1 + tol)
 
 
+def exceeded_advice(sums: LossSums, caps: Caps, *, tol: float = _TOL) -> str:
+    """What to change when ``sums`` (the window's spend with a refused release) break ``caps``:
+    the cap broken first (ρ, then δ, then ε) decides, since lowering ε helps nothing when δ ran out.
+
+    >>> exceeded_advice(LossSums.of([PrivacyLoss(epsilon=0.1, delta=2e-6)]), Caps(epsilon=10.0, delta=1e-6))
+    'its delta exceeds what is left: pass a smaller --delta (e.g. 1e-8), or --keys COL=a,b,c to make its keys public (no delta), or raise the delta cap with `dplogs budget set`'
+    """
+    if caps.rho is not None and sums.rho > caps.rho * (1 + tol):
+        return "its rho exceeds what is left: lower the query's rho or wait for the next window"
+    if sums.delta > caps.delta * (1 + tol):
+        return ("its delta exceeds what is left: pass a smaller --delta (e.g. 1e-8), or --keys COL=a,b,c to make "
+                "its keys public (no delta), or raise the delta cap with `dplogs budget set`")
+    return "lower the query's epsilon/rho or wait for the next window"
+
+
 @dataclass(frozen=True)
 class Remaining:
     """Public: what a window can still spend, each figure alone: ``epsilon`` for one more pure-ε

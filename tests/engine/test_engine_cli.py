@@ -121,6 +121,29 @@ def test_budget_exhausted_exit_77_charges_nothing(tmp_path, sample_store):
     assert entries(store) == 1
 
 
+def test_budget_refusal_names_the_delta_when_delta_ran_out(tmp_path, sample_store):
+    """The README tour's caps (ε 10, δ 1e-6) pay for one private-key one-liner (default δ 1e-6):
+    the second is refused with ε to spare, so the message must point at δ, not at ε."""
+    import shutil
+
+    store = tmp_path / "tour"
+    shutil.copytree(sample_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    (store / "manifest.json").write_text(json.dumps({**manifest, "store_id": "", "ledger_id": ""}))
+    for f in store.glob("ledger.sqlite*"):
+        f.unlink()
+    assert run("budget", "set", "--store", str(store), "--epsilon", "10", "--delta", "1e-6").exit_code == 0
+    private = ["query", "--store", str(store), "--sql", "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip",
+               "--max-groups", "1", "--max-rows-per-group", "5"]
+    assert run(*private).exit_code == 0
+    r = run(*private)
+    assert r.exit_code == 77, r.stderr
+    message = " ".join(r.stderr.split())
+    assert "its delta exceeds what is left: pass a smaller --delta" in message and "lower the query's epsilon" not in message
+    assert run(*private, "--delta", "1e-8").exit_code == 0  # what it advises works
+    assert entries(store) == 2
+
+
 def test_cli_options_override_and_declared_keys(sample_store):
     r = run("explain", "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name", "--store", str(sample_store),
             *PRIV, "--keys", "host.name=bastion01,DC01.corp.example.com", "--bucket", "day",

@@ -144,6 +144,20 @@ def test_budget_refusal_names_the_delta_when_delta_ran_out(tmp_path, sample_stor
     assert entries(store) == 2
 
 
+def test_table_prints_large_values_as_whole_numbers_with_separators(sample_store):
+    """Summed bytes printed as -3.72169e+06 (scale 8.38861e+06); a table is for people to read."""
+    r = run("query", "--store", str(sample_store), *PRIV, "--clamp", "http.response.body.bytes=0:1000000",
+            "--sql", "SELECT SUM(http.response.body.bytes) AS bytes FROM logs")
+    assert r.exit_code == 0, r.stderr
+    assert "e+0" not in r.stdout
+    cells = [c.strip() for c in r.stdout.splitlines()[-2].split("│")[1:-1]]
+    value, scale = cells[1], cells[3]
+    assert re.fullmatch(r"-?\d{1,3}(,\d{3})+", value) and re.fullmatch(r"\d{1,3}(,\d{3})+", scale), cells
+    released = json.loads(run("query", "--store", str(sample_store), *PRIV, "--clamp", "http.response.body.bytes=0:1000000",
+                              "--sql", "SELECT SUM(http.response.body.bytes) AS bytes FROM logs", "--format", "json").stdout)
+    assert released["data"][0]["scale"] == float(scale.replace(",", ""))  # json keeps the number itself
+
+
 def test_cli_options_override_and_declared_keys(sample_store):
     r = run("explain", "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name", "--store", str(sample_store),
             *PRIV, "--keys", "host.name=bastion01,DC01.corp.example.com", "--bucket", "day",

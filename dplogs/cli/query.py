@@ -211,6 +211,8 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
     )
     if fmt == "table":
         click.echo(f"bias: {p['bias_note']}", err=True)
+    if (hint := nothing_selected_hint(release)) is not None:
+        click.echo(f"note: {hint}", err=True)
     try:
         if output is not None:
             write_release(release, fmt, output, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
@@ -233,6 +235,28 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
             f"the release was charged (ledger entry {p.get('ledger_entry')}) and is stored with it, but writing the "
             f"output failed: {exc.strerror or exc}; {again}"
         ) from None
+
+
+def nothing_selected_hint(release: Any) -> str | None:
+    """What to do when partition selection kept no private key (a released value: the row count
+    is post-processing). Names the keys and, from the query and the store's unit rule alone, when
+    no key can pass: a key on the unit's own field is one unit's data."""
+    p = release.privacy
+    selection = p.get("selection")
+    if release.data.height or not selection:
+        return None
+    private = [k["column"] for k in p["keys"] if str(k.get("handling", "")).startswith("private")]
+    if not private:
+        return None
+    unit = p["unit_rule"]["fields"][0]
+    text = (f"no value of {', '.join(private)} passed partition selection (a value is released once about "
+            f"{selection['threshold']} distinct {unit} share it). Declare the values you want with --keys "
+            f"{private[0]}=a,b,c: declared keys are public and come back complete, with noise")
+    if unit in private:
+        text += (f". Here every {unit} value is one {unit}'s own data, so none can pass; only rows that "
+                 "`dplogs protect` leaves unprotected (accounts off the roster, sources outside the networks) "
+                 "are shown, counted exactly")
+    return text
 
 
 def check_output(path: Path, store: Path) -> None:

@@ -158,6 +158,21 @@ def test_table_prints_large_values_as_whole_numbers_with_separators(sample_store
     assert released["data"][0]["scale"] == float(scale.replace(",", ""))  # json keeps the number itself
 
 
+def test_an_empty_selection_says_what_to_do(sample_store):
+    """GROUP BY the unit's own field with no protection policy released 0 cells and said nothing:
+    the note names --keys and, since each value is one unit's data, why none can pass."""
+    r = run("query", "--store", str(sample_store), *PRIV, "--delta", "1e-8",
+            "--sql", "SELECT user.name, COUNT(*) FROM logs WHERE event.outcome = 'failure' GROUP BY user.name")
+    assert r.exit_code == 0, r.stderr
+    assert "released 0 cells" in r.stderr
+    note = " ".join(r.stderr.split())
+    assert "note: no value of user.name passed partition selection" in note and "--keys user.name=a,b,c" in note
+    assert "every user.name value is one user.name's own data" in note
+    declared = run("query", "--store", str(sample_store), *PRIV, "--keys", "host.name=bastion01",
+                   "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name")
+    assert declared.exit_code == 0 and "note:" not in declared.stderr, declared.stderr
+
+
 def test_cli_options_override_and_declared_keys(sample_store):
     r = run("explain", "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name", "--store", str(sample_store),
             *PRIV, "--keys", "host.name=bastion01,DC01.corp.example.com", "--bucket", "day",

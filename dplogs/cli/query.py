@@ -209,6 +209,8 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
         f"{', '.join(p['budget_windows'])} (ledger entry {p.get('ledger_entry')}){replay}",
         err=True,
     )
+    if p.get("logs"):
+        click.echo(f"logs it reads: {p['logs']} (on a store without them every value is noise)", err=True)
     if fmt == "table":
         click.echo(f"bias: {p['bias_note']}", err=True)
     if (hint := nothing_selected_hint(release)) is not None:

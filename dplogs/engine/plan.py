@@ -655,6 +655,9 @@ class Query:
     """IANA zone whose days and hours the time buckets follow (the window stays [start, end))."""
     name: str = "adhoc"
     text: str = ""
+    logs: str = ""
+    """Which logs the query reads, in words (a query file's ``logs``): shown with its answers,
+    since on a store without such logs every value is noise."""
 
     def __post_init__(self) -> None:
         if not self.aggregations:

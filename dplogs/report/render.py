@@ -206,6 +206,7 @@ def _markdown(run: ReportRun) -> str:
         p = s.release.privacy
         out += [f"Privacy: {md(_loss_text(p))}; bounds: {md(bounds_text(p))}.", "",
                 f"Budget: {md(section_budget_text(s))}.", ""]
+        out += [md(logs_text(p)), ""] if p.get("logs") else []
         data = s.release.data
         cols = key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
         out.append("| " + " | ".join(md(c) for c in cols) + " |")
@@ -233,6 +234,12 @@ def _html(run: ReportRun) -> str:
     return _PAGE.replace("{title}", esc(run.spec.title)).replace("{body}", "\n".join(body))
 
 
+def logs_text(privacy: dict[str, Any]) -> str:
+    """Which logs a section's query reads (its query file's ``logs``): on a store without them its
+    values are pure noise, which nothing else in the report can say (that would read the data)."""
+    return f"Reads {privacy['logs']}; on logs without these, every value here is noise."
+
+
 def _html_section(s: SectionResult, tz: str) -> str:
     head = f"<section><h2>{html.escape(s.section.title)}</h2>"
     budget = f"<p class=meta>Budget: {html.escape(section_budget_text(s))}.</p>"
@@ -241,7 +248,8 @@ def _html_section(s: SectionResult, tz: str) -> str:
     p, data = s.release.privacy, s.release.data
     meta = (f"<p class=meta>{html.escape(_loss_text(p))} · mechanism {html.escape(_mechanisms_text(data))}"
             f" · bounds: {html.escape(bounds_text(p))}"
-            + (" · replayed from the ledger (nothing spent)" if p.get("replayed") else "") + "</p>" + budget)
+            + (" · replayed from the ledger (nothing spent)" if p.get("replayed") else "") + "</p>" + budget
+            + (f"<p class=meta>{html.escape(logs_text(p))}</p>" if p.get("logs") else ""))
     keys = key_columns(data)
     chart = ""
     if s.section.chart != "table" and data.height and len([k for k in keys if k not in ("bin_hi",)]) == 1:

@@ -227,3 +227,21 @@ def test_output_suffix_picks_the_format(new_store, tmp_path):
         assert check((tmp_path / name).read_text()), name
     res = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "x.txt"), "--format", "md"])
     assert res.exit_code == 0 and (tmp_path / "x.txt").read_text().startswith("# ")
+
+
+def test_sections_say_which_logs_their_query_reads(sample_store, tmp_path):
+    """On a Linux-only store the nightly report's Windows section is pure noise (a logon-type-7
+    cell once 'stood out' at 128 on a store without one Windows event) and nothing said which logs
+    it needs: every shipped query names them (`logs`), and the report, explain and query show it."""
+    store = _fresh(sample_store, tmp_path, 100.0)
+    run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY)
+    windows = "Reads Windows Security logs with logon failures (event 4625)"
+    assert windows in render(run, "html") and windows in render(run, "md")
+    for query in (REPO / "queries").glob("*.toml"):
+        assert "logs = " in query.read_text(), query.name
+    explain = CliRunner().invoke(cli, ["explain", str(REPO / "queries" / "sudo_per_day.toml"), "--store", str(store)])
+    assert "logs it reads: Linux auth.log/secure with sudo lines" in explain.output
+    bad = tmp_path / "q.toml"
+    bad.write_text('name = "q"\nlogs = 3\nsql = "SELECT COUNT(*) FROM logs"\n')
+    res = CliRunner().invoke(cli, ["explain", str(bad), "--store", str(store)])
+    assert res.exit_code == 64 and "`logs` must be a string" in res.output

@@ -20,6 +20,7 @@ import json
 import math
 import re
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -137,11 +138,11 @@ def _json_value(v: Any, tz: str) -> Any:
     return v
 
 
-def _fmt(v: Any, tz: str = "UTC") -> str:
+def _fmt(v: Any, tz: str = "UTC", *, clock: bool = False) -> str:
     if v is None:
         return ""
     if isinstance(v, dt.datetime):
-        return local_time(v, tz)
+        return _local(v, tz).strftime("%Y-%m-%d %H:%M") if clock else local_time(v, tz)
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
     return visible(str(v))
@@ -211,8 +212,8 @@ def _markdown(run: ReportRun) -> str:
         cols = key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
         out.append("| " + " | ".join(md(c) for c in cols) + " |")
         out.append("|" + "---|" * len(cols))
-        for row in data.select(cols).iter_rows():
-            out.append("| " + " | ".join(md(_fmt(v, tz)) for v in row) + " |")
+        for row in _table_rows(data, cols, tz):
+            out.append("| " + " | ".join(md(v) for v in row) + " |")
         if p.get("bias_note"):
             out += ["", f"_Bias: {md(p['bias_note'])}_"]
         out.append("")
@@ -261,12 +262,25 @@ def _html_section(s: SectionResult, tz: str) -> str:
     return head + meta + chart + _html_table(data, keys, tz) + bias + "</section>"
 
 
+def _local(v: dt.datetime, tz: str) -> dt.datetime:
+    return (v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)).astimezone(ZoneInfo(tz))
+
+
+def _table_rows(data: pl.DataFrame, cols: list[str], tz: str) -> Iterator[list[str]]:
+    """``data``'s rows as text; a time column shows the clock on every row once one row has it, so
+    an hourly table's midnight row reads 2026-03-30 00:00, not 2026-03-30 (a day's total)."""
+    clock = {c for c in cols if isinstance(data.schema[c], pl.Datetime)
+             and any(_local(v, tz).time() != dt.time(0) for v in data[c].drop_nulls())}
+    for row in data.select(cols).iter_rows():
+        yield [_fmt(v, tz, clock=c in clock) for c, v in zip(cols, row)]
+
+
 def _html_table(data: pl.DataFrame, keys: list[str], tz: str) -> str:
     cols = keys + ["aggregate", "value", "ci_low", "ci_high", "scale"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v, tz))}</td>" for v in row) + "</tr>"
-        for row in data.select(cols).head(200).iter_rows()
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        for row in _table_rows(data.head(200), cols, tz)
     )
     more = f"<p class=meta>{data.height - 200} more rows in the JSON output.</p>" if data.height > 200 else ""
     return f"<details><summary>{data.height} released cells</summary><table><tr>{head}</tr>{rows}</table>{more}</details>"

@@ -245,3 +245,15 @@ def test_sections_say_which_logs_their_query_reads(sample_store, tmp_path):
     bad.write_text('name = "q"\nlogs = 3\nsql = "SELECT COUNT(*) FROM logs"\n')
     res = CliRunner().invoke(cli, ["explain", str(bad), "--store", str(store)])
     assert res.exit_code == 64 and "`logs` must be a string" in res.output
+
+
+def test_hourly_tables_show_midnight_as_a_time(sample_store, tmp_path):
+    """An hourly table's first row read '2024-03-12' (as if a day's total), the next '2024-03-12 01:00'."""
+    from dplogs.report.render import _table_rows
+
+    store = _fresh(sample_store, tmp_path, 100.0)
+    page = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY), "md")
+    assert "| 2024-03-12 00:00 | failures |" in page and "| 2024-03-12 | failures |" not in page
+    days = pl.DataFrame({"day": [dt.datetime(2024, 3, 11), dt.datetime(2024, 3, 12)]}).with_columns(
+        pl.col("day").dt.replace_time_zone("UTC"))
+    assert [r[0] for r in _table_rows(days, ["day"], "UTC")] == ["2024-03-11", "2024-03-12"]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 from collections import Counter, deque
@@ -107,6 +108,21 @@ def unattributed_note(summary: IngestSummary, rule: UnitRule) -> str | None:
             f"(the store's privacy unit): they form ONE shared unit, bounded like a single person, so answers "
             "about them will be mostly noise. For logs without accounts (web, firewall, Zeek), ingest into a new "
             "store made with --privacy-unit source.ip, or a chain such as user.name,source.ip (docs/privacy.md)")
+
+
+YEARLESS_FORMATS = ("syslog", "cef")
+"""Formats whose RFC 3164 stamps (``Mar 30 15:02:11``) carry no year: :attr:`IngestOptions.year` dates them."""
+
+
+def guessed_year_note(summary: IngestSummary, options: IngestOptions) -> str | None:
+    """A note when year-less stamps may have been read without ``--year``: dated in this year, a
+    year-old auth.log is stored (and queried) a year late, and nothing else says so."""
+    if options.year is not None or not any(f.format in YEARLESS_FORMATS and f.parsed for f in summary.files):
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    return (f"syslog lines without a year in their stamp (RFC 3164, e.g. auth.log) were dated in {now.year} "
+            f"({now.year - 1} where that put them more than a day in the future); if the logs are older, ingest "
+            "them into a new store with --year YYYY")
 
 
 class TooManyErrors(DataError):
@@ -244,8 +260,9 @@ def ingest(
                          **({"first_day": result.span[0], "last_day": result.span[1]} if result.span else {})}
             store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
-    if (note := unattributed_note(summary, store.manifest.unit_rule)) is not None:
-        summary = replace(summary, warnings=(*summary.warnings, note))
+    for note in (unattributed_note(summary, store.manifest.unit_rule), guessed_year_note(summary, options)):
+        if note is not None:
+            summary = replace(summary, warnings=(*summary.warnings, note))
     if max_errors is not None and summary.quarantined > max_errors:
         raise TooManyErrors(
             f"{summary.quarantined} records were quarantined, more than --max-errors {max_errors}; "

@@ -113,3 +113,17 @@ def test_warns_when_most_rows_fall_into_the_shared_unit(tmp_path: Path) -> None:
         assert own.exit_code == 0 and "shared unit" not in own.stderr, own.stderr
     auth = _run("ingest", str(SAMPLES / "auth.log"), "--store", str(tmp_path / "auth"), "--year", "2024")
     assert auth.exit_code == 0 and "shared unit" not in auth.stderr, auth.stderr
+
+
+def test_yearless_syslog_without_year_says_which_year_it_used(tmp_path: Path) -> None:
+    """A real auth.log from years ago was stored in the current year without a word."""
+    import datetime as dt
+
+    plain = _run("ingest", str(SAMPLES / "auth.log"), "--store", str(tmp_path / "guessed"))
+    assert plain.exit_code == 0, plain.stderr
+    text = " ".join(plain.stderr.split())
+    assert f"were dated in {dt.datetime.now(dt.timezone.utc).year}" in text and "--year YYYY" in text
+    given = _run("ingest", str(SAMPLES / "auth.log"), "--store", str(tmp_path / "given"), "--year", "2024")
+    assert given.exit_code == 0 and "were dated in" not in given.stderr
+    web = _run("ingest", str(SAMPLES / "access.log"), "--store", str(tmp_path / "web"))
+    assert web.exit_code == 0 and "were dated in" not in web.stderr

@@ -296,6 +296,22 @@ def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
                                     "--last", "7x"]).exit_code == 64
 
 
+def test_private_keys_default_to_one_group_per_unit(sample_store):
+    """Top URLs on a real web log (source.ip store, no --max-groups) chose max_groups = 32 from the
+    data: partition selection then needed 1,729 distinct clients per URL and released nothing.
+    A private key's max_groups now defaults to 1, disclosed; a given --max-groups still wins."""
+    url = "SELECT url.original, COUNT(*) AS n FROM logs GROUP BY url.original"
+    for sql in (url, "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip"):
+        plan = Engine.open(sample_store).sql(sql, start="2024-03-04", end="2024-03-18").plan
+        assert plan.bounds.max_groups == 1 and "1 (dplogs' default for private keys" in plan.defaults_used["max_groups"]
+        assert plan.choice is None or plan.choice.names() == ["max_rows_per_group"]
+    given = Engine.open(sample_store).sql(url, start="2024-03-04", end="2024-03-18", max_groups=4).plan
+    assert given.bounds.max_groups == 4 and "max_groups" not in given.defaults_used
+    public = Engine.open(sample_store).sql("SELECT event.outcome, COUNT(*) FROM logs GROUP BY 1",
+                                           start="2024-03-04", end="2024-03-18").plan
+    assert "max_groups" not in public.defaults_used  # public keys: no selection, the choice stays
+
+
 def test_a_failed_output_write_after_the_charge_is_74_and_replayable(sample_store, tmp_path, monkeypatch):
     """Disk full while writing: not exit 70; the release is stored and a keyed rerun re-emits it."""
     import shutil

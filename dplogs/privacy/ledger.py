@@ -635,7 +635,7 @@ class Ledger:
             w, sums, caps = refused
             raise BudgetExhausted(
                 f"release of {_fmt_loss(loss)} exceeds the budget of window {w}; budget left: "
-                f"{remaining(sums, caps)} (nothing was charged; {exceeded_advice(sums + LossSums.one(loss), caps)})"
+                f"{remaining(sums, caps)} (nothing was charged; {exceeded_advice(sums, loss, caps)})"
             )
         return LedgerCharge(loss, entry_id=entry_id, windows=wins), entry_id
 

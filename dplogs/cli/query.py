@@ -258,6 +258,9 @@ def nothing_selected_hint(release: Any) -> str | None:
         text += (f". Here every {unit} value is one {unit}'s own data, so none can pass; only rows that "
                  "`dplogs protect` leaves unprotected (accounts off the roster, sources outside the networks) "
                  "are shown, counted exactly")
+    elif p.get("protection", {}).get("rule") == "every row is protected" and {"source.ip", "user.name"} & set(private):
+        text += (". Attackers' addresses and guessed account names are shown, counted exactly, once you declare "
+                 "your networks and people: `dplogs protect --networks CIDR,... --users FILE`")
     return text
 
 

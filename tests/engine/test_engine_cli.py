@@ -168,6 +168,11 @@ def test_an_empty_selection_says_what_to_do(sample_store):
     note = " ".join(r.stderr.split())
     assert "note: no value of user.name passed partition selection" in note and "--keys user.name=a,b,c" in note
     assert "every user.name value is one user.name's own data" in note
+    ips = run("query", "--store", str(sample_store), *PRIV, "--delta", "1e-8", "--max-groups", "1",
+              "--sql", "SELECT source.ip, COUNT(*) FROM logs WHERE event.outcome = 'failure' AND "
+                       "source.ip LIKE '10.%' GROUP BY source.ip")
+    assert ips.exit_code == 0 and "released 0 cells" in ips.stderr, ips.stderr
+    assert "`dplogs protect --networks CIDR,... --users FILE`" in " ".join(ips.stderr.split())
     declared = run("query", "--store", str(sample_store), *PRIV, "--keys", "host.name=bastion01",
                    "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name")
     assert declared.exit_code == 0 and "note:" not in declared.stderr, declared.stderr

@@ -106,8 +106,9 @@ def unattributed_note(summary: IngestSummary, rule: UnitRule) -> str | None:
         return None
     return (f"{summary.unattributed:,} of {summary.written:,} events written carry no {' or '.join(rule.fields)} "
             f"(the store's privacy unit): they form ONE shared unit, bounded like a single person, so answers "
-            "about them will be mostly noise. For logs without accounts (web, firewall, Zeek), ingest into a new "
-            "store made with --privacy-unit source.ip, or a chain such as user.name,source.ip (docs/privacy.md)")
+            "about them will be mostly noise. For logs without accounts, ingest into a new store made with "
+            "--privacy-unit source.ip (web, firewall, Zeek) or a chain such as user.name,source.ip or "
+            "user.name,host.name (system logs); see docs/privacy.md")
 
 
 YEARLESS_FORMATS = ("syslog", "cef")

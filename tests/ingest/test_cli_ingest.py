@@ -96,6 +96,13 @@ def test_missing_input_exit_66_and_unknown_format_65(tmp_path: Path) -> None:
     odd.write_bytes(b"\x00\x01\x02 binary junk\n")
     result = _run("ingest", str(odd), "--store", str(tmp_path / "s"))
     assert result.exit_code == 65 and "--format" in result.stderr
+    # an Apache error log (loghub): passing a --format from the list only quarantined every line,
+    # and nothing said that such logs are not read at all or what to do instead
+    errors = tmp_path / "error.log"
+    errors.write_text("[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok /etc/httpd/conf/workers2.properties\n")
+    result = _run("ingest", str(errors), "--store", str(tmp_path / "s"))
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 65 and "are not read" in text and "--format jsonl|csv --map SRC=ecs.field" in text
 
 
 def test_warns_when_most_rows_fall_into_the_shared_unit(tmp_path: Path) -> None:

@@ -213,6 +213,11 @@ def test_help_documents_every_option():
                        "--max-rows-per-group", "--clamp", "--keys", "--bins", "--start", "--end", "--bucket", "--format"):
             assert option in text, (command, option)
     assert "--idempotency-key" in run("query", "--help").output and "77" in run("query", "--help").output
+    # the defaults the help states are the ones used: --delta was "required" (1e-6 is used), the
+    # bounds fell back to "the store manifest default" only (they are chosen from the data)
+    text = " ".join(run("query", "--help").output.split())
+    assert "required when grouping" not in text and "else 1e-6" in text
+    assert "else 1 with a private key, else chosen from the data with DP" in text
 
 
 def test_ship_at_least_ten_query_files():

@@ -103,7 +103,8 @@ from dplogs.errors import (
     LedgerIOError,
     UsageError,
 )
-from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, exceeded_advice, fits, remaining
+from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, fits, remaining
+from dplogs.privacy.accounting import exceeded_advice
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.windows import check_policy, check_window

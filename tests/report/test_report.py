@@ -17,6 +17,7 @@ from dplogs.cli import cli
 from dplogs.errors import BudgetExhausted, ConcurrentRun, QueryError
 from dplogs.privacy.ledger import Ledger
 from dplogs.report import load_report_spec, render, run_report
+from dplogs.report.summary import summarize
 from dplogs.report.render import _chart
 from tests.report.conftest import events_of
 
@@ -257,3 +258,15 @@ def test_hourly_tables_show_midnight_as_a_time(sample_store, tmp_path):
     days = pl.DataFrame({"day": [dt.datetime(2024, 3, 11), dt.datetime(2024, 3, 12)]}).with_columns(
         pl.col("day").dt.replace_time_zone("UTC"))
     assert [r[0] for r in _table_rows(days, ["day"], "UTC")] == ["2024-03-11", "2024-03-12"]
+
+
+def test_standouts_say_how_often_chance_makes_one(sample_store, tmp_path):
+    """A logon-type cell of the Windows section 'stood out' on a store without one Windows event;
+    the summary says how often a section with nothing unusual shows a cell by chance."""
+    store = _fresh(sample_store, tmp_path, 100.0)
+    from dplogs.privacy.testing import exact_mode
+
+    with exact_mode():  # no noise: the spray's 02:00 hour stands out for sure
+        run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY)
+    assert any(s.section == "Failed logins per hour" for s in summarize(run).standouts)
+    assert "about once in 50 reports" in render(run, "md") and "about once in 50 reports" in render(run, "html")

@@ -39,7 +39,7 @@ def check(start: dt.datetime, end: dt.datetime, spans: list[tuple[dt.date, dt.da
         if spans:  # a query file's [window] (the shipped ones: the sample logs' fortnight) is only a default
             a, b = max(spans, key=lambda s: s[1])
             hint = (f". Ask about days it covers, e.g. --start {a} --end {b + dt.timedelta(days=1)} "
-                    "(or --day / --last; they override a query file's [window]; start=/end= in Python)")
+                    "(start=/end= in Python; a query file's [window] is only its default)")
         raise NoDataInWindow(
             f"the window ({days}) holds no ingested data, so a release would spend budget on pure noise; "
             f"nothing was charged. The store covers: {have}{hint}"

@@ -27,6 +27,8 @@ def test_help_explains_every_option_and_lists_formats() -> None:
     for name in registered():
         assert name in result.output
     assert "ingest" in _run("--help").output
+    # the summary's columns are explained (Zeek's 288 "skipped" header lines were a mystery)
+    assert "\"skipped\" counts blank, comment and header lines" in " ".join(result.output.split())
 
 
 def test_ingest_samples_summary_goes_to_stderr(tmp_path: Path) -> None:

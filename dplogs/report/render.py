@@ -179,6 +179,12 @@ def _summary_lines(run: ReportRun, summary: Summary) -> tuple[str, list[str], li
                                                       if hits else "no cell with anomalies clearly above zero."))
     if summary.not_released:
         notes.append("Not released: " + ", ".join(summary.not_released) + " (see the sections below).")
+    if any(s.release is not None and (s.release.privacy.get("protection") or {}).get("version") == 0 for s in run.sections):
+        # the real auth.log's brute force (306 failures from one address) did not stand out until then
+        notes.append("Every row is protected (no `dplogs protect` policy): an attack from outside counts like one "
+                     "person's activity, bounded and noised, and may not show. Declare your networks and people with "
+                     "`dplogs protect --networks CIDR,... --users FILE` to count outside sources and unknown "
+                     "accounts exactly.")
     notes.append(f"This report's releases spent ε={summary.epsilon:g}, δ={summary.delta:g} "
                  "(a rerun replays them and spends nothing).")
     for b in run.budgets:

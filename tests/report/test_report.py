@@ -270,3 +270,14 @@ def test_standouts_say_how_often_chance_makes_one(sample_store, tmp_path):
         run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY)
     assert any(s.section == "Failed logins per hour" for s in summarize(run).standouts)
     assert "about once in 50 reports" in render(run, "md") and "about once in 50 reports" in render(run, "html")
+
+
+def test_a_store_without_a_protection_policy_says_what_protect_would_show(sample_store, tmp_path):
+    """On the real auth.log the brute force stood out only once `dplogs protect --networks` was
+    declared, and the report never said so; with a policy the note goes away."""
+    store = _fresh(sample_store, tmp_path, 100.0)
+    note = "Every row is protected (no "
+    assert note in render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY), "md")
+    assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    page = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY + dt.timedelta(days=1)), "md")
+    assert note not in page and "Failed logins per hour" in page

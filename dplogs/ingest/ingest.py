@@ -111,8 +111,9 @@ def unattributed_note(summary: IngestSummary, rule: UnitRule) -> str | None:
             "user.name,host.name (system logs); see docs/privacy.md")
 
 
-YEARLESS_FORMATS = ("syslog", "cef")
-"""Formats whose RFC 3164 stamps (``Mar 30 15:02:11``) carry no year: :attr:`IngestOptions.year` dates them."""
+YEARLESS_FORMATS = ("syslog",)
+"""Formats whose RFC 3164 stamps (``Mar 30 15:02:11``) carry no year: :attr:`IngestOptions.year` dates them
+(CEF too, but only in a syslog header without rt/end/start, rare enough not to warn on every CEF input)."""
 
 
 def guessed_year_note(summary: IngestSummary, options: IngestOptions) -> str | None:

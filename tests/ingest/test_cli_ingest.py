@@ -136,3 +136,7 @@ def test_yearless_syslog_without_year_says_which_year_it_used(tmp_path: Path) ->
     assert given.exit_code == 0 and "were dated in" not in given.stderr
     web = _run("ingest", str(SAMPLES / "access.log"), "--store", str(tmp_path / "web"))
     assert web.exit_code == 0 and "were dated in" not in web.stderr
+    cef = tmp_path / "fw.cef"
+    cef.write_text("CEF:0|Forcepoint|NGFW|6.6|70018|Connection_Allowed|0|rt=Jan 17 2020 08:52:10 src=10.0.0.1\n")
+    dated = _run("ingest", str(cef), "--store", str(tmp_path / "cef"))
+    assert dated.exit_code == 0 and "were dated in" not in dated.stderr, dated.stderr

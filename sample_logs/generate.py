@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import sys
 from pathlib import Path
 
 SEED = 20240304
@@ -204,4 +203,10 @@ def main(target: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent))
+    import argparse
+
+    # argparse, so that `generate.py --help` prints this help instead of writing logs into ./--help/
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("outdir", nargs="?", default=str(Path(__file__).parent),
+                        help="directory to write the logs into (default: this script's directory)")
+    main(parser.parse_args().outdir)

@@ -165,8 +165,9 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
     74) is completed exactly by running it again. Symbolic links and dplogs stores inside
     directories are skipped. On a terminal, progress bars show each input's bytes, records, rate
     and time left. The summary on stderr shows counts only, never log lines; records without a
-    determinable time are quarantined ("no timestamp") and counted there. See what was stored
-    with `dplogs inspect`.
+    determinable time are quarantined ("no timestamp") and counted there; "skipped" counts blank,
+    comment and header lines (Zeek #fields, IIS #Fields), which are not events; "dup rows" and
+    "dup files" were stored before. See what was stored with `dplogs inspect`.
     """
     try:
         options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps), time_range=_parse_time_range(time_range),

@@ -49,6 +49,25 @@ def _table(frame: pl.DataFrame, title: str) -> Table:
     return table
 
 
+_MIN_COLUMN = 16
+"""Narrowest readable column: a wider event table is shown one event at a time, a field a line
+(23 columns of a Windows event in 200 characters were 5 letters wide, a timestamp over 9 lines)."""
+
+
+def _records(frame: pl.DataFrame, title: str) -> list[Table]:
+    """``frame`` as one field/value table per row, leaving out the fields the row does not set."""
+    tables = []
+    for i, row in enumerate(frame.iter_rows(named=True), start=1):
+        table = Table(title=f"{title}: {i} of {frame.height}", title_justify="left", show_header=False)
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="fold")
+        for name, value in row.items():
+            if value is not None and value != []:
+                table.add_row(Text(name), Text(_cell(value)))
+        tables.append(table)
+    return tables
+
+
 def _json_rows(frame: pl.DataFrame) -> list[dict]:
     return [{k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v) for k, v in row.items()}
             for row in frame.iter_rows(named=True)]
@@ -58,7 +77,8 @@ def _json_rows(frame: pl.DataFrame) -> list[dict]:
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Store directory.")
 @click.option("--head", type=click.IntRange(min=1, max=_MAX_HEAD), default=None,
-              help="Show the first N stored events (by time) instead of the coverage.")
+              help="Show the first N stored events (by time) instead of the coverage; events setting many "
+                   "fields are shown one at a time, a field a line (--columns picks a few for one table).")
 @click.option("--where", default=None, metavar="CONDITION",
               help="SQL condition on stored columns for --head, e.g. \"event.outcome = 'failure'\" "
                    "(= on event.category/event.type means contains).")
@@ -109,4 +129,8 @@ def inspect(store_path: Path, head, where, columns, show_quarantine, reason, fmt
         return
     console = Console(width=max(Console().width, 160))  # wide rows fold instead of being cut
     for name, frame in frames.items():
-        console.print(_table(frame, f"{name} ({frame.height} rows)"))
+        if name == "events" and frame.height and frame.width * _MIN_COLUMN > console.width:
+            for table in _records(frame, name):
+                console.print(table)
+        else:
+            console.print(_table(frame, f"{name} ({frame.height} rows)"))

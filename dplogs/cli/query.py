@@ -95,12 +95,12 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.argument("queryfile", required=False, type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--sql", "sql_text", metavar="TEXT", help="A SQL query instead of QUERYFILE, e.g. \"SELECT event.action, COUNT(*) FROM logs GROUP BY event.action\"."),
         click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The store directory (made by `dplogs ingest`)."),
-        click.option("--epsilon", type=NUMBER, help="Total privacy budget ε of the query (Laplace mechanism), split equally over its noised columns."),
+        click.option("--epsilon", type=NUMBER, help="Total privacy budget ε of the query (Laplace mechanism), split equally over its noised columns (default: the query file's or store's, else 1)."),
         click.option("--rho", type=NUMBER, help="Total zCDP budget ρ (Gaussian mechanism) instead of --epsilon."),
-        click.option("--delta", type=NUMBER, help="δ for DP partition selection; required when grouping by a private key (IP, user, host...)."),
+        click.option("--delta", type=NUMBER, help="δ for DP partition selection when grouping by a private key (IP, user, host...); default: the query file's or store's, else 1e-6."),
         click.option("--mechanism", type=click.Choice(["laplace", "gaussian"]), help="Noise mechanism (default: laplace with --epsilon, gaussian with --rho)."),
-        click.option("--max-groups", type=int, help="L0 bound: groups one privacy unit may contribute to (else the store manifest default)."),
-        click.option("--max-rows-per-group", type=int, help="L∞ bound: rows one privacy unit may contribute to each group (else the manifest default)."),
+        click.option("--max-groups", type=int, help="L0 bound: groups one privacy unit may contribute to (default: the query file's or store's, else 1 with a private key, else chosen from the data with DP)."),
+        click.option("--max-rows-per-group", type=int, help="L∞ bound: rows one privacy unit may contribute to each group (default: the query file's or store's, else chosen from the data with DP)."),
         click.option("--clamp", multiple=True, metavar="COL=LO:HI", help="Clamp a summed/averaged/binned column into [LO, HI]; repeatable."),
         click.option("--keys", "declared", multiple=True, metavar="COL=a,b,c", help="Declare the public values of a key column (no partition selection needed; other values are dropped); repeatable."),
         click.option("--bins", multiple=True, metavar="COL=LO:HI:N[:log|linear]", help="Public histogram/quantile bins of a column; repeatable (default: from --clamp, log-spaced)."),
@@ -209,8 +209,12 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
         f"{', '.join(p['budget_windows'])} (ledger entry {p.get('ledger_entry')}){replay}",
         err=True,
     )
+    if p.get("logs"):
+        click.echo(f"logs it reads: {p['logs']} (on a store without them every value is noise)", err=True)
     if fmt == "table":
         click.echo(f"bias: {p['bias_note']}", err=True)
+    if (hint := nothing_selected_hint(release)) is not None:
+        click.echo(f"note: {hint}", err=True)
     try:
         if output is not None:
             write_release(release, fmt, output, title=p["query"], csv_safe=not csv_raw, csv_metadata=csv_metadata)
@@ -233,6 +237,31 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
             f"the release was charged (ledger entry {p.get('ledger_entry')}) and is stored with it, but writing the "
             f"output failed: {exc.strerror or exc}; {again}"
         ) from None
+
+
+def nothing_selected_hint(release: Any) -> str | None:
+    """What to do when partition selection kept no private key (a released value: the row count
+    is post-processing). Names the keys and, from the query and the store's unit rule alone, when
+    no key can pass: a key on the unit's own field is one unit's data."""
+    p = release.privacy
+    selection = p.get("selection")
+    if release.data.height or not selection:
+        return None
+    private = [k["column"] for k in p["keys"] if str(k.get("handling", "")).startswith("private")]
+    if not private:
+        return None
+    unit = p["unit_rule"]["fields"][0]
+    text = (f"no value of {', '.join(private)} passed partition selection (a value is released once about "
+            f"{selection['threshold']} distinct {unit} share it). Declare the values you want with --keys "
+            f"{private[0]}=a,b,c: declared keys are public and come back complete, with noise")
+    if unit in private:
+        text += (f". Here every {unit} value is one {unit}'s own data, so none can pass; only rows that "
+                 "`dplogs protect` leaves unprotected (accounts off the roster, sources outside the networks) "
+                 "are shown, counted exactly")
+    elif p.get("protection", {}).get("rule") == "every row is protected" and {"source.ip", "user.name"} & set(private):
+        text += (". Attackers' addresses and guessed account names are shown, counted exactly, once you declare "
+                 "your networks and people: `dplogs protect --networks CIDR,... --users FILE`")
+    return text
 
 
 def check_output(path: Path, store: Path) -> None:

@@ -63,6 +63,11 @@ DEFAULT_EPSILON = 1.0
 month window's typical cap of 30 in a month. Disclosed in the release when used."""
 DEFAULT_DELTA = 1e-6
 """δ of partition selection when a query groups by private keys and names none."""
+PRIVATE_KEY_MAX_GROUPS = 1
+"""``max_groups`` of a query with private keys that names none (and whose store sets none),
+instead of choosing it from the data: partition selection's threshold grows with it, and the
+choice (which weighs truncation against noise, not against keys lost to selection) picked 32 for
+the top URLs of a real web log, a threshold of 1,729 distinct clients that no URL reached."""
 
 
 def time_bucket(grain: str, *, name: str | None = None) -> KeySpec:
@@ -340,6 +345,10 @@ class Engine:
         if private and query.delta is None and "delta" not in self.defaults:
             query = query.with_options(delta=DEFAULT_DELTA)
             used["delta"] = f"{DEFAULT_DELTA:g} (dplogs' default for private keys)"
+        if private and query.max_groups is None and "max_groups" not in self.defaults:
+            query = query.with_options(max_groups=PRIVATE_KEY_MAX_GROUPS)
+            used["max_groups"] = (f"{PRIVATE_KEY_MAX_GROUPS} (dplogs' default for private keys: partition selection "
+                                  "needs max_groups times more distinct units per key; pass --max-groups for more)")
         if query.start is None and query.end is None:
             spans = self.coverage()
             if spans:

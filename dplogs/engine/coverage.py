@@ -35,9 +35,14 @@ def check(start: dt.datetime, end: dt.datetime, spans: list[tuple[dt.date, dt.da
     if covered == 0:
         have = ", ".join(f"{a} to {b}" for a, b in shown) or "nothing yet (ingest logs first)"
         days = f"UTC day {lo}" if lo == hi else f"UTC days {lo} to {hi} (inclusive)"
+        hint = ""
+        if spans:  # a query file's [window] (the shipped ones: the sample logs' fortnight) is only a default
+            a, b = max(spans, key=lambda s: s[1])
+            hint = (f". Ask about days it covers, e.g. --start {a} --end {b + dt.timedelta(days=1)} "
+                    "(start=/end= in Python; a query file's [window] is only its default)")
         raise NoDataInWindow(
             f"the window ({days}) holds no ingested data, so a release would spend budget on pure noise; "
-            f"nothing was charged. The store covers: {have}"
+            f"nothing was charged. The store covers: {have}{hint}"
         )
     return {"covered_days": covered, "window_days": (hi - lo).days + 1, "store_spans": shown}
 

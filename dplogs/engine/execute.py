@@ -21,6 +21,7 @@ from dplogs.engine.explain import describe, noise_name
 from dplogs.engine.plan import AggKind, Aggregation, KeyKind
 from dplogs.engine.planner import MAIN, NoisedColumn, Plan
 from dplogs.engine.policy import PROTECTED
+from dplogs.engine.release import NOT_ENOUGH_DATA_TEXT
 from dplogs.engine.release import Release
 from dplogs.errors import InternalError
 from dplogs.ingest.store import UNIT as STORE_UNIT
@@ -455,7 +456,7 @@ def _cells_of(plan: Plan, agg: Aggregation, keys: pl.DataFrame, frames: dict[str
             den_src, lo, hi, what = "rows", 0.0, 1.0, "matching rows/rows"
         num_c, den_c = plan.column(MAIN, num_src), plan.column(MAIN, den_src)
         value, ci_lo, ci_hi = _quotient(noisy[(MAIN, num_src)], noisy[(MAIN, den_src)], num_c.noise.std, den_c.noise.std, lo, hi)
-        mech = np.where(np.isnan(value), f"{plan.mechanism.value} (post-processed: {what}; not enough data: "
+        mech = np.where(np.isnan(value), f"{plan.mechanism.value} (post-processed: {what}; {NOT_ENOUGH_DATA_TEXT}: "
                         f"95% interval wider than {NOT_ENOUGH_DATA:.0%} of the range)",
                         f"{plan.mechanism.value} (post-processed: {what})")
         frame = _frame(keys, lab, value, "", None, ci_lo, ci_hi).with_columns(mechanism=pl.Series(mech, dtype=pl.String))

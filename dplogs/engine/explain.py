@@ -56,6 +56,7 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "query": q.name,
         "text": q.text,
+        **({"logs": q.logs} if q.logs else {}),
         "privacy_unit": plan.unit.label,
         "unit_rule": plan.unit.to_json(),
         "guarantee": f"per {plan.unit} per {plan.window_policy} budget window",
@@ -133,6 +134,7 @@ def render(data: dict[str, Any]) -> str:
     """The text form of :func:`describe`'s dictionary."""
     lines = [
         f"query: {data['query']}",
+        *([f"logs it reads: {data['logs']}"] if data.get("logs") else []),
         f"privacy unit: {data['privacy_unit']}; guarantee {data['guarantee']}; charged to: {', '.join(data['budget_windows'])}",
         f"window: [{data['window']['start']}, {data['window']['end']})",
         f"where: {data['where'] or '(all rows)'}",

@@ -36,7 +36,7 @@ from dplogs.errors import PrivacyParameterError, QueryError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME, MAX_BINS, MAX_CLAMP, MAX_DECLARED_KEYS
 from dplogs.privacy.params import check_delta, check_epsilon, check_number, check_rho
-from dplogs.schema import FIELDS, TIMESTAMP, is_list
+from dplogs.schema import ALIASES, FIELDS, TIMESTAMP, is_list
 
 TIME_BUCKETS: dict[str, str] = {"minute": "1m", "hour": "1h", "day": "1d", "week": "1w"}
 """Public time-bucket grains and their polars truncation intervals (weeks start on Monday)."""
@@ -57,6 +57,10 @@ def check_column(name: str) -> str:
     """Return ``name`` if it is a store column, else a :class:`QueryError` suggesting the nearest."""
     if name in FIELDS:
         return name
+    known = ALIASES.get(name.lower()) or ALIASES.get(name.strip('`"').lower())
+    if known is not None:
+        raise QueryError(f"unknown column {name!r}: dplogs stores it as {known} ({FIELDS[known].description.rstrip('.')}); "
+                         f"known columns: {', '.join(FIELDS)}")
     near = difflib.get_close_matches(name, list(FIELDS), n=3)
     hint = f"did you mean: {', '.join(near)}? " if near else ""
     raise QueryError(f"unknown column {name!r}; {hint}known columns: {', '.join(FIELDS)}")
@@ -657,6 +661,9 @@ class Query:
     """IANA zone whose days and hours the time buckets follow (the window stays [start, end))."""
     name: str = "adhoc"
     text: str = ""
+    logs: str = ""
+    """Which logs the query reads, in words (a query file's ``logs``): shown with its answers,
+    since on a store without such logs every value is noise."""
 
     def __post_init__(self) -> None:
         if not self.aggregations:

@@ -4,6 +4,7 @@ Layout (only ``name`` and ``sql`` are required; command-line options override th
 
     name = "failed_logins_per_hour"
     description = "Failed authentication events per hour."
+    logs = "authentication logs: auth.log/secure (sshd, sudo), Windows Security"   # shown with answers
     sql = '''SELECT date_trunc('hour', "@timestamp") AS hour, COUNT(*) AS failures
              FROM logs WHERE event.category = 'authentication' AND event.outcome = 'failure'
              GROUP BY 1'''
@@ -48,7 +49,7 @@ from dplogs.privacy.bounds import Clamp
 from dplogs.privacy.limits import MAX_SPEC_BYTES
 from dplogs.schema import DEFAULT_PRIVACY_UNIT
 
-_TOP = {"name", "description", "sql", "privacy", "clamp", "keys", "bins", "window"}
+_TOP = {"name", "description", "logs", "sql", "privacy", "clamp", "keys", "bins", "window"}
 _PRIVACY = {"mechanism", "epsilon", "rho", "delta", "max_groups", "max_rows_per_group"}
 _BINS = {"edges", "lo", "hi", "n", "scale"}
 
@@ -104,6 +105,8 @@ def load_query_file(path: str | os.PathLike[str], *, unit: str = DEFAULT_PRIVACY
     for required in ("name", "sql"):
         if not isinstance(doc.get(required), str) or not doc[required].strip():
             raise QueryError(f"{path}: `{required}` must be a non-empty string")
+    if not isinstance(doc.get("logs", ""), str):
+        raise QueryError(f"{path}: `logs` must be a string saying which logs the query reads")
     privacy = table(doc, "privacy", where=str(path))
     bad = set(privacy) - _PRIVACY
     if bad:
@@ -126,7 +129,8 @@ def load_query_file(path: str | os.PathLike[str], *, unit: str = DEFAULT_PRIVACY
         bins = {c: parse_bins(v, column=c) for c, v in table(doc, "bins", where=str(path)).items()}
         query = parse_sql(doc["sql"], unit=unit)
         return query.with_options(
-            name=doc["name"], text=doc["sql"].strip(), clamps=clamps, declared=declared, bins=bins,
+            name=doc["name"], text=doc["sql"].strip(), logs=doc.get("logs", "").strip(), clamps=clamps,
+            declared=declared, bins=bins,
             start=window.get("start"), end=window.get("end"), **privacy,
         )
     except QueryError as exc:  # PrivacyParameterError too: both name the file

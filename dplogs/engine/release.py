@@ -194,6 +194,22 @@ def _whole(column: pl.Series) -> bool:
     return values.len() > 0 and bool(((values == values.round(0)) & (values.abs() < 2**62)).all())
 
 
+NOT_ENOUGH_DATA_TEXT = "not enough data"
+"""How a ratio or mean too noisy to say anything is marked in its mechanism (engine.execute)."""
+
+
+def shown_number(v: float) -> str:
+    """A released number for people to read: whole units with thousands separators from 1,000 up
+    (bytes summed per week printed as -3.72169e+06 before), six significant digits below.
+
+    >>> [shown_number(x) for x in (-3721690.4, 1460.0, 0.236558, 46.0, 1e-07, float("nan"))]
+    ['-3,721,690', '1,460', '0.236558', '46', '1e-07', 'nan']
+    """
+    if math.isfinite(v) and 1000 <= abs(v) < 1e18:
+        return f"{v:,.0f}"
+    return f"{v:.6g}"
+
+
 def _table(release: Release, *, title: str | None) -> str:
     from rich.console import Console
     from rich.table import Table
@@ -203,8 +219,18 @@ def _table(release: Release, *, title: str | None) -> str:
     table = Table(title=None if title is None else Text(visible(title)), show_lines=False)
     for c in release.data.columns:
         table.add_column(Text(visible(c)), justify="right" if release.data.schema[c].is_numeric() else "left")
+    reasons = set()
     for row in release.rows():
-        table.add_row(*(Text("" if v is None else f"{v:.6g}" if isinstance(v, float) else visible(str(v))) for v in row.values()))
+        cells = {k: "" if v is None else shown_number(v) if isinstance(v, float) else visible(str(v)) for k, v in row.items()}
+        # a ratio too noisy to say anything: the value cell says so, its reason goes under the table
+        # once (in every row's mechanism it made the table ~180 characters wide)
+        base, sep, reason = cells.get("mechanism", "").partition(f"; {NOT_ENOUGH_DATA_TEXT}: ")
+        if sep and row.get("value") is None:
+            cells["value"], cells["mechanism"] = NOT_ENOUGH_DATA_TEXT, base + ")"
+            reasons.add(reason.removesuffix(")"))
+        table.add_row(*(Text(v) for v in cells.values()))
+    if reasons:
+        table.caption = Text(f"{NOT_ENOUGH_DATA_TEXT}: {'; '.join(sorted(reasons))}: released as null (the json/csv value is empty)")
     buf = io.StringIO()
     Console(file=buf, width=200, force_terminal=False, highlight=False).print(table)
     return buf.getvalue()

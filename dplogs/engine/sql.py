@@ -55,7 +55,7 @@ from dplogs.engine.plan import (
 )
 from dplogs.errors import QueryError
 from dplogs.privacy.limits import MAX_FILTER_DEPTH, MAX_SQL_CHARS
-from dplogs.schema import DEFAULT_PRIVACY_UNIT, TIMESTAMP
+from dplogs.schema import DEFAULT_PRIVACY_UNIT, IDENTITY_FIELDS, TIMESTAMP
 
 TABLES = ("logs", "events")
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
@@ -290,8 +290,12 @@ def _aggregate(node: exp.Expression, alias: str | None, unit: str, aggs: list[Ag
             if len(cols) == 1 and isinstance(cols[0], exp.Column) and column_name(cols[0]) == unit:
                 aggs.append(Aggregation.units(name=alias))
                 return
+            named = column_name(cols[0]) if len(cols) == 1 and isinstance(cols[0], exp.Column) else None
+            other_unit = (f"{named} is not this store's privacy unit ({unit}): counting distinct {named} needs a "
+                          f"store made with --privacy-unit {named}, so on this store leave this query out (or its "
+                          "section out of a report spec). ") if named in IDENTITY_FIELDS else ""
             raise QueryError(
-                f"COUNT(DISTINCT ...) is supported only for the privacy unit: COUNT(DISTINCT {unit}); "
+                f"{other_unit}COUNT(DISTINCT ...) is supported only for the privacy unit: COUNT(DISTINCT {unit}); "
                 "distinct values of other columns would need private partition selection (GROUP BY them with --delta)"
             )
         raise QueryError("COUNT(col) is not supported; use COUNT(*) with WHERE col IS NOT NULL")

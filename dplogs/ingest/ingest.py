@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
 from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id
 from dplogs.ingest.streams import StreamKeys
+from dplogs.schema.units import SHARED, UnitRule
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class FileResult:
     reasons: tuple[tuple[str, int], ...] = ()
     span: tuple[str, str] | None = None
     """Coverage: the UTC days of the input's first and last event (ISO dates, both included)."""
+    unattributed: int = 0
+    """Written rows carrying none of the store's privacy-unit fields."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class IngestSummary:
         return sum(f.quarantined for f in self.files)
 
     @property
+    def unattributed(self) -> int:
+        return sum(f.unattributed for f in self.files)
+
+    @property
     def reasons(self) -> Counter[str]:
         total: Counter[str] = Counter()
         for f in self.files:
@@ -88,6 +96,35 @@ class IngestSummary:
             row.update(files=1, parsed=f.parsed, quarantined=f.quarantined, skipped=f.skipped,
                        duplicate_rows=f.duplicate_rows, duplicate_files=int(f.duplicate_file))
         return {k: dict(v) for k, v in out.items()}
+
+
+def unattributed_note(summary: IngestSummary, rule: UnitRule) -> str | None:
+    """A warning when most rows this run wrote have no field of the store's privacy unit and so
+    all fall into the ONE shared unit: bounded like a single person, they leave every answer about
+    them mostly noise (web or Zeek logs in a store whose unit is user.name). Counts only."""
+    if rule.unattributed != SHARED or summary.unattributed * 2 <= summary.written:
+        return None
+    return (f"{summary.unattributed:,} of {summary.written:,} events written carry no {' or '.join(rule.fields)} "
+            f"(the store's privacy unit): they form ONE shared unit, bounded like a single person, so answers "
+            "about them will be mostly noise. For logs without accounts, ingest into a new store made with "
+            "--privacy-unit source.ip (web, firewall, Zeek) or a chain such as user.name,source.ip or "
+            "user.name,host.name (system logs); see docs/privacy.md")
+
+
+YEARLESS_FORMATS = ("syslog",)
+"""Formats whose RFC 3164 stamps (``Mar 30 15:02:11``) carry no year: :attr:`IngestOptions.year` dates them
+(CEF too, but only in a syslog header without rt/end/start, rare enough not to warn on every CEF input)."""
+
+
+def guessed_year_note(summary: IngestSummary, options: IngestOptions) -> str | None:
+    """A note when year-less stamps may have been read without ``--year``: dated in this year, a
+    year-old auth.log is stored (and queried) a year late, and nothing else says so."""
+    if options.year is not None or not any(f.format in YEARLESS_FORMATS and f.parsed for f in summary.files):
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    return (f"syslog lines without a year in their stamp (RFC 3164, e.g. auth.log) were dated in {now.year} "
+            f"({now.year - 1} where that put them more than a day in the future); if the logs are older, ingest "
+            "them into a new store with --year YYYY")
 
 
 class TooManyErrors(DataError):
@@ -225,6 +262,9 @@ def ingest(
                          **({"first_day": result.span[0], "last_day": result.span[1]} if result.span else {})}
             store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
+    for note in (unattributed_note(summary, store.manifest.unit_rule), guessed_year_note(summary, options)):
+        if note is not None:
+            summary = replace(summary, warnings=(*summary.warnings, note))
     if max_errors is not None and summary.quarantined > max_errors:
         raise TooManyErrors(
             f"{summary.quarantined} records were quarantined, more than --max-errors {max_errors}; "
@@ -249,7 +289,8 @@ def _ingest_one(
     """Parse and store one input. ``is_new`` is asked before anything is written: when it says
     the same bytes were ingested before, parsing stops and nothing is stored. ``known`` (events,
     quarantine) holds what is stored already; None turns row deduplication off."""
-    parsed = quarantined = skipped = duplicates = 0
+    parsed = quarantined = skipped = duplicates = unattributed = 0
+    unit_fields = store.manifest.unit_rule.fields
     first = last = None
     reasons: Counter[str] = Counter()
     chunk: ParsedChunk
@@ -277,6 +318,7 @@ def _ingest_one(
                 duplicates += dropped
             if events.height:
                 writer.add(events)
+                unattributed += events.select(pl.all_horizontal(pl.col(f).is_null() for f in unit_fields).sum()).item()
             if chunk.quarantine.height:
                 reasons.update(dict(chunk.quarantine.get_column("reason").value_counts().iter_rows()))
                 rejected = keys.hash_quarantine(chunk.quarantine)
@@ -308,7 +350,7 @@ def _ingest_one(
         known[1].written({"": quarantine_files})
     return FileResult(
         name=source.name, format=fmt.name, parsed=parsed, quarantined=quarantined, skipped=skipped,
-        duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())),
+        duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())), unattributed=unattributed,
         span=(first.date().isoformat(), last.date().isoformat()) if first is not None else None,
     )
 

@@ -219,8 +219,10 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     scores = sorted(((fmt.sniff(source.head), name) for name, fmt in registry.items()), reverse=True)
     if not scores or scores[0][0] < MIN_SNIFF_SCORE:
         raise DataError(
-            f"cannot recognise the format of {source.name}; pass --format X "
-            f"(one of: {', '.join(sorted(registry))})"
+            f"cannot recognise the format of {source.name}: its first lines fit none of dplogs' readers. If it is "
+            f"one of {', '.join(sorted(registry))}, pass --format NAME; other logs (an Apache error log, an "
+            "application's own format) are not read: export them as JSON lines or CSV and map their fields with "
+            "--format jsonl|csv --map SRC=ecs.field"
         )
     if len(scores) > 1 and scores[1][0] == scores[0][0]:
         tied = sorted(name for score, name in scores if score == scores[0][0])

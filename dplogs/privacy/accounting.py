@@ -238,6 +238,30 @@ def fits(sums: LossSums, caps: Caps, *, tol: float = _TOL) -> bool:
     return total.epsilon <= caps.epsilon * (1 + tol)
 
 
+def exceeded_advice(spent: LossSums, loss: PrivacyLoss, caps: Caps, *, tol: float = _TOL) -> str:
+    """What to change when a release of ``loss`` on top of ``spent`` breaks ``caps``: the cap
+    broken first (ρ, then δ, then ε) decides, since lowering ε helps nothing when δ ran out.
+
+    >>> exceeded_advice(LossSums.of([PrivacyLoss(epsilon=0.1, delta=9e-7)]), PrivacyLoss(epsilon=1, delta=1e-6),
+    ...                 Caps(epsilon=10.0, delta=1e-6))
+    'its delta exceeds what is left: pass a smaller --delta (e.g. 1e-07) or --keys COL=a,b,c to make its keys public (no delta), or raise the delta cap with `dplogs budget set`'
+    >>> exceeded_advice(LossSums.of([PrivacyLoss(epsilon=0.1, delta=1e-6)]), PrivacyLoss(epsilon=1, delta=1e-8),
+    ...                 Caps(epsilon=10.0, delta=1e-6))
+    'no delta is left in this window: pass --keys COL=a,b,c to make its keys public (no delta), or raise the delta cap with `dplogs budget set`'
+    """
+    total = spent + LossSums.one(loss)
+    if caps.rho is not None and total.rho > caps.rho * (1 + tol):
+        return "its rho exceeds what is left: lower the query's rho or wait for the next window"
+    if total.delta > caps.delta * (1 + tol):
+        left = caps.delta - spent.delta
+        passes = ["--keys COL=a,b,c to make its keys public (no delta)"]
+        if left > caps.delta * 1e-6:  # a power of ten that fits what is left
+            passes.insert(0, f"a smaller --delta (e.g. {10 ** math.floor(math.log10(left)):g})")
+        head = "its delta exceeds what is left" if len(passes) > 1 else "no delta is left in this window"
+        return f"{head}: pass {' or '.join(passes)}, or raise the delta cap with `dplogs budget set`"
+    return "lower the query's epsilon/rho or wait for the next window"
+
+
 @dataclass(frozen=True)
 class Remaining:
     """Public: what a window can still spend, each figure alone: ``epsilon`` for one more pure-ε

@@ -105,6 +105,7 @@ from dplogs.errors import (
 )
 from dplogs.privacy import ledger_anchor
 from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, fits, remaining
+from dplogs.privacy.accounting import exceeded_advice
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.windows import check_policy, check_window
@@ -668,8 +669,7 @@ class Ledger:
             w, sums, caps = refused
             raise BudgetExhausted(
                 f"release of {_fmt_loss(loss)} exceeds the budget of window {w}; budget left: "
-                f"{remaining(sums, caps)} (nothing was charged; lower the query's epsilon/rho or "
-                "wait for the next window)"
+                f"{remaining(sums, caps)} (nothing was charged; {exceeded_advice(sums, loss, caps)})"
             )
         return LedgerCharge(loss, entry_id=entry_id, windows=wins), entry_id
 

@@ -75,7 +75,8 @@ def period_coverage(engine: Engine, start: dt.datetime, end: dt.datetime) -> Cov
         covered = check_coverage(start, end, store_spans)
     except NoDataInWindow:
         spans = ", ".join(f"{a} to {b}" for a, b in store_spans or []) or "nothing yet"
-        return Coverage("no-data", f"no logs were ingested for this period (the store covers: {spans}); "
+        last = f"; report a day it covers with --date, e.g. --date {max(b for _, b in store_spans)}" if store_spans else ""
+        return Coverage("no-data", f"no logs were ingested for this period (the store covers: {spans}{last}); "
                                    "nothing was released or charged")
     if covered is None:
         return Coverage("unknown", "the store cannot tell whether logs for this period were ingested (inputs "

@@ -47,6 +47,9 @@ class Field:
     """The public key domain (ECS allowed values), or None when the domain is private."""
     identity: bool = False
     """True for person-like fields that may serve as the privacy unit."""
+    aliases: tuple[str, ...] = ()
+    """Names analysts know this field by from other tools and the raw logs (Winlogbeat, Splunk,
+    Zeek, CloudTrail): a query naming one is told the store's name (never mapped silently)."""
 
     def __post_init__(self) -> None:
         if self.allowed is not None and not self.allowed:
@@ -79,47 +82,48 @@ HASH_DTYPE = pl.Array(pl.UInt64(), 2)
 bits because the hash is only compared, never shown or grouped on."""
 
 _CATALOGUE: tuple[Field, ...] = (
-    Field(TIMESTAMP, TIMESTAMP_DTYPE, "When the event happened, UTC."),
+    Field(TIMESTAMP, TIMESTAMP_DTYPE, "When the event happened, UTC.", aliases=("timestamp", "time", "_time", "ts", "EventTime", "TimeCreated")),
     Field("event.dataset", _S, "Source log, e.g. system.auth, apache.access, windows.security."),
     Field("event.module", _S, "Producer family, e.g. system, apache, windows, zeek, aws."),
     Field("event.kind", _S, "ECS event kind.", allowed=("alert", "event", "metric", "state", "pipeline_error", "signal")),
     Field("event.category", _LIST, "ECS categories (an array, the primary one first).", allowed=_CATEGORIES),
     Field("event.type", _LIST, "ECS types (an array).", allowed=_TYPES),
-    Field("event.action", _S, "What happened, e.g. ssh_login, logon-failed, sudo."),
-    Field("event.outcome", _S, "ECS outcome.", allowed=("success", "failure", "unknown")),
-    Field("event.code", _S, "Source event id, e.g. Windows 4625, Sysmon 1."),
+    Field("event.action", _S, "What happened, e.g. ssh_login, logon-failed, sudo.", aliases=("action", "eventName")),
+    Field("event.outcome", _S, "ECS outcome.", allowed=("success", "failure", "unknown"), aliases=("outcome", "result")),
+    Field("event.code", _S, "Source event id, e.g. Windows 4625, Sysmon 1.", aliases=("winlog.event_id", "EventID", "event_id", "EventCode")),
     Field("event.provider", _S, "Source provider or channel."),
     Field("event.severity", _I64, "Numeric severity as the source gives it."),
-    Field("message", _S, "Free-text message."),
-    Field("user.name", _S, "User the event is about.", identity=True),
+    Field("message", _S, "Free-text message.", aliases=("msg",)),
+    Field("user.name", _S, "User the event is about.", identity=True, aliases=("user", "username", "TargetUserName", "userIdentity.userName", "account")),
     Field("user.domain", _S, "Domain of user.name."),
     Field("user.id", _S, "User id or SID."),
     Field("user.target.name", _S, "User acted upon (useradd, 4720, su target)."),
     Field("user.effective.name", _S, "User whose rights were used (sudo/su target, PAM 'for user')."),
-    Field("source.ip", _S, "Client / source address.", identity=True),
-    Field("source.port", _I32, "Source port."),
-    Field("source.bytes", _I64, "Bytes sent by the source."),
-    Field("destination.ip", _S, "Destination address."),
-    Field("destination.port", _I32, "Destination port."),
-    Field("destination.bytes", _I64, "Bytes sent by the destination."),
-    Field("host.name", _S, "Host that logged the event.", identity=True),
+    Field("source.ip", _S, "Client / source address.", identity=True,
+          aliases=("src", "src_ip", "source_ip", "client.ip", "client_ip", "clientip", "remote_addr", "id.orig_h", "IpAddress", "sourceIPAddress")),
+    Field("source.port", _I32, "Source port.", aliases=("src_port", "id.orig_p", "IpPort")),
+    Field("source.bytes", _I64, "Bytes sent by the source.", aliases=("orig_bytes", "bytes_out")),
+    Field("destination.ip", _S, "Destination address.", aliases=("dst", "dest", "dst_ip", "dest_ip", "id.resp_h")),
+    Field("destination.port", _I32, "Destination port.", aliases=("dst_port", "dest_port", "id.resp_p")),
+    Field("destination.bytes", _I64, "Bytes sent by the destination.", aliases=("resp_bytes", "bytes_in")),
+    Field("host.name", _S, "Host that logged the event.", identity=True, aliases=("host", "hostname", "Computer", "computer_name")),
     Field("process.name", _S, "Process name (sshd, sudo, powershell.exe)."),
     Field("process.pid", _I64, "Process id."),
-    Field("process.executable", _S, "Full path of the executable."),
-    Field("process.command_line", _S, "Full command line."),
-    Field("process.parent.executable", _S, "Parent executable."),
-    Field("network.transport", _S, "tcp, udp, icmp…", allowed=("tcp", "udp", "icmp", "ipv6-icmp", "sctp", "gre", "esp")),
+    Field("process.executable", _S, "Full path of the executable.", aliases=("Image", "exe")),
+    Field("process.command_line", _S, "Full command line.", aliases=("CommandLine", "cmdline", "command_line")),
+    Field("process.parent.executable", _S, "Parent executable.", aliases=("ParentImage",)),
+    Field("network.transport", _S, "tcp, udp, icmp…", allowed=("tcp", "udp", "icmp", "ipv6-icmp", "sctp", "gre", "esp"), aliases=("proto", "transport")),
     Field("network.protocol", _S, "Application protocol (dns, http, ssl…)."),
-    Field("http.request.method", _S, "HTTP method.", allowed=_HTTP_METHODS),
+    Field("http.request.method", _S, "HTTP method.", allowed=_HTTP_METHODS, aliases=("method", "http_method", "verb")),
     Field("http.request.referrer", _S, "Referrer."),
-    Field("http.response.status_code", _I32, "HTTP status code."),
-    Field("http.response.body.bytes", _I64, "Response body size in bytes."),
-    Field("url.original", _S, "Request URL as logged."),
-    Field("user_agent.original", _S, "User agent string."),
-    Field("dns.question.name", _S, "Queried name."),
-    Field("winlog.logon.type", _S, "Windows logon type (2, 3, 10…)."),
-    Field("winlog.channel", _S, "Windows event channel."),
-    Field("rule.name", _S, "Detection rule / signature name (IDS alerts)."),
+    Field("http.response.status_code", _I32, "HTTP status code.", aliases=("status", "status_code", "http.status", "http.status_code", "sc-status")),
+    Field("http.response.body.bytes", _I64, "Response body size in bytes.", aliases=("bytes", "response_bytes", "body_bytes_sent", "size")),
+    Field("url.original", _S, "Request URL as logged.", aliases=("url", "uri", "request", "uri_path")),
+    Field("user_agent.original", _S, "User agent string.", aliases=("user_agent", "useragent", "http_user_agent")),
+    Field("dns.question.name", _S, "Queried name.", aliases=("query", "dns.query")),
+    Field("winlog.logon.type", _S, "Windows logon type (2, 3, 10…).", aliases=("LogonType", "logon_type", "winlog.event_data.LogonType")),
+    Field("winlog.channel", _S, "Windows event channel.", aliases=("Channel",)),
+    Field("rule.name", _S, "Detection rule / signature name (IDS alerts).", aliases=("signature", "alert.signature")),
     Field("rule.id", _S, "Detection rule / signature id."),
     Field("rule.category", _S, "Detection rule category."),
     Field("cloud.provider", _S, "Cloud provider (aws)."),
@@ -132,6 +136,8 @@ _CATALOGUE: tuple[Field, ...] = (
 FIELDS: dict[str, Field] = {f.name: f for f in _CATALOGUE}
 STORE_SCHEMA: pl.Schema = pl.Schema({f.name: f.dtype for f in _CATALOGUE})
 IDENTITY_FIELDS: tuple[str, ...] = tuple(f.name for f in _CATALOGUE if f.identity)
+ALIASES: dict[str, str] = {a.lower(): f.name for f in _CATALOGUE for a in f.aliases}
+"""Other tools' names for store fields (lower-cased) -> the store's name; see :attr:`Field.aliases`."""
 DEFAULT_PRIVACY_UNIT = "user.name"
 
 

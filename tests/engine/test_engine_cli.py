@@ -121,6 +121,78 @@ def test_budget_exhausted_exit_77_charges_nothing(tmp_path, sample_store):
     assert entries(store) == 1
 
 
+def test_budget_refusal_names_the_delta_when_delta_ran_out(tmp_path, sample_store):
+    """The README tour's caps (ε 10, δ 1e-6) pay for one private-key one-liner (default δ 1e-6):
+    the second is refused with ε to spare, so the message must point at δ, not at ε."""
+    import shutil
+
+    store = tmp_path / "tour"
+    shutil.copytree(sample_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    (store / "manifest.json").write_text(json.dumps({**manifest, "store_id": "", "ledger_id": ""}))
+    for f in store.glob("ledger.sqlite*"):
+        f.unlink()
+    assert run("budget", "set", "--store", str(store), "--epsilon", "10", "--delta", "1e-6").exit_code == 0
+    private = ["query", "--store", str(store), "--sql", "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip",
+               "--max-groups", "1", "--max-rows-per-group", "5"]
+    assert run(*private).exit_code == 0
+    r = run(*private)
+    assert r.exit_code == 77, r.stderr
+    message = " ".join(r.stderr.split())
+    assert "its delta exceeds what is left: pass a smaller --delta" in message and "lower the query's epsilon" not in message
+    assert run(*private, "--delta", "1e-8").exit_code == 0  # what it advises works
+    assert entries(store) == 2
+
+
+def test_table_prints_large_values_as_whole_numbers_with_separators(sample_store):
+    """Summed bytes printed as -3.72169e+06 (scale 8.38861e+06); a table is for people to read."""
+    r = run("query", "--store", str(sample_store), *PRIV, "--clamp", "http.response.body.bytes=0:1000000",
+            "--sql", "SELECT SUM(http.response.body.bytes) AS bytes FROM logs")
+    assert r.exit_code == 0, r.stderr
+    assert "e+0" not in r.stdout
+    cells = [c.strip() for c in r.stdout.splitlines()[-2].split("│")[1:-1]]
+    value, scale = cells[1], cells[3]
+    assert re.fullmatch(r"-?\d{1,3}(,\d{3})+", value) and re.fullmatch(r"\d{1,3}(,\d{3})+", scale), cells
+    released = json.loads(run("query", "--store", str(sample_store), *PRIV, "--clamp", "http.response.body.bytes=0:1000000",
+                              "--sql", "SELECT SUM(http.response.body.bytes) AS bytes FROM logs", "--format", "json").stdout)
+    assert released["data"][0]["scale"] == float(scale.replace(",", ""))  # json keeps the number itself
+
+
+def test_an_empty_selection_says_what_to_do(sample_store):
+    """GROUP BY the unit's own field with no protection policy released 0 cells and said nothing:
+    the note names --keys and, since each value is one unit's data, why none can pass."""
+    r = run("query", "--store", str(sample_store), *PRIV, "--delta", "1e-8",
+            "--sql", "SELECT user.name, COUNT(*) FROM logs WHERE event.outcome = 'failure' GROUP BY user.name")
+    assert r.exit_code == 0, r.stderr
+    assert "released 0 cells" in r.stderr
+    note = " ".join(r.stderr.split())
+    assert "note: no value of user.name passed partition selection" in note and "--keys user.name=a,b,c" in note
+    assert "every user.name value is one user.name's own data" in note
+    ips = run("query", "--store", str(sample_store), *PRIV, "--delta", "1e-8", "--max-groups", "1",
+              "--sql", "SELECT source.ip, COUNT(*) FROM logs WHERE event.outcome = 'failure' AND "
+                       "source.ip LIKE '10.%' GROUP BY source.ip")
+    assert ips.exit_code == 0 and "released 0 cells" in ips.stderr, ips.stderr
+    assert "`dplogs protect --networks CIDR,... --users FILE`" in " ".join(ips.stderr.split())
+    declared = run("query", "--store", str(sample_store), *PRIV, "--keys", "host.name=bastion01",
+                   "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name")
+    assert declared.exit_code == 0 and "note:" not in declared.stderr, declared.stderr
+
+
+def test_table_marks_not_enough_data_in_the_value_cell(sample_store):
+    """A rate too noisy to say anything had an empty value and its reason in the mechanism of every
+    row, which made the table ~180 characters wide; the value now says it, the reason is said once."""
+    r = run("query", str(REPO / "queries" / "login_failure_rate_per_week.toml"), "--store", str(sample_store),
+            "--epsilon", "0.001")
+    assert r.exit_code == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│") and "failure_rate" in line]
+    assert rows and all("not enough data" in line.split("│")[3] for line in rows), r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) < 150
+    assert r.stdout.count("95% interval wider than 50% of the range") == 1
+    data = json.loads(run("query", str(REPO / "queries" / "login_failure_rate_per_week.toml"), "--store",
+                          str(sample_store), "--epsilon", "0.001", "--format", "json").stdout)["data"]
+    assert all(d["value"] is None and "not enough data: 95% interval" in d["mechanism"] for d in data)  # json as released
+
+
 def test_cli_options_override_and_declared_keys(sample_store):
     r = run("explain", "--sql", "SELECT host.name, COUNT(*) FROM logs GROUP BY host.name", "--store", str(sample_store),
             *PRIV, "--keys", "host.name=bastion01,DC01.corp.example.com", "--bucket", "day",
@@ -141,6 +213,11 @@ def test_help_documents_every_option():
                        "--max-rows-per-group", "--clamp", "--keys", "--bins", "--start", "--end", "--bucket", "--format"):
             assert option in text, (command, option)
     assert "--idempotency-key" in run("query", "--help").output and "77" in run("query", "--help").output
+    # the defaults the help states are the ones used: --delta was "required" (1e-6 is used), the
+    # bounds fell back to "the store manifest default" only (they are chosen from the data)
+    text = " ".join(run("query", "--help").output.split())
+    assert "required when grouping" not in text and "else 1e-6" in text
+    assert "else 1 with a private key, else chosen from the data with DP" in text
 
 
 def test_ship_at_least_ten_query_files():
@@ -203,6 +280,23 @@ def test_window_without_ingested_data_is_refused_before_any_charge(sample_store,
     assert cov["window_days"] == 31 and 0 < cov["covered_days"] < 31
 
 
+def test_shipped_query_on_other_days_says_which_window_to_ask_for(tmp_path):
+    """The shipped query files default to the sample logs' fortnight: on a real store that window
+    is empty, and the refusal names a window the store covers (public coverage) to ask instead."""
+    log = tmp_path / "auth.log"
+    log.write_text("".join(f"Mar {d} 10:00:0{i} host sshd[1]: Failed password for invalid user u{i} from 198.51.100.{i} "
+                           "port 22 ssh2\n" for d in (27, 29) for i in range(5)))
+    store = tmp_path / "st"
+    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(store), "--year", "2026"]).exit_code == 0
+    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=10.0, delta=1e-6)
+    query = str(REPO / "queries" / "failed_logins_per_hour.toml")
+    res = CliRunner().invoke(cli, ["query", query, "--store", str(store)])
+    assert res.exit_code == 64, res.output
+    assert "--start 2026-03-27 --end 2026-03-30" in res.output
+    res = CliRunner().invoke(cli, ["query", query, "--store", str(store), "--start", "2026-03-27", "--end", "2026-03-30"])
+    assert res.exit_code == 0, res.output
+
+
 def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
     import shutil
 
@@ -225,6 +319,22 @@ def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
     assert bad.exit_code == 64 and "one window" in bad.output
     assert CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
                                     "--last", "7x"]).exit_code == 64
+
+
+def test_private_keys_default_to_one_group_per_unit(sample_store):
+    """Top URLs on a real web log (source.ip store, no --max-groups) chose max_groups = 32 from the
+    data: partition selection then needed 1,729 distinct clients per URL and released nothing.
+    A private key's max_groups now defaults to 1, disclosed; a given --max-groups still wins."""
+    url = "SELECT url.original, COUNT(*) AS n FROM logs GROUP BY url.original"
+    for sql in (url, "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip"):
+        plan = Engine.open(sample_store).sql(sql, start="2024-03-04", end="2024-03-18").plan
+        assert plan.bounds.max_groups == 1 and "1 (dplogs' default for private keys" in plan.defaults_used["max_groups"]
+        assert plan.choice is None or plan.choice.names() == ["max_rows_per_group"]
+    given = Engine.open(sample_store).sql(url, start="2024-03-04", end="2024-03-18", max_groups=4).plan
+    assert given.bounds.max_groups == 4 and "max_groups" not in given.defaults_used
+    public = Engine.open(sample_store).sql("SELECT event.outcome, COUNT(*) FROM logs GROUP BY 1",
+                                           start="2024-03-04", end="2024-03-18").plan
+    assert "max_groups" not in public.defaults_used  # public keys: no selection, the choice stays
 
 
 def test_a_failed_output_write_after_the_charge_is_74_and_replayable(sample_store, tmp_path, monkeypatch):

@@ -4,14 +4,17 @@ and every validation error (raised before anything is charged)."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
 from dplogs.engine.plan import Aggregation, Bins, Cmp, KeyKind, KeySpec, Query
 from dplogs.engine.planner import plan_query
+from dplogs.engine.sql import parse_sql
 from dplogs.errors import PrivacyParameterError, QueryError
 from dplogs.privacy.bounds import Clamp
 from dplogs.privacy.mechanisms import Mechanism
+from dplogs.schema import ALIASES, FIELDS
 
 WINDOW = {"start": "2026-11-01", "end": "2026-11-08"}
 
@@ -153,6 +156,26 @@ def test_invalid_queries_raise_query_errors(make):
 def test_unknown_column_error_names_known_columns():
     with pytest.raises(QueryError, match="did you mean: event.action.*known columns: @timestamp"):
         Cmp("event.acton", "=", "x")
+
+
+@pytest.mark.parametrize(("asked", "stored"), [
+    ("winlog.event_id", "event.code"), ("EventID", "event.code"), ("src_ip", "source.ip"), ("id.orig_h", "source.ip"),
+    ("status", "http.response.status_code"), ("Computer", "host.name"), ("user", "user.name"),
+    ("LogonType", "winlog.logon.type"), ("sourceIPAddress", "source.ip"),
+])
+def test_a_column_named_as_other_tools_name_it_points_at_the_store_field(asked, stored):
+    """A SOC engineer's first guesses (Winlogbeat's winlog.event_id, Splunk's src_ip, Zeek's
+    id.orig_h) found no suggestion, or a wrong one (winlog.event_id -> nothing at all)."""
+    with pytest.raises(QueryError, match=rf"unknown column '{re.escape(asked)}': dplogs stores it as {re.escape(stored)} "):
+        parse_sql(f"SELECT {asked}, COUNT(*) FROM logs GROUP BY 1")
+
+
+def test_aliases_name_one_field_each_and_no_store_field():
+    from dplogs.schema.ecs import _CATALOGUE
+
+    aliases = [a.lower() for f in _CATALOGUE for a in f.aliases]
+    assert len(aliases) == len(set(aliases)) == len(ALIASES)
+    assert not set(aliases) & {name.lower() for name in FIELDS}
 
 
 # -- L0 is what a unit can reach: min(max_groups, groups per budget window) ----------------------

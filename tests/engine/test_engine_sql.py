@@ -104,3 +104,13 @@ def test_order_by_unaliased_aggregates():
     assert (q.top_k, q.order_by) == (2, "distinct_units")
     q = parse_sql("SELECT source.ip, QUANTILE(source.bytes, 0.95) FROM logs GROUP BY 1 ORDER BY 2 DESC LIMIT 2")
     assert q.order_by == "p95(source.bytes)"
+
+
+def test_count_distinct_of_another_identity_field_says_the_query_does_not_fit_the_store():
+    """The shipped nightly report failed on a source.ip store (the unit the ingest recommends for
+    web logs) with a generic 'supported only for the privacy unit' and no word of what to do."""
+    with pytest.raises(QueryError, match=r"user.name is not this store's privacy unit \(source.ip\): counting distinct "
+                                         r"user.name needs a store made with --privacy-unit user.name"):
+        parse_sql("SELECT host.name, COUNT(DISTINCT user.name) FROM logs GROUP BY host.name", unit="source.ip")
+    with pytest.raises(QueryError, match=r"^COUNT\(DISTINCT \.\.\.\) is supported only for the privacy unit"):
+        parse_sql("SELECT COUNT(DISTINCT url.original) FROM logs", unit="source.ip")

@@ -27,6 +27,8 @@ def test_help_explains_every_option_and_lists_formats() -> None:
     for name in registered():
         assert name in result.output
     assert "ingest" in _run("--help").output
+    # the summary's columns are explained (Zeek's 288 "skipped" header lines were a mystery)
+    assert "\"skipped\" counts blank, comment and header lines" in " ".join(result.output.split())
 
 
 def test_ingest_samples_summary_goes_to_stderr(tmp_path: Path) -> None:
@@ -96,3 +98,45 @@ def test_missing_input_exit_66_and_unknown_format_65(tmp_path: Path) -> None:
     odd.write_bytes(b"\x00\x01\x02 binary junk\n")
     result = _run("ingest", str(odd), "--store", str(tmp_path / "s"))
     assert result.exit_code == 65 and "--format" in result.stderr
+    # an Apache error log (loghub): passing a --format from the list only quarantined every line,
+    # and nothing said that such logs are not read at all or what to do instead
+    errors = tmp_path / "error.log"
+    errors.write_text("[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok /etc/httpd/conf/workers2.properties\n")
+    result = _run("ingest", str(errors), "--store", str(tmp_path / "s"))
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 65 and "are not read" in text and "--format jsonl|csv --map SRC=ecs.field" in text
+
+
+def test_warns_when_most_rows_fall_into_the_shared_unit(tmp_path: Path) -> None:
+    """Access logs carry no user.name: in a user.name store every request is the ONE shared unit,
+    so every answer about them is noise; the ingest says so and names the option that helps."""
+    access = tmp_path / "access.log"
+    access.write_text("".join(f'203.0.113.{i % 200} - - [17/May/2015:10:{i % 60:02d}:00 +0000] "GET /p{i} HTTP/1.1" '
+                              f'200 {i} "-" "curl/8"\n' for i in range(1200)))
+    shared = _run("ingest", str(access), "--store", str(tmp_path / "by_user"))
+    assert shared.exit_code == 0, shared.stderr
+    assert "1,200 of 1,200 events written carry no user.name" in " ".join(shared.stderr.split())
+    assert "--privacy-unit source.ip" in " ".join(shared.stderr.split())
+    for args in (["--privacy-unit", "source.ip"], ["--privacy-unit", "user.name", "--unattributed", "per-row"]):
+        own = _run("ingest", str(access), "--store", str(tmp_path / args[-1]), *args)
+        assert own.exit_code == 0 and "shared unit" not in own.stderr, own.stderr
+    auth = _run("ingest", str(SAMPLES / "auth.log"), "--store", str(tmp_path / "auth"), "--year", "2024")
+    assert auth.exit_code == 0 and "shared unit" not in auth.stderr, auth.stderr
+
+
+def test_yearless_syslog_without_year_says_which_year_it_used(tmp_path: Path) -> None:
+    """A real auth.log from years ago was stored in the current year without a word."""
+    import datetime as dt
+
+    plain = _run("ingest", str(SAMPLES / "auth.log"), "--store", str(tmp_path / "guessed"))
+    assert plain.exit_code == 0, plain.stderr
+    text = " ".join(plain.stderr.split())
+    assert f"were dated in {dt.datetime.now(dt.timezone.utc).year}" in text and "--year YYYY" in text
+    given = _run("ingest", str(SAMPLES / "auth.log"), "--store", str(tmp_path / "given"), "--year", "2024")
+    assert given.exit_code == 0 and "were dated in" not in given.stderr
+    web = _run("ingest", str(SAMPLES / "access.log"), "--store", str(tmp_path / "web"))
+    assert web.exit_code == 0 and "were dated in" not in web.stderr
+    cef = tmp_path / "fw.cef"
+    cef.write_text("CEF:0|Forcepoint|NGFW|6.6|70018|Connection_Allowed|0|rt=Jan 17 2020 08:52:10 src=10.0.0.1\n")
+    dated = _run("ingest", str(cef), "--store", str(tmp_path / "cef"))
+    assert dated.exit_code == 0 and "were dated in" not in dated.stderr, dated.stderr

@@ -70,6 +70,21 @@ def test_head_where_and_columns(tmp_path: Path) -> None:
     assert _run("--store", str(store), "--head", "1", "--columns", "nosuch").exit_code == 64
 
 
+def test_wide_events_are_shown_a_field_a_line(tmp_path: Path) -> None:
+    """A Windows event sets ~23 columns: as one table row in a 160-column console each column was
+    about 5 characters wide (a timestamp folded over 9 lines). Wide events are shown one at a
+    time, a field a line, the unset fields left out; a few chosen columns stay one table."""
+    store = _store(tmp_path)
+    out = _run("--store", str(store), "--head", "1", "--where", "event.outcome = 'failure'")
+    assert out.exit_code == 0, out.output
+    lines = {" ".join(line.strip("│ ").split()) for line in out.stdout.splitlines()}
+    assert "events: 1 of 1" in lines
+    assert "@timestamp │ 2024-03-30T15:05:11+00:00" in lines and "source.ip │ 24.151.103.17" in lines
+    assert not any(line.startswith("user.target.name") for line in lines)  # not set: not shown
+    narrow = _run("--store", str(store), "--head", "4", "--columns", "user.name,event.action")
+    assert narrow.exit_code == 0 and "events (4 rows)" in narrow.stdout
+
+
 def test_quarantine_shows_lines_with_reasons_inert(tmp_path: Path) -> None:
     store = _store(tmp_path)
     out = _run("--store", str(store), "--quarantine", "--reason", "no syslog header")

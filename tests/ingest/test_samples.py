@@ -4,6 +4,8 @@ after ingestion (counted on the store, pre-noise: this is a test of the data, no
 from __future__ import annotations
 
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -24,6 +26,15 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes(), name
     assert sum((SAMPLES / n).stat().st_size for n in FILES) < 1_000_000
     assert (tmp_path / ROSTER).read_bytes() == (SAMPLES / ROSTER).read_bytes()
+
+
+def test_generator_help_prints_usage_and_writes_nothing(tmp_path: Path) -> None:
+    """`generate.py --help` wrote the sample logs into a directory named --help (one was committed)."""
+    run = subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--help"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "usage:" in run.stdout and "outdir" in run.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert not (SAMPLES.parent / "--help").exists()
 
 
 def test_the_roster_names_exactly_the_people_who_log_in(tmp_path: Path) -> None:

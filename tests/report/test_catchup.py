@@ -110,4 +110,6 @@ def test_a_period_without_logs_says_so_spends_nothing_and_exits_66(new_store, tm
     res = _cli("--store", str(store), "--date", "2025-01-10", "--format", "md", "-o", str(out))
     assert res.exit_code == 66, res.output
     assert "No data for this period" in out.read_text() and "2024-03-04 to 2024-03-17" in out.read_text()
+    # a nightly job's default (yesterday) on older logs: the refusal names a day to ask for
+    assert "report a day it covers with --date, e.g. --date 2024-03-17" in " ".join(res.output.split())
     assert Ledger.open(store / "ledger.sqlite").history() == []  # nothing charged

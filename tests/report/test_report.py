@@ -17,6 +17,7 @@ from dplogs.cli import cli
 from dplogs.errors import BudgetExhausted, ConcurrentRun, QueryError
 from dplogs.privacy.ledger import Ledger
 from dplogs.report import load_report_spec, render, run_report
+from dplogs.report.summary import summarize
 from dplogs.report.render import _chart
 from tests.report.conftest import events_of
 
@@ -227,3 +228,56 @@ def test_output_suffix_picks_the_format(new_store, tmp_path):
         assert check((tmp_path / name).read_text()), name
     res = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "x.txt"), "--format", "md"])
     assert res.exit_code == 0 and (tmp_path / "x.txt").read_text().startswith("# ")
+
+
+def test_sections_say_which_logs_their_query_reads(sample_store, tmp_path):
+    """On a Linux-only store the nightly report's Windows section is pure noise (a logon-type-7
+    cell once 'stood out' at 128 on a store without one Windows event) and nothing said which logs
+    it needs: every shipped query names them (`logs`), and the report, explain and query show it."""
+    store = _fresh(sample_store, tmp_path, 100.0)
+    run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY)
+    windows = "Reads Windows Security logs with logon failures (event 4625)"
+    assert windows in render(run, "html") and windows in render(run, "md")
+    for query in (REPO / "queries").glob("*.toml"):
+        assert "logs = " in query.read_text(), query.name
+    explain = CliRunner().invoke(cli, ["explain", str(REPO / "queries" / "sudo_per_day.toml"), "--store", str(store)])
+    assert "logs it reads: Linux auth.log/secure with sudo lines" in explain.output
+    bad = tmp_path / "q.toml"
+    bad.write_text('name = "q"\nlogs = 3\nsql = "SELECT COUNT(*) FROM logs"\n')
+    res = CliRunner().invoke(cli, ["explain", str(bad), "--store", str(store)])
+    assert res.exit_code == 64 and "`logs` must be a string" in res.output
+
+
+def test_hourly_tables_show_midnight_as_a_time(sample_store, tmp_path):
+    """An hourly table's first row read '2024-03-12' (as if a day's total), the next '2024-03-12 01:00'."""
+    from dplogs.report.render import _table_rows
+
+    store = _fresh(sample_store, tmp_path, 100.0)
+    page = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY), "md")
+    assert "| 2024-03-12 00:00 | failures |" in page and "| 2024-03-12 | failures |" not in page
+    days = pl.DataFrame({"day": [dt.datetime(2024, 3, 11), dt.datetime(2024, 3, 12)]}).with_columns(
+        pl.col("day").dt.replace_time_zone("UTC"))
+    assert [r[0] for r in _table_rows(days, ["day"], "UTC")] == ["2024-03-11", "2024-03-12"]
+
+
+def test_standouts_say_how_often_chance_makes_one(sample_store, tmp_path):
+    """A logon-type cell of the Windows section 'stood out' on a store without one Windows event;
+    the summary says how often a section with nothing unusual shows a cell by chance."""
+    store = _fresh(sample_store, tmp_path, 100.0)
+    from dplogs.privacy.testing import exact_mode
+
+    with exact_mode():  # no noise: the spray's 02:00 hour stands out for sure
+        run = run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY)
+    assert any(s.section == "Failed logins per hour" for s in summarize(run).standouts)
+    assert "about once in 50 reports" in render(run, "md") and "about once in 50 reports" in render(run, "html")
+
+
+def test_a_store_without_a_protection_policy_says_what_protect_would_show(sample_store, tmp_path):
+    """On the real auth.log the brute force stood out only once `dplogs protect --networks` was
+    declared, and the report never said so; with a policy the note goes away."""
+    store = _fresh(sample_store, tmp_path, 100.0)
+    note = "Every row is protected (no "
+    assert note in render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY), "md")
+    assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    page = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY + dt.timedelta(days=1)), "md")
+    assert note not in page and "Failed logins per hour" in page

@@ -104,8 +104,7 @@ from dplogs.errors import (
     UsageError,
 )
 from dplogs.privacy import ledger_anchor
-from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, fits, remaining
-from dplogs.privacy.accounting import exceeded_advice
+from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, exceeded_advice, fits, remaining
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.windows import check_policy, check_window

@@ -95,9 +95,10 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     declared = (f"--users {roster} " if policy.users else "") + f"--networks {','.join(policy.networks)}"
     brute = Engine.open(store).query_file(queries / "failed_logins_by_source_hour.toml", epsilon=0.5)
     rel = brute.release(caller="demo", idempotency_key="demo:failed_logins_by_source_hour")
+    top = rel.data.sort("value", descending=True).head(3)
     click.echo(f"7. with `dplogs protect {visible(declared)}`, failures from outside are counted exactly "
-               "(top 3 source/hour cells):", err=True)
-    for row in rel.data.sort("value", descending=True).head(3).iter_rows(named=True):
+               f"(the top {top.height} of {rel.data.height} released source/hour cells):", err=True)
+    for row in top.iter_rows(named=True):
         click.echo(f"   - {row['hour']:%Y-%m-%d %H:00} {visible(str(row['source.ip']))}: "
                    f"{_parts(row['value'], row['exact'], 'from outside', 'from inside')}", err=True)
     if not policy.users:

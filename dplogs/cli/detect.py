@@ -24,8 +24,9 @@ _CTX = {"help_option_names": ["-h", "--help"]}
               help="kmeans: DP Lloyd iterations (zCDP); autoencoder: DP-SGD (PLD accountant).")
 @click.option("--epsilon", type=NUMBER, required=True, help="Privacy loss ε of the training release, per unit per budget window.")
 @click.option("--delta", type=NUMBER, required=True, help="δ of the training release (e.g. 1e-6).")
-@click.option("--start", required=True, help="Start of the training time range (ISO 8601, included).")
-@click.option("--end", required=True, help="End of the training time range (ISO 8601, excluded). Every budget window it touches is charged.")
+@click.option("--start", default=None, help="Start of the training time range (ISO 8601, included). Default (with "
+              "--end): the latest budget window the store's coverage reaches, as for queries.")
+@click.option("--end", default=None, help="End of the training time range (ISO 8601, excluded). Every budget window it touches is charged.")
 @click.option("--max-windows", "max_windows", type=click.IntRange(min=1), default=None,
               help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random. Default: a "
                    "public rule per --window (day 7, hour 24, 15min 32, 5min 48). Noise grows with K.")
@@ -61,6 +62,7 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
     from dplogs.detect.train import default_max_windows
 
     refuse_store_file(Path(output), Path(store_path), "--output")
+    start, end = _training_range(store_path, start, end)
     if max_windows is None:
         max_windows = default_max_windows(window)
         click.echo(f"--max-windows defaults to K = {max_windows} {window} windows per unit per budget window "
@@ -84,6 +86,27 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
     # the peer baseline's noisy tables (~80 KB, 4,000 lines at indent 1) stay in the model file
     shown = {k: ("(in the model file)" if k == "peer_baseline" and v else v) for k, v in card.__dict__.items()}
     click.echo(json.dumps({"model": str(path), "model_card": shown}, default=list, indent=1))
+
+
+def _training_range(store_path, start: str | None, end: str | None) -> tuple[str, str]:
+    """--start/--end as given, or both defaulted to the latest budget window the store's coverage
+    (public metadata) reaches, said on stderr; one without the other is refused."""
+    if start is not None and end is not None:
+        return start, end
+    if start is not None or end is not None:
+        raise UsageError("give both --start and --end, or neither (then the latest budget window the store covers "
+                         "is used); nothing was charged")
+    from dplogs.engine.coverage import latest_window
+    from dplogs.ingest.store import Store
+
+    store = Store.open(store_path)
+    window = latest_window(store.coverage(), store.manifest.budget_window)
+    if window is None:
+        raise UsageError("pass --start and --end: the store cannot tell which days it covers (or holds no logs), so "
+                         "there is no default training window; nothing was charged")
+    click.echo(f"training window defaults to {window[0].date()} to {window[1].date()}: the latest "
+               f"{store.manifest.budget_window} budget window the store's coverage reaches", err=True)
+    return window[0].isoformat(), window[1].isoformat()
 
 
 def _refuse_uncovered_range(store_path, start: str, end: str) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 
 import polars as pl
 
-from dplogs.engine.coverage import check as check_coverage
+from dplogs.engine.coverage import check as check_coverage, latest_window
 from dplogs.engine.execute import run
 from dplogs.engine.explain import Explanation, explain
 from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
@@ -52,7 +52,6 @@ from dplogs.engine.release import Release
 from dplogs.engine.sql import parse_sql, parse_where
 from dplogs.errors import UsageError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
-from dplogs.privacy.windows import window_end_of, window_start_of
 from dplogs.schema import FIELDS, TIMESTAMP
 from dplogs.schema.units import UnitRule
 
@@ -350,13 +349,11 @@ class Engine:
             used["max_groups"] = (f"{PRIVATE_KEY_MAX_GROUPS} (dplogs' default for private keys: partition selection "
                                   "needs max_groups times more distinct units per key; pass --max-groups for more)")
         if query.start is None and query.end is None:
-            spans = self.coverage()
-            if spans:
-                last = max(b for _, b in spans)
-                start = window_start_of(last, self.budget_window)
-                query = query.with_options(start=start, end=window_end_of(start, self.budget_window))
-                used["window"] = (f"{start.date()} to {query.end.date()}: the latest {self.budget_window} budget window "
-                                  "the store's coverage reaches")
+            window = latest_window(self.coverage(), self.budget_window)
+            if window is not None:
+                query = query.with_options(start=window[0], end=window[1])
+                used["window"] = (f"{window[0].date()} to {window[1].date()}: the latest {self.budget_window} budget "
+                                  "window the store's coverage reaches")
         return query, used
 
     def sql(self, text: str, **options: Any) -> PreparedQuery:

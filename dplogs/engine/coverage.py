@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from dplogs.errors import NoDataInWindow
+from dplogs.privacy.windows import window_end_of, window_start_of
 
 
 def _days(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
@@ -69,3 +70,17 @@ def buckets_covered(starts: list[dt.datetime], width: dt.timedelta,
         lo, hi = _days(start, start + width)
         out.append(any(a <= hi and lo <= b for a, b in spans))
     return out
+
+
+def latest_window(spans: list[tuple[dt.date, dt.date]] | None, policy: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """``[start, end)`` of the latest budget window (``policy``: day, week, month) the coverage
+    reaches: the default window of a query or a training that names none. None when the store
+    covers nothing or cannot tell.
+
+    >>> latest_window([(dt.date(2024, 3, 4), dt.date(2024, 3, 17))], "month")[0].isoformat()
+    '2024-03-01T00:00:00+00:00'
+    """
+    if not spans:
+        return None
+    start = window_start_of(max(b for _, b in spans), policy)
+    return start, window_end_of(start, policy)

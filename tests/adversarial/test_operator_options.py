@@ -154,3 +154,17 @@ def test_a_store_without_any_events_refuses_releases_before_the_charge(tmp_path)
     assert res.exit_code == 64, res.output
     assert "holds no ingested data" in res.output and "nothing yet" in res.output
     assert ledger_state(store) == before
+
+
+def test_training_without_a_range_uses_the_latest_covered_budget_window(store, tmp_path):
+    before = ledger_state(store)
+    res = invoke("train", "--store", store, "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
+                 "--start", "2024-03-01", "--output", tmp_path / "half.json")
+    assert res.exit_code == 64 and "give both --start and --end, or neither" in res.output
+    assert ledger_state(store) == before
+    res = invoke("train", "--store", store, "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
+                 "--output", tmp_path / "m.json")
+    assert res.exit_code == 0, res.output
+    assert "training window defaults to 2024-03-01 to 2024-04-01" in res.stderr
+    (entry, *_) = ledger_state(store)
+    assert entry["caller"] == "train" and entry["windows"] == ["2024-03"]

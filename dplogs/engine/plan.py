@@ -32,6 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
+from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
+from dplogs.engine.release import CELL_COLUMNS, EXACT_COLUMN
 from dplogs.errors import PrivacyParameterError, QueryError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME, MAX_BINS, MAX_CLAMP, MAX_DECLARED_KEYS
@@ -619,6 +621,11 @@ def _bin_number(value: Any) -> float:
 
 # -- the query ------------------------------------------------------------------------------------
 
+RESERVED_KEY_NAMES = frozenset({*CELL_COLUMNS, EXACT_COLUMN, "bin_lo", "bin_hi", ROWS, UNITS})
+"""Column names of a release (its cells, a histogram's bin edges) and of the backends' bounded
+aggregates, which a key's output name must not take."""
+_RESERVED_KEY_PREFIXES = ("__", SUM_PREFIX, "exact_")  # internal columns; the engine's exact parts
+
 
 @dataclass(frozen=True)
 class Query:
@@ -662,6 +669,11 @@ class Query:
         names = [k.output for k in self.keys]
         if len(set(names)) != len(names) or set(names) & set(labels):
             raise QueryError(f"output names must be unique across keys and aggregations, got keys {names}")
+        taken = sorted(n for n in names if n in RESERVED_KEY_NAMES or n.startswith(_RESERVED_KEY_PREFIXES))
+        if taken:  # found after the charge, they crashed the release (exit 70) or replaced a key's values
+            raise QueryError(f"key name(s) {', '.join(map(repr, taken))} are taken by the release's own columns "
+                             f"({', '.join(sorted(RESERVED_KEY_NAMES))}, or starting {', '.join(_RESERVED_KEY_PREFIXES)}); "
+                             "give the key another name (AS ...)")
         if len({k.column for k in self.keys if k.column != TIMESTAMP}) != len([k for k in self.keys if k.column != TIMESTAMP]):
             raise QueryError("a column appears twice among the group keys")
         if sum(k.column == TIMESTAMP for k in self.keys) > 1:

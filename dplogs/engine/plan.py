@@ -26,6 +26,7 @@ import difflib
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from types import MappingProxyType
 from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -716,6 +717,8 @@ class Query:
         for col, vals in self.declared.items():
             if not vals or len(set(vals)) != len(vals):
                 raise QueryError(f"declared keys for {col} must be a non-empty list of distinct values")
+        for name in ("clamps", "declared", "bins"):  # frozen like the rest: a plan is checked once
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def _check_privacy_options(self) -> None:
         """Privacy options are checked as given (numbers, not bools or text); whether they suffice

@@ -51,3 +51,18 @@ def test_numpy_numbers_are_read_as_the_numbers_they_are(store, value):
 def test_numpy_values_that_are_not_a_budget_are_refused(store, value):
     with pytest.raises(PrivacyParameterError):
         Engine.open(store).sql("SELECT COUNT(*) FROM logs", epsilon=value, **WINDOW)
+
+
+def test_a_prepared_plan_cannot_be_edited_between_explain_and_release(store):
+    # q.plan.clamps was a plain dict: editing it after explain() made the release disclose (and the
+    # Spark rows use) a clamp of [0, 60000] while it was charged and computed for [0, 10]
+    from dplogs.privacy.bounds import Clamp
+
+    q = Engine.open(store).sql("SELECT SUM(source.port) AS s FROM logs", epsilon=0.5,
+                               clamp={"source.port": (0, 10)}, **WINDOW)
+    for mapping in (q.plan.clamps, q.plan.bins, q.plan.reach, q.plan.query.clamps, q.plan.query.declared,
+                    q.plan.query.bins):
+        with pytest.raises(TypeError):
+            mapping["source.port"] = Clamp(lo=0, hi=60000)
+    release = q.release(caller="test")
+    assert release.privacy["clamps"] == {"source.port": [0.0, 10.0]}

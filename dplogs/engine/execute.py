@@ -101,7 +101,9 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_
     for col, bins in plan.bins.items():
         inner = pl.Series(bins.edges[1:-1], dtype=pl.Float64)
         value = pl.col(col).cast(pl.Float64).clip(bins.edges[0], bins.edges[-1])
-        exprs.append(pl.lit(inner).search_sorted(value, side="right").cast(pl.Int32).alias(f"{BIN}{col}"))
+        index = pl.lit(inner).search_sorted(value, side="right").cast(pl.Int32)
+        # a null has no bin (search_sorted put it in the lowest one); as on Spark and in the exact part
+        exprs.append(pl.when(pl.col(col).is_null()).then(None).otherwise(index).alias(f"{BIN}{col}"))
     return lf.filter(pl.all_horizontal(preds)).select(*exprs, *keep)
 
 

@@ -145,6 +145,7 @@ class Engine:
         self._ledger_store: Any = None  # whose id the ledger must be bound to
         self._coded_store: Any = None  # a store whose events carry unit codes, read by the polars backend
         self._coverage_store: Any = None  # whose coverage (public metadata) the rows come from
+        self.anomalies: dict[str, Any] | None = None  # set by over_anomalies: what the rows are, disclosed
 
     @classmethod
     def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars", spark_master: str | None = None) -> Engine:
@@ -279,7 +280,7 @@ class Engine:
         model, card = load_model(model_path)
         check_features(card, expected_features(card))
         peers = card.peers
-        threshold = resolve_threshold(threshold, card.calibration)
+        raw_threshold, threshold = threshold, resolve_threshold(threshold, card.calibration)
         if card.privacy_unit != self.unit.label:
             raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.unit.label}")
         base = self.scan
@@ -297,6 +298,12 @@ class Engine:
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
                      ledger=self._ledger, backend=self._backend, policy=self.policy)
         eng._ledger_path, eng._ledger_store = self._ledger_path, self._ledger_store
+        # every release says its rows are a model's flags (a model trained on another store or
+        # window is not refused: this is how a reader can tell)
+        eng.anomalies = {
+            "detector": card.detector, "model": Path(model_path).name, "model_ledger_entry": card.ledger_entry,
+            "trained_on": list(card.budget_windows), "threshold": str(raw_threshold), "score_threshold": threshold,
+        }
         # the unit-windows come from the store's rows: its coverage gives the default window and
         # refuses windows without data, as for any query
         eng._coverage_store = self._coverage_store
@@ -310,7 +317,7 @@ class Engine:
         query = query.with_options(**_options(options))
         query, used = self._fallbacks(query)
         plan = plan_query(query, unit=self.unit, window_policy=self.budget_window, defaults=self.defaults)
-        return PreparedQuery(self, replace(plan, policy=self.policy, defaults_used=used))
+        return PreparedQuery(self, replace(plan, policy=self.policy, defaults_used=used, anomalies=self.anomalies))
 
     def _fallbacks(self, query: Query) -> tuple[Query, dict[str, str]]:
         used: dict[str, str] = {}

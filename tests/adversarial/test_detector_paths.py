@@ -47,3 +47,22 @@ def test_plain_thresholds_are_read(store, calibrated_model, threshold):
     res = invoke("explain", "--store", store, "--anomalies", calibrated_model, "--threshold", threshold, "--epsilon", "1",
                  "--max-groups", "1", "--max-rows-per-group", "1", *WINDOW, "--sql", "SELECT COUNT(*) FROM logs")
     assert res.exit_code == 0, res.output[-500:]
+
+
+def test_an_anomaly_release_says_its_rows_are_a_models_flags(store, calibrated_model):
+    # before, its privacy block and ledger entry read like "SELECT COUNT(*) FROM logs" over the
+    # events: nothing said a detector's flags were counted, nor which model (one trained on another
+    # store or window is not refused; this is how a reader tells)
+    res = invoke("query", "--store", store, "--anomalies", calibrated_model, "--threshold", "p99", "--epsilon", "1",
+                 "--max-groups", "1", "--max-rows-per-group", "1", *WINDOW, "--sql", "SELECT COUNT(*) FROM logs",
+                 "--format", "json")
+    assert res.exit_code == 0, res.output[-500:]
+    shown = json.loads(res.stdout)["privacy"]["anomalies"]
+    assert shown["detector"] == "kmeans" and shown["model"] == "model.json" and shown["threshold"] == "p99"
+    assert shown["trained_on"] == ["2024-03"] and shown["score_threshold"] > 0
+    explained = invoke("explain", "--store", store, "--anomalies", calibrated_model, "--threshold", "p99", "--epsilon", "1",
+                       "--max-groups", "1", "--max-rows-per-group", "1", *WINDOW, "--sql", "SELECT COUNT(*) FROM logs")
+    assert "rows: the unit-windows the kmeans model model.json scores above" in explained.stdout
+    plain = invoke("query", "--store", store, "--epsilon", "1", "--max-groups", "1", "--max-rows-per-group", "1", *WINDOW,
+                   "--sql", "SELECT COUNT(*) FROM logs", "--format", "json")
+    assert "anomalies" not in json.loads(plain.stdout)["privacy"]

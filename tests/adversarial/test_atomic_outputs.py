@@ -88,3 +88,39 @@ def test_scores_that_cannot_be_written_whole_leave_the_old_table(store, tmp_path
         score_store(store, model, output=out)
     assert out.read_bytes() == b"old table"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "scores.parquet"]
+
+
+def test_a_stream_or_a_link_as_the_output_is_written_through_not_replaced(tmp_path):
+    # with rename-over, `-o /dev/stdout` (as root) replaced /dev/stdout with a regular file
+    import os
+    import threading
+
+    from dplogs.files import write_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, "through the pipe\n")
+    reader.join(10)
+    assert got == [b"through the pipe\n"] and fifo.is_fifo()
+
+    target, link = tmp_path / "real.csv", tmp_path / "latest.csv"
+    target.write_text("old")
+    link.symlink_to(target)
+    write_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    import os
+    import stat
+
+    from dplogs.files import write_atomic
+
+    scores = tmp_path / "scores.parquet"
+    scores.write_bytes(b"old")
+    os.chmod(scores, 0o600)  # raw per-unit data, kept private by the operator
+    write_atomic(scores, b"new")
+    assert stat.S_IMODE(scores.stat().st_mode) == 0o600 and scores.read_bytes() == b"new"

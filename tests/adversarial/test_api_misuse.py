@@ -66,3 +66,24 @@ def test_a_prepared_plan_cannot_be_edited_between_explain_and_release(store):
             mapping["source.port"] = Clamp(lo=0, hi=60000)
     release = q.release(caller="test")
     assert release.privacy["clamps"] == {"source.port": [0.0, 10.0]}
+
+
+def test_an_idempotency_key_reused_for_another_query_is_refused_not_answered_with_the_first(store):
+    # before, the second query got the first one's cells back as its answer (exit 0, "replayed")
+    from dplogs.errors import UsageError
+
+    eng = Engine.open(store)
+    first = eng.sql("SELECT event.outcome, COUNT(*) FROM logs GROUP BY 1", epsilon=0.1, **WINDOW).release(
+        caller="test", idempotency_key="nightly")
+    before = ledger_state(store)
+    for other in ("SELECT COUNT(*) FROM logs", "SELECT event.outcome, COUNT(*) FROM logs WHERE user.name = 'root' GROUP BY 1",
+                  "SELECT event.outcome, COUNT(DISTINCT user.name) FROM logs GROUP BY 1"):
+        with pytest.raises(UsageError, match="another query"):
+            eng.sql(other, epsilon=0.1, **WINDOW).release(caller="test", idempotency_key="nightly")
+    with pytest.raises(UsageError, match="another query"):  # the same question over another window
+        eng.sql("SELECT event.outcome, COUNT(*) FROM logs GROUP BY 1", epsilon=0.1,
+                **{**WINDOW, "start": "2024-03-02"}).release(caller="test", idempotency_key="nightly")
+    assert ledger_state(store) == before
+    again = eng.sql("SELECT event.outcome, COUNT(*) FROM logs GROUP BY 1", epsilon=0.1, **WINDOW).release(
+        caller="test", idempotency_key="nightly")
+    assert again.privacy["replayed"] and again.to_polars().equals(first.to_polars())

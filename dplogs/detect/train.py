@@ -222,6 +222,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                        mechanisms=["gaussian"] if request.detector == "kmeans" else ["gaussian", "laplace"]) as charge:
         if charge.replayed_payload is not None:
             doc = charge.replayed_payload
+            _check_same_training(doc, request, windows, idempotency_key)
         else:
             # the feature rows are released (on Spark: unpersisted) however training ends
             with closing(_feature_source(store, engine, lo, hi, unit=unit, spec=spec)) as source:
@@ -282,6 +283,18 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
         raise OutputWriteError(f"the model was charged (ledger entry {doc['model_card'].get('ledger_entry')}) and is "
                                f"stored with it, but writing {output} failed: {exc.strerror or exc}; {again}") from None
     return path, model_from_json(doc)[1]
+
+
+def _check_same_training(doc: dict[str, Any], request: TrainRequest, windows: list[str], key: str | None) -> None:
+    """Refuse to re-emit a stored model for another training request: before, a key reused for an
+    hourly autoencoder wrote the daily k-means model it held (exit 0). Nothing is charged here."""
+    card = doc.get("model_card") or {}
+    asked = {"detector": request.detector, "feature_window": request.window, "budget_windows": list(windows),
+             "max_windows_per_unit": request.max_windows_per_unit, "clip_norm": request.clip_norm}
+    differ = [name for name, value in asked.items() if card.get(name) != value]
+    if differ:
+        raise UsageError(f"idempotency key {key!r} already holds a model trained differently (its {', '.join(differ)} "
+                         "differ); use a new key for this training (nothing was charged)")
 
 
 def training_guarantee(epsilon: float, delta: float, unit: UnitRule, windows: tuple[str, ...], request: TrainRequest) -> str:

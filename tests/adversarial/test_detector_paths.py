@@ -66,3 +66,19 @@ def test_an_anomaly_release_says_its_rows_are_a_models_flags(store, calibrated_m
     plain = invoke("query", "--store", store, "--epsilon", "1", "--max-groups", "1", "--max-rows-per-group", "1", *WINDOW,
                    "--sql", "SELECT COUNT(*) FROM logs", "--format", "json")
     assert "anomalies" not in json.loads(plain.stdout)["privacy"]
+
+
+def test_a_training_key_reused_for_another_training_is_refused_not_answered_with_the_old_model(store, tmp_path):
+    # before, an hourly autoencoder request with the key of a daily k-means model wrote that model (exit 0)
+    train = ["train", "--store", store, "--epsilon", "1", "--delta", "1e-6", *WINDOW, "--idempotency-key", "weekly"]
+    first = invoke(*train, "--detector", "kmeans", "--output", tmp_path / "a.json")
+    assert first.exit_code == 0, first.output[-500:]
+    before = ledger_state(store)
+    for other in (["--detector", "autoencoder"], ["--detector", "kmeans", "--window", "hour"],
+                  ["--detector", "kmeans", "--max-windows", "2"]):
+        res = invoke(*train, *other, "--output", tmp_path / "b.json")
+        assert res.exit_code == 64, res.output[-500:]
+        assert "trained differently" in res.stderr and not (tmp_path / "b.json").exists()
+    assert ledger_state(store) == before
+    again = invoke(*train, "--detector", "kmeans", "--output", tmp_path / "c.json")
+    assert again.exit_code == 0 and (tmp_path / "c.json").read_text() == (tmp_path / "a.json").read_text()

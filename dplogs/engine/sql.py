@@ -235,8 +235,11 @@ def _query(trees: list[exp.Expression], text: str, unit: str) -> Query:
         if _unalias(g).sql() not in {_unalias(s).sql() for s in selects}:
             keys.append(_key(_unalias(g), None))
     for col, (levels, names) in quantiles.items():
-        name = next((n for n in names if n), None) if len(levels) == 1 else None
-        aggs.append(Aggregation.quantile_set(col, levels, name=name))
+        given = sorted({n for n in names if n})
+        if len(given) > 1:  # one histogram per column, so one name: 'AS a', 'AS b' were dropped silently
+            raise QueryError(f"the quantiles of {col} are released together, as NAME_pXX({col}): give them one alias "
+                             f"(QUANTILE({col}, [0.5, 0.9]) AS NAME), not {', '.join(given)}")
+        aggs.append(Aggregation.quantile_set(col, levels, name=given[0] if given else None))
 
     top_k, order_by = _order(tree, selects, aggs, unit)
     return Query(

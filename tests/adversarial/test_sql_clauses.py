@@ -55,3 +55,15 @@ def test_ordinary_names_and_clauses_still_release(store):
                  f"SELECT event.outcome AS outcome, COUNT(*) AS c FROM logs l GROUP BY 1 ORDER BY c DESC LIMIT 2")
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[1].startswith('"outcome","aggregate","value"')
+
+
+def test_two_aliases_for_the_quantiles_of_one_column_are_refused_not_dropped(store):
+    # one histogram per column: 'QUANTILE(x, 0.5) AS a, QUANTILE(x, 0.9) AS b' released p50/p90, names dropped
+    before = ledger_state(store)
+    res = invoke("query", "--store", store, *BOUNDS, "--clamp", "source.port=0:65536", "--sql",
+                 "SELECT QUANTILE(source.port, 0.5) AS a, QUANTILE(source.port, 0.9) AS b FROM logs")
+    assert res.exit_code == 64 and "one alias" in res.stderr, res.output
+    assert ledger_state(store) == before
+    res = invoke("query", "--store", store, *BOUNDS, "--clamp", "source.port=0:65536", "--format", "csv", "--sql",
+                 "SELECT QUANTILE(source.port, [0.5, 0.9]) AS q FROM logs")
+    assert res.exit_code == 0 and '"q_p50(source.port)"' in res.stdout and '"q_p90(source.port)"' in res.stdout

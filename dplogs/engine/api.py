@@ -250,8 +250,8 @@ class Engine:
         new: dict[str, Any] = {}
         for name, value in (("max_groups", max_groups), ("max_rows_per_group", max_rows_per_group)):
             if value is not None:
-                ContributionBounds(**{"max_groups": 1, "max_rows_per_group": 1, name: value})
-                new[name] = value
+                checked = ContributionBounds(**{"max_groups": 1, "max_rows_per_group": 1, name: value})
+                new[name] = getattr(checked, name)  # a plain int: a numpy one failed the manifest's JSON (TypeError)
         if clamp:
             checked = {check_column(c): Clamp(lo=lo, hi=hi) for c, (lo, hi) in clamp.items()}
             new["clamp"] = {**self.defaults.get("clamp", {}), **{c: [v.lo, v.hi] for c, v in checked.items()}}

@@ -87,3 +87,17 @@ def test_an_idempotency_key_reused_for_another_query_is_refused_not_answered_wit
     again = eng.sql("SELECT event.outcome, COUNT(*) FROM logs GROUP BY 1", epsilon=0.1, **WINDOW).release(
         caller="test", idempotency_key="nightly")
     assert again.privacy["replayed"] and again.to_polars().equals(first.to_polars())
+
+
+def test_store_defaults_take_numpy_integers(store, tmp_path):
+    # save_defaults(max_groups=np.int64(5)) validated it, then failed writing the manifest (TypeError, 70)
+    import json
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    eng = Engine.open(copy)
+    eng.save_defaults(max_groups=np.int64(5), max_rows_per_group=np.int32(3))
+    assert json.loads((copy / "manifest.json").read_text())["defaults"] == {"max_groups": 5, "max_rows_per_group": 3}
+    assert Engine.open(copy).sql("SELECT COUNT(*) FROM logs", epsilon=0.1, start="2024-03-01",
+                                 end="2024-04-01").plan.bounds.max_rows_per_group == 3

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import polars as pl
 
 from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
@@ -589,8 +591,9 @@ class Bins:
         and the other ``n - 1`` are geometric up to ``hi`` (fine resolution for heavy-tailed sizes);
         ``linear``: equal widths."""
         lo, hi = _bin_number(lo), _bin_number(hi)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BINS:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_BINS:
             raise QueryError(f"bins need an integer n between 1 and {MAX_BINS}, got n={n!r}")
+        n = int(n)  # a numpy integer is read as the integer it is, as max_groups is
         if not lo < hi:
             raise QueryError(f"bins need lo < hi, got [{lo}, {hi}]")
         if scale not in ("log", "linear"):
@@ -694,8 +697,9 @@ class Query:
             raise QueryError(f"the query window is empty: start {self.start} is not before end {self.end}")
         self._check_privacy_options()
         if self.top_k is not None:
-            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            if isinstance(self.top_k, (bool, np.bool_)) or not isinstance(self.top_k, numbers.Integral) or self.top_k < 1:
                 raise QueryError(f"top-k must be an integer >= 1, got {self.top_k!r}")
+            object.__setattr__(self, "top_k", int(self.top_k))
             if self.order_by is None:
                 raise QueryError("top-k needs an aggregation to rank by (ORDER BY <aggregate> DESC)")
         if self.order_by is not None and self.order_by not in labels:

@@ -101,3 +101,17 @@ def test_store_defaults_take_numpy_integers(store, tmp_path):
     assert json.loads((copy / "manifest.json").read_text())["defaults"] == {"max_groups": 5, "max_rows_per_group": 3}
     assert Engine.open(copy).sql("SELECT COUNT(*) FROM logs", epsilon=0.1, start="2024-03-01",
                                  end="2024-04-01").plan.bounds.max_rows_per_group == 3
+
+
+def test_numpy_integers_are_counts_everywhere(store):
+    # max_groups took np.int64(2), but top_k and a histogram's n refused np.int64 as "not an integer"
+    eng = Engine.open(store)
+    top = eng.sql("SELECT event.outcome, COUNT(*) AS c FROM logs GROUP BY 1 ORDER BY c DESC LIMIT 1", epsilon=0.1,
+                  top_k=np.int64(2), **WINDOW)
+    assert top.plan.query.top_k == 2 and type(top.plan.query.top_k) is int
+    hist = eng.sql("SELECT HISTOGRAM(source.port) FROM logs", epsilon=0.1,
+                   bins={"source.port": {"lo": 0, "hi": 65536, "n": np.int64(4)}}, **WINDOW)
+    assert hist.plan.bins["source.port"].n == 4
+    with pytest.raises(Exception, match="top-k"):
+        eng.sql("SELECT event.outcome, COUNT(*) AS c FROM logs GROUP BY 1 ORDER BY c DESC LIMIT 1", epsilon=0.1,
+                top_k=np.bool_(True), **WINDOW)

@@ -140,12 +140,12 @@ class Engine:
         self.defaults = dict(check_defaults(defaults))
         self._ledger = ledger
         self._backend = backend
+        self.anomalies: dict[str, Any] | None = None  # set by over_anomalies: what the rows are, disclosed
         self._ledger_path: Path | None = None
         self._store: Any = None
         self._ledger_store: Any = None  # whose id the ledger must be bound to
         self._coded_store: Any = None  # a store whose events carry unit codes, read by the polars backend
         self._coverage_store: Any = None  # whose coverage (public metadata) the rows come from
-        self.anomalies: dict[str, Any] | None = None  # set by over_anomalies: what the rows are, disclosed
 
     @classmethod
     def open(cls, store_path: str | os.PathLike[str], *, backend: str = "polars", spark_master: str | None = None) -> Engine:

@@ -151,7 +151,10 @@ def release_counts(counts: np.ndarray, *, plan: NoisePlan, clip_norm: float, cha
     return Calibration(edges=score_edges(clip_norm), counts=tuple(noisy.tolist()), noise_std=plan.std)
 
 
-_PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)", re.IGNORECASE)
+_PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)", re.IGNORECASE | re.ASCII)
+_SCORE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE | re.ASCII)
+"""A raw score as a person types it: float() alone also reads ``1_0`` as 10 and other scripts'
+digits (``٩٩``) as ASCII ones, so a typo ran at a threshold nobody meant."""
 
 
 def parse_threshold(text: str | float) -> tuple[str, float]:
@@ -162,10 +165,9 @@ def parse_threshold(text: str | float) -> tuple[str, float]:
         m = _PERCENTILE.fullmatch(str(text).strip())
         if m:
             return "percentile", float(m.group(1))
-        try:
-            value = float(str(text))
-        except ValueError:
-            raise UsageError(f"--threshold {text!r} is neither a percentile like p99 nor a score") from None
+        if not _SCORE.fullmatch(str(text).strip()):
+            raise UsageError(f"--threshold {text!r} is neither a percentile like p99 nor a score")
+        value = float(str(text))
     if not math.isfinite(value):
         raise UsageError(f"--threshold must be finite, got {text!r}")
     return "score", value

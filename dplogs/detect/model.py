@@ -33,6 +33,7 @@ from dplogs.detect.features import FEATURE_NAMES, WINDOWS
 from dplogs.detect.peers import PEER_FEATURE_NAMES, PeerBaseline
 from dplogs.detect.kmeans import KMeansModel
 from dplogs.errors import DataError, DplogsError, InputNotFound, InternalError, UsageError
+from dplogs.files import write_atomic
 from dplogs.privacy.limits import MAX_CONTRIBUTION_BOUND, MAX_SPEC_BYTES
 
 FORMAT = "dplogs-detector/1"
@@ -236,9 +237,7 @@ def _rising(card: ModelCard) -> np.ndarray | None:
 
 def save_model(doc: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import io
 import json
 import math
 import os
@@ -35,7 +36,8 @@ from dplogs.detect.peers import (
     PEER_FEATURE_NAMES, PEER_SHARE, peer_totals, plan_peers, release_peer_totals, with_peer_features,
 )
 from dplogs.detect.residuals import rising_mask
-from dplogs.errors import PrivacyParameterError, UsageError
+from dplogs.errors import OutputWriteError, PrivacyParameterError, UsageError
+from dplogs.files import write_atomic
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.dpsgd import PLD_ACCOUNTANT, ZCDP_ACCOUNTANT, DpSgdPlan, plan_dpsgd, rho_for_epsilon
 from dplogs.privacy.loss import PrivacyLoss
@@ -220,6 +222,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                        mechanisms=["gaussian"] if request.detector == "kmeans" else ["gaussian", "laplace"]) as charge:
         if charge.replayed_payload is not None:
             doc = charge.replayed_payload
+            _check_same_training(doc, request, windows, idempotency_key)
         else:
             # the feature rows are released (on Spark: unpersisted) however training ends
             with closing(_feature_source(store, engine, lo, hi, unit=unit, spec=spec)) as source:
@@ -272,8 +275,26 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             )
             doc = model_to_json(model, card)
             charge.record(doc)
-    path = save_model(doc, output)  # only after the ledger committed the charge
+    try:
+        path = save_model(doc, output)  # only after the ledger committed the charge
+    except OSError as exc:  # a full disk, a read-only directory: the model is stored with its ledger entry
+        again = (f"rerun with --idempotency-key {idempotency_key} to write it again without spending" if idempotency_key
+                 else "it cannot be written again without spending (pass --idempotency-key next time)")
+        raise OutputWriteError(f"the model was charged (ledger entry {doc['model_card'].get('ledger_entry')}) and is "
+                               f"stored with it, but writing {output} failed: {exc.strerror or exc}; {again}") from None
     return path, model_from_json(doc)[1]
+
+
+def _check_same_training(doc: dict[str, Any], request: TrainRequest, windows: list[str], key: str | None) -> None:
+    """Refuse to re-emit a stored model for another training request: before, a key reused for an
+    hourly autoencoder wrote the daily k-means model it held (exit 0). Nothing is charged here."""
+    card = doc.get("model_card") or {}
+    asked = {"detector": request.detector, "feature_window": request.window, "budget_windows": list(windows),
+             "max_windows_per_unit": request.max_windows_per_unit, "clip_norm": request.clip_norm}
+    differ = [name for name, value in asked.items() if card.get(name) != value]
+    if differ:
+        raise UsageError(f"idempotency key {key!r} already holds a model trained differently (its {', '.join(differ)} "
+                         "differ); use a new key for this training (nothing was charged)")
 
 
 def training_guarantee(epsilon: float, delta: float, unit: UnitRule, windows: tuple[str, ...], request: TrainRequest) -> str:
@@ -346,7 +367,12 @@ def score_store(store_path: str | os.PathLike[str], model_path: str | os.PathLik
         pl.Series("score", scores),
         pl.lit(None, pl.Float64).alias("percentile") if pct is None else pl.Series("percentile", pct)
     ).select("unit", "window_start", "score", "percentile")
-    frame.rename({"unit": card.privacy_unit}).write_parquet(out)
+    buf = io.BytesIO()
+    frame.rename({"unit": card.privacy_unit}).write_parquet(buf)
+    try:
+        write_atomic(out, buf.getvalue())  # never half a table under its name (a killed run, a full disk)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write the scores to {out}: {exc.strerror or exc} (nothing was charged)") from None
     return out, len(scores)
 
 

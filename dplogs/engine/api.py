@@ -144,6 +144,7 @@ class Engine:
         self.defaults = dict(check_defaults(defaults))
         self._ledger = ledger
         self._backend = backend
+        self.anomalies: dict[str, Any] | None = None  # set by over_anomalies: what the rows are, disclosed
         self._ledger_path: Path | None = None
         self._store: Any = None
         self._ledger_store: Any = None  # whose id the ledger must be bound to
@@ -271,8 +272,8 @@ class Engine:
         new: dict[str, Any] = {}
         for name, value in (("max_groups", max_groups), ("max_rows_per_group", max_rows_per_group)):
             if value is not None:
-                ContributionBounds(**{"max_groups": 1, "max_rows_per_group": 1, name: value})
-                new[name] = value
+                checked = ContributionBounds(**{"max_groups": 1, "max_rows_per_group": 1, name: value})
+                new[name] = getattr(checked, name)  # a plain int: a numpy one failed the manifest's JSON (TypeError)
         if clamp:
             checked = {check_column(c): Clamp(lo=lo, hi=hi) for c, (lo, hi) in clamp.items()}
             new["clamp"] = {**self.defaults.get("clamp", {}), **{c: [v.lo, v.hi] for c, v in checked.items()}}
@@ -301,7 +302,7 @@ class Engine:
         model, card = load_model(model_path)
         check_features(card, expected_features(card))
         peers = card.peers
-        threshold = resolve_threshold(threshold, card.calibration)
+        raw_threshold, threshold = threshold, resolve_threshold(threshold, card.calibration)
         if card.privacy_unit != self.unit.label:
             raise UsageError(f"the model was trained per {card.privacy_unit}, this store's unit is {self.unit.label}")
         base = self.scan
@@ -319,6 +320,12 @@ class Engine:
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
                      ledger=self._ledger, backend=self._backend, policy=self.policy)
         eng._ledger_path, eng._ledger_store = self._ledger_path, self._ledger_store
+        # every release says its rows are a model's flags (a model trained on another store or
+        # window is not refused: this is how a reader can tell)
+        eng.anomalies = {
+            "detector": card.detector, "model": Path(model_path).name, "model_ledger_entry": card.ledger_entry,
+            "trained_on": list(card.budget_windows), "threshold": str(raw_threshold), "score_threshold": threshold,
+        }
         # the unit-windows come from the store's rows: its coverage gives the default window and
         # refuses windows without data, as for any query
         eng._coverage_store = self._coverage_store
@@ -332,7 +339,7 @@ class Engine:
         query = query.with_options(**_options(options))
         query, used = self._fallbacks(query)
         plan = plan_query(query, unit=self.unit, window_policy=self.budget_window, defaults=self.defaults)
-        return PreparedQuery(self, replace(plan, policy=self.policy, defaults_used=used))
+        return PreparedQuery(self, replace(plan, policy=self.policy, defaults_used=used, anomalies=self.anomalies))
 
     def _fallbacks(self, query: Query) -> tuple[Query, dict[str, str]]:
         used: dict[str, str] = {}

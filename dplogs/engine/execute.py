@@ -23,7 +23,7 @@ from dplogs.engine.planner import MAIN, NoisedColumn, Plan
 from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import NOT_ENOUGH_DATA_TEXT
 from dplogs.engine.release import Release
-from dplogs.errors import InternalError
+from dplogs.errors import InternalError, UsageError
 from dplogs.ingest.store import UNIT as STORE_UNIT
 from dplogs.ingest.store import UNIT_CODE
 from dplogs.privacy.bound_choice import CLAMP_PREFIX, choose
@@ -102,7 +102,9 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_
     for col, bins in plan.bins.items():
         inner = pl.Series(bins.edges[1:-1], dtype=pl.Float64)
         value = pl.col(col).cast(pl.Float64).clip(bins.edges[0], bins.edges[-1])
-        exprs.append(pl.lit(inner).search_sorted(value, side="right").cast(pl.Int32).alias(f"{BIN}{col}"))
+        index = pl.lit(inner).search_sorted(value, side="right").cast(pl.Int32)
+        # a null has no bin (search_sorted put it in the lowest one); as on Spark and in the exact part
+        exprs.append(pl.when(pl.col(col).is_null()).then(None).otherwise(index).alias(f"{BIN}{col}"))
     return lf.filter(pl.all_horizontal(preds)).select(*exprs, *keep)
 
 
@@ -245,11 +247,32 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
     ) as charge:
         if getattr(charge, "replayed_payload", None) is not None:
             stored = Release.from_payload(charge.replayed_payload)
+            _check_same_question(plan, stored.privacy, idempotency_key)
             return Release(data=stored.data, privacy={**stored.privacy, "replayed": True})
         release = finish(plan, lf, pre, backend=backend, charge=charge, unit_values=unit_values)
         release = Release(data=release.data, privacy={**release.privacy, "ledger_entry": charge.entry_id})
         charge.record(release.to_payload())
     return release
+
+
+def _question(privacy: dict[str, Any]) -> dict[str, Any]:
+    """What a release answers, from its privacy metadata: the query, its rows, keys and aggregates
+    (not its budget or bounds, which a rerun may change and the replay discloses as released)."""
+    return {
+        **{k: privacy.get(k) for k in ("query", "text", "window", "where", "anomalies")},
+        "keys": [k["column"] for k in privacy.get("keys") or []],
+        "aggregates": sorted({a for c in privacy.get("columns") or [] for a in c["used_by"]}),
+    }
+
+
+def _check_same_question(plan: Plan, stored: dict[str, Any], key: str | None) -> None:
+    """Refuse to re-emit a stored release as the answer to another question: before, a key reused
+    for a different query returned the first query's cells (exit 0). Nothing is charged here."""
+    asked, answered = _question(describe(plan)), _question(stored)
+    if asked != answered:
+        diff = ", ".join(k for k in asked if asked[k] != answered[k])
+        raise UsageError(f"idempotency key {key!r} already holds the release of another query (its {diff} "
+                         "differ); use a new key for this one (nothing was charged)")
 
 
 def finish(plan: Plan, lf: pl.LazyFrame, pre: Any, *, backend: Any, charge: Charge,

@@ -102,6 +102,8 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
         "protection": (plan.policy.describe(plan.unit) if plan.policy is not None
                        else {"version": 0, "rule": "every row is protected"}),
     }
+    if plan.anomalies is not None:  # the rows are a detector's flags, not the events the SQL names
+        data["anomalies"] = dict(plan.anomalies)
     if plan.selection is not None:
         s = plan.selection
         data["selection"] = {
@@ -130,6 +132,12 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+def _anomaly_line(a: dict[str, Any]) -> str:
+    return (f"rows: the unit-windows the {a['detector']} model {a['model']} scores above {_fmt(a['score_threshold'])} "
+            f"(--threshold {a['threshold']}), one row each; model trained in {', '.join(a['trained_on'])} "
+            f"(ledger entry {a['model_ledger_entry']})")
+
+
 def render(data: dict[str, Any]) -> str:
     """The text form of :func:`describe`'s dictionary."""
     lines = [
@@ -138,6 +146,7 @@ def render(data: dict[str, Any]) -> str:
         f"privacy unit: {data['privacy_unit']}; guarantee {data['guarantee']}; charged to: {', '.join(data['budget_windows'])}",
         f"window: [{data['window']['start']}, {data['window']['end']})",
         f"where: {data['where'] or '(all rows)'}",
+        *([_anomaly_line(data["anomalies"])] if data.get("anomalies") else []),
         "total loss: " + ", ".join(f"{k}={_fmt(data[k])}" for k in ("epsilon", "delta", "rho") if data[k]),
         f"budget split: {data['budget_split']}",
         f"bounds: max_groups={data['bounds']['max_groups']} (L0), max_rows_per_group={data['bounds']['max_rows_per_group']} (L∞)",

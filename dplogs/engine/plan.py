@@ -24,14 +24,19 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from types import MappingProxyType
 from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import polars as pl
 
+from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
+from dplogs.engine.release import CELL_COLUMNS, EXACT_COLUMN
 from dplogs.errors import PrivacyParameterError, QueryError
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME, MAX_BINS, MAX_CLAMP, MAX_DECLARED_KEYS
@@ -596,8 +601,9 @@ class Bins:
         and the other ``n - 1`` are geometric up to ``hi`` (fine resolution for heavy-tailed sizes);
         ``linear``: equal widths."""
         lo, hi = _bin_number(lo), _bin_number(hi)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BINS:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_BINS:
             raise QueryError(f"bins need an integer n between 1 and {MAX_BINS}, got n={n!r}")
+        n = int(n)  # a numpy integer is read as the integer it is, as max_groups is
         if not lo < hi:
             raise QueryError(f"bins need lo < hi, got [{lo}, {hi}]")
         if scale not in ("log", "linear"):
@@ -628,6 +634,11 @@ def _bin_number(value: Any) -> float:
 
 
 # -- the query ------------------------------------------------------------------------------------
+
+RESERVED_KEY_NAMES = frozenset({*CELL_COLUMNS, EXACT_COLUMN, "bin_lo", "bin_hi", ROWS, UNITS})
+"""Column names of a release (its cells, a histogram's bin edges) and of the backends' bounded
+aggregates, which a key's output name must not take."""
+_RESERVED_KEY_PREFIXES = ("__", SUM_PREFIX, "exact_")  # internal columns; the engine's exact parts
 
 
 @dataclass(frozen=True)
@@ -675,6 +686,11 @@ class Query:
         names = [k.output for k in self.keys]
         if len(set(names)) != len(names) or set(names) & set(labels):
             raise QueryError(f"output names must be unique across keys and aggregations, got keys {names}")
+        taken = sorted(n for n in names if n in RESERVED_KEY_NAMES or n.startswith(_RESERVED_KEY_PREFIXES))
+        if taken:  # found after the charge, they crashed the release (exit 70) or replaced a key's values
+            raise QueryError(f"key name(s) {', '.join(map(repr, taken))} are taken by the release's own columns "
+                             f"({', '.join(sorted(RESERVED_KEY_NAMES))}, or starting {', '.join(_RESERVED_KEY_PREFIXES)}); "
+                             "give the key another name (AS ...)")
         if len({k.column for k in self.keys if k.column != TIMESTAMP}) != len([k for k in self.keys if k.column != TIMESTAMP]):
             raise QueryError("a column appears twice among the group keys")
         if sum(k.column == TIMESTAMP for k in self.keys) > 1:
@@ -694,8 +710,9 @@ class Query:
             raise QueryError(f"the query window is empty: start {self.start} is not before end {self.end}")
         self._check_privacy_options()
         if self.top_k is not None:
-            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            if isinstance(self.top_k, (bool, np.bool_)) or not isinstance(self.top_k, numbers.Integral) or self.top_k < 1:
                 raise QueryError(f"top-k must be an integer >= 1, got {self.top_k!r}")
+            object.__setattr__(self, "top_k", int(self.top_k))
             if self.order_by is None:
                 raise QueryError("top-k needs an aggregation to rank by (ORDER BY <aggregate> DESC)")
         if self.order_by is not None and self.order_by not in labels:
@@ -717,6 +734,8 @@ class Query:
         for col, vals in self.declared.items():
             if not vals or len(set(vals)) != len(vals):
                 raise QueryError(f"declared keys for {col} must be a non-empty list of distinct values")
+        for name in ("clamps", "declared", "bins"):  # frozen like the rest: a plan is checked once
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def _check_privacy_options(self) -> None:
         """Privacy options are checked as given (numbers, not bools or text); whether they suffice

@@ -30,6 +30,7 @@ import datetime as dt
 import functools
 import math
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from dplogs.engine.policy import Policy
@@ -114,6 +115,15 @@ class Plan:
     """The store's protected-population policy (None or protect-everything: all rows bounded)."""
     defaults_used: dict[str, str] = field(default_factory=dict)
     """Parameters the query left out that fell back to dplogs' documented defaults (disclosed)."""
+    anomalies: dict[str, Any] | None = None
+    """None when the query reads the store's events; for the anomaly query type, the detector whose
+    flagged unit-windows it reads instead (model card and threshold), disclosed with the release."""
+
+    def __post_init__(self) -> None:
+        # read-only views: a caller editing q.plan.clamps between explain() and release() changed
+        # what the release disclosed (and the Spark rows' clamp) but not what was charged
+        for name in ("clamps", "bins", "reach"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     @property
     def private(self) -> bool:

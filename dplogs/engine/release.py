@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dplogs.errors import InternalError, UsageError
+from dplogs.files import write_atomic
 from dplogs.escape import CSV_FORMULA_PATTERN, visible
 
 CELL_COLUMNS = ("aggregate", "value", "mechanism", "scale", "ci_low", "ci_high")
@@ -138,20 +139,23 @@ def write_release(
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
     if fmt == "parquet":
-        if isinstance(out, (str, Path)):
-            pq.write_table(release.to_arrow(), out)
-        else:
-            buf = io.BytesIO()
-            pq.write_table(release.to_arrow(), buf)
-            out.write(buf.getvalue())  # type: ignore[arg-type]
-        return
-    text = _render_text(release, fmt, title=title, csv_safe=csv_safe, csv_metadata=csv_metadata)
-    if isinstance(out, (str, Path)):
-        Path(out).write_text(text, encoding="utf-8")
-        if fmt == "csv" and not csv_metadata:  # plain CSV: the metadata beside it
-            Path(f"{out}.privacy.json").write_text(json.dumps(release.privacy, indent=2) + "\n", encoding="utf-8")
+        buf = io.BytesIO()
+        pq.write_table(release.to_arrow(), buf)
+        data: str | bytes = buf.getvalue()
     else:
-        out.write(text)  # type: ignore[arg-type]
+        data = _render_text(release, fmt, title=title, csv_safe=csv_safe, csv_metadata=csv_metadata)
+    if not isinstance(out, (str, Path)):
+        out.write(data)  # type: ignore[arg-type]
+        return
+    # a file is replaced whole (a killed run or a full disk left half a CSV under its name); plain
+    # CSV's metadata sidecar is removed first and written after, so a CSV is never beside the
+    # metadata of another release: at worst it has none
+    sidecar = Path(f"{out}.privacy.json") if fmt == "csv" and not csv_metadata else None
+    if sidecar is not None:
+        sidecar.unlink(missing_ok=True)
+    write_atomic(out, data)
+    if sidecar is not None:
+        write_atomic(sidecar, json.dumps(release.privacy, indent=2) + "\n")
 
 
 def _render_text(release: Release, fmt: str, *, title: str | None = None, csv_safe: bool = True,

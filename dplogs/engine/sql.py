@@ -108,6 +108,14 @@ def _refuse(tree: exp.Expression) -> None:
             raise QueryError(f"{name.upper()} is not supported")
     if tree.find(exp.Window):
         raise QueryError("window functions (OVER ...) are not supported")
+    # every other clause sqlglot knows (SORT BY, CLUSTER BY, CONNECT BY, INTO, FOR UPDATE, hints,
+    # ...) is refused by name: ignoring one would answer another question than the one asked
+    for name, value in tree.args.items():
+        if name not in _CLAUSES and value not in (None, False, []):
+            raise QueryError(f"{name.rstrip('_').upper()} is not supported")
+    limit = tree.args.get("limit")
+    if limit is not None and (not isinstance(limit, exp.Limit) or set(_present(limit)) != {"expression"}):
+        raise QueryError("LIMIT takes one integer k (top-k); LIMIT ... BY, PERCENT and FETCH are not supported")
     for sub in tree.find_all(exp.Select, exp.Subquery):
         if sub is not tree:
             raise QueryError("subqueries are not supported")
@@ -117,6 +125,17 @@ def _refuse(tree: exp.Expression) -> None:
     table = frm.this
     if not isinstance(table, exp.Table) or table.name.lower() not in TABLES or table.args.get("db"):
         raise QueryError(f"unknown table {frm.this.sql()}; dplogs queries read FROM logs")
+    extra = set(_present(table)) - {"this", "alias"}
+    if extra:  # TABLESAMPLE and the like: the whole table would be read, not what they ask
+        raise QueryError(f"FROM logs takes no options ({', '.join(sorted(n.upper() for n in extra))} is not supported)")
+
+
+_CLAUSES = frozenset({"expressions", "from_", "from", "where", "group", "order", "limit"})
+"""The SELECT clauses dplogs reads; :func:`_refuse` names any other one present."""
+
+
+def _present(node: exp.Expression) -> list[str]:
+    return [name for name, value in node.args.items() if value not in (None, False, [])]
 
 
 def _backticks_to_quotes(text: str) -> str:
@@ -216,8 +235,11 @@ def _query(trees: list[exp.Expression], text: str, unit: str) -> Query:
         if _unalias(g).sql() not in {_unalias(s).sql() for s in selects}:
             keys.append(_key(_unalias(g), None))
     for col, (levels, names) in quantiles.items():
-        name = next((n for n in names if n), None) if len(levels) == 1 else None
-        aggs.append(Aggregation.quantile_set(col, levels, name=name))
+        given = sorted({n for n in names if n})
+        if len(given) > 1:  # one histogram per column, so one name: 'AS a', 'AS b' were dropped silently
+            raise QueryError(f"the quantiles of {col} are released together, as NAME_pXX({col}): give them one alias "
+                             f"(QUANTILE({col}, [0.5, 0.9]) AS NAME), not {', '.join(given)}")
+        aggs.append(Aggregation.quantile_set(col, levels, name=given[0] if given else None))
 
     top_k, order_by = _order(tree, selects, aggs, unit)
     return Query(

@@ -30,8 +30,8 @@ def check_number(name: str, value: object) -> float:
         raise PrivacyParameterError(f"{name} must be a number, got {value!r}")
     try:
         return float(value)
-    except OverflowError:  # an int beyond float's range
-        return math.copysign(math.inf, value)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float's range (copysign would convert it too, and overflow)
+        return math.inf if value > 0 else -math.inf
 
 
 def check_integer(name: str, value: object, *, lo: int, hi: int) -> int:

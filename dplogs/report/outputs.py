@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
+from dplogs import files
 from dplogs.errors import StoreWriteError, UsageError
 from dplogs.report.render import FORMATS, render
 from dplogs.report.run import ReportRun
@@ -38,18 +38,10 @@ def check_out_dir(out_dir: Path) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``text`` to ``path`` whole or not at all (:func:`dplogs.files.write_atomic`)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        files.write_atomic(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StoreWriteError(f"cannot write {path} ({exc.strerror}); the releases are in the ledger: "
                               "rerun the same command to write the report again (it spends nothing)") from None
 

@@ -351,7 +351,7 @@ def test_a_failed_output_write_after_the_charge_is_74_and_replayable(sample_stor
     def full(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(release_module.Path, "write_text", full)
+    monkeypatch.setattr(release_module, "write_atomic", full)  # the output file's write, nothing else
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 74 and "was charged" in r.output and "--idempotency-key k1" in r.output
     monkeypatch.undo()

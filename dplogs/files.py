@@ -1,0 +1,56 @@
+"""Files written whole or not at all: a release, a model or a score table that a reader (a SIEM
+import, a cron job) may open at any moment, and that a killed run or a full disk must never leave
+half-written under its final name.
+
+The bytes go to a hidden temporary file in the target's directory, are flushed to disk, and the
+file is renamed over the target (``os.replace`` is atomic within a directory). A failure removes
+the temporary file and raises the ``OSError``; the target keeps its old content (or stays absent).
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> write_atomic(d / "a.csv", "x,y\\n")
+>>> (d / "a.csv").read_text(), sorted(p.name for p in d.iterdir())
+('x,y\\n', ['a.csv'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write ``data`` (text is UTF-8) to ``path`` through a temporary file and a rename. A path that
+    is not a regular file (``/dev/stdout``, a pipe, ``/dev/null``) is a stream and is written
+    through: renaming over it would replace the device or the link (as root, ``-o /dev/stdout``
+    replaced /dev/stdout with a file). A symbolic link to a file is followed: its target is replaced.
+    A replaced file keeps its permissions (a score table kept at 0600 must not become readable by
+    all); a new one gets what ``open()`` would give it (0666 less the umask)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        with open(path, "wb") as stream:
+            stream.write(raw)
+        return
+    path = Path(os.path.realpath(path))
+    mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:  # also a KeyboardInterrupt: no temporary file is left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask

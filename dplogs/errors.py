@@ -118,6 +118,14 @@ class BudgetExhausted(DplogsError):
     exit_code = 77  # EX_NOPERM
 
 
+class EngineFailure(DplogsError):
+    """The distributed engine (Spark) failed under a release: a lost executor, a stopped session, a
+    cluster out of memory. What was charged stays charged if noise may have been drawn; a rerun
+    with the same idempotency key re-emits a release that was recorded."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
 class InternalError(DplogsError):
     """An internal invariant failed. This is a bug in dplogs; please report it."""
 
@@ -141,6 +149,7 @@ EXIT_CODES: dict[str, int] = {
         StoreError,
         StoreWriteError,
         StoreDamaged,
+        EngineFailure,
         LedgerError,
         OutputWriteError,
         LedgerIOError,

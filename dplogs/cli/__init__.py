@@ -16,7 +16,7 @@ import traceback
 import click
 
 from dplogs import __version__
-from dplogs.errors import EXIT_CODES, DplogsError, InternalError, StoreDamaged
+from dplogs.errors import EXIT_CODES, DplogsError, EngineFailure, InternalError, StoreDamaged
 from dplogs.escape import for_terminal
 
 # command name -> "module:attribute" (module relative to dplogs.cli)
@@ -65,11 +65,20 @@ class _LazyGroup(click.Group):
         except Exception as exc:  # anything else is a bug: say so, keep the traceback on request
             if os.environ.get("DPLOGS_DEBUG"):
                 traceback.print_exc()
+            known = None
             if _unreadable_parquet(exc):  # a damaged store file, not a bug
-                damaged = StoreDamaged(f"a Parquet file could not be read ({type(exc).__name__}: {exc}): a file of "
-                                       "the store (or a Parquet input) is damaged; nothing was released from it")
-                click.echo(f"error: {for_terminal(str(damaged))}", err=True)
-                ctx.exit(damaged.exit_code)
+                known = StoreDamaged(f"a Parquet file could not be read ({type(exc).__name__}: {exc}): a file of "
+                                     "the store (or a Parquet input) is damaged; nothing was released from it")
+            elif _raised_in_spark(exc):
+                first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+                known = EngineFailure(
+                    f"the Spark job failed ({type(exc).__name__}{': ' + first if first else ''}). Nothing was released; "
+                    "a charge taken before the failure stays spent (`dplogs budget history` shows it). Check the "
+                    "Spark session or cluster and rerun (with --idempotency-key, a recorded release is re-emitted for "
+                    "free)")
+            if known is not None:
+                click.echo(f"error: {for_terminal(str(known))}", err=True)
+                ctx.exit(known.exit_code)
             bug = InternalError(f"unexpected {type(exc).__name__}: {exc}")
             click.echo(f"error: {for_terminal(str(bug))} — rerun with DPLOGS_DEBUG=1 for the traceback", err=True)
             ctx.exit(bug.exit_code)
@@ -81,6 +90,18 @@ def _unreadable_parquet(exc: Exception) -> bool:
     return type(exc).__module__.split(".")[0] in ("polars", "pyarrow") and "parquet" in text and any(
         w in text for w in ("out of specification", "magic", "corrupt", "invalid", "decompress", "thrift",
                             "eof", "unexpected end", "couldn't deserialize"))
+
+
+def _raised_in_spark(exc: BaseException) -> bool:
+    """An exception pyspark or py4j raised (or that surfaced from inside them), not dplogs' own."""
+    if type(exc).__module__.split(".")[0] in ("pyspark", "py4j"):
+        return True
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and any(f"{os.sep}{m}{os.sep}" in last for m in ("pyspark", "py4j"))
 
 
 @click.group(cls=_LazyGroup, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

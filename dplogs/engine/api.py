@@ -115,13 +115,11 @@ class PreparedQuery:
     def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
         covered = check_coverage(self.plan.start, self.plan.end, self.engine.coverage())
         rows, unit_values = self.engine.source()
-        release = run(
+        return run(
             self.plan, rows, backend=self.engine.backend, ledger=self.engine.ledger,
             caller=caller, idempotency_key=idempotency_key, unit_values=unit_values,
+            disclose=None if covered is None else {"coverage": covered},
         )
-        if covered is not None and not release.privacy.get("replayed"):
-            release = Release(data=release.data, privacy={**release.privacy, "coverage": covered})
-        return release
 
 
 class Engine:

@@ -235,9 +235,11 @@ def _complete(grid: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.Da
 
 
 def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str, idempotency_key: str | None = None,
-        unit_values: pl.DataFrame | None = None) -> Release:
+        unit_values: pl.DataFrame | None = None, disclose: dict[str, Any] | None = None) -> Release:
     """Release ``plan`` over ``lf``, charging ``ledger``. Returns the stored release on an
-    idempotent replay. ``unit_values``: see :func:`aggregate`."""
+    idempotent replay. ``unit_values``: see :func:`aggregate`. ``disclose``: public facts added to
+    the release's privacy block and stored with it (the store's coverage of the window), so a
+    replay re-emits them too."""
     # pre-noise work before the charge, so a failure there costs nothing
     pre = aggregate(plan, lf, backend, unit_values) if plan.choice is None else profile(plan, lf, backend)
     mechanisms = sorted({noise_name(c.noise) for c in plan.columns} | ({plan.selection.name} if plan.selection else set()))
@@ -250,7 +252,8 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
             _check_same_question(plan, stored.privacy, idempotency_key)
             return Release(data=stored.data, privacy={**stored.privacy, "replayed": True})
         release = finish(plan, lf, pre, backend=backend, charge=charge, unit_values=unit_values)
-        release = Release(data=release.data, privacy={**release.privacy, "ledger_entry": charge.entry_id})
+        release = Release(data=release.data, privacy={**release.privacy, **(disclose or {}),
+                                                      "ledger_entry": charge.entry_id})
         charge.record(release.to_payload())
     return release
 

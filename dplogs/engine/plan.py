@@ -205,6 +205,11 @@ class Cmp(Filter):
             raise QueryError(f"unsupported comparison {self.op!r}; use one of {', '.join(sorted(_OPS))}")
         if is_list(self.column) and self.op not in ("=", "!="):
             raise QueryError(f"{self.column} is an array of values; compare it with = (contains), != or IN")
+        if self.column.endswith(".ip") and self.op not in ("=", "!="):
+            # stored as text: '10.0.0.9' > '10.0.0.10' and '9.0.0.1' > '10.0.0.1', so a range would
+            # silently select the wrong addresses
+            raise QueryError(f"{self.column} {self.op} ... would compare addresses as text, character by character; "
+                             f"use = / != / IN, or LIKE for a prefix ({self.column} LIKE '10.0.%')")
         object.__setattr__(self, "value", coerce_value(self.column, self.value))
 
     def expr(self) -> pl.Expr:

@@ -67,3 +67,15 @@ def test_two_aliases_for_the_quantiles_of_one_column_are_refused_not_dropped(sto
     res = invoke("query", "--store", store, *BOUNDS, "--clamp", "source.port=0:65536", "--format", "csv", "--sql",
                  "SELECT QUANTILE(source.port, [0.5, 0.9]) AS q FROM logs")
     assert res.exit_code == 0 and '"q_p50(source.port)"' in res.stdout and '"q_p90(source.port)"' in res.stdout
+
+
+@pytest.mark.parametrize("where", ["source.ip > '10.0.0.5'", "source.ip BETWEEN '10.0.0.1' AND '10.0.0.20'",
+                                   "destination.ip <= '192.168.1.9'"])
+def test_an_address_range_is_refused_since_addresses_are_text(store, where):
+    # '10.0.0.10' < '10.0.0.5' as text: the range selected other addresses than the ones named
+    before = ledger_state(store)
+    res = invoke("query", "--store", store, "--sql", f"SELECT COUNT(*) FROM logs WHERE {where}", *BOUNDS)
+    assert res.exit_code == 64 and "compare addresses as text" in res.output, res.output
+    assert ledger_state(store) == before
+    res = invoke("query", "--store", store, "--sql", "SELECT COUNT(*) FROM logs WHERE source.ip LIKE '10.0.%'", *BOUNDS)
+    assert res.exit_code == 0, res.output

@@ -375,3 +375,17 @@ def test_an_engine_closes_the_ledger_it_opened_and_reopens_it_when_used_again(sa
     again = q.release(caller="api")  # the engine reopens its ledger
     assert again.privacy["epsilon"] == 0.5 and eng.ledger is not ledger
     eng.close()
+
+
+def test_a_replayed_release_discloses_the_coverage_it_was_released_with(sample_store, tmp_path):
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    q = Engine.open(store).sql("SELECT COUNT(*) FROM logs", epsilon=0.5, max_rows_per_group=2,
+                               start="2024-03-10", end="2024-03-25")
+    first = q.release(caller="api", idempotency_key="cov-1")
+    again = Engine.open(store).sql("SELECT COUNT(*) FROM logs", epsilon=0.5, max_rows_per_group=2,
+                                   start="2024-03-10", end="2024-03-25").release(caller="api", idempotency_key="cov-1")
+    assert again.privacy["replayed"] and first.privacy["coverage"]["covered_days"] < 15
+    assert again.privacy["coverage"] == first.privacy["coverage"]

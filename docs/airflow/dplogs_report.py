@@ -8,6 +8,7 @@ Exit codes (README, dplogs/errors.py):
   77  budget exhausted: the periods left are named; the next night continues: STOP
   64  bad spec or option, 65 bad data, 66 missing store/spec, 70 a bug in dplogs,
   74  ledger or disk problem (never restore an older ledger): STOP and fix first
+  69  the Spark engine failed (--engine spark): STOP, check the cluster (a retry may charge again)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from airflow.exceptions import AirflowException, AirflowFailException, AirflowSk
 from airflow.operators.bash import BashOperator
 
 RETRY_EXIT_CODES = {75}
-STOP_EXIT_CODES = {64, 65, 66, 70, 74, 77}
+STOP_EXIT_CODES = {64, 65, 66, 69, 70, 74, 77}
 
 BASH_COMMAND = (
     '"$DPLOGS" report "$DPLOGS_SPEC" --store "$DPLOGS_STORE" --tz "$DPLOGS_TZ" '

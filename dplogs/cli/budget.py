@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ import click
 
 from dplogs.cli.numbers import NUMBER
 from dplogs.escape import visible
-from dplogs.errors import UsageError
-from dplogs.privacy.ledger import Entry, Ledger, WindowBudget, open_store_ledger
+from dplogs.errors import LedgerIOError, UsageError
+from dplogs.privacy.ledger import Entry, Ledger, WindowBudget, open_store_ledger, open_store_ledger_copy
 
 _STORE_HELP = "The store directory (made by `dplogs ingest`); its ledger is STORE/ledger.sqlite."
 
@@ -33,7 +34,19 @@ def _open(store: Path, *, create: bool = False, replace_lost: bool = False) -> t
 
     st = Store.open(store)
     store_id = st.assign_identity() if create else (st.manifest.store_id or None)
-    return open_store_ledger(st, create=create, store_id=store_id, replace_lost=replace_lost), st.manifest.budget_window
+    try:
+        return open_store_ledger(st, create=create, store_id=store_id, replace_lost=replace_lost), st.manifest.budget_window
+    except LedgerIOError:
+        if create or _writable(st.path):
+            raise
+    # a read-only store (a read-only mount, a forensic copy): SQLite cannot open a WAL ledger in
+    # place, so reading commands read a private copy of it, with every check
+    click.echo(f"note: the store {st.path} is read-only: reading a private copy of its ledger", err=True)
+    return open_store_ledger_copy(st, store_id=store_id), st.manifest.budget_window
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)  # False on a read-only mount, even for root
 
 
 def _num(x: float | None, fmt: str = ".4g") -> str:

@@ -83,12 +83,15 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import stat
+import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1100,4 +1103,38 @@ def open_store_ledger(store: LedgerOfStore, *, create: bool, store_id: str | Non
     except BaseException:
         ledger.close()
         raise
+    return ledger
+
+
+class _CopyOf:
+    """A store seen through a private copy of its ledger (:func:`open_store_ledger_copy`)."""
+
+    def __init__(self, store: LedgerOfStore, ledger_path: Path) -> None:
+        self.path, self.ledger_path, self._store = store.path, ledger_path, store
+
+    def recorded_ledger_id(self) -> str:
+        return self._store.recorded_ledger_id()
+
+    def record_ledger_id(self, ledger_id: str) -> None:
+        raise InternalError("a copy of a ledger is only read")
+
+
+def open_store_ledger_copy(store: LedgerOfStore, *, store_id: str | None) -> Ledger:
+    """The ledger of ``store`` read from a private temporary copy (the ledger, its WAL and its head
+    record), for reading commands where SQLite cannot open it in place: a read-only mount or a
+    forensic copy on read-only media, where nothing can write it meanwhile. The same checks as
+    :func:`open_store_ledger` apply (store id, ledger id, head record, verification); the copy is
+    removed when the ledger is closed or collected."""
+    tmp = Path(tempfile.mkdtemp(prefix="dplogs-ledger-copy-"))
+    try:
+        for suffix in ("", "-wal", ledger_anchor.SUFFIX):
+            src = store.ledger_path.with_name(store.ledger_path.name + suffix)
+            if os.path.lexists(src):
+                _refuse_links(src)
+                shutil.copyfile(src, tmp / src.name)
+        ledger = open_store_ledger(_CopyOf(store, tmp / store.ledger_path.name), create=False, store_id=store_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(ledger, shutil.rmtree, tmp, True)
     return ledger

@@ -1,0 +1,73 @@
+"""A store on read-only storage (a read-only mount, a forensic copy) can still be read by the
+budget's reading commands: SQLite cannot open its WAL ledger in place, so they read a private
+copy of it, with every check (found by redteam2: `budget verify` exited 74 there)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.adversarial.conftest import GOOD, auth_store, invoke
+
+from dplogs.cli import budget as budget_cli
+from dplogs.errors import LedgerIOError
+
+
+@pytest.fixture()
+def spent_store(tmp_path) -> Path:
+    store = auth_store(tmp_path / "store", epsilon=5)
+    assert invoke("query", "--store", store, *GOOD).exit_code == 0
+    return store
+
+
+def _copies_left() -> list[Path]:
+    import tempfile
+
+    return list(Path(tempfile.gettempdir()).glob("dplogs-ledger-copy-*"))
+
+
+def test_reading_commands_fall_back_to_a_private_copy_when_the_ledger_cannot_be_opened(spent_store, monkeypatch):
+    opened = budget_cli.open_store_ledger
+
+    def cannot_open(store, **kw):  # what SQLite does on a read-only mount
+        if store.ledger_path.parent == spent_store:
+            raise LedgerIOError(f"cannot open the budget ledger {store.ledger_path} (unable to open database file)")
+        return opened(store, **kw)
+
+    monkeypatch.setattr("dplogs.privacy.ledger.open_store_ledger", cannot_open)
+    monkeypatch.setattr(budget_cli, "open_store_ledger", cannot_open)
+    monkeypatch.setattr(budget_cli, "_writable", lambda path: False)
+    before = _copies_left()
+    res = invoke("budget", "verify", "--store", spent_store)
+    assert res.exit_code == 0 and "reading a private copy of its ledger" in res.output and "ok: 1 entries" in res.output
+    res = invoke("budget", "show", "--store", spent_store)
+    assert res.exit_code == 0 and "2024-03" in res.output
+    # a tampered ledger read through the copy still fails verification
+    (spent_store / "ledger.sqlite.head").write_text('{"ledger_id": "x", "entries": 9, "head_hash": "y"}')
+    res = invoke("budget", "verify", "--store", spent_store)
+    assert res.exit_code == 74, res.output
+    # the administrator's command never works on a copy
+    res = invoke("budget", "set", "--store", spent_store, "--epsilon", "6")
+    assert res.exit_code == 74 and "reading a private copy" not in res.output
+    import gc
+
+    gc.collect()
+    assert _copies_left() == before  # the copies are removed
+
+
+def test_budget_verify_reads_a_store_on_a_read_only_mount(spent_store, tmp_path):
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "--bind", str(spent_store), str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("this machine does not allow bind mounts (needs root); the copy fallback is tested above")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], capture_output=True).returncode != 0:
+            pytest.skip("this machine does not allow read-only remounts; the copy fallback is tested above")
+        res = invoke("budget", "verify", "--store", mnt)
+        assert res.exit_code == 0 and "ok: 1 entries" in res.output, res.output
+        assert invoke("query", "--store", mnt, *GOOD).exit_code == 74  # nothing is released from it
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+    shutil.rmtree(mnt, ignore_errors=True)

@@ -104,17 +104,22 @@ def test_unsupported_sql_exit_64(sample_store):
     assert r.exit_code == 64 and "JOIN is not supported" in r.stderr
 
 
-def test_budget_exhausted_exit_77_charges_nothing(tmp_path, sample_store):
+def _copy_with_new_budget(sample_store, store, *, epsilon: str, delta: str):
+    """A copy of the sample store with a fresh budget: a new store id and a new ledger (a store
+    keeps the ledger it recorded, so the copy forgets it first)."""
     import shutil
 
-    store = tmp_path / "small"
     shutil.copytree(sample_store, store)
-    # a fresh budget for the copy: a new store id and no ledger yet (a store keeps the ledger it recorded)
     manifest = json.loads((store / "manifest.json").read_text())
     (store / "manifest.json").write_text(json.dumps({**manifest, "store_id": "", "ledger_id": ""}))
     for f in store.glob("ledger.sqlite*"):
         f.unlink()
-    assert run("budget", "set", "--store", str(store), "--epsilon", "0.7", "--delta", "0").exit_code == 0
+    assert run("budget", "set", "--store", str(store), "--epsilon", epsilon, "--delta", delta).exit_code == 0
+    return store
+
+
+def test_budget_exhausted_exit_77_charges_nothing(tmp_path, sample_store):
+    store = _copy_with_new_budget(sample_store, tmp_path / "small", epsilon="0.7", delta="0")
     assert run("query", "--sql", SQL, "--store", str(store), *PRIV).exit_code == 0
     r = run("query", "--sql", SQL, "--store", str(store), *PRIV)
     assert r.exit_code == 77 and "budget left" in r.stderr
@@ -124,15 +129,7 @@ def test_budget_exhausted_exit_77_charges_nothing(tmp_path, sample_store):
 def test_budget_refusal_names_the_delta_when_delta_ran_out(tmp_path, sample_store):
     """The README tour's caps (ε 10, δ 1e-6) pay for one private-key one-liner (default δ 1e-6):
     the second is refused with ε to spare, so the message must point at δ, not at ε."""
-    import shutil
-
-    store = tmp_path / "tour"
-    shutil.copytree(sample_store, store)
-    manifest = json.loads((store / "manifest.json").read_text())
-    (store / "manifest.json").write_text(json.dumps({**manifest, "store_id": "", "ledger_id": ""}))
-    for f in store.glob("ledger.sqlite*"):
-        f.unlink()
-    assert run("budget", "set", "--store", str(store), "--epsilon", "10", "--delta", "1e-6").exit_code == 0
+    store = _copy_with_new_budget(sample_store, tmp_path / "tour", epsilon="10", delta="1e-6")
     private = ["query", "--store", str(store), "--sql", "SELECT source.ip, COUNT(*) FROM logs GROUP BY source.ip",
                "--max-groups", "1", "--max-rows-per-group", "5"]
     assert run(*private).exit_code == 0

@@ -67,15 +67,16 @@ class _LazyGroup(click.Group):
                 traceback.print_exc()
             known = None
             if _unreadable_parquet(exc):  # a damaged store file, not a bug
-                known = StoreDamaged(f"a Parquet file could not be read ({type(exc).__name__}: {exc}): a file of "
-                                     "the store (or a Parquet input) is damaged; nothing was released from it")
+                known = StoreDamaged(f"a Parquet file could not be read ({type(exc).__name__}; DPLOGS_DEBUG=1 shows the "
+                                     "reader's message, which may quote the file's bytes): a file of the store (or a "
+                                     "Parquet input) is damaged; nothing was released from it")
             elif _raised_in_spark(exc):
-                first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+                # the type only: a Spark error's text may quote a row's values, which a message must not
                 known = EngineFailure(
-                    f"the Spark job failed ({type(exc).__name__}{': ' + first if first else ''}). Nothing was released; "
-                    "a charge taken before the failure stays spent (`dplogs budget history` shows it). Check the "
-                    "Spark session or cluster and rerun (with --idempotency-key, a recorded release is re-emitted for "
-                    "free)")
+                    f"the Spark job failed ({type(exc).__name__}; DPLOGS_DEBUG=1 shows the traceback, inside the trust "
+                    "boundary). Nothing was released; a charge taken before the failure stays spent (`dplogs budget "
+                    "history` shows it). Check the Spark session or cluster and rerun (with --idempotency-key, a "
+                    "recorded release is re-emitted for free)")
             if known is not None:
                 click.echo(f"error: {for_terminal(str(known))}", err=True)
                 ctx.exit(known.exit_code)

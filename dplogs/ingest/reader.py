@@ -196,12 +196,13 @@ def open_sources(
 def _source(path: str, *, name: str, explicit: bool, max_gzip_ratio: float) -> tuple[InputSource, Opener]:
     opener = Opener(path, explicit=explicit, name=name, max_gzip_ratio=max_gzip_ratio)
     with opener() as stream:
-        head = stream.read(SNIFF_BYTES)
-        while b"\n" not in head and len(head) < SNIFF_MAX_BYTES:
+        parts = [stream.read(SNIFF_BYTES)]
+        while b"\n" not in parts[-1] and sum(map(len, parts)) < SNIFF_MAX_BYTES:
             more = stream.read(SNIFF_BYTES)
             if not more:
                 break
-            head += more
+            parts.append(more)
+        head = b"".join(parts)
     opener.errors.clear()  # a truncated stream is reported once, when it is parsed
     return InputSource(name=name, head=head, open=opener, path=path, compressed=opener.gzipped), opener
 

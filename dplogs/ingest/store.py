@@ -392,15 +392,17 @@ class Store:
         """:meth:`event_files`, each checked to end in Parquet's footer magic (one 4-byte read per
         file): a truncated or overwritten file raises :class:`StoreDamaged` naming it, before any
         release reads (and charges for) a store missing part of its events."""
-        files = self.event_files()
-        damaged = []
-        for f in files:
+        files, damaged = [], []
+        for f in self.event_files():
             try:
                 with open(f, "rb") as fh:
                     fh.seek(-4, os.SEEK_END)
                     ok = fh.read(4) == b"PAR1"
+            except FileNotFoundError:  # emptied and removed since listed (a torn-line repair): not damage
+                continue
             except OSError:
                 ok = False
+            files.append(f)
             if not ok:
                 damaged.append(f)
         if damaged:

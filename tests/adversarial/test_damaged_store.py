@@ -47,3 +47,14 @@ def test_an_events_file_overwritten_inside_is_a_damaged_store_not_a_bug(store):
     assert res.exit_code == 74, res.output
     assert "is damaged" in res.output and "this is a bug" not in res.output
     assert _ledger_bytes(store) == before
+
+
+def test_a_file_removed_since_it_was_listed_is_not_damage(store, monkeypatch):
+    # a torn-line repair deletes an events file it emptied; a query listing files meanwhile
+    from dplogs.ingest.store import Store
+
+    listed = Store.event_files
+    gone = store / "events" / "day=2024-03-05" / "removed-meanwhile.parquet"
+    monkeypatch.setattr(Store, "event_files", lambda self, day=None: [*listed(self, day), gone])
+    assert gone not in Store.open(store).readable_event_files()
+    assert invoke("query", "--store", store, *GOOD).exit_code == 0

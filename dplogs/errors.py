@@ -44,6 +44,14 @@ class NoDataInWindow(QueryError):
     exit_code = 64
 
 
+class NoLogsOfKind(NoDataInWindow):
+    """The store holds logs for the query window, but none of the kind the query reads (its query
+    file's ``formats``, per the store's public input formats): nothing charged. A report shows such a
+    section as not applicable to the store rather than failing."""
+
+    exit_code = 64
+
+
 class NoLogsForPeriod(DplogsError):
     """A report period the store holds no ingested logs for (per its public coverage): the report
     says so and nothing is charged. Schedulers: not a failure of dplogs; ingest the logs, then

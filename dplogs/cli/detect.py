@@ -201,7 +201,7 @@ def _buckets_covered(release, prepared) -> list[bool]:
     if disclosed is not None:
         spans = [(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in disclosed["store_spans"]]
     else:
-        spans = prepared.engine.coverage()
+        spans = prepared.engine.coverage(prepared.plan.query.formats)
     key = prepared.plan.keys[0]
     starts = release.data.sort(key.name)[key.name].to_list()
     return buckets_covered(starts, bucket_width(key.bucket), spans)

@@ -50,7 +50,8 @@ from dplogs.engine.policy import load as load_policy
 from dplogs.engine.queryfile import load_query_file, parse_bins
 from dplogs.engine.release import Release
 from dplogs.engine.sql import parse_sql, parse_where
-from dplogs.errors import UsageError
+from dplogs.errors import NoDataInWindow, NoLogsOfKind, UsageError
+from dplogs.ingest.formats import CARRY_ANY
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.schema import FIELDS, TIMESTAMP
 from dplogs.schema.units import UnitRule
@@ -93,7 +94,7 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         out["bins"] = {c: v if isinstance(v, Bins) else parse_bins(v, column=c) for c, v in (out.pop("bins") or {}).items()}
     allowed = {
         "epsilon", "rho", "delta", "mechanism", "max_groups", "max_rows_per_group", "clamps", "declared",
-        "bins", "start", "end", "bucket", "top_k", "order_by", "name", "bound_share", "time_zone",
+        "bins", "start", "end", "bucket", "top_k", "order_by", "name", "bound_share", "time_zone", "formats",
     }
     unknown = set(out) - allowed
     if unknown:
@@ -113,7 +114,7 @@ class PreparedQuery:
         return explain(self.plan)
 
     def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
-        covered = check_coverage(self.plan.start, self.plan.end, self.engine.coverage())
+        covered = self.engine.check_coverage(self.plan)
         rows, unit_values = self.engine.source()
         return run(
             self.plan, rows, backend=self.engine.backend, ledger=self.engine.ledger,
@@ -189,9 +190,31 @@ class Engine:
         values = store.unit_codes(self.unit)
         return (rows, values) if values is not None else (self.scan(), None)
 
-    def coverage(self) -> list | None:
-        """The store's coverage spans (public metadata), None when unknown or not a store."""
-        return self._coverage_store.coverage() if self._coverage_store is not None else None
+    def coverage(self, formats: tuple[str, ...] = ()) -> list | None:
+        """The store's coverage spans (public metadata), None when unknown or not a store; with
+        ``formats``, of the inputs that can hold a query's logs (:meth:`Store.coverage`)."""
+        if self._coverage_store is None:
+            return None
+        return self._coverage_store.coverage(formats or None)
+
+    def check_coverage(self, plan: Plan) -> dict | None:
+        """How much of ``plan``'s window the store covers with the logs it reads (disclosed with
+        the release); :class:`NoDataInWindow` when nothing, or :class:`NoLogsOfKind` when the
+        store holds logs there but none in the formats the query names. Public metadata only."""
+        formats = plan.query.formats
+        try:
+            return check_coverage(plan.start, plan.end, self.coverage(formats))
+        except NoDataInWindow:
+            if not formats:
+                raise
+            check_coverage(plan.start, plan.end, self.coverage())  # no logs at all: say that instead
+            what = f" ({plan.query.logs})" if plan.query.logs else ""
+            raise NoLogsOfKind(
+                f"the store holds no logs this query reads{what} in the window: none of its inputs there "
+                f"was parsed as {', '.join(formats)} or as a format that may hold any events "
+                f"({', '.join(sorted(CARRY_ANY))}), so a release would spend budget on pure noise; nothing was "
+                "charged. Ingest such logs first (dplogs inspect --store STORE shows what the store holds)"
+            ) from None
 
     @classmethod
     def from_spark(
@@ -354,7 +377,7 @@ class Engine:
             used["max_groups"] = (f"{PRIVATE_KEY_MAX_GROUPS} (dplogs' default for private keys: partition selection "
                                   "needs max_groups times more distinct units per key; pass --max-groups for more)")
         if query.start is None and query.end is None:
-            window = latest_window(self.coverage(), self.budget_window)
+            window = latest_window(self.coverage(query.formats), self.budget_window)
             if window is not None:
                 query = query.with_options(start=window[0], end=window[1])
                 used["window"] = (f"{window[0].date()} to {window[1].date()}: the latest {self.budget_window} budget "

@@ -57,6 +57,7 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
         "query": q.name,
         "text": q.text,
         **({"logs": q.logs} if q.logs else {}),
+        **({"formats": list(q.formats)} if q.formats else {}),
         "privacy_unit": plan.unit.label,
         "unit_rule": plan.unit.to_json(),
         "guarantee": f"per {plan.unit} per {plan.window_policy} budget window",

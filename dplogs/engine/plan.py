@@ -38,6 +38,7 @@ import polars as pl
 from dplogs.backends.base import ROWS, SUM_PREFIX, UNITS
 from dplogs.engine.release import CELL_COLUMNS, EXACT_COLUMN
 from dplogs.errors import PrivacyParameterError, QueryError
+from dplogs.ingest.formats import check_format_names
 from dplogs.privacy.bounds import Clamp, ContributionBounds
 from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME, MAX_BINS, MAX_CLAMP, MAX_DECLARED_KEYS
 from dplogs.privacy.params import check_delta, check_epsilon, check_number, check_rho
@@ -680,6 +681,10 @@ class Query:
     logs: str = ""
     """Which logs the query reads, in words (a query file's ``logs``): shown with its answers,
     since on a store without such logs every value is noise."""
+    formats: tuple[str, ...] = ()
+    """The input formats that can hold the events the query reads (a query file's ``formats``;
+    empty: any). Its coverage counts only inputs of these formats or of one that may hold any
+    events, so a window without such logs is refused before anything is charged."""
 
     def __post_init__(self) -> None:
         if not self.aggregations:
@@ -714,6 +719,8 @@ class Query:
         if self.start is not None and self.end is not None and not self.start < self.end:
             raise QueryError(f"the query window is empty: start {self.start} is not before end {self.end}")
         self._check_privacy_options()
+        if self.formats:
+            object.__setattr__(self, "formats", check_format_names(self.formats))
         if self.top_k is not None:
             if isinstance(self.top_k, (bool, np.bool_)) or not isinstance(self.top_k, numbers.Integral) or self.top_k < 1:
                 raise QueryError(f"top-k must be an integer >= 1, got {self.top_k!r}")

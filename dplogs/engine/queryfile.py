@@ -45,11 +45,12 @@ from typing import Any
 from dplogs.engine.plan import Bins, Query
 from dplogs.engine.sql import parse_sql
 from dplogs.errors import InputNotFound, QueryError
+from dplogs.ingest.formats import check_format_names
 from dplogs.privacy.bounds import Clamp
 from dplogs.privacy.limits import MAX_SPEC_BYTES
 from dplogs.schema import DEFAULT_PRIVACY_UNIT
 
-_TOP = {"name", "description", "logs", "sql", "privacy", "clamp", "keys", "bins", "window"}
+_TOP = {"name", "description", "logs", "formats", "sql", "privacy", "clamp", "keys", "bins", "window"}
 _PRIVACY = {"mechanism", "epsilon", "rho", "delta", "max_groups", "max_rows_per_group"}
 _BINS = {"edges", "lo", "hi", "n", "scale"}
 
@@ -127,9 +128,10 @@ def load_query_file(path: str | os.PathLike[str], *, unit: str = DEFAULT_PRIVACY
                 raise QueryError(f"[keys] entries must be lists of values, got {c} = {v!r}")
             declared[c] = tuple(v)
         bins = {c: parse_bins(v, column=c) for c, v in table(doc, "bins", where=str(path)).items()}
+        formats = check_format_names(doc["formats"]) if "formats" in doc else ()
         query = parse_sql(doc["sql"], unit=unit)
         return query.with_options(
-            name=doc["name"], text=doc["sql"].strip(), logs=doc.get("logs", "").strip(), clamps=clamps,
+            name=doc["name"], text=doc["sql"].strip(), logs=doc.get("logs", "").strip(), formats=formats, clamps=clamps,
             declared=declared, bins=bins,
             start=window.get("start"), end=window.get("end"), **privacy,
         )

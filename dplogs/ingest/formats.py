@@ -23,6 +23,24 @@ registry). An ingest with ``--format`` imports just that one: importing every fo
 of CPU in each run."""
 
 
+CARRY_ANY = frozenset({"jsonl", "csv", "parquet", "sentinel", "cef", "leef"})
+"""Formats whose inputs may hold events of any kind (ECS JSON, tables, SIEM exports, CEF/LEEF from
+any vendor): coverage for a query that names the formats it reads always counts them."""
+
+
+def check_format_names(names: object) -> tuple[str, ...]:
+    """``names`` as a tuple of known format names (a query file's ``formats``), else a
+    :class:`~dplogs.errors.QueryError` naming the known ones."""
+    from dplogs.errors import QueryError
+
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise QueryError(f"`formats` must be a non-empty list of format names, got {names!r}")
+    unknown = sorted(set(names) - set(MODULE_OF))
+    if unknown:
+        raise QueryError(f"unknown format(s) {unknown} in `formats`; known: {', '.join(sorted(MODULE_OF))}")
+    return tuple(dict.fromkeys(names))
+
+
 def _load(module: str) -> None:
     if importlib.util.find_spec(f"dplogs.ingest.{module}") is not None:
         importlib.import_module(f"dplogs.ingest.{module}")

@@ -45,7 +45,7 @@ import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -58,6 +58,7 @@ from dplogs.errors import (
     InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
 )
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
+from dplogs.ingest.formats import CARRY_ANY
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
 from dplogs.schema.units import SHARED, UnitRule
 
@@ -530,12 +531,16 @@ class Store:
             raise StoreError(f"{path} is not a JSON object of input records; {repair}")
         return registry
 
-    def coverage(self) -> list[tuple[dt.date, dt.date]] | None:
+    def coverage(self, formats: Collection[str] | None = None) -> list[tuple[dt.date, dt.date]] | None:
         """The store's coverage: merged day spans ``[first, last]`` (both included) from the first
         to the last event of each ingested input. Coarse public metadata (docs/privacy.md): days
         without events inside a span count as covered. None when the store cannot tell: some input
         predates coverage records, or events were written without ``dplogs ingest``. A store with
-        no events at all covers nothing (``[]``)."""
+        no events at all covers nothing (``[]``).
+
+        With ``formats``, only inputs parsed as one of them count, or as a format that may hold
+        events of any kind (:data:`~dplogs.ingest.formats.CARRY_ANY`), or whose record names no
+        format: the input formats are public metadata too."""
         spans = []
         records = self.fingerprints()
         if not records:
@@ -544,6 +549,9 @@ class Store:
             return [] if not self.event_files() else None
         for record in records.values():
             if record.get("rows", 0) == 0:
+                continue
+            fmt = record.get("format")
+            if formats is not None and isinstance(fmt, str) and fmt not in formats and fmt not in CARRY_ANY:
                 continue
             try:
                 spans.append((dt.date.fromisoformat(record["first_day"]), dt.date.fromisoformat(record["last_day"])))

@@ -29,7 +29,7 @@ import polars as pl
 from dplogs.engine.release import key_columns
 from dplogs.escape import markdown_text, visible
 from dplogs.report.run import ReportRun, SectionResult
-from dplogs.report.summary import Summary, cell_label, local_time, summarize
+from dplogs.report.summary import Summary, cell_label, covered_cells, local_time, summarize
 
 FORMATS = ("html", "md", "json")
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -59,7 +59,9 @@ def render(run: ReportRun, fmt: str) -> str:
 
 def section_budget_text(s: SectionResult) -> str:
     """The section's own spend and what its budget windows have left after it, in words."""
-    if s.release is None:
+    if s.not_applicable:
+        spent = "spent nothing (the store holds none of the logs it reads for this period)"
+    elif s.release is None:
         spent = "spent nothing (not released)"
     elif s.release.privacy.get("replayed"):
         spent = f"spent {_loss_text(s.release.privacy)} when first released (replayed now: nothing spent)"
@@ -101,6 +103,7 @@ def _as_dict(run: ReportRun) -> dict[str, Any]:
             ],
             "anomaly_sections": list(summary.anomaly_sections),
             "not_released": list(summary.not_released),
+            "not_applicable": list(summary.not_applicable),
             "spent": {"epsilon": summary.epsilon, "delta": summary.delta},
             "budget_windows": [
                 {"window": b.window, "cap": None if b.caps is None else {"epsilon": b.caps.epsilon, "delta": b.caps.delta},
@@ -115,7 +118,7 @@ def _as_dict(run: ReportRun) -> dict[str, Any]:
             {"title": s.section.title, "query": s.section.query.stem, "budget": _section_budget(s), **(
                 {"data": [{k: _json_value(v, run.tz) for k, v in row.items()} for row in s.release.data.to_dicts()],
                  "privacy": s.release.privacy}
-                if s.release else {"error": str(s.error), "exit_code": s.error.exit_code}
+                if s.release else {"error": str(s.error), "exit_code": s.error.exit_code, "not_applicable": s.not_applicable}
             )}
             for s in run.sections
         ],
@@ -179,6 +182,9 @@ def _summary_lines(run: ReportRun, summary: Summary) -> tuple[str, list[str], li
                                                       if hits else "no cell with anomalies clearly above zero."))
     if summary.not_released:
         notes.append("Not released: " + ", ".join(summary.not_released) + " (see the sections below).")
+    if summary.not_applicable:
+        notes.append("Not applicable to this store (it holds none of the logs they read for this period; nothing "
+                     "spent): " + ", ".join(summary.not_applicable) + ".")
     if any(s.release is not None and (s.release.privacy.get("protection") or {}).get("version") == 0 for s in run.sections):
         # the real auth.log's brute force (306 failures from one address) did not stand out until then
         notes.append("Every row is protected (no `dplogs protect` policy): an attack from outside counts like one "
@@ -211,7 +217,8 @@ def _markdown(run: ReportRun) -> str:
     for s in run.sections:
         out += [f"## {md(s.section.title)}", ""]
         if s.release is None:
-            out += [f"**Not released:** {md(str(s.error))}", "", f"Budget: {md(section_budget_text(s))}.", ""]
+            what = "Not applicable" if s.not_applicable else "Not released"
+            out += [f"**{what}:** {md(str(s.error))}", "", f"Budget: {md(section_budget_text(s))}.", ""]
             continue
         p = s.release.privacy
         out += [f"Privacy: {md(_loss_text(p))}; bounds: {md(bounds_text(p))}.", "",
@@ -221,7 +228,7 @@ def _markdown(run: ReportRun) -> str:
         cols = key_columns(data) + ["aggregate", "value", "ci_low", "ci_high"]
         out.append("| " + " | ".join(md(c) for c in cols) + " |")
         out.append("|" + "---|" * len(cols))
-        for row in _table_rows(data, cols, tz):
+        for row in _table_rows(data, cols, tz, covered_cells(s)):
             out.append("| " + " | ".join(md(v) for v in row) + " |")
         if p.get("bias_note"):
             out += ["", f"_Bias: {md(p['bias_note'])}_"]
@@ -254,42 +261,56 @@ def _html_section(s: SectionResult, tz: str) -> str:
     head = f"<section><h2>{html.escape(s.section.title)}</h2>"
     budget = f"<p class=meta>Budget: {html.escape(section_budget_text(s))}.</p>"
     if s.release is None:
-        return head + f"<p class=error>Not released: {html.escape(visible(str(s.error)))}</p>{budget}</section>"
+        what, css = ("Not applicable", "skipped") if s.not_applicable else ("Not released", "error")
+        return head + f"<p class={css}>{what}: {html.escape(visible(str(s.error)))}</p>{budget}</section>"
     p, data = s.release.privacy, s.release.data
     meta = (f"<p class=meta>{html.escape(_loss_text(p))} · mechanism {html.escape(_mechanisms_text(data))}"
             f" · bounds: {html.escape(bounds_text(p))}"
             + (" · replayed from the ledger (nothing spent)" if p.get("replayed") else "") + "</p>" + budget
             + (f"<p class=meta>{html.escape(logs_text(p))}</p>" if p.get("logs") else ""))
     keys = key_columns(data)
+    covered = covered_cells(s)
     chart = ""
     if s.section.chart != "table" and data.height and len([k for k in keys if k not in ("bin_hi",)]) == 1:
+        marked = data if covered is None else data.with_columns(pl.Series(COVERED, covered, dtype=pl.Boolean))
         chart = "".join(
-            _chart(data.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg, tz)
+            _chart(marked.filter(pl.col("aggregate") == agg), keys[0], s.section.chart, agg, tz)
             for agg in data["aggregate"].unique(maintain_order=True)
         )
     bias = f"<p class=bias>Bias: {html.escape(p['bias_note'])}</p>" if p.get("bias_note") else ""
-    return head + meta + chart + _html_table(data, keys, tz) + bias + "</section>"
+    return head + meta + chart + _html_table(data, keys, tz, covered) + bias + "</section>"
 
 
 def _local(v: dt.datetime, tz: str) -> dt.datetime:
     return (v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)).astimezone(ZoneInfo(tz))
 
 
-def _table_rows(data: pl.DataFrame, cols: list[str], tz: str) -> Iterator[list[str]]:
+COVERED = "__covered"
+"""A chart frame's column: whether the cell's day holds ingested logs (:func:`covered_cells`)."""
+NO_LOGS = " (no logs that day: noise only)"
+"""Appended to the value of a cell whose time bucket the store holds no logs for."""
+
+
+def _table_rows(data: pl.DataFrame, cols: list[str], tz: str, covered: list[bool] | None = None) -> Iterator[list[str]]:
     """``data``'s rows as text; a time column shows the clock on every row once one row has it, so
-    an hourly table's midnight row reads 2026-03-30 00:00, not 2026-03-30 (a day's total)."""
+    an hourly table's midnight row reads 2026-03-30 00:00, not 2026-03-30 (a day's total). A row
+    that ``covered`` marks False says its value is noise only."""
     clock = {c for c in cols if isinstance(data.schema[c], pl.Datetime)
              and any(_local(v, tz).time() != dt.time(0) for v in data[c].drop_nulls())}
-    for row in data.select(cols).iter_rows():
-        yield [_fmt(v, tz, clock=c in clock) for c, v in zip(cols, row)]
+    for i, row in enumerate(data.select(cols).iter_rows()):
+        text = [_fmt(v, tz, clock=c in clock) for c, v in zip(cols, row)]
+        if covered is not None and not covered[i]:
+            text[cols.index("value")] += NO_LOGS
+        yield text
 
 
-def _html_table(data: pl.DataFrame, keys: list[str], tz: str) -> str:
+def _html_table(data: pl.DataFrame, keys: list[str], tz: str, covered: list[bool] | None = None) -> str:
     cols = keys + ["aggregate", "value", "ci_low", "ci_high", "scale"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-        for row in _table_rows(data.head(200), cols, tz)
+        ("<tr class=nolog>" if covered is not None and not covered[i] else "<tr>")
+        + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        for i, row in enumerate(_table_rows(data.head(200), cols, tz, covered))
     )
     more = f"<p class=meta>{data.height - 200} more rows in the JSON output.</p>" if data.height > 200 else ""
     return f"<details><summary>{data.height} released cells</summary><table><tr>{head}</tr>{rows}</table>{more}</details>"
@@ -357,7 +378,8 @@ def _mechanisms_text(data: pl.DataFrame) -> str:
 def _chart(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
     """The aggregate's chart, or a sentence when no cell has a value (an empty frame of axes
     would look like a chart with nothing to see, not like a question the data cannot answer)."""
-    if data["value"].drop_nulls().drop_nans().len() == 0:
+    shown = data if COVERED not in data.columns else data.filter(pl.col(COVERED))
+    if shown["value"].drop_nulls().drop_nans().len() == 0:
         return (f"<p class=meta>{html.escape(label)}: not enough data in any cell (every 95% interval spans more "
                 "than half the possible range), so no chart; a coarser bucket or a larger ε can answer it.</p>")
     return _svg(data, x, kind, label, tz)
@@ -367,8 +389,9 @@ def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
     """A line (with a CI band) or bar (with CI whiskers) chart of one aggregate; time axes in ``tz``."""
     w, h, left, bottom, top = 760, 230, 56, 36, 18
     xs = _x_labels(data[x].to_list(), tz)
-    # a null value is "not enough data": drawn as a gap, never as 0
-    val = [None if v is None or v != v else float(v) for v in data["value"].to_list()]
+    # a null value is "not enough data", a cell of a day without logs noise only: both drawn as a gap, never as 0
+    nolog = [not c for c in data[COVERED].to_list()] if COVERED in data.columns else [False] * data.height
+    val = [None if v is None or v != v or gone else float(v) for v, gone in zip(data["value"].to_list(), nolog)]
     lo = [float(v) if v is not None and y is not None else y for v, y in zip(data["ci_low"].to_list(), val)]
     hi = [float(v) if v is not None and y is not None else y for v, y in zip(data["ci_high"].to_list(), val)]
     n = len(xs)
@@ -384,6 +407,9 @@ def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
         return left + (pw * (i + 0.5) / n)
 
     parts = [f'<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{html.escape(label)}">']
+    for i in (i for i, gone in enumerate(nolog) if gone):  # grey slots: no logs ingested that day
+        parts.append(f'<rect x="{sx(i) - pw / n / 2:.1f}" y="{top}" width="{pw / n:.1f}" height="{ph}" class=nolog>'
+                     f'<title>{html.escape(xs[i])}: no logs ingested (noise only, not drawn)</title></rect>')
     for yv in ticks:  # y grid and ticks
         parts.append(f'<line x1="{left}" x2="{w - 10}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" class=grid />'
                      f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" class=ytick>{html.escape(_fmt(yv))}</text>')
@@ -410,7 +436,8 @@ def _svg(data: pl.DataFrame, x: str, kind: str, label: str, tz: str) -> str:
         text = xs[i] if len(xs[i]) <= room else xs[i][: room - 1] + "…"
         parts.append(f'<text x="{sx(i):.1f}" y="{h - bottom + 16}" class=xtick><title>{html.escape(xs[i])}</title>{html.escape(text)}</text>')
     axis = f", times {tz}" if data.height and isinstance(data[x][0], dt.datetime) else ""
-    gaps = ("; gaps: not enough data" if any(v is None for v in val) else "")
+    gaps = ("; gaps: not enough data" if any(v is None and not gone for v, gone in zip(val, nolog)) else "")
+    gaps += "; grey: no logs ingested, noise only" if any(nolog) else ""
     parts.append(f'<text x="{left}" y="12" class=label>{html.escape(label)} (noisy value; shaded/whiskers: 95% interval{html.escape(axis + gaps)})</text></svg>')
     return "".join(parts)
 
@@ -421,7 +448,7 @@ _PAGE = """<!doctype html>
 body{font:14px/1.45 system-ui,sans-serif;max-width:860px;margin:2em auto;color:#111827;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #e5e7eb}
 .period,.meta{color:#4b5563;font-size:.9em} .privacy{background:#eff6ff;border-left:4px solid #2563eb;padding:.6em .9em}
-.bias{color:#6b7280;font-size:.85em} .error{color:#b91c1c}
+.bias{color:#6b7280;font-size:.85em} .error{color:#b91c1c} .skipped{color:#6b7280} rect.nolog{fill:#e5e7eb} tr.nolog td{color:#9ca3af}
 .summary{background:#fffbeb;border-left:4px solid #d97706;padding:.2em .9em} .summary h2{margin-top:.4em;border:0}
 .headline{font-weight:600} .notes{color:#4b5563;font-size:.9em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{border:1px solid #e5e7eb;padding:2px 8px;text-align:right}

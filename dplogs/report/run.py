@@ -32,7 +32,7 @@ from dplogs.engine.api import Engine
 from dplogs.engine.release import Release
 from dplogs.engine.coverage import check as check_coverage
 from dplogs.errors import (
-    ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, UsageError,
+    ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, NoLogsOfKind, UsageError,
 )
 from dplogs.privacy.limits import MAX_CATCH_UP_PERIODS
 from dplogs.report.spec import ReportSpec, Section
@@ -54,6 +54,12 @@ class SectionResult:
     bucket: str | None = None
     """The section's time bucket (hour, day, ...), when it has one."""
 
+    @property
+    def not_applicable(self) -> bool:
+        """The store holds none of the logs the section reads for the period (its query's
+        ``formats``, per public metadata): nothing was spent, and the report did not fail."""
+        return isinstance(self.error, NoLogsOfKind)
+
 
 @dataclass(frozen=True)
 class Coverage:
@@ -62,15 +68,12 @@ class Coverage:
 
     state: str
     note: str
-    spans: tuple[tuple[dt.date, dt.date], ...] | None = None
-    """The store's covered day spans (public metadata), None when it cannot tell."""
 
 
 def period_coverage(engine: Engine, start: dt.datetime, end: dt.datetime) -> Coverage:
     """Whether the store holds logs for ``[start, end)``, from its public coverage metadata only
     (the day spans of ingested inputs, docs/privacy.md)."""
     store_spans = engine.coverage()  # read once: ingested.json
-    spans = None if store_spans is None else tuple(store_spans)
     try:
         covered = check_coverage(start, end, store_spans)
     except NoDataInWindow:
@@ -84,8 +87,8 @@ def period_coverage(engine: Engine, start: dt.datetime, end: dt.datetime) -> Cov
     if covered["covered_days"] < covered["window_days"]:
         return Coverage("partial", f"the store holds logs for {covered['covered_days']} of the period's "
                                    f"{covered['window_days']} day(s); cells of the days without logs hold noise "
-                                   "only and are left out of what stands out", spans)
-    return Coverage("covered", "", spans)
+                                   "only and are left out of what stands out")
+    return Coverage("covered", "")
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class ReportRun:
 
     @property
     def first_error(self) -> DplogsError | None:
-        return next((s.error for s in self.sections if s.error is not None), None)
+        return next((s.error for s in self.sections if s.error is not None and not s.not_applicable), None)
 
     @property
     def tz(self) -> str:

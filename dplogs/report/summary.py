@@ -59,6 +59,8 @@ class Summary:
     standouts: tuple[Standout, ...]
     anomaly_sections: tuple[str, ...]
     not_released: tuple[str, ...]
+    not_applicable: tuple[str, ...]
+    """Sections reading logs the store does not hold for the period (nothing spent)."""
     epsilon: float
     delta: float
     straddles: bool
@@ -71,29 +73,46 @@ def _widen(m: int) -> float:
 
 def summarize(run: ReportRun) -> Summary:
     standouts: list[Standout] = []
-    spans = run.coverage.spans if run.coverage.state == "partial" else None
     for s in run.sections:
         if s.release is not None:
-            standouts += _section_standouts(s, spans)
+            standouts += _section_standouts(s)
     released = [s.release for s in run.sections if s.release is not None]
     return Summary(
         standouts=tuple(standouts),
         anomaly_sections=tuple(s.section.title for s in run.sections if s.section.model is not None),
-        not_released=tuple(s.section.title for s in run.sections if s.release is None),
+        not_released=tuple(s.section.title for s in run.sections if s.release is None and not s.not_applicable),
+        not_applicable=tuple(s.section.title for s in run.sections if s.not_applicable),
         epsilon=sum(float(r.privacy.get("epsilon") or 0.0) for r in released),
         delta=sum(float(r.privacy.get("delta") or 0.0) for r in released),
         straddles=len(run.budgets) > 1,
     )
 
 
-def _section_standouts(s: SectionResult, spans: tuple | None = None) -> list[Standout]:
+def covered_cells(s: SectionResult) -> list[bool] | None:
+    """Per row of a released section: whether its time bucket touches a day the store holds logs
+    for (the coverage its release disclosed: public metadata, of the inputs its query reads).
+    None when every row does, or the section has no time bucket. A cell of an uncovered day holds
+    noise only: it must neither stand out nor be drawn as a value."""
+    if s.release is None or s.bucket is None:
+        return None
+    cov = s.release.privacy.get("coverage")
+    if not cov or cov["covered_days"] >= cov["window_days"]:
+        return None
+    data = s.release.data
+    time_key = next((k for k in key_columns(data) if isinstance(data.schema[k], pl.Datetime)), None)
+    if time_key is None:
+        return None
+    spans = [(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in cov["store_spans"]]
+    return buckets_covered(data[time_key].to_list(), bucket_width(s.bucket), spans)
+
+
+def _section_standouts(s: SectionResult) -> list[Standout]:
     data = s.release.data  # type: ignore[union-attr]
     keys = key_columns(data)
     anomaly = s.section.model is not None
     found: list[Standout] = []
-    time_key = next((k for k in keys if isinstance(data.schema[k], pl.Datetime)), None)
-    if spans is not None and s.bucket is not None and time_key is not None:
-        covered = buckets_covered(data[time_key].to_list(), bucket_width(s.bucket), list(spans))
+    covered = covered_cells(s)
+    if covered is not None:
         data = data.filter(pl.Series(covered, dtype=pl.Boolean))
     for agg in data["aggregate"].unique(maintain_order=True).to_list():
         rows = [r for r in data.filter(data["aggregate"] == agg).iter_rows(named=True)

@@ -16,6 +16,7 @@ from dplogs.privacy.testing import exact_mode
 from dplogs.report import load_report_spec, render, run_report
 from dplogs.report import run as run_module
 from dplogs.report.run import Coverage
+from dplogs.report.render import NO_LOGS
 from dplogs.report.summary import summarize
 from tests.report.conftest import NIGHTLY, REPO
 
@@ -156,9 +157,14 @@ def test_days_without_logs_in_a_partly_covered_period_do_not_make_the_others_sta
         "GROUP BY 1'''\n[privacy]\nepsilon = 1.0\nmax_groups = 7\nmax_rows_per_group = 1\n")
     (tmp_path / "weekly.toml").write_text(
         "name = \"weekly\"\ntitle = \"Weekly\"\nperiod = \"week\"\n[[section]]\nquery = \"per_day.toml\"\n"
-        "title = \"Events per day\"\n")
+        "title = \"Events per day\"\nchart = \"line\"\n")
     with exact_mode():  # the rule on the true values: 300, 300 and five zeros
         run = run_report(load_report_spec(tmp_path / "weekly.toml"), store, day=dt.date(2026, 11, 4))
     assert run.coverage.state == "partial" and "left out of what stands out" in run.coverage.note
     assert summarize(run).standouts == ()
     assert "left out of what stands out" in render(run, "md")
+    # the cells of the five days without logs are marked, and not drawn as values
+    page, md = render(run, "html"), render(run, "md")
+    assert page.count("<tr class=nolog>") == 5 and md.count(NO_LOGS) == 5
+    assert page.count("class=nolog><title>") == 5 and "grey: no logs ingested, noise only" in page
+    assert page.count("<polyline") == 1 and page.count("<polygon") == 1  # one stretch: days 2 and 3 only

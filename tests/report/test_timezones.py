@@ -30,7 +30,7 @@ def test_a_berlin_day_is_its_local_midnights_in_utc(day, hours):
 
 def test_hour_buckets_of_a_dst_day_follow_local_hours(new_store, monkeypatch):
     """A release over the 25-hour Berlin day of 2026-10-25 has 25 hour buckets, starting at local midnight."""
-    monkeypatch.setattr(Engine, "coverage", lambda self: None)  # the bucket layout needs no data: skip coverage
+    monkeypatch.setattr(Engine, "coverage", lambda self, formats=(): None)  # the bucket layout needs no data: skip coverage
     eng = Engine.open(new_store())
     spec = _berlin()
     start, end = spec.utc_range(dt.date(2026, 10, 25))
@@ -43,7 +43,7 @@ def test_hour_buckets_of_a_dst_day_follow_local_hours(new_store, monkeypatch):
 
 
 def test_day_buckets_in_a_zone_start_at_local_midnight_across_dst(new_store, monkeypatch):
-    monkeypatch.setattr(Engine, "coverage", lambda self: None)  # the bucket layout needs no data: skip coverage
+    monkeypatch.setattr(Engine, "coverage", lambda self, formats=(): None)  # the bucket layout needs no data: skip coverage
     eng = Engine.open(new_store())
     q = eng.sql('SELECT date_trunc(\'day\', "@timestamp") AS day, COUNT(*) FROM logs GROUP BY 1',
                 start="2026-03-27T23:00:00+00:00", end="2026-03-30T22:00:00+00:00", time_zone="Europe/Berlin",
@@ -79,7 +79,7 @@ def test_berlin_report_of_the_spray_day_uses_local_hours(new_store):
 
 
 def test_a_local_day_straddling_two_budget_windows_is_charged_to_both(new_store, monkeypatch):
-    monkeypatch.setattr(Engine, "coverage", lambda self: None)  # the sample logs end 2024-03-17: skip coverage
+    monkeypatch.setattr(Engine, "coverage", lambda self, formats=(): None)  # the sample logs end 2024-03-17: skip coverage
     store = new_store()
     run = run_report(_berlin(), store, day=dt.date(2024, 4, 1))  # 2024-03-31T22:00Z .. 2024-04-01T22:00Z
     assert run.first_error is None

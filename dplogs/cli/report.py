@@ -127,7 +127,8 @@ def _done(run: ReportRun, paths: list[Path]) -> None:
     click.echo(f"{run.spec.name} {run.start} to {run.end} ({run.tz}){where}", err=True)
     for s in run.sections:
         status = "replayed (nothing spent)" if s.release and s.release.privacy.get("replayed") else (
-            "released" if s.release else f"not applicable (nothing spent): {s.error}" if s.not_applicable
+            "released" if s.release else "not applicable: the store holds none of the logs it reads for this period "
+            "(nothing spent)" if s.not_applicable
             else f"NOT released: {s.error}")
         click.echo(f"  {visible(s.section.title)}: {visible(status)}", err=True)
 

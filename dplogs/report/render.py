@@ -167,6 +167,8 @@ def _summary_lines(run: ReportRun, summary: Summary) -> tuple[str, list[str], li
     """The summary as (headline, items, notes) of plain text, escaped by each format."""
     if run.coverage.state == "no-data":
         headline = "No data for this period: the store holds no logs for it."
+    elif run.sections and len(summary.not_applicable) == len(run.sections):
+        headline = "No section of this report applies to this store: it holds none of the logs they read for this period."
     elif summary.standouts:
         headline = f"{len(summary.standouts)} released cell(s) stand out above their section's baseline:"
     else:

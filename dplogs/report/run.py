@@ -111,6 +111,10 @@ class ReportRun:
 
     @property
     def first_error(self) -> DplogsError | None:
+        """The error the run exits with: the first section's that failed. A section not applicable
+        to the store is not a failure, unless no section applies (the report does not fit the store)."""
+        if self.sections and all(s.not_applicable for s in self.sections):  # the report does not fit the store
+            return self.sections[0].error
         return next((s.error for s in self.sections if s.error is not None and not s.not_applicable), None)
 
     @property
@@ -237,8 +241,8 @@ def catch_up(
             return CatchUp(tuple(runs), tuple(periods[i:]), exc)
         runs.append(run)
         on_run(run)
-        if isinstance(run.first_error, NoLogsForPeriod):
-            continue  # a period without logs: reported as such, nothing spent, the catch-up goes on
+        if isinstance(run.first_error, (NoLogsForPeriod, NoLogsOfKind)):
+            continue  # a period without (such) logs: reported as such, nothing spent, the catch-up goes on
         if run.first_error is not None:
             return CatchUp(tuple(runs), tuple(periods[i:]), run.first_error)
     return CatchUp(tuple(runs), ())

@@ -152,3 +152,23 @@ def test_a_report_shows_a_section_for_logs_the_store_lacks_as_not_applicable(lin
     res = CliRunner().invoke(cli, ["report", NIGHTLY, "--store", str(linux_store), "--date", "2026-03-02",
                                    "--output", str(md)])
     assert res.exit_code == 0 and "**Not applicable:**" in md.read_text()
+
+
+def test_a_report_none_of_whose_sections_applies_exits_64_and_says_so(tmp_path):
+    """A web-only store: every nightly section reads authentication or Windows logs."""
+    log = tmp_path / "access.log"
+    log.write_text("".join(f'198.51.100.{i} - - [02/Mar/2026:10:00:0{i} +0000] "GET / HTTP/1.1" 200 512 "-" "curl"\n'
+                           for i in range(5)))
+    store = tmp_path / "web"
+    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(store)]).exit_code == 0
+    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=100.0, delta=1e-4)
+    out = tmp_path / "night.md"
+    res = CliRunner().invoke(cli, ["report", NIGHTLY, "--store", str(store), "--date", "2026-03-02", "--output", str(out)])
+    assert res.exit_code == 64, res.output
+    assert "No section of this report applies to this store" in out.read_text()
+    assert _entries(store) == 0
+    # a catch-up goes on past such a period, as past one without logs
+    res = CliRunner().invoke(cli, ["report", NIGHTLY, "--store", str(store), "--catch-up", "--since", "2026-03-01",
+                                   "--until", "2026-03-03", "--out-dir", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "out").glob("*.md"))) >= 3 and _entries(store) == 0

@@ -111,7 +111,11 @@ class PreparedQuery:
         self.plan = plan
 
     def explain(self) -> Explanation:
-        return explain(self.plan)
+        try:
+            covered = self.engine.check_coverage(self.plan)
+        except NoDataInWindow as exc:
+            covered = {"refused": str(exc)}
+        return explain(self.plan, coverage=covered)
 
     def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
         covered = self.engine.check_coverage(self.plan)

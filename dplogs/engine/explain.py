@@ -139,11 +139,20 @@ def _anomaly_line(a: dict[str, Any]) -> str:
             f"(ledger entry {a['model_ledger_entry']})")
 
 
+def _coverage_line(c: dict[str, Any]) -> str:
+    if "refused" in c:
+        return f"coverage: a release would be refused: {c['refused']}"
+    return f"coverage: the store holds logs it reads for {c['covered_days']} of the window's {c['window_days']} day(s)"
+
+
 def render(data: dict[str, Any]) -> str:
     """The text form of :func:`describe`'s dictionary."""
     lines = [
         f"query: {data['query']}",
         *([f"logs it reads: {data['logs']}"] if data.get("logs") else []),
+        *([f"input formats it reads: {', '.join(data['formats'])} (and formats that may hold any events)"]
+          if data.get("formats") else []),
+        *([_coverage_line(data["coverage"])] if data.get("coverage") else []),
         f"privacy unit: {data['privacy_unit']}; guarantee {data['guarantee']}; charged to: {', '.join(data['budget_windows'])}",
         f"window: [{data['window']['start']}, {data['window']['end']})",
         f"where: {data['where'] or '(all rows)'}",
@@ -197,7 +206,10 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def explain(plan: Plan) -> Explanation:
-    """Explain ``plan``; spends nothing."""
+def explain(plan: Plan, *, coverage: dict[str, Any] | None = None) -> Explanation:
+    """Explain ``plan``; spends nothing. ``coverage``: what the store's public coverage says of its
+    window (the days covered, or ``{"refused": why}``), when known."""
     data = describe(plan)
+    if coverage is not None:
+        data["coverage"] = coverage
     return Explanation(text=render(data), data=data)

@@ -172,3 +172,16 @@ def test_a_report_none_of_whose_sections_applies_exits_64_and_says_so(tmp_path):
                                    "--until", "2026-03-03", "--out-dir", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "out").glob("*.md"))) >= 3 and _entries(store) == 0
+
+
+def test_explain_says_which_formats_it_reads_and_whether_a_release_would_be_refused(linux_store):
+    res = CliRunner().invoke(cli, ["explain", WINDOWS_QUERY, "--store", str(linux_store), "--day", "2026-03-02"])
+    assert res.exit_code == 0, res.output
+    assert "input formats it reads: windows, evtx" in res.output
+    assert "coverage: a release would be refused: the store holds no logs this query reads" in res.output
+    res = CliRunner().invoke(cli, ["explain", SUDO_QUERY, "--store", str(linux_store), "--start", "2026-03-01",
+                                   "--end", "2026-03-11", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["formats"] == ["syslog"] and doc["coverage"]["covered_days"] == 2 and doc["coverage"]["window_days"] == 10
+    assert _entries(linux_store) == 0

@@ -5,6 +5,8 @@ Layout (only ``name`` and ``sql`` are required; command-line options override th
     name = "failed_logins_per_hour"
     description = "Failed authentication events per hour."
     logs = "authentication logs: auth.log/secure (sshd, sudo), Windows Security"   # shown with answers
+    formats = ["syslog", "windows", "evtx"]   # inputs that can hold them (JSON, CSV, CEF... always count):
+                                              # a window with none is refused before the charge
     sql = '''SELECT date_trunc('hour', "@timestamp") AS hour, COUNT(*) AS failures
              FROM logs WHERE event.category = 'authentication' AND event.outcome = 'failure'
              GROUP BY 1'''

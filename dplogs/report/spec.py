@@ -18,7 +18,8 @@ A spec is a TOML file (the shipped one is ``queries/reports/nightly.toml``)::
     threshold = 0.8
 
 Each section is released with the run's period as its query window, so the spec carries no
-dates; privacy options of a section (``epsilon = 0.5``…) override its query file's. A period is a
+dates; privacy options of a section (``epsilon = 0.5``…) and its ``keys = { "host.name" = [...] }``
+(public key lists, as ``--keys``) override its query file's. A period is a
 run of local days of ``tz``: its query window is the UTC instants of its first and last local
 midnights (23 or 25 hours for a day of a DST change), and time buckets follow the zone too.
 
@@ -46,7 +47,8 @@ from dplogs.errors import QueryError
 
 PERIODS = ("day", "week", "month")
 CHARTS = ("line", "bar", "table")
-_OPTION_KEYS = ("epsilon", "rho", "delta", "mechanism", "max_groups", "max_rows_per_group", "bucket")
+_OPTION_KEYS = ("epsilon", "rho", "delta", "mechanism", "max_groups", "max_rows_per_group", "bucket", "declared")
+"""Section options passed to the query (``declared`` is the spec's ``keys``)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class Section:
             raise QueryError(f"chart must be one of {', '.join(CHARTS)}, got {self.chart!r}")
         unknown = set(self.options) - set(_OPTION_KEYS)
         if unknown:
-            raise QueryError(f"unknown section option(s) {sorted(unknown)}; allowed: {', '.join(_OPTION_KEYS)}")
+            allowed = ", ".join("keys" if k == "declared" else k for k in _OPTION_KEYS)
+            raise QueryError(f"unknown section option(s) {sorted(unknown)}; allowed: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,12 @@ def load_report_spec(path: str | os.PathLike[str]) -> ReportSpec:
         model = raw.pop("model", None)
         if model is not None and not isinstance(model, str):
             raise QueryError(f"{p}: section {i + 1} model must be a file path string, got {model!r}")
+        keys = raw.pop("keys", None)
+        if keys is not None:  # this organisation's key lists, e.g. its hosts instead of the sample's
+            if not isinstance(keys, dict) or not all(isinstance(v, list) for v in keys.values()):
+                raise QueryError(f"{p}: section {i + 1} keys must be a table of value lists, e.g. "
+                                 f"keys = {{ \"host.name\" = [\"web-1\", \"web-2\"] }}, got {keys!r}")
+            raw["declared"] = {c: tuple(v) for c, v in keys.items()}
         threshold = raw.pop("threshold", None)
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, str))):
             raise QueryError(f"{p}: section {i + 1} threshold must be a number or a percentile like \"p99\", got {threshold!r}")

@@ -60,6 +60,23 @@ def test_spec_validation(tmp_path):
         load_report_spec(bad)
 
 
+def test_a_section_lists_this_organisations_keys(sample_store, tmp_path):
+    """The per-host query declares the sample's hosts; a report section replaces them with its own."""
+    spec = tmp_path / "hosts.toml"
+    query = REPO / "queries" / "distinct_users_failing_per_host.toml"
+    spec.write_text(f'name = "hosts"\n[[section]]\nquery = "{query}"\nepsilon = 0.5\n'
+                    'keys = { "host.name" = ["web-1", "DC01.corp.example.com"] }\n')
+    store = _fresh(sample_store, tmp_path, 10.0)
+    run = run_report(load_report_spec(spec), store, day=SPRAY_DAY)
+    assert sorted(run.sections[0].release.data["host.name"].to_list()) == ["DC01.corp.example.com", "web-1"]
+    spec.write_text(f'name = "hosts"\n[[section]]\nquery = "{query}"\nkeys = ["web-1"]\n')
+    with pytest.raises(QueryError, match="keys must be a table of value lists"):
+        load_report_spec(spec)
+    spec.write_text(f'name = "hosts"\n[[section]]\nquery = "{query}"\nkeyz = 1\n')
+    with pytest.raises(QueryError, match="allowed: .*keys"):
+        load_report_spec(spec)
+
+
 def test_period_bounds():
     spec = load_report_spec(NIGHTLY)
     week = type(spec)(name="w", title="w", period="week", sections=spec.sections)

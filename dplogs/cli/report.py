@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from dplogs.cli.query import ENGINE_OPTIONS, check_output
+from dplogs.engine import Engine
 from dplogs.errors import BudgetExhausted, UsageError
 from dplogs.escape import visible
+from dplogs.privacy import ledger_pin
 from dplogs.report import FORMATS, load_report_spec, render, run_report
 from dplogs.report.outputs import check_out_dir, write_atomic, write_outputs
 from dplogs.report.run import DEFAULT_WAIT_S, ReportRun, catch_up
@@ -46,7 +48,8 @@ def _engine_options(f):
               help="With --catch-up: release no period that starts after this day.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write NAME-PERIOD.html, .md and .json here atomically, and point NAME-latest.* "
-                   "(symbolic links) at the newest period.")
+                   "(symbolic links) at the newest period. The ledger's head is pinned here too "
+                   "(.dplogs-ledger-pin.json): a store restored from an older backup is refused (74).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Without --out-dir: html (inline SVG charts), md (Markdown) or json (cells + "
                    "privacy metadata; schema dplogs/report/report.schema.json). Default: from the "
@@ -87,13 +90,15 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
     parsed = load_report_spec(spec).with_tz(tz)
     if out_dir is not None:
         check_out_dir(out_dir)
+        with Engine.open(store) as engine:  # a whole store restored from a backup since the last run
+            ledger_pin.check(engine.ledger, out_dir)
     today = dt.datetime.now(ZoneInfo(parsed.tz)).date()
 
     if catch_up_:
         assert out_dir is not None
         result = catch_up(parsed, store, today=today, since=since.date() if since else None,
                           until=until.date() if until else None, wait=wait, backend=backend, spark_master=spark_master,
-                          on_run=lambda run: _done(run, write_outputs(run, out_dir)))
+                          on_run=lambda run: _done(run, _write_pinned(run, store, out_dir)))
         if not result.runs and result.error is None:
             click.echo(f"{parsed.name}: nothing to catch up (every period up to "
                        f"{parsed.last_complete_period(today)} is released)", err=True)
@@ -109,7 +114,7 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
     when = day.date() if day else today - dt.timedelta(days=1)
     run = run_report(parsed, store, day=when, wait=wait, backend=backend, spark_master=spark_master)
     if out_dir is not None:
-        _done(run, write_outputs(run, out_dir))
+        _done(run, _write_pinned(run, store, out_dir))
     else:
         text = render(run, fmt or _format_of(output))
         if output:
@@ -120,6 +125,14 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
             _done(run, [])
     if run.first_error is not None:
         sys.exit(run.first_error.exit_code)
+
+
+def _write_pinned(run: ReportRun, store: Path, out_dir: Path) -> list[Path]:
+    """Write the period's files, then pin the ledger's head beside them for the next run to check."""
+    paths = write_outputs(run, out_dir)
+    with Engine.open(store) as engine:
+        ledger_pin.write(engine.ledger, out_dir)
+    return paths
 
 
 def _done(run: ReportRun, paths: list[Path]) -> None:

@@ -14,7 +14,8 @@ a ledger that *extends* the record is consistent. Once a reservation has seen th
 ledger notes ``anchored`` in its sealed metadata, so deleting the record as well is seen too.
 
 Out of reach: the whole store directory (ledger and record together) restored from a backup.
-Record ``dplogs budget verify``'s head hash outside the store to pin history against that.
+Record ``dplogs budget verify``'s head hash outside the store to pin history against that (scheduled
+reports pin it in their output directory: :mod:`dplogs.privacy.ledger_pin`).
 """
 
 from __future__ import annotations

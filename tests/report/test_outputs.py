@@ -51,8 +51,9 @@ def test_out_dir_writes_three_files_and_latest_links(new_store, tmp_path):
                                    "--out-dir", str(out)])
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"nightly-soc-{x}" for x in ("2024-03-12.html", "2024-03-12.json", "2024-03-12.md",
-                                                   "latest.html", "latest.json", "latest.md")]
+    assert names == [".dplogs-ledger-pin.json"] + [  # the ledger's head, checked by the next run
+        f"nightly-soc-{x}" for x in ("2024-03-12.html", "2024-03-12.json", "2024-03-12.md", "latest.html",
+                                     "latest.json", "latest.md")]
     assert os.readlink(out / "nightly-soc-latest.json") == "nightly-soc-2024-03-12.json"
     _validate(json.loads((out / "nightly-soc-latest.json").read_text()))
     # an older period written later (a backfill) leaves latest on the newest one

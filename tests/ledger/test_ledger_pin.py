@@ -1,0 +1,74 @@
+"""A scheduled report's --out-dir pins the ledger's head: a whole store put back from an older
+copy (ledger and head record together, which the head record cannot see) is refused next run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dplogs.cli import cli
+from dplogs.privacy.ledger import Ledger
+from dplogs.privacy.ledger_pin import PIN_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+NIGHTLY = str(REPO / "queries" / "reports" / "nightly.toml")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    log = tmp_path / "auth.log"
+    log.write_text("".join(f"Mar {d:2d} 10:00:0{i} host sshd[1]: Failed password for invalid user u{i} from "
+                           f"198.51.100.{i} port 22 ssh2\n" for d in range(1, 6) for i in range(4)))
+    path = tmp_path / "st"
+    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(path), "--year", "2026"]).exit_code == 0
+    Ledger.open(path / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=100.0, delta=1e-4)
+    return path
+
+
+def _report(store: Path, out: Path, day: str):
+    return CliRunner().invoke(cli, ["report", NIGHTLY, "--store", str(store), "--date", day, "--out-dir", str(out)])
+
+
+def test_a_whole_store_restored_from_an_older_copy_is_refused(store, tmp_path):
+    out = tmp_path / "reports"
+    assert _report(store, out, "2026-03-01").exit_code == 0
+    backup = tmp_path / "backup"
+    shutil.copytree(store, backup)
+    assert _report(store, out, "2026-03-02").exit_code == 0  # spends; the pin moves on
+    pin = json.loads((out / PIN_NAME).read_text())
+    assert pin["head_hash"] == Ledger.open(store / "ledger.sqlite").verify().head_hash
+    shutil.rmtree(store)
+    shutil.copytree(backup, store)  # ledger and head record put back together: consistent on their own
+    assert CliRunner().invoke(cli, ["budget", "verify", "--store", str(store)]).exit_code == 0
+    entries = len(Ledger.open(store / "ledger.sqlite").history())
+    res = _report(store, out, "2026-03-03")
+    assert res.exit_code == 74, res.output
+    assert "restored from an older copy" in res.output and PIN_NAME in res.output
+    assert len(Ledger.open(store / "ledger.sqlite").history()) == entries  # nothing charged
+    assert not list(out.glob("*2026-03-03*"))
+    # deliberate: the administrator deletes the pin, and runs go on (pinning the restored head)
+    (out / PIN_NAME).unlink()
+    assert _report(store, out, "2026-03-03").exit_code == 0
+
+
+def test_a_pin_of_another_ledger_is_replaced_and_a_damaged_pin_refused(store, tmp_path):
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / PIN_NAME).write_text(json.dumps({"ledger_id": "another", "head_hash": "0" * 64}))
+    assert _report(store, out, "2026-03-01").exit_code == 0
+    assert json.loads((out / PIN_NAME).read_text())["ledger_id"] != "another"
+    (out / PIN_NAME).write_text("{not json")
+    res = _report(store, out, "2026-03-02")
+    assert res.exit_code == 74 and "cannot be read" in res.output
+
+
+def test_a_catch_up_pins_after_each_period(store, tmp_path):
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(cli, ["report", NIGHTLY, "--store", str(store), "--catch-up", "--since", "2026-03-01",
+                                   "--until", "2026-03-04", "--out-dir", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / PIN_NAME).read_text())["head_hash"] == Ledger.open(store / "ledger.sqlite").verify().head_hash

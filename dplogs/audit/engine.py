@@ -129,38 +129,42 @@ def engine_path(
     return run
 
 
-def _noisy_columns(plan: Plan, aggs: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> tuple[np.ndarray, np.ndarray]:
-    """(pre-noise value, noise scale) of every cell, in the order :func:`engine_path`'s vectorised
-    runs output them."""
+def _noisy_columns(plan: Plan, aggs: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> np.ndarray:
+    """The pre-noise value of every cell, in the order :func:`engine_path`'s vectorised runs
+    output them."""
     main, hists = aggs
-    values, scales = [], []
+    values = []
     for c in plan.columns:
         frame = main if c.grouping == MAIN else hists[c.grouping]
         v = frame[c.source].to_numpy().astype(np.float64)
         if f"{EXACT}{c.source}" in frame.columns:
             v = v + frame[f"{EXACT}{c.source}"].to_numpy().astype(np.float64)
         values.append(v)
-        scales.append(np.full(len(v), c.noise.scale))
-    return np.concatenate(values), np.concatenate(scales)
+    return np.concatenate(values)
 
 
 def corner_statistic(plan: Plan, backend: Any, d: pl.LazyFrame, d_prime: pl.LazyFrame) -> Callable[[np.ndarray], np.ndarray]:
-    """The test "every cell the victim moves lies beyond its D′ value by the victim's shift", as a
-    scalar for the threshold search: min over moved cells i of sign(Δ_i)·(x_i − c′_i)/b_i (c′ the
-    D′ aggregate, Δ = D − D′, b the noise scale). For Laplace noise each moved cell has likelihood
-    ratio e^{|Δ_i|/b_i} in its far tail, so when |Δ_i|/b_i is the same in every moved cell, the
-    corner test at threshold |Δ_i|/b_i reaches the full e^ε of the composed release, which a
-    projection on the mean difference does not (a sum of Laplace draws is not Laplace). The
-    statistic is fixed from the exact aggregates before any noisy run (inside the trust boundary)."""
-    (on_d, scale), (on_d_prime, _) = _noisy_columns(plan, aggregate(plan, d, backend)), _noisy_columns(plan, aggregate(plan, d_prime, backend))
-    shift = on_d - on_d_prime
+    """The test "every cell the victim moves lies at least the victim's shift beyond its D′ value",
+    as a scalar for the threshold search: min over moved cells i of (x_i − c′_i)/Δ_i (c′ the D′
+    aggregate, Δ = D − D′; the test s ≥ 1 is that corner). Laplace noise gives each moved cell the
+    likelihood ratio e^{|Δ_i|/b_i} beyond its shift, so the corner reaches the full e^ε of the
+    composed release, which a projection on the mean difference does not (a sum of Laplace draws
+    is not Laplace). Fixed from the exact aggregates before any noisy run (inside the trust
+    boundary)."""
+    on_d, on_d_prime = _noisy_columns(plan, aggregate(plan, d, backend)), _noisy_columns(plan, aggregate(plan, d_prime, backend))
+    return corner(on_d, on_d_prime)
+
+
+def corner(on_d: np.ndarray, on_d_prime: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`corner_statistic` from the pre-noise outputs on D and D′ (one value per output cell)."""
+    shift = np.asarray(on_d, np.float64) - np.asarray(on_d_prime, np.float64)
     moved = np.flatnonzero(shift)
     if moved.size == 0:
         raise ValueError("the neighbours give the same aggregate: nothing to audit")
-    sign, centre, b = np.sign(shift[moved]), on_d_prime[moved], scale[moved]
+    centre, step = np.asarray(on_d_prime, np.float64)[moved], shift[moved]
 
     def statistic(out: np.ndarray) -> np.ndarray:
-        return np.min(sign * (np.asarray(out)[:, moved] - centre) / b, axis=1)
+        return np.min((np.asarray(out)[:, moved] - centre) / step, axis=1)
 
     return statistic
 

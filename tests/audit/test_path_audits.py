@@ -11,8 +11,8 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from dplogs.audit.auditor import audit
-from dplogs.audit.engine import audit_plan, corner_statistic, engine_path
+from dplogs.audit.auditor import audit, audit_outputs
+from dplogs.audit.engine import audit_plan, claimed_loss, corner_statistic, engine_path
 from dplogs.backends.polars_backend import PolarsBackend
 from dplogs.detect.timeseries import baseline_scores, noise_std
 from dplogs.engine import execute, planner, time_bucket
@@ -318,10 +318,14 @@ def _policy_plan():
 def test_protected_unit_on_a_key_with_unprotected_rows_stays_within_the_claim():
     d, d_prime = _policy_store()
     assert d.collect().height - d_prime.collect().height == 10
+    plan = _policy_plan()
+    eps, delta = claimed_loss(plan.loss)
+    run = engine_path(plan, BACKEND, track=[(h,) for h in HOSTS])
+    on_d, on_d_prime = run(d, 2_000), run(d_prime, 2_000)
     for statistic, what in ((None, "projection"), (lambda out: out[:, 1], "h-public count"),
                             (lambda out: out[:, 2], "h-alone shown")):
-        r = audit_plan(_policy_plan(), BACKEND, d, d_prime, trials=1_500, track=[(h,) for h in HOSTS],
-                       statistic=statistic, name=f"policy, private key forced by unprotected rows ({what})")
+        r = audit_outputs(on_d, on_d_prime, claimed_epsilon=eps, delta=delta, statistic=statistic,
+                          name=f"policy, private key forced by unprotected rows ({what})")
         assert_within_claim(r)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from dplogs.audit.auditor import audit, audit_outputs
-from dplogs.audit.engine import audit_plan, claimed_loss, corner_statistic, engine_path
+from dplogs.audit.engine import audit_plan, claimed_loss, corner, corner_statistic, engine_path
 from dplogs.backends.polars_backend import PolarsBackend
 from dplogs.detect.timeseries import baseline_scores, noise_std
 from dplogs.engine import execute, planner, time_bucket
@@ -22,6 +22,8 @@ from dplogs.engine.plan import Aggregation, Cmp
 from dplogs.engine.planner import MAIN, SumSpec
 from dplogs.engine.policy import Policy
 from dplogs.privacy.bounds import Clamp
+from dplogs.privacy.charge import Charge
+from dplogs.privacy.mechanisms import add_noise
 from dplogs.privacy.sensitivity import Sensitivity
 from dplogs.schema import conform
 from tests.audit.audit_paths import assert_within_claim
@@ -338,4 +340,47 @@ def test_keys_forced_by_every_row_not_only_unprotected_ones_are_caught(monkeypat
     d, d_prime = _policy_store()
     r = audit_plan(_policy_plan(), BACKEND, d, d_prime, trials=500, track=[(h,) for h in HOSTS],
                    statistic=lambda out: out[:, 2], name="BROKEN: keys forced by protected rows")  # h-alone shown?
+    assert r.violated, r.summary()
+
+
+# -- bounds chosen with DP: the choice histograms (disclosed with the release) ------------------
+
+def _choice_path(plan):
+    """The noisy choice histograms as :func:`~dplogs.privacy.bound_choice.choose` draws them, one
+    per bound to choose, from :func:`~dplogs.engine.execute.profile` (exact, no seed involved, so
+    the noise is drawn vectorised); they are disclosed with the release's chosen bounds."""
+    def run(lf, trials):
+        counts = execute.profile(plan, lf)
+        cols = []
+        for step in plan.choice.steps:
+            exact = np.asarray(counts[step.name], dtype=np.int64)
+            noisy = add_noise(np.tile(exact, trials), step.noise, charge=Charge.for_audit(step.noise.loss))
+            cols.append(noisy.reshape(trials, exact.size).astype(np.float64))
+        return np.concatenate(cols, axis=1)
+
+    return run
+
+
+def _choice_audit(name: str, trials: int):
+    """The victim (5 failures) moves the groups histogram (one group) and the rows histogram (5
+    rows, the bin above 4) by one each: every choice histogram it can move, at sensitivity 1, and
+    the release after it (audited with chosen bounds in test_bound_choice.py)."""
+    d, d_prime = neighbours(victim_rows=5)
+    plan = ENGINE.build(Aggregation.count(), keys=["event.outcome"], epsilon=1.0, **WINDOW).plan
+    assert plan.choice.names() == ["max_groups", "max_rows_per_group"]
+    exact = [np.concatenate([execute.profile(plan, x)[s.name] for s in plan.choice.steps]) for x in (d, d_prime)]
+    eps, _ = claimed_loss(plan.choice.loss)
+    return audit(_choice_path(plan), d, d_prime, trials=trials, claimed_epsilon=eps, statistic=corner(*exact), name=name)
+
+
+def test_choice_histograms_with_a_victim_in_every_one_stay_within_their_share():
+    r = _choice_audit("bound-choice histograms", 30_000)
+    assert_within_claim(r)
+    assert r.epsilon_lb >= 0.7 * r.claimed_epsilon, r.summary()
+
+
+def test_choice_histograms_over_rows_instead_of_units_are_caught(monkeypatch):
+    """The planted bug: every row is its own entry of the choice histograms (5 for the victim)."""
+    monkeypatch.setattr(execute, "bounding_unit", lambda plan: pl.int_range(pl.len()))
+    r = _choice_audit("BROKEN: choice histograms over rows", 5_000)
     assert r.violated, r.summary()

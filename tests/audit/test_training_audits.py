@@ -17,14 +17,15 @@ from dplogs.backends.polars_backend import PolarsBackend
 from dplogs.detect import features
 from dplogs.detect.anomaly_counts import anomaly_events
 from dplogs.detect.calibration import plan_calibration, release_calibration
-from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features
+from dplogs.detect.features import FEATURE_NAMES, FeatureBatches, FeatureSpec, extract_features
 from dplogs.detect.kmeans import KMeansModel
 from dplogs.detect.peers import GROUP_NAMES, peer_totals, plan_peers, process_bucket, release_peers
 from dplogs.engine import time_bucket
 from dplogs.engine.api import Engine
 from dplogs.engine.plan import Aggregation
 from dplogs.privacy.charge import Charge
-from dplogs.privacy.mechanisms import add_noise
+from dplogs.privacy.mechanisms import add_noise, calibrate
+from dplogs.privacy.sensitivity import Sensitivity
 from dplogs.schema import conform
 from tests.audit.audit_paths import assert_within_claim
 
@@ -224,4 +225,30 @@ def test_history_across_budget_windows_is_caught(monkeypatch):
 
     monkeypatch.setattr(features, "_with_own_history", across)
     r = _audit_anomalies("BROKEN: history across budget windows", 5_000)
+    assert r.violated, r.summary()
+
+
+# -- the DP-SGD training's noisy unit count (it sets the sampling rate) ------------------------
+
+def _unit_count_path(plan, count):
+    def run_once(lf):
+        table = extract_features(lf, unit="user.name", spec=SPEC)
+        n = count(FeatureBatches(table.batches(), table.dim))
+        return add_noise(np.array([n]), plan, charge=Charge.for_audit(plan.loss))
+
+    return vectorised(run_once, plan)
+
+
+def test_noisy_unit_count_stays_within_the_claim_and_counting_rows_is_caught():
+    """Any unit removed from one budget window moves the count of (unit, window) pairs by one,
+    the sensitivity charged (train.py: ESTIMATE_SHARE of ε, Laplace, sensitivity 1); the victim's
+    K rows make the planted bug, counting feature rows, move it by K."""
+    d, d_prime = _store()
+    plan = calibrate(mechanism="laplace", integer=True, epsilon=1.0, sensitivity=Sensitivity(l1=1.0, l2=1.0))
+    r = audit(_unit_count_path(plan, lambda src: src.unit_count(K)), d, d_prime, trials=30_000, claimed_epsilon=1.0,
+              name="DP-SGD noisy unit count")
+    assert_within_claim(r)
+    assert r.epsilon_lb >= 0.8, r.summary()
+    rows = lambda src: sum(b.num_rows for b in src.batches)  # noqa: E731 (BROKEN: rows, not units)
+    r = audit(_unit_count_path(plan, rows), d, d_prime, trials=5_000, claimed_epsilon=1.0, name="BROKEN: unit count over rows")
     assert r.violated, r.summary()

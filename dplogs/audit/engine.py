@@ -68,11 +68,23 @@ def _values(plan: Plan, release: Release, track: Sequence[tuple[Any, ...]] | Non
         # one more coordinate, and the value a finite number the threshold test can order
         return np.concatenate([np.nan_to_num(value, nan=0.0), np.isnan(value).astype(np.float64)])
     keys = _key_names(plan)
+    cells = _cells_per_key(plan)
     out = []
     for key in track:
         hit = data.filter(pl.all_horizontal(pl.col(k) == v for k, v in zip(keys, key, strict=True)))
-        out += [float(hit.height > 0), float(hit["value"].sum()) if hit.height else 0.0]
+        values = hit["value"].cast(pl.Float64).fill_null(0.0).to_list() if hit.height else [0.0] * cells
+        if len(values) != cells:
+            raise ValueError(f"a tracked key has {len(values)} cells, expected {cells}")
+        out += [float(hit.height > 0), *values]
     return np.array(out)
+
+
+def _cells_per_key(plan: Plan) -> int:
+    """How many cells a released key has (one per aggregate; a histogram's bins; a quantile set's levels)."""
+    n = 0
+    for a in plan.query.aggregations:
+        n += plan.bins[a.column].n if a.kind is AggKind.HISTOGRAM else len(a.quantiles) if a.kind is AggKind.QUANTILES else 1
+    return n
 
 
 def _same(a: tuple[pl.DataFrame, dict[str, pl.DataFrame]], b: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> bool:
@@ -91,8 +103,8 @@ def engine_path(
     plan: Plan, backend: Any, *, checks: int = 8, track: Sequence[tuple[Any, ...]] | None = None
 ) -> ReleasePath:
     """The engine's release path for ``plan`` on ``backend``; datasets are LazyFrames of
-    :data:`dplogs.schema.STORE_SCHEMA`. ``track`` lists key tuples whose presence and value are
-    the output (required for private keys)."""
+    :data:`dplogs.schema.STORE_SCHEMA`. ``track`` lists key tuples whose presence and cell values
+    (0 when absent) are the output (required for private keys)."""
     if checks < 2:
         raise ValueError("checks must be >= 2")
 

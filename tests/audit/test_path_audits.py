@@ -217,7 +217,7 @@ def test_selection_with_the_default_l0_and_top_k_stays_within_the_claim():
 
 def test_selection_counting_rows_as_units_is_caught():
     d, d_prime = _selection_store()
-    r = audit_plan(_selection_plan(), _RowsAsUnits(), d, d_prime, trials=2_000, track=[("h-victim",)],
+    r = audit_plan(_selection_plan(), _RowsAsUnits(), d, d_prime, trials=1_000, track=[("h-victim",)],
                    name="BROKEN: selection on rows")
     assert r.violated, r.summary()
 
@@ -242,10 +242,10 @@ def _series_plan():
                         max_rows_per_group=2, start="2026-11-03", end="2026-11-04").plan
 
 
-def _scores(plan, exact_baseline: np.ndarray | None = None):
+def _scores(plan, *, exact_baseline: bool = False):
     """The `dplogs timeseries` output of the last bucket, (z, baseline), from the noisy hourly
-    counts; ``exact_baseline`` (per-dataset pre-noise counts) plants the bug "baseline noise
-    omitted": the baseline is the mean of exact counts."""
+    counts; ``exact_baseline`` plants the bug "baseline noise omitted": the baseline is the mean
+    of the dataset's exact (pre-noise) counts."""
     (col,) = plan.columns
     std = noise_std(noise_name(col.noise), col.noise.scale)
 
@@ -254,14 +254,14 @@ def _scores(plan, exact_baseline: np.ndarray | None = None):
         base = base_src[:, -1 - HISTORY:-1].mean(axis=1)
         spread = np.sqrt(np.maximum(noisy[:, -1 - HISTORY:-1].var(axis=1, ddof=1), std**2) * (1 + 1 / HISTORY))
         z = (noisy[:, -1] - base) / spread
-        return np.column_stack([z, base])
+        return np.column_stack([noisy, z, base])  # `dplogs timeseries` shows the counts beside z and the baseline
 
     path = engine_path(plan, BACKEND)
 
     def run(lf, trials):
         noisy = path(lf, trials)
         exact = None
-        if exact_baseline is not None:
+        if exact_baseline:
             exact = execute.aggregate(plan, lf, BACKEND)[0]["rows"].to_numpy().astype(np.float64)
         return post(noisy, exact)
 
@@ -276,15 +276,20 @@ def test_time_series_scores_with_the_victim_in_bucket_and_baseline_stay_within_t
     # the scores are the release's own: baseline_scores on one noisy row gives the same z
     row = engine_path(plan, BACKEND)(d, 1)
     std = noise_std(noise_name(plan.columns[0].noise), plan.columns[0].noise.scale)
-    assert np.isclose(post(row, None)[0, 0], baseline_scores(row[0], history=HISTORY, noise_std=std)[-1])
-    r = audit(run, d, d_prime, trials=20_000, claimed_epsilon=1.0, name="time-series z and baseline")
-    assert_within_claim(r)
+    assert np.isclose(post(row, None)[0, -2], baseline_scores(row[0], history=HISTORY, noise_std=std)[-1])
+    pre = [np.append(execute.aggregate(plan, x, BACKEND)[0]["rows"].to_numpy(), [0.0, 0.0]) for x in (d, d_prime)]
+    on_d, on_d_prime = run(d, 20_000), run(d_prime, 20_000)
+    for statistic, what in ((None, "projection"), (lambda out: out[:, -2], "z alone"), (corner(*pre), "corner")):
+        r = audit_outputs(on_d, on_d_prime, claimed_epsilon=1.0, statistic=statistic, name=f"time series: counts, z, baseline ({what})")
+        assert_within_claim(r)
+    assert r.epsilon_lb >= 0.8, r.summary()
 
 
 def test_time_series_baseline_without_noise_is_caught():
     d, d_prime = _series_store()
-    run, _ = _scores(_series_plan(), exact_baseline=np.zeros(0))
-    r = audit(run, d, d_prime, trials=2_000, claimed_epsilon=1.0, name="BROKEN: exact baseline")
+    run, _ = _scores(_series_plan(), exact_baseline=True)
+    r = audit(run, d, d_prime, trials=2_000, claimed_epsilon=1.0, statistic=lambda out: out[:, -1],
+              name="BROKEN: exact baseline")
     assert r.violated, r.summary()
 
 

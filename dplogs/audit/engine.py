@@ -31,9 +31,9 @@ import polars as pl
 
 from dplogs.audit.auditor import AuditResult, ReleasePath, audit
 from dplogs.engine.execute import EXACT, _key_names, aggregate, finish, guarded, noisy_release, profile
-from dplogs.engine.policy import PROTECTED
 from dplogs.engine.plan import AggKind
 from dplogs.engine.planner import MAIN, Plan
+from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import Release
 from dplogs.privacy.accounting import compose
 from dplogs.privacy.charge import Charge

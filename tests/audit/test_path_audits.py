@@ -19,7 +19,7 @@ from dplogs.engine import execute, planner, time_bucket
 from dplogs.engine.api import Engine
 from dplogs.engine.explain import noise_name
 from dplogs.engine.plan import Aggregation, Cmp
-from dplogs.engine.planner import MAIN, SumSpec
+from dplogs.engine.planner import SumSpec
 from dplogs.engine.policy import Policy
 from dplogs.privacy.bounds import Clamp
 from dplogs.privacy.charge import Charge

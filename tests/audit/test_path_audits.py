@@ -170,6 +170,16 @@ def test_histogram_with_the_victim_over_l0_bins_stays_within_the_claim():
     assert r.epsilon_lb >= 0.8, r.summary()
 
 
+def test_gaussian_histogram_with_the_victim_over_l0_bins_stays_within_the_claim():
+    """Spread over L0 bins at L∞ each is also the L2 worst case (√L0·L∞) the Gaussian charges."""
+    d, d_prime = _hist_store()
+    plan = ENGINE.build(Aggregation.histogram("source.bytes"), mechanism="gaussian", rho=0.5, max_groups=3,
+                        max_rows_per_group=2, bins=HIST_BINS, **WINDOW).plan
+    r = audit_plan(plan, BACKEND, d, d_prime, trials=10_000, delta=1e-5, name="gaussian histogram, victim over L0 bins")
+    assert_within_claim(r)
+    assert r.epsilon_lb > 0.5, r.summary()
+
+
 def test_histogram_charged_for_one_bin_per_unit_is_caught(monkeypatch):
     """The planted bug: the count sensitivity forgets L0 (L1 = L∞), right for a scalar count, not
     for a histogram a unit spreads over several bins."""

@@ -175,6 +175,7 @@ def test_gaussian_histogram_with_the_victim_over_l0_bins_stays_within_the_claim(
     d, d_prime = _hist_store()
     plan = ENGINE.build(Aggregation.histogram("source.bytes"), mechanism="gaussian", rho=0.5, max_groups=3,
                         max_rows_per_group=2, bins=HIST_BINS, **WINDOW).plan
+    assert np.isclose(plan.columns[0].noise.sensitivity, 2 * np.sqrt(3))  # the victim's L2 move, exactly
     r = audit_plan(plan, BACKEND, d, d_prime, trials=10_000, delta=1e-5, name="gaussian histogram, victim over L0 bins")
     assert_within_claim(r)
     assert r.epsilon_lb > 0.5, r.summary()

@@ -7,11 +7,14 @@ shortcut draws from exactly the distribution of the full path:
 
 - the bounded aggregates are computed ``checks`` times with fresh seeds; if they differ, every
   trial is a full run;
-- otherwise, when every noised column is in the main grouping and no key is private, each
-  column's noise is drawn for all trials in one vectorised :func:`add_noise` call on the fixed
-  aggregate; the output is the noisy columns themselves (the released cells are a deterministic
-  function of them, so this audits at least as much as the cells do);
-- otherwise :func:`noisy_release` runs once per trial on the fixed aggregates (≈1 ms).
+- otherwise, when no key is private or tracked, each noised column's (main or histogram
+  grouping, both completed onto their public grids) noise is drawn for all trials in one
+  vectorised :func:`add_noise` call on the fixed aggregate; the output is the noisy columns
+  themselves. The released cells (means, ratios, quantiles, top-k included) are computed from
+  them alone, so this audits at least as much as the cells do (that the post-processing reads
+  nothing else is checked on its own: tests/audit/test_path_audits.py gives D and D′ the same
+  noisy columns and compares their cells);
+- otherwise (selection) :func:`noisy_release` runs once per trial on the fixed aggregates (≈1 ms).
 
 :func:`claimed_loss` turns a plan's loss into the (ε, δ) the audit compares against.
 """
@@ -28,8 +31,9 @@ import polars as pl
 
 from dplogs.audit.auditor import AuditResult, ReleasePath, audit
 from dplogs.engine.execute import EXACT, _key_names, aggregate, finish, guarded, noisy_release, profile
-from dplogs.engine.policy import PROTECTED
+from dplogs.engine.plan import AggKind
 from dplogs.engine.planner import MAIN, Plan
+from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import Release
 from dplogs.privacy.accounting import compose
 from dplogs.privacy.charge import Charge
@@ -57,25 +61,50 @@ def _values(plan: Plan, release: Release, track: Sequence[tuple[Any, ...]] | Non
     if track is None:
         if plan.private:
             raise ValueError("a plan with private keys releases a data-dependent set of rows: pass track=[key tuples]")
-        return data["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        value = data["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        if _direct_only(plan):
+            return value
+        # a mean or ratio cell may be null ("not enough data"): that is an output too, so it is
+        # one more coordinate, and the value a finite number the threshold test can order
+        return np.concatenate([np.nan_to_num(value, nan=0.0), np.isnan(value).astype(np.float64)])
     keys = _key_names(plan)
+    cells = _cells_per_key(plan)
     out = []
     for key in track:
         hit = data.filter(pl.all_horizontal(pl.col(k) == v for k, v in zip(keys, key, strict=True)))
-        out += [float(hit.height > 0), float(hit["value"].sum()) if hit.height else 0.0]
+        values = hit["value"].cast(pl.Float64).fill_null(0.0).to_list() if hit.height else [0.0] * cells
+        if len(values) != cells:
+            raise ValueError(f"a tracked key has {len(values)} cells, expected {cells}")
+        out += [float(hit.height > 0), *values]
     return np.array(out)
+
+
+def _cells_per_key(plan: Plan) -> int:
+    """How many cells a released key has (one per aggregate; a histogram's bins; a quantile set's levels)."""
+    n = 0
+    for a in plan.query.aggregations:
+        n += plan.bins[a.column].n if a.kind is AggKind.HISTOGRAM else len(a.quantiles) if a.kind is AggKind.QUANTILES else 1
+    return n
 
 
 def _same(a: tuple[pl.DataFrame, dict[str, pl.DataFrame]], b: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> bool:
     return a[0].equals(b[0]) and a[1].keys() == b[1].keys() and all(a[1][k].equals(b[1][k]) for k in a[1])
 
 
+_DIRECT = (AggKind.COUNT, AggKind.UNITS, AggKind.SUM, AggKind.HISTOGRAM)
+
+
+def _direct_only(plan: Plan) -> bool:
+    """Every released cell is one noised column's value (nothing post-processed from several)."""
+    return all(a.kind in _DIRECT for a in plan.query.aggregations) and plan.query.top_k is None
+
+
 def engine_path(
     plan: Plan, backend: Any, *, checks: int = 8, track: Sequence[tuple[Any, ...]] | None = None
 ) -> ReleasePath:
     """The engine's release path for ``plan`` on ``backend``; datasets are LazyFrames of
-    :data:`dplogs.schema.STORE_SCHEMA`. ``track`` lists key tuples whose presence and value are
-    the output (required for private keys)."""
+    :data:`dplogs.schema.STORE_SCHEMA`. ``track`` lists key tuples whose presence and cell values
+    (0 when absent) are the output (required for private keys)."""
     if checks < 2:
         raise ValueError("checks must be >= 2")
 
@@ -92,22 +121,64 @@ def engine_path(
         aggs = [aggregate(plan, lf, backend) for _ in range(checks)]
         if not all(_same(aggs[0], a) for a in aggs[1:]):
             return np.stack([one(lf) for _ in range(trials)])
-        if track is None and not plan.private and all(c.grouping == MAIN for c in plan.columns):
-            main = aggs[0][0]
+        if track is None and not plan.private:
+            main, hists = aggs[0]
             cols = []
             for c in plan.columns:
-                values = main[c.source].to_numpy()
+                # a histogram's grouping is completed onto its (key, bin) grid in a fixed order
+                frame = main if c.grouping == MAIN else hists[c.grouping]
+                values = frame[c.source].to_numpy()
                 if c.noise.integer:
                     values = np.rint(values).astype(np.int64)
                 noisy = add_noise(np.tile(values, trials), c.noise, charge=Charge.for_audit(c.noise.loss))
                 noisy = noisy.reshape(trials, len(values)).astype(np.float64)
-                if f"{EXACT}{c.source}" in main.columns:  # the unprotected rows' exact part
-                    noisy = noisy + main[f"{EXACT}{c.source}"].to_numpy().astype(np.float64)
+                if f"{EXACT}{c.source}" in frame.columns:  # the unprotected rows' exact part
+                    noisy = noisy + frame[f"{EXACT}{c.source}"].to_numpy().astype(np.float64)
                 cols.append(noisy)
             return np.concatenate(cols, axis=1)
         return np.stack([one(lf, aggs[0]) for _ in range(trials)])
 
     return run
+
+
+def _noisy_columns(plan: Plan, aggs: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> np.ndarray:
+    """The pre-noise value of every cell, in the order :func:`engine_path`'s vectorised runs
+    output them."""
+    main, hists = aggs
+    values = []
+    for c in plan.columns:
+        frame = main if c.grouping == MAIN else hists[c.grouping]
+        v = frame[c.source].to_numpy().astype(np.float64)
+        if f"{EXACT}{c.source}" in frame.columns:
+            v = v + frame[f"{EXACT}{c.source}"].to_numpy().astype(np.float64)
+        values.append(v)
+    return np.concatenate(values)
+
+
+def corner_statistic(plan: Plan, backend: Any, d: pl.LazyFrame, d_prime: pl.LazyFrame) -> Callable[[np.ndarray], np.ndarray]:
+    """The test "every cell the victim moves lies at least the victim's shift beyond its D′ value",
+    as a scalar for the threshold search: min over moved cells i of (x_i − c′_i)/Δ_i (c′ the D′
+    aggregate, Δ = D − D′; the test s ≥ 1 is that corner). Laplace noise gives each moved cell the
+    likelihood ratio e^{|Δ_i|/b_i} beyond its shift, so the corner reaches the full e^ε of the
+    composed release, which a projection on the mean difference does not (a sum of Laplace draws
+    is not Laplace). Fixed from the exact aggregates before any noisy run (inside the trust
+    boundary)."""
+    on_d, on_d_prime = _noisy_columns(plan, aggregate(plan, d, backend)), _noisy_columns(plan, aggregate(plan, d_prime, backend))
+    return corner(on_d, on_d_prime)
+
+
+def corner(on_d: np.ndarray, on_d_prime: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`corner_statistic` from the pre-noise outputs on D and D′ (one value per output cell)."""
+    shift = np.asarray(on_d, np.float64) - np.asarray(on_d_prime, np.float64)
+    moved = np.flatnonzero(shift)
+    if moved.size == 0:
+        raise ValueError("the neighbours give the same aggregate: nothing to audit")
+    centre, step = np.asarray(on_d_prime, np.float64)[moved], shift[moved]
+
+    def statistic(out: np.ndarray) -> np.ndarray:
+        return np.min((np.asarray(out)[:, moved] - centre) / step, axis=1)
+
+    return statistic
 
 
 def audit_plan(

@@ -43,7 +43,7 @@ def vectorised(run_once: Callable[[Any], np.ndarray], plan: NoisePlan, *, checks
             aggs = [np.atleast_1d(np.asarray(run_once(dataset))) for _ in range(checks)]
         if any(a.shape != aggs[0].shape or not np.array_equal(a, aggs[0]) for a in aggs[1:]):
             return repeat(run_once)(dataset, trials)
-        agg = aggs[0]
+        agg = np.rint(aggs[0]).astype(np.int64) if plan.integer else aggs[0]  # a release may hold counts as floats
         tiled = np.tile(agg, trials)
         noisy = add_noise(tiled, plan, charge=Charge.for_audit(plan.loss))
         return noisy.reshape(trials, agg.size).astype(np.float64)

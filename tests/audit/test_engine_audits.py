@@ -66,8 +66,9 @@ def test_engine_distinct_units():
 
 @pytest.mark.slow
 def test_engine_quantiles():
-    """Quantiles are post-processed from a noisy histogram; every trial re-runs noise and
-    post-processing on the (seed-independent) bounded histogram."""
+    """Quantiles are post-processed from a noisy histogram: the audit draws that histogram's noise
+    (vectorised on the seed-independent bounded histogram); that the quantiles read nothing else
+    is checked in test_path_audits.py."""
     d, d_prime = neighbours(victim_rows=5, victim_bytes=99.0)
     plan = _plan(Aggregation.quantile_set("source.bytes", [0.5, 0.9]), keys=(), epsilon=1.0,
                  bins={"source.bytes": {"lo": 0, "hi": 100, "n": 16}})

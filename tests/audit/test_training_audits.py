@@ -1,0 +1,254 @@
+"""Audits of the detector's releases besides the model weights (those have the canary audits of
+test_detector_audit.py): the score histogram behind percentile thresholds, the peer baseline, and
+anomaly queries (a DP count over the flagged unit-windows). Each uses the neighbour that is the
+worst case for it and a planted bug the audit catches."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+
+from dplogs.audit.auditor import audit, audit_outputs
+from dplogs.audit.engine import audit_plan, corner, corner_statistic
+from dplogs.audit.paths import vectorised
+from dplogs.backends.polars_backend import PolarsBackend
+from dplogs.detect import features
+from dplogs.detect.anomaly_counts import anomaly_events
+from dplogs.detect.calibration import plan_calibration, release_calibration
+from dplogs.detect.features import FEATURE_NAMES, FeatureBatches, FeatureSpec, extract_features
+from dplogs.detect.kmeans import KMeansModel
+from dplogs.detect.peers import GROUP_NAMES, peer_totals, plan_peers, process_bucket, release_peers
+from dplogs.engine import time_bucket
+from dplogs.engine.api import Engine
+from dplogs.engine.plan import Aggregation
+from dplogs.privacy.charge import Charge
+from dplogs.privacy.mechanisms import add_noise, calibrate
+from dplogs.privacy.sensitivity import Sensitivity
+from dplogs.schema import conform
+from tests.audit.audit_paths import assert_within_claim
+
+K = 4  # max_windows_per_unit
+SPEC = FeatureSpec(max_windows_per_unit=K, clip_norm=3.0)
+DAY = dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC)
+
+
+def _store(victim_events: int = 400) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """20 background users active one day each; the victim active on K days of one budget window
+    with the same activity every day, so its K feature rows are identical: every one lands in the
+    same score bin, peer group and process bucket (the worst case for a per-bin count)."""
+    rows = [(DAY + dt.timedelta(days=i % 10), f"u{i}", "system", 1_000, "/usr/bin/ssh") for i in range(20)]
+    rows += [(DAY + dt.timedelta(days=day, seconds=s), "victim", "system", 2**41, "/usr/bin/victim")
+             for day in range(K) for s in range(victim_events)]
+    d = conform(pl.DataFrame(rows, schema=["@timestamp", "user.name", "event.module", "source.bytes", "process.executable"],
+                             orient="row").lazy())
+    return d, d.filter(pl.col("user.name") != "victim")
+
+
+MODEL = KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES))))
+
+
+# -- the score histogram of percentile thresholds ---------------------------------------------
+
+def _calibration_path(plan, rows_per_unit_kept: int = K):
+    """Feature extraction (fresh K-window rank per run), scores, the noisy histogram."""
+    spec = FeatureSpec(max_windows_per_unit=rows_per_unit_kept, clip_norm=SPEC.clip_norm)
+
+    def run_once(lf):
+        scores = MODEL.scores(extract_features(lf, unit="user.name", spec=spec).matrix())
+        return np.asarray(release_calibration(scores, plan=plan, clip_norm=spec.clip_norm,
+                                              charge=Charge.for_audit(plan.loss)).counts)
+
+    return vectorised(run_once, plan)
+
+
+def test_score_histogram_with_the_victims_k_rows_in_one_bin_stays_within_the_claim():
+    d, d_prime = _store()
+    plan = plan_calibration(max_rows_per_unit=K, epsilon=1.0)
+    r = audit(_calibration_path(plan), d, d_prime, trials=30_000, claimed_epsilon=1.0, name="score histogram, K rows in one bin")
+    assert_within_claim(r)
+    assert r.epsilon_lb >= 0.8, r.summary()
+
+
+def test_score_histogram_charged_for_one_row_per_unit_is_caught():
+    """The planted bug: the histogram's sensitivity forgets K (one row per unit)."""
+    d, d_prime = _store()
+    broken = plan_calibration(max_rows_per_unit=1, epsilon=1.0)
+    r = audit(_calibration_path(broken), d, d_prime, trials=5_000, claimed_epsilon=1.0, name="BROKEN: histogram, K forgotten")
+    assert r.violated, r.summary()
+
+
+# -- the peer baseline ------------------------------------------------------------------------
+
+def _moved_cells() -> list[int]:
+    """Indices, in the flattened release (counts, sums, process table), of the victim's cells."""
+    g = GROUP_NAMES.index("system")
+    n = len(GROUP_NAMES)
+    return [g, n + 2 * g, n + 2 * g + 1, 3 * n + process_bucket("/usr/bin/victim")]
+
+
+def _peer_rows(lf) -> pl.DataFrame:
+    """The bounded feature rows, the victim's volumes raised past both caps (2^20 events, 2^40
+    bytes a window: a store that big would only slow the test down; the baseline reads the
+    rows' volumes, nothing else of the store)."""
+    frame = extract_features(lf, unit="user.name", spec=SPEC).frame
+    victim = pl.col("unit") == b"victim"
+    return frame.with_columns(pl.when(victim).then(2.0**21).otherwise(pl.col("events")).alias("events"),
+                              pl.when(victim).then(2.0**41).otherwise(pl.col("bytes")).alias("bytes"))
+
+
+def _exact_cells(lf) -> np.ndarray:
+    """The victim's cells of :func:`peer_totals` of the bounded feature rows (pre-noise)."""
+    counts, sums, table = peer_totals(_peer_rows(lf))
+    return np.concatenate([counts, np.ravel(sums), table])[_moved_cells()]
+
+
+def _peer_path(plan):
+    """The peer release restricted to the victim's cells, each noised by its part's plan as
+    :func:`release_peer_totals` does. Every cell's noise is independent, and the other cells have
+    the same distribution on D and D′, so leaving them out of the output loses no distinguishing
+    power; it saves drawing 4,109 float noises a run (≈0.2 s) for 4."""
+    parts = [plan.count_plan, plan.sum_plan, plan.sum_plan, plan.process_plan]
+
+    def run(lf, trials):
+        exact = _exact_cells(lf)
+        cols = []
+        for value, part in zip(exact, parts, strict=True):
+            v = np.full(trials, int(value) if part.integer else value, dtype=np.int64 if part.integer else np.float64)
+            cols.append(add_noise(v, part, charge=Charge.for_audit(part.loss)).astype(np.float64))
+        return np.column_stack(cols)
+
+    return run
+
+
+def test_peer_release_noises_each_part_with_its_plan(monkeypatch):
+    """What :func:`_peer_path` assumes of release_peer_totals: counts by count_plan, sums by
+    sum_plan, the process table by process_plan."""
+    from dplogs.detect import peers
+
+    seen = []
+    monkeypatch.setattr(peers, "add_noise", lambda values, plan, *, charge: seen.append((np.shape(values), plan)) or np.zeros(np.shape(values)))
+    plan = plan_peers(max_rows_per_unit=K, epsilon=1.0)
+    release_peers(extract_features(_store()[0], unit="user.name", spec=SPEC).frame, plan=plan, charge=Charge.for_audit(plan.loss))
+    n = len(GROUP_NAMES)
+    assert seen == [((2 * n,), plan.sum_plan), ((n,), plan.count_plan), ((4096,), plan.process_plan)]
+
+
+def test_peer_baseline_with_the_victim_at_every_cap_stays_within_the_claim():
+    """The victim's K rows: one peer group, both volumes above their caps (each scaled to 1: the
+    sum moves by K·(1, 1), its full L1 = K·√2·√2), one executable each (weight 1 in one bucket)."""
+    d, d_prime = _store()
+    plan = plan_peers(max_rows_per_unit=K, epsilon=1.0)
+    exact_d, exact_d_prime = _exact_cells(d), _exact_cells(d_prime)
+    np.testing.assert_allclose(exact_d - exact_d_prime, K)  # K rows in each moved cell, each at its cap
+    run = _peer_path(plan)
+    on_d, on_d_prime = run(d, 10_000), run(d_prime, 10_000)
+    for statistic, what in ((None, "projection"), (corner(exact_d, exact_d_prime), "corner")):
+        r = audit_outputs(on_d, on_d_prime, claimed_epsilon=1.0, statistic=statistic, name=f"peer baseline ({what})")
+        assert_within_claim(r)
+    assert r.epsilon_lb >= 0.5, r.summary()  # 0.67 measured: the corner of four cells is a rare event
+
+
+def test_peer_baseline_charged_for_one_row_per_unit_is_caught():
+    d, d_prime = _store()
+    run = _peer_path(plan_peers(max_rows_per_unit=1, epsilon=1.0))  # BROKEN: K forgotten
+    r = audit(run, d, d_prime, trials=5_000, claimed_epsilon=1.0, name="BROKEN: peer baseline, K forgotten")
+    assert r.violated, r.summary()
+
+
+# -- anomaly queries: a count over flagged unit-windows ---------------------------------------
+
+RISE = FEATURE_NAMES.index("events_rise_vs_own_history")
+
+
+class RiseModel:
+    """A detector that scores a unit-window by its rise over the unit's own history alone: the
+    feature whose history the neighbour below changes."""
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x)[:, RISE]
+
+
+def _anomaly_store():
+    """Background users one quiet day each. The victim: February 20 and 21 one event each, February
+    22 200 events (a rise over its February history: flagged), March 1 200 events (its first
+    March window: no history, not flagged). D′ removes the victim's February. A detector whose
+    history ran across budget windows would flag March 1 in D (a rise over February) but not in
+    D′: one unit's February would move a March cell too."""
+    t = dt.datetime(2026, 2, 18, 9, tzinfo=dt.UTC)
+    rows = [(t + dt.timedelta(days=i % 12), f"u{i}") for i in range(24)]
+    rows += [(dt.datetime(2026, 2, day, 10, tzinfo=dt.UTC), "victim") for day in (20, 21)]
+    rows += [(dt.datetime(2026, 2, 22, 10, tzinfo=dt.UTC) + dt.timedelta(seconds=s), "victim") for s in range(200)]
+    rows += [(dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC) + dt.timedelta(seconds=s), "victim") for s in range(200)]
+    d = conform(pl.DataFrame(rows, schema=["@timestamp", "user.name"], orient="row").lazy())
+    feb = (pl.col("user.name") == "victim") & (pl.col("@timestamp") < dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    return d, d.filter(~feb)
+
+
+def _anomaly_rows(lf):
+    """The anomaly query type's rows (fresh K-window rank), checked to be seed-independent."""
+    runs = [anomaly_events(lf, model=RiseModel(), unit="user.name", threshold=0.1, max_windows_per_unit=K,
+                           clip_norm=SPEC.clip_norm).collect() for _ in range(4)]
+    assert all(r.equals(runs[0]) for r in runs[1:])
+    return runs[0].lazy()
+
+
+def _anomaly_plan():
+    eng = Engine(scan=lambda: None, privacy_unit="user.name", budget_window="month", ledger=None)
+    return eng.build(Aggregation.count(), keys=[time_bucket("day")], epsilon=1.0, max_groups=1, max_rows_per_group=1,
+                     start="2026-02-18", end="2026-03-04").plan
+
+
+def _audit_anomalies(name: str, trials: int):
+    d, d_prime = (_anomaly_rows(x) for x in _anomaly_store())
+    plan = _anomaly_plan()
+    return audit_plan(plan, PolarsBackend(), d, d_prime, trials=trials,
+                      statistic=corner_statistic(plan, PolarsBackend(), d, d_prime), name=name)
+
+
+def test_anomalous_unit_windows_per_day_stay_within_the_claim():
+    r = _audit_anomalies("anomalous unit-windows per day, February removed", 30_000)
+    assert_within_claim(r)
+    assert r.epsilon_lb >= 0.8, r.summary()  # February 22 is the victim's own cell
+
+
+def test_history_across_budget_windows_is_caught(monkeypatch):
+    """The planted bug: the own-history features run over every earlier window, not only the
+    same budget window's, so the removed February flips the March 1 flag too."""
+    real = features._with_own_history
+
+    def across(rows, events, keys):
+        one = pl.lit("all").alias("budget_window")
+        out = real(rows.with_columns(one), events.with_columns(one), keys)
+        return out.with_columns(pl.col("window_start").dt.strftime("%Y-%m").alias("budget_window"))
+
+    monkeypatch.setattr(features, "_with_own_history", across)
+    r = _audit_anomalies("BROKEN: history across budget windows", 5_000)
+    assert r.violated, r.summary()
+
+
+# -- the DP-SGD training's noisy unit count (it sets the sampling rate) ------------------------
+
+def _unit_count_path(plan, count):
+    def run_once(lf):
+        table = extract_features(lf, unit="user.name", spec=SPEC)
+        n = count(FeatureBatches(table.batches(), table.dim))
+        return add_noise(np.array([n]), plan, charge=Charge.for_audit(plan.loss))
+
+    return vectorised(run_once, plan)
+
+
+def test_noisy_unit_count_stays_within_the_claim_and_counting_rows_is_caught():
+    """Any unit removed from one budget window moves the count of (unit, window) pairs by one,
+    the sensitivity charged (train.py: ESTIMATE_SHARE of ε, Laplace, sensitivity 1); the victim's
+    K rows make the planted bug, counting feature rows, move it by K."""
+    d, d_prime = _store()
+    plan = calibrate(mechanism="laplace", integer=True, epsilon=1.0, sensitivity=Sensitivity(l1=1.0, l2=1.0))
+    r = audit(_unit_count_path(plan, lambda src: src.unit_count(K)), d, d_prime, trials=30_000, claimed_epsilon=1.0,
+              name="DP-SGD noisy unit count")
+    assert_within_claim(r)
+    assert r.epsilon_lb >= 0.8, r.summary()
+    rows = lambda src: sum(b.num_rows for b in src.batches)  # noqa: E731 (BROKEN: rows, not units)
+    r = audit(_unit_count_path(plan, rows), d, d_prime, trials=5_000, claimed_epsilon=1.0, name="BROKEN: unit count over rows")
+    assert r.violated, r.summary()

@@ -268,7 +268,10 @@ def test_tens_of_heavy_users_are_seen_when_both_bounds_are_chosen(make_engine):
         values = rel.privacy["bound_choice"]["values"]
         got.append((values["max_groups"], values["max_rows_per_group"]))
         failures.append(rel.data.filter(pl.col("event.outcome") == "failure")["value"][0])
-    assert sum(v == (2.0, 64.0) for v in got) >= 16, got
+    # measured over 400 releases: rows 64 in all, groups 2 in 374, 3 in 20, 1 in 6 (asking for
+    # exactly (2, 64) in 16 of 20 failed ~4% of runs); the regression kept 1 group and 1 row
+    assert sum(r == 64.0 for _, r in got) >= 18, got
+    assert sum(g >= 2.0 for g, _ in got) >= 16, got
     assert abs(np.median(failures) - 2_400) < 400, failures
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-import blake3
 import polars as pl
 
 from dplogs.errors import DataError, UsageError
@@ -136,14 +135,8 @@ class TooManyErrors(DataError):
         self.summary = summary
 
 
-def _fingerprint(path: str) -> str:
-    """BLAKE3 of the file's bytes. Cryptographic on purpose: a file whose fingerprint collides
-    with an ingested one is skipped, so a forgeable hash would let an attacker suppress logs."""
-    digest = blake3.blake3()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return "blake3:" + digest.hexdigest()
+CHANGED_WHILE_READ = ("changed while it was read (truncated or rewritten, e.g. by logrotate copytruncate); "
+                      "run ingest again to read it whole")
 
 
 class _KnownHashes:
@@ -240,12 +233,13 @@ def ingest(
             # (e.g. after a bad guess) is allowed; event.hash dedup keeps rows parsed both times once.
             # The file is hashed while its first chunks are parsed; nothing is written before the
             # hash is known.
-            fingerprint = hasher.submit(_fingerprint, opener.path)
+            fingerprint = hasher.submit(opener.fingerprint)
             if progress is not None:
                 progress.begin(source.name, opener.size)
             try:
                 result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}", known=known,
                                      is_new=functools.partial(_is_new, seen, fingerprint, fmt),
+                                     as_sniffed=functools.partial(opener.read_as_sniffed, source.head),
                                      on_chunk=None if progress is None else
                                      lambda records, o=opener: progress.update(o.position(), records))
             finally:
@@ -254,9 +248,13 @@ def ingest(
             if result.duplicate_file:
                 results.append(result)
                 continue
-            if opener.errors:
-                result = FileResult(**{**result.__dict__, "problem": "; ".join(opener.errors)})
+            changed = result.problem == CHANGED_WHILE_READ or opener.changed(fingerprint.result())
+            problems = [*opener.errors, *([CHANGED_WHILE_READ] if changed else [])]
+            if problems:
+                result = replace(result, problem="; ".join(problems))
             results.append(result)
+            if changed:  # the bytes the fingerprint names were not all parsed: the next run reads the file again
+                continue
             key = _registry_key(fingerprint, fmt)
             seen[key] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed,
                          **({"first_day": result.span[0], "last_day": result.span[1]} if result.span else {})}
@@ -284,10 +282,12 @@ def _ingest_one(
     stem: str,
     known: tuple[_KnownHashes, _KnownHashes] | None,
     is_new: Callable[[], bool],
+    as_sniffed: Callable[[], bool] = lambda: True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> FileResult:
     """Parse and store one input. ``is_new`` is asked before anything is written: when it says
-    the same bytes were ingested before, parsing stops and nothing is stored. ``known`` (events,
+    the same bytes were ingested before, parsing stops and nothing is stored; so it does when
+    ``as_sniffed`` says the input no longer begins as it did when opened. ``known`` (events,
     quarantine) holds what is stored already; None turns row deduplication off."""
     parsed = quarantined = skipped = duplicates = unattributed = 0
     unit_fields = store.manifest.unit_rule.fields
@@ -309,6 +309,9 @@ def _ingest_one(
                 if not is_new():
                     chunks.close()
                     return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
+                if not as_sniffed():
+                    chunks.close()
+                    return FileResult(name=source.name, format=fmt.name, problem=CHANGED_WHILE_READ)
                 if appendable:  # a line torn by an earlier read is removed before it is written whole
                     tails.settle(store, source.path, keys)
             events = keys.key_events(chunk.events) if chunk.events.height else chunk.events

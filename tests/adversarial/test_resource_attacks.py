@@ -1,0 +1,70 @@
+"""Logs crafted to exhaust memory or time, or to crash the parser (round 3 of the red-team sweep):
+each is read in bounded memory or quarantined with a reason, never exit 70."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from dplogs.cli import cli
+from dplogs.ingest._structured import MAX_KEYS, TOO_MANY_KEYS
+from dplogs.ingest.ingest import ingest
+from dplogs.ingest.store import Store
+
+EVENT = {"@timestamp": "2024-03-05T10:00:00Z", "event": {"outcome": "failure"}, "user": {"name": "alice"}}
+
+# pyarrow's pool peak and the wall time of one ingest, measured in a fresh process (the peak is a
+# high-water mark that cannot be reset)
+MEASURE = r"""
+import sys, time
+import pyarrow as pa
+from dplogs.ingest.ingest import ingest
+start = time.perf_counter()
+summary = ingest([sys.argv[1]], sys.argv[2])
+print(pa.default_memory_pool().max_memory(), time.perf_counter() - start, summary.parsed, summary.quarantined)
+"""
+
+
+def _measure(log: Path, store: Path) -> tuple[int, float, int, int]:
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(log), str(store)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    peak, seconds, parsed, quarantined = done.stdout.split()
+    return int(peak), float(seconds), int(parsed), int(quarantined)
+
+
+def test_a_new_key_on_every_line_is_read_in_bounded_memory(tmp_path):
+    # Found: pyarrow inferred one schema over the whole chunk, so every distinct key became a
+    # column of every line: 100,000 lines each with its own key took over 17 GB and 5 minutes
+    # (killed); 8,000 took 748 MiB of pyarrow memory.
+    log = tmp_path / "keys.json"
+    log.write_text("".join(json.dumps({**EVENT, f"k{i}": 1}) + "\n" for i in range(8000)))
+    peak, seconds, parsed, quarantined = _measure(log, tmp_path / "s")
+    assert (parsed, quarantined) == (8000, 0)
+    assert peak < 64 << 20, f"pyarrow peak {peak >> 20} MiB"
+
+
+def test_a_line_with_too_many_keys_is_quarantined(tmp_path):
+    # Found: one 3.6 MB line with 300,000 keys took 21 s and 1.7 GB (a million would not fit)
+    log = tmp_path / "wide.json"
+    wide = json.dumps({**EVENT, **{f"k{i}": 1 for i in range(MAX_KEYS + 1)}})
+    just = json.dumps({**EVENT, **{f"k{i}": 1 for i in range(MAX_KEYS - 10)}})
+    log.write_text(json.dumps(EVENT) + "\n" + wide + "\n" + just + "\n")
+    summary = ingest([log], tmp_path / "s")
+    assert (summary.parsed, summary.quarantined, dict(summary.reasons)) == (2, 1, {TOO_MANY_KEYS: 1})
+    quarantine = Store.open(tmp_path / "s").scan_quarantine().collect()
+    assert quarantine.get_column("line").to_list() == [2]
+
+
+def test_json_nested_deeper_than_pythons_stack_is_not_a_crash(tmp_path):
+    # Found: a first line nested 100,000 deep made format detection raise RecursionError: exit 70
+    log = tmp_path / "deep.json"
+    log.write_text('{"a":' + "[" * 100_000 + "]" * 100_000 + "}\n" + json.dumps(EVENT) + "\n")
+    res = CliRunner().invoke(cli, ["ingest", str(log), "--store", str(tmp_path / "s")])
+    assert res.exit_code != 70 and "bug in dplogs" not in res.output, res.output
+    res = CliRunner().invoke(cli, ["ingest", str(log), "--store", str(tmp_path / "s"), "--format", "jsonl"])
+    assert res.exit_code == 0, res.output
+    assert Store.open(tmp_path / "s").scan().collect().height == 1

@@ -1,0 +1,83 @@
+"""The protected-population policy under attack (round 3 of the red-team sweep): a policy file
+edited by hand into another shape, and a person on the roster seen from outside the networks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.adversarial.conftest import ledger_state
+from tests.adversarial.conftest import invoke as run
+
+SQL = "SELECT source.ip, COUNT(*) AS logins FROM logs WHERE event.outcome = 'success' GROUP BY source.ip"
+
+
+def _event(i: int, user: str, ip: str) -> str:
+    return json.dumps({"@timestamp": f"2024-03-05T10:{i // 60:02d}:{i % 60:02d}Z", "event": {"category": ["authentication"],
+                       "outcome": "success"}, "user": {"name": user}, "source": {"ip": ip}})
+
+
+@pytest.fixture(scope="module")
+def protected_store(tmp_path_factory) -> Path:
+    """anna (a person on the roster) logs in 30 times from her home address 203.0.113.7, and 12
+    times from the office; 'svc' (not on the roster) 40 times from 198.51.100.9."""
+    root = tmp_path_factory.mktemp("policy")
+    log = root / "logins.json"
+    lines = [_event(i, "anna", "203.0.113.7") for i in range(30)] + [_event(30 + i, "anna", "10.0.0.5") for i in range(12)]
+    lines += [_event(100 + i, "svc", "198.51.100.9") for i in range(40)]
+    log.write_text("\n".join(lines) + "\n")
+    store = root / "store"
+    assert run("ingest", log, "--store", store).exit_code == 0
+    assert run("budget", "set", "--store", store, "--epsilon", 20, "--delta", "1e-5").exit_code == 0
+    (root / "people.txt").write_text("anna\n")
+    assert run("protect", "--store", store, "--users", root / "people.txt", "--networks", "10.0.0.0/8").exit_code == 0
+    return store
+
+
+def test_a_person_logging_in_from_outside_is_not_in_the_exact_part(protected_store):
+    # Found: rows of a roster account from an outside address were unprotected, so this release
+    # showed anna's home address with her exact 30 logins (exact 30, no selection needed)
+    res = run("query", "--store", protected_store, "--sql", SQL, "--epsilon", 1, "--delta", "1e-6",
+              "--max-groups", 1, "--max-rows-per-group", 1, "--day", "2024-03-05", "--format", "json")
+    assert res.exit_code == 0, res.output
+    cells = json.loads(res.output[res.output.index("{"):])["data"]
+    exact = {c["source.ip"]: c["exact"] for c in cells}
+    assert exact.get("198.51.100.9") == 40  # the service account from outside: exact, as declared
+    assert not exact.get("203.0.113.7")  # anna's home address carries none of her rows exactly
+
+
+@pytest.mark.parametrize("field, value", [
+    ("users", "anna"),          # was read as the roster {'a', 'n'}: anna's rows unprotected
+    ("users", [1, 2]),          # was a TypeError: exit 70
+    ("networks", "10.0.0.0/8"),  # was read character by character ('1' as 0.0.0.1/32)
+    ("networks", ["10.0.0.0/33"]),
+    ("version", 7),
+])
+def test_a_policy_edited_into_another_shape_is_refused_and_charges_nothing(protected_store, tmp_path, field, value):
+    store = tmp_path / "store"
+    shutil.copytree(protected_store, store)
+    policy = store / "policy" / "v1.json"
+    data = json.loads(policy.read_text())
+    policy.write_text(json.dumps({**data, field: value}))
+    before = ledger_state(store)
+    res = run("query", "--store", store, "--sql", "SELECT COUNT(*) FROM logs", "--day", "2024-03-05")
+    assert res.exit_code == 66 and "protection policy" in res.output and "unreadable" in res.output, res.output
+    assert ledger_state(store) == before
+    # and dplogs protect, which the message names, replaces it
+    assert run("protect", "--store", store, "--clear").exit_code == 0
+    assert run("query", "--store", store, "--sql", "SELECT COUNT(*) FROM logs", "--day", "2024-03-05").exit_code == 0
+
+
+def test_a_garbled_current_pointer_can_be_replaced_with_protect(protected_store, tmp_path):
+    # Found: dplogs protect read the damaged policy to number the next version, so the repair the
+    # error message names failed with the same error
+    store = tmp_path / "store"
+    shutil.copytree(protected_store, store)
+    (store / "policy" / "current").write_text("x")
+    assert run("protect", "--store", store, "--show").exit_code == 66
+    res = run("protect", "--store", store, "--clear")
+    assert res.exit_code == 0, res.output
+    assert (store / "policy" / "v2.json").exists() and (store / "policy" / "v1.json").exists()

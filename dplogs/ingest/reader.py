@@ -62,6 +62,7 @@ class _GuardedStream(io.RawIOBase):
         self._errors = errors
         self._name, self._compressed, self._max_ratio = name, compressed, max_ratio
         self._out = 0
+        self._ended = False
         self.prefix = bytearray()
         """The first :data:`SNIFF_BYTES` bytes read (:meth:`Opener.read_as_sniffed`)."""
 
@@ -69,6 +70,8 @@ class _GuardedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self._ended:  # a stream that failed once stays ended (a reader may ask again after 0)
+            return 0
         try:
             # readinto1: one underlying read, so data decoded before a corrupt tail is not lost; a
             # plain file reads straight into ``buffer`` (no intermediate bytes object to allocate,
@@ -76,6 +79,7 @@ class _GuardedStream(io.RawIOBase):
             got = self._inner.readinto1(buffer)
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             self._errors.append(f"input ends early ({type(exc).__name__}: {exc}); the readable part was ingested")
+            self._ended = True
             return 0
         if len(self.prefix) < SNIFF_BYTES:
             self.prefix += memoryview(buffer).cast("B")[:min(got, SNIFF_BYTES - len(self.prefix))]

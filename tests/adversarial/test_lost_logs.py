@@ -113,3 +113,17 @@ def _stored_messages_of(tmp_path: Path, text: str) -> list[str]:
     reference.write_text(text)
     ingest([reference], tmp_path / "reference", options=IngestOptions(year=2024))
     return _stored(tmp_path / "reference").get_column("message").to_list()
+
+
+def test_gzip_members_are_all_read_and_trailing_garbage_is_reported_once(tmp_path):
+    import gzip
+
+    rotated = tmp_path / "auth.log.gz"  # two members (e.g. `gzip -c a >> x.gz; gzip -c b >> x.gz`) then junk
+    rotated.write_bytes(gzip.compress("".join(LINES[:15]).encode()) + gzip.compress("".join(LINES[15:]).encode())
+                        + b"GARBAGE\x00\x01")
+    summary = ingest([rotated], tmp_path / "s", options=IngestOptions(year=2024))
+    assert summary.parsed == len(LINES) and _stored(tmp_path / "s").height == len(LINES)
+    # Found: the junk was reported twice ('... (b'GA') ...; ... (b'RB') ...'): the gzip reader was
+    # asked again after the error and decoded on from the middle of the junk
+    assert summary.files[0].problem.count("input ends early") == 1
+    assert ingest([rotated], tmp_path / "s", options=IngestOptions(year=2024)).files[0].duplicate_file

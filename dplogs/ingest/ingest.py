@@ -24,6 +24,7 @@ from typing import Protocol
 import polars as pl
 
 from dplogs.errors import DataError, UsageError
+from dplogs.escape import visible
 from dplogs.ingest import tails
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
@@ -342,7 +343,8 @@ def _ingest_one(
                 on_chunk(chunk.events.height + chunk.quarantine.height + chunk.skipped)
     except DataError as exc:  # the reader's limits (line length, gzip ratio) do not know the input's name
         message = str(exc)
-        raise DataError(message if message.startswith(source.name) else f"{source.name}: {message}") from exc
+        shown = visible(source.name)  # a file name may hold newlines or escapes: shown inert
+        raise DataError(message if message.startswith(shown) else f"{shown}: {message}") from exc
     if not checked and not is_new():
         return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
     writer.close()

@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, UsageError
+from dplogs.escape import visible
 from dplogs.ingest.base import LINES_SCHEMA, InputSource, LogFormat
 
 SNIFF_BYTES = 64 * 1024
@@ -87,7 +88,7 @@ class _GuardedStream(io.RawIOBase):
             self._out += got
             if self._out > GZIP_FREE_BYTES and self._out > self._max_ratio * max(self._compressed.tell(), 1):
                 raise DataError(
-                    f"{self._name}: gzip data expands more than {self._max_ratio:g}x (a decompression bomb?); "
+                    f"{visible(self._name)}: gzip data expands more than {self._max_ratio:g}x (a decompression bomb?); "
                     f"refused after {self._out >> 20} MiB. Pass --max-gzip-ratio N to accept it"
                 )
         return got
@@ -269,7 +270,7 @@ def open_sources(
                 raise InputNotFound(f"input {str(raw)!r} does not exist; check the path")
             if path.is_dir():
                 if _is_store(path):
-                    raise UsageError(f"{path} is a dplogs store, not an input; name the log files or directories")
+                    raise UsageError(f"{visible(str(path))} is a dplogs store, not an input; name the log files or directories")
                 files = list(_walk(path, notes))
             else:
                 files = [path]
@@ -307,14 +308,14 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     scores = sorted(((fmt.sniff(source.head), name) for name, fmt in registry.items()), reverse=True)
     if not scores or scores[0][0] < MIN_SNIFF_SCORE:
         raise DataError(
-            f"cannot recognise the format of {source.name}: its first lines fit none of dplogs' readers. If it is "
+            f"cannot recognise the format of {visible(source.name)}: its first lines fit none of dplogs' readers. If it is "
             f"one of {', '.join(sorted(registry))}, pass --format NAME; other logs (an Apache error log, an "
             "application's own format) are not read: export them as JSON lines or CSV and map their fields with "
             "--format jsonl|csv --map SRC=ecs.field"
         )
     if len(scores) > 1 and scores[1][0] == scores[0][0]:
         tied = sorted(name for score, name in scores if score == scores[0][0])
-        raise DataError(f"{source.name} could be any of {', '.join(tied)}; pass --format X to choose")
+        raise DataError(f"{visible(source.name)} could be any of {', '.join(tied)}; pass --format X to choose")
     return registry[scores[0][1]]
 
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 import polars as pl
 import pyarrow as pa
 
+from dplogs.escape import visible
 from dplogs.errors import DataError, UsageError
 from dplogs.ingest import _structured as st
 from dplogs.ingest.base import (
@@ -83,7 +84,7 @@ def _header(head: bytes, name: str) -> list[str]:
     try:
         return next(csv.reader([first]), [])
     except csv.Error as exc:  # e.g. a bare carriage return inside an unquoted header cell
-        raise DataError(f"{name}: the first line is not a CSV header row ({exc}); "
+        raise DataError(f"{visible(name)}: the first line is not a CSV header row ({exc}); "
                         f"pass the right --format, or fix the header") from None
 
 

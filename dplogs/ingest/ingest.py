@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import polars as pl
 
 from dplogs.errors import DataError, UsageError
@@ -301,6 +302,7 @@ def _ingest_one(
     keys = StreamKeys(source.head)
     appendable = tails.appendable(source)
     last_events = None
+    repeats: dict[str, pl.DataFrame] = {}  # identical rows without offsets seen so far (_drop_known)
     quarantine_files: list[Path] = []
     checked = False
     try:
@@ -318,7 +320,7 @@ def _ingest_one(
             events = keys.key_events(chunk.events) if chunk.events.height else chunk.events
             last_events = events
             if known is not None and events.height:
-                events, dropped = _drop_known(events, known[0])
+                events, dropped = _drop_known(events, known[0], repeats)
                 duplicates += dropped
             if events.height:
                 writer.add(events)
@@ -385,13 +387,46 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions, 
             yield pending.popleft().result()
 
 
-def _drop_known(events: pl.DataFrame, stored: _KnownHashes) -> tuple[pl.DataFrame, int]:
-    """Remove events whose hash is already stored in their day (as of before this input)."""
+_WORDS = ("h0", "h1")
+_HASH_WORDS = [pl.col("event.hash").arr.get(0).alias("h0"), pl.col("event.hash").arr.get(1).alias("h1")]
+
+
+def _drop_known(events: pl.DataFrame, stored: _KnownHashes, repeats: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, int]:
+    """Remove events whose hash is already stored in their day (as of before this input).
+
+    A record with a byte offset is one place of one input, so its hash is stored at most once. A
+    record without one (CSV and Parquet rows, CloudTrail documents, EVTX records) is identified by
+    its content alone, and identical rows are real (two failures in the same second): the k-th
+    occurrence in an input is dropped only when the store holds k of them, so an export that grew
+    by a row identical to earlier ones keeps it. ``repeats`` carries the counts across the
+    input's chunks."""
     # Format the distinct dates only: strftime on every row cost more than the rest of this check.
     days = events.get_column("@timestamp").dt.date().unique().dt.strftime("%Y-%m-%d").to_list()
     known = pl.concat([stored.get(d) for d in days])
     if known.is_empty():
         return events, 0
-    keep = ~events.get_column("event.hash").is_in(known.implode(), nulls_equal=False)
-    kept = events.filter(keep)
+    is_known = events.get_column("event.hash").is_in(known.implode(), nulls_equal=False)
+    by_content = is_known & events.get_column("log.offset").is_null()
+    drop = is_known & ~by_content
+    if by_content.any():
+        drop |= _stored_as_often(events, by_content, known, repeats)
+    kept = events.filter(~drop)
     return kept, events.height - kept.height
+
+
+def _stored_as_often(events: pl.DataFrame, rows: pl.Series, known: pl.Series, repeats: dict[str, pl.DataFrame]) -> pl.Series:
+    """Of the ``rows`` (known hashes without offsets): those whose occurrence in the input so far is
+    below the number of times the store holds their hash."""
+    seen = repeats.get("seen", pl.DataFrame(schema={"h0": pl.UInt64, "h1": pl.UInt64, "n": pl.UInt32}))
+    mine = events.select(_HASH_WORDS).with_row_index("i").filter(rows)
+    if seen.is_empty() and not mine.get_column("h0").is_duplicated().any():  # h0 alone: a superset of repeats
+        # the usual re-read: every such hash once so far, so each is an occurrence the store holds
+        repeats["seen"] = mine.select(*_WORDS, n=pl.lit(1, pl.UInt32))
+        return rows
+    held = (known.to_frame("event.hash").select(_HASH_WORDS).join(mine.select(_WORDS).unique(), on=_WORDS, how="semi")
+            .group_by(_WORDS).len("held"))
+    occurrence = (pl.int_range(pl.len(), dtype=pl.UInt32).over(_WORDS) + pl.col("n").fill_null(0)).alias("k")
+    mine = mine.join(seen, on=_WORDS, how="left").join(held, on=_WORDS, how="left").with_columns(occurrence)
+    repeats["seen"] = (pl.concat([seen, mine.group_by(_WORDS).len("n")]).group_by(_WORDS).agg(pl.col("n").sum()))
+    dropped = mine.filter(pl.col("k") < pl.col("held")).get_column("i")
+    return pl.Series(np.isin(np.arange(events.height), dropped.to_numpy()))

@@ -127,3 +127,26 @@ def test_gzip_members_are_all_read_and_trailing_garbage_is_reported_once(tmp_pat
     # asked again after the error and decoded on from the middle of the junk
     assert summary.files[0].problem.count("input ends early") == 1
     assert ingest([rotated], tmp_path / "s", options=IngestOptions(year=2024)).files[0].duplicate_file
+
+
+@pytest.mark.parametrize("chunk_lines", [2, 1000])
+def test_identical_rows_of_a_grown_export_are_all_kept(tmp_path, chunk_lines):
+    # Found: a CSV export that grew by a row identical to earlier ones (two failures in the same
+    # second) lost it: rows without offsets are identified by content, and every occurrence of a
+    # stored hash was dropped (5 lines, 4 stored). Now the k-th occurrence is dropped only when
+    # the store holds k.
+    row = "2024-03-05T10:00:00Z,alice,1.2.3.4,failure\n"
+    export, store = tmp_path / "export.csv", tmp_path / "s"
+    mapping = {"time": "@timestamp", "user": "user.name", "ip": "source.ip", "outcome": "event.outcome"}
+    options = IngestOptions(chunk_lines=chunk_lines, field_map=mapping)
+    export.write_text("time,user,ip,outcome\n" + row * 3)
+    args = dict(format="csv", options=options)
+    ingest([export], store, **args)
+    with export.open("a") as f:
+        f.write(row + "2024-03-05T10:00:01Z,carol,1.2.3.4,failure\n")
+    ingest([export], store, **args)
+    users = _stored(store).get_column("user.name").value_counts()
+    assert dict(users.iter_rows()) == {"alice": 4, "carol": 1}
+    (tmp_path / "overlap.csv").write_text("time,user,ip,outcome\n" + row * 2)  # an overlapping export
+    assert ingest([tmp_path / "overlap.csv"], store, **args).files[0].duplicate_rows == 2
+    assert _stored(store).height == 5

@@ -68,3 +68,19 @@ def test_json_nested_deeper_than_pythons_stack_is_not_a_crash(tmp_path):
     res = CliRunner().invoke(cli, ["ingest", str(log), "--store", str(tmp_path / "s"), "--format", "jsonl"])
     assert res.exit_code == 0, res.output
     assert Store.open(tmp_path / "s").scan().collect().height == 1
+
+
+def test_a_huge_cloudtrail_document_is_refused_like_a_long_line(tmp_path):
+    # Found: a {"Records": [...]} file was read and parsed whole, at ~20x its size in memory (a
+    # 100 MB document took 2.0 GB; a gzip of a 1 GB one, 5 MB at the allowed ratio, would not
+    # fit); it is now bounded by --max-line-bytes (65), which accepts larger ones on request
+    record = json.dumps({"eventTime": "2024-03-05T10:00:00Z", "eventName": "ConsoleLogin", "eventSource": "signin.amazonaws.com",
+                         "awsRegion": "us-east-1", "userIdentity": {"userName": "a"}, "sourceIPAddress": "1.2.3.4"})
+    doc = tmp_path / "trail.json"
+    doc.write_text('{"Records": [' + ",".join([record] * 300) + "]}")
+    size = doc.stat().st_size
+    res = CliRunner().invoke(cli, ["ingest", str(doc), "--store", str(tmp_path / "s"), "--max-line-bytes", str(size - 1)])
+    assert res.exit_code == 65 and "--max-line-bytes" in res.output, res.output
+    res = CliRunner().invoke(cli, ["ingest", str(doc), "--store", str(tmp_path / "s"), "--max-line-bytes", str(size)])
+    assert res.exit_code == 0, res.output
+    assert Store.open(tmp_path / "s").scan().collect().height == 300

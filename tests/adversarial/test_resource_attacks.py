@@ -112,3 +112,37 @@ def test_a_table_with_too_many_columns_is_refused(tmp_path):
                     + "2024-03-05T10:00:00Z,a," + ",".join("1" * MAX_COLUMNS) + "\n")
     res = CliRunner().invoke(cli, ["ingest", str(wide), "--store", str(tmp_path / "s"), *CSV_MAP])
     assert res.exit_code == 65 and "columns" in res.output, res.output
+
+
+def _ingest_text(tmp_path, name: str, text: str, fmt: str):
+    log = tmp_path / name
+    log.write_text(text)
+    return ingest([log], tmp_path / f"s-{name}", format=fmt)
+
+
+def test_iis_header_layouts_are_bounded(tmp_path):
+    # Found: a #Fields line naming 200,000 fields made a column per name (killed by the OOM killer
+    # at 24 GB after 100 s), and 20,000 distinct #Fields lines made a 20,000-branch expression
+    # (over 120 s). Now 0.7 s / 164 MB and 2.5 s / 440 MB: the lines under such headers are
+    # quarantined; a header repeated at every restart is still one layout.
+    row = "2024-03-05 10:00:00 1.2.3.4 alice"
+    wide = "#Fields: date time c-ip cs-username " + " ".join(f"c{i}" for i in range(1000)) + "\n" + row + " x" * 1000 + "\n"
+    summary = _ingest_text(tmp_path, "wide.log", wide, "iis")
+    assert (summary.parsed, summary.quarantined) == (0, 1) and "#Fields line" in next(iter(summary.reasons))
+    many = "".join(f"#Fields: date time c-ip cs-username x{i}\n{row} x\n" for i in range(100))
+    summary = _ingest_text(tmp_path, "many.log", many, "iis")
+    assert (summary.parsed, summary.quarantined) == (64, 36)
+    same = "".join(f"#Fields: date time c-ip cs-username\n{row}\n" for _ in range(100))
+    assert _ingest_text(tmp_path, "same.log", same, "iis").parsed == 100
+
+
+def test_zeek_header_layouts_are_bounded(tmp_path):
+    # Found: each #fields header block cost ~1 ms, so a header before every record made 5,000
+    # records take 5.5 s (0.6 s now); concatenated rotations with one header stay one layout
+    head = "#separator \\x09\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p{extra}\n"
+    rec = "1709632800.{i}\tC{i}\t1.2.3.4\t1\t5.6.7.8\t22{value}\n"
+    many = "".join(head.format(extra=f"\tx{i}") + rec.format(i=i, value="\tv") for i in range(100))
+    summary = _ingest_text(tmp_path, "many.log", many, "zeek")
+    assert (summary.parsed, summary.quarantined) == (64, 36)
+    same = "".join(head.format(extra="") + rec.format(i=i, value="") for i in range(100))
+    assert _ingest_text(tmp_path, "same.log", same, "zeek").parsed == 100

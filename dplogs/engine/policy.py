@@ -29,6 +29,8 @@ names the one in force, and every release records the version and digest it ran 
 >>> p = Policy(version=1, users=frozenset({"anna"}), networks=("10.0.0.0/8",))
 >>> p.address_protected("10.1.2.3"), p.address_protected("24.151.103.17"), p.address_protected("not an ip")
 (True, False, True)
+>>> p.address_protected("::ffff:10.1.2.3"), p.address_protected("::ffff:24.151.103.17")
+(True, False)
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ class Policy:
             addr = ipaddress.ip_address(ip.strip())
         except ValueError:
             return True  # when in doubt, protect
-        return any(addr.version == n.version and addr in n for n in self._nets)
+        # an IPv4 host seen by a dual-stack server as ::ffff:10.0.0.5 is the IPv4 host
+        mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        return any(a.version == n.version and a in n for a in (addr, mapped) if a is not None for n in self._nets)
 
     def mark(self, lf: pl.LazyFrame, unit: str | UnitRule) -> pl.LazyFrame:
         """``lf`` with the boolean column :data:`PROTECTED`. The network test runs once per distinct

@@ -81,3 +81,14 @@ def test_a_garbled_current_pointer_can_be_replaced_with_protect(protected_store,
     res = run("protect", "--store", store, "--clear")
     assert res.exit_code == 0, res.output
     assert (store / "policy" / "v2.json").exists() and (store / "policy" / "v1.json").exists()
+
+
+def test_an_inside_address_written_ipv4_mapped_is_inside():
+    # Found: a dual-stack server logs an office host 10.0.0.5 as ::ffff:10.0.0.5, which was
+    # outside 10.0.0.0/8 (another IP version), so that host's rows were aggregated exactly
+    from dplogs.engine.policy import Policy
+
+    policy = Policy(version=1, networks=("10.0.0.0/8",))
+    assert policy.address_protected("::ffff:10.0.0.5") and policy.address_protected("::ffff:a00:5")
+    assert not policy.address_protected("::ffff:203.0.113.7")
+    assert Policy(version=1, networks=("::ffff:0:0/96",)).address_protected("::ffff:10.0.0.5")

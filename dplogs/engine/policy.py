@@ -48,6 +48,7 @@ import polars as pl
 import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, StoreError, UsageError
+from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
 
 ACCOUNT = "user.name"  # the identity field the roster's accounts are values of
@@ -108,6 +109,15 @@ class Policy:
         return {"version": self.version, "digest": self.digest,
                 "rule": "unprotected (aggregated exactly, no noise on their part): " + "; ".join(parts)}
 
+    def roster_keys(self) -> list[str]:
+        """The roster's accounts as ingest names them, lower-cased: a directory export's
+        ``CORP\\Alice.Smith`` or ``alice.smith@corp.example`` is the ``user.name`` ingest stores
+        (``alice.smith`` from Windows, whose names it lower-cases; Unix names keep their case).
+        Rows are matched on their lower-cased ``user.name``, so ``Bob`` and ``bob`` are both on a
+        roster naming either: matching more rows only protects more."""
+        frame = pl.DataFrame({"u": sorted(self.users or ())}, schema={"u": pl.String})
+        return frame.select(account_columns(pl.col("u"), case_insensitive=True)["user.name"]).to_series().unique().to_list()
+
     def address_protected(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip.strip())
@@ -123,7 +133,9 @@ class Policy:
         rule = UnitRule.parse(unit)
         protected, person = pl.lit(True), pl.lit(False)
         if self.users is not None:
-            person = pl.col(ACCOUNT).is_in(pl.Series(sorted(self.users), dtype=pl.String).implode()).fill_null(False)
+            names = lf.select(pl.col(ACCOUNT).drop_nulls().unique()).collect().to_series()
+            people = names.filter(names.str.to_lowercase().is_in(pl.Series(self.roster_keys(), dtype=pl.String).implode()))
+            person = pl.col(ACCOUNT).is_in(people.implode()).fill_null(False)
             if ACCOUNT in rule.fields:
                 protected &= ~rule.source(ACCOUNT) | person
         if self.networks is not None:
@@ -148,8 +160,8 @@ class Policy:
         protected, person = F.lit(True), F.lit(False)
         if self.users is not None:
             roster = sdf.sparkSession.createDataFrame(
-                pa.table({"__roster": pa.array(sorted(self.users), pa.string())}))
-            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), col(ACCOUNT) == F.col("__roster"), "left")
+                pa.table({"__roster": pa.array(self.roster_keys(), pa.string())}))
+            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), F.lower(col(ACCOUNT)) == F.col("__roster"), "left")
             person = F.coalesce(F.col("__on_roster"), F.lit(False))
             if ACCOUNT in rule.fields:
                 came = col(ACCOUNT).isNotNull()

@@ -92,3 +92,18 @@ def test_an_inside_address_written_ipv4_mapped_is_inside():
     assert policy.address_protected("::ffff:10.0.0.5") and policy.address_protected("::ffff:a00:5")
     assert not policy.address_protected("::ffff:203.0.113.7")
     assert Policy(version=1, networks=("::ffff:0:0/96",)).address_protected("::ffff:10.0.0.5")
+
+
+def test_a_directory_export_roster_matches_the_accounts_as_ingest_names_them():
+    # Found: the roster was compared verbatim, while ingest lower-cases Windows names and splits
+    # DOMAIN\ and @REALM off: a roster line 'Alice.Smith' (as an AD export writes it) left the
+    # stored 'alice.smith' off the roster, so her Windows logons were released exactly, her name
+    # as a key (exact 20 of 21)
+    import polars as pl
+
+    from dplogs.engine.policy import PROTECTED, Policy
+    from dplogs.schema import conform
+
+    policy = Policy(version=1, users=frozenset({"CORP\\Alice.Smith", "dave@CORP.EXAMPLE", "carol"}), networks=None)
+    rows = conform(pl.DataFrame({"user.name": ["alice.smith", "dave", "Carol", "carol", "root", None]}).lazy())
+    assert policy.mark(rows, "user.name").collect()[PROTECTED].to_list() == [True, True, True, True, False, True]

@@ -204,7 +204,7 @@ def read_roster(path: str | os.PathLike[str]) -> frozenset[str]:
     if not p.is_file():
         raise InputNotFound(f"roster file {p} does not exist (or is not a file)")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (Windows exports write one) is not part of the first name
     except UnicodeDecodeError as exc:
         raise DataError(f"roster file {p} is not UTF-8 text (byte {exc.start}); export it as UTF-8, one account per line") from None
     users = {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}

@@ -107,3 +107,13 @@ def test_a_directory_export_roster_matches_the_accounts_as_ingest_names_them():
     policy = Policy(version=1, users=frozenset({"CORP\\Alice.Smith", "dave@CORP.EXAMPLE", "carol"}), networks=None)
     rows = conform(pl.DataFrame({"user.name": ["alice.smith", "dave", "Carol", "carol", "root", None]}).lazy())
     assert policy.mark(rows, "user.name").collect()[PROTECTED].to_list() == [True, True, True, True, False, True]
+
+
+def test_a_roster_exported_with_a_byte_order_mark_names_its_first_person(tmp_path):
+    # Found: a UTF-8 BOM (PowerShell's Out-File, Excel's "CSV UTF-8") stayed on the first
+    # account ('\ufeffalice'), so that person was off the roster and their rows exact
+    from dplogs.engine.policy import read_roster
+
+    roster = tmp_path / "people.txt"
+    roster.write_bytes("\ufeffalice\r\nbob\r\n".encode())
+    assert read_roster(roster) == {"alice", "bob"}

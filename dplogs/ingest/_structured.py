@@ -21,6 +21,7 @@ import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -215,11 +216,13 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview |
     )
     # A key takes at least 5 bytes ('"":0,'), so only lines longer than that many keys are counted
     # ('"' then ':' counts every key, and more only where such text sits in a value).
-    keys = pl.col("text").str.count_matches(r'"[ \t\r]*:')
-    crowded = candidates.select((pl.col("text").str.len_bytes() > 5 * MAX_KEYS) & (keys > MAX_KEYS)).to_series()
-    if crowded.any():
-        not_objects = pl.concat([not_objects, candidates.filter(crowded).with_columns(reason=pl.lit(TOO_MANY_KEYS))])
-        candidates = candidates.filter(~crowded)
+    long = candidates.select(pl.col("text").str.len_bytes() > 5 * MAX_KEYS).to_series().arg_true()
+    if len(long):  # rare: count the keys of those lines only
+        keys = candidates[long].select(pl.col("text").str.count_matches(r'"[ \t\r]*:')).to_series()
+        crowded = pl.Series(np.isin(np.arange(candidates.height), long.filter(keys > MAX_KEYS).to_numpy()))
+        if crowded.any():
+            not_objects = pl.concat([not_objects, candidates.filter(crowded).with_columns(reason=pl.lit(TOO_MANY_KEYS))])
+            candidates = candidates.filter(~crowded)
     @functools.cache
     def narrow() -> tuple[list[Path], dict[str, pl.DataType], pa.Schema | None, list[pl.Expr]]:
         """The wanted paths present in the chunk and the schemas reading just them."""

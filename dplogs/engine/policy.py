@@ -223,6 +223,9 @@ def load(store_path: str | os.PathLike[str]) -> Policy:
         return Policy()
     try:
         version = int(current.read_text().strip())
+        newest = _newest_version(folder)
+        if version != newest:  # dplogs protect makes each new version current as it writes it
+            raise ValueError(f"'current' names version {version}, not the newest, v{newest}.json (a policy put back by hand?)")
         data = json.loads((folder / f"v{version}.json").read_text())
         if not isinstance(data, dict) or data.get("version") != version:
             raise ValueError(f"v{version}.json is not version {version} of a policy")
@@ -235,6 +238,10 @@ def load(store_path: str | os.PathLike[str]) -> Policy:
         raise StoreError(f"the store's protection policy in {folder} is unreadable ({exc}); set it again with "
                          "dplogs protect") from None
     return policy
+
+
+def _newest_version(folder: Path) -> int:
+    return max((int(f.stem[1:]) for f in folder.glob("v*.json") if f.stem[1:].isdigit()), default=0)
 
 
 def _strings(data: dict[str, Any], key: str) -> list[str] | None:
@@ -254,7 +261,7 @@ def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, ne
     folder = Path(store_path) / _POLICY_DIR
     folder.mkdir(exist_ok=True)
     # after the newest version on disk, not the one in force: a damaged policy is replaced this way
-    version = 1 + max((int(f.stem[1:]) for f in folder.glob("v*.json") if f.stem[1:].isdigit()), default=0)
+    version = 1 + _newest_version(folder)
     policy = Policy(version=version, users=users, networks=networks,
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     for name, text in ((f"v{version}.json", json.dumps(policy.to_json(), indent=1)), (_CURRENT, str(version))):

@@ -117,3 +117,18 @@ def test_a_roster_exported_with_a_byte_order_mark_names_its_first_person(tmp_pat
     roster = tmp_path / "people.txt"
     roster.write_bytes("\ufeffalice\r\nbob\r\n".encode())
     assert read_roster(roster) == {"alice", "bob"}
+
+
+def test_an_older_policy_put_back_in_force_is_refused(protected_store, tmp_path):
+    # Found: pointing 'current' back at an older, broader version (v1: every row outside the
+    # networks exact) silently put it back in force, with no new version recorded
+    store = tmp_path / "store"
+    shutil.copytree(protected_store, store)
+    assert run("protect", "--store", store, "--clear").exit_code == 0  # v2: every row protected
+    (store / "policy" / "current").write_text("1")
+    before = ledger_state(store)
+    res = run("query", "--store", store, "--sql", "SELECT COUNT(*) FROM logs", "--day", "2024-03-05")
+    assert res.exit_code == 66 and "not the newest" in res.output, res.output
+    assert ledger_state(store) == before
+    assert run("protect", "--store", store, "--clear").exit_code == 0  # the repair it names: v3
+    assert run("protect", "--store", store, "--show").exit_code == 0

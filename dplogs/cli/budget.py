@@ -86,13 +86,15 @@ def budget() -> None:
               help="Only this window (repeatable), e.g. 2026-11, 2026-W47 or 2026-11-22; default: every window with releases.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
-    """Spent and remaining budget per window.
+    """Spent and remaining budget per window (a ledger that fails verification is refused, 74).
 
     "spent ε" is the composed guarantee (pure ε adds; Gaussian ρ is converted at the δ cap; the
     tighter valid bound is shown). "left ε" / "left ρ" are the largest single further pure-ε or
     zCDP release that still fits. Entries left reserved by a crashed run count as spent.
     """
     with _open(store)[0] as ledger:
+        # sums of a tampered ledger are not the spend: refused like a release (74), not shown
+        ledger.verify().raise_for_problems()
         policy, caps = ledger.window_policy, ledger.caps()
         budgets = [ledger.budget(w) for w in (windows or ledger.windows())]
     if as_json:
@@ -130,6 +132,10 @@ def history(store: Path, limit: int, show_all: bool, window: str | None, as_json
     """Ledger entries, newest first: loss, windows, caller, status and query."""
     with _open(store)[0] as ledger:
         entries = ledger.history(limit=None if show_all else limit, window=window)
+        report = ledger.verify()
+    if not report.ok:  # listed for investigation, as stored
+        click.echo(f"warning: the ledger fails verification ({visible('; '.join(report.problems))}): entries are "
+                   "shown as stored and may have been changed; nothing can be released from it", err=True)
     if as_json:
         click.echo(json.dumps([e.to_json() for e in entries], indent=2))
         return

@@ -96,18 +96,18 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     brute = Engine.open(store).query_file(queries / "failed_logins_by_source_hour.toml", epsilon=0.5)
     rel = brute.release(caller="demo", idempotency_key="demo:failed_logins_by_source_hour")
     top = rel.data.sort("value", descending=True).head(3)
-    click.echo(f"7. with `dplogs protect {visible(declared)}`, failures from outside are counted exactly "
+    click.echo(f"7. with `dplogs protect {visible(declared)}`, failures from outside against accounts that are no one's are counted exactly "
                f"(the top {top.height} of {rel.data.height} released source/hour cells):", err=True)
     for row in top.iter_rows(named=True):
         click.echo(f"   - {row['hour']:%Y-%m-%d %H:00} {visible(str(row['source.ip']))}: "
-                   f"{_parts(row['value'], row['exact'], 'from outside', 'from inside')}", err=True)
+                   f"{_parts(row['value'], row['exact'], 'unprotected', 'protected')}", err=True)
     if not policy.users:
         return
     names = Engine.open(store).query_file(queries / "top_attacked_accounts.toml", epsilon=1.0)
     rel = names.release(caller="demo", idempotency_key="demo:top_attacked_accounts")
     click.echo("8. most-attacked account names (top_attacked_accounts): a name is released only where it occurs in "
-               "unprotected rows, i.e. it is no one's (not on the roster) or was attacked from outside the networks "
-               "(the spray's victims); their failures from inside keep their noise:", err=True)
+               "unprotected rows, i.e. it is no one's (not on the roster); the people's accounts (the spray's victims) "
+               "keep their noise, also for failures from outside the networks:", err=True)
     for row in rel.data.sort("value", descending=True).iter_rows(named=True):
         click.echo(f"   - {visible(str(row['user.name']))}: {_parts(row['value'], row['exact'], 'unprotected', 'protected')}",
                    err=True)

@@ -24,10 +24,12 @@ def protect(store_path: str, users_file: str | None, networks: str | None, show:
     service accounts, names an attacker guessed) are not a person's; a unit from another field
     (a host) and the shared unit of rows without identity stay protected;
     with --networks, rows whose source.ip lies outside every range (internet scanners,
-    brute-force sources) are not an employee's. Such rows are aggregated exactly and added to the
-    noisy, bounded part of the protected rows; their keys need no partition selection. Every
-    other row stays protected (when in doubt, protect). An employee logging in from outside the
-    networks is unprotected for those rows.
+    brute-force sources) are not an employee's, unless their account is on the roster. Such rows
+    are aggregated exactly and added to the noisy, bounded part of the protected rows; their keys
+    need no partition selection. Every other row stays protected (when in doubt, protect): a
+    person on the roster logging in from outside the networks (from home, a hotel) stays
+    protected there too. Roster lines may be written as a directory exports them (CORP\\Alice,
+    alice@corp.example): they are matched as ingest names accounts, case-insensitively.
 
     The policy is operator input: never build the roster from the store itself, since a roster
     derived from the data would leak it. Each change is a new version; releases record the

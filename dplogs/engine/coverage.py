@@ -72,15 +72,22 @@ def buckets_covered(starts: list[dt.datetime], width: dt.timedelta,
     return out
 
 
-def latest_window(spans: list[tuple[dt.date, dt.date]] | None, policy: str) -> tuple[dt.datetime, dt.datetime] | None:
+def latest_window(spans: list[tuple[dt.date, dt.date]] | None, policy: str,
+                  today: dt.date | None = None) -> tuple[dt.datetime, dt.datetime] | None:
     """``[start, end)`` of the latest budget window (``policy``: day, week, month) the coverage
-    reaches: the default window of a query or a training that names none. None when the store
-    covers nothing or cannot tell.
+    reaches up to ``today`` (UTC, by default the current day): the default window of a query or a
+    training that names none. Days after today count only when nothing else is covered: one log
+    record stamped 2099-12-31 would otherwise make every such release answer about (and spend on)
+    2099-12. None when the store covers nothing or cannot tell.
 
     >>> latest_window([(dt.date(2024, 3, 4), dt.date(2024, 3, 17))], "month")[0].isoformat()
     '2024-03-01T00:00:00+00:00'
+    >>> latest_window([(dt.date(2024, 3, 4), dt.date(2099, 12, 31))], "month", dt.date(2026, 12, 6))[0].isoformat()
+    '2026-12-01T00:00:00+00:00'
     """
     if not spans:
         return None
-    start = window_start_of(max(b for _, b in spans), policy)
+    today = today or dt.datetime.now(dt.UTC).date()
+    past = [min(b, today) for a, b in spans if a <= today]
+    start = window_start_of(max(past) if past else max(b for _, b in spans), policy)
     return start, window_end_of(start, policy)

@@ -11,7 +11,9 @@ is not a person's:
   is not a person. A unit taken from another field (a host) or the shared unattributed unit is
   not an account, so the roster leaves those rows protected;
 - the networks decide for rows that carry ``source.ip``: an address outside every range (an
-  internet scanner, a brute-force source) is not an employee's;
+  internet scanner, a brute-force source) is not an employee's, unless the row's account is on
+  the roster: a person logging in from outside (from home, a hotel) is still that person, and
+  their rows stay protected whatever the unit;
 - a row no given condition applies to stays protected, and so does an address that does not parse.
 
 Protection is a function of the row alone. Protected rows are bounded and noised as before;
@@ -27,6 +29,8 @@ names the one in force, and every release records the version and digest it ran 
 >>> p = Policy(version=1, users=frozenset({"anna"}), networks=("10.0.0.0/8",))
 >>> p.address_protected("10.1.2.3"), p.address_protected("24.151.103.17"), p.address_protected("not an ip")
 (True, False, True)
+>>> p.address_protected("::ffff:10.1.2.3"), p.address_protected("::ffff:24.151.103.17")
+(True, False)
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import polars as pl
 import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, StoreError, UsageError
+from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
 
 ACCOUNT = "user.name"  # the identity field the roster's accounts are values of
@@ -92,64 +97,84 @@ class Policy:
         parts = []
         if self.users is not None:
             if ACCOUNT not in rule.fields:
-                parts.append("the roster does not apply (the unit is not an account)")
+                parts.append("the roster only keeps its people's rows protected (the unit is not an account)")
             elif len(rule.fields) == 1:
                 parts.append(f"rows whose {ACCOUNT} is an account not on the operator's roster of {len(self.users)} people")
             else:
                 parts.append(f"rows whose unit came from {ACCOUNT} and is an account not on the operator's roster of "
                              f"{len(self.users)} people (units from other fields and the shared unit stay protected)")
         if self.networks is not None:
-            parts.append(f"rows whose source.ip lies outside {', '.join(self.networks)}")
+            parts.append(f"rows whose source.ip lies outside {', '.join(self.networks)}"
+                         + (" and whose account is not on the roster" if self.users is not None else ""))
         return {"version": self.version, "digest": self.digest,
                 "rule": "unprotected (aggregated exactly, no noise on their part): " + "; ".join(parts)}
+
+    def roster_keys(self) -> list[str]:
+        """The roster's accounts as ingest names them, lower-cased: a directory export's
+        ``CORP\\Alice.Smith`` or ``alice.smith@corp.example`` is the ``user.name`` ingest stores
+        (``alice.smith`` from Windows, whose names it lower-cases; Unix names keep their case).
+        Rows are matched on their lower-cased ``user.name``, so ``Bob`` and ``bob`` are both on a
+        roster naming either: matching more rows only protects more."""
+        frame = pl.DataFrame({"u": sorted(self.users or ())}, schema={"u": pl.String})
+        return frame.select(account_columns(pl.col("u"), case_insensitive=True)["user.name"]).to_series().unique().to_list()
 
     def address_protected(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip.strip())
         except ValueError:
             return True  # when in doubt, protect
-        return any(addr.version == n.version and addr in n for n in self._nets)
+        # an IPv4 host seen by a dual-stack server as ::ffff:10.0.0.5 is the IPv4 host
+        mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        return any(a.version == n.version and a in n for a in (addr, mapped) if a is not None for n in self._nets)
 
     def mark(self, lf: pl.LazyFrame, unit: str | UnitRule) -> pl.LazyFrame:
         """``lf`` with the boolean column :data:`PROTECTED`. The network test runs once per distinct
         address (a function of each row's own address, so of the row alone)."""
         rule = UnitRule.parse(unit)
-        protected = pl.lit(True)
-        if self.users is not None and ACCOUNT in rule.fields:
-            roster = pl.Series(sorted(self.users), dtype=pl.String)
-            protected &= ~rule.source(ACCOUNT) | pl.col(ACCOUNT).is_in(roster.implode())
+        protected, person = pl.lit(True), pl.lit(False)
+        if self.users is not None:
+            names = lf.select(pl.col(ACCOUNT).drop_nulls().unique()).collect().to_series()
+            people = names.filter(names.str.to_lowercase().is_in(pl.Series(self.roster_keys(), dtype=pl.String).implode()))
+            person = pl.col(ACCOUNT).is_in(people.implode()).fill_null(False)
+            if ACCOUNT in rule.fields:
+                protected &= ~rule.source(ACCOUNT) | person
         if self.networks is not None:
             ips = lf.select(pl.col("source.ip").drop_nulls().unique()).collect().to_series()
             inside = [ip for ip in ips.to_list() if self.address_protected(ip)]
             protected &= pl.col("source.ip").is_null() | pl.col("source.ip").is_in(pl.Series(inside, dtype=pl.String).implode())
-        return lf.with_columns(protected.alias(PROTECTED))
+        # a roster account's row is a person's wherever it came from (found by redteam3: a person
+        # logging in from outside the networks had those rows released exactly)
+        return lf.with_columns((protected | person).alias(PROTECTED))
 
     def mark_spark(self, sdf: Any, unit: str | UnitRule) -> Any:
         """:meth:`mark` for a Spark DataFrame, on the executors: the roster is joined as a table
         (it is the operator's input, not data), and the network test runs once per distinct
         address in ``mapInArrow`` (``ipaddress`` has no Spark SQL twin), joined back; no address
-        reaches the driver. The roster decides only rows whose unit came from ``user.name``."""
+        reaches the driver. The roster unprotects only rows whose unit came from ``user.name``,
+        and keeps every row of its accounts protected."""
         from pyspark.sql import functions as F
 
         from dplogs.backends.spark import col
 
         rule = UnitRule.parse(unit)
-        protected = F.lit(True)
-        if self.users is not None and ACCOUNT in rule.fields:
+        protected, person = F.lit(True), F.lit(False)
+        if self.users is not None:
             roster = sdf.sparkSession.createDataFrame(
-                pa.table({"__roster": pa.array(sorted(self.users), pa.string())}))
-            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), col(ACCOUNT) == F.col("__roster"), "left")
-            came = col(ACCOUNT).isNotNull()
-            for earlier in rule.fields[:rule.fields.index(ACCOUNT)]:
-                came = came & col(earlier).isNull()
-            protected = protected & (~came | F.coalesce(F.col("__on_roster"), F.lit(False)))
+                pa.table({"__roster": pa.array(self.roster_keys(), pa.string())}))
+            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), F.lower(col(ACCOUNT)) == F.col("__roster"), "left")
+            person = F.coalesce(F.col("__on_roster"), F.lit(False))
+            if ACCOUNT in rule.fields:
+                came = col(ACCOUNT).isNotNull()
+                for earlier in rule.fields[:rule.fields.index(ACCOUNT)]:
+                    came = came & col(earlier).isNull()
+                protected = protected & (~came | person)
         if self.networks is not None:
             ips = sdf.select(col("source.ip").alias("__ip")).where(F.col("__ip").isNotNull()).distinct()
             # the executors get the networks only, never the roster
             tested = ips.mapInArrow(_inside(Policy(networks=self.networks)), "__ip string, __inside boolean")
             sdf = sdf.join(tested, col("source.ip") == F.col("__ip"), "left")
             protected = protected & (col("source.ip").isNull() | F.coalesce(F.col("__inside"), F.lit(False)))
-        return sdf.withColumn(PROTECTED, protected).drop("__roster", "__on_roster", "__ip", "__inside")
+        return sdf.withColumn(PROTECTED, protected | person).drop("__roster", "__on_roster", "__ip", "__inside")
 
 
 def _inside(policy: Policy) -> Any:
@@ -179,7 +204,7 @@ def read_roster(path: str | os.PathLike[str]) -> frozenset[str]:
     if not p.is_file():
         raise InputNotFound(f"roster file {p} does not exist (or is not a file)")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (Windows exports write one) is not part of the first name
     except UnicodeDecodeError as exc:
         raise DataError(f"roster file {p} is not UTF-8 text (byte {exc.start}); export it as UTF-8, one account per line") from None
     users = {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
@@ -198,13 +223,35 @@ def load(store_path: str | os.PathLike[str]) -> Policy:
         return Policy()
     try:
         version = int(current.read_text().strip())
+        newest = _newest_version(folder)
+        if version != newest:  # dplogs protect makes each new version current as it writes it
+            raise ValueError(f"'current' names version {version}, not the newest, v{newest}.json (a policy put back by hand?)")
         data = json.loads((folder / f"v{version}.json").read_text())
-        return Policy(version=version, users=frozenset(data["users"]) if data["users"] is not None else None,
-                      networks=tuple(data["networks"]) if data["networks"] is not None else None,
-                      created=data.get("created", ""))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not isinstance(data, dict) or data.get("version") != version:
+            raise ValueError(f"v{version}.json is not version {version} of a policy")
+        users, networks = (_strings(data, key) for key in ("users", "networks"))
+        created = data.get("created", "")
+        policy = Policy(version=version, users=frozenset(users) if users is not None else None,
+                        networks=tuple(networks) if networks is not None else None,
+                        created=created if isinstance(created, str) else "")
+    except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
         raise StoreError(f"the store's protection policy in {folder} is unreadable ({exc}); set it again with "
                          "dplogs protect") from None
+    return policy
+
+
+def _newest_version(folder: Path) -> int:
+    return max((int(f.stem[1:]) for f in folder.glob("v*.json") if f.stem[1:].isdigit()), default=0)
+
+
+def _strings(data: dict[str, Any], key: str) -> list[str] | None:
+    """``data[key]``: null or a list of strings. A policy edited by hand into another shape is
+    refused, never read loosely: ``"users": "anna"`` was a roster of the letters a and n, which
+    left anna's rows unprotected."""
+    value = data[key]
+    if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ValueError(f"{key!r} must be a list of strings or null")
+    return value
 
 
 def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
@@ -213,9 +260,8 @@ def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, ne
         parse_network(n)
     folder = Path(store_path) / _POLICY_DIR
     folder.mkdir(exist_ok=True)
-    version = load(store_path).version + 1
-    while (folder / f"v{version}.json").exists():
-        version += 1
+    # after the newest version on disk, not the one in force: a damaged policy is replaced this way
+    version = 1 + _newest_version(folder)
     policy = Policy(version=version, users=users, networks=networks,
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     for name, text in ((f"v{version}.json", json.dumps(policy.to_json(), indent=1)), (_CURRENT, str(version))):

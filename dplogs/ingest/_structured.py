@@ -6,10 +6,12 @@ chunk because the readers pay per schema field per row. The definition is polars
 with every leaf a string: type mismatches become nulls (numbers keep their JSON text), and only
 malformed JSON makes the read fail; then one validating pass (``json_path_match``, which yields
 null instead of raising) splits off the malformed lines, which are quarantined. pyarrow's JSON
-reader, ~40% cheaper, runs first: over the whole chunk with its own type inference (it then sees
-every key, so no key screening is needed), else against the types a sample shows. It is strict,
-so any surprise (a float, a type change, a duplicate key) makes it fail and the next reader runs
-(``tests/ingest/test_json_readers.py`` compares them). Every format then finishes its frame with
+reader, ~40% cheaper, runs first, against the types a sample shows. It is strict, so any surprise
+(a float, a type change, a duplicate key) makes it fail and the next reader runs
+(``tests/ingest/test_json_readers.py`` compares them). No reader ever infers a schema from a
+whole chunk: its keys are the log's, so an attacker's, and a chunk whose every line has another
+key made a table of lines x keys (100,000 such lines: over 17 GB and 5 minutes). Inference sees
+only a bounded sample, and lines with more than :data:`MAX_KEYS` keys are quarantined. Every format then finishes its frame with
 :func:`finish`, which adds the bookkeeping columns and conforms to the store schema.
 """
 
@@ -19,6 +21,7 @@ import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -30,6 +33,10 @@ from dplogs.schema import FIELDS, STORE_SCHEMA, Field, conform, is_list
 Path = tuple[str, ...]
 """A key path into a JSON document; segments may themselves contain dots (``("user.name",)``)."""
 
+MAX_KEYS = 10_000
+"""Keys a JSON line may hold (at any depth); a line with more is quarantined (:data:`TOO_MANY_KEYS`)."""
+TOO_MANY_KEYS = f"more than {MAX_KEYS:,} keys"
+SAMPLE_BYTES = 256 * 1024
 _LENIENT_BELOW = 32  # a failing slice this small is decoded leniently instead of bisected further
 
 
@@ -108,8 +115,11 @@ def _present_keys(candidates: pl.DataFrame, keys: set[str], inferred: pl.Schema 
 
 
 def _sample(candidates: pl.DataFrame) -> bytes:
-    """The first 256 lines, joined: what key screening and type inference look at."""
-    return (candidates.head(256).select(pl.col("text").str.join("\n")).item() or "").encode()
+    """The first 256 lines, joined, up to :data:`SAMPLE_BYTES`: what key screening and type
+    inference look at (inference costs per key, so its input is bounded)."""
+    sizes = candidates.head(256).select(pl.col("text").str.len_bytes().cum_sum()).to_series()
+    n = max(1, int((sizes <= SAMPLE_BYTES).sum()))
+    return (candidates.head(n).select(pl.col("text").str.join("\n")).item() or "").encode()
 
 
 def _infer(sample: bytes) -> pl.Schema | None:
@@ -169,39 +179,6 @@ def _read_arrow(data: bytes, arrow: pa.Schema, schema: Mapping[str, pl.DataType]
     return None if table is None else pl.from_arrow(table).cast(dict(schema))  # type: ignore[union-attr]
 
 
-_ALLOWED_LEAVES = (pl.String(), pl.Int64(), pl.Boolean(), pl.Null())
-
-
-def _read_inferred(data: bytes, paths: Sequence[Path]) -> pl.DataFrame | None:
-    """One String column per path (named by :func:`col_name`) from pyarrow reading all of
-    ``data`` with its own type inference. It sees every key of the chunk, so no key screening is
-    needed. None whenever the polars reader's strings cannot be had exactly this way: types
-    pyarrow cannot unify (or duplicate keys), or a wanted leaf that is a float, list, object or
-    a string pyarrow turned into a timestamp, or a wanted object that is something else."""
-    table = _pyarrow_json(data)
-    if table is None:
-        return None
-    frame: pl.DataFrame = pl.from_arrow(table)  # type: ignore[assignment]
-    columns = []
-    for path in paths:
-        dtype: pl.DataType | None = frame.schema.get(path[0])
-        expr = pl.col(path[0])
-        for seg in path[1:]:
-            if dtype is None:
-                break
-            if not isinstance(dtype, pl.Struct):
-                return None
-            dtype = {f.name: f.dtype for f in dtype.fields}.get(seg)
-            expr = expr.struct.field(seg)
-        if dtype is None:
-            columns.append(pl.lit(None, pl.String()).alias(col_name(path)))
-        elif dtype in _ALLOWED_LEAVES:
-            columns.append(expr.cast(pl.String).alias(col_name(path)))
-        else:
-            return None
-    return frame.select(columns)
-
-
 def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Decode JSON-object lines, keeping only ``paths`` (every leaf as a string: numbers keep their
     JSON text, nested objects where a leaf was expected become their JSON text). ``raw``, the
@@ -237,6 +214,15 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview |
     not_objects = (lines.clear() if all_objects else lines.filter(~object_mask & ~blank)).with_columns(
         reason=pl.lit("not a JSON object")
     )
+    # A key takes at least 5 bytes ('"":0,'), so only lines longer than that many keys are counted
+    # ('"' then ':' counts every key, and more only where such text sits in a value).
+    long = candidates.select(pl.col("text").str.len_bytes() > 5 * MAX_KEYS).to_series().arg_true()
+    if len(long):  # rare: count the keys of those lines only
+        keys = candidates[long].select(pl.col("text").str.count_matches(r'"[ \t\r]*:')).to_series()
+        crowded = pl.Series(np.isin(np.arange(candidates.height), long.filter(keys > MAX_KEYS).to_numpy()))
+        if crowded.any():
+            not_objects = pl.concat([not_objects, candidates.filter(crowded).with_columns(reason=pl.lit(TOO_MANY_KEYS))])
+            candidates = candidates.filter(~crowded)
     @functools.cache
     def narrow() -> tuple[list[Path], dict[str, pl.DataType], pa.Schema | None, list[pl.Expr]]:
         """The wanted paths present in the chunk and the schemas reading just them."""
@@ -267,11 +253,6 @@ def decode_json(lines: pl.DataFrame, paths: Sequence[Path], *, raw: memoryview |
             joined = bytes(raw)  # the same lines, each ended by its own newline (and CR: JSON whitespace)
         else:
             joined = frame.select(text.str.join("\n")).item().encode()
-        if not screened:  # the whole chunk: pyarrow's inference sees every key at once
-            columns = _read_inferred(joined, paths)
-            if columns is not None and columns.height == frame.height:
-                good.append(pl.concat([frame, columns], how="horizontal"))
-                return
         used, schema, arrow, absent = narrow()
         doc = _read_arrow(joined, arrow, schema) if arrow is not None else None
         if doc is None:
@@ -474,7 +455,7 @@ def sample_objects(head: bytes, limit: int = 20) -> list[dict | None]:
     for line in lines[:limit]:
         try:
             doc = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             doc = None
         out.append(doc if isinstance(doc, dict) else None)
     return out

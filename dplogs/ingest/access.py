@@ -181,6 +181,10 @@ _IIS_FIELDS: dict[str, tuple[str, pl.DataType]] = {
     "sc-bytes": ("http.response.body.bytes", pl.Int64()),
     "s-computername": ("host.name", pl.String()),
 }
+_MAX_LAYOUTS = 64
+_MAX_FIELDS_LINE = 4096
+_IIS_READ = frozenset({*_IIS_FIELDS, "date", "time", "cs-uri-stem", "cs-uri-query"})
+"""The W3C fields the parser reads; a #Fields line's other names are skipped."""
 
 
 _IIS_DEFAULT_LAYOUTS = (
@@ -243,7 +247,11 @@ class IIS(LineFormat):
         # A line whose field count contradicts the #Fields in force is read with the IIS default
         # layout of that width, if one exists (Elastic's pipeline matches those layouts).
         n = pl.col("_parts").list.len()
-        headers = frame.get_column("_hdr").drop_nulls().unique(maintain_order=True).to_list()
+        # Real files change #Fields a handful of times and name ~30 fields; each layout costs one
+        # expression branch, so the rest are quarantined (20,000 layouts ran for minutes, 200,000
+        # fields ran out of memory)
+        headers = [h for h in frame.get_column("_hdr").drop_nulls().unique(maintain_order=True).to_list()
+                   if len(h) <= _MAX_FIELDS_LINE][:_MAX_LAYOUTS]
         effective = pl.lit(None, pl.String)
         for hdr in headers:
             effective = pl.when((pl.col("_hdr") == hdr) & (n == len(hdr.split()) - 1)).then(pl.lit(hdr)).otherwise(effective)
@@ -258,7 +266,9 @@ class IIS(LineFormat):
         for hdr in cols.get_column("_eff").drop_nulls().unique(maintain_order=True).to_list():
             names = hdr.removeprefix("#Fields:").split()
             this = pl.col("_eff") == hdr
-            values = {name: pl.col("_parts").list.get(i, null_on_oob=True) for i, name in enumerate(names)}
+            # only the fields read below: a #Fields line naming 200,000 fields made as many columns (OOM)
+            values = {name: pl.col("_parts").list.get(i, null_on_oob=True) for i, name in enumerate(names)
+                      if name in _IIS_READ}
             if "date" in values and "time" in values:
                 values["_datetime"] = pl.format("{} {}", values["date"], values["time"])
             if "cs-uri-stem" in values:
@@ -273,6 +283,9 @@ class IIS(LineFormat):
         reason = (
             pl.when(pl.col("_hdr").is_null() & pl.col("_eff").is_null())
             .then(pl.lit("no #Fields header before line, and its field count is no IIS default layout's"))
+            .when(pl.col("_eff").is_null() & ~pl.col("_hdr").is_in(pl.Series(headers, dtype=pl.String).implode()))
+            .then(pl.lit(f"#Fields line in force is one of more than {_MAX_LAYOUTS} in a chunk or longer than "
+                         f"{_MAX_FIELDS_LINE:,} characters"))
             .when(pl.col("_eff").is_null()).then(pl.lit("field count differs from #Fields"))
             .when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
         )

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import polars as pl
 
+from dplogs.errors import DataError
 from dplogs.ingest import _structured as st
 from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, InputSource, LogFormat, ParsedChunk, register
@@ -128,7 +129,13 @@ class CloudTrail(LogFormat):
 
         with source.open() as stream:
             if _RECORDS.match(source.head):
-                yield _document_chunk(stream.read(), source.name, options)
+                # one JSON document, read whole: bounded like a line (parsing takes ~20x its size)
+                data = stream.read(options.max_line_bytes + 1)
+                if len(data) > options.max_line_bytes:
+                    raise DataError(f"the CloudTrail Records document is longer than {options.max_line_bytes:,} bytes "
+                                    "(--max-line-bytes; parsing it takes about 20 times that in memory); pass "
+                                    "--max-line-bytes N to accept it, or give the records one per line")
+                yield _document_chunk(data, source.name, options)
                 return
             for lines in iter_lines(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
                 yield self.parse_lines(lines, source.name, options)

@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-import blake3
+import numpy as np
 import polars as pl
 
 from dplogs.errors import DataError, UsageError
+from dplogs.escape import visible
 from dplogs.ingest import tails
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
@@ -136,14 +137,8 @@ class TooManyErrors(DataError):
         self.summary = summary
 
 
-def _fingerprint(path: str) -> str:
-    """BLAKE3 of the file's bytes. Cryptographic on purpose: a file whose fingerprint collides
-    with an ingested one is skipped, so a forgeable hash would let an attacker suppress logs."""
-    digest = blake3.blake3()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return "blake3:" + digest.hexdigest()
+CHANGED_WHILE_READ = ("changed while it was read (truncated or rewritten, e.g. by logrotate copytruncate); "
+                      "run ingest again to read it whole")
 
 
 class _KnownHashes:
@@ -240,12 +235,13 @@ def ingest(
             # (e.g. after a bad guess) is allowed; event.hash dedup keeps rows parsed both times once.
             # The file is hashed while its first chunks are parsed; nothing is written before the
             # hash is known.
-            fingerprint = hasher.submit(_fingerprint, opener.path)
+            fingerprint = hasher.submit(opener.fingerprint)
             if progress is not None:
                 progress.begin(source.name, opener.size)
             try:
                 result = _ingest_one(store, fmt, source, options, run_id=run_id, stem=f"{run_id}-{n:05d}", known=known,
                                      is_new=functools.partial(_is_new, seen, fingerprint, fmt),
+                                     as_sniffed=functools.partial(opener.read_as_sniffed, source.head),
                                      on_chunk=None if progress is None else
                                      lambda records, o=opener: progress.update(o.position(), records))
             finally:
@@ -254,9 +250,13 @@ def ingest(
             if result.duplicate_file:
                 results.append(result)
                 continue
-            if opener.errors:
-                result = FileResult(**{**result.__dict__, "problem": "; ".join(opener.errors)})
+            changed = result.problem == CHANGED_WHILE_READ or opener.changed(fingerprint.result())
+            problems = [*opener.errors, *([CHANGED_WHILE_READ] if changed else [])]
+            if problems:
+                result = replace(result, problem="; ".join(problems))
             results.append(result)
+            if changed:  # the bytes the fingerprint names were not all parsed: the next run reads the file again
+                continue
             key = _registry_key(fingerprint, fmt)
             seen[key] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed,
                          **({"first_day": result.span[0], "last_day": result.span[1]} if result.span else {})}
@@ -284,10 +284,12 @@ def _ingest_one(
     stem: str,
     known: tuple[_KnownHashes, _KnownHashes] | None,
     is_new: Callable[[], bool],
+    as_sniffed: Callable[[], bool] = lambda: True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> FileResult:
     """Parse and store one input. ``is_new`` is asked before anything is written: when it says
-    the same bytes were ingested before, parsing stops and nothing is stored. ``known`` (events,
+    the same bytes were ingested before, parsing stops and nothing is stored; so it does when
+    ``as_sniffed`` says the input no longer begins as it did when opened. ``known`` (events,
     quarantine) holds what is stored already; None turns row deduplication off."""
     parsed = quarantined = skipped = duplicates = unattributed = 0
     unit_fields = store.manifest.unit_rule.fields
@@ -300,6 +302,7 @@ def _ingest_one(
     keys = StreamKeys(source.head)
     appendable = tails.appendable(source)
     last_events = None
+    repeats: dict[str, pl.DataFrame] = {}  # identical rows without offsets seen so far (_drop_known)
     quarantine_files: list[Path] = []
     checked = False
     try:
@@ -309,12 +312,15 @@ def _ingest_one(
                 if not is_new():
                     chunks.close()
                     return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
+                if not as_sniffed():
+                    chunks.close()
+                    return FileResult(name=source.name, format=fmt.name, problem=CHANGED_WHILE_READ)
                 if appendable:  # a line torn by an earlier read is removed before it is written whole
                     tails.settle(store, source.path, keys)
             events = keys.key_events(chunk.events) if chunk.events.height else chunk.events
             last_events = events
             if known is not None and events.height:
-                events, dropped = _drop_known(events, known[0])
+                events, dropped = _drop_known(events, known[0], repeats)
                 duplicates += dropped
             if events.height:
                 writer.add(events)
@@ -339,7 +345,8 @@ def _ingest_one(
                 on_chunk(chunk.events.height + chunk.quarantine.height + chunk.skipped)
     except DataError as exc:  # the reader's limits (line length, gzip ratio) do not know the input's name
         message = str(exc)
-        raise DataError(message if message.startswith(source.name) else f"{source.name}: {message}") from exc
+        shown = visible(source.name)  # a file name may hold newlines or escapes: shown inert
+        raise DataError(message if message.startswith(shown) else f"{shown}: {message}") from exc
     if not checked and not is_new():
         return FileResult(name=source.name, format=fmt.name, duplicate_file=True)
     writer.close()
@@ -380,13 +387,46 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions, 
             yield pending.popleft().result()
 
 
-def _drop_known(events: pl.DataFrame, stored: _KnownHashes) -> tuple[pl.DataFrame, int]:
-    """Remove events whose hash is already stored in their day (as of before this input)."""
+_WORDS = ("h0", "h1")
+_HASH_WORDS = [pl.col("event.hash").arr.get(0).alias("h0"), pl.col("event.hash").arr.get(1).alias("h1")]
+
+
+def _drop_known(events: pl.DataFrame, stored: _KnownHashes, repeats: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, int]:
+    """Remove events whose hash is already stored in their day (as of before this input).
+
+    A record with a byte offset is one place of one input, so its hash is stored at most once. A
+    record without one (CSV and Parquet rows, CloudTrail documents, EVTX records) is identified by
+    its content alone, and identical rows are real (two failures in the same second): the k-th
+    occurrence in an input is dropped only when the store holds k of them, so an export that grew
+    by a row identical to earlier ones keeps it. ``repeats`` carries the counts across the
+    input's chunks."""
     # Format the distinct dates only: strftime on every row cost more than the rest of this check.
     days = events.get_column("@timestamp").dt.date().unique().dt.strftime("%Y-%m-%d").to_list()
     known = pl.concat([stored.get(d) for d in days])
     if known.is_empty():
         return events, 0
-    keep = ~events.get_column("event.hash").is_in(known.implode(), nulls_equal=False)
-    kept = events.filter(keep)
+    is_known = events.get_column("event.hash").is_in(known.implode(), nulls_equal=False)
+    by_content = is_known & events.get_column("log.offset").is_null()
+    drop = is_known & ~by_content
+    if by_content.any():
+        drop |= _stored_as_often(events, by_content, known, repeats)
+    kept = events.filter(~drop)
     return kept, events.height - kept.height
+
+
+def _stored_as_often(events: pl.DataFrame, rows: pl.Series, known: pl.Series, repeats: dict[str, pl.DataFrame]) -> pl.Series:
+    """Of the ``rows`` (known hashes without offsets): those whose occurrence in the input so far is
+    below the number of times the store holds their hash."""
+    seen = repeats.get("seen", pl.DataFrame(schema={"h0": pl.UInt64, "h1": pl.UInt64, "n": pl.UInt32}))
+    mine = events.select(_HASH_WORDS).with_row_index("i").filter(rows)
+    if seen.is_empty() and not mine.get_column("h0").is_duplicated().any():  # h0 alone: a superset of repeats
+        # the usual re-read: every such hash once so far, so each is an occurrence the store holds
+        repeats["seen"] = mine.select(*_WORDS, n=pl.lit(1, pl.UInt32))
+        return rows
+    held = (known.to_frame("event.hash").select(_HASH_WORDS).join(mine.select(_WORDS).unique(), on=_WORDS, how="semi")
+            .group_by(_WORDS).len("held"))
+    occurrence = (pl.int_range(pl.len(), dtype=pl.UInt32).over(_WORDS) + pl.col("n").fill_null(0)).alias("k")
+    mine = mine.join(seen, on=_WORDS, how="left").join(held, on=_WORDS, how="left").with_columns(occurrence)
+    repeats["seen"] = (pl.concat([seen, mine.group_by(_WORDS).len("n")]).group_by(_WORDS).agg(pl.col("n").sum()))
+    dropped = mine.filter(pl.col("k") < pl.col("held")).get_column("i")
+    return pl.Series(np.isin(np.arange(events.height), dropped.to_numpy()))

@@ -19,6 +19,7 @@ import gzip
 import io
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import zlib
@@ -28,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import blake3
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, UsageError
+from dplogs.escape import visible
 from dplogs.ingest.base import LINES_SCHEMA, InputSource, LogFormat
 
 SNIFF_BYTES = 64 * 1024
@@ -60,11 +63,16 @@ class _GuardedStream(io.RawIOBase):
         self._errors = errors
         self._name, self._compressed, self._max_ratio = name, compressed, max_ratio
         self._out = 0
+        self._ended = False
+        self.prefix = bytearray()
+        """The first :data:`SNIFF_BYTES` bytes read (:meth:`Opener.read_as_sniffed`)."""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self._ended:  # a stream that failed once stays ended (a reader may ask again after 0)
+            return 0
         try:
             # readinto1: one underlying read, so data decoded before a corrupt tail is not lost; a
             # plain file reads straight into ``buffer`` (no intermediate bytes object to allocate,
@@ -72,12 +80,15 @@ class _GuardedStream(io.RawIOBase):
             got = self._inner.readinto1(buffer)
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             self._errors.append(f"input ends early ({type(exc).__name__}: {exc}); the readable part was ingested")
+            self._ended = True
             return 0
+        if len(self.prefix) < SNIFF_BYTES:
+            self.prefix += memoryview(buffer).cast("B")[:min(got, SNIFF_BYTES - len(self.prefix))]
         if self._compressed is not None:
             self._out += got
             if self._out > GZIP_FREE_BYTES and self._out > self._max_ratio * max(self._compressed.tell(), 1):
                 raise DataError(
-                    f"{self._name}: gzip data expands more than {self._max_ratio:g}x (a decompression bomb?); "
+                    f"{visible(self._name)}: gzip data expands more than {self._max_ratio:g}x (a decompression bomb?); "
                     f"refused after {self._out >> 20} MiB. Pass --max-gzip-ratio N to accept it"
                 )
         return got
@@ -89,10 +100,60 @@ class _GuardedStream(io.RawIOBase):
         super().close()
 
 
+class _Snapshot(io.RawIOBase):
+    """The first ``limit`` bytes of an open file (all of it when ``limit`` is None), hashed as
+    they are read. A log may grow, or be truncated and rewritten (copytruncate), while it is read:
+    reading only the bytes it had when it was first opened keeps every run's view of it one
+    prefix of the file, whose fingerprint (:meth:`Opener.fingerprint`) names exactly what was
+    parsed."""
+
+    def __init__(self, file: BinaryIO, limit: int | None) -> None:
+        self._file, self._limit = file, limit
+        self._done = 0
+        self._digest = blake3.blake3()
+        self.digest: str | None = None
+        """``blake3:HEX`` of the ``limit`` bytes once all were read."""
+        self.shrunk = False
+        """The file ended before ``limit``: it was truncated while being read."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        if self._limit is not None:
+            view = view[:self._limit - self._done]
+        if not len(view):
+            return 0
+        got = self._file.readinto(view) or 0
+        self._digest.update(view[:got])
+        self._done += got
+        if self._limit is not None:
+            if got == 0:
+                self.shrunk = True
+            elif self._done == self._limit:
+                self.digest = "blake3:" + self._digest.hexdigest()
+        return got
+
+    readinto1 = readinto
+
+    def tell(self) -> int:
+        return self._done
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 class Opener:
     """``InputSource.open`` for one file: opens the decompressed byte stream from the start and
     collects read problems (truncated gzip) in :attr:`errors`. ``explicit`` is False for files
-    found by walking a directory, whose unrecognised formats are skipped rather than errors."""
+    found by walking a directory, whose unrecognised formats are skipped rather than errors.
+
+    A regular file is read as it was when the opener was made (its first :attr:`limit` bytes),
+    however it grows meanwhile: its records' hash keys (``dplogs.ingest.streams``) and the
+    fingerprint that marks it ingested then cover exactly the bytes parsed, and what was
+    appended is read by the next run."""
 
     def __init__(self, path: str, *, explicit: bool = True, name: str | None = None,
                  max_gzip_ratio: float = MAX_GZIP_RATIO) -> None:
@@ -101,30 +162,57 @@ class Opener:
         self.name = name or path
         self.max_gzip_ratio = max_gzip_ratio
         self.errors: list[str] = []
-        self._raw: BinaryIO | None = None
+        self._raw: _Snapshot | None = None
+        self._stream: _GuardedStream | None = None
         with open(path, "rb") as f:
             self.gzipped = f.read(2) == _GZIP_MAGIC
+            info = os.fstat(f.fileno())
+        self.limit = info.st_size if stat.S_ISREG(info.st_mode) else None
 
     @property
     def size(self) -> int:
         """Bytes of the file as stored (compressed when gzipped)."""
-        return os.path.getsize(self.path)
+        return self.limit if self.limit is not None else os.path.getsize(self.path)
 
     def position(self) -> int:
         """How far into the stored file the last opened stream has read (for progress displays)."""
-        try:
-            return self._raw.tell() if self._raw is not None else 0
-        except ValueError:  # closed: read to the end
-            return self.size
+        return self._raw.tell() if self._raw is not None else 0
+
+    def fingerprint(self) -> str:
+        """BLAKE3 of the bytes this opener reads. Cryptographic on purpose: a file whose fingerprint
+        collides with an ingested one is skipped, so a forgeable hash would let an attacker
+        suppress logs."""
+        with open(self.path, "rb") as f:
+            snapshot = _Snapshot(f, self.limit)
+            digest = blake3.blake3()
+            while block := snapshot.read(1 << 22):
+                digest.update(block)
+        return "blake3:" + digest.hexdigest()
+
+    def changed(self, fingerprint: str) -> bool:
+        """Whether the file's bytes changed under the last stream read to its end (truncated or
+        rewritten while it was read): then what was parsed is not what ``fingerprint`` names."""
+        raw = self._raw
+        return raw is not None and (raw.shrunk or (raw.digest is not None and raw.digest != fingerprint))
+
+    def read_as_sniffed(self, head: bytes) -> bool:
+        """Whether the last opened stream began, as far as it was read, with ``head`` (the bytes
+        sniffed when the input was opened): not so when the file was truncated and rewritten in
+        between (logrotate copytruncate), and then the records' hash keys, made from ``head``,
+        would not be theirs."""
+        read = bytes(self._stream.prefix) if self._stream is not None else b""
+        n = min(len(read), len(head))
+        return read[:n] == head[:n]
 
     def __call__(self) -> BinaryIO:
-        file = open(self.path, "rb")  # noqa: SIM115  (closed with the stream)
+        file = _Snapshot(open(self.path, "rb"), self.limit)  # noqa: SIM115  (closed with the stream)
         self._raw = file
         if not self.gzipped:
-            stream = _GuardedStream(file, self.errors)
+            stream = _GuardedStream(file, self.errors)  # type: ignore[arg-type]
         else:
             stream = _GuardedStream(gzip.GzipFile(fileobj=file, mode="rb"), self.errors, name=self.name,
-                                    compressed=file, max_ratio=self.max_gzip_ratio)
+                                    compressed=file, max_ratio=self.max_gzip_ratio)  # type: ignore[arg-type]
+        self._stream = stream
         return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[return-value]
 
 
@@ -182,7 +270,7 @@ def open_sources(
                 raise InputNotFound(f"input {str(raw)!r} does not exist; check the path")
             if path.is_dir():
                 if _is_store(path):
-                    raise UsageError(f"{path} is a dplogs store, not an input; name the log files or directories")
+                    raise UsageError(f"{visible(str(path))} is a dplogs store, not an input; name the log files or directories")
                 files = list(_walk(path, notes))
             else:
                 files = [path]
@@ -220,14 +308,14 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     scores = sorted(((fmt.sniff(source.head), name) for name, fmt in registry.items()), reverse=True)
     if not scores or scores[0][0] < MIN_SNIFF_SCORE:
         raise DataError(
-            f"cannot recognise the format of {source.name}: its first lines fit none of dplogs' readers. If it is "
+            f"cannot recognise the format of {visible(source.name)}: its first lines fit none of dplogs' readers. If it is "
             f"one of {', '.join(sorted(registry))}, pass --format NAME; other logs (an Apache error log, an "
             "application's own format) are not read: export them as JSON lines or CSV and map their fields with "
             "--format jsonl|csv --map SRC=ecs.field"
         )
     if len(scores) > 1 and scores[1][0] == scores[0][0]:
         tied = sorted(name for score, name in scores if score == scores[0][0])
-        raise DataError(f"{source.name} could be any of {', '.join(tied)}; pass --format X to choose")
+        raise DataError(f"{visible(source.name)} could be any of {', '.join(tied)}; pass --format X to choose")
     return registry[scores[0][1]]
 
 

@@ -18,7 +18,8 @@ the same bytes before them (up to the first 64 KiB). So
 
 Records without a byte offset (EVTX records, CloudTrail documents, CSV/Parquet rows) carry their
 own identity (record and event ids, every column): identical ones are the same record wherever
-they come from, and their hash is left as the format made it.
+they come from, as many times as one input holds them (``ingest._drop_known``), and their hash is
+left as the format made it.
 
 The key depends on the decompressed head only, which the reader has in hand before parsing
 (``InputSource.head``), so no state is kept between runs.

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 import polars as pl
 import pyarrow as pa
 
+from dplogs.escape import visible
 from dplogs.errors import DataError, UsageError
 from dplogs.ingest import _structured as st
 from dplogs.ingest.base import (
@@ -78,12 +79,24 @@ def _events(batch: pl.DataFrame, first: int, source: str, options: IngestOptions
     return st.chunk(events, rejected, source)
 
 
+MAX_COLUMNS = 10_000
+"""Columns a table may have: every row's raw text is all its columns (its identity and what the
+quarantine keeps), so a wide header made each row cost memory in proportion (200,000 columns:
+2.8 GB and 15 s for one row)."""
+
+
+def _check_width(width: int, name: str, kind: str) -> None:
+    if width > MAX_COLUMNS:
+        raise DataError(f"{visible(name)}: the {kind} table has {width:,} columns, more than {MAX_COLUMNS:,}; "
+                        "export only the columns to map")
+
+
 def _header(head: bytes, name: str) -> list[str]:
     first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
     try:
         return next(csv.reader([first]), [])
     except csv.Error as exc:  # e.g. a bare carriage return inside an unquoted header cell
-        raise DataError(f"{name}: the first line is not a CSV header row ({exc}); "
+        raise DataError(f"{visible(name)}: the first line is not a CSV header row ({exc}); "
                         f"pass the right --format, or fix the header") from None
 
 
@@ -115,6 +128,7 @@ class Csv(LogFormat):
         import pyarrow.csv as pacsv
 
         columns = _header(source.head, source.name)
+        _check_width(len(columns), source.name, "CSV")
         _check_mapping(options, columns, "CSV")
         bad: list[tuple[int | None, str]] = []
 
@@ -123,15 +137,23 @@ class Csv(LogFormat):
             return "skip"
 
         with source.open() as stream:
+            # a row must fit in one block: rows up to --max-line-bytes are read, longer ones refused
+            block = max(1 << 22, options.max_line_bytes + 1)
             reader = pacsv.open_csv(
                 stream,
-                read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
+                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in columns}, strings_can_be_null=False
                 ),
             )
-            yield from self._chunks(reader, bad, source.name, options)
+            try:
+                yield from self._chunks(reader, bad, source.name, options)
+            except pa.ArrowInvalid as exc:
+                if "straddl" not in str(exc):
+                    raise
+                raise DataError(f"{visible(source.name)}: a CSV row is longer than {options.max_line_bytes:,} bytes; "
+                                "pass --max-line-bytes N to accept longer rows") from None
 
     @staticmethod
     def _chunks(batches: Iterable[pa.RecordBatch], bad: list, source: str, options: IngestOptions) -> Iterator[ParsedChunk]:
@@ -175,6 +197,7 @@ class Parquet(LogFormat):
             except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer
                 yield _unreadable(source.name, f"not a readable Parquet file: {exc}")
                 return
+            _check_width(len(table.schema_arrow.names), source.name, "Parquet")
             _check_mapping(options, table.schema_arrow.names, "Parquet")
             seen = 0
             batches = table.iter_batches(batch_size=options.chunk_lines)

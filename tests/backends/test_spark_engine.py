@@ -184,7 +184,8 @@ def test_spark_marks_the_same_rows_protected():
     want = POLICY.mark(df.lazy(), "user.name").collect().sort("event.action")[PROTECTED]
     got = pl.from_arrow(POLICY.mark_spark(SparkBackend().frame(df), "user.name").select("`event.action`", PROTECTED)
                         .toArrow()).sort("event.action")[PROTECTED]
-    assert got.to_list() == want.to_list() == [True, False, False, True, False, False, True, True]
+    # 'Omar.Haddad' from outside: the roster's omar.haddad in another case, a person wherever it is
+    assert got.to_list() == want.to_list() == [True, False, False, True, True, False, True, True]
 
 
 @pytest.mark.parametrize("rule", ["user.name,host.name", "host.name,user.name"])

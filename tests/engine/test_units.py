@@ -165,8 +165,8 @@ def test_a_flood_without_identity_moves_a_count_by_at_most_l0_linf(make_engine):
 
 def test_roster_decides_only_for_units_from_user_name():
     """Chain user.name,host.name with a roster {anna}: root (not on it) is unprotected; a host
-    unit and the shared unit are not accounts, so they stay protected; an outside address still
-    unprotects its row whatever the unit."""
+    unit and the shared unit are not accounts, so they stay protected; an outside address
+    unprotects its row whatever the unit, unless its account is on the roster."""
     policy = Policy(version=1, users=frozenset({"anna"}), networks=("10.0.0.0/8",))
     df = pl.DataFrame({
         "user.name": ["anna", "root", None, None, "anna", None],
@@ -174,12 +174,12 @@ def test_roster_decides_only_for_units_from_user_name():
         "source.ip": ["10.0.0.1", "10.0.0.1", "10.0.0.1", None, "24.151.103.17", "24.151.103.17"],
     })
     got = policy.mark(conform(df.lazy()), CHAIN).collect()[PROTECTED].to_list()
-    assert got == [True, False, True, True, False, False]
+    assert got == [True, False, True, True, True, False]
     # a single-field user.name store keeps today's semantics: null user stays protected
     single = policy.mark(conform(df.lazy()), UnitRule(("user.name",))).collect()[PROTECTED].to_list()
-    assert single == [True, False, True, True, False, False]
+    assert single == [True, False, True, True, True, False]
     host_first = policy.mark(conform(df.lazy()), UnitRule(("host.name", "user.name"))).collect()[PROTECTED].to_list()
-    assert host_first == [True, True, True, True, False, False]  # every account row's unit is its host
+    assert host_first == [True, True, True, True, True, False]  # every account row's unit is its host
     assert "units from other fields and the shared unit stay protected" in policy.describe(CHAIN)["rule"]
 
 

@@ -1,8 +1,8 @@
 """JSON chunks decode the same whichever reader runs.
 
-``decode_json`` is defined by polars' NDJSON reader with every leaf a string. Two pyarrow reads
-run before it when they can: one with pyarrow's own type inference over the whole chunk, then
-one against the types a sample shows. Each result is compared here with polars' alone, on
+``decode_json`` is defined by polars' NDJSON reader with every leaf a string. A pyarrow read
+against the types a sample shows runs before it when it can. Its result is compared here with
+polars' alone, on
 generated lines that mix the types pyarrow takes (strings, integers, booleans) with everything
 that must make it fail or fall back: floats, big and odd numbers, type changes between lines,
 objects and arrays where a leaf is wanted, duplicate keys, escapes and non-ASCII text.
@@ -49,10 +49,8 @@ tame = st.builds(_doc, text.map(json.dumps), text.map(json.dumps), common, st.in
 wild = st.builds(_doc, value, value, value, value, value, st.one_of(st.none(), value), st.booleans(), st.booleans())
 
 
-def _decode(lines: pl.DataFrame, *, inferred: bool = True, typed: bool = True) -> tuple[list, list]:
+def _decode(lines: pl.DataFrame, *, typed: bool = True) -> tuple[list, list]:
     with pytest.MonkeyPatch.context() as m:
-        if not inferred:
-            m.setattr(_structured, "_read_inferred", lambda *_: None)
         if not typed:
             m.setattr(_structured, "_arrow_schema", lambda *_: None)
         decoded, rejected, _ = _structured.decode_json(lines, PATHS)
@@ -63,13 +61,11 @@ def _decode(lines: pl.DataFrame, *, inferred: bool = True, typed: bool = True) -
 @given(docs=st.lists(st.one_of(tame, tame, wild), min_size=1, max_size=12))
 def test_pyarrow_and_polars_readers_agree(docs: list[str]) -> None:
     lines = lines_frame(*docs)
-    reference = _decode(lines, inferred=False, typed=False)
-    assert _decode(lines) == reference
-    assert _decode(lines, inferred=False) == reference
+    assert _decode(lines) == _decode(lines, typed=False)
 
 
 def test_the_pyarrow_readers_run_on_tame_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards the comparison above: on typical lines pyarrow's readers are what runs."""
+    """Guards the comparison above: on typical lines pyarrow's reader is what runs."""
     calls: list[tuple[str, bool]] = []
 
     def spy(name: str):
@@ -82,16 +78,15 @@ def test_the_pyarrow_readers_run_on_tame_lines(monkeypatch: pytest.MonkeyPatch) 
 
         monkeypatch.setattr(_structured, name, wrapped)
 
-    spy("_read_inferred")
     spy("_read_arrow")
     tame_docs = [_doc('"ann"', '"10.0.0.1"', "22", "4625", "true", None, False, False),
                  _doc('"bob"', '"10.0.0.2"', "23", "4624", "null", '"b"', False, False)]
     decoded, _, _ = _structured.decode_json(lines_frame(*tame_docs), PATHS)
-    assert calls == [("_read_inferred", True)]
+    assert calls == [("_read_arrow", True)]
     assert decoded.row(0, named=True)["source/port"] == "22" and decoded.row(0, named=True)["ok"] == "true"
-    calls.clear()  # a mixed list elsewhere defeats inference; the sample's types still read it
+    calls.clear()  # a mixed list in a key not wanted: the sample's types still read the wanted ones
     _structured.decode_json(lines_frame(_doc('"ann"', '"10.0.0.1"', "22", "4625", "true", None, True, False)), PATHS)
-    assert calls == [("_read_inferred", False), ("_read_arrow", True)]
+    assert calls == [("_read_arrow", True)]
     calls.clear()  # port changes from number to string: polars decides
     _structured.decode_json(lines_frame(tame_docs[0], _doc('"b"', '"x"', '"x"', "1", "true", None, True, False)), PATHS)
-    assert calls == [("_read_inferred", False), ("_read_arrow", False)]
+    assert calls == [("_read_arrow", False)]

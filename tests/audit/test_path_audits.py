@@ -306,12 +306,14 @@ def test_time_series_baseline_without_noise_is_caught():
 
 # -- protected policy with a private key: a protected unit on a key unprotected rows also carry -
 
-POLICY = Policy(version=1, users=frozenset({"victim", *(f"u{i}" for i in range(60))}), networks=("10.0.0.0/8",))
+POLICY = Policy(version=1, networks=("10.0.0.0/8",))
+"""Networks only: a roster would keep every row of its people protected wherever they come from,
+and the victim here must have rows of both kinds."""
 
 
 def _policy_store(host: str):
-    """The victim (on the roster) has 5 protected rows on ``host`` and 3 unprotected ones there (from
-    an address outside the networks), which the neighbour keeps. On h-public a scanner's
+    """The victim has 5 protected rows on ``host`` (from inside the networks) and 3 unprotected ones
+    there (from an address outside them), which the neighbour keeps. On h-public a scanner's
     unprotected rows also occur, so h-public is released without selection whoever else is there;
     h-alone nobody else uses. L0 = 1, L∞ = 2."""
     t = dt.datetime(2026, 11, 3, 10, tzinfo=dt.UTC)

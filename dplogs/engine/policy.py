@@ -133,9 +133,8 @@ class Policy:
         rule = UnitRule.parse(unit)
         protected, person = pl.lit(True), pl.lit(False)
         if self.users is not None:
-            names = lf.select(pl.col(ACCOUNT).drop_nulls().unique()).collect().to_series()
-            people = names.filter(names.str.to_lowercase().is_in(pl.Series(self.roster_keys(), dtype=pl.String).implode()))
-            person = pl.col(ACCOUNT).is_in(people.implode()).fill_null(False)
+            keys = pl.Series(self.roster_keys(), dtype=pl.String)
+            person = pl.col(ACCOUNT).str.to_lowercase().is_in(keys.implode()).fill_null(False)
             if ACCOUNT in rule.fields:
                 protected &= ~rule.source(ACCOUNT) | person
         if self.networks is not None:

@@ -11,6 +11,7 @@ import functools
 import importlib
 import importlib.util
 
+from dplogs.errors import QueryError
 from dplogs.ingest.base import REGISTRY, LogFormat
 
 MODULE_OF = {
@@ -31,8 +32,6 @@ any vendor): coverage for a query that names the formats it reads always counts 
 def check_format_names(names: object) -> tuple[str, ...]:
     """``names`` as a tuple of known format names (a query file's ``formats``), else a
     :class:`~dplogs.errors.QueryError` naming the known ones."""
-    from dplogs.errors import QueryError
-
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         raise QueryError(f"`formats` must be a non-empty list of format names, got {names!r}")
     unknown = sorted(set(names) - set(MODULE_OF))

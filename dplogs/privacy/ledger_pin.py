@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dplogs.errors import LedgerError
+from dplogs.errors import LedgerError, StoreWriteError
 from dplogs.files import write_atomic
 
 if TYPE_CHECKING:
@@ -71,4 +71,10 @@ def write(ledger: Ledger, directory: Path) -> None:
     report = ledger.verify()
     if report.problems or not report.head_hash:
         return  # a ledger that does not verify released nothing; its head is no history to pin
-    write_atomic(directory / PIN_NAME, json.dumps({"ledger_id": ledger.identity(), "head_hash": report.head_hash}) + "\n")
+    path = directory / PIN_NAME
+    try:
+        write_atomic(path, json.dumps({"ledger_id": ledger.identity(), "head_hash": report.head_hash}) + "\n")
+    except OSError as exc:  # a full disk or a read-only directory is not a bug: the releases are recorded
+        raise StoreWriteError(f"cannot write the ledger pin {path} ({exc.strerror}); the releases are in the ledger "
+                              "and the report files are written: rerun the same command to pin it (it spends "
+                              "nothing)") from None

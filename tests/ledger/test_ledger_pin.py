@@ -72,3 +72,22 @@ def test_a_catch_up_pins_after_each_period(store, tmp_path):
                                    "--until", "2026-03-04", "--out-dir", str(out)])
     assert res.exit_code == 0, res.output
     assert json.loads((out / PIN_NAME).read_text())["head_hash"] == Ledger.open(store / "ledger.sqlite").verify().head_hash
+
+
+def test_a_pin_that_cannot_be_written_is_an_io_error_not_a_bug(store, tmp_path, monkeypatch):
+    """A full disk after the report files were written: exit 74 saying so (was 70, 'a bug')."""
+    from dplogs.privacy import ledger_pin
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ledger_pin, "write_atomic", full)
+    out = tmp_path / "reports"
+    res = _report(store, out, "2026-03-01")
+    assert res.exit_code == 74, res.output
+    assert "cannot write the ledger pin" in res.output and "No space left" in res.output
+    assert list(out.glob("nightly-soc-2026-03-01.*")) and not (out / PIN_NAME).exists()
+    monkeypatch.undo()  # the rerun replays, spends nothing, and pins
+    entries = len(Ledger.open(store / "ledger.sqlite").history())
+    assert _report(store, out, "2026-03-01").exit_code == 0 and (out / PIN_NAME).exists()
+    assert len(Ledger.open(store / "ledger.sqlite").history()) == entries

@@ -147,7 +147,9 @@ def test_peer_baseline_with_the_victim_at_every_cap_stays_within_the_claim():
     for statistic, what in ((None, "projection"), (corner(exact_d, exact_d_prime), "corner")):
         r = audit_outputs(on_d, on_d_prime, claimed_epsilon=1.0, statistic=statistic, name=f"peer baseline ({what})")
         assert_within_claim(r)
-    assert r.epsilon_lb >= 0.5, r.summary()  # 0.67 measured: the corner of four cells is a rare event
+    # power: the corner of four cells is a rare event, so its bound spreads: 0.704 ± 0.055 over 12
+    # audits (min 0.642), and CI saw 0.49 once against a floor of 0.5; 0.4 is > 5 sd below the mean
+    assert r.epsilon_lb >= 0.4, r.summary()
 
 
 def test_peer_baseline_charged_for_one_row_per_unit_is_caught():

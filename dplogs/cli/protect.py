@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from dplogs.engine.policy import load, read_roster, save
+from dplogs.engine.policy import check_recorded, load, read_roster, save
 from dplogs.errors import UsageError
 from dplogs.ingest.store import Store
+from dplogs.privacy.ledger import open_store_ledger
 
 
 @click.command()
@@ -48,6 +49,12 @@ def protect(store_path: str, users_file: str | None, networks: str | None, show:
             click.echo(f"roster: {len(p.users)} accounts are people (rows of other accounts are unprotected)")
         if p.networks is not None:
             click.echo(f"networks: {', '.join(p.networks)} (rows from other source addresses are unprotected)")
+        if store.ledger_path.exists():  # a policy changed by hand is shown, then refused as releases refuse it
+            ledger = open_store_ledger(store, create=False, store_id=store.identity)
+            try:
+                check_recorded(p, ledger.protection(), store.path)
+            finally:
+                ledger.close()
         return
     if clear:
         if users_file or networks:

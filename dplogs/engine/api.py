@@ -46,6 +46,7 @@ from dplogs.engine.explain import Explanation, explain
 from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
 from dplogs.engine.planner import Plan, check_defaults, plan_query
 from dplogs.engine.policy import Policy
+from dplogs.engine.policy import check_recorded
 from dplogs.engine.policy import load as load_policy
 from dplogs.engine.queryfile import load_query_file, parse_bins
 from dplogs.engine.release import Release
@@ -263,7 +264,13 @@ class Engine:
             from dplogs.privacy.ledger import Ledger, open_store_ledger
 
             if self._ledger_store is not None:
-                self._ledger = open_store_ledger(self._ledger_store, create=True, store_id=self._ledger_store.identity)
+                ledger = open_store_ledger(self._ledger_store, create=True, store_id=self._ledger_store.identity)
+                try:
+                    check_recorded(self.policy, ledger.protection(), self._ledger_store.path)
+                except BaseException:
+                    ledger.close()
+                    raise
+                self._ledger = ledger
             else:  # a standalone ledger file (Engine.from_spark(..., ledger=PATH))
                 self._ledger = Ledger.open(self._ledger_path, create=True)
             self._opened_ledger = self._ledger

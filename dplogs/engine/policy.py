@@ -24,7 +24,10 @@ protected rows of every unit: personalised DP with ε = ∞ for what the policy 
 (docs/privacy.md). The default policy (no file) protects everything.
 
 Policies are versioned in ``STORE/policy/``: ``vN.json`` files are never rewritten, ``current``
-names the one in force, and every release records the version and digest it ran under.
+names the one in force, and every release records the version and digest it ran under. The
+store's budget ledger seals the version and digest ``dplogs protect`` last wrote
+(:func:`check_recorded`): a policy file edited, replaced or rolled back by hand, even into a
+well-formed policy that unprotects more rows, releases nothing.
 
 >>> p = Policy(version=1, users=frozenset({"anna"}), networks=("10.0.0.0/8",))
 >>> p.address_protected("10.1.2.3"), p.address_protected("24.151.103.17"), p.address_protected("not an ip")
@@ -47,7 +50,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from dplogs.errors import DataError, InputNotFound, StoreError, UsageError
+from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, UsageError
 from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
 
@@ -253,11 +256,47 @@ def _strings(data: dict[str, Any], key: str) -> list[str] | None:
     return value
 
 
+def check_recorded(policy: Policy, recorded: tuple[int, str] | None, store_path: str | os.PathLike[str]) -> None:
+    """Refuse to release under ``policy`` unless it is the one ``dplogs protect`` recorded in the
+    store's budget ledger (``recorded``: (version, digest), None when it recorded none): the
+    policy decides which rows are aggregated exactly, so a file changed by hand must not decide
+    it. A store with no policy and none recorded protects everything."""
+    if recorded is None and policy.version == 0:
+        return
+    if recorded == (policy.version, policy.digest):
+        return
+    said = "none" if recorded is None else f"version {recorded[0]} (digest {recorded[1]})"
+    raise StoreDamaged(
+        f"the protection policy in {Path(store_path) / _POLICY_DIR} (version {policy.version}, digest "
+        f"{policy.digest}) is not the one `dplogs protect` recorded in the store's budget ledger ({said}): it "
+        "was edited, replaced or rolled back outside `dplogs protect`, or set by a dplogs that did not record "
+        "policies. Nothing was released or charged. Check who changed it, then set the policy you mean with "
+        f"`dplogs protect --store {store_path}`"
+    )
+
+
 def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
-    """Write a new policy version and make it current (older versions stay for the record)."""
+    """Write a new policy version, make it current (older versions stay for the record) and seal
+    it in the store's budget ledger (:func:`check_recorded`). The ledger is opened and checked
+    first, so a refused ledger changes nothing; a crash between the files and the seal leaves a
+    policy that releases nothing until ``dplogs protect`` runs again."""
+    from dplogs.ingest.store import Store  # the store format is owned by ingest
+    from dplogs.privacy.ledger import open_store_ledger
+
     for n in networks or ():
         parse_network(n)
-    folder = Path(store_path) / _POLICY_DIR
+    store = Store.open(store_path)
+    ledger = open_store_ledger(store, create=True, store_id=store.identity)
+    try:
+        policy = _write(store.path, users=users, networks=networks)
+        ledger.record_protection(policy.version, policy.digest)
+    finally:
+        ledger.close()
+    return policy
+
+
+def _write(store_path: Path, *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
+    folder = store_path / _POLICY_DIR
     folder.mkdir(exist_ok=True)
     # after the newest version on disk, not the one in force: a damaged policy is replaced this way
     version = 1 + _newest_version(folder)

@@ -422,6 +422,25 @@ class Ledger:
             self._meta("ledger_id"), int(self._meta("entry_count") or 0), self._meta("head_hash") or _GENESIS),
             replace_unreadable=True)
 
+    def record_protection(self, version: int, digest: str) -> None:
+        """Seal the store's protection policy in force (``dplogs protect`` writes it, then records
+        it here): :meth:`protection` is what a release may run under, so a policy file edited,
+        replaced or rolled back by hand (say, networks widened to every address) no longer matches
+        and is refused (:func:`dplogs.engine.policy.check_recorded`)."""
+        with self._tx("record the protection policy in") as c:
+            self._guard(c)  # never launder a forgery into a new seal
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('protection', ?)",
+                      (_canonical({"version": int(version), "digest": str(digest)}),))
+            self._seal_state(c)
+
+    def protection(self) -> tuple[int, str] | None:
+        """The protection policy ``dplogs protect`` last recorded: (version, digest), or None."""
+        text = self._read("SELECT value FROM meta WHERE key = 'protection'")
+        if not text:
+            return None
+        doc = json.loads(text[0][0])
+        return int(doc["version"]), str(doc["digest"])
+
     def head_record_reset(self) -> str | None:
         """When the head record was last rewritten by :meth:`reset_head_record` (and what it was)."""
         return self._meta("head_record_reset")
@@ -801,8 +820,9 @@ class Ledger:
             return ["the ledger's write counter or its triggers were removed"]
         problems = []
         if self._meta("state_seal") != _state_seal(c):
-            problems.append("the ledger was changed outside dplogs: its entries, entry count, head hash, "
-                            "caps, window policy or store id no longer match the seal of dplogs' last write")
+            problems.append("the ledger was changed outside dplogs: its entries, entry count, head hash, caps, "
+                            "window policy, store id or recorded protection policy no longer match the seal of "
+                            "dplogs' last write")
         count = int(self._meta("entry_count") or 0)
         last = c.execute(f"SELECT {_ENTRY_COLUMNS}, seal FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         if last is None:
@@ -955,10 +975,12 @@ def _entry_problems(e: Entry, payload_text: str | None, seal: str) -> list[str]:
 
 def _state_seal(c: sqlite3.Connection) -> str:
     """SHA-256 of everything the O(1) check trusts: the write counter (which triggers bump on every
-    change to entries), entry count, head hash, caps hash, window policy and store id."""
+    change to entries), entry count, head hash, caps hash, window policy, store id and the recorded
+    protection policy (absent keys are left out, so a ledger's seal from before a key existed holds)."""
     writes = c.execute("SELECT n FROM writes").fetchall()
     meta = dict(c.execute("SELECT key, value FROM meta WHERE key IN "
-                          "('entry_count', 'head_hash', 'caps_hash', 'window_policy', 'store_id', 'anchored')").fetchall())
+                          "('entry_count', 'head_hash', 'caps_hash', 'window_policy', 'store_id', 'anchored', "
+                          "'protection')").fetchall())
     return _sha("dplogs ledger state\n" + _canonical([[w[0] for w in writes], meta]))
 
 

@@ -16,7 +16,8 @@ from dplogs.engine import Aggregation, time_bucket
 from dplogs.engine import execute
 from dplogs.engine.api import Engine
 from dplogs.engine.policy import Policy, load, read_roster, save
-from dplogs.errors import DataError, InputNotFound, UsageError
+from dplogs.errors import DataError, InputNotFound, StoreDamaged, UsageError
+from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.testing import exact_mode
 from dplogs.schema import conform
 from tests.audit.audit_paths import assert_within_claim
@@ -137,7 +138,7 @@ def test_protect_cli_versions_the_policy_and_charges_nothing(sample_store, tmp_p
 
     store = tmp_path / "st"
     shutil.copytree(sample_store, store)
-    ledger = (store / "ledger.sqlite").read_bytes()
+    entries = len(Ledger.open(store / "ledger.sqlite").history())
     roster = tmp_path / "people.txt"
     roster.write_text("anna.ito\nbob.smith\n")
     run = CliRunner().invoke
@@ -151,7 +152,86 @@ def test_protect_cli_versions_the_policy_and_charges_nothing(sample_store, tmp_p
     assert "anna.ito" not in shown.output  # the roster is not printed
     save(store, users=None, networks=("10.0.0.0/8",))
     assert load(store).version == 2 and (store / "policy" / "v1.json").exists()
-    assert (store / "ledger.sqlite").read_bytes() == ledger
+    ledger = Ledger.open(store / "ledger.sqlite")
+    assert len(ledger.history()) == entries and ledger.verify().ok  # nothing charged
+    assert ledger.protection() == (2, load(store).digest)  # the version in force is sealed in the ledger
+
+
+def _failed_logins(store) -> int:
+    return CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", FAILURES, "--epsilon", "0.5",
+                                    "--start", "2024-03-01", "--end", "2024-03-31"]).exit_code
+
+
+FAILURES = "SELECT source.ip, COUNT(*) FROM logs WHERE event.outcome = 'failure' GROUP BY source.ip"
+
+
+@pytest.mark.parametrize("tamper", ["widened by hand", "rolled back", "policy deleted", "a new version by hand"])
+def test_a_policy_changed_outside_protect_releases_nothing(sample_store, tmp_path, tamper):
+    """A well-formed policy edited by hand (every address made outside the networks, so every
+    source address would be released exactly), put back to an older version, deleted or written
+    as a new version is not the one `dplogs protect` sealed in the ledger: refused (74) before
+    anything is charged, also by `protect --show`; `dplogs protect` again puts it right."""
+    import json
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    run = CliRunner().invoke
+    assert run(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    assert run(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8,192.168.0.0/16"]).exit_code == 0
+    folder = store / "policy"
+    if tamper == "widened by hand":
+        doc = json.loads((folder / "v2.json").read_text())
+        doc["networks"] = ["203.0.113.0/32"]  # nearly every address is now 'outside'
+        (folder / "v2.json").write_text(json.dumps(doc))
+    elif tamper == "rolled back":
+        (folder / "v2.json").unlink()
+        (folder / "current").write_text("1")
+    elif tamper == "policy deleted":
+        shutil.rmtree(folder)
+    else:
+        doc = json.loads((folder / "v2.json").read_text())
+        (folder / "v3.json").write_text(json.dumps({**doc, "version": 3, "networks": ["203.0.113.0/32"]}))
+        (folder / "current").write_text("3")
+    ledger = Ledger.open(store / "ledger.sqlite")
+    before = len(ledger.history())
+    assert _failed_logins(store) == 74
+    shown = run(cli, ["protect", "--store", str(store), "--show"])
+    assert shown.exit_code == 74 and "not the one `dplogs protect` recorded" in shown.output
+    with pytest.raises(StoreDamaged, match="edited, replaced or rolled back"):
+        Engine.open(store).sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.5).release(caller="t")
+    assert len(ledger.history()) == before  # nothing charged
+    assert run(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    assert _failed_logins(store) == 0 and len(ledger.history()) == before + 1
+
+
+def test_the_recorded_policy_is_sealed_in_the_ledger(sample_store, tmp_path):
+    """Rewriting the ledger's record of the policy to match a hand-edited file breaks the ledger's
+    seal: the ledger itself is refused."""
+    import shutil
+    import sqlite3
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    with sqlite3.connect(store / "ledger.sqlite") as c:
+        c.execute("UPDATE meta SET value = '{\"digest\":\"0\",\"version\":1}' WHERE key = 'protection'")
+    assert _failed_logins(store) == 74
+    assert not Ledger.open(store / "ledger.sqlite").verify().ok
+
+
+def test_a_policy_the_ledger_never_recorded_is_refused_until_protect_runs(sample_store, tmp_path):
+    """A policy written without its ledger record (by hand, or by a dplogs before the record) is refused."""
+    import shutil
+
+    from dplogs.engine.policy import _write
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    _write(store, users=None, networks=("10.0.0.0/8",))
+    assert _failed_logins(store) == 74
+    assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    assert _failed_logins(store) == 0
 
 
 def test_bound_choice_profiles_only_protected_rows(make_engine):

@@ -235,6 +235,10 @@ class Plan:
                 f"a bound only once at least about {self.chosen['sees_tails_of']} of them share one power-of-two bin, so fewer "
                 f"heavy {self.unit}s are cut unseen and the values may be far below the truth; give the bound "
                 "if you know it."
+                + ("" if self.policy is not None and not self.policy.protects_everything else
+                   " If the heaviest are no one's (root, service accounts, names an attacker guessed, outside "
+                   "addresses), declare who the people are with `dplogs protect`: rows it leaves unprotected are "
+                   "counted exactly, without bounds.")
             )
         parts.append("Noisy counts may be negative; they are left unbiased rather than clipped.")
         return " ".join(parts)

@@ -117,6 +117,8 @@ def test_release_charges_one_composed_loss_and_discloses_the_choice(make_engine)
     assert choice["sees_tails_of"] == plan_choice(choice["bounds"], mechanism="laplace", epsilon=0.3,
                                                   candidates=days).visible_tail() > 10
     assert f"at least about {choice['sees_tails_of']} of them share one power-of-two bin" in rel.privacy["bias_note"]
+    # with every row protected, the note points at the policy: heavy non-persons are then counted exactly
+    assert "`dplogs protect`" in rel.privacy["bias_note"]
     json.dumps(rel.privacy)  # the disclosure is JSON-ready
 
 

@@ -81,6 +81,21 @@ def test_exact_part_equals_a_plain_group_by_of_unprotected_rows(make_engine):
     assert rel.privacy["protection"]["version"] == 1 and "outside 10.0.0.0/8" in rel.privacy["protection"]["rule"]
 
 
+def test_the_bias_note_points_at_the_policy_only_while_everything_is_protected(make_engine):
+    """A chosen bound that cuts heavy units unseen: the note suggests `dplogs protect` (root and
+    guessed names are then counted exactly) only on a store without a policy."""
+    notes = []
+    for policy in (None, POLICY):
+        eng = make_engine(frame())
+        if policy is not None:
+            eng.policy = policy
+        with exact_mode():
+            rel = eng.build(Aggregation.count(), epsilon=1.0, start="2026-11-01", end="2026-12-01").release(caller="t")
+        assert "chosen from the data with DP" in rel.privacy["bias_note"]
+        notes.append("`dplogs protect`" in rel.privacy["bias_note"])
+    assert notes == [True, False]
+
+
 def test_protected_part_matches_the_release_without_a_policy(make_engine):
     df = frame()
     eng = make_engine(df.filter(protected_mask(df)))

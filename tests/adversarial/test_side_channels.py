@@ -65,6 +65,11 @@ PATHS = {
                           ("clamp", "heavy"), True),
     "quantile": (q("SELECT QUANTILE(http.response.body.bytes, 0.5) AS med FROM logs", *WINDOW, *BOUNDS, *CLAMP),
                  ("clamp",), False),
+    "quantiles, chosen clamp": (q("SELECT QUANTILE(http.response.body.bytes, 0.5) AS med, "
+                                  "QUANTILE(http.response.body.bytes, 0.9) AS p90 FROM logs", *WINDOW, *BOUNDS),
+                                ("clamp", "heavy"), True),
+    "count by the unit's own field": (q("SELECT user.name, COUNT(*) AS n FROM logs GROUP BY user.name", *WINDOW,
+                                        *BOUNDS, "--delta", "1e-6"), ("winner", SHARED), False),
     "histogram": (q("SELECT HISTOGRAM(http.response.body.bytes) AS h FROM logs", *WINDOW, *BOUNDS, *CLAMP),
                   ("clamp", SHARED), False),
     "ratio per day": (
@@ -103,6 +108,12 @@ def pair(tmp_path_factory) -> Pair:
     return Pair(tmp_path_factory.mktemp("sidechannel"), world())
 
 
+@pytest.fixture(scope="module")
+def protected(tmp_path_factory) -> Pair:
+    """The same world under a policy: the people are on a roster, 10.0.0.0/8 is the organisation."""
+    return Pair(tmp_path_factory.mktemp("protected"), world(), policy=True)
+
+
 def window_of(victim: str):
     return APRIL if victim == "april" else MARCH
 
@@ -126,6 +137,31 @@ def test_release_shows_nothing_of_one_unit_but_noisy_values(pair, path, victim):
     assert a.stderr == b.stderr  # counts of cells, warnings, notes: nothing on stderr is a noisy value
     if a.exit_code == 0:
         assert_same(mask_release(a.json(), chosen_bounds=chosen), mask_release(b.json(), chosen_bounds=chosen), path)
+
+
+PROTECTED_PATHS = {
+    "count": q("SELECT COUNT(*) FROM logs WHERE event.outcome = 'failure'", *WINDOW, *BOUNDS),
+    "private source addresses": q("SELECT source.ip, COUNT(*) AS n FROM logs WHERE event.outcome = 'failure' "
+                                  "GROUP BY source.ip", *WINDOW, "--max-groups", "1", "--max-rows-per-group", "2",
+                                  "--delta", "1e-6"),
+    "failed_logins_by_source_hour.toml": ["query", str(REPO / "queries/failed_logins_by_source_hour.toml"), "--store",
+                                          "{store}", *WINDOW, "--format", "json"],
+    "top_attacked_accounts.toml": ["query", str(REPO / "queries/top_attacked_accounts.toml"), "--store", "{store}",
+                                   *WINDOW, "--format", "json"],
+}
+
+
+@pytest.mark.parametrize("path", list(PROTECTED_PATHS))
+@pytest.mark.parametrize("victim", ["outside", SHARED])
+def test_protected_store_shows_nothing_of_one_unit(protected, path, victim):
+    """``outside`` is a roster person who also fails to log in from outside the networks: its
+    protected rows go, and the unprotected part (exact) must not tell the difference either."""
+    args = PROTECTED_PATHS[path]
+    a = observe(protected.store(None), *args)
+    b = observe(protected.store(victim), *args)
+    assert_same_run(a, b)
+    assert a.stderr == b.stderr
+    assert_same(mask_release(a.json()), mask_release(b.json()), path)
 
 
 @pytest.mark.parametrize("victim", ["heavy", "lonely"])

@@ -292,6 +292,17 @@ def test_train_discloses_nothing_of_one_unit(models):
     assert_same(card_a, card_b, "the model card")
 
 
+def test_autoencoder_training_discloses_nothing_of_one_unit(pair, tmp_path):
+    """Its batch settings come from a DP count of units, its warnings from a DP histogram total: the
+    same words and settings on both sides, numbers masked (noise off, they are the true counts)."""
+    args = ["train", "--store", "{store}", "--detector", "autoencoder", "--epsilon", "4", "--delta", "1e-6", *WINDOW,
+            "--steps", "20", "--output", "{out}/model.json"]
+    a, b = (observe(pair.store(v), *args, out=tmp_path / side) for side, v in (("D", None), ("E", "heavy")))
+    assert_same_run(a, b)
+    assert "batch settings from a DP count" in a.stderr
+    assert_same(_card(json.loads(a.files["model.json"])), _card(json.loads(b.files["model.json"])), "the model card")
+
+
 def _card(model: dict) -> dict:
     """A model file's structure and card: weights, centroids and DP histograms are noisy values;
     their shapes, the bounds, the accountant and every setting are not."""

@@ -47,6 +47,23 @@ def _parse_time_range(value: str) -> tuple[dt.datetime, dt.datetime]:
         raise UsageError(f"--time-range {value!r} is not START:END; write it like --time-range 2000-01-01:2030-01-01") from None
 
 
+def _parse_covers(value: str | None) -> tuple[dt.date, dt.date] | None:
+    """``--covers START:END`` (END excluded) as the days ``[START, END - 1]``."""
+    if value is None:
+        return None
+    start, sep, end = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        first, after = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError:
+        raise UsageError(f"--covers {value!r} is not START:END (days, END excluded); write it like "
+                         "--covers 2024-03-11:2024-03-12") from None
+    if not first < after:
+        raise UsageError(f"--covers {value!r} covers no day: END must come after START (END is excluded)")
+    return first, after - dt.timedelta(days=1)
+
+
 def shown(text: str) -> str:
     """``text`` (a path, an error) safe to print through rich: markup such as ``[/]`` escaped and
     control characters made visible, since file names are not trusted."""
@@ -148,6 +165,11 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
                    "still written first).")
 @click.option("--time-range", default="1970-01-01:2100-01-01", show_default=True, metavar="START:END",
               help="Plausible event times (UTC, END excluded); records stamped outside are quarantined.")
+@click.option("--covers", default=None, metavar="START:END",
+              help="Declare the UTC days these inputs cover (END excluded), recorded as their coverage "
+                   "instead of the days of their first and last event, so what is refused for lack of "
+                   "logs depends on no one's events (docs/privacy.md); e.g. a nightly job's --covers "
+                   "2024-03-11:2024-03-12. A declared day without events counts as covered.")
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=16 * 1024 * 1024, show_default=True,
               help="Longest accepted line; a longer one stops the run with status 65 (bounds memory).")
 @click.option("--max-gzip-ratio", type=click.FloatRange(min=1), default=200, show_default=True,
@@ -156,7 +178,7 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress display (there is none anyway when stderr is not a terminal).")
 def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed, budget_window, maps, max_errors, time_range,
-           max_line_bytes, max_gzip_ratio, quiet) -> None:
+           covers, max_line_bytes, max_gzip_ratio, quiet) -> None:
     """Parse log files into an ECS-normalised Parquet store.
 
     PATHS are files, directories (read recursively) or - for stdin; gzip is detected from content.
@@ -171,7 +193,8 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
     """
     try:
         options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps), time_range=_parse_time_range(time_range),
-                                max_line_bytes=max_line_bytes, max_gzip_ratio=max_gzip_ratio)
+                                covers=_parse_covers(covers), max_line_bytes=max_line_bytes,
+                                max_gzip_ratio=max_gzip_ratio)
     except ValueError as exc:
         raise UsageError(f"{exc}; fix the option value") from exc
     _check_tz(tz)

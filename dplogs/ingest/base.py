@@ -56,12 +56,18 @@ class IngestOptions:
     """Longest accepted line; a longer one makes the input an error (memory stays bounded)."""
     max_gzip_ratio: float = 200
     """Gzip input expanding more than this many times (past 1 MiB) is refused as a bomb."""
+    covers: tuple[dt.date, dt.date] | None = None
+    """The UTC days ``[first, last]`` the operator declares the inputs cover (``--covers``), recorded
+    as their coverage instead of the days of their first and last event, so coverage depends on
+    no one's events (docs/privacy.md, "Public store metadata"). None: derived from the events."""
 
     def __post_init__(self) -> None:
         if self.chunk_lines < 1:
             raise ValueError("chunk_lines must be positive")
         if self.year is not None and not 1970 <= self.year <= 2200:
             raise ValueError(f"year {self.year} is out of range 1970..2200")
+        if self.covers is not None and not self.covers[0] <= self.covers[1]:
+            raise ValueError(f"the declared coverage {self.covers[0]}..{self.covers[1]} ends before it begins")
         start, end = self.time_range
         if start.tzinfo is None or end.tzinfo is None or not start < end:
             raise ValueError(f"time range {start}..{end} must be two zoned times, the start before the end")

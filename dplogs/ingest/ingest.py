@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -259,7 +259,7 @@ def ingest(
                 continue
             key = _registry_key(fingerprint, fmt)
             seen[key] = {"name": source.name, "format": fmt.name, "run_id": run_id, "rows": result.parsed,
-                         **({"first_day": result.span[0], "last_day": result.span[1]} if result.span else {})}
+                         **_coverage_record(result.span, options.covers)}
             store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
     for note in (unattributed_note(summary, store.manifest.unit_rule), guessed_year_note(summary, options)):
@@ -430,3 +430,12 @@ def _stored_as_often(events: pl.DataFrame, rows: pl.Series, known: pl.Series, re
     repeats["seen"] = (pl.concat([seen, mine.group_by(_WORDS).len("n")]).group_by(_WORDS).agg(pl.col("n").sum()))
     dropped = mine.filter(pl.col("k") < pl.col("held")).get_column("i")
     return pl.Series(np.isin(np.arange(events.height), dropped.to_numpy()))
+
+
+def _coverage_record(span: tuple[str, str] | None, covers: tuple[dt.date, dt.date] | None) -> dict[str, Any]:
+    """An input's coverage in its registry record: the days the operator declared (``--covers``;
+    such an input covers them even with no events: a quiet night is covered, not missing), else
+    the days of its first and last event."""
+    if covers is not None:
+        return {"first_day": covers[0].isoformat(), "last_day": covers[1].isoformat(), "declared": True}
+    return {"first_day": span[0], "last_day": span[1]} if span else {}

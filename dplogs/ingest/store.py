@@ -533,8 +533,8 @@ class Store:
 
     def coverage(self, formats: Collection[str] | None = None) -> list[tuple[dt.date, dt.date]] | None:
         """The store's coverage: merged day spans ``[first, last]`` (both included) from the first
-        to the last event of each ingested input. Coarse public metadata (docs/privacy.md): days
-        without events inside a span count as covered. None when the store cannot tell: some input
+        to the last event of each ingested input, or the days its ingest declared (``--covers``).
+        Coarse public metadata (docs/privacy.md): days without events inside a span count as covered. None when the store cannot tell: some input
         predates coverage records, or events were written without ``dplogs ingest``. A store with
         no events at all covers nothing (``[]``).
 
@@ -548,7 +548,7 @@ class Store:
             # at all (a first ingest that recognised nothing) is known to cover nothing
             return [] if not self.event_files() else None
         for record in records.values():
-            if record.get("rows", 0) == 0:
+            if record.get("rows", 0) == 0 and record.get("declared") is not True:
                 continue
             fmt = record.get("format")
             if formats is not None and isinstance(fmt, str) and fmt not in formats and fmt not in CARRY_ANY:

@@ -126,16 +126,17 @@ def invoke(*args: object):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def build_store(path: Path, events: list[Event], *, policy: bool = False) -> Path:
+def build_store(path: Path, events: list[Event], *, policy: bool = False, covers: str | None = None) -> Path:
     """A store at ``path`` from ``events`` through the real CLI, with generous caps; with ``policy``,
-    the crowd and the victims are declared people and 10.0.0.0/8 the organisation's network."""
+    the crowd and the victims are declared people and 10.0.0.0/8 the organisation's network; with
+    ``covers``, the ingest declares the days the logs cover (``--covers``)."""
     logs = path.parent / f"{path.name}-logs"
     logs.mkdir(parents=True)
     files = []
     for name, text in render(events).items():
         (logs / name).write_text(text)
         files.append(logs / name)
-    res = invoke("ingest", "--store", path, "--year", "2024", "--quiet", *files)
+    res = invoke("ingest", "--store", path, "--year", "2024", "--quiet", *(["--covers", covers] if covers else []), *files)
     assert res.exit_code == 0, res.output
     res = invoke("budget", "set", "--store", path, "--epsilon", 1e6, "--delta", 0.5)
     assert res.exit_code == 0, res.output
@@ -154,6 +155,7 @@ class Pair:
     root: Path
     events: list[Event]
     policy: bool = False
+    covers: str | None = None
     stores: dict[str, Path] = field(default_factory=dict)
 
     def store(self, victim: str | None, window=MARCH) -> Path:
@@ -161,7 +163,7 @@ class Pair:
         if key not in self.stores:
             events = self.events if victim is None else neighbour(self.events, victim, window)
             assert victim is None or len(events) < len(self.events), f"{victim} has no rows in {window}"
-            self.stores[key] = build_store(self.root / key, events, policy=self.policy)
+            self.stores[key] = build_store(self.root / key, events, policy=self.policy, covers=self.covers)
         return self.stores[key]
 
 

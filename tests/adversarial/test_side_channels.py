@@ -377,54 +377,60 @@ def test_runtime_does_not_tell_a_unit_apart(pair):
         assert 0.2 < times["D"] / times["E"] < 5, (victim, times)
 
 
-# --- coverage: declared public, but its span edges can be one unit's data --------------------------
+# --- coverage: derived from events by default (public, edges can be one unit's), or declared -------
 
-COVERAGE_LEAK = ("FINDING (design): an input's coverage span runs from its first to its last event, so when one unit "
-                 "holds an input's first or last day (or one stray record far before or after the rest) the span edge "
-                 "is that unit's data; what is refused (exit 64), the disclosed store_spans/covered_days and the "
-                 "default window follow it. Needs coverage that no single unit decides (operator-declared spans, or "
-                 "DP span edges charged at ingest): docs/privacy.md, 'Public store metadata'")
+DECLARED = "2024-03-01:2024-05-01"  # what the operator's ingest says the logs cover (--covers)
+JUNE_2019 = (dt.datetime(2019, 6, 1, tzinfo=dt.UTC), dt.datetime(2019, 7, 1, tzinfo=dt.UTC))
 
 
-@pytest.mark.xfail(strict=True, reason=COVERAGE_LEAK)
-def test_a_query_file_with_formats_is_not_refused_because_one_unit_left(pair):
-    """``april`` alone has auth events in April; the web log covers April through the crowd. A
-    query file that reads syslog only is answered on D and refused on D' (exit 64)."""
-    args = ["query", str(REPO / "queries/top_attacked_accounts.toml"), "--store", "{store}", "--start", "2024-04-01",
-            "--end", "2024-05-01", "--format", "json"]
-    a, b = (observe(s, *args) for s in (pair.store(None), pair.store("april", APRIL)))
-    assert (a.exit_code, b.exit_code) == (0, 0), (a.stderr, b.stderr)
-    assert_same(mask_release(a.json()), mask_release(b.json()), "the release")
-
-
-@pytest.fixture(scope="module")
-def stray_pair(tmp_path_factory) -> Pair:
+def stray_world() -> list[Event]:
     """The world plus one stray web request of ``stray`` on 2019-06-03 and one of ``late`` on
     2025-02-10 (hosts whose clocks were wrong)."""
     stray = world() + [Event(dt.datetime(2019, 6, 3, 12, tzinfo=dt.UTC), "stray", "web", size=321),
                        Event(dt.datetime(2025, 2, 10, 12, tzinfo=dt.UTC), "late", "web", size=321)]
-    return Pair(tmp_path_factory.mktemp("stray"), sorted(stray, key=lambda e: e.when))
+    return sorted(stray, key=lambda e: e.when)
 
 
-@pytest.mark.xfail(strict=True, reason=COVERAGE_LEAK)
-def test_one_stray_record_does_not_decide_what_is_refused(stray_pair):
-    june = (dt.datetime(2019, 6, 1, tzinfo=dt.UTC), dt.datetime(2019, 7, 1, tzinfo=dt.UTC))
+@pytest.fixture(scope="module")
+def stray_pair(tmp_path_factory) -> Pair:
+    return Pair(tmp_path_factory.mktemp("stray"), stray_world(), covers=DECLARED)
+
+
+def test_derived_coverage_runs_from_an_inputs_first_to_its_last_event(tmp_path):
+    """The default, as docs/privacy.md declares it: a span's edges are an input's first and last
+    event, whoever's they are (one stray record stretches it); `--covers` is the way out."""
+    store = Pair(tmp_path, stray_world()).store(None)
+    res = observe(store, *q("SELECT COUNT(*) FROM logs", "--start", "2019-06-01", "--end", "2019-07-01", *BOUNDS))
+    assert res.exit_code == 0 and "2019-06-03" in json.dumps(res.json()["privacy"]["coverage"])
+
+
+def test_declared_coverage_decides_a_query_file_with_formats_without_the_unit(tmp_path_factory):
+    """``april`` alone has auth events in April; the web log covers April through the crowd. With
+    derived coverage a syslog-only query file is refused for April without ``april`` (docs); with
+    the ingest's declared coverage it is answered on both sides alike."""
+    declared = Pair(tmp_path_factory.mktemp("declared"), world(), covers=DECLARED)
+    args = ["query", str(REPO / "queries/top_attacked_accounts.toml"), "--store", "{store}", "--start", "2024-04-01",
+            "--end", "2024-05-01", "--format", "json"]
+    a, b = (observe(s, *args) for s in (declared.store(None), declared.store("april", APRIL)))
+    assert (a.exit_code, b.exit_code) == (0, 0), (a.stderr, b.stderr)
+    assert_same(mask_release(a.json()), mask_release(b.json()), "the release")
+
+
+def test_a_stray_record_does_not_decide_what_is_refused_under_declared_coverage(stray_pair):
     args = q("SELECT COUNT(*) FROM logs", "--start", "2019-06-01", "--end", "2019-07-01", *BOUNDS)
-    a, b = (observe(s, *args) for s in (stray_pair.store(None), stray_pair.store("stray", june)))
-    assert a.exit_code == b.exit_code, (a.stderr, b.stderr)
+    a, b = (observe(s, *args) for s in (stray_pair.store(None), stray_pair.store("stray", JUNE_2019)))
+    assert a.exit_code == b.exit_code == 64, (a.stderr, b.stderr)  # nothing declared covers June 2019
+    assert a.stderr == b.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=COVERAGE_LEAK)
-def test_one_stray_record_does_not_stretch_the_disclosed_coverage(stray_pair):
-    june = (dt.datetime(2019, 6, 1, tzinfo=dt.UTC), dt.datetime(2019, 7, 1, tzinfo=dt.UTC))
+def test_a_stray_record_does_not_stretch_declared_coverage(stray_pair):
     args = q("SELECT COUNT(*) FROM logs", *WINDOW, *BOUNDS)
-    a, b = (observe(s, *args) for s in (stray_pair.store(None), stray_pair.store("stray", june)))
+    a, b = (observe(s, *args) for s in (stray_pair.store(None), stray_pair.store("stray", JUNE_2019)))
     assert_same_run(a, b)
     assert a.json()["privacy"]["coverage"] == b.json()["privacy"]["coverage"]
 
 
-@pytest.mark.xfail(strict=True, reason=COVERAGE_LEAK)
-def test_one_stray_record_does_not_move_the_default_window(stray_pair):
+def test_a_stray_record_does_not_move_the_default_window_under_declared_coverage(stray_pair):
     february = (dt.datetime(2025, 2, 1, tzinfo=dt.UTC), dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
     args = q("SELECT COUNT(*) FROM logs", *BOUNDS)
     a, b = (observe(s, *args) for s in (stray_pair.store(None), stray_pair.store("late", february)))

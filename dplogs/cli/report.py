@@ -15,7 +15,7 @@ from dplogs.errors import BudgetExhausted, UsageError
 from dplogs.escape import visible
 from dplogs.privacy import ledger_pin
 from dplogs.report import FORMATS, load_report_spec, render, run_report
-from dplogs.report.outputs import check_out_dir, write_atomic, write_outputs
+from dplogs.report.outputs import check_out_dir, write_atomic, write_outputs, written
 from dplogs.report.run import DEFAULT_WAIT_S, ReportRun, catch_up
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -98,6 +98,7 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
         assert out_dir is not None
         result = catch_up(parsed, store, today=today, since=since.date() if since else None,
                           until=until.date() if until else None, wait=wait, backend=backend, spark_master=spark_master,
+                          written=lambda start: written(parsed.name, start, out_dir),
                           on_run=lambda run: _done(run, _write_pinned(run, store, out_dir)))
         if not result.runs and result.error is None:
             click.echo(f"{parsed.name}: nothing to catch up (every period up to "

@@ -16,6 +16,7 @@ links to the newest period written, swapped the same way (a new link renamed ove
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -56,6 +57,11 @@ def _link_atomic(link: Path, target: str) -> None:
 
 def period_stem(run: ReportRun) -> str:
     return f"{run.spec.name}-{run.start.isoformat()}"
+
+
+def written(name: str, start: dt.date, out_dir: Path) -> bool:
+    """Whether every file of report ``name``'s period starting ``start`` is in ``out_dir``."""
+    return all((out_dir / f"{name}-{start.isoformat()}.{fmt}").is_file() for fmt in FORMATS)
 
 
 def write_outputs(run: ReportRun, out_dir: Path, *, update_latest: bool = True) -> list[Path]:

@@ -200,12 +200,14 @@ def released_periods(spec: ReportSpec, store: str | os.PathLike[str]) -> dict[dt
 
 def catch_up_periods(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date,
-    since: dt.date | None = None, until: dt.date | None = None,
+    since: dt.date | None = None, until: dt.date | None = None, written: Callable[[dt.date], bool] = lambda start: True,
 ) -> list[dt.date]:
     """Start days of the periods a catch-up releases, oldest first: from the period containing
     ``since`` (default: the oldest period after the newest one fully released, or the newest one
-    itself if some of its sections are missing; with no history, only the last ended period) to the
-    last period that has ended by ``today`` (local), and none starting after ``until``."""
+    itself if some of its sections are missing or ``written(start)`` says its files are not (a run
+    killed between the charge and the files: found by faults4, its files were never written); with
+    no history, only the last ended period) to the last period that has ended by ``today``
+    (local), and none starting after ``until``."""
     last = spec.last_complete_period(today)
     if until is not None:
         last = min(last, spec.period_bounds(until)[0])
@@ -214,7 +216,8 @@ def catch_up_periods(
         if not done:
             return [last]
         newest = max(done)
-        since = newest if done[newest] < len(spec.sections) else spec.period_bounds(newest)[1]
+        again = done[newest] < len(spec.sections) or not written(newest)  # a replay spends nothing
+        since = newest if again else spec.period_bounds(newest)[1]
     periods = spec.periods(since, last) if spec.period_bounds(since)[0] <= last else []
     if len(periods) > MAX_CATCH_UP_PERIODS:
         raise UsageError(f"the catch-up from {periods[0]} to {periods[-1]} covers {len(periods):,} {spec.period} periods, "
@@ -225,14 +228,14 @@ def catch_up_periods(
 
 def catch_up(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date, since: dt.date | None = None,
-    until: dt.date | None = None, wait: float = DEFAULT_WAIT_S,
+    until: dt.date | None = None, wait: float = DEFAULT_WAIT_S, written: Callable[[dt.date], bool] = lambda start: True,
     on_run: Callable[[ReportRun], None] = lambda run: None, backend: str = "polars", spark_master: str | None = None,
 ) -> CatchUp:
     """Release every period :func:`catch_up_periods` names, oldest first, each under its own
     idempotency keys (a period already released replays and spends nothing). ``on_run`` gets each
     period's run as soon as it is done (to write its outputs). Stops at the first period that is
     not fully released (budget exhausted, a concurrent run): the rest are returned as ``left``."""
-    periods = catch_up_periods(spec, store, today=today, since=since, until=until)
+    periods = catch_up_periods(spec, store, today=today, since=since, until=until, written=written)
     runs: list[ReportRun] = []
     for i, start in enumerate(periods):
         try:

@@ -35,7 +35,17 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
             stream.write(raw)
         return
     path = Path(os.path.realpath(path))
-    mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_umask()
+    replace_whole(path, raw, mode=stat.S_IMODE(os.stat(path).st_mode) if path.exists() else None)
+
+
+def replace_whole(path: str | os.PathLike[str], data: str | bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: whatever is
+    at that name (a link, a FIFO someone put there) is replaced, never written through. For a
+    program's own files in a directory others may write (a store, a report directory). ``mode``
+    defaults to what ``open()`` would give a new file."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    path = Path(path)
+    mode = 0o666 & ~_umask() if mode is None else mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -50,7 +50,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, UsageError
+from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, StoreWriteError, UsageError
+from dplogs.files import replace_whole
 from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
 
@@ -269,8 +270,8 @@ def check_recorded(policy: Policy, recorded: tuple[int, str] | None, store_path:
     raise StoreDamaged(
         f"the protection policy in {Path(store_path) / _POLICY_DIR} (version {policy.version}, digest "
         f"{policy.digest}) is not the one `dplogs protect` recorded in the store's budget ledger ({said}): it "
-        "was edited, replaced or rolled back outside `dplogs protect`, or set by a dplogs that did not record "
-        "policies. Nothing was released or charged. Check who changed it, then set the policy you mean with "
+        "was edited, replaced or rolled back outside `dplogs protect`, written by a `dplogs protect` interrupted "
+        "before it sealed it, or set by a dplogs that did not record policies. Nothing was released or charged. Check who changed it, then set the policy you mean with "
         f"`dplogs protect --store {store_path}`"
     )
 
@@ -297,13 +298,18 @@ def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, ne
 
 def _write(store_path: Path, *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
     folder = store_path / _POLICY_DIR
-    folder.mkdir(exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot create {folder} ({exc.strerror}); make the store writable and rerun") from None
     # after the newest version on disk, not the one in force: a damaged policy is replaced this way
     version = 1 + _newest_version(folder)
     policy = Policy(version=version, users=users, networks=networks,
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     for name, text in ((f"v{version}.json", json.dumps(policy.to_json(), indent=1)), (_CURRENT, str(version))):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
+        try:
+            replace_whole(folder / name, text)
+        except OSError as exc:  # a full disk or a read-only store is no bug (found by faults4: exit 70)
+            raise StoreWriteError(f"cannot write the protection policy {folder / name} ({exc.strerror}); free space or "
+                                  "make the store writable, then rerun the same dplogs protect") from None
     return policy

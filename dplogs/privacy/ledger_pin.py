@@ -20,16 +20,15 @@ that never writes through a link (found by faults4: a FIFO at its name hung the 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dplogs.errors import LedgerError, StoreWriteError
+from dplogs.files import replace_whole
 
 if TYPE_CHECKING:
     from dplogs.privacy.ledger import Ledger
@@ -97,24 +96,9 @@ def write(ledger: Ledger, directory: Path) -> None:
     path = directory / PIN_NAME
     heads = {**read(directory), ledger.identity(): report.head_hash}  # other stores' pins stay
     try:
-        _replace(path, json.dumps({"heads": heads}, indent=1, sort_keys=True) + "\n")
+        replace_whole(path, json.dumps({"heads": heads}, indent=1, sort_keys=True) + "\n")
     except OSError as exc:  # a full disk or a read-only directory is not a bug: the releases are recorded
         raise StoreWriteError(f"cannot write the ledger pin {path} ({exc.strerror}); the releases are in the ledger "
                               "and the report files are written: rerun the same command to pin it (it spends "
                               "nothing)") from None
 
-
-def _replace(path: Path, text: str) -> None:
-    """Write ``path`` whole through a temporary file renamed over it: the rename replaces whatever
-    is at the name (a link is replaced, never written through)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -82,7 +82,7 @@ def test_a_pin_that_cannot_be_written_is_an_io_error_not_a_bug(store, tmp_path, 
     def full(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ledger_pin, "_replace", full)
+    monkeypatch.setattr(ledger_pin, "replace_whole", full)
     out = tmp_path / "reports"
     res = _report(store, out, "2026-03-01")
     assert res.exit_code == 74, res.output

@@ -60,6 +60,33 @@ def replace_whole(path: str | os.PathLike[str], data: str | bytes, *, mode: int 
         raise
 
 
+class NotAFile(ValueError):
+    """What :func:`read_regular` found at a name instead of a small regular file (never its bytes)."""
+
+
+def read_regular(path: str | os.PathLike[str], *, limit: int | None = None) -> bytes | None:
+    """The bytes of the regular file at ``path``, None when there is nothing there. Opened without
+    following a link or blocking on a FIFO: an :class:`OSError` (``ELOOP`` for a link) when it
+    cannot be opened, :class:`NotAFile` when it is not a regular file or holds more than
+    ``limit`` bytes. For a program's own small files in a directory others may write (found by
+    faults4: a FIFO put at the name of a store's ``ingested.json`` or a report's ledger pin hung every
+    release before anything was charged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAFile("not a regular file")
+        if limit is not None and info.st_size > limit:
+            raise NotAFile(f"{info.st_size:,} bytes, more than {limit:,}")
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:  # grown since fstat
+        raise NotAFile(f"more than {limit:,} bytes")
+    return data
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
     os.umask(mask)

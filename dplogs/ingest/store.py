@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 from dplogs.errors import (
     InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
 )
+from dplogs.files import NotAFile, read_regular
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
 from dplogs.ingest.formats import CARRY_ANY
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
@@ -168,6 +169,12 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     with _writing(path, tmp):
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, path)
+
+
+def _why(exc: Exception) -> str:
+    """Why a store file could not be read: what :func:`read_regular` found, else the error's type
+    (never its text, which may quote the file's bytes)."""
+    return str(exc) if isinstance(exc, NotAFile) else type(exc).__name__
 
 
 def _refuse_link(path: Path) -> None:
@@ -519,14 +526,15 @@ class Store:
         path = self.path / "ingested.json"
         if path.is_symlink():
             _refuse_link(path)
-        if not path.exists():
-            return {}
         repair = (f"move it aside (mv {path} {path}.bad) and rerun: it only records which inputs were read, "
                   f"and re-read inputs add no duplicate events or quarantine rows")
         try:
-            registry = json.loads(path.read_bytes())
+            data = read_regular(path)  # never blocks on a FIFO put at its name
+            if data is None:
+                return {}
+            registry = json.loads(data)
         except (OSError, ValueError) as exc:
-            raise StoreError(f"{path} is unreadable or not JSON ({type(exc).__name__}); {repair}") from exc
+            raise StoreError(f"{path} is unreadable or not JSON ({_why(exc)}); {repair}") from exc
         if not isinstance(registry, dict) or not all(isinstance(v, dict) for v in registry.values()):
             raise StoreError(f"{path} is not a JSON object of input records; {repair}")
         return registry
@@ -571,12 +579,13 @@ class Store:
         path = self.path / "open_tails.json"
         if path.is_symlink():
             _refuse_link(path)
-        if not path.exists():
-            return []
         try:
-            records = json.loads(path.read_bytes())
+            data = read_regular(path)
+            if data is None:
+                return []
+            records = json.loads(data)
         except (OSError, ValueError) as exc:
-            raise StoreError(f"{path} is unreadable or not JSON ({type(exc).__name__}); move it aside "
+            raise StoreError(f"{path} is unreadable or not JSON ({_why(exc)}); move it aside "
                              f"(mv {path} {path}.bad): it only lists last lines that may be completed later") from exc
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise StoreError(f"{path} is not a JSON list of records; move it aside (mv {path} {path}.bad)")

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dplogs.errors import LedgerError, StoreWriteError
-from dplogs.files import replace_whole
+from dplogs.files import NotAFile, read_regular, replace_whole
 
 if TYPE_CHECKING:
     from dplogs.privacy.ledger import Ledger
@@ -50,25 +48,21 @@ def read(directory: Path) -> dict[str, str]:
     off). A pin of one ledger (``{"ledger_id", "head_hash"}``, as dplogs wrote it before) is read too."""
     path = directory / PIN_NAME
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return {}
+        data = read_regular(path, limit=MAX_PIN_BYTES)
     except OSError as exc:  # ELOOP: a symbolic link
         raise _refuse(path, "not a regular file" if exc.errno == errno.ELOOP else exc.strerror or "") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _refuse(path, "not a regular file")
-        if info.st_size > MAX_PIN_BYTES:
-            raise _refuse(path, f"{info.st_size:,} bytes, more than a pin's {MAX_PIN_BYTES:,}")
-        try:
-            doc = json.loads(f.read(MAX_PIN_BYTES + 1))
-            heads = doc["heads"] if "heads" in doc else {doc["ledger_id"]: doc["head_hash"]}
-            if not isinstance(heads, dict) or not all(isinstance(v, str) for v in heads.values()):
-                raise TypeError
-            return {str(k): v for k, v in heads.items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise _refuse(path, type(exc).__name__) from None
+    except NotAFile as exc:
+        raise _refuse(path, str(exc)) from None
+    if data is None:
+        return {}
+    try:
+        doc = json.loads(data)
+        heads = doc["heads"] if "heads" in doc else {doc["ledger_id"]: doc["head_hash"]}
+        if not isinstance(heads, dict) or not all(isinstance(v, str) for v in heads.values()):
+            raise TypeError
+        return {str(k): v for k, v in heads.items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _refuse(path, type(exc).__name__) from None
 
 
 def check(ledger: Ledger, directory: Path) -> None:

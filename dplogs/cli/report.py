@@ -14,6 +14,7 @@ from dplogs.engine import Engine
 from dplogs.errors import BudgetExhausted, UsageError
 from dplogs.escape import visible
 from dplogs.privacy import ledger_pin
+from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME
 from dplogs.report import FORMATS, load_report_spec, render, run_report
 from dplogs.report.outputs import check_out_dir, write_atomic, write_outputs, written
 from dplogs.report.run import DEFAULT_WAIT_S, ReportRun, catch_up
@@ -85,6 +86,11 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
         check_output(output, store)
     if catch_up_ and out_dir is None:
         raise UsageError("--catch-up writes one report per period: pass --out-dir DIR")
+    for name, value in (("--date", day), ("--since", since), ("--until", until)):
+        # a period must fit the queries' time range (found by faults4: --date 9999-12-31 overflowed, exit 70)
+        if value is not None and not EARLIEST_TIME.date() <= value.date() < LATEST_TIME.date() - dt.timedelta(days=31):
+            raise UsageError(f"{name} {value.date()} is outside the supported range {EARLIEST_TIME.date()} .. "
+                             f"{LATEST_TIME.date() - dt.timedelta(days=31)}")
     if since and until and until < since:
         raise UsageError(f"--until {until.date()} is before --since {since.date()}")
     parsed = load_report_spec(spec).with_tz(tz)

@@ -562,9 +562,13 @@ class Store:
             if formats is not None and isinstance(fmt, str) and fmt not in formats and fmt not in CARRY_ANY:
                 continue
             try:
-                spans.append((dt.date.fromisoformat(record["first_day"]), dt.date.fromisoformat(record["last_day"])))
+                first, last = dt.date.fromisoformat(record["first_day"]), dt.date.fromisoformat(record["last_day"])
             except (KeyError, TypeError, ValueError):
                 return None
+            if last < first:  # edited: no ingest writes it (found by faults4)
+                raise StoreError(f"{self.path / 'ingested.json'} is damaged: the coverage of an input ends ({last}) before "
+                                 "it begins; move it aside and rerun the ingest (re-read inputs add no duplicates)")
+            spans.append((first, last))
         merged: list[tuple[dt.date, dt.date]] = []
         for lo, hi in sorted(spans):
             if merged and lo <= merged[-1][1] + dt.timedelta(days=1):

@@ -32,7 +32,8 @@ from dplogs.engine.api import Engine
 from dplogs.engine.release import Release
 from dplogs.engine.coverage import check as check_coverage
 from dplogs.errors import (
-    ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, NoLogsOfKind, UsageError,
+    ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, NoLogsOfKind, QueryError,
+    UsageError,
 )
 from dplogs.privacy.limits import MAX_CATCH_UP_PERIODS
 from dplogs.report.spec import ReportSpec, Section
@@ -146,6 +147,12 @@ def run_report(
         .query_file(s.query, **window, **s.options)
         for s in spec.sections
     ]
+    for section, query in zip(spec.sections, prepared):  # a typo'd column must not pass silently (found by faults4)
+        unused = sorted(set(section.options.get("declared", {})) - {k.column for k in query.plan.keys})
+        if unused:
+            raise QueryError(f"section {section.title!r}: keys name {', '.join(unused)}, which its query "
+                             f"{section.query.name} does not group by (it groups by "
+                             f"{', '.join(k.column for k in query.plan.keys) or 'nothing'}); nothing was charged")
     results = []
     windows = prepared[0].plan.budget_windows
     coverage = period_coverage(engine, utc_start, utc_end)

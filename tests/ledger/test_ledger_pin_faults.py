@@ -120,3 +120,31 @@ def test_a_pin_written_by_an_older_dplogs_is_still_checked(store, tmp_path):
     res = CliRunner().invoke(cli, ["report", NIGHTLY, "--store", str(store), "--date", "2026-03-01",
                                    "--out-dir", str(out)])
     assert res.exit_code == 74 and "restored from an older copy" in res.output
+
+
+_PINNER = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from dplogs.privacy import ledger_pin
+
+me, out, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+ledger = SimpleNamespace(identity=lambda: me, verify=lambda: SimpleNamespace(problems=[], head_hash="h" * 64))
+lost = 0
+for i in range(n):
+    ledger_pin.write(ledger, out)
+    lost += me not in ledger_pin.read(out)
+print(lost)
+"""
+
+
+def test_two_stores_pinning_one_directory_at_once_keep_both_heads(tmp_path):
+    """Read, add, replace without a lock: one run's replace dropped the head the other had just
+    written (the next run of that store then checked nothing)."""
+    out = tmp_path / "reports"
+    out.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", _PINNER, name, str(out), "150"], stdout=subprocess.PIPE, text=True)
+             for name in ("store-a", "store-b", "store-c")]
+    lost = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert lost == [0, 0, 0]
+    assert set(json.loads((out / PIN_NAME).read_text())["heads"]) == {"store-a", "store-b", "store-c"}

@@ -38,11 +38,14 @@ well-formed policy that unprotects more rows, releases nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,19 +292,33 @@ def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, ne
     store = Store.open(store_path)
     ledger = open_store_ledger(store, create=True, store_id=store.identity)
     try:
-        policy = _write(store.path, users=users, networks=networks)
-        ledger.record_protection(policy.version, policy.digest)
+        with _folder_locked(store.path / _POLICY_DIR):  # two protects at once took the same version (faults4)
+            policy = _write(store.path, users=users, networks=networks)
+            ledger.record_protection(policy.version, policy.digest)
     finally:
         ledger.close()
     return policy
 
 
-def _write(store_path: Path, *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
-    folder = store_path / _POLICY_DIR
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Create ``folder`` if needed and hold an exclusive ``flock`` on it (the kernel frees it when a
+    run dies): one new version is written and sealed at a time."""
     try:
         folder.mkdir(exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise StoreWriteError(f"cannot create {folder} ({exc.strerror}); make the store writable and rerun") from None
+        raise StoreWriteError(f"cannot open {folder} ({exc.strerror}); make the store writable and rerun") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(store_path: Path, *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
+    folder = store_path / _POLICY_DIR
+    folder.mkdir(exist_ok=True)  # made by save's lock; a direct call (tests) makes it here
     # after the newest version on disk, not the one in force: a damaged policy is replaced this way
     version = 1 + _newest_version(folder)
     policy = Policy(version=version, users=users, networks=networks,

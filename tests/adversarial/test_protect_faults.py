@@ -102,3 +102,35 @@ def test_a_hostile_roster_file_is_refused_without_hanging(store, tmp_path, kind)
     assert res.returncode in (2, 65, 66), res.stderr  # 2: click's own check of --users
     assert "roster" in res.stderr
     assert policy.load(store).version == 1
+
+
+def test_two_protects_at_once_get_their_own_versions_and_the_seal_matches(store, monkeypatch):
+    """Two operators setting the policy at once both computed version 2: both were told 'version 2
+    in force', one policy file silently replaced the other, and the seal could name the policy that
+    lost (every release then refused). Now one waits for the other: versions 2 and 3."""
+    import threading
+    import time
+
+    from dplogs.privacy.ledger import Ledger
+
+    newest = policy._newest_version
+
+    def slow(folder):  # widen the window between reading the newest version and writing the next
+        n = newest(folder)
+        time.sleep(0.3)
+        return n
+
+    monkeypatch.setattr(policy, "_newest_version", slow)
+    saved = []
+    threads = [threading.Thread(target=lambda n=n: saved.append(policy.save(store, users=None, networks=(n,))))
+               for n in ("10.1.0.0/16", "10.2.0.0/16")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    assert sorted(p.version for p in saved) == [2, 3]
+    newest_saved = max(saved, key=lambda p: p.version)
+    assert policy.load(store) == newest_saved
+    assert Ledger.open(store / "ledger.sqlite").protection() == (newest_saved.version, newest_saved.digest)
+    assert run("query", "--store", store, *QUERY).exit_code == 0

@@ -177,6 +177,20 @@ def _why(exc: Exception) -> str:
     return str(exc) if isinstance(exc, NotAFile) else type(exc).__name__
 
 
+def _unfinished_store(path: Path) -> bool:
+    """Whether ``path`` is empty or holds only what a store creation that failed before its manifest
+    left: the empty ``events``, ``quarantine`` and ``units`` folders and a temporary manifest (found
+    by faults4: a full disk during the first ingest made every rerun refuse the directory)."""
+    for entry in path.iterdir():
+        if entry.name.startswith(".manifest.json.") and entry.name.endswith(_TMP_SUFFIX) and entry.is_file():
+            continue
+        if entry.name in ("events", "quarantine", "units") and entry.is_dir() and not entry.is_symlink() \
+                and not any(entry.iterdir()):
+            continue
+        return False
+    return True
+
+
 def _refuse_link(path: Path) -> None:
     raise StoreError(
         f"{path} is a symbolic link or not a regular file; a store never follows links among its own files "
@@ -312,7 +326,7 @@ class Store:
                         f"or ingest into a new --store"
                     )
             return store
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not _unfinished_store(path):
             raise StoreError(f"{path} exists and is not a dplogs store; choose an empty or new --store directory")
         manifest = Manifest(
             dataset=dataset or path.resolve().name,

@@ -80,3 +80,29 @@ def test_a_fifo_at_a_store_files_name_is_refused_without_hanging(tmp_path, name)
     assert res.returncode in (66, 74), res.stderr
     assert name in res.stderr and "not a regular file" in res.stderr
     assert ledger_state(store) == before
+
+
+def test_a_store_whose_creation_failed_is_completed_by_the_rerun(tmp_path, monkeypatch):
+    """A full disk (or a kill) while the first ingest created the store left events/, quarantine/
+    and units/ without manifest.json, and every later ingest refused the directory as 'not a dplogs
+    store' (found by faults4 running the README tour with ENOSPC at each step)."""
+    import errno
+    import os
+
+    from tests.adversarial.conftest import REPO
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store = tmp_path / "soc"
+    monkeypatch.setattr(os, "replace", full)
+    res = invoke("ingest", REPO / "sample_logs" / "auth.log", "--store", store, "--year", "2024")
+    assert res.exit_code == 74 and "No space left" in res.output, res.output
+    monkeypatch.undo()
+    assert not (store / "manifest.json").exists() and store.is_dir()
+    res = invoke("ingest", REPO / "sample_logs" / "auth.log", "--store", store, "--year", "2024")
+    assert res.exit_code == 0, res.output
+    assert invoke("inspect", "--store", store).exit_code == 0
+    (store / "events" / "stray").write_text("x")  # a directory holding anything else is still refused
+    (store / "manifest.json").unlink()
+    assert invoke("ingest", REPO / "sample_logs" / "auth.log", "--store", store).exit_code == 66

@@ -292,6 +292,7 @@ def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, ne
     store = Store.open(store_path)
     ledger = open_store_ledger(store, create=True, store_id=store.identity)
     try:
+        ledger.verify().raise_for_problems()  # a ledger that would refuse the seal gets no new version either
         with _folder_locked(store.path / _POLICY_DIR):  # two protects at once took the same version (faults4)
             policy = _write(store.path, users=users, networks=networks)
             ledger.record_protection(policy.version, policy.digest)

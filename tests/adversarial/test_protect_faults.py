@@ -134,3 +134,14 @@ def test_two_protects_at_once_get_their_own_versions_and_the_seal_matches(store,
     assert policy.load(store) == newest_saved
     assert Ledger.open(store / "ledger.sqlite").protection() == (newest_saved.version, newest_saved.digest)
     assert run("query", "--store", store, *QUERY).exit_code == 0
+
+
+def test_protect_on_a_tampered_ledger_writes_no_policy_version(store):
+    """The ledger refused the seal (74), but v2.json had already been written and made current
+    (save() says a refused ledger changes nothing): the unsealed version outlived the repair."""
+    run("query", "--store", store, *QUERY)
+    with sqlite3.connect(store / "ledger.sqlite") as c:
+        c.execute("UPDATE entries SET epsilon = 0.001")
+    res = run("protect", "--store", store, "--networks", "0.0.0.0/0")
+    assert res.exit_code == 74 and "ledger verification failed" in res.output, res.output
+    assert sorted(p.name for p in (store / "policy").iterdir()) == ["current", "v1.json"]

@@ -50,3 +50,28 @@ def test_a_catch_up_killed_after_a_periods_charge_writes_its_files_on_the_rerun(
         "fails-2026-03-01.md", "fails-2026-03-02.md", "fails-2026-03-03.md"]
     assert "2026-03-02 to 2026-03-03 (UTC)" in res.output and "replayed (nothing spent)" in res.output
     assert len(Ledger.open(store / "ledger.sqlite").history()) == spent + 1  # 03-03 only
+
+
+def test_report_files_in_a_shared_out_dir_replace_what_lies_at_their_names(tmp_path):
+    """A report directory may be writable by others (a web root, a share). A link planted at a
+    period file's name was followed: the run overwrote the link's target (any file the scheduler's
+    account may write) with the report; a FIFO there hung the run after its charge, and every rerun
+    again (found by faults4). Both are now replaced by the report file."""
+    import os
+    import subprocess
+    import sys
+
+    store, out = _store(tmp_path), tmp_path / "reports"
+    out.mkdir()
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA... admin\n")
+    (out / "nightly-soc-2026-03-01.md").symlink_to(victim)
+    os.mkfifo(out / "nightly-soc-2026-03-01.json")
+    res = subprocess.run([sys.executable, "-c", "from dplogs.cli import main; main()", "report",
+                          str(REPO / "queries" / "reports" / "nightly.toml"), "--store", str(store), "--date", "2026-03-01",
+                          "--out-dir", str(out)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert victim.read_text() == "ssh-ed25519 AAAA... admin\n"
+    for suffix in ("md", "json", "html"):
+        path = out / f"nightly-soc-2026-03-01.{suffix}"
+        assert path.is_file() and not path.is_symlink() and path.stat().st_size > 0

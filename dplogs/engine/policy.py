@@ -54,7 +54,7 @@ import polars as pl
 import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, StoreWriteError, UsageError
-from dplogs.files import replace_whole
+from dplogs.files import read_regular, replace_whole
 from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
 
@@ -225,14 +225,14 @@ def load(store_path: str | os.PathLike[str]) -> Policy:
     """The policy in force for the store (the default protects everything)."""
     folder = Path(store_path) / _POLICY_DIR
     current = folder / _CURRENT
-    if not current.exists():
+    if not current.exists() and not current.is_symlink():
         return Policy()
-    try:
-        version = int(current.read_text().strip())
+    try:  # read_regular: a FIFO or a link to /dev/zero at a policy file's name hung or exhausted memory (faults4)
+        version = int((read_regular(current, limit=64) or b"").strip())
         newest = _newest_version(folder)
         if version != newest:  # dplogs protect makes each new version current as it writes it
             raise ValueError(f"'current' names version {version}, not the newest, v{newest}.json (a policy put back by hand?)")
-        data = json.loads((folder / f"v{version}.json").read_text())
+        data = json.loads(read_regular(folder / f"v{version}.json") or b"")
         if not isinstance(data, dict) or data.get("version") != version:
             raise ValueError(f"v{version}.json is not version {version} of a policy")
         users, networks = (_strings(data, key) for key in ("users", "networks"))

@@ -145,3 +145,23 @@ def test_protect_on_a_tampered_ledger_writes_no_policy_version(store):
     res = run("protect", "--store", store, "--networks", "0.0.0.0/0")
     assert res.exit_code == 74 and "ledger verification failed" in res.output, res.output
     assert sorted(p.name for p in (store / "policy").iterdir()) == ["current", "v1.json"]
+
+
+@pytest.mark.parametrize("name, kind", [("current", "fifo"), ("v1.json", "fifo"), ("v1.json", "dev-zero")])
+def test_a_policy_file_that_is_no_regular_file_is_refused_without_hanging(store, name, kind):
+    """A FIFO at policy/current or policy/v1.json hung every query, report and protect --show
+    before anything was charged; a link to /dev/zero ran out of memory (MemoryError, exit 70)."""
+    path = store / "policy" / name
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    before = ledger_state(store)
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+            "from dplogs.cli import main; main()")
+    for args in (["query", "--store", str(store), *QUERY], ["protect", "--store", str(store), "--show"]):
+        res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 66, res.stderr
+        assert "protection policy" in res.stderr and "unreadable" in res.stderr
+    assert ledger_state(store) == before

@@ -111,10 +111,15 @@ class ReportRun:
     """The store's privacy-unit rule in words (chain, shared or per-row unattributed rows)."""
 
     @property
+    def inapplicable(self) -> bool:
+        """No section applies to the store's logs for this period: the report does not fit the store."""
+        return bool(self.sections) and all(s.not_applicable for s in self.sections)
+
+    @property
     def first_error(self) -> DplogsError | None:
         """The error the run exits with: the first section's that failed. A section not applicable
         to the store is not a failure, unless no section applies (the report does not fit the store)."""
-        if self.sections and all(s.not_applicable for s in self.sections):  # the report does not fit the store
+        if self.inapplicable:
             return self.sections[0].error
         return next((s.error for s in self.sections if s.error is not None and not s.not_applicable), None)
 

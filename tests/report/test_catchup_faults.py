@@ -75,3 +75,17 @@ def test_report_files_in_a_shared_out_dir_replace_what_lies_at_their_names(tmp_p
     for suffix in ("md", "json", "html"):
         path = out / f"nightly-soc-2026-03-01.{suffix}"
         assert path.is_file() and not path.is_symlink() and path.stat().st_size > 0
+
+
+def test_a_catch_up_of_a_report_that_fits_the_store_in_no_period_exits_64(tmp_path):
+    """The fix for a web-only store's nightly report (exit 64 when no section applies) covered one
+    period; the scheduled form, --catch-up, still exited 0 every night saying nothing stands out
+    (found by faults4). A catch-up where some period has applicable sections still exits 0."""
+    store, out = tmp_path / "web", tmp_path / "reports"
+    assert CliRunner().invoke(cli, ["ingest", str(REPO / "sample_logs" / "access.log"), "--store", str(store)]).exit_code == 0
+    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=100.0, delta=1e-4)
+    res = CliRunner().invoke(cli, ["report", str(REPO / "queries" / "reports" / "nightly.toml"), "--store", str(store),
+                                   "--catch-up", "--since", "2024-03-09", "--until", "2024-03-11", "--out-dir", str(out)])
+    assert res.exit_code == 64, res.output
+    assert "in any of the 3 periods" in res.output
+    assert len(list(out.glob("nightly-soc-2024-03-1*.html"))) == 2 and Ledger.open(store / "ledger.sqlite").history() == []

@@ -108,8 +108,9 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
                           on_run=lambda run: _done(run, _write_pinned(run, store, out_dir)))
         if result.error is None and result.runs and all(r.inapplicable for r in result.runs):
             raise NoLogsOfKind(  # a misfit, not a gap: as for one period (found by faults4: it exited 0 every night)
-                f"none of report {parsed.name!r}'s sections applies to the store's logs in any of the {len(result.runs)} "
-                f"periods caught up, so it released nothing and spent nothing: {result.runs[-1].first_error}")
+                f"none of report {parsed.name!r}'s sections applies to the store's logs in any of the "
+                f"{len(result.runs)} periods caught up, so it released nothing and spent nothing: "
+                f"{result.runs[-1].first_error}")
         if not result.runs and result.error is None:
             click.echo(f"{parsed.name}: nothing to catch up (every period up to "
                        f"{parsed.last_complete_period(today)} is released)", err=True)

@@ -274,8 +274,8 @@ def check_recorded(policy: Policy, recorded: tuple[int, str] | None, store_path:
         f"the protection policy in {Path(store_path) / _POLICY_DIR} (version {policy.version}, digest "
         f"{policy.digest}) is not the one `dplogs protect` recorded in the store's budget ledger ({said}): it "
         "was edited, replaced or rolled back outside `dplogs protect`, written by a `dplogs protect` interrupted "
-        "before it sealed it, or set by a dplogs that did not record policies. Nothing was released or charged. Check who changed it, then set the policy you mean with "
-        f"`dplogs protect --store {store_path}`"
+        "before it sealed it, or set by a dplogs that did not record policies. Nothing was released or charged. "
+        f"Check who changed it, then set the policy you mean with `dplogs protect --store {store_path}`"
     )
 
 

@@ -35,7 +35,17 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
             stream.write(raw)
         return
     path = Path(os.path.realpath(path))
-    mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_umask()
+    replace_whole(path, raw, mode=stat.S_IMODE(os.stat(path).st_mode) if path.exists() else None)
+
+
+def replace_whole(path: str | os.PathLike[str], data: str | bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: whatever is
+    at that name (a link, a FIFO someone put there) is replaced, never written through. For a
+    program's own files in a directory others may write (a store, a report directory). ``mode``
+    defaults to what ``open()`` would give a new file."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    path = Path(path)
+    mode = 0o666 & ~_umask() if mode is None else mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -48,6 +58,33 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+class NotAFile(ValueError):
+    """What :func:`read_regular` found at a name instead of a small regular file (never its bytes)."""
+
+
+def read_regular(path: str | os.PathLike[str], *, limit: int | None = None) -> bytes | None:
+    """The bytes of the regular file at ``path``, None when there is nothing there. Opened without
+    following a link or blocking on a FIFO: an :class:`OSError` (``ELOOP`` for a link) when it
+    cannot be opened, :class:`NotAFile` when it is not a regular file or holds more than
+    ``limit`` bytes. For a program's own small files in a directory others may write (found by
+    faults4: a FIFO put at the name of a store's ``ingested.json`` or a report's ledger pin hung every
+    release before anything was charged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAFile("not a regular file")
+        if limit is not None and info.st_size > limit:
+            raise NotAFile(f"{info.st_size:,} bytes, more than {limit:,}")
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:  # grown since fstat
+        raise NotAFile(f"more than {limit:,} bytes")
+    return data
 
 
 def _umask() -> int:

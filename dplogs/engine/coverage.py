@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from dplogs.errors import NoDataInWindow
+from dplogs.privacy.limits import LATEST_TIME
 from dplogs.privacy.windows import window_end_of, window_start_of
 
 
@@ -39,7 +40,7 @@ def check(start: dt.datetime, end: dt.datetime, spans: list[tuple[dt.date, dt.da
         hint = ""
         if spans:  # a query file's [window] (the shipped ones: the sample logs' fortnight) is only a default
             a, b = max(spans, key=lambda s: s[1])
-            hint = (f". Ask about days it covers, e.g. --start {a} --end {b + dt.timedelta(days=1)} "
+            hint = (f". Ask about days it covers, e.g. --start {a} --end {b + dt.timedelta(days=b < dt.date.max)} "
                     "(start=/end= in Python; a query file's [window] is only its default)")
         raise NoDataInWindow(
             f"the window ({days}) holds no ingested data, so a release would spend budget on pure noise; "
@@ -89,5 +90,8 @@ def latest_window(spans: list[tuple[dt.date, dt.date]] | None, policy: str,
         return None
     today = today or dt.datetime.now(dt.UTC).date()
     past = [min(b, today) for a, b in spans if a <= today]
-    start = window_start_of(max(past) if past else max(b for _, b in spans), policy)
+    last = max(past) if past else max(b for _, b in spans)
+    # a query's window ends by LATEST_TIME: coverage in year 9999 (ingest --time-range allows it) made
+    # the window end in year 10000, a ValueError (found by faults4: exit 70)
+    start = window_start_of(min(last, LATEST_TIME.date() - dt.timedelta(days=1)), policy)
     return start, window_end_of(start, policy)

@@ -249,7 +249,7 @@ def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str,
     ) as charge:
         if getattr(charge, "replayed_payload", None) is not None:
             stored = Release.from_payload(charge.replayed_payload)
-            _check_same_question(plan, stored.privacy, idempotency_key)
+            _check_same_question(plan, stored, idempotency_key)
             return Release(data=stored.data, privacy={**stored.privacy, "replayed": True})
         release = finish(plan, lf, pre, backend=backend, charge=charge, unit_values=unit_values)
         release = Release(data=release.data, privacy={**release.privacy, **(disclose or {}),
@@ -268,10 +268,16 @@ def _question(privacy: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_same_question(plan: Plan, stored: dict[str, Any], key: str | None) -> None:
+def _check_same_question(plan: Plan, stored: Release, key: str | None) -> None:
     """Refuse to re-emit a stored release as the answer to another question: before, a key reused
-    for a different query returned the first query's cells (exit 0). Nothing is charged here."""
-    asked, answered = _question(describe(plan)), _question(stored)
+    for a different query returned the first query's cells (exit 0). A public key's cells must lie
+    in the value list asked now (found by faults4: a report section whose declared hosts were
+    changed replayed the old hosts' cells). Nothing is charged here."""
+    asked, answered = _question(describe(plan)), _question(stored.privacy)
+    asked["key values"] = answered["key values"] = True
+    for k in plan.keys:
+        if k.values is not None and k.name in stored.data.columns:
+            answered["key values"] &= set(stored.data[k.name].drop_nulls().to_list()) <= set(k.values)
     if asked != answered:
         diff = ", ".join(k for k in asked if asked[k] != answered[k])
         raise UsageError(f"idempotency key {key!r} already holds the release of another query (its {diff} "

@@ -38,11 +38,14 @@ well-formed policy that unprotects more rows, releases nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, UsageError
+from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, StoreWriteError, UsageError
+from dplogs.files import read_regular, replace_whole
 from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
 
@@ -221,14 +225,14 @@ def load(store_path: str | os.PathLike[str]) -> Policy:
     """The policy in force for the store (the default protects everything)."""
     folder = Path(store_path) / _POLICY_DIR
     current = folder / _CURRENT
-    if not current.exists():
+    if not current.exists() and not current.is_symlink():
         return Policy()
-    try:
-        version = int(current.read_text().strip())
+    try:  # read_regular: a FIFO or a link to /dev/zero at a policy file's name hung or exhausted memory (faults4)
+        version = int((read_regular(current, limit=64) or b"").strip())
         newest = _newest_version(folder)
         if version != newest:  # dplogs protect makes each new version current as it writes it
             raise ValueError(f"'current' names version {version}, not the newest, v{newest}.json (a policy put back by hand?)")
-        data = json.loads((folder / f"v{version}.json").read_text())
+        data = json.loads(read_regular(folder / f"v{version}.json") or b"")
         if not isinstance(data, dict) or data.get("version") != version:
             raise ValueError(f"v{version}.json is not version {version} of a policy")
         users, networks = (_strings(data, key) for key in ("users", "networks"))
@@ -269,9 +273,9 @@ def check_recorded(policy: Policy, recorded: tuple[int, str] | None, store_path:
     raise StoreDamaged(
         f"the protection policy in {Path(store_path) / _POLICY_DIR} (version {policy.version}, digest "
         f"{policy.digest}) is not the one `dplogs protect` recorded in the store's budget ledger ({said}): it "
-        "was edited, replaced or rolled back outside `dplogs protect`, or set by a dplogs that did not record "
-        "policies. Nothing was released or charged. Check who changed it, then set the policy you mean with "
-        f"`dplogs protect --store {store_path}`"
+        "was edited, replaced or rolled back outside `dplogs protect`, written by a `dplogs protect` interrupted "
+        "before it sealed it, or set by a dplogs that did not record policies. Nothing was released or charged. "
+        f"Check who changed it, then set the policy you mean with `dplogs protect --store {store_path}`"
     )
 
 
@@ -288,22 +292,42 @@ def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, ne
     store = Store.open(store_path)
     ledger = open_store_ledger(store, create=True, store_id=store.identity)
     try:
-        policy = _write(store.path, users=users, networks=networks)
-        ledger.record_protection(policy.version, policy.digest)
+        ledger.verify().raise_for_problems()  # a ledger that would refuse the seal gets no new version either
+        with _folder_locked(store.path / _POLICY_DIR):  # two protects at once took the same version (faults4)
+            policy = _write(store.path, users=users, networks=networks)
+            ledger.record_protection(policy.version, policy.digest)
     finally:
         ledger.close()
     return policy
 
 
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Create ``folder`` if needed and hold an exclusive ``flock`` on it (the kernel frees it when a
+    run dies): one new version is written and sealed at a time."""
+    try:
+        folder.mkdir(exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot open {folder} ({exc.strerror}); make the store writable and rerun") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _write(store_path: Path, *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
     folder = store_path / _POLICY_DIR
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(exist_ok=True)  # made by save's lock; a direct call (tests) makes it here
     # after the newest version on disk, not the one in force: a damaged policy is replaced this way
     version = 1 + _newest_version(folder)
     policy = Policy(version=version, users=users, networks=networks,
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     for name, text in ((f"v{version}.json", json.dumps(policy.to_json(), indent=1)), (_CURRENT, str(version))):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
+        try:
+            replace_whole(folder / name, text)
+        except OSError as exc:  # a full disk or a read-only store is no bug (found by faults4: exit 70)
+            raise StoreWriteError(f"cannot write the protection policy {folder / name} ({exc.strerror}); free space or "
+                                  "make the store writable, then rerun the same dplogs protect") from None
     return policy

@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 from dplogs.errors import (
     InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
 )
+from dplogs.files import NotAFile, read_regular
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
 from dplogs.ingest.formats import CARRY_ANY
 from dplogs.schema import DEFAULT_PRIVACY_UNIT, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, STORE_SCHEMA, TIMESTAMP
@@ -168,6 +169,26 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     with _writing(path, tmp):
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, path)
+
+
+def _why(exc: Exception) -> str:
+    """Why a store file could not be read: what :func:`read_regular` found, else the error's type
+    (never its text, which may quote the file's bytes)."""
+    return str(exc) if isinstance(exc, NotAFile) else type(exc).__name__
+
+
+def _unfinished_store(path: Path) -> bool:
+    """Whether ``path`` is empty or holds only what a store creation that failed before its manifest
+    left: the empty ``events``, ``quarantine`` and ``units`` folders and a temporary manifest (found
+    by faults4: a full disk during the first ingest made every rerun refuse the directory)."""
+    for entry in path.iterdir():
+        if entry.name.startswith(".manifest.json.") and entry.name.endswith(_TMP_SUFFIX) and entry.is_file():
+            continue
+        if entry.name in ("events", "quarantine", "units") and entry.is_dir() and not entry.is_symlink() \
+                and not any(entry.iterdir()):
+            continue
+        return False
+    return True
 
 
 def _refuse_link(path: Path) -> None:
@@ -305,7 +326,7 @@ class Store:
                         f"or ingest into a new --store"
                     )
             return store
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not _unfinished_store(path):
             raise StoreError(f"{path} exists and is not a dplogs store; choose an empty or new --store directory")
         manifest = Manifest(
             dataset=dataset or path.resolve().name,
@@ -519,14 +540,15 @@ class Store:
         path = self.path / "ingested.json"
         if path.is_symlink():
             _refuse_link(path)
-        if not path.exists():
-            return {}
         repair = (f"move it aside (mv {path} {path}.bad) and rerun: it only records which inputs were read, "
                   f"and re-read inputs add no duplicate events or quarantine rows")
         try:
-            registry = json.loads(path.read_bytes())
+            data = read_regular(path)  # never blocks on a FIFO put at its name
+            if data is None:
+                return {}
+            registry = json.loads(data)
         except (OSError, ValueError) as exc:
-            raise StoreError(f"{path} is unreadable or not JSON ({type(exc).__name__}); {repair}") from exc
+            raise StoreError(f"{path} is unreadable or not JSON ({_why(exc)}); {repair}") from exc
         if not isinstance(registry, dict) or not all(isinstance(v, dict) for v in registry.values()):
             raise StoreError(f"{path} is not a JSON object of input records; {repair}")
         return registry
@@ -554,9 +576,13 @@ class Store:
             if formats is not None and isinstance(fmt, str) and fmt not in formats and fmt not in CARRY_ANY:
                 continue
             try:
-                spans.append((dt.date.fromisoformat(record["first_day"]), dt.date.fromisoformat(record["last_day"])))
+                first, last = dt.date.fromisoformat(record["first_day"]), dt.date.fromisoformat(record["last_day"])
             except (KeyError, TypeError, ValueError):
                 return None
+            if last < first:  # edited: no ingest writes it (found by faults4)
+                raise StoreError(f"{self.path / 'ingested.json'} is damaged: the coverage of an input ends ({last}) before "
+                                 "it begins; move it aside and rerun the ingest (re-read inputs add no duplicates)")
+            spans.append((first, last))
         merged: list[tuple[dt.date, dt.date]] = []
         for lo, hi in sorted(spans):
             if merged and lo <= merged[-1][1] + dt.timedelta(days=1):
@@ -571,12 +597,13 @@ class Store:
         path = self.path / "open_tails.json"
         if path.is_symlink():
             _refuse_link(path)
-        if not path.exists():
-            return []
         try:
-            records = json.loads(path.read_bytes())
+            data = read_regular(path)
+            if data is None:
+                return []
+            records = json.loads(data)
         except (OSError, ValueError) as exc:
-            raise StoreError(f"{path} is unreadable or not JSON ({type(exc).__name__}); move it aside "
+            raise StoreError(f"{path} is unreadable or not JSON ({_why(exc)}); move it aside "
                              f"(mv {path} {path}.bad): it only lists last lines that may be completed later") from exc
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise StoreError(f"{path} is not a JSON list of records; move it aside (mv {path} {path}.bad)")

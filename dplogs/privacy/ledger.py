@@ -438,8 +438,12 @@ class Ledger:
         text = self._read("SELECT value FROM meta WHERE key = 'protection'")
         if not text:
             return None
-        doc = json.loads(text[0][0])
-        return int(doc["version"]), str(doc["digest"])
+        try:  # sealed by the state seal; an edited value is tampering, not a bug (found by faults4: exit 70)
+            doc = json.loads(text[0][0])
+            return int(doc["version"]), str(doc["digest"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise LedgerError(f"ledger verification failed: the recorded protection policy is unreadable "
+                              f"({type(exc).__name__}): the ledger was changed outside dplogs. {_TAMPERED}") from None
 
     def head_record_reset(self) -> str | None:
         """When the head record was last rewritten by :meth:`reset_head_record` (and what it was)."""

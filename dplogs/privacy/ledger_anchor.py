@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from dplogs.files import NotAFile, read_regular
+
 SUFFIX = ".head"
 
 
@@ -47,11 +49,12 @@ def read(ledger_path: Path) -> HeadRecord | None | str:
     if path.is_symlink():
         return f"{path} is a symbolic link"
     try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
+        data = read_regular(path, limit=1 << 20)  # a FIFO at its name hung every release (found by faults4)
+        if data is None:
+            return None
+        doc = json.loads(data)
     except (OSError, ValueError) as exc:
-        return f"{path} cannot be read ({type(exc).__name__})"
+        return f"{path} cannot be read ({exc if isinstance(exc, NotAFile) else type(exc).__name__})"
     try:
         record = HeadRecord(str(doc["ledger_id"]), int(doc["entries"]), str(doc["head_hash"]))
     except (KeyError, TypeError, ValueError):

@@ -5,6 +5,8 @@ first local day). Each file is written to a hidden temporary file in DIR, flushe
 renamed over the target (``os.replace`` is atomic within a directory), so a reader sees the old
 file or the new one, never half of one. ``NAME-latest.html`` (``.md``, ``.json``) are symbolic
 links to the newest period written, swapped the same way (a new link renamed over the old one).
+Whatever else lies at a period file's name (a link, a FIFO: the directory may be a share others
+write) is replaced, never written through.
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -16,6 +18,7 @@ links to the newest period written, swapped the same way (a new link renamed ove
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -58,13 +61,22 @@ def period_stem(run: ReportRun) -> str:
     return f"{run.spec.name}-{run.start.isoformat()}"
 
 
+def written(name: str, start: dt.date, out_dir: Path) -> bool:
+    """Whether every file of report ``name``'s period starting ``start`` is in ``out_dir``."""
+    return all((out_dir / f"{name}-{start.isoformat()}.{fmt}").is_file() for fmt in FORMATS)
+
+
 def write_outputs(run: ReportRun, out_dir: Path, *, update_latest: bool = True) -> list[Path]:
     """Write the run in every format to ``out_dir``; point ``NAME-latest.*`` at it unless a newer
     period is already there (a catch-up of old periods never moves ``latest`` back)."""
     paths = []
     for fmt in FORMATS:
         path = out_dir / f"{period_stem(run)}.{fmt}"
-        write_atomic(path, render(run, fmt))
+        try:  # the directory may be others' to write: a link or FIFO at the name is replaced, never followed
+            files.replace_whole(path, render(run, fmt))
+        except OSError as exc:
+            raise StoreWriteError(f"cannot write {path} ({exc.strerror}); the releases are in the ledger: "
+                                  "rerun the same command to write the report again (it spends nothing)") from None
         paths.append(path)
     if update_latest and run.complete:  # a reader of latest gets a whole report
         for path, fmt in zip(paths, FORMATS):

@@ -32,7 +32,8 @@ from dplogs.engine.api import Engine
 from dplogs.engine.release import Release
 from dplogs.engine.coverage import check as check_coverage
 from dplogs.errors import (
-    ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, NoLogsOfKind, UsageError,
+    ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, NoLogsOfKind, QueryError,
+    UsageError,
 )
 from dplogs.privacy.limits import MAX_CATCH_UP_PERIODS
 from dplogs.report.spec import ReportSpec, Section
@@ -110,10 +111,15 @@ class ReportRun:
     """The store's privacy-unit rule in words (chain, shared or per-row unattributed rows)."""
 
     @property
+    def inapplicable(self) -> bool:
+        """No section applies to the store's logs for this period: the report does not fit the store."""
+        return bool(self.sections) and all(s.not_applicable for s in self.sections)
+
+    @property
     def first_error(self) -> DplogsError | None:
         """The error the run exits with: the first section's that failed. A section not applicable
         to the store is not a failure, unless no section applies (the report does not fit the store)."""
-        if self.sections and all(s.not_applicable for s in self.sections):  # the report does not fit the store
+        if self.inapplicable:
             return self.sections[0].error
         return next((s.error for s in self.sections if s.error is not None and not s.not_applicable), None)
 
@@ -146,6 +152,12 @@ def run_report(
         .query_file(s.query, **window, **s.options)
         for s in spec.sections
     ]
+    for section, query in zip(spec.sections, prepared):  # a typo'd column must not pass silently (found by faults4)
+        unused = sorted(set(section.options.get("declared", {})) - {k.column for k in query.plan.keys})
+        if unused:
+            raise QueryError(f"section {section.title!r}: keys name {', '.join(unused)}, which its query "
+                             f"{section.query.name} does not group by (it groups by "
+                             f"{', '.join(k.column for k in query.plan.keys) or 'nothing'}); nothing was charged")
     results = []
     windows = prepared[0].plan.budget_windows
     coverage = period_coverage(engine, utc_start, utc_end)
@@ -200,12 +212,14 @@ def released_periods(spec: ReportSpec, store: str | os.PathLike[str]) -> dict[dt
 
 def catch_up_periods(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date,
-    since: dt.date | None = None, until: dt.date | None = None,
+    since: dt.date | None = None, until: dt.date | None = None, written: Callable[[dt.date], bool] = lambda start: True,
 ) -> list[dt.date]:
     """Start days of the periods a catch-up releases, oldest first: from the period containing
     ``since`` (default: the oldest period after the newest one fully released, or the newest one
-    itself if some of its sections are missing; with no history, only the last ended period) to the
-    last period that has ended by ``today`` (local), and none starting after ``until``."""
+    itself if some of its sections are missing or ``written(start)`` says its files are not (a run
+    killed between the charge and the files: found by faults4, its files were never written); with
+    no history, only the last ended period) to the last period that has ended by ``today``
+    (local), and none starting after ``until``."""
     last = spec.last_complete_period(today)
     if until is not None:
         last = min(last, spec.period_bounds(until)[0])
@@ -214,7 +228,8 @@ def catch_up_periods(
         if not done:
             return [last]
         newest = max(done)
-        since = newest if done[newest] < len(spec.sections) else spec.period_bounds(newest)[1]
+        again = done[newest] < len(spec.sections) or not written(newest)  # a replay spends nothing
+        since = newest if again else spec.period_bounds(newest)[1]
     periods = spec.periods(since, last) if spec.period_bounds(since)[0] <= last else []
     if len(periods) > MAX_CATCH_UP_PERIODS:
         raise UsageError(f"the catch-up from {periods[0]} to {periods[-1]} covers {len(periods):,} {spec.period} periods, "
@@ -225,14 +240,14 @@ def catch_up_periods(
 
 def catch_up(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date, since: dt.date | None = None,
-    until: dt.date | None = None, wait: float = DEFAULT_WAIT_S,
+    until: dt.date | None = None, wait: float = DEFAULT_WAIT_S, written: Callable[[dt.date], bool] = lambda start: True,
     on_run: Callable[[ReportRun], None] = lambda run: None, backend: str = "polars", spark_master: str | None = None,
 ) -> CatchUp:
     """Release every period :func:`catch_up_periods` names, oldest first, each under its own
     idempotency keys (a period already released replays and spends nothing). ``on_run`` gets each
     period's run as soon as it is done (to write its outputs). Stops at the first period that is
     not fully released (budget exhausted, a concurrent run): the rest are returned as ``left``."""
-    periods = catch_up_periods(spec, store, today=today, since=since, until=until)
+    periods = catch_up_periods(spec, store, today=today, since=since, until=until, written=written)
     runs: list[ReportRun] = []
     for i, start in enumerate(periods):
         try:

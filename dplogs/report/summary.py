@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -121,10 +120,11 @@ def _section_standouts(s: SectionResult) -> list[Standout]:
             continue
         widen = _widen(len(rows))
         values = [float(r["value"]) for r in rows]
+        baselines = [0.0] * len(rows) if anomaly else leave_one_out_medians(values)
         for i, r in enumerate(rows):
             value = values[i]
             low = value - (value - float(r["ci_low"])) * widen
-            baseline = 0.0 if anomaly else statistics.median(values[:i] + values[i + 1:])
+            baseline = baselines[i]
             if low > max(baseline, 0.0):
                 found.append(Standout(
                     section=s.section.title, cell={k: r[k] for k in keys}, aggregate=agg, value=value, low=low,
@@ -132,6 +132,23 @@ def _section_standouts(s: SectionResult) -> list[Standout]:
                 ))
     found.sort(key=lambda x: x.low - x.baseline, reverse=True)
     return found[:MAX_PER_SECTION]
+
+
+def leave_one_out_medians(values: list[float]) -> list[float]:
+    """Per value, the median of the others, from one sort (found by faults4: sorting the others
+    anew for each cell made a report section of 100,000 declared keys take over an hour).
+
+    >>> leave_one_out_medians([1.0, 5.0, 2.0, 9.0])
+    [5.0, 2.0, 5.0, 2.0]
+    """
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranked = [values[i] for i in order]
+    n, out = len(values) - 1, [0.0] * len(values)  # n: how many values each median is over
+    for p, i in enumerate(order):
+        def rest(j: int) -> float:  # the j-th smallest of the others
+            return ranked[j] if j < p else ranked[j + 1]
+        out[i] = rest(n // 2) if n % 2 else (rest(n // 2 - 1) + rest(n // 2)) / 2
+    return out
 
 
 def _finite(v: Any) -> bool:

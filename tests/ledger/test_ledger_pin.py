@@ -39,8 +39,8 @@ def test_a_whole_store_restored_from_an_older_copy_is_refused(store, tmp_path):
     backup = tmp_path / "backup"
     shutil.copytree(store, backup)
     assert _report(store, out, "2026-03-02").exit_code == 0  # spends; the pin moves on
-    pin = json.loads((out / PIN_NAME).read_text())
-    assert pin["head_hash"] == Ledger.open(store / "ledger.sqlite").verify().head_hash
+    ledger = Ledger.open(store / "ledger.sqlite")
+    assert json.loads((out / PIN_NAME).read_text())["heads"][ledger.identity()] == ledger.verify().head_hash
     shutil.rmtree(store)
     shutil.copytree(backup, store)  # ledger and head record put back together: consistent on their own
     assert CliRunner().invoke(cli, ["budget", "verify", "--store", str(store)]).exit_code == 0
@@ -55,12 +55,12 @@ def test_a_whole_store_restored_from_an_older_copy_is_refused(store, tmp_path):
     assert _report(store, out, "2026-03-03").exit_code == 0
 
 
-def test_a_pin_of_another_ledger_is_replaced_and_a_damaged_pin_refused(store, tmp_path):
+def test_a_pin_of_another_ledger_is_kept_beside_and_a_damaged_pin_refused(store, tmp_path):
     out = tmp_path / "reports"
     out.mkdir()
     (out / PIN_NAME).write_text(json.dumps({"ledger_id": "another", "head_hash": "0" * 64}))
     assert _report(store, out, "2026-03-01").exit_code == 0
-    assert json.loads((out / PIN_NAME).read_text())["ledger_id"] != "another"
+    assert set(json.loads((out / PIN_NAME).read_text())["heads"]) > {"another"}
     (out / PIN_NAME).write_text("{not json")
     res = _report(store, out, "2026-03-02")
     assert res.exit_code == 74 and "cannot be read" in res.output
@@ -71,7 +71,8 @@ def test_a_catch_up_pins_after_each_period(store, tmp_path):
     res = CliRunner().invoke(cli, ["report", NIGHTLY, "--store", str(store), "--catch-up", "--since", "2026-03-01",
                                    "--until", "2026-03-04", "--out-dir", str(out)])
     assert res.exit_code == 0, res.output
-    assert json.loads((out / PIN_NAME).read_text())["head_hash"] == Ledger.open(store / "ledger.sqlite").verify().head_hash
+    ledger = Ledger.open(store / "ledger.sqlite")
+    assert json.loads((out / PIN_NAME).read_text())["heads"][ledger.identity()] == ledger.verify().head_hash
 
 
 def test_a_pin_that_cannot_be_written_is_an_io_error_not_a_bug(store, tmp_path, monkeypatch):
@@ -81,7 +82,7 @@ def test_a_pin_that_cannot_be_written_is_an_io_error_not_a_bug(store, tmp_path, 
     def full(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ledger_pin, "write_atomic", full)
+    monkeypatch.setattr(ledger_pin, "replace_whole", full)
     out = tmp_path / "reports"
     res = _report(store, out, "2026-03-01")
     assert res.exit_code == 74, res.output

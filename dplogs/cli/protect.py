@@ -49,12 +49,16 @@ def protect(store_path: str, users_file: str | None, networks: str | None, show:
             click.echo(f"roster: {len(p.users)} accounts are people (rows of other accounts are unprotected)")
         if p.networks is not None:
             click.echo(f"networks: {', '.join(p.networks)} (rows from other source addresses are unprotected)")
-        if store.ledger_path.exists():  # a policy changed by hand is shown, then refused as releases refuse it
-            ledger = open_store_ledger(store, create=False, store_id=store.identity)
-            try:
-                check_recorded(p, ledger.protection(), store.path)
-            finally:
-                ledger.close()
+        # a policy changed by hand is shown, then refused as releases refuse it; so is a missing
+        # ledger (faults4 saw exit 0 where every release was refused), and a policy no ledger recorded
+        if not store.ledger_path.exists() and not store.recorded_ledger_id():
+            check_recorded(p, None, store.path)
+            return
+        ledger = open_store_ledger(store, create=False, store_id=store.identity)
+        try:
+            check_recorded(p, ledger.protection(), store.path)
+        finally:
+            ledger.close()
         return
     if clear:
         if users_file or networks:

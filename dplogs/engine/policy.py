@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -84,8 +85,10 @@ class Policy:
     def protects_everything(self) -> bool:
         return self.users is None and self.networks is None
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        # cached, as roster_keys: each sorts the roster, and a release read both twice (a 3M-account
+        # roster spent ~10 s of every query on them: faults4)
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
@@ -122,8 +125,12 @@ class Policy:
         (``alice.smith`` from Windows, whose names it lower-cases; Unix names keep their case).
         Rows are matched on their lower-cased ``user.name``, so ``Bob`` and ``bob`` are both on a
         roster naming either: matching more rows only protects more."""
+        return list(self._roster_keys)
+
+    @functools.cached_property
+    def _roster_keys(self) -> tuple[str, ...]:
         frame = pl.DataFrame({"u": sorted(self.users or ())}, schema={"u": pl.String})
-        return frame.select(account_columns(pl.col("u"), case_insensitive=True)["user.name"]).to_series().unique().to_list()
+        return tuple(frame.select(account_columns(pl.col("u"), case_insensitive=True)["user.name"]).to_series().unique())
 
     def address_protected(self, ip: str) -> bool:
         try:

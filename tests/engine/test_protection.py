@@ -220,6 +220,29 @@ def test_a_policy_changed_outside_protect_releases_nothing(sample_store, tmp_pat
     assert _failed_logins(store) == 0 and len(ledger.history()) == before + 1
 
 
+def test_protect_show_refuses_what_releases_refuse(sample_store, tmp_path):
+    """`protect --show` exits as a release would: 74 with the store's ledger missing, and 74 for a
+    policy in a store that never had a ledger (so none recorded it)."""
+    import shutil
+
+    from dplogs.engine.policy import _write
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    (store / "ledger.sqlite").unlink()
+    shown = CliRunner().invoke(cli, ["protect", "--store", str(store), "--show"])
+    assert shown.exit_code == 74 and "missing" in shown.output
+    assert _failed_logins(store) == 74
+    fresh = tmp_path / "fresh"
+    log = tmp_path / "a.log"
+    log.write_text("Mar  5 10:00:00 h sshd[1]: Failed password for root from 198.51.100.7 port 22 ssh2\n")
+    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(fresh), "--year", "2024", "-q"]).exit_code == 0
+    _write(fresh, users=None, networks=("10.0.0.0/8",))
+    shown = CliRunner().invoke(cli, ["protect", "--store", str(fresh), "--show"])
+    assert shown.exit_code == 74 and "(none)" in shown.output
+
+
 def test_the_recorded_policy_is_sealed_in_the_ledger(sample_store, tmp_path):
     """Rewriting the ledger's record of the policy to match a hand-edited file breaks the ledger's
     seal: the ledger itself is refused."""

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from dplogs.cli import cli
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.ledger_pin import PIN_NAME
+from tests.auth_stores import failures_store
 
 REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = str(REPO / "queries" / "reports" / "nightly.toml")
@@ -20,13 +21,7 @@ NIGHTLY = str(REPO / "queries" / "reports" / "nightly.toml")
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    log = tmp_path / "auth.log"
-    log.write_text("".join(f"Mar {d:2d} 10:00:0{i} host sshd[1]: Failed password for invalid user u{i} from "
-                           f"198.51.100.{i} port 22 ssh2\n" for d in range(1, 6) for i in range(4)))
-    path = tmp_path / "st"
-    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(path), "--year", "2026"]).exit_code == 0
-    Ledger.open(path / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=100.0, delta=1e-4)
-    return path
+    return failures_store(tmp_path)
 
 
 def _report(store: Path, out: Path, day: str):

@@ -8,19 +8,14 @@ from click.testing import CliRunner
 
 from dplogs.cli import cli
 from dplogs.privacy.ledger import Ledger
+from tests.auth_stores import failures_store
 
 REPO = Path(__file__).resolve().parents[2]
 PER_HOST = REPO / "queries" / "distinct_users_failing_per_host.toml"
 
 
 def _store(tmp_path: Path) -> Path:
-    log = tmp_path / "auth.log"
-    log.write_text("".join(f"Mar {d:2d} 10:00:0{i} web-{i % 2} sshd[1]: Failed password for invalid user u{i} from "
-                           f"198.51.100.{i} port 22 ssh2\n" for d in range(1, 3) for i in range(4)))
-    path = tmp_path / "st"
-    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(path), "--year", "2026"]).exit_code == 0
-    Ledger.open(path / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=100.0, delta=1e-4)
-    return path
+    return failures_store(tmp_path, days=range(1, 3), hosts=2)
 
 
 def _spec(tmp_path: Path, keys: str) -> Path:

@@ -556,9 +556,9 @@ class Store:
     def coverage(self, formats: Collection[str] | None = None) -> list[tuple[dt.date, dt.date]] | None:
         """The store's coverage: merged day spans ``[first, last]`` (both included) from the first
         to the last event of each ingested input, or the days its ingest declared (``--covers``).
-        Coarse public metadata (docs/privacy.md): days without events inside a span count as covered. None when the store cannot tell: some input
-        predates coverage records, or events were written without ``dplogs ingest``. A store with
-        no events at all covers nothing (``[]``).
+        Coarse public metadata (docs/privacy.md): days without events inside a span count as
+        covered. None when the store cannot tell: some input predates coverage records, or events
+        were written without ``dplogs ingest``. A store with no events at all covers nothing (``[]``).
 
         With ``formats``, only inputs parsed as one of them count, or as a format that may hold
         events of any kind (:data:`~dplogs.ingest.formats.CARRY_ANY`), or whose record names no

@@ -16,9 +16,11 @@ the temporary file and raises the ``OSError``; the target keeps its old content 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -85,6 +87,20 @@ def read_regular(path: str | os.PathLike[str], *, limit: int | None = None) -> b
     if limit is not None and len(data) > limit:  # grown since fstat
         raise NotAFile(f"more than {limit:,} bytes")
     return data
+
+
+@contextlib.contextmanager
+def directory_locked(path: str | os.PathLike[str], *, follow_link: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the directory ``path`` (freed by the kernel when the process
+    dies), for a read-modify-replace of files in it that concurrent runs must not interleave. A
+    link at ``path`` is followed only with ``follow_link`` (a directory the operator named may be
+    one; a program's own folder in a store is not). Raises the ``OSError`` of opening it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow_link else os.O_NOFOLLOW))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

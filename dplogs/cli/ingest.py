@@ -37,28 +37,27 @@ def _parse_map(pairs: tuple[str, ...]) -> dict[str, str]:
     return mapping
 
 
-def _parse_time_range(value: str) -> tuple[dt.datetime, dt.datetime]:
+def _range(option: str, value: str, parse, example: str, unit: str = "") -> tuple:
+    """``START:END`` of ``option`` as ``(parse(START), parse(END))``, else a usage error naming an example."""
     start, sep, end = value.partition(":")
     try:
         if not sep:
             raise ValueError
-        return tuple(dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC) for t in (start, end))  # type: ignore[return-value]
+        return parse(start), parse(end)
     except ValueError:
-        raise UsageError(f"--time-range {value!r} is not START:END; write it like --time-range 2000-01-01:2030-01-01") from None
+        raise UsageError(f"{option} {value!r} is not START:END{unit}; write it like {option} {example}") from None
+
+
+def _parse_time_range(value: str) -> tuple[dt.datetime, dt.datetime]:
+    return _range("--time-range", value, lambda t: dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC),
+                  "2000-01-01:2030-01-01")
 
 
 def _parse_covers(value: str | None) -> tuple[dt.date, dt.date] | None:
     """``--covers START:END`` (END excluded) as the days ``[START, END - 1]``."""
     if value is None:
         return None
-    start, sep, end = value.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        first, after = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    except ValueError:
-        raise UsageError(f"--covers {value!r} is not START:END (days, END excluded); write it like "
-                         "--covers 2024-03-11:2024-03-12") from None
+    first, after = _range("--covers", value, dt.date.fromisoformat, "2024-03-11:2024-03-12", " (days, END excluded)")
     if not first < after:
         raise UsageError(f"--covers {value!r} covers no day: END must come after START (END is excluded)")
     return first, after - dt.timedelta(days=1)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import functools
 import hashlib
 import ipaddress
@@ -55,7 +54,7 @@ import polars as pl
 import pyarrow as pa
 
 from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, StoreWriteError, UsageError
-from dplogs.files import read_regular, replace_whole
+from dplogs.files import directory_locked, read_regular, replace_whole
 from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
 
@@ -312,16 +311,13 @@ def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, ne
 def _folder_locked(folder: Path) -> Iterator[None]:
     """Create ``folder`` if needed and hold an exclusive ``flock`` on it (the kernel frees it when a
     run dies): one new version is written and sealed at a time."""
-    try:
-        folder.mkdir(exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StoreWriteError(f"cannot open {folder} ({exc.strerror}); make the store writable and rerun") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with contextlib.ExitStack() as stack:
+        try:
+            folder.mkdir(exist_ok=True)
+            stack.enter_context(directory_locked(folder))
+        except OSError as exc:
+            raise StoreWriteError(f"cannot open {folder} ({exc.strerror}); make the store writable and rerun") from None
         yield
-    finally:
-        os.close(fd)
 
 
 def _write(store_path: Path, *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:

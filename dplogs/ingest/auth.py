@@ -387,7 +387,8 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     pattern's one-pass form runs first and its full regex only on the rows the fast form missed."""
     message = frame.get_column("_msg")
     repeated = message.str.starts_with(_REPEAT_START)
-    if repeated.any():  # categorised as the message repeated (kept whole in `message`)
+    unwrapped = bool(repeated.any())
+    if unwrapped:  # categorised as the message repeated (kept whole in `message`)
         frame = frame.with_columns(_msg=pl.when(repeated).then(message.str.extract(_REPEAT, 1)).fill_null(message))
     frame = with_routing(frame)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
@@ -402,4 +403,4 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
     frame = _with_removals(_with_generic(frame))
-    return frame.with_columns(message) if repeated.any() else frame
+    return frame.with_columns(message) if unwrapped else frame

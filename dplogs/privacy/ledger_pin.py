@@ -21,14 +21,12 @@ that never writes through a link (found by faults4: a FIFO at its name hung the 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dplogs.errors import LedgerError, StoreWriteError
-from dplogs.files import NotAFile, read_regular, replace_whole
+from dplogs.files import NotAFile, directory_locked, read_regular, replace_whole
 
 if TYPE_CHECKING:
     from dplogs.privacy.ledger import Ledger
@@ -91,13 +89,10 @@ def write(ledger: Ledger, directory: Path) -> None:
         return  # a ledger that does not verify released nothing; its head is no history to pin
     path = directory / PIN_NAME
     try:
-        lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:  # two stores' runs at once would each drop the other's head (read, add, replace)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        # two stores' runs at once would each drop the other's head (read, add, replace)
+        with directory_locked(directory, follow_link=True):
             heads = {**read(directory), ledger.identity(): report.head_hash}  # other stores' pins stay
             replace_whole(path, json.dumps({"heads": heads}, indent=1, sort_keys=True) + "\n")
-        finally:
-            os.close(lock)
     except OSError as exc:  # a full disk or a read-only directory is not a bug: the releases are recorded
         raise StoreWriteError(f"cannot write the ledger pin {path} ({exc.strerror}); the releases are in the ledger "
                               "and the report files are written: rerun the same command to pin it (it spends "

@@ -108,7 +108,8 @@ class LedgerIOError(LedgerError):
 
 class ConcurrentRun(DplogsError):
     """Another run holds what this one needs (the same report period, the same idempotency key,
-    the ledger's write lock) past the wait. Nothing was charged; retrying later is safe."""
+    the ledger's write lock) past the wait, or changed the protection policy this release was
+    prepared under. Nothing was charged; retrying later is safe."""
 
     exit_code = 75  # EX_TEMPFAIL
 

@@ -90,14 +90,15 @@ def read_regular(path: str | os.PathLike[str], *, limit: int | None = None) -> b
 
 
 @contextlib.contextmanager
-def directory_locked(path: str | os.PathLike[str], *, follow_link: bool = False) -> Iterator[None]:
+def directory_locked(path: str | os.PathLike[str], *, follow_link: bool = False, shared: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the directory ``path`` (freed by the kernel when the process
-    dies), for a read-modify-replace of files in it that concurrent runs must not interleave. A
-    link at ``path`` is followed only with ``follow_link`` (a directory the operator named may be
-    one; a program's own folder in a store is not). Raises the ``OSError`` of opening it."""
+    dies), for a read-modify-replace of files in it that concurrent runs must not interleave;
+    ``shared`` for a reader that must not see such a change half made. A link at ``path`` is
+    followed only with ``follow_link`` (a directory the operator named may be one; a program's own
+    folder in a store is not). Raises the ``OSError`` of opening it."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow_link else os.O_NOFOLLOW))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

@@ -46,7 +46,7 @@ from dplogs.engine.explain import Explanation, explain
 from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
 from dplogs.engine.planner import Plan, check_defaults, plan_query
 from dplogs.engine.policy import Policy
-from dplogs.engine.policy import check_recorded
+from dplogs.engine.policy import check_in_force
 from dplogs.engine.policy import load as load_policy
 from dplogs.engine.queryfile import load_query_file, parse_bins
 from dplogs.engine.release import Release
@@ -54,6 +54,7 @@ from dplogs.engine.sql import parse_sql, parse_where
 from dplogs.errors import NoDataInWindow, NoLogsOfKind, UsageError
 from dplogs.ingest.formats import CARRY_ANY
 from dplogs.privacy.bounds import Clamp, ContributionBounds
+from dplogs.privacy.ledger import ANY_PROTECTION
 from dplogs.schema import FIELDS, TIMESTAMP
 from dplogs.schema.units import UnitRule
 
@@ -124,7 +125,7 @@ class PreparedQuery:
         return run(
             self.plan, rows, backend=self.engine.backend, ledger=self.engine.ledger,
             caller=caller, idempotency_key=idempotency_key, unit_values=unit_values,
-            disclose=None if covered is None else {"coverage": covered},
+            disclose=None if covered is None else {"coverage": covered}, protection=self.engine.policy_seal(),
         )
 
 
@@ -266,7 +267,7 @@ class Engine:
             if self._ledger_store is not None:
                 ledger = open_store_ledger(self._ledger_store, create=True, store_id=self._ledger_store.identity)
                 try:
-                    check_recorded(self.policy, ledger.protection(), self._ledger_store.path)
+                    check_in_force(self.policy, ledger, self._ledger_store.path)
                 except BaseException:
                     ledger.close()
                     raise
@@ -275,6 +276,13 @@ class Engine:
                 self._ledger = Ledger.open(self._ledger_path, create=True)
             self._opened_ledger = self._ledger
         return self._ledger
+
+    def policy_seal(self) -> Any:
+        """What the store's ledger must record at the charge for a release under :attr:`policy`:
+        its (version, digest), None for no policy; anything for a ledger of no store."""
+        if self._ledger_store is None:
+            return ANY_PROTECTION
+        return (self.policy.version, self.policy.digest) if self.policy.version else None
 
     def close(self) -> None:
         """Close the ledger connection this engine opened (on first use); a ledger passed in is the

@@ -53,7 +53,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from dplogs.errors import DataError, InputNotFound, StoreDamaged, StoreError, StoreWriteError, UsageError
+from dplogs.errors import ConcurrentRun, DataError, InputNotFound, StoreDamaged, StoreError, StoreWriteError, UsageError
 from dplogs.files import directory_locked, read_regular, replace_whole
 from dplogs.ingest.accounts import account_columns
 from dplogs.schema.units import UnitRule
@@ -234,11 +234,12 @@ def load(store_path: str | os.PathLike[str]) -> Policy:
     if not current.exists() and not current.is_symlink():
         return Policy()
     try:  # read_regular: a FIFO or a link to /dev/zero at a policy file's name hung or exhausted memory (faults4)
-        version = int((read_regular(current, limit=64) or b"").strip())
-        newest = _newest_version(folder)
+        with directory_locked(folder, shared=True):  # `dplogs protect` writes under the exclusive lock: never half of it
+            version = int((read_regular(current, limit=64) or b"").strip())
+            newest = _newest_version(folder)
+            data = json.loads(read_regular(folder / f"v{version}.json") or b"") if version == newest else None
         if version != newest:  # dplogs protect makes each new version current as it writes it
             raise ValueError(f"'current' names version {version}, not the newest, v{newest}.json (a policy put back by hand?)")
-        data = json.loads(read_regular(folder / f"v{version}.json") or b"")
         if not isinstance(data, dict) or data.get("version") != version:
             raise ValueError(f"v{version}.json is not version {version} of a policy")
         users, networks = (_strings(data, key) for key in ("users", "networks"))
@@ -271,9 +272,7 @@ def check_recorded(policy: Policy, recorded: tuple[int, str] | None, store_path:
     store's budget ledger (``recorded``: (version, digest), None when it recorded none): the
     policy decides which rows are aggregated exactly, so a file changed by hand must not decide
     it. A store with no policy and none recorded protects everything."""
-    if recorded is None and policy.version == 0:
-        return
-    if recorded == (policy.version, policy.digest):
+    if _sealed(policy, recorded):
         return
     said = "none" if recorded is None else f"version {recorded[0]} (digest {recorded[1]})"
     raise StoreDamaged(
@@ -283,6 +282,27 @@ def check_recorded(policy: Policy, recorded: tuple[int, str] | None, store_path:
         "before it sealed it, or set by a dplogs that did not record policies. Nothing was released or charged. "
         f"Check who changed it, then set the policy you mean with `dplogs protect --store {store_path}`"
     )
+
+
+def check_in_force(policy: Policy, ledger: Any, store_path: str | os.PathLike[str]) -> None:
+    """:func:`check_recorded` for an engine that loaded ``policy`` a while ago: when the ledger
+    records another one, a ``dplogs protect`` that finished since is told apart from a policy
+    changed by hand (the files on disk against the record, read under the folder's shared lock):
+    the first is a run to repeat (ConcurrentRun, 75), the second damage (StoreDamaged, 74)."""
+    if _sealed(policy, ledger.protection()):
+        return
+    with contextlib.ExitStack() as stack:  # both read while no protect is half done
+        with contextlib.suppress(OSError):  # no folder: no policy, none being set
+            stack.enter_context(directory_locked(Path(store_path) / _POLICY_DIR, shared=True))
+        on_disk, recorded = load(store_path), ledger.protection()
+    check_recorded(on_disk, recorded, store_path)
+    raise ConcurrentRun(f"`dplogs protect` set protection policy version {on_disk.version} while this ran under "
+                        f"version {policy.version}; nothing was released or charged: run it again to release "
+                        "under the policy now in force")
+
+
+def _sealed(policy: Policy, recorded: tuple[int, str] | None) -> bool:
+    return recorded == (policy.version, policy.digest) if recorded is not None else policy.version == 0
 
 
 def save(store_path: str | os.PathLike[str], *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
@@ -323,6 +343,9 @@ def _folder_locked(folder: Path) -> Iterator[None]:
 def _write(store_path: Path, *, users: frozenset[str] | None, networks: tuple[str, ...] | None) -> Policy:
     folder = store_path / _POLICY_DIR
     folder.mkdir(exist_ok=True)  # made by save's lock; a direct call (tests) makes it here
+    for stale in folder.glob(".*.tmp"):  # a killed protect's half-written file (the lock says none is live)
+        with contextlib.suppress(OSError):
+            stale.unlink()
     # after the newest version on disk, not the one in force: a damaged policy is replaced this way
     version = 1 + _newest_version(folder)
     policy = Policy(version=version, users=users, networks=networks,

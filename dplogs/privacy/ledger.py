@@ -284,6 +284,10 @@ class LedgerCharge(Charge):
             raise InternalError(f"release payload is not JSON-serialisable: {exc}") from None
 
 
+ANY_PROTECTION = object()
+"""For :meth:`Ledger.charge`: a release that does not depend on a protection policy (training)."""
+
+
 class Ledger:
     """Public: the budget ledger of one store. Open with :meth:`open`; safe to share between
     threads and processes."""
@@ -616,10 +620,14 @@ class Ledger:
     def charge(
         self, loss: PrivacyLoss, *, windows: Sequence[str], caller: str, query: str | None = None,
         idempotency_key: str | None = None, mechanisms: Sequence[str] = (),
+        protection: tuple[int, str] | None | object = ANY_PROTECTION,
     ) -> Iterator[LedgerCharge]:
         """Reserve ``loss`` in every window of ``windows``, yield the charge, then commit (or
-        refund if no noise was drawn before an exception). See the module docstring."""
-        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms)
+        refund if no noise was drawn before an exception). See the module docstring.
+        ``protection``: the policy (version, digest; None for none) the release was prepared
+        under, checked against :meth:`protection` in the reserving transaction, so a ``dplogs
+        protect`` that finished meanwhile is refused (ConcurrentRun) before anything is charged."""
+        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms, protection)
         if charge.replayed_payload is not None:
             yield charge
             return
@@ -638,7 +646,7 @@ class Ledger:
 
     def _reserve(
         self, loss: PrivacyLoss, windows: Sequence[str], caller: str, query: str | None,
-        idempotency_key: str | None, mechanisms: Sequence[str],
+        idempotency_key: str | None, mechanisms: Sequence[str], protection: tuple[int, str] | None | object,
     ) -> tuple[LedgerCharge, str]:
         if not isinstance(loss, PrivacyLoss):
             raise InternalError(f"ledger.charge needs a PrivacyLoss, got {type(loss).__name__}")
@@ -671,6 +679,11 @@ class Ledger:
                 replay = self._replay_or_check(c, idempotency_key)
                 if replay is not None:
                     return replay, ""
+            if protection is not ANY_PROTECTION and self.protection() != protection:
+                raise ConcurrentRun(
+                    "`dplogs protect` set another protection policy while this release was prepared under "
+                    f"{'none' if protection is None else f'version {protection[0]}'}; nothing was released or "
+                    "charged: run it again to release under the policy now in force")
             for w in wins:
                 caps = self.caps(w)
                 if caps is None:

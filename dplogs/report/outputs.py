@@ -79,12 +79,13 @@ def write_outputs(run: ReportRun, out_dir: Path, *, update_latest: bool = True) 
                                   "rerun the same command to write the report again (it spends nothing)") from None
         paths.append(path)
     if update_latest and run.complete:  # a reader of latest gets a whole report
-        for path, fmt in zip(paths, FORMATS):
-            link = out_dir / f"{run.spec.name}-latest.{fmt}"
-            current = os.readlink(link) if link.is_symlink() else ""
-            if current <= path.name:  # names differ only in the ISO date: text order is time order
-                try:
-                    _link_atomic(link, path.name)
-                except OSError as exc:
-                    raise StoreWriteError(f"cannot update {link} ({exc.strerror})") from None
+        try:  # locked: two runs at once could each read the old link, the older period renamed last
+            with files.directory_locked(out_dir, follow_link=True):
+                for path, fmt in zip(paths, FORMATS):
+                    link = out_dir / f"{run.spec.name}-latest.{fmt}"
+                    current = os.readlink(link) if link.is_symlink() else ""
+                    if current <= path.name:  # names differ only in the ISO date: text order is time order
+                        _link_atomic(link, path.name)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot update the {run.spec.name}-latest links in {out_dir} ({exc.strerror})") from None
     return paths

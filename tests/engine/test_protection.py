@@ -16,7 +16,7 @@ from dplogs.engine import Aggregation, time_bucket
 from dplogs.engine import execute
 from dplogs.engine.api import Engine
 from dplogs.engine.policy import Policy, load, read_roster, save
-from dplogs.errors import DataError, InputNotFound, StoreDamaged, UsageError
+from dplogs.errors import ConcurrentRun, DataError, InputNotFound, StoreDamaged, UsageError
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.testing import exact_mode
 from dplogs.schema import conform
@@ -270,6 +270,66 @@ def test_a_policy_the_ledger_never_recorded_is_refused_until_protect_runs(sample
     assert _failed_logins(store) == 74
     assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
     assert _failed_logins(store) == 0
+
+
+@pytest.mark.parametrize("when", ["before its ledger is opened", "between two releases"])
+def test_a_protect_that_finishes_while_a_query_runs_asks_for_a_rerun(sample_store, tmp_path, when):
+    """An engine that loaded policy 1 while `dplogs protect` then sealed policy 2 releases nothing
+    under 1: refused as a concurrent run (75, not "damaged"), at the ledger's opening or, once it
+    is open, in the charge's own transaction; nothing is charged and a rerun releases under 2."""
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    run = CliRunner().invoke
+    assert run(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    engine = Engine.open(store)
+    if when == "between two releases":
+        engine.sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25).release(caller="t")
+    ledger = Ledger.open(store / "ledger.sqlite")
+    before = len(ledger.history())
+    assert run(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8,192.168.0.0/16"]).exit_code == 0
+    with pytest.raises(ConcurrentRun, match="while this (ran|release was prepared) under version 1") as refused:
+        engine.sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25).release(caller="t")
+    assert refused.value.exit_code == 75 and len(ledger.history()) == before
+    rerun = Engine.open(store).sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25).release(caller="t")
+    assert rerun.privacy["protection"]["version"] == 2
+
+
+def test_a_policy_is_never_read_half_written(tmp_path):
+    """`dplogs protect` writes a version's file, then `current`, under the folder's exclusive lock;
+    a reader waits for both (it read the new file beside the old `current` as an unreadable policy)."""
+    import threading
+    import time
+
+    from dplogs.engine.policy import _write
+    from dplogs.files import directory_locked
+
+    _write(tmp_path, users=None, networks=("10.0.0.0/8",))
+    folder = tmp_path / "policy"
+    got: list = []
+    with directory_locked(folder):
+        (folder / "v2.json").write_text((folder / "v1.json").read_text().replace('"version": 1', '"version": 2'))
+        reader = threading.Thread(target=lambda: got.append(load(tmp_path)))
+        reader.start()
+        time.sleep(0.3)
+        assert reader.is_alive() and not got
+        (folder / "current").write_text("2")
+    reader.join(timeout=10)
+    assert [p.version for p in got] == [2]
+
+
+def test_protect_clears_what_a_killed_protect_left(tmp_path):
+    """A protect killed mid-write leaves a hidden temporary file; the next one (holding the lock,
+    so no write is live) removes it, and leaves others' files alone."""
+    from dplogs.engine.policy import _write
+
+    _write(tmp_path, users=None, networks=("10.0.0.0/8",))
+    folder = tmp_path / "policy"
+    (folder / ".v2.json.k1ll3d.tmp").write_text('{"version": 2, "netw')
+    (folder / "README").write_text("mine")
+    _write(tmp_path, users=None, networks=("10.0.0.0/8",))
+    assert sorted(p.name for p in folder.iterdir()) == ["README", "current", "v1.json", "v2.json"]
 
 
 def test_bound_choice_profiles_only_protected_rows(make_engine):

@@ -63,6 +63,26 @@ def test_out_dir_writes_three_files_and_latest_links(new_store, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".dplogs-ledger-pin.json"]  # no temporary files
 
 
+def test_latest_links_move_under_the_directory_lock(new_store, tmp_path):
+    """Two runs at once must not each read the old link and rename theirs over it in either order
+    (the older period could win): a run moves the links only while it holds the directory's lock."""
+    import threading
+    import time
+
+    from dplogs.files import directory_locked
+
+    store, out = new_store(), tmp_path / "out"
+    out.mkdir()
+    run = run_report(load_report_spec(NIGHTLY), store, day=dt.date(2024, 3, 12))
+    writer = threading.Thread(target=write_outputs, args=(run, out))
+    with directory_locked(out):
+        writer.start()
+        time.sleep(0.5)
+        assert (out / "nightly-soc-2024-03-12.md").is_file() and not (out / "nightly-soc-latest.md").is_symlink()
+    writer.join(timeout=30)
+    assert os.readlink(out / "nightly-soc-latest.md") == "nightly-soc-2024-03-12.md"
+
+
 def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "r.html"
     write_atomic(target, "old report")

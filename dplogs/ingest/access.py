@@ -47,6 +47,7 @@ SSL_REQUEST = rf'^\[(?P<time>[^\]]+)\] (?P<client>\S+) (?P<tls>\S+) (?P<cipher>\
 """Apache mod_ssl's ``ssl_request_log`` (CustomLog with %t %h %{SSL_PROTOCOL}x %{SSL_CIPHER}x)."""
 _REQUEST = r"^(?P<method>[A-Za-z]+) (?P<url>\S+)(?: HTTP/(?P<version>[\d.]+))?$"
 _SNIFF_ACCESS = re.compile(r'^\S.* \S+ \S+ \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "')
+_SNIFF_SSL = re.compile(r'^\[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] \S+ \S+ \S+ "')
 _WEB = pl.lit(["web"], pl.List(pl.String)).alias("event.category")  # ECS arrays, as Elastic's access pipelines
 _ACCESS = pl.lit(["access"], pl.List(pl.String)).alias("event.type")
 _PRIVATE = r"^(?:10\.|127\.|192\.168\.|172\.(?:1[6-9]|2\d|3[01])\.|::1$|f[cd][0-9a-f]{2}:|fe80:)"
@@ -96,7 +97,7 @@ class Access(LineFormat):
             lines = lines[:-1]
         if not lines:
             return 0.0
-        return 0.9 * sum(bool(_SNIFF_ACCESS.match(ln)) for ln in lines) / len(lines)
+        return 0.9 * sum(bool(_SNIFF_ACCESS.match(ln) or _SNIFF_SSL.match(ln)) for ln in lines) / len(lines)
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
         frame = access_groups(lines)
@@ -203,7 +204,8 @@ _IIS_DEFAULT_LAYOUTS = (
 )
 
 
-_SNIFF_IIS = re.compile(rb"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ (?:[A-Z]+ /|\S+ [A-Z]+ /|\S+ \S+ \d+ [A-Za-z]+ )")
+_SNIFF_IIS = re.compile(  # the method after s-ip, s-sitename s-ip or s-sitename s-computername s-ip (or FTP's layout)
+    rb"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ (?:[A-Z]+ /|\S+ [A-Z]+ /|\S+ \S+ [A-Z]+ /|\S+ \S+ \d+ [A-Za-z]+ )")
 
 
 @register

@@ -248,6 +248,10 @@ def ingest(
                 if progress is not None:
                     progress.end()
             if result.duplicate_file:
+                key = _registry_key(fingerprint, fmt)
+                if options.covers is not None and key in seen:  # a declaration made later applies to it too
+                    seen[key] = {**seen[key], **_coverage_record(None, options.covers)}
+                    store.add_fingerprint(key, seen[key])
                 results.append(result)
                 continue
             changed = result.problem == CHANGED_WHILE_READ or opener.changed(fingerprint.result())

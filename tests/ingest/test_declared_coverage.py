@@ -64,3 +64,20 @@ def test_a_bad_declaration_is_refused_before_anything_is_written(tmp_path, value
 def test_the_api_refuses_a_declaration_that_ends_before_it_begins():
     with pytest.raises(ValueError, match="ends before it begins"):
         IngestOptions(covers=(dt.date(2024, 3, 2), dt.date(2024, 3, 1)))
+
+
+def test_a_declaration_made_when_the_same_log_comes_again_is_recorded(tmp_path):
+    """The log was ingested without --covers (coverage derived from its events); ingesting the same
+    bytes again with --covers writes no row but records the declaration, which a nightly job
+    adding --covers to its command line expects (it was dropped with the duplicate)."""
+    log = tmp_path / "auth.log"
+    log.write_text(LINE.format(d=5) + LINE.format(d=6))
+    store = tmp_path / "s"
+    assert _ingest(store, log).exit_code == 0
+    assert Store.open(store).coverage() == [(dt.date(2024, 3, 5), dt.date(2024, 3, 6))]
+    res = _ingest(store, log, "--covers", "2024-03-01:2024-03-08")
+    assert res.exit_code == 0, res.output
+    assert Store.open(store).coverage() == [(dt.date(2024, 3, 1), dt.date(2024, 3, 7))]
+    registry = json.loads((store / "ingested.json").read_text())
+    assert [(r["rows"], r["declared"]) for r in registry.values()] == [(2, True)]  # still one input, its rows kept
+    assert Store.open(store).scan().collect().height == 2

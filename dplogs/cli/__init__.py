@@ -19,20 +19,22 @@ from dplogs import __version__
 from dplogs.errors import EXIT_CODES, DplogsError, EngineFailure, InternalError, StoreDamaged
 from dplogs.escape import for_terminal
 
-# command name -> "module:attribute" (module relative to dplogs.cli)
-_COMMANDS: dict[str, str] = {
-    "ingest": "ingest:ingest",
-    "query": "query:query",
-    "explain": "query:explain",
-    "budget": "budget:budget",
-    "train": "detect:train",
-    "score": "detect:score",
-    "timeseries": "detect:timeseries",
-    "audit": "audit:audit",
-    "demo": "demo:demo",
-    "report": "report:report",
-    "protect": "protect:protect",
-    "inspect": "inspect:inspect",
+# command name -> ("module:attribute" relative to dplogs.cli, the line `dplogs --help` shows for it):
+# the lines are here so that listing the commands imports none of them (it took 1.8 s, the
+# detector's imports); a loaded command takes its line from here too, so they cannot drift apart
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("ingest:ingest", "Parse log files into the store (auto-detected formats)."),
+    "query": ("query:query", "Release a DP answer to a query file or --sql (charged)."),
+    "explain": ("query:explain", "Show a query's plan, bounds and cost; spends nothing."),
+    "budget": ("budget:budget", "Set caps, show spending and verify the privacy-budget ledger."),
+    "train": ("detect:train", "Train a DP anomaly detector (charged once)."),
+    "score": ("detect:score", "Score unit-windows with a model (raw data: trust boundary)."),
+    "timeseries": ("detect:timeseries", "DP anomaly scores of one aggregate over time (charged)."),
+    "audit": ("audit:audit", "Measure a query's ε lower bound on the store (trust boundary)."),
+    "demo": ("demo:demo", "Try it: ingest sample logs, query, write nightly reports."),
+    "report": ("report:report", "Release a report spec for a period (nightly, catch-up)."),
+    "protect": ("protect:protect", "Say whose activity the store's releases protect."),
+    "inspect": ("inspect:inspect", "Show what a store holds (raw data: trust boundary)."),
 }
 
 _EPILOG = "Exit codes: 0 ok, 2 bad command line, " + ", ".join(
@@ -43,16 +45,23 @@ _EPILOG = "Exit codes: 0 ok, 2 bad command line, " + ", ".join(
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(
-            name for name, target in _COMMANDS.items()
+            name for name, (target, _) in _COMMANDS.items()
             if importlib.util.find_spec(f"dplogs.cli.{target.split(':')[0]}") is not None
         )
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = _COMMANDS.get(cmd_name)
-        if target is None or cmd_name not in self.list_commands(ctx):
+        if cmd_name not in _COMMANDS or cmd_name not in self.list_commands(ctx):
             return None
+        target, line = _COMMANDS[cmd_name]
         module, attr = target.split(":")
-        return getattr(importlib.import_module(f"dplogs.cli.{module}"), attr)
+        command = getattr(importlib.import_module(f"dplogs.cli.{module}"), attr)
+        command.short_help = line
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):  # one place turns errors into a message + exit code
         try:

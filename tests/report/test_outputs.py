@@ -77,8 +77,12 @@ def test_latest_links_move_under_the_directory_lock(new_store, tmp_path):
     writer = threading.Thread(target=write_outputs, args=(run, out))
     with directory_locked(out):
         writer.start()
-        time.sleep(0.5)
-        assert (out / "nightly-soc-2024-03-12.md").is_file() and not (out / "nightly-soc-latest.md").is_symlink()
+        deadline = time.monotonic() + 60
+        while not all((out / f"nightly-soc-2024-03-12.{fmt}").is_file() for fmt in ("html", "md", "json")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # the period's files are written; the links wait for the lock
+        assert not [p for p in out.iterdir() if "latest" in p.name]
     writer.join(timeout=30)
     assert os.readlink(out / "nightly-soc-latest.md") == "nightly-soc-2024-03-12.md"
 

@@ -1,5 +1,6 @@
 """Syslog: RFC 3164 (BSD, e.g. ``/var/log/auth.log``), its ISO-8601 variant (rsyslog high
-precision timestamps) and RFC 5424. Auth messages are categorised by :mod:`dplogs.ingest.auth`.
+precision timestamps), its ``Mmm dd yyyy hh:mm:ss`` variant (network devices such as Cisco ASA,
+whose year is the line's own) and RFC 5424. Auth messages are categorised by :mod:`dplogs.ingest.auth`.
 
 The header grammar follows Elastic Filebeat's ``system/syslog`` grok: timestamp, host, then the
 program name up to the first ``[pid]: `` or ``: ``; a line with a timestamp but no host/program keeps
@@ -34,6 +35,7 @@ _HOST = r"[0-9A-Za-z][\w.\-]*|[0-9A-Fa-f]*:[0-9A-Fa-f:]+"
 HEADER_3164 = (
     r"^(?:<(?P<pri>\d{1,3})>)?"
     rf"(?:(?P<bsd>(?:{_MONTHS}) +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}})"
+    rf"|(?P<bsdy>(?:{_MONTHS}) +\d{{1,2}} \d{{4}} \d{{2}}:\d{{2}}:\d{{2}})"  # with the year: network devices (Cisco ASA)
     r"|(?P<iso>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)(?P<tz>Z|[+-]\d{2}:?\d{2})?)"
     rf"(?:(?: +(?P<host>{_HOST}))? +(?P<prog>.*?)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)| +(?P<rest>.*))$"
 )
@@ -43,7 +45,7 @@ HEADER_5424 = (
 )
 _IS_5424 = r"^<\d{1,3}>\d{1,2} "
 _SNIFF = re.compile(
-    rf"^(?:<\d{{1,3}}>)?(?:(?:{_MONTHS}) +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}|\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}\S*) +\S"
+    rf"^(?:<\d{{1,3}}>)?(?:(?:{_MONTHS}) +\d{{1,2}} (?:\d{{4}} )?\d{{2}}:\d{{2}}:\d{{2}}|\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}\S*) +\S"
 )
 _SNIFF_5424 = re.compile(_IS_5424)
 
@@ -94,9 +96,10 @@ def _with_bsd_time(frame: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
     return frame
 
 
-def syslog_time(bsd: pl.Expr, iso: pl.Expr, tz_suffix: pl.Expr, options: IngestOptions) -> pl.Expr:
-    """UTC timestamp from an RFC 3164 ``Mmm dd hh:mm:ss`` or an ISO-8601 string (one of the two
-    non-null), applying the year and zone rules of :class:`IngestOptions`."""
+def syslog_time(bsd: pl.Expr, iso: pl.Expr, tz_suffix: pl.Expr, options: IngestOptions, bsd_year: pl.Expr | None = None) -> pl.Expr:
+    """UTC timestamp from an RFC 3164 ``Mmm dd hh:mm:ss``, a ``Mmm dd yyyy hh:mm:ss`` (``bsd_year``:
+    its own year, no guess) or an ISO-8601 string (one non-null), applying the year and zone rules
+    of :class:`IngestOptions`."""
     if options.year is not None:
         bsd_ts = _bsd_in(bsd, options.year, options.tz)
     else:
@@ -107,7 +110,8 @@ def syslog_time(bsd: pl.Expr, iso: pl.Expr, tz_suffix: pl.Expr, options: IngestO
         pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%z", strict=False
     )
     naive = localize(iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.f", strict=False), options.tz)
-    return pl.coalesce(bsd_ts, pl.when(tz_suffix.is_not_null()).then(aware).otherwise(naive))
+    stamped = [] if bsd_year is None else [localize(bsd_year.str.strptime(pl.Datetime("us"), "%b %d %Y %H:%M:%S", strict=False), options.tz)]
+    return pl.coalesce(bsd_ts, *stamped, pl.when(tz_suffix.is_not_null()).then(aware).otherwise(naive))
 
 
 _FAST = rf"^(?:{_MONTHS}) [ \d]\d \d\d:\d\d:\d\d [0-9A-Za-z][\w.\-]* \S[^:]*?: "
@@ -156,8 +160,8 @@ def _header_slow(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
     text = pl.col("text")
     frame = lines.with_columns(_h=text.str.extract_groups(HEADER_3164)).unnest("_h")
     frame = frame.with_columns(
-        _ts_str=pl.coalesce("bsd", "iso"),
-        _time=syslog_time(pl.col("bsd"), pl.col("iso"), pl.col("tz"), options),
+        _ts_str=pl.coalesce("bsd", "bsdy", "iso"),
+        _time=syslog_time(pl.col("bsd"), pl.col("iso"), pl.col("tz"), options, pl.col("bsdy")),
         _host=pl.col("host"),
         _prog=pl.col("prog"),
         _pid=pl.col("pid"),

@@ -136,6 +136,44 @@ def test_iso_and_rfc5424_timestamps() -> None:
     assert ev.get_column("event.severity").to_list()[2:] == [5, 2]
 
 
+def test_stamps_that_carry_their_year() -> None:
+    """Network devices (Cisco ASA with `logging timestamp`, many appliances) write ``Mmm dd yyyy
+    hh:mm:ss``: the line's own year wins over --year, --tz applies; they were quarantined as
+    "no syslog header". A stamp with a colon after it and no host (ASA without a device id) is not
+    a syslog header and stays quarantined."""
+    frame = lines_frame(
+        "Oct 10 2018 12:34:56 fw01 CiscoASA[999]: %ASA-6-302013: Built outbound TCP connection 11757",
+        "Feb  3 2021 23:10:00 sw-2 sshd[42]: Failed password for admin from 203.0.113.5 port 2222 ssh2",
+        "Apr 15 2013 09:36:50: %ASA-4-106023: Deny tcp src dmz:10.1.2.30/63016 dst outside:192.0.0.8/53",
+    )
+    chunk = Syslog().parse_lines(frame, "x", IngestOptions(year=2024, tz="Europe/Berlin"))
+    ev = chunk.events
+    assert ev.get_column("@timestamp").to_list() == [
+        dt.datetime(2018, 10, 10, 10, 34, 56, tzinfo=UTC), dt.datetime(2021, 2, 3, 22, 10, tzinfo=UTC)]
+    assert ev.get_column("host.name").to_list() == ["fw01", "sw-2"]
+    assert ev.get_column("process.name").to_list() == ["CiscoASA", "sshd"]
+    assert ev.select("user.name", "source.ip", "event.outcome").row(1) == ("admin", "203.0.113.5", "failure")
+    assert chunk.quarantine.get_column("reason").to_list() == ["no syslog header"]
+
+
+def test_cisco_asa_log_with_years_matches_elastic(datasets_dir: Path) -> None:
+    """Filebeat 2019's Cisco ASA test log (``Mmm dd yyyy`` stamps): detected as syslog without
+    --format, every line stored, each @timestamp equal to Elastic's for the line at that offset."""
+    import json
+
+    folder = datasets_dir / "parser_oracles/elastic_beats_filebeat_2019/cisco/asa"
+    log = folder / "asa.log"
+    assert detected(log) == "syslog"
+    events, quarantine, _ = parse("syslog", log)
+    assert quarantine.is_empty() and events.height == log.read_text().count("\n")
+    stamps = dict(zip(events.get_column("log.offset").to_list(), events.get_column("@timestamp").to_list()))
+    expected = json.loads((folder / "asa.log-expected.json").read_text())
+    assert len(expected) >= 100
+    for doc in expected:
+        want = dt.datetime.fromisoformat(doc["@timestamp"].replace("Z", "+00:00"))
+        assert stamps[doc["log.offset"]] == want, doc["log.offset"]
+
+
 def test_quarantine_reasons_and_accounting() -> None:
     frame = lines_frame(
         "Feb 30 10:00:00 h sshd[1]: impossible date",

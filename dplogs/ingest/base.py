@@ -105,6 +105,10 @@ class ParsedChunk:
     """Input records deliberately dropped without being errors: blank lines, ``#`` comment and
     header lines (IIS ``#Fields:``, Zeek ``#types``), syslog continuation lines. The invariant is
     ``len(events) + len(quarantine) + skipped == input records``."""
+    yearless: int = 0
+    """Events whose stamp had no year (RFC 3164), dated by ``IngestOptions.year`` or its guess; it
+    decides the ingest's year warning. Counted by syslog; a CEF/LEEF syslog prefix without a device
+    time is dated the same way but not counted (rare)."""
 
     def __post_init__(self) -> None:
         if self.skipped < 0:

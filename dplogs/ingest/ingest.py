@@ -54,6 +54,8 @@ class FileResult:
     """Coverage: the UTC days of the input's first and last event (ISO dates, both included)."""
     unattributed: int = 0
     """Written rows carrying none of the store's privacy-unit fields."""
+    yearless: int = 0
+    """Parsed rows whose stamp had no year (:attr:`ParsedChunk.yearless`)."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +114,10 @@ def unattributed_note(summary: IngestSummary, rule: UnitRule) -> str | None:
             "user.name,host.name (system logs); see docs/privacy.md")
 
 
-YEARLESS_FORMATS = ("syslog",)
-"""Formats whose RFC 3164 stamps (``Mar 30 15:02:11``) carry no year: :attr:`IngestOptions.year` dates them
-(CEF too, but only in a syslog header without rt/end/start, rare enough not to warn on every CEF input)."""
-
-
 def guessed_year_note(summary: IngestSummary, options: IngestOptions) -> str | None:
     """A note when year-less stamps may have been read without ``--year``: dated in this year, a
     year-old auth.log is stored (and queried) a year late, and nothing else says so."""
-    if options.year is not None or not any(f.format in YEARLESS_FORMATS and f.parsed for f in summary.files):
+    if options.year is not None or not any(f.yearless for f in summary.files):
         return None
     now = dt.datetime.now(dt.timezone.utc)
     return (f"syslog lines without a year in their stamp (RFC 3164, e.g. auth.log) were dated in {now.year} "
@@ -295,7 +292,7 @@ def _ingest_one(
     the same bytes were ingested before, parsing stops and nothing is stored; so it does when
     ``as_sniffed`` says the input no longer begins as it did when opened. ``known`` (events,
     quarantine) holds what is stored already; None turns row deduplication off."""
-    parsed = quarantined = skipped = duplicates = unattributed = 0
+    parsed = quarantined = skipped = duplicates = unattributed = yearless = 0
     unit_fields = store.manifest.unit_rule.fields
     first = last = None
     reasons: Counter[str] = Counter()
@@ -345,6 +342,7 @@ def _ingest_one(
             parsed += chunk.events.height
             quarantined += chunk.quarantine.height
             skipped += chunk.skipped
+            yearless += chunk.yearless
             if on_chunk is not None:
                 on_chunk(chunk.events.height + chunk.quarantine.height + chunk.skipped)
     except DataError as exc:  # the reader's limits (line length, gzip ratio) do not know the input's name
@@ -361,7 +359,7 @@ def _ingest_one(
         known[1].written({"": quarantine_files})
     return FileResult(
         name=source.name, format=fmt.name, parsed=parsed, quarantined=quarantined, skipped=skipped,
-        duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())), unattributed=unattributed,
+        duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())), unattributed=unattributed, yearless=yearless,
         span=(first.date().isoformat(), last.date().isoformat()) if first is not None else None,
     )
 

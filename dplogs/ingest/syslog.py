@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from dataclasses import replace
 
 import polars as pl
 
@@ -48,6 +49,7 @@ _SNIFF = re.compile(
     rf"^(?:<\d{{1,3}}>)?(?:(?:{_MONTHS}) +\d{{1,2}} (?:\d{{4}} )?\d{{2}}:\d{{2}}:\d{{2}}|\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}\S*) +\S"
 )
 _SNIFF_5424 = re.compile(_IS_5424)
+_YEARLESS = rf"^(?:{_MONTHS}) +\d{{1,2}} \d{{2}}:"  # an RFC 3164 stamp, not one with its year or ISO
 
 
 def _nil(expr: pl.Expr) -> pl.Expr:
@@ -251,8 +253,9 @@ class Syslog(LineFormat):
             # Every line has a header, a stamp and a message, so none is blank and only the stamp
             # can be bad: _REASON reduces to _BAD_STAMP.
             frame = with_accounts(with_auth(_header_fast(lines, options)))
-            return finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=FIELDS, dataset=DATASET,
-                          module="system", blank_lines=False)
+            chunk = finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=FIELDS, dataset=DATASET,
+                           module="system", blank_lines=False)
+            return replace(chunk, yearless=chunk.events.height)  # the fast path reads year-less stamps only
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
         parts = []
         if (True,) in split:
@@ -260,4 +263,6 @@ class Syslog(LineFormat):
         if (False,) in split:
             parts.append(_header_slow(split[(False,)], options))
         frame = with_accounts(with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null(""))))
-        return finish(frame, source=source, options=options, reason=_REASON, fields=FIELDS, dataset=DATASET, module="system")
+        yearless = frame.select((pl.col("_ts_str").str.contains(_YEARLESS) & pl.col("_time").is_not_null()).sum()).item()
+        chunk = finish(frame, source=source, options=options, reason=_REASON, fields=FIELDS, dataset=DATASET, module="system")
+        return replace(chunk, yearless=yearless)

@@ -140,3 +140,9 @@ def test_yearless_syslog_without_year_says_which_year_it_used(tmp_path: Path) ->
     cef.write_text("CEF:0|Forcepoint|NGFW|6.6|70018|Connection_Allowed|0|rt=Jan 17 2020 08:52:10 src=10.0.0.1\n")
     dated = _run("ingest", str(cef), "--store", str(tmp_path / "cef"))
     assert dated.exit_code == 0 and "were dated in" not in dated.stderr, dated.stderr
+    # syslog whose stamps carry their year (ISO, RFC 5424, a network device's Mmm dd yyyy) guesses nothing
+    stamped = tmp_path / "stamped.log"
+    stamped.write_text("2024-03-12T10:00:00+01:00 web01 sshd[1]: Failed password for root from 203.0.113.9 port 5 ssh2\n"
+                       "Oct 10 2018 12:34:56 fw01 CiscoASA[999]: %ASA-6-302013: Built outbound TCP connection 1\n")
+    own_year = _run("ingest", str(stamped), "--store", str(tmp_path / "stamped"))
+    assert own_year.exit_code == 0 and "were dated in" not in own_year.stderr, own_year.stderr

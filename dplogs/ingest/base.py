@@ -107,8 +107,7 @@ class ParsedChunk:
     ``len(events) + len(quarantine) + skipped == input records``."""
     yearless: int = 0
     """Events whose stamp had no year (RFC 3164), dated by ``IngestOptions.year`` or its guess; it
-    decides the ingest's year warning. Counted by syslog; a CEF/LEEF syslog prefix without a device
-    time is dated the same way but not counted (rare)."""
+    decides the ingest's year warning (syslog, and CEF/LEEF dated by a syslog prefix's stamp)."""
 
     def __post_init__(self) -> None:
         if self.skipped < 0:

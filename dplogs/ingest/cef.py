@@ -22,6 +22,7 @@ placed in time and is quarantined ("no timestamp"), like one whose stamp does no
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import polars as pl
 
@@ -75,6 +76,11 @@ def device_time(value: pl.Expr, tz: str) -> pl.Expr:
 
 def _severity(value: pl.Expr) -> pl.Expr:
     return pl.coalesce(value.cast(pl.Int64, strict=False), value.str.to_lowercase().replace_strict(_SEVERITY, default=None, return_dtype=pl.Int64))
+
+
+def _yearless(frame: pl.DataFrame, device_time: pl.Expr, prefix_stamp: pl.Expr) -> int:
+    """Records dated by their syslog prefix's RFC 3164 stamp (no device time), whose year was guessed."""
+    return frame.select((device_time.is_null() & prefix_stamp.is_not_null()).sum()).item()
 
 
 def _lines_sniff(head: bytes, marker: re.Pattern[bytes]) -> float:
@@ -136,7 +142,8 @@ class Cef(LineFormat):
             pl.when(outcome.is_in(["success", "failure"])).then(outcome).alias("event.outcome"),
             pl.lit("event").alias("event.kind"),
         ]
-        return finish(frame, source=source, options=options, reason=reason, fields=fields, dataset="cef.log", module="cef")
+        chunk = finish(frame, source=source, options=options, reason=reason, fields=fields, dataset="cef.log", module="cef")
+        return replace(chunk, yearless=_yearless(frame, pl.col("_rt"), p.struct.field("bsd")))
 
 
 @register
@@ -200,4 +207,5 @@ class Leef(LineFormat):
             x("sev").cast(pl.Int64, strict=False).alias("event.severity"),
             pl.lit("event").alias("event.kind"),
         ]
-        return finish(frame, source=source, options=options, reason=reason, fields=fields, dataset="leef.log", module="leef")
+        chunk = finish(frame, source=source, options=options, reason=reason, fields=fields, dataset="leef.log", module="leef")
+        return replace(chunk, yearless=_yearless(frame, pl.col("_t"), p.struct.field("bsd")))

@@ -115,12 +115,13 @@ def unattributed_note(summary: IngestSummary, rule: UnitRule) -> str | None:
 
 
 def guessed_year_note(summary: IngestSummary, options: IngestOptions) -> str | None:
-    """A note when year-less stamps may have been read without ``--year``: dated in this year, a
-    year-old auth.log is stored (and queried) a year late, and nothing else says so."""
-    if options.year is not None or not any(f.yearless for f in summary.files):
+    """A note when year-less stamps were read without ``--year``: dated in this year, a year-old
+    auth.log is stored (and queried) a year late, and nothing else says so."""
+    yearless = sum(f.yearless for f in summary.files)
+    if options.year is not None or not yearless:
         return None
     now = dt.datetime.now(dt.timezone.utc)
-    return (f"syslog lines without a year in their stamp (RFC 3164, e.g. auth.log) were dated in {now.year} "
+    return (f"{yearless:,} events with a year-less syslog stamp (RFC 3164, e.g. auth.log) were dated in {now.year} "
             f"({now.year - 1} where that put them more than a day in the future); if the logs are older, ingest "
             "them into a new store with --year YYYY")
 

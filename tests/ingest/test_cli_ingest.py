@@ -146,3 +146,8 @@ def test_yearless_syslog_without_year_says_which_year_it_used(tmp_path: Path) ->
                        "Oct 10 2018 12:34:56 fw01 CiscoASA[999]: %ASA-6-302013: Built outbound TCP connection 1\n")
     own_year = _run("ingest", str(stamped), "--store", str(tmp_path / "stamped"))
     assert own_year.exit_code == 0 and "were dated in" not in own_year.stderr, own_year.stderr
+    # CEF dated by its syslog prefix's year-less stamp (no rt) is dated by the guess: said
+    prefixed = tmp_path / "prefixed.cef"
+    prefixed.write_text("Jan 17 08:52:10 fw1 CEF:0|Forcepoint|NGFW|6.6|70018|Connection_Allowed|0|src=10.0.0.1\n")
+    guessed = _run("ingest", str(prefixed), "--store", str(tmp_path / "prefixed"))
+    assert guessed.exit_code == 0 and "were dated in" in " ".join(guessed.stderr.split()), guessed.stderr

@@ -169,7 +169,7 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
                    "instead of the days of their first and last event, so what is refused for lack of "
                    "logs depends on no one's events (docs/privacy.md); e.g. a nightly job's --covers "
                    "2024-03-11:2024-03-12. A declared day without events counts as covered; an input "
-                   "ingested before takes the declaration (and writes nothing).")
+                   "ingested before gets the declaration too (and writes nothing).")
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=16 * 1024 * 1024, show_default=True,
               help="Longest accepted line; a longer one stops the run with status 65 (bounds memory).")
 @click.option("--max-gzip-ratio", type=click.FloatRange(min=1), default=200, show_default=True,

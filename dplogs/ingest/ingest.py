@@ -246,10 +246,8 @@ def ingest(
                 if progress is not None:
                     progress.end()
             if result.duplicate_file:
-                key = _registry_key(fingerprint, fmt)
-                if options.covers is not None and key in seen:  # a declaration made later applies to it too
-                    seen[key] = {**seen[key], **_coverage_record(None, options.covers)}
-                    store.add_fingerprint(key, seen[key])
+                if options.covers is not None:
+                    _declare_again(store, seen, _registry_key(fingerprint, fmt), options.covers)
                 results.append(result)
                 continue
             changed = result.problem == CHANGED_WHILE_READ or opener.changed(fingerprint.result())
@@ -433,6 +431,23 @@ def _stored_as_often(events: pl.DataFrame, rows: pl.Series, known: pl.Series, re
     repeats["seen"] = (pl.concat([seen, mine.group_by(_WORDS).len("n")]).group_by(_WORDS).agg(pl.col("n").sum()))
     dropped = mine.filter(pl.col("k") < pl.col("held")).get_column("i")
     return pl.Series(np.isin(np.arange(events.height), dropped.to_numpy()))
+
+
+def _declare_again(store: Store, seen: dict[str, dict], key: str, covers: tuple[dt.date, dt.date]) -> None:
+    """``--covers`` for bytes ingested before (``seen[key]``): it replaces coverage derived from
+    their events (a declaration wins), and adds to earlier declarations, kept as records of their
+    own: an empty file is the same bytes every quiet night, and each night's declaration must stay."""
+    record, declared = seen.get(key), _coverage_record(None, covers)
+    if record is None:
+        return
+    if record.get("declared") is not True:
+        seen[key] = {**record, **declared}
+        store.add_fingerprint(key, seen[key])
+        return
+    extra = f"{key}@{declared['first_day']}:{declared['last_day']}"
+    if (record["first_day"], record["last_day"]) != (declared["first_day"], declared["last_day"]) and extra not in seen:
+        seen[extra] = {"name": record.get("name"), "format": record.get("format"), "rows": 0, **declared}
+        store.add_fingerprint(extra, seen[extra])
 
 
 def _coverage_record(span: tuple[str, str] | None, covers: tuple[dt.date, dt.date] | None) -> dict[str, Any]:

@@ -81,3 +81,18 @@ def test_a_declaration_made_when_the_same_log_comes_again_is_recorded(tmp_path):
     registry = json.loads((store / "ingested.json").read_text())
     assert [(r["rows"], r["declared"]) for r in registry.values()] == [(2, True)]  # still one input, its rows kept
     assert Store.open(store).scan().collect().height == 2
+
+
+def test_every_quiet_night_keeps_its_declaration(tmp_path):
+    """A nightly job that finds nothing ingests an empty file with --covers: the same bytes every
+    quiet night. Each night's declaration adds to the coverage; none replaces another's."""
+    store = tmp_path / "s"
+    log = tmp_path / "auth.log"
+    log.write_text(LINE.format(d=5))
+    assert _ingest(store, log, "--covers", "2024-03-05:2024-03-06").exit_code == 0
+    for night in ("2024-03-06:2024-03-07", "2024-03-09:2024-03-10", "2024-03-06:2024-03-07"):
+        quiet = tmp_path / f"quiet-{night[:10]}.log"
+        quiet.write_text("")
+        assert _ingest(store, quiet, "--format", "syslog", "--covers", night).exit_code == 0
+    assert Store.open(store).coverage() == [(dt.date(2024, 3, 5), dt.date(2024, 3, 6)), (dt.date(2024, 3, 9), dt.date(2024, 3, 9))]
+    assert len(json.loads((store / "ingested.json").read_text())) == 3  # the log, and two nights of the empty file

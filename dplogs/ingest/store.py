@@ -55,7 +55,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dplogs.errors import (
-    InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
+    ConcurrentRun, InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
 )
 from dplogs.files import NotAFile, read_regular
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
@@ -78,6 +78,8 @@ UNIT = "unit"
 """The value column of the unit dictionary (:meth:`Store.unit_codes`)."""
 _MAX_UNIT_SEGMENTS = 64
 """Dictionary segments (one per write that meets new units) before the writer compacts them."""
+_DICTIONARY_READS = 3
+"""Readings of the dictionary a reader tries while compactions remove the segments it listed."""
 
 
 def codes_rule(rule: UnitRule) -> str:
@@ -471,8 +473,27 @@ class Store:
     def _read_dictionary(self, rule: UnitRule) -> pl.DataFrame:
         """The dictionary's segments in code order, checked to be contiguous from 0 (a gap or an
         overlap would let two units share a code). A segment whose codes a compacted one already
-        holds is what a compaction killed before its clean-up left: skipped."""
+        holds is what a compaction killed before its clean-up left: skipped. A segment removed
+        since it was listed was covered by a compaction (written whole before any removal): the
+        segments are listed and read again."""
         schema = {UNIT: _unit_dtype(rule), "code": pl.UInt32()}
+        for _ in range(_DICTIONARY_READS):
+            try:
+                parts = self._dictionary_segments(schema)
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise ConcurrentRun(f"the unit dictionary in {self.path / 'units'} was compacted {_DICTIONARY_READS} times "
+                                "while it was read; nothing was released or charged: run it again")
+        frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+        if not frame["code"].equals(pl.Series("code", range(frame.height), dtype=pl.UInt32)) \
+                or frame[UNIT].n_unique() != frame.height:
+            raise StoreError(f"the unit dictionary in {self.path / 'units'} has a gap, an overlap or a repeated unit; "
+                             "re-ingest the logs into a new store")
+        return frame
+
+    def _dictionary_segments(self, schema: dict[str, pl.DataType]) -> list[pl.DataFrame]:
         parts, next_code = [], 0
         try:
             for file in _parquet_files(self.path / "units"):
@@ -484,12 +505,7 @@ class Store:
         except (ValueError, pl.exceptions.PolarsError) as exc:
             raise StoreError(f"the unit dictionary in {self.path / 'units'} is damaged ({type(exc).__name__}); "
                              "re-ingest the logs into a new store") from exc
-        frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-        if not frame["code"].equals(pl.Series("code", range(frame.height), dtype=pl.UInt32)) \
-                or frame[UNIT].n_unique() != frame.height:
-            raise StoreError(f"the unit dictionary in {self.path / 'units'} has a gap, an overlap or a repeated unit; "
-                             "re-ingest the logs into a new store")
-        return frame
+        return parts
 
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""

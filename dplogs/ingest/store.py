@@ -507,6 +507,45 @@ class Store:
                              "re-ingest the logs into a new store") from exc
         return parts
 
+    @contextmanager
+    def events_held(self) -> Iterator[None]:
+        """Hold the events files still while a release lists and reads them (a shared ``flock`` on
+        ``STORE/.events.lock``): files an ingest adds meanwhile are not read, and a torn last
+        line's repair (:meth:`remove_events`, the one write that rewrites or removes an events
+        file) waits, so every file listed is read as listed. Before, a repair that emptied a file
+        between the listing and the read failed the release. Ingests never wait for the whole
+        run, readers never for an ingest. A store this process cannot create the lock file in
+        (read-only media) has no writer to wait for."""
+        with self._events_lock(exclusive=False):
+            yield
+
+    @contextmanager
+    def _events_lock(self, *, exclusive: bool) -> Iterator[None]:
+        fd = self._open_events_lock(exclusive=exclusive)
+        if fd is None:  # no lock file and none can be made here: nothing writes this store
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def _open_events_lock(self, *, exclusive: bool) -> int | None:
+        lock = self.path / ".events.lock"
+        if lock.is_symlink():
+            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
+        try:
+            return os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        try:
+            return os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exclusive:  # the writer writes the store: a real failure
+                raise StoreWriteError(f"cannot create {lock} ({exc.strerror}); make the store writable and rerun") from None
+            return None
+
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""
         files = _parquet_files(self.quarantine_path, top=True)
@@ -631,7 +670,12 @@ class Store:
     def remove_events(self, day: str, hashes: pl.Series) -> int:
         """Remove the events of one day partition whose ``event.hash`` is in ``hashes`` (each file
         holding one is rewritten without it, atomically; an emptied file is deleted). Returns how
-        many were removed. Call under the writer lock (ingest does)."""
+        many were removed. Call under the writer lock (ingest does). Waits for releases reading
+        the events (:meth:`events_held`): the only write that changes or removes a file they listed."""
+        with self._events_lock(exclusive=True):
+            return self._remove_events(day, hashes)
+
+    def _remove_events(self, day: str, hashes: pl.Series) -> int:
         removed = 0
         for f in self.event_files(day):
             hit = _read_column([f], "event.hash").is_in(hashes.implode(), nulls_equal=False)

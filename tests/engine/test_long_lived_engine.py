@@ -1,0 +1,71 @@
+"""State an engine reads once and uses later (docs/architecture.md, "Long-lived engines"): an
+ingest, a torn line's repair or a replaced ledger that lands while an engine is open or a release
+runs is either read as a consistent, slightly old store or refused before anything is charged.
+Interleavings are made by calling the writers from inside the reader at the moment in question."""
+
+from __future__ import annotations
+
+import threading
+
+import polars as pl
+import pytest
+
+from dplogs.engine.api import Engine
+from dplogs.ingest.store import Store
+from dplogs.privacy.testing import exact_mode
+from tests.ingest.test_store_unit_codes import _events, _store
+
+ACTIONS = ["a0", "a1", "a2", "a3"]
+COUNT = "SELECT event.action, COUNT(*) FROM logs GROUP BY 1"
+BOUNDS = dict(epsilon=1.0, max_groups=4, max_rows_per_group=10_000, declared={"event.action": ACTIONS},
+              start="2026-03-01", end="2026-03-04")
+
+
+def _hashed_store(path) -> Store:
+    """A coded store (3 day files) whose events carry distinct ``event.hash`` ids, as ingest's do."""
+    events = _events(800, seed=3)
+    ids = pl.concat_list(pl.int_range(pl.len(), dtype=pl.UInt64), pl.lit(0, pl.UInt64)).list.to_array(2)
+    return _store(path, "user.name", "shared", [events.with_columns(ids.alias("event.hash"))])
+
+
+def _counts(release) -> list[float]:
+    return release.to_polars().sort("event.action")["value"].to_list()
+
+
+def test_a_repair_that_empties_a_listed_file_waits_for_the_release_reading_it(tmp_path):
+    """A torn last line's repair (`Store.remove_events`, under ingest's writer lock) removed an
+    events file a release had listed but not yet read: the release failed with FileNotFoundError
+    (exit 70). Now the repair waits until the release has read what it listed; the release
+    counts every listed event, and the next one sees the store without them."""
+    store = _hashed_store(tmp_path / "s")
+    eng = Engine.open(store.path)
+    eng.ledger.set_caps(window_policy="month", epsilon=10)
+    emptied = store.event_files()[0]
+    day, hashes = emptied.parent.name.removeprefix("day="), pl.read_parquet(emptied)["event.hash"]
+    with exact_mode():
+        whole = _counts(eng.sql(COUNT, **BOUNDS).release())
+    listed, repaired = eng._coded_store.unit_codes, []
+    repair = threading.Thread(target=lambda: repaired.append(_repair(store, day, hashes)))
+
+    def list_then_repair(rule):  # the files are listed; an ingest repairs a torn line now
+        repair.start()
+        repair.join(timeout=1.0)
+        repaired.append("waited" if repair.is_alive() else "not waited")
+        return listed(rule)
+
+    eng._coded_store.unit_codes = list_then_repair
+    with exact_mode():
+        during = _counts(eng.sql(COUNT, **BOUNDS).release())
+    repair.join(timeout=60)
+    del eng._coded_store.unit_codes
+    assert repaired == ["waited", hashes.len()] and not emptied.exists()
+    assert during == whole
+    with exact_mode():
+        after = _counts(eng.sql(COUNT, **BOUNDS).release())
+    assert sum(whole) - sum(after) == hashes.len()
+    assert len(eng.ledger.history()) == 3
+
+
+def _repair(store: Store, day: str, hashes: pl.Series) -> int:
+    with store.writer_lock():
+        return store.remove_events(day, hashes)

@@ -69,3 +69,39 @@ def test_a_repair_that_empties_a_listed_file_waits_for_the_release_reading_it(tm
 def _repair(store: Store, day: str, hashes: pl.Series) -> int:
     with store.writer_lock():
         return store.remove_events(day, hashes)
+
+
+def _ledger_files(store: Store) -> list:
+    return [store.path / f"ledger.sqlite{suffix}" for suffix in ("", "-wal", "-shm")]
+
+
+def test_an_engine_whose_ledger_file_was_removed_or_replaced_charges_nothing(tmp_path):
+    """An engine keeps its ledger open. Before, with the store's ledger file deleted it went on
+    releasing, charged to the deleted file (which no later run reads), where a fresh run is
+    refused (74: what the store spent is unknown); and once `budget set --replace-lost-ledger`
+    had made a new one, it was refused as a rolled-back ledger (74, wrongly: a rerun reads the
+    new ledger). Now the first is refused as a fresh run is (74), the second as a rerun (75);
+    nothing is charged in either."""
+    from dplogs.errors import ConcurrentRun, LedgerError
+    from dplogs.privacy.ledger import open_store_ledger
+
+    store = _hashed_store(tmp_path / "s")
+    eng = Engine.open(store.path)
+    eng.ledger.set_caps(window_policy="month", epsilon=10)
+    eng.sql(COUNT, **BOUNDS).release()
+    for path in _ledger_files(store):
+        path.unlink(missing_ok=True)
+    with pytest.raises(LedgerError) as fresh:
+        Engine.open(store.path).ledger
+    with pytest.raises(LedgerError, match="removed") as removed:
+        eng.sql(COUNT, **BOUNDS).release()
+    assert removed.value.exit_code == fresh.value.exit_code == 74
+    new = open_store_ledger(store, create=True, store_id=store.identity, replace_lost=True)
+    new.set_caps(window_policy="month", epsilon=10)
+    spent = len(new.history())
+    with pytest.raises(ConcurrentRun, match="replaced") as replaced:
+        eng.sql(COUNT, **BOUNDS).release()
+    assert replaced.value.exit_code == 75 and len(new.history()) == spent
+    eng.close()  # the cure the message names: the engine opens the ledger now at the path
+    eng.sql(COUNT, **BOUNDS).release()
+    assert len(new.history()) == spent + 1

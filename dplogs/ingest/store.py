@@ -351,6 +351,8 @@ class Store:
         """The store id its ledger must be bound to. A store made before ids existed has none:
         :class:`LedgerError` says to bind it once with ``dplogs budget set`` (an admin's act, so a
         ledger copied in from elsewhere is never adopted silently)."""
+        if not self.manifest.store_id:  # read afresh: `budget set` may have bound it since this store was opened
+            self.manifest = replace(self.manifest, store_id=Store.open(self.path).manifest.store_id)
         if not self.manifest.store_id:
             raise LedgerError(
                 f"store {self.path} predates store identities, so its budget ledger cannot be checked "

@@ -105,3 +105,27 @@ def test_an_engine_whose_ledger_file_was_removed_or_replaced_charges_nothing(tmp
     eng.close()  # the cure the message names: the engine opens the ledger now at the path
     eng.sql(COUNT, **BOUNDS).release()
     assert len(new.history()) == spent + 1
+
+
+def test_an_engine_opened_before_its_store_was_bound_releases_once_budget_set_binds_it(tmp_path):
+    """A store made before store ids: its engine is refused (74) until `dplogs budget set` binds
+    store and ledger, as the message says. An engine opened before that bind kept refusing after
+    it (it read the store id from the manifest it opened with); now it reads the id the bind wrote."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+    from dplogs.errors import LedgerError
+
+    store = _hashed_store(tmp_path / "s")
+    manifest = json.loads((store.path / "manifest.json").read_text())
+    (store.path / "manifest.json").write_text(json.dumps({**manifest, "store_id": "", "ledger_id": ""}))
+    eng = Engine.open(store.path)
+    with pytest.raises(LedgerError, match="predates store identities"):
+        eng.sql(COUNT, **BOUNDS).release()
+    bound = CliRunner().invoke(cli, ["budget", "set", "--store", str(store.path), "--epsilon", "10", "--delta", "0"])
+    assert bound.exit_code == 0, bound.output
+    eng.sql(COUNT, **BOUNDS).release()
+    assert eng.ledger._meta("store_id") == json.loads((store.path / "manifest.json").read_text())["store_id"] != ""
+    assert len(eng.ledger.history()) == 1

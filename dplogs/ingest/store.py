@@ -20,6 +20,8 @@ Layout of a store directory ``STORE``::
     STORE/ledger.sqlite.head                the ledger's head record (dplogs.privacy.ledger_anchor): an
                                             older copy of the ledger put back no longer extends it
     STORE/locks/                            report-period lock files (dplogs.report.run)
+    STORE/.ingest.lock, STORE/.events.lock  the writers' lock; the one releases share while they read
+                                            events files, which a torn line's repair takes alone
 
 Every file is written beside its target as ``.NAME.tmp`` and renamed, so a reader sees whole files
 only; an ingest removes the temporary files a killed one left (under the writer lock). The store

@@ -364,9 +364,11 @@ class Engine:
 
         # the store's policy applies to the anomaly rows too: a unit-window's row carries its unit in
         # the field it came from, so it is unprotected only when every row of that unit is
+        # a ledger this engine opened is not shared: its close() would leave the new engine a closed one
         eng = Engine(scan=scan, privacy_unit=self.unit, budget_window=self.budget_window,
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
-                     ledger=self._ledger, backend=self._backend, policy=self.policy)
+                     ledger=None if self._ledger is self._opened_ledger else self._ledger, backend=self._backend,
+                     policy=self.policy)
         eng._ledger_path, eng._ledger_store = self._ledger_path, self._ledger_store
         # every release says its rows are a model's flags (a model trained on another store or
         # window is not refused: this is how a reader can tell)

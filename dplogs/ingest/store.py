@@ -22,6 +22,7 @@ Layout of a store directory ``STORE``::
     STORE/locks/                            report-period lock files (dplogs.report.run)
     STORE/.ingest.lock, STORE/.events.lock  the writers' lock; the one releases share while they read
                                             events files, which a torn line's repair takes alone
+    STORE/.manifest.lock                    held while the manifest is re-read and rewritten
 
 Every file is written beside its target as ``.NAME.tmp`` and renamed, so a reader sees whole files
 only; an ingest removes the temporary files a killed one left (under the writer lock). The store
@@ -366,9 +367,10 @@ class Store:
     def assign_identity(self) -> str:
         """Give a store made before ids existed its id (``budget set`` and the demo do, as the
         store's administrator); returns the id. Re-reads the manifest so no other change is lost."""
-        current = Store.open(self.path).manifest
-        if not current.store_id:
-            current = self._record_for_ledger(replace(current, store_id=secrets.token_hex(16)), "store id")
+        with self._manifest_locked():
+            current = Store.open(self.path).manifest
+            if not current.store_id:
+                current = self._record_for_ledger(replace(current, store_id=secrets.token_hex(16)), "store id")
         self.manifest = current
         return current.store_id
 
@@ -379,7 +381,8 @@ class Store:
 
     def record_ledger_id(self, ledger_id: str) -> None:
         """Record the id of the store's ledger (re-reads the manifest so no other change is lost)."""
-        self.manifest = self._record_for_ledger(replace(Store.open(self.path).manifest, ledger_id=ledger_id), "ledger id")
+        with self._manifest_locked():
+            self.manifest = self._record_for_ledger(replace(Store.open(self.path).manifest, ledger_id=ledger_id), "ledger id")
 
     def _record_for_ledger(self, manifest: Manifest, what: str) -> Manifest:
         """Write ``manifest``, which records ``what`` the ledger checks; a failed write is an I/O
@@ -396,10 +399,27 @@ class Store:
     def update_defaults(self, defaults: dict[str, Any]) -> Store:
         """Persist new per-query default bounds (for the engine); returns the updated store. The
         manifest is re-read first so a store id assigned meanwhile is kept."""
-        current = Store.open(self.path).manifest
-        manifest = replace(current, defaults={**current.defaults, **defaults})
-        _write_json_atomic(self.path / "manifest.json", asdict(manifest))
+        with self._manifest_locked():
+            current = Store.open(self.path).manifest
+            manifest = replace(current, defaults={**current.defaults, **defaults})
+            _write_json_atomic(self.path / "manifest.json", asdict(manifest))
         return Store(self.path, manifest)
+
+    @contextmanager
+    def _manifest_locked(self) -> Iterator[None]:
+        """Hold ``STORE/.manifest.lock`` while the manifest is re-read and rewritten: two rewrites
+        at once (a defaults update beside the first ledger open) lost one's change, and a lost
+        store or ledger id unbinds the ledger from its store."""
+        lock = self.path / ".manifest.lock"
+        if lock.is_symlink():
+            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
+        with _writing(lock):
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def day_paths(self) -> list[Path]:
         """The ``day=*`` partition directories (a symlinked one is refused)."""

@@ -129,3 +129,31 @@ def test_an_engine_opened_before_its_store_was_bound_releases_once_budget_set_bi
     eng.sql(COUNT, **BOUNDS).release()
     assert eng.ledger._meta("store_id") == json.loads((store.path / "manifest.json").read_text())["store_id"] != ""
     assert len(eng.ledger.history()) == 1
+
+
+def test_a_defaults_update_beside_the_first_ledger_open_loses_neither(tmp_path, monkeypatch):
+    """`Engine.save_defaults` re-reads the manifest and writes it back; the first ledger open
+    records the ledger's id the same way. The id recorded between the other's read and write was
+    lost (the store then recorded no ledger: one deleted later would be re-created fresh, its
+    spend forgotten). Now the rewrites take turns: both changes are kept."""
+    store = _hashed_store(tmp_path / "s")
+    eng = Engine.open(store.path)
+    opened, order, ids = [], [], []
+    read_manifest = Store.open.__func__
+
+    def read_while_the_ledger_opens(cls, path):  # defaults' read done: another engine's first ledger open
+        manifest = read_manifest(cls, path)
+        if not opened:
+            opened.append(threading.Thread(target=lambda: ids.append(Engine.open(store.path).ledger.identity())))
+            opened[0].start()
+            opened[0].join(timeout=1.0)
+            order.append("waited" if opened[0].is_alive() else "not waited")
+        return manifest
+
+    monkeypatch.setattr(Store, "open", classmethod(read_while_the_ledger_opens))
+    eng.save_defaults(max_groups=3)
+    monkeypatch.undo()
+    opened[0].join(timeout=60)
+    manifest = Store.open(store.path).manifest
+    assert manifest.ledger_id == ids[0] != "" and order == ["waited"]
+    assert manifest.defaults["max_groups"] == 3 and eng.defaults["max_groups"] == 3

@@ -279,7 +279,8 @@ class Store:
         if not relative.parts:
             return True
         first = relative.parts[0]
-        return (first in ("manifest.json", "ingested.json", "open_tails.json", "events", "quarantine", "units", "policy")
+        return (first in ("manifest.json", "ingested.json", "open_tails.json", "events", "quarantine", "units", "policy",
+                          ".ingest.lock", ".events.lock", ".manifest.lock")  # a file renamed onto a lock unlocks it
                 or first.startswith(self.ledger_path.name))
 
     @classmethod

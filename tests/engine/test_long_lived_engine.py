@@ -157,3 +157,11 @@ def test_a_defaults_update_beside_the_first_ledger_open_loses_neither(tmp_path, 
     manifest = Store.open(store.path).manifest
     assert manifest.ledger_id == ids[0] != "" and order == ["waited"]
     assert manifest.defaults["max_groups"] == 3 and eng.defaults["max_groups"] == 3
+
+
+def test_outputs_cannot_replace_the_store_locks(tmp_path):
+    """An output renamed onto a lock file gives later lockers another file than the holders:
+    `--output STORE/.events.lock` would let a repair rewrite files a release is reading."""
+    store = _hashed_store(tmp_path / "s")
+    assert all(store.holds(store.path / name) for name in (".ingest.lock", ".events.lock", ".manifest.lock"))
+    assert not store.holds(store.path / "scores" / "m.parquet")

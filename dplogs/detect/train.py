@@ -317,8 +317,9 @@ def _feature_source(store: Any, engine: Any, lo: dt.datetime, hi: dt.datetime, *
         events = read_events(engine.session, store.event_files())
         ts = col(TIMESTAMP)
         return spark_feature_batches(events.where((ts >= lo) & (ts < hi)), unit=unit, spec=spec)
-    lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
-    return LocalFeatures(extract_features(lf, unit=unit, spec=spec))
+    with store.events_held():  # a torn line's repair must not remove a file listed here before it is read
+        lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
+        return LocalFeatures(extract_features(lf, unit=unit, spec=spec))
 
 
 def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:
@@ -345,7 +346,8 @@ def _scored_table(store_path, model_path):
     spec = FeatureSpec(max_windows_per_unit=2**31, clip_norm=scoring_clip_norm(card), window=card.feature_window,
                        budget_window=store.manifest.budget_window)
     check_features(card, expected_features(card))
-    table = extract_features(store.scan(), unit=store.manifest.unit_rule, spec=spec)
+    with store.events_held():
+        table = extract_features(store.scan(), unit=store.manifest.unit_rule, spec=spec)
     if card.peers is not None:  # the peer features against the model's released baseline
         table = with_peer_features(table, card.peers)
     return store, model, card, table

@@ -32,6 +32,7 @@ where: event.category = 'authentication'
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -121,12 +122,13 @@ class PreparedQuery:
 
     def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
         covered = self.engine.check_coverage(self.plan)
-        rows, unit_values = self.engine.source()
-        return run(
-            self.plan, rows, backend=self.engine.backend, ledger=self.engine.ledger,
-            caller=caller, idempotency_key=idempotency_key, unit_values=unit_values,
-            disclose=None if covered is None else {"coverage": covered}, protection=self.engine.policy_seal(),
-        )
+        with self.engine.events_held():  # the files listed here are the ones read, by every pass
+            rows, unit_values = self.engine.source()
+            return run(
+                self.plan, rows, backend=self.engine.backend, ledger=self.engine.ledger,
+                caller=caller, idempotency_key=idempotency_key, unit_values=unit_values,
+                disclose=None if covered is None else {"coverage": covered}, protection=self.engine.policy_seal(),
+            )
 
 
 class Engine:
@@ -155,6 +157,7 @@ class Engine:
         self._ledger_store: Any = None  # whose id the ledger must be bound to
         self._coded_store: Any = None  # a store whose events carry unit codes, read by the polars backend
         self._coverage_store: Any = None  # whose coverage (public metadata) the rows come from
+        self._events_store: Any = None  # whose events files the rows are read from (held still by a release)
         self._opened_ledger: Any = None  # the ledger this engine opened itself (close() closes it)
 
     @classmethod
@@ -179,7 +182,7 @@ class Engine:
         eng = cls(scan=scan, privacy_unit=m.unit_rule, budget_window=m.budget_window, defaults=m.defaults,
                   backend=chosen, policy=load_policy(store.path))
         eng._ledger_path = store.ledger_path
-        eng._store = eng._ledger_store = eng._coverage_store = store
+        eng._store = eng._ledger_store = eng._coverage_store = eng._events_store = store
         if chosen.name == "polars" and store.unit_codes_kept:
             eng._coded_store = store
         return eng
@@ -195,6 +198,11 @@ class Engine:
         rows = store.scan_coded()
         values = store.unit_codes(self.unit)
         return (rows, values) if values is not None else (self.scan(), None)
+
+    def events_held(self) -> contextlib.AbstractContextManager[None]:
+        """While a release lists and reads the store's events files (:meth:`Store.events_held`);
+        nothing for rows that are not a store's."""
+        return contextlib.nullcontext() if self._events_store is None else self._events_store.events_held()
 
     def coverage(self, formats: tuple[str, ...] = ()) -> list | None:
         """The store's coverage spans (public metadata), None when unknown or not a store; with
@@ -356,9 +364,11 @@ class Engine:
 
         # the store's policy applies to the anomaly rows too: a unit-window's row carries its unit in
         # the field it came from, so it is unprotected only when every row of that unit is
+        # a ledger this engine opened is not shared: its close() would leave the new engine a closed one
         eng = Engine(scan=scan, privacy_unit=self.unit, budget_window=self.budget_window,
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
-                     ledger=self._ledger, backend=self._backend, policy=self.policy)
+                     ledger=None if self._ledger is self._opened_ledger else self._ledger, backend=self._backend,
+                     policy=self.policy)
         eng._ledger_path, eng._ledger_store = self._ledger_path, self._ledger_store
         # every release says its rows are a model's flags (a model trained on another store or
         # window is not refused: this is how a reader can tell)
@@ -368,7 +378,7 @@ class Engine:
         }
         # the unit-windows come from the store's rows: its coverage gives the default window and
         # refuses windows without data, as for any query
-        eng._coverage_store = self._coverage_store
+        eng._coverage_store, eng._events_store = self._coverage_store, self._events_store
         return eng
 
     def prepare(self, query: Query, **options: Any) -> PreparedQuery:

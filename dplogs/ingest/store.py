@@ -20,6 +20,9 @@ Layout of a store directory ``STORE``::
     STORE/ledger.sqlite.head                the ledger's head record (dplogs.privacy.ledger_anchor): an
                                             older copy of the ledger put back no longer extends it
     STORE/locks/                            report-period lock files (dplogs.report.run)
+    STORE/.ingest.lock, STORE/.events.lock  the writers' lock; the one releases share while they read
+                                            events files, which a torn line's repair takes alone
+    STORE/.manifest.lock                    held while the manifest is re-read and rewritten
 
 Every file is written beside its target as ``.NAME.tmp`` and renamed, so a reader sees whole files
 only; an ingest removes the temporary files a killed one left (under the writer lock). The store
@@ -55,7 +58,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dplogs.errors import (
-    InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
+    ConcurrentRun, InternalError, LedgerError, LedgerIOError, StoreDamaged, StoreError, StoreWriteError, UsageError,
 )
 from dplogs.files import NotAFile, read_regular
 from dplogs.ingest.base import QUARANTINE_SCHEMA, event_hash
@@ -78,6 +81,8 @@ UNIT = "unit"
 """The value column of the unit dictionary (:meth:`Store.unit_codes`)."""
 _MAX_UNIT_SEGMENTS = 64
 """Dictionary segments (one per write that meets new units) before the writer compacts them."""
+_DICTIONARY_READS = 3
+"""Readings of the dictionary a reader tries while compactions remove the segments it listed."""
 
 
 def codes_rule(rule: UnitRule) -> str:
@@ -274,7 +279,8 @@ class Store:
         if not relative.parts:
             return True
         first = relative.parts[0]
-        return (first in ("manifest.json", "ingested.json", "open_tails.json", "events", "quarantine", "units", "policy")
+        return (first in ("manifest.json", "ingested.json", "open_tails.json", "events", "quarantine", "units", "policy",
+                          ".ingest.lock", ".events.lock", ".manifest.lock")  # a file renamed onto a lock unlocks it
                 or first.startswith(self.ledger_path.name))
 
     @classmethod
@@ -349,6 +355,8 @@ class Store:
         """The store id its ledger must be bound to. A store made before ids existed has none:
         :class:`LedgerError` says to bind it once with ``dplogs budget set`` (an admin's act, so a
         ledger copied in from elsewhere is never adopted silently)."""
+        if not self.manifest.store_id:  # read afresh: `budget set` may have bound it since this store was opened
+            self.manifest = replace(self.manifest, store_id=Store.open(self.path).manifest.store_id)
         if not self.manifest.store_id:
             raise LedgerError(
                 f"store {self.path} predates store identities, so its budget ledger cannot be checked "
@@ -360,9 +368,10 @@ class Store:
     def assign_identity(self) -> str:
         """Give a store made before ids existed its id (``budget set`` and the demo do, as the
         store's administrator); returns the id. Re-reads the manifest so no other change is lost."""
-        current = Store.open(self.path).manifest
-        if not current.store_id:
-            current = self._record_for_ledger(replace(current, store_id=secrets.token_hex(16)), "store id")
+        with self._manifest_locked():
+            current = Store.open(self.path).manifest
+            if not current.store_id:
+                current = self._record_for_ledger(replace(current, store_id=secrets.token_hex(16)), "store id")
         self.manifest = current
         return current.store_id
 
@@ -373,7 +382,8 @@ class Store:
 
     def record_ledger_id(self, ledger_id: str) -> None:
         """Record the id of the store's ledger (re-reads the manifest so no other change is lost)."""
-        self.manifest = self._record_for_ledger(replace(Store.open(self.path).manifest, ledger_id=ledger_id), "ledger id")
+        with self._manifest_locked():
+            self.manifest = self._record_for_ledger(replace(Store.open(self.path).manifest, ledger_id=ledger_id), "ledger id")
 
     def _record_for_ledger(self, manifest: Manifest, what: str) -> Manifest:
         """Write ``manifest``, which records ``what`` the ledger checks; a failed write is an I/O
@@ -390,10 +400,27 @@ class Store:
     def update_defaults(self, defaults: dict[str, Any]) -> Store:
         """Persist new per-query default bounds (for the engine); returns the updated store. The
         manifest is re-read first so a store id assigned meanwhile is kept."""
-        current = Store.open(self.path).manifest
-        manifest = replace(current, defaults={**current.defaults, **defaults})
-        _write_json_atomic(self.path / "manifest.json", asdict(manifest))
+        with self._manifest_locked():
+            current = Store.open(self.path).manifest
+            manifest = replace(current, defaults={**current.defaults, **defaults})
+            _write_json_atomic(self.path / "manifest.json", asdict(manifest))
         return Store(self.path, manifest)
+
+    @contextmanager
+    def _manifest_locked(self) -> Iterator[None]:
+        """Hold ``STORE/.manifest.lock`` while the manifest is re-read and rewritten: two rewrites
+        at once (a defaults update beside the first ledger open) lost one's change, and a lost
+        store or ledger id unbinds the ledger from its store."""
+        lock = self.path / ".manifest.lock"
+        if lock.is_symlink():
+            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
+        with _writing(lock):
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def day_paths(self) -> list[Path]:
         """The ``day=*`` partition directories (a symlinked one is refused)."""
@@ -471,8 +498,27 @@ class Store:
     def _read_dictionary(self, rule: UnitRule) -> pl.DataFrame:
         """The dictionary's segments in code order, checked to be contiguous from 0 (a gap or an
         overlap would let two units share a code). A segment whose codes a compacted one already
-        holds is what a compaction killed before its clean-up left: skipped."""
+        holds is what a compaction killed before its clean-up left: skipped. A segment removed
+        since it was listed was covered by a compaction (written whole before any removal): the
+        segments are listed and read again."""
         schema = {UNIT: _unit_dtype(rule), "code": pl.UInt32()}
+        for _ in range(_DICTIONARY_READS):
+            try:
+                parts = self._dictionary_segments(schema)
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise ConcurrentRun(f"the unit dictionary in {self.path / 'units'} was compacted {_DICTIONARY_READS} times "
+                                "while it was read; nothing was released or charged: run it again")
+        frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+        if not frame["code"].equals(pl.Series("code", range(frame.height), dtype=pl.UInt32)) \
+                or frame[UNIT].n_unique() != frame.height:
+            raise StoreError(f"the unit dictionary in {self.path / 'units'} has a gap, an overlap or a repeated unit; "
+                             "re-ingest the logs into a new store")
+        return frame
+
+    def _dictionary_segments(self, schema: dict[str, pl.DataType]) -> list[pl.DataFrame]:
         parts, next_code = [], 0
         try:
             for file in _parquet_files(self.path / "units"):
@@ -484,12 +530,46 @@ class Store:
         except (ValueError, pl.exceptions.PolarsError) as exc:
             raise StoreError(f"the unit dictionary in {self.path / 'units'} is damaged ({type(exc).__name__}); "
                              "re-ingest the logs into a new store") from exc
-        frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-        if not frame["code"].equals(pl.Series("code", range(frame.height), dtype=pl.UInt32)) \
-                or frame[UNIT].n_unique() != frame.height:
-            raise StoreError(f"the unit dictionary in {self.path / 'units'} has a gap, an overlap or a repeated unit; "
-                             "re-ingest the logs into a new store")
-        return frame
+        return parts
+
+    @contextmanager
+    def events_held(self) -> Iterator[None]:
+        """Hold the events files still while a release lists and reads them (a shared ``flock`` on
+        ``STORE/.events.lock``): files an ingest adds meanwhile are not read, and a torn last
+        line's repair (:meth:`remove_events`, the one write that rewrites or removes an events
+        file) waits, so every file listed is read as listed. Before, a repair that emptied a file
+        between the listing and the read failed the release. Ingests never wait for the whole
+        run, readers never for an ingest. A store this process cannot create the lock file in
+        (read-only media) has no writer to wait for."""
+        with self._events_lock(exclusive=False):
+            yield
+
+    @contextmanager
+    def _events_lock(self, *, exclusive: bool) -> Iterator[None]:
+        fd = self._open_events_lock(exclusive=exclusive)
+        if fd is None:  # no lock file and none can be made here: nothing writes this store
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def _open_events_lock(self, *, exclusive: bool) -> int | None:
+        lock = self.path / ".events.lock"
+        if lock.is_symlink():
+            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
+        try:
+            return os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        try:
+            return os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exclusive:  # the writer writes the store: a real failure
+                raise StoreWriteError(f"cannot create {lock} ({exc.strerror}); make the store writable and rerun") from None
+            return None
 
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""
@@ -615,7 +695,12 @@ class Store:
     def remove_events(self, day: str, hashes: pl.Series) -> int:
         """Remove the events of one day partition whose ``event.hash`` is in ``hashes`` (each file
         holding one is rewritten without it, atomically; an emptied file is deleted). Returns how
-        many were removed. Call under the writer lock (ingest does)."""
+        many were removed. Call under the writer lock (ingest does). Waits for releases reading
+        the events (:meth:`events_held`): the only write that changes or removes a file they listed."""
+        with self._events_lock(exclusive=True):
+            return self._remove_events(day, hashes)
+
+    def _remove_events(self, day: str, hashes: pl.Series) -> int:
         removed = 0
         for f in self.event_files(day):
             hit = _read_column([f], "event.hash").is_in(hashes.implode(), nulls_equal=False)

@@ -298,6 +298,7 @@ class Ledger:
         self._store_id = store_id
         self._lock = threading.RLock()
         self._host = socket.gethostname()
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened: see _check_file
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -331,6 +332,8 @@ class Ledger:
         try:
             ledger._setup(created)
             _refuse_links(path)  # swapped for a link while SQLite opened it
+            opened = os.stat(path)
+            ledger._file = (opened.st_dev, opened.st_ino)
             ledger._check_owner()
         except (sqlite3.Error, OSError) as exc:
             conn.close()
@@ -797,10 +800,34 @@ class Ledger:
                 self._seal_state(c)
 
     # -- integrity enforcement -----------------------------------------------------------
+    def _check_file(self) -> None:
+        """The file at :attr:`path` must still be the one this connection opened: a long-lived
+        engine keeps its ledger open, and went on charging a ledger file deleted meanwhile (spend
+        no later run reads) or, once another was put in its place, refused it as rolled back."""
+        if self._file is None:
+            return
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            raise LedgerError(
+                f"the budget ledger {self.path} was removed while this run had it open; what the store spent "
+                "cannot be known, so nothing was released or charged. Put that same file back, or, as the "
+                f"store's administrator, `dplogs budget set --store {self.path.parent} --replace-lost-ledger ...`"
+            ) from None
+        except OSError as exc:
+            raise _storage_error(exc, self.path, "check") from None
+        if (now.st_dev, now.st_ino) != self._file:
+            raise ConcurrentRun(
+                f"the budget ledger {self.path} was replaced by another file since this run opened it (`dplogs "
+                "budget set --replace-lost-ledger`, or a copy put back); nothing was released or charged: run it "
+                "again (an embedding service: Engine.close(), then use the engine again) to open and check the "
+                "ledger now there")
+
     def _guard(self, c: sqlite3.Connection, *, bind: bool = False) -> None:
         """Run first in every write transaction: refuse a ledger that fails verification (O(1)
         through the state seal), upgrade an unsealed format-1 ledger after one full verification,
         and bind an unbound ledger to the opening store. The caller re-seals after its write."""
+        self._check_file()
         if self._meta("format") == _UNSEALED_FORMAT:
             self.verify().raise_for_problems()
             for stmt in _GUARD:

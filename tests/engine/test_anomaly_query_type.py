@@ -96,3 +96,19 @@ def test_model_of_another_unit_is_refused(trained, tmp_path):
     Store.init(other, privacy_unit="source.ip")
     with pytest.raises(UsageError, match="trained per user.name"):
         Engine.open(other).over_anomalies(model, threshold=0.5)
+
+
+def test_an_anomaly_engine_outlives_the_close_of_the_engine_it_came_from(trained):
+    """A service closes an engine to keep no file handle (Engine.close) and uses it again later.
+    The anomaly engine made from it shared the ledger connection the first one had opened: after
+    the close, its every release was refused as a corrupt ledger (74, "Cannot operate on a closed
+    database"). It now opens its own; nothing was charged by the refused ones either way."""
+    store, model = trained
+    parent = Engine.open(store)
+    before = len(parent.ledger.history())
+    child = parent.over_anomalies(model, threshold=0.5, seed=11)
+    parent.close()
+    child.sql(SQL, epsilon=1.0, **WINDOW).release()
+    assert len(parent.ledger.history()) == before + 1  # the parent reopens its ledger on use
+    child.close()
+    parent.close()

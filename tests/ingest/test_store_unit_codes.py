@@ -238,6 +238,40 @@ def test_the_dictionary_is_compacted_and_a_compaction_killed_midway_still_reads(
     assert store.unit_codes(rule).equals(values)
 
 
+def test_a_dictionary_compacted_while_a_reader_reads_it_is_read_whole(tmp_path, monkeypatch):
+    """A release reads the segments it listed while an ingest compacts them (the compacted
+    segment is written whole before the others are removed): the reader lists again instead of
+    failing on the removed segment (it raised FileNotFoundError, a bug's exit 70)."""
+    import dplogs.ingest.store as store_module
+
+    monkeypatch.setattr(store_module, "_MAX_UNIT_SEGMENTS", 3)
+    writer = Store.init(tmp_path / "s", dataset="t")
+    with writer.writer_lock():
+        for i in range(3):
+            writer.write_events(_events(200, seed=i, users=10 * (i + 1), days=1), stem=f"w{i}")
+    reader = Store.open(writer.path)
+    read = pl.read_parquet
+    compactions = []
+
+    def read_then_compact(source, **kw):  # the first segment read, then an ingest compacts
+        frame = read(source, **kw)
+        if not compactions and source.parent.name == "units":
+            compactions.append("started")  # the writer reads the dictionary too: once only
+            with writer.writer_lock():
+                writer.write_events(_events(200, seed=9, users=80, days=1), stem="w9")
+            compactions[0] = sorted(p.name for p in source.parent.iterdir())
+        return frame
+
+    monkeypatch.setattr(store_module.pl, "read_parquet", read_then_compact)
+    rule = reader.manifest.unit_rule
+    values = reader.unit_codes(rule)
+    assert compactions == [["0000000000.parquet"]]
+    monkeypatch.setattr(store_module.pl, "read_parquet", read)
+    assert values.equals(reader.unit_codes(rule)) and values.height == writer._dictionary.height
+    rows = reader.scan_coded().select(rule.expr().alias("want"), pl.col(UNIT_CODE)).collect()
+    assert values[UNIT].gather(rows[UNIT_CODE]).equals(rows["want"], check_names=False)
+
+
 def test_a_store_whose_dictionary_lacks_codes_is_read_by_value(tmp_path, monkeypatch):
     """A store copied without units/ (events linked or copied alone) must not fail or mis-bound:
     the values are in the rows, so the release is the one they give."""

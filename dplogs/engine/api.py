@@ -47,7 +47,7 @@ from dplogs.engine.explain import Explanation, explain
 from dplogs.engine.plan import Aggregation, Bins, Filter, KeySpec, Query, check_column
 from dplogs.engine.planner import Plan, check_defaults, plan_query
 from dplogs.engine.policy import Policy
-from dplogs.engine.policy import check_in_force
+from dplogs.engine.policy import check_in_force, check_recorded
 from dplogs.engine.policy import load as load_policy
 from dplogs.engine.queryfile import load_query_file, parse_bins
 from dplogs.engine.release import Release
@@ -389,7 +389,23 @@ class Engine:
         query = query.with_options(**_options(options))
         query, used = self._fallbacks(query)
         plan = plan_query(query, unit=self.unit, window_policy=self.budget_window, defaults=self.defaults)
+        self._adopt_sealed_policy()
         return PreparedQuery(self, replace(plan, policy=self.policy, defaults_used=used, anomalies=self.anomalies))
+
+    def _adopt_sealed_policy(self) -> None:
+        """Take up a protection policy `dplogs protect` sealed since this engine loaded its own, so
+        a long-lived engine's next query runs under it (a query prepared before is refused at its
+        charge, 75). A policy on disk that the ledger did not seal is refused here (74)."""
+        if self._ledger_store is None:
+            return
+        on_disk = load_policy(self._ledger_store.path)
+        if (on_disk.version, on_disk.digest) != (self.policy.version, self.policy.digest):
+            previous, self.policy = self.policy, on_disk  # set first: opening the ledger checks it
+            try:
+                check_recorded(on_disk, self.ledger.protection(), self._ledger_store.path)
+            except BaseException:
+                self.policy = previous
+                raise
 
     def _fallbacks(self, query: Query) -> tuple[Query, dict[str, str]]:
         used: dict[str, str] = {}

@@ -274,9 +274,10 @@ def test_a_policy_the_ledger_never_recorded_is_refused_until_protect_runs(sample
 
 @pytest.mark.parametrize("when", ["before its ledger is opened", "between two releases"])
 def test_a_protect_that_finishes_while_a_query_runs_asks_for_a_rerun(sample_store, tmp_path, when):
-    """An engine that loaded policy 1 while `dplogs protect` then sealed policy 2 releases nothing
+    """A query prepared under policy 1 while `dplogs protect` then sealed policy 2 releases nothing
     under 1: refused as a concurrent run (75, not "damaged"), at the ledger's opening or, once it
-    is open, in the charge's own transaction; nothing is charged and a rerun releases under 2."""
+    is open, in the charge's own transaction; nothing is charged. The same engine's next query
+    takes up policy 2 (a long-lived engine needs no reopening)."""
     import shutil
 
     store = tmp_path / "st"
@@ -288,12 +289,13 @@ def test_a_protect_that_finishes_while_a_query_runs_asks_for_a_rerun(sample_stor
         engine.sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25).release(caller="t")
     ledger = Ledger.open(store / "ledger.sqlite")
     before = len(ledger.history())
+    prepared = engine.sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25)
     assert run(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8,192.168.0.0/16"]).exit_code == 0
     with pytest.raises(ConcurrentRun, match="while this (ran|release was prepared) under version 1") as refused:
-        engine.sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25).release(caller="t")
+        prepared.release(caller="t")
     assert refused.value.exit_code == 75 and len(ledger.history()) == before
-    rerun = Engine.open(store).sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25).release(caller="t")
-    assert rerun.privacy["protection"]["version"] == 2
+    rerun = engine.sql(FAILURES, start="2024-03-01", end="2024-03-31", epsilon=0.25).release(caller="t")
+    assert rerun.privacy["protection"]["version"] == 2 and len(ledger.history()) == before + 1
 
 
 def test_a_policy_is_never_read_half_written(tmp_path):

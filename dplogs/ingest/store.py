@@ -411,16 +411,8 @@ class Store:
         """Hold ``STORE/.manifest.lock`` while the manifest is re-read and rewritten: two rewrites
         at once (a defaults update beside the first ledger open) lost one's change, and a lost
         store or ledger id unbinds the ledger from its store."""
-        lock = self.path / ".manifest.lock"
-        if lock.is_symlink():
-            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
-        with _writing(lock):
-            fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._locked(".manifest.lock"):
             yield
-        finally:
-            os.close(fd)
 
     def day_paths(self) -> list[Path]:
         """The ``day=*`` partition directories (a symlinked one is refused)."""
@@ -541,35 +533,37 @@ class Store:
         between the listing and the read failed the release. Ingests never wait for the whole
         run, readers never for an ingest. A store this process cannot create the lock file in
         (read-only media) has no writer to wait for."""
-        with self._events_lock(exclusive=False):
+        with self._locked(".events.lock", shared=True, reader=True):
             yield
 
     @contextmanager
-    def _events_lock(self, *, exclusive: bool) -> Iterator[None]:
-        fd = self._open_events_lock(exclusive=exclusive)
-        if fd is None:  # no lock file and none can be made here: nothing writes this store
+    def _locked(self, name: str, *, shared: bool = False, reader: bool = False, mode: int = 0o644) -> Iterator[None]:
+        """Hold a ``flock`` on the store's lock file ``name``, made if missing (freed by the kernel
+        when the process dies). A symbolic link there is refused, never followed: it must not make
+        us create or lock its target. A ``reader`` that can neither open nor make the file (a
+        read-only store) goes on unlocked: nothing writes that store."""
+        lock = self.path / name
+        if lock.is_symlink():
+            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = None
+        try:
+            with _writing(lock):
+                try:
+                    fd = os.open(lock, flags)  # no O_CREAT first: read-only media refuse even an existing file's
+                except FileNotFoundError:
+                    fd = os.open(lock, flags | os.O_CREAT, mode)
+        except StoreWriteError:
+            if not reader:
+                raise
+        if fd is None:
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
-
-    def _open_events_lock(self, *, exclusive: bool) -> int | None:
-        lock = self.path / ".events.lock"
-        if lock.is_symlink():
-            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
-        try:
-            return os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            pass
-        try:
-            return os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            if exclusive:  # the writer writes the store: a real failure
-                raise StoreWriteError(f"cannot create {lock} ({exc.strerror}); make the store writable and rerun") from None
-            return None
 
     def scan_quarantine(self) -> pl.LazyFrame:
         """Quarantined records (raw text: inside the trust boundary only)."""
@@ -584,19 +578,9 @@ class Store:
     def writer_lock(self) -> Iterator[None]:
         """Hold the store's exclusive writer lock (``STORE/.ingest.lock``): concurrent ingests into
         one store run one after the other, so no registry update or day-partition dedup is lost."""
-        # O_NOFOLLOW: a lock file swapped for a symlink must not make us create or lock its target
-        lock = self.path / ".ingest.lock"
-        if lock.is_symlink():
-            raise StoreError(f"the store's lock file {lock} is a symbolic link, which is never followed: remove it")
-        with _writing(lock):
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with open(fd, "r+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with self._locked(".ingest.lock", mode=0o600):
             self._dictionary = None  # another writer may have added units: re-read under the lock
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            yield
 
     def remove_stray_files(self) -> int:
         """Remove the temporary files a killed or failed writer left; call under the writer lock
@@ -697,7 +681,7 @@ class Store:
         holding one is rewritten without it, atomically; an emptied file is deleted). Returns how
         many were removed. Call under the writer lock (ingest does). Waits for releases reading
         the events (:meth:`events_held`): the only write that changes or removes a file they listed."""
-        with self._events_lock(exclusive=True):
+        with self._locked(".events.lock"):
             return self._remove_events(day, hashes)
 
     def _remove_events(self, day: str, hashes: pl.Series) -> int:

@@ -18,12 +18,13 @@ one, runs first and the full regex only where it missed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
 
 from dplogs.ingest._text import run
+from dplogs.ingest.base import ParsedChunk, repeat_hash
 
 _IP = r"(?P<ip>[0-9A-Fa-f:.]+(?:%\w+)?)"
 _IP_END = r"(?P<ip>[0-9A-Fa-f:.]*[0-9A-Fa-f])"
@@ -355,11 +356,35 @@ def _with_removals(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 _REPEAT_START = "message repeated "
-_REPEAT = r"^message repeated \d+ times?: \[ ?(.*?)\]$"
+_REPEAT = r"^message repeated (\d+) times?: \[ ?(.*?)\]$"
 """rsyslog's compression of identical messages ("message repeated 5 times: [ Failed password for root
 from ...]", 85 lines of the real auth.log standing for 410 failed passwords): the line is
-categorised as the message it repeats, and counted once (its count of repeats is not expanded
-into events: docs/architecture.md, deliberate differences)."""
+categorised as the message it repeats, and stands for that many events (:func:`expand_repeats`)."""
+
+MAX_REPEATS = 200
+"""Most events one repeat line becomes. Real counts are small (at most 5 in the real auth.log:
+sshd's tries per connection); the cap bounds what a forged line can make of a few bytes, as the
+reader's gzip ratio limit (200) does for compressed input."""
+
+
+def expand_repeats(chunk: ParsedChunk) -> ParsedChunk:
+    """``chunk`` with each event whose ``message`` is rsyslog's ``message repeated N times: [ MSG ]``
+    made N events (at most :data:`MAX_REPEATS`): the same row, each copy with its own
+    ``event.hash`` (:func:`dplogs.ingest.base.repeat_hash`). rsyslog writes MSG once and then
+    this line for the N identical messages that followed, so counting the line once lost N - 1."""
+    message = chunk.events.get_column("message")
+    if not message.str.starts_with(_REPEAT_START).any():
+        return chunk
+    digits = message.str.extract(_REPEAT, 1)
+    counts = pl.select(pl.when(digits.str.len_chars() > 9).then(MAX_REPEATS + 1)
+                       .otherwise(digits.cast(pl.Int64, strict=False)).fill_null(1).clip(1)).to_series().to_numpy()
+    capped = int((counts > MAX_REPEATS).sum())
+    counts = np.minimum(counts, MAX_REPEATS)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    copy = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    events = chunk.events[rows].with_columns(repeat_hash(pl.col("event.hash"), pl.lit(copy)).alias("event.hash"))
+    return replace(chunk, events=events, repeated=chunk.repeated + len(rows) - len(counts),
+                   repeats_capped=chunk.repeats_capped + capped)
 
 
 def with_routing(frame: pl.DataFrame) -> pl.DataFrame:
@@ -389,7 +414,7 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     repeated = message.str.starts_with(_REPEAT_START)
     unwrapped = bool(repeated.any())
     if unwrapped:  # categorised as the message repeated (kept whole in `message`)
-        frame = frame.with_columns(_msg=pl.when(repeated).then(message.str.extract(_REPEAT, 1)).fill_null(message))
+        frame = frame.with_columns(_msg=pl.when(repeated).then(message.str.extract(_REPEAT, 2)).fill_null(message))
     frame = with_routing(frame)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
     by_kind = routed.partition_by("_kind", as_dict=True, include_key=False)

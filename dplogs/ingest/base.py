@@ -104,14 +104,19 @@ class ParsedChunk:
     skipped: int = 0
     """Input records deliberately dropped without being errors: blank lines, ``#`` comment and
     header lines (IIS ``#Fields:``, Zeek ``#types``), syslog continuation lines. The invariant is
-    ``len(events) + len(quarantine) + skipped == input records``."""
+    ``len(events) - repeated + len(quarantine) + skipped == input records``."""
     yearless: int = 0
     """Events whose stamp had no year (RFC 3164), dated by ``IngestOptions.year`` or its guess; it
     decides the ingest's year warning (syslog, and CEF/LEEF dated by a syslog prefix's stamp)."""
+    repeated: int = 0
+    """Events added for records that stand for several (rsyslog's ``message repeated N times: [...]``
+    is N events: N - 1 are added): ``len(events) - repeated`` records became events."""
+    repeats_capped: int = 0
+    """Records whose repeat count was above :data:`dplogs.ingest.auth.MAX_REPEATS` and was cut to it."""
 
     def __post_init__(self) -> None:
-        if self.skipped < 0:
-            raise ValueError("ParsedChunk.skipped must be >= 0")
+        if self.skipped < 0 or self.repeated < 0:
+            raise ValueError("ParsedChunk.skipped and .repeated must be >= 0")
         if self.events.schema != STORE_SCHEMA:
             raise ValueError("ParsedChunk.events must be conformed to STORE_SCHEMA (use schema.conform)")
         if self.quarantine.schema != QUARANTINE_SCHEMA:
@@ -221,3 +226,15 @@ def event_hash(text: pl.Expr, offset: pl.Expr, *, offsets_complete: bool = False
     if offsets_complete:  # the caller knows no offset is null: polars would hash every text again for the coalesce
         return pl.concat_arr(text.hash(seed=0x5EED), offset.cast(pl.UInt64))
     return pl.concat_arr(text.hash(seed=0x5EED), pl.coalesce(offset.cast(pl.UInt64), text.hash(seed=0xD1CE)))
+
+
+REPEAT_SHIFT = 48
+"""Copy ``k`` of a record that stands for several events (rsyslog's ``message repeated N times``)
+has ``k << 48`` XOR-ed into its hash's second word (the byte offset, < 2^48), so the copies are
+distinct events and re-reading the record gives them the same hashes again."""
+
+
+def repeat_hash(event_hash_expr: pl.Expr, copy: pl.Expr) -> pl.Expr:
+    """``event.hash`` of copy ``copy`` (0: the record itself) of a record whose hash is ``event_hash_expr``."""
+    shifted = copy.cast(pl.UInt64) * pl.lit(1 << REPEAT_SHIFT, pl.UInt64)
+    return pl.concat_arr(event_hash_expr.arr.get(0), event_hash_expr.arr.get(1).xor(shifted))

@@ -27,6 +27,7 @@ import polars as pl
 from dplogs.errors import DataError, UsageError
 from dplogs.escape import visible
 from dplogs.ingest import tails
+from dplogs.ingest.auth import MAX_REPEATS
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
 from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id
@@ -56,6 +57,10 @@ class FileResult:
     """Written rows carrying none of the store's privacy-unit fields."""
     yearless: int = 0
     """Parsed rows whose stamp had no year (:attr:`ParsedChunk.yearless`)."""
+    repeated: int = 0
+    """Parsed rows added for rsyslog's ``message repeated N times`` lines (:attr:`ParsedChunk.repeated`)."""
+    repeats_capped: int = 0
+    """Such lines whose count was cut to :data:`dplogs.ingest.auth.MAX_REPEATS`."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,15 @@ def unattributed_note(summary: IngestSummary, rule: UnitRule) -> str | None:
             "about them will be mostly noise. For logs without accounts, ingest into a new store made with "
             "--privacy-unit source.ip (web, firewall, Zeek) or a chain such as user.name,source.ip or "
             "user.name,host.name (system logs); see docs/privacy.md")
+
+
+def capped_repeats_note(summary: IngestSummary) -> str | None:
+    """A note when rsyslog repeat counts were cut: those events are not all in the store."""
+    capped = sum(f.repeats_capped for f in summary.files)
+    if not capped:
+        return None
+    return (f"{capped:,} 'message repeated N times' lines counted more than {MAX_REPEATS} repeats; each was stored as "
+            f"{MAX_REPEATS} events (the line's message keeps its count)")
 
 
 def guessed_year_note(summary: IngestSummary, options: IngestOptions) -> str | None:
@@ -262,7 +276,8 @@ def ingest(
                          **_coverage_record(result.span, options.covers)}
             store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
-    for note in (unattributed_note(summary, store.manifest.unit_rule), guessed_year_note(summary, options)):
+    for note in (unattributed_note(summary, store.manifest.unit_rule), guessed_year_note(summary, options),
+                 capped_repeats_note(summary)):
         if note is not None:
             summary = replace(summary, warnings=(*summary.warnings, note))
     if max_errors is not None and summary.quarantined > max_errors:
@@ -291,7 +306,7 @@ def _ingest_one(
     the same bytes were ingested before, parsing stops and nothing is stored; so it does when
     ``as_sniffed`` says the input no longer begins as it did when opened. ``known`` (events,
     quarantine) holds what is stored already; None turns row deduplication off."""
-    parsed = quarantined = skipped = duplicates = unattributed = yearless = 0
+    parsed = quarantined = skipped = duplicates = unattributed = yearless = repeated = repeats_capped = 0
     unit_fields = store.manifest.unit_rule.fields
     first = last = None
     reasons: Counter[str] = Counter()
@@ -342,8 +357,10 @@ def _ingest_one(
             quarantined += chunk.quarantine.height
             skipped += chunk.skipped
             yearless += chunk.yearless
+            repeated += chunk.repeated
+            repeats_capped += chunk.repeats_capped
             if on_chunk is not None:
-                on_chunk(chunk.events.height + chunk.quarantine.height + chunk.skipped)
+                on_chunk(chunk.events.height - chunk.repeated + chunk.quarantine.height + chunk.skipped)
     except DataError as exc:  # the reader's limits (line length, gzip ratio) do not know the input's name
         message = str(exc)
         shown = visible(source.name)  # a file name may hold newlines or escapes: shown inert
@@ -359,6 +376,7 @@ def _ingest_one(
     return FileResult(
         name=source.name, format=fmt.name, parsed=parsed, quarantined=quarantined, skipped=skipped,
         duplicate_rows=duplicates, reasons=tuple(sorted(reasons.items())), unattributed=unattributed, yearless=yearless,
+        repeated=repeated, repeats_capped=repeats_capped,
         span=(first.date().isoformat(), last.date().isoformat()) if first is not None else None,
     )
 

@@ -35,7 +35,7 @@ import polars as pl
 from dplogs.ingest import _structured as st
 from dplogs.ingest import syslog, windows
 from dplogs.ingest.accounts import account_columns
-from dplogs.ingest.auth import with_auth
+from dplogs.ingest.auth import expand_repeats, with_auth
 from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.schema import STORE_SCHEMA
 
@@ -178,4 +178,4 @@ class SentinelSyslog(LineFormat):
         order = rows_in_order.get_column("line").arg_sort()
         events, rows_in_order = events[order], rows_in_order[order]
         events, rejected = st.in_time_range(events, rows_in_order, rejected, options)
-        return st.chunk(events, rejected, source, skipped)
+        return expand_repeats(st.chunk(events, rejected, source, skipped))

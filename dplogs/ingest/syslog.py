@@ -28,7 +28,7 @@ import polars as pl
 
 from dplogs.ingest._text import finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
-from dplogs.ingest.auth import with_auth
+from dplogs.ingest.auth import expand_repeats, with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 
 _MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
@@ -255,7 +255,7 @@ class Syslog(LineFormat):
             frame = with_accounts(with_auth(_header_fast(lines, options)))
             chunk = finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=FIELDS, dataset=DATASET,
                            module="system", blank_lines=False)
-            return replace(chunk, yearless=chunk.events.height)  # the fast path reads year-less stamps only
+            return expand_repeats(replace(chunk, yearless=chunk.events.height))  # the fast path reads year-less stamps only
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
         parts = []
         if (True,) in split:
@@ -265,4 +265,4 @@ class Syslog(LineFormat):
         frame = with_accounts(with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null(""))))
         yearless = frame.select((pl.col("_ts_str").str.contains(_YEARLESS) & pl.col("_time").is_not_null()).sum()).item()
         chunk = finish(frame, source=source, options=options, reason=_REASON, fields=FIELDS, dataset=DATASET, module="system")
-        return replace(chunk, yearless=yearless)
+        return expand_repeats(replace(chunk, yearless=yearless))

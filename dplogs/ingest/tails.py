@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import blake3
 import polars as pl
 
-from dplogs.ingest.base import InputSource
+from dplogs.ingest.base import InputSource, repeat_hash
 from dplogs.ingest.store import Store
 from dplogs.ingest.streams import StreamKeys
 from dplogs.schema.ecs import HASH_DTYPE
@@ -43,6 +43,8 @@ class OpenTail:
     """BLAKE3 (hex) of the line's bytes as they were read."""
     day: str
     event_hash: tuple[int, int]
+    copies: int = 1
+    """Events the line became (an rsyslog repeat line is several: :func:`dplogs.ingest.base.repeat_hash`)."""
 
 
 def appendable(source: InputSource) -> bool:
@@ -53,13 +55,13 @@ def appendable(source: InputSource) -> bool:
 def remember(store: Store, keys: StreamKeys, offset: int, raw: bytes, events: pl.DataFrame) -> None:
     """Record the unterminated last line at ``offset`` (``raw``: its bytes) if it became one of
     ``events`` (keyed as stored); a quarantined one needs nothing (the quarantine is not queried)."""
-    row = events.filter(pl.col("log.offset") == offset)
-    if row.height != 1:
+    rows = events.filter(pl.col("log.offset") == offset)
+    if rows.is_empty():
         return
-    ((day, _),) = store.day_parts(row)
-    h0, h1 = row.get_column("event.hash")[0]
+    ((day, _),) = store.day_parts(rows.head(1))
+    h0, h1 = rows.get_column("event.hash")[0]  # copy 0 (the others are derived from it)
     tail = OpenTail(key=keys.keys([offset])[0], offset=offset, length=len(raw), digest=blake3.blake3(raw).hexdigest(),
-                    day=day, event_hash=(int(h0), int(h1)))
+                    day=day, event_hash=(int(h0), int(h1)), copies=rows.height)
     records = [r for r in store.open_tails() if r.get("event_hash") != list(tail.event_hash)]
     store.set_open_tails([*records, {**asdict(tail), "event_hash": list(tail.event_hash)}][-MAX_OPEN_TAILS:])
 
@@ -85,8 +87,10 @@ def settle(store: Store, path: str, keys: StreamKeys) -> int:
                 kept.append(r)
                 continue
             if held[-1:] != b"\n":  # the line went on: what is stored is its torn start
-                hashes = pl.Series("event.hash", [list(tail.event_hash)], dtype=HASH_DTYPE)
-                removed += store.remove_events(tail.day, hashes)
+                first = pl.Series("event.hash", [list(tail.event_hash)], dtype=HASH_DTYPE)
+                hashes = pl.select(repeat_hash(pl.lit(first).repeat_by(tail.copies).explode(),
+                                               pl.int_range(tail.copies))).to_series()
+                removed += store.remove_events(tail.day, hashes.cast(HASH_DTYPE))
     if len(kept) != len(records):
         store.set_open_tails(kept)
     return removed

@@ -111,3 +111,19 @@ def test_compressed_inputs_are_not_tracked(tmp_path):
     log.write_bytes(gzip.compress("\n".join(lines).encode()))
     assert _ingest(log, store).parsed == 20
     assert Store.open(store).open_tails() == []
+
+
+def test_a_torn_repeat_line_is_replaced_by_the_whole_line_with_all_its_copies(tmp_path):
+    """An rsyslog repeat line is several events; a torn start that already parses as one (its
+    message ends in "]") is removed with every copy once the line is read whole."""
+    head = "Mar 29 23:18:30 h sshd[6402]: Failed password for root from 10.0.0.1 port 1 ssh2\n"
+    torn = "Mar 29 23:18:33 h sshd[6402]: message repeated 3 times: [ Failed password for root from 10.0.0.1 port 1]"
+    log = tmp_path / "auth.log"
+    log.write_text(head + torn)
+    assert _ingest(log, tmp_path / "s").parsed == 1 + 3
+    with log.open("a") as f:
+        f.write(" ssh2]\n")
+    _ingest(log, tmp_path / "s")
+    events = Store.open(tmp_path / "s").scan().collect()
+    assert events.height == 1 + 3  # was 1 + 3 + 3: the torn start's copies stayed beside the whole line's
+    assert events.filter(events["log.offset"] > 0)["message"].str.ends_with("ssh2]").all()

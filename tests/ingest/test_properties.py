@@ -1,5 +1,5 @@
 """Property tests: every registered line format survives arbitrary and mutated input, and keeps
-``parsed + quarantined + skipped == input lines``; the reader's split equals a naive split."""
+``parsed - repeated + quarantined + skipped == input lines``; the reader's split equals a naive split."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ REGISTRY = registered()
 LINE_FORMATS = sorted(name for name, fmt in REGISTRY.items() if isinstance(fmt, LineFormat))
 SEEDS = [  # one real-shaped line per family; hypothesis mutates them
     "Feb 21 21:54:44 localhost sshd[3402]: Failed password for invalid user test from 10.0.2.2 port 22 ssh2",
+    "Feb 21 21:54:46 localhost sshd[3402]: message repeated 5 times: [ Failed password for root from 10.0.2.2 port 22 ssh2]",
     "<165>1 2003-10-11T22:14:15.003Z host app - ID47 [x@1 a=\"b\"] msg",
     '10.0.0.2, 85.181.35.98 - bob [07/Dec/2016:11:05:07 +0100] "GET /x HTTP/1.1" 200 571 "-" "agent"',
     "#Fields: date time c-ip cs-method cs-uri-stem sc-status",
@@ -38,7 +39,8 @@ def _frame(data: bytes) -> pl.DataFrame:
 
 def _check(name: str, lines: pl.DataFrame) -> None:
     chunk = REGISTRY[name].parse_lines(lines, "prop.log", OPTIONS)
-    assert chunk.events.height + chunk.quarantine.height + chunk.skipped == lines.height
+    assert chunk.events.height - chunk.repeated + chunk.quarantine.height + chunk.skipped == lines.height
+    assert chunk.events.unique("log.offset").height == chunk.events.height - chunk.repeated
     assert set(chunk.events.get_column("log.offset").to_list()) <= set(lines.get_column("offset").to_list())
     assert set(chunk.quarantine.get_column("line").to_list()) <= set(lines.get_column("line").to_list())
 

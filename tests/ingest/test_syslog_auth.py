@@ -217,7 +217,9 @@ def test_loghub_openssh_structured_oracle(datasets_dir: Path) -> None:
     base = datasets_dir / "loghub/OpenSSH"
     events, quarantine, _ = parse("syslog", base / "OpenSSH_2k.log", IngestOptions(year=2017))
     rows = _loghub_rows(base / "OpenSSH_2k.log_structured.csv")
-    assert quarantine.is_empty() and events.height == len(rows) == 2000
+    # two "message repeated 5 times: [...]" lines are 5 events each; the oracle has one row per line
+    assert quarantine.is_empty() and events.height == len(rows) + 2 * 4 == 2008
+    events = events.unique("log.offset", keep="first", maintain_order=True)
     ev = events.sort("log.offset").to_dicts()
     checked = 0
     for row, e in zip(rows, ev, strict=True):
@@ -257,15 +259,18 @@ def test_real_auth_log_counts_match_an_independent_count(datasets_dir: Path) -> 
     assert detected(path) == "syslog"
     events, quarantine, _ = parse("syslog", path, IngestOptions(year=2019))
     raw = gzip.decompress(path.read_bytes()).decode().splitlines()
-    assert quarantine.is_empty() and events.height == len(raw) == 7121
+    # rsyslog's "message repeated N times: [ MSG ]" line is N events of MSG (85 lines, 410 events)
+    repeats = [int(m.group(1)) for ln in raw if (m := re.search(r": message repeated (\d+) times: \[", ln))]
+    assert (len(repeats), sum(repeats)) == (85, 410)
+    assert quarantine.is_empty() and events.height == len(raw) - len(repeats) + sum(repeats) == 7121 + 325
+    assert events.get_column("event.hash").n_unique() == events.height
     # ssh_login outcomes versus plain-Python regexes over the raw text
     accepted = sum(bool(re.search(r"sshd\[\d+\]: Accepted \S+ for .* from \S+ port \d+", ln)) for ln in raw)
-    # rsyslog's "message repeated N times: [ Failed password ...]" counts once, as the failure it repeats
-    failed = sum(bool(re.search(r"sshd\[\d+\]: (?:message repeated \d+ times: \[ )?"
-                                r"(?:Failed \S+ for .* from \S+ port \d+|Invalid user .* from \S+)", ln)) for ln in raw)
+    failed = sum(int(m.group(1) or 1) for ln in raw if (m := re.search(
+        r"sshd\[\d+\]: (?:message repeated (\d+) times: \[ )?(?:Failed \S+ for .* from \S+ port \d+|Invalid user .* from \S+)", ln)))
     logins = events.filter(pl.col("event.action") == "ssh_login")
     assert logins.filter(pl.col("event.outcome") == "success").height == accepted == 226
-    assert logins.filter(pl.col("event.outcome") == "failure").height == failed == 810 + 85
+    assert logins.filter(pl.col("event.outcome") == "failure").height == failed == 810 + 410
     # sshd's connection-level lines carry the source too (Elastic leaves them unparsed), without an outcome
     closing = [ln for ln in raw if re.search(r"sshd\[\d+\]: (?:Connection closed by|Connection reset by|Disconnected "
                                              r"from|Received disconnect from|error: maximum authentication) ", ln)]
@@ -277,3 +282,46 @@ def test_real_auth_log_counts_match_an_independent_count(datasets_dir: Path) -> 
     brute = sum(("24.151.103.17" in ln) and ("Failed" in ln or "Invalid user" in ln) for ln in raw)
     ours = logins.filter((pl.col("source.ip") == "24.151.103.17") & (pl.col("event.outcome") == "failure")).height
     assert ours == brute == 157
+
+
+REPEAT = "Mar 29 23:18:33 h sshd[6402]: message repeated {} times: [ Failed password for root from 10.0.0.1 port 1 ssh2]"
+
+
+def test_a_repeat_line_is_as_many_events_as_it_counts() -> None:
+    """rsyslog writes a message once, then "message repeated N times: [ MSG ]" for the N identical
+    messages that followed: N events of MSG (was one)."""
+    lines = lines_frame("Mar 29 23:18:30 h sshd[6402]: Failed password for root from 10.0.0.1 port 1 ssh2",
+                        REPEAT.format(5), "Mar 29 23:18:40 h sshd[6402]: message repeated 2 times: no brackets")
+    chunk = Syslog().parse_lines(lines, "auth.log", IngestOptions(year=2017))
+    events = chunk.events
+    assert (events.height, chunk.repeated, chunk.repeats_capped) == (1 + 5 + 1, 4, 0)
+    copies = events.filter(pl.col("message").str.contains(r"repeated 5 times: \[", literal=False))
+    assert copies.height == 5 and copies.get_column("log.offset").n_unique() == 1
+    assert copies.select("event.outcome", "source.ip", "user.name").unique().rows() == [("failure", "10.0.0.1", "root")]
+    assert events.get_column("event.hash").n_unique() == events.height  # distinct events, not duplicates
+    again = Syslog().parse_lines(lines, "auth.log", IngestOptions(year=2017)).events
+    assert again.get_column("event.hash").equals(events.get_column("event.hash"))  # re-reading gives the same hashes
+
+
+@pytest.mark.parametrize(("count", "events", "capped"), [("1", 1, 0), ("0", 1, 0), ("200", 200, 0), ("201", 200, 1),
+                                                         ("99999999999999999999999", 200, 1)])
+def test_a_forged_repeat_count_is_capped(count: str, events: int, capped: int) -> None:
+    chunk = Syslog().parse_lines(lines_frame(REPEAT.format(count)), "auth.log", IngestOptions(year=2017))
+    assert (chunk.events.height, chunk.repeats_capped, chunk.quarantine.height) == (events, capped, 0)
+
+
+def test_ingest_counts_repeats_and_says_when_a_count_was_cut(tmp_path: Path) -> None:
+    from dplogs.ingest.ingest import ingest
+
+    log = tmp_path / "auth.log"
+    log.write_text(REPEAT.format(3) + "\n" + REPEAT.format(10_000) + "\n")
+    summary = ingest([log], tmp_path / "s", options=IngestOptions(year=2017), format="syslog")
+    (result,) = summary.files
+    assert (result.parsed, result.repeated, result.repeats_capped) == (3 + 200, 2 + 199, 1)
+    assert any("1 'message repeated N times' lines" in w and "200 events" in w for w in summary.warnings)
+    with log.open("a") as f:  # the log grows: its copies are the same events again, not new ones
+        f.write(REPEAT.format(2) + "\n")
+    (grown,) = ingest([log], tmp_path / "s", options=IngestOptions(year=2017), format="syslog").files
+    assert (grown.parsed, grown.duplicate_rows) == (205, 203)
+    from dplogs.ingest.store import Store
+    assert Store.open(tmp_path / "s").scan().collect().height == 205

@@ -239,10 +239,13 @@ class Syslog(LineFormat):
         lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:200] if ln.strip()]
         if len(lines) > 1 and not head.endswith(b"\n"):
             lines = lines[:-1]  # the last line may be cut by the 64 KiB limit
-        if not lines:
+        # Indented lines continue the message before them (macOS and Java multi-line messages): they
+        # are not records, so they neither count for nor against the header lines they follow.
+        records = [ln for ln in lines if ln[0] not in " \t"]
+        if not records:
             return 0.0
-        hits = sum(bool(_SNIFF.match(ln) or _SNIFF_5424.match(ln)) for ln in lines)
-        return 0.8 * hits / len(lines)
+        hits = sum(bool(_SNIFF.match(ln) or _SNIFF_5424.match(ln)) for ln in records)
+        return 0.8 * hits / len(records)
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
         # Common lines ("Mmm dd hh:mm:ss host tag: msg") take a fast path of fixed slices and

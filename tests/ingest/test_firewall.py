@@ -180,3 +180,6 @@ def test_hostile_fields_become_null() -> None:
     # a failed AAA login without a valid address still counts as a failure of that user
     assert events.get_column("event.outcome").to_list()[6] == "failure"
     assert events.get_column("event.code").to_list()[7:] == ["106023", "106023", None]
+    # a deny the regex cannot read (cut, another version's wording) is still a denied connection
+    assert events.select("event.action", "event.type", "event.outcome").rows()[7:] == [
+        ("firewall-rule", ["connection", "denied"], "failure")] * 2 + [(None, None, None)]

@@ -1,8 +1,8 @@
 """Syslog: RFC 3164 (BSD, e.g. ``/var/log/auth.log``), its ISO-8601 variant (rsyslog high
 precision timestamps), its ``Mmm dd yyyy hh:mm:ss`` variant (network devices such as Cisco ASA,
 whose year is the line's own; ASA without a device id ends it with a colon) and RFC 5424. Auth
-messages are categorised by :mod:`dplogs.ingest.auth`, firewall messages (netfilter, Cisco ASA) read
-by :mod:`dplogs.ingest.firewall`.
+messages are categorised by :mod:`dplogs.ingest.auth`, firewall messages (netfilter, Cisco ASA and
+IOS) read by :mod:`dplogs.ingest.firewall`.
 
 The header grammar follows Elastic Filebeat's ``system/syslog`` grok: timestamp, host, then the
 program name up to the first ``[pid]: `` or ``: ``; a line with a timestamp but no host/program keeps

@@ -1,5 +1,6 @@
 """Firewall messages in syslog (``dplogs.ingest.firewall``): one golden line per message shape
-(netfilter/UFW/EdgeOS, Cisco ASA/FTD connections, denies and AAA/VPN logins), the gates, and
+(netfilter/UFW/EdgeOS, Cisco ASA/FTD connections, denies and AAA/VPN logins, Cisco IOS access-list
+logs), the gates, and
 hostile input (bad addresses, overlong fields, missing fields: null, never a crash or a lost line)."""
 
 from __future__ import annotations
@@ -121,6 +122,28 @@ def test_cisco_asa_messages(message: str, expected: dict) -> None:
     assert _one(ASA + message) == expected
 
 
+IOS = [
+    ("Feb  8 04:00:48 198.51.100.2 585917: Feb  8 04:00:47.272: %SEC-6-IPACCESSLOGP: list 177 denied udp "
+     "198.51.100.195(55250) -> 198.51.100.255(15600), 1 packet",
+     _fields("198.51.100.195", 55250, "198.51.100.255", 15600, "udp", None, ["network"], ["connection", "denied"], "failure",
+             code="IPACCESSLOGP", dataset="cisco.ios")),
+    ("May  3 19:11:33 rtr1 12: *May  3 19:11:32.619: %IPV6-6-ACCESSLOGP: list ACL-IN/10 permitted tcp 2001:DB8::3(1027) "
+     "-> 2001:DB8:1000::1(22), 9 packets",
+     _fields("2001:DB8::3", 1027, "2001:DB8:1000::1", 22, "tcp", None, ["network"], ["connection", "allowed"], "success",
+             code="ACCESSLOGP", dataset="cisco.ios")),
+    ("Feb  8 04:00:48 rtr1 %SEC-6-IPACCESSLOGDP: list 151 denied icmp 198.51.100.1 -> 198.51.100.2 (3/4), 1 packet",
+     _fields("198.51.100.1", None, "198.51.100.2", None, "icmp", None, ["network"], ["connection", "denied"], "failure",
+             code="IPACCESSLOGDP", dataset="cisco.ios")),
+    ("Feb  8 04:00:48 rtr1 44: %SEC-6-IPACCESSLOGRL: access-list logging rate-limited or missed 18 packets",
+     _fields(None, None, None, None, None, None, None, None, None, code="IPACCESSLOGRL", dataset="cisco.ios")),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), IOS)
+def test_cisco_ios_access_list_logs(line: str, expected: dict) -> None:
+    assert _one(line) == expected
+
+
 def test_asa_header_shapes() -> None:
     """The id after a host and tag, as the tag (no host), after a colon ending the stamp (no
     device id), and ASA's own level as event.severity when the line has no priority."""
@@ -147,12 +170,13 @@ def test_gates_leave_other_lines_alone() -> None:
         "Mar  4 10:00:00 h app[1]: forwarded %ASA-4-106023: Deny tcp src a:1.2.3.4/1 dst b:5.6.7.8/2",
         "Mar  4 2024 10:00:00 fw : %ASA-6-305011: Built dynamic TCP translation from inside:10.1.1.5/1772 to outside:192.0.2.1/8256",
         "Feb 21 21:54:44 web1 sshd[3402]: Accepted password for bob from 10.0.2.2 port 63673 ssh2",
+        "Mar  4 10:00:00 h 1234: list 177 denied udp 1.2.3.4(1) -> 5.6.7.8(2), 1 packet",  # IOS's shape, no id
     )
-    assert events.get_column("destination.ip").to_list() == [None] * 6
-    assert events.get_column("source.ip").to_list() == [None] * 5 + ["10.0.2.2"]
-    assert events.get_column("event.dataset").to_list() == ["system.syslog"] * 4 + ["cisco.asa", "system.auth"]
-    assert events.get_column("event.code").to_list() == [None] * 4 + ["305011", None]
-    assert events.get_column("event.action").to_list() == [None] * 5 + ["ssh_login"]
+    assert events.get_column("destination.ip").to_list() == [None] * 7
+    assert events.get_column("source.ip").to_list() == [None] * 5 + ["10.0.2.2", None]
+    assert events.get_column("event.dataset").to_list() == ["system.syslog"] * 4 + ["cisco.asa", "system.auth", "system.syslog"]
+    assert events.get_column("event.code").to_list() == [None] * 4 + ["305011", None, None]
+    assert events.get_column("event.action").to_list() == [None] * 5 + ["ssh_login", None]
 
 
 def test_hostile_fields_become_null() -> None:

@@ -19,8 +19,11 @@ sequence number) to the IOS ``ACCESSLOG`` regex. Addresses that are not IP liter
 ...     "Accepted password for bob from 10.0.2.2 port 63673 ssh2"]})
 >>> from dplogs.ingest.auth import with_auth
 >>> out = with_firewall(with_auth(df))
->>> out.select("_ip", "_dst_ip", "_dst_port", "_transport", "_outcome", "_code").rows()
-[('203.0.113.9', '10.0.0.5', '22', 'tcp', 'failure', None), ('198.51.100.7', '10.0.0.9', '53', 'udp', 'failure', '106023'), ('10.0.2.2', None, None, None, 'success', None)]
+>>> for row in out.select("_ip", "_dst_ip", "_dst_port", "_transport", "_outcome", "_code").rows():
+...     print(row)
+('203.0.113.9', '10.0.0.5', '22', 'tcp', 'failure', None)
+('198.51.100.7', '10.0.0.9', '53', 'udp', 'failure', '106023')
+('10.0.2.2', None, None, None, 'success', None)
 """
 
 from __future__ import annotations
@@ -118,7 +121,8 @@ _CONN = rf"(?:\({_ADDR}/\d+\))"
 _MESSAGES: tuple[_Message, ...] = (
     _Message(("106001",), rf"^Inbound (?P<proto>\S+) connection denied from (?P<src>{_ADDR})/(?P<sport>\d+) to (?P<dst>{_ADDR})/(?P<dport>\d+)",
              "firewall-rule", verdict="denied"),
-    _Message(("106006", "106007"), rf"^Deny (?:inbound|outbound) (?P<proto>\S+) from (?P<src>{_ADDR})/(?P<sport>\d+) to (?P<dst>{_ADDR})/(?P<dport>\d+)",
+    _Message(("106006", "106007"),
+             rf"^Deny (?:inbound|outbound) (?P<proto>\S+) from (?P<src>{_ADDR})/(?P<sport>\d+) to (?P<dst>{_ADDR})/(?P<dport>\d+)",
              "firewall-rule", verdict="denied"),
     _Message(("106014",), rf"^Deny (?:inbound|outbound) (?P<proto>icmp) src {_IF}(?P<src>{_ADDR}) dst {_IF}(?P<dst>{_ADDR})",
              "firewall-rule", verdict="denied"),
@@ -159,7 +163,8 @@ _MESSAGES: tuple[_Message, ...] = (
              verdict="denied", types="info"),
     _Message(("605004", "605005"), rf"^Login (?P<verdict>denied|permitted) from (?P<src>{_ADDR})/(?P<sport>\d+) to {_IF}(?P<dst>{_ADDR})/\S+ "
                                    r"for user \"(?P<user>[^\"]*)\"", "user-authentication", "authentication", types="info"),
-    _Message(("611101", "611102"), r"^User authentication (?P<verdict>succeeded|failed): IP(?: address)? *[:=] *(?P<src>[0-9A-Fa-f.:]*[0-9A-Fa-f]),? *"
+    _Message(("611101", "611102"),
+             r"^User authentication (?P<verdict>succeeded|failed): IP(?: address)? *[:=] *(?P<src>[0-9A-Fa-f.:]*[0-9A-Fa-f]),? *"
                                    r"Uname: *(?P<user>.*?)\s*$", "user-authentication", "authentication", types="info"),
     _Message(("716038", "716039"), r"^Group <[^>]*> User <(?P<user>[^>]*)> IP <(?P<src>[^>]*)> Authentication: (?P<verdict>successful|rejected)",
              "user-authentication", "authentication", types="info"),

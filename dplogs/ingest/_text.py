@@ -32,7 +32,7 @@ def finish(
     reason: pl.Expr,
     fields: Iterable[pl.Expr],
     dataset: pl.Expr | str,
-    module: str,
+    module: pl.Expr | str,
     skip: pl.Expr | None = None,
     blank_lines: bool = True,
 ) -> ParsedChunk:
@@ -59,7 +59,7 @@ def finish(
     dataset_expr = pl.lit(options.dataset) if options.dataset else (pl.lit(dataset) if isinstance(dataset, str) else dataset)
     events = conform(ok.lazy().select(
         *fields,
-        pl.lit(module).alias("event.module"),
+        (pl.lit(module) if isinstance(module, str) else module).alias("event.module"),
         dataset_expr.alias("event.dataset"),
         pl.lit(source).alias("log.file.path"),
         pl.col("offset").alias("log.offset"),

@@ -35,7 +35,7 @@ import polars as pl
 from dplogs.ingest import _structured as st
 from dplogs.ingest import syslog, windows
 from dplogs.ingest.accounts import account_columns
-from dplogs.ingest.auth import expand_repeats, with_auth
+from dplogs.ingest.auth import expand_repeats
 from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.schema import STORE_SCHEMA
 
@@ -128,14 +128,14 @@ def _syslog_events(rows: pl.DataFrame, source: str, options: IngestOptions, time
     """Plain syslog messages: the syslog format's header columns from the table's, then its auth
     categorisation and ECS fields."""
     severity = _col("severity").str.to_lowercase().replace_strict(_SEVERITY, default=None, return_dtype=pl.String)
-    frame = syslog.with_accounts(with_auth(rows.with_columns(
+    frame = syslog.categorise(rows.with_columns(
         _time=time, _host=pl.coalesce(_col("host"), _col("computer")), _prog=pl.coalesce(_col("program"), pl.lit("")),
         _pid=_col("pid"), _msg=pl.col(st.col_name(_COLUMNS["message"])),
         _pri=severity,  # the severity alone (facility 0): event.severity is the priority mod 8
-    )))
+    ))
     dataset = pl.lit(options.dataset, pl.String) if options.dataset else syslog.DATASET
     return st.finish(frame, {e.meta.output_name(): e for e in syslog.FIELDS}, source=source, dataset=dataset,
-                     module="system")
+                     module=syslog.MODULE)
 
 
 def _is_sentinel_syslog(doc: dict) -> bool:

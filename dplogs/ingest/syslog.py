@@ -1,6 +1,8 @@
 """Syslog: RFC 3164 (BSD, e.g. ``/var/log/auth.log``), its ISO-8601 variant (rsyslog high
 precision timestamps), its ``Mmm dd yyyy hh:mm:ss`` variant (network devices such as Cisco ASA,
-whose year is the line's own) and RFC 5424. Auth messages are categorised by :mod:`dplogs.ingest.auth`.
+whose year is the line's own; ASA without a device id ends it with a colon) and RFC 5424. Auth
+messages are categorised by :mod:`dplogs.ingest.auth`, firewall messages (netfilter, Cisco ASA and
+IOS) read by :mod:`dplogs.ingest.firewall`.
 
 The header grammar follows Elastic Filebeat's ``system/syslog`` grok: timestamp, host, then the
 program name up to the first ``[pid]: `` or ``: ``; a line with a timestamp but no host/program keeps
@@ -30,13 +32,15 @@ from dplogs.ingest._text import finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import expand_repeats, with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
+from dplogs.ingest.firewall import with_firewall
 
 _MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
 _HOST = r"[0-9A-Za-z][\w.\-]*|[0-9A-Fa-f]*:[0-9A-Fa-f:]+"
 HEADER_3164 = (
     r"^(?:<(?P<pri>\d{1,3})>)?"
     rf"(?:(?P<bsd>(?:{_MONTHS}) +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}})"
-    rf"|(?P<bsdy>(?:{_MONTHS}) +\d{{1,2}} \d{{4}} \d{{2}}:\d{{2}}:\d{{2}})"  # with the year: network devices (Cisco ASA)
+    # with the year: network devices (Cisco ASA), which may end it with a colon when they name no host
+    rf"|(?P<bsdy>(?:{_MONTHS}) +\d{{1,2}} \d{{4}} \d{{2}}:\d{{2}}:\d{{2}}):?"
     r"|(?P<iso>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)(?P<tz>Z|[+-]\d{2}:?\d{2})?)"
     rf"(?:(?: +(?P<host>{_HOST}))? +(?P<prog>.*?)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)| +(?P<rest>.*))$"
 )
@@ -46,7 +50,8 @@ HEADER_5424 = (
 )
 _IS_5424 = r"^<\d{1,3}>\d{1,2} "
 _SNIFF = re.compile(
-    rf"^(?:<\d{{1,3}}>)?(?:(?:{_MONTHS}) +\d{{1,2}} (?:\d{{4}} )?\d{{2}}:\d{{2}}:\d{{2}}|\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}\S*) +\S"
+    rf"^(?:<\d{{1,3}}>)?(?:(?:{_MONTHS}) +\d{{1,2}} (?:\d{{2}}:\d{{2}}:\d{{2}}|\d{{4}} \d{{2}}:\d{{2}}:\d{{2}}:?)"
+    rf"|\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}\S*) +\S"
 )
 _SNIFF_5424 = re.compile(_IS_5424)
 _YEARLESS = rf"^(?:{_MONTHS}) +\d{{1,2}} \d{{2}}:"  # an RFC 3164 stamp, not one with its year or ISO
@@ -204,13 +209,18 @@ FIELDS = (
     pl.col("_prog").alias("process.name"),
     pl.col("_pid").cast(pl.Int64, strict=False).alias("process.pid"),
     pl.col("_msg").alias("message"),
-    (pl.col("_pri").cast(pl.Int64, strict=False) % 8).alias("event.severity"),
+    # an ASA message's level is its severity when the line has no priority
+    pl.coalesce(pl.col("_pri").cast(pl.Int64, strict=False) % 8, pl.col("_level").cast(pl.Int64, strict=False)).alias("event.severity"),
     pl.col("_user").alias("user.name"),
     pl.col("_domain").alias("user.domain"),
     pl.col("_target").alias("user.target.name"),
     pl.col("_effective").alias("user.effective.name"),
     pl.col("_ip").alias("source.ip"),
     pl.col("_port").cast(pl.Int32, strict=False).alias("source.port"),
+    pl.col("_dst_ip").alias("destination.ip"),
+    pl.col("_dst_port").cast(pl.Int32, strict=False).alias("destination.port"),
+    pl.col("_transport").alias("network.transport"),
+    pl.col("_code").alias("event.code"),
     pl.col("_action").alias("event.action"),
     pl.col("_category").alias("event.category"),
     pl.col("_type").alias("event.type"),
@@ -227,7 +237,14 @@ def with_accounts(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(_user=split["user.name"], _domain=split["user.domain"])
 
 
-DATASET = pl.when(pl.col("_auth")).then(pl.lit("system.auth")).otherwise(pl.lit("system.syslog"))
+DATASET = pl.coalesce("_fw_dataset", pl.when(pl.col("_auth")).then(pl.lit("system.auth")).otherwise(pl.lit("system.syslog")))
+MODULE = pl.coalesce(pl.col("_fw_dataset").str.extract(r"^(\w+)\.", 1), pl.lit("system"))
+"""``event.module``: a firewall dataset's first word (iptables, cisco), else system."""
+
+
+def categorise(frame: pl.DataFrame) -> pl.DataFrame:
+    """The parsed header columns with auth categorisation, firewall fields and accounts added."""
+    return with_accounts(with_firewall(with_auth(frame)))
 
 
 @register
@@ -255,9 +272,9 @@ class Syslog(LineFormat):
         if fast.get_column("_ok").all():
             # Every line has a header, a stamp and a message, so none is blank and only the stamp
             # can be bad: _REASON reduces to _BAD_STAMP.
-            frame = with_accounts(with_auth(_header_fast(lines, options)))
+            frame = categorise(_header_fast(lines, options))
             chunk = finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=FIELDS, dataset=DATASET,
-                           module="system", blank_lines=False)
+                           module=MODULE, blank_lines=False)
             return expand_repeats(replace(chunk, yearless=chunk.events.height))  # the fast path reads year-less stamps only
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
         parts = []
@@ -265,7 +282,7 @@ class Syslog(LineFormat):
             parts.append(_header_fast(split[(True,)], options))
         if (False,) in split:
             parts.append(_header_slow(split[(False,)], options))
-        frame = with_accounts(with_auth(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null(""))))
+        frame = categorise(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null("")))
         yearless = frame.select((pl.col("_ts_str").str.contains(_YEARLESS) & pl.col("_time").is_not_null()).sum()).item()
-        chunk = finish(frame, source=source, options=options, reason=_REASON, fields=FIELDS, dataset=DATASET, module="system")
+        chunk = finish(frame, source=source, options=options, reason=_REASON, fields=FIELDS, dataset=DATASET, module=MODULE)
         return expand_repeats(replace(chunk, yearless=yearless))

@@ -15,8 +15,9 @@ from dplogs.engine.api import Engine
 from dplogs.privacy.testing import exact_mode
 
 QUERIES = Path(__file__).resolve().parents[2] / "queries"
-# documented in queries/README.md: its private account names need a roster or a source.ip store
-NEEDS_ANOTHER_STORE = {"top_attacked_accounts"}
+# documented in queries/README.md: its private account names need a roster or a source.ip store;
+# the firewall queries read firewall logs, which the sample has none of (test_firewall_queries_answer)
+NEEDS_ANOTHER_STORE = {"top_attacked_accounts", "top_denied_sources", "denied_connections_per_port"}
 
 
 @pytest.mark.parametrize("path", [p for p in sorted(QUERIES.glob("*.toml")) if p.stem not in NEEDS_ANOTHER_STORE],
@@ -66,3 +67,37 @@ def test_bytes_served_noise_is_below_the_totals(sample_store):
     for agg in ("requests", "bytes"):
         smallest = exact.filter(pl.col("aggregate") == agg)["value"].min()
         assert data.filter(pl.col("aggregate") == agg)["scale"].max() < smallest / 2, agg
+
+
+def test_firewall_queries_answer_on_a_firewall_store(tmp_path):
+    """The firewall queries on what they read: UFW and ASA denies in the sample's fortnight, in a
+    store whose unit is the source address and whose protected network is 10.0.0.0/8. Outside
+    scanners are released exactly (no partition selection, exact part = their count); the inside
+    host that was denied is not."""
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+    from dplogs.privacy.ledger import Ledger
+
+    lines = []
+    for i in range(30):  # 30 outside scanners, 12 denials each, on the usual ports
+        for j in range(12):
+            port = (22, 445, 3389)[j % 3]
+            lines.append(f"Mar {5 + j % 9:2d} 10:{i:02d}:{j:02d} gw kernel: [UFW BLOCK] IN=eth0 OUT= SRC=203.0.113.{i + 1} "
+                         f"DST=10.9.0.5 LEN=60 PROTO=TCP SPT={40000 + j} DPT={port} SYN")
+    lines.append('Mar  6 2024 11:00:00 fw01 : %ASA-4-106023: Deny tcp src inside:10.20.0.7/5000 dst outside:192.0.2.9/25 '
+                 'by access-group "out" [0x0, 0x0]')
+    (tmp_path / "fw.log").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "st"
+    run = CliRunner().invoke(cli, ["ingest", str(tmp_path / "fw.log"), "--store", str(store), "--year", "2024",
+                                   "--privacy-unit", "source.ip"])
+    assert run.exit_code == 0, run.output
+    assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
+    Ledger.open(store / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=1000.0, delta=1e-3)
+    eng = Engine.open(store)
+    top = eng.query_file(QUERIES / "top_denied_sources.toml").release(caller="test").data
+    assert top.height == 10 and top["source.ip"].str.starts_with("203.0.113.").all()
+    assert (top["exact"] == 12).all()  # the bound (20 rows) keeps all 12 of each scanner
+    ports = eng.query_file(QUERIES / "denied_connections_per_port.toml").release(caller="test").data
+    exact = dict(zip(ports["destination.port"].to_list(), ports["exact"].to_list()))
+    assert exact[22] == exact[445] == exact[3389] == 120 and exact[25] == 0  # 10.20.0.7 is protected

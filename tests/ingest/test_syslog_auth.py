@@ -139,19 +139,22 @@ def test_iso_and_rfc5424_timestamps() -> None:
 def test_stamps_that_carry_their_year() -> None:
     """Network devices (Cisco ASA with `logging timestamp`, many appliances) write ``Mmm dd yyyy
     hh:mm:ss``: the line's own year wins over --year, --tz applies; they were quarantined as
-    "no syslog header". A stamp with a colon after it and no host (ASA without a device id) is not
-    a syslog header and stays quarantined."""
+    "no syslog header". ASA without a device id ends the stamp with a colon and names no host: read
+    too (its message id is the tag), while a year-less stamp with a colon stays quarantined."""
     frame = lines_frame(
         "Oct 10 2018 12:34:56 fw01 CiscoASA[999]: %ASA-6-302013: Built outbound TCP connection 11757",
         "Feb  3 2021 23:10:00 sw-2 sshd[42]: Failed password for admin from 203.0.113.5 port 2222 ssh2",
         "Apr 15 2013 09:36:50: %ASA-4-106023: Deny tcp src dmz:10.1.2.30/63016 dst outside:192.0.0.8/53",
+        "Apr 15 09:36:50: %ASA-4-106023: Deny tcp src dmz:10.1.2.30/63016 dst outside:192.0.0.8/53",
     )
     chunk = Syslog().parse_lines(frame, "x", IngestOptions(year=2024, tz="Europe/Berlin"))
     ev = chunk.events
     assert ev.get_column("@timestamp").to_list() == [
-        dt.datetime(2018, 10, 10, 10, 34, 56, tzinfo=UTC), dt.datetime(2021, 2, 3, 22, 10, tzinfo=UTC)]
-    assert ev.get_column("host.name").to_list() == ["fw01", "sw-2"]
-    assert ev.get_column("process.name").to_list() == ["CiscoASA", "sshd"]
+        dt.datetime(2018, 10, 10, 10, 34, 56, tzinfo=UTC), dt.datetime(2021, 2, 3, 22, 10, tzinfo=UTC),
+        dt.datetime(2013, 4, 15, 7, 36, 50, tzinfo=UTC)]
+    assert ev.get_column("host.name").to_list() == ["fw01", "sw-2", None]
+    assert ev.get_column("process.name").to_list() == ["CiscoASA", "sshd", "%ASA-4-106023"]
+    assert ev.get_column("source.ip").to_list()[2] == "10.1.2.30"
     assert ev.select("user.name", "source.ip", "event.outcome").row(1) == ("admin", "203.0.113.5", "failure")
     assert chunk.quarantine.get_column("reason").to_list() == ["no syslog header"]
 

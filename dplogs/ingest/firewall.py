@@ -281,8 +281,10 @@ def _port(expr: pl.Expr) -> pl.Expr:
 
 
 def _no_user(name: pl.Expr) -> pl.Expr:
-    """None for an empty name and for ASA's mask of hidden names (``*****``)."""
-    return pl.when(name.str.contains(r"[^*\s]")).then(name)
+    """The AAA/VPN account lower-cased (its directory, AD or RADIUS, compares names without case:
+    ``Bob`` and ``bob`` are one person, so one privacy unit, as for Windows accounts); None for an
+    empty name and for ASA's mask of hidden names (``*****``)."""
+    return pl.when(name.str.contains(r"[^*\s]")).then(name.str.to_lowercase())
 
 
 def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:

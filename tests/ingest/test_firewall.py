@@ -95,7 +95,7 @@ CISCO = [
     ("%ASA-6-302016: Teardown UDP connection 666 for outside:192.0.2.8/53 user1 to inside:10.1.1.5/52925 user2 duration 0:00:01 bytes 99",
      _fields("192.0.2.8", 53, "10.1.1.5", 52925, "udp", "flow-expiration", ["network"], ["connection", "end"], None, code="302016")),
     # AAA / VPN: the user, where they came from, the outcome
-    ("%ASA-6-113004: AAA user authentication Successful : server =  10.9.9.9 : user = alice",
+    ("%ASA-6-113004: AAA user authentication Successful : server =  10.9.9.9 : user = Alice",
      _fields(None, None, None, None, None, "user-authentication", ["authentication"], ["info"], "success", "alice", "113004")),
     ("%ASA-6-113005: AAA user authentication Rejected : reason = AAA failure : server = 10.9.9.9 : user = bob : user IP = 198.51.100.4",
      _fields("198.51.100.4", None, None, None, None, "user-authentication", ["authentication"], ["info"], "failure", "bob", "113005")),

@@ -275,7 +275,8 @@ class Syslog(LineFormat):
             frame = categorise(_header_fast(lines, options))
             chunk = finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=FIELDS, dataset=DATASET,
                            module=MODULE, blank_lines=False)
-            return expand_repeats(replace(chunk, yearless=chunk.events.height))  # the fast path reads year-less stamps only
+            chunk = expand_repeats(chunk)
+            return replace(chunk, yearless=chunk.events.height)  # the fast path reads year-less stamps only
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
         parts = []
         if (True,) in split:

@@ -9,6 +9,7 @@ the windows Spark kept: the same rows must give the same clipped sums."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,44 @@ def test_a_spark_master_without_the_spark_engine_is_refused_before_anything(synt
     assert r.exit_code == 64 and "--engine spark" in r.output
     with Ledger.open(synthetic_store.ledger_path) as ledger:
         assert ledger.history() == []
+
+
+def test_a_repair_waits_for_spark_training_reading_the_events(spark_session, tmp_path, monkeypatch):
+    """Spark training lists the events files, then reads them lazily, job after job (the first
+    job persists the feature rows; a lost cached block is recomputed from the files). It held no
+    lock: a torn last line's repair (`Store.remove_events`, the one write that rewrites or removes
+    an events file) ran mid-training, and the next job read a file that was gone. Now the repair
+    waits until training has read what it listed, as for a polars training or release."""
+    from dplogs.ingest.store import Store
+
+    store = Store.init(tmp_path / "store", dataset="synthetic")
+    events = synthetic_events(600, users=20, days=3)
+    events = events.with_columns(pl.concat_list(pl.int_range(pl.len(), dtype=pl.UInt64), pl.lit(0, pl.UInt64))
+                                 .list.to_array(2).alias("event.hash"))
+    store.write_events(events, stem="part0")
+    Ledger.open(store.ledger_path, create=True).set_caps(window_policy="month", epsilon=10.0, delta=1e-5)
+    emptied = store.event_files()[0]
+    day, hashes = emptied.parent.name.removeprefix("day="), pl.read_parquet(emptied)["event.hash"]
+    repaired: list = []
+    repair = threading.Thread(target=lambda: repaired.append(_repair(store, day, hashes)))
+    first_job = SparkFeatureBatches.peer_totals
+
+    def repair_mid_training(self):  # the files are listed and the rows defined: an ingest repairs now
+        repair.start()
+        repair.join(timeout=1.0)
+        repaired.append("waited" if repair.is_alive() else "not waited")
+        return first_job(self)
+
+    monkeypatch.setattr(SparkFeatureBatches, "peer_totals", repair_mid_training)
+    request = TrainRequest(detector="kmeans", epsilon=1.0, delta=1e-6, start="2026-11-01", end="2026-12-01",
+                           max_windows_per_unit=3, clip_norm=1.0, k=2, iterations=1)
+    _, card = train_from_store(store.path, request, output=tmp_path / "m.json", backend="spark")
+    repair.join(timeout=60)
+    assert repaired == ["waited", hashes.len()] and not emptied.exists()
+    with Ledger.open(store.ledger_path) as ledger:
+        assert [e.status for e in ledger.history()] == ["committed"] and card.ledger_entry
+
+
+def _repair(store, day: str, hashes: pl.Series) -> int:
+    with store.writer_lock():
+        return store.remove_events(day, hashes)

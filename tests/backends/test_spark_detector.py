@@ -285,40 +285,38 @@ def test_a_spark_master_without_the_spark_engine_is_refused_before_anything(synt
         assert ledger.history() == []
 
 
-def test_a_repair_waits_for_spark_training_reading_the_events(spark_session, tmp_path, monkeypatch):
+def test_a_repair_waits_for_spark_training_reading_the_events(spark_session, tmp_path):
     """Spark training lists the events files, then reads them lazily, job after job (the first
     job persists the feature rows; a lost cached block is recomputed from the files). It held no
     lock: a torn last line's repair (`Store.remove_events`, the one write that rewrites or removes
-    an events file) ran mid-training, and the next job read a file that was gone. Now the repair
-    waits until training has read what it listed, as for a polars training or release."""
+    an events file) ran mid-training, and the next job failed on a file that was gone
+    (FAILED_READ_FILE.FILE_NOT_EXIST, exit 70). Now the training's source holds the files still
+    until it is closed, as a polars training or release does while it reads."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.detect.train import _feature_source
     from dplogs.ingest.store import Store
 
     store = Store.init(tmp_path / "store", dataset="synthetic")
-    events = synthetic_events(600, users=20, days=3)
+    events = synthetic_events(300, users=10, days=3)
     events = events.with_columns(pl.concat_list(pl.int_range(pl.len(), dtype=pl.UInt64), pl.lit(0, pl.UInt64))
                                  .list.to_array(2).alias("event.hash"))
     store.write_events(events, stem="part0")
-    Ledger.open(store.ledger_path, create=True).set_caps(window_policy="month", epsilon=10.0, delta=1e-5)
     emptied = store.event_files()[0]
     day, hashes = emptied.parent.name.removeprefix("day="), pl.read_parquet(emptied)["event.hash"]
     repaired: list = []
     repair = threading.Thread(target=lambda: repaired.append(_repair(store, day, hashes)))
-    first_job = SparkFeatureBatches.peer_totals
-
-    def repair_mid_training(self):  # the files are listed and the rows defined: an ingest repairs now
-        repair.start()
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=1.0, window="day", budget_window="month")
+    lo, hi = dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    with _feature_source(store, SparkBackend(), lo, hi, unit=UnitRule.parse("user.name"), spec=spec) as source:
+        repair.start()  # the files are listed and the rows defined, not yet read: an ingest repairs now
         repair.join(timeout=1.0)
         repaired.append("waited" if repair.is_alive() else "not waited")
-        return first_job(self)
-
-    monkeypatch.setattr(SparkFeatureBatches, "peer_totals", repair_mid_training)
-    request = TrainRequest(detector="kmeans", epsilon=1.0, delta=1e-6, start="2026-11-01", end="2026-12-01",
-                           max_windows_per_unit=3, clip_norm=1.0, k=2, iterations=1)
-    _, card = train_from_store(store.path, request, output=tmp_path / "m.json", backend="spark")
+        units = source.unit_count(ALL_WINDOWS)  # a training job: reads every listed file
     repair.join(timeout=60)
     assert repaired == ["waited", hashes.len()] and not emptied.exists()
-    with Ledger.open(store.ledger_path) as ledger:
-        assert [e.status for e in ledger.history()] == ["committed"] and card.ledger_entry
+    assert units == 10  # (unit, budget window) pairs: 10 users, one month
 
 
 def _repair(store, day: str, hashes: pl.Series) -> int:

@@ -98,6 +98,18 @@ def unit_column(rule: UnitRule) -> Column:
     return F.when(value.isNotNull(), unit) if rule.unattributed == PER_ROW else unit
 
 
+def time_bucket(ts: Column, bucket: str, zone: str) -> Column:
+    """:meth:`dplogs.engine.plan.Key.expr` of a time key in Spark: the start of the ``bucket``
+    holding ``ts`` in ``zone`` (its local midnights and hours), as a UTC instant. The session is
+    in UTC (:func:`~dplogs.backends.spark.in_utc`), so the local wall clock is cut and converted
+    back; cut in UTC, a local bucket's rows fell outside the key's public grid and were lost."""
+    from pyspark.sql import functions as F
+
+    if zone == "UTC":
+        return F.date_trunc(_TRUNC[bucket], ts)
+    return F.to_utc_timestamp(F.date_trunc(_TRUNC[bucket], F.from_utc_timestamp(ts, zone)), zone)
+
+
 def bounding_unit(plan: Plan) -> Column:
     """:func:`dplogs.engine.execute.bounding_unit` in Spark: the unit, or (unit, window start)."""
     from pyspark.sql import functions as F
@@ -128,7 +140,7 @@ def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = (), policy: 
     exprs = [bounding_unit(plan).alias(UNIT)]
     for k in plan.keys:
         if k.kind is KeyKind.TIME:
-            exprs.append(F.date_trunc(_TRUNC[k.bucket], col(TIMESTAMP)).alias(k.name))
+            exprs.append(time_bucket(col(TIMESTAMP), k.bucket, k.time_zone).alias(k.name))
         elif is_list(k.column):  # one group per row: its primary (first) value, as in polars
             exprs.append(F.element_at(col(k.column), 1).alias(k.name))
         else:

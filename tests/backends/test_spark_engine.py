@@ -57,6 +57,10 @@ QUERIES = [
     # histogram bins, ratio
     ("SELECT http.request.method, HISTOGRAM(http.response.body.bytes), COUNT(*) FROM logs GROUP BY 1",
      {"bins": {"http.response.body.bytes": {"lo": 1, "hi": 1e5, "n": 8}}}),
+    # local time buckets (a report's --tz): Spark cut UTC days, which missed the local grid, so
+    # every bucket was released as 0 plus noise
+    ("SELECT date_trunc('day', \"@timestamp\") AS day, COUNT(*) FROM logs GROUP BY 1", {"time_zone": "America/New_York"}),
+    ("SELECT date_trunc('hour', \"@timestamp\") AS hour, COUNT(*) FROM logs GROUP BY 1", {"time_zone": "Asia/Kolkata"}),
 ]
 
 
@@ -242,3 +246,34 @@ def test_a_release_under_a_policy_runs_on_spark(store, tmp_path, spark_session):
         out[engine] = {c["event.outcome"]: c["exact"] for c in doc["data"]}
         assert doc["privacy"]["protection"]["version"] == 1
     assert out["spark"] == out["polars"] and sum(out["polars"].values()) > 0
+
+
+def test_a_session_in_another_time_zone_bounds_per_utc_budget_window(tmp_path, spark_session):
+    """`Engine.from_spark` over a session whose `spark.sql.session.timeZone` is not UTC (the
+    caller's own Databricks or spark-submit session) truncated the budget windows of the bounding
+    unit in that zone: a unit's events of one UTC day fell into two local days, so the unit was
+    bounded twice within one charged window (twice the sensitivity charged). Now the Spark rows
+    truncate in UTC whatever the session's zone, as the ledger's windows do."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.privacy.testing import exact_mode
+    from dplogs.schema import conform
+
+    at = [dt.datetime(2024, 3, 2, 2, tzinfo=dt.UTC), dt.datetime(2024, 3, 2, 12, tzinfo=dt.UTC)]  # 21:00 / 07:00 in New York
+    events = conform(pl.DataFrame({"@timestamp": at, "user.name": ["ann", "ann"]}))
+    frame = SparkBackend().frame(events)
+    zone = spark_session.conf.get("spark.sql.session.timeZone")
+    spark_session.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        eng = Engine.from_spark(frame, privacy_unit="user.name", ledger=tmp_path / "ledger.sqlite", budget_window="day")
+        eng.ledger.set_caps(window_policy="day", epsilon=10.0, delta=0.0)
+        window = dict(epsilon=1.0, max_groups=1, max_rows_per_group=1, start="2024-03-01", end="2024-03-04")
+        with exact_mode():
+            total = eng.build(Aggregation.count(), **window).release().to_polars()["value"].to_list()
+            got = eng.build(Aggregation.count(), keys=[time_bucket("day")], **window).release().to_polars()
+    finally:
+        spark_session.conf.set("spark.sql.session.timeZone", zone)
+    assert total == [1.0]  # was 2: (ann, 1 March) and (ann, 2 March) in New York, each bounded to 1 row
+    counted = {str(d.date()): v for d, v in zip(got[got.columns[0]], got["value"]) if v}
+    assert counted == {"2024-03-02": 1.0}  # was {}: New York's day buckets missed the UTC grid

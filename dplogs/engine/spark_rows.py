@@ -98,16 +98,25 @@ def unit_column(rule: UnitRule) -> Column:
     return F.when(value.isNotNull(), unit) if rule.unattributed == PER_ROW else unit
 
 
+_WIDTH_MICROS = {"minute": 60_000_000, "hour": 3_600_000_000}
+
+
 def time_bucket(ts: Column, bucket: str, zone: str) -> Column:
     """:meth:`dplogs.engine.plan.Key.expr` of a time key in Spark: the start of the ``bucket``
     holding ``ts`` in ``zone`` (its local midnights and hours), as a UTC instant. The session is
-    in UTC (:func:`~dplogs.backends.spark.in_utc`), so the local wall clock is cut and converted
-    back; cut in UTC, a local bucket's rows fell outside the key's public grid and were lost."""
+    in UTC (:func:`~dplogs.backends.spark.in_utc`), so ``from_utc_timestamp`` gives the local wall
+    clock: a minute or hour starts that far before ``ts`` (the instant keeps its own offset, so
+    the hour a DST change repeats is two buckets, as in polars); a day or week is cut on the wall
+    clock and converted back (a midnight the clocks skip moves forward to the day's first instant,
+    as in polars). Cut in UTC, a local bucket's rows fell off the key's public grid and were lost."""
     from pyspark.sql import functions as F
 
     if zone == "UTC":
         return F.date_trunc(_TRUNC[bucket], ts)
-    return F.to_utc_timestamp(F.date_trunc(_TRUNC[bucket], F.from_utc_timestamp(ts, zone)), zone)
+    local = F.from_utc_timestamp(ts, zone)
+    if bucket in _WIDTH_MICROS:
+        return F.timestamp_micros(F.unix_micros(ts) - F.pmod(F.unix_micros(local), F.lit(_WIDTH_MICROS[bucket])))
+    return F.to_utc_timestamp(F.date_trunc(_TRUNC[bucket], local), zone)
 
 
 def bounding_unit(plan: Plan) -> Column:

@@ -277,3 +277,32 @@ def test_a_session_in_another_time_zone_bounds_per_utc_budget_window(tmp_path, s
     assert total == [1.0]  # was 2: (ann, 1 March) and (ann, 2 March) in New York, each bounded to 1 row
     counted = {str(d.date()): v for d, v in zip(got[got.columns[0]], got["value"]) if v}
     assert counted == {"2024-03-02": 1.0}  # was {}: New York's day buckets missed the UTC grid
+
+
+@pytest.mark.parametrize(("zone", "instants"), [
+    # New York's repeated hour (1:00-2:00 twice on 3 November): two hour buckets, as in polars
+    ("America/New_York", [(2024, 11, 3, 5, 30), (2024, 11, 3, 6, 30), (2024, 11, 3, 7, 10)]),
+    # Santiago's clocks skip midnight (8 September) and repeat 23:00-24:00 (7 April)
+    ("America/Santiago", [(2024, 9, 8, 5, 0), (2024, 9, 8, 3, 30), (2024, 4, 7, 2, 30), (2024, 4, 7, 3, 30)]),
+])
+def test_local_buckets_across_dst_changes_match_polars(tmp_path, spark_session, zone, instants):
+    """Hour and day buckets in a zone whose clocks change: the Spark rows land in the same cells as
+    the polars rows (pre-noise, bounds that never bind)."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.schema import conform
+
+    at = [dt.datetime(*i, tzinfo=dt.UTC) for i in instants]
+    events = conform(pl.DataFrame({"@timestamp": at, "user.name": [f"u{i}" for i in range(len(at))]}))
+    first, last = min(at), max(at)
+    window = dict(epsilon=1.0, **LOOSE, time_zone=zone, start=(first - dt.timedelta(days=1)).isoformat(),
+                  end=(last + dt.timedelta(days=1)).isoformat())
+    local = Engine(scan=lambda: events.lazy(), privacy_unit="user.name", budget_window="month", ledger=None)
+    spark = Engine.from_spark(SparkBackend().frame(events), privacy_unit="user.name", ledger=tmp_path / "l.sqlite")
+    for bucket in ("hour", "day"):
+        plans = [e.build(Aggregation.count(), keys=[time_bucket(bucket)], **window).plan for e in (local, spark)]
+        want, _ = aggregate(plans[0], events.lazy(), PolarsBackend())
+        got, _ = aggregate(plans[1], spark.scan(), spark.backend)
+        assert want["rows"].sum() == len(at)
+        assert got.sort("bucket").equals(want.sort("bucket")), bucket

@@ -98,3 +98,29 @@ def test_engine_keeps_utc_buckets_by_default(new_store):
     q = eng.sql('SELECT date_trunc(\'hour\', "@timestamp") AS h, COUNT(*) FROM logs GROUP BY 1',
                 start="2024-03-12", end="2024-03-13", epsilon=0.5, max_groups=2, max_rows_per_group=2)
     assert q.release(caller="test").data["h"][0] == dt.datetime(2024, 3, 12, tzinfo=UTC)
+
+
+def test_day_buckets_of_a_zone_whose_clocks_skip_midnight_hold_that_days_events(tmp_path):
+    """Santiago's clocks jump from 00:00 to 01:00 on 2024-09-08, so that local day starts at
+    04:00 UTC (01:00 -03), where its events are cut. The key's public grid, stepped in the zone
+    onto a midnight that does not exist, put the day at 03:00 UTC (23:00 the day before): the
+    day's cell fell off the grid and its events were released as 0 + noise. The grid now starts
+    each bucket where the events' own truncation does."""
+    import polars as pl
+
+    from dplogs.privacy.testing import exact_mode
+    from dplogs.schema import conform
+
+    events = conform(pl.DataFrame({"@timestamp": [dt.datetime(2024, 9, 8, h, tzinfo=UTC) for h in (5, 12, 20)],
+                                   "user.name": ["a", "b", "c"]}))
+    ledger = Ledger.open(tmp_path / "ledger.sqlite", create=True)
+    ledger.set_caps(window_policy="month", epsilon=10.0)
+    eng = Engine(scan=lambda: events.lazy(), privacy_unit="user.name", budget_window="month", ledger=ledger)
+    q = eng.sql('SELECT date_trunc(\'day\', "@timestamp") AS day, COUNT(*) FROM logs GROUP BY 1',
+                start="2024-09-07T04:00:00+00:00", end="2024-09-10T03:00:00+00:00", time_zone="America/Santiago",
+                epsilon=1.0, max_groups=1, max_rows_per_group=1)
+    with exact_mode():
+        data = q.release(caller="test").data
+    assert dict(zip(data["day"].to_list(), data["value"].to_list())) == {
+        dt.datetime(2024, 9, 7, 4, tzinfo=UTC): 0, dt.datetime(2024, 9, 8, 4, tzinfo=UTC): 3,
+        dt.datetime(2024, 9, 9, 3, tzinfo=UTC): 0}

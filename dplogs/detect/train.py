@@ -321,7 +321,7 @@ def _feature_source(store: Any, engine: Any, lo: dt.datetime, hi: dt.datetime, *
         from dplogs.detect.spark_loop import spark_feature_batches
 
         with store.events_held():
-            events = read_events(engine.session, store.event_files())
+            events = read_events(engine.session, store.readable_event_files())
             ts = col(TIMESTAMP)
             with closing(spark_feature_batches(events.where((ts >= lo) & (ts < hi)), unit=unit, spec=spec)) as source:
                 yield source

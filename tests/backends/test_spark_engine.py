@@ -306,3 +306,19 @@ def test_local_buckets_across_dst_changes_match_polars(tmp_path, spark_session, 
         got, _ = aggregate(plans[1], spark.scan(), spark.backend)
         assert want["rows"].sum() == len(at)
         assert got.sort("bucket").equals(want.sort("bucket")), bucket
+
+
+def test_a_damaged_events_file_is_refused_on_spark_as_on_polars(tmp_path, store, spark_session):
+    """Spark read the store's files as listed, without the footer check polars' scan makes: a
+    truncated events file failed the query inside Spark (a Py4J trace, exit 70: "a bug") instead of
+    naming the damaged file (74). Nothing is charged either way."""
+    copy = tmp_path / "st"
+    shutil.copytree(store, copy)
+    victim = max((copy / "events").rglob("*.parquet"), key=lambda f: f.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:500])
+    entries = len(Ledger.open(copy / "ledger.sqlite").history())
+    r = CliRunner().invoke(cli, ["query", "--sql", "SELECT COUNT(*) FROM logs", "--store", str(copy), "--epsilon", "0.5",
+                                 "--max-groups", "1", "--max-rows-per-group", "5", "--start", "2024-03-01",
+                                 "--end", "2024-04-01", "--engine", "spark"])
+    assert r.exit_code == 74 and "is damaged" in r.output and victim.name in r.output, r.output
+    assert len(Ledger.open(copy / "ledger.sqlite").history()) == entries

@@ -81,6 +81,16 @@ def any_element(column: str, test: Any) -> Column:
     return F.exists(col(column), test)
 
 
+def first_element(column: str) -> Column:
+    """An ECS array's primary (first) value, null for an empty or null array as polars'
+    ``list.first()``. Not ``element_at``: under ANSI mode (Spark 4's default) it fails on an
+    empty array, so one row's empty array failed the whole release (a refusal decided by one
+    unit's data)."""
+    from pyspark.sql import functions as F
+
+    return F.try_element_at(col(column), F.lit(1))
+
+
 def unit_column(rule: UnitRule) -> Column:
     """:meth:`dplogs.schema.units.UnitRule.expr` in Spark: the plain column for a single-field
     ``per-row`` rule, otherwise the struct (chain index of the first non-null field, its value),
@@ -144,14 +154,14 @@ def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = (), policy: 
     for k in plan.keys:
         if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
             domain = k.domain(plan.start, plan.end).to_list()
-            key = F.element_at(col(k.column), 1) if is_list(k.column) else col(k.column)
+            key = first_element(k.column) if is_list(k.column) else col(k.column)
             preds.append(key.isin(domain))
     exprs = [bounding_unit(plan).alias(UNIT)]
     for k in plan.keys:
         if k.kind is KeyKind.TIME:
             exprs.append(time_bucket(col(TIMESTAMP), k.bucket, k.time_zone).alias(k.name))
         elif is_list(k.column):  # one group per row: its primary (first) value, as in polars
-            exprs.append(F.element_at(col(k.column), 1).alias(k.name))
+            exprs.append(first_element(k.column).alias(k.name))
         else:
             exprs.append(col(k.column).alias(k.name))
     if not plan.keys:

@@ -104,6 +104,25 @@ def test_spark_features_equal_polars_features(spark_session, sample_store, windo
     assert got["processes"].to_list() == want["processes"].to_list() and want["processes"].list.len().max() > 1
 
 
+def test_byte_counts_near_the_int64_limit_neither_wrap_nor_fail(spark_session):
+    """A window's bytes were the int64 sum of its rows' source, destination and HTTP body bytes:
+    a hostile log's counts near 2^63 wrapped to a negative total in polars (read as 0 bytes) and
+    raised an overflow on Spark under ANSI mode (Spark 4's default), failing the training. Both
+    now add them as floats: the window's bytes are capped, as for any large count."""
+    from dplogs.detect.features import BYTES_CAP
+
+    events = synthetic_events(60, users=3, days=2).with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(3 << 61, pl.Int64)).otherwise(pl.col("source.bytes"))
+        .alias("source.bytes"),
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(3 << 61, pl.Int64)).otherwise(pl.col("destination.bytes"))
+        .alias("destination.bytes"))
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=2.0, window="day", budget_window="month")
+    want, got = _both(events, spec, seed=5)
+    assert want["bytes"].max() >= BYTES_CAP and want["bytes_log_mean"].max() > 0
+    np.testing.assert_allclose(got["bytes"].to_numpy(), want["bytes"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got["bytes_log_mean"].to_numpy(), want["bytes_log_mean"].to_numpy(), rtol=1e-9)
+
+
 @pytest.mark.parametrize("rule", [UnitRule(("user.name",)), UnitRule(("user.name", "source.ip"))], ids=str)
 def test_spark_features_follow_the_shared_and_chain_rules(spark_session, sample_store, rule):
     """Under the default shared unit and a chain, Spark groups rows into the same units as polars

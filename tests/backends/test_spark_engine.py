@@ -322,3 +322,28 @@ def test_a_damaged_events_file_is_refused_on_spark_as_on_polars(tmp_path, store,
                                  "--end", "2024-04-01", "--engine", "spark"])
     assert r.exit_code == 74 and "is damaged" in r.output and victim.name in r.output, r.output
     assert len(Ledger.open(copy / "ledger.sqlite").history()) == entries
+
+
+def test_a_row_with_an_empty_array_does_not_fail_a_release_keyed_by_the_array(tmp_path, spark_session):
+    """A key on an ECS array column groups by its first value. Spark took it with `element_at`,
+    which under ANSI mode (Spark 4's default) fails on an empty array: one row's empty
+    event.category failed every release keyed by it (exit 69 before the charge, a refusal decided
+    by one unit's data). Now that row has no first value, as in polars."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.schema import conform
+
+    assert spark_session.conf.get("spark.sql.ansi.enabled") == "true"
+    at = [dt.datetime(2024, 3, 2, h, tzinfo=dt.UTC) for h in (1, 2, 3)]
+    events = conform(pl.DataFrame({"@timestamp": at, "user.name": ["a", "b", "c"],
+                                   "event.category": [["authentication"], [], ["process"]]},
+                                  schema_overrides={"event.category": pl.List(pl.String)}))
+    local = Engine(scan=lambda: events.lazy(), privacy_unit="user.name", budget_window="month", ledger=None)
+    spark = Engine.from_spark(SparkBackend().frame(events), privacy_unit="user.name", ledger=tmp_path / "l.sqlite")
+    window = dict(epsilon=1.0, **LOOSE, start="2024-03-01", end="2024-03-05")
+    plans = [e.build(Aggregation.count(), keys=["event.category"], **window).plan for e in (local, spark)]
+    want, _ = aggregate(plans[0], events.lazy(), PolarsBackend())
+    got, _ = aggregate(plans[1], spark.scan(), spark.backend)
+    assert want["rows"].sum() == 2
+    assert got.sort("event.category").equals(want.sort("event.category"))

@@ -457,11 +457,12 @@ class Key:
         """Every value this public key can take in ``[start, end)``."""
         if self.kind is KeyKind.TIME:
             first = pl.select(self._truncate(pl.lit(start))).item()
-            if self.time_zone != "UTC" and self.bucket in ("day", "week"):
-                # a zone's clocks may skip its midnight (Santiago, Havana, Beirut): a range stepped
-                # in the zone lands on another instant than the events' own truncation there, and
-                # their cell fell off the grid. So the grid is the truncation of instants a quarter
-                # hour apart (every zone's offsets are multiples of one: every bucket start is one)
+            if self.time_zone != "UTC" and self.bucket != "minute":
+                # a zone's clocks may skip its midnight (Santiago, Havana, Beirut) or move by half an
+                # hour (Lord Howe): a range stepped in the zone lands on other instants than the
+                # events' own truncation there, and their cells fell off the grid. So the grid is
+                # the truncation of instants a quarter hour apart (every zone's offsets are
+                # multiples of one: every bucket start is one of them)
                 points = pl.datetime_range(first, end, "15m", closed="left", eager=True, time_unit="us", time_zone="UTC")
                 return pl.select(self._truncate(pl.lit(points))).to_series().unique(maintain_order=True).alias(self.name)
             zone = ZoneInfo(self.time_zone)

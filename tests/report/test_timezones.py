@@ -124,3 +124,27 @@ def test_day_buckets_of_a_zone_whose_clocks_skip_midnight_hold_that_days_events(
     assert dict(zip(data["day"].to_list(), data["value"].to_list())) == {
         dt.datetime(2024, 9, 7, 4, tzinfo=UTC): 0, dt.datetime(2024, 9, 8, 4, tzinfo=UTC): 3,
         dt.datetime(2024, 9, 9, 3, tzinfo=UTC): 0}
+
+
+@pytest.mark.parametrize("zone, start", [
+    ("America/Santiago", dt.datetime(2024, 9, 6, tzinfo=UTC)),  # skips midnight
+    ("America/Santiago", dt.datetime(2024, 4, 5, tzinfo=UTC)),  # repeats 23:00-24:00
+    ("Australia/Lord_Howe", dt.datetime(2024, 4, 5, tzinfo=UTC)),  # moves back half an hour
+    ("Australia/Lord_Howe", dt.datetime(2024, 10, 4, tzinfo=UTC)),
+    ("Asia/Kathmandu", dt.datetime(2024, 3, 1, tzinfo=UTC)),  # +05:45
+    ("Europe/Berlin", dt.datetime(2026, 10, 24, tzinfo=UTC)),
+])
+@pytest.mark.parametrize("bucket", ["hour", "day", "week"])
+def test_a_time_keys_grid_is_where_its_events_are_cut(zone, start, bucket):
+    """Every instant of the window is cut (Key.expr) to a bucket of the key's public grid, and
+    every grid bucket is some instant's: a cell outside the grid is dropped from the release.
+    Lord Howe's half-hour DST change put every later hour's events half an hour off the grid."""
+    import polars as pl
+
+    from dplogs.engine.plan import Key, KeyKind
+
+    key = Key("t", "@timestamp", KeyKind.TIME, bucket=bucket, time_zone=zone)
+    end = start + dt.timedelta(days=4)
+    instants = pl.datetime_range(start, end, "5m", closed="left", eager=True, time_zone="UTC")
+    cut = set(pl.select(key._truncate(pl.lit(instants))).to_series().to_list())
+    assert key.domain(start, end).to_list() == sorted(cut)

@@ -97,7 +97,12 @@ def spark_session(master: str | None = None) -> SparkSession:
             raise UsageError(f"could not start Spark on master {master or DEFAULT_MASTER!r} ({exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); {INSTALL_HINT}") from None
         session.sparkContext.setLogLevel("ERROR")
-    # bounding per budget window and time buckets truncate UTC timestamps
+    return in_utc(session)
+
+
+def in_utc(session: SparkSession) -> SparkSession:
+    """``session`` with its time zone set to UTC: bounding per budget window, time buckets and
+    feature windows truncate timestamps in the session's zone, and the ledger's windows are UTC."""
     session.conf.set("spark.sql.session.timeZone", "UTC")
     return session
 
@@ -121,8 +126,8 @@ class SparkBackend:
         return spark_session(self.master)
 
     def frame(self, source: Any) -> DataFrame:
-        """``source`` as a Spark DataFrame: a Spark DataFrame as it is, a polars frame through
-        Arrow (small inputs and the shared tests)."""
+        """``source`` as a Spark DataFrame: a Spark DataFrame as it is (its session set to UTC,
+        :func:`in_utc`), a polars frame through Arrow (small inputs and the shared tests)."""
         if isinstance(source, pl.LazyFrame):
             source = source.collect()
         if isinstance(source, pl.DataFrame):
@@ -134,6 +139,7 @@ class SparkBackend:
             if table.num_rows == 0:  # Spark infers nothing from an empty Arrow table's batches
                 return self.session.createDataFrame([], schema=_spark_schema(source.schema))
             return self.session.createDataFrame(table)
+        in_utc(source.sparkSession)  # a caller's DataFrame (Engine.from_spark): its session may be in another zone
         return source
 
     def bounded_aggregate(

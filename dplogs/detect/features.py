@@ -157,8 +157,9 @@ def extract_features(lf: pl.LazyFrame, *, unit: str | UnitRule, spec: FeatureSpe
     unit_key = unit_key.alias("unit")
     hour = ts.dt.hour()
     off = (hour < OFF_HOURS[0]) | (hour >= OFF_HOURS[1]) | (ts.dt.weekday() >= 6)
-    nbytes = (pl.col("source.bytes").fill_null(0) + pl.col("destination.bytes").fill_null(0)
-              + pl.col("http.response.body.bytes").fill_null(0)).cast(pl.Float64)
+    # added as floats: int64 byte counts near 2^63 (a hostile log's) wrapped to a negative sum
+    nbytes = pl.sum_horizontal(pl.col("source.bytes", "destination.bytes", "http.response.body.bytes")
+                               .cast(pl.Float64).fill_null(0.0))
     aggs = [
         *(_scaled_log(pl.col("event.category").list.contains(c).sum(), COUNT_CAP).alias(f"category.{c}") for c in CATEGORIES),
         _scaled_log(pl.len(), TOTAL_CAP).alias("events_total"),

@@ -62,6 +62,7 @@ def _unit(rule: UnitRule) -> Column:
     named = F.concat(index.cast("string"), F.lit(":"), F.coalesce(value, F.lit("")))
     return F.when(value.isNull(), own_row).otherwise(named) if rule.unattributed == PER_ROW else named
 _UNIT_BW = ["unit", "budget_window"]
+_BYTE_COLUMNS = ("source.bytes", "destination.bytes", "http.response.body.bytes")
 
 
 def _scaled_log(expr: Column, cap: float) -> Column:
@@ -102,8 +103,9 @@ def feature_rows(sdf: DataFrame, *, unit: str | UnitRule, spec: FeatureSpec, see
         _budget_window(ts, spec.budget_window).alias("budget_window"),
         F.timestamp_micros(micros - F.pmod(micros, step)).alias("window_start"),
         F.hour(ts).alias("_hour"), F.dayofweek(ts).alias("_dow"),
-        (F.coalesce(col("source.bytes"), F.lit(0)) + F.coalesce(col("destination.bytes"), F.lit(0))
-         + F.coalesce(col("http.response.body.bytes"), F.lit(0))).cast("double").alias("_nbytes"),
+        # added as doubles: a hostile log's byte counts near 2^63 overflowed the long sum (an error
+        # under ANSI mode, Spark 4's default, that failed the training)
+        sum((F.coalesce(col(c).cast("double"), F.lit(0.0)) for c in _BYTE_COLUMNS), F.lit(0.0)).alias("_nbytes"),
         *(col(c) for c in ("event.category", "event.outcome", "http.response.status_code", "host.name", "source.ip",
                            "destination.port", "process.name", "process.parent.executable", "event.module")),
         F.lower(col("process.executable")).alias("_executable"),

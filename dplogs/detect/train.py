@@ -16,7 +16,8 @@ import io
 import json
 import math
 import os
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,8 +225,7 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
             doc = charge.replayed_payload
             _check_same_training(doc, request, windows, idempotency_key)
         else:
-            # the feature rows are released (on Spark: unpersisted) however training ends
-            with closing(_feature_source(store, engine, lo, hi, unit=unit, spec=spec)) as source:
+            with _feature_source(store, engine, lo, hi, unit=unit, spec=spec) as source:
                 warnings: list[str] = []
                 # released from exact per-group sums (on Spark: per-partition sums from the executors)
                 peers = release_peer_totals(source.peer_totals(), plan=peer_plan, charge=charge)
@@ -307,19 +307,30 @@ def training_guarantee(epsilon: float, delta: float, unit: UnitRule, windows: tu
             f"feature rows per budget window, each clipped to L2 norm {request.clip_norm:g}")
 
 
-def _feature_source(store: Any, engine: Any, lo: dt.datetime, hi: dt.datetime, *, unit: UnitRule, spec: FeatureSpec) -> Any:
+@contextmanager
+def _feature_source(store: Any, engine: Any, lo: dt.datetime, hi: dt.datetime, *, unit: UnitRule,
+                    spec: FeatureSpec) -> Iterator[Any]:
     """The bounded feature rows of the store's events in [lo, hi), as the loops' source: Arrow
-    batches here (polars), or rows persisted on the Spark executors (spark)."""
+    batches here (polars), or rows persisted on the Spark executors (spark), released (on Spark:
+    unpersisted) however training ends. The events files are held still (:meth:`Store.events_held`:
+    a torn line's repair must not rewrite or remove a file listed here before it is read) while
+    they are read: polars reads them once, up front; Spark reads them lazily, job after job (and
+    again for a lost cached block), so there they are held until training is done."""
     if engine.name == "spark":
         from dplogs.backends.spark import col, read_events
         from dplogs.detect.spark_loop import spark_feature_batches
 
-        events = read_events(engine.session, store.event_files())
-        ts = col(TIMESTAMP)
-        return spark_feature_batches(events.where((ts >= lo) & (ts < hi)), unit=unit, spec=spec)
-    with store.events_held():  # a torn line's repair must not remove a file listed here before it is read
+        with store.events_held():
+            events = read_events(engine.session, store.readable_event_files())
+            ts = col(TIMESTAMP)
+            with closing(spark_feature_batches(events.where((ts >= lo) & (ts < hi)), unit=unit, spec=spec)) as source:
+                yield source
+        return
+    with store.events_held():
         lf = store.scan().filter((pl.col(TIMESTAMP) >= lo) & (pl.col(TIMESTAMP) < hi))
-        return LocalFeatures(extract_features(lf, unit=unit, spec=spec))
+        source = LocalFeatures(extract_features(lf, unit=unit, spec=spec))
+    with closing(source):
+        yield source
 
 
 def _plan_sgd(request: TrainRequest, epsilon: float, sampling_rate: float | None) -> DpSgdPlan:

@@ -177,7 +177,7 @@ class Engine:
             from dplogs.backends.spark import read_events
 
             def scan() -> Any:
-                return read_events(chosen.session, store.event_files())
+                return read_events(chosen.session, store.readable_event_files())  # a truncated one: named, 74
 
         eng = cls(scan=scan, privacy_unit=m.unit_rule, budget_window=m.budget_window, defaults=m.defaults,
                   backend=chosen, policy=load_policy(store.path))

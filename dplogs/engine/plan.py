@@ -457,6 +457,14 @@ class Key:
         """Every value this public key can take in ``[start, end)``."""
         if self.kind is KeyKind.TIME:
             first = pl.select(self._truncate(pl.lit(start))).item()
+            if self.time_zone != "UTC" and self.bucket != "minute":
+                # a zone's clocks may skip its midnight (Santiago, Havana, Beirut) or move by half an
+                # hour (Lord Howe): a range stepped in the zone lands on other instants than the
+                # events' own truncation there, and their cells fell off the grid. So the grid is
+                # the truncation of instants a quarter hour apart (every zone's offsets are
+                # multiples of one: every bucket start is one of them)
+                points = pl.datetime_range(first, end, "15m", closed="left", eager=True, time_unit="us", time_zone="UTC")
+                return pl.select(self._truncate(pl.lit(points))).to_series().unique(maintain_order=True).alias(self.name)
             zone = ZoneInfo(self.time_zone)
             local = pl.datetime_range(  # stepped in the zone: a local day of a DST change is 23 or 25 h
                 first.astimezone(zone), end.astimezone(zone), TIME_BUCKETS[self.bucket], closed="left",

@@ -81,6 +81,16 @@ def any_element(column: str, test: Any) -> Column:
     return F.exists(col(column), test)
 
 
+def first_element(column: str) -> Column:
+    """An ECS array's primary (first) value, null for an empty or null array as polars'
+    ``list.first()``. Not ``element_at``: under ANSI mode (Spark 4's default) it fails on an
+    empty array, so one row's empty array failed the whole release (a refusal decided by one
+    unit's data)."""
+    from pyspark.sql import functions as F
+
+    return F.try_element_at(col(column), F.lit(1))
+
+
 def unit_column(rule: UnitRule) -> Column:
     """:meth:`dplogs.schema.units.UnitRule.expr` in Spark: the plain column for a single-field
     ``per-row`` rule, otherwise the struct (chain index of the first non-null field, its value),
@@ -96,6 +106,27 @@ def unit_column(rule: UnitRule) -> Column:
     value = F.coalesce(*(col(f) for f in rule.fields))
     unit = F.struct(index.cast("int").alias("field"), F.coalesce(value, F.lit("")).alias("value"))
     return F.when(value.isNotNull(), unit) if rule.unattributed == PER_ROW else unit
+
+
+_WIDTH_MICROS = {"minute": 60_000_000, "hour": 3_600_000_000}
+
+
+def time_bucket(ts: Column, bucket: str, zone: str) -> Column:
+    """:meth:`dplogs.engine.plan.Key.expr` of a time key in Spark: the start of the ``bucket``
+    holding ``ts`` in ``zone`` (its local midnights and hours), as a UTC instant. The session is
+    in UTC (:func:`~dplogs.backends.spark.in_utc`), so ``from_utc_timestamp`` gives the local wall
+    clock: a minute or hour starts that far before ``ts`` (the instant keeps its own offset, so
+    the hour a DST change repeats is two buckets, as in polars); a day or week is cut on the wall
+    clock and converted back (a midnight the clocks skip moves forward to the day's first instant,
+    as in polars). Cut in UTC, a local bucket's rows fell off the key's public grid and were lost."""
+    from pyspark.sql import functions as F
+
+    if zone == "UTC":
+        return F.date_trunc(_TRUNC[bucket], ts)
+    local = F.from_utc_timestamp(ts, zone)
+    if bucket in _WIDTH_MICROS:
+        return F.timestamp_micros(F.unix_micros(ts) - F.pmod(F.unix_micros(local), F.lit(_WIDTH_MICROS[bucket])))
+    return F.to_utc_timestamp(F.date_trunc(_TRUNC[bucket], local), zone)
 
 
 def bounding_unit(plan: Plan) -> Column:
@@ -123,14 +154,14 @@ def prepare(plan: Plan, sdf: DataFrame, *, keep: Sequence[Column] = (), policy: 
     for k in plan.keys:
         if k.kind in (KeyKind.ENUM, KeyKind.DECLARED):
             domain = k.domain(plan.start, plan.end).to_list()
-            key = F.element_at(col(k.column), 1) if is_list(k.column) else col(k.column)
+            key = first_element(k.column) if is_list(k.column) else col(k.column)
             preds.append(key.isin(domain))
     exprs = [bounding_unit(plan).alias(UNIT)]
     for k in plan.keys:
         if k.kind is KeyKind.TIME:
-            exprs.append(F.date_trunc(_TRUNC[k.bucket], col(TIMESTAMP)).alias(k.name))
+            exprs.append(time_bucket(col(TIMESTAMP), k.bucket, k.time_zone).alias(k.name))
         elif is_list(k.column):  # one group per row: its primary (first) value, as in polars
-            exprs.append(F.element_at(col(k.column), 1).alias(k.name))
+            exprs.append(first_element(k.column).alias(k.name))
         else:
             exprs.append(col(k.column).alias(k.name))
     if not plan.keys:

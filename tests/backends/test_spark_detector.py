@@ -9,6 +9,7 @@ the windows Spark kept: the same rows must give the same clipped sums."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,25 @@ def test_spark_features_equal_polars_features(spark_session, sample_store, windo
     assert (got["events"].cast(pl.Int64) == want["events"].cast(pl.Int64)).all()
     np.testing.assert_allclose(got["bytes"].to_numpy(), want["bytes"].to_numpy(), rtol=1e-12)
     assert got["processes"].to_list() == want["processes"].to_list() and want["processes"].list.len().max() > 1
+
+
+def test_byte_counts_near_the_int64_limit_neither_wrap_nor_fail(spark_session):
+    """A window's bytes were the int64 sum of its rows' source, destination and HTTP body bytes:
+    a hostile log's counts near 2^63 wrapped to a negative total in polars (read as 0 bytes) and
+    raised an overflow on Spark under ANSI mode (Spark 4's default), failing the training. Both
+    now add them as floats: the window's bytes are capped, as for any large count."""
+    from dplogs.detect.features import BYTES_CAP
+
+    events = synthetic_events(60, users=3, days=2).with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(3 << 61, pl.Int64)).otherwise(pl.col("source.bytes"))
+        .alias("source.bytes"),
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(3 << 61, pl.Int64)).otherwise(pl.col("destination.bytes"))
+        .alias("destination.bytes"))
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=2.0, window="day", budget_window="month")
+    want, got = _both(events, spec, seed=5)
+    assert want["bytes"].max() >= BYTES_CAP and want["bytes_log_mean"].max() > 0
+    np.testing.assert_allclose(got["bytes"].to_numpy(), want["bytes"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got["bytes_log_mean"].to_numpy(), want["bytes_log_mean"].to_numpy(), rtol=1e-9)
 
 
 @pytest.mark.parametrize("rule", [UnitRule(("user.name",)), UnitRule(("user.name", "source.ip"))], ids=str)
@@ -282,3 +302,42 @@ def test_a_spark_master_without_the_spark_engine_is_refused_before_anything(synt
     assert r.exit_code == 64 and "--engine spark" in r.output
     with Ledger.open(synthetic_store.ledger_path) as ledger:
         assert ledger.history() == []
+
+
+def test_a_repair_waits_for_spark_training_reading_the_events(spark_session, tmp_path):
+    """Spark training lists the events files, then reads them lazily, job after job (the first
+    job persists the feature rows; a lost cached block is recomputed from the files). It held no
+    lock: a torn last line's repair (`Store.remove_events`, the one write that rewrites or removes
+    an events file) ran mid-training, and the next job failed on a file that was gone
+    (FAILED_READ_FILE.FILE_NOT_EXIST, exit 70). Now the training's source holds the files still
+    until it is closed, as a polars training or release does while it reads."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.detect.train import _feature_source
+    from dplogs.ingest.store import Store
+
+    store = Store.init(tmp_path / "store", dataset="synthetic")
+    events = synthetic_events(300, users=10, days=3)
+    events = events.with_columns(pl.concat_list(pl.int_range(pl.len(), dtype=pl.UInt64), pl.lit(0, pl.UInt64))
+                                 .list.to_array(2).alias("event.hash"))
+    store.write_events(events, stem="part0")
+    emptied = store.event_files()[0]
+    day, hashes = emptied.parent.name.removeprefix("day="), pl.read_parquet(emptied)["event.hash"]
+    repaired: list = []
+    repair = threading.Thread(target=lambda: repaired.append(_repair(store, day, hashes)))
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=1.0, window="day", budget_window="month")
+    lo, hi = dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    with _feature_source(store, SparkBackend(), lo, hi, unit=UnitRule.parse("user.name"), spec=spec) as source:
+        repair.start()  # the files are listed and the rows defined, not yet read: an ingest repairs now
+        repair.join(timeout=1.0)
+        repaired.append("waited" if repair.is_alive() else "not waited")
+        units = source.unit_count(ALL_WINDOWS)  # a training job: reads every listed file
+    repair.join(timeout=60)
+    assert repaired == ["waited", hashes.len()] and not emptied.exists()
+    assert units == 10  # (unit, budget window) pairs: 10 users, one month
+
+
+def _repair(store, day: str, hashes: pl.Series) -> int:
+    with store.writer_lock():
+        return store.remove_events(day, hashes)

@@ -57,6 +57,10 @@ QUERIES = [
     # histogram bins, ratio
     ("SELECT http.request.method, HISTOGRAM(http.response.body.bytes), COUNT(*) FROM logs GROUP BY 1",
      {"bins": {"http.response.body.bytes": {"lo": 1, "hi": 1e5, "n": 8}}}),
+    # local time buckets (a report's --tz): Spark cut UTC days, which missed the local grid, so
+    # every bucket was released as 0 plus noise
+    ("SELECT date_trunc('day', \"@timestamp\") AS day, COUNT(*) FROM logs GROUP BY 1", {"time_zone": "America/New_York"}),
+    ("SELECT date_trunc('hour', \"@timestamp\") AS hour, COUNT(*) FROM logs GROUP BY 1", {"time_zone": "Asia/Kolkata"}),
 ]
 
 
@@ -242,3 +246,104 @@ def test_a_release_under_a_policy_runs_on_spark(store, tmp_path, spark_session):
         out[engine] = {c["event.outcome"]: c["exact"] for c in doc["data"]}
         assert doc["privacy"]["protection"]["version"] == 1
     assert out["spark"] == out["polars"] and sum(out["polars"].values()) > 0
+
+
+def test_a_session_in_another_time_zone_bounds_per_utc_budget_window(tmp_path, spark_session):
+    """`Engine.from_spark` over a session whose `spark.sql.session.timeZone` is not UTC (the
+    caller's own Databricks or spark-submit session) truncated the budget windows of the bounding
+    unit in that zone: a unit's events of one UTC day fell into two local days, so the unit was
+    bounded twice within one charged window (twice the sensitivity charged). Now the Spark rows
+    truncate in UTC whatever the session's zone, as the ledger's windows do."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.privacy.testing import exact_mode
+    from dplogs.schema import conform
+
+    at = [dt.datetime(2024, 3, 2, 2, tzinfo=dt.UTC), dt.datetime(2024, 3, 2, 12, tzinfo=dt.UTC)]  # 21:00 / 07:00 in New York
+    events = conform(pl.DataFrame({"@timestamp": at, "user.name": ["ann", "ann"]}))
+    frame = SparkBackend().frame(events)
+    zone = spark_session.conf.get("spark.sql.session.timeZone")
+    spark_session.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        eng = Engine.from_spark(frame, privacy_unit="user.name", ledger=tmp_path / "ledger.sqlite", budget_window="day")
+        eng.ledger.set_caps(window_policy="day", epsilon=10.0, delta=0.0)
+        window = dict(epsilon=1.0, max_groups=1, max_rows_per_group=1, start="2024-03-01", end="2024-03-04")
+        with exact_mode():
+            total = eng.build(Aggregation.count(), **window).release().to_polars()["value"].to_list()
+            got = eng.build(Aggregation.count(), keys=[time_bucket("day")], **window).release().to_polars()
+    finally:
+        spark_session.conf.set("spark.sql.session.timeZone", zone)
+    assert total == [1.0]  # was 2: (ann, 1 March) and (ann, 2 March) in New York, each bounded to 1 row
+    counted = {str(d.date()): v for d, v in zip(got[got.columns[0]], got["value"]) if v}
+    assert counted == {"2024-03-02": 1.0}  # was {}: New York's day buckets missed the UTC grid
+
+
+@pytest.mark.parametrize(("zone", "instants"), [
+    # New York's repeated hour (1:00-2:00 twice on 3 November): two hour buckets, as in polars
+    ("America/New_York", [(2024, 11, 3, 5, 30), (2024, 11, 3, 6, 30), (2024, 11, 3, 7, 10)]),
+    # Santiago's clocks skip midnight (8 September) and repeat 23:00-24:00 (7 April)
+    ("America/Santiago", [(2024, 9, 8, 5, 0), (2024, 9, 8, 3, 30), (2024, 4, 7, 2, 30), (2024, 4, 7, 3, 30)]),
+])
+def test_local_buckets_across_dst_changes_match_polars(tmp_path, spark_session, zone, instants):
+    """Hour and day buckets in a zone whose clocks change: the Spark rows land in the same cells as
+    the polars rows (pre-noise, bounds that never bind)."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.schema import conform
+
+    at = [dt.datetime(*i, tzinfo=dt.UTC) for i in instants]
+    events = conform(pl.DataFrame({"@timestamp": at, "user.name": [f"u{i}" for i in range(len(at))]}))
+    first, last = min(at), max(at)
+    window = dict(epsilon=1.0, **LOOSE, time_zone=zone, start=(first - dt.timedelta(days=1)).isoformat(),
+                  end=(last + dt.timedelta(days=1)).isoformat())
+    local = Engine(scan=lambda: events.lazy(), privacy_unit="user.name", budget_window="month", ledger=None)
+    spark = Engine.from_spark(SparkBackend().frame(events), privacy_unit="user.name", ledger=tmp_path / "l.sqlite")
+    for bucket in ("hour", "day"):
+        plans = [e.build(Aggregation.count(), keys=[time_bucket(bucket)], **window).plan for e in (local, spark)]
+        want, _ = aggregate(plans[0], events.lazy(), PolarsBackend())
+        got, _ = aggregate(plans[1], spark.scan(), spark.backend)
+        assert want["rows"].sum() == len(at)
+        assert got.sort("bucket").equals(want.sort("bucket")), bucket
+
+
+def test_a_damaged_events_file_is_refused_on_spark_as_on_polars(tmp_path, store, spark_session):
+    """Spark read the store's files as listed, without the footer check polars' scan makes: a
+    truncated events file failed the query inside Spark (a Py4J trace, exit 70: "a bug") instead of
+    naming the damaged file (74). Nothing is charged either way."""
+    copy = tmp_path / "st"
+    shutil.copytree(store, copy)
+    victim = max((copy / "events").rglob("*.parquet"), key=lambda f: f.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:500])
+    entries = len(Ledger.open(copy / "ledger.sqlite").history())
+    r = CliRunner().invoke(cli, ["query", "--sql", "SELECT COUNT(*) FROM logs", "--store", str(copy), "--epsilon", "0.5",
+                                 "--max-groups", "1", "--max-rows-per-group", "5", "--start", "2024-03-01",
+                                 "--end", "2024-04-01", "--engine", "spark"])
+    assert r.exit_code == 74 and "is damaged" in r.output and victim.name in r.output, r.output
+    assert len(Ledger.open(copy / "ledger.sqlite").history()) == entries
+
+
+def test_a_row_with_an_empty_array_does_not_fail_a_release_keyed_by_the_array(tmp_path, spark_session):
+    """A key on an ECS array column groups by its first value. Spark took it with `element_at`,
+    which under ANSI mode (Spark 4's default) fails on an empty array: one row's empty
+    event.category failed every release keyed by it (exit 69 before the charge, a refusal decided
+    by one unit's data). Now that row has no first value, as in polars."""
+    import datetime as dt
+
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.schema import conform
+
+    assert spark_session.conf.get("spark.sql.ansi.enabled") == "true"
+    at = [dt.datetime(2024, 3, 2, h, tzinfo=dt.UTC) for h in (1, 2, 3)]
+    events = conform(pl.DataFrame({"@timestamp": at, "user.name": ["a", "b", "c"],
+                                   "event.category": [["authentication"], [], ["process"]]},
+                                  schema_overrides={"event.category": pl.List(pl.String)}))
+    local = Engine(scan=lambda: events.lazy(), privacy_unit="user.name", budget_window="month", ledger=None)
+    spark = Engine.from_spark(SparkBackend().frame(events), privacy_unit="user.name", ledger=tmp_path / "l.sqlite")
+    window = dict(epsilon=1.0, **LOOSE, start="2024-03-01", end="2024-03-05")
+    plans = [e.build(Aggregation.count(), keys=["event.category"], **window).plan for e in (local, spark)]
+    want, _ = aggregate(plans[0], events.lazy(), PolarsBackend())
+    got, _ = aggregate(plans[1], spark.scan(), spark.backend)
+    assert want["rows"].sum() == 2
+    assert got.sort("event.category").equals(want.sort("event.category"))

@@ -98,3 +98,53 @@ def test_engine_keeps_utc_buckets_by_default(new_store):
     q = eng.sql('SELECT date_trunc(\'hour\', "@timestamp") AS h, COUNT(*) FROM logs GROUP BY 1',
                 start="2024-03-12", end="2024-03-13", epsilon=0.5, max_groups=2, max_rows_per_group=2)
     assert q.release(caller="test").data["h"][0] == dt.datetime(2024, 3, 12, tzinfo=UTC)
+
+
+def test_day_buckets_of_a_zone_whose_clocks_skip_midnight_hold_that_days_events(tmp_path):
+    """Santiago's clocks jump from 00:00 to 01:00 on 2024-09-08, so that local day starts at
+    04:00 UTC (01:00 -03), where its events are cut. The key's public grid, stepped in the zone
+    onto a midnight that does not exist, put the day at 03:00 UTC (23:00 the day before): the
+    day's cell fell off the grid and its events were released as 0 + noise. The grid now starts
+    each bucket where the events' own truncation does."""
+    import polars as pl
+
+    from dplogs.privacy.testing import exact_mode
+    from dplogs.schema import conform
+
+    events = conform(pl.DataFrame({"@timestamp": [dt.datetime(2024, 9, 8, h, tzinfo=UTC) for h in (5, 12, 20)],
+                                   "user.name": ["a", "b", "c"]}))
+    ledger = Ledger.open(tmp_path / "ledger.sqlite", create=True)
+    ledger.set_caps(window_policy="month", epsilon=10.0)
+    eng = Engine(scan=lambda: events.lazy(), privacy_unit="user.name", budget_window="month", ledger=ledger)
+    q = eng.sql('SELECT date_trunc(\'day\', "@timestamp") AS day, COUNT(*) FROM logs GROUP BY 1',
+                start="2024-09-07T04:00:00+00:00", end="2024-09-10T03:00:00+00:00", time_zone="America/Santiago",
+                epsilon=1.0, max_groups=1, max_rows_per_group=1)
+    with exact_mode():
+        data = q.release(caller="test").data
+    assert dict(zip(data["day"].to_list(), data["value"].to_list())) == {
+        dt.datetime(2024, 9, 7, 4, tzinfo=UTC): 0, dt.datetime(2024, 9, 8, 4, tzinfo=UTC): 3,
+        dt.datetime(2024, 9, 9, 3, tzinfo=UTC): 0}
+
+
+@pytest.mark.parametrize("zone, start", [
+    ("America/Santiago", dt.datetime(2024, 9, 6, tzinfo=UTC)),  # skips midnight
+    ("America/Santiago", dt.datetime(2024, 4, 5, tzinfo=UTC)),  # repeats 23:00-24:00
+    ("Australia/Lord_Howe", dt.datetime(2024, 4, 5, tzinfo=UTC)),  # moves back half an hour
+    ("Australia/Lord_Howe", dt.datetime(2024, 10, 4, tzinfo=UTC)),
+    ("Asia/Kathmandu", dt.datetime(2024, 3, 1, tzinfo=UTC)),  # +05:45
+    ("Europe/Berlin", dt.datetime(2026, 10, 24, tzinfo=UTC)),
+])
+@pytest.mark.parametrize("bucket", ["hour", "day", "week"])
+def test_a_time_keys_grid_is_where_its_events_are_cut(zone, start, bucket):
+    """Every instant of the window is cut (Key.expr) to a bucket of the key's public grid, and
+    every grid bucket is some instant's: a cell outside the grid is dropped from the release.
+    Lord Howe's half-hour DST change put every later hour's events half an hour off the grid."""
+    import polars as pl
+
+    from dplogs.engine.plan import Key, KeyKind
+
+    key = Key("t", "@timestamp", KeyKind.TIME, bucket=bucket, time_zone=zone)
+    end = start + dt.timedelta(days=4)
+    instants = pl.datetime_range(start, end, "5m", closed="left", eager=True, time_zone="UTC")
+    cut = set(pl.select(key._truncate(pl.lit(instants))).to_series().to_list())
+    assert key.domain(start, end).to_list() == sorted(cut)

@@ -173,7 +173,13 @@ class Policy:
         if self.users is not None:
             roster = sdf.sparkSession.createDataFrame(
                 pa.table({"__roster": pa.array(self.roster_keys(), pa.string())}))
-            sdf = sdf.join(roster.withColumn("__on_roster", F.lit(True)), F.lower(col(ACCOUNT)) == F.col("__roster"), "left")
+            # lower-cased by polars, as :meth:`mark` does, once per distinct name: Spark's lower()
+            # is Java's, whose default locale (Turkish: I -> dotless ı) and Unicode version differ,
+            # and a roster name it missed was released exactly
+            names = sdf.select(col(ACCOUNT).alias("__name")).where(F.col("__name").isNotNull()).distinct()
+            lowered = names.mapInArrow(_lowered, "__name string, __lower string")
+            sdf = sdf.join(lowered, col(ACCOUNT) == F.col("__name"), "left") \
+                .join(roster.withColumn("__on_roster", F.lit(True)), F.col("__lower") == F.col("__roster"), "left")
             person = F.coalesce(F.col("__on_roster"), F.lit(False))
             if ACCOUNT in rule.fields:
                 came = col(ACCOUNT).isNotNull()
@@ -186,7 +192,16 @@ class Policy:
             tested = ips.mapInArrow(_inside(Policy(networks=self.networks)), "__ip string, __inside boolean")
             sdf = sdf.join(tested, col("source.ip") == F.col("__ip"), "left")
             protected = protected & (col("source.ip").isNull() | F.coalesce(F.col("__inside"), F.lit(False)))
-        return sdf.withColumn(PROTECTED, protected | person).drop("__roster", "__on_roster", "__ip", "__inside")
+        return sdf.withColumn(PROTECTED, protected | person).drop("__name", "__lower", "__roster", "__on_roster", "__ip",
+                                                                  "__inside")
+
+
+def _lowered(batches: Any) -> Any:
+    """The per-partition function of :meth:`Policy.mark_spark`: each distinct account name with its
+    polars lower case (the function :meth:`Policy.mark` matches the roster with)."""
+    for b in batches:
+        names = pl.from_arrow(b.column("__name")).cast(pl.String)
+        yield pa.RecordBatch.from_arrays([names.to_arrow(), names.str.to_lowercase().to_arrow()], ["__name", "__lower"])
 
 
 def _inside(policy: Policy) -> Any:

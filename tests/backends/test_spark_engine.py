@@ -192,6 +192,29 @@ def test_spark_marks_the_same_rows_protected():
     assert got.to_list() == want.to_list() == [True, False, False, True, True, False, True, True]
 
 
+def test_spark_lower_cases_names_for_the_roster_as_polars_does():
+    """On a caller's session with Spark's ICU case mappings off, lower() is Java's (its default
+    locale: Turkish makes I a dotless ı; Java 17's Unicode 13 leaves U+A7C0, a Unicode 14 capital,
+    as it is): that roster person was not matched on Spark, so their rows from outside the
+    networks were released exactly."""
+    from dplogs.backends.spark import SparkBackend
+    from dplogs.engine.policy import PROTECTED
+    from dplogs.schema import conform
+
+    policy = Policy(version=1, users=frozenset({"\ua7c1mar"}), networks=("10.0.0.0/8",))
+    df = conform(pl.DataFrame({"user.name": ["\ua7c0mar", "\ua7c1mar", "root"], "source.ip": ["203.0.113.7"] * 3,
+                               "event.action": ["0", "1", "2"]}))
+    want = policy.mark(df.lazy(), "user.name").collect().sort("event.action")[PROTECTED]
+    sdf = SparkBackend().frame(df)
+    sdf.sparkSession.conf.set("spark.sql.icu.caseMappings.enabled", "false")
+    try:
+        got = pl.from_arrow(policy.mark_spark(sdf, "user.name").select("`event.action`", PROTECTED)
+                            .toArrow()).sort("event.action")[PROTECTED]
+    finally:
+        sdf.sparkSession.conf.unset("spark.sql.icu.caseMappings.enabled")
+    assert got.to_list() == want.to_list() == [True, True, False]
+
+
 @pytest.mark.parametrize("rule", ["user.name,host.name", "host.name,user.name"])
 def test_spark_marks_follow_the_unit_chain(rule):
     """With a chain, the roster decides only rows whose unit came from user.name, on both backends."""

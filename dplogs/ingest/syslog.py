@@ -250,7 +250,7 @@ def categorise(frame: pl.DataFrame) -> pl.DataFrame:
 @register
 class Syslog(LineFormat):
     name = "syslog"
-    description = "syslog RFC 3164 (auth.log, /var/log/messages; --year/--tz) and RFC 5424, with auth categorisation"
+    description = "syslog RFC 3164 (auth.log, /var/log/messages; --year/--tz) and RFC 5424, with auth categorisation and firewall fields (iptables/UFW, Cisco ASA/FTD, IOS)"
 
     def sniff(self, head: bytes) -> float:
         lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:200] if ln.strip()]

@@ -242,12 +242,16 @@ def catch_up(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date, since: dt.date | None = None,
     until: dt.date | None = None, wait: float = DEFAULT_WAIT_S, written: Callable[[dt.date], bool] = lambda start: True,
     on_run: Callable[[ReportRun], None] = lambda run: None, backend: str = "polars", spark_master: str | None = None,
+    check: Callable[[list[dt.date]], None] = lambda periods: None,
 ) -> CatchUp:
     """Release every period :func:`catch_up_periods` names, oldest first, each under its own
-    idempotency keys (a period already released replays and spends nothing). ``on_run`` gets each
-    period's run as soon as it is done (to write its outputs). Stops at the first period that is
-    not fully released (budget exhausted, a concurrent run): the rest are returned as ``left``."""
+    idempotency keys (a period already released replays and spends nothing). ``check`` gets the
+    periods before anything is released and may refuse them all (their outputs cannot be written).
+    ``on_run`` gets each period's run as soon as it is done (to write its outputs). Stops at the
+    first period that is not fully released (budget exhausted, a concurrent run): the rest are
+    returned as ``left``."""
     periods = catch_up_periods(spec, store, today=today, since=since, until=until, written=written)
+    check(periods)
     runs: list[ReportRun] = []
     for i, start in enumerate(periods):
         try:

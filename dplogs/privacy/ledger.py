@@ -1078,9 +1078,23 @@ def _io_kind(exc: BaseException) -> str | None:
     return None
 
 
+_ROOM_FOR_A_WRITE = 64 << 10  # a -shm file grows 32 KiB at a time; a charge writes a few pages
+
+
+def _space_left(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding ``path``."""
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return _ROOM_FOR_A_WRITE  # cannot tell: keep SQLite's own word
+    return fs.f_bavail * fs.f_frsize
+
+
 def _storage_error(exc: BaseException, path: Path, doing: str, *, after: str = "") -> DplogsError:
     """The error to raise for ``exc`` met while ``doing`` (create, open, read, reserve in, ...)."""
     kind = _io_kind(exc)
+    if kind == "io" and _space_left(path) < _ROOM_FOR_A_WRITE:
+        kind = "full"  # SQLite reports a full disk met while growing its -shm or -wal file as an I/O error
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     if kind == "busy":
         return ConcurrentRun(f"cannot {doing} the budget ledger {path}: another process holds it ({detail}); "

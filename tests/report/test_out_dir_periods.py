@@ -4,16 +4,19 @@ is charged, instead of silently replacing that report's files with other release
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from dplogs.cli import cli
 from dplogs.privacy.ledger import Ledger
 from dplogs.report import load_report_spec
-from dplogs.report.outputs import written
+from dplogs.errors import UsageError
+from dplogs.report.outputs import check_same_periods, written
 from tests.report.conftest import NIGHTLY
 
 
@@ -57,3 +60,8 @@ def test_files_of_another_zone_are_not_counted_as_this_periods(new_store, tmp_pa
     assert written(spec.with_tz("Europe/Berlin"), dt.date(2024, 3, 11), out)
     assert not written(spec, dt.date(2024, 3, 11), out)
     assert not written(spec.with_tz("Europe/Berlin"), dt.date(2024, 3, 12), out)
+    # a week of the same name starting that Monday would replace the day's files too
+    week = dataclasses.replace(spec, period="week", tz="Europe/Berlin")
+    with pytest.raises(UsageError, match="2024-03-11 to 2024-03-12 in time zone Europe/Berlin"):
+        check_same_periods(week, [dt.date(2024, 3, 11)], out)
+    check_same_periods(spec.with_tz("Europe/Berlin"), [dt.date(2024, 3, 11), dt.date(2024, 3, 12)], out)

@@ -623,14 +623,19 @@ class Ledger:
     def charge(
         self, loss: PrivacyLoss, *, windows: Sequence[str], caller: str, query: str | None = None,
         idempotency_key: str | None = None, mechanisms: Sequence[str] = (),
-        protection: tuple[int, str] | None | object = ANY_PROTECTION,
+        protection: tuple[int, str] | None | object = ANY_PROTECTION, key_held: bool = False,
     ) -> Iterator[LedgerCharge]:
         """Reserve ``loss`` in every window of ``windows``, yield the charge, then commit (or
         refund if no noise was drawn before an exception). See the module docstring.
         ``protection``: the policy (version, digest; None for none) the release was prepared
         under, checked against :meth:`protection` in the reserving transaction, so a ``dplogs
-        protect`` that finished meanwhile is refused (ConcurrentRun) before anything is charged."""
-        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms, protection)
+        protect`` that finished meanwhile is refused (ConcurrentRun) before anything is charged.
+        ``key_held``: the caller holds a lock that every run releasing under ``idempotency_key``
+        takes (a report's period lock), so an entry left reserved under the key is a dead run's,
+        whatever its pid and host say: a new release is charged on top instead of waiting forever
+        on a run that was killed on another host or whose pid is now another process's."""
+        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms, protection,
+                                         key_held)
         if charge.replayed_payload is not None:
             yield charge
             return
@@ -650,6 +655,7 @@ class Ledger:
     def _reserve(
         self, loss: PrivacyLoss, windows: Sequence[str], caller: str, query: str | None,
         idempotency_key: str | None, mechanisms: Sequence[str], protection: tuple[int, str] | None | object,
+        key_held: bool = False,
     ) -> tuple[LedgerCharge, str]:
         if not isinstance(loss, PrivacyLoss):
             raise InternalError(f"ledger.charge needs a PrivacyLoss, got {type(loss).__name__}")
@@ -679,7 +685,7 @@ class Ledger:
                         "any release)"
                     ) from None
             if idempotency_key is not None:
-                replay = self._replay_or_check(c, idempotency_key)
+                replay = self._replay_or_check(c, idempotency_key, key_held)
                 if replay is not None:
                     return replay, ""
             if protection is not ANY_PROTECTION and self.protection() != protection:
@@ -714,7 +720,7 @@ class Ledger:
             )
         return LedgerCharge(loss, entry_id=entry_id, windows=wins), entry_id
 
-    def _replay_or_check(self, c: sqlite3.Connection, key: str) -> LedgerCharge | None:
+    def _replay_or_check(self, c: sqlite3.Connection, key: str, key_held: bool) -> LedgerCharge | None:
         rows = c.execute(
             f"SELECT {_ENTRY_COLUMNS}, seal FROM entries "
             "WHERE idempotency_key = ? AND status IN ('committed', 'reserved') ORDER BY seq", (key,)
@@ -730,7 +736,7 @@ class Ledger:
                 if _entry_problems(e, cols[17], seal):  # what is re-emitted is what was released
                     raise LedgerError(f"the stored release of entry #{e.seq} ({e.id}) was edited. {_TAMPERED}")
                 return LedgerCharge(e.loss, entry_id=e.id, windows=e.windows, replayed_payload=e.payload)
-            if self._alive(e.pid, e.host):
+            if not key_held and self._alive(e.pid, e.host):
                 raise ConcurrentRun(
                     f"a release with idempotency key {key!r} is in progress (entry {e.id}, pid {e.pid} "
                     f"on {e.host}); nothing was charged — retry when it has finished to get its stored "

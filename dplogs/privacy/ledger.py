@@ -287,6 +287,11 @@ class LedgerCharge(Charge):
 ANY_PROTECTION = object()
 """For :meth:`Ledger.charge`: a release that does not depend on a protection policy (training)."""
 
+# Entries this process reserved and has not finished: a reserved entry naming this process's own
+# pid and host is in progress only if it is here; otherwise a killed earlier process had the same
+# pid (a container's dplogs is pid 1 on every run) and judging it alive would block its key forever.
+_IN_FLIGHT: set[str] = set()
+
 
 class Ledger:
     """Public: the budget ledger of one store. Open with :meth:`open`; safe to share between
@@ -642,6 +647,7 @@ class Ledger:
         try:
             yield charge
         except BaseException as exc:
+            _IN_FLIGHT.discard(entry_id)
             charge.close()
             status = "failed-after-noise" if charge.noise_drawn else "refunded"
             try:
@@ -650,6 +656,7 @@ class Ledger:
                 exc.add_note(f"the ledger could not mark entry {entry_id} {status} ({finish_exc}); it stays reserved and counts as spent")
             raise
         charge.close()
+        _IN_FLIGHT.discard(entry_id)
         self._finish(entry_id, "committed", charge._payload_text)
 
     def _reserve(
@@ -707,6 +714,7 @@ class Ledger:
             else:
                 refused = None
                 entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
+                _IN_FLIGHT.add(entry_id)
                 if not self._meta("anchored") and isinstance(ledger_anchor.read(self.path), ledger_anchor.HeadRecord):
                     c.execute("INSERT INTO meta VALUES ('anchored', '1')")  # the record is now required
                 self._seal_state(c)
@@ -736,7 +744,7 @@ class Ledger:
                 if _entry_problems(e, cols[17], seal):  # what is re-emitted is what was released
                     raise LedgerError(f"the stored release of entry #{e.seq} ({e.id}) was edited. {_TAMPERED}")
                 return LedgerCharge(e.loss, entry_id=e.id, windows=e.windows, replayed_payload=e.payload)
-            if not key_held and self._alive(e.pid, e.host):
+            if not key_held and self._alive(e.id, e.pid, e.host):
                 raise ConcurrentRun(
                     f"a release with idempotency key {key!r} is in progress (entry {e.id}, pid {e.pid} "
                     f"on {e.host}); nothing was charged — retry when it has finished to get its stored "
@@ -744,9 +752,11 @@ class Ledger:
                 )
         return None  # only refunded, failed or abandoned attempts: a new release may proceed
 
-    def _alive(self, pid: int, host: str) -> bool:
+    def _alive(self, entry_id: str, pid: int, host: str) -> bool:
         if host != self._host:
             return True  # cannot tell: assume it is still running
+        if pid == os.getpid():
+            return entry_id in _IN_FLIGHT
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -645,19 +645,20 @@ class Ledger:
             yield charge
             return
         try:
-            yield charge
-        except BaseException as exc:
-            _IN_FLIGHT.discard(entry_id)
-            charge.close()
-            status = "failed-after-noise" if charge.noise_drawn else "refunded"
             try:
-                self._finish(entry_id, status, charge._payload_text)
-            except (sqlite3.Error, DplogsError) as finish_exc:
-                exc.add_note(f"the ledger could not mark entry {entry_id} {status} ({finish_exc}); it stays reserved and counts as spent")
-            raise
-        charge.close()
-        _IN_FLIGHT.discard(entry_id)
-        self._finish(entry_id, "committed", charge._payload_text)
+                yield charge
+            except BaseException as exc:
+                charge.close()
+                status = "failed-after-noise" if charge.noise_drawn else "refunded"
+                try:
+                    self._finish(entry_id, status, charge._payload_text)
+                except (sqlite3.Error, DplogsError) as finish_exc:
+                    exc.add_note(f"the ledger could not mark entry {entry_id} {status} ({finish_exc}); it stays reserved and counts as spent")
+                raise
+            charge.close()
+            self._finish(entry_id, "committed", charge._payload_text)
+        finally:
+            _IN_FLIGHT.discard(entry_id)
 
     def _reserve(
         self, loss: PrivacyLoss, windows: Sequence[str], caller: str, query: str | None,

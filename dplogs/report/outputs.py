@@ -84,7 +84,7 @@ def _other_period(spec: ReportSpec, start: dt.date, out_dir: Path) -> str | None
     try:
         doc = json.loads(files.read_regular(out_dir / f"{spec.name}-{start.isoformat()}.json", limit=_JSON_LIMIT) or b"null")
         held = (str(doc["period"]["end"]), str(doc["period"]["tz"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # the directory may be others' to write
         return None
     end = spec.period_bounds(start)[1].isoformat()
     return None if held == (end, spec.tz) else f"{start} to {held[0]} in time zone {held[1]}"

@@ -65,3 +65,12 @@ def test_files_of_another_zone_are_not_counted_as_this_periods(new_store, tmp_pa
     with pytest.raises(UsageError, match="2024-03-11 to 2024-03-12 in time zone Europe/Berlin"):
         check_same_periods(week, [dt.date(2024, 3, 11)], out)
     check_same_periods(spec.with_tz("Europe/Berlin"), [dt.date(2024, 3, 11), dt.date(2024, 3, 12)], out)
+
+
+def test_a_json_file_that_is_no_report_of_ours_is_replaced_as_before(tmp_path):
+    """The directory may be others' to write: a file at the JSON's name that is not a report (nested
+    100,000 deep: a RecursionError, exit 70; not JSON; no zone) tells no zone, so it neither refuses nor crashes."""
+    spec = load_report_spec(NIGHTLY)
+    for text in ("[" * 100_000, "not json", '{"period": 3}'):
+        (tmp_path / "nightly-soc-2024-03-11.json").write_text(text)
+        check_same_periods(spec, [dt.date(2024, 3, 11)], tmp_path)

@@ -16,7 +16,7 @@ from dplogs.escape import visible
 from dplogs.privacy import ledger_pin
 from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME
 from dplogs.report import FORMATS, load_report_spec, render, run_report
-from dplogs.report.outputs import check_out_dir, write_atomic, write_outputs, written
+from dplogs.report.outputs import check_out_dir, check_same_periods, write_atomic, write_outputs, written
 from dplogs.report.run import DEFAULT_WAIT_S, ReportRun, catch_up
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -50,7 +50,8 @@ def _engine_options(f):
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write NAME-PERIOD.html, .md and .json here atomically, and point NAME-latest.* "
                    "(symbolic links) at the newest period. The ledger's head is pinned here too "
-                   "(.dplogs-ledger-pin.json): a store restored from an older backup is refused (74).")
+                   "(.dplogs-ledger-pin.json): a store restored from an older backup is refused (74). A period "
+                   "whose files there hold another zone's or length's period is refused (64).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Without --out-dir: html (inline SVG charts), md (Markdown) or json (cells + "
                    "privacy metadata; schema dplogs/report/report.schema.json). Default: from the "
@@ -104,7 +105,8 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
         assert out_dir is not None
         result = catch_up(parsed, store, today=today, since=since.date() if since else None,
                           until=until.date() if until else None, wait=wait, backend=backend, spark_master=spark_master,
-                          written=lambda start: written(parsed.name, start, out_dir),
+                          written=lambda start: written(parsed, start, out_dir),
+                          check=lambda periods: check_same_periods(parsed, periods, out_dir),
                           on_run=lambda run: _done(run, _write_pinned(run, store, out_dir)))
         if result.error is None and result.runs and all(r.inapplicable for r in result.runs):
             raise NoLogsOfKind(  # a misfit, not a gap: as for one period (found by faults4: it exited 0 every night)
@@ -124,6 +126,8 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
         return
 
     when = day.date() if day else today - dt.timedelta(days=1)
+    if out_dir is not None:
+        check_same_periods(parsed, [parsed.period_bounds(when)[0]], out_dir)
     run = run_report(parsed, store, day=when, wait=wait, backend=backend, spark_master=spark_master)
     if out_dir is not None:
         _done(run, _write_pinned(run, store, out_dir))

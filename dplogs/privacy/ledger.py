@@ -287,6 +287,11 @@ class LedgerCharge(Charge):
 ANY_PROTECTION = object()
 """For :meth:`Ledger.charge`: a release that does not depend on a protection policy (training)."""
 
+# Entries this process reserved and has not finished: a reserved entry naming this process's own
+# pid and host is in progress only if it is here; otherwise a killed earlier process had the same
+# pid (a container's dplogs is pid 1 on every run) and judging it alive would block its key forever.
+_IN_FLIGHT: set[str] = set()
+
 
 class Ledger:
     """Public: the budget ledger of one store. Open with :meth:`open`; safe to share between
@@ -623,33 +628,42 @@ class Ledger:
     def charge(
         self, loss: PrivacyLoss, *, windows: Sequence[str], caller: str, query: str | None = None,
         idempotency_key: str | None = None, mechanisms: Sequence[str] = (),
-        protection: tuple[int, str] | None | object = ANY_PROTECTION,
+        protection: tuple[int, str] | None | object = ANY_PROTECTION, key_held: bool = False,
     ) -> Iterator[LedgerCharge]:
         """Reserve ``loss`` in every window of ``windows``, yield the charge, then commit (or
         refund if no noise was drawn before an exception). See the module docstring.
         ``protection``: the policy (version, digest; None for none) the release was prepared
         under, checked against :meth:`protection` in the reserving transaction, so a ``dplogs
-        protect`` that finished meanwhile is refused (ConcurrentRun) before anything is charged."""
-        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms, protection)
+        protect`` that finished meanwhile is refused (ConcurrentRun) before anything is charged.
+        ``key_held``: the caller holds a lock that every run releasing under ``idempotency_key``
+        takes (a report's period lock), so an entry left reserved under the key is a dead run's,
+        whatever its pid and host say: a new release is charged on top instead of waiting forever
+        on a run that was killed on another host or whose pid is now another process's."""
+        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms, protection,
+                                         key_held)
         if charge.replayed_payload is not None:
             yield charge
             return
         try:
-            yield charge
-        except BaseException as exc:
-            charge.close()
-            status = "failed-after-noise" if charge.noise_drawn else "refunded"
             try:
-                self._finish(entry_id, status, charge._payload_text)
-            except (sqlite3.Error, DplogsError) as finish_exc:
-                exc.add_note(f"the ledger could not mark entry {entry_id} {status} ({finish_exc}); it stays reserved and counts as spent")
-            raise
-        charge.close()
-        self._finish(entry_id, "committed", charge._payload_text)
+                yield charge
+            except BaseException as exc:
+                charge.close()
+                status = "failed-after-noise" if charge.noise_drawn else "refunded"
+                try:
+                    self._finish(entry_id, status, charge._payload_text)
+                except (sqlite3.Error, DplogsError) as finish_exc:
+                    exc.add_note(f"the ledger could not mark entry {entry_id} {status} ({finish_exc}); it stays reserved and counts as spent")
+                raise
+            charge.close()
+            self._finish(entry_id, "committed", charge._payload_text)
+        finally:
+            _IN_FLIGHT.discard(entry_id)
 
     def _reserve(
         self, loss: PrivacyLoss, windows: Sequence[str], caller: str, query: str | None,
         idempotency_key: str | None, mechanisms: Sequence[str], protection: tuple[int, str] | None | object,
+        key_held: bool = False,
     ) -> tuple[LedgerCharge, str]:
         if not isinstance(loss, PrivacyLoss):
             raise InternalError(f"ledger.charge needs a PrivacyLoss, got {type(loss).__name__}")
@@ -679,7 +693,7 @@ class Ledger:
                         "any release)"
                     ) from None
             if idempotency_key is not None:
-                replay = self._replay_or_check(c, idempotency_key)
+                replay = self._replay_or_check(c, idempotency_key, key_held)
                 if replay is not None:
                     return replay, ""
             if protection is not ANY_PROTECTION and self.protection() != protection:
@@ -701,6 +715,7 @@ class Ledger:
             else:
                 refused = None
                 entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
+                _IN_FLIGHT.add(entry_id)
                 if not self._meta("anchored") and isinstance(ledger_anchor.read(self.path), ledger_anchor.HeadRecord):
                     c.execute("INSERT INTO meta VALUES ('anchored', '1')")  # the record is now required
                 self._seal_state(c)
@@ -714,7 +729,7 @@ class Ledger:
             )
         return LedgerCharge(loss, entry_id=entry_id, windows=wins), entry_id
 
-    def _replay_or_check(self, c: sqlite3.Connection, key: str) -> LedgerCharge | None:
+    def _replay_or_check(self, c: sqlite3.Connection, key: str, key_held: bool) -> LedgerCharge | None:
         rows = c.execute(
             f"SELECT {_ENTRY_COLUMNS}, seal FROM entries "
             "WHERE idempotency_key = ? AND status IN ('committed', 'reserved') ORDER BY seq", (key,)
@@ -730,7 +745,7 @@ class Ledger:
                 if _entry_problems(e, cols[17], seal):  # what is re-emitted is what was released
                     raise LedgerError(f"the stored release of entry #{e.seq} ({e.id}) was edited. {_TAMPERED}")
                 return LedgerCharge(e.loss, entry_id=e.id, windows=e.windows, replayed_payload=e.payload)
-            if self._alive(e.pid, e.host):
+            if not key_held and self._alive(e.id, e.pid, e.host):
                 raise ConcurrentRun(
                     f"a release with idempotency key {key!r} is in progress (entry {e.id}, pid {e.pid} "
                     f"on {e.host}); nothing was charged — retry when it has finished to get its stored "
@@ -738,9 +753,11 @@ class Ledger:
                 )
         return None  # only refunded, failed or abandoned attempts: a new release may proceed
 
-    def _alive(self, pid: int, host: str) -> bool:
+    def _alive(self, entry_id: str, pid: int, host: str) -> bool:
         if host != self._host:
             return True  # cannot tell: assume it is still running
+        if pid == os.getpid():
+            return entry_id in _IN_FLIGHT
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -1078,9 +1095,23 @@ def _io_kind(exc: BaseException) -> str | None:
     return None
 
 
+_ROOM_FOR_A_WRITE = 64 << 10  # a -shm file grows 32 KiB at a time; a charge writes a few pages
+
+
+def _space_left(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding ``path``."""
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return _ROOM_FOR_A_WRITE  # cannot tell: keep SQLite's own word
+    return fs.f_bavail * fs.f_frsize
+
+
 def _storage_error(exc: BaseException, path: Path, doing: str, *, after: str = "") -> DplogsError:
     """The error to raise for ``exc`` met while ``doing`` (create, open, read, reserve in, ...)."""
     kind = _io_kind(exc)
+    if kind == "io" and _space_left(path) < _ROOM_FOR_A_WRITE:
+        kind = "full"  # SQLite reports a full disk met while growing its -shm or -wal file as an I/O error
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     if kind == "busy":
         return ConcurrentRun(f"cannot {doing} the budget ledger {path}: another process holds it ({detail}); "

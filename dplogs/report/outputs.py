@@ -6,7 +6,10 @@ renamed over the target (``os.replace`` is atomic within a directory), so a read
 file or the new one, never half of one. ``NAME-latest.html`` (``.md``, ``.json``) are symbolic
 links to the newest period written, swapped the same way (a new link renamed over the old one).
 Whatever else lies at a period file's name (a link, a FIFO: the directory may be a share others
-write) is replaced, never written through.
+write) is replaced, never written through. A period's files are those of one period in one time
+zone: a run whose period (its zone, or its length) differs from the one a directory's files of
+that name hold is refused before anything is charged (:func:`check_same_periods`), never written
+over them.
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -19,13 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from dplogs import files
 from dplogs.errors import StoreWriteError, UsageError
+from dplogs.escape import visible
 from dplogs.report.render import FORMATS, render
 from dplogs.report.run import ReportRun
+from dplogs.report.spec import ReportSpec
+
+_JSON_LIMIT = 256 << 20  # a period's JSON report is kilobytes; past this it is not one of ours
 
 
 def check_out_dir(out_dir: Path) -> Path:
@@ -61,9 +70,39 @@ def period_stem(run: ReportRun) -> str:
     return f"{run.spec.name}-{run.start.isoformat()}"
 
 
-def written(name: str, start: dt.date, out_dir: Path) -> bool:
-    """Whether every file of report ``name``'s period starting ``start`` is in ``out_dir``."""
-    return all((out_dir / f"{name}-{start.isoformat()}.{fmt}").is_file() for fmt in FORMATS)
+def written(spec: ReportSpec, start: dt.date, out_dir: Path) -> bool:
+    """Whether every file of ``spec``'s period starting ``start`` is in ``out_dir``, for this
+    period (in the spec's zone) and not another one of the same first day."""
+    return (all((out_dir / f"{spec.name}-{start.isoformat()}.{fmt}").is_file() for fmt in FORMATS)
+            and _other_period(spec, start, out_dir) is None)
+
+
+def _other_period(spec: ReportSpec, start: dt.date, out_dir: Path) -> str | None:
+    """The period (end and zone) the JSON file of ``spec``'s period starting ``start`` in
+    ``out_dir`` holds when it is another one than ``spec``'s, in words; None when it is the same,
+    or there is none or no readable one (a run killed while writing it: the run replaces it)."""
+    try:
+        doc = json.loads(files.read_regular(out_dir / f"{spec.name}-{start.isoformat()}.json", limit=_JSON_LIMIT) or b"null")
+        held = (str(doc["period"]["end"]), str(doc["period"]["tz"]))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # the directory may be others' to write
+        return None
+    end = spec.period_bounds(start)[1].isoformat()
+    return None if held == (end, spec.tz) else f"{start} to {held[0]} in time zone {held[1]}"
+
+
+def check_same_periods(spec: ReportSpec, starts: Sequence[dt.date], out_dir: Path) -> None:
+    """Refuse, before anything is charged, to write a period whose files in ``out_dir`` hold
+    another period of the same name: the same first day in another time zone (``--tz`` changed),
+    or a week where this is a day. Writing would replace that report with different releases."""
+    for start in starts:
+        other = _other_period(spec, start, out_dir)
+        if other is not None:
+            end = spec.period_bounds(start)[1]
+            raise UsageError(
+                f"{visible(str(out_dir))} holds report {spec.name!r} for {visible(other)}; this run's period is {start} to {end} in "
+                f"time zone {spec.tz} and its files have the same names ({spec.name}-{start}.*), so writing them "
+                "would replace that report with other releases. Nothing was released or charged: write this "
+                "report to another --out-dir")
 
 
 def write_outputs(run: ReportRun, out_dir: Path, *, update_latest: bool = True) -> list[Path]:

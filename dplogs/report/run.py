@@ -10,7 +10,9 @@ renders and the caller can exit with that error's code.
 
 Two runs of the same report and period at once would race for the same keys; the second waits
 (bounded) on a per-report-period lock file in ``STORE/locks/`` and then replays what the first
-released, or gives up with :class:`~dplogs.errors.ConcurrentRun` (exit 75, retryable).
+released, or gives up with :class:`~dplogs.errors.ConcurrentRun` (exit 75, retryable). Holding
+that lock, a run knows a section left reserved under its key is a killed run's (whatever host or
+pid it names) and releases it anew, charged on top; the dead reservation stays spent.
 """
 
 from __future__ import annotations
@@ -168,7 +170,9 @@ def run_report(
         with _period_lock(Path(store), spec.name, spec.period_token(start), wait):
             for index, (section, query) in enumerate(zip(spec.sections, prepared)):
                 try:
-                    release = query.release(caller="report", idempotency_key=spec.section_key(start, index))
+                    # under the period lock: a section left reserved is a dead run's, not one in progress
+                    release = query.release(caller="report", idempotency_key=spec.section_key(start, index),
+                                            key_held=True)
                     result = SectionResult(section, release)
                 except DplogsError as exc:
                     result = SectionResult(section, None, exc)
@@ -242,12 +246,16 @@ def catch_up(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date, since: dt.date | None = None,
     until: dt.date | None = None, wait: float = DEFAULT_WAIT_S, written: Callable[[dt.date], bool] = lambda start: True,
     on_run: Callable[[ReportRun], None] = lambda run: None, backend: str = "polars", spark_master: str | None = None,
+    check: Callable[[list[dt.date]], None] = lambda periods: None,
 ) -> CatchUp:
     """Release every period :func:`catch_up_periods` names, oldest first, each under its own
-    idempotency keys (a period already released replays and spends nothing). ``on_run`` gets each
-    period's run as soon as it is done (to write its outputs). Stops at the first period that is
-    not fully released (budget exhausted, a concurrent run): the rest are returned as ``left``."""
+    idempotency keys (a period already released replays and spends nothing). ``check`` gets the
+    periods before anything is released and may refuse them all (their outputs cannot be written).
+    ``on_run`` gets each period's run as soon as it is done (to write its outputs). Stops at the
+    first period that is not fully released (budget exhausted, a concurrent run): the rest are
+    returned as ``left``."""
     periods = catch_up_periods(spec, store, today=today, since=since, until=until, written=written)
+    check(periods)
     runs: list[ReportRun] = []
     for i, start in enumerate(periods):
         try:

@@ -304,6 +304,17 @@ def test_io_trouble_on_reserve_exits_74_as_io_not_corruption(spent, monkeypatch,
     assert dplogs("budget", "verify", "--store", spent.path).exit_code == 0
 
 
+def test_an_io_error_on_a_full_disk_says_the_disk_is_full(spent, monkeypatch):
+    """On a full file system (a 4 MiB tmpfs) SQLite failed to grow the ledger's -shm file and said
+    only "disk I/O error" (SQLITE_IOERR_SHMSIZE), so every command told the operator to "check the
+    disk"; a file system without room is now named as full."""
+    _fail_on(monkeypatch, "INSERT INTO entries", sqlite3.OperationalError("disk I/O error"))
+    monkeypatch.setattr(ledger_module.os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 1024, 0, 0, 0, 0, 0, 0, 255)))
+    r = dplogs("query", "--store", spent.path, *QUERY[:3], "0.1", *QUERY[4:])
+    assert r.exit_code == 74 and r.stdout == ""
+    assert "the disk holding it is full" in r.stderr and "I/O problem, not corruption" in r.stderr, r.output
+
+
 def test_disk_full_at_commit_keeps_the_charge_and_releases_nothing(spent, monkeypatch):
     _fail_on(monkeypatch, "UPDATE entries SET status", sqlite3.OperationalError("database or disk is full"))
     r = dplogs("query", "--store", spent.path, *QUERY[:3], "0.1", *QUERY[4:])

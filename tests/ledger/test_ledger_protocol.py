@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import dplogs.privacy.ledger as ledger_module
 from dplogs.errors import BudgetExhausted, ConcurrentRun, InternalError, LedgerError, UsageError
 from dplogs.privacy.accounting import zcdp_to_epsilon
+from dplogs.privacy.ledger import ANY_PROTECTION
 from dplogs.privacy.loss import PrivacyLoss
 from dplogs.privacy.mechanisms import add_noise, calibrate
 from dplogs.privacy.sensitivity import Sensitivity
@@ -208,3 +210,16 @@ def test_unserialisable_payload_after_noise_keeps_charge(ledger):
             add_noise(np.array([1]), _plan(), charge=c)
             c.record({"bad": object()})
     assert ledger.history()[0].status == "failed-after-noise"
+
+
+def test_a_reservation_under_this_processs_own_pid_but_not_its_own_is_a_dead_runs(ledger):
+    """A container runs dplogs as pid 1 every time: a keyed run killed after its reservation left
+    an entry naming pid 1 on this host, and every later run (pid 1 again) took it for itself alive
+    and refused the key as in progress (75) forever. Only entries this process has in flight are."""
+    _, entry = ledger._reserve(EPS, NOV, "cli", "q", "k", (), ANY_PROTECTION)  # an earlier process with our pid...
+    ledger_module._IN_FLIGHT.discard(entry)  # ...killed: this process does not have it in flight
+    with ledger.charge(EPS, windows=NOV, caller="cli", idempotency_key="k") as c:
+        assert c.replayed_payload is None
+        c.record({"v": 1})
+    assert [e.status for e in ledger.history()] == ["committed", "reserved"]  # newest first; the dead one stays spent
+    assert ledger.verify().ok

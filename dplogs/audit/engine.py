@@ -116,6 +116,7 @@ def engine_path(
         return _values(plan, rel, track)
 
     def run(lf: pl.LazyFrame, trials: int) -> np.ndarray:
+        lf = _window_rows(plan, lf, backend)
         if plan.choice is not None:  # bounds depend on noise: every trial is a full run
             return np.stack([one(lf) for _ in range(trials)])
         aggs = [aggregate(plan, lf, backend) for _ in range(checks)]
@@ -139,6 +140,18 @@ def engine_path(
         return np.stack([one(lf, aggs[0]) for _ in range(trials)])
 
     return run
+
+
+def _window_rows(plan: Plan, lf: pl.LazyFrame, backend: Any) -> pl.LazyFrame:
+    """``lf``'s rows inside the plan's window, read once into memory (polars backend): every run
+    reads only those (the first filter of :func:`~dplogs.engine.execute.prepare`; the policy's
+    marks are per row), and re-reading a store's files on each of thousands of runs was two
+    thirds of an audit's time."""
+    if getattr(backend, "name", None) == "spark" or not isinstance(lf, pl.LazyFrame):
+        return lf
+    ts = pl.col(TIMESTAMP)
+    start, end = (pl.lit(t).dt.cast_time_unit("us") for t in (plan.start, plan.end))
+    return lf.filter((ts >= start) & (ts < end)).collect().lazy()
 
 
 def _noisy_columns(plan: Plan, aggs: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> np.ndarray:

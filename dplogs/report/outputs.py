@@ -77,27 +77,48 @@ def written(spec: ReportSpec, start: dt.date, out_dir: Path) -> bool:
             and _other_period(spec, start, out_dir) is None)
 
 
-def _other_period(spec: ReportSpec, start: dt.date, out_dir: Path) -> str | None:
-    """The period (end and zone) the JSON file of ``spec``'s period starting ``start`` in
-    ``out_dir`` holds when it is another one than ``spec``'s, in words; None when it is the same,
-    or there is none or no readable one (a run killed while writing it: the run replaces it)."""
+def _held(spec: ReportSpec, start: dt.date, out_dir: Path) -> tuple[str, str, list[str]] | None:
+    """The period end, zone and section ids (``INDEX:QUERY``, as in each section's idempotency
+    key) of the JSON file of ``spec``'s period starting ``start`` in ``out_dir``; None when there
+    is none or no readable one (a run killed while writing it: the run replaces it)."""
     try:
         doc = json.loads(files.read_regular(out_dir / f"{spec.name}-{start.isoformat()}.json", limit=_JSON_LIMIT) or b"null")
-        held = (str(doc["period"]["end"]), str(doc["period"]["tz"]))
+        return (str(doc["period"]["end"]), str(doc["period"]["tz"]),
+                [f"{i}:{section['query']}" for i, section in enumerate(doc["sections"])])
     except (OSError, ValueError, KeyError, TypeError, RecursionError):  # the directory may be others' to write
         return None
-    end = spec.period_bounds(start)[1].isoformat()
-    return None if held == (end, spec.tz) else f"{start} to {held[0]} in time zone {held[1]}"
+
+
+def _other_period(spec: ReportSpec, start: dt.date, out_dir: Path) -> str | None:
+    """The period (end and zone) the files of ``spec``'s period starting ``start`` in ``out_dir``
+    hold when it is another one than ``spec``'s, in words; None when it is the same or unknown."""
+    held = _held(spec, start, out_dir)
+    if held is None or held[:2] == (spec.period_bounds(start)[1].isoformat(), spec.tz):
+        return None
+    return f"{start} to {held[0]} in time zone {held[1]}"
+
+
+def _other_sections(spec: ReportSpec, start: dt.date, out_dir: Path) -> list[str]:
+    """The sections the files of ``spec``'s period starting ``start`` in ``out_dir`` hold that a
+    run of ``spec`` would not write back: another spec of the same name wrote them, or this one
+    before a section was removed or moved. Sections added at the end replace nothing."""
+    held = _held(spec, start, out_dir)
+    ours = [spec.section_id(i) for i in range(len(spec.sections))]
+    return [] if held is None or held[2] == ours[: len(held[2])] else held[2]
 
 
 def check_same_periods(spec: ReportSpec, starts: Sequence[dt.date], out_dir: Path) -> None:
     """Refuse, before anything is charged, to write a period whose files in ``out_dir`` hold
-    another period of the same name: the same first day in another time zone (``--tz`` changed),
-    or a week where this is a day. Writing would replace that report with different releases."""
+    another period of the same name (the same first day in another time zone: ``--tz`` changed;
+    or a week where this is a day), or the same period with sections this run would not write
+    (another report spec of the same name). Writing would replace that report with different
+    releases. (A catch-up never gets here for a period already written: it skips those.)"""
     for start in starts:
         other = _other_period(spec, start, out_dir)
+        end = spec.period_bounds(start)[1]
+        if other is None and (sections := _other_sections(spec, start, out_dir)):
+            other = f"{start} to {end} in time zone {spec.tz} with other sections ({', '.join(sections)})"
         if other is not None:
-            end = spec.period_bounds(start)[1]
             raise UsageError(
                 f"{visible(str(out_dir))} holds report {spec.name!r} for {visible(other)}; this run's period is {start} to {end} in "
                 f"time zone {spec.tz} and its files have the same names ({spec.name}-{start}.*), so writing them "

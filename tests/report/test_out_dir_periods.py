@@ -74,3 +74,38 @@ def test_a_json_file_that_is_no_report_of_ours_is_replaced_as_before(tmp_path):
     for text in ("[" * 100_000, "not json", '{"period": 3}'):
         (tmp_path / "nightly-soc-2024-03-11.json").write_text(text)
         check_same_periods(spec, [dt.date(2024, 3, 11)], tmp_path)
+
+
+def test_another_spec_of_the_same_name_does_not_replace_a_periods_files(new_store, tmp_path):
+    """Was: exit 0, the nightly report's four sections replaced by another spec's one (both named
+    nightly-soc). Now refused, charging nothing; this spec with a section added at the end still
+    rewrites the day (its old sections replay)."""
+    store, out = new_store(epsilon=30), tmp_path / "out"
+    assert _report(store, out, "--date", "2024-03-11").exit_code == 0
+    files, charged = _digests(out), _entries(store)
+    spec = NIGHTLY.read_text()
+    head, *sections = spec.split("[[section]]")
+    assert len(sections) >= 3
+
+    def variant(name: str, chosen: list[str]) -> Path:
+        path = NIGHTLY.parent / f".test-{name}-{tmp_path.name}.toml"  # beside it: relative query paths hold
+        path.write_text(head + "".join(f"[[section]]{s}" for s in chosen))
+        return path
+
+    other, extended = variant("other", [sections[1]]), variant("extended", [*sections, sections[0]])
+    try:
+        res = CliRunner().invoke(cli, ["report", str(other), "--store", str(store), "--out-dir", str(out), "--date", "2024-03-11"])
+        assert res.exit_code == 64, res.output
+        assert "with other sections (0:failed_logins_per_hour, 1:" in res.stderr and "another --out-dir" in res.stderr
+        assert _digests(out) == files and _entries(store) == charged
+        for since in (["--since", "2024-03-11"], []):  # the other spec released nothing: its catch-up wants that day
+            res = CliRunner().invoke(cli, ["report", str(other), "--store", str(store), "--out-dir", str(out), "--catch-up",
+                                           *since, "--until", "2024-03-11"])
+            assert res.exit_code == 64, res.output
+            assert _digests(out) == files and _entries(store) == charged
+        res = CliRunner().invoke(cli, ["report", str(extended), "--store", str(store), "--out-dir", str(out), "--date", "2024-03-11"])
+        assert res.exit_code == 0, res.output
+        assert _entries(store) == charged + 1  # only the added section is charged
+    finally:
+        other.unlink()
+        extended.unlink()

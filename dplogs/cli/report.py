@@ -16,7 +16,7 @@ from dplogs.escape import visible
 from dplogs.privacy import ledger_pin
 from dplogs.privacy.limits import EARLIEST_TIME, LATEST_TIME
 from dplogs.report import FORMATS, load_report_spec, render, run_report
-from dplogs.report.outputs import check_out_dir, check_same_periods, write_atomic, write_outputs, written
+from dplogs.report.outputs import check_out_dir, check_same_periods, other_sections, write_atomic, write_outputs, written
 from dplogs.report.run import DEFAULT_WAIT_S, ReportRun, catch_up
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -107,6 +107,7 @@ def report(spec: Path, store: Path, day: dt.datetime | None, tz: str | None, cat
                           until=until.date() if until else None, wait=wait, backend=backend, spark_master=spark_master,
                           written=lambda start: written(parsed, start, out_dir),
                           check=lambda periods: check_same_periods(parsed, periods, out_dir),
+                          other_sections=lambda start: bool(other_sections(parsed, start, out_dir)),
                           on_run=lambda run: _done(run, _write_pinned(run, store, out_dir)))
         if result.error is None and result.runs and all(r.inapplicable for r in result.runs):
             raise NoLogsOfKind(  # a misfit, not a gap: as for one period (found by faults4: it exited 0 every night)

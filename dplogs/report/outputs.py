@@ -98,7 +98,7 @@ def _other_period(spec: ReportSpec, start: dt.date, out_dir: Path) -> str | None
     return f"{start} to {held[0]} in time zone {held[1]}"
 
 
-def _other_sections(spec: ReportSpec, start: dt.date, out_dir: Path) -> list[str]:
+def other_sections(spec: ReportSpec, start: dt.date, out_dir: Path) -> list[str]:
     """The sections the files of ``spec``'s period starting ``start`` in ``out_dir`` hold that a
     run of ``spec`` would not write back: another spec of the same name wrote them, or this one
     before a section was removed or moved. Sections added at the end replace nothing."""
@@ -116,7 +116,7 @@ def check_same_periods(spec: ReportSpec, starts: Sequence[dt.date], out_dir: Pat
     for start in starts:
         other = _other_period(spec, start, out_dir)
         end = spec.period_bounds(start)[1]
-        if other is None and (sections := _other_sections(spec, start, out_dir)):
+        if other is None and (sections := other_sections(spec, start, out_dir)):
             other = f"{start} to {end} in time zone {spec.tz} with other sections ({', '.join(sections)})"
         if other is not None:
             raise UsageError(

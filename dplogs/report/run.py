@@ -217,13 +217,16 @@ def released_periods(spec: ReportSpec, store: str | os.PathLike[str]) -> dict[dt
 def catch_up_periods(
     spec: ReportSpec, store: str | os.PathLike[str], *, today: dt.date,
     since: dt.date | None = None, until: dt.date | None = None, written: Callable[[dt.date], bool] = lambda start: True,
+    other_sections: Callable[[dt.date], bool] = lambda start: False,
 ) -> list[dt.date]:
     """Start days of the periods a catch-up releases, oldest first: from the period containing
     ``since`` (default: the oldest period after the newest one fully released, or the newest one
     itself if some of its sections are missing or ``written(start)`` says its files are not (a run
     killed between the charge and the files: found by faults4, its files were never written); with
     no history, only the last ended period) to the last period that has ended by ``today``
-    (local), and none starting after ``until``."""
+    (local), and none starting after ``until``. A newest period whose files hold sections this
+    spec would not write back (``other_sections``: the spec was edited since) counts as done: a
+    rerun would be refused, and the nightly run would stop there for good."""
     last = spec.last_complete_period(today)
     if until is not None:
         last = min(last, spec.period_bounds(until)[0])
@@ -232,7 +235,8 @@ def catch_up_periods(
         if not done:
             return [last]
         newest = max(done)
-        again = done[newest] < len(spec.sections) or not written(newest)  # a replay spends nothing
+        # a replay spends nothing
+        again = not written(newest) or (done[newest] < len(spec.sections) and not other_sections(newest))
         since = newest if again else spec.period_bounds(newest)[1]
     periods = spec.periods(since, last) if spec.period_bounds(since)[0] <= last else []
     if len(periods) > MAX_CATCH_UP_PERIODS:
@@ -247,6 +251,7 @@ def catch_up(
     until: dt.date | None = None, wait: float = DEFAULT_WAIT_S, written: Callable[[dt.date], bool] = lambda start: True,
     on_run: Callable[[ReportRun], None] = lambda run: None, backend: str = "polars", spark_master: str | None = None,
     check: Callable[[list[dt.date]], None] = lambda periods: None,
+    other_sections: Callable[[dt.date], bool] = lambda start: False,
 ) -> CatchUp:
     """Release every period :func:`catch_up_periods` names, oldest first, each under its own
     idempotency keys (a period already released replays and spends nothing). ``check`` gets the
@@ -254,7 +259,8 @@ def catch_up(
     ``on_run`` gets each period's run as soon as it is done (to write its outputs). Stops at the
     first period that is not fully released (budget exhausted, a concurrent run): the rest are
     returned as ``left``."""
-    periods = catch_up_periods(spec, store, today=today, since=since, until=until, written=written)
+    periods = catch_up_periods(spec, store, today=today, since=since, until=until, written=written,
+                               other_sections=other_sections)
     check(periods)
     runs: list[ReportRun] = []
     for i, start in enumerate(periods):

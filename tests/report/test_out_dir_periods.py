@@ -79,7 +79,8 @@ def test_a_json_file_that_is_no_report_of_ours_is_replaced_as_before(tmp_path):
 def test_another_spec_of_the_same_name_does_not_replace_a_periods_files(new_store, tmp_path):
     """Was: exit 0, the nightly report's four sections replaced by another spec's one (both named
     nightly-soc). Now refused, charging nothing; this spec with a section added at the end still
-    rewrites the day (its old sections replay)."""
+    rewrites the day (its old sections replay), and the nightly catch-up of an edited spec goes on
+    with the next day instead of stopping at the one it can no longer rewrite."""
     store, out = new_store(epsilon=30), tmp_path / "out"
     assert _report(store, out, "--date", "2024-03-11").exit_code == 0
     files, charged = _digests(out), _entries(store)
@@ -93,7 +94,16 @@ def test_another_spec_of_the_same_name_does_not_replace_a_periods_files(new_stor
         return path
 
     other, extended = variant("other", [sections[1]]), variant("extended", [*sections, sections[0]])
+    edited = variant("edited", [*sections[:-1], sections[0]])  # the last section swapped for another
     try:
+        # the nightly catch-up of an edited spec goes on with the next day, leaving the written one
+        res = CliRunner().invoke(cli, ["report", str(edited), "--store", str(store), "--out-dir", str(out), "--catch-up",
+                                       "--until", "2024-03-12"])
+        assert res.exit_code == 0, res.output
+        day = lambda digests: {k: v for k, v in digests.items() if "2024-03-11" in k}  # noqa: E731
+        assert len(day(files)) == 3 and day(_digests(out)) == day(files)
+        assert (out / "nightly-soc-2024-03-12.json").is_file()
+        files, charged = _digests(out), _entries(store)
         res = CliRunner().invoke(cli, ["report", str(other), "--store", str(store), "--out-dir", str(out), "--date", "2024-03-11"])
         assert res.exit_code == 64, res.output
         assert "with other sections (0:failed_logins_per_hour, 1:" in res.stderr and "another --out-dir" in res.stderr
@@ -107,5 +117,5 @@ def test_another_spec_of_the_same_name_does_not_replace_a_periods_files(new_stor
         assert res.exit_code == 0, res.output
         assert _entries(store) == charged + 1  # only the added section is charged
     finally:
-        other.unlink()
-        extended.unlink()
+        for path in (other, extended, edited):
+            path.unlink()

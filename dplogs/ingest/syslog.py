@@ -206,7 +206,8 @@ _BAD_STAMP = pl.when(pl.col("_time").is_null()).then(pl.lit("bad timestamp"))
 FIELDS = (
     pl.col("_time").alias("@timestamp"),
     pl.col("_host").alias("host.name"),
-    pl.col("_prog").alias("process.name"),
+    # an empty tag ("fw01 : %ASA-…") or a Cisco message id where the tag is (no host) names no process
+    pl.when((pl.col("_prog") != "") & ~pl.col("_prog").str.starts_with("%")).then(pl.col("_prog")).alias("process.name"),
     pl.col("_pid").cast(pl.Int64, strict=False).alias("process.pid"),
     pl.col("_msg").alias("message"),
     # an ASA message's level is its severity when the line has no priority

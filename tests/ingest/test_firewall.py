@@ -158,6 +158,8 @@ def test_asa_header_shapes() -> None:
     assert events.get_column("event.code").to_list() == ["106023"] * 4
     assert events.get_column("event.severity").to_list() == [4, 4, 4, 6]  # <166>: the priority's severity
     assert events.get_column("@timestamp").to_list() == [dt.datetime(2024, 3, 4, 10, tzinfo=dt.UTC)] * 4
+    # the message id in the tag's place and an empty tag name no process (were "%ASA-4-106023" and "")
+    assert events.get_column("process.name").to_list() == ["CiscoASA", None, None, None]
 
 
 def test_gates_leave_other_lines_alone() -> None:

@@ -437,18 +437,24 @@ useful: it is released as null, "not enough data" (post-processing, no extra spe
 def _quotient(num: np.ndarray, den: np.ndarray, sn: float, sd: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """num/den and a 95% Fieller interval from the noisy numerator and denominator together
     (independent noise of standard deviations ``sn`` and ``sd``): the ratios r with
-    (num − r·den)² ≤ z²(sn² + r²·sd²). Unbounded (den not clearly above 0) or wider than
-    :data:`NOT_ENOUGH_DATA` of ``[lo, hi]``: value and interval null."""
+    (num − r·den)² ≤ z²(sn² + r²·sd²). Unbounded (den not clearly above 0), wider than
+    :data:`NOT_ENOUGH_DATA` of ``[lo, hi]`` (once clipped to it), wholly outside ``[lo, hi]``, or
+    with num/den more than half that share outside it: value and interval null. The last two catch
+    what clipping hides: where the noise swamps both counts, a denominator pushed far up by its
+    noise makes a narrow interval around a quotient its numerator's noise put far outside the range
+    (−0.5 clipped to [0, 0.08]); such cells, ~0.4% of a hopeless query's, covered the true rate
+    1–80% of the time."""
     num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
     z2 = RATIO_Z**2
     a = den**2 - z2 * sd**2
     disc = z2 * (sn**2 * den**2 + sd**2 * num**2 - z2 * sn**2 * sd**2)
     with np.errstate(divide="ignore", invalid="ignore"):
         root = np.sqrt(np.maximum(disc, 0.0))
-        ci_lo = np.clip((num * den - root) / a, lo, hi)
-        ci_hi = np.clip((num * den + root) / a, lo, hi)
-        value = np.clip(num / den, lo, hi)
-    useless = (a <= 0) | (disc < 0) | (den <= 0) | ((ci_hi - ci_lo) > NOT_ENOUGH_DATA * (hi - lo))
+        raw_lo, raw_hi, raw = (num * den - root) / a, (num * den + root) / a, num / den
+        ci_lo, ci_hi, value = np.clip(raw_lo, lo, hi), np.clip(raw_hi, lo, hi), np.clip(raw, lo, hi)
+    margin = NOT_ENOUGH_DATA / 2 * (hi - lo)
+    useless = (a <= 0) | (disc < 0) | (den <= 0) | ((ci_hi - ci_lo) > NOT_ENOUGH_DATA * (hi - lo)) \
+        | (raw < lo - margin) | (raw > hi + margin) | (raw_hi < lo) | (raw_lo > hi)
     if in_exact_mode():  # test-only: noise off, so keep every pre-noise quotient
         useless = den <= 0
     nan = np.full(num.shape, np.nan)

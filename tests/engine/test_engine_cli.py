@@ -178,16 +178,24 @@ def test_an_empty_selection_says_what_to_do(sample_store):
 def test_table_marks_not_enough_data_in_the_value_cell(sample_store):
     """A rate too noisy to say anything had an empty value and its reason in the mechanism of every
     row, which made the table ~180 characters wide; the value now says it, the reason is said once."""
-    r = run("query", str(REPO / "queries" / "login_failure_rate_per_week.toml"), "--store", str(sample_store),
-            "--epsilon", "0.001")
-    assert r.exit_code == 0, r.stderr
-    rows = [line for line in r.stdout.splitlines() if line.startswith("│") and "failure_rate" in line]
+    for _ in range(3):  # as below: one of three runs is all nulls
+        r = run("query", str(REPO / "queries" / "login_failure_rate_per_week.toml"), "--store", str(sample_store),
+                "--epsilon", "0.001")
+        assert r.exit_code == 0, r.stderr
+        rows = [line for line in r.stdout.splitlines() if line.startswith("│") and "failure_rate" in line]
+        if all("not enough data" in line.split("│")[3] for line in rows):
+            break
     assert rows and all("not enough data" in line.split("│")[3] for line in rows), r.stdout
     assert max(len(line) for line in r.stdout.splitlines()) < 150
     assert r.stdout.count("95% interval wider than 50% of the range") == 1
-    data = json.loads(run("query", str(REPO / "queries" / "login_failure_rate_per_week.toml"), "--store",
-                          str(sample_store), "--epsilon", "0.001", "--format", "json").stdout)["data"]
-    assert all(d["value"] is None and "not enough data: 95% interval" in d["mechanism"] for d in data)  # json as released
+    # json as released; at ε = 0.001 a cell gets a number with probability < 0.2% (a denominator
+    # its noise pushed far up: test_ratio_intervals.py), so one of three runs is all nulls
+    for _ in range(3):
+        data = json.loads(run("query", str(REPO / "queries" / "login_failure_rate_per_week.toml"), "--store",
+                              str(sample_store), "--epsilon", "0.001", "--format", "json").stdout)["data"]
+        if all(d["value"] is None for d in data):
+            break
+    assert all(d["value"] is None and "not enough data: 95% interval" in d["mechanism"] for d in data)
 
 
 def test_cli_options_override_and_declared_keys(sample_store):

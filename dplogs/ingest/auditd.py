@@ -56,6 +56,9 @@ _TYPE = r"^[A-Za-z0-9_\[\]]{1,64}$"
 anything else (a megabyte of text) is not an audit record."""
 _SNIFF = re.compile(rb"^(?:node=\S+ )?type=[A-Za-z0-9_\[\]]{1,64} msg=audit\(")
 
+_VALUE = r'"[^"\s]*"|[^\s"\'\x1d]*'
+"""A value as logged: quoted (never with a space: auditd hex-encodes those, so a quote left open
+does not swallow the keys after it), else up to a space, quote or ``\x1d``."""
 _HEX_KEYS = frozenset({"exe", "comm", "acct", "cmd", "proctitle", "cwd", "name", "path", "AUID", "UID"})
 """Keys whose value auditd hex-encodes when it is not printable ASCII without spaces and quotes."""
 _KEYS = ("pid", "uid", "res", "success", "acct", "exe", "comm", "addr", "src", "cmd", "proctitle", "syscall",
@@ -141,7 +144,7 @@ for _cats, _types in (*CATEGORIES.values(), *SYSCALLS.values()):
 
 def _raw(body: pl.Expr, key: str) -> pl.Expr:
     """The value of ``key`` as logged (quoted, hex or bare), the first one where a key can start."""
-    return body.str.extract(rf"(?:^|[\s\x1d]|\smsg='){key}=(\"[^\"]*\"|[^\s\"'\x1d]*)", 1)
+    return body.str.extract(rf"(?:^|[\s\x1d]|\smsg='){key}=({_VALUE})", 1)
 
 
 _HEX = r"^(?:[0-9A-F]{2})+$"
@@ -176,7 +179,7 @@ def _arguments(frame: pl.DataFrame) -> pl.Series:
     args = frame.select(
         pl.int_range(pl.len()).alias("_row"),
         pl.when(pl.col("_type") == "EXECVE").then(
-            pl.col("body").str.extract_all(r"(?:^|\s)a\d+=(?:\"[^\"]*\"|[^\s\"]*)")).alias("_arg"),
+            pl.col("body").str.extract_all(rf"(?:^|\s)a\d+=(?:{_VALUE})")).alias("_arg"),
     ).filter(pl.col("_arg").is_not_null()).explode("_arg")
     if args.is_empty():
         return pl.Series("_cmdline", [None] * frame.height, pl.String)

@@ -63,7 +63,9 @@ _HEX_KEYS = frozenset({"exe", "comm", "acct", "cmd", "proctitle", "cwd", "name",
 """Keys whose value auditd hex-encodes when it is not printable ASCII without spaces and quotes."""
 _KEYS = ("pid", "uid", "res", "success", "acct", "exe", "comm", "addr", "src", "cmd", "proctitle", "syscall",
          "arch", "AUID", "UID", "SYSCALL")
-_NULLS = ("", "?", "(null)", "(none)", "unset", "4294967295", "-1")
+_NULLS = ("", "?", "(null)", "(none)")
+_UNSET_ID = ("4294967295", "-1")
+"""A numeric uid/auid that is not set (``(uid_t)-1``); enriched logs write its name ``unset``."""
 _NO_ACCOUNT = ("(unknown)", "(invalid user)")
 """What sshd writes into ``acct=`` when the name tried is unknown or not an account: no name."""
 _OUTCOME = {"success": "success", "yes": "success", "1": "success",
@@ -239,8 +241,8 @@ class Auditd(LineFormat):
             _categories(kind, 1).alias("event.type"),
             pl.coalesce(v("res"), v("success")).str.to_lowercase()
             .replace_strict(_OUTCOME, default=None, return_dtype=pl.String).alias("event.outcome"),
-            pl.coalesce(account, v("AUID"), v("UID")).alias("user.name"),
-            v("uid").alias("user.id"),
+            pl.coalesce(account, v("AUID").replace("unset", None), v("UID").replace("unset", None)).alias("user.name"),
+            v("uid").replace(_UNSET_ID, None).alias("user.id"),
             pl.coalesce(ip_or_null(v("addr")), ip_or_null(v("src"))).alias("source.ip"),
             pl.col("node").alias("host.name"),
             v("pid").cast(pl.Int64, strict=False).alias("process.pid"),

@@ -110,6 +110,9 @@ def test_enriched_names():
     unset = _one("type=SYSCALL msg=audit(1709632805.000:102): arch=c000003e syscall=2 success=yes exit=3 pid=6 "
                  "auid=4294967295 uid=0 comm=\"cron\" exe=\"/usr/sbin/cron\"\x1dAUID=\"unset\" UID=\"root\"")
     assert (unset["user.name"], unset["event.category"]) == ("root", ["process"])
+    no_uid = _one("type=SYSCALL msg=audit(1709632805.000:103): arch=c000003e syscall=2 success=yes pid=7 auid=4294967295 "
+                  "uid=4294967295 comm=\"unset\" exe=\"/bin/unset\"")
+    assert (no_uid["user.id"], no_uid["user.name"], no_uid["process.name"]) == (None, None, "unset")
 
 
 def test_hostile_lines_are_parsed_safely_or_quarantined_with_a_reason():

@@ -11,7 +11,8 @@ type as logged; ``event.outcome`` from ``res=`` (``success``/``yes``/``1``; ``fa
 or the syscall's ``success=``; ``event.category``/``event.type`` per record type as Elastic's
 integration maps them (:data:`CATEGORIES`). ``user.name`` is an **account name**: ``acct=`` (the
 account a login, PAM or account-management record is about), else the enriched name of the audit
-uid (``AUID``, the login identity), else of ``UID``. A numeric ``uid`` alone is ``user.id`` and
+uid (``AUID``, the login identity), else of ``UID``; qualified names (``bob@CORP``) are split as
+every reader splits them (:mod:`dplogs.ingest.accounts`; Unix case kept). A numeric ``uid`` alone is ``user.id`` and
 not a name (uid 1000 on two hosts are two people; a name ``1000`` would merge with it), so such
 rows have no ``user.name`` and fall to the next field of the store's unit chain or the shared unit
 (docs/privacy.md). ``source.ip`` from ``addr=`` (else ``src=``), IP literals only; ``host.name``
@@ -45,6 +46,7 @@ import re
 import polars as pl
 
 from dplogs.ingest._text import finish, run
+from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import ip_or_null
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.schema import FIELDS
@@ -167,7 +169,7 @@ def _utf8_hex(values: pl.Series) -> pl.Series:
 def decoded(raw: pl.Expr, hexable: bool) -> pl.Expr:
     """A logged value as text: quotes removed, hex decoded (for keys auditd encodes; it writes
     upper-case hex), the placeholders for "none" null."""
-    value = pl.when(raw.str.starts_with('"')).then(raw.str.slice(1, raw.str.len_chars() - 2))
+    value = pl.when(raw.str.starts_with('"')).then(raw.str.strip_prefix('"').str.strip_suffix('"'))
     if hexable:
         ascii_hex = raw.str.contains(_ASCII_HEX)
         other_hex = raw.str.contains(_HEX) & ascii_hex.not_()
@@ -177,19 +179,17 @@ def decoded(raw: pl.Expr, hexable: bool) -> pl.Expr:
 
 
 def _arguments(frame: pl.DataFrame) -> pl.Series:
-    """EXECVE's ``a0 a1 …`` decoded and joined by spaces (null on other records)."""
-    args = frame.select(
-        pl.int_range(pl.len()).alias("_row"),
-        pl.when(pl.col("_type") == "EXECVE").then(
-            pl.col("body").str.extract_all(rf"(?:^|\s)a\d+=(?:{_VALUE})")).alias("_arg"),
-    ).filter(pl.col("_arg").is_not_null()).explode("_arg")
+    """EXECVE's ``a0 a1 …`` decoded and joined by spaces (null on other records). Only EXECVE
+    rows are searched; their arguments are decoded as one column, then joined per row."""
+    args = frame.select(pl.int_range(pl.len()).alias("_row"), "_type", "body").filter(pl.col("_type") == "EXECVE").select(
+        "_row", _arg=pl.col("body").str.extract_all(rf"(?:^|\s)a\d+=(?:{_VALUE})")).explode("_arg")
+    out = pl.Series("_cmdline", [None] * frame.height, pl.String)
     if args.is_empty():
-        return pl.Series("_cmdline", [None] * frame.height, pl.String)
-    raw = pl.col("_arg").str.replace(r"^\s?a\d+=", "")
-    joined = args.with_columns(_arg=decoded(raw, hexable=True).fill_null("")).group_by("_row", maintain_order=True).agg(
-        pl.col("_arg").str.join(" "))
-    return (pl.DataFrame({"_row": pl.int_range(frame.height, eager=True)}).join(joined, on="_row", how="left")
-            .get_column("_arg").alias("_cmdline"))
+        return out
+    raw = args.select(pl.col("_row"), pl.col("_arg").str.replace(r"^\s?a\d+=", ""))
+    joined = raw.with_columns(_arg=decoded(pl.col("_arg"), hexable=True).fill_null("")).group_by(
+        "_row", maintain_order=True).agg(pl.col("_arg").str.join(" "))
+    return out.scatter(joined.get_column("_row"), joined.get_column("_arg"))
 
 
 def _categories(kind: pl.Expr, index: int) -> pl.Expr:
@@ -221,16 +221,20 @@ class Auditd(LineFormat):
                   .when(pl.col("_type").is_null()).then(pl.lit("bad msg=audit(SECONDS.MILLIS:SERIAL) time stamp"))
                   .when(pl.col("_type").str.contains(_TYPE).not_()).then(pl.lit("record type is not an audit type name")))
         body = pl.col("body")
-        frame = frame.with_columns(
-            _cmdline_args=_arguments(frame),
-            **{f"_v_{k}": decoded(_raw(body, k), k in _HEX_KEYS) for k in _KEYS},
-        )
+        # two steps: an expression used twice is computed twice (no common-subexpression pass)
+        frame = frame.with_columns(_cmdline_args=_arguments(frame), **{f"_r_{k}": _raw(body, k) for k in _KEYS})
+        frame = frame.with_columns(**{f"_v_{k}": decoded(pl.col(f"_r_{k}"), k in _HEX_KEYS) for k in _KEYS})
         v = lambda k: pl.col(f"_v_{k}")  # noqa: E731
         syscall = pl.coalesce(v("SYSCALL"), pl.when(v("arch") == "c000003e").then(
             v("syscall").replace_strict(_X86_64, default=None, return_dtype=pl.String)))
         kind = pl.when((pl.col("_type") == "SYSCALL") & syscall.is_in(list(SYSCALLS))).then(pl.lit("S:") + syscall) \
             .otherwise(pl.lit("T:") + pl.col("_type"))
-        account = v("acct").replace(_NO_ACCOUNT, None)
+        account = pl.coalesce(v("acct").replace(_NO_ACCOUNT, None), v("AUID").replace("unset", None),
+                              v("UID").replace("unset", None))
+        frame = frame.with_columns(_user=account, _domain=pl.lit(None, pl.String))
+        if is_qualified(frame.get_column("_user")):  # bob@CORP.EXAMPLE (sssd, winbind): one identity per account
+            split = account_columns(pl.col("_user"), case_insensitive=False)
+            frame = frame.with_columns(_user=split["user.name"], _domain=split["user.domain"])
         fields = [
             pl.from_epoch(pl.col("sec").cast(pl.Int64) * 1000 + pl.col("ms").cast(pl.Int64), time_unit="ms")
             .dt.replace_time_zone("UTC").alias("@timestamp"),
@@ -241,7 +245,8 @@ class Auditd(LineFormat):
             _categories(kind, 1).alias("event.type"),
             pl.coalesce(v("res"), v("success")).str.to_lowercase()
             .replace_strict(_OUTCOME, default=None, return_dtype=pl.String).alias("event.outcome"),
-            pl.coalesce(account, v("AUID").replace("unset", None), v("UID").replace("unset", None)).alias("user.name"),
+            pl.col("_user").alias("user.name"),
+            pl.col("_domain").alias("user.domain"),
             v("uid").replace(_UNSET_ID, None).alias("user.id"),
             pl.coalesce(ip_or_null(v("addr")), ip_or_null(v("src"))).alias("source.ip"),
             pl.col("node").alias("host.name"),

@@ -65,6 +65,8 @@ def test_account_names_hex_unknown_and_numeric():
     assert (hexed["user.name"], hexed["source.ip"]) == ("ann marie", "::1")
     invalid = _one(_login(1709632800, 2, "x", "10.0.0.1", "failed").replace('acct="x"', f"acct={_hex('(invalid user)')}"))
     assert invalid["user.name"] is None and invalid["event.outcome"] == "failure"
+    realm = _one(_login(1709632800, 4, "dave@CORP.EXAMPLE", "10.0.0.1", "success"))
+    assert (realm["user.name"], realm["user.domain"]) == ("dave", "CORP.EXAMPLE")  # one identity, as from sshd
     numeric = _one("type=USER_LOGIN msg=audit(1709632800.000:3): pid=9 uid=0 auid=1000 ses=2 msg='op=login id=1000 "
                    "exe=\"/usr/sbin/sshd\" hostname=? addr=? terminal=/dev/pts/0 res=success'")
     assert (numeric["user.name"], numeric["user.id"], numeric["source.ip"]) == (None, "0", None)

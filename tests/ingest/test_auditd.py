@@ -117,7 +117,7 @@ def test_enriched_names():
     assert (no_uid["user.id"], no_uid["user.name"], no_uid["process.name"]) == (None, None, "unset")
 
 
-def test_hostile_lines_are_parsed_safely_or_quarantined_with_a_reason():
+def _hostile() -> list[str]:
     esc = _hex("\x1b[2J\nroot")
     lines = [
         _login(1709632806, 1, "x", "10.0.0.2", "failed").replace('acct="x"', f"acct={esc}"),  # ESC, newline
@@ -133,6 +133,11 @@ def test_hostile_lines_are_parsed_safely_or_quarantined_with_a_reason():
         "Mar  5 10:00:00 host sshd[1]: Failed password for bob from 10.0.0.5 port 1 ssh2",
         "",
     ]
+    return lines
+
+
+def test_hostile_lines_are_parsed_safely_or_quarantined_with_a_reason():
+    lines = _hostile()
     chunk = _parse(*lines)
     events = chunk.events.sort("log.offset").rows(named=True)
     reasons = dict(zip(chunk.quarantine["line"], chunk.quarantine["reason"], strict=True))
@@ -149,13 +154,14 @@ def test_hostile_lines_are_parsed_safely_or_quarantined_with_a_reason():
 
 def test_hostile_file_through_the_cli_is_stored_and_shown_escaped(tmp_path):
     log = tmp_path / "audit.log"
-    log.write_text(_login(1709632806, 1, "x", "10.0.0.2", "failed").replace('acct="x"', f"acct={_hex(chr(27) + '[31mroot')}")
-                   + "\ntype=USER_LOGIN msg=audit(bad:1): res=failed\n")
-    result = CliRunner().invoke(cli, ["ingest", str(log), "--store", str(tmp_path / "st")])
+    log.write_text("\n".join(_hostile()) + "\n")
+    result = CliRunner().invoke(cli, ["ingest", str(log), "--store", str(tmp_path / "st"), "--format", "auditd"])
     assert result.exit_code == 0, result.output
     shown = CliRunner().invoke(cli, ["inspect", "--store", str(tmp_path / "st"), "--head", "5", "--columns", "user.name"])
     assert shown.exit_code == 0, shown.output
     assert "\x1b" not in shown.output and "root" in shown.output
+    rejected = CliRunner().invoke(cli, ["inspect", "--store", str(tmp_path / "st"), "--quarantine"])
+    assert rejected.exit_code == 0 and "record type is not an audit type name" in rejected.output
 
 
 def test_detection(tmp_path):

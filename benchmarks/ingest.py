@@ -109,8 +109,8 @@ def _audit_line(i: int) -> str:
                 f"items=2 ppid=1 pid={pid} auid={1000 + i % 300} uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 "
                 f"tty=pts0 ses={i % 5000} comm=\"systemctl\" exe=\"/usr/bin/systemctl\" key=\"exec\"\n")
     if kind == 6:
-        return f"type=EXECVE msg=audit({stamp}): argc=3 a0=\"systemctl\" a1=\"status\" a2=6E67696E78202D7420{i % 256:02X}\n"
-    return f"type=PROCTITLE msg=audit({stamp}): proctitle=73797374656D63746C0073746174757300{i % 256:02X}\n"
+        return f"type=EXECVE msg=audit({stamp}): argc=3 a0=\"systemctl\" a1=\"status\" a2=6E67696E78202D7420{0x30 + i % 10:02X}\n"
+    return f"type=PROCTITLE msg=audit({stamp}): proctitle=73797374656D63746C0073746174757300{0x30 + i % 10:02X}\n"
 
 
 GENERATORS = {"syslog": (_syslog_line, "auth.log"), "access": (_access_line, "access.log"), "jsonl": (_ecs_line, "ecs.jsonl"),

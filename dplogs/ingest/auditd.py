@@ -61,8 +61,9 @@ _SNIFF = re.compile(rb"^(?:node=\S+ )?type=[A-Za-z0-9_\[\]]{1,64} msg=audit\(")
 _VALUE = r'"[^"\s]*"|[^\s"\'\x1d]*'
 """A value as logged: quoted (never with a space: auditd hex-encodes those, so a quote left open
 does not swallow the keys after it), else up to a space, quote or ``\x1d``."""
-_HEX_KEYS = frozenset({"exe", "comm", "acct", "cmd", "proctitle", "cwd", "name", "path", "AUID", "UID"})
-"""Keys whose value auditd hex-encodes when it is not printable ASCII without spaces and quotes."""
+_HEX_KEYS = frozenset({"exe", "comm", "acct", "cmd", "proctitle"})
+"""The keys read whose value auditd hex-encodes when it is not printable ASCII without spaces and
+quotes (EXECVE's ``aN`` too, decoded by :func:`_arguments`)."""
 _KEYS = ("pid", "uid", "res", "success", "acct", "exe", "comm", "addr", "src", "cmd", "proctitle", "syscall",
          "arch", "AUID", "UID", "SYSCALL")
 _NULLS = ("", "?", "(null)", "(none)")

@@ -14,11 +14,10 @@ from click.testing import CliRunner
 from dplogs.cli import cli
 from dplogs.engine.api import Engine
 from dplogs.ingest.base import IngestOptions
+from dplogs.ingest.formats import registered
 from dplogs.privacy.ledger import Ledger
 from dplogs.privacy.testing import exact_mode
-from tests.ingest.structured_helpers import detected, lines_frame, parse
-
-from dplogs.ingest.formats import registered
+from tests.ingest.structured_helpers import detected, lines_frame
 
 QUERIES = Path(__file__).resolve().parents[2] / "queries"
 

@@ -16,7 +16,7 @@ from dplogs.errors import QueryError
 from dplogs.ingest.base import REGISTRY, LogFormat
 
 MODULE_OF = {
-    "syslog": "syslog", "access": "access", "iis": "access", "cef": "cef", "leef": "cef", "jsonl": "jsonl",
+    "syslog": "syslog", "auditd": "auditd", "access": "access", "iis": "access", "cef": "cef", "leef": "cef", "jsonl": "jsonl",
     "windows": "windows", "evtx": "windows", "zeek": "zeek", "cloudtrail": "cloudtrail", "csv": "tabular",
     "parquet": "tabular", "sentinel": "sentinel",
 }

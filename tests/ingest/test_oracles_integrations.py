@@ -15,7 +15,7 @@ stated rule to Elastic's value, and the table shows those fields with a ``*``. T
 ``docs/architecture.md`` ("Deliberate differences from Elastic"). Agreement per package and field
 is printed (``-rA``) and must be >= 99% everywhere.
 
-Not compared (no dplogs input shape for them): ``auditd`` (no auditd format), ``system/security`` and
+Not compared (no dplogs input shape for them): ``system/security`` and
 ``windows/sysmon_operational`` (pre-decoded Winlogbeat documents, not a log file; the EVTX and
 Windows JSON parsers are checked against Winlogbeat in ``test_windows.py``), and the Splunk-export
 envelopes ending the zeek kerberos/ntlm/rdp/dns files (a Splunk export is not a Zeek log).
@@ -52,9 +52,10 @@ STREAMS: dict[str, tuple[str, IngestOptions]] = {
     "zeek/notice": ("zeek", IngestOptions()),
     "zeek/ntlm": ("zeek", IngestOptions()),
     "zeek/rdp": ("zeek", IngestOptions()),
+    "auditd/log": ("auditd", IngestOptions()),
 }
 OPTIONS = {"test-systemd.log": IngestOptions(year=2026, tz="Etc/GMT+2")}  # the test config's GMT-0200
-NOT_COMPARED = {"auditd/log", "system/security", "windows/sysmon_operational"}
+NOT_COMPARED = {"system/security", "windows/sysmon_operational"}
 
 COMPARED = (
     "@timestamp", "user.name", "user.domain", "user.effective.name", "user.target.name", "source.ip", "source.port",
@@ -101,6 +102,14 @@ DELIBERATE: dict[tuple[str, str], tuple[str, Callable]] = {
                                      lambda v, doc: v if v in (FIELDS["http.request.method"].allowed or ()) else None),
     ("iis", "url.original"): ("dplogs has no url.query: url.original keeps stem and query (`/a?b=1`); Elastic's "
                               "url.original is the stem", _with_query),
+    ("auditd", "event.action"): ("the record type lower-cased, as Filebeat's auditd module (Elastic's newest names the "
+                                 "syscall's effect, `deleted`)", lambda v, doc: doc["auditd.log.record_type"].lower()),
+    ("auditd", "event.outcome"): ("a syscall's `success=yes|no` is its outcome (Elastic keeps it in auditd.log.success)",
+                                  lambda v, doc: v or {True: "success", False: "failure"}.get(doc.get("auditd.log.success"))),
+    ("auditd", "user.name"): ("an enriched log's account name of the audit uid (AUID) is the account acting (Elastic "
+                              "keeps it in auditd.log.AUID)", lambda v, doc: v or doc.get("auditd.log.AUID")),
+    ("auditd", "host.name"): ("`node=` names the host that logged the record (Elastic: auditd.log.node)",
+                              lambda v, doc: v or doc.get("auditd.log.node")),
     ("iis", "host.name"): ("s-computername is the host that logged the event: host.name (Elastic: "
                            "iis.access.server_name)", lambda v, doc: v or doc.get("iis.access.server_name")),
 }

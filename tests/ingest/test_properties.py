@@ -28,6 +28,9 @@ SEEDS = [  # one real-shaped line per family; hypothesis mutates them
     "LEEF:2.0|V|P|1|7|^|src=1.2.3.4^usrName=x",
     '{"@timestamp":"2020-10-22T08:29:55.210Z","EventID":4625,"Channel":"Security","TargetUserName":"a"}',
     '{"ts":1521911721.1,"uid":"C1","id.orig_h":"10.0.0.1","id.orig_p":1,"id.resp_h":"10.0.0.2","id.resp_p":53}',
+    "node=h1 type=USER_LOGIN msg=audit(1709632800.125:7): pid=9 uid=0 auid=4294967295 ses=1 msg='op=login "
+    "acct=626F62 exe=\"/usr/sbin/sshd\" hostname=? addr=10.0.0.5 terminal=ssh res=failed'\x1dAUID=\"unset\" UID=\"root\"",
+    "type=EXECVE msg=audit(1709632800.125:8): argc=2 a0=\"ls\" a1=C3A9E282AC1B0A",
 ]
 OPTIONS = IngestOptions(year=2024)
 

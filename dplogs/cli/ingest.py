@@ -181,7 +181,7 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
            covers, max_line_bytes, max_gzip_ratio, quiet) -> None:
     """Parse log files into an ECS-normalised Parquet store.
 
-    PATHS are files, directories (read recursively) or - for stdin; gzip is detected from content.
+    PATHS are files, directories (read recursively), pipes or - for stdin; gzip is detected from content.
     Lines that cannot be parsed go to the store's quarantine with a reason. Re-ingesting the same
     file, also grown, renamed or compressed, adds nothing; a killed or failed run (disk full: status
     74) is completed exactly by running it again. Symbolic links and dplogs stores inside

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable, Iterator
 
 import polars as pl
@@ -209,9 +210,56 @@ class Parquet(LogFormat):
                 except (pa.ArrowException, OSError) as exc:  # a damaged row group ends the file
                     yield _unreadable(source.name, f"unreadable Parquet data after row {seen}: {exc}")
                     return
-                frame = pl.from_arrow(pa.Table.from_batches([batch]))
+                frame = _as_text(pl.from_arrow(pa.Table.from_batches([batch])))
                 yield _events(frame, seen + 1, source.name, options, module="parquet")
                 seen += frame.height
+
+
+_JSON_LEAVES = (pl.String, pl.Boolean, pl.Null, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32,
+                pl.UInt64, pl.Float32, pl.Float64)
+
+
+def _json_ready(dtype: pl.DataType) -> pl.DataType:
+    """``dtype`` with every leaf polars cannot write as JSON (binary, decimal, time...) made a string."""
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({f.name: _json_ready(f.dtype) for f in dtype.fields})
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return pl.List(_json_ready(dtype.inner))
+    return dtype if dtype.base_type() in _JSON_LEAVES else pl.String()
+
+
+def _lossy_text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _json_text(value: object) -> str:
+    """``value`` as JSON written as polars writes it (compact, UTF-8), leaves it cannot hold as text."""
+    return json.dumps(value, default=_lossy_text, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every column of a Parquet batch as text, as CSV's are: nested values (lists, structs) as
+    their JSON, binary values as UTF-8 (invalid bytes as U+FFFD, as the line reader does). A cast
+    to string fails on both, and made a table holding a list or a non-UTF-8 binary an exit 70."""
+    columns = []
+    for column in frame.get_columns():
+        if column.dtype.is_nested():
+            try:
+                ready = column.cast(_json_ready(column.dtype))
+            except pl.exceptions.ComputeError:  # a byte string that is not UTF-8 inside: value by value
+                column = pl.Series(column.name, [None if v is None else _json_text(v) for v in column.to_list()],
+                                   dtype=pl.String)
+            else:  # {"v":...} around each value is cut off
+                text = pl.select(pl.struct(ready.alias("v")).struct.json_encode()).to_series().str.slice(5).str.head(-1)
+                column = pl.select(pl.when(ready.is_not_null()).then(text)).to_series().alias(column.name)
+        elif column.dtype == pl.Binary:
+            try:
+                column = column.cast(pl.String)
+            except pl.exceptions.ComputeError:  # not all UTF-8 (polars has no lossy cast): value by value
+                column = pl.Series(column.name, [None if b is None else _lossy_text(b) for b in column.to_list()],
+                                   dtype=pl.String)
+        columns.append(column)
+    return pl.DataFrame(columns)
 
 
 def _unreadable(source: str, reason: str) -> ParsedChunk:

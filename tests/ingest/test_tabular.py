@@ -108,6 +108,23 @@ def test_non_parquet_bytes_are_quarantined_not_a_crash(tmp_path):
     assert any("not a readable Parquet file" in r for r in summary.reasons)
 
 
+def test_parquet_lists_structs_and_non_utf8_bytes_are_read_as_text(tmp_path):
+    # a list column, or a binary one not UTF-8, failed the cast to text: exit 70 for the whole file
+    path = tmp_path / "nested.parquet"
+    pl.DataFrame({
+        "ts": ["2024-05-01T10:00:00Z"] * 3,
+        "who": [b"ann", b"\xff\xfeb", None],
+        "tags": [["a", "b"], None, []],
+        "ctx": [{"raw": b"\xff", "n": 1}, {"raw": b"ok", "n": None}, None],
+    }).write_parquet(path)
+    opts = IngestOptions(field_map={"ts": "@timestamp", "who": "user.name", "tags": "message", "ctx": "event.action"})
+    events, quarantine, _ = parse("parquet", path, opts)
+    assert quarantine.height == 0
+    assert events["user.name"].to_list() == ["ann", "\ufffd\ufffdb", None]
+    assert events["message"].to_list() == ['["a","b"]', None, "[]"]
+    assert events["event.action"].to_list() == ['{"raw":"\ufffd","n":1}', '{"raw":"ok","n":null}', None]
+
+
 def test_unparseable_csv_header_is_a_clear_data_error(tmp_path):
     from dplogs.errors import DataError
     from dplogs.ingest.ingest import ingest

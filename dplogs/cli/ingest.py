@@ -173,8 +173,8 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=16 * 1024 * 1024, show_default=True,
               help="Longest accepted line; a longer one stops the run with status 65 (bounds memory).")
 @click.option("--max-gzip-ratio", type=click.FloatRange(min=1), default=200, show_default=True,
-              help="Gzip input expanding more than this many times (past 1 MiB) is refused as a "
-                   "decompression bomb, status 65.")
+              help="Gzip or Parquet input expanding more than this many times (past 1 MiB) is refused "
+                   "as a decompression bomb, status 65.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress display (there is none anyway when stderr is not a terminal).")
 def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed, budget_window, maps, max_errors, time_range,

@@ -55,7 +55,7 @@ class IngestOptions:
     max_line_bytes: int = 16 * 1024 * 1024
     """Longest accepted line; a longer one makes the input an error (memory stays bounded)."""
     max_gzip_ratio: float = 200
-    """Gzip input expanding more than this many times (past 1 MiB) is refused as a bomb."""
+    """Gzip or Parquet input expanding more than this many times (past 1 MiB) is refused as a bomb."""
     covers: tuple[dt.date, dt.date] | None = None
     """The UTC days ``[first, last]`` the operator declares the inputs cover (``--covers``), recorded
     as their coverage instead of the days of their first and last event, so coverage depends on

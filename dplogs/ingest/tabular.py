@@ -21,10 +21,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Iterator
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dplogs.escape import visible
 from dplogs.errors import DataError, UsageError
@@ -39,6 +41,7 @@ from dplogs.ingest.base import (
     register,
 )
 from dplogs.ingest.jsonl import check_field_map, timestamp
+from dplogs.ingest.reader import GZIP_FREE_BYTES
 from dplogs.schema import STORE_SCHEMA, TIMESTAMP
 
 
@@ -193,15 +196,21 @@ class Parquet(LogFormat):
 
         with source.open() as stream:
             data = source.path if source.path is not None and not _gzipped(source.path) else io.BytesIO(stream.read())
+            stored = os.path.getsize(data) if isinstance(data, str) else len(data.getbuffer())
             try:
+                # byte strings stay dictionary-encoded until their size is known (:func:`_expanded_bytes`)
                 table = pq.ParquetFile(data)
+                table = pq.ParquetFile(data, metadata=table.metadata, read_dictionary=[
+                    i for i in range(table.metadata.num_columns) if table.schema.column(i).physical_type == "BYTE_ARRAY"])
             except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer
                 yield _unreadable(source.name, f"not a readable Parquet file: {exc}")
                 return
             _check_width(len(table.schema_arrow.names), source.name, "Parquet")
             _check_mapping(options, table.schema_arrow.names, "Parquet")
-            seen = 0
-            batches = table.iter_batches(batch_size=options.chunk_lines)
+            seen = expanded = 0
+            limit = max(GZIP_FREE_BYTES, options.max_gzip_ratio * stored)
+            rows = max(1, min(options.chunk_lines, PARQUET_BATCH_VALUES // max(table.metadata.num_columns, 1)))
+            batches = table.iter_batches(batch_size=rows)
             while True:
                 try:
                     batch = next(batches)
@@ -210,9 +219,57 @@ class Parquet(LogFormat):
                 except (pa.ArrowException, OSError) as exc:  # a damaged row group ends the file
                     yield _unreadable(source.name, f"unreadable Parquet data after row {seen}: {exc}")
                     return
-                frame = _as_text(pl.from_arrow(pa.Table.from_batches([batch])))
+                expanded += sum(_expanded_bytes(column) for column in batch.columns)
+                if expanded > limit:
+                    raise DataError(
+                        f"{visible(source.name)}: Parquet data expands more than {options.max_gzip_ratio:g}x its "
+                        f"{stored:,} bytes (a decompression bomb?); refused after {expanded >> 20} MiB. Pass "
+                        "--max-gzip-ratio N to accept it")
+                batch = pa.Table.from_batches([batch]).cast(pa.schema([f.with_type(_dense(f.type)) for f in batch.schema]))
+                frame = _as_text(pl.from_arrow(batch))
                 yield _events(frame, seen + 1, source.name, options, module="parquet")
                 seen += frame.height
+
+
+PARQUET_BATCH_VALUES = 1 << 24
+"""Values (rows x leaf columns) read from Parquet at once: a batch of a wide table stays bounded."""
+
+
+def _expanded_bytes(array: pa.Array) -> int:
+    """Bytes ``array`` holds once its dictionaries are expanded, found without expanding them: a
+    dictionary of one long string indexed by every row is a few bytes of Parquet (a 797-byte file
+    became 1 GB of strings, 4 GB of memory and a minute of CPU)."""
+    if pa.types.is_dictionary(array.type):
+        values = array.dictionary
+        if pa.types.is_binary(values.type) or pa.types.is_string(values.type) or pa.types.is_large_binary(values.type) \
+                or pa.types.is_large_string(values.type):
+            sizes = pc.binary_length(values)
+        else:
+            sizes = pa.array([values.nbytes // max(len(values), 1)] * len(values), pa.int64())
+        return int(pc.sum(pc.take(sizes, array.indices)).as_py() or 0) + array.indices.nbytes
+    if pa.types.is_struct(array.type):
+        return sum(_expanded_bytes(child) for child in array.flatten())
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type) \
+            or pa.types.is_map(array.type):
+        return _expanded_bytes(array.flatten()) + len(array) * 8
+    return array.nbytes
+
+
+def _dense(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with dictionaries replaced by their value type, at any depth."""
+    if pa.types.is_dictionary(dtype):
+        return dtype.value_type
+    if pa.types.is_struct(dtype):
+        return pa.struct([f.with_type(_dense(f.type)) for f in dtype])
+    if pa.types.is_map(dtype):
+        return pa.map_(dtype.key_field.with_type(_dense(dtype.key_type)), dtype.item_field.with_type(_dense(dtype.item_type)))
+    if pa.types.is_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_dense(dtype.value_type)))
+    if pa.types.is_large_list(dtype):
+        return pa.large_list(dtype.value_field.with_type(_dense(dtype.value_type)))
+    if pa.types.is_fixed_size_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_dense(dtype.value_type)), dtype.list_size)
+    return dtype
 
 
 _JSON_LEAVES = (pl.String, pl.Boolean, pl.Null, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32,

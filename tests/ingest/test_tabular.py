@@ -125,6 +125,29 @@ def test_parquet_lists_structs_and_non_utf8_bytes_are_read_as_text(tmp_path):
     assert events["event.action"].to_list() == ['{"raw":"\ufffd","n":1}', '{"raw":"ok","n":null}', None]
 
 
+def test_a_parquet_bomb_is_refused_before_it_is_expanded(tmp_path):
+    # one 1 KB string indexed by 5,000 rows: ~1 KB of Parquet, 5 MB of text (the old reader
+    # expanded it whole: a 797-byte file of 10,000 x 100 KB took 4 GB and a minute)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dplogs.errors import DataError
+    from dplogs.ingest.ingest import ingest
+
+    path = tmp_path / "bomb.parquet"
+    rows = 5_000
+    pq.write_table(pa.table({"ts": pa.array(["2024-05-01T10:00:00Z"] * rows),
+                             "who": pa.array(["x" * 1000]).take(pa.array([0] * rows))}), path)
+    assert path.stat().st_size < 5000
+    opts = IngestOptions(field_map={"ts": "@timestamp", "who": "user.name"})
+    with pytest.raises(DataError, match="expands more than 200x"):
+        ingest([path], tmp_path / "store", format="parquet", options=opts)
+    # the limit is the gzip one: raised, the same file is read
+    summary = ingest([path], tmp_path / "store2", format="parquet",
+                     options=IngestOptions(field_map=opts.field_map, max_gzip_ratio=100_000))
+    assert summary.files[0].parsed == rows
+
+
 def test_unparseable_csv_header_is_a_clear_data_error(tmp_path):
     from dplogs.errors import DataError
     from dplogs.ingest.ingest import ingest

@@ -2,7 +2,8 @@
 (:attr:`IngestOptions.field_map`, source column → store field).
 
 Tables carry no ECS names, so a mapping is required. Both readers stream: CSV through Arrow's
-incremental reader (every column read as text, so a stray value never fails a whole column),
+incremental reader (every column read as text, so a stray value never fails a whole column; bytes
+that are not UTF-8 become U+FFFD, as in every reader),
 Parquet by record batches. A CSV row with the wrong number of fields, or a row in which no mapped
 column has a value, is quarantined; CSV quarantine rows keep their line number and text.
 
@@ -18,11 +19,13 @@ column has a value, is quarantined; CSV quarantine rows keep their line number a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import os
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
@@ -95,8 +98,37 @@ def _check_width(width: int, name: str, kind: str) -> None:
                         "export only the columns to map")
 
 
+class _LossyUtf8(io.RawIOBase):
+    """``inner`` with bytes that are not UTF-8 replaced by U+FFFD, as the line reader decodes them.
+    Arrow's CSV reader fails the whole file on one such byte (its text conversion, and the text of
+    a malformed row it hands to the quarantine), which made one bad byte an exit 70."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending:
+            raw = self._inner.read(len(buffer))
+            if raw.isascii() and not self._decoder.getstate()[0]:
+                self._pending = memoryview(raw)  # the usual case: nothing to decode
+            else:
+                self._pending = memoryview(self._decoder.decode(raw, final=not raw).encode())
+            if not raw:
+                break
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
 def _header(head: bytes, name: str) -> list[str]:
-    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    # (Arrow skips a UTF-8 byte-order mark, as Excel's "CSV UTF-8" writes, so the names must too)
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r")
     try:
         return next(csv.reader([first]), [])
     except csv.Error as exc:  # e.g. a bare carriage return inside an unquoted header cell
@@ -144,7 +176,7 @@ class Csv(LogFormat):
             # a row must fit in one block: rows up to --max-line-bytes are read, longer ones refused
             block = max(1 << 22, options.max_line_bytes + 1)
             reader = pacsv.open_csv(
-                stream,
+                _LossyUtf8(stream),
                 read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
                 convert_options=pacsv.ConvertOptions(

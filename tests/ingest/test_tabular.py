@@ -15,6 +15,7 @@ from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.tabular import Csv, Parquet
 
 MAP = {"when": "@timestamp", "client": "source.ip", "who": "user.name", "bytes": "source.bytes"}
+MAP_3 = {k: v for k, v in MAP.items() if k != "bytes"}
 CSV_TEXT = (
     "when,client,who,bytes\n"
     "2024-05-01T10:00:00Z,10.0.0.1,ann,100\n"
@@ -146,6 +147,26 @@ def test_a_parquet_bomb_is_refused_before_it_is_expanded(tmp_path):
     summary = ingest([path], tmp_path / "store2", format="parquet",
                      options=IngestOptions(field_map=opts.field_map, max_gzip_ratio=100_000))
     assert summary.files[0].parsed == rows
+
+
+def test_csv_bytes_that_are_not_utf8_are_replaced_not_fatal(tmp_path):
+    # one byte that is not UTF-8 failed Arrow's text conversion, or the malformed row's text the
+    # quarantine keeps: exit 70 for the whole file
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"when,client,who\n2024-05-01T10:00:00Z,10.0.0.1,an\xffn\n2024-05-01T10:00:00Z,\xfe\n"
+                     b"2024-05-01T10:00:00Z,10.0.0.3,\xe2\x82\xac\n")
+    events, quarantine, _ = parse("csv", path, IngestOptions(field_map=MAP_3))
+    assert events["user.name"].to_list() == ["an\ufffdn", "\u20ac"]
+    assert quarantine.select("line", "text").rows() == [(3, "2024-05-01T10:00:00Z,\ufffd")]
+
+
+def test_csv_with_a_byte_order_mark_maps_its_first_column(tmp_path):
+    # Excel's "CSV UTF-8" begins with a BOM: the first column was named "\ufeffwhen", so
+    # --map when=... was refused (64) as naming a column the file lacks
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"\xef\xbb\xbfwhen,client,who\n2024-05-01T10:00:00Z,10.0.0.1,ann\n")
+    events, quarantine, _ = parse("csv", path, IngestOptions(field_map=MAP_3))
+    assert events.select("@timestamp", "user.name").rows() == [(datetime(2024, 5, 1, 10, tzinfo=timezone.utc), "ann")]
 
 
 def test_unparseable_csv_header_is_a_clear_data_error(tmp_path):

@@ -281,20 +281,23 @@ def _expanded_bytes(array: pa.Array) -> int:
         return int(pc.sum(pc.take(sizes, array.indices)).as_py() or 0) + array.indices.nbytes
     if pa.types.is_struct(array.type):
         return sum(_expanded_bytes(child) for child in array.flatten())
-    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type) \
-            or pa.types.is_map(array.type):
+    if pa.types.is_map(array.type):
+        return _expanded_bytes(array.keys) + _expanded_bytes(array.items) + len(array) * 8
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
         return _expanded_bytes(array.flatten()) + len(array) * 8
     return array.nbytes
 
 
 def _dense(dtype: pa.DataType) -> pa.DataType:
-    """``dtype`` with dictionaries replaced by their value type, at any depth."""
+    """``dtype`` with dictionaries replaced by their value type, at any depth, and maps made lists
+    of key-value structs (polars' map type cannot be cast to text)."""
     if pa.types.is_dictionary(dtype):
         return dtype.value_type
     if pa.types.is_struct(dtype):
         return pa.struct([f.with_type(_dense(f.type)) for f in dtype])
     if pa.types.is_map(dtype):
-        return pa.map_(dtype.key_field.with_type(_dense(dtype.key_type)), dtype.item_field.with_type(_dense(dtype.item_type)))
+        return pa.list_(pa.struct([dtype.key_field.with_type(_dense(dtype.key_type)),
+                                   dtype.item_field.with_type(_dense(dtype.item_type))]))
     if pa.types.is_list(dtype):
         return pa.list_(dtype.value_field.with_type(_dense(dtype.value_type)))
     if pa.types.is_large_list(dtype):
@@ -341,6 +344,8 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
             else:  # {"v":...} around each value is cut off
                 text = pl.select(pl.struct(ready.alias("v")).struct.json_encode()).to_series().str.slice(5).str.head(-1)
                 column = pl.select(pl.when(ready.is_not_null()).then(text)).to_series().alias(column.name)
+        elif column.dtype == pl.Date:  # polars panics on a day past its calendar's ±262,000 years
+            column = pl.Series(column.name, column.to_arrow().cast(pa.string()))
         elif column.dtype == pl.Binary:
             try:
                 column = column.cast(pl.String)

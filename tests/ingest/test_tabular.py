@@ -126,6 +126,24 @@ def test_parquet_lists_structs_and_non_utf8_bytes_are_read_as_text(tmp_path):
     assert events["event.action"].to_list() == ['{"raw":"\ufffd","n":1}', '{"raw":"ok","n":null}', None]
 
 
+def test_parquet_maps_and_dates_past_polars_calendar_are_read(tmp_path):
+    # a map column could not be cast to text, and a date 2^30 days out made polars panic: exit 70
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({
+        "ts": ["2024-05-01T10:00:00Z"] * 2,
+        "who": pa.array([[("k", "v")], None], pa.map_(pa.string(), pa.string())),
+        "day": pa.array([2**30, 19844], pa.date32()),
+    }), path)
+    events, quarantine, _ = parse("parquet", path, IngestOptions(field_map={"ts": "@timestamp", "who": "user.name",
+                                                                            "day": "message"}))
+    assert quarantine.height == 0
+    assert events["user.name"].to_list() == ['[{"key":"k","value":"v"}]', None]
+    assert events["message"].to_list()[1] == "2024-05-01" and events["message"].to_list()[0]
+
+
 def test_a_parquet_bomb_is_refused_before_it_is_expanded(tmp_path):
     # one 1 KB string indexed by 5,000 rows: ~1 KB of Parquet, 5 MB of text (the old reader
     # expanded it whole: a 797-byte file of 10,000 x 100 KB took 4 GB and a minute)

@@ -144,6 +144,23 @@ def test_parquet_maps_and_dates_past_polars_calendar_are_read(tmp_path):
     assert events["message"].to_list()[1] == "2024-05-01" and events["message"].to_list()[0]
 
 
+def test_parquet_row_groups_are_gathered_into_chunks(tmp_path):
+    # read dictionary-encoded, each row group was a batch: one row per group made a chunk per row
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dplogs.ingest.formats import named
+    from dplogs.ingest.reader import open_sources
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"ts": ["2024-05-01T10:00:00Z"] * 300, "who": [f"u{i}" for i in range(300)]}), path,
+                   row_group_size=1)
+    with open_sources([path]) as ((source, _),):
+        chunks = list(named("parquet").parse(source, IngestOptions(field_map={"ts": "@timestamp", "who": "user.name"})))
+    assert [c.events.height for c in chunks] == [300]
+    assert chunks[0].events["user.name"].to_list() == [f"u{i}" for i in range(300)]
+
+
 def test_a_parquet_bomb_is_refused_before_it_is_expanded(tmp_path):
     # one 1 KB string indexed by 5,000 rows: ~1 KB of Parquet, 5 MB of text (the old reader
     # expanded it whole: a 797-byte file of 10,000 x 100 KB took 4 GB and a minute)

@@ -5,7 +5,8 @@ Tables carry no ECS names, so a mapping is required. Both readers stream: CSV th
 incremental reader (every column read as text, so a stray value never fails a whole column; bytes
 that are not UTF-8 become U+FFFD, as in every reader),
 Parquet by record batches. A CSV row with the wrong number of fields, or a row in which no mapped
-column has a value, is quarantined; CSV quarantine rows keep their line number and text.
+column has a value, is quarantined; CSV quarantine rows keep their line number and text. A column name
+used again is numbered (``ts#2``), so ``--map 'ts#2=message'`` can name it.
 
 >>> import io
 >>> from dplogs.ingest.base import InputSource
@@ -126,6 +127,24 @@ class _LossyUtf8(io.RawIOBase):
         return n
 
 
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with the second and later uses of a name made ``name#2``, ``name#3``...: a
+    table's columns become a frame's, whose names must differ (a header ``ts,ts`` or two empty
+    names was an exit 70). Mapping names the first; ``--map 'ts#2=...'`` the next.
+
+    >>> _unique(["ts", "ts", "", "", "ts#2"])
+    ['ts', 'ts#2', '', '#2', 'ts#2#2']
+    """
+    out: list[str] = []
+    for name in names:
+        unique, k = name, 1
+        while unique in out:
+            k += 1
+            unique = f"{name}#{k}"
+        out.append(unique)
+    return out
+
+
 def _header(head: bytes, name: str) -> list[str]:
     # (Arrow skips a UTF-8 byte-order mark, as Excel's "CSV UTF-8" writes, so the names must too)
     first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r")
@@ -163,7 +182,8 @@ class Csv(LogFormat):
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
         import pyarrow.csv as pacsv
 
-        columns = _header(source.head, source.name)
+        header = _header(source.head, source.name)
+        columns = _unique(header)
         _check_width(len(columns), source.name, "CSV")
         _check_mapping(options, columns, "CSV")
         bad: list[tuple[int | None, str]] = []
@@ -177,7 +197,8 @@ class Csv(LogFormat):
             block = max(1 << 22, options.max_line_bytes + 1)
             reader = pacsv.open_csv(
                 _LossyUtf8(stream),
-                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+                read_options=pacsv.ReadOptions(block_size=block, use_threads=False,
+                                               **({} if columns == header else {"column_names": columns, "skip_rows": 1})),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in columns}, strings_can_be_null=False
@@ -237,8 +258,9 @@ class Parquet(LogFormat):
             except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer
                 yield _unreadable(source.name, f"not a readable Parquet file: {exc}")
                 return
-            _check_width(len(table.schema_arrow.names), source.name, "Parquet")
-            _check_mapping(options, table.schema_arrow.names, "Parquet")
+            columns = _unique(table.schema_arrow.names)
+            _check_width(len(columns), source.name, "Parquet")
+            _check_mapping(options, columns, "Parquet")
             seen = expanded = 0
             limit = max(GZIP_FREE_BYTES, options.max_gzip_ratio * stored)
             rows = max(1, min(options.chunk_lines, PARQUET_BATCH_VALUES // max(table.metadata.num_columns, 1)))
@@ -263,7 +285,7 @@ class Parquet(LogFormat):
                             f"{stored:,} bytes (a decompression bomb?); refused after {expanded >> 20} MiB. Pass "
                             "--max-gzip-ratio N to accept it")
                     dense = pa.schema([f.with_type(_dense(f.type)) for f in batch.schema])
-                    pending.append(pa.Table.from_batches([batch]).cast(dense))
+                    pending.append(pa.Table.from_batches([batch]).cast(dense).rename_columns(columns))
                     held += batch.num_rows
                     if held < rows:
                         continue

@@ -204,6 +204,23 @@ def test_csv_with_a_byte_order_mark_maps_its_first_column(tmp_path):
     assert events.select("@timestamp", "user.name").rows() == [(datetime(2024, 5, 1, 10, tzinfo=timezone.utc), "ann")]
 
 
+def test_a_column_name_used_twice_is_numbered_not_fatal(tmp_path):
+    # "ts,ts" (or two empty names from trailing commas) made polars refuse the frame: exit 70
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("when,when,who,,\n2024-05-01T10:00:00Z,x,ann,1,2\n")
+    pq_path = tmp_path / "t.parquet"
+    pq.write_table(pa.table([pa.array(["2024-05-01T10:00:00Z"]), pa.array(["x"]), pa.array(["ann"])],
+                            names=["when", "when", "who"]), pq_path)
+    opts = IngestOptions(field_map={"when": "@timestamp", "who": "user.name", "when#2": "message"})
+    for name, path in (("csv", csv_path), ("parquet", pq_path)):
+        events, quarantine, _ = parse(name, path, opts)
+        assert quarantine.height == 0
+        assert events.select("user.name", "message").rows() == [("ann", "x")]
+
+
 def test_unparseable_csv_header_is_a_clear_data_error(tmp_path):
     from dplogs.errors import DataError
     from dplogs.ingest.ingest import ingest

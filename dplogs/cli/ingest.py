@@ -173,15 +173,15 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=16 * 1024 * 1024, show_default=True,
               help="Longest accepted line; a longer one stops the run with status 65 (bounds memory).")
 @click.option("--max-gzip-ratio", type=click.FloatRange(min=1), default=200, show_default=True,
-              help="Gzip input expanding more than this many times (past 1 MiB) is refused as a "
-                   "decompression bomb, status 65.")
+              help="Gzip or Parquet input expanding more than this many times (past 1 MiB) is refused "
+                   "as a decompression bomb, status 65.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress display (there is none anyway when stderr is not a terminal).")
 def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed, budget_window, maps, max_errors, time_range,
            covers, max_line_bytes, max_gzip_ratio, quiet) -> None:
     """Parse log files into an ECS-normalised Parquet store.
 
-    PATHS are files, directories (read recursively) or - for stdin; gzip is detected from content.
+    PATHS are files, directories (read recursively), pipes or - for stdin; gzip is detected from content.
     Lines that cannot be parsed go to the store's quarantine with a reason. Re-ingesting the same
     file, also grown, renamed or compressed, adds nothing; a killed or failed run (disk full: status
     74) is completed exactly by running it again. Symbolic links and dplogs stores inside

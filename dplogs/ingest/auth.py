@@ -367,6 +367,15 @@ sshd's tries per connection); the cap bounds what a forged line can make of a fe
 reader's gzip ratio limit (200) does for compressed input."""
 
 
+def most_repeats(lines: pl.DataFrame) -> np.ndarray | None:
+    """:meth:`LineFormat.most_events` of lines that may hold a repeat message: :data:`MAX_REPEATS`
+    for each line mentioning one (one literal search; None when no line does)."""
+    mentions = lines.get_column("text").str.contains(_REPEAT_START, literal=True)
+    if not mentions.any():
+        return None
+    return np.where(mentions.fill_null(False).to_numpy(), MAX_REPEATS, 1)
+
+
 def expand_repeats(chunk: ParsedChunk) -> ParsedChunk:
     """``chunk`` with each event whose ``message`` is rsyslog's ``message repeated N times: [ MSG ]``
     made N events (at most :data:`MAX_REPEATS`): the same row, each copy with its own

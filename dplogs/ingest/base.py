@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar
 
+import numpy as np
 import polars as pl
 
 from dplogs.schema import STORE_SCHEMA, TIMESTAMP
@@ -55,7 +56,7 @@ class IngestOptions:
     max_line_bytes: int = 16 * 1024 * 1024
     """Longest accepted line; a longer one makes the input an error (memory stays bounded)."""
     max_gzip_ratio: float = 200
-    """Gzip input expanding more than this many times (past 1 MiB) is refused as a bomb."""
+    """Gzip or Parquet input expanding more than this many times (past 1 MiB) is refused as a bomb."""
     covers: tuple[dt.date, dt.date] | None = None
     """The UTC days ``[first, last]`` the operator declares the inputs cover (``--covers``), recorded
     as their coverage instead of the days of their first and last event, so coverage depends on
@@ -149,6 +150,13 @@ class LineFormat(LogFormat):
         for ``log.file.path`` and the quarantine."""
         raise NotImplementedError
 
+    def most_events(self, lines: pl.DataFrame) -> np.ndarray | None:
+        """How many events each of ``lines`` may become at most, for formats where one line can
+        stand for several (rsyslog's ``message repeated N times``); None: one each. The reader
+        cuts a block of lines that could make more than ``chunk_lines`` events into smaller
+        blocks, so a chunk's memory stays bounded by events, not lines."""
+        return None
+
     def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions) -> ParsedChunk:
         """:meth:`parse_lines`, given also the bytes the lines were cut from when the reader has
         them (see ``dplogs.ingest.reader.LineBlock``); formats with a native block reader
@@ -156,10 +164,11 @@ class LineFormat(LogFormat):
         return self.parse_lines(lines, source, options)
 
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
-        from dplogs.ingest.reader import iter_blocks  # the reader imports this module
+        from dplogs.ingest.reader import bounded_blocks, iter_blocks  # the reader imports this module
 
         with source.open() as stream:
-            for block in iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes):
+            blocks = iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes)
+            for block in bounded_blocks(blocks, self.most_events, options.chunk_lines):
                 yield self.parse_block(block.lines, block.raw, source.name, options)
 
 

@@ -29,7 +29,7 @@ from dplogs.escape import visible
 from dplogs.ingest import tails
 from dplogs.ingest.auth import MAX_REPEATS
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
-from dplogs.ingest.reader import check_format_name, detect_format, iter_blocks, open_sources
+from dplogs.ingest.reader import bounded_blocks, check_format_name, detect_format, iter_blocks, open_sources
 from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id
 from dplogs.ingest.streams import StreamKeys
 from dplogs.schema.units import SHARED, UnitRule
@@ -397,8 +397,9 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions, 
         return
     with source.open() as stream, ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
         pending: deque[Future[ParsedChunk]] = deque()
-        for block in iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes,
-                                 on_unterminated=on_unterminated):
+        blocks = iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes,
+                             on_unterminated=on_unterminated)
+        for block in bounded_blocks(blocks, fmt.most_events, options.chunk_lines):
             pending.append(pool.submit(fmt.parse_block, block.lines, block.raw, source.name, options))
             if len(pending) > PARSE_THREADS:
                 yield pending.popleft().result()

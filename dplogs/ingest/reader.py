@@ -1,7 +1,8 @@
 """Opening inputs, detecting their format, and streaming their lines in bounded chunks.
 
-Inputs are paths, directories (walked recursively; hidden files, symbolic links and dplogs stores
-inside them skipped) or ``-`` for stdin (spooled to a temporary file so formats may reopen it).
+Inputs are paths, directories (walked recursively; hidden files, symbolic links, pipes, devices and
+dplogs stores inside them skipped) or ``-`` for stdin (spooled to a temporary file so formats may
+reopen it; a named pipe is spooled too). A device is refused: it may never end.
 Gzip is recognised by its magic bytes, not by the file name. A truncated or corrupt gzip stream
 ends the input early instead of raising: the readable part is parsed and the problem is recorded
 on the source's :class:`Opener` for the summary. Memory stays bounded on hostile input: a line
@@ -23,8 +24,8 @@ import stat
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -219,6 +220,14 @@ class Opener:
 _NOT_LOGS = (".py", ".md", ".rst")
 
 
+def _is_pipe(path: Path) -> bool:
+    """A FIFO, such as ``<(zcat log.gz)`` (``/dev/fd/63``) or a named pipe."""
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
+
+
 def _is_store(path: Path) -> bool:
     return (path / "manifest.json").is_file() and (path / "events").is_dir()
 
@@ -237,7 +246,9 @@ def _walk(path: Path, notes: list[str]) -> Iterator[Path]:
                 notes.append(f"{child}: a dplogs store, not read as input")
             else:
                 yield from _walk(child, notes)
-        elif child.is_file() and child.suffix not in _NOT_LOGS:
+        elif not child.is_file():
+            notes.append(f"{child}: not a regular file (a pipe, device or socket), not read inside an input directory")
+        elif child.suffix not in _NOT_LOGS:
             yield child
 
 
@@ -258,16 +269,24 @@ def open_sources(
     try:
         found: list[tuple[InputSource, Opener]] = []
         for raw in paths:
-            if str(raw) == "-":
+            path = Path(raw)
+            if str(raw) == "-" or _is_pipe(path):
+                # a pipe can be read once only, and the formats read an input up to three times
+                # (sniff, parse, fingerprint): its bytes are spooled, as stdin's are
                 tmpdir = tmpdir or tempfile.mkdtemp(prefix="dplogs-stdin-")
                 spooled = os.path.join(tmpdir, f"stdin-{len(found)}")
-                with open(spooled, "wb") as out:
-                    shutil.copyfileobj(sys.stdin.buffer, out, BLOCK_BYTES)
-                found.append(_source(spooled, name="<stdin>", explicit=True, max_gzip_ratio=max_gzip_ratio))
+                with open(spooled, "wb") as out, (nullcontext(sys.stdin.buffer) if str(raw) == "-" else open(path, "rb")) as pipe:
+                    shutil.copyfileobj(pipe, out, BLOCK_BYTES)
+                name = "<stdin>" if str(raw) == "-" else str(raw)
+                found.append(_source(spooled, name=name, explicit=True, max_gzip_ratio=max_gzip_ratio))
                 continue
-            path = Path(raw)
             if not path.exists():
                 raise InputNotFound(f"input {str(raw)!r} does not exist; check the path")
+            if not (path.is_dir() or path.is_file()):
+                # a device (/dev/zero, /dev/urandom) or socket never ends or cannot be read: the
+                # reader and the fingerprint would read it forever
+                raise UsageError(f"input {visible(str(raw))} is not a regular file, directory or pipe (a device or "
+                                 "socket); copy what it holds to a file and ingest that")
             if path.is_dir():
                 if _is_store(path):
                     raise UsageError(f"{visible(str(path))} is a dplogs store, not an input; name the log files or directories")
@@ -486,6 +505,23 @@ def iter_blocks(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_
                 yield LineBlock(frame.slice(i, chunk_lines), None)
         if eof:
             return
+
+
+def bounded_blocks(blocks: Iterable[LineBlock], most_events: Callable[[pl.DataFrame], np.ndarray | None],
+                   max_events: int) -> Iterator[LineBlock]:
+    """``blocks``, each cut into consecutive blocks whose lines make at most about ``max_events``
+    events by ``most_events`` (a line that stands for N events counts N). rsyslog's repeat lines
+    become up to 200 events each: 500,000 of them in one block were 100 million rows at once
+    (20,000 made 4 million and 1.6 GB)."""
+    for block in blocks:
+        counts = most_events(block.lines)
+        if counts is None or int(counts.sum()) <= max_events:
+            yield block
+            continue
+        piece = (np.cumsum(counts) - 1) // max_events  # which cut each line falls in
+        starts = np.flatnonzero(np.diff(piece, prepend=-1))
+        for start, end in zip(starts, [*starts[1:], block.lines.height]):
+            yield LineBlock(block.lines.slice(int(start), int(end - start)), None)
 
 
 def iter_lines(stream: BinaryIO, *, chunk_lines: int, block_bytes: int = BLOCK_BYTES,

@@ -30,12 +30,13 @@ received it); Sysmon's own ``UtcTime`` wins for Sysmon events, as in the Windows
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from dplogs.ingest import _structured as st
 from dplogs.ingest import syslog, windows
 from dplogs.ingest.accounts import account_columns
-from dplogs.ingest.auth import expand_repeats
+from dplogs.ingest.auth import expand_repeats, most_repeats
 from dplogs.ingest.base import LINES_SCHEMA, IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.schema import STORE_SCHEMA
 
@@ -150,6 +151,9 @@ class SentinelSyslog(LineFormat):
 
     def sniff(self, head: bytes) -> float:
         return 0.95 * st.share(st.sample_objects(head), _is_sentinel_syslog)
+
+    def most_events(self, lines: pl.DataFrame) -> np.ndarray | None:
+        return most_repeats(lines)
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
         decoded, rejected, skipped = st.decode_json(lines, PATHS)

@@ -10,7 +10,8 @@ everything after the timestamp as the message. RFC 3164 timestamps carry no year
 year is ``IngestOptions.year`` (default: the current year, minus one for dates more than a day in
 the future) and the zone ``IngestOptions.tz`` (default UTC).
 
->>> import polars as pl
+>>> import numpy as np
+import polars as pl
 >>> from dplogs.ingest.base import IngestOptions
 >>> lines = pl.DataFrame({"line": [1], "offset": [0], "text": [
 ...     "Feb 21 21:54:44 web1 sshd[3402]: Accepted password for bob from 10.0.2.2 port 63673 ssh2"]})
@@ -30,7 +31,7 @@ import polars as pl
 
 from dplogs.ingest._text import finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
-from dplogs.ingest.auth import expand_repeats, with_auth
+from dplogs.ingest.auth import expand_repeats, most_repeats, with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.ingest.firewall import with_firewall
 
@@ -264,6 +265,9 @@ class Syslog(LineFormat):
             return 0.0
         hits = sum(bool(_SNIFF.match(ln) or _SNIFF_5424.match(ln)) for ln in records)
         return 0.8 * hits / len(records)
+
+    def most_events(self, lines: pl.DataFrame) -> np.ndarray | None:
+        return most_repeats(lines)
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
         # Common lines ("Mmm dd hh:mm:ss host tag: msg") take a fast path of fixed slices and

@@ -2,9 +2,11 @@
 (:attr:`IngestOptions.field_map`, source column → store field).
 
 Tables carry no ECS names, so a mapping is required. Both readers stream: CSV through Arrow's
-incremental reader (every column read as text, so a stray value never fails a whole column),
+incremental reader (every column read as text, so a stray value never fails a whole column; bytes
+that are not UTF-8 become U+FFFD, as in every reader),
 Parquet by record batches. A CSV row with the wrong number of fields, or a row in which no mapped
-column has a value, is quarantined; CSV quarantine rows keep their line number and text.
+column has a value, is quarantined; CSV quarantine rows keep their line number and text. A column name
+used again is numbered (``ts#2``), so ``--map 'ts#2=message'`` can name it.
 
 >>> import io
 >>> from dplogs.ingest.base import InputSource
@@ -18,12 +20,17 @@ column has a value, is quarantined; CSV quarantine rows keep their line number a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import json
+import os
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dplogs.escape import visible
 from dplogs.errors import DataError, UsageError
@@ -38,6 +45,7 @@ from dplogs.ingest.base import (
     register,
 )
 from dplogs.ingest.jsonl import check_field_map, timestamp
+from dplogs.ingest.reader import GZIP_FREE_BYTES
 from dplogs.schema import STORE_SCHEMA, TIMESTAMP
 
 
@@ -91,8 +99,55 @@ def _check_width(width: int, name: str, kind: str) -> None:
                         "export only the columns to map")
 
 
+class _LossyUtf8(io.RawIOBase):
+    """``inner`` with bytes that are not UTF-8 replaced by U+FFFD, as the line reader decodes them.
+    Arrow's CSV reader fails the whole file on one such byte (its text conversion, and the text of
+    a malformed row it hands to the quarantine), which made one bad byte an exit 70."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending:
+            raw = self._inner.read(len(buffer))
+            if raw.isascii() and not self._decoder.getstate()[0]:
+                self._pending = memoryview(raw)  # the usual case: nothing to decode
+            else:
+                self._pending = memoryview(self._decoder.decode(raw, final=not raw).encode())
+            if not raw:
+                break
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with the second and later uses of a name made ``name#2``, ``name#3``...: a
+    table's columns become a frame's, whose names must differ (a header ``ts,ts`` or two empty
+    names was an exit 70). Mapping names the first; ``--map 'ts#2=...'`` the next.
+
+    >>> _unique(["ts", "ts", "", "", "ts#2"])
+    ['ts', 'ts#2', '', '#2', 'ts#2#2']
+    """
+    out: list[str] = []
+    for name in names:
+        unique, k = name, 1
+        while unique in out:
+            k += 1
+            unique = f"{name}#{k}"
+        out.append(unique)
+    return out
+
+
 def _header(head: bytes, name: str) -> list[str]:
-    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    # (Arrow skips a UTF-8 byte-order mark, as Excel's "CSV UTF-8" writes, so the names must too)
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r")
     try:
         return next(csv.reader([first]), [])
     except csv.Error as exc:  # e.g. a bare carriage return inside an unquoted header cell
@@ -127,7 +182,8 @@ class Csv(LogFormat):
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
         import pyarrow.csv as pacsv
 
-        columns = _header(source.head, source.name)
+        header = _header(source.head, source.name)
+        columns = _unique(header)
         _check_width(len(columns), source.name, "CSV")
         _check_mapping(options, columns, "CSV")
         bad: list[tuple[int | None, str]] = []
@@ -140,8 +196,9 @@ class Csv(LogFormat):
             # a row must fit in one block: rows up to --max-line-bytes are read, longer ones refused
             block = max(1 << 22, options.max_line_bytes + 1)
             reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+                _LossyUtf8(stream),
+                read_options=pacsv.ReadOptions(block_size=block, use_threads=False,
+                                               **({} if columns == header else {"column_names": columns, "skip_rows": 1})),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in columns}, strings_can_be_null=False
@@ -192,26 +249,148 @@ class Parquet(LogFormat):
 
         with source.open() as stream:
             data = source.path if source.path is not None and not _gzipped(source.path) else io.BytesIO(stream.read())
+            stored = os.path.getsize(data) if isinstance(data, str) else len(data.getbuffer())
             try:
+                # byte strings stay dictionary-encoded until their size is known (:func:`_expanded_bytes`)
                 table = pq.ParquetFile(data)
+                table = pq.ParquetFile(data, metadata=table.metadata, read_dictionary=[
+                    i for i in range(table.metadata.num_columns) if table.schema.column(i).physical_type == "BYTE_ARRAY"])
             except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer
                 yield _unreadable(source.name, f"not a readable Parquet file: {exc}")
                 return
-            _check_width(len(table.schema_arrow.names), source.name, "Parquet")
-            _check_mapping(options, table.schema_arrow.names, "Parquet")
-            seen = 0
-            batches = table.iter_batches(batch_size=options.chunk_lines)
+            columns = _unique(table.schema_arrow.names)
+            _check_width(len(columns), source.name, "Parquet")
+            _check_mapping(options, columns, "Parquet")
+            seen = expanded = 0
+            limit = max(GZIP_FREE_BYTES, options.max_gzip_ratio * stored)
+            rows = max(1, min(options.chunk_lines, PARQUET_BATCH_VALUES // max(table.metadata.num_columns, 1)))
+            batches = table.iter_batches(batch_size=rows)
+            # Dictionary-encoded reads end a batch at each row group: small ones are gathered up
+            # to ``rows`` (5,000 row groups of one row were 5,000 chunks, over a minute).
+            pending: list[pa.Table] = []
+            held = 0
+            failure = None
             while True:
                 try:
                     batch = next(batches)
                 except StopIteration:
-                    return
+                    batch = None
                 except (pa.ArrowException, OSError) as exc:  # a damaged row group ends the file
-                    yield _unreadable(source.name, f"unreadable Parquet data after row {seen}: {exc}")
-                    return
-                frame = pl.from_arrow(pa.Table.from_batches([batch]))
-                yield _events(frame, seen + 1, source.name, options, module="parquet")
-                seen += frame.height
+                    batch, failure = None, f"unreadable Parquet data after row {seen + held}: {exc}"
+                if batch is not None:
+                    expanded += sum(_expanded_bytes(column) for column in batch.columns)
+                    if expanded > limit:
+                        raise DataError(
+                            f"{visible(source.name)}: Parquet data expands more than {options.max_gzip_ratio:g}x its "
+                            f"{stored:,} bytes (a decompression bomb?); refused after {expanded >> 20} MiB. Pass "
+                            "--max-gzip-ratio N to accept it")
+                    dense = pa.schema([f.with_type(_dense(f.type)) for f in batch.schema])
+                    pending.append(pa.Table.from_batches([batch]).cast(dense).rename_columns(columns))
+                    held += batch.num_rows
+                    if held < rows:
+                        continue
+                if pending:
+                    frame = _as_text(pl.from_arrow(pa.concat_tables(pending)).rechunk())
+                    yield _events(frame, seen + 1, source.name, options, module="parquet")
+                    seen += frame.height
+                    pending, held = [], 0
+                if batch is None:
+                    break
+            if failure is not None:
+                yield _unreadable(source.name, failure)
+
+
+PARQUET_BATCH_VALUES = 1 << 24
+"""Values (rows x leaf columns) read from Parquet at once: a batch of a wide table stays bounded."""
+
+
+def _expanded_bytes(array: pa.Array) -> int:
+    """Bytes ``array`` holds once its dictionaries are expanded, found without expanding them: a
+    dictionary of one long string indexed by every row is a few bytes of Parquet (a 797-byte file
+    became 1 GB of strings, 4 GB of memory and a minute of CPU)."""
+    if pa.types.is_dictionary(array.type):
+        values = array.dictionary
+        if pa.types.is_binary(values.type) or pa.types.is_string(values.type) or pa.types.is_large_binary(values.type) \
+                or pa.types.is_large_string(values.type):
+            sizes = pc.binary_length(values)
+        else:
+            sizes = pa.array([values.nbytes // max(len(values), 1)] * len(values), pa.int64())
+        return int(pc.sum(pc.take(sizes, array.indices)).as_py() or 0) + array.indices.nbytes
+    if pa.types.is_struct(array.type):
+        return sum(_expanded_bytes(child) for child in array.flatten())
+    if pa.types.is_map(array.type):
+        return _expanded_bytes(array.keys) + _expanded_bytes(array.items) + len(array) * 8
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        return _expanded_bytes(array.flatten()) + len(array) * 8
+    return array.nbytes
+
+
+def _dense(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with dictionaries replaced by their value type, at any depth, and maps made lists
+    of key-value structs (polars' map type cannot be cast to text)."""
+    if pa.types.is_dictionary(dtype):
+        return dtype.value_type
+    if pa.types.is_struct(dtype):
+        return pa.struct([f.with_type(_dense(f.type)) for f in dtype])
+    if pa.types.is_map(dtype):
+        return pa.list_(pa.struct([dtype.key_field.with_type(_dense(dtype.key_type)),
+                                   dtype.item_field.with_type(_dense(dtype.item_type))]))
+    if pa.types.is_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_dense(dtype.value_type)))
+    if pa.types.is_large_list(dtype):
+        return pa.large_list(dtype.value_field.with_type(_dense(dtype.value_type)))
+    if pa.types.is_fixed_size_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_dense(dtype.value_type)), dtype.list_size)
+    return dtype
+
+
+_JSON_LEAVES = (pl.String, pl.Boolean, pl.Null, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32,
+                pl.UInt64, pl.Float32, pl.Float64)
+
+
+def _json_ready(dtype: pl.DataType) -> pl.DataType:
+    """``dtype`` with every leaf polars cannot write as JSON (binary, decimal, time...) made a string."""
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({f.name: _json_ready(f.dtype) for f in dtype.fields})
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return pl.List(_json_ready(dtype.inner))
+    return dtype if dtype.base_type() in _JSON_LEAVES else pl.String()
+
+
+def _lossy_text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _json_text(value: object) -> str:
+    """``value`` as JSON written as polars writes it (compact, UTF-8), leaves it cannot hold as text."""
+    return json.dumps(value, default=_lossy_text, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every column of a Parquet batch as text, as CSV's are: nested values (lists, structs) as
+    their JSON, binary values as UTF-8 (invalid bytes as U+FFFD, as the line reader does). A cast
+    to string fails on both, and made a table holding a list or a non-UTF-8 binary an exit 70."""
+    columns = []
+    for column in frame.get_columns():
+        if column.dtype.is_nested():
+            try:
+                ready = column.cast(_json_ready(column.dtype))
+            except pl.exceptions.ComputeError:  # a byte string that is not UTF-8 inside: value by value
+                column = pl.Series(column.name, [None if v is None else _json_text(v) for v in column.to_list()],
+                                   dtype=pl.String)
+            else:  # {"v":...} around each value is cut off
+                text = pl.select(pl.struct(ready.alias("v")).struct.json_encode()).to_series().str.slice(5).str.head(-1)
+                column = pl.select(pl.when(ready.is_not_null()).then(text)).to_series().alias(column.name)
+        elif column.dtype == pl.Date:  # polars panics on a day past its calendar's ±262,000 years
+            column = pl.Series(column.name, column.to_arrow().cast(pa.string()))
+        elif column.dtype == pl.Binary:
+            try:
+                column = column.cast(pl.String)
+            except pl.exceptions.ComputeError:  # not all UTF-8 (polars has no lossy cast): value by value
+                column = pl.Series(column.name, [None if b is None else _lossy_text(b) for b in column.to_list()],
+                                   dtype=pl.String)
+        columns.append(column)
+    return pl.DataFrame(columns)
 
 
 def _unreadable(source: str, reason: str) -> ParsedChunk:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import sys
+import threading
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from dplogs.errors import DataError, InputNotFound
+from dplogs.errors import DataError, InputNotFound, UsageError
 from dplogs.ingest.base import LogFormat
 from dplogs.ingest.reader import detect_format, iter_lines, open_sources
 
@@ -86,6 +88,42 @@ def test_stdin_is_spooled_and_removed(tmp_path: Path, monkeypatch: pytest.Monkey
         with source.open() as s1, source.open() as s2:  # reopenable
             assert s1.read() == s2.read() == b"x\ny\n"
     assert not spooled.exists()
+
+
+def test_a_named_pipe_is_spooled_and_read_once(tmp_path: Path) -> None:
+    # `dplogs ingest <(zcat log.gz)` names a pipe: it was opened once per read (sniff, parse,
+    # fingerprint), so the second open waited for a writer that had gone: ingest hung for ever
+    fifo = tmp_path / "pipe.log"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(gzip.compress(b"x\ny\n"),), daemon=True)
+    writer.start()
+    got: list[tuple[str, bytes, bytes]] = []
+
+    def read() -> None:
+        with open_sources([fifo]) as sources:
+            ((source, _),) = sources
+            with source.open() as s1, source.open() as s2:
+                got.append((source.name, s1.read(), s2.read()))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert got == [(str(fifo), b"x\ny\n", b"x\ny\n")]
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_is_refused_not_read_for_ever(tmp_path: Path) -> None:
+    # /dev/zero was read for ever by the fingerprint (ingest never ended, even after the line
+    # limit refused the input); inside a directory such files are left out with a note
+    with pytest.raises(UsageError, match="not a regular file"):
+        with open_sources(["/dev/zero"]):
+            pass
+    os.mkfifo(tmp_path / "pipe.log")
+    (tmp_path / "one.log").write_text("x\n")
+    notes: list[str] = []
+    with open_sources([tmp_path], notes=notes) as sources:
+        assert [Path(s.name).name for s, _ in sources] == ["one.log"]
+    assert len(notes) == 1 and "pipe.log: not a regular file" in notes[0]
 
 
 def test_directories_recursive_hidden_and_sources_skipped(tmp_path: Path) -> None:

@@ -328,3 +328,26 @@ def test_ingest_counts_repeats_and_says_when_a_count_was_cut(tmp_path: Path) -> 
     assert (grown.parsed, grown.duplicate_rows) == (205, 203)
     from dplogs.ingest.store import Store
     assert Store.open(tmp_path / "s").scan().collect().height == 205
+
+
+@pytest.mark.parametrize("name", ["syslog", "sentinel"])
+def test_repeat_lines_are_cut_into_chunks_of_bounded_events(tmp_path: Path, name: str) -> None:
+    # a chunk was bounded by lines, not events: chunk_lines repeat lines made 200 times as many rows
+    # at once (20,000 lines of 110 bytes: 4 million events and 1.6 GB in one chunk)
+    import json
+
+    from dplogs.ingest.formats import named
+    from dplogs.ingest.ingest import _parsed_chunks
+    from dplogs.ingest.reader import open_sources
+
+    line = REPEAT.format(200)
+    if name == "sentinel":
+        line = json.dumps({"TimeGenerated": "2017-03-29T23:18:33Z", "Computer": "h", "ProcessName": "sshd",
+                           "Facility": "auth", "SyslogMessage": line.split("]: ", 1)[1]})
+    log = tmp_path / "auth.log"
+    log.write_text("\n".join([line] * 60 + ["Mar 29 23:18:40 h sshd[6402]: one line"]) + "\n")
+    options = IngestOptions(year=2017, chunk_lines=1000)
+    with open_sources([log]) as ((source, _),):
+        for chunks in (named(name).parse(source, options), _parsed_chunks(named(name), source, options)):
+            sizes = [c.events.height + c.quarantine.height + c.skipped for c in chunks]
+            assert sum(sizes) == 60 * 200 + 1 and max(sizes) <= 1000 + 200, sizes

@@ -183,5 +183,5 @@ def test_explain_says_which_formats_it_reads_and_whether_a_release_would_be_refu
                                    "--end", "2026-03-11", "--format", "json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
-    assert doc["formats"] == ["syslog"] and doc["coverage"]["covered_days"] == 2 and doc["coverage"]["window_days"] == 10
+    assert doc["formats"] == ["syslog", "auditd"] and doc["coverage"]["covered_days"] == 2 and doc["coverage"]["window_days"] == 10
     assert _entries(linux_store) == 0

@@ -203,3 +203,22 @@ def test_shipped_auth_queries_count_audit_failures_as_auth_log_failures(tmp_path
     assert (answers[0]["value"].fill_null(0) != 0).any()
     if query == "failed_logins_per_hour":
         assert answers[0]["value"].sum() == 5
+
+
+def test_sudo_per_day_counts_sudos_audit_records_as_auth_log_lines(tmp_path):
+    """sudo writes a USER_CMD record to the audit log (the user named by enriched logs) and a line
+    to auth.log: the shipped sudo_per_day query gives the same exact answer on both."""
+    runs = [(dt.datetime(2024, 3, 5, 9, m, tzinfo=dt.UTC), user) for m, user in [(1, "alice"), (2, "alice"), (3, "bob")]]
+    audit = "".join(
+        f"type=USER_CMD msg=audit({t.timestamp():.3f}:{20 + i}): pid={70 + i} uid=1000 auid=1000 ses=4 "
+        f"msg='cwd=\"/home/{user}\" cmd=6C73202F726F6F74 exe=\"/usr/bin/sudo\" terminal=pts/0 res=success'"
+        f"\x1dUID=\"{user}\" AUID=\"{user}\"\n" for i, (t, user) in enumerate(runs))
+    auth = "".join(f"{t:%b %e %H:%M:%S} srv sudo:    {user} : TTY=pts/0 ; PWD=/home/{user} ; USER=root ; "
+                   "COMMAND=/bin/ls /root\n" for t, user in runs)
+    answers = []
+    for name, text in (("audit.log", audit), ("auth.log", auth)):
+        with exact_mode():
+            data = _store(tmp_path, name, text).query_file(QUERIES / "sudo_per_day.toml").release(caller="test").data
+        answers.append(data.sort(pl.all()))
+    assert answers[0].equals(answers[1]), answers
+    assert sorted(answers[0]["value"].drop_nulls().to_list())[-2:] == [2, 3]  # 3 sudo runs by 2 users on 03-05

@@ -10,8 +10,7 @@ everything after the timestamp as the message. RFC 3164 timestamps carry no year
 year is ``IngestOptions.year`` (default: the current year, minus one for dates more than a day in
 the future) and the zone ``IngestOptions.tz`` (default UTC).
 
->>> import numpy as np
-import polars as pl
+>>> import polars as pl
 >>> from dplogs.ingest.base import IngestOptions
 >>> lines = pl.DataFrame({"line": [1], "offset": [0], "text": [
 ...     "Feb 21 21:54:44 web1 sshd[3402]: Accepted password for bob from 10.0.2.2 port 63673 ssh2"]})
@@ -27,6 +26,7 @@ import functools
 import re
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 
 from dplogs.ingest._text import finish, localize, run

@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from dplogs.errors import DataError, InputNotFound, UsageError
+from dplogs.errors import DataError, InputNotFound, StoreWriteError, UsageError
 from dplogs.escape import visible
 from dplogs.ingest.base import LINES_SCHEMA, InputSource, LogFormat
 
@@ -273,11 +273,17 @@ def open_sources(
             if str(raw) == "-" or _is_pipe(path):
                 # a pipe can be read once only, and the formats read an input up to three times
                 # (sniff, parse, fingerprint): its bytes are spooled, as stdin's are
-                tmpdir = tmpdir or tempfile.mkdtemp(prefix="dplogs-stdin-")
-                spooled = os.path.join(tmpdir, f"stdin-{len(found)}")
-                with open(spooled, "wb") as out, (nullcontext(sys.stdin.buffer) if str(raw) == "-" else open(path, "rb")) as pipe:
-                    shutil.copyfileobj(pipe, out, BLOCK_BYTES)
                 name = "<stdin>" if str(raw) == "-" else str(raw)
+                try:
+                    tmpdir = tmpdir or tempfile.mkdtemp(prefix="dplogs-stdin-")
+                    spooled = os.path.join(tmpdir, f"stdin-{len(found)}")
+                    with open(spooled, "wb") as out, (nullcontext(sys.stdin.buffer) if str(raw) == "-" else open(path, "rb")) as pipe:
+                        shutil.copyfileobj(pipe, out, BLOCK_BYTES)
+                except OSError as exc:  # a full temporary directory was an exit 70
+                    raise StoreWriteError(
+                        f"cannot spool {visible(name)} to a temporary file in {visible(tmpdir or tempfile.gettempdir())} "
+                        f"({exc.strerror or exc}): point TMPDIR at a directory with room for the input, or ingest a file; "
+                        "nothing was written to the store") from None
                 found.append(_source(spooled, name=name, explicit=True, max_gzip_ratio=max_gzip_ratio))
                 continue
             if not path.exists():

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 
 import polars as pl
 
+from dplogs.errors import StoreWriteError
+from dplogs.escape import visible
 from dplogs.ingest import _structured as st
 from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.base import (
@@ -284,8 +286,16 @@ class Evtx(LogFormat):
             if path is None or not _starts_with_magic(path):
                 # The native reader seeks, which a gzip stream cannot: spool it to a plain file.
                 path = os.path.join(tmp, "input.evtx")
-                with open(path, "wb") as out:
-                    shutil.copyfileobj(stream, out, 1 << 22)
+                try:
+                    with open(path, "wb") as out:
+                        shutil.copyfileobj(stream, out, 1 << 22)
+                except OSError as exc:  # a full temporary directory would be an exit 70
+                    if exc.errno is None:  # not the file system's (a damaged gzip stream's own error)
+                        raise
+                    raise StoreWriteError(
+                        f"cannot unpack {visible(source.name)} to a temporary file in {visible(tmp)} ({exc.strerror or exc}): "
+                        "point TMPDIR at a directory with room for the input, or ingest it uncompressed; nothing "
+                        "was written to the store") from None
             try:
                 records = evtx.PyEvtxParser(path).records_json()
             except Exception as exc:  # the evtx package raises plain RuntimeErrors

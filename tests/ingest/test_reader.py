@@ -90,6 +90,29 @@ def test_stdin_is_spooled_and_removed(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not spooled.exists()
 
 
+def test_stdin_on_a_full_temporary_directory_is_an_io_error_not_a_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `yes | dplogs ingest -` with TMPDIR on a small file system: ENOSPC while spooling was exit 70
+    import errno
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+
+    def full(source, target, length=0):
+        target.write(source.read(10))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dplogs.ingest.reader.shutil.copyfileobj", full)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    res = CliRunner().invoke(cli, ["ingest", "-", "--store", str(tmp_path / "st"), "--year", "2024"],
+                             input=b"Mar  4 10:00:00 h sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2\n" * 50)
+    assert res.exit_code == 74, res.output
+    assert "cannot spool <stdin>" in res.stderr and "No space left on device" in res.stderr and "TMPDIR" in res.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []  # the partial spool is removed
+
+
 def test_a_named_pipe_is_spooled_and_read_once(tmp_path: Path) -> None:
     # `dplogs ingest <(zcat log.gz)` names a pipe: it was opened once per read (sniff, parse,
     # fingerprint), so the second open waited for a writer that had gone: ingest hung for ever
@@ -242,3 +265,23 @@ def test_a_first_line_longer_than_the_sniff_window_is_still_recognised(tmp_path,
     with open_sources([path]) as sources:
         (source, _), = sources
         assert detect_format(source).name == "jsonl"
+
+
+def test_a_gzipped_evtx_on_a_full_temporary_directory_is_an_io_error_not_a_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the EVTX reader unpacks a gzipped .evtx to a temporary file (the native reader seeks): ENOSPC there was exit 70
+    import errno
+
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+    from dplogs.ingest.windows import EVTX_MAGIC
+
+    def full(source, target, length=0):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = tmp_path / "security.evtx.gz"
+    log.write_bytes(gzip.compress(EVTX_MAGIC + b"\0" * 4096))
+    monkeypatch.setattr("dplogs.ingest.windows.shutil.copyfileobj", full)
+    res = CliRunner().invoke(cli, ["ingest", str(log), "--store", str(tmp_path / "st")])
+    assert res.exit_code == 74, res.output
+    assert "cannot unpack" in res.stderr and "No space left on device" in res.stderr and "TMPDIR" in res.stderr

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from dplogs.audit.auditor import AuditResult, ReleasePath, audit
-from dplogs.engine.execute import EXACT, _key_names, aggregate, finish, guarded, noisy_release, profile
+from dplogs.engine.execute import EXACT, _key_names, _on_spark, aggregate, finish, guarded, in_window, noisy_release, profile
 from dplogs.engine.plan import AggKind
 from dplogs.engine.planner import MAIN, Plan
 from dplogs.engine.policy import PROTECTED
@@ -147,11 +147,9 @@ def _window_rows(plan: Plan, lf: pl.LazyFrame, backend: Any) -> pl.LazyFrame:
     reads only those (the first filter of :func:`~dplogs.engine.execute.prepare`; the policy's
     marks are per row), and re-reading a store's files on each of thousands of runs was two
     thirds of an audit's time."""
-    if getattr(backend, "name", None) == "spark" or not isinstance(lf, pl.LazyFrame):
+    if _on_spark(backend) or not isinstance(lf, pl.LazyFrame):
         return lf
-    ts = pl.col(TIMESTAMP)
-    start, end = (pl.lit(t).dt.cast_time_unit("us") for t in (plan.start, plan.end))
-    return lf.filter((ts >= start) & (ts < end)).collect().lazy()
+    return lf.filter(in_window(plan)).collect().lazy()
 
 
 def _noisy_columns(plan: Plan, aggs: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> np.ndarray:

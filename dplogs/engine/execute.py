@@ -80,9 +80,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_
     if guarded(plan):
         lf = plan.policy.mark(lf, plan.unit)  # the rule: which rows' unit came from the account field
         keep = [*keep, pl.col(PROTECTED)]
-    start = pl.lit(plan.start).dt.cast_time_unit("us")
-    end = pl.lit(plan.end).dt.cast_time_unit("us")
-    preds = [pl.col(TIMESTAMP) >= start, pl.col(TIMESTAMP) < end]
+    preds = [in_window(plan)]
     if plan.query.where is not None:
         preds.append(plan.query.where.expr())
     for k in plan.keys:
@@ -107,6 +105,12 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_
         # a null has no bin (search_sorted put it in the lowest one); as on Spark and in the exact part
         exprs.append(pl.when(pl.col(col).is_null()).then(None).otherwise(index).alias(f"{BIN}{col}"))
     return lf.filter(pl.all_horizontal(preds)).select(*exprs, *keep)
+
+
+def in_window(plan: Plan) -> pl.Expr:
+    """True on the rows inside the plan's window ``[start, end)``."""
+    start, end = (pl.lit(t).dt.cast_time_unit("us") for t in (plan.start, plan.end))
+    return (pl.col(TIMESTAMP) >= start) & (pl.col(TIMESTAMP) < end)
 
 
 def guarded(plan: Plan) -> bool:

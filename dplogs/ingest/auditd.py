@@ -193,11 +193,14 @@ def _arguments(frame: pl.DataFrame) -> pl.Series:
     return out.scatter(joined.get_column("_row"), joined.get_column("_arg"))
 
 
+_KINDS = {f"T:{k}": v for k, v in CATEGORIES.items()} | {f"S:{k}": v for k, v in SYSCALLS.items()}
+_JOINED = tuple({name: ",".join(pair[i]) for name, pair in _KINDS.items()} for i in (0, 1))
+"""Per record type (``T:``) or syscall (``S:``): its categories (0) and types (1), comma-joined."""
+
+
 def _categories(kind: pl.Expr, index: int) -> pl.Expr:
     """``event.category`` (index 0) or ``event.type`` (1) of the record type / syscall in ``kind``."""
-    table = {name: ",".join(pair[index]) for name, pair in ({f"T:{k}": v for k, v in CATEGORIES.items()}
-                                                             | {f"S:{k}": v for k, v in SYSCALLS.items()}).items()}
-    return kind.replace_strict(table, default=None, return_dtype=pl.String).str.split(",")
+    return kind.replace_strict(_JOINED[index], default=None, return_dtype=pl.String).str.split(",")
 
 
 @register

@@ -74,10 +74,13 @@ def written(spec: ReportSpec, start: dt.date, out_dir: Path) -> bool:
     """Whether every file of ``spec``'s period starting ``start`` is in ``out_dir``, for this
     period (in the spec's zone) and not another one of the same first day."""
     return (all((out_dir / f"{spec.name}-{start.isoformat()}.{fmt}").is_file() for fmt in FORMATS)
-            and _other_period(spec, start, out_dir) is None)
+            and _other_period(spec, start, _held(spec, start, out_dir)) is None)
 
 
-def _held(spec: ReportSpec, start: dt.date, out_dir: Path) -> tuple[str, str, list[str]] | None:
+_Held = tuple[str, str, list[str]]
+
+
+def _held(spec: ReportSpec, start: dt.date, out_dir: Path) -> _Held | None:
     """The period end, zone and section ids (``INDEX:QUERY``, as in each section's idempotency
     key) of the JSON file of ``spec``'s period starting ``start`` in ``out_dir``; None when there
     is none or no readable one (a run killed while writing it: the run replaces it)."""
@@ -89,22 +92,25 @@ def _held(spec: ReportSpec, start: dt.date, out_dir: Path) -> tuple[str, str, li
         return None
 
 
-def _other_period(spec: ReportSpec, start: dt.date, out_dir: Path) -> str | None:
-    """The period (end and zone) the files of ``spec``'s period starting ``start`` in ``out_dir``
-    hold when it is another one than ``spec``'s, in words; None when it is the same or unknown."""
-    held = _held(spec, start, out_dir)
+def _other_period(spec: ReportSpec, start: dt.date, held: _Held | None) -> str | None:
+    """The period (end and zone) ``held`` (:func:`_held`) names when it is another one than
+    ``spec``'s starting ``start``, in words; None when it is the same or unknown."""
     if held is None or held[:2] == (spec.period_bounds(start)[1].isoformat(), spec.tz):
         return None
     return f"{start} to {held[0]} in time zone {held[1]}"
 
 
-def other_sections(spec: ReportSpec, start: dt.date, out_dir: Path) -> list[str]:
-    """The sections the files of ``spec``'s period starting ``start`` in ``out_dir`` hold that a
-    run of ``spec`` would not write back: another spec of the same name wrote them, or this one
-    before a section was removed or moved. Sections added at the end replace nothing."""
-    held = _held(spec, start, out_dir)
+def _other_sections(spec: ReportSpec, held: _Held | None) -> list[str]:
+    """The sections ``held`` names that a run of ``spec`` would not write back: another spec of
+    the same name wrote them, or this one before a section was removed or moved. Sections added
+    at the end replace nothing."""
     ours = [spec.section_id(i) for i in range(len(spec.sections))]
     return [] if held is None or held[2] == ours[: len(held[2])] else held[2]
+
+
+def other_sections(spec: ReportSpec, start: dt.date, out_dir: Path) -> list[str]:
+    """:func:`_other_sections` of the files of ``spec``'s period starting ``start`` in ``out_dir``."""
+    return _other_sections(spec, _held(spec, start, out_dir))
 
 
 def check_same_periods(spec: ReportSpec, starts: Sequence[dt.date], out_dir: Path) -> None:
@@ -112,11 +118,12 @@ def check_same_periods(spec: ReportSpec, starts: Sequence[dt.date], out_dir: Pat
     another period of the same name (the same first day in another time zone: ``--tz`` changed;
     or a week where this is a day), or the same period with sections this run would not write
     (another report spec of the same name). Writing would replace that report with different
-    releases. (A catch-up never gets here for a period already written: it skips those.)"""
+    releases. (A catch-up without ``--since`` skips the periods already written.)"""
     for start in starts:
-        other = _other_period(spec, start, out_dir)
+        held = _held(spec, start, out_dir)
+        other = _other_period(spec, start, held)
         end = spec.period_bounds(start)[1]
-        if other is None and (sections := other_sections(spec, start, out_dir)):
+        if other is None and (sections := _other_sections(spec, held)):
             other = f"{start} to {end} in time zone {spec.tz} with other sections ({', '.join(sections)})"
         if other is not None:
             raise UsageError(

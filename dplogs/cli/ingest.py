@@ -189,8 +189,9 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
     and time left. The summary on stderr shows counts only, never log lines; records without a
     determinable time are quarantined ("no timestamp") and counted there; "skipped" counts blank,
     comment and header lines (Zeek #fields, IIS #Fields), which are not events; "dup rows" and
-    "dup files" were stored before; an rsyslog "message repeated N times: [...]" line is parsed as
-    N events (at most 200). See what was stored with `dplogs inspect`.
+    "dup files" were stored before; an rsyslog "message repeated N times: [...]" line, and a
+    sysklogd/BSD "last message repeated N times" line (of the line before it), is parsed as N
+    events (at most 200). See what was stored with `dplogs inspect`.
     """
     try:
         options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps), time_range=_parse_time_range(time_range),

@@ -157,19 +157,29 @@ class LineFormat(LogFormat):
         blocks, so a chunk's memory stays bounded by events, not lines."""
         return None
 
-    def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions) -> ParsedChunk:
+    def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions,
+                    before: object = None) -> ParsedChunk:
         """:meth:`parse_lines`, given also the bytes the lines were cut from when the reader has
-        them (see ``dplogs.ingest.reader.LineBlock``); formats with a native block reader
-        override this to skip re-joining the lines."""
+        them (see ``dplogs.ingest.reader.LineBlock``) and what :meth:`carry` kept of the blocks
+        before; formats with a native block reader override this to skip re-joining the lines."""
         return self.parse_lines(lines, source, options)
+
+    def carry(self, lines: pl.DataFrame, before: object, options: IngestOptions) -> object:
+        """What the next block's :meth:`parse_block` needs from this block and those before it
+        (``before``), for formats whose records refer to earlier lines (sysklogd's ``last message
+        repeated N times``). The reader calls it in input order on its own thread while blocks
+        parse in parallel, so it must be cheap. None: blocks parse alone."""
+        return None
 
     def parse(self, source: InputSource, options: IngestOptions) -> Iterator[ParsedChunk]:
         from dplogs.ingest.reader import bounded_blocks, iter_blocks  # the reader imports this module
 
         with source.open() as stream:
             blocks = iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes)
+            before = None
             for block in bounded_blocks(blocks, self.most_events, options.chunk_lines):
-                yield self.parse_block(block.lines, block.raw, source.name, options)
+                yield self.parse_block(block.lines, block.raw, source.name, options, before)
+                before = self.carry(block.lines, before, options)
 
 
 NO_TIME_REASON = "no timestamp (the event's time cannot be determined)"

@@ -399,8 +399,10 @@ def _parsed_chunks(fmt: LogFormat, source: InputSource, options: IngestOptions, 
         pending: deque[Future[ParsedChunk]] = deque()
         blocks = iter_blocks(stream, chunk_lines=options.chunk_lines, max_line_bytes=options.max_line_bytes,
                              on_unterminated=on_unterminated)
+        before = None
         for block in bounded_blocks(blocks, fmt.most_events, options.chunk_lines):
-            pending.append(pool.submit(fmt.parse_block, block.lines, block.raw, source.name, options))
+            pending.append(pool.submit(fmt.parse_block, block.lines, block.raw, source.name, options, before))
+            before = fmt.carry(block.lines, before, options)
             if len(pending) > PARSE_THREADS:
                 yield pending.popleft().result()
         while pending:

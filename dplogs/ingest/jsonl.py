@@ -98,7 +98,8 @@ class JsonLines(LineFormat):
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
         return self.parse_block(lines, None, source, options)
 
-    def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions) -> ParsedChunk:
+    def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions,
+                    before: object = None) -> ParsedChunk:
         check_field_map(options.field_map)
         paths: list[st.Path] = []
         for name in _ECS:

@@ -29,7 +29,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from dplogs.ingest._text import finish, localize, run
+from dplogs.ingest._text import blank, finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import expand_repeats, most_repeats, with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
@@ -229,6 +229,53 @@ FIELDS = (
     pl.col("_outcome").alias("event.outcome"),
     pl.lit("event").alias("event.kind"),
 )
+_LAST_REPEATED = r"^(?:\S+ )?(?:--- )?last message repeated (\d+) times?(?: ---)?$"
+"""sysklogd's and BSD syslogd's compression of identical messages: the message is the line before
+(the last one written), this line says how many more times it came. Without a tag (``host last
+message repeated N times``) the header grammar leaves the host in the message; macOS wraps it in
+``---``; old rsyslog (Ubuntu 12.04) writes the tag of the message and no host."""
+_LAST_REPEATED_TAGGED = r"^last message repeated (\d+) times?$"
+
+
+def _repeat_count() -> pl.Expr:
+    """The N of a ``last message repeated N times`` line (header columns), else null."""
+    return pl.when(pl.col("_prog").is_null()).then(pl.col("_msg").str.extract(_LAST_REPEATED, 1)) \
+        .otherwise(pl.col("_msg").str.extract(_LAST_REPEATED_TAGGED, 1))
+
+
+_CARRIED = ("_host", "_prog", "_pid", "_msg", "_pri", "_header")
+"""What a ``last message repeated`` line takes from the line it repeats."""
+
+ORPHAN_REPEAT = "'last message repeated N times' with no message before it in this input (e.g. rotated into the previous file)"
+
+
+def with_last_repeated(frame: pl.DataFrame, before: pl.DataFrame | None) -> pl.DataFrame:
+    """``frame`` (header columns, in line order) with each ``last message repeated N times`` line
+    rewritten as rsyslog's ``message repeated N times: [ MSG ]`` for the message, host, program and
+    pid of the last line before it that is neither blank nor a repeat (``before``: that line of
+    the blocks before, :meth:`Syslog.carry`), so that categorisation and
+    :func:`~dplogs.ingest.auth.expand_repeats` make it N events of that message at the repeat's
+    own time. Counted once, it lost N events (a brute force on a sysklogd host logs most of its
+    failures this way). A repeat with no header line before it is marked ``_orphan`` (quarantined:
+    its message is not in this input)."""
+    if not frame.select(pl.col("_msg").str.contains("last message repeated ", literal=True).any()).item():
+        return frame.with_columns(_orphan=pl.lit(False))
+    frame = frame.with_columns(_n=_repeat_count())
+    none = pl.DataFrame({c: [None] for c in _CARRIED}, schema={**dict.fromkeys(_CARRIED, pl.String), "_header": pl.Boolean})
+    lines = pl.concat([none if before is None else before, frame.select(_CARRIED)], how="vertical_relaxed")
+    # row i's line is the last row before it that is neither a repeat nor blank (index 0: ``before``)
+    is_line = pl.concat([pl.Series([True]), frame.select(pl.col("_n").is_null() & ~blank()).to_series().fill_null(False)])
+    index = pl.select(pl.when(pl.lit(is_line)).then(pl.int_range(lines.height)).forward_fill()).to_series()
+    ref = lines[index.slice(0, frame.height)]
+    inner = ref.get_column("_msg").str.extract(r"^message repeated \d+ times?: \[ ?(.*?)\]$", 1).fill_null(ref.get_column("_msg"))
+    found = pl.col("_n").is_not_null() & pl.lit(ref.get_column("_header")).fill_null(False)
+    return frame.with_columns(
+        *(pl.when(found).then(pl.lit(ref.get_column(c))).otherwise(pl.col(c)).alias(c) for c in ("_host", "_prog", "_pid", "_pri")),
+        _msg=pl.when(found).then(pl.format("message repeated {} times: [ {} ]", pl.col("_n"), pl.lit(inner))).otherwise(pl.col("_msg")),
+        _orphan=pl.col("_n").is_not_null() & ~found,
+    ).drop("_n")
+
+
 def with_accounts(frame: pl.DataFrame) -> pl.DataFrame:
     """``_user``/``_domain`` with qualified names split (``CORP\\bob``, ``bob@corp.example`` from
     sshd/sudo on directory-joined hosts); Unix names keep their case. Usually no name in a block is
@@ -270,16 +317,32 @@ class Syslog(LineFormat):
         return most_repeats(lines)
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
+        return self.parse_block(lines, None, source, options)
+
+    def carry(self, lines: pl.DataFrame, before: object, options: IngestOptions) -> pl.DataFrame | None:
+        """The header of the last line of ``lines`` that is neither blank nor a ``last message
+        repeated`` line (else ``before``): what a repeat at the next block's start repeats. Parsed
+        from the end, 16 lines first (a block rarely ends in more repeats)."""
+        for tail in (lines.tail(16), lines):
+            header = _header_slow(tail, options)
+            last = header.filter(~blank() & _repeat_count().is_null()).select(_CARRIED).tail(1)
+            if last.height or tail.height == lines.height:
+                break
+        return last if last.height else before
+
+    def parse_block(self, lines: pl.DataFrame, raw: memoryview | None, source: str, options: IngestOptions,
+                    before: object = None) -> ParsedChunk:
         # Common lines ("Mmm dd hh:mm:ss host tag: msg") take a fast path of fixed slices and
         # literal splits; the rest (ISO/RFC 5424 stamps, no host, odd spacing) the full regexes.
         # Both give the same columns, so results do not depend on the path taken.
         fast = lines.with_columns(_ok=pl.col("text").str.contains(_FAST))
+        orphan = pl.when(pl.col("_orphan")).then(pl.lit(ORPHAN_REPEAT))
         if fast.get_column("_ok").all():
             # Every line has a header, a stamp and a message, so none is blank and only the stamp
-            # can be bad: _REASON reduces to _BAD_STAMP.
-            frame = categorise(_header_fast(lines, options))
-            chunk = finish(frame, source=source, options=options, reason=_BAD_STAMP, fields=FIELDS, dataset=DATASET,
-                           module=MODULE, blank_lines=False)
+            # (or a repeat of nothing) can be bad.
+            header = with_last_repeated(_header_fast(lines, options), before)
+            chunk = finish(categorise(header), source=source, options=options, reason=orphan.otherwise(_BAD_STAMP),
+                           fields=FIELDS, dataset=DATASET, module=MODULE, blank_lines=False)
             chunk = expand_repeats(chunk)
             return replace(chunk, yearless=chunk.events.height)  # the fast path reads year-less stamps only
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
@@ -288,7 +351,9 @@ class Syslog(LineFormat):
             parts.append(_header_fast(split[(True,)], options))
         if (False,) in split:
             parts.append(_header_slow(split[(False,)], options))
-        frame = categorise(pl.concat(parts).sort("line").with_columns(pl.col("_msg").fill_null("")))
+        header = with_last_repeated(pl.concat(parts).sort("line"), before)
+        frame = categorise(header.with_columns(pl.col("_msg").fill_null("")))
         yearless = frame.select((pl.col("_ts_str").str.contains(_YEARLESS) & pl.col("_time").is_not_null()).sum()).item()
-        chunk = finish(frame, source=source, options=options, reason=_REASON, fields=FIELDS, dataset=DATASET, module=MODULE)
+        chunk = finish(frame, source=source, options=options, reason=orphan.otherwise(_REASON), fields=FIELDS,
+                       dataset=DATASET, module=MODULE)
         return expand_repeats(replace(chunk, yearless=yearless))

@@ -86,11 +86,6 @@ GOLDEN = [
      {"user.name": "erin", "user.effective.name": "root", "event.action": "logged-on"}),
     ("Apr 24 14:30:46 h gpasswd[12]: user alice added by root to group sudo",
      {"user.name": "root", "user.target.name": "alice", "event.category": ["iam"], "event.outcome": "success"}),
-    ("Feb  9 21:20:08  sshd[8317]: last message repeated 2 times",
-     {"host.name": None, "process.name": "sshd", "message": "last message repeated 2 times"}),
-    ("Apr 4 03:39:57 --- last message repeated 1 time ---",
-     {"host.name": None, "process.name": None, "message": "--- last message repeated 1 time ---",
-      "event.dataset": "system.syslog"}),
 ]
 
 
@@ -351,3 +346,61 @@ def test_repeat_lines_are_cut_into_chunks_of_bounded_events(tmp_path: Path, name
         for chunks in (named(name).parse(source, options), _parsed_chunks(named(name), source, options)):
             sizes = [c.events.height + c.quarantine.height + c.skipped for c in chunks]
             assert sum(sizes) == 60 * 200 + 1 and max(sizes) <= 1000 + 200, sizes
+
+
+FAILED = "Mar 29 23:18:30 web1 sshd[6402]: Failed password for root from 10.0.0.1 port 1 ssh2"
+
+
+@pytest.mark.parametrize("repeat", [
+    "Mar 29 23:18:50 web1 last message repeated 3 times",  # sysklogd, FreeBSD
+    "Mar 29 23:18:50 --- last message repeated 3 times ---",  # macOS
+    "Mar 29 23:18:50  sshd[6402]: last message repeated 3 times",  # old rsyslog (Ubuntu 12.04): tag, no host
+    "Mar 29 23:18:50 web1 sshd[6402]: last message repeated 3 times",
+])
+def test_a_bsd_repeat_line_is_as_many_events_of_the_line_before(repeat: str) -> None:
+    """sysklogd/BSD syslogd write "last message repeated N times" for N more of the line before
+    (no brackets): N events of that message at the repeat's time (was one uncategorised event, so a
+    brute force logged this way lost most of its failures)."""
+    lines = lines_frame(FAILED, repeat, "Mar 29 23:19:00 web1 sshd[6402]: Accepted password for bob from 10.0.0.2 port 2 ssh2")
+    chunk = Syslog().parse_lines(lines, "auth.log", IngestOptions(year=2017))
+    events, offsets = chunk.events, lines.get_column("offset").to_list()
+    assert (events.height, chunk.repeated, chunk.quarantine.height) == (1 + 3 + 1, 2, 0)
+    copies = events.filter(pl.col("log.offset") == offsets[1])
+    assert copies.select("host.name", "process.name", "event.outcome", "source.ip", "user.name").unique().rows() == [
+        ("web1", "sshd", "failure", "10.0.0.1", "root")]
+    assert copies.get_column("@timestamp").unique().to_list() == [dt.datetime(2017, 3, 29, 23, 18, 50, tzinfo=UTC)]
+    assert copies.get_column("message").unique().to_list() == [f"message repeated 3 times: [ {FAILED.split(': ', 1)[1]} ]"]
+    assert events.get_column("event.hash").n_unique() == events.height
+    assert events.filter(pl.col("event.outcome") == "success").height == 1  # the line after is itself
+
+
+def test_bsd_repeats_chain_skip_blank_lines_and_reach_into_the_previous_block(tmp_path: Path) -> None:
+    """A message repeated for long is flushed several times ("repeated 30 times", then "repeated
+    120 times"): each repeats the last real line, also when the reader cut a block between them."""
+    from dplogs.ingest.ingest import ingest
+    from dplogs.ingest.store import Store
+
+    repeat = "Mar 29 23:{:02d}:00 web1 last message repeated {} times"
+    log = tmp_path / "auth.log"
+    log.write_text("\n".join([FAILED, repeat.format(19, 30), "", repeat.format(21, 120)] + [FAILED] * 3) + "\n")
+    for chunk_lines in (1000, 2, 1):
+        store = tmp_path / f"s{chunk_lines}"
+        (result,) = ingest([log], store, options=IngestOptions(year=2017, chunk_lines=chunk_lines), format="syslog").files
+        events = Store.open(store).scan().collect()
+        assert (result.quarantined, events.height) == (0, 1 + 30 + 120 + 3), chunk_lines
+        assert events.filter((pl.col("user.name") == "root") & (pl.col("event.outcome") == "failure")).height == events.height
+    with log.open("a") as f:  # the log grows: its repeats read again are the same events, not new ones
+        f.write(FAILED + "\n")
+    ingest([log], tmp_path / "s1", options=IngestOptions(year=2017), format="syslog")
+    assert Store.open(tmp_path / "s1").scan().collect().height == 1 + 30 + 120 + 3 + 1
+
+
+def test_a_bsd_repeat_with_nothing_before_it_is_quarantined() -> None:
+    """At the start of an input (rotated right after the message) the repeated message is not in it:
+    quarantined with that reason, not stored as an event of its own text."""
+    lines = lines_frame("Mar 29 23:18:50 web1 last message repeated 3 times", "  continued", "Mar 29 23:18:51 --- last message repeated 1 time ---", FAILED)
+    chunk = Syslog().parse_lines(lines, "auth.log", IngestOptions(year=2017))
+    assert chunk.events.height == 1
+    reasons = chunk.quarantine.get_column("reason").to_list()
+    assert reasons[0].startswith("'last message repeated N times' with no message before it") and reasons[1] == "continuation line"
+    assert reasons[2] == reasons[0]

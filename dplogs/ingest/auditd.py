@@ -193,6 +193,49 @@ def _arguments(frame: pl.DataFrame) -> pl.Series:
     return out.scatter(joined.get_column("_row"), joined.get_column("_arg"))
 
 
+NUMBERED = {
+    "1006": "LOGIN", "1100": "USER_AUTH", "1101": "USER_ACCT", "1102": "USER_MGMT", "1103": "CRED_ACQ",
+    "1104": "CRED_DISP", "1105": "USER_START", "1106": "USER_END", "1107": "USER_AVC", "1108": "USER_CHAUTHTOK",
+    "1109": "USER_ERR", "1110": "CRED_REFR", "1112": "USER_LOGIN", "1113": "USER_LOGOUT", "1114": "ADD_USER",
+    "1115": "DEL_USER", "1116": "ADD_GROUP", "1117": "DEL_GROUP", "1123": "USER_CMD", "1126": "GRP_AUTH",
+    "1127": "SYSTEM_BOOT", "1128": "SYSTEM_SHUTDOWN", "1129": "SYSTEM_RUNLEVEL", "1130": "SERVICE_START",
+    "1131": "SERVICE_STOP", "1132": "GRP_MGMT", "1133": "GRP_CHAUTHTOK", "1135": "ACCT_LOCK", "1136": "ACCT_UNLOCK",
+    "1138": "SOFTWARE_UPDATE", "1200": "DAEMON_START", "1201": "DAEMON_END", "1202": "DAEMON_ABORT",
+    "1203": "DAEMON_CONFIG", "1300": "SYSCALL", "1302": "PATH", "1305": "CONFIG_CHANGE", "1306": "SOCKADDR",
+    "1307": "CWD", "1309": "EXECVE", "1325": "NETFILTER_CFG", "1327": "PROCTITLE", "1328": "FEATURE_CHANGE",
+    "1330": "KERN_MODULE", "1400": "AVC", "1403": "MAC_POLICY_LOAD", "1404": "MAC_STATUS", "1405": "MAC_CONFIG_CHANGE",
+    "1701": "ANOM_ABEND", "2301": "ROLE_ASSIGN", "2302": "ROLE_REMOVE", "2404": "CRYPTO_KEY_USER",
+    "2407": "CRYPTO_SESSION",
+}
+"""Record type numbers (linux/audit.h, libaudit.h) of the types named elsewhere in this module:
+the kernel writes ``audit: type=1100 audit(…)`` when no audit daemon reads its records."""
+
+_KERNEL = r"^(?:\[\s*\d+\.\d+\]\s*)?audit: type=(\w{1,64}) audit\((\d{1,12}\.\d{3}:\d{1,20})\): ?(.*)$"
+_JOURNAL = r"^([A-Z][A-Z0-9_]{0,63}) ((?:\w+=\S*).*)$"
+
+
+def syslog_record(program: pl.Expr, message: pl.Expr, time: pl.Expr) -> pl.Expr:
+    """The audit record a syslog message carries, written as audit.log writes it, else null:
+
+    - ``audispd``/``audisp-syslog``: the record itself (``[node=H ]type=T msg=audit(…): …``);
+    - the kernel's (no audit daemon running; ``kern.log``): ``audit: type=1100 audit(T:S): …``,
+      the type number named (:data:`NUMBERED`);
+    - journald's (program ``audit``): ``USER_AUTH pid=… msg='…'``, stamped with the syslog ``time``
+      (serial 0: journald drops it).
+    """
+    kernel = message.str.extract_groups(_KERNEL)
+    journal = message.str.extract_groups(_JOURNAL)
+    epoch = time.dt.epoch("ms")
+    return pl.coalesce(
+        pl.when(message.str.contains(_START)).then(message),
+        pl.format("type={} msg=audit({}): {}", kernel.struct.field("1").replace(NUMBERED), kernel.struct.field("2"),
+                  kernel.struct.field("3")),
+        pl.when(program == "audit").then(pl.format(
+            "type={} msg=audit({}.{}:0): {}", journal.struct.field("1"), epoch // 1000,
+            (epoch % 1000).cast(pl.String).str.zfill(3), journal.struct.field("2"))),
+    )
+
+
 _KINDS = {f"T:{k}": v for k, v in CATEGORIES.items()} | {f"S:{k}": v for k, v in SYSCALLS.items()}
 _JOINED = tuple({name: ",".join(pair[i]) for name, pair in _KINDS.items()} for i in (0, 1))
 """Per record type (``T:``) or syscall (``S:``): its categories (0) and types (1), comma-joined."""
@@ -215,51 +258,60 @@ class Auditd(LineFormat):
         return 0.95 * sum(bool(_SNIFF.match(ln)) for ln in lines) / len(lines) if lines else 0.0
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:
-        text = pl.col("text")
-        header = text.str.extract_groups(_HEADER)
-        frame = lines.lazy().with_columns(_h=header).unnest("_h").with_columns(
-            _type=pl.col("type"), _start=text.str.contains(_START),
-            body=pl.lit(" ") + pl.col("body"),  # so the first key has a space before it
-        ).pipe(run)
-        reason = (pl.when(pl.col("_start").not_()).then(pl.lit("not an audit record (no type=… msg=audit(…) header)"))
-                  .when(pl.col("_type").is_null()).then(pl.lit("bad msg=audit(SECONDS.MILLIS:SERIAL) time stamp"))
-                  .when(pl.col("_type").str.contains(_TYPE).not_()).then(pl.lit("record type is not an audit type name")))
-        body = pl.col("body")
-        # two steps: an expression used twice is computed twice (no common-subexpression pass)
-        frame = frame.with_columns(_cmdline_args=_arguments(frame), **{f"_r_{k}": _raw(body, k) for k in _KEYS})
-        frame = frame.with_columns(**{f"_v_{k}": decoded(pl.col(f"_r_{k}"), k in _HEX_KEYS) for k in _KEYS})
-        v = lambda k: pl.col(f"_v_{k}")  # noqa: E731
-        syscall = pl.coalesce(v("SYSCALL"), pl.when(v("arch") == "c000003e").then(
-            v("syscall").replace_strict(_X86_64, default=None, return_dtype=pl.String)))
-        kind = pl.when((pl.col("_type") == "SYSCALL") & syscall.is_in(list(SYSCALLS))).then(pl.lit("S:") + syscall) \
-            .otherwise(pl.lit("T:") + pl.col("_type"))
-        account = pl.coalesce(v("acct").replace(_NO_ACCOUNT, None), v("AUID").replace("unset", None),
-                              v("UID").replace("unset", None))
-        frame = frame.with_columns(_user=account, _domain=pl.lit(None, pl.String))
-        if is_qualified(frame.get_column("_user")):  # bob@CORP.EXAMPLE (sssd, winbind): one identity per account
-            split = account_columns(pl.col("_user"), case_insensitive=False)
-            frame = frame.with_columns(_user=split["user.name"], _domain=split["user.domain"])
-        fields = [
-            pl.from_epoch(pl.col("sec").cast(pl.Int64) * 1000 + pl.col("ms").cast(pl.Int64), time_unit="ms")
-            .dt.replace_time_zone("UTC").alias("@timestamp"),
-            pl.col("_type").str.to_lowercase().alias("event.action"),
-            pl.col("_type").alias("event.code"),
-            pl.lit("event").alias("event.kind"),
-            _categories(kind, 0).alias("event.category"),
-            _categories(kind, 1).alias("event.type"),
-            pl.coalesce(v("res"), v("success")).str.to_lowercase()
-            .replace_strict(_OUTCOME, default=None, return_dtype=pl.String).alias("event.outcome"),
-            pl.col("_user").alias("user.name"),
-            pl.col("_domain").alias("user.domain"),
-            v("uid").replace(_UNSET_ID, None).alias("user.id"),
-            pl.coalesce(ip_or_null(v("addr")), ip_or_null(v("src"))).alias("source.ip"),
-            pl.col("node").alias("host.name"),
-            v("pid").cast(pl.Int64, strict=False).alias("process.pid"),
-            v("exe").alias("process.executable"),
-            pl.coalesce(v("comm"), v("exe").str.extract(r"([^/]+)$", 1)).alias("process.name"),
-            pl.coalesce(pl.col("_cmdline_args"), v("proctitle").str.replace_all("\x00", " ", literal=True),
-                        v("cmd")).alias("process.command_line"),
-            body.str.strip_chars_start(" ").alias("message"),
-        ]
-        return finish(frame, source=source, options=options, reason=reason, fields=fields,
-                      dataset="auditd.log", module="auditd")
+        return parse_records(lines, source, options)
+
+
+def parse_records(lines: pl.DataFrame, source: str, options: IngestOptions, *, record: pl.Expr | None = None,
+                  host: pl.Expr | None = None) -> ParsedChunk:
+    """Audit records of ``lines`` as events. ``record``: where each line's record is (default: the
+    line itself; :mod:`dplogs.ingest.syslog` gives the record a syslog line carries, see
+    :func:`syslog_record`, so that ``event.hash`` and the quarantine keep the line as read);
+    ``host``: ``host.name`` where the record names no ``node=``."""
+    text = pl.col("text") if record is None else record
+    header = text.str.extract_groups(_HEADER)
+    frame = lines.lazy().with_columns(_h=header).unnest("_h").with_columns(
+        _type=pl.col("type"), _start=text.str.contains(_START), _host=pl.lit(None, pl.String) if host is None else host,
+        body=pl.lit(" ") + pl.col("body"),  # so the first key has a space before it
+    ).pipe(run)
+    reason = (pl.when(pl.col("_start").not_()).then(pl.lit("not an audit record (no type=… msg=audit(…) header)"))
+              .when(pl.col("_type").is_null()).then(pl.lit("bad msg=audit(SECONDS.MILLIS:SERIAL) time stamp"))
+              .when(pl.col("_type").str.contains(_TYPE).not_()).then(pl.lit("record type is not an audit type name")))
+    body = pl.col("body")
+    # two steps: an expression used twice is computed twice (no common-subexpression pass)
+    frame = frame.with_columns(_cmdline_args=_arguments(frame), **{f"_r_{k}": _raw(body, k) for k in _KEYS})
+    frame = frame.with_columns(**{f"_v_{k}": decoded(pl.col(f"_r_{k}"), k in _HEX_KEYS) for k in _KEYS})
+    v = lambda k: pl.col(f"_v_{k}")  # noqa: E731
+    syscall = pl.coalesce(v("SYSCALL"), pl.when(v("arch") == "c000003e").then(
+        v("syscall").replace_strict(_X86_64, default=None, return_dtype=pl.String)))
+    kind = pl.when((pl.col("_type") == "SYSCALL") & syscall.is_in(list(SYSCALLS))).then(pl.lit("S:") + syscall) \
+        .otherwise(pl.lit("T:") + pl.col("_type"))
+    account = pl.coalesce(v("acct").replace(_NO_ACCOUNT, None), v("AUID").replace("unset", None),
+                          v("UID").replace("unset", None))
+    frame = frame.with_columns(_user=account, _domain=pl.lit(None, pl.String))
+    if is_qualified(frame.get_column("_user")):  # bob@CORP.EXAMPLE (sssd, winbind): one identity per account
+        split = account_columns(pl.col("_user"), case_insensitive=False)
+        frame = frame.with_columns(_user=split["user.name"], _domain=split["user.domain"])
+    fields = [
+        pl.from_epoch(pl.col("sec").cast(pl.Int64) * 1000 + pl.col("ms").cast(pl.Int64), time_unit="ms")
+        .dt.replace_time_zone("UTC").alias("@timestamp"),
+        pl.col("_type").str.to_lowercase().alias("event.action"),
+        pl.col("_type").alias("event.code"),
+        pl.lit("event").alias("event.kind"),
+        _categories(kind, 0).alias("event.category"),
+        _categories(kind, 1).alias("event.type"),
+        pl.coalesce(v("res"), v("success")).str.to_lowercase()
+        .replace_strict(_OUTCOME, default=None, return_dtype=pl.String).alias("event.outcome"),
+        pl.col("_user").alias("user.name"),
+        pl.col("_domain").alias("user.domain"),
+        v("uid").replace(_UNSET_ID, None).alias("user.id"),
+        pl.coalesce(ip_or_null(v("addr")), ip_or_null(v("src"))).alias("source.ip"),
+        pl.coalesce("node", "_host").alias("host.name"),
+        v("pid").cast(pl.Int64, strict=False).alias("process.pid"),
+        v("exe").alias("process.executable"),
+        pl.coalesce(v("comm"), v("exe").str.extract(r"([^/]+)$", 1)).alias("process.name"),
+        pl.coalesce(pl.col("_cmdline_args"), v("proctitle").str.replace_all("\x00", " ", literal=True),
+                    v("cmd")).alias("process.command_line"),
+        body.str.strip_chars_start(" ").alias("message"),
+    ]
+    return finish(frame, source=source, options=options, reason=reason, fields=fields,
+                  dataset="auditd.log", module="auditd")

@@ -31,6 +31,7 @@ import polars as pl
 
 from dplogs.ingest._text import blank, finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
+from dplogs.ingest.auditd import parse_records, syslog_record
 from dplogs.ingest.auth import expand_repeats, most_repeats, with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.ingest.firewall import with_firewall
@@ -276,6 +277,33 @@ def with_last_repeated(frame: pl.DataFrame, before: pl.DataFrame | None) -> pl.D
     ).drop("_n")
 
 
+def split_audit(frame: pl.DataFrame, source: str, options: IngestOptions) -> tuple[pl.DataFrame, ParsedChunk | None]:
+    """``frame`` (header columns) without the lines that carry a Linux audit record (audispd,
+    the kernel's ``audit: type=…``, journald's ``audit[pid]: TYPE …``; :func:`~dplogs.ingest.auditd.
+    syslog_record`), and those lines read as the audit reader reads audit.log: their account,
+    address, outcome and category, the record's own time where it has one, the syslog host where
+    the record names no node. As syslog lines they were uncategorised events without a user."""
+    maybe = frame.select(pl.col("_msg").str.contains("audit", literal=True) | (pl.col("_prog") == "audit")).to_series()
+    if not maybe.any():
+        return frame, None
+    # the record's regexes run on the lines the literal test lets through only (a few in auth.log)
+    rows = frame.filter(maybe).select("line", "offset", "text", "_host", "_prog", "_msg", "_time").with_columns(
+        _audit=syslog_record(pl.col("_prog"), pl.col("_msg"), pl.col("_time"))).filter(pl.col("_audit").is_not_null())
+    if rows.is_empty():
+        return frame, None
+    rest = frame.filter(~pl.col("line").is_in(rows.get_column("line").implode()))
+    return rest, parse_records(rows.drop("_prog", "_msg", "_time"), source, options, record=pl.col("_audit"),
+                               host=pl.col("_host"))
+
+
+def merged(chunk: ParsedChunk, audit: ParsedChunk | None) -> ParsedChunk:
+    """The syslog ``chunk`` with the ``audit`` records its lines carried."""
+    if audit is None:
+        return chunk
+    return replace(chunk, events=pl.concat([chunk.events, audit.events]), skipped=chunk.skipped + audit.skipped,
+                   quarantine=pl.concat([chunk.quarantine, audit.quarantine]).sort("line"))
+
+
 def with_accounts(frame: pl.DataFrame) -> pl.DataFrame:
     """``_user``/``_domain`` with qualified names split (``CORP\\bob``, ``bob@corp.example`` from
     sshd/sudo on directory-joined hosts); Unix names keep their case. Usually no name in a block is
@@ -340,20 +368,20 @@ class Syslog(LineFormat):
         if fast.get_column("_ok").all():
             # Every line has a header, a stamp and a message, so none is blank and only the stamp
             # (or a repeat of nothing) can be bad.
-            header = with_last_repeated(_header_fast(lines, options), before)
+            header, audit = split_audit(with_last_repeated(_header_fast(lines, options), before), source, options)
             chunk = finish(categorise(header), source=source, options=options, reason=orphan.otherwise(_BAD_STAMP),
                            fields=FIELDS, dataset=DATASET, module=MODULE, blank_lines=False)
             chunk = expand_repeats(chunk)
-            return replace(chunk, yearless=chunk.events.height)  # the fast path reads year-less stamps only
+            return merged(replace(chunk, yearless=chunk.events.height), audit)  # the fast path reads year-less stamps only
         split = fast.partition_by("_ok", as_dict=True, include_key=False)
         parts = []
         if (True,) in split:
             parts.append(_header_fast(split[(True,)], options))
         if (False,) in split:
             parts.append(_header_slow(split[(False,)], options))
-        header = with_last_repeated(pl.concat(parts).sort("line"), before)
+        header, audit = split_audit(with_last_repeated(pl.concat(parts).sort("line"), before), source, options)
         frame = categorise(header.with_columns(pl.col("_msg").fill_null("")))
         yearless = frame.select((pl.col("_ts_str").str.contains(_YEARLESS) & pl.col("_time").is_not_null()).sum()).item()
         chunk = finish(frame, source=source, options=options, reason=orphan.otherwise(_REASON), fields=FIELDS,
                        dataset=DATASET, module=MODULE)
-        return expand_repeats(replace(chunk, yearless=yearless))
+        return merged(expand_repeats(replace(chunk, yearless=yearless)), audit)

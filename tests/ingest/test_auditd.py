@@ -172,6 +172,52 @@ def test_detection(tmp_path):
     assert registered()["auditd"].sniff(b"Mar  5 10:00:00 host sshd[1]: Failed password for bob\n") == 0
 
 
+@pytest.mark.parametrize(("wrap", "own_time"), [
+    ("Mar  5 10:00:09 web1 audispd: {}", True),  # audisp's syslog plugin: the record as written
+    ("Mar  5 10:00:09 web1 audisp-syslog: node=db2 {}", True),
+    ("Mar  5 10:00:09 web1 kernel: [ 1234.567890] audit: {}", True),  # no audit daemon: the kernel's printk
+    ("Mar  5 10:00:09 web1 audit[4007]: {}", False),  # journald: no stamp of its own, the syslog line's
+])
+def test_audit_records_carried_by_syslog_read_as_in_audit_log(wrap: str, own_time: bool):
+    """An audit record forwarded through syslog (audisp, the kernel when no audit daemon runs,
+    journald) is read as the audit reader reads audit.log (was an uncategorised syslog event with
+    no user, so the shipped failed-login queries missed it); the event keeps the syslog line as
+    read (its hash, the quarantine) and the syslog host where the record names no node."""
+    from dplogs.ingest.syslog import Syslog
+
+    record = _login(1709632800.125, 7, "alice", "203.0.113.5", "failed")
+    if "kernel" in wrap:
+        record = record.replace("type=USER_LOGIN msg=audit(1709632800.125:7)", "type=1112 audit(1709632800.125:7)")
+    elif "audit[" in wrap:
+        record = record.replace("type=USER_LOGIN msg=audit(1709632800.125:7): ", "USER_LOGIN ")
+    lines = [wrap.format(record), "Mar  5 10:00:10 web1 sshd[9]: Failed password for bob from 10.0.0.9 port 1 ssh2",
+             wrap.format("type=USER_LOGIN msg=audit(17096328:7): pid=1") if "kernel" not in wrap and "audit[" not in wrap else ""]
+    chunk = Syslog().parse_lines(lines_frame(*lines), "syslog", IngestOptions(year=2024))
+    events = chunk.events.sort("log.offset")
+    row, plain = events.row(0, named=True), _one(_login(1709632800.125, 7, "alice", "203.0.113.5", "failed"))
+    fields = ("event.action", "event.code", "event.category", "event.type", "event.outcome", "user.name", "source.ip",
+              "process.name", "event.module", "event.dataset")
+    assert {k: row[k] for k in fields} == {k: plain[k] for k in fields}
+    assert row["@timestamp"] == (plain["@timestamp"] if own_time else dt.datetime(2024, 3, 5, 10, 0, 9, tzinfo=dt.UTC))
+    assert row["host.name"] == ("db2" if "node=" in wrap else "web1")
+    assert events.row(1, named=True)["user.name"] == "bob"  # the syslog line beside it is syslog's
+    if lines[2]:  # a record with a bad stamp: quarantined as the line read
+        assert chunk.quarantine.rows(named=True)[0]["text"] == lines[2]
+        assert chunk.quarantine.get_column("reason").to_list() == ["bad msg=audit(SECONDS.MILLIS:SERIAL) time stamp"]
+    again = Syslog().parse_lines(lines_frame(*lines), "syslog", IngestOptions(year=2024)).events.sort("log.offset")
+    assert again.get_column("event.hash").equals(events.get_column("event.hash"))
+    assert events.get_column("event.hash").n_unique() == events.height
+
+
+def test_a_block_of_only_audit_records_in_syslog(tmp_path):
+    from dplogs.ingest.syslog import Syslog
+
+    lines = [f"Mar  5 10:00:0{i} web1 audispd: " + _login(1709632800 + i, i, "alice", "203.0.113.5", "failed") for i in range(3)]
+    chunk = Syslog().parse_lines(lines_frame(*lines), "syslog", IngestOptions(year=2024))
+    assert (chunk.events.height, chunk.quarantine.height) == (3, 0)
+    assert chunk.events.get_column("user.name").to_list() == ["alice"] * 3
+
+
 def _store(tmp_path: Path, name: str, text: str) -> Engine:
     log = tmp_path / name
     log.write_text(text)
@@ -194,12 +240,14 @@ def test_shipped_auth_queries_count_audit_failures_as_auth_log_failures(tmp_path
                     for i, (t, user, ip, ok) in enumerate(attempts))
     auth = "".join(f"{t:%b %e %H:%M:%S} srv sshd[{100 + i}]: {'Accepted' if ok else 'Failed'} password for {user} from "
                    f"{ip} port {5000 + i} ssh2\n" for i, (t, user, ip, ok) in enumerate(attempts))
+    wrapped = "".join(f"{t:%b %e %H:%M:%S} srv audispd: " + _login(t.timestamp(), i, user, ip, "success" if ok else "failed")
+                      + "\n" for i, (t, user, ip, ok) in enumerate(attempts))
     answers = []
-    for name, text in (("audit.log", audit), ("auth.log", auth)):
+    for name, text in (("audit.log", audit), ("auth.log", auth), ("syslog", wrapped)):
         with exact_mode():
             data = _store(tmp_path, name, text).query_file(QUERIES / f"{query}.toml").release(caller="test").data
         answers.append(data.sort(pl.all()))
-    assert answers[0].equals(answers[1]), answers
+    assert answers[0].equals(answers[1]) and answers[2].equals(answers[1]), answers
     assert (answers[0]["value"].fill_null(0) != 0).any()
     if query == "failed_logins_per_hour":
         assert answers[0]["value"].sum() == 5

@@ -37,16 +37,25 @@ def _open(store: Path, *, create: bool = False, replace_lost: bool = False) -> t
     try:
         return open_store_ledger(st, create=create, store_id=store_id, replace_lost=replace_lost), st.manifest.budget_window
     except LedgerIOError:
-        if create or _writable(st.path):
+        why = None if create else "read-only" if not _writable(st.path) else "on a full disk" if _full(st.path) else None
+        if why is None:
             raise
-    # a read-only store (a read-only mount, a forensic copy): SQLite cannot open a WAL ledger in
-    # place, so reading commands read a private copy of it, with every check
-    click.echo(f"note: the store {st.path} is read-only: reading a private copy of its ledger", err=True)
+    # a read-only store (a read-only mount, a forensic copy) or a full disk: SQLite cannot open a
+    # WAL ledger in place (it writes its -shm index), so reading commands read a private copy of
+    # it, with every check
+    click.echo(f"note: the store {st.path} is {why}: reading a private copy of its ledger", err=True)
     return open_store_ledger_copy(st, store_id=store_id), st.manifest.budget_window
 
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)  # False on a read-only mount, even for root
+
+
+def _full(path: Path) -> bool:
+    """Less room on ``path``'s file system than SQLite needs to open a WAL ledger (its -shm file
+    grows 32 KiB at a time)."""
+    fs = os.statvfs(path)
+    return fs.f_bavail * fs.f_frsize < 64 << 10
 
 
 def _num(x: float | None, fmt: str = ".4g") -> str:

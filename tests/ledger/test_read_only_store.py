@@ -77,3 +77,46 @@ def test_budget_verify_reads_a_store_on_a_read_only_mount(spent_store, tmp_path)
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
     shutil.rmtree(mnt, ignore_errors=True)
+
+
+def test_budget_show_reads_a_store_on_a_full_disk(tmp_path):
+    """On a full disk SQLite cannot open the WAL ledger in place (it writes its -shm index), so
+    `budget show` exited 74 while the spend it reports was intact (found by hand, session 15): the
+    reading commands read a private copy, while a release still fails 74 (it must charge)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("this machine does not allow tmpfs mounts (needs root); test_full_disk_fallback_wiring covers the rule")
+    try:
+        store = auth_store(mnt / "store", epsilon=5)
+        dplogs = [sys.executable, "-c", "from dplogs.cli import main; main()"]
+        assert subprocess.run([*dplogs, "query", "--store", str(store), *GOOD], capture_output=True).returncode == 0
+        (store / "ledger.sqlite-shm").unlink(missing_ok=True)  # as after a clean close: opening makes it again
+        with open(mnt / "fill", "wb") as f:  # fill the disk
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 16))
+            except OSError:
+                pass
+        res = subprocess.run([*dplogs, "budget", "show", "--store", str(store)], capture_output=True, text=True)
+        assert res.returncode == 0 and "on a full disk: reading a private copy" in res.stderr, res.stderr
+        assert "2024-03" in res.stdout and "entries" in res.stdout
+        res = subprocess.run([*dplogs, "query", "--store", str(store), *GOOD], capture_output=True, text=True)
+        assert res.returncode == 74 and "full" in res.stderr, res.stderr
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_fallback_wiring(spent_store, monkeypatch):
+    """Without root: the copy is read only when the store is read-only or its disk full; any other
+    I/O trouble opening the ledger stays an error (74)."""
+    def cannot_open(store, **kw):
+        raise LedgerIOError(f"cannot open the budget ledger {store.ledger_path} (disk I/O error)")
+
+    monkeypatch.setattr(budget_cli, "open_store_ledger", cannot_open)
+    monkeypatch.setattr(budget_cli, "_full", lambda path: False)
+    assert invoke("budget", "show", "--store", spent_store).exit_code == 74
+    monkeypatch.setattr(budget_cli, "_full", lambda path: True)
+    res = invoke("budget", "show", "--store", spent_store)
+    assert res.exit_code == 0 and "on a full disk: reading a private copy" in res.output, res.output

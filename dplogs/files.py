@@ -16,10 +16,12 @@ the temporary file and raises the ``OSError``; the target keeps its old content 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +104,28 @@ def directory_locked(path: str | os.PathLike[str], *, follow_link: bool = False,
         yield
     finally:
         os.close(fd)
+
+
+def lock_file(directory: Path, name: str, *, wait: float = 0.0) -> int:
+    """An open descriptor of ``directory/name`` holding its exclusive ``flock`` (the kernel frees it
+    when the holder dies; close the descriptor to release it). The directory (0700) and the file
+    (0600) are made when missing; neither is followed if it is a symbolic link (``OSError`` ELOOP
+    or ENOTDIR). Waits up to ``wait`` seconds for another holder, then raises ``TimeoutError``."""
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    if not stat.S_ISDIR(os.lstat(directory).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory (a symbolic link?)", str(directory))
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + max(wait, 0.0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise TimeoutError(f"{directory / name} is held by another run") from None
+            time.sleep(0.05)
 
 
 def _umask() -> int:

@@ -120,8 +120,9 @@ class PreparedQuery:
             covered = {"refused": str(exc)}
         return explain(self.plan, coverage=covered)
 
-    def release(self, *, caller: str = "api", idempotency_key: str | None = None, key_held: bool = False) -> Release:
-        """Release the query, charging the store's ledger; ``key_held``: see :meth:`~dplogs.privacy.ledger.Ledger.charge`."""
+    def release(self, *, caller: str = "api", idempotency_key: str | None = None) -> Release:
+        """Release the query, charging the store's ledger. Rerun with the same ``idempotency_key``, it
+        re-emits the stored release and spends nothing (:meth:`~dplogs.privacy.ledger.Ledger.charge`)."""
         covered = self.engine.check_coverage(self.plan)
         with self.engine.events_held():  # the files listed here are the ones read, by every pass
             rows, unit_values = self.engine.source()
@@ -129,7 +130,6 @@ class PreparedQuery:
                 self.plan, rows, backend=self.engine.backend, ledger=self.engine.ledger,
                 caller=caller, idempotency_key=idempotency_key, unit_values=unit_values,
                 disclose=None if covered is None else {"coverage": covered}, protection=self.engine.policy_seal(),
-                key_held=key_held,
             )
 
 

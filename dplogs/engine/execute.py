@@ -241,19 +241,18 @@ def _complete(grid: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.Da
 
 def run(plan: Plan, lf: pl.LazyFrame, *, backend: Any, ledger: Any, caller: str, idempotency_key: str | None = None,
         unit_values: pl.DataFrame | None = None, disclose: dict[str, Any] | None = None,
-        protection: Any = ANY_PROTECTION, key_held: bool = False) -> Release:
+        protection: Any = ANY_PROTECTION) -> Release:
     """Release ``plan`` over ``lf``, charging ``ledger``. Returns the stored release on an
     idempotent replay. ``unit_values``: see :func:`aggregate`. ``disclose``: public facts added to
     the release's privacy block and stored with it (the store's coverage of the window), so a
     replay re-emits them too. ``protection``: the sealed policy ``plan.policy`` must still be at
-    the charge, and ``key_held`` says the caller holds the key's lock (both:
-    :meth:`~dplogs.privacy.ledger.Ledger.charge`)."""
+    the charge (:meth:`~dplogs.privacy.ledger.Ledger.charge`)."""
     # pre-noise work before the charge, so a failure there costs nothing
     pre = aggregate(plan, lf, backend, unit_values) if plan.choice is None else profile(plan, lf, backend)
     mechanisms = sorted({noise_name(c.noise) for c in plan.columns} | ({plan.selection.name} if plan.selection else set()))
     with ledger.charge(
         plan.loss, windows=list(plan.budget_windows), caller=caller, query=plan.query.text or plan.query.name,
-        idempotency_key=idempotency_key, mechanisms=mechanisms, protection=protection, key_held=key_held,
+        idempotency_key=idempotency_key, mechanisms=mechanisms, protection=protection,
     ) as charge:
         if getattr(charge, "replayed_payload", None) is not None:
             stored = Release.from_payload(charge.replayed_payload)

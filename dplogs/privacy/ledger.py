@@ -106,6 +106,7 @@ from dplogs.errors import (
     LedgerIOError,
     UsageError,
 )
+from dplogs.files import lock_file
 from dplogs.privacy import ledger_anchor
 from dplogs.privacy.accounting import Caps, LossSums, Remaining, TotalLoss, compose, exceeded_advice, fits, remaining
 from dplogs.privacy.charge import Charge
@@ -286,11 +287,6 @@ class LedgerCharge(Charge):
 
 ANY_PROTECTION = object()
 """For :meth:`Ledger.charge`: a release that does not depend on a protection policy (training)."""
-
-# Entries this process reserved and has not finished: a reserved entry naming this process's own
-# pid and host is in progress only if it is here; otherwise a killed earlier process had the same
-# pid (a container's dplogs is pid 1 on every run) and judging it alive would block its key forever.
-_IN_FLIGHT: set[str] = set()
 
 
 class Ledger:
@@ -628,23 +624,20 @@ class Ledger:
     def charge(
         self, loss: PrivacyLoss, *, windows: Sequence[str], caller: str, query: str | None = None,
         idempotency_key: str | None = None, mechanisms: Sequence[str] = (),
-        protection: tuple[int, str] | None | object = ANY_PROTECTION, key_held: bool = False,
+        protection: tuple[int, str] | None | object = ANY_PROTECTION,
     ) -> Iterator[LedgerCharge]:
         """Reserve ``loss`` in every window of ``windows``, yield the charge, then commit (or
         refund if no noise was drawn before an exception). See the module docstring.
         ``protection``: the policy (version, digest; None for none) the release was prepared
         under, checked against :meth:`protection` in the reserving transaction, so a ``dplogs
         protect`` that finished meanwhile is refused (ConcurrentRun) before anything is charged.
-        ``key_held``: the caller holds a lock that every run releasing under ``idempotency_key``
-        takes (a report's period lock), so an entry left reserved under the key is a dead run's,
-        whatever its pid and host say: a new release is charged on top instead of waiting forever
-        on a run that was killed on another host or whose pid is now another process's."""
-        charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms, protection,
-                                         key_held)
-        if charge.replayed_payload is not None:
-            yield charge
-            return
-        try:
+        A release under ``idempotency_key`` holds that key's lock from before the reservation to
+        after the commit (:meth:`_key_lock`)."""
+        with self._key_lock(idempotency_key):
+            charge, entry_id = self._reserve(loss, windows, caller, query, idempotency_key, mechanisms, protection)
+            if charge.replayed_payload is not None:
+                yield charge
+                return
             try:
                 yield charge
             except BaseException as exc:
@@ -657,13 +650,38 @@ class Ledger:
                 raise
             charge.close()
             self._finish(entry_id, "committed", charge._payload_text)
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str | None) -> Iterator[None]:
+        """Hold ``locks/key-<hash of key>.lock`` beside the ledger (``flock``: the kernel frees it
+        when its holder dies, on any host of a shared file system) for a release under ``key``.
+        Another run holding it is in progress: refused (75, nothing charged). Holding it, any entry
+        left ``reserved`` under the key is a dead run's (it stays spent) whatever pid and host it
+        names: judged by pid, a run killed on another host, or whose pid a later process reused
+        (a container's dplogs is pid 1 every time), blocked its key forever."""
+        if key is None:
+            yield
+            return
+        if not isinstance(key, str) or not key:
+            raise UsageError("an idempotency key must be a non-empty string, e.g. 'report-id/2026-11'")
+        locks = self.path.parent / "locks"
+        try:
+            fd = lock_file(locks, f"key-{_sha(key)[:24]}.lock")
+        except TimeoutError:
+            raise ConcurrentRun(
+                f"a release with idempotency key {key!r} is in progress in another run; nothing was charged — "
+                "retry when it has finished to get its stored release"
+            ) from None
+        except OSError as exc:
+            raise _storage_error(exc, locks, "lock the idempotency key in") from None
+        try:
+            yield
         finally:
-            _IN_FLIGHT.discard(entry_id)
+            os.close(fd)
 
     def _reserve(
         self, loss: PrivacyLoss, windows: Sequence[str], caller: str, query: str | None,
         idempotency_key: str | None, mechanisms: Sequence[str], protection: tuple[int, str] | None | object,
-        key_held: bool = False,
     ) -> tuple[LedgerCharge, str]:
         if not isinstance(loss, PrivacyLoss):
             raise InternalError(f"ledger.charge needs a PrivacyLoss, got {type(loss).__name__}")
@@ -671,8 +689,6 @@ class Ledger:
             raise UsageError("a release must be charged to at least one budget window (a list of keys)")
         if not caller or not isinstance(caller, str):
             raise UsageError(f"caller must name who releases ({CALLERS_HINT})")
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise UsageError("an idempotency key must be a non-empty string, e.g. 'report-id/2026-11'")
         wins = tuple(sorted(set(windows)))
         with self._tx("reserve in") as c:
             self._guard(c)  # a ledger that fails verification releases (and replays) nothing
@@ -693,7 +709,7 @@ class Ledger:
                         "any release)"
                     ) from None
             if idempotency_key is not None:
-                replay = self._replay_or_check(c, idempotency_key, key_held)
+                replay = self._replay(c, idempotency_key)
                 if replay is not None:
                     return replay, ""
             if protection is not ANY_PROTECTION and self.protection() != protection:
@@ -715,7 +731,6 @@ class Ledger:
             else:
                 refused = None
                 entry_id = self._insert(c, loss, wins, policy, caller, query, idempotency_key, mechanisms)
-                _IN_FLIGHT.add(entry_id)
                 if not self._meta("anchored") and isinstance(ledger_anchor.read(self.path), ledger_anchor.HeadRecord):
                     c.execute("INSERT INTO meta VALUES ('anchored', '1')")  # the record is now required
                 self._seal_state(c)
@@ -729,42 +744,25 @@ class Ledger:
             )
         return LedgerCharge(loss, entry_id=entry_id, windows=wins), entry_id
 
-    def _replay_or_check(self, c: sqlite3.Connection, key: str, key_held: bool) -> LedgerCharge | None:
+    def _replay(self, c: sqlite3.Connection, key: str) -> LedgerCharge | None:
+        """The committed release under ``key`` to re-emit, if any. Called under the key's lock, so
+        an entry left reserved under it is a dead run's: it stays spent, and a new release may
+        proceed (as after refunded or failed attempts)."""
         rows = c.execute(
-            f"SELECT {_ENTRY_COLUMNS}, seal FROM entries "
-            "WHERE idempotency_key = ? AND status IN ('committed', 'reserved') ORDER BY seq", (key,)
+            f"SELECT {_ENTRY_COLUMNS}, seal FROM entries WHERE idempotency_key = ? AND status = 'committed' ORDER BY seq",
+            (key,),
         ).fetchall()
         for *cols, seal in rows:
             e = _entry(cols)
-            if e.status == "committed":
-                if e.payload is None:
-                    raise LedgerError(
-                        f"entry {e.id} with idempotency key {key!r} was committed without a recorded "
-                        "release, so it cannot be re-emitted; use a new idempotency key"
-                    )
-                if _entry_problems(e, cols[17], seal):  # what is re-emitted is what was released
-                    raise LedgerError(f"the stored release of entry #{e.seq} ({e.id}) was edited. {_TAMPERED}")
-                return LedgerCharge(e.loss, entry_id=e.id, windows=e.windows, replayed_payload=e.payload)
-            if not key_held and self._alive(e.id, e.pid, e.host):
-                raise ConcurrentRun(
-                    f"a release with idempotency key {key!r} is in progress (entry {e.id}, pid {e.pid} "
-                    f"on {e.host}); nothing was charged — retry when it has finished to get its stored "
-                    "release"
+            if e.payload is None:
+                raise LedgerError(
+                    f"entry {e.id} with idempotency key {key!r} was committed without a recorded "
+                    "release, so it cannot be re-emitted; use a new idempotency key"
                 )
-        return None  # only refunded, failed or abandoned attempts: a new release may proceed
-
-    def _alive(self, entry_id: str, pid: int, host: str) -> bool:
-        if host != self._host:
-            return True  # cannot tell: assume it is still running
-        if pid == os.getpid():
-            return entry_id in _IN_FLIGHT
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+            if _entry_problems(e, cols[17], seal):  # what is re-emitted is what was released
+                raise LedgerError(f"the stored release of entry #{e.seq} ({e.id}) was edited. {_TAMPERED}")
+            return LedgerCharge(e.loss, entry_id=e.id, windows=e.windows, replayed_payload=e.payload)
+        return None
 
     def _insert(
         self, c: sqlite3.Connection, loss: PrivacyLoss, wins: tuple[str, ...], policy: str, caller: str,

@@ -20,11 +20,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import fcntl
 import hashlib
 import os
-import stat
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +34,7 @@ from dplogs.errors import (
     ConcurrentRun, DplogsError, LedgerError, LedgerIOError, NoDataInWindow, NoLogsForPeriod, NoLogsOfKind, QueryError,
     UsageError,
 )
+from dplogs.files import lock_file
 from dplogs.privacy.limits import MAX_CATCH_UP_PERIODS
 from dplogs.report.spec import ReportSpec, Section
 
@@ -170,9 +168,7 @@ def run_report(
         with _period_lock(Path(store), spec.name, spec.period_token(start), wait):
             for index, (section, query) in enumerate(zip(spec.sections, prepared)):
                 try:
-                    # under the period lock: a section left reserved is a dead run's, not one in progress
-                    release = query.release(caller="report", idempotency_key=spec.section_key(start, index),
-                                            key_held=True)
+                    release = query.release(caller="report", idempotency_key=spec.section_key(start, index))
                     result = SectionResult(section, release)
                 except DplogsError as exc:
                     result = SectionResult(section, None, exc)
@@ -285,32 +281,21 @@ def _period_lock(store: Path, name: str, period: str, wait: float) -> Iterator[N
     locks = store / "locks"
     digest = hashlib.sha256(f"{name}\n{period}".encode()).hexdigest()[:24]
     try:
-        with contextlib.suppress(FileExistsError):
-            locks.mkdir(mode=0o700)
-        if not stat.S_ISDIR(os.lstat(locks).st_mode):
-            raise LedgerError(f"{locks} is not a directory (a symbolic link?); remove it and retry")
-        fd = os.open(locks / f"report-{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = lock_file(locks, f"report-{digest}.lock", wait=wait)
+    except TimeoutError:
+        raise ConcurrentRun(
+            f"another run of report {name!r} for the period starting {period} is still going in "
+            f"{store} (waited {wait:g} s); nothing was charged by this run — retry later and it will "
+            "replay what that run released"
+        ) from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise LedgerError(f"the report lock in {locks} is a symbolic link; remove it and retry") from None
         raise LedgerIOError(
             f"cannot take the report lock in {locks} ({exc.strerror}): an I/O problem (disk full, read-only "
             "store or no permission), not corruption; make the store writable and retry (nothing was released)"
         ) from None
     try:
-        deadline = time.monotonic() + max(wait, 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ConcurrentRun(
-                        f"another run of report {name!r} for the period starting {period} is still going in "
-                        f"{store} (waited {wait:g} s); nothing was charged by this run — retry later and it will "
-                        "replay what that run released"
-                    ) from None
-                time.sleep(0.05)
         yield
     finally:
         os.close(fd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -212,14 +214,47 @@ def test_unserialisable_payload_after_noise_keeps_charge(ledger):
     assert ledger.history()[0].status == "failed-after-noise"
 
 
-def test_a_reservation_under_this_processs_own_pid_but_not_its_own_is_a_dead_runs(ledger):
-    """A container runs dplogs as pid 1 every time: a keyed run killed after its reservation left
-    an entry naming pid 1 on this host, and every later run (pid 1 again) took it for itself alive
-    and refused the key as in progress (75) forever. Only entries this process has in flight are."""
-    _, entry = ledger._reserve(EPS, NOV, "cli", "q", "k", (), ANY_PROTECTION)  # an earlier process with our pid...
-    ledger_module._IN_FLIGHT.discard(entry)  # ...killed: this process does not have it in flight
+@pytest.mark.parametrize("named", ["another host", "a live pid of this host", "this process's pid"])
+def test_a_reservation_left_under_a_key_by_a_dead_run_does_not_block_the_key(ledger, monkeypatch, named):
+    """A keyed run killed after its reservation, on another host or under a pid a later process
+    reuses (a container's dplogs is pid 1 every time), was judged alive by pid and host, and every
+    later run with the key was refused as in progress (75) forever. The key's lock is free once its
+    holder died: the entry stays spent and a new release is charged on top."""
+    with monkeypatch.context() as m:  # what the killed run's reservation names
+        if named == "another host":
+            m.setattr(ledger, "_host", "db-replica-2")
+        elif named == "a live pid of this host":
+            m.setattr(ledger_module.os, "getpid", os.getppid)
+        ledger._reserve(EPS, NOV, "cli", "q", "k", (), ANY_PROTECTION)
     with ledger.charge(EPS, windows=NOV, caller="cli", idempotency_key="k") as c:
         assert c.replayed_payload is None
         c.record({"v": 1})
     assert [e.status for e in ledger.history()] == ["committed", "reserved"]  # newest first; the dead one stays spent
+    assert ledger.spent("2026-11").epsilon == pytest.approx(2 * EPS.epsilon)
     assert ledger.verify().ok
+
+
+def test_a_key_held_by_another_process_is_refused_as_retryable(ledger):
+    """The lock is the key's, across processes: a run in another process holding it makes a
+    release with the key fail 75 at once, charging nothing; after it exits the key is free."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from pathlib import Path; from dplogs.privacy.ledger import Ledger\n"
+            f"l = Ledger.open(Path({str(ledger.path)!r}))\n"
+            "with l._key_lock('k'):\n    print('held', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConcurrentRun, match="in progress") as info:
+            with ledger.charge(EPS, windows=NOV, caller="cli", idempotency_key="k"):
+                pass
+        assert info.value.exit_code == 75 and ledger.history() == []
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.05)
+    with ledger.charge(EPS, windows=NOV, caller="cli", idempotency_key="k") as c:
+        c.record({"v": 1})
+    assert [e.status for e in ledger.history()] == ["committed"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import traceback
 
@@ -79,6 +80,12 @@ class _LazyGroup(click.Group):
                 known = StoreDamaged(f"a Parquet file could not be read ({type(exc).__name__}; DPLOGS_DEBUG=1 shows the "
                                      "reader's message, which may quote the file's bytes): a file of the store (or a "
                                      "Parquet input) is damaged; nothing was released from it")
+            elif _raised_in_spark(exc) and (unreadable := _file_spark_could_not_read(exc)) is not None:
+                # a read failure inside Spark (pages damaged under an intact footer, a file gone or
+                # unreadable) is the store's, not the cluster's: say so, as polars' path does
+                known = StoreDamaged(f"Spark could not read {unreadable} ({type(exc).__name__}; DPLOGS_DEBUG=1 shows "
+                                     "the traceback, inside the trust boundary): a file of the store is damaged or "
+                                     "unreadable; nothing was released from it")
             elif _raised_in_spark(exc):
                 # the type only: a Spark error's text may quote a row's values, which a message must not
                 known = EngineFailure(
@@ -100,6 +107,16 @@ def _unreadable_parquet(exc: Exception) -> bool:
     return type(exc).__module__.split(".")[0] in ("polars", "pyarrow") and "parquet" in text and any(
         w in text for w in ("out of specification", "magic", "corrupt", "invalid", "decompress", "thrift",
                             "eof", "unexpected end", "couldn't deserialize"))
+
+
+_SPARK_READ_FAILED = re.compile(r"\[FAILED_READ_FILE[.\w]*\] Encountered error while reading file (\S+?)\.?\s")
+
+
+def _file_spark_could_not_read(exc: BaseException) -> str | None:
+    """The file a Spark job failed to read (Spark's ``FAILED_READ_FILE`` error class names it; a
+    path, never a row's values), or None when the job failed otherwise."""
+    found = _SPARK_READ_FAILED.search(str(exc))
+    return None if found is None else found.group(1).removeprefix("file://")
 
 
 def _raised_in_spark(exc: BaseException) -> bool:

@@ -347,6 +347,26 @@ def test_a_damaged_events_file_is_refused_on_spark_as_on_polars(tmp_path, store,
     assert len(Ledger.open(copy / "ledger.sqlite").history()) == entries
 
 
+def test_an_events_file_damaged_inside_is_refused_on_spark_as_damaged(tmp_path, store, spark_session):
+    """A file overwritten inside with its footer intact passes the footer check; Spark then failed
+    reading its pages and the release exited 69 ("the Spark job failed": check the cluster and
+    rerun), which sends an operator after the cluster while a file of the store is damaged (74,
+    as polars says). Nothing is charged."""
+    copy = tmp_path / "st"
+    shutil.copytree(store, copy)
+    victim = max((copy / "events").rglob("*.parquet"), key=lambda f: f.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    middle = len(data) // 2
+    data[middle - 4096:middle + 4096] = b"\xff" * 8192
+    victim.write_bytes(bytes(data))
+    entries = len(Ledger.open(copy / "ledger.sqlite").history())
+    r = CliRunner().invoke(cli, ["query", "--sql", "SELECT COUNT(*) FROM logs", "--store", str(copy), "--epsilon", "0.5",
+                                 "--max-groups", "1", "--max-rows-per-group", "5", "--start", "2024-03-01",
+                                 "--end", "2024-04-01", "--engine", "spark"])
+    assert r.exit_code == 74 and "is damaged or unreadable" in r.output and victim.name in r.output, r.output
+    assert len(Ledger.open(copy / "ledger.sqlite").history()) == entries
+
+
 def test_a_row_with_an_empty_array_does_not_fail_a_release_keyed_by_the_array(tmp_path, spark_session):
     """A key on an ECS array column groups by its first value. Spark took it with `element_at`,
     which under ANSI mode (Spark 4's default) fails on an empty array: one row's empty

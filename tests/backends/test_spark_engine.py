@@ -331,20 +331,27 @@ def test_local_buckets_across_dst_changes_match_polars(tmp_path, spark_session, 
         assert got.sort("bucket").equals(want.sort("bucket")), bucket
 
 
-def test_a_damaged_events_file_is_refused_on_spark_as_on_polars(tmp_path, store, spark_session):
-    """Spark read the store's files as listed, without the footer check polars' scan makes: a
-    truncated events file failed the query inside Spark (a Py4J trace, exit 70: "a bug") instead of
-    naming the damaged file (74). Nothing is charged either way."""
+def _query_a_damaged_copy(store: Path, tmp_path: Path, damage) -> tuple:
+    """A copy of ``store`` whose largest events file ``damage(bytes) -> bytes`` rewrote, queried on
+    Spark: (the CLI result, the file, whether the ledger's entries stayed as they were)."""
     copy = tmp_path / "st"
     shutil.copytree(store, copy)
     victim = max((copy / "events").rglob("*.parquet"), key=lambda f: f.stat().st_size)
-    victim.write_bytes(victim.read_bytes()[:500])
+    victim.write_bytes(damage(victim.read_bytes()))
     entries = len(Ledger.open(copy / "ledger.sqlite").history())
     r = CliRunner().invoke(cli, ["query", "--sql", "SELECT COUNT(*) FROM logs", "--store", str(copy), "--epsilon", "0.5",
                                  "--max-groups", "1", "--max-rows-per-group", "5", "--start", "2024-03-01",
                                  "--end", "2024-04-01", "--engine", "spark"])
+    return r, victim, len(Ledger.open(copy / "ledger.sqlite").history()) == entries
+
+
+def test_a_damaged_events_file_is_refused_on_spark_as_on_polars(tmp_path, store, spark_session):
+    """Spark read the store's files as listed, without the footer check polars' scan makes: a
+    truncated events file failed the query inside Spark (a Py4J trace, exit 70: "a bug") instead of
+    naming the damaged file (74). Nothing is charged either way."""
+    r, victim, uncharged = _query_a_damaged_copy(store, tmp_path, lambda data: data[:500])
     assert r.exit_code == 74 and "is damaged" in r.output and victim.name in r.output, r.output
-    assert len(Ledger.open(copy / "ledger.sqlite").history()) == entries
+    assert uncharged
 
 
 def test_an_events_file_damaged_inside_is_refused_on_spark_as_damaged(tmp_path, store, spark_session):
@@ -352,19 +359,13 @@ def test_an_events_file_damaged_inside_is_refused_on_spark_as_damaged(tmp_path, 
     reading its pages and the release exited 69 ("the Spark job failed": check the cluster and
     rerun), which sends an operator after the cluster while a file of the store is damaged (74,
     as polars says). Nothing is charged."""
-    copy = tmp_path / "st"
-    shutil.copytree(store, copy)
-    victim = max((copy / "events").rglob("*.parquet"), key=lambda f: f.stat().st_size)
-    data = bytearray(victim.read_bytes())
-    middle = len(data) // 2
-    data[middle - 4096:middle + 4096] = b"\xff" * 8192
-    victim.write_bytes(bytes(data))
-    entries = len(Ledger.open(copy / "ledger.sqlite").history())
-    r = CliRunner().invoke(cli, ["query", "--sql", "SELECT COUNT(*) FROM logs", "--store", str(copy), "--epsilon", "0.5",
-                                 "--max-groups", "1", "--max-rows-per-group", "5", "--start", "2024-03-01",
-                                 "--end", "2024-04-01", "--engine", "spark"])
+    def overwrite_the_middle(data: bytes) -> bytes:
+        middle = len(data) // 2
+        return data[:middle - 4096] + b"\xff" * 8192 + data[middle + 4096:]
+
+    r, victim, uncharged = _query_a_damaged_copy(store, tmp_path, overwrite_the_middle)
     assert r.exit_code == 74 and "is damaged or unreadable" in r.output and victim.name in r.output, r.output
-    assert len(Ledger.open(copy / "ledger.sqlite").history()) == entries
+    assert uncharged
 
 
 def test_a_row_with_an_empty_array_does_not_fail_a_release_keyed_by_the_array(tmp_path, spark_session):

@@ -78,7 +78,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_
     columns (pre-noise; stays inside the engine), plus the ``keep`` expressions (the auditor's).
     ``unit_code``: the unit is the store's code column (see :func:`coded`), not the rule's value."""
     if guarded(plan):
-        lf = plan.policy.mark(lf, plan.unit)  # the rule: which rows' unit came from the account field
+        lf = marked(plan, lf)
         keep = [*keep, pl.col(PROTECTED)]
     preds = [in_window(plan)]
     if plan.query.where is not None:
@@ -111,6 +111,13 @@ def in_window(plan: Plan) -> pl.Expr:
     """True on the rows inside the plan's window ``[start, end)``."""
     start, end = (pl.lit(t).dt.cast_time_unit("us") for t in (plan.start, plan.end))
     return (pl.col(TIMESTAMP) >= start) & (pl.col(TIMESTAMP) < end)
+
+
+def marked(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """``lf`` with :data:`~dplogs.engine.policy.PROTECTED` under the plan's policy; the rows of an
+    anomaly query each stand for a unit-window (:meth:`~dplogs.engine.policy.Policy.mark`'s
+    ``unit_rows``)."""
+    return plan.policy.mark(lf, plan.unit, unit_rows=plan.anomalies is not None)
 
 
 def guarded(plan: Plan) -> bool:

@@ -98,11 +98,17 @@ class Policy:
             "created": self.created,
         }
 
-    def describe(self, unit: str | UnitRule) -> dict[str, Any]:
-        """What a release discloses about the policy it ran under (never the roster itself)."""
+    def describe(self, unit: str | UnitRule, *, unit_rows: bool = False) -> dict[str, Any]:
+        """What a release discloses about the policy it ran under (never the roster itself);
+        ``unit_rows``: over rows that stand for a unit (:meth:`mark`)."""
         if self.protects_everything:
             return {"version": self.version, "rule": "every row is protected"}
         rule = UnitRule.parse(unit)
+        addresses = self.networks is not None and (not unit_rows or self.addresses_decide_units(rule))
+        if self.networks is not None and not addresses and ACCOUNT not in rule.fields:  # over unit_rows
+            return {"version": self.version, "digest": self.digest,
+                    "rule": "every row is protected: each stands for a unit-window, and an address's may hold a roster "
+                            "person's rows, so the networks do not unprotect it"}
         parts = []
         if self.users is not None:
             if ACCOUNT not in rule.fields:
@@ -112,7 +118,7 @@ class Policy:
             else:
                 parts.append(f"rows whose unit came from {ACCOUNT} and is an account not on the operator's roster of "
                              f"{len(self.users)} people (units from other fields and the shared unit stay protected)")
-        if self.networks is not None:
+        if addresses:
             parts.append(f"rows whose source.ip lies outside {', '.join(self.networks)}"
                          + (" and whose account is not on the roster" if self.users is not None else ""))
         return {"version": self.version, "digest": self.digest,

@@ -201,3 +201,12 @@ def test_anomaly_rows_of_outside_addresses_stay_exact_where_no_person_can_use_th
     # without a roster every row from an outside address is unprotected, so its unit-windows are
     # too: the two scanners' 7 kept days each are counted exactly
     assert _anomaly_count(anomaly_stores["networks only"], anomaly_stores["model"])["exact"] == 14
+
+
+def test_an_anomaly_release_says_how_the_policy_read_its_rows(anomaly_stores):
+    res = run("explain", "--store", anomaly_stores["D"], "--sql", "SELECT COUNT(*) FROM logs", "--anomalies",
+              anomaly_stores["model"], "--threshold", "p99", "--epsilon", 1, "--start", "2024-03-01", "--end", "2024-04-01",
+              "--format", "json")
+    assert res.exit_code == 0, res.output
+    rule = json.loads(res.output[res.output.index("{"):])["protection"]["rule"]
+    assert rule.startswith("every row is protected") and "outside 10.0.0.0/8" not in rule

@@ -205,7 +205,7 @@ def test_anomaly_rows_of_outside_addresses_stay_exact_where_no_person_can_use_th
 
 def test_an_anomaly_release_says_how_the_policy_read_its_rows(anomaly_stores):
     res = run("explain", "--store", anomaly_stores["D"], "--sql", "SELECT COUNT(*) FROM logs", "--anomalies",
-              anomaly_stores["model"], "--threshold", "p99", "--epsilon", 1, "--start", "2024-03-01", "--end", "2024-04-01",
+              anomaly_stores["model"], "--threshold", -1, "--epsilon", 1, "--start", "2024-03-01", "--end", "2024-04-01",
               "--format", "json")
     assert res.exit_code == 0, res.output
     rule = json.loads(res.output[res.output.index("{"):])["protection"]["rule"]

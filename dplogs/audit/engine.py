@@ -30,7 +30,9 @@ import numpy as np
 import polars as pl
 
 from dplogs.audit.auditor import AuditResult, ReleasePath, audit
-from dplogs.engine.execute import EXACT, _key_names, _on_spark, aggregate, finish, guarded, in_window, noisy_release, profile
+from dplogs.engine.execute import (
+    EXACT, _key_names, _on_spark, aggregate, finish, guarded, in_window, marked, noisy_release, profile,
+)
 from dplogs.engine.plan import AggKind
 from dplogs.engine.planner import MAIN, Plan
 from dplogs.engine.policy import PROTECTED
@@ -235,13 +237,13 @@ class Victim:
     def remove(self, plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
         """D′: ``lf`` without the victim's rows."""
         if guarded(plan):
-            return plan.policy.mark(lf, plan.unit).filter(~self.rows(plan)).drop(PROTECTED)
+            return marked(plan, lf).filter(~self.rows(plan)).drop(PROTECTED)
         return lf.filter(~self.rows(plan))
 
     def of(self, plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
         """The victim's rows of ``lf`` (what D′ leaves out)."""
         if guarded(plan):
-            return plan.policy.mark(lf, plan.unit).filter(self.rows(plan)).drop(PROTECTED)
+            return marked(plan, lf).filter(self.rows(plan)).drop(PROTECTED)
         return lf.filter(self.rows(plan))
 
 

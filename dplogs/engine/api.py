@@ -364,9 +364,10 @@ class Engine:
                 window=card.feature_window, budget_window=self.budget_window, seed=seed, peers=peers,
             )
 
-        # the store's policy applies to the anomaly rows too: a unit-window's row carries its unit in
-        # the field it came from, so it is unprotected only when every row of that unit is
-        # a ledger this engine opened is not shared: its close() would leave the new engine a closed one
+        # the store's policy applies to the anomaly rows too, each standing for its unit-window: it
+        # is unprotected only when every row its unit can have is (the plan's anomalies make
+        # execute.marked read them so). A ledger this engine opened is not shared: its close()
+        # would leave the new engine a closed one
         eng = Engine(scan=scan, privacy_unit=self.unit, budget_window=self.budget_window,
                      defaults={"max_groups": card.max_windows_per_unit, "max_rows_per_group": 1},
                      ledger=None if self._ledger is self._opened_ledger else self._ledger, backend=self._backend,

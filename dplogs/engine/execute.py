@@ -23,7 +23,7 @@ from dplogs.engine.planner import MAIN, NoisedColumn, Plan
 from dplogs.engine.policy import PROTECTED
 from dplogs.engine.release import NOT_ENOUGH_DATA_TEXT
 from dplogs.engine.release import Release
-from dplogs.errors import InternalError, UsageError
+from dplogs.errors import InternalError, PrivacyParameterError, UsageError
 from dplogs.ingest.store import UNIT as STORE_UNIT
 from dplogs.ingest.store import UNIT_CODE
 from dplogs.privacy.bound_choice import CLAMP_PREFIX, choose
@@ -78,7 +78,7 @@ def prepare(plan: Plan, lf: pl.LazyFrame, *, keep: Sequence[pl.Expr] = (), unit_
     columns (pre-noise; stays inside the engine), plus the ``keep`` expressions (the auditor's).
     ``unit_code``: the unit is the store's code column (see :func:`coded`), not the rule's value."""
     if guarded(plan):
-        lf = plan.policy.mark(lf, plan.unit)  # the rule: which rows' unit came from the account field
+        lf = marked(plan, lf)
         keep = [*keep, pl.col(PROTECTED)]
     preds = [in_window(plan)]
     if plan.query.where is not None:
@@ -111,6 +111,13 @@ def in_window(plan: Plan) -> pl.Expr:
     """True on the rows inside the plan's window ``[start, end)``."""
     start, end = (pl.lit(t).dt.cast_time_unit("us") for t in (plan.start, plan.end))
     return (pl.col(TIMESTAMP) >= start) & (pl.col(TIMESTAMP) < end)
+
+
+def marked(plan: Plan, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """``lf`` with :data:`~dplogs.engine.policy.PROTECTED` under the plan's policy; the rows of an
+    anomaly query each stand for a unit-window (:meth:`~dplogs.engine.policy.Policy.mark`'s
+    ``unit_rows``)."""
+    return plan.policy.mark(lf, plan.unit, unit_rows=plan.anomalies is not None)
 
 
 def guarded(plan: Plan) -> bool:
@@ -357,7 +364,29 @@ def choose_bounds(plan: Plan, counts: dict[str, np.ndarray], *, charge: Charge) 
             step.name, float(bounds["max_groups"] * bounds["max_rows_per_group"])
         )
         chosen[step.name], detail[step.name] = choose(step, counts[step.name], charge=charge, noise_cost=noise_cost, weight=weight)
-    return plan.resolve(chosen, {"detail": detail})
+    return _resolve_within_limits(plan, chosen, detail)
+
+
+def _resolve_within_limits(plan: Plan, chosen: dict[str, float], detail: dict[str, Any]) -> Plan:
+    """``plan.resolve(chosen)``, with the chosen ``max_groups`` / ``max_rows_per_group`` lowered
+    to the candidate below (the larger bound first) until every column's noise fits the limits of
+    docs/privacy.md: a sum's scale is 2^24·L0·L∞/ε of its grid, so a large choice at a small ε
+    passed no limit, and the release failed after the choice had drawn its noise (exit 64 for a
+    spent budget). Post-processing of the noisy choice; the release discloses it."""
+    below = {s.name: [c for c in s.candidates] for s in plan.choice.steps if s.name in ("max_groups", "max_rows_per_group")}
+    original, capped = dict(chosen), {}
+    while True:
+        extra = {"capped_to_fit_the_noise_limit": capped} if capped else {}
+        try:
+            return plan.resolve(chosen, {"detail": detail, **extra})
+        except PrivacyParameterError:
+            lower = {n: max((c for c in grid if c < chosen[n]), default=None) for n, grid in below.items()}
+            lower = {n: c for n, c in lower.items() if c is not None}
+            if not lower:
+                raise
+            name = max(lower, key=lambda n: chosen[n])
+            chosen = {**chosen, name: lower[name]}
+            capped[name] = {"chosen": original[name], "used": chosen[name]}
 
 
 def noisy_release(plan: Plan, main: pl.DataFrame, hists: dict[str, pl.DataFrame], *, charge: Charge) -> Release:

@@ -100,7 +100,7 @@ def describe(plan: Plan, *, entry_id: str | None = None) -> dict[str, Any]:
         "ledger_entry": entry_id,
         "bound_choice": _bound_choice(plan),
         "defaults_used": dict(plan.defaults_used),
-        "protection": (plan.policy.describe(plan.unit) if plan.policy is not None
+        "protection": (plan.policy.describe(plan.unit, unit_rows=plan.anomalies is not None) if plan.policy is not None
                        else {"version": 0, "rule": "every row is protected"}),
     }
     if plan.anomalies is not None:  # the rows are a detector's flags, not the events the SQL names

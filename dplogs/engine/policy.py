@@ -98,11 +98,17 @@ class Policy:
             "created": self.created,
         }
 
-    def describe(self, unit: str | UnitRule) -> dict[str, Any]:
-        """What a release discloses about the policy it ran under (never the roster itself)."""
+    def describe(self, unit: str | UnitRule, *, unit_rows: bool = False) -> dict[str, Any]:
+        """What a release discloses about the policy it ran under (never the roster itself);
+        ``unit_rows``: over rows that stand for a unit (:meth:`mark`)."""
         if self.protects_everything:
             return {"version": self.version, "rule": "every row is protected"}
         rule = UnitRule.parse(unit)
+        addresses = self.networks is not None and (not unit_rows or self.addresses_decide_units(rule))
+        if self.networks is not None and not addresses and ACCOUNT not in rule.fields:  # over unit_rows
+            return {"version": self.version, "digest": self.digest,
+                    "rule": "every row is protected: each stands for a unit-window, and an address's may hold a roster "
+                            "person's rows, so the networks do not unprotect it"}
         parts = []
         if self.users is not None:
             if ACCOUNT not in rule.fields:
@@ -112,7 +118,7 @@ class Policy:
             else:
                 parts.append(f"rows whose unit came from {ACCOUNT} and is an account not on the operator's roster of "
                              f"{len(self.users)} people (units from other fields and the shared unit stay protected)")
-        if self.networks is not None:
+        if addresses:
             parts.append(f"rows whose source.ip lies outside {', '.join(self.networks)}"
                          + (" and whose account is not on the roster" if self.users is not None else ""))
         return {"version": self.version, "digest": self.digest,
@@ -140,9 +146,18 @@ class Policy:
         mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
         return any(a.version == n.version and a in n for a in (addr, mapped) if a is not None for n in self._nets)
 
-    def mark(self, lf: pl.LazyFrame, unit: str | UnitRule) -> pl.LazyFrame:
+    def mark(self, lf: pl.LazyFrame, unit: str | UnitRule, *, unit_rows: bool = False) -> pl.LazyFrame:
         """``lf`` with the boolean column :data:`PROTECTED`. The network test runs once per distinct
-        address (a function of each row's own address, so of the row alone)."""
+        address (a function of each row's own address, so of the row alone).
+
+        ``unit_rows``: each row of ``lf`` stands for many rows of its unit (an anomaly query's
+        unit-windows, scored from all of the unit's rows in its budget window), so it may be
+        unprotected only when *every* row its unit can have is: otherwise removing a unit's
+        protected rows would change an exactly counted row. The roster's condition is one per
+        unit already (an account's rows are all that account's); the networks' is one per row
+        (a row from an outside address is a person's when it carries a roster account), so it
+        applies only where no row of a unit from ``source.ip`` can carry an account
+        (:meth:`addresses_decide_units`)."""
         rule = UnitRule.parse(unit)
         protected, person = pl.lit(True), pl.lit(False)
         if self.users is not None:
@@ -150,13 +165,32 @@ class Policy:
             person = pl.col(ACCOUNT).str.to_lowercase().is_in(keys.implode()).fill_null(False)
             if ACCOUNT in rule.fields:
                 protected &= ~rule.source(ACCOUNT) | person
-        if self.networks is not None:
+        if self.networks is not None and (not unit_rows or self.addresses_decide_units(rule)):
             ips = lf.select(pl.col("source.ip").drop_nulls().unique()).collect().to_series()
             inside = [ip for ip in ips.to_list() if self.address_protected(ip)]
             protected &= pl.col("source.ip").is_null() | pl.col("source.ip").is_in(pl.Series(inside, dtype=pl.String).implode())
         # a roster account's row is a person's wherever it came from (found by redteam3: a person
         # logging in from outside the networks had those rows released exactly)
         return lf.with_columns((protected | person).alias(PROTECTED))
+
+    def addresses_decide_units(self, unit: str | UnitRule) -> bool:
+        """Whether an outside address leaves every row of its unit unprotected, so that a row
+        standing for a whole unit from ``source.ip`` may be unprotected too: without a roster no
+        row is kept protected by its account, and with ``user.name`` before ``source.ip`` in the
+        chain the rows whose unit is an address carry no account. On a ``source.ip`` store with a
+        roster, an address a person signed in from holds protected rows (found by redteam4: an
+        anomaly query counted a person's home address-days exactly).
+
+        >>> p = Policy(version=1, users=frozenset({"anna"}), networks=("10.0.0.0/8",))
+        >>> p.addresses_decide_units("source.ip"), p.addresses_decide_units("user.name,source.ip")
+        (False, True)
+        >>> Policy(version=1, networks=("10.0.0.0/8",)).addresses_decide_units("source.ip")
+        True
+        """
+        fields = UnitRule.parse(unit).fields
+        if self.users is None or "source.ip" not in fields:
+            return True
+        return ACCOUNT in fields and fields.index(ACCOUNT) < fields.index("source.ip")
 
     def mark_spark(self, sdf: Any, unit: str | UnitRule) -> Any:
         """:meth:`mark` for a Spark DataFrame, on the executors: the roster is joined as a table

@@ -22,7 +22,9 @@ from dplogs.detect.kmeans import KMeansModel
 from dplogs.detect.peers import GROUP_NAMES, peer_totals, plan_peers, process_bucket, release_peers
 from dplogs.engine import time_bucket
 from dplogs.engine.api import Engine
+from dplogs.engine import execute
 from dplogs.engine.plan import Aggregation
+from dplogs.engine.policy import PROTECTED, Policy
 from dplogs.privacy.charge import Charge
 from dplogs.privacy.mechanisms import add_noise, calibrate
 from dplogs.privacy.sensitivity import Sensitivity
@@ -227,6 +229,65 @@ def test_history_across_budget_windows_is_caught(monkeypatch):
 
     monkeypatch.setattr(features, "_with_own_history", across)
     r = _audit_anomalies("BROKEN: history across budget windows", 5_000)
+    assert r.violated, r.summary()
+
+
+# -- anomaly queries under a protection policy: each row stands for a unit-window ---------------
+
+ADDRESS_POLICY = Policy(version=1, users=frozenset({"anna"}), networks=("10.0.0.0/8",))
+VICTIM_DAYS = (2, 3, 4, 5)
+
+
+class FlagAll:
+    """A detector that flags every unit-window: the rows are then all unit-windows."""
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return np.ones(len(x))
+
+
+def _address_store():
+    """A source.ip store. Office addresses inside the networks and scanners outside (no account)
+    one day each; the victim: the outside address 203.0.113.7, where anna (on the roster) signed
+    in on four days, so all its rows are protected. D′ drops them (the neighbouring relation
+    restricted to protected rows)."""
+    t = dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC)
+    rows = [(t + dt.timedelta(days=i % 7), f"10.0.0.{i}", f"clerk{i}") for i in range(1, 15)]
+    rows += [(t + dt.timedelta(days=i % 7, hours=-7), f"198.51.100.{i}", None) for i in range(1, 8)]
+    rows += [(dt.datetime(2026, 3, day, 21, tzinfo=dt.UTC), "203.0.113.7", "anna") for day in VICTIM_DAYS]
+    d = conform(pl.DataFrame(rows, schema=["@timestamp", "source.ip", "user.name"], orient="row").lazy())
+    victim = pl.col("source.ip") == "203.0.113.7"
+    assert ADDRESS_POLICY.mark(d, "source.ip").filter(victim).collect()[PROTECTED].all()
+    return d, d.filter(~victim)
+
+
+def _address_anomaly_plan():
+    """Anomalous address-days per day, L0 = 1, L∞ = 1: the victim's four flagged days must be cut
+    to one, as for any protected unit."""
+    eng = Engine(scan=lambda: None, privacy_unit="source.ip", budget_window="month", ledger=None, policy=ADDRESS_POLICY)
+    eng.anomalies = {"detector": "test"}  # what Engine.over_anomalies sets: the rows are unit-windows
+    return eng.build(Aggregation.count(), keys=[time_bucket("day")], epsilon=1.0, max_groups=1, max_rows_per_group=1,
+                     start="2026-03-01", end="2026-03-08").plan
+
+
+def _audit_address_anomalies(name: str, trials: int):
+    d, d_prime = (anomaly_events(x, model=FlagAll(), unit="source.ip", threshold=0.5, max_windows_per_unit=K,
+                                 clip_norm=SPEC.clip_norm) for x in _address_store())
+    # the sum over the victim's days: one of them moves by 1 (L0 = 1) whichever the bounding keeps
+    return audit_plan(_address_anomaly_plan(), PolarsBackend(), d, d_prime, trials=trials, name=name,
+                      statistic=lambda out: out[:, [day - 1 for day in VICTIM_DAYS]].sum(axis=1))
+
+
+def test_anomaly_rows_of_an_address_a_person_used_stay_within_the_claim():
+    r = _audit_address_anomalies("anomalous address-days, a roster person's outside address removed", 400)
+    assert_within_claim(r)
+
+
+def test_anomaly_rows_marked_row_by_row_are_caught(monkeypatch):
+    """The planted bug (dplogs before redteam4): the networks mark each anomaly row by its address
+    alone, so the victim's address-days are unprotected, counted exactly and not bounded: all four
+    move, with no noise on their part."""
+    monkeypatch.setattr(execute, "marked", lambda plan, lf: plan.policy.mark(lf, plan.unit))
+    r = _audit_address_anomalies("BROKEN: anomaly rows marked row by row", 1_000)
     assert r.violated, r.summary()
 
 

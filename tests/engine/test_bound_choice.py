@@ -317,3 +317,34 @@ def test_an_empty_tail_pushes_the_bound_out_no_more_than_documented():
             # and "3 standard errors" allowed less than two pushes in 4000 (a CI run saw two at 16384)
             pushes = int(np.sum(chosen >= bound))
             assert binom.sf(pushes - 1, draws, rate) > 1e-5, (step.name, bound, pushes, rate)
+
+
+def test_a_choice_beyond_the_noise_scale_limit_is_released_at_the_largest_bounds_that_fit(make_engine, monkeypatch):
+    """A chosen L0·L∞ whose sum noise would exceed limits.MAX_NOISE_SCALE_UNITS (2^24·L0·L∞/ε
+    grid units) made the resolved plan fail after the choice had drawn its noise: exit 64 ("bad
+    parameter", which promises nothing was charged) with the budget spent (found by redteam4:
+    SUM of bytes per day at ε = 0.01 and a noisy histogram near the top). The bounds are now
+    halved, the larger first, until the release fits; post-processing of the noisy choice,
+    disclosed."""
+    from dplogs.privacy import bound_choice
+    from dplogs.privacy.limits import MAX_NOISE_SCALE_UNITS
+
+    def near_the_top(values, plan, *, charge):  # a possible, if unlikely, noisy histogram
+        charge.consume(plan.loss)
+        out = np.zeros(len(values), dtype=np.int64)
+        out[-2] = 10**6
+        return out
+
+    monkeypatch.setattr(bound_choice, "add_noise", near_the_top)
+    eng = make_engine(frame(units=30))
+    rel = eng.build(Aggregation.sum("source.bytes"), keys=[time_bucket("day")], epsilon=0.01, start="2026-11-01",
+                    end="2026-11-08").release(caller="test")
+    (entry,) = eng.ledger.history()
+    assert entry.status == "committed"
+    choice = rel.privacy["bound_choice"]
+    (column,) = rel.privacy["columns"]
+    assert column["scale"] / 2.0 ** int(column["mechanism"].split("2^")[1].rstrip(")")) <= MAX_NOISE_SCALE_UNITS
+    bounds, capped = rel.privacy["bounds"], choice["capped_to_fit_the_noise_limit"]
+    assert capped == {"max_rows_per_group": {"chosen": 2.0**16, "used": bounds["max_rows_per_group"]}}, capped
+    assert choice["values"]["max_rows_per_group"] == bounds["max_rows_per_group"] < 2.0**16
+    assert choice["values"]["max_groups"] == bounds["max_groups"] == 7  # the largest that fits, kept

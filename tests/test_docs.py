@@ -88,6 +88,13 @@ def test_the_readme_tour_runs_as_written_on_the_sample_logs(tmp_path):
         res = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, f"{command}\n{res.stderr[-2000:]}"
     assert (tmp_path / "nightly.html").stat().st_size > 0 and (tmp_path / "model.json").is_file()
+    # the catch-up reports nights of the sample (not only yesterday, of which it holds no logs), every section released
+    import json
+
+    written = sorted((tmp_path / "reports").glob("nightly-soc-2*.json"))
+    assert written and all(p.name.startswith("nightly-soc-2024-03-") for p in written), written
+    for report in written:
+        assert all("data" in s for s in json.loads(report.read_text())["sections"]), report.name
     # then the README's Python API example, on the tour's store
     code = README.split("Embedding it:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     names: dict = {}

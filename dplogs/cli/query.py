@@ -209,6 +209,11 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
         f"{', '.join(p['budget_windows'])} (ledger entry {p.get('ledger_entry')}){replay}",
         err=True,
     )
+    # which time the answer covers and what the command left to defaults: a one-line --sql picks
+    # its window itself, and without this only the JSON metadata said which
+    click.echo(f"window: {p['window']['start']} to {p['window']['end']} (end exclusive)", err=True)
+    for name, why in (p.get("defaults_used") or {}).items():
+        click.echo(f"default used: {name} = {why}", err=True)
     if p.get("logs"):
         click.echo(f"logs it reads: {p['logs']} (on a store without them every value is noise)", err=True)
     if fmt == "table":

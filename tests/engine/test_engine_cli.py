@@ -326,6 +326,25 @@ def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
                                     "--last", "7x"]).exit_code == 64
 
 
+def test_a_table_release_says_its_window_and_the_defaults_it_used(sample_store, tmp_path):
+    """The README's `dplogs query --store soc/ --sql "SELECT COUNT(*) FROM logs"` picks its own window
+    and ε: the table (default format) printed neither, so a SOC reader could not tell which month
+    the count covered; both were only in the JSON metadata."""
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    r = CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs"])
+    assert r.exit_code == 0, r.output
+    assert "window: 2024-03-01T00:00:00Z to 2024-04-01T00:00:00Z (end exclusive)" in r.stderr
+    assert "default used: epsilon = 1 (dplogs' default per query)" in r.stderr
+    assert "default used: window = 2024-03-01 to 2024-04-01: the latest month budget window" in r.stderr
+    given = CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
+                                     "--day", "2024-03-12", "--epsilon", "0.5", "--max-rows-per-group", "5"])
+    assert given.exit_code == 0, given.output
+    assert "window: 2024-03-12T00:00:00Z to 2024-03-13T00:00:00Z" in given.stderr and "default used" not in given.stderr
+
+
 def test_private_keys_default_to_one_group_per_unit(sample_store):
     """Top URLs on a real web log (source.ip store, no --max-groups) chose max_groups = 32 from the
     data: partition selection then needed 1,729 distinct clients per URL and released nothing.

@@ -280,7 +280,7 @@ def _html_section(s: SectionResult, tz: str) -> str:
             for agg in data["aggregate"].unique(maintain_order=True)
         )
     bias = f"<p class=bias>Bias: {html.escape(p['bias_note'])}</p>" if p.get("bias_note") else ""
-    return head + meta + chart + _html_table(data, keys, tz, covered) + bias + "</section>"
+    return head + meta + chart + _html_table(data, keys, tz, covered, shown=not chart) + bias + "</section>"
 
 
 def _local(v: dt.datetime, tz: str) -> dt.datetime:
@@ -306,7 +306,10 @@ def _table_rows(data: pl.DataFrame, cols: list[str], tz: str, covered: list[bool
         yield text
 
 
-def _html_table(data: pl.DataFrame, keys: list[str], tz: str, covered: list[bool] | None = None) -> str:
+def _html_table(data: pl.DataFrame, keys: list[str], tz: str, covered: list[bool] | None = None, *,
+                shown: bool = False) -> str:
+    """The released cells, folded under their chart; ``shown``: unfolded, for a section without a
+    chart (``chart = "table"``, several keys), whose numbers would otherwise be hidden behind a click."""
     cols = keys + ["aggregate", "value", "ci_low", "ci_high", "scale"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = "".join(
@@ -315,7 +318,7 @@ def _html_table(data: pl.DataFrame, keys: list[str], tz: str, covered: list[bool
         for i, row in enumerate(_table_rows(data.head(200), cols, tz, covered))
     )
     more = f"<p class=meta>{data.height - 200} more rows in the JSON output.</p>" if data.height > 200 else ""
-    return f"<details><summary>{data.height} released cells</summary><table><tr>{head}</tr>{rows}</table>{more}</details>"
+    return f"<details{' open' if shown else ''}><summary>{data.height} released cells</summary><table><tr>{head}</tr>{rows}</table>{more}</details>"
 
 
 def _x_labels(values: list[Any], tz: str) -> list[str]:

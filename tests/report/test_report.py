@@ -298,3 +298,18 @@ def test_a_store_without_a_protection_policy_says_what_protect_would_show(sample
     assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
     page = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY + dt.timedelta(days=1)), "md")
     assert note not in page and "Failed logins per hour" in page
+
+
+def test_a_table_section_shows_its_cells_without_a_click(sample_store, tmp_path):
+    """A section with `chart = "table"` drew no chart and folded its cells into a closed <details>:
+    the HTML report showed its title and '▶ 2 released cells' and no number (found in headless
+    Chromium on a sudo-per-day section). Cells without a chart are shown; under a chart they stay folded."""
+    spec = tmp_path / "two.toml"
+    spec.write_text(f'name = "two"\n[[section]]\nquery = "{REPO / "queries" / "failed_logins_per_hour.toml"}"\n'
+                    'chart = "line"\nepsilon = 0.5\n'
+                    f'[[section]]\nquery = "{REPO / "queries" / "sudo_per_day.toml"}"\nchart = "table"\nepsilon = 0.5\n')
+    store = _fresh(sample_store, tmp_path, 10.0)
+    page = render(run_report(load_report_spec(spec), store, day=SPRAY_DAY), "html")
+    charted, tabled = page.split("<section>")[1:]
+    assert "<svg" in charted and "<details><summary>24 released cells" in charted
+    assert "<svg" not in tabled and "<details open><summary>2 released cells" in tabled

@@ -26,7 +26,7 @@ def _store_option(f):
     return click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help=_STORE_HELP)(f)
 
 
-def _open(store: Path, *, create: bool = False, replace_lost: bool = False) -> tuple[Ledger, str]:
+def open_ledger(store: Path, *, create: bool = False, replace_lost: bool = False) -> tuple[Ledger, str]:
     """The store's ledger and the store's budget window policy (from its manifest). With
     ``create`` (``budget set``, the administrator's command) a store made before store ids gets
     one; reading commands check the ledger against the id when there is one."""
@@ -92,7 +92,7 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
     tighter valid bound is shown). "left ε" / "left ρ" are the largest single further pure-ε or
     zCDP release that still fits. Entries left reserved by a crashed run count as spent.
     """
-    with _open(store)[0] as ledger:
+    with open_ledger(store)[0] as ledger:
         # sums of a tampered ledger are not the spend: refused like a release (74), not shown
         ledger.verify().raise_for_problems()
         policy, caps = ledger.window_policy, ledger.caps()
@@ -130,7 +130,7 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (entries with their stored payloads).")
 def history(store: Path, limit: int, show_all: bool, window: str | None, as_json: bool) -> None:
     """Ledger entries, newest first: loss, windows, caller, status and query."""
-    with _open(store)[0] as ledger:
+    with open_ledger(store)[0] as ledger:
         entries = ledger.history(limit=None if show_all else limit, window=window)
         report = ledger.verify()
     if not report.ok:  # listed for investigation, as stored
@@ -181,7 +181,7 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
     budget left (releases into it exit 77), nothing already released is undone, and a warning
     names the window and its spend.
     """
-    ledger, store_policy = _open(store, create=True, replace_lost=replace_lost_ledger)
+    ledger, store_policy = open_ledger(store, create=True, replace_lost=replace_lost_ledger)
     with ledger:
         if reset_head_record:
             ledger.reset_head_record()
@@ -231,7 +231,7 @@ def verify(store: Path, as_json: bool, pinned: tuple[str, ...]) -> None:
     for h in pinned:
         if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
             raise UsageError(f"--pinned takes a head hash as `budget verify` prints it (64 hex digits), got {visible(h)!r}")
-    with _open(store)[0] as ledger:
+    with open_ledger(store)[0] as ledger:
         report = ledger.verify(pinned=pinned)
         replaced, reset = ledger.replaced_lost(), ledger.head_record_reset()
     if as_json:

@@ -43,6 +43,29 @@ def test_explain_spends_nothing(sample_store):
     assert entries(sample_store) == before
 
 
+def test_explain_says_what_the_budget_has_left_before_anything_is_spent(sample_store, tmp_path):
+    """explain gave a release's cost but not whether it would fit: a new store without caps, or a
+    month nearly spent, was found only by the release's refusal (77)."""
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    left = Ledger.open(store / "ledger.sqlite").budget("2024-03").remaining
+    r = run("explain", "--sql", SQL, "--store", str(store), *PRIV)
+    assert r.exit_code == 0, r.output
+    assert (f"budget now (left for one more release): 2024-03: epsilon={left.epsilon:.6g} (pure), "
+            f"rho={left.rho:.6g} (zCDP), delta={left.delta:.3g} of caps epsilon=1000, delta=0.001") in r.output
+    data = json.loads(run("explain", "--sql", SQL, "--store", str(store), *PRIV, "--format", "json").output)
+    assert data["budget_now"].startswith("budget now (left for one more release): 2024-03: epsilon=")
+    # a store without a ledger yet: explain says the release would be refused, and still writes nothing
+    (store / "ledger.sqlite").unlink()
+    (store / "ledger.sqlite.head").unlink(missing_ok=True)
+    r = run("explain", "--sql", SQL, "--store", str(store), *PRIV)
+    assert r.exit_code == 0, r.output
+    assert f"budget now: no caps set: a release is refused (77) until `dplogs budget set --store {store}" in r.output
+    assert not (store / "ledger.sqlite").exists()
+
+
 def test_query_json_and_ledger_charge(sample_store):
     before = entries(sample_store)
     r = run("query", "--sql", SQL, "--store", str(sample_store), *PRIV, "--format", "json")

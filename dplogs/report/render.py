@@ -197,8 +197,11 @@ def _summary_lines(run: ReportRun, summary: Summary) -> tuple[str, list[str], li
                  "(a rerun replays them and spends nothing).")
     for b in run.budgets:
         cap = "no cap set" if b.caps is None else f"cap ε={b.caps.epsilon:g}, δ={b.caps.delta:g}"
-        notes.append(f"Budget window {b.window}: spent ε={b.spent.epsilon:g}, δ={b.spent.delta:g} ({cap}); "
-                     f"left ε={b.remaining.epsilon:g}, δ={b.remaining.delta:g}.")
+        # with zCDP releases (dplogs train) in the window the spent δ is the cap, at which their ρ
+        # is converted, while δ is still left for partition selection: say so, or the two look at odds
+        converted = (f"; its zCDP releases' ρ={b.spent.rho:g} counted at the δ cap" if b.spent.rho else "")
+        notes.append(f"Budget window {b.window}: spent ε={b.spent.epsilon:g}, δ={b.spent.delta:g} ({cap}{converted}); "
+                     f"left for one more release ε={b.remaining.epsilon:g}, δ={b.remaining.delta:g}.")
     if summary.straddles:
         notes.append(f"This period's local days straddle {len(run.budgets)} budget windows "
                      f"({', '.join(b.window for b in run.budgets)}): every section was charged to each.")

@@ -44,7 +44,7 @@ _CTX = {"help_option_names": ["-h", "--help"]}
                    "number of units. Default: from the same DP count of units; give both settings to skip it.")
 @click.option("--gradient-clip", type=NUMBER, default=0.05, show_default=True,
               help="autoencoder: L2 clip of one unit's gradient per step (noise std = σ × this).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
 @click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored model and spends nothing.")
 @click.option("--engine", "backend", type=click.Choice(["polars", "spark"]), default="polars", show_default=True,
               help="Where the feature rows and each iteration's clipped sums are computed: the embedded polars engine, "
@@ -140,7 +140,7 @@ def _printable(text: object) -> str:
 @click.command(context_settings=_CTX)
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file from `dplogs train`.")
-@click.option("--output", default=None, type=click.Path(dir_okay=False),
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
               help="Parquet file for the scores (default: STORE/scores/<model>.parquet).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Also print the N most anomalous unit-windows with their percentile and the features that "

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.numbers import NUMBER
 from dplogs.escape import visible
 from dplogs.errors import LedgerIOError, UsageError
@@ -80,7 +81,7 @@ def budget() -> None:
     """
 
 
-@budget.command()
+@budget.command(epilog=examples("budget show"))
 @_store_option
 @click.option("--window", "windows", multiple=True, metavar="KEY",
               help="Only this window (repeatable), e.g. 2026-11, 2026-W47 or 2026-11-22; default: every window with releases.")
@@ -122,7 +123,7 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
         click.echo("note: unfinished entries are reserved by a running or crashed release; they count as spent", err=True)
 
 
-@budget.command()
+@budget.command(epilog=examples("budget history"))
 @_store_option
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Show at most N entries, newest first.")
 @click.option("--all", "show_all", is_flag=True, help="Show every entry (overrides --limit).")
@@ -154,7 +155,7 @@ def _history_row(e: Entry) -> tuple[str, ...]:
             query if len(query) <= 60 else query[:57] + "...")
 
 
-@budget.command(name="set")
+@budget.command(name="set", epilog=examples("budget set"))
 @_store_option
 @click.option("--epsilon", type=NUMBER, help="Cap on the composed ε of every window (required the first time).")
 @click.option("--delta", type=NUMBER,
@@ -214,7 +215,7 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
             "is undone.", err=True)
 
 
-@budget.command()
+@budget.command(epilog=examples("budget verify"))
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 @click.option("--pinned", "pinned", metavar="HASH", multiple=True,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.numbers import NUMBER
 from dplogs.detect.features import WINDOWS
 from dplogs.detect.model import DETECTORS
@@ -18,7 +19,7 @@ from dplogs.detect.train import TrainRequest, score_store, train_from_store
 _CTX = {"help_option_names": ["-h", "--help"]}
 
 
-@click.command(context_settings=_CTX)
+@click.command(context_settings=_CTX, epilog=examples("train"))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--detector", type=click.Choice(DETECTORS), required=True,
               help="kmeans: DP Lloyd iterations (zCDP); autoencoder: DP-SGD (PLD accountant).")
@@ -137,7 +138,7 @@ def _printable(text: object) -> str:
     return str(text).encode("unicode_escape").decode("ascii")
 
 
-@click.command(context_settings=_CTX)
+@click.command(context_settings=_CTX, epilog=examples("score"))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file from `dplogs train`.")
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
@@ -213,7 +214,7 @@ def _timeseries_options(f):
     return _common(f)
 
 
-@click.command(context_settings=_CTX)
+@click.command(context_settings=_CTX, epilog=examples("timeseries"))
 @_timeseries_options
 @click.option("--history", type=click.IntRange(min=2), default=7, show_default=True,
               help="Previous buckets the baseline is computed from.")

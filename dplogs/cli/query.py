@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.numbers import NUMBER
 from dplogs.errors import OutputWriteError, UsageError
 from dplogs.escape import for_terminal, visible
@@ -174,7 +175,7 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
     return engine.sql(sql_text, **options)
 
 
-@click.command(epilog=_METADATA_NOTE)
+@click.command(epilog=examples("query", _METADATA_NOTE))
 @_common
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the release to FILE instead of stdout.")
@@ -290,7 +291,7 @@ def refuse_store_file(path: Path, store: Path, option: str) -> None:
                          "write it outside those files")
 
 
-@click.command()
+@click.command(epilog=examples("explain"))
 @_common
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Explain as text or JSON.")
 def explain(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, **opts: Any) -> None:

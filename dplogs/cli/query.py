@@ -321,7 +321,7 @@ def budget_now(store: Path, windows: tuple[str, ...]) -> str:
         except LedgerError as exc:  # the release would be refused (74); explaining it still works
             return f"budget now: the ledger cannot be read, so a release would be refused: {exc}"
     if caps is None:
-        return f"budget now: no caps set: a release is refused (77) until `dplogs budget set --store {store} --epsilon E --delta D`"
+        return f"budget now: no caps set: a release is refused (64) until `dplogs budget set --store {store} --epsilon E --delta D`"
     return "budget now (left for one more release): " + "; ".join(
         f"{b.window}: epsilon={b.remaining.epsilon:.6g} (pure), rho={b.remaining.rho:.6g} (zCDP), "
         f"delta={b.remaining.delta:.3g} of caps epsilon={b.caps.epsilon:g}, delta={b.caps.delta:g}" for b in budgets)

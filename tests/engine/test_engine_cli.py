@@ -62,7 +62,7 @@ def test_explain_says_what_the_budget_has_left_before_anything_is_spent(sample_s
     (store / "ledger.sqlite.head").unlink(missing_ok=True)
     r = run("explain", "--sql", SQL, "--store", str(store), *PRIV)
     assert r.exit_code == 0, r.output
-    assert f"budget now: no caps set: a release is refused (77) until `dplogs budget set --store {store}" in r.output
+    assert f"budget now: no caps set: a release is refused (64) until `dplogs budget set --store {store}" in r.output
     assert not (store / "ledger.sqlite").exists()
 
 
@@ -347,6 +347,20 @@ def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
     assert bad.exit_code == 64 and "one window" in bad.output
     assert CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
                                     "--last", "7x"]).exit_code == 64
+
+
+def test_a_store_without_caps_is_a_setup_step_left_out_not_an_exhausted_budget(tmp_path):
+    """A new store's first query, and a nightly report on it, exited 77 ('budget exhausted'), which
+    docs/scheduling.md tells a scheduler to treat as 'stop; the next night continues': without
+    caps no night ever does. It is 64 (fix the setup), with the command to run; nothing charged."""
+    store = tmp_path / "new"  # a new store: one whose ledger was bound and then lost is refused (74)
+    assert run("ingest", str(REPO / "sample_logs"), "--store", str(store), "--year", "2024", "-q").exit_code == 0
+    r = run("query", "--sql", SQL, "--store", str(store), *PRIV)
+    assert r.exit_code == 64 and "no budget caps are set; set them with `dplogs budget set --store" in r.stderr
+    report = run("report", str(REPO / "queries" / "reports" / "nightly.toml"), "--store", str(store),
+                 "--date", "2024-03-12", "-o", str(tmp_path / "n.md"))
+    assert report.exit_code == 64 and "no budget caps are set" in (tmp_path / "n.md").read_text()
+    assert entries(store) == 0
 
 
 def test_a_table_release_says_its_window_and_the_defaults_it_used(sample_store, tmp_path):

@@ -232,6 +232,7 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
     anomalous unit-windows per bucket."""
     from dplogs.cli.query import _prepare
     from dplogs.detect.timeseries import score_release
+    from dplogs.engine.release import shown_number
 
     if not math.isfinite(z_threshold):  # nan or ±inf flags nothing or everything: refused before the charge
         raise UsageError(f"--z must be a finite number, got {z_threshold}; nothing was charged")
@@ -260,4 +261,4 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
         z = "" if r["z"] != r["z"] else f"{r['z']:.2f}"
         base = "" if r["baseline"] != r["baseline"] else f"{r['baseline']:.1f}"
         flag = "  ANOMALOUS" if r["anomalous"] else "" if r["covered"] else "  (no logs ingested)"
-        click.echo(f"{str(r[key]):<26} {r['value']:>10.1f} {base:>10} {z:>7}{flag}")
+        click.echo(f"{str(r[key]):<26} {shown_number(r['value']):>10} {base:>10} {z:>7}{flag}")

@@ -47,6 +47,49 @@ def test_every_command_has_help_and_every_option_is_explained():
                     assert param.help, f"dplogs {name} {child.name} {param.opts[0]} has no help text"
 
 
+def _example_args(example: str) -> list[str]:
+    import shlex
+
+    args = shlex.split(example.replace("\\\n", " "), comments=True)
+    assert args[0] == "dplogs", example
+    return args[1:]
+
+
+def test_every_command_ends_its_help_with_examples_that_parse():
+    """`dplogs ingest --help`, `protect --help`, `budget set --help`... showed no example to copy.
+    Every command's help now ends with examples; each parses with that command's own options
+    (from the repository root, where the paths they read exist) and its SQL or --where parses."""
+    import os
+
+    import click
+
+    from dplogs.cli.examples import EXAMPLES
+    from dplogs.engine.sql import parse_sql, parse_where
+
+    paths = {n for n in _COMMANDS if n not in ("demo", "budget")}  # demo takes no arguments to show
+    paths |= {f"budget {n}" for n in cli.get_command(None, "budget").commands}
+    assert set(EXAMPLES) == paths
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        for path, examples in EXAMPLES.items():
+            command = cli
+            for name in path.split():
+                command = command.get_command(None, name)
+            shown = " ".join(CliRunner().invoke(cli, [*path.split(), "--help"]).output.split())
+            for example in examples:
+                assert " ".join(example.split()) in shown, (path, example)
+                args = _example_args(example)
+                assert args[:len(path.split())] == path.split(), example
+                params = command.make_context(path, args[len(path.split()):]).params
+                if params.get("sql_text"):
+                    parse_sql(params["sql_text"])
+                if params.get("where"):
+                    parse_where(params["where"])
+    finally:
+        os.chdir(cwd)
+
+
 def test_the_command_list_loads_no_command():
     """`dplogs --help` lists every command with its line without importing any of them (it took
     1.8 s, the detector's imports); `dplogs CMD --help` names the same line."""
@@ -88,6 +131,21 @@ def test_the_readme_tour_runs_as_written_on_the_sample_logs(tmp_path):
         res = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, f"{command}\n{res.stderr[-2000:]}"
     assert (tmp_path / "nightly.html").stat().st_size > 0 and (tmp_path / "model.json").is_file()
+    # the catch-up reports nights of the sample (not only yesterday, of which it holds no logs), every section released
+    import json
+
+    written = sorted((tmp_path / "reports").glob("nightly-soc-2*.json"))
+    assert written and all(p.name.startswith("nightly-soc-2024-03-") for p in written), written
+    for report in written:
+        assert all("data" in s for s in json.loads(report.read_text())["sections"]), report.name
+    # the help examples that spend nothing run on the tour's store as printed
+    from dplogs.cli.examples import EXAMPLES
+
+    for path in ("explain", "inspect", "budget show", "budget history", "budget verify"):
+        for example in EXAMPLES[path]:
+            res = subprocess.run(["dplogs", *_example_args(example)], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=300)
+            assert res.returncode == 0, f"{example}\n{res.stderr[-2000:]}"
     # then the README's Python API example, on the tour's store
     code = README.split("Embedding it:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     names: dict = {}

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.numbers import NUMBER
 from dplogs.cli.query import _common, _prepare
 from dplogs.errors import UsageError
@@ -29,7 +30,7 @@ def _emit(result: Any, fmt: str) -> None:
         raise click.exceptions.Exit(VIOLATION_EXIT)
 
 
-@click.command()
+@click.command(epilog=examples("audit"))
 @_common
 @click.option("--trials", type=click.IntRange(min=100), default=4000, show_default=True, help="Runs of the release path on each neighbour.")
 @click.option("--unit", "victim", metavar="VALUE", help="Privacy unit to remove for the neighbour (default: the heaviest contributor). The output never names it.")

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.numbers import NUMBER
 from dplogs.escape import visible
 from dplogs.errors import LedgerIOError, UsageError
@@ -26,7 +27,7 @@ def _store_option(f):
     return click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help=_STORE_HELP)(f)
 
 
-def _open(store: Path, *, create: bool = False, replace_lost: bool = False) -> tuple[Ledger, str]:
+def open_ledger(store: Path, *, create: bool = False, replace_lost: bool = False) -> tuple[Ledger, str]:
     """The store's ledger and the store's budget window policy (from its manifest). With
     ``create`` (``budget set``, the administrator's command) a store made before store ids gets
     one; reading commands check the ledger against the id when there is one."""
@@ -89,7 +90,7 @@ def budget() -> None:
     """
 
 
-@budget.command()
+@budget.command(epilog=examples("budget show"))
 @_store_option
 @click.option("--window", "windows", multiple=True, metavar="KEY",
               help="Only this window (repeatable), e.g. 2026-11, 2026-W47 or 2026-11-22; default: every window with releases.")
@@ -101,7 +102,7 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
     tighter valid bound is shown). "left ε" / "left ρ" are the largest single further pure-ε or
     zCDP release that still fits. Entries left reserved by a crashed run count as spent.
     """
-    with _open(store)[0] as ledger:
+    with open_ledger(store)[0] as ledger:
         # sums of a tampered ledger are not the spend: refused like a release (74), not shown
         ledger.verify().raise_for_problems()
         policy, caps = ledger.window_policy, ledger.caps()
@@ -131,7 +132,7 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
         click.echo("note: unfinished entries are reserved by a running or crashed release; they count as spent", err=True)
 
 
-@budget.command()
+@budget.command(epilog=examples("budget history"))
 @_store_option
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Show at most N entries, newest first.")
 @click.option("--all", "show_all", is_flag=True, help="Show every entry (overrides --limit).")
@@ -139,7 +140,7 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (entries with their stored payloads).")
 def history(store: Path, limit: int, show_all: bool, window: str | None, as_json: bool) -> None:
     """Ledger entries, newest first: loss, windows, caller, status and query."""
-    with _open(store)[0] as ledger:
+    with open_ledger(store)[0] as ledger:
         entries = ledger.history(limit=None if show_all else limit, window=window)
         report = ledger.verify()
     if not report.ok:  # listed for investigation, as stored
@@ -163,7 +164,7 @@ def _history_row(e: Entry) -> tuple[str, ...]:
             query if len(query) <= 60 else query[:57] + "...")
 
 
-@budget.command(name="set")
+@budget.command(name="set", epilog=examples("budget set"))
 @_store_option
 @click.option("--epsilon", type=NUMBER, help="Cap on the composed ε of every window (required the first time).")
 @click.option("--delta", type=NUMBER,
@@ -190,7 +191,7 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
     budget left (releases into it exit 77), nothing already released is undone, and a warning
     names the window and its spend.
     """
-    ledger, store_policy = _open(store, create=True, replace_lost=replace_lost_ledger)
+    ledger, store_policy = open_ledger(store, create=True, replace_lost=replace_lost_ledger)
     with ledger:
         if reset_head_record:
             ledger.reset_head_record()
@@ -223,7 +224,7 @@ def set_caps(store: Path, epsilon: float | None, delta: float | None, rho: float
             "is undone.", err=True)
 
 
-@budget.command()
+@budget.command(epilog=examples("budget verify"))
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 @click.option("--pinned", "pinned", metavar="HASH", multiple=True,
@@ -240,7 +241,7 @@ def verify(store: Path, as_json: bool, pinned: tuple[str, ...]) -> None:
     for h in pinned:
         if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
             raise UsageError(f"--pinned takes a head hash as `budget verify` prints it (64 hex digits), got {visible(h)!r}")
-    with _open(store)[0] as ledger:
+    with open_ledger(store)[0] as ledger:
         report = ledger.verify(pinned=pinned)
         replaced, reset = ledger.replaced_lost(), ledger.head_record_reset()
     if as_json:

@@ -50,8 +50,9 @@ def demo(logs: Path, store: Path, queries: Path) -> None:
     spends no budget.
     """
     summary = ingest([logs], store, options=IngestOptions(year=2024))
+    again = sum(f.duplicate_file for f in summary.files)  # a rerun: '0 events parsed' read like a failure
     click.echo(f"1. ingested {logs}: {summary.parsed} events parsed, {summary.quarantined} quarantined "
-               f"→ {store}", err=True)
+               f"→ {store}" + (f" ({again} file(s) already in the store, not read again)" if again else ""), err=True)
 
     st = Store.open(store)
     ledger = open_store_ledger(st, create=True, store_id=st.assign_identity())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.numbers import NUMBER
 from dplogs.detect.features import WINDOWS
 from dplogs.detect.model import DETECTORS
@@ -18,7 +19,7 @@ from dplogs.detect.train import TrainRequest, score_store, train_from_store
 _CTX = {"help_option_names": ["-h", "--help"]}
 
 
-@click.command(context_settings=_CTX)
+@click.command(context_settings=_CTX, epilog=examples("train"))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--detector", type=click.Choice(DETECTORS), required=True,
               help="kmeans: DP Lloyd iterations (zCDP); autoencoder: DP-SGD (PLD accountant).")
@@ -44,7 +45,7 @@ _CTX = {"help_option_names": ["-h", "--help"]}
                    "number of units. Default: from the same DP count of units; give both settings to skip it.")
 @click.option("--gradient-clip", type=NUMBER, default=0.05, show_default=True,
               help="autoencoder: L2 clip of one unit's gradient per step (noise std = σ × this).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON).")
 @click.option("--idempotency-key", default=None, help="Re-running with the same key re-emits the stored model and spends nothing.")
 @click.option("--engine", "backend", type=click.Choice(["polars", "spark"]), default="polars", show_default=True,
               help="Where the feature rows and each iteration's clipped sums are computed: the embedded polars engine, "
@@ -137,10 +138,10 @@ def _printable(text: object) -> str:
     return str(text).encode("unicode_escape").decode("ascii")
 
 
-@click.command(context_settings=_CTX)
+@click.command(context_settings=_CTX, epilog=examples("score"))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file from `dplogs train`.")
-@click.option("--output", default=None, type=click.Path(dir_okay=False),
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
               help="Parquet file for the scores (default: STORE/scores/<model>.parquet).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Also print the N most anomalous unit-windows with their percentile and the features that "
@@ -213,7 +214,7 @@ def _timeseries_options(f):
     return _common(f)
 
 
-@click.command(context_settings=_CTX)
+@click.command(context_settings=_CTX, epilog=examples("timeseries"))
 @_timeseries_options
 @click.option("--history", type=click.IntRange(min=2), default=7, show_default=True,
               help="Previous buckets the baseline is computed from.")
@@ -231,6 +232,7 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
     anomalous unit-windows per bucket."""
     from dplogs.cli.query import _prepare
     from dplogs.detect.timeseries import score_release
+    from dplogs.engine.release import shown_number
 
     if not math.isfinite(z_threshold):  # nan or ±inf flags nothing or everything: refused before the charge
         raise UsageError(f"--z must be a finite number, got {z_threshold}; nothing was charged")
@@ -259,4 +261,4 @@ def timeseries(queryfile, sql_text, store, history, z_threshold, fmt, idempotenc
         z = "" if r["z"] != r["z"] else f"{r['z']:.2f}"
         base = "" if r["baseline"] != r["baseline"] else f"{r['baseline']:.1f}"
         flag = "  ANOMALOUS" if r["anomalous"] else "" if r["covered"] else "  (no logs ingested)"
-        click.echo(f"{str(r[key]):<26} {r['value']:>10.1f} {base:>10} {z:>7}{flag}")
+        click.echo(f"{str(r[key]):<26} {shown_number(r['value']):>10} {base:>10} {z:>7}{flag}")

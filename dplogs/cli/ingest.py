@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 from rich.text import Text
 
+from dplogs.cli.examples import examples
 from dplogs.errors import UsageError
 from dplogs.escape import visible
 from dplogs.ingest.base import IngestOptions
@@ -132,7 +133,7 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
         console.print(f"[yellow]warning[/]: {shown(w)}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples("ingest"))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False),
               help="Store directory; created (with its manifest) when it does not exist.")

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dplogs.cli.examples import examples
 from dplogs.engine.sql import parse_where
 from dplogs.errors import UsageError
 from dplogs.escape import visible
@@ -73,7 +74,7 @@ def _json_rows(frame: pl.DataFrame) -> list[dict]:
             for row in frame.iter_rows(named=True)]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples("inspect"))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Store directory.")
 @click.option("--head", type=click.IntRange(min=1, max=_MAX_HEAD), default=None,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.engine.policy import check_recorded, load, read_roster, save
 from dplogs.errors import UsageError
 from dplogs.ingest.store import Store
 from dplogs.privacy.ledger import open_store_ledger
 
 
-@click.command()
+@click.command(epilog=examples("protect"))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False), help="The store.")
 @click.option("--users", "users_file", type=click.Path(dir_okay=False),
               help="File of the accounts that are people, one per line (e.g. a directory export).")

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.numbers import NUMBER
 from dplogs.errors import OutputWriteError, UsageError
 from dplogs.escape import for_terminal, visible
@@ -174,7 +175,7 @@ def _prepare(queryfile: Path | None, sql_text: str | None, store: Path, opts: di
     return engine.sql(sql_text, **options)
 
 
-@click.command(epilog=_METADATA_NOTE)
+@click.command(epilog=examples("query", _METADATA_NOTE))
 @_common
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the release to FILE instead of stdout.")
@@ -209,6 +210,11 @@ def query(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, o
         f"{', '.join(p['budget_windows'])} (ledger entry {p.get('ledger_entry')}){replay}",
         err=True,
     )
+    # which time the answer covers and what the command left to defaults: a one-line --sql picks
+    # its window itself, and without this only the JSON metadata said which
+    click.echo(f"window: {p['window']['start']} to {p['window']['end']} (end exclusive)", err=True)
+    for name, why in (p.get("defaults_used") or {}).items():
+        click.echo(f"default used: {name} = {why}", err=True)
     if p.get("logs"):
         click.echo(f"logs it reads: {p['logs']} (on a store without them every value is noise)", err=True)
     if fmt == "table":
@@ -285,15 +291,37 @@ def refuse_store_file(path: Path, store: Path, option: str) -> None:
                          "write it outside those files")
 
 
-@click.command()
+@click.command(epilog=examples("explain"))
 @_common
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Explain as text or JSON.")
 def explain(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str, **opts: Any) -> None:
     """Explain QUERYFILE or --sql without spending anything: key handling, bounds, sensitivities,
-    mechanisms, noise scales, selection thresholds, expected 95% CI half-widths, budget split.
+    mechanisms, noise scales, selection thresholds, expected 95% CI half-widths, budget split, and
+    what the budget windows it would be charged to have left now (or that no caps are set).
 
     Exit codes: 64 bad query or privacy parameter, 66 missing store or query file.
     """
     prepared = _prepare(queryfile, sql_text, store, opts)
     e = prepared.explain()
-    click.echo(json.dumps(e.data, indent=2) if fmt == "json" else e.text)
+    budget = budget_now(store, prepared.plan.budget_windows)
+    click.echo(json.dumps({**e.data, "budget_now": budget}, indent=2) if fmt == "json" else e.text + "\n" + budget)
+
+
+def budget_now(store: Path, windows: tuple[str, ...]) -> str:
+    """What the windows a release would be charged to have left now, read from the store's ledger
+    (nothing is written): the cost alone did not say whether the release would fit or be refused (77)."""
+    from dplogs.cli.budget import open_ledger
+    from dplogs.errors import LedgerError
+
+    caps = None
+    if (store / "ledger.sqlite").exists():  # a new store's first release makes it, then finds no caps
+        try:
+            with open_ledger(store)[0] as ledger:
+                caps, budgets = ledger.caps(), [ledger.budget(w) for w in windows]
+        except LedgerError as exc:  # the release would be refused (74); explaining it still works
+            return f"budget now: the ledger cannot be read, so a release would be refused: {exc}"
+    if caps is None:
+        return f"budget now: no caps set: a release is refused (64) until `dplogs budget set --store {store} --epsilon E --delta D`"
+    return "budget now (left for one more release): " + "; ".join(
+        f"{b.window}: epsilon={b.remaining.epsilon:.6g} (pure), rho={b.remaining.rho:.6g} (zCDP), "
+        f"delta={b.remaining.delta:.3g} of caps epsilon={b.caps.epsilon:g}, delta={b.caps.delta:g}" for b in budgets)

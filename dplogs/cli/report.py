@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from dplogs.cli.examples import examples
 from dplogs.cli.query import ENGINE_OPTIONS, check_output
 from dplogs.engine import Engine
 from dplogs.errors import BudgetExhausted, NoLogsOfKind, UsageError
@@ -28,7 +29,7 @@ def _engine_options(f):
     return f
 
 
-@click.command()
+@click.command(epilog=examples("report"))
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The store directory (made by `dplogs ingest`).")

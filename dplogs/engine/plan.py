@@ -67,8 +67,13 @@ def check_column(name: str) -> str:
     if known is not None:
         raise QueryError(f"unknown column {name!r}: dplogs stores it as {known} ({FIELDS[known].description.rstrip('.')}); "
                          f"known columns: {', '.join(FIELDS)}")
-    near = difflib.get_close_matches(name, list(FIELDS), n=3)
-    hint = f"did you mean: {', '.join(near)}? " if near else ""
+    if name.strip('`"').lower() in TIME_BUCKETS:  # GROUP BY day: a time bucket, not a column
+        bucket = name.strip('`"').lower()
+        hint = (f"time buckets are expressions: date_trunc('{bucket}', \"@timestamp\") AS {bucket} in the SELECT "
+                f"(then GROUP BY {bucket}), or --bucket {bucket}; ")
+    else:
+        near = difflib.get_close_matches(name, list(FIELDS), n=3)
+        hint = f"did you mean: {', '.join(near)}? " if near else ""
     raise QueryError(f"unknown column {name!r}; {hint}known columns: {', '.join(FIELDS)}")
 
 

@@ -30,11 +30,12 @@ dplogs.errors.QueryError: JOIN is not supported: dplogs queries read one table (
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlglot
 import sqlglot.expressions as exp
-from sqlglot.errors import ParseError, SqlglotError
+from sqlglot.errors import ParseError, SqlglotError, TokenError
 
 from dplogs.engine.plan import (
     TIME_BUCKETS,
@@ -171,6 +172,18 @@ def _backticks_to_quotes(text: str) -> str:
     return "".join(out)
 
 
+def _where_it_failed(exc: ParseError) -> str:
+    """Where sqlglot stopped and why, in words: its description names its own classes
+    ("Required keyword: 'this' missing for <class 'sqlglot.expressions.query.Where'>")."""
+    if not exc.errors:
+        return f": {exc}"
+    first = exc.errors[0]
+    why = re.sub(r"Required keyword: '\w+' missing for <class '(?:\w+\.)*(\w+)'>",
+                 lambda m: f"the {m.group(1).upper()} clause is incomplete", str(first.get("description", "")))
+    near = f" near {first['highlight']!r}" if first.get("highlight") else " at the end"
+    return f"{near} (line {first.get('line')}, column {first.get('col')}): {why}"
+
+
 def _parse(text: Any, *, prefix: str = "") -> list[exp.Expression]:
     """sqlglot's trees for ``prefix + text``; any failure to parse is a QueryError."""
     if not isinstance(text, str):
@@ -180,8 +193,9 @@ def _parse(text: Any, *, prefix: str = "") -> list[exp.Expression]:
     try:
         return [t for t in sqlglot.parse(prefix + _backticks_to_quotes(text)) if t is not None]
     except ParseError as exc:
-        first = exc.errors[0]["description"] if exc.errors else str(exc)
-        raise QueryError(f"cannot parse the SQL: {first}; quote special names like \"@timestamp\"") from None
+        raise QueryError(f"cannot parse the SQL{_where_it_failed(exc)}; quote special names like \"@timestamp\"") from None
+    except TokenError as exc:
+        raise QueryError(f"cannot parse the SQL: a quote is not closed? ({exc})") from None
     except SqlglotError as exc:
         raise QueryError(f"cannot parse the SQL: {exc}") from None
     except RecursionError:

@@ -49,16 +49,19 @@ from dplogs.ingest.reader import GZIP_FREE_BYTES
 from dplogs.schema import STORE_SCHEMA, TIMESTAMP
 
 
-def _check_mapping(options: IngestOptions, columns: list[str], kind: str) -> None:
+def _check_mapping(options: IngestOptions, columns: list[str], kind: str, name: str) -> None:
+    """Refuse a table without a usable --map, naming the file: a directory walk meets tables
+    among the logs (a CSV export beside auth.log), and the message has to say which one."""
     if not options.field_map:
         raise UsageError(
-            f"{kind} input needs a column mapping: pass --map 'COLUMN=ecs.field' (e.g. --map 'Source IP=source.ip'); "
-            f"columns here: {', '.join(columns)}"
+            f"{visible(name)}: {kind} input needs a column mapping: pass --map 'COLUMN=ecs.field' (e.g. --map "
+            f"'Source IP=source.ip'), or leave the file out of the paths ingested; columns here: {', '.join(columns)}"
         )
     check_field_map(options.field_map)
     missing = [c for c in options.field_map if c not in columns]
     if missing:
-        raise UsageError(f"--map names columns this {kind} file lacks: {', '.join(missing)}; columns here: {', '.join(columns)}")
+        raise UsageError(f"{visible(name)}: --map names columns this {kind} file lacks: {', '.join(missing)}; "
+                         f"columns here: {', '.join(columns)}")
 
 
 def _events(batch: pl.DataFrame, first: int, source: str, options: IngestOptions, *, module: str) -> ParsedChunk:
@@ -185,7 +188,7 @@ class Csv(LogFormat):
         header = _header(source.head, source.name)
         columns = _unique(header)
         _check_width(len(columns), source.name, "CSV")
-        _check_mapping(options, columns, "CSV")
+        _check_mapping(options, columns, "CSV", source.name)
         bad: list[tuple[int | None, str]] = []
 
         def invalid(row) -> str:  # called by Arrow only for malformed rows
@@ -260,7 +263,7 @@ class Parquet(LogFormat):
                 return
             columns = _unique(table.schema_arrow.names)
             _check_width(len(columns), source.name, "Parquet")
-            _check_mapping(options, columns, "Parquet")
+            _check_mapping(options, columns, "Parquet", source.name)
             seen = expanded = 0
             limit = max(GZIP_FREE_BYTES, options.max_gzip_ratio * stored)
             rows = max(1, min(options.chunk_lines, PARQUET_BATCH_VALUES // max(table.metadata.num_columns, 1)))

@@ -694,7 +694,9 @@ class Ledger:
             self._guard(c)  # a ledger that fails verification releases (and replays) nothing
             policy = self._meta("window_policy")
             if c.execute("SELECT 1 FROM caps WHERE policy = ?", (policy,)).fetchone() is None:
-                raise BudgetExhausted(
+                # a setup step left out, not a spent budget: 77 tells a scheduler that the next
+                # window goes on, and without caps no window ever would
+                raise UsageError(
                     f"no budget caps are set; set them with `dplogs budget set --store "
                     f"{self.path.parent} --epsilon E --delta D` (nothing was charged)"
                 )

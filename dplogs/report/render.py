@@ -197,8 +197,11 @@ def _summary_lines(run: ReportRun, summary: Summary) -> tuple[str, list[str], li
                  "(a rerun replays them and spends nothing).")
     for b in run.budgets:
         cap = "no cap set" if b.caps is None else f"cap ε={b.caps.epsilon:g}, δ={b.caps.delta:g}"
-        notes.append(f"Budget window {b.window}: spent ε={b.spent.epsilon:g}, δ={b.spent.delta:g} ({cap}); "
-                     f"left ε={b.remaining.epsilon:g}, δ={b.remaining.delta:g}.")
+        # with zCDP releases (dplogs train) in the window the spent δ is the cap, at which their ρ
+        # is converted, while δ is still left for partition selection: say so, or the two look at odds
+        converted = (f"; its zCDP releases' ρ={b.spent.rho:g} counted at the δ cap" if b.spent.rho else "")
+        notes.append(f"Budget window {b.window}: spent ε={b.spent.epsilon:g}, δ={b.spent.delta:g} ({cap}{converted}); "
+                     f"left for one more release ε={b.remaining.epsilon:g}, δ={b.remaining.delta:g}.")
     if summary.straddles:
         notes.append(f"This period's local days straddle {len(run.budgets)} budget windows "
                      f"({', '.join(b.window for b in run.budgets)}): every section was charged to each.")
@@ -280,7 +283,7 @@ def _html_section(s: SectionResult, tz: str) -> str:
             for agg in data["aggregate"].unique(maintain_order=True)
         )
     bias = f"<p class=bias>Bias: {html.escape(p['bias_note'])}</p>" if p.get("bias_note") else ""
-    return head + meta + chart + _html_table(data, keys, tz, covered) + bias + "</section>"
+    return head + meta + chart + _html_table(data, keys, tz, covered, shown=not chart) + bias + "</section>"
 
 
 def _local(v: dt.datetime, tz: str) -> dt.datetime:
@@ -306,7 +309,10 @@ def _table_rows(data: pl.DataFrame, cols: list[str], tz: str, covered: list[bool
         yield text
 
 
-def _html_table(data: pl.DataFrame, keys: list[str], tz: str, covered: list[bool] | None = None) -> str:
+def _html_table(data: pl.DataFrame, keys: list[str], tz: str, covered: list[bool] | None = None, *,
+                shown: bool = False) -> str:
+    """The released cells, folded under their chart; ``shown``: unfolded, for a section without a
+    chart (``chart = "table"``, several keys), whose numbers would otherwise be hidden behind a click."""
     cols = keys + ["aggregate", "value", "ci_low", "ci_high", "scale"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = "".join(
@@ -315,7 +321,7 @@ def _html_table(data: pl.DataFrame, keys: list[str], tz: str, covered: list[bool
         for i, row in enumerate(_table_rows(data.head(200), cols, tz, covered))
     )
     more = f"<p class=meta>{data.height - 200} more rows in the JSON output.</p>" if data.height > 200 else ""
-    return f"<details><summary>{data.height} released cells</summary><table><tr>{head}</tr>{rows}</table>{more}</details>"
+    return f"<details{' open' if shown else ''}><summary>{data.height} released cells</summary><table><tr>{head}</tr>{rows}</table>{more}</details>"
 
 
 def _x_labels(values: list[Any], tz: str) -> list[str]:

@@ -118,7 +118,7 @@ _CATALOGUE: tuple[Field, ...] = (
     Field("http.request.referrer", _S, "Referrer."),
     Field("http.response.status_code", _I32, "HTTP status code.", aliases=("status", "status_code", "http.status", "http.status_code", "sc-status")),
     Field("http.response.body.bytes", _I64, "Response body size in bytes.", aliases=("bytes", "response_bytes", "body_bytes_sent", "size")),
-    Field("url.original", _S, "Request URL as logged.", aliases=("url", "uri", "request", "uri_path")),
+    Field("url.original", _S, "Request URL as logged.", aliases=("url", "uri", "request", "uri_path", "url.path", "url.full")),
     Field("user_agent.original", _S, "User agent string.", aliases=("user_agent", "useragent", "http_user_agent")),
     Field("dns.question.name", _S, "Queried name.", aliases=("query", "dns.query")),
     Field("winlog.logon.type", _S, "Windows logon type (2, 3, 10…).", aliases=("LogonType", "logon_type", "winlog.event_data.LogonType")),

@@ -191,7 +191,11 @@ def test_explain_is_the_same_plan_on_neighbours(pair, victim):
                  ["explain", "--store", "{store}", "--sql", "SELECT SUM(http.response.body.bytes) FROM logs"]):
         a, b = (observe(s, *args) for s in (pair.store(None), pair.store(victim)))
         assert_same_run(a, b)
-        assert a.stdout == b.stdout  # the plan: scales, bounds, L0/L∞, groups, coverage; no noisy value at all
+        # the plan: scales, bounds, L0/L∞, groups, coverage; no noisy value at all. Its last line is
+        # the budget each ledger has left, which follows the releases each store has had (the
+        # module's stores have had different numbers of them), not their events
+        plan, left = zip(*(o.stdout.rsplit("budget now (left for one more release): ", 1) for o in (a, b)))
+        assert plan[0] == plan[1] and all(": epsilon=" in line for line in left)
 
 
 REPORT = ["report", str(REPO / "queries/reports/nightly.toml"), "--store", "{store}", "--date", "2024-03-14",

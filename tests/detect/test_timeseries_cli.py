@@ -56,6 +56,19 @@ def test_timeseries_flags_the_spike_and_charges_once(spiky_store):
     assert buckets[17]["z"] > 8 and buckets[17]["noise_std"] == pytest.approx(40 * 2**0.5)
 
 
+def test_the_text_table_prints_counts_as_the_query_table_does(spiky_store):
+    """Counts printed as 85.0 and -127.0, and thousands without separators (2400.0), unlike `dplogs
+    query`'s table (2,400)."""
+    res = CliRunner().invoke(cli, [
+        "timeseries", "--store", str(spiky_store.path), "--sql", SQL, "--epsilon", "3", "--max-groups", "20",
+        "--max-rows-per-group", "6", "--start", "2026-11-01", "--end", "2026-11-21", "--history", "7"])
+    assert res.exit_code == 0, res.output
+    rows = res.stdout.splitlines()[1:]
+    values = [row.split()[2] for row in rows]  # day, time, value, ...
+    assert len(values) == 20 and not any(v.endswith(".0") for v in values)
+    assert all(v.lstrip("-").replace(",", "").isdigit() for v in values) and "," in values[17]  # the 2,400-event day
+
+
 def test_timeseries_refuses_a_query_it_cannot_score_before_charging(spiky_store):
     res = CliRunner().invoke(cli, [
         "timeseries", "--store", str(spiky_store.path), "--epsilon", "1", "--max-groups", "20",

@@ -79,8 +79,8 @@ def test_cli_train_then_score_keeps_scores_inside_the_store(store, tmp_path):
     model = tmp_path / "km.json"
     res = runner.invoke(cli, ["train", "--store", str(store.path), "--detector", "kmeans", "--epsilon", "1",
                               "--delta", "1e-6", "--start", "2026-11-01", "--end", "2026-12-01",
-                              "--max-windows", "3", "--k", "3", "--iterations", "2", "--output", str(model)])
-    assert res.exit_code == 0, res.output
+                              "--max-windows", "3", "--k", "3", "--iterations", "2", "-o", str(model)])
+    assert res.exit_code == 0, res.output  # -o, as query and report spell it (train and score had --output only)
     assert json.loads(res.stdout)["model_card"]["epsilon"] <= 1.0
     # the card on stdout leaves the peer baseline's tables in the model file (on the real auth.log
     # they were 4,358 lines of a terminal)
@@ -95,6 +95,8 @@ def test_cli_train_then_score_keeps_scores_inside_the_store(store, tmp_path):
     # every unit-window is scored, not only the K per unit kept for training
     days = synthetic_events().select("user.name", pl.col("@timestamp").dt.date()).unique().height
     assert scores.height == days > 50 * 3
+    res = runner.invoke(cli, ["score", "--store", str(store.path), "--model", str(model), "-o", str(tmp_path / "s.parquet")])
+    assert res.exit_code == 0 and pl.read_parquet(tmp_path / "s.parquet").height == scores.height, res.output
     res = runner.invoke(cli, ["score", "--help"])
     assert "trust boundary" in res.output
     res = runner.invoke(cli, ["train", "--store", str(store.path), "--detector", "kmeans", "--epsilon", "9",

@@ -43,6 +43,29 @@ def test_explain_spends_nothing(sample_store):
     assert entries(sample_store) == before
 
 
+def test_explain_says_what_the_budget_has_left_before_anything_is_spent(sample_store, tmp_path):
+    """explain gave a release's cost but not whether it would fit: a new store without caps, or a
+    month nearly spent, was found only by the release's refusal (77)."""
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    left = Ledger.open(store / "ledger.sqlite").budget("2024-03").remaining
+    r = run("explain", "--sql", SQL, "--store", str(store), *PRIV)
+    assert r.exit_code == 0, r.output
+    assert (f"budget now (left for one more release): 2024-03: epsilon={left.epsilon:.6g} (pure), "
+            f"rho={left.rho:.6g} (zCDP), delta={left.delta:.3g} of caps epsilon=1000, delta=0.001") in r.output
+    data = json.loads(run("explain", "--sql", SQL, "--store", str(store), *PRIV, "--format", "json").output)
+    assert data["budget_now"].startswith("budget now (left for one more release): 2024-03: epsilon=")
+    # a store without a ledger yet: explain says the release would be refused, and still writes nothing
+    (store / "ledger.sqlite").unlink()
+    (store / "ledger.sqlite.head").unlink(missing_ok=True)
+    r = run("explain", "--sql", SQL, "--store", str(store), *PRIV)
+    assert r.exit_code == 0, r.output
+    assert f"budget now: no caps set: a release is refused (64) until `dplogs budget set --store {store}" in r.output
+    assert not (store / "ledger.sqlite").exists()
+
+
 def test_query_json_and_ledger_charge(sample_store):
     before = entries(sample_store)
     r = run("query", "--sql", SQL, "--store", str(sample_store), *PRIV, "--format", "json")
@@ -324,6 +347,39 @@ def test_one_line_ad_hoc_query_uses_disclosed_defaults(sample_store, tmp_path):
     assert bad.exit_code == 64 and "one window" in bad.output
     assert CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
                                     "--last", "7x"]).exit_code == 64
+
+
+def test_a_store_without_caps_is_a_setup_step_left_out_not_an_exhausted_budget(tmp_path):
+    """A new store's first query, and a nightly report on it, exited 77 ('budget exhausted'), which
+    docs/scheduling.md tells a scheduler to treat as 'stop; the next night continues': without
+    caps no night ever does. It is 64 (fix the setup), with the command to run; nothing charged."""
+    store = tmp_path / "new"  # a new store: one whose ledger was bound and then lost is refused (74)
+    assert run("ingest", str(REPO / "sample_logs"), "--store", str(store), "--year", "2024", "-q").exit_code == 0
+    r = run("query", "--sql", SQL, "--store", str(store), *PRIV)
+    assert r.exit_code == 64 and "no budget caps are set; set them with `dplogs budget set --store" in r.stderr
+    report = run("report", str(REPO / "queries" / "reports" / "nightly.toml"), "--store", str(store),
+                 "--date", "2024-03-12", "-o", str(tmp_path / "n.md"))
+    assert report.exit_code == 64 and "no budget caps are set" in (tmp_path / "n.md").read_text()
+    assert entries(store) == 0
+
+
+def test_a_table_release_says_its_window_and_the_defaults_it_used(sample_store, tmp_path):
+    """The README's `dplogs query --store soc/ --sql "SELECT COUNT(*) FROM logs"` picks its own window
+    and ε: the table (default format) printed neither, so a SOC reader could not tell which month
+    the count covered; both were only in the JSON metadata."""
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    r = CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs"])
+    assert r.exit_code == 0, r.output
+    assert "window: 2024-03-01T00:00:00Z to 2024-04-01T00:00:00Z (end exclusive)" in r.stderr
+    assert "default used: epsilon = 1 (dplogs' default per query)" in r.stderr
+    assert "default used: window = 2024-03-01 to 2024-04-01: the latest month budget window" in r.stderr
+    given = CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", "SELECT COUNT(*) FROM logs",
+                                     "--day", "2024-03-12", "--epsilon", "0.5", "--max-rows-per-group", "5"])
+    assert given.exit_code == 0, given.output
+    assert "window: 2024-03-12T00:00:00Z to 2024-03-13T00:00:00Z" in given.stderr and "default used" not in given.stderr
 
 
 def test_private_keys_default_to_one_group_per_unit(sample_store):

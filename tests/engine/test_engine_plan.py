@@ -161,13 +161,23 @@ def test_unknown_column_error_names_known_columns():
 @pytest.mark.parametrize(("asked", "stored"), [
     ("winlog.event_id", "event.code"), ("EventID", "event.code"), ("src_ip", "source.ip"), ("id.orig_h", "source.ip"),
     ("status", "http.response.status_code"), ("Computer", "host.name"), ("user", "user.name"),
-    ("LogonType", "winlog.logon.type"), ("sourceIPAddress", "source.ip"),
+    ("LogonType", "winlog.logon.type"), ("sourceIPAddress", "source.ip"), ("url.path", "url.original"),
 ])
 def test_a_column_named_as_other_tools_name_it_points_at_the_store_field(asked, stored):
     """A SOC engineer's first guesses (Winlogbeat's winlog.event_id, Splunk's src_ip, Zeek's
     id.orig_h) found no suggestion, or a wrong one (winlog.event_id -> nothing at all)."""
     with pytest.raises(QueryError, match=rf"unknown column '{re.escape(asked)}': dplogs stores it as {re.escape(stored)} "):
         parse_sql(f"SELECT {asked}, COUNT(*) FROM logs GROUP BY 1")
+
+
+def test_grouping_by_a_bare_time_bucket_says_how_to_make_one():
+    """`GROUP BY day` (a SOC engineer's first try at failed logins per day) was 'unknown column
+    'day'' with the column list and no word of date_trunc or --bucket."""
+    with pytest.raises(QueryError, match=r"unknown column 'day'; time buckets are expressions: "
+                                         r"date_trunc\('day', \"@timestamp\"\) AS day .* or --bucket day"):
+        parse_sql("SELECT COUNT(*) FROM logs WHERE event.outcome = 'failure' GROUP BY day")
+    query = parse_sql("SELECT date_trunc('day', \"@timestamp\") AS day, COUNT(*) FROM logs GROUP BY day")
+    assert [(k.column, k.bucket) for k in query.keys] == [("@timestamp", "day")]
 
 
 def test_aliases_name_one_field_each_and_no_store_field():

@@ -99,6 +99,19 @@ def test_refused(sql, message):
         parse_sql(sql)
 
 
+def test_a_syntax_error_says_where_and_why_in_words():
+    """A WHERE with no condition read "Required keyword: 'this' missing for <class
+    'sqlglot.expressions.query.Where'>" (sqlglot's own class names, no position); an unclosed
+    quote, "Error tokenizing ..." only."""
+    with pytest.raises(QueryError, match=r"^cannot parse the SQL near 'WHERE' \(line 1, column 31\): the WHERE "
+                                         r"clause is incomplete; quote special names"):
+        parse_sql("SELECT COUNT(*) FROM logs WHERE")
+    with pytest.raises(QueryError, match=r"^cannot parse the SQL near 'FROM' \(line 1, column 19\): Expecting \)"):
+        parse_sql("SELECT COUNT(* FROM logs")
+    with pytest.raises(QueryError, match=r"^cannot parse the SQL: a quote is not closed\?"):
+        parse_sql("SELECT COUNT(*) FROM logs WHERE event.outcome = 'failure")
+
+
 def test_order_by_unaliased_aggregates():
     q = parse_sql("SELECT source.ip, COUNT(DISTINCT user.name) FROM logs GROUP BY 1 ORDER BY COUNT(DISTINCT user.name) DESC LIMIT 2")
     assert (q.top_k, q.order_by) == (2, "distinct_units")

@@ -63,6 +63,25 @@ def test_mapping_is_required_and_checked(tmp_path):
         parse("csv", path, IngestOptions(field_map={"who": "username"}))
 
 
+def test_a_table_without_a_mapping_in_a_directory_walk_is_named(tmp_path):
+    """`dplogs ingest` of a directory holding auth.log and a CSV export (loghub's OpenSSH folder)
+    ingested the log, then stopped with 'CSV input needs a column mapping' and no file name."""
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "auth.log").write_text(
+        "Mar  1 10:00:00 h sshd[1]: Failed password for root from 198.51.100.1 port 22 ssh2\n")
+    (tmp_path / "logs" / "export.csv").write_text(CSV_TEXT)
+    res = CliRunner().invoke(cli, ["ingest", str(tmp_path / "logs"), "--store", str(tmp_path / "st"), "--year", "2024"])
+    assert res.exit_code == 64
+    assert f"error: {tmp_path / 'logs' / 'export.csv'}: CSV input needs a column mapping" in res.stderr
+    assert "or leave the file out of the paths ingested" in res.stderr
+    with pytest.raises(UsageError, match=r"export\.csv: --map names columns this CSV file lacks: nope"):
+        parse("csv", tmp_path / "logs" / "export.csv", IngestOptions(field_map={"nope": "user.name"}))
+
+
 def test_parquet(tmp_path):
     path = tmp_path / "t.parquet"
     pl.DataFrame({"ts": [datetime(2024, 1, 1, tzinfo=timezone.utc), None], "ip": ["1.2.3.4", None],

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from dplogs.cli import cli
-from dplogs.errors import BudgetExhausted, UsageError
+from dplogs.errors import UsageError
 from dplogs.ingest.store import Store
 from dplogs.privacy.accounting import zcdp_to_epsilon
 from dplogs.privacy.ledger import Ledger
@@ -127,7 +127,7 @@ def test_help_documents_every_option():
 def test_set_aligns_a_ledger_created_before_any_caps_with_the_store_policy(tmp_path):
     store = Store.init(tmp_path / "daily", dataset="demo", budget_window="day")
     Ledger.open(store.ledger_path, create=True).close()  # e.g. a first query, refused for lack of caps
-    with Ledger.open(store.ledger_path) as led, pytest.raises(BudgetExhausted, match="dplogs budget set"):
+    with Ledger.open(store.ledger_path) as led, pytest.raises(UsageError, match="dplogs budget set"):
         with led.charge(PrivacyLoss(epsilon=0.1), windows=["2026-11-22"], caller="cli"):
             pass
     r = run("set", "--store", store.path, "--epsilon", 1)

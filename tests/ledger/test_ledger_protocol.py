@@ -182,8 +182,8 @@ def test_validation_happens_before_reservation(ledger, kwargs, error):
 def test_no_caps_means_no_release(ledger_path):
     from dplogs.privacy.ledger import Ledger
 
-    with Ledger.open(ledger_path, create=True) as led:
-        with pytest.raises(BudgetExhausted, match="dplogs budget set"):
+    with Ledger.open(ledger_path, create=True) as led:  # a setup step left out (64), not a spent budget (77)
+        with pytest.raises(UsageError, match="no budget caps are set; set them with `dplogs budget set"):
             with led.charge(EPS, windows=NOV, caller="cli"):
                 pass
 

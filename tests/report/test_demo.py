@@ -49,6 +49,9 @@ def test_demo_catches_up_and_points_at_the_summary(tmp_path):
     assert not any(exact[n] for n in exact if n in roster)
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and Ledger.open(store / "ledger.sqlite").spent("2024-03").epsilon == spent
+    # the rerun reads no file again, and says so rather than a bare '0 events parsed'
+    assert "0 events parsed, 0 quarantined" in again.stderr and "3 file(s) already in the store, not read again" in again.stderr
+    assert "already in the store" not in first.stderr
     assert took < 60  # the README promises a quick first run (about 6 s here)
 
 

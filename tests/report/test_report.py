@@ -298,3 +298,33 @@ def test_a_store_without_a_protection_policy_says_what_protect_would_show(sample
     assert CliRunner().invoke(cli, ["protect", "--store", str(store), "--networks", "10.0.0.0/8"]).exit_code == 0
     page = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY + dt.timedelta(days=1)), "md")
     assert note not in page and "Failed logins per hour" in page
+
+
+def test_a_table_section_shows_its_cells_without_a_click(sample_store, tmp_path):
+    """A section with `chart = "table"` drew no chart and folded its cells into a closed <details>:
+    the HTML report showed its title and '▶ 2 released cells' and no number (found in headless
+    Chromium on a sudo-per-day section). Cells without a chart are shown; under a chart they stay folded."""
+    spec = tmp_path / "two.toml"
+    spec.write_text(f'name = "two"\n[[section]]\nquery = "{REPO / "queries" / "failed_logins_per_hour.toml"}"\n'
+                    'chart = "line"\nepsilon = 0.5\n'
+                    f'[[section]]\nquery = "{REPO / "queries" / "sudo_per_day.toml"}"\nchart = "table"\nepsilon = 0.5\n')
+    store = _fresh(sample_store, tmp_path, 10.0)
+    page = render(run_report(load_report_spec(spec), store, day=SPRAY_DAY), "html")
+    charted, tabled = page.split("<section>")[1:]
+    assert "<svg" in charted and "<details><summary>24 released cells" in charted
+    assert "<svg" not in tabled and "<details open><summary>2 released cells" in tabled
+
+
+def test_the_budget_note_says_why_spent_delta_is_the_cap_while_delta_is_left(sample_store, tmp_path):
+    """After the README tour's `dplogs train` (a zCDP release) the report read 'spent ε=12.1274,
+    δ=1e-05 (cap ε=20, δ=1e-05); left ε=7.87261, δ=8.95232e-06': all δ spent, yet δ left. The spent δ
+    is the cap at which ρ is converted; the δ left is for one more (partition-selection) release."""
+    from dplogs.engine import Engine
+
+    store = _fresh(sample_store, tmp_path, 10.0)
+    plain = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY), "md")
+    assert "zCDP" not in plain and "left for one more release ε=8, δ=1e-05." in plain
+    Engine.open(store).sql("SELECT COUNT(*) FROM logs", rho=0.05, max_rows_per_group=5,
+                           start="2024-03-04", end="2024-03-18").release()
+    page = render(run_report(load_report_spec(NIGHTLY), store, day=SPRAY_DAY), "md")
+    assert "δ=1e-05 (cap ε=10, δ=1e-05; its zCDP releases' ρ=0.05 counted at the δ cap); left for one more release ε=" in page

@@ -48,6 +48,15 @@ def open_ledger(store: Path, *, create: bool = False, replace_lost: bool = False
     return open_store_ledger_copy(st, store_id=store_id), st.manifest.budget_window
 
 
+def _no_ledger_yet(store: Path) -> bool:
+    """The store never had a ledger: none on disk and none recorded in its manifest (a recorded
+    ledger gone missing is a lost ledger, refused with 74 by :func:`open_ledger`)."""
+    from dplogs.ingest.store import Store
+
+    st = Store.open(store)
+    return not os.path.lexists(st.ledger_path) and not st.recorded_ledger_id()
+
+
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)  # False on a read-only mount, even for root
 
@@ -102,11 +111,16 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
     tighter valid bound is shown). "left ε" / "left ρ" are the largest single further pure-ε or
     zCDP release that still fits. Entries left reserved by a crashed run count as spent.
     """
-    with open_ledger(store)[0] as ledger:
-        # sums of a tampered ledger are not the spend: refused like a release (74), not shown
-        ledger.verify().raise_for_problems()
-        policy, caps = ledger.window_policy, ledger.caps()
-        budgets = [ledger.budget(w) for w in (windows or ledger.windows())]
+    if _no_ledger_yet(store):  # a new store: nothing spent, nothing to alarm a monitor about (was 74)
+        from dplogs.ingest.store import Store
+
+        policy, caps, budgets = Store.open(store).manifest.budget_window, None, []
+    else:
+        with open_ledger(store)[0] as ledger:
+            # sums of a tampered ledger are not the spend: refused like a release (74), not shown
+            ledger.verify().raise_for_problems()
+            policy, caps = ledger.window_policy, ledger.caps()
+            budgets = [ledger.budget(w) for w in (windows or ledger.windows())]
     if as_json:
         click.echo(json.dumps({
             "window_policy": policy,

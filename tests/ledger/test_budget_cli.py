@@ -138,3 +138,28 @@ def test_set_aligns_a_ledger_created_before_any_caps_with_the_store_policy(tmp_p
         with pytest.raises(UsageError, match="budget windows are days"):
             with led.charge(PrivacyLoss(epsilon=0.1), windows=["2026-11"], caller="cli"):
                 pass
+
+
+def test_budget_show_on_a_new_store_says_no_caps_and_exits_0(tmp_path):
+    """A store no one ran `budget set` on has no ledger yet: `budget show` exited 74 ('no budget
+    ledger'), the code of a lost or corrupt ledger, which a monitor reads as an alarm. It now says
+    nothing is spent and no caps are set (0); a recorded ledger gone missing is still 74."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+
+    log = tmp_path / "auth.log"
+    log.write_text("Mar 31 10:00:01 web1 sshd[1]: Failed password for bob from 203.0.113.9 port 1 ssh2\n")
+    store = tmp_path / "st"
+    assert CliRunner().invoke(cli, ["ingest", str(log), "--store", str(store), "--year", "2024"]).exit_code == 0
+    res = CliRunner().invoke(cli, ["budget", "show", "--store", str(store)])
+    assert res.exit_code == 0 and "no budget caps set" in res.output and "no releases charged yet" in res.output
+    res = CliRunner().invoke(cli, ["budget", "show", "--store", str(store), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == {"window_policy": "month", "caps": None, "windows": []}
+    assert not (store / "ledger.sqlite").exists()  # reading made nothing
+    assert CliRunner().invoke(cli, ["budget", "set", "--store", str(store), "--epsilon", "1"]).exit_code == 0
+    (store / "ledger.sqlite").unlink()
+    res = CliRunner().invoke(cli, ["budget", "show", "--store", str(store)])
+    assert res.exit_code == 74 and "missing" in res.output

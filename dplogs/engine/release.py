@@ -214,6 +214,25 @@ def shown_number(v: float) -> str:
     return f"{v:.6g}"
 
 
+def shown_times(stamps: pl.Series) -> list[str]:
+    """A column of UTC instants for people to read: dates alone when every one is a UTC midnight
+    (day, week and month buckets), else minutes (seconds where any has them), marked Z for UTC.
+
+    >>> import datetime as dt
+    >>> day = lambda *a: dt.datetime(*a, tzinfo=dt.timezone.utc)
+    >>> shown_times(pl.Series([day(2024, 3, 4), day(2024, 3, 5)], dtype=_DT))
+    ['2024-03-04', '2024-03-05']
+    >>> shown_times(pl.Series([day(2024, 3, 4), day(2024, 3, 4, 14), None], dtype=_DT))
+    ['2024-03-04 00:00Z', '2024-03-04 14:00Z', '']
+    """
+    utc = stamps.dt.convert_time_zone("UTC")
+    if (utc.dt.truncate("1d") == utc).all():
+        fmt = "%Y-%m-%d"
+    else:
+        fmt = "%Y-%m-%d %H:%M:%SZ" if (utc.dt.truncate("1m") != utc).any() else "%Y-%m-%d %H:%MZ"
+    return utc.dt.strftime(fmt).fill_null("").to_list()
+
+
 def _table(release: Release, *, title: str | None) -> str:
     from rich.console import Console
     from rich.table import Table
@@ -224,8 +243,10 @@ def _table(release: Release, *, title: str | None) -> str:
     for c in release.data.columns:
         table.add_column(Text(visible(c)), justify="right" if release.data.schema[c].is_numeric() else "left")
     reasons = set()
-    for row in release.rows():
-        cells = {k: "" if v is None else shown_number(v) if isinstance(v, float) else visible(str(v)) for k, v in row.items()}
+    stamps = {c: shown_times(release.data.get_column(c)) for c, t in release.data.schema.items() if t == _DT}
+    for i, row in enumerate(release.rows()):
+        cells = {k: "" if v is None else stamps[k][i] if k in stamps else shown_number(v) if isinstance(v, float)
+                 else visible(str(v)) for k, v in row.items()}
         # a ratio too noisy to say anything: the value cell says so, its reason goes under the table
         # once (in every row's mechanism it made the table ~180 characters wide)
         base, sep, reason = cells.get("mechanism", "").partition(f"; {NOT_ENOUGH_DATA_TEXT}: ")

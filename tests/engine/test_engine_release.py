@@ -85,3 +85,16 @@ def test_bad_format_and_missing_columns():
         write_release(release(), "xml", io.StringIO())
     with pytest.raises(InternalError):
         Release(data=pl.DataFrame({"value": [1.0]}), privacy={})
+
+
+def test_the_table_shows_bucket_times_for_people():
+    """The table printed day buckets as 2026-11-01T00:00:00Z (reported by the newuser helper): a
+    column of UTC midnights is dates, other times minutes marked Z; JSON and CSV keep ISO."""
+    buf = io.StringIO()
+    write_release(release(), "table", buf)
+    assert "2026-11-01 " in buf.getvalue() and "T00:00:00Z" not in buf.getvalue()
+    hourly = release()
+    hourly = Release(data=hourly.data.with_columns(pl.col("bucket").dt.offset_by("14h")), privacy=hourly.privacy)
+    buf = io.StringIO()
+    write_release(hourly, "table", buf)
+    assert "2026-11-01 14:00Z" in buf.getvalue() and "2026-11-02 14:00Z" in buf.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -136,7 +137,8 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples("ingest"))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--store", "store_path", required=True, type=click.Path(file_okay=False),
-              help="Store directory; created (with its manifest) when it does not exist.")
+              help="Store directory; created (with its manifest) when it does not exist, and removed "
+                   "again when that first run fails having stored nothing.")
 @click.option("--format", "fmt", type=click.Choice(sorted(_FORMATS)), default=None, help=_FORMAT_HELP)
 @click.option("--year", type=int, default=None,
               help="Year of RFC 3164 syslog timestamps, which carry none. Default: the current year, "
@@ -201,6 +203,8 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
     except ValueError as exc:
         raise UsageError(f"{exc}; fix the option value") from exc
     _check_tz(tz)
+    existed = Path(store_path).exists()
+    created = not (Path(store_path) / "manifest.json").is_file()
     store = Store.init(store_path, dataset=dataset, privacy_unit=privacy_unit, budget_window=budget_window,
                        unattributed=unattributed)
     console = summary_console()
@@ -210,6 +214,11 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
             summary = run_ingest(list(paths), store, format=fmt, options=options, max_errors=max_errors, progress=bars)
     except TooManyErrors as exc:
         render_summary(exc.summary, console)
+        raise
+    except BaseException:
+        if created:  # nothing stored: leave no store whose settings a rerun with other options would hit
+            with contextlib.suppress(Exception):
+                store.discard_if_untouched(remove_directory=not existed)
         raise
     render_summary(summary, console)
 

@@ -49,6 +49,7 @@ import json
 import os
 import secrets
 from collections.abc import Collection, Iterable, Iterator
+import contextlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -182,6 +183,9 @@ def _why(exc: Exception) -> str:
     return str(exc) if isinstance(exc, NotAFile) else type(exc).__name__
 
 
+_LOCK_NAMES = (".ingest.lock", ".events.lock", ".manifest.lock")
+
+
 def _unfinished_store(path: Path) -> bool:
     """Whether ``path`` is empty or holds only what a store creation that failed before its manifest
     left: the empty ``events``, ``quarantine`` and ``units`` folders and a temporary manifest (found
@@ -280,7 +284,7 @@ class Store:
             return True
         first = relative.parts[0]
         return (first in ("manifest.json", "ingested.json", "open_tails.json", "events", "quarantine", "units", "policy",
-                          ".ingest.lock", ".events.lock", ".manifest.lock")  # a file renamed onto a lock unlocks it
+                          *_LOCK_NAMES)  # a file renamed onto a lock unlocks it
                 or first.startswith(self.ledger_path.name))
 
     @classmethod
@@ -579,8 +583,34 @@ class Store:
         """Hold the store's exclusive writer lock (``STORE/.ingest.lock``): concurrent ingests into
         one store run one after the other, so no registry update or day-partition dedup is lost."""
         with self._locked(".ingest.lock", mode=0o600):
+            if not (self.path / "manifest.json").is_file():  # a failed first ingest discarded it meanwhile
+                raise StoreError(f"store {self.path} was removed while this run waited for it; run again")
             self._dictionary = None  # another writer may have added units: re-read under the lock
             yield
+
+    def discard_if_untouched(self, *, remove_directory: bool) -> bool:
+        """Remove this store again when nothing was ever stored in it: no events, quarantine rows,
+        units, input records, ledger or defaults. For an ingest that created the store and then
+        failed (an unrecognised file), so a rerun with other ``--privacy-unit`` or ``--budget-window``
+        options is not refused by settings nobody chose. Checked and removed under the writer lock,
+        so a concurrent ingest that has stored something keeps its store. Returns whether removed."""
+        with self.writer_lock():
+            self.remove_stray_files()
+            kept = {"events", "quarantine", "units", "manifest.json", *_LOCK_NAMES}
+            entries = list(self.path.iterdir())
+            if self.manifest.defaults or any(e.name not in kept for e in entries):
+                return False
+            if any(any((self.path / name).iterdir()) for name in ("events", "quarantine", "units")):
+                return False
+            for name in ("events", "quarantine", "units"):
+                (self.path / name).rmdir()
+            (self.path / "manifest.json").unlink()
+        for name in _LOCK_NAMES:  # after the lock is let go; a waiting ingest then finds no manifest and fails
+            (self.path / name).unlink(missing_ok=True)
+        if remove_directory:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+        return True
 
     def remove_stray_files(self) -> int:
         """Remove the temporary files a killed or failed writer left; call under the writer lock

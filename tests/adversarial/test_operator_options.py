@@ -140,12 +140,12 @@ def test_catch_up_over_centuries_is_refused_before_anything_is_written(store, tm
 
 
 def test_a_store_without_any_events_refuses_releases_before_the_charge(tmp_path):
-    # a first ingest that recognised nothing leaves a store with no events and no input records;
-    # its coverage read "unknown", so queries were charged for pure noise
-    junk = tmp_path / "junk.bin"
-    junk.write_bytes(bytes(range(256)) * 4)
+    # a first ingest of a folder whose files it recognised none of leaves a store with no events
+    # and no input records; its coverage read "unknown", so queries were charged for pure noise
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "junk.bin").write_bytes(bytes(range(256)) * 4)
     store = tmp_path / "s"
-    invoke("ingest", "--store", store, junk)
+    assert invoke("ingest", "--store", store, tmp_path / "in").exit_code == 0
     assert (store / "manifest.json").is_file()
     assert invoke("budget", "set", "--store", store, "--epsilon", "10", "--delta", "1e-6").exit_code == 0
     before = ledger_state(store)

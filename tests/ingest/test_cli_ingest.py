@@ -107,6 +107,26 @@ def test_missing_input_exit_66_and_unknown_format_65(tmp_path: Path) -> None:
     assert result.exit_code == 65 and "are not read" in text and "--format jsonl|csv --map SRC=ecs.field" in text
 
 
+def test_a_failed_first_ingest_leaves_no_store_to_trip_the_rerun(tmp_path: Path) -> None:
+    # An unrecognised file failed the run (65) but left a store with the default privacy unit, so
+    # the rerun with the right options was refused: "already has privacy-unit 'user.name'".
+    odd = tmp_path / "odd.log"
+    odd.write_text("[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok\n")
+    store, empty = tmp_path / "s", tmp_path / "made-by-hand"
+    empty.mkdir()
+    for target in (store, empty):
+        assert _run("ingest", str(odd), "--store", str(target)).exit_code == 65
+    assert not store.exists() and empty.is_dir() and not any(empty.iterdir())  # a directory made by hand stays
+    sshd = tmp_path / "auth.log"
+    sshd.write_text("Mar 31 10:00:00 h sshd[1]: Failed password for bob from 10.0.0.1 port 22 ssh2\n")
+    result = _run("ingest", str(sshd), "--store", str(store), "--privacy-unit", "source.ip", "--year", "2024")
+    assert result.exit_code == 0, result.stderr
+    assert Store.open(store).manifest.privacy_unit == "source.ip"
+    # a store that holds data is never removed by a later failed run
+    assert _run("ingest", str(odd), "--store", str(store)).exit_code == 65
+    assert Store.open(store).scan().collect().height == 1
+
+
 def test_warns_when_most_rows_fall_into_the_shared_unit(tmp_path: Path) -> None:
     """Access logs carry no user.name: in a user.name store every request is the ONE shared unit,
     so every answer about them is noise; the ingest says so and names the option that helps."""

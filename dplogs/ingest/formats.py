@@ -18,7 +18,7 @@ from dplogs.ingest.base import REGISTRY, LogFormat
 MODULE_OF = {
     "syslog": "syslog", "auditd": "auditd", "access": "access", "iis": "access", "cef": "cef", "leef": "cef", "jsonl": "jsonl",
     "windows": "windows", "evtx": "windows", "zeek": "zeek", "cloudtrail": "cloudtrail", "csv": "tabular",
-    "parquet": "tabular", "sentinel": "sentinel",
+    "parquet": "tabular", "sentinel": "sentinel", "weberror": "weberror",
 }
 """Format name -> the module registering it (``tests/ingest/test_formats.py`` checks it against the
 registry). An ingest with ``--format`` imports just that one: importing every format was ~25 ms

@@ -334,8 +334,8 @@ def detect_format(source: InputSource, registry: dict[str, LogFormat] | None = N
     if not scores or scores[0][0] < MIN_SNIFF_SCORE:
         raise DataError(
             f"cannot recognise the format of {visible(source.name)}: its first lines fit none of dplogs' readers. If it is "
-            f"one of {', '.join(sorted(registry))}, pass --format NAME; other logs (an Apache error log, an "
-            "application's own format) are not read: export them as JSON lines or CSV and map their fields with "
+            f"one of {', '.join(sorted(registry))}, pass --format NAME; other logs (an application's own format, "
+            "a BlueGene or HDFS log) are not read: export them as JSON lines or CSV and map their fields with "
             "--format jsonl|csv --map SRC=ecs.field"
         )
     if len(scores) > 1 and scores[1][0] == scores[0][0]:

@@ -98,11 +98,11 @@ def test_missing_input_exit_66_and_unknown_format_65(tmp_path: Path) -> None:
     odd.write_bytes(b"\x00\x01\x02 binary junk\n")
     result = _run("ingest", str(odd), "--store", str(tmp_path / "s"))
     assert result.exit_code == 65 and "--format" in result.stderr
-    # an Apache error log (loghub): passing a --format from the list only quarantined every line,
-    # and nothing said that such logs are not read at all or what to do instead
-    errors = tmp_path / "error.log"
-    errors.write_text("[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok /etc/httpd/conf/workers2.properties\n")
-    result = _run("ingest", str(errors), "--store", str(tmp_path / "s"))
+    # an application's own log (loghub's HDFS): passing a --format from the list only quarantined
+    # every line, and nothing said that such logs are not read at all or what to do instead
+    own = tmp_path / "hdfs.log"
+    own.write_text("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38 terminating\n")
+    result = _run("ingest", str(own), "--store", str(tmp_path / "s"))
     text = " ".join(result.stderr.split())
     assert result.exit_code == 65 and "are not read" in text and "--format jsonl|csv --map SRC=ecs.field" in text
 
@@ -111,7 +111,7 @@ def test_a_failed_first_ingest_leaves_no_store_to_trip_the_rerun(tmp_path: Path)
     # An unrecognised file failed the run (65) but left a store with the default privacy unit, so
     # the rerun with the right options was refused: "already has privacy-unit 'user.name'".
     odd = tmp_path / "odd.log"
-    odd.write_text("[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok\n")
+    odd.write_text("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 terminating\n")
     store, empty = tmp_path / "s", tmp_path / "made-by-hand"
     empty.mkdir()
     for target in (store, empty):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -21,7 +20,7 @@ from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.formats import registered
 from dplogs.ingest.ingest import IngestSummary, TooManyErrors
 from dplogs.ingest.ingest import ingest as run_ingest
-from dplogs.ingest.store import BUDGET_WINDOWS, Store
+from dplogs.ingest.store import BUDGET_WINDOWS, Store, removed_if_nothing_stored
 
 _FORMATS = registered()
 _FORMAT_HELP = "Input format; auto-detected from content when omitted. One of: " + "; ".join(
@@ -203,22 +202,15 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
     except ValueError as exc:
         raise UsageError(f"{exc}; fix the option value") from exc
     _check_tz(tz)
-    existed = Path(store_path).exists()
-    created = not (Path(store_path) / "manifest.json").is_file()
-    store = Store.init(store_path, dataset=dataset, privacy_unit=privacy_unit, budget_window=budget_window,
-                       unattributed=unattributed)
     console = summary_console()
     bars = _Bars() if sys.stderr.isatty() and not quiet else None
     try:
-        with bars or contextlib.nullcontext():
+        with removed_if_nothing_stored(store_path), bars or contextlib.nullcontext():
+            store = Store.init(store_path, dataset=dataset, privacy_unit=privacy_unit, budget_window=budget_window,
+                               unattributed=unattributed)
             summary = run_ingest(list(paths), store, format=fmt, options=options, max_errors=max_errors, progress=bars)
     except TooManyErrors as exc:
         render_summary(exc.summary, console)
-        raise
-    except BaseException:
-        if created:  # nothing stored: leave no store whose settings a rerun with other options would hit
-            with contextlib.suppress(Exception):
-                store.discard_if_untouched(remove_directory=not existed)
         raise
     render_summary(summary, console)
 

@@ -30,7 +30,7 @@ from dplogs.ingest import tails
 from dplogs.ingest.auth import MAX_REPEATS
 from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import bounded_blocks, check_format_name, detect_format, iter_blocks, open_sources
-from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id
+from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id, removed_if_nothing_stored
 from dplogs.ingest.streams import StreamKeys
 from dplogs.schema.units import SHARED, UnitRule
 
@@ -222,7 +222,9 @@ def ingest(
         raise UsageError("--max-errors must be >= 0")
     forced = check_format_name(format) if format is not None else None
     if not isinstance(store, Store):
-        store = Store.init(store)
+        with removed_if_nothing_stored(store):
+            return ingest(paths, Store.init(store), format=format, options=options, max_errors=max_errors,
+                          progress=progress)
     run_id = new_run_id()
     warnings: list[str] = []
     dedup_hashes = store.manifest.hash_canary == hash_canary()

@@ -186,6 +186,23 @@ def _why(exc: Exception) -> str:
 _LOCK_NAMES = (".ingest.lock", ".events.lock", ".manifest.lock")
 
 
+@contextmanager
+def removed_if_nothing_stored(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Around a first ingest into ``path``: when the block fails and the store it created holds
+    nothing (an unrecognised file, a gzip bomb, a full disk), remove that store again, so a rerun
+    with other ``--privacy-unit`` or ``--budget-window`` options is not refused by settings nobody
+    chose. A store that existed before, or holds anything, is kept."""
+    path = Path(path)
+    existed, created = path.exists(), not (path / "manifest.json").is_file()
+    try:
+        yield
+    except BaseException:
+        if created and (path / "manifest.json").is_file():
+            with contextlib.suppress(Exception):  # the failure is what the caller must see
+                Store.open(path).discard_if_untouched(remove_directory=not existed)
+        raise
+
+
 def _unfinished_store(path: Path) -> bool:
     """Whether ``path`` is empty or holds only what a store creation that failed before its manifest
     left: the empty ``events``, ``quarantine`` and ``units`` folders and a temporary manifest (found
@@ -590,10 +607,9 @@ class Store:
 
     def discard_if_untouched(self, *, remove_directory: bool) -> bool:
         """Remove this store again when nothing was ever stored in it: no events, quarantine rows,
-        units, input records, ledger or defaults. For an ingest that created the store and then
-        failed (an unrecognised file), so a rerun with other ``--privacy-unit`` or ``--budget-window``
-        options is not refused by settings nobody chose. Checked and removed under the writer lock,
-        so a concurrent ingest that has stored something keeps its store. Returns whether removed."""
+        units, input records, ledger or defaults (see :func:`removed_if_nothing_stored`). Checked
+        and removed under the writer lock, so a concurrent ingest that has stored something keeps
+        its store. Returns whether removed."""
         with self.writer_lock():
             self.remove_stray_files()
             kept = {"events", "quarantine", "units", "manifest.json", *_LOCK_NAMES}

@@ -125,6 +125,13 @@ def test_a_failed_first_ingest_leaves_no_store_to_trip_the_rerun(tmp_path: Path)
     # a store that holds data is never removed by a later failed run
     assert _run("ingest", str(odd), "--store", str(store)).exit_code == 65
     assert Store.open(store).scan().collect().height == 1
+    # the Python API's ingest, given a path, does the same
+    from dplogs.errors import DataError
+    from dplogs.ingest.ingest import ingest
+
+    with pytest.raises(DataError):
+        ingest([odd], tmp_path / "api")
+    assert not (tmp_path / "api").exists()
 
 
 def test_warns_when_most_rows_fall_into_the_shared_unit(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from dplogs.cli.examples import examples
-from dplogs.engine.policy import check_recorded, load, read_roster, save
-from dplogs.errors import UsageError
+from dplogs.engine.policy import Policy, check_recorded, load, read_roster, save
+from dplogs.errors import StoreError, UsageError
 from dplogs.ingest.store import Store
 from dplogs.privacy.ledger import open_store_ledger
 
@@ -61,6 +61,10 @@ def protect(store_path: str, users_file: str | None, networks: str | None, show:
         finally:
             ledger.close()
         return
+    try:
+        before: Policy | None = load(store.path)  # to say what the new version stops protecting
+    except StoreError:
+        before = None  # unreadable: `protect` is how it is put right; nothing to compare with
     if clear:
         if users_file or networks:
             raise UsageError("--clear takes no other option")
@@ -74,3 +78,14 @@ def protect(store_path: str, users_file: str | None, networks: str | None, show:
             raise UsageError("--networks needs at least one CIDR")
         p = save(store.path, users=users, networks=nets)
     click.echo(f"protection policy version {p.version} in force for {store.path}")
+    if before is None:
+        return
+    if before.networks is not None and p.networks is None and p.users is not None:
+        click.echo(f"note: the networks rule of version {before.version} ({', '.join(before.networks)}) is dropped; pass "
+                   "--networks again to keep it", err=True)
+    loosened = p.loosened_from(before)
+    for note in loosened:
+        click.echo(f"warning: {note}", err=True)
+    if loosened:
+        click.echo(f"warning: releases from now on count those rows exactly, also in budget windows whose earlier "
+                   f"releases protected them under version {before.version} (docs/privacy.md)", err=True)

@@ -124,6 +124,38 @@ class Policy:
         return {"version": self.version, "digest": self.digest,
                 "rule": "unprotected (aggregated exactly, no noise on their part): " + "; ".join(parts)}
 
+    def loosened_from(self, old: Policy) -> list[str]:
+        """What this version leaves unprotected that ``old`` protected, in words for the operator
+        who just changed it: a roster dropped (every row from outside the networks, people's too),
+        accounts taken off the roster, network ranges taken out. Rules added on purpose (a first
+        roster, networks named for the first time) are not listed: they are what was asked. From
+        this version on, releases count those rows exactly, also in budget windows whose earlier
+        releases protected them (redteam5).
+
+        >>> old = Policy(version=1, users=frozenset({"anna", "omar"}), networks=("10.0.0.0/8",))
+        >>> Policy(version=2, users=frozenset({"anna"}), networks=("10.1.0.0/16",)).loosened_from(old)
+        ['1 account left the roster: its rows are no longer protected', 'addresses in 10.0.0.0/8 outside 10.1.0.0/16 are now outside the networks: their rows are no longer protected unless their account is on the roster']
+        >>> Policy(version=2, networks=("10.0.0.0/8",)).loosened_from(old)
+        ["the roster of 2 people is dropped: rows from outside 10.0.0.0/8 are no longer protected, people's too (pass --users again to keep it)"]
+        """
+        if old.protects_everything or self.protects_everything:
+            return []
+        notes = []
+        if old.users is not None and self.users is None and self.networks is not None:
+            notes.append(f"the roster of {len(old.users):,} people is dropped: rows from outside {', '.join(self.networks)} "
+                         "are no longer protected, people's too (pass --users again to keep it)")
+        elif old.users is not None and self.users is not None:
+            left = len(set(old.roster_keys()) - set(self.roster_keys()))
+            if left:
+                notes.append(f"{left:,} account{'s' if left != 1 else ''} left the roster: "
+                             f"{'their' if left != 1 else 'its'} rows are no longer protected")
+        if old.networks is not None and self.networks is not None:
+            for net in old._nets:
+                if not any(net.version == n.version and net.subnet_of(n) for n in self._nets):
+                    notes.append(f"addresses in {net} outside {', '.join(self.networks)} are now outside the networks: "
+                                 "their rows are no longer protected unless their account is on the roster")
+        return notes
+
     def roster_keys(self) -> list[str]:
         """The roster's accounts as ingest names them, lower-cased: a directory export's
         ``CORP\\Alice.Smith`` or ``alice.smith@corp.example`` is the ``user.name`` ingest stores

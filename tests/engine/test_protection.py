@@ -172,6 +172,33 @@ def test_protect_cli_versions_the_policy_and_charges_nothing(sample_store, tmp_p
     assert ledger.protection() == (2, load(store).digest)  # the version in force is sealed in the ledger
 
 
+def test_protect_says_what_a_new_version_stops_protecting(sample_store, tmp_path):
+    """`protect --networks` after a roster dropped the roster without a word, so every person's rows
+    from outside the networks (working from home) were released exactly from then on, also in the
+    budget window whose earlier releases protected them (redteam5)."""
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(sample_store, store)
+    people, fewer = tmp_path / "people.txt", tmp_path / "fewer.txt"
+    people.write_text("anna.ito\nbob.smith\nomar.haddad\n")
+    fewer.write_text("anna.ito\nbob.smith\n")
+    run = lambda *args: CliRunner().invoke(cli, ["protect", "--store", str(store), *args])  # noqa: E731
+    first = run("--users", str(people), "--networks", "10.0.0.0/8")
+    assert first.exit_code == 0 and "warning" not in first.stderr  # a first policy is what was asked
+    dropped = run("--networks", "10.0.0.0/8")
+    assert dropped.exit_code == 0 and "the roster of 3 people is dropped" in dropped.stderr
+    assert "count those rows exactly, also in budget windows" in dropped.stderr
+    assert run("--users", str(people), "--networks", "10.0.0.0/8").exit_code == 0
+    left = run("--users", str(fewer), "--networks", "10.20.0.0/16")
+    assert "1 account left the roster" in left.stderr and "addresses in 10.0.0.0/8 outside 10.20.0.0/16" in left.stderr
+    only_users = run("--users", str(fewer))
+    assert "networks rule of version 4 (10.20.0.0/16) is dropped" in only_users.stderr
+    assert "warning" not in only_users.stderr  # dropping the networks protects more
+    assert "warning" not in run("--clear").stderr
+    assert load(store).version == 6
+
+
 def _failed_logins(store) -> int:
     return CliRunner().invoke(cli, ["query", "--store", str(store), "--sql", FAILURES, "--epsilon", "0.5",
                                     "--start", "2024-03-01", "--end", "2024-03-31"]).exit_code

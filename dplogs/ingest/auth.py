@@ -367,6 +367,17 @@ sshd's tries per connection); the cap bounds what a forged line can make of a fe
 reader's gzip ratio limit (200) does for compressed input."""
 
 
+def unwrap_repeats(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
+    """``frame`` with each ``_msg`` that is rsyslog's ``message repeated N times: [ MSG ]`` replaced
+    by MSG, so that every parser reads the message repeated, and the ``_msg`` column as it was to
+    put back (None when no line is a repeat: one literal test per block)."""
+    message = frame.get_column("_msg")
+    repeated = message.str.starts_with(_REPEAT_START)
+    if not repeated.any():
+        return frame, None
+    return frame.with_columns(_msg=pl.when(repeated).then(message.str.extract(_REPEAT, 2)).fill_null(message)), message
+
+
 def most_repeats(lines: pl.DataFrame) -> np.ndarray | None:
     """:meth:`LineFormat.most_events` of lines that may hold a repeat message: :data:`MAX_REPEATS`
     for each line mentioning one (one literal search; None when no line does)."""
@@ -419,11 +430,6 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     only that pattern's regex runs on it (:func:`_extract` on that pattern's rows); the results
     go back to row order with one gather. With ``fast`` (the default; False only for tests), a
     pattern's one-pass form runs first and its full regex only on the rows the fast form missed."""
-    message = frame.get_column("_msg")
-    repeated = message.str.starts_with(_REPEAT_START)
-    unwrapped = bool(repeated.any())
-    if unwrapped:  # categorised as the message repeated (kept whole in `message`)
-        frame = frame.with_columns(_msg=pl.when(repeated).then(message.str.extract(_REPEAT, 2)).fill_null(message))
     frame = with_routing(frame)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
     by_kind = routed.partition_by("_kind", as_dict=True, include_key=False)
@@ -436,5 +442,4 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     back = found.drop("_row").with_columns(_user=_USER).select(pl.all().gather(index))
     frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
-    frame = _with_removals(_with_generic(frame))
-    return frame.with_columns(message) if unwrapped else frame
+    return _with_removals(_with_generic(frame))

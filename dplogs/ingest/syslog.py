@@ -32,7 +32,7 @@ import polars as pl
 from dplogs.ingest._text import blank, finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auditd import parse_records, syslog_record
-from dplogs.ingest.auth import expand_repeats, most_repeats, with_auth
+from dplogs.ingest.auth import expand_repeats, most_repeats, unwrap_repeats, with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.ingest.firewall import with_firewall
 
@@ -320,8 +320,11 @@ MODULE = pl.coalesce(pl.col("_fw_dataset").str.extract(r"^(\w+)\.", 1), pl.lit("
 
 
 def categorise(frame: pl.DataFrame) -> pl.DataFrame:
-    """The parsed header columns with auth categorisation, firewall fields and accounts added."""
-    return with_accounts(with_firewall(with_auth(frame)))
+    """The parsed header columns with auth categorisation, firewall fields and accounts added; a
+    repeat line is categorised as the message it repeats and keeps its own text in ``message``."""
+    frame, message = unwrap_repeats(frame)
+    frame = with_accounts(with_firewall(with_auth(frame)))
+    return frame if message is None else frame.with_columns(message)
 
 
 @register

@@ -162,6 +162,24 @@ def test_asa_header_shapes() -> None:
     assert events.get_column("process.name").to_list() == ["CiscoASA", None, None, None]
 
 
+def test_rsyslog_repeats_of_firewall_messages_keep_their_fields() -> None:
+    """``message repeated N times: [ MSG ]`` is read as MSG by the firewall parsers too, as by the
+    auth patterns (Elastic's cisco_asa test-repeat-deny: the deny's addresses were lost, so a
+    scanner's repeated denies counted for no source)."""
+    chunk = Syslog().parse_lines(lines_frame(
+        "Jan  5 09:00:01 192.0.2.254 %ASA-2-106006: message repeated 3 times: [ Deny inbound UDP from "
+        "198.51.100.7/138 to 10.9.8.7/138 on interface lan]",
+        NF + "message repeated 2 times: [ [UFW BLOCK] IN=eth0 OUT= SRC=203.0.113.44 DST=10.0.0.5 LEN=60 PROTO=TCP SPT=5000 DPT=23]",
+    ), "fw.log", OPTIONS)
+    events = chunk.events
+    assert events.height == 5 and chunk.quarantine.is_empty()
+    assert events.get_column("source.ip").to_list() == ["198.51.100.7"] * 3 + ["203.0.113.44"] * 2
+    assert events.get_column("destination.port").to_list() == [138] * 3 + [23] * 2
+    assert events.get_column("network.transport").to_list() == ["udp"] * 3 + ["tcp"] * 2
+    assert events.get_column("event.outcome").to_list() == ["failure"] * 5
+    assert events.get_column("message").str.starts_with("message repeated ").all()  # the line is kept whole
+
+
 def test_gates_leave_other_lines_alone() -> None:
     """``SRC=`` outside a kernel line, a kernel line without a netfilter shape, an ASA id inside
     other text, and an unknown ASA id: no firewall fields (the last keeps its id)."""

@@ -111,6 +111,7 @@ class _Message:
     regex: str
     action: str
     category: str = "network"
+    """``event.category`` (comma-separated)."""
     verdict: str | None = None
     """The verdict when the message states none in a ``verdict`` group: allowed, denied or None."""
     types: str | None = None
@@ -118,6 +119,7 @@ class _Message:
 
 
 _CONN = rf"(?:\({_ADDR}/\d+\))"
+_ANYCONNECT = r"^Group (?:<[^>]*>|\S+) User <?(?P<user>[^<>]*?)>? IP <?(?P<src>[0-9A-Fa-f.:]+)>? "
 _MESSAGES: tuple[_Message, ...] = (
     _Message(("106001",), rf"^Inbound (?P<proto>\S+) connection denied from (?P<src>{_ADDR})/(?P<sport>\d+) to (?P<dst>{_ADDR})/(?P<dport>\d+)",
              "firewall-rule", verdict="denied"),
@@ -168,6 +170,11 @@ _MESSAGES: tuple[_Message, ...] = (
                                    r"Uname: *(?P<user>.*?)\s*$", "user-authentication", "authentication", types="info"),
     _Message(("716038", "716039"), r"^Group <[^>]*> User <(?P<user>[^>]*)> IP <(?P<src>[^>]*)> Authentication: (?P<verdict>successful|rejected)",
              "user-authentication", "authentication", types="info"),
+    # AnyConnect sessions: the user and the address they came from ("Group G User U IP A", with or
+    # without <> around each); the errors name no outcome (Elastic: types connection, error, denied)
+    _Message(("113039",), _ANYCONNECT, "client-vpn-connected", "network,session", types="connection,start"),
+    _Message(tuple(str(i) for i in range(113029, 113039)), _ANYCONNECT, "client-vpn-error", types="connection,error,denied"),
+    _Message(("113040",), r"^Terminating the VPN connection attempt from ", "client-vpn-disconnected", types="connection,end"),
 )
 _BUILT = {"302013", "302015", "302017", "302020"}
 """Built messages: an outbound connection's initiator is its "to" side, so source and destination
@@ -262,7 +269,8 @@ _RESULTS = pl.Schema({c: pl.String() for c in (
     "_fw_src", "_fw_sport", "_fw_dst", "_fw_dport", "_fw_proto", "_fw_user", "_fw_verdict", "_fw_action",
     "_fw_category", "_fw_types", "_fw_dataset", "_code", "_level")})
 """What a firewall parser finds for one row (``_fw_types``: ``event.type``, comma-separated)."""
-_TYPES = ("connection", "connection,denied", "connection,allowed", "connection,start", "connection,end", "info")
+_TYPES = ("connection", "connection,denied", "connection,allowed", "connection,start", "connection,end",
+          "connection,error,denied", "info")
 assert {m.types for m in _MESSAGES if m.types} <= set(_TYPES)
 # A small table of arrays gathered by index: building the arrays per row cost 15x more.
 _TYPE_ARRAYS = pl.Series([t.split(",") for t in _TYPES], dtype=pl.List(pl.String))
@@ -325,7 +333,7 @@ def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
     types = pl.lit(_TYPE_ARRAYS).gather(pl.col("_fw_types").replace_strict(_TYPE_INDEX, default=None, return_dtype=pl.UInt32))
     found_here = {
         "_ip": _ip(pl.col("_fw_src")), "_port": _port(pl.col("_fw_sport")), "_user": _no_user(pl.col("_fw_user")),
-        "_action": pl.col("_fw_action"), "_category": pl.when(category.is_not_null()).then(pl.concat_list(category)),
+        "_action": pl.col("_fw_action"), "_category": category.str.split(","),
         "_type": types,
         "_outcome": pl.when(verdict == "allowed").then(pl.lit("success")).when(verdict == "denied").then(pl.lit("failure")),
     }

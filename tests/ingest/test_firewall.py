@@ -111,6 +111,15 @@ CISCO = [
      _fields("198.51.100.4", None, None, None, None, "user-authentication", ["authentication"], ["info"], "failure", "root", "611102")),
     ("%ASA-6-716039: Group <DfltGrpPolicy> User <erin> IP <198.51.100.4> Authentication: rejected, Session Type: WebVPN.",
      _fields("198.51.100.4", None, None, None, None, "user-authentication", ["authentication"], ["info"], "failure", "erin", "716039")),
+    # AnyConnect: the session's user and address, with or without <> (Elastic's test-anyconnect-messages)
+    ("%ASA-6-113039: Group <GroupPolicy Staff VPN> User <Frank.O'Hara> IP <198.51.100.23> AnyConnect parent session started.",
+     _fields("198.51.100.23", None, None, None, None, "client-vpn-connected", ["network", "session"], ["connection", "start"],
+             None, "frank.o'hara", "113039")),
+    ("%ASA-4-113029: Group STAFF User gina IP 2001:db8::77 Session could not be established: session limit of 2 reached",
+     _fields("2001:db8::77", None, None, None, None, "client-vpn-error", ["network"], ["connection", "error", "denied"],
+             None, "gina", "113029")),
+    ("%ASA-6-113037: Reboot pending, new sessions disabled. Denied user login.",
+     _fields(None, None, None, None, None, "client-vpn-error", ["network"], ["connection", "error", "denied"], None, None, "113037")),
     # FTD writes the same messages under its own prefix
     ("%FTD-2-106001: Inbound TCP connection denied from 198.51.100.4/901 to 10.1.1.5/111 flags SYN  on interface LAN",
      _fields("198.51.100.4", 901, "10.1.1.5", 111, "tcp", "firewall-rule", ["network"], ["connection", "denied"], "failure", code="106001")),

@@ -36,9 +36,9 @@ class _Pattern:
     """One message pattern; the named groups user/ip/port/target/error are extracted."""
 
     regex: str
-    action: str
-    category: str
-    type: str
+    action: str | None
+    category: str | None
+    type: str | None
     outcome: str | None
     programs: tuple[str, ...] = ()
     """Process names the pattern applies to (empty: any)."""
@@ -88,6 +88,10 @@ _PATTERNS: tuple[_Pattern, ...] = (
              "ssh_max_auth_attempts", "authentication", "info", None, ("sshd",), starts=("error: maximum authentication ",)),
     _Pattern(r"^input_userauth_request: invalid user (?P<user>.*?) \[preauth\]$",
              "ssh_invalid_user", "authentication", "info", None, ("sshd",), starts=("input_userauth_request: ",)),
+    # PAM refusing an account sshd does not know: its name and source only, as Elastic reads it (the
+    # attempt itself is counted from sshd's "Invalid user"/"Failed password" lines)
+    _Pattern(r"^error: PAM: User not known to the underlying authentication module for illegal user (?P<user>.*?) from (?P<ip>\S+)$",
+             None, None, None, None, ("sshd",), starts=("error: PAM: User not known ",)),
     # sudo: the person is user.name, the account whose rights are used (USER=) user.effective.name.
     # TTY= is absent when sudo runs without a terminal (cron, scripts).
     _Pattern(r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]*?) ; )?(?:TTY=.*?; )?PWD=.*?; USER=(?P<effective>\S+) ; (?:\S+=\S* ; )*COMMAND=",
@@ -243,7 +247,7 @@ _ARRAYS = ("_category", "_type")
 def _table(key: str) -> pl.Series:
     values = [getattr(p, key.removeprefix("_")) for p in _PATTERNS]
     if key in _ARRAYS:
-        return pl.Series([v.split(",") for v in values], dtype=pl.List(pl.String))
+        return pl.Series([v.split(",") if v else None for v in values], dtype=pl.List(pl.String))
     return pl.Series(values, dtype=pl.String)
 
 

@@ -86,6 +86,14 @@ GOLDEN = [
      {"user.name": "erin", "user.effective.name": "root", "event.action": "logged-on"}),
     ("Apr 24 14:30:46 h gpasswd[12]: user alice added by root to group sudo",
      {"user.name": "root", "user.target.name": "alice", "event.category": ["iam"], "event.outcome": "success"}),
+    # PAM refusing an account sshd does not know (Elastic's test-auth: user.name, no outcome)
+    ("Mar  3 07:15:02 web2 sshd[4411]: error: PAM: User not known to the underlying authentication module for illegal "
+     "user guest from scanner.example.net",
+     {"user.name": "guest", "source.ip": None, "event.action": None, "event.category": None, "event.outcome": None}),
+    ("Mar  3 07:15:03 web2 sshd[4412]: error: PAM: User not known to the underlying authentication module for illegal "
+     "user ftp user from 198.51.100.61",
+     {"user.name": "ftp user", "source.ip": "198.51.100.61", "event.action": None, "event.outcome": None,
+      "event.dataset": "system.auth"}),
 ]
 
 

@@ -338,7 +338,14 @@ def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
         "_outcome": pl.when(verdict == "allowed").then(pl.lit("success")).when(verdict == "denied").then(pl.lit("failure")),
     }
     proto = pl.col("_fw_proto").str.to_lowercase()
+    # "… 2019 10:21:36 fw01: %ASA-…": the header grammar reads a word ending in a colon as the tag,
+    # but Cisco devices write no tag, so a lone name with no pid there is the device (Elastic: host)
+    prog = pl.col("_prog")
+    device = (pl.col("_fw_dataset").str.starts_with("cisco.") & pl.col("_host").is_null() & pl.col("_pid").is_null()
+              & ~prog.str.contains("%", literal=True) & prog.str.contains(r"^[0-9A-Za-z][\w.\-]*$")
+              & prog.str.to_integer(strict=False).is_null()).fill_null(False)
     return frame.with_columns(back.get_columns()).lazy().with_columns(
+        _host=pl.when(device).then(prog).otherwise(pl.col("_host")), _prog=pl.when(device).then(None).otherwise(prog),
         **{c: pl.when(fw).then(e).otherwise(pl.col(c)) for c, e in found_here.items()},
         _dst_ip=_ip(pl.col("_fw_dst")), _dst_port=_port(pl.col("_fw_dport")),
         _transport=proto.replace_strict(_TRANSPORTS, default=None, return_dtype=pl.String),

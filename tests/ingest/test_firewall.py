@@ -162,13 +162,16 @@ def test_asa_header_shapes() -> None:
         f"Mar  4 2024 10:00:00 %ASA-4-106023: {body}",
         f"Mar  4 2024 10:00:00: %ASA-4-106023: {body}",
         f"<166>Mar  4 2024 10:00:00 fw01 : %ASA-session-4-106023: {body}",
+        f"Mar  4 2024 10:00:00 fw02: %ASA-4-106023: {body}",
     )
-    assert events.get_column("source.ip").to_list() == ["203.0.113.5"] * 4
-    assert events.get_column("event.code").to_list() == ["106023"] * 4
-    assert events.get_column("event.severity").to_list() == [4, 4, 4, 6]  # <166>: the priority's severity
-    assert events.get_column("@timestamp").to_list() == [dt.datetime(2024, 3, 4, 10, tzinfo=dt.UTC)] * 4
-    # the message id in the tag's place and an empty tag name no process (were "%ASA-4-106023" and "")
-    assert events.get_column("process.name").to_list() == ["CiscoASA", None, None, None]
+    assert events.get_column("source.ip").to_list() == ["203.0.113.5"] * 5
+    assert events.get_column("event.code").to_list() == ["106023"] * 5
+    assert events.get_column("event.severity").to_list() == [4, 4, 4, 6, 4]  # <166>: the priority's severity
+    assert events.get_column("@timestamp").to_list() == [dt.datetime(2024, 3, 4, 10, tzinfo=dt.UTC)] * 5
+    # the message id in the tag's place and an empty tag name no process (were "%ASA-4-106023" and "");
+    # a device name ending in a colon is the host (Elastic's test-hostnames; was process "fw02", no host)
+    assert events.get_column("process.name").to_list() == ["CiscoASA", None, None, None, None]
+    assert events.get_column("host.name").to_list() == ["fw01", None, None, "fw01", "fw02"]
 
 
 def test_rsyslog_repeats_of_firewall_messages_keep_their_fields() -> None:

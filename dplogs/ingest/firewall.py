@@ -143,10 +143,12 @@ _MESSAGES: tuple[_Message, ...] = (
     _Message(("302014", "302016", "302018"),
              rf"^Teardown (?P<proto>\S+) connection \S+ for {_IF}(?P<src>{_ADDR})/(?P<sport>\d+)(?: \S+)? to {_IF}(?P<dst>{_ADDR})/(?P<dport>\d+)",
              "flow-expiration", types="connection,end"),
-    _Message(("302020",), rf"^Built (?:(?:inbound|outbound) )?(?P<proto>ICMP) connection for faddr (?P<src>{_ADDR})/(?P<sport>\d+) "
-                          rf"gaddr \S+ laddr (?P<dst>{_ADDR})/(?P<dport>\d+)", "flow-creation", types="connection,start"),
-    _Message(("302021",), rf"^Teardown (?P<proto>ICMP) connection for faddr (?P<src>{_ADDR})/(?P<sport>\d+) "
-                          rf"gaddr \S+ laddr (?P<dst>{_ADDR})/(?P<dport>\d+)", "flow-expiration", types="connection,end"),
+    # ICMP: the numbers after the addresses are the ICMP sequence number, type and code, not ports;
+    # Teardown states no direction, and its local address is the source (as Elastic reads it)
+    _Message(("302020",), rf"^Built (?:(?P<dir>inbound|outbound) )?(?P<proto>ICMP) connection for faddr (?P<src>{_ADDR})/\d+ "
+                          rf"gaddr \S+ laddr (?P<dst>{_ADDR})/\d+", "flow-creation", types="connection,start"),
+    _Message(("302021",), rf"^Teardown (?P<proto>ICMP) connection for faddr (?P<dst>{_ADDR})/\d+ "
+                          rf"gaddr \S+ laddr (?P<src>{_ADDR})/\d+", "flow-expiration", types="connection,end"),
     _Message(("304001",), rf"^(?P<src>{_ADDR}) Accessed URL (?P<dst>[^:\s]+):", "firewall-rule", verdict="allowed"),
     _Message(("304002",), r"^Access denied URL \S+ SRC (?P<src>\S+) DEST (?P<dst>\S+)", "firewall-rule", verdict="denied"),
     _Message(("313001",), r"^Denied (?P<proto>ICMP) type=\d+, code=\d+ from (?P<src>\S+) on interface", "firewall-rule", verdict="denied"),

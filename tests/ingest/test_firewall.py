@@ -94,6 +94,15 @@ CISCO = [
      _fields("192.0.2.8", 80, "10.1.1.5", 1758, "tcp", "flow-expiration", ["network"], ["connection", "end"], None, code="302014")),
     ("%ASA-6-302016: Teardown UDP connection 666 for outside:192.0.2.8/53 user1 to inside:10.1.1.5/52925 user2 duration 0:00:01 bytes 99",
      _fields("192.0.2.8", 53, "10.1.1.5", 52925, "udp", "flow-expiration", ["network"], ["connection", "end"], None, code="302016")),
+    # ICMP connections: the numbers after the addresses are ICMP sequence/type/code, not ports; Built
+    # states a direction, Teardown none, where its local address is the source (Elastic's
+    # test-302020-direction and test-hostnames)
+    ("%ASA-6-302020: Built inbound ICMP connection for faddr 203.0.113.8/30211 gaddr 192.0.2.9/0 laddr 10.1.1.9/0 type 8 code 0",
+     _fields("203.0.113.8", None, "10.1.1.9", None, "icmp", "flow-creation", ["network"], ["connection", "start"], None, code="302020")),
+    ("%ASA-6-302020: Built outbound ICMP connection for faddr 203.0.113.8/0 gaddr 192.0.2.9/0 laddr 10.1.1.9/0 type 8 code 0",
+     _fields("10.1.1.9", None, "203.0.113.8", None, "icmp", "flow-creation", ["network"], ["connection", "start"], None, code="302020")),
+    ("%ASA-6-302021: Teardown ICMP connection for faddr 203.0.113.8/0 gaddr 192.0.2.9/41022 laddr 10.1.1.9/41022 type 8 code 0",
+     _fields("10.1.1.9", None, "203.0.113.8", None, "icmp", "flow-expiration", ["network"], ["connection", "end"], None, code="302021")),
     # AAA / VPN: the user, where they came from, the outcome
     ("%ASA-6-113004: AAA user authentication Successful : server =  10.9.9.9 : user = Alice",
      _fields(None, None, None, None, None, "user-authentication", ["authentication"], ["info"], "success", "alice", "113004")),

@@ -93,7 +93,10 @@ def _netfilter(rows: pl.DataFrame) -> pl.DataFrame:
 # --- Cisco ASA / FTD -------------------------------------------------------------------------
 
 _ASA_ID = r"%(?:ASA|FTD)-(?:[A-Za-z_]+-)?(?P<level>[0-7])-(?P<id>\d{6})"
-_ASA_IN_MESSAGE = rf"^(?P<head>{_ASA_ID}(?::|$) ?)"
+_DEVICE_STAMP = r"[A-Z][a-z]{2} +\d{1,2}(?: \d{4})? \d\d:\d\d:\d\d(?:\.\d+)?(?: [A-Za-z]{1,6})?: "
+"""The device's own stamp (and zone name) when a relay's header comes first (``relay : Sep 25
+15:47:07 EDT: %ASA-…``, the relay writing an empty tag); the header's stamp is the one read."""
+_ASA_IN_MESSAGE = rf"^(?P<head>(?:{_DEVICE_STAMP})?{_ASA_ID}(?::|$) ?)"
 """The id leading a message; the body follows the head (captures over the whole line cost 10x more)."""
 _ASA_IN_TAG = rf"{_ASA_ID}$"
 """A device writing no host puts the id where the syslog tag is (``… 2012 23:30:09 %ASA-6-302016:
@@ -177,6 +180,8 @@ _MESSAGES: tuple[_Message, ...] = (
     _Message(("113039",), _ANYCONNECT, "client-vpn-connected", "network,session", types="connection,start"),
     _Message(tuple(str(i) for i in range(113029, 113039)), _ANYCONNECT, "client-vpn-error", types="connection,error,denied"),
     _Message(("113040",), r"^Terminating the VPN connection attempt from ", "client-vpn-disconnected", types="connection,end"),
+    _Message(("722051",), r"^Group <[^>]*> User <(?P<user>[^>]*)> IP <(?P<src>[^>]*)> IPv4 Address ", "address-assigned",
+             verdict="allowed", types="connection,info"),
 )
 _BUILT = {"302013", "302015", "302017", "302020"}
 """Built messages: an outbound connection's initiator is its "to" side, so source and destination
@@ -186,6 +191,12 @@ assert len(_BY_ID) == sum(len(m.ids) for m in _MESSAGES), "one shape per message
 
 _ALLOWED_WORDS = ("permitted", "est-allowed", "succeeded", "successful", "allowed")
 _DENIED_WORDS = ("denied", "dropped", "rejected", "failed")
+
+
+def _address(captured: pl.Expr) -> pl.Expr:
+    """A captured address without the interface name a multi-context ASA adds before it
+    (``v1:outside:10.8.1.9``: the context and interface; the regex takes the first name only)."""
+    return pl.when(captured.str.contains(_IP)).then(captured).otherwise(captured.str.replace(r"^[^:\s]+:", ""))
 
 
 def _asa_message(kind: int, rows: pl.DataFrame) -> pl.DataFrame:
@@ -201,7 +212,7 @@ def _asa_message(kind: int, rows: pl.DataFrame) -> pl.DataFrame:
     said = group("verdict")
     verdict = (pl.when(said.is_in(_ALLOWED_WORDS)).then(pl.lit("allowed")).when(said.is_in(_DENIED_WORDS)).then(pl.lit("denied"))
                if "(?P<verdict>" in m.regex else pl.lit(m.verdict, pl.String))
-    src, sport, dst, dport = group("src"), group("sport"), group("dst"), group("dport")
+    src, sport, dst, dport = _address(group("src")), group("sport"), _address(group("dst")), group("dport")
     swap = (group("dir") == "outbound").fill_null(False) if m.ids[0] in _BUILT else pl.lit(False)
     return rows.lazy().select("_row", "_code", "_level", _g=pl.col("_body").str.extract_groups(m.regex)).select(
         "_row",
@@ -272,7 +283,7 @@ _RESULTS = pl.Schema({c: pl.String() for c in (
     "_fw_category", "_fw_types", "_fw_dataset", "_code", "_level")})
 """What a firewall parser finds for one row (``_fw_types``: ``event.type``, comma-separated)."""
 _TYPES = ("connection", "connection,denied", "connection,allowed", "connection,start", "connection,end",
-          "connection,error,denied", "info")
+          "connection,error,denied", "connection,info", "info")
 assert {m.types for m in _MESSAGES if m.types} <= set(_TYPES)
 # A small table of arrays gathered by index: building the arrays per row cost 15x more.
 _TYPE_ARRAYS = pl.Series([t.split(",") for t in _TYPES], dtype=pl.List(pl.String))
@@ -310,11 +321,12 @@ def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
         with_src = msg.filter(kernel).str.contains("SRC=", literal=True).fill_null(False)
         netfilter = netfilter | kernel.clone().scatter(kernel.arg_true(), with_src)
     # Cisco: a "%" leading the message (one byte: a third of testing the prefixes), an id as the tag
-    # (no host) or IOS's sequence number as the tag (its own stamp may lead the message); _asa and
+    # (no host), IOS's sequence number as the tag (its own stamp may lead the message) or a relay's
+    # empty tag (the device's stamp leads the message); _asa and
     # _ios keep the rows holding their ids. Literal ids and parsing the number cost 40% less than
     # one regex "^\d+$|%" over the tags.
     cisco = (msg.str.starts_with("%") | prog.str.contains(r"%(?:ASA|FTD|SEC|IPV6)-")
-             | prog.str.to_integer(strict=False).is_not_null()).fill_null(False)
+             | prog.str.to_integer(strict=False).is_not_null() | (prog == "")).fill_null(False)
     if not (netfilter.any() or cisco.any()):
         return frame.with_columns(pl.lit(None, pl.String).alias(c) for c in ADDED)
     rows = frame.select("_prog", "_msg", _row=pl.int_range(pl.len(), dtype=pl.UInt32))

@@ -78,8 +78,15 @@ def _netfilter(rows: pl.DataFrame) -> pl.DataFrame:
                .when(ubiquiti.is_null() & denied & ~allowed).then(pl.lit("denied"))
                .when(ubiquiti.is_null() & allowed & ~denied).then(pl.lit("allowed")))
     at_in, at_out = msg.str.find("IN=", literal=True), msg.str.find(" OUT=", literal=True)
+    # a prefix written where the tag is ("DENY: IN=…", no host) was read as the program; a line with
+    # no tag holds the host before the prefix ("edge-7 [LAN_IN-300-D] IN=…"), not a verdict's word
+    prog = pl.col("_prog")
+    before = msg.str.head(at_in)
+    written = pl.when((at_in == 0) & (prog != "kernel")).then(prog) \
+        .when(prog.is_null()).then(before.str.replace(r"^\S+ ", "")).otherwise(before)
     return rows.lazy().select(
-        "_row", _prefix=pl.when(at_in < at_out).then(msg.str.head(at_in)),  # literal searches: a regex cost 10x more
+        "_row", _prefix=pl.when(at_in < at_out).then(written),
+        # literal searches: a regex cost 10x more
         _a=msg.str.extract_groups(_ADDRESSES), _p=msg.str.extract_groups(_PROTOCOL),
     ).filter(prefix.is_not_null() & a.struct.field("src").is_not_null()).select(
         "_row",
@@ -315,9 +322,10 @@ def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
     ``_prog`` and ``_msg``."""
     prog, msg = frame.get_column("_prog"), frame.get_column("_msg")
     # the gates: literal tests over every line, a regex only on the lines they let through
-    kernel = (prog == "kernel").fill_null(False)
+    # "SRC=" is searched for in kernel messages and in lines with no tag ("host [prefix] IN=…") only
+    kernel = ((prog == "kernel") | prog.is_null()).fill_null(False)
     netfilter = msg.str.starts_with("IN=").fill_null(False)
-    if kernel.any():  # "SRC=" searched for in kernel messages only
+    if kernel.any():
         with_src = msg.filter(kernel).str.contains("SRC=", literal=True).fill_null(False)
         netfilter = netfilter | kernel.clone().scatter(kernel.arg_true(), with_src)
     # Cisco: a "%" leading the message (one byte: a third of testing the prefixes), an id as the tag

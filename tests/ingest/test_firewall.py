@@ -50,6 +50,17 @@ NETFILTER = [
     (NF + "iptables REJECT: IN= OUT=eth0 SRC=2001:db8::1 DST=2001:db8::2 LEN=80 TC=0 HOPLIMIT=64 FLOWLBL=1 PROTO=ICMPv6 TYPE=128 CODE=0",
      _fields("2001:db8::1", None, "2001:db8::2", None, "ipv6-icmp", None, ["network"], ["connection", "denied"], "failure",
              dataset="iptables.log", module="iptables")),
+    # the LOG prefix where the tag is ("DENY: IN=…", no host): the verdict is in it (Elastic's test-iptables-raw)
+    ("Jan  8 03:37:09 DENY: IN=eth0 OUT= SRC=203.0.113.50 DST=10.0.0.5 LEN=60 PROTO=TCP SPT=4000 DPT=22",
+     _fields("203.0.113.50", 4000, "10.0.0.5", 22, "tcp", None, ["network"], ["connection", "denied"], "failure",
+             dataset="iptables.log", module="iptables")),
+    # no tag at all: the host, then the prefix (were no fields)
+    ("Jun 28 04:35:31 blockhost [LAN_IN-300-A] IN=eth1 OUT=eth0 SRC=198.51.100.9 DST=10.0.0.8 LEN=60 PROTO=UDP SPT=5555 DPT=53",
+     _fields("198.51.100.9", 5555, "10.0.0.8", 53, "udp", None, ["network"], ["connection", "allowed"], "success",
+             dataset="iptables.log", module="iptables")),  # the host's name is no verdict
+    ("Jun 28 04:35:30 edge-7 [LAN_IN-300-D] IN=eth1 OUT=eth0 SRC=198.51.100.9 DST=10.0.0.8 LEN=60 PROTO=TCP SPT=5555 DPT=3389",
+     _fields("198.51.100.9", 5555, "10.0.0.8", 3389, "tcp", None, ["network"], ["connection", "denied"], "failure",
+             dataset="iptables.log", module="iptables")),
     # an ICMP error quotes the packet it answers: its addresses and ports are not this packet's
     (NF + "[wan-local-default-D]IN=eth0 OUT= SRC=192.0.2.71 DST=192.0.2.83 LEN=88 PROTO=ICMP TYPE=3 CODE=3 "
           "[SRC=192.0.2.83 DST=192.168.1.9 LEN=60 PROTO=UDP SPT=21458 DPT=62936 LEN=40 ]",

@@ -11,7 +11,7 @@ import pytest
 
 from dplogs.ingest.base import IngestOptions
 from dplogs.ingest.syslog import Syslog
-from tests.ingest.structured_helpers import lines_frame
+from tests.ingest.structured_helpers import detected, lines_frame
 
 OPTIONS = IngestOptions(year=2024)
 KEYS = ("source.ip", "source.port", "destination.ip", "destination.port", "network.transport", "event.action",
@@ -177,6 +177,36 @@ IOS = [
 @pytest.mark.parametrize(("line", "expected"), IOS)
 def test_cisco_ios_access_list_logs(line: str, expected: dict) -> None:
     assert _one(line) == expected
+
+
+def test_ios_lines_sent_without_a_relay_header(tmp_path) -> None:
+    """A router logging straight to the collector writes its own header: ``<pri>seq: [host: ]
+    [*]Mmm dd [yyyy] hh:mm:ss[.ms] [zone]: %FAC-SEV-MNEMONIC: …`` (Elastic's cisco_ios
+    test-syslog-header, test-badauth: all quarantined as "no syslog header", and a file of them was
+    refused as an unknown format). Their stamp is read in --tz, as an ASA's; an uptime stamp
+    ("2y10w") is no time, so that line stays quarantined."""
+    lines = (
+        "<189>1234: Mar  4 10:00:00.120: %SEC-6-IPACCESSLOGP: list 101 denied tcp 203.0.113.7(4444) -> 10.0.0.5(22), 1 packet",
+        "<189>1235: rtr2: *Mar 4 2024 10:00:01.5 UTC: %SEC-6-IPACCESSLOGP: list 101 permitted udp 198.51.100.3(53) -> "
+        "10.0.0.5(5353), 3 packets",
+        "<189>1236: 192.0.2.1 77: Mar  4 10:00:02: %LINK-3-UPDOWN: Interface Gi0/1, changed state to up",
+        "<189>: sw9: Mar  4 10:00:03 CET: %SYS-5-CONFIG_I: Configured from console by admin on vty0",
+        "<189>1237: sw9: 1238: 2y10w: %SYS-5-CONFIG_I: Configured from console by admin on vty0",
+    )
+    chunk = Syslog().parse_lines(lines_frame(*lines), "ios.log", OPTIONS)
+    events = chunk.events
+    assert chunk.quarantine.get_column("reason").to_list() == ["no syslog header"]  # the uptime stamp only
+    assert events.get_column("@timestamp").to_list() == [
+        dt.datetime(2024, 3, 4, 10, 0, 0, 120000, tzinfo=dt.UTC), dt.datetime(2024, 3, 4, 10, 0, 1, 500000, tzinfo=dt.UTC),
+        dt.datetime(2024, 3, 4, 10, 0, 2, tzinfo=dt.UTC), dt.datetime(2024, 3, 4, 10, 0, 3, tzinfo=dt.UTC)]
+    assert events.get_column("host.name").to_list() == [None, "rtr2", "192.0.2.1", "sw9"]
+    assert events.get_column("process.name").to_list() == [None] * 4
+    assert events.get_column("source.ip").to_list() == ["203.0.113.7", "198.51.100.3", None, None]
+    assert events.get_column("event.type").to_list() == [["connection", "denied"], ["connection", "allowed"], None, None]
+    assert events.get_column("event.severity").to_list() == [5] * 4
+    log = tmp_path / "ios.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert detected(log) == "syslog"
 
 
 def test_asa_header_shapes() -> None:

@@ -63,6 +63,10 @@ def _not_before(word: str) -> str:
     return "(?:" + "|".join(re.escape(word[:i]) + f"[^{re.escape(word[i])}]" for i in range(len(word))) + ")"
 
 
+_OTHER_PAM_MODULES = ("pam_sss(", "pam_sss_gss(", "pam_krb5(", "pam_ldap(", "pam_winbind(")
+"""PAM modules besides pam_unix that log "authentication failure; … user=" for a refused password
+(the start literals routing those lines to the pattern)."""
+
 _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(r"^(?P<ev>Accepted) (?P<method>\S+) for (?:invalid user )?(?P<user>.*?) from " + _IP + r" port (?P<port>\d+)",
              "ssh_login", "authentication,session", "info", "success", ("sshd",), starts=("Accepted ",),
@@ -97,9 +101,11 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]*?) ; )?(?:TTY=.*?; )?PWD=.*?; USER=(?P<effective>\S+) ; (?:\S+=\S* ; )*COMMAND=",
              "sudo", "process", "start", None, ("sudo",), failure_if_error=True, contains="COMMAND=",
              fast=r"^\s*(?P<user>\S+) : TTY=[^;]*; PWD=[^;]*; USER=(?P<effective>\S+) ; (?:[^C\s]\S*=\S* ; )*COMMAND="),
-    _Pattern(r"^(?:pam_unix\([\w-]+:auth\): )?authentication failure;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
+    # any PAM module's failure (SSSD on directory-joined hosts, Kerberos, LDAP, winbind) in any phase
+    # (pam_unix(passwd:chauthtok): a wrong current password), as Elastic reads "authentication failure"
+    _Pattern(r"^(?:pam_[\w-]+\([\w-]+:\w+\): )?authentication failure;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
              "authentication_failure", "authentication", "info", "failure",
-             starts=("pam_unix(", "authentication failure;"), contains="authentication failure;"),
+             starts=("pam_unix(", *_OTHER_PAM_MODULES, "authentication failure;"), contains="authentication failure;"),
     _Pattern(r"^PAM \d+ more authentication failures?;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
              "authentication_failure", "authentication", "info", "failure", starts=("PAM ",)),
     _Pattern(r"^pam_faillock\([\w-]+:\w+\):.*?for user (?P<user>[\w.-]+)",

@@ -86,6 +86,19 @@ GOLDEN = [
      {"user.name": "erin", "user.effective.name": "root", "event.action": "logged-on"}),
     ("Apr 24 14:30:46 h gpasswd[12]: user alice added by root to group sudo",
      {"user.name": "root", "user.target.name": "alice", "event.category": ["iam"], "event.outcome": "success"}),
+    # authentication failures of other PAM modules (SSSD on directory-joined hosts, Kerberos, LDAP,
+    # winbind) and of pam_unix outside its auth phase, as Elastic reads every "authentication failure"
+    # (test-pam-chauthtok-iso8601): they were not categorised at all
+    ("Mar  4 10:00:00 web sshd[11]: pam_sss(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+     "rhost=203.0.113.9 user=bob",
+     {"user.name": "bob", "source.ip": "203.0.113.9", "event.action": "authentication_failure", "event.outcome": "failure",
+      "event.category": ["authentication"]}),
+    ("Mar  4 10:00:03 web sshd[13]: pam_krb5(sshd:auth): authentication failure; logname=dave uid=0 euid=0 tty=ssh ruser= "
+     "rhost=198.51.100.4",
+     {"user.name": None, "source.ip": "198.51.100.4", "event.outcome": "failure", "event.category": ["authentication"]}),
+    ("Mar  4 10:00:04 web passwd[14]: pam_unix(passwd:chauthtok): authentication failure; logname=erin uid=1000 euid=0 "
+     "tty=pts/0 ruser= rhost=  user=erin",
+     {"user.name": "erin", "event.outcome": "failure", "event.category": ["authentication"]}),
     # PAM refusing an account sshd does not know (Elastic's test-auth: user.name, no outcome)
     ("Mar  3 07:15:02 web2 sshd[4411]: error: PAM: User not known to the underlying authentication module for illegal "
      "user guest from scanner.example.net",

@@ -51,13 +51,14 @@ HEADER_5424 = (
     r"(?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: \ufeff?(?P<msg>.*))?$"
 )
 HEADER_CISCO = (
-    r"^(?:<(?P<pri>\d{1,3})>)?(?P<pre>(?:\S+ )*?)[*.]?"
+    r"^(?:<(?P<pri>\d{1,3})>)?(?P<pre>(?:\S+ )*?)(?:(?P<year0>\d{4}) )?[*.]?"
     rf"(?P<stamp>(?:{_MONTHS}) +\d{{1,2}})(?P<year> \d{{4}})?(?P<clock> \d{{2}}:\d{{2}}:\d{{2}})(?P<frac>\.\d{{1,6}})?"
     r"(?: [A-Za-z]{1,6})?: (?P<msg>%[A-Z][A-Z0-9_]*-(?:[A-Za-z0-9_]+-)?[0-7]-[A-Z0-9_]+:.*)$"
 )
 """A Cisco IOS line the router sent straight to the collector, with no relay's header: ``<pri>``, its
 sequence number, maybe its name or address (``1236: sw01: ``, ``: 192.0.2.1 77: ``), its own stamp
-(``*`` or ``.`` when its clock is not synchronised; milliseconds and a zone name, which is not read:
+(``*`` or ``.`` when its clock is not synchronised; the year after the day or, NX-OS, first;
+milliseconds and a zone name, which is not read:
 the stamp is read in --tz, as an ASA's), then the ``%FACILITY-SEVERITY-MNEMONIC:`` message."""
 _CISCO_HOST = r"(?:^| )([^\s]*[^\s\d:][^\s]*?):? (?:\d+: )?$"
 """The device in what comes before a Cisco stamp: the last word that is not a sequence number."""
@@ -216,7 +217,7 @@ def _with_cisco_headers(frame: pl.DataFrame, options: IngestOptions) -> pl.DataF
         return frame
     g = pl.col("text").str.extract_groups(HEADER_CISCO)
     found = frame.select(_g=pl.when(missed).then(g)).unnest("_g")
-    stamp, year = found.get_column("stamp"), found.get_column("year")
+    stamp, year = found.get_column("stamp"), found.get_column("year").fill_null(" " + found.get_column("year0"))
     clock, frac = found.get_column("clock"), found.get_column("frac")
     bsd = pl.when(pl.lit(year).is_null()).then(pl.lit(stamp) + pl.lit(clock))
     bsdy = pl.when(pl.lit(year).is_not_null()).then(pl.lit(stamp) + pl.lit(year) + pl.lit(clock))

@@ -191,6 +191,7 @@ def test_ios_lines_sent_without_a_relay_header(tmp_path) -> None:
         "10.0.0.5(5353), 3 packets",
         "<189>1236: 192.0.2.1 77: Mar  4 10:00:02: %LINK-3-UPDOWN: Interface Gi0/1, changed state to up",
         "<189>: sw9: Mar  4 10:00:03 CET: %SYS-5-CONFIG_I: Configured from console by admin on vty0",
+        "<46>: 2023 Aug 27 21:40:50 PDT: %SNMPD-6-INFO: SNMP log informational",  # the year first (NX-OS)
         "<189>1237: sw9: 1238: 2y10w: %SYS-5-CONFIG_I: Configured from console by admin on vty0",
     )
     chunk = Syslog().parse_lines(lines_frame(*lines), "ios.log", OPTIONS)
@@ -198,12 +199,13 @@ def test_ios_lines_sent_without_a_relay_header(tmp_path) -> None:
     assert chunk.quarantine.get_column("reason").to_list() == ["no syslog header"]  # the uptime stamp only
     assert events.get_column("@timestamp").to_list() == [
         dt.datetime(2024, 3, 4, 10, 0, 0, 120000, tzinfo=dt.UTC), dt.datetime(2024, 3, 4, 10, 0, 1, 500000, tzinfo=dt.UTC),
-        dt.datetime(2024, 3, 4, 10, 0, 2, tzinfo=dt.UTC), dt.datetime(2024, 3, 4, 10, 0, 3, tzinfo=dt.UTC)]
-    assert events.get_column("host.name").to_list() == [None, "rtr2", "192.0.2.1", "sw9"]
-    assert events.get_column("process.name").to_list() == [None] * 4
-    assert events.get_column("source.ip").to_list() == ["203.0.113.7", "198.51.100.3", None, None]
-    assert events.get_column("event.type").to_list() == [["connection", "denied"], ["connection", "allowed"], None, None]
-    assert events.get_column("event.severity").to_list() == [5] * 4
+        dt.datetime(2024, 3, 4, 10, 0, 2, tzinfo=dt.UTC), dt.datetime(2024, 3, 4, 10, 0, 3, tzinfo=dt.UTC),
+        dt.datetime(2023, 8, 27, 21, 40, 50, tzinfo=dt.UTC)]
+    assert events.get_column("host.name").to_list() == [None, "rtr2", "192.0.2.1", "sw9", None]
+    assert events.get_column("process.name").to_list() == [None] * 5
+    assert events.get_column("source.ip").to_list() == ["203.0.113.7", "198.51.100.3", None, None, None]
+    assert events.get_column("event.type").to_list() == [["connection", "denied"], ["connection", "allowed"], None, None, None]
+    assert events.get_column("event.severity").to_list() == [5] * 4 + [6]
     log = tmp_path / "ios.log"
     log.write_text("\n".join(lines) + "\n")
     assert detected(log) == "syslog"

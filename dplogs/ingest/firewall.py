@@ -315,6 +315,22 @@ def _no_user(name: pl.Expr) -> pl.Expr:
     return pl.when(name.str.contains(r"[^*\s]")).then(name.str.to_lowercase())
 
 
+def _device_as_host(frame: pl.DataFrame) -> dict[str, pl.Expr]:
+    """``_host``/``_prog`` of Cisco lines whose device name ends in a colon (``… 2019 10:21:36 fw01:
+    %ASA-…``): the header grammar reads it as the tag, but Cisco devices write no tag, so a lone
+    name with no pid there is the device (Elastic: its host). Empty when no line is such (only the
+    Cisco lines with no host are tested: no regex over the block)."""
+    maybe = (frame.get_column("_fw_dataset").str.starts_with("cisco.") & frame.get_column("_host").is_null()
+             & frame.get_column("_pid").is_null()).fill_null(False)
+    if not maybe.any():
+        return {}
+    names = frame.get_column("_prog").filter(maybe)
+    named = (names.str.contains(r"^[0-9A-Za-z][\w.\-]*$") & names.str.to_integer(strict=False).is_null()).fill_null(False)
+    device = maybe.scatter(maybe.arg_true(), named)
+    prog = pl.col("_prog")
+    return {"_host": pl.when(device).then(prog).otherwise(pl.col("_host")), "_prog": pl.when(device).then(None).otherwise(prog)}
+
+
 def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
     """Replace the auth columns ``_user _ip _port _action _category _type _outcome`` of firewall
     messages with what the message says, and add :data:`ADDED` (``_code``/``_level``: a Cisco
@@ -360,14 +376,9 @@ def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
         "_outcome": pl.when(verdict == "allowed").then(pl.lit("success")).when(verdict == "denied").then(pl.lit("failure")),
     }
     proto = pl.col("_fw_proto").str.to_lowercase()
-    # "… 2019 10:21:36 fw01: %ASA-…": the header grammar reads a word ending in a colon as the tag,
-    # but Cisco devices write no tag, so a lone name with no pid there is the device (Elastic: host)
-    prog = pl.col("_prog")
-    device = (pl.col("_fw_dataset").str.starts_with("cisco.") & pl.col("_host").is_null() & pl.col("_pid").is_null()
-              & ~prog.str.contains("%", literal=True) & prog.str.contains(r"^[0-9A-Za-z][\w.\-]*$")
-              & prog.str.to_integer(strict=False).is_null()).fill_null(False)
-    return frame.with_columns(back.get_columns()).lazy().with_columns(
-        _host=pl.when(device).then(prog).otherwise(pl.col("_host")), _prog=pl.when(device).then(None).otherwise(prog),
+    frame = frame.with_columns(back.get_columns())
+    return frame.lazy().with_columns(
+        **_device_as_host(frame),
         **{c: pl.when(fw).then(e).otherwise(pl.col(c)) for c, e in found_here.items()},
         _dst_ip=_ip(pl.col("_fw_dst")), _dst_port=_port(pl.col("_fw_dport")),
         _transport=proto.replace_strict(_TRANSPORTS, default=None, return_dtype=pl.String),

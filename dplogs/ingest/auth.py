@@ -36,9 +36,9 @@ class _Pattern:
     """One message pattern; the named groups user/ip/port/target/error are extracted."""
 
     regex: str
-    action: str
-    category: str
-    type: str
+    action: str | None
+    category: str | None
+    type: str | None
     outcome: str | None
     programs: tuple[str, ...] = ()
     """Process names the pattern applies to (empty: any)."""
@@ -62,6 +62,10 @@ def _not_before(word: str) -> str:
     """A regex matching any text that does not start with ``word`` (Rust's regex has no lookahead)."""
     return "(?:" + "|".join(re.escape(word[:i]) + f"[^{re.escape(word[i])}]" for i in range(len(word))) + ")"
 
+
+_OTHER_PAM_MODULES = ("pam_sss(", "pam_sss_gss(", "pam_krb5(", "pam_ldap(", "pam_winbind(")
+"""PAM modules besides pam_unix that log "authentication failure; … user=" for a refused password
+(the start literals routing those lines to the pattern)."""
 
 _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(r"^(?P<ev>Accepted) (?P<method>\S+) for (?:invalid user )?(?P<user>.*?) from " + _IP + r" port (?P<port>\d+)",
@@ -88,14 +92,20 @@ _PATTERNS: tuple[_Pattern, ...] = (
              "ssh_max_auth_attempts", "authentication", "info", None, ("sshd",), starts=("error: maximum authentication ",)),
     _Pattern(r"^input_userauth_request: invalid user (?P<user>.*?) \[preauth\]$",
              "ssh_invalid_user", "authentication", "info", None, ("sshd",), starts=("input_userauth_request: ",)),
+    # PAM refusing an account sshd does not know: its name and source only, as Elastic reads it (the
+    # attempt itself is counted from sshd's "Invalid user"/"Failed password" lines)
+    _Pattern(r"^error: PAM: User not known to the underlying authentication module for illegal user (?P<user>.*?) from (?P<ip>\S+)$",
+             None, None, None, None, ("sshd",), starts=("error: PAM: User not known ",)),
     # sudo: the person is user.name, the account whose rights are used (USER=) user.effective.name.
     # TTY= is absent when sudo runs without a terminal (cron, scripts).
     _Pattern(r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]*?) ; )?(?:TTY=.*?; )?PWD=.*?; USER=(?P<effective>\S+) ; (?:\S+=\S* ; )*COMMAND=",
              "sudo", "process", "start", None, ("sudo",), failure_if_error=True, contains="COMMAND=",
              fast=r"^\s*(?P<user>\S+) : TTY=[^;]*; PWD=[^;]*; USER=(?P<effective>\S+) ; (?:[^C\s]\S*=\S* ; )*COMMAND="),
-    _Pattern(r"^(?:pam_unix\([\w-]+:auth\): )?authentication failure;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
+    # any PAM module's failure (SSSD on directory-joined hosts, Kerberos, LDAP, winbind) in any phase
+    # (pam_unix(passwd:chauthtok): a wrong current password), as Elastic reads "authentication failure"
+    _Pattern(r"^(?:pam_[\w-]+\([\w-]+:\w+\): )?authentication failure;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
              "authentication_failure", "authentication", "info", "failure",
-             starts=("pam_unix(", "authentication failure;"), contains="authentication failure;"),
+             starts=("pam_unix(", *_OTHER_PAM_MODULES, "authentication failure;"), contains="authentication failure;"),
     _Pattern(r"^PAM \d+ more authentication failures?;.*?(?:rhost=(?P<rhost>\S*))?\s*(?:user=(?P<user>\S+))?\s*$",
              "authentication_failure", "authentication", "info", "failure", starts=("PAM ",)),
     _Pattern(r"^pam_faillock\([\w-]+:\w+\):.*?for user (?P<user>[\w.-]+)",
@@ -243,7 +253,7 @@ _ARRAYS = ("_category", "_type")
 def _table(key: str) -> pl.Series:
     values = [getattr(p, key.removeprefix("_")) for p in _PATTERNS]
     if key in _ARRAYS:
-        return pl.Series([v.split(",") for v in values], dtype=pl.List(pl.String))
+        return pl.Series([v.split(",") if v else None for v in values], dtype=pl.List(pl.String))
     return pl.Series(values, dtype=pl.String)
 
 
@@ -367,6 +377,17 @@ sshd's tries per connection); the cap bounds what a forged line can make of a fe
 reader's gzip ratio limit (200) does for compressed input."""
 
 
+def unwrap_repeats(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
+    """``frame`` with each ``_msg`` that is rsyslog's ``message repeated N times: [ MSG ]`` replaced
+    by MSG, so that every parser reads the message repeated, and the ``_msg`` column as it was to
+    put back (None when no line is a repeat: one literal test per block)."""
+    message = frame.get_column("_msg")
+    repeated = message.str.starts_with(_REPEAT_START)
+    if not repeated.any():
+        return frame, None
+    return frame.with_columns(_msg=pl.when(repeated).then(message.str.extract(_REPEAT, 2)).fill_null(message)), message
+
+
 def most_repeats(lines: pl.DataFrame) -> np.ndarray | None:
     """:meth:`LineFormat.most_events` of lines that may hold a repeat message: :data:`MAX_REPEATS`
     for each line mentioning one (one literal search; None when no line does)."""
@@ -419,11 +440,6 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     only that pattern's regex runs on it (:func:`_extract` on that pattern's rows); the results
     go back to row order with one gather. With ``fast`` (the default; False only for tests), a
     pattern's one-pass form runs first and its full regex only on the rows the fast form missed."""
-    message = frame.get_column("_msg")
-    repeated = message.str.starts_with(_REPEAT_START)
-    unwrapped = bool(repeated.any())
-    if unwrapped:  # categorised as the message repeated (kept whole in `message`)
-        frame = frame.with_columns(_msg=pl.when(repeated).then(message.str.extract(_REPEAT, 2)).fill_null(message))
     frame = with_routing(frame)
     routed = frame.select("_msg", "_kind", _row=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(pl.col("_kind").is_not_null())
     by_kind = routed.partition_by("_kind", as_dict=True, include_key=False)
@@ -436,5 +452,4 @@ def with_auth(frame: pl.DataFrame, *, fast: bool = True) -> pl.DataFrame:
     back = found.drop("_row").with_columns(_user=_USER).select(pl.all().gather(index))
     frame = frame.with_columns(back.get_columns()).lazy().with_columns(**_FOUND, **_CONSTANTS).with_columns(_auth=_IS_AUTH).drop(
         "_pcode", "_start", "_kind", "_match", "_error").pipe(run)
-    frame = _with_removals(_with_generic(frame))
-    return frame.with_columns(message) if unwrapped else frame
+    return _with_removals(_with_generic(frame))

@@ -78,8 +78,15 @@ def _netfilter(rows: pl.DataFrame) -> pl.DataFrame:
                .when(ubiquiti.is_null() & denied & ~allowed).then(pl.lit("denied"))
                .when(ubiquiti.is_null() & allowed & ~denied).then(pl.lit("allowed")))
     at_in, at_out = msg.str.find("IN=", literal=True), msg.str.find(" OUT=", literal=True)
+    # a prefix written where the tag is ("DENY: IN=…", no host) was read as the program; a line with
+    # no tag holds the host before the prefix ("edge-7 [LAN_IN-300-D] IN=…"), not a verdict's word
+    prog = pl.col("_prog")
+    before = msg.str.head(at_in)
+    written = pl.when((at_in == 0) & (prog != "kernel")).then(prog) \
+        .when(prog.is_null()).then(before.str.replace(r"^\S+ ", "")).otherwise(before)
     return rows.lazy().select(
-        "_row", _prefix=pl.when(at_in < at_out).then(msg.str.head(at_in)),  # literal searches: a regex cost 10x more
+        "_row", _prefix=pl.when(at_in < at_out).then(written),
+        # literal searches: a regex cost 10x more
         _a=msg.str.extract_groups(_ADDRESSES), _p=msg.str.extract_groups(_PROTOCOL),
     ).filter(prefix.is_not_null() & a.struct.field("src").is_not_null()).select(
         "_row",
@@ -93,7 +100,10 @@ def _netfilter(rows: pl.DataFrame) -> pl.DataFrame:
 # --- Cisco ASA / FTD -------------------------------------------------------------------------
 
 _ASA_ID = r"%(?:ASA|FTD)-(?:[A-Za-z_]+-)?(?P<level>[0-7])-(?P<id>\d{6})"
-_ASA_IN_MESSAGE = rf"^(?P<head>{_ASA_ID}(?::|$) ?)"
+_DEVICE_STAMP = r"[A-Z][a-z]{2} +\d{1,2}(?: \d{4})? \d\d:\d\d:\d\d(?:\.\d+)?(?: [A-Za-z]{1,6})?: "
+"""The device's own stamp (and zone name) when a relay's header comes first (``relay : Sep 25
+15:47:07 EDT: %ASA-…``, the relay writing an empty tag); the header's stamp is the one read."""
+_ASA_IN_MESSAGE = rf"^(?P<head>(?:{_DEVICE_STAMP})?{_ASA_ID}(?::|$) ?)"
 """The id leading a message; the body follows the head (captures over the whole line cost 10x more)."""
 _ASA_IN_TAG = rf"{_ASA_ID}$"
 """A device writing no host puts the id where the syslog tag is (``… 2012 23:30:09 %ASA-6-302016:
@@ -111,6 +121,7 @@ class _Message:
     regex: str
     action: str
     category: str = "network"
+    """``event.category`` (comma-separated)."""
     verdict: str | None = None
     """The verdict when the message states none in a ``verdict`` group: allowed, denied or None."""
     types: str | None = None
@@ -118,6 +129,7 @@ class _Message:
 
 
 _CONN = rf"(?:\({_ADDR}/\d+\))"
+_ANYCONNECT = r"^Group (?:<[^>]*>|\S+) User <?(?P<user>[^<>]*?)>? IP <?(?P<src>[0-9A-Fa-f.:]+)>? "
 _MESSAGES: tuple[_Message, ...] = (
     _Message(("106001",), rf"^Inbound (?P<proto>\S+) connection denied from (?P<src>{_ADDR})/(?P<sport>\d+) to (?P<dst>{_ADDR})/(?P<dport>\d+)",
              "firewall-rule", verdict="denied"),
@@ -141,10 +153,12 @@ _MESSAGES: tuple[_Message, ...] = (
     _Message(("302014", "302016", "302018"),
              rf"^Teardown (?P<proto>\S+) connection \S+ for {_IF}(?P<src>{_ADDR})/(?P<sport>\d+)(?: \S+)? to {_IF}(?P<dst>{_ADDR})/(?P<dport>\d+)",
              "flow-expiration", types="connection,end"),
-    _Message(("302020",), rf"^Built (?:(?:inbound|outbound) )?(?P<proto>ICMP) connection for faddr (?P<src>{_ADDR})/(?P<sport>\d+) "
-                          rf"gaddr \S+ laddr (?P<dst>{_ADDR})/(?P<dport>\d+)", "flow-creation", types="connection,start"),
-    _Message(("302021",), rf"^Teardown (?P<proto>ICMP) connection for faddr (?P<src>{_ADDR})/(?P<sport>\d+) "
-                          rf"gaddr \S+ laddr (?P<dst>{_ADDR})/(?P<dport>\d+)", "flow-expiration", types="connection,end"),
+    # ICMP: the numbers after the addresses are the ICMP sequence number, type and code, not ports;
+    # Teardown states no direction, and its local address is the source (as Elastic reads it)
+    _Message(("302020",), rf"^Built (?:(?P<dir>inbound|outbound) )?(?P<proto>ICMP) connection for faddr (?P<src>{_ADDR})/\d+ "
+                          rf"gaddr \S+ laddr (?P<dst>{_ADDR})/\d+", "flow-creation", types="connection,start"),
+    _Message(("302021",), rf"^Teardown (?P<proto>ICMP) connection for faddr (?P<dst>{_ADDR})/\d+ "
+                          rf"gaddr \S+ laddr (?P<src>{_ADDR})/\d+", "flow-expiration", types="connection,end"),
     _Message(("304001",), rf"^(?P<src>{_ADDR}) Accessed URL (?P<dst>[^:\s]+):", "firewall-rule", verdict="allowed"),
     _Message(("304002",), r"^Access denied URL \S+ SRC (?P<src>\S+) DEST (?P<dst>\S+)", "firewall-rule", verdict="denied"),
     _Message(("313001",), r"^Denied (?P<proto>ICMP) type=\d+, code=\d+ from (?P<src>\S+) on interface", "firewall-rule", verdict="denied"),
@@ -168,6 +182,13 @@ _MESSAGES: tuple[_Message, ...] = (
                                    r"Uname: *(?P<user>.*?)\s*$", "user-authentication", "authentication", types="info"),
     _Message(("716038", "716039"), r"^Group <[^>]*> User <(?P<user>[^>]*)> IP <(?P<src>[^>]*)> Authentication: (?P<verdict>successful|rejected)",
              "user-authentication", "authentication", types="info"),
+    # AnyConnect sessions: the user and the address they came from ("Group G User U IP A", with or
+    # without <> around each); the errors name no outcome (Elastic: types connection, error, denied)
+    _Message(("113039",), _ANYCONNECT, "client-vpn-connected", "network,session", types="connection,start"),
+    _Message(tuple(str(i) for i in range(113029, 113039)), _ANYCONNECT, "client-vpn-error", types="connection,error,denied"),
+    _Message(("113040",), r"^Terminating the VPN connection attempt from ", "client-vpn-disconnected", types="connection,end"),
+    _Message(("722051",), r"^Group <[^>]*> User <(?P<user>[^>]*)> IP <(?P<src>[^>]*)> IPv4 Address ", "address-assigned",
+             verdict="allowed", types="connection,info"),
 )
 _BUILT = {"302013", "302015", "302017", "302020"}
 """Built messages: an outbound connection's initiator is its "to" side, so source and destination
@@ -177,6 +198,12 @@ assert len(_BY_ID) == sum(len(m.ids) for m in _MESSAGES), "one shape per message
 
 _ALLOWED_WORDS = ("permitted", "est-allowed", "succeeded", "successful", "allowed")
 _DENIED_WORDS = ("denied", "dropped", "rejected", "failed")
+
+
+def _address(captured: pl.Expr) -> pl.Expr:
+    """A captured address without the interface name a multi-context ASA adds before it
+    (``v1:outside:10.8.1.9``: the context and interface; the regex takes the first name only)."""
+    return pl.when(captured.str.contains(_IP)).then(captured).otherwise(captured.str.replace(r"^[^:\s]+:", ""))
 
 
 def _asa_message(kind: int, rows: pl.DataFrame) -> pl.DataFrame:
@@ -192,7 +219,7 @@ def _asa_message(kind: int, rows: pl.DataFrame) -> pl.DataFrame:
     said = group("verdict")
     verdict = (pl.when(said.is_in(_ALLOWED_WORDS)).then(pl.lit("allowed")).when(said.is_in(_DENIED_WORDS)).then(pl.lit("denied"))
                if "(?P<verdict>" in m.regex else pl.lit(m.verdict, pl.String))
-    src, sport, dst, dport = group("src"), group("sport"), group("dst"), group("dport")
+    src, sport, dst, dport = _address(group("src")), group("sport"), _address(group("dst")), group("dport")
     swap = (group("dir") == "outbound").fill_null(False) if m.ids[0] in _BUILT else pl.lit(False)
     return rows.lazy().select("_row", "_code", "_level", _g=pl.col("_body").str.extract_groups(m.regex)).select(
         "_row",
@@ -262,7 +289,8 @@ _RESULTS = pl.Schema({c: pl.String() for c in (
     "_fw_src", "_fw_sport", "_fw_dst", "_fw_dport", "_fw_proto", "_fw_user", "_fw_verdict", "_fw_action",
     "_fw_category", "_fw_types", "_fw_dataset", "_code", "_level")})
 """What a firewall parser finds for one row (``_fw_types``: ``event.type``, comma-separated)."""
-_TYPES = ("connection", "connection,denied", "connection,allowed", "connection,start", "connection,end", "info")
+_TYPES = ("connection", "connection,denied", "connection,allowed", "connection,start", "connection,end",
+          "connection,error,denied", "connection,info", "info")
 assert {m.types for m in _MESSAGES if m.types} <= set(_TYPES)
 # A small table of arrays gathered by index: building the arrays per row cost 15x more.
 _TYPE_ARRAYS = pl.Series([t.split(",") for t in _TYPES], dtype=pl.List(pl.String))
@@ -287,6 +315,22 @@ def _no_user(name: pl.Expr) -> pl.Expr:
     return pl.when(name.str.contains(r"[^*\s]")).then(name.str.to_lowercase())
 
 
+def _device_as_host(frame: pl.DataFrame) -> dict[str, pl.Expr]:
+    """``_host``/``_prog`` of Cisco lines whose device name ends in a colon (``… 2019 10:21:36 fw01:
+    %ASA-…``): the header grammar reads it as the tag, but Cisco devices write no tag, so a lone
+    name with no pid there is the device (Elastic: its host). Empty when no line is such (only the
+    Cisco lines with no host are tested: no regex over the block)."""
+    maybe = (frame.get_column("_fw_dataset").str.starts_with("cisco.") & frame.get_column("_host").is_null()
+             & frame.get_column("_pid").is_null()).fill_null(False)
+    if not maybe.any():
+        return {}
+    names = frame.get_column("_prog").filter(maybe)
+    named = (names.str.contains(r"^[0-9A-Za-z][\w.\-]*$") & names.str.to_integer(strict=False).is_null()).fill_null(False)
+    device = maybe.scatter(maybe.arg_true(), named)
+    prog = pl.col("_prog")
+    return {"_host": pl.when(device).then(prog).otherwise(pl.col("_host")), "_prog": pl.when(device).then(None).otherwise(prog)}
+
+
 def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
     """Replace the auth columns ``_user _ip _port _action _category _type _outcome`` of firewall
     messages with what the message says, and add :data:`ADDED` (``_code``/``_level``: a Cisco
@@ -294,17 +338,19 @@ def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
     ``_prog`` and ``_msg``."""
     prog, msg = frame.get_column("_prog"), frame.get_column("_msg")
     # the gates: literal tests over every line, a regex only on the lines they let through
-    kernel = (prog == "kernel").fill_null(False)
+    # "SRC=" is searched for in kernel messages and in lines with no tag ("host [prefix] IN=…") only
+    kernel = ((prog == "kernel") | prog.is_null()).fill_null(False)
     netfilter = msg.str.starts_with("IN=").fill_null(False)
-    if kernel.any():  # "SRC=" searched for in kernel messages only
+    if kernel.any():
         with_src = msg.filter(kernel).str.contains("SRC=", literal=True).fill_null(False)
         netfilter = netfilter | kernel.clone().scatter(kernel.arg_true(), with_src)
     # Cisco: a "%" leading the message (one byte: a third of testing the prefixes), an id as the tag
-    # (no host) or IOS's sequence number as the tag (its own stamp may lead the message); _asa and
+    # (no host), IOS's sequence number as the tag (its own stamp may lead the message) or a relay's
+    # empty tag (the device's stamp leads the message); _asa and
     # _ios keep the rows holding their ids. Literal ids and parsing the number cost 40% less than
     # one regex "^\d+$|%" over the tags.
     cisco = (msg.str.starts_with("%") | prog.str.contains(r"%(?:ASA|FTD|SEC|IPV6)-")
-             | prog.str.to_integer(strict=False).is_not_null()).fill_null(False)
+             | prog.str.to_integer(strict=False).is_not_null() | (prog == "")).fill_null(False)
     if not (netfilter.any() or cisco.any()):
         return frame.with_columns(pl.lit(None, pl.String).alias(c) for c in ADDED)
     rows = frame.select("_prog", "_msg", _row=pl.int_range(pl.len(), dtype=pl.UInt32))
@@ -325,12 +371,14 @@ def with_firewall(frame: pl.DataFrame) -> pl.DataFrame:
     types = pl.lit(_TYPE_ARRAYS).gather(pl.col("_fw_types").replace_strict(_TYPE_INDEX, default=None, return_dtype=pl.UInt32))
     found_here = {
         "_ip": _ip(pl.col("_fw_src")), "_port": _port(pl.col("_fw_sport")), "_user": _no_user(pl.col("_fw_user")),
-        "_action": pl.col("_fw_action"), "_category": pl.when(category.is_not_null()).then(pl.concat_list(category)),
+        "_action": pl.col("_fw_action"), "_category": category.str.split(","),
         "_type": types,
         "_outcome": pl.when(verdict == "allowed").then(pl.lit("success")).when(verdict == "denied").then(pl.lit("failure")),
     }
     proto = pl.col("_fw_proto").str.to_lowercase()
-    return frame.with_columns(back.get_columns()).lazy().with_columns(
+    frame = frame.with_columns(back.get_columns())
+    return frame.lazy().with_columns(
+        **_device_as_host(frame),
         **{c: pl.when(fw).then(e).otherwise(pl.col(c)) for c, e in found_here.items()},
         _dst_ip=_ip(pl.col("_fw_dst")), _dst_port=_port(pl.col("_fw_dport")),
         _transport=proto.replace_strict(_TRANSPORTS, default=None, return_dtype=pl.String),

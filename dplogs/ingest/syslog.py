@@ -32,7 +32,7 @@ import polars as pl
 from dplogs.ingest._text import blank, finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auditd import parse_records, syslog_record
-from dplogs.ingest.auth import expand_repeats, most_repeats, with_auth
+from dplogs.ingest.auth import expand_repeats, most_repeats, unwrap_repeats, with_auth
 from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
 from dplogs.ingest.firewall import with_firewall
 
@@ -50,12 +50,25 @@ HEADER_5424 = (
     r"^<(?P<pri>\d{1,3})>\d{1,2} (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) (?P<msgid>\S+) "
     r"(?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: \ufeff?(?P<msg>.*))?$"
 )
+HEADER_CISCO = (
+    r"^(?:<(?P<pri>\d{1,3})>)?(?P<pre>(?:\S+ )*?)(?:(?P<year0>\d{4}) )?[*.]?"
+    rf"(?P<stamp>(?:{_MONTHS}) +\d{{1,2}})(?P<year> \d{{4}})?(?P<clock> \d{{2}}:\d{{2}}:\d{{2}})(?P<frac>\.\d{{1,6}})?"
+    r"(?: [A-Za-z]{1,6})?: (?P<msg>%[A-Z][A-Z0-9_]*-(?:[A-Za-z0-9_]+-)?[0-7]-[A-Z0-9_]+:.*)$"
+)
+"""A Cisco IOS line the router sent straight to the collector, with no relay's header: ``<pri>``, its
+sequence number, maybe its name or address (``1236: sw01: ``, ``: 192.0.2.1 77: ``), its own stamp
+(``*`` or ``.`` when its clock is not synchronised; the year after the day or, NX-OS, first;
+milliseconds and a zone name, which is not read:
+the stamp is read in --tz, as an ASA's), then the ``%FACILITY-SEVERITY-MNEMONIC:`` message."""
+_CISCO_HOST = r"(?:^| )([^\s]*[^\s\d:][^\s]*?):? (?:\d+: )?$"
+"""The device in what comes before a Cisco stamp: the last word that is not a sequence number."""
 _IS_5424 = r"^<\d{1,3}>\d{1,2} "
 _SNIFF = re.compile(
     rf"^(?:<\d{{1,3}}>)?(?:(?:{_MONTHS}) +\d{{1,2}} (?:\d{{2}}:\d{{2}}:\d{{2}}|\d{{4}} \d{{2}}:\d{{2}}:\d{{2}}:?)"
     rf"|\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}\S*) +\S"
 )
 _SNIFF_5424 = re.compile(_IS_5424)
+_SNIFF_CISCO = re.compile(HEADER_CISCO)
 _YEARLESS = rf"^(?:{_MONTHS}) +\d{{1,2}} \d{{2}}:"  # an RFC 3164 stamp, not one with its year or ISO
 
 
@@ -177,6 +190,7 @@ def _header_slow(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
         _msg=pl.coalesce("msg", "rest"),
         _pri=pl.col("pri"),
     ).select(*lines.columns, "_ts_str", "_time", "_host", "_prog", "_pid", "_msg", "_pri")
+    frame = _with_cisco_headers(frame, options)
     if not frame.select(text.str.contains(_IS_5424).any()).item():
         return frame.with_columns(_header=pl.col("_ts_str").is_not_null())
     g = text.str.extract_groups(HEADER_5424)
@@ -192,6 +206,30 @@ def _header_slow(lines: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
         pl.when(is5424).then(g.struct.field("msg").fill_null("")).otherwise(pl.col("_msg")).alias("_msg"),
         pl.when(is5424).then(g.struct.field("pri")).otherwise(pl.col("_pri")).alias("_pri"),
         pl.when(is5424).then(True).otherwise(pl.col("_ts_str").is_not_null()).alias("_header"),
+    )
+
+
+def _with_cisco_headers(frame: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
+    """``frame`` with the lines RFC 3164 did not read but :data:`HEADER_CISCO` does given their
+    header columns (only those lines are searched: usually none)."""
+    missed = pl.col("_ts_str").is_null()
+    if not frame.select(missed.any()).item():
+        return frame
+    g = pl.col("text").str.extract_groups(HEADER_CISCO)
+    found = frame.select(_g=pl.when(missed).then(g)).unnest("_g")
+    stamp, year = found.get_column("stamp"), found.get_column("year").fill_null(" " + found.get_column("year0"))
+    clock, frac = found.get_column("clock"), found.get_column("frac")
+    bsd = pl.when(pl.lit(year).is_null()).then(pl.lit(stamp) + pl.lit(clock))
+    bsdy = pl.when(pl.lit(year).is_not_null()).then(pl.lit(stamp) + pl.lit(year) + pl.lit(clock))
+    micros = pl.lit(frac).str.slice(1).str.pad_end(6, "0").cast(pl.Int64, strict=False).fill_null(0)
+    time = syslog_time(bsd, pl.lit(None, pl.String), pl.lit(None, pl.String), options, bsdy) + pl.duration(microseconds=micros)
+    ok = pl.lit(found.get_column("msg")).is_not_null()
+    return frame.with_columns(
+        _ts_str=pl.when(ok).then(pl.coalesce(bsd, bsdy)).otherwise(pl.col("_ts_str")),
+        _time=pl.when(ok).then(time).otherwise(pl.col("_time")),
+        _host=pl.when(ok).then(pl.lit(found.get_column("pre")).str.extract(_CISCO_HOST, 1)).otherwise(pl.col("_host")),
+        _msg=pl.when(ok).then(pl.lit(found.get_column("msg"))).otherwise(pl.col("_msg")),
+        _pri=pl.when(ok).then(pl.lit(found.get_column("pri"))).otherwise(pl.col("_pri")),
     )
 
 
@@ -320,8 +358,11 @@ MODULE = pl.coalesce(pl.col("_fw_dataset").str.extract(r"^(\w+)\.", 1), pl.lit("
 
 
 def categorise(frame: pl.DataFrame) -> pl.DataFrame:
-    """The parsed header columns with auth categorisation, firewall fields and accounts added."""
-    return with_accounts(with_firewall(with_auth(frame)))
+    """The parsed header columns with auth categorisation, firewall fields and accounts added; a
+    repeat line is categorised as the message it repeats and keeps its own text in ``message``."""
+    frame, message = unwrap_repeats(frame)
+    frame = with_accounts(with_firewall(with_auth(frame)))
+    return frame if message is None else frame.with_columns(message)
 
 
 @register
@@ -338,7 +379,7 @@ class Syslog(LineFormat):
         records = [ln for ln in lines if ln[0] not in " \t"]
         if not records:
             return 0.0
-        hits = sum(bool(_SNIFF.match(ln) or _SNIFF_5424.match(ln)) for ln in records)
+        hits = sum(bool(_SNIFF.match(ln) or _SNIFF_5424.match(ln) or _SNIFF_CISCO.match(ln)) for ln in records)
         return 0.8 * hits / len(records)
 
     def most_events(self, lines: pl.DataFrame) -> np.ndarray | None:

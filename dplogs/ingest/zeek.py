@@ -6,9 +6,10 @@ header blocks; each data line is split by the ``#fields`` line in force above it
 boundaries (:meth:`Zeek.parse` carries the header from one chunk to the next). ``-`` (unset) and
 ``(empty)`` become null. Both shapes go through one mapping: ``id.orig_h`` → ``source.ip``,
 ``id.resp_h`` → ``destination.ip``, ports, ``proto`` → ``network.transport``, ``service`` or the log
-type → ``network.protocol``, byte counts, the user of ntlm/rdp/kerberos/ftp/http logs (Windows
-and Kerberos accounts normalised by :mod:`dplogs.ingest.accounts`), outcomes where the log has
-one (ntlm/kerberos ``success``, ssh ``auth_success``, ftp reply codes, conn states), DNS and HTTP
+type → ``network.protocol``, byte counts, the user of ntlm/rdp/kerberos/radius/ftp/http logs
+(Windows, Kerberos and RADIUS accounts normalised by :mod:`dplogs.ingest.accounts`), outcomes where
+the log has one (ntlm/kerberos ``success``, ssh ``auth_success``, radius ``result``, ftp reply
+codes, conn states), DNS and HTTP
 fields, ECS category/type arrays as Elastic sets them; ``event.dataset`` is ``zeek.<log>``
 (``zeek.connection`` for conn, as Elastic names it), the log type taken from ``_path``/``@stream``,
 the TSV ``#path``, the fields only one log has, or the file name (``ssh.log``).
@@ -39,12 +40,13 @@ FIELDS = (
     "orig_bytes", "resp_bytes", "username", "domainname", "success", "cookie", "client", "user",
     "reply_code", "query", "method", "uri", "host", "status_code", "user_agent", "referrer",
     "response_body_len", "auth_success", "conn_state", "server_name", "note", "src", "fuid",
-    "request_type", "realm", "dst", "p", "rejected", "security_protocol", "dropped",
+    "request_type", "realm", "dst", "p", "rejected", "security_protocol", "dropped", "result",
 )
 _PATH_KEYS = ("_path", "@stream")
 _TCP_LOGS = ["http", "ssl", "ssh", "smtp", "ftp", "rdp", "ntlm", "smb_mapping", "smb_files", "dce_rpc", "ldap", "kerberos"]
 """Logs whose records lack ``proto`` but run over TCP (Kerberos: as Elastic's zeek/kerberos sets it)."""
-_AUTH_LOGS = ["ntlm", "kerberos", "ssh", "rdp", "ftp"]
+_UDP_LOGS = ["radius"]
+"""Logs whose records lack ``proto`` but run over UDP (as Elastic's zeek/radius sets it)."""
 _TRANSPORTS = ["tcp", "udp", "icmp"]
 
 
@@ -112,6 +114,7 @@ def _infer_path(z) -> pl.Expr:
         .when(z("auth_success").is_not_null()).then(pl.lit("ssh"))
         .when(z("request_type").is_not_null()).then(pl.lit("kerberos"))
         .when(z("domainname").is_not_null()).then(pl.lit("ntlm"))
+        .when(z("result").is_not_null() & z("username").is_not_null()).then(pl.lit("radius"))
         .when(z("cookie").is_not_null() | z("security_protocol").is_not_null()).then(pl.lit("rdp"))
         .when(z("query").is_not_null()).then(pl.lit("dns"))
         .when(z("method").is_not_null() | z("uri").is_not_null()).then(pl.lit("http"))
@@ -138,10 +141,12 @@ def _boolean(expr: pl.Expr) -> pl.Expr:
 # ECS arrays per log, as Elastic's zeek pipelines set them; conn's types follow its state.
 _CATEGORIES = {"conn": ["network"], "dns": ["network"], "kerberos": ["network", "authentication"],
                "ntlm": ["network", "authentication"], "ssh": ["network", "authentication"], "rdp": ["network"],
-               "notice": ["intrusion_detection"], "http": ["network", "web"], "ssl": ["network"], "files": ["file"]}
+               "notice": ["intrusion_detection"], "http": ["network", "web"], "ssl": ["network"], "files": ["file"],
+               "radius": ["network", "authentication"]}
 _TYPES = {"dns": ["connection", "protocol", "info"], "kerberos": ["connection", "protocol", "access"],
           "ntlm": ["connection", "info"], "ssh": ["connection", "protocol"], "rdp": ["protocol", "info"],
-          "notice": ["info"], "http": ["connection", "protocol"], "ssl": ["connection", "protocol"], "files": ["info"]}
+          "notice": ["info"], "http": ["connection", "protocol"], "ssl": ["connection", "protocol"], "files": ["info"],
+          "radius": ["connection", "info"]}
 _CONN_TYPES = {"S0": ["connection", "start"], "S1": ["connection", "start"], "SF": ["connection", "start", "end"],
                "REJ": ["connection", "start", "denied"], **dict.fromkeys(
                    ["S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"], ["connection", "info"])}
@@ -150,7 +155,7 @@ _CONN_OUTCOME = {**dict.fromkeys(["REJ", "S0", "RSTOS0", "SH"], "failure"),
 """A connection that was never established (rejected, unanswered, reset or closed before the
 responder's SYN-ACK) failed; an established one succeeded. Elastic sets no outcome for conn."""
 _LOGS = ("conn", "dns", "http", "ssl", "ssh", "kerberos", "ntlm", "rdp", "notice", "files", "ftp", "smtp", "dhcp",
-         "smb_mapping", "smb_files", "dce_rpc", "x509", "weird", "ldap", "sip", "snmp", "tunnel", "dpd", "software")
+         "smb_mapping", "smb_files", "dce_rpc", "x509", "weird", "ldap", "sip", "snmp", "tunnel", "dpd", "software", "radius")
 
 
 def path_from_name(name: str) -> str | None:
@@ -178,10 +183,13 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFra
     kerberos = account_columns(z("client").str.extract(r"^([^/@]+)", 1), z("client").str.extract(r"[/@]([^/@]+)$", 1),
                                case_insensitive=True)
     ntlm = account_columns(z("username"), z("domainname"), case_insensitive=True)
+    # a RADIUS account is a directory's (NPS/AD, LDAP), compared without case, like an ASA AAA user
+    radius = account_columns(z("username"), case_insensitive=True)
     user = (
         pl.when(path == "ntlm").then(ntlm["user.name"])
         .when(path == "rdp").then(account_columns(z("cookie"), case_insensitive=True)["user.name"])
         .when(path == "kerberos").then(kerberos["user.name"])
+        .when(path == "radius").then(radius["user.name"])
         .when(path.is_in(["ftp", "http"])).then(z("user").fill_null(z("username")))
     )
     state = z("conn_state")
@@ -194,6 +202,7 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFra
     outcome = (
         pl.when(path.is_in(["ntlm", "kerberos"])).then(_boolean(z("success")))
         .when(path == "ssh").then(_boolean(z("auth_success")))
+        .when(path == "radius").then(z("result").replace_strict({"success": "success", "failed": "failure"}, default=None))
         .when(path == "conn").then(state.replace_strict(_CONN_OUTCOME, default=None, return_dtype=pl.String))
         .when(path == "dns").then(pl.when(_boolean(z("rejected")) == "success").then(pl.lit("failure")).otherwise(pl.lit("success")))
         .when((path == "ftp") & reply.is_not_null()).then(
@@ -212,7 +221,8 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFra
         "event.outcome": outcome,
         "event.provider": path,
         "user.name": user,
-        "user.domain": pl.when(path == "ntlm").then(ntlm["user.domain"]).when(path == "kerberos").then(kerberos["user.domain"]),
+        "user.domain": pl.when(path == "ntlm").then(ntlm["user.domain"]).when(path == "kerberos").then(kerberos["user.domain"])
+        .when(path == "radius").then(radius["user.domain"]),
         "source.ip": pl.coalesce(z("id.orig_h"), z("src")),
         "source.port": z("id.orig_p"),
         "destination.ip": pl.coalesce(z("id.resp_h"), z("dst")),
@@ -222,6 +232,7 @@ def _map(frame: pl.DataFrame, source: str, options: IngestOptions) -> pl.DataFra
         "network.transport": pl.coalesce(
             pl.when(proto.is_in(_TRANSPORTS)).then(proto),
             pl.when(path.is_in(_TCP_LOGS)).then(pl.lit("tcp")),
+            pl.when(path.is_in(_UDP_LOGS)).then(pl.lit("udp")),
         ),
         "network.protocol": pl.coalesce(pl.when(path == "conn").then(z("service")), pl.when(path != "conn").then(path)),
         "dns.question.name": pl.when(path == "dns").then(z("query")),

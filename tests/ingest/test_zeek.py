@@ -12,7 +12,7 @@ from dplogs.ingest.base import NO_TIME_REASON
 from tests.ingest.structured_helpers import count_lines, detected, lines_frame, parse
 
 from dplogs.ingest.base import IngestOptions
-from dplogs.ingest.zeek import Zeek, parse_chunk
+from dplogs.ingest.zeek import Zeek, parse_chunk, path_from_name
 
 FMT = Zeek()
 HEADER = [
@@ -83,6 +83,29 @@ def test_json_variants_and_kerberos_principal():
     assert ev["dns.question.name"].to_list() == [None, "example.org"]
     assert ev["@timestamp"].to_list()[1] == datetime(2020, 4, 30, 0, 6, 39, 824370, tzinfo=timezone.utc)
     assert out.quarantine["line"].to_list() == [3]
+
+
+def test_radius_authentications():
+    """Zeek's radius.log is a network login (Wi-Fi, VPN): its account and result, as Elastic's
+    zeek/radius reads them (they were read as bare connections: no user, no outcome, not authentication)."""
+    out = FMT.parse_lines(lines_frame(
+        '{"ts":1700000000.5,"uid":"C1","id.orig_h":"10.9.0.2","id.orig_p":40000,"id.resp_h":"10.9.0.1",'
+        '"id.resp_p":1812,"username":"Dana.Lee","mac":"02:00:00:00:00:01","result":"success"}',
+        '{"ts":1700000001.5,"uid":"C2","id.orig_h":"10.9.0.3","id.orig_p":40001,"id.resp_h":"10.9.0.1",'
+        '"id.resp_p":1812,"username":"CORP\\\\eve","result":"failed"}',
+        '{"ts":1700000002.5,"uid":"C3","id.orig_h":"10.9.0.4","id.orig_p":40002,"id.resp_h":"10.9.0.1",'
+        '"id.resp_p":1812,"username":"frank","result":"unknown"}',
+    ), "z.json", IngestOptions())
+    ev = out.events
+    assert out.quarantine.is_empty()
+    assert ev["event.dataset"].to_list() == ["zeek.radius"] * 3
+    assert ev["user.name"].to_list() == ["dana.lee", "eve", "frank"]  # accounts of a directory: case-insensitive
+    assert ev["user.domain"].to_list() == [None, "CORP", None]
+    assert ev["event.outcome"].to_list() == ["success", "failure", None]
+    assert ev["event.category"].to_list() == [["network", "authentication"]] * 3
+    assert ev["event.type"].to_list() == [["connection", "info"]] * 3
+    assert ev["network.transport"].to_list() == ["udp"] * 3
+    assert path_from_name("/var/zeek/radius.log") == "radius"
 
 
 def test_sniff():

@@ -57,6 +57,31 @@ def test_failure_rate_intervals_say_something(sample_store):
     assert released >= 0.9 * cells and covered >= 0.8 * released, (released, covered, cells)
 
 
+def test_failure_rate_counts_attempts_with_an_outcome_only(tmp_path):
+    """sshd names some tries on lines that decide nothing ('input_userauth_request: invalid user',
+    'maximum authentication attempts exceeded'): authentication events without an outcome. The
+    rate counted them in its denominator, each a second row for an attempt its failure line already
+    counts, so a brute force read as a lower failure rate (the integrations helper saw it)."""
+    from dplogs.ingest.ingest import ingest
+    from dplogs.ingest.base import IngestOptions
+    from dplogs.privacy.ledger import Ledger
+
+    log = tmp_path / "auth.log"
+    log.write_text(
+        "Mar  5 10:00:00 h sshd[1]: Invalid user zed from 203.0.113.9 port 5000\n"
+        "Mar  5 10:00:00 h sshd[1]: input_userauth_request: invalid user zed [preauth]\n"
+        "Mar  5 10:00:01 h sshd[1]: error: maximum authentication attempts exceeded for root from 203.0.113.9 port 5001 ssh2 [preauth]\n"
+        "Mar  5 10:00:01 h sshd[1]: Failed password for root from 203.0.113.9 port 5001 ssh2\n"
+        "Mar  5 10:00:02 h sshd[2]: Accepted password for anna from 10.0.0.5 port 5002 ssh2\n"
+    )
+    ingest([log], tmp_path / "s", options=IngestOptions(year=2024))
+    Ledger.open(tmp_path / "s" / "ledger.sqlite", create=True).set_caps(window_policy="month", epsilon=10.0, delta=1e-3)
+    with exact_mode():
+        data = Engine.open(tmp_path / "s").query_file(QUERIES / "login_failure_rate_per_week.toml").release(
+            caller="test").data
+    assert data["value"].drop_nulls().to_list() == [2 / 3]  # two failures of three decided attempts (was 2/5)
+
+
 def test_bytes_served_noise_is_below_the_totals(sample_store):
     eng = Engine.open(sample_store)
     path = QUERIES / "bytes_out_per_week.toml"

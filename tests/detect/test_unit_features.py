@@ -79,3 +79,43 @@ def test_anomaly_count_release_uses_the_policys_exact_part(tmp_path, rule, total
         rel = q.release(caller="t")
     assert rel.data["exact"].item() == 1 and rel.data["value"].item() == total
     assert rel.privacy["protection"]["version"] == 1
+
+
+def test_a_user_name_cannot_name_a_rows_own_unit(tmp_path):
+    """Under the per-row opt-in of a single-field rule, a row without identity was its own unit
+    keyed by the string "\\x00null:<row number>", which a user name can spell (JSON logs carry
+    "\\u0000"): that user then merged with the row's own unit in training, and its anomaly rows
+    read back with no user name, i.e. each its own unit to the engine, so nothing bounded them.
+    A scalar count of anomalous unit-windows (L0 = L∞ = 1 charged) moved by K = 5 for one unit
+    (redteam5). Units of the rule are now namespaced, as in a chain."""
+    rule = UnitRule(("user.name",), PER_ROW)
+    hostile = "\x00null:0"  # row 0 below is a row without identity: the key it had
+
+    def events(with_victim: bool) -> pl.LazyFrame:
+        rows = [(T, None)] + [(T + dt.timedelta(days=d), hostile) for d in range(1, 6) if with_victim]
+        return conform(pl.DataFrame({"@timestamp": [t for t, _ in rows], "user.name": [u for _, u in rows],
+                                     "event.outcome": ["failure"] * len(rows)}).lazy())
+
+    table = extract_features(events(True), unit=rule, spec=FeatureSpec(max_windows_per_unit=5, clip_norm=3.0), seed=1)
+    assert table.frame.select("unit", "budget_window").n_unique() == 2  # the user, and row 0 alone
+    assert table.frame.height == 6
+    model = KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES))))
+    rows = anomaly_events(events(True), model=model, unit=rule, threshold=-1.0, max_windows_per_unit=5,
+                          clip_norm=3.0, seed=1).collect()
+    assert rows["user.name"].to_list().count(hostile) == 5  # read back as the user's unit
+    card = ModelCard(detector="kmeans", epsilon=1.0, delta=1e-6, rho=None, accountant="test", privacy_unit=rule.label,
+                     budget_windows=("2026-11",), max_windows_per_unit=5, clip_norm=3.0, feature_window="day",
+                     features=tuple(FEATURE_NAMES))
+    path = save_model(model_to_json(model, card), tmp_path / "m.json")
+    counts = []
+    for side, with_victim in (("d", True), ("d_prime", False)):
+        ledger = Ledger.open(tmp_path / f"{side}.sqlite", create=True)
+        ledger.set_caps(window_policy="month", epsilon=10.0, delta=1e-6)
+        eng = Engine(scan=lambda w=with_victim: events(w), privacy_unit=rule, budget_window="month", ledger=ledger)
+        q = eng.over_anomalies(path, threshold=-1.0, seed=1).sql("SELECT COUNT(*) FROM logs", epsilon=1.0,
+                                                                  start="2026-11-01", end="2026-12-01")
+        with exact_mode():
+            rel = q.release(caller="t")
+        counts.append(rel.data["value"].item())
+        assert rel.data["scale"].item() == 1.0  # L0 = L∞ = 1 charged for a scalar count
+    assert counts[0] - counts[1] == 1  # one unit moves it by one, not by its five unit-windows

@@ -241,7 +241,9 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                     if estimate_plan is not None:
                         n_units = source.unit_count(K)
                         noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
-                        q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
+                        q, batch, sampling_warnings = batch_settings(noisy_units, sampling_rate=q,
+                                                                     expected_batch_size=batch)
+                        warnings += sampling_warnings
                         hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
                                                    "mechanism": "discrete laplace", "scale": estimate_plan.scale}
                         sgd = _plan_sgd(request, eps_sgd, q)

@@ -119,3 +119,60 @@ def test_a_user_name_cannot_name_a_rows_own_unit(tmp_path):
         counts.append(rel.data["value"].item())
         assert rel.data["scale"].item() == 1.0  # L0 = L∞ = 1 charged for a scalar count
     assert counts[0] - counts[1] == 1  # one unit moves it by one, not by its five unit-windows
+
+
+def _busy_month() -> pl.DataFrame:
+    """Two months of mixed events: users, hosts, rows without identity, several roles (modules),
+    executables, source addresses and byte counts, so every feature and peer input moves. ann is
+    the busiest unit: a statistic over units computed in the clear (a scale fitted to the busiest
+    window, say) moves with her (checked by planting one in the history features)."""
+    import random
+
+    r = random.Random(5)
+    rows = []
+    for _ in range(1500):
+        t = dt.datetime(2026, 3, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=r.randrange(59 * 24 * 60))
+        rows.append({"@timestamp": t, "user.name": r.choice(["ann", "ann", "ann", "bob", "cy", "dee", None, None]),
+                     "host.name": r.choice(["h1", "h2", "h3", None]), "event.module": r.choice(["system", "web", None]),
+                     "process.executable": r.choice(["/bin/sh", "/usr/bin/ssh", None]),
+                     "source.ip": r.choice(["10.0.0.1", "10.0.0.2", "192.0.2.9"]),
+                     "event.outcome": r.choice(["success", "failure"]), "source.bytes": r.randrange(10**6)})
+    return conform(pl.DataFrame(rows))
+
+
+@pytest.mark.parametrize("rule, victim", [
+    (UnitRule(("user.name",)), pl.col("user.name") == "ann"),
+    (UnitRule(("user.name",)), pl.col("user.name").is_null()),  # the shared unit
+    (CHAIN, pl.col("user.name").is_null() & (pl.col("host.name") == "h1")),  # a host unit
+    (UnitRule(("user.name",), PER_ROW), pl.col("user.name") == "bob"),
+    (UnitRule(CHAIN.fields, PER_ROW), pl.col("user.name") == "cy"),
+], ids=["user", "shared", "chain-host", "per-row", "per-row-chain"])
+@pytest.mark.parametrize("budget_window", ["month", "week"])
+def test_one_units_events_in_one_budget_window_change_no_other_feature_row(rule, victim, budget_window):
+    """Candidate 1 of redteam5: no feature row, nor the peer inputs a row carries (role, volumes,
+    executables), of any OTHER (unit, budget window) moves when one unit's events of one budget
+    window go: the history and first-seen features are per unit, scaling uses public constants,
+    and peer features come from a released baseline. Rows of units alone (per-row) are compared
+    without their keys, which are row numbers."""
+    d = _busy_month()
+    window = pl.col("@timestamp").dt.strftime("%Y-%m" if budget_window == "month" else "%G-W%V")
+    gone = victim.fill_null(False) & (window == ("2026-03" if budget_window == "month" else "2026-W11"))
+    spec = FeatureSpec(max_windows_per_unit=4, clip_norm=1.0, budget_window=budget_window)
+    cols = ["budget_window", "window_start", "module", "events", "bytes", "processes", *FEATURE_NAMES]
+
+    def rows(frame: pl.DataFrame) -> pl.DataFrame:
+        out = extract_features(frame.lazy(), unit=rule, spec=spec, seed=3).frame
+        unit = pl.col("unit")
+        if out.schema["unit"] == pl.Binary:  # the shared unit is b"\xff"
+            return out.with_columns(unit.bin.encode("hex")).select("unit", *cols).sort(pl.all())
+        alone = unit.struct.field("field") == len(rule.fields) + 1
+        text = pl.when(alone).then(pl.lit("alone")).otherwise(unit.struct.json_encode())
+        return out.with_columns(text.alias("unit")).select("unit", *cols).sort(pl.all())
+
+    a, b = rows(d), rows(d.filter(~gone))
+    victims = a.join(b, on=["unit", *cols], how="anti", nulls_equal=True)
+    assert victims.height > 0 and b.join(a, on=["unit", *cols], how="anti", nulls_equal=True).height == 0
+    touched = victims.select("unit", "budget_window").unique()
+    assert touched.height == 1, touched  # one (unit, budget window): the victim's
+    others = a.join(touched, on=["unit", "budget_window"], how="anti")
+    assert others.equals(b.join(touched, on=["unit", "budget_window"], how="anti"))

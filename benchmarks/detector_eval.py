@@ -206,7 +206,7 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
         return _STORE_CACHE[name]
     import polars as pl
 
-    from dplogs.detect.features import FEATURE_NAMES, WINDOWS, FeatureSpec, extract_features
+    from dplogs.detect.features import FEATURE_NAMES, WINDOWS, FeatureSpec, extract_features, unit_keys
     from dplogs.ingest.store import Store
     from dplogs.schema.units import PER_ROW, UnitRule
 
@@ -224,9 +224,7 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
         train = extract_features(store.scan(), unit=rule, seed=1, spec=FeatureSpec(max_windows_per_unit=k, **spec))
         ts = pl.col("@timestamp")
         # the same unit key as extract_features (a null unit: each event its own unit)
-        unit = pl.when(pl.col("user.name").is_null()).then(
-            pl.concat_str(pl.lit("\x00null:"), pl.int_range(pl.len()).cast(pl.String))).otherwise(pl.col("user.name"))
-        truth = (store.scan().filter(ts.is_not_null()).with_columns(unit.alias("unit"))
+        truth = (store.scan().filter(ts.is_not_null()).with_columns(unit_keys(rule).alias("unit"))
                  .with_columns(ts.dt.truncate(WINDOWS[window]).alias("window_start"))
                  .group_by("unit", "window_start")
                  .agg((pl.col("event.outcome") == "failure").sum().alias("failures"),
@@ -236,7 +234,7 @@ def store_split(name: str, inputs: list[str], ingest_args: list[str], *, window:
     if frame["positive"].null_count():
         raise SystemExit(f"{name}: labels do not line up with the feature rows")
     labels = frame["positive"].cast(pl.Float64).to_numpy()
-    ids = [f"{u if not u.startswith(chr(0)) else '(no user)'}/{w:%Y-%m-%d %H:%M}"
+    ids = [f"{u['value'] if u['field'] == 0 else '(no user)'}/{w:%Y-%m-%d %H:%M}"
            for u, w in zip(frame["unit"], frame["window_start"])]
     peers = _peer_baseline(train, k, None)  # twins and baselines: the exact (non-private) baseline
     x_train, x_test = with_peer_features(train, peers).matrix(), with_peer_features(table, peers).matrix()

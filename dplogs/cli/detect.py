@@ -30,7 +30,8 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--end", default=None, help="End of the training time range (ISO 8601, excluded). Every budget window it touches is charged.")
 @click.option("--max-windows", "max_windows", type=click.IntRange(min=1), default=None,
               help="K: feature rows (unit-windows) kept per unit per budget window, chosen at random. Default: a "
-                   "public rule per --window (day 7, hour 24, 15min 32, 5min 48). Noise grows with K.")
+                   "public rule per --window (day 7, hour 24, 15min 32, 5min 48; never more than one budget window "
+                   "holds: 1 day window on a store with daily budget windows). Noise grows with K.")
 @click.option("--clip-norm", type=NUMBER, default=1.0, show_default=True, help="C: L2 clip of each training feature row (scoring does not clip).")
 @click.option("--window", type=click.Choice(list(WINDOWS)), default="day", show_default=True,
               help="Feature window (5min/15min for short recordings).")
@@ -65,7 +66,9 @@ def train(store_path, detector, epsilon, delta, start, end, max_windows, clip_no
     refuse_store_file(Path(output), Path(store_path), "--output")
     start, end = _training_range(store_path, start, end)
     if max_windows is None:
-        max_windows = default_max_windows(window)
+        from dplogs.ingest.store import Store
+
+        max_windows = default_max_windows(window, Store.open(store_path).manifest.budget_window)
         click.echo(f"--max-windows defaults to K = {max_windows} {window} windows per unit per budget window "
                    "(a public rule; each unit's noise scales with K, so lower it if units are rarely active)", err=True)
     request = TrainRequest(

@@ -32,7 +32,7 @@ import math
 
 import polars as pl
 
-from dplogs.detect.features import ALONE_PREFIX, FEATURE_NAMES, FeatureSpec, extract_features  # noqa: F401 (doctest)
+from dplogs.detect.features import FEATURE_NAMES, FeatureSpec, extract_features  # noqa: F401 (doctest)
 from dplogs.detect.model import Model
 from dplogs.detect.peers import PeerBaseline, with_peer_features
 from dplogs.errors import UsageError
@@ -76,11 +76,9 @@ def _identity(rule: UnitRule) -> list[pl.Expr]:
     """The chain fields of an anomaly row: its unit's value in the field it came from, null in
     the fields before (and after, except host.name, which carries the busiest host wherever the
     chain reads it only after the unit's field); a shared or per-row unit leaves the chain null."""
-    if len(rule.fields) == 1:
-        field, unit = rule.fields[0], pl.col("unit")
-        if rule.plain:  # a row without identity keeps a null unit (its own unit, never an account off the roster)
-            unit = pl.when(~unit.str.starts_with(ALONE_PREFIX)).then(unit)
-        return [unit.alias(field), *([pl.col("host").alias("host.name")] if field != "host.name" else [])]
+    if len(rule.fields) == 1 and not rule.plain:  # per-row units are spelled as a one-field chain's
+        field = rule.fields[0]
+        return [pl.col("unit").alias(field), *([pl.col("host").alias("host.name")] if field != "host.name" else [])]
     index, value = pl.col("unit").struct.field("field"), pl.col("unit").struct.field("value")
     out = []
     for i, field in enumerate(rule.fields):

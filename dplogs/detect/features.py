@@ -70,8 +70,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """Public feature vocabulary, in column order."""
 
-ALONE_PREFIX = "\x00null:"
-"""Unit key of a row without identity under a plain per-row rule (its row number follows)."""
 WINDOWS = {"5min": "5m", "15min": "15m", "hour": "1h", "day": "1d"}
 """Feature windows (public) and their polars truncation periods."""
 _BUDGET_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
@@ -148,13 +146,7 @@ def extract_features(lf: pl.LazyFrame, *, unit: str | UnitRule, spec: FeatureSpe
     rule = UnitRule.parse(unit)
     seed = secret_seed() if seed is None else seed
     ts = pl.col(TIMESTAMP)
-    unit_key = rule.expr()
-    if rule.unattributed == PER_ROW:  # opted in: each row without identity is its own unit
-        row = pl.int_range(pl.len()).cast(pl.String)
-        alone = (pl.concat_str(pl.lit(ALONE_PREFIX), row) if rule.plain
-                 else pl.struct(pl.lit(len(rule.fields) + 1, pl.UInt8).alias("field"), row.alias("value")))
-        unit_key = pl.when(unit_key.is_null()).then(alone).otherwise(unit_key)
-    unit_key = unit_key.alias("unit")
+    unit_key = unit_keys(rule).alias("unit")
     hour = ts.dt.hour()
     off = (hour < OFF_HOURS[0]) | (hour >= OFF_HOURS[1]) | (ts.dt.weekday() >= 6)
     # added as floats: int64 byte counts near 2^63 (a hostile log's) wrapped to a negative sum
@@ -204,6 +196,29 @@ def extract_features(lf: pl.LazyFrame, *, unit: str | UnitRule, spec: FeatureSpe
     x = clip_rows(rows.select(FEATURE_NAMES).to_numpy().astype(np.float64), spec.clip_norm)
     frame = rows.with_columns(pl.Series(name, x[:, i]) for i, name in enumerate(FEATURE_NAMES))
     return FeatureTable(frame=frame, names=FEATURE_NAMES, spec=spec)
+
+
+def unit_keys(rule: UnitRule) -> pl.Expr:
+    """Each row's unit as the detector groups by it: :meth:`UnitRule.expr`, except under the
+    ``per-row`` opt-in, where a row without identity is its own unit, keyed by its row number as
+    ``{field: len(fields) + 1, value}``, an index no field has (a single-field rule is spelled as a
+    one-field chain here). The old key of such a row under a single-field rule, the string
+    "\\x00null:<row>", was a user name a JSON log can carry, and that user merged with the row.
+
+    >>> import polars as pl
+    >>> lf = pl.LazyFrame({"user.name": ["\\x00null:1", None]})
+    >>> lf.select(unit_keys(UnitRule(("user.name",), PER_ROW))).collect().to_series().to_list()
+    [{'field': 0, 'value': '\\x00null:1'}, {'field': 2, 'value': '1'}]
+    """
+    if rule.unattributed != PER_ROW:
+        return rule.expr()
+    named = rule.expr()
+    if rule.plain:
+        value = pl.col(rule.fields[0])
+        named = pl.when(value.is_not_null()).then(pl.struct(pl.lit(0, pl.UInt8).alias("field"), value.alias("value")))
+    row = pl.int_range(pl.len()).cast(pl.String)
+    alone = pl.struct(pl.lit(len(rule.fields) + 1, pl.UInt8).alias("field"), row.alias("value"))
+    return pl.when(named.is_null()).then(alone).otherwise(named)
 
 
 def _rise(now: pl.Expr, usual: pl.Expr, floor: float) -> pl.Expr:

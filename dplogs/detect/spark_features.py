@@ -46,15 +46,14 @@ most frequent event.module, raw volumes and distinct executables, as in polars."
 
 def _unit(rule: UnitRule) -> Column:
     """The store's unit rule (:class:`~dplogs.schema.units.UnitRule`) as one string per row:
-    the plain column under a single-field ``per-row`` rule; otherwise ``"i:value"`` for a value
-    from chain field ``i``, and ``"n:"`` (n = the number of fields, an index no field has) for the
-    shared unattributed unit, so the namespaces never merge. A row without identity under
-    ``per-row`` is its own unit, named by a row id no value can take."""
+    ``"i:value"`` for a value from chain field ``i`` (a single field is a one-field chain), and
+    ``"n:"`` (n = the number of fields, an index no field has) for the shared unattributed unit,
+    so the namespaces never merge. A row without identity under ``per-row`` is its own unit, named
+    by a row id that no ``"i:value"`` can spell (it does not start with a digit; the bare column a
+    single-field rule used here could: redteam5)."""
     from pyspark.sql import functions as F
 
     own_row = F.concat(F.lit("\x00null:"), F.monotonically_increasing_id().cast("string"))
-    if rule.plain:
-        return F.when(col(rule.fields[0]).isNull(), own_row).otherwise(col(rule.fields[0]))
     index = F.lit(len(rule.fields))
     for i in reversed(range(len(rule.fields))):
         index = F.when(col(rule.fields[i]).isNotNull(), F.lit(i)).otherwise(index)

@@ -120,10 +120,18 @@ TARGET_BATCH = 256.0  # units per DP-SGD step the automatic sampling rate aims a
 SMALL_TRAINING = 20  # fewer (noisy) units' worth of training rows than this: a warning
 
 
-def default_max_windows(window: str) -> int:
+def default_max_windows(window: str, budget_window: str = "month") -> int:
     """The public default of K (--max-windows) per feature window: about a week of days, a day of
-    hours, a working day of 15/5-minute windows. A public rule, not read off the data."""
-    return {"day": 7, "hour": 24, "15min": 32, "5min": 48}[window]
+    hours, a working day of 15/5-minute windows, but never more than one budget window holds (a
+    daily store's unit has one day window per budget window: K = 7 noised every release of its
+    training for 7 rows it cannot have). A public rule, not read off the data.
+
+    >>> default_max_windows("day"), default_max_windows("day", "day"), default_max_windows("hour", "day")
+    (7, 1, 24)
+    """
+    per_day = {"day": 1, "hour": 24, "15min": 96, "5min": 288}[window]
+    days = {"day": 1, "week": 7, "month": 31}[budget_window]
+    return min({"day": 7, "hour": 24, "15min": 32, "5min": 48}[window], per_day * days)
 
 
 def batch_settings(units: float, *, sampling_rate: float | None, expected_batch_size: float | None,
@@ -241,7 +249,9 @@ def train_from_store(store_path: str | os.PathLike[str], request: TrainRequest, 
                     if estimate_plan is not None:
                         n_units = source.unit_count(K)
                         noisy_units = float(add_noise(np.array([n_units]), estimate_plan, charge=charge)[0])
-                        q, batch, warnings = batch_settings(noisy_units, sampling_rate=q, expected_batch_size=batch)
+                        q, batch, sampling_warnings = batch_settings(noisy_units, sampling_rate=q,
+                                                                     expected_batch_size=batch)
+                        warnings += sampling_warnings
                         hyper["units_estimate"] = {"noisy_units": noisy_units, "epsilon": estimate_plan.loss.epsilon,
                                                    "mechanism": "discrete laplace", "scale": estimate_plan.scale}
                         sgd = _plan_sgd(request, eps_sgd, q)

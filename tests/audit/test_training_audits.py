@@ -14,7 +14,7 @@ from dplogs.audit.auditor import audit, audit_outputs
 from dplogs.audit.engine import audit_plan, corner, corner_statistic
 from dplogs.audit.paths import vectorised
 from dplogs.backends.polars_backend import PolarsBackend
-from dplogs.detect import features
+from dplogs.detect import anomaly_counts, features
 from dplogs.detect.anomaly_counts import anomaly_events
 from dplogs.detect.calibration import plan_calibration, release_calibration
 from dplogs.detect.features import FEATURE_NAMES, FeatureBatches, FeatureSpec, extract_features
@@ -29,6 +29,7 @@ from dplogs.privacy.charge import Charge
 from dplogs.privacy.mechanisms import add_noise, calibrate
 from dplogs.privacy.sensitivity import Sensitivity
 from dplogs.schema import conform
+from dplogs.schema.units import PER_ROW, UnitRule
 from tests.audit.audit_paths import assert_within_claim
 
 K = 4  # max_windows_per_unit
@@ -288,6 +289,58 @@ def test_anomaly_rows_marked_row_by_row_are_caught(monkeypatch):
     move, with no noise on their part."""
     monkeypatch.setattr(execute, "marked", lambda plan, lf: plan.policy.mark(lf, plan.unit))
     r = _audit_address_anomalies("BROKEN: anomaly rows marked row by row", 1_000)
+    assert r.violated, r.summary()
+
+
+# -- anomaly queries under the per-row opt-in: a user named like a row's own unit ------------------
+
+PER_ROW_RULE = UnitRule(("user.name",), PER_ROW)
+HOSTILE = "\x00null:0"  # the key row 0, a row without identity, had before redteam5
+
+
+def _per_row_store():
+    """A single-field per-row store: row 0 and a few more rows without identity (each its own
+    unit), users one day each, and the victim, a user named like row 0's old key, on K days.
+    D′ drops the victim."""
+    t = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+    rows = [(t, None)] + [(t + dt.timedelta(days=i % 7, hours=1), None if i % 3 else f"u{i}") for i in range(1, 15)]
+    rows += [(t + dt.timedelta(days=day, hours=2), HOSTILE) for day in range(K)]
+    d = conform(pl.DataFrame(rows, schema=["@timestamp", "user.name"], orient="row").lazy())
+    return d, d.filter((pl.col("user.name") != HOSTILE).fill_null(True))
+
+
+def _audit_per_row_anomalies(name: str, trials: int):
+    """Anomalous unit-windows of the whole window, a scalar count: L0 = L∞ = 1 charged."""
+    d, d_prime = (anomaly_events(x, model=FlagAll(), unit=PER_ROW_RULE, threshold=0.5, max_windows_per_unit=K,
+                                 clip_norm=SPEC.clip_norm) for x in _per_row_store())
+    eng = Engine(scan=lambda: None, privacy_unit=PER_ROW_RULE, budget_window="month", ledger=None)
+    plan = eng.build(Aggregation.count(), epsilon=1.0, max_groups=K, max_rows_per_group=1,
+                     start="2026-03-01", end="2026-04-01").plan
+    return audit_plan(plan, PolarsBackend(), d, d_prime, trials=trials, name=name)
+
+
+def test_a_user_named_like_a_rows_own_unit_stays_within_the_claim():
+    r = _audit_per_row_anomalies("anomalous unit-windows, per-row store, a user named like a row's own unit", 20_000)
+    assert_within_claim(r)
+    assert r.epsilon_lb >= 0.8, r.summary()
+
+
+def test_a_rows_own_unit_keyed_by_a_string_a_user_can_spell_is_caught(monkeypatch):
+    """The planted bug (dplogs before redteam5): a row without identity keyed "\\x00null:<row>"
+    beside bare user names, and anomaly rows with that prefix read back without identity. The
+    victim then merges with row 0 and its K anomaly rows come back as K units of one row: the
+    scalar count moves by K."""
+    def string_keys(rule):
+        row = pl.concat_str(pl.lit("\x00null:"), pl.int_range(pl.len()).cast(pl.String))
+        return pl.when(rule.expr().is_null()).then(row).otherwise(rule.expr())
+
+    def prefix_identity(rule):
+        unit = pl.col("unit")
+        return [pl.when(~unit.str.starts_with("\x00null:")).then(unit).alias("user.name"), pl.col("host").alias("host.name")]
+
+    monkeypatch.setattr(features, "unit_keys", string_keys)
+    monkeypatch.setattr(anomaly_counts, "_identity", prefix_identity)
+    r = _audit_per_row_anomalies("BROKEN: per-row units keyed by a string a user can spell", 2_000)
     assert r.violated, r.summary()
 
 

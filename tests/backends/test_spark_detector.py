@@ -65,9 +65,20 @@ PER_ROW_RULE = UnitRule(("user.name",), PER_ROW)
 
 def _both(events: pl.DataFrame, spec: FeatureSpec, seed: int, unit: UnitRule = PER_ROW_RULE) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(polars, Spark) feature rows of ``events`` under one seed, sorted by (unit, window)."""
-    want = extract_features(events.lazy(), unit=unit, spec=spec, seed=seed).frame
+    want = _spelled_as_on_spark(extract_features(events.lazy(), unit=unit, spec=spec, seed=seed).frame, unit)
     got = pl.from_arrow(feature_rows(SparkBackend().frame(events), unit=unit, spec=spec, seed=seed).toArrow())
     return want.sort(KEYS), got.sort(KEYS)
+
+
+def _spelled_as_on_spark(frame: pl.DataFrame, unit: UnitRule) -> pl.DataFrame:
+    """Polars keys the units of a single-field per-row rule as a one-field chain's {field, value}
+    (:func:`~dplogs.detect.features.unit_keys`); Spark spells them "0:value", a row alone
+    "\\x00null:<row>" (row numbers differ: compare those rows by count only)."""
+    if not unit.plain:
+        return frame
+    field, value = pl.col("unit").struct.field("field"), pl.col("unit").struct.field("value")
+    return frame.with_columns(pl.when(field == len(unit.fields) + 1).then(pl.lit("\x00null:") + value)
+                              .otherwise(field.cast(pl.String) + ":" + value).alias("unit"))
 
 
 def _sample_events(store: Path) -> pl.DataFrame:
@@ -138,6 +149,23 @@ def test_spark_features_follow_the_shared_and_chain_rules(spark_session, sample_
         np.testing.assert_allclose(got[name].to_numpy(), want[name].to_numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
+def test_a_user_name_cannot_name_a_rows_own_unit_on_spark(spark_session):
+    """Under the per-row opt-in of a single-field rule Spark named a row without identity
+    "\\x00null:<row id>" and every other unit by its bare value, so a user called "\\x00null:0"
+    (a JSON log can carry it) merged with the first row's own unit (redteam5)."""
+    import datetime as dt
+
+    from dplogs.schema import conform
+
+    t = dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC)
+    rows = [(t, None)] + [(t + dt.timedelta(days=d), "\x00null:0") for d in range(1, 6)]
+    events = conform(pl.DataFrame({"@timestamp": [r[0] for r in rows], "user.name": [r[1] for r in rows]}))
+    spec = FeatureSpec(max_windows_per_unit=ALL_WINDOWS, clip_norm=2.0, window="day", budget_window="month")
+    got = pl.from_arrow(feature_rows(SparkBackend().frame(events).coalesce(1), unit=PER_ROW_RULE, spec=spec,
+                                     seed=1).toArrow())
+    assert got.height == 6 and got["unit_id"].n_unique() == 2  # the user's five days, and the row alone
+
+
 def _per_row_units(events: pl.DataFrame) -> int:
     """The units of the per-row opt-in: each named user, and each row without one."""
     return events["user.name"].n_unique() - 1 + events["user.name"].null_count()
@@ -172,7 +200,8 @@ def test_spark_loop_sums_equal_polars_loop_sums(spark_session, monkeypatch, k_wi
         got = _recorded_kmeans(monkeypatch, spark_rows, plan, init)
     # the same windows on the polars side: all of them (K never binds), or the ones Spark keeps
     # under that seed
-    full = extract_features(events.lazy(), unit=PER_ROW_RULE, spec=FeatureSpec(ALL_WINDOWS, 1.0), seed=9).frame
+    full = _spelled_as_on_spark(
+        extract_features(events.lazy(), unit=PER_ROW_RULE, spec=FeatureSpec(ALL_WINDOWS, 1.0), seed=9).frame, PER_ROW_RULE)
     kept = pl.from_arrow(feature_rows(sdf, unit=PER_ROW_RULE, spec=spec, seed=9).select(*KEYS).toArrow())
     table = full.join(kept, on=KEYS, how="semi").sort(KEYS)
     # every one of the 50 units has 20 windows: it keeps min(20, K), all of them real windows

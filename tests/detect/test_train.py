@@ -148,6 +148,9 @@ def test_train_explains_defaults_and_warns_when_it_samples_almost_nothing(store,
     assert "batch settings from a DP count" in res.stderr
     # 0.01 × ~50 users ≈ 0.5 units per step
     assert "warning: a DP-SGD step samples about" in res.stderr
+    # the batch settings' warnings are added to the others: they replaced the peer baseline's
+    # (350 training rows at ε = 1 need about 33,000 per group), so it was never said (redteam5)
+    assert "warning: the DP peer baseline is too noisy to use" in res.stderr
 
 
 @pytest.mark.parametrize("bad", [dict(gradient_clip=-1.0), dict(learning_rate=0.0), dict(hidden=0)])
@@ -157,3 +160,25 @@ def test_bad_autoencoder_options_charge_nothing_even_with_automatic_batch_settin
         train_from_store(store.path, TrainRequest(**{**kw, **bad}), output=tmp_path / "m.json")
     with Ledger.open(store.ledger_path) as ledger:
         assert ledger.history() == []
+
+
+def test_the_default_k_is_never_more_than_a_budget_window_holds(tmp_path):
+    """On a store with daily budget windows a unit has one day window per budget window, yet the
+    default K was 7 (a week of days): every part of training was noised for 7 rows per unit, 7x
+    the need (redteam5). The default is now capped by the public number of feature windows in one
+    budget window: K = 1 there; other stores keep theirs."""
+    from dplogs.detect.train import default_max_windows
+    from dplogs.ingest.store import Store
+
+    assert [default_max_windows(w, "day") for w in ("day", "hour", "15min", "5min")] == [1, 24, 32, 48]
+    assert [default_max_windows("day", b) for b in ("week", "month")] == [7, 7]
+    s = Store.init(tmp_path / "daily", dataset="synthetic", budget_window="day")
+    s.write_events(synthetic_events(), stem="part0")
+    with Ledger.open(s.ledger_path, create=True) as ledger:
+        ledger.set_caps(window_policy="day", epsilon=3.0, delta=1e-5)
+    res = CliRunner().invoke(cli, [
+        "train", "--store", str(s.path), "--detector", "kmeans", "--epsilon", "1", "--delta", "1e-6",
+        "--start", "2026-11-02", "--end", "2026-11-03", "--output", str(tmp_path / "m.json")])
+    assert res.exit_code == 0, res.output
+    assert "--max-windows defaults to K = 1" in res.stderr
+    assert load_model(tmp_path / "m.json")[1].max_windows_per_unit == 1

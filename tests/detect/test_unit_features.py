@@ -79,3 +79,100 @@ def test_anomaly_count_release_uses_the_policys_exact_part(tmp_path, rule, total
         rel = q.release(caller="t")
     assert rel.data["exact"].item() == 1 and rel.data["value"].item() == total
     assert rel.privacy["protection"]["version"] == 1
+
+
+def test_a_user_name_cannot_name_a_rows_own_unit(tmp_path):
+    """Under the per-row opt-in of a single-field rule, a row without identity was its own unit
+    keyed by the string "\\x00null:<row number>", which a user name can spell (JSON logs carry
+    "\\u0000"): that user then merged with the row's own unit in training, and its anomaly rows
+    read back with no user name, i.e. each its own unit to the engine, so nothing bounded them.
+    A scalar count of anomalous unit-windows (L0 = L∞ = 1 charged) moved by K = 5 for one unit
+    (redteam5). Units of the rule are now namespaced, as in a chain."""
+    rule = UnitRule(("user.name",), PER_ROW)
+    hostile = "\x00null:0"  # row 0 below is a row without identity: the key it had
+
+    def events(with_victim: bool) -> pl.LazyFrame:
+        rows = [(T, None)] + [(T + dt.timedelta(days=d), hostile) for d in range(1, 6) if with_victim]
+        return conform(pl.DataFrame({"@timestamp": [t for t, _ in rows], "user.name": [u for _, u in rows],
+                                     "event.outcome": ["failure"] * len(rows)}).lazy())
+
+    table = extract_features(events(True), unit=rule, spec=FeatureSpec(max_windows_per_unit=5, clip_norm=3.0), seed=1)
+    assert table.frame.select("unit", "budget_window").n_unique() == 2  # the user, and row 0 alone
+    assert table.frame.height == 6
+    model = KMeansModel(centroids=np.zeros((1, len(FEATURE_NAMES))))
+    rows = anomaly_events(events(True), model=model, unit=rule, threshold=-1.0, max_windows_per_unit=5,
+                          clip_norm=3.0, seed=1).collect()
+    assert rows["user.name"].to_list().count(hostile) == 5  # read back as the user's unit
+    card = ModelCard(detector="kmeans", epsilon=1.0, delta=1e-6, rho=None, accountant="test", privacy_unit=rule.label,
+                     budget_windows=("2026-11",), max_windows_per_unit=5, clip_norm=3.0, feature_window="day",
+                     features=tuple(FEATURE_NAMES))
+    path = save_model(model_to_json(model, card), tmp_path / "m.json")
+    counts = []
+    for side, with_victim in (("d", True), ("d_prime", False)):
+        ledger = Ledger.open(tmp_path / f"{side}.sqlite", create=True)
+        ledger.set_caps(window_policy="month", epsilon=10.0, delta=1e-6)
+        eng = Engine(scan=lambda w=with_victim: events(w), privacy_unit=rule, budget_window="month", ledger=ledger)
+        q = eng.over_anomalies(path, threshold=-1.0, seed=1).sql("SELECT COUNT(*) FROM logs", epsilon=1.0,
+                                                                  start="2026-11-01", end="2026-12-01")
+        with exact_mode():
+            rel = q.release(caller="t")
+        counts.append(rel.data["value"].item())
+        assert rel.data["scale"].item() == 1.0  # L0 = L∞ = 1 charged for a scalar count
+    assert counts[0] - counts[1] == 1  # one unit moves it by one, not by its five unit-windows
+
+
+def _busy_month() -> pl.DataFrame:
+    """Two months of mixed events: users, hosts, rows without identity, several roles (modules),
+    executables, source addresses and byte counts, so every feature and peer input moves. ann is
+    the busiest unit: a statistic over units computed in the clear (a scale fitted to the busiest
+    window, say) moves with her (checked by planting one in the history features)."""
+    import random
+
+    r = random.Random(5)
+    rows = []
+    for _ in range(1500):
+        t = dt.datetime(2026, 3, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=r.randrange(59 * 24 * 60))
+        rows.append({"@timestamp": t, "user.name": r.choice(["ann", "ann", "ann", "bob", "cy", "dee", None, None]),
+                     "host.name": r.choice(["h1", "h2", "h3", None]), "event.module": r.choice(["system", "web", None]),
+                     "process.executable": r.choice(["/bin/sh", "/usr/bin/ssh", None]),
+                     "source.ip": r.choice(["10.0.0.1", "10.0.0.2", "192.0.2.9"]),
+                     "event.outcome": r.choice(["success", "failure"]), "source.bytes": r.randrange(10**6)})
+    return conform(pl.DataFrame(rows))
+
+
+@pytest.mark.parametrize("rule, victim", [
+    (UnitRule(("user.name",)), pl.col("user.name") == "ann"),
+    (UnitRule(("user.name",)), pl.col("user.name").is_null()),  # the shared unit
+    (CHAIN, pl.col("user.name").is_null() & (pl.col("host.name") == "h1")),  # a host unit
+    (UnitRule(("user.name",), PER_ROW), pl.col("user.name") == "bob"),
+    (UnitRule(CHAIN.fields, PER_ROW), pl.col("user.name") == "cy"),
+], ids=["user", "shared", "chain-host", "per-row", "per-row-chain"])
+@pytest.mark.parametrize("budget_window", ["month", "week"])
+def test_one_units_events_in_one_budget_window_change_no_other_feature_row(rule, victim, budget_window):
+    """Candidate 1 of redteam5: no feature row, nor the peer inputs a row carries (role, volumes,
+    executables), of any OTHER (unit, budget window) moves when one unit's events of one budget
+    window go: the history and first-seen features are per unit, scaling uses public constants,
+    and peer features come from a released baseline. Rows of units alone (per-row) are compared
+    without their keys, which are row numbers."""
+    d = _busy_month()
+    window = pl.col("@timestamp").dt.strftime("%Y-%m" if budget_window == "month" else "%G-W%V")
+    gone = victim.fill_null(False) & (window == ("2026-03" if budget_window == "month" else "2026-W11"))
+    spec = FeatureSpec(max_windows_per_unit=4, clip_norm=1.0, budget_window=budget_window)
+    cols = ["budget_window", "window_start", "module", "events", "bytes", "processes", *FEATURE_NAMES]
+
+    def rows(frame: pl.DataFrame) -> pl.DataFrame:
+        out = extract_features(frame.lazy(), unit=rule, spec=spec, seed=3).frame
+        unit = pl.col("unit")
+        if out.schema["unit"] == pl.Binary:  # the shared unit is b"\xff"
+            return out.with_columns(unit.bin.encode("hex")).select("unit", *cols).sort(pl.all())
+        alone = unit.struct.field("field") == len(rule.fields) + 1
+        text = pl.when(alone).then(pl.lit("alone")).otherwise(unit.struct.json_encode())
+        return out.with_columns(text.alias("unit")).select("unit", *cols).sort(pl.all())
+
+    a, b = rows(d), rows(d.filter(~gone))
+    victims = a.join(b, on=["unit", *cols], how="anti", nulls_equal=True)
+    assert victims.height > 0 and b.join(a, on=["unit", *cols], how="anti", nulls_equal=True).height == 0
+    touched = victims.select("unit", "budget_window").unique()
+    assert touched.height == 1, touched  # one (unit, budget window): the victim's
+    others = a.join(touched, on=["unit", "budget_window"], how="anti")
+    assert others.equals(b.join(touched, on=["unit", "budget_window"], how="anti"))

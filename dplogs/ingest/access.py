@@ -23,7 +23,7 @@ import polars as pl
 from dplogs.ingest._text import finish, localize, nonempty
 from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import IPV4, IPV6, ip_or_null
-from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, ParsedChunk, register
+from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, ParsedChunk, register, sniff_lines
 from dplogs.schema import FIELDS
 
 _QUOTED = r'(?:[^"\\]|\\.)*'
@@ -92,9 +92,7 @@ class Access(LineFormat):
     description = "Apache/nginx access logs: common, combined, and mod_ssl request logs"
 
     def sniff(self, head: bytes) -> float:
-        lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:200] if ln.strip()]
-        if len(lines) > 1 and not head.endswith(b"\n"):
-            lines = lines[:-1]
+        lines = [ln.decode("utf-8", "replace") for ln in sniff_lines(head)]
         if not lines:
             return 0.0
         return 0.9 * sum(bool(_SNIFF_ACCESS.match(ln) or _SNIFF_SSL.match(ln)) for ln in lines) / len(lines)
@@ -217,9 +215,7 @@ class IIS(LineFormat):
         if re.search(rb"(?m)^#Fields: (?:date|time) ", head):
             return 0.95
         # Header-less: "date time s-ip METHOD /stem ..." with a default layout's width.
-        lines = [ln for ln in head.splitlines()[:200] if ln.strip()]
-        if len(lines) > 1 and not head.endswith(b"\n"):
-            lines = lines[:-1]
+        lines = sniff_lines(head)
         widths = {len(layout.split()) - 1 for layout in _IIS_DEFAULT_LAYOUTS}
         hits = sum(bool(_SNIFF_IIS.match(ln)) and len(ln.split(b" ")) in widths for ln in lines)
         return 0.9 * hits / len(lines) if lines else 0.0

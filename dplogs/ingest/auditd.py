@@ -48,7 +48,7 @@ import polars as pl
 from dplogs.ingest._text import finish, run
 from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auth import ip_or_null
-from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
+from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register, sniff_lines
 from dplogs.schema import FIELDS
 
 _START = r"^(?:node=(?P<node>\S+) )?type=(?P<type>\S+) msg=audit\("
@@ -252,9 +252,7 @@ class Auditd(LineFormat):
     description = "Linux audit log (auditd audit.log: logins, sudo, account changes, execve, SELinux), raw or enriched"
 
     def sniff(self, head: bytes) -> float:
-        lines = [ln for ln in head.splitlines()[:200] if ln.strip()]
-        if len(lines) > 1 and not head.endswith(b"\n"):
-            lines = lines[:-1]
+        lines = sniff_lines(head)
         return 0.95 * sum(bool(_SNIFF.match(ln)) for ln in lines) / len(lines) if lines else 0.0
 
     def parse_lines(self, lines: pl.DataFrame, source: str, options: IngestOptions) -> ParsedChunk:

@@ -213,6 +213,17 @@ def split_out_of_range(events: pl.DataFrame, rows: pl.DataFrame, options: Ingest
 REGISTRY: dict[str, LogFormat] = {}
 
 
+def sniff_lines(head: bytes) -> list[bytes]:
+    """The lines a line format's sniff scores: the head's first 200 non-blank lines, without the
+    last one when the head's size limit may have cut it.
+
+    >>> sniff_lines(b"a\\n\\n b\\nc-cut-off")
+    [b'a', b' b']
+    """
+    lines = [ln for ln in head.splitlines()[:200] if ln.strip()]
+    return lines[:-1] if len(lines) > 1 and not head.endswith(b"\n") else lines
+
+
 def register(fmt: type[LogFormat]) -> type[LogFormat]:
     """Class decorator adding a format to :data:`REGISTRY` under its ``name``."""
     if fmt.name in REGISTRY:

@@ -29,7 +29,7 @@ import polars as pl
 from dplogs.ingest._text import finish, localize
 from dplogs.ingest.accounts import account_columns
 from dplogs.ingest.auth import ip_or_null
-from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
+from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register, sniff_lines
 from dplogs.ingest.syslog import syslog_time
 
 _F = r"((?:[^|\\]|\\.)*)"  # one header field, pipes escaped
@@ -84,9 +84,7 @@ def _yearless(frame: pl.DataFrame, device_time: pl.Expr, prefix_stamp: pl.Expr) 
 
 
 def _lines_sniff(head: bytes, marker: re.Pattern[bytes]) -> float:
-    lines = [ln for ln in head.splitlines()[:200] if ln.strip()]
-    if len(lines) > 1 and not head.endswith(b"\n"):
-        lines = lines[:-1]
+    lines = sniff_lines(head)
     return 0.95 * sum(bool(marker.search(ln)) for ln in lines) / len(lines) if lines else 0.0
 
 

@@ -33,7 +33,7 @@ from dplogs.ingest._text import blank, finish, localize, run
 from dplogs.ingest.accounts import account_columns, is_qualified
 from dplogs.ingest.auditd import parse_records, syslog_record
 from dplogs.ingest.auth import expand_repeats, most_repeats, unwrap_repeats, with_auth
-from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
+from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register, sniff_lines
 from dplogs.ingest.firewall import with_firewall
 
 _MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
@@ -371,9 +371,7 @@ class Syslog(LineFormat):
     description = "syslog RFC 3164 (auth.log, /var/log/messages; --year/--tz) and RFC 5424, with auth categorisation and firewall fields (iptables/UFW, Cisco ASA/FTD, IOS)"
 
     def sniff(self, head: bytes) -> float:
-        lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:200] if ln.strip()]
-        if len(lines) > 1 and not head.endswith(b"\n"):
-            lines = lines[:-1]  # the last line may be cut by the 64 KiB limit
+        lines = [ln.decode("utf-8", "replace") for ln in sniff_lines(head)]
         # Indented lines continue the message before them (macOS and Java multi-line messages): they
         # are not records, so they neither count for nor against the header lines they follow.
         records = [ln for ln in lines if ln[0] not in " \t"]

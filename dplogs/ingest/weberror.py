@@ -32,7 +32,7 @@ import polars as pl
 
 from dplogs.ingest._text import finish, localize, nonempty
 from dplogs.ingest.auth import ip_or_null
-from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register
+from dplogs.ingest.base import IngestOptions, LineFormat, ParsedChunk, register, sniff_lines
 from dplogs.schema import FIELDS
 
 APACHE = (
@@ -82,9 +82,7 @@ class WebError(LineFormat):
     description = "Apache httpd and nginx error logs (auth failures, denials, ModSecurity blocks)"
 
     def sniff(self, head: bytes) -> float:
-        lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:200] if ln.strip()]
-        if len(lines) > 1 and not head.endswith(b"\n"):
-            lines = lines[:-1]
+        lines = [ln.decode("utf-8", "replace") for ln in sniff_lines(head)]
         if not lines:
             return 0.0
         return 0.9 * sum(bool(_SNIFF.match(ln)) for ln in lines) / len(lines)

@@ -31,7 +31,8 @@ ACCESS = (
     rf'^(?:"(?P<xff>[^"]*)" )?(?P<client>.+?) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] '
     # Tomcat and old Apache do not escape quotes inside the request: it ends at `" <status> `.
     rf'"(?P<request>.*?)" (?P<status>\d{{3}}) (?P<bytes>\d+|-)'
-    rf'(?: "(?P<referrer>{_QUOTED})" "(?P<agent>{_QUOTED})")?.*$'
+    # a LogFormat may put more numbers after the bytes (%O, %I, %D: sent, received, microseconds)
+    rf'(?: (?:\d+|-))*(?: "(?P<referrer>{_QUOTED})" "(?P<agent>{_QUOTED})")?.*$'
 )
 ACCESS_FAST = (
     r'^(?P<client>[^ "]+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<request>[^"\\]*)" '

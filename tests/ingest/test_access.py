@@ -46,6 +46,17 @@ def test_common_format_escaped_quotes_and_forwarded_for() -> None:
     assert ev.get_column("@timestamp").to_list()[0] == dt.datetime(2016, 12, 26, 14, 16, 48, tzinfo=UTC)
 
 
+def test_more_numbers_after_the_bytes_keep_referrer_and_agent() -> None:
+    # LogFormats with %O/%I/%D after %b: the referrer and user agent were lost (the integrations
+    # helper saw it on one of Elastic's apache/access test lines)
+    chunk = Access().parse_lines(lines_frame(
+        '10.1.2.3 - bob [26/Dec/2016:16:22:13 +0200] "GET /a HTTP/1.1" 200 612 3413 "http://x/" "curl/8.0"',
+        '10.1.2.3 - bob [26/Dec/2016:16:22:13 +0200] "GET /a HTTP/1.1" 200 612 - 77 "-" "Mozilla/5.0 (X11)"',
+    ), "access.log", IngestOptions())
+    assert chunk.events.select("http.response.body.bytes", "http.request.referrer", "user_agent.original").rows() == [
+        (612, "http://x/", "curl/8.0"), (612, None, "Mozilla/5.0 (X11)")]
+
+
 def test_bad_lines_are_quarantined_with_reasons() -> None:
     frame = lines_frame('1.2.3.4 - - [99/Foo/2016:16:16:48 +0200] "GET / HTTP/1.1" 200 1', "no access line", "")
     chunk = Access().parse_lines(frame, "a", IngestOptions())

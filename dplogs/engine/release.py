@@ -22,8 +22,9 @@ Output formats (:func:`write_release`) and where the metadata goes:
   that with ``comment_prefix="#"``). Value and interval columns whose every cell is a whole
   number (counts, distinct units) are written as integers. Text cells are always quoted;
   those a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) also get a
-  leading ``'`` (OWASP's advice); numbers are never touched. ``csv_safe=False`` (``--csv-raw``)
-  leaves text cells as released;
+  leading ``'`` (OWASP's advice), and control characters are written as visible escapes
+  (``\\x1b``, as on the terminal); numbers are never touched. ``csv_safe=False`` (``--csv-raw``)
+  leaves text cells as released (JSON and Parquet keep them exactly too);
 - ``parquet``: the cells, with the metadata as JSON under the key ``dplogs.privacy`` in the
   schema's key-value metadata.
 
@@ -182,6 +183,9 @@ def _csv(data: pl.DataFrame, *, safe: bool) -> str:
         pl.col(c).cast(pl.Int64) for c in ("value", "ci_low", "ci_high", "exact") if c in data.columns and _whole(data[c])
     )
     if safe:
+        # control characters written as escapes too: a terminal showing the file (`cat`, or the
+        # CSV on stdout) obeyed a released key's ESC sequences; releases are small, so per cell
+        frame = frame.with_columns(pl.col(c).map_elements(visible, return_dtype=pl.String) for c in texts)
         frame = frame.with_columns(
             pl.when(pl.col(c).str.contains(CSV_FORMULA_PATTERN)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
             for c in texts

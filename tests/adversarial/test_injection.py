@@ -99,9 +99,12 @@ def test_table_shows_hostile_keys_escaped(hostile):
 def test_csv_neutralises_formulas_and_csv_raw_keeps_them(hostile, tmp_path):
     res = _query(*hostile, "--format", "csv")
     safe = pl.read_csv(io.StringIO(res.stdout), comment_prefix="#")
-    assert sorted(safe["host.name"]) == sorted(csv_text(n) for n in HOSTILE)
-    for formula in ("=cmd|' /C calc'!A0", "+1", "-1+1", "@SUM(1)", "\tx", "\rx"):
+    # control characters as visible escapes, also in a file (`cat` of it drove the terminal)
+    assert sorted(safe["host.name"]) == sorted(csv_text(visible(n)) for n in HOSTILE)
+    assert not any(ch in res.stdout for ch in ("\x1b", "\x07", "\u202e"))
+    for formula in ("=cmd|' /C calc'!A0", "+1", "-1+1", "@SUM(1)"):
         assert "'" + formula in safe["host.name"].to_list()
+    assert "\\tx" in safe["host.name"].to_list() and "\\rx" in safe["host.name"].to_list()  # inert once escaped
     assert safe["value"].dtype == pl.Int64  # numbers untouched by the neutralising (whole counts as integers)
     out = tmp_path / "raw.csv"
     _query(*hostile, "--format", "csv", "--csv-raw", "-o", out)
@@ -262,7 +265,7 @@ def test_rendering_cannot_fail_on_any_key(names, data):
     for safe in (True, False):
         back = pl.read_csv(io.StringIO(_render(release, "csv", csv_safe=safe)), comment_prefix="#",
                            schema_overrides={"host.name": pl.String})
-        assert back["host.name"].to_list() == [csv_text(n) if safe else n for n in names]
+        assert back["host.name"].to_list() == [csv_text(visible(n)) if safe else n for n in names]
         assert back["value"].to_list() == values
 
 

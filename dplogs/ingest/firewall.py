@@ -13,7 +13,8 @@ id) to the one regex of their message id, and those or messages tagged with a nu
 sequence number) to the IOS ``ACCESSLOG`` regex. Addresses that are not IP literals and ports outside
 0-65535 become null; transports outside ``network.transport``'s public domain become null.
 
->>> df = pl.DataFrame({"_prog": ["kernel", "CiscoASA", "sshd"], "_msg": [
+>>> df = pl.DataFrame({"_host": ["gw", "fw01", "h"], "_pid": [None, None, "7"], "_prog": ["kernel", "CiscoASA", "sshd"],
+...                    "_msg": [
 ...     "[UFW BLOCK] IN=eth0 OUT= MAC=00:11 SRC=203.0.113.9 DST=10.0.0.5 LEN=60 PROTO=TCP SPT=4242 DPT=22 SYN",
 ...     "%ASA-4-106023: Deny udp src outside:198.51.100.7/5353 dst inside:10.0.0.9/53 by access-group \\"in\\" [0x0, 0x0]",
 ...     "Accepted password for bob from 10.0.2.2 port 63673 ssh2"]})

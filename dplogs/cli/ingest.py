@@ -54,6 +54,18 @@ def _parse_time_range(value: str) -> tuple[dt.datetime, dt.datetime]:
                   "2000-01-01:2030-01-01")
 
 
+def _parse_undated(value: str | None) -> dt.datetime | None:
+    """``--undated-time`` as a zoned time (UTC when it names no zone)."""
+    if value is None:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--undated-time {value!r} is not an ISO 8601 time; write it like --undated-time "
+                         "2024-03-12T00:00:00Z") from None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
+
+
 def _parse_covers(value: str | None) -> tuple[dt.date, dt.date] | None:
     """``--covers START:END`` (END excluded) as the days ``[START, END - 1]``."""
     if value is None:
@@ -166,6 +178,10 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
                    "still written first).")
 @click.option("--time-range", default="1970-01-01:2100-01-01", show_default=True, metavar="START:END",
               help="Plausible event times (UTC, END excluded); records stamped outside are quarantined.")
+@click.option("--undated-time", "undated_time", default=None, metavar="TIME",
+              help="Store records that carry no time (CEF without rt/end/start or a syslog header, JSON without a "
+                   "time field) at this ISO 8601 time, e.g. when the feed was exported; by default they are "
+                   "quarantined as 'no timestamp'. Their budget window is this time's.")
 @click.option("--covers", default=None, metavar="START:END",
               help="Declare the UTC days these inputs cover (END excluded), recorded as their coverage "
                    "instead of the days of their first and last event, so what is refused for lack of "
@@ -180,7 +196,7 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress display (there is none anyway when stderr is not a terminal).")
 def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed, budget_window, maps, max_errors, time_range,
-           covers, max_line_bytes, max_gzip_ratio, quiet) -> None:
+           undated_time, covers, max_line_bytes, max_gzip_ratio, quiet) -> None:
     """Parse log files into an ECS-normalised Parquet store.
 
     PATHS are files, directories (read recursively), pipes or - for stdin; gzip is detected from content.
@@ -197,7 +213,8 @@ def ingest(paths, store_path, fmt, year, tz, dataset, privacy_unit, unattributed
     """
     try:
         options = IngestOptions(year=year, tz=tz, field_map=_parse_map(maps), time_range=_parse_time_range(time_range),
-                                covers=_parse_covers(covers), max_line_bytes=max_line_bytes,
+                                undated_time=_parse_undated(undated_time), covers=_parse_covers(covers),
+                                max_line_bytes=max_line_bytes,
                                 max_gzip_ratio=max_gzip_ratio)
     except ValueError as exc:
         raise UsageError(f"{exc}; fix the option value") from exc

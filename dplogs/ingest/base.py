@@ -57,6 +57,10 @@ class IngestOptions:
     """Longest accepted line; a longer one makes the input an error (memory stays bounded)."""
     max_gzip_ratio: float = 200
     """Gzip or Parquet input expanding more than this many times (past 1 MiB) is refused as a bomb."""
+    undated_time: dt.datetime | None = None
+    """The time given to records that carry none (CEF with no ``rt``/``end``/``start`` and no syslog
+    header, JSON with no time field), e.g. when the feed was exported (``--undated-time``). None:
+    such records are quarantined ("no timestamp"), never dated by dplogs on its own."""
     covers: tuple[dt.date, dt.date] | None = None
     """The UTC days ``[first, last]`` the operator declares the inputs cover (``--covers``), recorded
     as their coverage instead of the days of their first and last event, so coverage depends on
@@ -67,6 +71,8 @@ class IngestOptions:
             raise ValueError("chunk_lines must be positive")
         if self.year is not None and not 1970 <= self.year <= 2200:
             raise ValueError(f"year {self.year} is out of range 1970..2200")
+        if self.undated_time is not None and self.undated_time.tzinfo is None:
+            raise ValueError("the time for undated records must carry a zone")
         if self.covers is not None and not self.covers[0] <= self.covers[1]:
             raise ValueError(f"the declared coverage {self.covers[0]}..{self.covers[1]} ends before it begins")
         start, end = self.time_range
@@ -200,6 +206,8 @@ def split_out_of_range(events: pl.DataFrame, rows: pl.DataFrame, options: Ingest
     (1, ['timestamp outside 1970-01-01..2100-01-01 (--time-range)', "no timestamp (the event's time cannot be determined)"])
     """
     start, end = options.time_range
+    if options.undated_time is not None:  # the operator's time for records that carry none
+        events = events.with_columns(pl.col(TIMESTAMP).fill_null(pl.lit(options.undated_time).cast(events.schema[TIMESTAMP])))
     stamp = events.get_column(TIMESTAMP)
     missing = stamp.is_null()
     bad = ((stamp < start) | (stamp >= end)).fill_null(False) | missing

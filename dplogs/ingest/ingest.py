@@ -28,7 +28,7 @@ from dplogs.errors import DataError, UsageError
 from dplogs.escape import visible
 from dplogs.ingest import tails
 from dplogs.ingest.auth import MAX_REPEATS
-from dplogs.ingest.base import IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
+from dplogs.ingest.base import NO_TIME_REASON, IngestOptions, InputSource, LineFormat, LogFormat, ParsedChunk
 from dplogs.ingest.reader import bounded_blocks, check_format_name, detect_format, iter_blocks, open_sources
 from dplogs.ingest.store import DayWriter, Store, hash_canary, new_run_id, removed_if_nothing_stored
 from dplogs.ingest.streams import StreamKeys
@@ -126,6 +126,16 @@ def capped_repeats_note(summary: IngestSummary) -> str | None:
         return None
     return (f"{capped:,} 'message repeated N times' lines counted more than {MAX_REPEATS} repeats; each was stored as "
             f"{MAX_REPEATS} events (the line's message keeps its count)")
+
+
+def undated_note(summary: IngestSummary) -> str | None:
+    """A note when records were quarantined for carrying no time: they can be stored at a time the
+    operator gives (a CEF feed without ``rt`` quarantined whole looked unreadable)."""
+    undated = sum(n for f in summary.files for reason, n in f.reasons if reason == NO_TIME_REASON)
+    if not undated:
+        return None
+    return (f"{undated:,} records carry no time and were quarantined; if you know when they were logged (e.g. the "
+            "feed's export time), ingest the inputs into a new store with --undated-time TIME")
 
 
 def guessed_year_note(summary: IngestSummary, options: IngestOptions) -> str | None:
@@ -279,7 +289,7 @@ def ingest(
             store.add_fingerprint(key, seen[key])
     summary = IngestSummary(run_id=run_id, store=str(store.path), files=tuple(results), warnings=tuple(warnings))
     for note in (unattributed_note(summary, store.manifest.unit_rule), guessed_year_note(summary, options),
-                 capped_repeats_note(summary)):
+                 capped_repeats_note(summary), undated_note(summary)):
         if note is not None:
             summary = replace(summary, warnings=(*summary.warnings, note))
     if max_errors is not None and summary.quarantined > max_errors:

@@ -105,3 +105,28 @@ def test_elastic_cef_samples(datasets_dir: Path) -> None:
     assert (rows[1]["user.name"], rows[1]["user.target.name"], rows[1]["destination.ip"]) == ("bob", "alice", "81.2.69.143")
     # "message=" is not a CEF key: the message is the CEF Name; trailing blanks do not leak into values
     assert (rows[3]["message"], rows[3]["source.ip"], rows[3]["destination.ip"]) == ("Authentication", "192.168.3.4", "192.168.1.2")
+
+
+def test_records_without_a_time_are_stored_at_the_operators_undated_time(tmp_path: Path) -> None:
+    # The classic CEF example carries no rt/end/start and no syslog header: quarantined, and a feed
+    # of such lines looked unreadable. --undated-time stores them at a time the operator gives;
+    # records with their own time keep it; without the option they stay quarantined, with a hint.
+    from click.testing import CliRunner
+
+    from dplogs.cli import cli
+    from dplogs.ingest.store import Store
+
+    feed = tmp_path / "feed.cef"
+    feed.write_text("CEF:0|Security|threatmanager|1.0|100|worm successfully stopped|10|src=10.0.0.1 dst=2.1.2.2 spt=1232\n"
+                    "CEF:0|Sec|tm|1.0|101|login failed|5|suser=bob src=10.0.0.2 rt=1710237600000\n")
+    plain = CliRunner().invoke(cli, ["ingest", str(feed), "--store", str(tmp_path / "plain")])
+    assert plain.exit_code == 0 and "ingest the inputs into a new store with --undated-time TIME" in plain.stderr
+    assert Store.open(tmp_path / "plain").scan_quarantine().collect().get_column("reason").to_list() == [NO_TIME_REASON]
+    dated = CliRunner().invoke(cli, ["ingest", str(feed), "--store", str(tmp_path / "dated"),
+                                     "--undated-time", "2024-03-12T09:00:00+01:00"])
+    assert dated.exit_code == 0 and "undated-time" not in dated.stderr
+    stamps = Store.open(tmp_path / "dated").scan().select("@timestamp").collect().to_series().sort().to_list()
+    assert stamps == [dt.datetime(2024, 3, 12, 8, 0, tzinfo=UTC), dt.datetime(2024, 3, 12, 10, 0, tzinfo=UTC)]
+    assert Store.open(tmp_path / "dated").scan_quarantine().collect().is_empty()
+    bad = CliRunner().invoke(cli, ["ingest", str(feed), "--store", str(tmp_path / "bad"), "--undated-time", "yesterday"])
+    assert bad.exit_code == 64 and "--undated-time 'yesterday'" in bad.stderr and not (tmp_path / "bad").exists()

@@ -140,8 +140,10 @@ def test_noisy_tails_read_pure_noise_as_empty():
     for _ in range(200):
         tau, detail = choose(step, counts, charge=charge, noise_cost=lambda t: 0.01 * t)
         chosen.append(tau)
-    # the one real tail (500 units above 1024) is found; noise never pushes the clamp far out
-    assert max(chosen) <= 4096.0 and sum(t == 4096.0 for t in chosen) >= 195, sorted(set(chosen))
+    # the one real tail (500 units above 1024) is found; noise pushes the clamp far out only at the
+    # documented false-push rate (false_push_rate: 4.9e-5 per choice to 16384, so one such push in
+    # 200 choices in ~1% of runs, seen once in CI; two in ~5e-5)
+    assert sum(t > 4096.0 for t in chosen) <= 1 and sum(t == 4096.0 for t in chosen) >= 195, sorted(set(chosen))
     assert noisy_tails(np.zeros(len(VALUE_CANDIDATES) + 1), step.noise, step.candidates).sum() == 0
 
 

@@ -43,13 +43,13 @@ Public API used by the engine and the detector::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
 import os
 import secrets
 from collections.abc import Collection, Iterable, Iterator
-import contextlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path

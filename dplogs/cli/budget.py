@@ -48,7 +48,7 @@ def open_ledger(store: Path, *, create: bool = False, replace_lost: bool = False
     return open_store_ledger_copy(st, store_id=store_id), st.manifest.budget_window
 
 
-def _no_ledger_yet(store: Path) -> bool:
+def no_ledger_yet(store: Path) -> bool:
     """The store never had a ledger: none on disk and none recorded in its manifest (a recorded
     ledger gone missing is a lost ledger, refused with 74 by :func:`open_ledger`)."""
     from dplogs.ingest.store import Store
@@ -111,7 +111,7 @@ def show(store: Path, windows: tuple[str, ...], as_json: bool) -> None:
     tighter valid bound is shown). "left ε" / "left ρ" are the largest single further pure-ε or
     zCDP release that still fits. Entries left reserved by a crashed run count as spent.
     """
-    if _no_ledger_yet(store):  # a new store: nothing spent, nothing to alarm a monitor about (was 74)
+    if no_ledger_yet(store):  # a new store: nothing spent, nothing to alarm a monitor about (was 74)
         from dplogs.ingest.store import Store
 
         policy, caps, budgets = Store.open(store).manifest.budget_window, None, []

@@ -310,11 +310,11 @@ def explain(queryfile: Path | None, sql_text: str | None, store: Path, fmt: str,
 def budget_now(store: Path, windows: tuple[str, ...]) -> str:
     """What the windows a release would be charged to have left now, read from the store's ledger
     (nothing is written): the cost alone did not say whether the release would fit or be refused (77)."""
-    from dplogs.cli.budget import open_ledger
+    from dplogs.cli.budget import no_ledger_yet, open_ledger
     from dplogs.errors import LedgerError
 
     caps = None
-    if (store / "ledger.sqlite").exists():  # a new store's first release makes it, then finds no caps
+    if not no_ledger_yet(store):  # a new store's first release makes it, then finds no caps
         try:
             with open_ledger(store)[0] as ledger:
                 caps, budgets = ledger.caps(), [ledger.budget(w) for w in windows]
